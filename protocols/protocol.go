@@ -1,0 +1,265 @@
+// Package protocols defines what a protocol is to protoplex and ships one
+// detector per built-in protocol.
+//
+// A detector is a pure function of the bytes a client has sent so far. It
+// answers Match, NoMatch or NeedMore, so every detector can be table-, fuzz-
+// and split-read-tested without sockets. The identification engine
+// (internal/identify) calls detectors again each time more bytes arrive.
+package protocols
+
+import (
+	"bytes"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Result is a detector's verdict on the bytes read so far.
+type Result uint8
+
+const (
+	// NeedMore: the bytes are a valid beginning of this protocol but do not
+	// prove it yet. The engine reads more, within its limits.
+	NeedMore Result = iota
+	// Match: the bytes prove this protocol. More bytes cannot change that.
+	Match
+	// NoMatch: the bytes cannot be this protocol. More bytes cannot change that.
+	NoMatch
+)
+
+func (r Result) String() string {
+	switch r {
+	case NeedMore:
+		return "NeedMore"
+	case Match:
+		return "Match"
+	case NoMatch:
+		return "NoMatch"
+	}
+	return "Result(?)"
+}
+
+// DetectFunc is a structural detector. It must be a pure function of data:
+// same bytes, same answer, however the bytes were split across reads. It must
+// not retain or modify data.
+type DetectFunc func(data []byte) Result
+
+// Metadata is what a detector can tell about a matched first flight, used by
+// route conditions (SNI, ALPN, Host).
+type Metadata struct {
+	SNI  string   // TLS server_name, lower case, no trailing dot
+	ALPN []string // TLS application_layer_protocol_negotiation, in client order
+	Host string   // HTTP Host header without port, lower case
+}
+
+// InspectFunc extracts route metadata from a first flight that its protocol's
+// detector matched. ok is false while data is too short to tell (NeedMore).
+type InspectFunc func(data []byte) (md Metadata, ok bool)
+
+// EstablishConnection marks a protocol as server-speaks-first (FTP, SMTP,
+// POP3...): the client sends nothing until it sees the server's greeting, so
+// such a protocol is chosen when the client stays silent (sslh's on_timeout).
+// A protocol is server-first when it has at least one step; the first step's
+// Silence (0 = the manager's server-first wait) is how long to wait.
+type EstablishConnection struct {
+	Silence time.Duration
+}
+
+// ConnHandler serves a connection in-process. It owns conn and must close it.
+type ConnHandler func(conn net.Conn)
+
+// Protocol describes one route: how to recognise a protocol from the client's
+// first bytes and where to send it.
+//
+// Byte fields (MatchStartBytes, MatchBytes, MatchRegexes, CustomValidator) are
+// the simple way to declare a user protocol; built-in constructors set Detect
+// instead, a structural parser. When Detect is set the byte fields are ignored.
+type Protocol struct {
+	// Name identifies the protocol in logs and metrics, e.g. "HTTP".
+	Name string
+	// Target is the backend: "host:port", or several separated by commas
+	// ("a:6379,b:6379"), load-balanced. Empty for in-process handlers.
+	Target string
+
+	// MatchStartBytes: the data must start with one of these prefixes.
+	MatchStartBytes [][]byte
+	// MatchBytes: one of these must occur inside the comparison window
+	// [NoComparisonBeforeBytes, NoComparisonAfterBytes) of the data.
+	MatchBytes [][]byte
+	// MatchRegexes: one must match the data. Go regexps work on UTF-8 runes:
+	// `\xff` matches the rune U+00FF, not the byte 0xFF, so use them only for
+	// text protocols and MatchStartBytes/MatchBytes for binary signatures.
+	MatchRegexes []*regexp.Regexp
+	// NoComparisonBeforeBytes: MatchBytes are not searched before this offset.
+	NoComparisonBeforeBytes int
+	// NoComparisonAfterBytes: MatchBytes are not searched at or after this
+	// offset (0 = no upper bound).
+	NoComparisonAfterBytes int
+	// EstablishConnection marks a server-speaks-first protocol; see the type.
+	EstablishConnection []EstablishConnection
+	// Priority orders candidates that match the same bytes: lower is tried
+	// first. Ties are broken by registration order.
+	Priority int
+	// CustomValidator runs after a byte match; false means "not (yet)": the
+	// engine keeps reading and treats a final false as NoMatch.
+	CustomValidator func(data []byte) bool
+
+	// Detect is a structural detector; built-in protocols set it.
+	Detect DetectFunc
+	// FirstBytes lists every byte a first flight of this protocol can start
+	// with, for the engine's first-byte index. Empty means "any byte".
+	FirstBytes []byte
+	// Inspect extracts SNI/ALPN/Host for route conditions.
+	Inspect InspectFunc
+	// Specificity ranks a sub-protocol above its generic parent when both
+	// match the same bytes (WebSocket and WebDAV over HTTP). Route conditions
+	// add to it automatically.
+	Specificity int
+
+	// Route conditions (all given ones must hold). Entries: exact names or
+	// "*.example.com" (matches any name below example.com).
+	SNI   []string
+	ALPN  []string
+	Hosts []string
+
+	// Fallback marks the protocol that takes connections nothing matched.
+	Fallback bool
+	// Handler, when set, serves the connection in-process instead of
+	// forwarding it; the conn replays the bytes read during identification.
+	Handler ConnHandler
+
+	// Backend options (see internal/backend). Zero values mean defaults.
+	Balance     string        // round_robin (default), weighted_round_robin, least_connections, random, first
+	SendProxy   string        // "", "v1" or "v2": PROXY protocol header towards the backend
+	Pool        PoolConfig    // warm pool of pre-dialed connections (opt-in)
+	Health      HealthConfig  // active health checks
+	IdleTimeout time.Duration // forwarded connection closed after this long without bytes (0 = manager default)
+}
+
+// PoolConfig enables a warm pool of pre-dialed backend connections.
+type PoolConfig struct {
+	MinIdle     int           // connections kept dialed per target (0 = off)
+	MaxIdleTime time.Duration // a pooled connection older than this is discarded
+}
+
+// HealthConfig configures active health checks of a protocol's targets.
+type HealthConfig struct {
+	Interval time.Duration // 0 = no active checks (passive checks still apply)
+	Timeout  time.Duration
+	Rise     int    // consecutive successes to mark a target up
+	Fall     int    // consecutive failures to mark a target down
+	Check    string // "tcp" (default), "redis" (PING), "http" (GET Path)
+	Path     string
+}
+
+// ServerFirst reports whether the protocol is chosen on client silence.
+func (p *Protocol) ServerFirst() bool { return len(p.EstablishConnection) > 0 }
+
+// HasConditions reports whether the protocol is a conditional route.
+func (p *Protocol) HasConditions() bool {
+	return len(p.SNI) > 0 || len(p.ALPN) > 0 || len(p.Hosts) > 0
+}
+
+// Clone returns a copy whose slices can be modified independently.
+func (p *Protocol) Clone() *Protocol {
+	c := *p
+	c.MatchStartBytes = append([][]byte(nil), p.MatchStartBytes...)
+	c.MatchBytes = append([][]byte(nil), p.MatchBytes...)
+	c.MatchRegexes = append([]*regexp.Regexp(nil), p.MatchRegexes...)
+	c.EstablishConnection = append([]EstablishConnection(nil), p.EstablishConnection...)
+	c.FirstBytes = append([]byte(nil), p.FirstBytes...)
+	c.SNI = append([]string(nil), p.SNI...)
+	c.ALPN = append([]string(nil), p.ALPN...)
+	c.Hosts = append([]string(nil), p.Hosts...)
+	return &c
+}
+
+// Detector returns the protocol's detector: Detect when set, else one compiled
+// from the byte fields. Route conditions are not part of it (see Matches).
+func (p *Protocol) Detector() DetectFunc {
+	if p.Detect != nil {
+		return p.Detect
+	}
+	return byteFieldDetector(p)
+}
+
+// byteFieldDetector compiles the seed's byte fields into a DetectFunc.
+func byteFieldDetector(p *Protocol) DetectFunc {
+	starts := p.MatchStartBytes
+	anywhere := p.MatchBytes
+	regexes := p.MatchRegexes
+	lo, hi := p.NoComparisonBeforeBytes, p.NoComparisonAfterBytes
+	validator := p.CustomValidator
+	if len(starts) == 0 && len(anywhere) == 0 && len(regexes) == 0 && validator == nil {
+		return func([]byte) Result { return NoMatch }
+	}
+	return func(data []byte) Result {
+		if len(starts) > 0 {
+			r := matchPrefixes(data, starts)
+			if r != Match {
+				return r
+			}
+		}
+		if len(anywhere) > 0 {
+			r := matchWindow(data, anywhere, lo, hi)
+			if r != Match {
+				return r
+			}
+		}
+		if len(regexes) > 0 {
+			matched := false
+			for _, re := range regexes {
+				if re.Match(data) {
+					matched = true
+					break
+				}
+			}
+			if !matched {
+				// More bytes may still complete a match.
+				return NeedMore
+			}
+		}
+		if validator != nil && !validator(data) {
+			return NeedMore
+		}
+		return Match
+	}
+}
+
+// matchPrefixes: Match if data starts with a prefix, NeedMore if data is a
+// proper beginning of one, NoMatch otherwise.
+func matchPrefixes(data []byte, prefixes [][]byte) Result {
+	res := NoMatch
+	for _, pre := range prefixes {
+		if len(data) >= len(pre) {
+			if bytes.Equal(data[:len(pre)], pre) {
+				return Match
+			}
+		} else if bytes.Equal(data, pre[:len(data)]) {
+			res = NeedMore
+		}
+	}
+	return res
+}
+
+// matchWindow searches needles in data[lo:hi]. NoMatch once the window is
+// complete without a hit; NeedMore while it can still fill.
+func matchWindow(data []byte, needles [][]byte, lo, hi int) Result {
+	end := len(data)
+	complete := false
+	if hi > 0 && end >= hi {
+		end, complete = hi, true
+	}
+	if lo < end {
+		window := data[lo:end]
+		for _, n := range needles {
+			if bytes.Contains(window, n) {
+				return Match
+			}
+		}
+	}
+	if complete {
+		return NoMatch
+	}
+	return NeedMore
+}

@@ -1,0 +1,28 @@
+package protocols
+
+import "strings"
+
+// Constructor builds a built-in protocol routed to target.
+type Constructor func(target string) *Protocol
+
+// builtins maps lower-case protocol names (as written in YAML) to
+// constructors. Read-only after package initialisation.
+var builtins = map[string]Constructor{
+	// Each protocol file adds its own line here, keep it sorted.
+}
+
+// Lookup returns the constructor of the built-in protocol called name
+// (case-insensitive: "http", "HTTP", "Http" are the same).
+func Lookup(name string) (Constructor, bool) {
+	c, ok := builtins[strings.ToLower(name)]
+	return c, ok
+}
+
+// Names returns the built-in protocol names (lower case).
+func Names() []string {
+	out := make([]string, 0, len(builtins))
+	for n := range builtins {
+		out = append(out, n)
+	}
+	return out
+}
