@@ -1,0 +1,131 @@
+package protoplex
+
+import "time"
+
+// Config is the YAML configuration. Keys follow the seed's config.yaml; see
+// docs/config.md. Durations are Go duration strings ("5s").
+type Config struct {
+	Server      ServerConfig          `yaml:"server"`
+	Security    SecurityConfig        `yaml:"security"`
+	Protocols   []ProtocolConfig      `yaml:"protocols"`
+	Monitoring  MonitoringConfig      `yaml:"monitoring"`
+	Distributed DistributedFileConfig `yaml:"distributed"`
+
+	// Source is the file the config was read from ("" for embedded/Go-built).
+	Source string `yaml:"-"`
+}
+
+// ServerConfig mirrors the seed's server: block plus listen.
+type ServerConfig struct {
+	Listen                  []string      `yaml:"listen"` // one string or a list in YAML
+	MaxConnections          int           `yaml:"max_connections"`
+	BufferSize              int           `yaml:"buffer_size"`
+	IdentifyTimeout         time.Duration `yaml:"identify_timeout"`
+	IdentifyMinBytes        int           `yaml:"identify_min_bytes"`
+	CacheTTL                time.Duration `yaml:"cache_ttl"`
+	DialTimeout             time.Duration `yaml:"dial_timeout"`
+	ServerFirstWait         time.Duration `yaml:"server_first_wait"`
+	IdleTimeout             time.Duration `yaml:"idle_timeout"`
+	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
+	AcceptProxy             bool          `yaml:"accept_proxy"`
+	TrustedProxies          []string      `yaml:"trusted_proxies"`
+	LogFormat               string        `yaml:"log_format"` // text (default) or json
+	LogLevel                string        `yaml:"log_level"`  // debug, info (default), warn, error
+}
+
+// SecurityConfig mirrors the seed's security: block.
+type SecurityConfig struct {
+	EnableRateLimit     bool            `yaml:"enable_rate_limit"`
+	RateLimit           RateLimitConfig `yaml:"rate_limit"`
+	EnableDDoSGuard     bool            `yaml:"enable_ddos_guard"`
+	DDoSGuard           DDoSGuardConfig `yaml:"ddos_guard"`
+	MaxConnectionsPerIP int             `yaml:"max_connections_per_ip"`
+	IPWhitelist         []string        `yaml:"ip_whitelist"`
+	IPBlacklist         []string        `yaml:"ip_blacklist"`
+}
+
+// RateLimitConfig is the per-source-IP token bucket for new connections.
+type RateLimitConfig struct {
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	BurstSize         int     `yaml:"burst_size"`
+}
+
+// DDoSGuardConfig: sources whose connections keep failing identification are
+// banned temporarily, the ban doubling on each repeat.
+type DDoSGuardConfig struct {
+	FailureThreshold int           `yaml:"failure_threshold"` // failed identifications per window
+	Window           time.Duration `yaml:"window"`
+	BanDuration      time.Duration `yaml:"ban_duration"`
+	MaxBanDuration   time.Duration `yaml:"max_ban_duration"`
+}
+
+// ProtocolConfig is one entry of protocols:.
+type ProtocolConfig struct {
+	Name     string   `yaml:"name"`
+	Target   []string `yaml:"target"` // "a:1,b:2", or a YAML list; "host:port;w=3" sets a weight
+	Priority int      `yaml:"priority"`
+	SNI      []string `yaml:"sni"`
+	ALPN     []string `yaml:"alpn"`
+	Host     []string `yaml:"host"`
+	Fallback bool     `yaml:"fallback"`
+
+	// User protocols (a name that is not built in).
+	MatchStartBytes []string `yaml:"match_start_bytes"` // hex, e.g. "aa55"
+	MatchRegexes    []string `yaml:"match_regexes"`
+	ServerFirst     bool     `yaml:"server_first"`
+
+	Balance     string           `yaml:"balance"`
+	SendProxy   string           `yaml:"send_proxy"`
+	Pool        PoolFileConfig   `yaml:"pool"`
+	HealthCheck HealthFileConfig `yaml:"health_check"`
+	IdleTimeout time.Duration    `yaml:"idle_timeout"`
+
+	// Line is the YAML line of the entry, for error messages.
+	Line int `yaml:"-"`
+}
+
+// PoolFileConfig is protocols[].pool.
+type PoolFileConfig struct {
+	MinIdle     int           `yaml:"min_idle"`
+	MaxIdleTime time.Duration `yaml:"max_idle_time"`
+}
+
+// HealthFileConfig is protocols[].health_check.
+type HealthFileConfig struct {
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Rise     int           `yaml:"rise"`
+	Fall     int           `yaml:"fall"`
+	Check    string        `yaml:"check"` // tcp, redis, http
+	Path     string        `yaml:"path"`
+}
+
+// MonitoringConfig mirrors the seed's monitoring: block. Port 0 disables.
+type MonitoringConfig struct {
+	EnableMetrics     bool `yaml:"enable_metrics"`
+	MetricsPort       int  `yaml:"metrics_port"`
+	EnableHealthCheck bool `yaml:"enable_health_check"`
+	HealthCheckPort   int  `yaml:"health_check_port"`
+	// MetricsAddress / HealthAddress override the host part (default "" = all
+	// interfaces), e.g. "127.0.0.1".
+	BindAddress string `yaml:"bind_address"`
+}
+
+// DistributedFileConfig mirrors the seed's distributed: block.
+type DistributedFileConfig struct {
+	Enable           bool     `yaml:"enable"`
+	NodeID           string   `yaml:"node_id"`
+	EtcdEndpoints    []string `yaml:"etcd_endpoints"`
+	ServiceDiscovery struct {
+		Enable          bool `yaml:"enable"`
+		RefreshInterval int  `yaml:"refresh_interval"` // seconds, as in the seed
+	} `yaml:"service_discovery"`
+	LoadBalancer struct {
+		Strategy            string `yaml:"strategy"`
+		HealthCheckInterval int    `yaml:"health_check_interval"` // seconds
+	} `yaml:"load_balancer"`
+	ConfigManager struct {
+		Enable      bool   `yaml:"enable"`
+		WatchPrefix string `yaml:"watch_prefix"`
+	} `yaml:"config_manager"`
+}
