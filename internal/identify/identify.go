@@ -1,0 +1,201 @@
+package identify
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// Limits bound one identification.
+type Limits struct {
+	// MinBytes: once this many bytes are read, decide with what is there
+	// (IdentifyMinBytes). A certain match is decided earlier.
+	MinBytes int
+	// Timeout is the overall deadline of identification (slowloris bound).
+	Timeout time.Duration
+	// ReadTimeout, if set, bounds the wait for each next read.
+	ReadTimeout time.Duration
+	// ServerFirstWait: a client silent this long goes to the server-first
+	// route (when the route's own Silence is 0).
+	ServerFirstWait time.Duration
+	// SettleWait: when a route matched but a higher-ranked one still needs
+	// bytes, wait at most this long for them before taking the match.
+	SettleWait time.Duration
+}
+
+// Failure says why no route was found.
+type Failure uint8
+
+const (
+	OK           Failure = iota
+	NoMatch              // every detector rejected the bytes
+	Timeout              // deadline passed without a decision
+	ClientClosed         // EOF or reset before a decision
+	ReadError            // other read error
+	BufferFull           // buffer or MinBytes reached without a match
+)
+
+// String is the metric label.
+func (f Failure) String() string {
+	switch f {
+	case OK:
+		return "ok"
+	case NoMatch:
+		return "no_match"
+	case Timeout:
+		return "timeout"
+	case ClientClosed:
+		return "client_closed"
+	case ReadError:
+		return "read_error"
+	case BufferFull:
+		return "buffer_full"
+	}
+	return "unknown"
+}
+
+// Result of Identify. N bytes of the buffer were consumed from the client and
+// must be replayed to whoever serves the connection, even on failure (the
+// fallback route).
+type Result struct {
+	Route    *Route
+	N        int
+	Failure  Failure
+	Fallback bool // Route is the fallback route
+	Silent   bool // Route was chosen on client silence
+	Err      error
+}
+
+// Identify reads from conn into buf until t can decide. buf[:prefilled]
+// already holds bytes read from the client (after a PROXY header, say). It
+// leaves conn's read deadline cleared.
+func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) Result {
+	start := time.Now()
+	deadline := start.Add(lim.Timeout)
+	minBytes := lim.MinBytes
+	if minBytes <= 0 || minBytes > len(buf) {
+		minBytes = len(buf)
+	}
+	var silenceEnd time.Time
+	if t.serverFirst != nil {
+		wait := t.serverFirst.Proto.EstablishConnection[0].Silence
+		if wait <= 0 {
+			wait = lim.ServerFirstWait
+		}
+		if wait > 0 {
+			silenceEnd = start.Add(wait)
+		}
+	}
+	var (
+		n         = prefilled
+		v         Verdict
+		settleEnd time.Time
+		current   time.Time
+	)
+	if n > 0 {
+		silenceEnd = time.Time{}
+		if v = t.evaluate(buf[:n]); v.Final {
+			return Result{Route: v.Best, N: n}
+		} else if v.Rejected {
+			return t.fail(n, NoMatch, nil)
+		}
+	}
+	defer func() {
+		if !current.IsZero() {
+			_ = conn.SetReadDeadline(time.Time{})
+		}
+	}()
+	for {
+		rd := deadline
+		if n == 0 && !silenceEnd.IsZero() && silenceEnd.Before(rd) {
+			rd = silenceEnd
+		}
+		if !settleEnd.IsZero() && settleEnd.Before(rd) {
+			rd = settleEnd
+		}
+		if lim.ReadTimeout > 0 {
+			if per := time.Now().Add(lim.ReadTimeout); per.Before(rd) {
+				rd = per
+			}
+		}
+		if !rd.Equal(current) {
+			_ = conn.SetReadDeadline(rd)
+			current = rd
+		}
+		m, err := conn.Read(buf[n:])
+		if m > 0 {
+			n += m
+			v = t.evaluate(buf[:n])
+			switch {
+			case v.Final:
+				return Result{Route: v.Best, N: n}
+			case v.Rejected:
+				return t.fail(n, NoMatch, nil)
+			case v.Best != nil && settleEnd.IsZero() && lim.SettleWait > 0:
+				settleEnd = time.Now().Add(lim.SettleWait)
+			}
+			if n >= minBytes || n == len(buf) {
+				if v.Best != nil {
+					return Result{Route: v.Best, N: n}
+				}
+				return t.fail(n, BufferFull, nil)
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			now := time.Now()
+			switch {
+			case n == 0 && !silenceEnd.IsZero() && !now.Before(silenceEnd) && now.Before(deadline):
+				return Result{Route: t.serverFirst, Silent: true}
+			case v.Best != nil:
+				return Result{Route: v.Best, N: n}
+			case now.Before(deadline) && (lim.ReadTimeout <= 0 || now.Before(current)):
+				continue // the silence or settle window ended; keep reading
+			}
+			return t.fail(n, Timeout, err)
+		}
+		// The client closed its side (or reset) before a certain decision:
+		// a complete first flight followed by a half-close still routes.
+		if v.Best != nil {
+			return Result{Route: v.Best, N: n}
+		}
+		if errors.Is(err, io.EOF) || isReset(err) {
+			if n > 0 && t.fallback != nil {
+				return Result{Route: t.fallback, N: n, Fallback: true, Failure: ClientClosed}
+			}
+			return Result{N: n, Failure: ClientClosed, Err: err}
+		}
+		return Result{N: n, Failure: ReadError, Err: err}
+	}
+}
+
+// fail returns the fallback route, if any, or the failure.
+func (t *Table) fail(n int, f Failure, err error) Result {
+	if t.fallback != nil {
+		return Result{Route: t.fallback, N: n, Fallback: true, Failure: f}
+	}
+	return Result{N: n, Failure: f, Err: err}
+}
+
+// evaluate is Evaluate behind the cache.
+func (t *Table) evaluate(data []byte) Verdict {
+	if t.cache == nil {
+		return t.Evaluate(data)
+	}
+	now := time.Now()
+	if v, ok := t.cache.Get(data, now); ok {
+		return v
+	}
+	v := t.Evaluate(data)
+	t.cache.Put(data, v, now)
+	return v
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}

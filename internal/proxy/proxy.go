@@ -1,0 +1,174 @@
+// Package proxy moves bytes between a client and its backend once the
+// connection is identified: replay what identification consumed, then copy
+// both ways (splice on Linux), propagate half-close, enforce an idle timeout.
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CloseReason says how a forwarded connection ended (metric label).
+type CloseReason uint8
+
+const (
+	Done        CloseReason = iota // both sides finished normally
+	IdleTimeout                    // no byte either way for the idle timeout
+	Error                          // a read or write failed
+	Aborted                        // closed from outside (drain deadline, shutdown)
+)
+
+func (r CloseReason) String() string {
+	switch r {
+	case Done:
+		return "done"
+	case IdleTimeout:
+		return "idle_timeout"
+	case Error:
+		return "error"
+	case Aborted:
+		return "drain"
+	}
+	return "unknown"
+}
+
+// Stats of one forwarded connection.
+type Stats struct {
+	Up, Down int64 // client→backend, backend→client (replayed bytes included in Up)
+	Reason   CloseReason
+}
+
+// Forward copies client⇄backend until both directions end, then closes both
+// conns. replay (the bytes consumed by identification) is written to the
+// backend first. idle 0 disables the idle timeout. aborted, if non-nil, is
+// consulted to tell a close from outside apart from an error.
+func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborted func() bool) Stats {
+	var st Stats
+	if len(replay) > 0 {
+		if _, err := backend.Write(replay); err != nil {
+			client.Close()
+			backend.Close()
+			st.Reason = Error
+			return st
+		}
+		st.Up = int64(len(replay))
+	}
+	p := &pair{idle: idle}
+	p.touch()
+	var wg sync.WaitGroup
+	var upN int64
+	var upErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		upN, upErr = p.copy(backend, client)
+	}()
+	downN, downErr := p.copy(client, backend)
+	wg.Wait()
+	client.Close()
+	backend.Close()
+	st.Up += upN
+	st.Down = downN
+	switch {
+	case p.idleFired.Load():
+		st.Reason = IdleTimeout
+	case aborted != nil && aborted():
+		st.Reason = Aborted
+	case upErr != nil || downErr != nil:
+		st.Reason = Error
+	default:
+		st.Reason = Done
+	}
+	return st
+}
+
+// pair is the state both directions of one connection share.
+type pair struct {
+	idle      time.Duration
+	last      atomic.Int64 // unix nanos of the last byte moved either way
+	idleFired atomic.Bool
+}
+
+func (p *pair) touch() {
+	if p.idle > 0 {
+		p.last.Store(time.Now().UnixNano())
+	}
+}
+
+// copy moves src→dst until EOF (then half-closes dst) or an error (then
+// closes both so the other direction ends too).
+func (p *pair) copy(dst, src net.Conn) (int64, error) {
+	if p.idle > 0 {
+		_ = src.SetReadDeadline(time.Now().Add(p.idle))
+	}
+	var n int64
+	var err error
+	for {
+		var m int64
+		if s, ok := src.(*net.TCPConn); ok {
+			if d, ok := dst.(*net.TCPConn); ok {
+				m, err = spliceCopy(d, s, p)
+			} else {
+				m, err = bufferedCopy(dst, src, p)
+			}
+		} else {
+			m, err = bufferedCopy(dst, src, p)
+		}
+		n += m
+		if err == nil {
+			break // EOF
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && p.idle > 0 {
+			last := time.Unix(0, p.last.Load())
+			if since := time.Since(last); since < p.idle {
+				_ = src.SetReadDeadline(last.Add(p.idle))
+				continue
+			}
+			p.idleFired.Store(true)
+		}
+		// Unblock the other direction.
+		_ = src.Close()
+		_ = dst.Close()
+		return n, err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if cwErr := cw.CloseWrite(); cwErr != nil {
+			_ = dst.Close()
+		}
+	} else {
+		_ = dst.Close()
+	}
+	return n, nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// bufferedCopy is the portable path (TLS conns, pipes, non-Linux).
+func bufferedCopy(dst io.Writer, src io.Reader, p *pair) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			p.touch()
+			w, werr := dst.Write(buf[:m])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
