@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		ch <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	return a, b
+}
+
+// TestForwardByteExactBothWays sends 64 MiB of random bytes each way at the
+// same time through Forward, with a replayed prefix, and checks digests and
+// half-close propagation (each side sees EOF only after all bytes).
+func TestForwardByteExactBothWays(t *testing.T) {
+	size := 64 << 20
+	if testing.Short() {
+		size = 4 << 20
+	}
+	client, proxyClientSide := tcpPair(t)
+	proxyBackendSide, backend := tcpPair(t)
+	up := make([]byte, size)
+	down := make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	replay := up[:1000]
+
+	fwd := make(chan Stats, 1)
+	go func() { fwd <- Forward(proxyClientSide, proxyBackendSide, replay, time.Minute, nil) }()
+
+	type result struct {
+		sum [32]byte
+		n   int64
+	}
+	recv := func(c net.Conn, out chan<- result) {
+		h := sha256.New()
+		n, _ := io.Copy(h, c)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n = n
+		out <- r
+	}
+	backendGot, clientGot := make(chan result, 1), make(chan result, 1)
+	go recv(backend, backendGot)
+	go recv(client, clientGot)
+	send := func(c net.Conn, data []byte) {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite() // half-close: the other direction continues
+	}
+	go send(client, up[1000:])
+	go send(backend, down)
+
+	b, c := <-backendGot, <-clientGot
+	if b.n != int64(size) || b.sum != sha256.Sum256(up) {
+		t.Fatalf("backend got %d bytes, digest match %v", b.n, b.sum == sha256.Sum256(up))
+	}
+	if c.n != int64(size) || c.sum != sha256.Sum256(down) {
+		t.Fatalf("client got %d bytes, digest match %v", c.n, c.sum == sha256.Sum256(down))
+	}
+	st := <-fwd
+	if st.Up != int64(size) || st.Down != int64(size) || st.Reason != Done {
+		t.Fatalf("stats %+v", st)
+	}
+	client.Close()
+	backend.Close()
+}
+
+// TestHalfCloseKeepsOtherDirection: the client finishes sending, the backend
+// still answers afterwards (like `nc -q` or an HTTP/1.0 client).
+func TestHalfCloseKeepsOtherDirection(t *testing.T) {
+	client, pc := tcpPair(t)
+	pb, backend := tcpPair(t)
+	done := make(chan Stats, 1)
+	go func() { done <- Forward(pc, pb, nil, 0, nil) }()
+	client.Write([]byte("question"))
+	client.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(backend) // ends at the propagated half-close
+	if string(got) != "question" {
+		t.Fatalf("backend got %q", got)
+	}
+	backend.Write([]byte("answer after half-close"))
+	backend.Close()
+	reply, _ := io.ReadAll(client)
+	if string(reply) != "answer after half-close" {
+		t.Fatalf("client got %q", reply)
+	}
+	client.Close()
+	if st := <-done; st.Reason != Done {
+		t.Fatalf("reason %v", st.Reason)
+	}
+}
+
+func TestIdleTimeoutClosesBoth(t *testing.T) {
+	client, pc := tcpPair(t)
+	pb, backend := tcpPair(t)
+	done := make(chan Stats, 1)
+	go func() { done <- Forward(pc, pb, nil, 100*time.Millisecond, nil) }()
+	// Activity keeps it open past several idle periods...
+	for i := 0; i < 5; i++ {
+		client.Write([]byte("x"))
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(backend, buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(40 * time.Millisecond) // simulated think time, not synchronisation
+	}
+	// ...then silence closes it.
+	st := <-done
+	if st.Reason != IdleTimeout || st.Up != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client still open")
+	}
+	client.Close()
+	backend.Close()
+}
+
+func TestReplayConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	rc := NewReplayConn(b, []byte("hello "))
+	go func() { a.Write([]byte("world")); a.Close() }()
+	got, _ := io.ReadAll(rc)
+	if !bytes.Equal(got, []byte("hello world")) {
+		t.Fatalf("got %q", got)
+	}
+	rc.Close()
+}
+
+func BenchmarkForwardThroughput(b *testing.B) {
+	client, pc := tcpPair(b)
+	pb, backend := tcpPair(b)
+	go Forward(pc, pb, nil, 0, nil)
+	benchStream(b, client, backend)
+	client.Close()
+	backend.Close()
+}
+
+func BenchmarkDirectThroughput(b *testing.B) {
+	client, backend := tcpPair(b)
+	benchStream(b, client, backend)
+	client.Close()
+	backend.Close()
+}
+
+func benchStream(b *testing.B, w, r net.Conn) {
+	chunk := make([]byte, 256<<10)
+	b.SetBytes(int64(len(chunk)))
+	done := make(chan struct{})
+	go func() {
+		io.CopyN(io.Discard, r, int64(b.N)*int64(len(chunk)))
+		close(done)
+	}()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w.Write(chunk)
+	}
+	<-done
+}
