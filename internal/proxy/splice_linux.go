@@ -13,7 +13,11 @@ import (
 // timeout cannot see activity. Here a pipe is taken from the pool only once
 // the source is readable and returned as soon as it is drained.
 
-const spliceChunk = 1 << 20
+const (
+	spliceChunk  = 1 << 20
+	pipeSize     = 1 << 20
+	fSetPipeSize = 1031 // F_SETPIPE_SZ
+)
 
 type spipe struct{ r, w int }
 
@@ -22,6 +26,9 @@ var pipes = sync.Pool{New: func() any {
 	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		return nil
 	}
+	// A larger pipe moves more per splice call on bulk streams; the kernel
+	// only commits pages actually filled. Failure keeps the 64 KiB default.
+	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[1]), fSetPipeSize, pipeSize)
 	p := &spipe{r: fds[0], w: fds[1]}
 	runtime.AddCleanup(p, func(fds [2]int) { syscall.Close(fds[0]); syscall.Close(fds[1]) }, fds)
 	return p
