@@ -193,3 +193,20 @@ func TestHTTPProtocol(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPInspectFlights(t *testing.T) {
+	for name, want := range map[string]string{
+		"http-curl.bin":            "127.0.0.1",
+		"http-curl-post.bin":       "127.0.0.1",
+		"http-wget.bin":            "127.0.0.1",
+		"http-curl-proxy.bin":      "www.example.com",
+		"websocket-curl.bin":       "127.0.0.1",
+		"webdav-curl-propfind.bin": "127.0.0.1",
+	} {
+		data := coreFlight(t, name)
+		if md, ok := inspectHTTP(data); !ok || md.Host != want {
+			t.Errorf("%s: inspect = %+v, %v; want host %q", name, md, ok, want)
+		}
+		checkInspectMonotonic(t, name, inspectHTTP, data)
+	}
+}

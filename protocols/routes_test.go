@@ -1,6 +1,9 @@
 package protocols
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestNormalizeName(t *testing.T) {
 	for in, want := range map[string]string{
@@ -69,5 +72,57 @@ func BenchmarkAccepts(b *testing.B) {
 		if !p.Accepts(md) {
 			b.Fatal("no match")
 		}
+	}
+}
+
+// coreDetectors are this file set's detectors, keyed by the flight-file
+// prefix of the protocol each one must match.
+var coreDetectors = []struct {
+	prefix  string
+	detect  DetectFunc
+	matches []string // flight prefixes it matches
+}{
+	{"http", detectHTTP, []string{"http-", "websocket-", "webdav-"}},
+	{"http2", detectHTTP2, []string{"http2-"}},
+	{"websocket", detectWebSocket, []string{"websocket-"}},
+	{"webdav", detectWebDAV, []string{"webdav-"}},
+	{"tls", detectTLS, []string{"tls-"}},
+	{"ssh", detectSSH, []string{"ssh-"}},
+	{"redis", detectRedis, []string{"redis-"}},
+}
+
+// TestCoreFlights runs every detector on every recorded real first flight:
+// its own protocol's flights must Match (also split at every offset), the
+// other core protocols' flights must be rejected, and flights of protocols
+// from other files must at least not Match.
+func TestCoreFlights(t *testing.T) {
+	flights := coreFlights(t, "")
+	own := 0
+	for _, d := range coreDetectors {
+		for name, data := range flights {
+			want, core := NoMatch, false
+			for _, c := range coreDetectors {
+				if strings.HasPrefix(name, c.prefix+"-") {
+					core = true
+				}
+			}
+			for _, m := range d.matches {
+				if strings.HasPrefix(name, m) {
+					want = Match
+					own++
+				}
+			}
+			if want == Match || core {
+				checkDetector(t, d.prefix+" on "+name, d.detect, data, want)
+				continue
+			}
+			if got := d.detect(data); got == Match {
+				t.Errorf("%s detector matches %s", d.prefix, name)
+			}
+			checkMonotonic(t, d.prefix+" on "+name, d.detect, data)
+		}
+	}
+	if own < 16 {
+		t.Fatalf("only %d own flights found; run testdata/record.sh", own)
 	}
 }

@@ -191,3 +191,28 @@ func TestTLSParseMalformed(t *testing.T) {
 		t.Fatalf("corrupted sni: %+v", md)
 	}
 }
+
+func TestTLSFlights(t *testing.T) {
+	both := []string{"h2", "http/1.1"}
+	for name, want := range map[string]Metadata{
+		"tls-openssl-sni.bin":   {SNI: "example.com", ALPN: both},
+		"tls-openssl-nosni.bin": {},
+		"tls-curl.bin":          {SNI: "example.test", ALPN: both},
+		"tls-go.bin":            {SNI: "go.example.test", ALPN: both},
+	} {
+		data := coreFlight(t, name)
+		md, ok := inspectTLS(data)
+		if !ok || !reflect.DeepEqual(md, want) {
+			t.Errorf("%s: inspect = %+v, %v; want %+v", name, md, ok, want)
+		}
+		checkInspectMonotonic(t, name, inspectTLS, data)
+		// The same ClientHello re-fragmented into small records.
+		msgLen := int(data[3])<<8 | int(data[4])
+		split := tlsTestRecords(data[5:5+msgLen], 50)
+		checkDetector(t, name+" in records", detectTLS, split, Match)
+		if md, ok := inspectTLS(split); !ok || !reflect.DeepEqual(md, want) {
+			t.Errorf("%s in records: inspect = %+v, %v; want %+v", name, md, ok, want)
+		}
+		checkInspectMonotonic(t, name+" in records", inspectTLS, split)
+	}
+}

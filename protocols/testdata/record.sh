@@ -1,0 +1,30 @@
+#!/bin/sh
+# Recreates testdata/flights/*.bin: the first bytes real clients send, captured
+# by a listener on 127.0.0.1 (no other address is contacted).
+# Needs: curl, openssl, ssh (openssh-client), redis-cli (redis-tools), bash.
+# Run from anywhere inside the module: protocols/testdata/record.sh
+set -eu
+cd "$(dirname "$0")/../.."
+out=protocols/testdata/flights
+mkdir -p "$out"
+rec() { name=$1; shift; go run ./protocols/testdata/recorder -out "$out/$name" "$@"; }
+
+rec http-curl.bin -- curl -s http://127.0.0.1:{port}/index.html
+rec http-curl-post.bin -- curl -s -d 'a=1&b=2' http://127.0.0.1:{port}/form
+rec http-wget.bin -- wget -q -O /dev/null -t 1 http://127.0.0.1:{port}/
+rec http-curl-proxy.bin -- curl -s -x http://127.0.0.1:{port} http://www.example.com/
+rec http2-curl.bin -- curl -s --http2-prior-knowledge http://127.0.0.1:{port}/
+# Debian's curl 7.88 has no ws:// support: send the RFC 6455 handshake headers.
+rec websocket-curl.bin -- curl -s --http1.1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+	-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' -H 'Sec-WebSocket-Version: 13' http://127.0.0.1:{port}/chat
+rec webdav-curl-propfind.bin -- curl -s -X PROPFIND -H 'Depth: 1' -H 'Content-Type: application/xml' \
+	--data '<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>' http://127.0.0.1:{port}/dav/
+rec webdav-curl-mkcol.bin -- curl -s -X MKCOL http://127.0.0.1:{port}/dav/new/
+rec tls-openssl-sni.bin -- sh -c 'openssl s_client -connect 127.0.0.1:{port} -servername example.com -alpn h2,http/1.1 </dev/null'
+rec tls-openssl-nosni.bin -- sh -c 'openssl s_client -connect 127.0.0.1:{port} -noservername </dev/null'
+rec tls-curl.bin -- curl -s -k --resolve example.test:{port}:127.0.0.1 https://example.test:{port}/
+rec tls-go.bin -gotls go.example.test
+rec ssh-openssh.bin -- ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes test@127.0.0.1
+rec redis-cli.bin -- redis-cli -h 127.0.0.1 -p {port} PING
+rec redis-cli-auth.bin -- redis-cli -h 127.0.0.1 -p {port} --no-auth-warning -a secret GET key
+rec redis-inline.bin -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; printf "PING\r\n" >&3; sleep 5'
