@@ -278,9 +278,14 @@ func httpFirstBytes(methods []string) []byte {
 	return out
 }
 
+// httpAnyHasPrefix and httpAnyEqual compare the first byte before the rest:
+// that rejects most of the list without a string comparison.
 func httpAnyHasPrefix(list []string, prefix []byte) bool {
+	if len(prefix) == 0 {
+		return true
+	}
 	for _, s := range list {
-		if len(prefix) <= len(s) && s[:len(prefix)] == string(prefix) {
+		if len(prefix) <= len(s) && s[0] == prefix[0] && s[:len(prefix)] == string(prefix) {
 			return true
 		}
 	}
@@ -288,8 +293,11 @@ func httpAnyHasPrefix(list []string, prefix []byte) bool {
 }
 
 func httpAnyEqual(list []string, b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
 	for _, s := range list {
-		if s == string(b) {
+		if len(s) == len(b) && s[0] == b[0] && s == string(b) {
 			return true
 		}
 	}

@@ -23,3 +23,11 @@ func TestHTTP2Detect(t *testing.T) {
 		t.Fatalf("HTTP/1 detector on the h2 preface: %v", got)
 	}
 }
+
+func FuzzHTTP2(f *testing.F) {
+	fuzzCore(f, detectHTTP2, nil, fuzzSeeds(f, []string{"http2-"}, "PRI * HTTP/1.1\r\n")...)
+}
+
+func BenchmarkDetectHTTP2(b *testing.B) {
+	benchDetect(b, detectHTTP2, coreFlight(b, "http2-curl.bin"), Match)
+}

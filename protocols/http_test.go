@@ -210,3 +210,80 @@ func TestHTTPInspectFlights(t *testing.T) {
 		checkInspectMonotonic(t, name, inspectHTTP, data)
 	}
 }
+
+// fuzzCore fuzzes a detector (and its inspector, if any): no panic, data not
+// modified, and a final answer on a prefix (split at a random point) is the
+// answer on the whole input, as is an inspector's ok metadata.
+func fuzzCore(f *testing.F, detect DetectFunc, inspect InspectFunc, seeds ...[]byte) {
+	f.Helper()
+	for _, s := range seeds {
+		f.Add(s, uint(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		orig := bytes.Clone(data)
+		k := int(split % uint(len(data)+1))
+		whole, part := detect(data), detect(data[:k])
+		if part != NeedMore && part != whole {
+			t.Fatalf("detect: %d of %d bytes say %v, all say %v", k, len(data), part, whole)
+		}
+		if inspect != nil {
+			md, ok := inspect(data)
+			mdk, okk := inspect(data[:k])
+			if okk && (!ok || !reflect.DeepEqual(md, mdk)) {
+				t.Fatalf("inspect: %d of %d bytes give %+v, all give %+v, %v", k, len(data), mdk, md, ok)
+			}
+		}
+		if !bytes.Equal(data, orig) {
+			t.Fatalf("data modified")
+		}
+	})
+}
+
+// fuzzSeeds returns the recorded flights with the given prefixes plus extra.
+func fuzzSeeds(f *testing.F, prefixes []string, extra ...string) [][]byte {
+	var out [][]byte
+	for _, p := range prefixes {
+		for _, b := range coreFlights(f, p) {
+			out = append(out, b)
+		}
+	}
+	for _, e := range extra {
+		out = append(out, []byte(e))
+	}
+	return out
+}
+
+func FuzzHTTP(f *testing.F) {
+	fuzzCore(f, detectHTTP, inspectHTTP, fuzzSeeds(f, []string{"http-", "webdav-"},
+		"GET http://a@b:1/ HTTP/1.1\r\n", "CONNECT [::1]:443 HTTP/1.0\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\nHost: [::1]:80\n\n", h2Preface)...)
+}
+
+// benchDetect reports the cost of one detector call on data, which must
+// give want.
+func benchDetect(b *testing.B, detect DetectFunc, data []byte, want Result) {
+	b.Helper()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if got := detect(data); got != want {
+			b.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func BenchmarkDetectHTTP(b *testing.B) {
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectHTTP, coreFlight(b, "http-curl.bin"), Match) })
+	b.Run("propfind", func(b *testing.B) { benchDetect(b, detectHTTP, coreFlight(b, "webdav-curl-propfind.bin"), Match) })
+	b.Run("reject-h2", func(b *testing.B) { benchDetect(b, detectHTTP, []byte(h2Preface), NoMatch) })
+}
+
+func BenchmarkInspectHTTP(b *testing.B) {
+	data := coreFlight(b, "http-curl.bin")
+	b.ReportAllocs()
+	for b.Loop() {
+		if md, ok := inspectHTTP(data); !ok || md.Host != "127.0.0.1" {
+			b.Fatalf("inspect = %+v, %v", md, ok)
+		}
+	}
+}

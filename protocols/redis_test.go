@@ -106,3 +106,14 @@ func TestRedisProtocol(t *testing.T) {
 		checkDetector(t, c, p.Detect, []byte(strings.ToLower(c)+" x\n"), Match)
 	}
 }
+
+func FuzzRedis(f *testing.F) {
+	fuzzCore(f, detectRedis, nil, fuzzSeeds(f, []string{"redis-"},
+		"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", "sElEcT 2\r\n", "GET / HTTP/1.1\r\n", "SET k \"v\"\n")...)
+}
+
+func BenchmarkDetectRedis(b *testing.B) {
+	b.Run("resp", func(b *testing.B) { benchDetect(b, detectRedis, coreFlight(b, "redis-cli.bin"), Match) })
+	b.Run("inline", func(b *testing.B) { benchDetect(b, detectRedis, coreFlight(b, "redis-inline.bin"), Match) })
+	b.Run("reject-http", func(b *testing.B) { benchDetect(b, detectRedis, coreFlight(b, "http-curl.bin"), NoMatch) })
+}

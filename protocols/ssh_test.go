@@ -20,3 +20,11 @@ func TestSSHDetect(t *testing.T) {
 		t.Fatalf("unexpected protocol %+v", p)
 	}
 }
+
+func FuzzSSH(f *testing.F) {
+	fuzzCore(f, detectSSH, nil, fuzzSeeds(f, []string{"ssh-"}, "SSH-1.99-x\r\n")...)
+}
+
+func BenchmarkDetectSSH(b *testing.B) {
+	benchDetect(b, detectSSH, coreFlight(b, "ssh-openssh.bin"), Match)
+}

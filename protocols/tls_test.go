@@ -216,3 +216,38 @@ func TestTLSFlights(t *testing.T) {
 		checkInspectMonotonic(t, name+" in records", inspectTLS, split)
 	}
 }
+
+func FuzzTLS(f *testing.F) {
+	seeds := fuzzSeeds(f, []string{"tls-"})
+	seeds = append(seeds,
+		tlsTestRecords(tlsTestHello("a.example", []string{"h2"}, 10, 0), 30),
+		tlsTestRecords(tlsTestHello("b.example", nil, 0, 3), 1))
+	fuzzCore(f, detectTLS, inspectTLS, seeds...)
+}
+
+func BenchmarkDetectTLS(b *testing.B) {
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectTLS, coreFlight(b, "tls-curl.bin"), Match) })
+	b.Run("records", func(b *testing.B) {
+		benchDetect(b, detectTLS, tlsTestRecords(tlsTestHello("a.example", nil, 0, 0), 2), Match)
+	})
+}
+
+func BenchmarkInspectTLS(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"go", coreFlight(b, "tls-go.bin")},
+		{"records", tlsTestRecords(tlsTestHello("a.example", []string{"h2"}, 300, 0), 100)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.data)))
+			for b.Loop() {
+				if md, ok := inspectTLS(c.data); !ok || md.SNI == "" {
+					b.Fatalf("inspect = %+v, %v", md, ok)
+				}
+			}
+		})
+	}
+}

@@ -45,3 +45,13 @@ func TestWebDAVProtocol(t *testing.T) {
 		checkDetector(t, m, p.Detect, []byte(m+" /x HTTP/1.1\r\n"), Match)
 	}
 }
+
+func FuzzWebDAV(f *testing.F) {
+	fuzzCore(f, detectWebDAV, inspectHTTP, fuzzSeeds(f, []string{"webdav-"},
+		"UPDATEREDIRECTREF /x HTTP/1.1\r\n", "VERSION-CONTROL / HTTP/1.0\n")...)
+}
+
+func BenchmarkDetectWebDAV(b *testing.B) {
+	b.Run("propfind", func(b *testing.B) { benchDetect(b, detectWebDAV, coreFlight(b, "webdav-curl-propfind.bin"), Match) })
+	b.Run("reject-get", func(b *testing.B) { benchDetect(b, detectWebDAV, coreFlight(b, "http-curl.bin"), NoMatch) })
+}

@@ -56,3 +56,13 @@ func TestWebSocketProtocol(t *testing.T) {
 		t.Fatalf("inspect = %+v, %v", md, ok)
 	}
 }
+
+func FuzzWebSocket(f *testing.F) {
+	fuzzCore(f, detectWebSocket, inspectHTTP, fuzzSeeds(f, []string{"websocket-", "http-curl.bin"},
+		wsHandshake, "GET / HTTP/1.1\r\nUpgrade: h2c, websocket/13\r\n\r\n")...)
+}
+
+func BenchmarkDetectWebSocket(b *testing.B) {
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectWebSocket, coreFlight(b, "websocket-curl.bin"), Match) })
+	b.Run("plain-get", func(b *testing.B) { benchDetect(b, detectWebSocket, coreFlight(b, "http-curl.bin"), NoMatch) })
+}
