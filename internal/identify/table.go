@@ -30,7 +30,7 @@ func (r *Route) match(data []byte) protocols.Result {
 	if !ok {
 		return protocols.NeedMore
 	}
-	if accepts(r.Proto, md) {
+	if r.Proto.Accepts(md) {
 		return protocols.Match
 	}
 	return protocols.NoMatch
