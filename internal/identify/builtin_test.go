@@ -1,0 +1,157 @@
+package identify
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+// catalogue registers every built-in protocol (in name order), plus SNI and
+// Host routes, the way a full config would.
+func catalogue(t *testing.T) []*protocols.Protocol {
+	t.Helper()
+	var ps []*protocols.Protocol
+	names := protocols.Names()
+	slices.Sort(names)
+	for _, n := range names {
+		ctor, _ := protocols.Lookup(n)
+		ps = append(ps, ctor("127.0.0.1:1"))
+	}
+	tlsA := protocols.NewTLSProtocol("127.0.0.1:2")
+	tlsA.SNI = []string{"a.example"}
+	ps = append(ps, tlsA)
+	return ps
+}
+
+func flights(t *testing.T) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob("../../protocols/testdata/flights/*.bin")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no flights: %v", err)
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.Base(f)] = b
+	}
+	return out
+}
+
+// TestCachedAndUncachedAgreeOnCorpus: for every real first flight and every
+// prefix of it (every way TCP could have split it), the cached engine gives
+// exactly the uncached engine's verdict, on first sight and on repeats.
+func TestCachedAndUncachedAgreeOnCorpus(t *testing.T) {
+	ps := catalogue(t)
+	plain := mustTable(t, ps...)
+	counters := &CacheCounters{}
+	cached, err := NewTable(ps, time.Minute, counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range flights(t) {
+		for round := 0; round < 2; round++ {
+			for i := 1; i <= len(data); i++ {
+				want, got := plain.Evaluate(data[:i]), cached.evaluate(data[:i])
+				if routeName(want) != routeName(got) || want.Final != got.Final || want.Rejected != got.Rejected {
+					t.Fatalf("%s[:%d] round %d: cached %s/%v/%v, uncached %s/%v/%v", name, i, round,
+						routeName(got), got.Final, got.Rejected, routeName(want), want.Final, want.Rejected)
+				}
+			}
+		}
+	}
+	if l, h := counters.Load(); h == 0 || l == 0 {
+		t.Fatalf("cache unused: lookups %d hits %d", l, h)
+	}
+}
+
+func routeName(v Verdict) string {
+	if v.Best == nil {
+		return "-"
+	}
+	r := v.Best.Proto
+	if len(r.SNI) > 0 {
+		return r.Name + "[" + strings.Join(r.SNI, ",") + "]"
+	}
+	return r.Name
+}
+
+// TestCorpusRoutesToOwnProtocol: each whole flight is routed to the protocol
+// its file is named after, with sub-protocols and SNI routes winning over
+// their generic parents.
+func TestCorpusRoutesToOwnProtocol(t *testing.T) {
+	tb := mustTable(t, catalogue(t)...)
+	for name, data := range flights(t) {
+		proto := strings.SplitN(name, "-", 2)[0]
+		v := tb.Evaluate(data)
+		if v.Best == nil || !v.Final {
+			t.Errorf("%s: no final match (%+v)", name, v)
+			continue
+		}
+		got := strings.ToLower(v.Best.Proto.Name)
+		want := proto
+		switch {
+		case name == "tls-openssl-sni.bin" && bytesContain(data, "a.example"):
+			want = "tls[a.example]"
+			got = strings.ToLower(routeName(v))
+		case proto == "socks4" || proto == "socks5":
+			// SOCKS flights may legitimately be taken by the generic "socks" entry.
+			if got == "socks" {
+				got = proto
+			}
+		}
+		if got != want && !(proto == "stun" && got == "turn") && !(proto == "postgresql" && got == "postgres") {
+			t.Errorf("%s: routed to %s, want %s", name, got, want)
+		}
+	}
+}
+
+func bytesContain(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+func TestWebSocketOutranksHTTP(t *testing.T) {
+	tb := mustTable(t, protocols.NewHTTPProtocol("h:1"), protocols.NewWebSocketProtocol("w:1"))
+	ws := []byte("GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	if v := tb.Evaluate(ws); routeName(v) != "WebSocket" || !v.Final {
+		t.Fatalf("websocket request: %s final=%v", routeName(v), v.Final)
+	}
+	plain := []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if v := tb.Evaluate(plain); routeName(v) != "HTTP" || !v.Final {
+		t.Fatalf("plain request: %s final=%v", routeName(v), v.Final)
+	}
+	// Request line only: HTTP matched, WebSocket still needs the headers.
+	if v := tb.Evaluate(plain[:16]); routeName(v) != "HTTP" || v.Final {
+		t.Fatalf("request line: %s final=%v", routeName(v), v.Final)
+	}
+}
+
+func BenchmarkEvaluateCatalogue(b *testing.B) {
+	var ps []*protocols.Protocol
+	for _, n := range protocols.Names() {
+		ctor, _ := protocols.Lookup(n)
+		ps = append(ps, ctor("x:1"))
+	}
+	tb, err := NewTable(ps, 0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range []struct{ name, data string }{
+		{"http", "GET / HTTP/1.1\r\nHost: example\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"},
+		{"ssh", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"},
+		{"redis", "*1\r\n$4\r\nPING\r\n"},
+	} {
+		data := []byte(f.data)
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				tb.Evaluate(data)
+			}
+		})
+	}
+}
