@@ -77,10 +77,11 @@ func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborte
 	switch {
 	case p.idleFired.Load():
 		st.Reason = IdleTimeout
-	case aborted != nil && aborted():
-		st.Reason = Aborted
 	case upErr != nil || downErr != nil:
 		st.Reason = Error
+		if aborted != nil && aborted() {
+			st.Reason = Aborted
+		}
 	default:
 		st.Reason = Done
 	}
