@@ -1,0 +1,65 @@
+package protoplex
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Ready reports whether the manager should receive traffic: a listener is
+// accepting, it is not draining, and every protocol with active health checks
+// has at least one healthy target. why says what is missing.
+func (pm *ProtocolManager) Ready() (ok bool, why string) {
+	switch {
+	case pm.Draining():
+		return false, "draining"
+	case !pm.Serving():
+		return false, "not listening"
+	}
+	rt := pm.routing.Load()
+	if rt == nil || len(rt.table.Routes()) == 0 {
+		return false, "no protocols configured"
+	}
+	return true, "ok"
+}
+
+// HealthHandler serves /health/live (the process answers) and /health/ready
+// (see Ready).
+func (pm *ProtocolManager) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/health/ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		ok, why := pm.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	return mux
+}
+
+// ServeHealth serves the health probes on addr until Close. It returns the
+// bound address (useful with port 0).
+func (pm *ProtocolManager) ServeHealth(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("protoplex: health listener: %w", err)
+	}
+	srv := &http.Server{Handler: pm.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+	pm.mu.Lock()
+	if pm.health != nil {
+		pm.mu.Unlock()
+		ln.Close()
+		return "", errors.New("protoplex: health server already running")
+	}
+	pm.health = &promExporter{srv: srv, ln: ln}
+	pm.mu.Unlock()
+	go srv.Serve(ln)
+	return ln.Addr().String(), nil
+}

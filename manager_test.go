@@ -1,0 +1,324 @@
+package protoplex
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serveTest runs pm on an ephemeral loopback port until the test ends.
+func serveTest(t *testing.T, pm *ProtocolManager) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pm.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		pm.Close()
+	})
+	return ln.Addr().String()
+}
+
+// goServer runs handler for every connection on an ephemeral port.
+func goServer(t *testing.T, handler func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handler(c) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// bannerServer answers the first line it reads with reply+line.
+func bannerServer(t *testing.T, reply string) string {
+	return goServer(t, func(c net.Conn) {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return
+		}
+		io.WriteString(c, reply+line)
+	})
+}
+
+func roundTrip(t *testing.T, addr, send string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, send); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// scrape parses the manager's /metrics output into "name{labels}" → value.
+func scrape(t *testing.T, pm *ProtocolManager) map[string]float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := name
+			if len(labels) > 0 {
+				key += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[key+"_count"] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+func TestRoutesByFirstBytes(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	sshBackend := bannerServer(t, "ssh-backend:")
+	redisBackend := bannerServer(t, "redis-backend:")
+	if err := pm.AddProtocol(protocols.NewSSHProtocol(sshBackend)); err != nil {
+		t.Fatal(err)
+	}
+	pm.AddProtocol(protocols.NewRedisProtocol(redisBackend))
+	addr := serveTest(t, pm)
+
+	if got := roundTrip(t, addr, "SSH-2.0-test\r\n"); got != "ssh-backend:SSH-2.0-test\r\n" {
+		t.Fatalf("ssh: %q", got)
+	}
+	if got := roundTrip(t, addr, "PING\r\n"); got != "redis-backend:PING\r\n" {
+		t.Fatalf("redis: %q", got)
+	}
+	m := scrape(t, pm)
+	if m["protoplex_identified_total{protocol=SSH}"] != 1 || m["protoplex_identified_total{protocol=Redis}"] != 1 {
+		t.Fatalf("identified metrics: %v", m)
+	}
+	if m["protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=SSH}"] != float64(len("SSH-2.0-test\r\n")) {
+		t.Fatalf("bytes up: %v", m["protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=SSH}"])
+	}
+	if got := pm.GetMetrics().Identified["SSH"]; got != 1 {
+		t.Fatalf("GetMetrics identified SSH = %d", got)
+	}
+}
+
+// The seed's in-process sample: no backend, the handler answers.
+func TestInternalProtocolReplaysBytes(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	pm.AddProtocol(CreateInternalProtocol(protocols.NewRedisProtocol, func(c net.Conn) {
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "+PONG "+line)
+	}))
+	addr := serveTest(t, pm)
+	if got := roundTrip(t, addr, "PING\r\n"); got != "+PONG PING\r\n" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestOptionValidation(t *testing.T) {
+	for _, opts := range [][]Option{
+		{WithIdentifyMinBytes(0)},
+		{WithIdentifyMinBytes(-1)},
+		{WithBufferSize(1024), WithIdentifyMinBytes(2048)},
+		{WithMaxConnections(0)},
+	} {
+		pm := NewProtocolManager(opts...)
+		if pm.Err() == nil {
+			t.Fatalf("options %d accepted", len(opts))
+		}
+		if err := pm.RunServer(context.Background(), "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "must be") {
+			t.Fatalf("RunServer: %v", err)
+		}
+		pm.Close()
+	}
+	if pm := NewProtocolManager(WithBufferSize(4096), WithIdentifyMinBytes(4096)); pm.Err() != nil {
+		t.Fatal(pm.Err())
+	} else {
+		pm.Close()
+	}
+}
+
+func TestUnidentifiedClosedAndCounted(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "x")))
+	addr := serveTest(t, pm)
+	if got := roundTrip(t, addr, "SSX-garbage\r\n"); got != "" {
+		t.Fatalf("garbage got a reply: %q", got)
+	}
+	waitFor(t, func() bool { return scrape(t, pm)["protoplex_identify_failures_total{reason=no_match}"] == 1 })
+}
+
+func TestMaxConnectionsRefusesOverCap(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()), WithMaxConnections(2))
+	pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "x")))
+	addr := serveTest(t, pm)
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	waitFor(t, func() bool { return pm.GetMetrics().ActiveConnections == 2 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, ErrClosed) {
+		t.Fatalf("over-cap connection not closed: %v", err)
+	}
+	c.Close()
+	if v := scrape(t, pm)["protoplex_connections_refused_total{reason=max_connections}"]; v != 1 {
+		t.Fatalf("refused = %v", v)
+	}
+	for _, h := range held {
+		h.Close()
+	}
+}
+
+// TestDrainWaitsForStreams: cancelling the context stops accepting at once,
+// lets an active stream finish, and only then returns.
+func TestDrainWaitsForStreams(t *testing.T) {
+	release := make(chan struct{})
+	backend := goServer(t, func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "first\n")
+		<-release
+		io.WriteString(c, "second\n")
+	})
+	pm := NewProtocolManager(WithLogger(discardLogger()), WithGracefulShutdownTimeout(time.Minute))
+	pm.AddProtocol(protocols.NewSSHProtocol(backend))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pm.Serve(ctx, ln) }()
+	defer pm.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "SSH-2.0-x\r\n")
+	r := bufio.NewReader(c)
+	if l, _ := r.ReadString('\n'); l != "first\n" {
+		t.Fatalf("got %q", l)
+	}
+	cancel()
+	waitFor(t, pm.Draining)
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("still accepting while draining")
+	}
+	select {
+	case <-done:
+		t.Fatal("returned before the stream finished")
+	default:
+	}
+	close(release)
+	if l, _ := r.ReadString('\n'); l != "second\n" {
+		t.Fatalf("stream cut: %q", l)
+	}
+	c.Close() // the client is done too: the connection ends, the drain with it
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDrainDeadlineClosesStragglers(t *testing.T) {
+	backend := goServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	pm := NewProtocolManager(WithLogger(discardLogger()), WithGracefulShutdownTimeout(100*time.Millisecond))
+	pm.AddProtocol(protocols.NewSSHProtocol(backend))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pm.Serve(ctx, ln) }()
+	defer pm.Close()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	defer c.Close()
+	io.WriteString(c, "SSH-2.0-x\r\n")
+	waitFor(t, func() bool { return pm.GetMetrics().Identified["SSH"] == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
+		t.Fatalf("straggler not closed: %v", err)
+	}
+	if v := scrape(t, pm)["protoplex_connections_closed_total{protocol=SSH,reason=drain}"]; v != 1 {
+		t.Fatalf("closed{drain} = %v", v)
+	}
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op)
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

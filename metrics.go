@@ -1,0 +1,282 @@
+package protoplex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/darkit/protoplex/internal/identify"
+)
+
+// PoolMetrics: backend connections dialed (Created) vs served warm (Reused).
+type PoolMetrics struct {
+	ConnectionsCreated int64 `json:"connections_created"`
+	ConnectionsReused  int64 `json:"connections_reused"`
+	Active             int64 `json:"active"`
+	Idle               int64 `json:"idle"`
+	HealthChecks       int64 `json:"health_checks"`
+	DialFailures       int64 `json:"dial_failures"`
+}
+
+// SecurityMetrics counts admissions and refusals.
+type SecurityMetrics struct {
+	TotalConnections    int64 `json:"total_connections"`
+	RateLimitedRequests int64 `json:"rate_limited_requests"`
+	BlockedConnections  int64 `json:"blocked_connections"`
+	WhitelistedAccess   int64 `json:"whitelisted_access"`
+	BlacklistedDenied   int64 `json:"blacklisted_denied"`
+	DDoSAttacks         int64 `json:"ddos_attacks"`
+}
+
+// PoolOperationStats counts one byte-pool tier's operations.
+type PoolOperationStats struct {
+	Gets   int64 `json:"gets"`
+	Puts   int64 `json:"puts"`
+	Misses int64 `json:"misses"`
+	InUse  int64 `json:"in_use"`
+}
+
+// DetailedMemoryPoolMetrics describes the identification buffer pools and the
+// Go heap.
+type DetailedMemoryPoolMetrics struct {
+	PoolStats struct {
+		SmallPool    PoolOperationStats `json:"small_pool"`
+		MediumPool   PoolOperationStats `json:"medium_pool"`
+		LargePool    PoolOperationStats `json:"large_pool"`
+		IdentityPool PoolOperationStats `json:"identity_pool"`
+	} `json:"pool_stats"`
+	MemoryStats struct {
+		CurrentAllocatedBytes int64  `json:"current_allocated_bytes"`
+		RuntimeAllocBytes     uint64 `json:"runtime_alloc_bytes"`
+	} `json:"memory_stats"`
+	GCStats struct {
+		GCRuns       uint32 `json:"gc_runs"`
+		GCPauseAvgNs uint64 `json:"gc_pause_avg_ns"`
+	} `json:"gc_stats"`
+}
+
+// ProtocolManagerMetrics is a snapshot of a manager's counters.
+type ProtocolManagerMetrics struct {
+	ActiveConnections int64                     `json:"active_connections"`
+	ConnectionPool    PoolMetrics               `json:"connection_pool"`
+	Security          SecurityMetrics           `json:"security"`
+	MemoryPool        DetailedMemoryPoolMetrics `json:"memory_pool"`
+	// CacheHitRate is identification cache hits / lookups (0..1).
+	CacheHitRate float64 `json:"cache_hit_rate"`
+	// Per protocol: connections identified.
+	Identified map[string]int64 `json:"identified"`
+}
+
+// GetMetrics returns current metrics. It reads atomics only; the memory
+// figures call runtime.ReadMemStats, so don't call it per connection.
+func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
+	var m ProtocolManagerMetrics
+	m.ActiveConnections = pm.conns.len()
+	if rt := pm.routing.Load(); rt != nil {
+		for _, b := range rt.backends {
+			if b != nil {
+				m.ConnectionPool.ConnectionsCreated += b.created.Load()
+			}
+		}
+	}
+	m.Security.TotalConnections = int64(pm.stats.acceptedN.Load())
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.MemoryPool.MemoryStats.RuntimeAllocBytes = ms.Alloc
+	m.MemoryPool.GCStats.GCRuns = ms.NumGC
+	if ms.NumGC > 0 {
+		m.MemoryPool.GCStats.GCPauseAvgNs = ms.PauseTotalNs / uint64(ms.NumGC)
+	}
+	lookups, hits := pm.stats.cache.Load()
+	if lookups > 0 {
+		m.CacheHitRate = float64(hits) / float64(lookups)
+	}
+	m.Identified = pm.stats.identifiedSnapshot()
+	return m
+}
+
+// Metric close/refusal reasons that are not security.Reason values.
+const (
+	reasonMaxConnections = "max_connections"
+	reasonProxyHeader    = "proxy_header"
+)
+
+// stats holds the manager's Prometheus collectors, registered in a registry
+// of its own (no global state: two managers in one process don't clash).
+type stats struct {
+	reg *prometheus.Registry
+
+	accepted         prometheus.Counter
+	active           prometheus.Gauge
+	refused          *prometheus.CounterVec
+	closedVec        *prometheus.CounterVec
+	identifyFailures *prometheus.CounterVec
+	identifiedVec    *prometheus.CounterVec
+	identifyDur      *prometheus.HistogramVec
+	bytes            *prometheus.CounterVec
+	dialErrors       *prometheus.CounterVec
+	dialDur          *prometheus.HistogramVec
+	backendUp        *prometheus.GaugeVec
+	reloads          *prometheus.CounterVec
+	clusterNodes     prometheus.Gauge
+	discovered       *prometheus.GaugeVec
+
+	cache     identify.CacheCounters
+	acceptedN atomic.Int64
+
+	mu     sync.Mutex
+	routes map[string]*routeStats
+}
+
+// routeStats are one protocol's pre-resolved children, so the connection
+// path never hashes label values.
+type routeStats struct {
+	identified       prometheus.Counter
+	identifyDuration prometheus.Observer
+	up, down         prometheus.Counter
+	count            atomic.Int64 // identified, for GetMetrics
+}
+
+func newStats() *stats {
+	s := &stats{reg: prometheus.NewRegistry(), routes: map[string]*routeStats{}}
+	s.accepted = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_connections_accepted_total", Help: "Connections accepted."})
+	s.active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_connections_active", Help: "Connections open now."})
+	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_refused_total", Help: "Connections refused before identification, by reason."}, []string{"reason"})
+	s.closedVec = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_closed_total", Help: "Routed connections closed, by protocol and reason."}, []string{"protocol", "reason"})
+	s.identifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identify_failures_total", Help: "Connections not identified, by reason."}, []string{"reason"})
+	s.identifiedVec = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identified_total", Help: "Connections identified, by protocol."}, []string{"protocol"})
+	s.identifyDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_identify_duration_seconds", Help: "Time from accept to a routing decision.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 2.5, 5, 15}}, []string{"protocol"})
+	s.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_forwarded_bytes_total", Help: "Bytes forwarded, by protocol and direction."}, []string{"protocol", "direction"})
+	s.dialErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_dial_errors_total", Help: "Failed backend dials."}, []string{"protocol", "target"})
+	s.dialDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_dial_duration_seconds", Help: "Backend dial time.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
+	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy."}, []string{"protocol", "target"})
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
+	s.clusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
+	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
+	s.reg.MustRegister(s.accepted, s.active, s.refused, s.closedVec, s.identifyFailures, s.identifiedVec, s.identifyDur,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, s.reloads, s.clusterNodes, s.discovered,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
+			func() float64 { l, _ := s.cache.Load(); return float64(l) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
+			func() float64 { _, h := s.cache.Load(); return float64(h) }),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{reasonMaxConnections, reasonProxyHeader, "blacklist", "rate_limit", "per_ip_limit", "ddos_ban"} {
+		s.refused.WithLabelValues(r)
+	}
+	for _, r := range []string{"success", "failure"} {
+		s.reloads.WithLabelValues(r)
+	}
+	return s
+}
+
+func (s *stats) refuse(reason string) { s.refused.WithLabelValues(reason).Inc() }
+
+func (s *stats) identifyFailed(f identify.Failure) {
+	s.identifyFailures.WithLabelValues(f.String()).Inc()
+}
+
+func (s *stats) closed(protocol, reason string) { s.closedVec.WithLabelValues(protocol, reason).Inc() }
+
+// route returns protocol's pre-resolved collectors, creating them once.
+func (s *stats) route(protocol string) *routeStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rs, ok := s.routes[protocol]; ok {
+		return rs
+	}
+	rs := &routeStats{
+		identified:       s.identifiedVec.WithLabelValues(protocol),
+		identifyDuration: s.identifyDur.WithLabelValues(protocol),
+		up:               s.bytes.WithLabelValues(protocol, "client_to_backend"),
+		down:             s.bytes.WithLabelValues(protocol, "backend_to_client"),
+	}
+	s.routes[protocol] = rs
+	return rs
+}
+
+func (s *stats) identifiedSnapshot() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.routes))
+	for name, rs := range s.routes {
+		out[name] = rs.count.Load()
+	}
+	return out
+}
+
+// dialObserver feeds one protocol's dial metrics.
+func (s *stats) dialObserver(protocol string) dialObserverFunc {
+	dur := s.dialDur.WithLabelValues(protocol)
+	return func(target string, d time.Duration, err error) {
+		dur.Observe(d.Seconds())
+		if err != nil {
+			s.dialErrors.WithLabelValues(protocol, target).Inc()
+		}
+	}
+}
+
+// promExporter serves /metrics (and, when on the same port, nothing else).
+type promExporter struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (e *promExporter) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = e.srv.Shutdown(ctx)
+}
+
+// MetricsHandler returns the Prometheus handler of this manager's registry.
+func (pm *ProtocolManager) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(pm.stats.reg, promhttp.HandlerOpts{Registry: pm.stats.reg})
+}
+
+// EnablePrometheusMetrics serves /metrics on port (all interfaces), as in the
+// seed. Use ServeMetrics for a specific address.
+func (pm *ProtocolManager) EnablePrometheusMetrics(port int) error {
+	return pm.ServeMetrics(fmt.Sprintf(":%d", port))
+}
+
+// ServeMetrics serves /metrics on addr until Close.
+func (pm *ProtocolManager) ServeMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("protoplex: metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", pm.MetricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	pm.mu.Lock()
+	if pm.prom != nil {
+		pm.mu.Unlock()
+		ln.Close()
+		return errors.New("protoplex: metrics already enabled")
+	}
+	pm.prom = &promExporter{srv: srv, ln: ln}
+	pm.mu.Unlock()
+	go srv.Serve(ln)
+	return nil
+}
+
+// MetricsAddr returns the metrics listener's address, or "" when disabled.
+func (pm *ProtocolManager) MetricsAddr() string {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.prom == nil {
+		return ""
+	}
+	return pm.prom.ln.Addr().String()
+}
