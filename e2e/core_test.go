@@ -1,0 +1,126 @@
+// Package e2e drives real clients through a running protoplex to real
+// servers, all on 127.0.0.1 ephemeral ports.
+package e2e
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/protocols"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startMux runs a protoplex manager with protos on an ephemeral port.
+func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.ProtocolManager) {
+	t.Helper()
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		protoplex.WithGracefulShutdownTimeout(2*time.Second))
+	for _, p := range protos {
+		if err := pm.AddProtocol(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pm.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		pm.Close()
+	})
+	return ln.Addr().String(), pm
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// TestCoreRealClients: curl → nginx, ssh → sshd, redis-cli → redis-server and
+// openssl s_client routed by SNI to two different TLS servers, all through
+// one protoplex port.
+func TestCoreRealClients(t *testing.T) {
+	web := startNginx(t, "hello from nginx", "")
+	tlsA := startNginx(t, "tls backend A", "a.example")
+	tlsB := startNginx(t, "tls backend B", "b.example")
+	redis := startRedis(t)
+	sshd, sshArgs := startSSHD(t)
+
+	routeA := protocols.NewTLSProtocol(tlsA)
+	routeA.SNI = []string{"a.example"}
+	addr, pm := startMux(t,
+		protocols.NewHTTPProtocol(web),
+		protocols.NewSSHProtocol(sshd),
+		protocols.NewRedisProtocol(redis),
+		routeA,
+		protocols.NewTLSProtocol(tlsB), // every other TLS client
+	)
+
+	t.Run("curl", func(t *testing.T) {
+		out, err := run(t, 20*time.Second, requireBinary(t, "curl"), "-sS", "http://"+addr+"/")
+		if err != nil || out != "hello from nginx" {
+			t.Fatalf("%v: %q", err, out)
+		}
+	})
+	t.Run("ssh", func(t *testing.T) {
+		args := append(sshArgs, "-p", port(addr), "root@127.0.0.1", "echo", "via-protoplex")
+		out, err := run(t, 30*time.Second, requireBinary(t, "ssh"), args...)
+		if err != nil || strings.TrimSpace(out) != "via-protoplex" {
+			t.Fatalf("%v: %q", err, out)
+		}
+	})
+	t.Run("redis-cli", func(t *testing.T) {
+		cli := requireBinary(t, "redis-cli")
+		if out, err := run(t, 20*time.Second, cli, "-h", "127.0.0.1", "-p", port(addr), "set", "k", "v42"); err != nil || strings.TrimSpace(out) != "OK" {
+			t.Fatalf("set: %v: %q", err, out)
+		}
+		out, err := run(t, 20*time.Second, cli, "-h", "127.0.0.1", "-p", port(addr), "get", "k")
+		if err != nil || strings.TrimSpace(out) != "v42" {
+			t.Fatalf("get: %v: %q", err, out)
+		}
+	})
+	t.Run("openssl-sni", func(t *testing.T) {
+		openssl := requireBinary(t, "openssl")
+		for _, c := range []struct{ sni, want string }{{"a.example", "tls backend A"}, {"b.example", "tls backend B"}, {"other.test", "tls backend B"}} {
+			out, err := runStdin(t, 20*time.Second, "GET / HTTP/1.0\r\nHost: "+c.sni+"\r\n\r\n",
+				openssl, "s_client", "-connect", addr, "-servername", c.sni, "-quiet", "-verify_quiet")
+			if err != nil && !strings.Contains(out, c.want) {
+				t.Fatalf("%s: %v: %q", c.sni, err, out)
+			}
+			if !strings.Contains(out, c.want) {
+				t.Fatalf("SNI %s: want %q, got %q", c.sni, c.want, out)
+			}
+		}
+	})
+	m := pm.GetMetrics()
+	for _, name := range []string{"HTTP", "SSH", "Redis", "TLS"} {
+		if m.Identified[name] == 0 {
+			t.Errorf("no %s connection identified: %v", name, m.Identified)
+		}
+	}
+}
+
+func runStdin(t testing.TB, timeout time.Duration, stdin, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := execCommand(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
