@@ -57,7 +57,9 @@ func newTargetSet(protocol, spec string, obs dialObserverFunc) (*targetSet, erro
 	if err != nil {
 		return nil, err
 	}
-	s := &targetSet{protocol: protocol, obs: obs}
+	// No TCP keepalive towards backends: they are near, and the three
+	// setsockopt calls it costs per dial are measurable per connection.
+	s := &targetSet{protocol: protocol, obs: obs, dialer: net.Dialer{KeepAlive: -1}}
 	for _, a := range addrs {
 		s.targets = append(s.targets, &target{addr: a})
 	}
