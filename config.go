@@ -17,7 +17,7 @@ type Config struct {
 
 // ServerConfig mirrors the seed's server: block plus listen.
 type ServerConfig struct {
-	Listen                  []string      `yaml:"listen"` // one string or a list in YAML
+	Listen                  StringList    `yaml:"listen"` // one string or a list in YAML
 	MaxConnections          int           `yaml:"max_connections"`
 	BufferSize              int           `yaml:"buffer_size"`
 	IdentifyTimeout         time.Duration `yaml:"identify_timeout"`
@@ -61,13 +61,13 @@ type DDoSGuardConfig struct {
 
 // ProtocolConfig is one entry of protocols:.
 type ProtocolConfig struct {
-	Name     string   `yaml:"name"`
-	Target   []string `yaml:"target"` // "a:1,b:2", or a YAML list; "host:port;w=3" sets a weight
-	Priority int      `yaml:"priority"`
-	SNI      []string `yaml:"sni"`
-	ALPN     []string `yaml:"alpn"`
-	Host     []string `yaml:"host"`
-	Fallback bool     `yaml:"fallback"`
+	Name     string     `yaml:"name"`
+	Target   StringList `yaml:"target"` // "a:1,b:2", or a YAML list
+	Priority int        `yaml:"priority"`
+	SNI      []string   `yaml:"sni"`
+	ALPN     []string   `yaml:"alpn"`
+	Host     []string   `yaml:"host"`
+	Fallback bool       `yaml:"fallback"`
 
 	// User protocols (a name that is not built in).
 	MatchStartBytes []string `yaml:"match_start_bytes"` // hex, e.g. "aa55"

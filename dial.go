@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,11 @@ func parseTargetList(spec string) ([]string, error) {
 			continue
 		}
 		host, port, err := net.SplitHostPort(t)
-		if err != nil || host == "" || port == "" {
+		if err != nil || host == "" {
 			return nil, fmt.Errorf("target %q: want host:port", t)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("target %q: invalid port %q", t, port)
 		}
 		out = append(out, t)
 	}

@@ -1,0 +1,235 @@
+// Command protoplex serves several protocols on one port.
+//
+//	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/darkit/protoplex"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("protoplex", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration `file` (default: embedded config, listen :9090)")
+	listen := fs.String("listen", "", "listen `address`, overrides server.listen")
+	check := fs.Bool("check", false, "validate the configuration, print ok or the errors, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "protoplex", version)
+		return 0
+	}
+	if *check {
+		if *configPath == "" {
+			fmt.Fprintln(stderr, "protoplex: -check needs -config FILE")
+			return 2
+		}
+		if err := protoplex.CheckConfigFile(*configPath); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ok")
+		return 0
+	}
+
+	var cm *protoplex.ConfigManager
+	var cfg *protoplex.Config
+	if *configPath != "" {
+		var err error
+		cm, err = protoplex.NewConfigManager(*configPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer cm.Close()
+		cfg = cm.Config()
+	} else {
+		cfg = protoplex.DefaultConfig()
+	}
+	log := newLogger(cfg, stderr)
+	listens := []string(cfg.Server.Listen)
+	if *listen != "" {
+		listens = []string{*listen}
+	}
+
+	var pm *protoplex.ProtocolManager
+	if cm != nil {
+		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
+	} else {
+		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log))
+		if pm.Err() == nil {
+			if err := pm.UpdateConfig(cfg); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
+		}
+	}
+	if err := pm.Err(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer pm.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	mon := cfg.Monitoring
+	if mon.MetricsPort > 0 {
+		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "metrics:  http://%s/metrics\n", pm.MetricsAddr())
+	}
+	if mon.HealthCheckPort > 0 {
+		addr, err := pm.ServeHealth(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.HealthCheckPort)))
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "health:   http://%s/health/live, /health/ready\n", addr)
+	}
+
+	lns, err := listenAll(listens)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, ln := range lns {
+		fmt.Fprintf(stdout, "listening: %s\n", ln.Addr())
+	}
+	for _, p := range pm.Protocols() {
+		target := p.Target
+		if p.Handler != nil {
+			target = "(in-process)"
+		}
+		fmt.Fprintf(stdout, "route:    %-10s -> %s\n", p.Name, target)
+	}
+
+	srv := &servers{pm: pm, ctx: ctx, log: log}
+	srv.start(listens, lns)
+	if cm != nil {
+		cm.OnConfigError(func(err error) {
+			log.Error("configuration rejected, the running configuration keeps serving", "err", err)
+		})
+	}
+	if cm != nil && *listen == "" {
+		// Listen address changes rebind: new listeners start before old ones
+		// stop, so established connections are never dropped.
+		cm.OnConfigChange(func(c *protoplex.Config) { srv.rebind(c.Server.Listen) })
+	}
+	<-ctx.Done()
+	log.Info("shutting down: draining connections")
+	srv.wait()
+	return 0
+}
+
+func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(cfg.Server.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(cfg.Server.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func listenAll(addrs []string) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("protoplex: listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// servers runs one Serve per listen address and rebinds on config changes.
+type servers struct {
+	pm  *protoplex.ProtocolManager
+	ctx context.Context
+	log *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc
+	wg      sync.WaitGroup
+}
+
+// start serves lns[i], configured as addrs[i].
+func (s *servers) start(addrs []string, lns []net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil {
+		s.running = map[string]context.CancelCauseFunc{}
+	}
+	for i, ln := range lns {
+		ctx, cancel := context.WithCancelCause(s.ctx)
+		s.running[addrs[i]] = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.pm.Serve(ctx, ln); err != nil && !errors.Is(err, protoplex.ErrClosed) {
+				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+// rebind starts listeners for new addresses before stopping removed ones,
+// so established connections are never dropped (Serve does not drain on
+// ErrListenerRemoved).
+func (s *servers) rebind(addrs []string) {
+	s.mu.Lock()
+	var add []string
+	for _, a := range addrs {
+		if _, ok := s.running[a]; !ok {
+			add = append(add, a)
+		}
+	}
+	s.mu.Unlock()
+	lns, err := listenAll(add)
+	if err != nil {
+		s.log.Error("rebind failed, keeping current listeners", "err", err)
+		return
+	}
+	s.start(add, lns)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a, cancel := range s.running {
+		if !slices.Contains(addrs, a) {
+			s.log.Info("listener removed by configuration", "addr", a)
+			cancel(protoplex.ErrListenerRemoved)
+			delete(s.running, a)
+		}
+	}
+}
+
+func (s *servers) wait() { s.wg.Wait() }

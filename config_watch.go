@@ -1,0 +1,160 @@
+package protoplex
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// ConfigManager holds the current configuration of a file and reloads it when
+// the file changes (fsnotify, robust to editors and Kubernetes ConfigMaps that
+// replace the file by rename) or on SIGHUP. A reload that fails validation is
+// reported and the previous configuration stays current.
+//
+// Watching starts in NewConfigManager, so the seed's sample (NewConfigManager,
+// then OnConfigChange) reloads automatically; Close stops it.
+type ConfigManager struct {
+	path    string
+	current atomic.Pointer[Config]
+
+	mu       sync.Mutex // guards callbacks, serialises reloads
+	onChange []func(*Config)
+	onError  []func(error)
+
+	reloads, failures atomic.Int64
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewConfigManager loads path (an error names file:line) and starts watching it.
+func NewConfigManager(path string) (*ConfigManager, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	// The directory, not the file: a rename-replace gives the file a new
+	// inode, which a watch on the old one would never see.
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		w.Close()
+		return nil, err
+	}
+	cm := &ConfigManager{path: path, done: make(chan struct{})}
+	cm.current.Store(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	cm.cancel = cancel
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go cm.watch(ctx, w, hup)
+	return cm, nil
+}
+
+// Config returns the current configuration.
+func (cm *ConfigManager) Config() *Config { return cm.current.Load() }
+
+// OnConfigChange registers fn to run after each successful reload.
+func (cm *ConfigManager) OnConfigChange(fn func(*Config)) {
+	cm.mu.Lock()
+	cm.onChange = append(cm.onChange, fn)
+	cm.mu.Unlock()
+}
+
+// OnConfigError registers fn to run when a reload is rejected.
+func (cm *ConfigManager) OnConfigError(fn func(error)) {
+	cm.mu.Lock()
+	cm.onError = append(cm.onError, fn)
+	cm.mu.Unlock()
+}
+
+// Reloads and ReloadFailures count reload attempts' outcomes.
+func (cm *ConfigManager) Reloads() int64        { return cm.reloads.Load() }
+func (cm *ConfigManager) ReloadFailures() int64 { return cm.failures.Load() }
+
+// Reload reads the file again now.
+func (cm *ConfigManager) Reload() error {
+	data, err := os.ReadFile(cm.path)
+	if err != nil {
+		return cm.apply(nil, err)
+	}
+	return cm.ApplyYAML(data, cm.path)
+}
+
+// ApplyYAML validates data and, if valid, makes it the current configuration
+// (the distributed mode applies configuration from etcd this way).
+func (cm *ConfigManager) ApplyYAML(data []byte, source string) error {
+	cfg, err := ParseConfig(data, source)
+	return cm.apply(cfg, err)
+}
+
+func (cm *ConfigManager) apply(cfg *Config, err error) error {
+	cm.mu.Lock()
+	defer cm.mu.Unlock()
+	if err != nil {
+		cm.failures.Add(1)
+		for _, fn := range cm.onError {
+			fn(err)
+		}
+		return err
+	}
+	cm.reloads.Add(1)
+	cm.current.Store(cfg)
+	for _, fn := range cm.onChange {
+		fn(cfg)
+	}
+	return nil
+}
+
+func (cm *ConfigManager) watch(ctx context.Context, w *fsnotify.Watcher, hup chan os.Signal) {
+	defer close(cm.done)
+	defer w.Close()
+	defer signal.Stop(hup)
+	name := filepath.Clean(cm.path)
+	// Editors write in bursts (truncate, write, chmod, rename): reload once
+	// the burst is over.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			debounce.Stop()
+			return
+		case <-hup:
+			cm.Reload()
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Clean(ev.Name) == name || filepath.Base(ev.Name) == "..data" {
+				debounce.Reset(100 * time.Millisecond)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			cm.apply(nil, errors.New("protoplex: watching "+cm.path+": "+err.Error()))
+		case <-debounce.C:
+			if _, err := os.Stat(cm.path); err == nil {
+				cm.Reload()
+			}
+		}
+	}
+}
+
+// Close stops watching.
+func (cm *ConfigManager) Close() error {
+	cm.cancel()
+	<-cm.done
+	return nil
+}

@@ -1,0 +1,151 @@
+package protoplex
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+func TestSeedConfigParses(t *testing.T) {
+	c, err := LoadConfig("testdata/config/seed.yaml")
+	if err != nil {
+		if _, ok := protocols.Lookup("mqtt"); !ok && strings.Contains(err.Error(), "MQTT") {
+			t.Skip("MQTT detector not registered yet")
+		}
+		t.Fatal(err)
+	}
+	if c.Server.MaxConnections != 20000 || c.Server.IdentifyTimeout != 5*time.Second || c.Server.BufferSize != 131072 {
+		t.Fatalf("server: %+v", c.Server)
+	}
+	if !c.Security.EnableRateLimit || c.Security.RateLimit.BurstSize != 100 || len(c.Security.IPWhitelist) != 2 {
+		t.Fatalf("security: %+v", c.Security)
+	}
+	if c.Distributed.LoadBalancer.Strategy != "weighted_round_robin" || len(c.Distributed.EtcdEndpoints) != 3 {
+		t.Fatalf("distributed: %+v", c.Distributed)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil || len(ps) != 3 || ps[0].Name != "HTTP" || ps[0].Priority != 1 || ps[0].Target != "web-server:80" {
+		t.Fatalf("protocols: %v %+v", err, ps)
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	if c.Server.Listen[0] != ":9090" || c.Monitoring.MetricsPort != 9091 || c.Monitoring.HealthCheckPort != 9092 || len(c.Protocols) != 4 {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestBadConfigsNameFileAndLine(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown key", "server:\n  listen: \":1\"\n  max_conections: 5\n", "bad.yaml:3: "},
+		{"bad duration", "server:\n  identify_timeout: \"5x\"\n", "bad.yaml:2: "},
+		{"min bytes over buffer", "server:\n  buffer_size: 1024\n  identify_min_bytes: 2048\n", "bad.yaml:3: server.identify_min_bytes"},
+		{"bad port", "protocols:\n  - name: SSH\n    target: \"h:70000\"\n", "bad.yaml:3: protocols[0] (SSH): target \"h:70000\": invalid port"},
+		{"unknown protocol", "protocols:\n  - name: Gopher\n    target: \"h:70\"\n", "bad.yaml:2: protocols[0] (Gopher): \"Gopher\" is not a built-in"},
+		{"bad hex", "protocols:\n  - name: Mine\n    target: \"h:70\"\n    match_start_bytes: [\"zz\"]\n", "bad.yaml:4: "},
+		{"bad cidr", "security:\n  ip_blacklist:\n    - \"10.0.0.0/33\"\n", "bad.yaml:3: security.ip_blacklist[0]"},
+		{"sni on ssh", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    sni: [\"a\"]\n", "sni/alpn apply to TLS only"},
+		{"two fallbacks", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    fallback: true\n  - name: HTTP\n    target: \"h:80\"\n    fallback: true\n", "bad.yaml:7: "},
+		{"bad balance", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    balance: fastest\n", "bad.yaml:4: "},
+		{"not yaml", "server: [\n", "bad.yaml:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(c.yaml), "bad.yaml")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want error containing %q, got %v", c.want, err)
+			}
+		})
+	}
+	// All errors are reported, not only the first.
+	_, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"h:0\"\n  - name: HTTP\n    target: \"nope\"\n"), "bad.yaml")
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:3") || !strings.Contains(err.Error(), "bad.yaml:5") {
+		t.Fatalf("want both errors, got %v", err)
+	}
+}
+
+func TestUserProtocolFromYAML(t *testing.T) {
+	c, err := ParseConfig([]byte("protocols:\n  - name: CustomBinary\n    target: \"127.0.0.1:9000\"\n    match_start_bytes: [\"aa55\"]\n"), "u.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ps[0].Detector()
+	if d([]byte{0xAA, 0x55, 1}) != protocols.Match || d([]byte{0xAA, 0x56}) != protocols.NoMatch {
+		t.Fatal("user protocol does not detect its bytes")
+	}
+}
+
+func writeConfig(t *testing.T, path, target string) {
+	t.Helper()
+	data := "protocols:\n  - name: SSH\n    target: \"" + target + "\"\n"
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigManagerReloads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	writeConfig(t, path, "127.0.0.1:1")
+	cm, err := NewConfigManager(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cm.Close()
+	changed := make(chan string, 10)
+	failed := make(chan error, 10)
+	cm.OnConfigChange(func(c *Config) { changed <- c.Protocols[0].Target[0] })
+	cm.OnConfigError(func(err error) { failed <- err })
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-changed:
+			if got != want {
+				t.Fatalf("reloaded %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no reload to %s", want)
+		}
+	}
+	// In-place write.
+	writeConfig(t, path, "127.0.0.1:2")
+	expect("127.0.0.1:2")
+	// Replace by rename, as vim and kubectl do.
+	tmp := filepath.Join(dir, ".c.yaml.swp")
+	writeConfig(t, tmp, "127.0.0.1:3")
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	expect("127.0.0.1:3")
+	// Invalid: rejected with file:line, the current config stays.
+	os.WriteFile(path, []byte("protocols:\n  - name: SSH\n    target: \"bad\"\n"), 0o644)
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), "c.yaml:3") {
+			t.Fatalf("error without file:line: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("invalid file not reported")
+	}
+	if got := cm.Config().Protocols[0].Target[0]; got != "127.0.0.1:3" {
+		t.Fatalf("current config changed to %q", got)
+	}
+	// SIGHUP.
+	writeConfig(t, path, "127.0.0.1:4")
+	expect("127.0.0.1:4") // (the write itself triggers too)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	expect("127.0.0.1:4")
+	if cm.ReloadFailures() < 1 || cm.Reloads() < 4 {
+		t.Fatalf("reloads %d failures %d", cm.Reloads(), cm.ReloadFailures())
+	}
+}
