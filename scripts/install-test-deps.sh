@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests drive (Debian packages), only those
+# missing. Idempotent; needs root (or passwordless sudo); no stdin.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# binary-to-check  package
+peers=(
+  "redis-server redis-server"
+  "redis-cli redis-tools"
+  "/usr/sbin/sshd openssh-server"
+  "ssh openssh-client"
+  "ssh-keygen openssh-client"
+  "nginx nginx"
+  "curl curl"
+  "openssl openssl"
+)
+
+missing=()
+for entry in "${peers[@]}"; do
+  bin=${entry%% *}; pkg=${entry##* }
+  if command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ]; then
+    echo "present:   $pkg ($bin)"
+  elif [[ " ${missing[*]-} " != *" $pkg "* ]]; then
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+# Install without starting the packages' system services.
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+$SUDO chmod +x /usr/sbin/policy-rc.d
+trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+install() { $SUDO apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@"; }
+if ! install "${missing[@]}" >/tmp/protoplex-apt.log 2>&1; then
+  # A fresh machine may have no package lists yet.
+  $SUDO apt-get update -q >>/tmp/protoplex-apt.log 2>&1
+  install "${missing[@]}" >>/tmp/protoplex-apt.log 2>&1 || { cat /tmp/protoplex-apt.log; exit 1; }
+fi
+for p in "${missing[@]}"; do echo "installed: $p"; done
