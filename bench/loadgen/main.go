@@ -1,0 +1,295 @@
+// Command loadgen drives the benchmark. Sub-commands:
+//
+//	cps     -addr A [-ssh-addr B] -c C -d D      closed loop: connect, first flight, read reply to EOF, close
+//	latency -addr A -rate R -d D                 open loop (no coordinated omission): planned start → first byte
+//	bulk    -addr A -streams S -bytes N          download N bytes per stream, GiB/s
+//	idle    -addr A -n N -pid P                  hold N routed connections, report the RSS growth of P
+//	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
+//
+// Every mode prints one line of key=value pairs for bench/run.sh.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const (
+	httpFlight = "GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: loadgen\r\n\r\n"
+	sshFlight  = "SSH-2.0-loadgen\r\n"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: loadgen cps|latency|bulk|idle|cpu [flags]")
+		os.Exit(2)
+	}
+	raiseNoFile()
+	mode, args := os.Args[1], os.Args[2:]
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
+	addr := fs.String("addr", "", "HTTP address (the mux port, or the backend's HTTP port for direct)")
+	sshAddr := fs.String("ssh-addr", "", "address for SSH flights (default: -addr)")
+	sshShare := fs.Int("ssh-percent", 10, "share of connections sending an SSH banner")
+	conc := fs.Int("c", 64, "concurrency")
+	dur := fs.Duration("d", 5*time.Second, "duration")
+	rate := fs.Int("rate", 2000, "connections per second (latency)")
+	streams := fs.Int("streams", 1, "streams (bulk)")
+	nbytes := fs.Int64("bytes", 1<<30, "bytes per stream (bulk)")
+	n := fs.Int("n", 1000, "connections (idle, cpu)")
+	pid := fs.Int("pid", 0, "process to measure (idle, cpu)")
+	fs.Parse(args)
+	if *sshAddr == "" {
+		*sshAddr = *addr
+	}
+	switch mode {
+	case "cps":
+		cps(*addr, *sshAddr, *sshShare, *conc, *dur)
+	case "latency":
+		latency(*addr, *rate, *dur)
+	case "bulk":
+		bulk(*addr, *streams, *nbytes)
+	case "idle":
+		idle(*addr, *n, *pid)
+	case "cpu":
+		cpu(*addr, *sshAddr, *sshShare, *n, *conc, *pid)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", mode)
+		os.Exit(2)
+	}
+}
+
+func raiseNoFile() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// once does one connection: connect, send the flight, read to EOF.
+func once(addr, flight string, buf []byte) (firstByte time.Duration, err error) {
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, flight); err != nil {
+		return 0, err
+	}
+	got := 0
+	for {
+		m, err := c.Read(buf)
+		if m > 0 && got == 0 {
+			firstByte = time.Since(start)
+		}
+		got += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if got == 0 {
+		return 0, fmt.Errorf("empty reply")
+	}
+	return firstByte, nil
+}
+
+func pick(i int, addr, sshAddr string, sshShare int) (string, string) {
+	if i%100 < sshShare {
+		return sshAddr, sshFlight
+	}
+	return addr, httpFlight
+}
+
+func cps(addr, sshAddr string, sshShare, conc int, d time.Duration) {
+	var ok, errs atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for i := w; time.Now().Before(deadline); i += conc {
+				a, f := pick(i, addr, sshAddr, sshShare)
+				if _, err := once(a, f, buf); err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	fe, _ := firstErr.Load().(string)
+	fmt.Printf("cps=%.0f ok=%d errors=%d seconds=%.2f first_error=%q\n", float64(ok.Load())/el, ok.Load(), errs.Load(), el, fe)
+}
+
+func latency(addr string, rate int, d time.Duration) {
+	total := int(float64(rate) * d.Seconds())
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, total)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		planned := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(planned)) // pacing the open loop, not synchronisation
+		wg.Add(1)
+		go func(i int, planned time.Time) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			if _, err := once(addr, httpFlight, buf); err != nil {
+				errs.Add(1)
+				lat[i] = -1
+				return
+			}
+			// From the planned start: a late start (generator behind) counts.
+			lat[i] = time.Since(planned)
+		}(i, planned)
+	}
+	wg.Wait()
+	var ok []time.Duration
+	for _, l := range lat {
+		if l >= 0 {
+			ok = append(ok, l)
+		}
+	}
+	slices.Sort(ok)
+	q := func(p float64) float64 {
+		if len(ok) == 0 {
+			return 0
+		}
+		return float64(ok[min(len(ok)-1, int(p*float64(len(ok))))].Microseconds())
+	}
+	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d\n", q(.50), q(.99), q(.999), len(ok), errs.Load())
+}
+
+func bulk(addr string, streams int, n int64) {
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	var errs atomic.Int64
+	start := time.Now()
+	for s := 0; s < streams; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "GET /bulk?bytes=%d HTTP/1.1\r\nHost: bench\r\n\r\n", n)
+			m, _ := io.Copy(io.Discard, c)
+			total.Add(m)
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	fmt.Printf("gibps=%.3f bytes=%d seconds=%.2f errors=%d\n", float64(total.Load())/el/(1<<30), total.Load(), el, errs.Load())
+}
+
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return v
+		}
+	}
+	return -1
+}
+
+func idle(addr string, n, pid int) {
+	before := rssKiB(pid)
+	conns := make([]net.Conn, 0, n)
+	errs := 0
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			errs++
+			continue
+		}
+		io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: bench\r\n\r\n")
+		conns = append(conns, c)
+	}
+	// Every connection is routed once its reply head arrives.
+	held := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := bufio.NewReaderSize(c, 64).ReadString('\n'); err == nil {
+			held++
+		}
+		c.SetReadDeadline(time.Time{})
+	}
+	after := rssKiB(pid)
+	per := 0.0
+	if held > 0 {
+		per = float64(after-before) / float64(held)
+	}
+	fmt.Printf("held=%d errors=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.2f\n", held, errs, before, after, per)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func cpuTicks(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100 // USER_HZ
+}
+
+func cpu(addr, sshAddr string, sshShare, n, conc, pid int) {
+	before := cpuTicks(pid)
+	var next, errs atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				a, f := pick(int(i), addr, sshAddr, sshShare)
+				if _, err := once(a, f, buf); err != nil {
+					errs.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	used := cpuTicks(pid) - before
+	fmt.Printf("cpu_seconds=%.2f per_100k=%.2f connections=%d errors=%d\n", used, used*100000/float64(n), n, errs.Load())
+}
