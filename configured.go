@@ -18,6 +18,7 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 		pm.optErr = err
 		return pm
 	}
+	cm.OnConfigError(func(error) { pm.stats.reloads.WithLabelValues("failure").Inc() })
 	cm.OnConfigChange(func(c *Config) {
 		if err := pm.UpdateConfig(c); err != nil {
 			pm.log.Error("configuration rejected, previous configuration keeps serving", "err", err)
