@@ -246,11 +246,11 @@ func idle(addr string, n, pid int) {
 		c.SetReadDeadline(time.Time{})
 	}
 	after := rssKiB(pid)
-	per := 0.0
-	if held > 0 {
-		per = float64(after-before) / float64(held)
+	per := "failed" // the process died or refused connections: no figure
+	if held == n && before > 0 && after > 0 {
+		per = fmt.Sprintf("%.2f", float64(after-before)/float64(held))
 	}
-	fmt.Printf("held=%d errors=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.2f\n", held, errs, before, after, per)
+	fmt.Printf("held=%d errors=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%s\n", held, errs, before, after, per)
 	for _, c := range conns {
 		c.Close()
 	}
