@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+// TestByteExactThroughServer: 64 MiB of random bytes each way at once
+// through a running protoplex (accept → identify → dial → splice) to a real
+// TCP backend; digests must match, and half-close must carry through: the
+// backend sees EOF after the client's last byte and still sends its own.
+func TestByteExactThroughServer(t *testing.T) {
+	size := 64 << 20
+	if testing.Short() {
+		size = 8 << 20
+	}
+	up := make([]byte, size)
+	down := make([]byte, size)
+	rand.Read(up)
+	copy(up, "SSH-2.0-bulk\r\n") // the first flight routes it
+	rand.Read(down)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	backendSum := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			backendSum <- [32]byte{}
+			return
+		}
+		defer c.Close()
+		go func() {
+			c.Write(down)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		h := sha256.New()
+		io.Copy(h, c) // returns at the client's half-close, carried through
+		var s [32]byte
+		copy(s[:], h.Sum(nil))
+		backendSum <- s
+	}()
+
+	addr, _ := startMux(t, protocols.NewSSHProtocol(ln.Addr().String()))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	go func() {
+		c.Write(up)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil || n != int64(size) {
+		t.Fatalf("client received %d bytes: %v", n, err)
+	}
+	var got [32]byte
+	copy(got[:], h.Sum(nil))
+	if got != sha256.Sum256(down) {
+		t.Fatal("backend→client bytes differ")
+	}
+	if s := <-backendSum; s != sha256.Sum256(up) {
+		t.Fatal("client→backend bytes differ")
+	}
+}
+
+// TestHostRoutes: curl with different Host headers reaches different nginx
+// servers through one port; the route without conditions takes the rest.
+func TestHostRoutes(t *testing.T) {
+	a := startNginx(t, "site A", "")
+	other := startNginx(t, "default site", "")
+	routeA := protocols.NewHTTPProtocol(a)
+	routeA.Hosts = []string{"a.example", "*.a.example"}
+	addr, _ := startMux(t, protocols.NewHTTPProtocol(other), routeA)
+	curl := requireBinary(t, "curl")
+	for host, want := range map[string]string{"a.example": "site A", "www.a.example": "site A", "b.example": "default site"} {
+		out, err := run(t, 20*time.Second, curl, "-sS", "-H", "Host: "+host, "http://"+addr+"/")
+		if err != nil || out != want {
+			t.Fatalf("Host %s: %v %q, want %q", host, err, out, want)
+		}
+	}
+}
