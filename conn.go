@@ -31,17 +31,13 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	defer st.active.Dec()
 
 	rt := pm.routing.Load()
-	bp, _ := pm.bufs.Get().(*[]byte)
-	if bp == nil || cap(*bp) < s.bufferSize {
-		b := make([]byte, s.bufferSize)
-		bp = &b
-	}
+	bp := pm.bufs.get(s.bufferSize)
 	buf := (*bp)[:s.bufferSize]
 	released := false
 	release := func() {
 		if !released {
 			released = true
-			pm.bufs.Put(bp)
+			pm.bufs.put(bp)
 		}
 	}
 	defer release()
@@ -82,7 +78,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// Dial.
 	be := rt.backends[route.Index]
 	ctx, cancel := context.WithTimeout(pm.ctx, s.dialTimeout)
-	bc, done, err := be.dial(ctx)
+	bc, target, done, err := be.dial(ctx)
 	cancel()
 	if err != nil {
 		pm.log.Debug("dial failed", "protocol", p.Name, "client", client.String(), "err", err)
@@ -112,7 +108,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	rs.down.Add(float64(fs.Down))
 	st.closed(p.Name, fs.Reason.String())
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
-		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name,
+		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
 			"up", fs.Up+replayed, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
 	}
 }

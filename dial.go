@@ -72,7 +72,7 @@ func newTargetSet(protocol, spec string, obs dialObserverFunc) (*targetSet, erro
 
 // dial connects to the next healthy target, failing over to the others
 // within ctx's deadline. done must be called when the connection ends.
-func (s *targetSet) dial(ctx context.Context) (net.Conn, func(), error) {
+func (s *targetSet) dial(ctx context.Context) (net.Conn, string, func(), error) {
 	n := len(s.targets)
 	start := int(s.next.Add(1)-1) % n
 	now := time.Now().UnixNano()
@@ -95,16 +95,18 @@ func (s *targetSet) dial(ctx context.Context) (net.Conn, func(), error) {
 				t.downUntil.Store(0)
 				t.active.Add(1)
 				s.created.Add(1)
-				return c, func() { t.active.Add(-1) }, nil
+				return c, t.addr, t.release, nil
 			}
 			lastErr = err
 			f := t.failures.Add(1)
 			backoff := time.Second << min(f-1, 5) // 1s … 32s
 			t.downUntil.Store(time.Now().Add(backoff).UnixNano())
 			if ctx.Err() != nil {
-				return nil, nil, lastErr
+				return nil, "", nil, lastErr
 			}
 		}
 	}
-	return nil, nil, lastErr
+	return nil, "", nil, lastErr
 }
+
+func (t *target) release() { t.active.Add(-1) }

@@ -31,7 +31,7 @@ var ErrListenerRemoved = errors.New("protoplex: listener removed")
 type ProtocolManager struct {
 	optErr error
 	log    *slog.Logger
-	bufs   sync.Pool // *[]byte identification buffers
+	bufs   *bufferPools
 	stats  *stats
 
 	mu       sync.Mutex // guards protos, settings, listeners, closed
@@ -82,7 +82,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	if o.logger == nil {
 		o.logger = slog.Default()
 	}
-	pm := &ProtocolManager{log: o.logger, stats: newStats()}
+	pm := &ProtocolManager{log: o.logger, stats: newStats(), bufs: newBufferPools()}
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.settings.Store(&settings{options: o})
 	pm.conns.init()

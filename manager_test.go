@@ -322,3 +322,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFailoverAndPassiveHealth: with a dead first target, every client is
+// served by the live one; the dead target is reported down.
+func TestFailoverAndPassiveHealth(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	live := bannerServer(t, "live:")
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	pm.AddProtocol(protocols.NewSSHProtocol(deadAddr + "," + live))
+	addr := serveTest(t, pm)
+	for i := 0; i < 6; i++ {
+		if got := roundTrip(t, addr, "SSH-2.0-x\r\n"); got != "live:SSH-2.0-x\r\n" {
+			t.Fatalf("client %d: %q", i, got)
+		}
+	}
+	m := scrape(t, pm)
+	if m["protoplex_backend_up{protocol=SSH,target="+deadAddr+"}"] != 0 || m["protoplex_backend_up{protocol=SSH,target="+live+"}"] != 1 {
+		t.Fatalf("backend_up: %v", m)
+	}
+	// The dead target is skipped while down: one failed dial, not six.
+	if v := m["protoplex_dial_errors_total{protocol=SSH,target="+deadAddr+"}"]; v != 1 {
+		t.Fatalf("dial errors = %v", v)
+	}
+	gm := pm.GetMetrics()
+	if gm.ConnectionPool.ConnectionsCreated != 6 || gm.MemoryPool.PoolStats.MediumPool.Gets != 6 || gm.MemoryPool.PoolStats.MediumPool.InUse != 0 {
+		t.Fatalf("typed metrics: %+v %+v", gm.ConnectionPool, gm.MemoryPool.PoolStats.MediumPool)
+	}
+}

@@ -90,6 +90,12 @@ func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
 		}
 	}
 	m.Security.TotalConnections = int64(pm.stats.acceptedN.Load())
+	t := &pm.bufs.tiers
+	m.MemoryPool.PoolStats.IdentityPool = t[0].stats()
+	m.MemoryPool.PoolStats.SmallPool = t[1].stats()
+	m.MemoryPool.PoolStats.MediumPool = t[2].stats()
+	m.MemoryPool.PoolStats.LargePool = t[3].stats()
+	m.MemoryPool.MemoryStats.CurrentAllocatedBytes = pm.bufs.current.Load()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.MemoryPool.MemoryStats.RuntimeAllocBytes = ms.Alloc
@@ -221,9 +227,13 @@ func (s *stats) dialObserver(protocol string) dialObserverFunc {
 	dur := s.dialDur.WithLabelValues(protocol)
 	return func(target string, d time.Duration, err error) {
 		dur.Observe(d.Seconds())
+		up := 1.0
 		if err != nil {
 			s.dialErrors.WithLabelValues(protocol, target).Inc()
+			up = 0
 		}
+		// Passive health: the last dial's outcome.
+		s.backendUp.WithLabelValues(protocol, target).Set(up)
 	}
 }
 
