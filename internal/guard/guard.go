@@ -1,0 +1,467 @@
+// Package guard decides, per source address, whether a new connection may
+// proceed: allow/deny lists, per-IP token buckets and concurrency caps, and a
+// DDoS guard that bans sources whose connections keep failing to identify.
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Config of a Guard. Zero values disable a feature.
+type Config struct {
+	Whitelist, Blacklist []string // exact IPs or CIDRs, IPv4 or IPv6
+
+	EnableRateLimit   bool
+	RequestsPerSecond float64 // new connections per second per source IP
+	BurstSize         int
+
+	MaxConnectionsPerIP int // concurrent, 0 = unlimited
+
+	EnableDDoSGuard  bool
+	FailureThreshold int           // failed identifications within Window (default 20)
+	Window           time.Duration // default 10s
+	BanDuration      time.Duration // first ban (default 10s), doubled on each repeat
+	MaxBanDuration   time.Duration // default 10m
+}
+
+func (c *Config) defaults() {
+	if c.FailureThreshold <= 0 {
+		c.FailureThreshold = 20
+	}
+	if c.Window <= 0 {
+		c.Window = 10 * time.Second
+	}
+	if c.BanDuration <= 0 {
+		c.BanDuration = 10 * time.Second
+	}
+	if c.MaxBanDuration <= 0 {
+		c.MaxBanDuration = 10 * time.Minute
+	}
+	if c.BurstSize <= 0 {
+		c.BurstSize = max(1, int(c.RequestsPerSecond))
+	}
+}
+
+func (c *Config) perIP() bool {
+	return c.EnableRateLimit || c.MaxConnectionsPerIP > 0 || c.EnableDDoSGuard
+}
+
+// Reason is the outcome of Admit; String is the metric label.
+type Reason uint8
+
+const (
+	Allowed Reason = iota
+	Blacklisted
+	RateLimited
+	PerIPLimit
+	Banned
+)
+
+func (r Reason) String() string {
+	return [...]string{"allowed", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban"}[r]
+}
+
+// Metrics are the seed's SecurityMetrics.
+type Metrics struct {
+	TotalConnections    int64 `json:"total_connections"`
+	RateLimitedRequests int64 `json:"rate_limited_requests"`
+	BlockedConnections  int64 `json:"blocked_connections"`
+	WhitelistedAccess   int64 `json:"whitelisted_access"`
+	BlacklistedDenied   int64 `json:"blacklisted_denied"`
+	DDoSAttacks         int64 `json:"ddos_attacks"`
+}
+
+const (
+	shards = 64
+	// maxEntries bounds per-IP state under a spoofed-source flood; past it,
+	// unknown sources are admitted untracked rather than tracked forever.
+	maxEntries = 1 << 20
+	idleTTL    = time.Minute
+)
+
+// Guard is safe for concurrent use.
+type Guard struct {
+	state atomic.Pointer[state]
+	now   func() time.Time
+	log   *RateLimitedLogger
+	onBan atomic.Pointer[func(netip.Addr, time.Duration)]
+
+	shards  [shards]shard
+	entries atomic.Int64
+
+	total, rateLimited, blocked, whitelisted, blacklisted, bans atomic.Int64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type state struct {
+	cfg          Config
+	white, black *ipSet
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*entry
+}
+
+type entry struct {
+	limiter     *rate.Limiter
+	active      int
+	failures    int
+	windowStart time.Time
+	bannedUntil time.Time
+	bans        int
+	lastSeen    time.Time
+}
+
+// New returns a Guard; an invalid list entry is named in the error. now may
+// be nil (time.Now). The janitor evicting idle state runs until Close.
+func New(cfg Config, log *slog.Logger, now func() time.Time) (*Guard, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	g := &Guard{now: now, log: NewRateLimitedLogger(log, 10, now), stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range g.shards {
+		g.shards[i].m = make(map[netip.Addr]*entry)
+	}
+	if err := g.Update(cfg); err != nil {
+		return nil, err
+	}
+	go g.janitor()
+	return g, nil
+}
+
+// Update swaps lists and limits atomically; per-IP state is kept.
+func (g *Guard) Update(cfg Config) error {
+	cfg.defaults()
+	white, err := newIPSet(cfg.Whitelist)
+	if err != nil {
+		return fmt.Errorf("ip_whitelist: %w", err)
+	}
+	black, err := newIPSet(cfg.Blacklist)
+	if err != nil {
+		return fmt.Errorf("ip_blacklist: %w", err)
+	}
+	g.state.Store(&state{cfg: cfg, white: white, black: black})
+	return nil
+}
+
+// SetOnBan registers fn, called (outside locks) for every ban the DDoS guard
+// issues, e.g. to share it with other nodes.
+func (g *Guard) SetOnBan(fn func(ip netip.Addr, d time.Duration)) { g.onBan.Store(&fn) }
+
+// AddrOf returns the unmapped IP of a connection's address.
+func AddrOf(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	}
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// Admit decides on a new connection from ip. On Allowed the caller must call
+// Release(ip) when the connection ends.
+func (g *Guard) Admit(ip netip.Addr) (whitelisted bool, r Reason) {
+	g.total.Add(1)
+	st := g.state.Load()
+	ip = ip.Unmap()
+	if st.black.contains(ip) {
+		g.blacklisted.Add(1)
+		g.refused(Blacklisted, ip)
+		return false, Blacklisted
+	}
+	if st.white.contains(ip) {
+		g.whitelisted.Add(1)
+		return true, Allowed
+	}
+	if !st.cfg.perIP() {
+		return false, Allowed
+	}
+	now := g.now()
+	sh := &g.shards[shardOf(ip)]
+	sh.mu.Lock()
+	e := sh.m[ip]
+	if e == nil {
+		if g.entries.Load() >= maxEntries {
+			sh.mu.Unlock()
+			return false, Allowed
+		}
+		e = &entry{}
+		sh.m[ip] = e
+		g.entries.Add(1)
+	}
+	e.lastSeen = now
+	r = Allowed
+	switch {
+	case now.Before(e.bannedUntil):
+		r = Banned
+	case st.cfg.EnableRateLimit && !e.allow(st.cfg, now):
+		r = RateLimited
+	case st.cfg.MaxConnectionsPerIP > 0 && e.active >= st.cfg.MaxConnectionsPerIP:
+		r = PerIPLimit
+	default:
+		e.active++
+	}
+	sh.mu.Unlock()
+	if r != Allowed {
+		if r == RateLimited {
+			g.rateLimited.Add(1)
+		}
+		g.refused(r, ip)
+	}
+	return false, r
+}
+
+func (e *entry) allow(cfg Config, now time.Time) bool {
+	lim := rate.Limit(cfg.RequestsPerSecond)
+	if e.limiter == nil {
+		e.limiter = rate.NewLimiter(lim, cfg.BurstSize)
+	} else if e.limiter.Limit() != lim || e.limiter.Burst() != cfg.BurstSize {
+		e.limiter.SetLimitAt(now, lim)
+		e.limiter.SetBurstAt(now, cfg.BurstSize)
+	}
+	return e.limiter.AllowN(now, 1)
+}
+
+func (g *Guard) refused(r Reason, ip netip.Addr) {
+	g.blocked.Add(1)
+	g.log.Warn("connection refused", "reason", r.String(), "source", ip.String())
+}
+
+// Release ends a connection admitted by Admit.
+func (g *Guard) Release(ip netip.Addr) {
+	ip = ip.Unmap()
+	sh := &g.shards[shardOf(ip)]
+	sh.mu.Lock()
+	if e := sh.m[ip]; e != nil && e.active > 0 {
+		e.active--
+		e.lastSeen = g.now()
+	}
+	sh.mu.Unlock()
+}
+
+// IdentifyFailed records a connection from ip that never identified (garbage,
+// timeout). FailureThreshold of them within Window ban ip, each repeat ban
+// twice as long, up to MaxBanDuration.
+func (g *Guard) IdentifyFailed(ip netip.Addr) {
+	st := g.state.Load()
+	if !st.cfg.EnableDDoSGuard {
+		return
+	}
+	ip = ip.Unmap()
+	if st.white.contains(ip) {
+		return
+	}
+	now := g.now()
+	sh := &g.shards[shardOf(ip)]
+	sh.mu.Lock()
+	e := sh.m[ip]
+	if e == nil {
+		if g.entries.Load() >= maxEntries {
+			sh.mu.Unlock()
+			return
+		}
+		e = &entry{lastSeen: now}
+		sh.m[ip] = e
+		g.entries.Add(1)
+	}
+	if now.Sub(e.windowStart) > st.cfg.Window {
+		e.windowStart, e.failures = now, 0
+	}
+	e.failures++
+	var ban time.Duration
+	if e.failures >= st.cfg.FailureThreshold && !now.Before(e.bannedUntil) {
+		ban = st.cfg.BanDuration << min(e.bans, 20)
+		if ban > st.cfg.MaxBanDuration || ban <= 0 {
+			ban = st.cfg.MaxBanDuration
+		}
+		e.bans++
+		e.failures = 0
+		e.bannedUntil = now.Add(ban)
+	}
+	sh.mu.Unlock()
+	if ban > 0 {
+		g.bans.Add(1)
+		g.log.Warn("source banned: connections keep failing identification", "source", ip.String(), "duration", ban)
+		if fn := g.onBan.Load(); fn != nil {
+			(*fn)(ip, ban)
+		}
+	}
+}
+
+// Ban bans ip for d (a ban learnt from another node).
+func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
+	ip = ip.Unmap()
+	now := g.now()
+	sh := &g.shards[shardOf(ip)]
+	sh.mu.Lock()
+	e := sh.m[ip]
+	if e == nil {
+		e = &entry{}
+		sh.m[ip] = e
+		g.entries.Add(1)
+	}
+	e.lastSeen = now
+	if until := now.Add(d); until.After(e.bannedUntil) {
+		e.bannedUntil = until
+	}
+	sh.mu.Unlock()
+}
+
+// Metrics returns the counters.
+func (g *Guard) Metrics() Metrics {
+	return Metrics{
+		TotalConnections:    g.total.Load(),
+		RateLimitedRequests: g.rateLimited.Load(),
+		BlockedConnections:  g.blocked.Load(),
+		WhitelistedAccess:   g.whitelisted.Load(),
+		BlacklistedDenied:   g.blacklisted.Load(),
+		DDoSAttacks:         g.bans.Load(),
+	}
+}
+
+// Entries returns how many sources have per-IP state.
+func (g *Guard) Entries() int64 { return g.entries.Load() }
+
+// Sweep evicts idle per-IP state now (the janitor does it periodically).
+func (g *Guard) Sweep() {
+	now := g.now()
+	maxBan := g.state.Load().cfg.MaxBanDuration
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for ip, e := range sh.m {
+			idle := e.active == 0 && now.Sub(e.lastSeen) > idleTTL && !now.Before(e.bannedUntil)
+			// A source that was banned is remembered longer, so a repeat
+			// offender's next ban is longer.
+			if idle && (e.bans == 0 || now.Sub(e.bannedUntil) > maxBan) {
+				delete(sh.m, ip)
+				g.entries.Add(-1)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func (g *Guard) janitor() {
+	defer close(g.done)
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			g.Sweep()
+		}
+	}
+}
+
+// Close stops the janitor.
+func (g *Guard) Close() {
+	select {
+	case <-g.stop:
+	default:
+		close(g.stop)
+	}
+	<-g.done
+}
+
+func shardOf(ip netip.Addr) int {
+	b := ip.As16()
+	return int(b[15]^b[14]^b[13]^b[11]) % shards
+}
+
+// ipSet holds exact addresses in a hash set and CIDRs in one hash set per
+// prefix length present: a lookup costs at most one map probe per distinct
+// length (≤ 33 for IPv4, ≤ 129 for IPv6), whatever the list size.
+type ipSet struct {
+	exact      map[netip.Addr]struct{}
+	v4, v6     map[netip.Prefix]struct{}
+	v4Lens     []int
+	v6Lens     []int
+	hasEntries bool
+}
+
+func newIPSet(entries []string) (*ipSet, error) {
+	s := &ipSet{exact: map[netip.Addr]struct{}{}, v4: map[netip.Prefix]struct{}{}, v6: map[netip.Prefix]struct{}{}}
+	var errs []error
+	seen4, seen6 := map[int]bool{}, map[int]bool{}
+	for _, e := range entries {
+		s.hasEntries = true
+		if a, err := netip.ParseAddr(e); err == nil {
+			s.exact[a.Unmap()] = struct{}{}
+			continue
+		}
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%q is neither an IP address nor a CIDR", e))
+			continue
+		}
+		a := p.Addr()
+		bits := p.Bits()
+		if a.Is4In6() && bits >= 96 {
+			a, bits = a.Unmap(), bits-96
+		}
+		p = netip.PrefixFrom(a, bits).Masked()
+		if p.Addr().Is4() {
+			s.v4[p] = struct{}{}
+			if !seen4[bits] {
+				seen4[bits] = true
+				s.v4Lens = append(s.v4Lens, bits)
+			}
+		} else {
+			s.v6[p] = struct{}{}
+			if !seen6[bits] {
+				seen6[bits] = true
+				s.v6Lens = append(s.v6Lens, bits)
+			}
+		}
+	}
+	return s, errors.Join(errs...)
+}
+
+func (s *ipSet) contains(ip netip.Addr) bool {
+	if !s.hasEntries || !ip.IsValid() {
+		return false
+	}
+	if _, ok := s.exact[ip]; ok {
+		return true
+	}
+	set, lens := s.v6, s.v6Lens
+	if ip.Is4() {
+		set, lens = s.v4, s.v4Lens
+	}
+	for _, bits := range lens {
+		if p, err := ip.Prefix(bits); err == nil {
+			if _, ok := set[p]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
