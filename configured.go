@@ -3,6 +3,8 @@ package protoplex
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/darkit/protoplex/internal/guard"
 )
 
 // NewProtocolManagerWithConfig builds a manager from cm's current config and
@@ -40,6 +42,24 @@ func (c *Config) options() []Option {
 		WithGracefulShutdownTimeout(s.GracefulShutdownTimeout),
 		WithServerFirstWait(s.ServerFirstWait),
 		WithIdleTimeout(s.IdleTimeout),
+	}
+}
+
+// securityConfig translates the security: block.
+func (c *Config) securityConfig() guard.Config {
+	s := c.Security
+	return guard.Config{
+		Whitelist:           s.IPWhitelist,
+		Blacklist:           s.IPBlacklist,
+		EnableRateLimit:     s.EnableRateLimit,
+		RequestsPerSecond:   s.RateLimit.RequestsPerSecond,
+		BurstSize:           s.RateLimit.BurstSize,
+		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
+		EnableDDoSGuard:     s.EnableDDoSGuard,
+		FailureThreshold:    s.DDoSGuard.FailureThreshold,
+		Window:              s.DDoSGuard.Window,
+		BanDuration:         s.DDoSGuard.BanDuration,
+		MaxBanDuration:      s.DDoSGuard.MaxBanDuration,
 	}
 }
 
@@ -91,6 +111,11 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 		pm.protos = oldProtos
 		pm.settings.Store(oldSettings)
 		return err
+	}
+	// Lists were validated with the file; an error here means a Go-built
+	// Config with a bad entry, and the old lists stay.
+	if err := pm.guard.Update(cfg.securityConfig()); err != nil {
+		return fmt.Errorf("protoplex: security: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/proxy"
 )
@@ -16,7 +17,6 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	start := time.Now()
 	st := pm.stats
 	st.accepted.Inc()
-	st.acceptedN.Add(1)
 	s := pm.settings.Load()
 
 	// Guard: global cap first, it costs nothing.
@@ -44,6 +44,14 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	client := c.RemoteAddr()
 	prefilled := 0
+	ip := guard.AddrOf(client)
+	g := pm.guard
+	if _, reason := g.Admit(ip); reason != guard.Allowed {
+		st.refuse(reason.String())
+		c.Close()
+		return
+	}
+	defer g.Release(ip)
 
 	// Identify.
 	res := rt.table.Identify(c, buf, prefilled, identify.Limits{
@@ -54,6 +62,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	})
 	if res.Failure != identify.OK {
 		st.identifyFailed(res.Failure)
+		if res.Failure != identify.ClientClosed || res.N > 0 {
+			g.IdentifyFailed(ip) // feeds the DDoS guard
+		}
 	}
 	if res.Route == nil {
 		pm.log.Debug("connection not identified", "client", client.String(), "reason", res.Failure.String(), "bytes", res.N)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -38,6 +39,7 @@ type ProtocolManager struct {
 	protos   []*protocols.Protocol
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing]
+	guard    *guard.Guard
 	closed   bool
 
 	conns    connSet
@@ -87,6 +89,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.settings.Store(&settings{options: o})
 	pm.conns.init()
 	err := o.validate()
+	if err == nil {
+		pm.guard, err = guard.New(guard.Config{}, pm.log, nil)
+	}
 	if err == nil {
 		err = pm.rebuild()
 	}
@@ -311,6 +316,9 @@ func (pm *ProtocolManager) Close() error {
 	// Serve's drain runs in RunServer; if nothing serves, close stragglers.
 	if pm.serving.Load() == 0 {
 		pm.conns.closeAll()
+	}
+	if pm.guard != nil {
+		pm.guard.Close()
 	}
 	pm.mu.Lock()
 	servers := []*promExporter{pm.prom, pm.health}

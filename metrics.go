@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 )
 
@@ -29,14 +30,7 @@ type PoolMetrics struct {
 }
 
 // SecurityMetrics counts admissions and refusals.
-type SecurityMetrics struct {
-	TotalConnections    int64 `json:"total_connections"`
-	RateLimitedRequests int64 `json:"rate_limited_requests"`
-	BlockedConnections  int64 `json:"blocked_connections"`
-	WhitelistedAccess   int64 `json:"whitelisted_access"`
-	BlacklistedDenied   int64 `json:"blacklisted_denied"`
-	DDoSAttacks         int64 `json:"ddos_attacks"`
-}
+type SecurityMetrics = guard.Metrics
 
 // PoolOperationStats counts one byte-pool tier's operations.
 type PoolOperationStats struct {
@@ -89,7 +83,9 @@ func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
 			}
 		}
 	}
-	m.Security.TotalConnections = int64(pm.stats.acceptedN.Load())
+	if pm.guard != nil {
+		m.Security = pm.guard.Metrics()
+	}
 	t := &pm.bufs.tiers
 	m.MemoryPool.PoolStats.IdentityPool = t[0].stats()
 	m.MemoryPool.PoolStats.SmallPool = t[1].stats()
@@ -137,8 +133,7 @@ type stats struct {
 	clusterNodes     prometheus.Gauge
 	discovered       *prometheus.GaugeVec
 
-	cache     identify.CacheCounters
-	acceptedN atomic.Int64
+	cache identify.CacheCounters
 
 	mu     sync.Mutex
 	routes map[string]*routeStats

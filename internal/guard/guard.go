@@ -254,6 +254,9 @@ func (g *Guard) refused(r Reason, ip netip.Addr) {
 
 // Release ends a connection admitted by Admit.
 func (g *Guard) Release(ip netip.Addr) {
+	if !g.state.Load().cfg.perIP() {
+		return
+	}
 	ip = ip.Unmap()
 	sh := &g.shards[shardOf(ip)]
 	sh.mu.Lock()
