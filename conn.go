@@ -57,6 +57,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	res := rt.table.Identify(c, buf, prefilled, identify.Limits{
 		MinBytes:        s.identifyMinBytes,
 		Timeout:         s.identifyTimeout,
+		ReadTimeout:     s.readTimeout,
 		ServerFirstWait: s.serverFirstWait,
 		SettleWait:      s.settleWait,
 	})

@@ -34,6 +34,7 @@ type options struct {
 	serverFirstWait  time.Duration
 	settleWait       time.Duration
 	idleTimeout      time.Duration
+	readTimeout      time.Duration
 	logger           *slog.Logger
 }
 
@@ -69,7 +70,7 @@ func (o *options) validate() error {
 	if o.dialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("DialTimeout must be > 0, got %v", o.dialTimeout))
 	}
-	if o.cacheTTL < 0 || o.gracefulTimeout < 0 || o.serverFirstWait < 0 || o.idleTimeout < 0 {
+	if o.cacheTTL < 0 || o.gracefulTimeout < 0 || o.serverFirstWait < 0 || o.idleTimeout < 0 || o.readTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -108,6 +109,11 @@ func WithServerFirstWait(d time.Duration) Option { return func(o *options) { o.s
 
 // WithIdleTimeout closes forwarded connections idle this long (default 0: never).
 func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idleTimeout = d } }
+
+// WithIdentifyReadTimeout bounds the wait for each next read during
+// identification (default 0: only IdentifyTimeout applies). A client that
+// trickles a byte now and then is cut at this gap, not at the overall deadline.
+func WithIdentifyReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

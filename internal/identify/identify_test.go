@@ -200,3 +200,21 @@ func name(v Verdict) string {
 	}
 	return v.Best.Proto.Name
 }
+
+func TestPerReadTimeout(t *testing.T) {
+	tb := mustTable(t, prefix("A", 0, "AAAAAA"))
+	l := lim
+	l.ReadTimeout = 50 * time.Millisecond
+	srv, cli := net.Pipe()
+	defer srv.Close()
+	go func() {
+		cli.Write([]byte("AA"))
+		// then silence: the per-read timeout fires long before Timeout (5s)
+	}()
+	start := time.Now()
+	res := tb.Identify(srv, make([]byte, 64), 0, l)
+	cli.Close()
+	if res.Failure != Timeout || time.Since(start) > 4*time.Second {
+		t.Fatalf("got %+v after %v", res, time.Since(start))
+	}
+}
