@@ -160,12 +160,14 @@ func backend(t *testing.T, name string) string {
 			}
 			go func() {
 				defer c.Close()
-				l, err := bufio.NewReader(c).ReadString('\n')
+				r := bufio.NewReader(c)
+				l, err := r.ReadString('\n')
 				if err != nil {
 					return
 				}
 				io.WriteString(c, name+":"+l)
-				io.Copy(io.Discard, c)
+				io.Copy(c, r) // then echo
+				c.(*net.TCPConn).CloseWrite()
 			}()
 		}
 	}()
@@ -254,5 +256,75 @@ func TestReloadAndDrain(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("did not exit after the drained stream ended")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestListenRebind: changing server.listen opens the new address and closes
+// the old one, while a connection accepted on the old one keeps streaming.
+func TestListenRebind(t *testing.T) {
+	be := backend(t, "A")
+	first, second := freeAddr(t), freeAddr(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	conf := func(listen string) string {
+		return fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", listen, be)
+	}
+	writeFile(t, cfg, conf(first))
+	p := start(t, "-config", cfg)
+	p.waitLine(t, `^listening: `)
+	long, err := net.Dial("tcp", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	io.WriteString(long, "SSH-2.0-long\r\n")
+	lr := bufio.NewReader(long)
+	if l, _ := lr.ReadString('\n'); l != "A:SSH-2.0-long\r\n" {
+		t.Fatalf("long: %q", l)
+	}
+	writeFile(t, cfg, conf(second))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", second, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new address never listened; stderr:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		c, err := net.DialTimeout("tcp", first, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("old address still listening")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(t, second, "SSH-2.0-new\r\n"); got != "A:SSH-2.0-new\r\n" {
+		t.Fatalf("via new address: %q", got)
+	}
+	// The connection accepted on the old address still streams both ways.
+	io.WriteString(long, "more\n")
+	if l, err := lr.ReadString('\n'); err != nil || l != "more\n" {
+		t.Fatalf("old stream after rebind: %q %v", l, err)
+	}
+	if p.cmd.ProcessState != nil {
+		t.Fatal("process exited")
 	}
 }
