@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -349,5 +350,15 @@ func TestFailoverAndPassiveHealth(t *testing.T) {
 	gm := pm.GetMetrics()
 	if gm.ConnectionPool.ConnectionsCreated != 6 || gm.MemoryPool.PoolStats.MediumPool.Gets != 6 || gm.MemoryPool.PoolStats.MediumPool.InUse != 0 {
 		t.Fatalf("typed metrics: %+v %+v", gm.ConnectionPool, gm.MemoryPool.PoolStats.MediumPool)
+	}
+}
+
+func TestGetMetricsRuntime(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	runtime.GC()
+	m := pm.GetMetrics()
+	if m.MemoryPool.MemoryStats.RuntimeAllocBytes == 0 || m.MemoryPool.GCStats.GCRuns == 0 {
+		t.Fatalf("%+v", m.MemoryPool)
 	}
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
-	"runtime"
+	rtmetrics "runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,12 +93,40 @@ func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
 	m.MemoryPool.PoolStats.MediumPool = t[2].stats()
 	m.MemoryPool.PoolStats.LargePool = t[3].stats()
 	m.MemoryPool.MemoryStats.CurrentAllocatedBytes = pm.bufs.current.Load()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	m.MemoryPool.MemoryStats.RuntimeAllocBytes = ms.Alloc
-	m.MemoryPool.GCStats.GCRuns = ms.NumGC
-	if ms.NumGC > 0 {
-		m.MemoryPool.GCStats.GCPauseAvgNs = ms.PauseTotalNs / uint64(ms.NumGC)
+	// runtime/metrics, not ReadMemStats: no stop-the-world.
+	samples := []rtmetrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/sched/pauses/total/gc:seconds"},
+	}
+	rtmetrics.Read(samples)
+	if v := samples[0].Value; v.Kind() == rtmetrics.KindUint64 {
+		m.MemoryPool.MemoryStats.RuntimeAllocBytes = v.Uint64()
+	}
+	if v := samples[1].Value; v.Kind() == rtmetrics.KindUint64 {
+		m.MemoryPool.GCStats.GCRuns = uint32(v.Uint64())
+	}
+	if v := samples[2].Value; v.Kind() == rtmetrics.KindFloat64Histogram {
+		h := v.Float64Histogram()
+		var n uint64
+		var sum float64
+		for i, c := range h.Counts {
+			if c == 0 {
+				continue
+			}
+			lo, hi := h.Buckets[i], h.Buckets[i+1]
+			if math.IsInf(lo, -1) {
+				lo = 0
+			}
+			if math.IsInf(hi, 1) {
+				hi = lo
+			}
+			n += c
+			sum += float64(c) * (lo + hi) / 2 // bucket midpoint
+		}
+		if n > 0 {
+			m.MemoryPool.GCStats.GCPauseAvgNs = uint64(sum / float64(n) * 1e9)
+		}
 	}
 	lookups, hits := pm.stats.cache.Load()
 	if lookups > 0 {
