@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -204,8 +205,6 @@ func (c *Config) applyDefaults() {
 // Validate checks a configuration built in Go (no line numbers).
 func (c *Config) Validate() error { return c.validate(c.Source, nil) }
 
-var balances = map[string]bool{"": true, "round_robin": true, "weighted_round_robin": true, "least_connections": true, "random": true, "first": true}
-
 func (c *Config) validate(file string, root *yaml.Node) error {
 	var errs []error
 	at := func(path ...string) string {
@@ -292,7 +291,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 			add(where, "%s: target is required", name)
 		}
 		for _, t := range p.Target {
-			if _, err := parseTargetList(t); err != nil {
+			if _, err := upstream.ParseTargets([]string{t}); err != nil {
 				add(field("target"), "%s: %v", name, err)
 			}
 		}
@@ -313,7 +312,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if len(p.Host) > 0 && lower != "http" && lower != "websocket" && lower != "webdav" {
 			add(field("host"), "%s: host applies to HTTP, WebSocket and WebDAV only", name)
 		}
-		if !balances[p.Balance] {
+		if !upstream.ValidStrategy(p.Balance) {
 			add(field("balance"), "%s: balance %q: want round_robin, weighted_round_robin, least_connections, random or first", name, p.Balance)
 		}
 		if p.SendProxy != "" && p.SendProxy != "v1" && p.SendProxy != "v2" {

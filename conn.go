@@ -4,11 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/internal/upstream"
+	"github.com/darkit/protoplex/protocols"
 )
 
 // serveConn is the whole life of one client connection, top to bottom:
@@ -42,8 +45,18 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	defer release()
 
+	// A trusted front load balancer tells the real client address in a PROXY
+	// header; everything below (security, logs, PROXY towards backends) uses it.
 	client := c.RemoteAddr()
 	prefilled := 0
+	if s.acceptProxy && trusted(s.trustedProxies, client) {
+		var ok bool
+		if client, prefilled, ok = readProxyHeader(c, buf, s.identifyTimeout); !ok {
+			st.refuse(reasonProxyHeader)
+			c.Close()
+			return
+		}
+	}
 	ip := guard.AddrOf(client)
 	g := pm.guard
 	if _, reason := g.Admit(ip); reason != guard.Allowed {
@@ -61,6 +74,14 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		ServerFirstWait: s.serverFirstWait,
 		SettleWait:      s.settleWait,
 	})
+	if s.acceptProxy && res.N > 0 && prefilled == 0 && !trusted(s.trustedProxies, c.RemoteAddr()) {
+		// An untrusted source must not claim another's address.
+		if _, _, _, r := upstream.ParseProxyHeader(buf[:res.N]); r != protocols.NoMatch {
+			st.refuse(reasonProxyHeader)
+			c.Close()
+			return
+		}
+	}
 	if res.Failure != identify.OK {
 		st.identifyFailed(res.Failure)
 		if res.Failure != identify.ClientClosed || res.N > 0 {
@@ -90,7 +111,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// Dial.
 	be := rt.backends[route.Index]
 	ctx, cancel := context.WithTimeout(pm.ctx, s.dialTimeout)
-	bc, target, done, err := be.dial(ctx)
+	bc, target, done, err := be.Dial(ctx, client, c.LocalAddr())
 	cancel()
 	if err != nil {
 		pm.log.Debug("dial failed", "protocol", p.Name, "client", client.String(), "err", err)
@@ -123,4 +144,42 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
 			"up", fs.Up+replayed, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
 	}
+}
+
+// readProxyHeader reads a PROXY v1/v2 header from a trusted front into buf.
+// It returns the client address the header names and how many bytes after
+// it are already in buf (moved to its start).
+func readProxyHeader(c net.Conn, buf []byte, timeout time.Duration) (net.Addr, int, bool) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	n := 0
+	for n < len(buf) {
+		m, err := c.Read(buf[n:])
+		n += m
+		src, _, hlen, res := upstream.ParseProxyHeader(buf[:n])
+		switch res {
+		case protocols.Match:
+			rest := copy(buf, buf[hlen:n])
+			if !src.IsValid() { // LOCAL/UNKNOWN: the front's own health check
+				return c.RemoteAddr(), rest, true
+			}
+			return net.TCPAddrFromAddrPort(src), rest, true
+		case protocols.NoMatch:
+			return nil, 0, false
+		}
+		if err != nil {
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+func trusted(prefixes []netip.Prefix, a net.Addr) bool {
+	ip := guard.AddrOf(a)
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

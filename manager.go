@@ -17,6 +17,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -62,7 +63,7 @@ type settings struct {
 // connection keeps the snapshot it started with, so reloads never disturb it.
 type routing struct {
 	table    *identify.Table
-	backends []*targetSet // by Route.Index; nil for in-process handlers
+	backends []*upstream.Set // by Route.Index; nil for in-process handlers
 }
 
 // NewProtocolManager returns a manager with the given options. An invalid
@@ -163,7 +164,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 		return fmt.Errorf("protoplex: %w", err)
 	}
 	old := pm.routing.Load()
-	reuse := map[string]*targetSet{}
+	reuse := map[string]*upstream.Set{}
 	if old != nil {
 		for i, r := range old.table.Routes() {
 			if b := old.backends[i]; b != nil {
@@ -171,7 +172,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			}
 		}
 	}
-	next := &routing{table: table, backends: make([]*targetSet, len(table.Routes()))}
+	next := &routing{table: table, backends: make([]*upstream.Set, len(table.Routes()))}
 	for i, r := range table.Routes() {
 		p := r.Proto
 		if p.Handler != nil {
@@ -183,7 +184,11 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			delete(reuse, key)
 			continue
 		}
-		b, err := newTargetSet(p.Name, p.Target, pm.stats.dialObserver(p.Name))
+		targets, err := upstream.ParseTargets([]string{p.Target})
+		if err != nil {
+			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
+		}
+		b, err := upstream.New(targets, upstream.Options{Strategy: p.Balance, SendProxy: p.SendProxy, DialDone: pm.stats.dialObserver(p.Name)})
 		if err != nil {
 			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}

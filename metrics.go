@@ -80,7 +80,7 @@ func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
 	if rt := pm.routing.Load(); rt != nil {
 		for _, b := range rt.backends {
 			if b != nil {
-				m.ConnectionPool.ConnectionsCreated += b.created.Load()
+				m.ConnectionPool.ConnectionsCreated += b.Created()
 			}
 		}
 	}
@@ -247,7 +247,7 @@ func (s *stats) identifiedSnapshot() map[string]int64 {
 }
 
 // dialObserver feeds one protocol's dial metrics.
-func (s *stats) dialObserver(protocol string) dialObserverFunc {
+func (s *stats) dialObserver(protocol string) func(string, time.Duration, error) {
 	dur := s.dialDur.WithLabelValues(protocol)
 	return func(target string, d time.Duration, err error) {
 		dur.Observe(d.Seconds())

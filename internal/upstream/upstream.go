@@ -1,0 +1,288 @@
+// Package upstream is a protocol's set of backend targets: parsing, load
+// balancing, passive health (a failed dial skips the target for a back-off)
+// and PROXY protocol headers towards the backend.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Target is one backend address with its weight (default 1).
+type Target struct {
+	Addr   string
+	Weight int
+}
+
+// ParseTargets reads "a:1,b:2" specs; "host:port;w=3" sets a weight.
+func ParseTargets(specs []string) ([]Target, error) {
+	var out []Target
+	for _, spec := range specs {
+		for _, t := range strings.Split(spec, ",") {
+			t = strings.TrimSpace(t)
+			if t == "" {
+				continue
+			}
+			tg := Target{Weight: 1}
+			addr, opts, _ := strings.Cut(t, ";")
+			if opts != "" {
+				w, ok := strings.CutPrefix(opts, "w=")
+				n, err := strconv.Atoi(w)
+				if !ok || err != nil || n < 1 || n > 1000 {
+					return nil, fmt.Errorf("target %q: weight must be w=1..1000", t)
+				}
+				tg.Weight = n
+			}
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil || host == "" {
+				return nil, fmt.Errorf("target %q: want host:port", t)
+			}
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("target %q: invalid port %q", t, port)
+			}
+			tg.Addr = addr
+			out = append(out, tg)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no target")
+	}
+	return out, nil
+}
+
+// Strategies, as written in YAML.
+const (
+	RoundRobin         = "round_robin"
+	WeightedRoundRobin = "weighted_round_robin"
+	LeastConnections   = "least_connections"
+	Random             = "random"
+	First              = "first"
+)
+
+// ValidStrategy reports whether s names a strategy ("" = round_robin).
+func ValidStrategy(s string) bool {
+	switch s {
+	case "", RoundRobin, WeightedRoundRobin, LeastConnections, Random, First:
+		return true
+	}
+	return false
+}
+
+// Options of a Set.
+type Options struct {
+	Strategy  string
+	SendProxy string // "", "v1", "v2"
+	// DialDone observes every dial (metrics); up is the target's state after it.
+	DialDone func(target string, d time.Duration, err error)
+}
+
+// Set is safe for concurrent use.
+type Set struct {
+	opt     Options
+	targets []*target
+	dialer  net.Dialer
+
+	rr      atomic.Uint64
+	mu      sync.Mutex // smooth weighted round-robin state
+	created atomic.Int64
+}
+
+type target struct {
+	Target
+	downUntil atomic.Int64 // unix nanos; 0 = up
+	failures  atomic.Int32
+	active    atomic.Int64
+	current   int // smooth WRR, under Set.mu
+}
+
+// Status of one target.
+type Status struct {
+	Addr   string
+	Weight int
+	Up     bool
+	Active int64
+}
+
+// New returns a set over targets.
+func New(targets []Target, opt Options) (*Set, error) {
+	if len(targets) == 0 {
+		return nil, errors.New("no target")
+	}
+	if !ValidStrategy(opt.Strategy) {
+		return nil, fmt.Errorf("unknown balance strategy %q", opt.Strategy)
+	}
+	if opt.SendProxy != "" && opt.SendProxy != "v1" && opt.SendProxy != "v2" {
+		return nil, fmt.Errorf("send_proxy %q: want v1 or v2", opt.SendProxy)
+	}
+	// No TCP keepalive towards backends: they are near, and the setsockopt
+	// calls it costs per dial are measurable per connection.
+	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}}
+	for _, t := range targets {
+		s.targets = append(s.targets, &target{Target: t})
+	}
+	return s, nil
+}
+
+// Created counts successful dials.
+func (s *Set) Created() int64 { return s.created.Load() }
+
+// Status reports every target.
+func (s *Set) Status() []Status {
+	now := time.Now().UnixNano()
+	out := make([]Status, len(s.targets))
+	for i, t := range s.targets {
+		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.downUntil.Load() <= now, Active: t.active.Load()}
+	}
+	return out
+}
+
+// order returns the targets to try, best first, per the strategy.
+func (s *Set) order(now int64) []*target {
+	n := len(s.targets)
+	if n == 1 {
+		return s.targets
+	}
+	up := func(t *target) bool { return t.downUntil.Load() <= now }
+	var first *target
+	switch s.opt.Strategy {
+	case First:
+		return s.targets
+	case WeightedRoundRobin:
+		// nginx's smooth weighted round-robin over the targets that are up.
+		s.mu.Lock()
+		total := 0
+		for _, t := range s.targets {
+			if !up(t) {
+				continue
+			}
+			t.current += t.Weight
+			total += t.Weight
+			if first == nil || t.current > first.current {
+				first = t
+			}
+		}
+		if first != nil {
+			first.current -= total
+		}
+		s.mu.Unlock()
+	case LeastConnections:
+		for _, t := range s.targets {
+			if up(t) && (first == nil || t.active.Load() < first.active.Load()) {
+				first = t
+			}
+		}
+	case Random:
+		// Power of two choices: two random targets, the less loaded wins.
+		a, b := s.targets[rand.IntN(n)], s.targets[rand.IntN(n)]
+		if !up(a) || (up(b) && b.active.Load() < a.active.Load()) {
+			a = b
+		}
+		first = a
+	default:
+		first = s.targets[int(s.rr.Add(1)-1)%n]
+	}
+	if first == nil {
+		return s.targets
+	}
+	out := make([]*target, 0, n)
+	out = append(out, first)
+	for _, t := range s.targets {
+		if t != first {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Dial connects to a target chosen by the strategy; a failing target is
+// marked down (skipped for a back-off of 1 s doubling to 32 s) and the next
+// one is dialed, within ctx's deadline. When every target is down they are
+// all tried anyway. client and local are written in a PROXY header when the
+// set sends one. done must be called when the connection ends.
+func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, string, func(), error) {
+	now := time.Now().UnixNano()
+	var lastErr error
+	order := s.order(now)
+	// Pass 0 tries the targets that are up; pass 1 those that were down, so
+	// a set whose targets are all down still dials rather than fail blind.
+	for pass := 0; pass < 2; pass++ {
+		for _, t := range order {
+			if down := t.downUntil.Load() > now; down != (pass == 1) {
+				continue
+			}
+			begin := time.Now()
+			c, err := s.dialer.DialContext(ctx, "tcp", t.Addr)
+			if err == nil && s.opt.SendProxy != "" {
+				if _, werr := c.Write(ProxyHeader(s.opt.SendProxy, client, local)); werr != nil {
+					c.Close()
+					err = werr
+				}
+			}
+			if s.opt.DialDone != nil {
+				s.opt.DialDone(t.Addr, time.Since(begin), err)
+			}
+			if err == nil {
+				t.failures.Store(0)
+				t.downUntil.Store(0)
+				t.active.Add(1)
+				s.created.Add(1)
+				return c, t.Addr, t.release, nil
+			}
+			lastErr = err
+			f := t.failures.Add(1)
+			t.downUntil.Store(time.Now().Add(time.Second << min(f-1, 5)).UnixNano())
+			if ctx.Err() != nil {
+				return nil, "", nil, lastErr
+			}
+		}
+	}
+	return nil, "", nil, lastErr
+}
+
+func (t *target) release() { t.active.Add(-1) }
+
+// ProxyHeader returns a PROXY protocol header (v1 text or v2 binary)
+// carrying the client and the local address it connected to.
+func ProxyHeader(version string, client, local net.Addr) []byte {
+	src, _ := netip.ParseAddrPort(client.String())
+	dst, _ := netip.ParseAddrPort(local.String())
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if version == "v1" {
+		if !src.IsValid() || !dst.IsValid() || src.Addr().Is4() != dst.Addr().Is4() {
+			return []byte("PROXY UNKNOWN\r\n")
+		}
+		fam := "TCP4"
+		if src.Addr().Is6() {
+			fam = "TCP6"
+		}
+		return fmt.Appendf(nil, "PROXY %s %s %s %d %d\r\n", fam, src.Addr(), dst.Addr(), src.Port(), dst.Port())
+	}
+	h := append([]byte(nil), proxyV2Sig...)
+	if !src.IsValid() || !dst.IsValid() || src.Addr().Is4() != dst.Addr().Is4() {
+		return append(h, 0x20, 0x00, 0, 0) // LOCAL, UNSPEC
+	}
+	if src.Addr().Is4() {
+		h = append(h, 0x21, 0x11, 0, 12)
+		a, b := src.Addr().As4(), dst.Addr().As4()
+		h = append(h, a[:]...)
+		h = append(h, b[:]...)
+	} else {
+		h = append(h, 0x21, 0x21, 0, 36)
+		a, b := src.Addr().As16(), dst.Addr().As16()
+		h = append(h, a[:]...)
+		h = append(h, b[:]...)
+	}
+	return append(h, byte(src.Port()>>8), byte(src.Port()), byte(dst.Port()>>8), byte(dst.Port()))
+}
+
+var proxyV2Sig = []byte("\r\n\r\n\x00\r\nQUIT\n")
