@@ -288,4 +288,3 @@ func BenchmarkDial(b *testing.B) {
 		done()
 	}
 }
-
