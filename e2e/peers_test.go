@@ -139,15 +139,21 @@ PasswordAuthentication no
 // startNginx serves body over HTTP, or over TLS with a certificate for name
 // when name is not empty.
 func startNginx(t testing.TB, body, name string) string {
+	return startNginxWith(t, body, name, "")
+}
+
+// startNginxWith adds listen parameters (e.g. "proxy_protocol"); body may use
+// nginx variables.
+func startNginxWith(t testing.TB, body, name, listenParams string) string {
 	t.Helper()
 	bin := requireBinary(t, "nginx")
 	dir := t.TempDir()
 	port := freePort(t)
-	listen := fmt.Sprintf("listen 127.0.0.1:%d;", port)
+	listen := fmt.Sprintf("listen 127.0.0.1:%d %s;", port, listenParams)
 	tls := ""
 	if name != "" {
 		cert, key := selfSigned(t, dir, name)
-		listen = fmt.Sprintf("listen 127.0.0.1:%d ssl;", port)
+		listen = fmt.Sprintf("listen 127.0.0.1:%d ssl %s;", port, listenParams)
 		tls = fmt.Sprintf("ssl_certificate %s; ssl_certificate_key %s;", cert, key)
 	}
 	conf := fmt.Sprintf(`daemon off;

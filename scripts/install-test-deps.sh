@@ -14,6 +14,7 @@ peers=(
   "nginx nginx"
   "curl curl"
   "openssl openssl"
+  "haproxy haproxy"
 )
 
 missing=()
