@@ -22,6 +22,19 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	if rt == nil || len(rt.table.Routes()) == 0 {
 		return false, "no protocols configured"
 	}
+	for i, r := range rt.table.Routes() {
+		b := rt.backends[i]
+		if b == nil || r.Proto.Health.Interval <= 0 {
+			continue
+		}
+		up := false
+		for _, t := range b.Status() {
+			up = up || t.Up
+		}
+		if !up {
+			return false, fmt.Sprintf("protocol %s: no healthy target", r.Proto.Name)
+		}
+	}
 	return true, "ok"
 }
 

@@ -173,6 +173,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 		}
 	}
 	next := &routing{table: table, backends: make([]*upstream.Set, len(table.Routes()))}
+	var fresh []*upstream.Set
 	for i, r := range table.Routes() {
 		p := r.Proto
 		if p.Handler != nil {
@@ -186,15 +187,36 @@ func (pm *ProtocolManager) rebuildLocked() error {
 		}
 		targets, err := upstream.ParseTargets([]string{p.Target})
 		if err != nil {
+			for _, f := range fresh {
+				f.Close()
+			}
 			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
-		b, err := upstream.New(targets, upstream.Options{Strategy: p.Balance, SendProxy: p.SendProxy, DialDone: pm.stats.dialObserver(p.Name)})
+		h := p.Health
+		b, err := upstream.New(targets, upstream.Options{
+			Strategy:    p.Balance,
+			SendProxy:   p.SendProxy,
+			DialDone:    pm.stats.dialObserver(p.Name),
+			StateChange: pm.stats.stateObserver(p.Name),
+			Health:      upstream.HealthCheck{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Check: h.Check, Path: h.Path},
+			Pool:        upstream.Pool{MinIdle: p.Pool.MinIdle, MaxIdleTime: p.Pool.MaxIdleTime},
+		})
 		if err != nil {
+			for _, f := range fresh {
+				f.Close()
+			}
 			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
+		b.Start(pm.ctx)
+		fresh = append(fresh, b)
 		next.backends[i] = b
 	}
 	pm.routing.Store(next)
+	// Sets no route uses any more stop their checks and pools; connections
+	// already dialed through them are not affected.
+	for _, b := range reuse {
+		b.Close()
+	}
 	return nil
 }
 
@@ -324,6 +346,13 @@ func (pm *ProtocolManager) Close() error {
 	}
 	if pm.guard != nil {
 		pm.guard.Close()
+	}
+	if rt := pm.routing.Load(); rt != nil {
+		for _, b := range rt.backends {
+			if b != nil {
+				b.Close()
+			}
+		}
 	}
 	pm.mu.Lock()
 	servers := []*promExporter{pm.prom, pm.health}

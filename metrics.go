@@ -81,6 +81,12 @@ func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
 		for _, b := range rt.backends {
 			if b != nil {
 				m.ConnectionPool.ConnectionsCreated += b.Created()
+				m.ConnectionPool.ConnectionsReused += b.Reused()
+				m.ConnectionPool.Idle += b.Idle()
+				m.ConnectionPool.HealthChecks += b.HealthChecks()
+				for _, st := range b.Status() {
+					m.ConnectionPool.Active += st.Active
+				}
 			}
 		}
 	}
@@ -258,6 +264,17 @@ func (s *stats) dialObserver(protocol string) func(string, time.Duration, error)
 		}
 		// Passive health: the last dial's outcome.
 		s.backendUp.WithLabelValues(protocol, target).Set(up)
+	}
+}
+
+// stateObserver feeds active health check transitions.
+func (s *stats) stateObserver(protocol string) func(string, bool) {
+	return func(target string, up bool) {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		s.backendUp.WithLabelValues(protocol, target).Set(v)
 	}
 }
 

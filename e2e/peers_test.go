@@ -64,8 +64,8 @@ func waitListening(t testing.TB, addr string, logs func() string) {
 }
 
 // daemon starts a real server process that the test owns: killed (with its
-// process group) and reaped at cleanup.
-func daemon(t testing.TB, addr string, name string, args ...string) {
+// process group) and reaped at cleanup, or earlier by the returned stop.
+func daemon(t testing.TB, addr string, name string, args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	var out strings.Builder
@@ -76,11 +76,13 @@ func daemon(t testing.TB, addr string, name string, args ...string) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop = func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
-	})
+	}
+	t.Cleanup(stop)
 	waitListening(t, addr, func() string { return name + " output:\n" + out.String() })
+	return stop
 }
 
 // run runs a real client, bounded in time, and returns its combined output.
@@ -96,11 +98,17 @@ func run(t testing.TB, timeout time.Duration, name string, args ...string) (stri
 
 func startRedis(t testing.TB) string {
 	t.Helper()
-	bin := requireBinary(t, "redis-server")
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	daemon(t, addr, bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	addr, _ := startRedisOn(t, freePort(t))
 	return addr
+}
+
+// startRedisOn runs redis-server on port; stop kills it.
+func startRedisOn(t testing.TB, port int) (addr string, stop func()) {
+	t.Helper()
+	bin := requireBinary(t, "redis-server")
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	stop = daemon(t, addr, bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	return addr, stop
 }
 
 // startSSHD runs a throwaway sshd with generated host and client keys; it

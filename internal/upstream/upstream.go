@@ -81,8 +81,12 @@ func ValidStrategy(s string) bool {
 type Options struct {
 	Strategy  string
 	SendProxy string // "", "v1", "v2"
-	// DialDone observes every dial (metrics); up is the target's state after it.
+	// DialDone observes every dial (metrics).
 	DialDone func(target string, d time.Duration, err error)
+	// StateChange observes active health check transitions.
+	StateChange func(target string, up bool)
+	Health      HealthCheck
+	Pool        Pool
 }
 
 // Set is safe for concurrent use.
@@ -94,6 +98,11 @@ type Set struct {
 	rr      atomic.Uint64
 	mu      sync.Mutex // smooth weighted round-robin state
 	created atomic.Int64
+	reused  atomic.Int64
+	checks  atomic.Int64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 type target struct {
@@ -102,6 +111,10 @@ type target struct {
 	failures  atomic.Int32
 	active    atomic.Int64
 	current   int // smooth WRR, under Set.mu
+
+	health *health       // nil without active checks
+	pool   chan pooled   // nil without a warm pool
+	refill chan struct{} // a pooled conn was taken
 }
 
 // Status of one target.
@@ -127,20 +140,49 @@ func New(targets []Target, opt Options) (*Set, error) {
 	// calls it costs per dial are measurable per connection.
 	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}}
 	for _, t := range targets {
-		s.targets = append(s.targets, &target{Target: t})
+		s.targets = append(s.targets, &target{Target: t, refill: make(chan struct{}, 1)})
 	}
 	return s, nil
 }
 
-// Created counts successful dials.
+// Created counts backend connections dialed (for clients or the pool).
 func (s *Set) Created() int64 { return s.created.Load() }
+
+// Reused counts clients served with a pre-dialed pool connection.
+func (s *Set) Reused() int64 { return s.reused.Load() }
+
+// HealthChecks counts active probes run.
+func (s *Set) HealthChecks() int64 { return s.checks.Load() }
+
+// Idle counts pooled connections waiting.
+func (s *Set) Idle() int64 {
+	n := 0
+	for _, t := range s.targets {
+		n += len(t.pool)
+	}
+	return int64(n)
+}
+
+// isUp: an actively checked target follows its checks; otherwise the
+// passive back-off decides.
+func (t *target) isUp(now int64) bool {
+	if h := t.health; h != nil {
+		h.mu.Lock()
+		up := h.up
+		h.mu.Unlock()
+		if !up {
+			return false
+		}
+	}
+	return t.downUntil.Load() <= now
+}
 
 // Status reports every target.
 func (s *Set) Status() []Status {
 	now := time.Now().UnixNano()
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
-		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.downUntil.Load() <= now, Active: t.active.Load()}
+		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load()}
 	}
 	return out
 }
@@ -151,7 +193,7 @@ func (s *Set) order(now int64) []*target {
 	if n == 1 {
 		return s.targets
 	}
-	up := func(t *target) bool { return t.downUntil.Load() <= now }
+	up := func(t *target) bool { return t.isUp(now) }
 	var first *target
 	switch s.opt.Strategy {
 	case First:
@@ -216,11 +258,18 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 	// a set whose targets are all down still dials rather than fail blind.
 	for pass := 0; pass < 2; pass++ {
 		for _, t := range order {
-			if down := t.downUntil.Load() > now; down != (pass == 1) {
+			if down := !t.isUp(now); down != (pass == 1) {
 				continue
 			}
 			begin := time.Now()
-			c, err := s.dialer.DialContext(ctx, "tcp", t.Addr)
+			c := s.takePooled(t) // counted in Created when the pool dialed it
+			warm := c != nil
+			var err error
+			if warm {
+				s.reused.Add(1)
+			} else {
+				c, err = s.dialer.DialContext(ctx, "tcp", t.Addr)
+			}
 			if err == nil && s.opt.SendProxy != "" {
 				if _, werr := c.Write(ProxyHeader(s.opt.SendProxy, client, local)); werr != nil {
 					c.Close()
@@ -234,7 +283,9 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 				t.failures.Store(0)
 				t.downUntil.Store(0)
 				t.active.Add(1)
-				s.created.Add(1)
+				if !warm {
+					s.created.Add(1)
+				}
 				return c, t.Addr, t.release, nil
 			}
 			lastErr = err

@@ -170,6 +170,9 @@ func TestFailoverAndReadmission(t *testing.T) {
 		}
 	}})
 	dialN(t, s, 20, false)
+	for deadline := time.Now().Add(5 * time.Second); b.count() < 20 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // the backend's accept loop counts asynchronously
+	}
 	if failures != 1 || b.count() != 20 {
 		t.Fatalf("failures %d, served by B %d", failures, b.count())
 	}
@@ -286,5 +289,151 @@ func BenchmarkDial(b *testing.B) {
 		}
 		c.Close()
 		done()
+	}
+}
+
+// TestActiveHealthChecks: a target failing its checks is taken out after
+// Fall failures and re-admitted after Rise successes.
+func TestActiveHealthChecks(t *testing.T) {
+	good := newCounting(t)
+	bad, _ := net.Listen("tcp", "127.0.0.1:0")
+	badAddr := bad.Addr().String()
+	bad.Close()
+	var mu sync.Mutex
+	states := map[string]bool{}
+	s, _ := New([]Target{{Addr: badAddr, Weight: 1}, {Addr: good.ln.Addr().String(), Weight: 1}}, Options{
+		Health: HealthCheck{Interval: 20 * time.Millisecond, Fall: 2, Rise: 2},
+		StateChange: func(addr string, up bool) {
+			mu.Lock()
+			states[addr] = up
+			mu.Unlock()
+		},
+	})
+	s.Start(context.Background())
+	defer s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := s.Status()
+		if !st[0].Up && st[1].Up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	if up, ok := states[badAddr]; !ok || up {
+		t.Fatalf("no down transition reported: %v", states)
+	}
+	mu.Unlock()
+	if s.HealthChecks() == 0 {
+		t.Fatal("no checks counted")
+	}
+}
+
+// TestHealthCheckHTTP uses a real HTTP answer.
+func TestHealthCheckHTTP(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Health: HealthCheck{Interval: time.Second, Check: "http"}})
+	if err := s.probe(context.Background(), ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("503 taken for healthy")
+	}
+}
+
+// TestWarmPool: pre-dialed connections are handed to one client each and
+// counted as reused; stale ones (server closed) are dropped.
+func TestWarmPool(t *testing.T) {
+	b := newCounting(t)
+	s, _ := New([]Target{{Addr: b.ln.Addr().String(), Weight: 1}}, Options{Pool: Pool{MinIdle: 3, MaxIdleTime: time.Minute}})
+	s.Start(context.Background())
+	defer s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Idle() < 3 || b.count() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool not filled: idle %d, backend saw %d", s.Idle(), b.count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c, _, done, err := s.Dial(context.Background(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	done()
+	if s.Reused() != 1 || s.Created() < 3 {
+		t.Fatalf("reused %d created %d", s.Reused(), s.Created())
+	}
+	// The backend closes its side of every pooled conn: they must not be
+	// handed out.
+	b.mu.Lock()
+	for _, x := range b.conns {
+		x.Close()
+	}
+	b.mu.Unlock()
+	for i := 0; i < 5; i++ {
+		c, _, done, err := s.Dial(context.Background(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := c.Read(make([]byte, 1)); n == 0 && err != nil && !isTimeout(err) {
+			t.Fatalf("dial %d got a dead pooled conn: %v", i, err)
+		}
+		c.Close()
+		done()
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func BenchmarkDialWarm(b *testing.B) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c // held open until the listener goes
+		}
+	}()
+	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Pool: Pool{MinIdle: 64}})
+	s.Start(context.Background())
+	defer s.Close()
+	for s.Idle() < 64 {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, _, done, err := s.Dial(context.Background(), nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+		done()
+		if i%32 == 31 {
+			b.StopTimer()
+			for s.Idle() < 32 {
+				time.Sleep(time.Millisecond)
+			}
+			b.StartTimer()
+		}
 	}
 }

@@ -1,0 +1,262 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// HealthCheck configures active checks; Interval 0 disables them (passive
+// health still applies).
+type HealthCheck struct {
+	Interval time.Duration
+	Timeout  time.Duration // default: Interval, at most 5s
+	Rise     int           // consecutive successes to mark a target up (default 2)
+	Fall     int           // consecutive failures to mark it down (default 3)
+	Check    string        // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx)
+	Path     string        // for "http" (default "/")
+}
+
+// Pool keeps MinIdle pre-dialed connections per target, each handed to one
+// client only; older than MaxIdleTime (default 30s) they are discarded.
+type Pool struct {
+	MinIdle     int
+	MaxIdleTime time.Duration
+}
+
+// health state of a target under active checks.
+type health struct {
+	mu        sync.Mutex
+	ok, fails int
+	up        bool
+}
+
+// Start runs the active health checks and the warm pool refill until ctx is
+// done or Close is called. A no-op when neither is configured.
+func (s *Set) Start(ctx context.Context) {
+	if s.opt.Health.Interval <= 0 && s.opt.Pool.MinIdle <= 0 {
+		return
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	for _, t := range s.targets {
+		if s.opt.Health.Interval > 0 {
+			t.health = &health{up: true}
+			s.wg.Add(1)
+			go s.checkLoop(ctx, t)
+		}
+		if s.opt.Pool.MinIdle > 0 {
+			t.pool = make(chan pooled, s.opt.Pool.MinIdle)
+			s.wg.Add(1)
+			go s.refillLoop(ctx, t)
+		}
+	}
+}
+
+// Close stops checks and refills and closes pooled connections.
+func (s *Set) Close() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.wg.Wait()
+	for _, t := range s.targets {
+		for t.pool != nil && len(t.pool) > 0 {
+			(<-t.pool).c.Close()
+		}
+	}
+}
+
+func (s *Set) checkLoop(ctx context.Context, t *target) {
+	defer s.wg.Done()
+	hc := s.opt.Health
+	rise, fall := max(hc.Rise, 1), max(hc.Fall, 1)
+	if hc.Rise == 0 {
+		rise = 2
+	}
+	if hc.Fall == 0 {
+		fall = 3
+	}
+	timeout := hc.Timeout
+	if timeout <= 0 {
+		timeout = min(hc.Interval, 5*time.Second)
+	}
+	tick := time.NewTicker(hc.Interval)
+	defer tick.Stop()
+	for {
+		err := s.probe(ctx, t.Addr, timeout)
+		s.checks.Add(1)
+		h := t.health
+		h.mu.Lock()
+		was := h.up
+		if err == nil {
+			h.ok, h.fails = h.ok+1, 0
+			if !h.up && h.ok >= rise {
+				h.up = true
+			}
+		} else {
+			h.fails, h.ok = h.fails+1, 0
+			if h.up && h.fails >= fall {
+				h.up = false
+			}
+		}
+		now := h.up
+		h.mu.Unlock()
+		if now != was && s.opt.StateChange != nil {
+			s.opt.StateChange(t.Addr, now)
+		}
+		if now {
+			t.downUntil.Store(0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// probe checks one target once.
+func (s *Set) probe(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := s.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	switch s.opt.Health.Check {
+	case "", "tcp":
+		return nil
+	case "redis":
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(line, "+PONG") {
+			return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
+		}
+		return nil
+	case "http":
+		path := s.opt.Health.Path
+		if path == "" {
+			path = "/"
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: protoplex-health\r\nConnection: close\r\n\r\n", path, host); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 || (f[1][0] != '2' && f[1][0] != '3') {
+			return fmt.Errorf("http answered %q", strings.TrimSpace(line))
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown check %q", s.opt.Health.Check)
+}
+
+// pooled is a pre-dialed connection and when it was dialed.
+type pooled struct {
+	c  net.Conn
+	at time.Time
+}
+
+func (s *Set) refillLoop(ctx context.Context, t *target) {
+	defer s.wg.Done()
+	maxAge := s.opt.Pool.MaxIdleTime
+	if maxAge <= 0 {
+		maxAge = 30 * time.Second
+	}
+	tick := time.NewTicker(min(maxAge/2, time.Second))
+	defer tick.Stop()
+	for {
+		// Drop stale conns, then top up to MinIdle.
+		for n := len(t.pool); n > 0; n-- {
+			select {
+			case p := <-t.pool:
+				if time.Since(p.at) > maxAge || !alive(p.c) {
+					p.c.Close()
+					continue
+				}
+				t.pool <- p
+			default:
+			}
+		}
+		for len(t.pool) < cap(t.pool) && t.downUntil.Load() <= time.Now().UnixNano() {
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := s.dialer.DialContext(dctx, "tcp", t.Addr)
+			cancel()
+			if err != nil {
+				break
+			}
+			s.created.Add(1)
+			t.pool <- pooled{c: c, at: time.Now()}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-t.refill:
+		}
+	}
+}
+
+// takePooled returns a live pre-dialed connection to t, if any.
+func (s *Set) takePooled(t *target) net.Conn {
+	if t.pool == nil {
+		return nil
+	}
+	maxAge := s.opt.Pool.MaxIdleTime
+	if maxAge <= 0 {
+		maxAge = 30 * time.Second
+	}
+	for {
+		select {
+		case p := <-t.pool:
+			if time.Since(p.at) > maxAge || !alive(p.c) {
+				p.c.Close()
+				continue
+			}
+			select { // ask for a replacement now
+			case t.refill <- struct{}{}:
+			default:
+			}
+			return p.c
+		default:
+			return nil
+		}
+	}
+}
+
+// alive reports whether the server has neither closed nor written to an
+// idle pooled connection: a non-blocking peek must find nothing to read.
+func alive(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return true
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := recvPeek(int(fd), b[:])
+		ok = n < 0 && isEAGAIN(err) // nothing pending, not EOF
+		return true
+	})
+	return ok
+}
