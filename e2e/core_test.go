@@ -29,6 +29,12 @@ func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.P
 			t.Fatal(err)
 		}
 	}
+	return serve(t, pm), pm
+}
+
+// serve runs pm on an ephemeral loopback port until the test ends.
+func serve(t testing.TB, pm *protoplex.ProtocolManager) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +49,7 @@ func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.P
 		}
 		pm.Close()
 	})
-	return ln.Addr().String(), pm
+	return ln.Addr().String()
 }
 
 func port(addr string) string {

@@ -33,19 +33,7 @@ func startConfigured(t testing.TB, yaml string) (string, *protoplex.ProtocolMana
 	if err := pm.UpdateConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		pm.Close()
-	})
-	return ln.Addr().String(), pm
+	return serve(t, pm), pm
 }
 
 // dialFrom connects from a given loopback source address (127.0.0.x).

@@ -204,15 +204,10 @@ func (g *Guard) Admit(ip netip.Addr) (whitelisted bool, r Reason) {
 	now := g.now()
 	sh := &g.shards[shardOf(ip)]
 	sh.mu.Lock()
-	e := sh.m[ip]
+	e := g.entry(sh, ip, false)
 	if e == nil {
-		if g.entries.Load() >= maxEntries {
-			sh.mu.Unlock()
-			return false, Allowed
-		}
-		e = &entry{}
-		sh.m[ip] = e
-		g.entries.Add(1)
+		sh.mu.Unlock()
+		return false, Allowed
 	}
 	e.lastSeen = now
 	r = Allowed
@@ -282,16 +277,12 @@ func (g *Guard) IdentifyFailed(ip netip.Addr) {
 	now := g.now()
 	sh := &g.shards[shardOf(ip)]
 	sh.mu.Lock()
-	e := sh.m[ip]
+	e := g.entry(sh, ip, false)
 	if e == nil {
-		if g.entries.Load() >= maxEntries {
-			sh.mu.Unlock()
-			return
-		}
-		e = &entry{lastSeen: now}
-		sh.m[ip] = e
-		g.entries.Add(1)
+		sh.mu.Unlock()
+		return
 	}
+	e.lastSeen = now
 	if now.Sub(e.windowStart) > st.cfg.Window {
 		e.windowStart, e.failures = now, 0
 	}
@@ -322,17 +313,27 @@ func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
 	now := g.now()
 	sh := &g.shards[shardOf(ip)]
 	sh.mu.Lock()
-	e := sh.m[ip]
-	if e == nil {
-		e = &entry{}
-		sh.m[ip] = e
-		g.entries.Add(1)
-	}
+	e := g.entry(sh, ip, true)
 	e.lastSeen = now
 	if until := now.Add(d); until.After(e.bannedUntil) {
 		e.bannedUntil = until
 	}
 	sh.mu.Unlock()
+}
+
+// entry returns ip's state in sh (locked by the caller), creating it. Past
+// maxEntries it returns nil (the source goes untracked) unless force is set.
+func (g *Guard) entry(sh *shard, ip netip.Addr, force bool) *entry {
+	if e := sh.m[ip]; e != nil {
+		return e
+	}
+	if !force && g.entries.Load() >= maxEntries {
+		return nil
+	}
+	e := &entry{}
+	sh.m[ip] = e
+	g.entries.Add(1)
+	return e
 }
 
 // Metrics returns the counters.

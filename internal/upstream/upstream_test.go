@@ -30,6 +30,11 @@ func newCounting(t *testing.T) *counting {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return countOn(t, ln)
+}
+
+// countOn counts the connections accepted on ln until the test ends.
+func countOn(t *testing.T, ln net.Listener) *counting {
 	c := &counting{ln: ln}
 	c.wg.Add(1)
 	go func() {
@@ -181,22 +186,7 @@ func TestFailoverAndReadmission(t *testing.T) {
 	if err != nil {
 		t.Skip("port taken meanwhile")
 	}
-	back := &counting{ln: ln}
-	back.wg.Add(1)
-	go func() {
-		defer back.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			back.mu.Lock()
-			back.n++
-			back.conns = append(back.conns, c)
-			back.mu.Unlock()
-		}
-	}()
-	defer back.close()
+	back := countOn(t, ln)
 	deadline := time.Now().Add(10 * time.Second) // back-off is 1 s after one failure
 	for back.count() == 0 {
 		if time.Now().After(deadline) {
