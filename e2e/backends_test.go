@@ -53,7 +53,7 @@ protocols:
   - name: Redis
     target: ["%s;w=1", "%s;w=2", "%s;w=3"]
     balance: weighted_round_robin
-    health_check: {interval: "100ms", check: redis, rise: 1, fall: 1}
+    health_check: {interval: "100ms", timeout: "2s", check: redis, rise: 1, fall: 2}
 `, a, b, c))
 	counts := map[string]int{}
 	for i := 0; i < 3000; i++ {

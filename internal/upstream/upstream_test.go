@@ -292,7 +292,7 @@ func TestActiveHealthChecks(t *testing.T) {
 	var mu sync.Mutex
 	states := map[string]bool{}
 	s, _ := New([]Target{{Addr: badAddr, Weight: 1}, {Addr: good.ln.Addr().String(), Weight: 1}}, Options{
-		Health: HealthCheck{Interval: 20 * time.Millisecond, Fall: 2, Rise: 2},
+		Health: HealthCheck{Interval: 20 * time.Millisecond, Timeout: 2 * time.Second, Fall: 2, Rise: 2},
 		StateChange: func(addr string, up bool) {
 			mu.Lock()
 			states[addr] = up
