@@ -15,6 +15,7 @@ peers=(
   "curl curl"
   "openssl openssl"
   "haproxy haproxy"
+  "etcd etcd-server"
 )
 
 missing=()

@@ -1,0 +1,228 @@
+package protoplex
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/darkit/protoplex/internal/cluster"
+)
+
+// DistributedConfig is the seed's distributed-mode configuration.
+type DistributedConfig struct {
+	NodeID           string
+	EtcdEndpoints    []string
+	ServiceDiscovery ServiceDiscoveryConfig
+	LoadBalancer     LoadBalancerConfig
+	ConfigManager    ConfigManagerConfig
+
+	// Config is the node's own configuration (protocols, security, server);
+	// nil means DefaultConfig. Configuration found in etcd replaces it.
+	Config *Config
+	// Advertise is the address other nodes see for this one (informational).
+	Advertise string
+	// LeaseTTL bounds how long a dead node stays registered (default 10s).
+	LeaseTTL time.Duration
+	// Options are passed to the underlying ProtocolManager.
+	Options []Option
+}
+
+// ServiceDiscoveryConfig: backends registered in etcd under
+// /protoplex/services/<protocol>/<instance> join that protocol's targets.
+type ServiceDiscoveryConfig struct {
+	Enable          bool
+	RefreshInterval int // seconds between full re-reads (a safety net; changes are watched)
+}
+
+// LoadBalancerConfig sets defaults for protocols that set none.
+type LoadBalancerConfig struct {
+	Strategy            string // balance strategy
+	HealthCheckInterval int    // seconds; active TCP checks of every target
+}
+
+// ConfigManagerConfig: the YAML stored at WatchPrefix in etcd is the
+// configuration of every node (validated like a file; a bad one is rejected
+// and reported under /protoplex/status/<node>).
+type ConfigManagerConfig struct {
+	Enable      bool
+	WatchPrefix string
+}
+
+// DistributedManager is a ProtocolManager coordinated through etcd.
+type DistributedManager struct {
+	pm   *ProtocolManager
+	node *cluster.Node
+	cfg  DistributedConfig
+
+	mu         sync.Mutex
+	base       *Config                      // from the node or from etcd
+	discovered map[string][]cluster.Service // protocol (lower case) → instances
+}
+
+// NewDistributedManager connects to etcd, registers the node and starts
+// watching. PROTOPLEX_NODE_ID and ETCD_ENDPOINTS (comma-separated) override
+// the given NodeID and EtcdEndpoints.
+func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
+	if env := os.Getenv("PROTOPLEX_NODE_ID"); env != "" {
+		cfg.NodeID = env
+	}
+	if env := os.Getenv("ETCD_ENDPOINTS"); env != "" {
+		cfg.EtcdEndpoints = strings.Split(env, ",")
+	}
+	if cfg.Config == nil {
+		cfg.Config = DefaultConfig()
+	}
+	pm := NewProtocolManager(append(cfg.Config.options(), cfg.Options...)...)
+	if err := pm.Err(); err != nil {
+		return nil, err
+	}
+	dm := &DistributedManager{pm: pm, cfg: cfg, base: cfg.Config}
+	if err := dm.apply(); err != nil {
+		pm.Close()
+		return nil, err
+	}
+	configKey := ""
+	if cfg.ConfigManager.Enable {
+		configKey = cfg.ConfigManager.WatchPrefix
+		if configKey == "" {
+			configKey = "/protoplex/config"
+		}
+	}
+	node, err := cluster.Start(context.Background(), cluster.Options{
+		NodeID:    cfg.NodeID,
+		Address:   cfg.Advertise,
+		Version:   "protoplex",
+		Endpoints: cfg.EtcdEndpoints,
+		LeaseTTL:  cfg.LeaseTTL,
+		ConfigKey: configKey,
+		Resync:    time.Duration(cfg.ServiceDiscovery.RefreshInterval) * time.Second,
+		Logger:    pm.log,
+	}, cluster.Handlers{
+		Services: dm.onServices,
+		Config:   dm.onConfig,
+		Ban:      func(ip netip.Addr, d time.Duration) { pm.guard.Ban(ip, d) },
+		Nodes:    func(ns []cluster.NodeInfo) { pm.stats.clusterNodes.Set(float64(len(ns))) },
+	})
+	if err != nil {
+		pm.Close()
+		return nil, err
+	}
+	dm.node = node
+	// Bans this node's DDoS guard issues are enforced by every node.
+	pm.guard.SetOnBan(func(ip netip.Addr, d time.Duration) {
+		if err := node.PublishBan(ip, d); err != nil {
+			pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
+		}
+	})
+	return dm, nil
+}
+
+// Manager returns the underlying ProtocolManager (metrics, health...).
+func (dm *DistributedManager) Manager() *ProtocolManager { return dm.pm }
+
+// GetServiceCount returns how many backend instances etcd announced.
+func (dm *DistributedManager) GetServiceCount() int { return dm.node.ServiceCount() }
+
+// Connected reports whether etcd is reachable now.
+func (dm *DistributedManager) Connected() bool { return dm.node.Connected() }
+
+// RunServer serves addr like ProtocolManager.RunServer.
+func (dm *DistributedManager) RunServer(ctx context.Context, addr string) error {
+	return dm.pm.RunServer(ctx, addr)
+}
+
+// Close deregisters the node and closes the manager.
+func (dm *DistributedManager) Close() error {
+	err := dm.node.Close()
+	dm.pm.Close()
+	return err
+}
+
+func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
+	if !dm.cfg.ServiceDiscovery.Enable {
+		return
+	}
+	dm.mu.Lock()
+	dm.discovered = map[string][]cluster.Service{}
+	for proto, insts := range s {
+		dm.discovered[strings.ToLower(proto)] = insts
+		dm.pm.stats.discovered.WithLabelValues(proto).Set(float64(len(insts)))
+	}
+	dm.mu.Unlock()
+	if err := dm.apply(); err != nil {
+		dm.pm.log.Error("discovered backends not applied", "err", err)
+	}
+}
+
+func (dm *DistributedManager) onConfig(yaml []byte) error {
+	c, err := ParseConfig(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix)
+	if err != nil {
+		dm.pm.stats.reloads.WithLabelValues("failure").Inc()
+		return err
+	}
+	dm.mu.Lock()
+	old := dm.base
+	dm.base = c
+	dm.mu.Unlock()
+	if err := dm.apply(); err != nil {
+		dm.mu.Lock()
+		dm.base = old
+		dm.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// apply merges the base configuration with discovered backends and the
+// load balancer defaults, then swaps it in through UpdateConfig (the same
+// path as a file reload).
+func (dm *DistributedManager) apply() error {
+	dm.mu.Lock()
+	merged := *dm.base
+	merged.Protocols = append([]ProtocolConfig(nil), dm.base.Protocols...)
+	found := map[string]bool{}
+	for i := range merged.Protocols {
+		p := &merged.Protocols[i]
+		name := strings.ToLower(p.Name)
+		if insts, ok := dm.discovered[name]; ok && len(p.SNI)+len(p.ALPN)+len(p.Host) == 0 && !found[name] {
+			found[name] = true
+			p.Target = append(append(StringList(nil), p.Target...), targetsOf(insts)...)
+		}
+		dm.defaults(p)
+	}
+	for name, insts := range dm.discovered {
+		if !found[name] && len(insts) > 0 {
+			p := ProtocolConfig{Name: name, Target: targetsOf(insts)}
+			dm.defaults(&p)
+			merged.Protocols = append(merged.Protocols, p)
+		}
+	}
+	dm.mu.Unlock()
+	return dm.pm.UpdateConfig(&merged)
+}
+
+func (dm *DistributedManager) defaults(p *ProtocolConfig) {
+	lb := dm.cfg.LoadBalancer
+	if p.Balance == "" {
+		p.Balance = lb.Strategy
+	}
+	if p.HealthCheck.Interval == 0 && lb.HealthCheckInterval > 0 {
+		p.HealthCheck.Interval = time.Duration(lb.HealthCheckInterval) * time.Second
+	}
+}
+
+func targetsOf(insts []cluster.Service) StringList {
+	var out StringList
+	for _, s := range insts {
+		t := s.Address
+		if s.Weight > 1 {
+			t = fmt.Sprintf("%s;w=%d", s.Address, s.Weight)
+		}
+		out = append(out, t)
+	}
+	return out
+}

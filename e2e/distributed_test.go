@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/cluster"
+)
+
+// etcdServer is a real etcd (Debian's etcd-server) on ephemeral loopback
+// ports with a temporary data dir, restartable on the same ports and data.
+type etcdServer struct {
+	t          testing.TB
+	bin, dir   string
+	client     string
+	peer       string
+	stopServer func()
+}
+
+func startEtcd(t testing.TB) *etcdServer {
+	t.Helper()
+	e := &etcdServer{t: t, bin: requireBinary(t, "etcd"), dir: t.TempDir(),
+		client: fmt.Sprintf("127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	e.start()
+	return e
+}
+
+func (e *etcdServer) start() {
+	e.stopServer = daemon(e.t, e.client, e.bin, "--name", "test", "--data-dir", e.dir,
+		"--listen-client-urls", "http://"+e.client, "--advertise-client-urls", "http://"+e.client,
+		"--listen-peer-urls", "http://"+e.peer, "--initial-advertise-peer-urls", "http://"+e.peer,
+		"--initial-cluster", "test=http://"+e.peer, "--log-level", "error")
+}
+
+func (e *etcdServer) stop() { e.stopServer() }
+
+// TestDistributedNodes: three protoplex nodes and one etcd. A backend
+// registered in etcd is routed by all three; configuration put in etcd is
+// applied by all (a bad one rejected and reported); a closed node leaves the
+// membership; with etcd down traffic keeps flowing; after etcd restarts,
+// updates resume.
+func TestDistributedNodes(t *testing.T) {
+	etcd := startEtcd(t)
+	endpoints := []string{etcd.client}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	base := func() *protoplex.Config {
+		c, err := protoplex.ParseConfig([]byte("protocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "base.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var nodes []*protoplex.DistributedManager
+	var addrs []string
+	for i := 1; i <= 3; i++ {
+		dm, err := protoplex.NewDistributedManager(protoplex.DistributedConfig{
+			NodeID:           fmt.Sprintf("node-%d", i),
+			EtcdEndpoints:    endpoints,
+			ServiceDiscovery: protoplex.ServiceDiscoveryConfig{Enable: true, RefreshInterval: 30},
+			LoadBalancer:     protoplex.LoadBalancerConfig{Strategy: "round_robin"},
+			ConfigManager:    protoplex.ConfigManagerConfig{Enable: true, WatchPrefix: "/protoplex/config"},
+			Config:           base(),
+			LeaseTTL:         2 * time.Second,
+			Options:          []protoplex.Option{protoplex.WithLogger(quiet)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dm.Close() })
+		nodes = append(nodes, dm)
+		addrs = append(addrs, serve(t, dm.Manager()))
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+
+	// converge returns how long until every node answers want for send.
+	converge := func(send, want string, on []string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for _, a := range on {
+			for !strings.HasPrefix(exchangeWith(a, send), want) {
+				if time.Since(start) > 15*time.Second {
+					t.Fatalf("node %s never answered %q", a, want)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		return time.Since(start)
+	}
+
+	// Membership.
+	waitUntil(t, func() bool { return len(nodes[0].Manager().GetMetrics().Identified) >= 0 && nodeCount(t, cli) == 3 })
+
+	// Service discovery: an SSH backend registered by an operator.
+	var times []time.Duration
+	for i := 0; i < 5; i++ {
+		backend := bannerBackend(t, fmt.Sprintf("svc-%d:", i))
+		if err := cluster.Register(ctx, cli, cluster.Service{Protocol: "ssh", Instance: "only", Address: backend}, 0); err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, converge("SSH-2.0-x\r\n", fmt.Sprintf("svc-%d:", i), addrs))
+	}
+	slices.Sort(times)
+	t.Logf("discovery convergence on 3 nodes over %d updates: p50 %v, max %v", len(times), times[len(times)/2], times[len(times)-1])
+	if nodes[1].GetServiceCount() != 1 {
+		t.Fatalf("service count %d", nodes[1].GetServiceCount())
+	}
+
+	// Shared configuration: HTTP now goes to a real backend on every node.
+	web := bannerBackend(t, "web:")
+	cfgYAML := fmt.Sprintf("protocols:\n  - name: HTTP\n    target: %q\n", web)
+	if _, err := cli.Put(ctx, "/protoplex/config", cfgYAML); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("config convergence on 3 nodes: %v", converge("GET / HTTP/1.0\r\n\r\n", "web:", addrs))
+
+	// A bad configuration is rejected on every node, reported, and HTTP keeps working.
+	if _, err := cli.Put(ctx, "/protoplex/config", "protocols:\n  - name: HTTP\n    target: \"nope\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		for i := 1; i <= 3; i++ {
+			r, err := cli.Get(ctx, fmt.Sprintf("/protoplex/status/node-%d", i))
+			if err != nil || len(r.Kvs) == 0 || !strings.Contains(string(r.Kvs[0].Value), "rejected") {
+				return false
+			}
+		}
+		return true
+	})
+	converge("GET / HTTP/1.0\r\n\r\n", "web:", addrs)
+
+	// A node that leaves disappears from the membership; the others route on.
+	nodes[2].Close()
+	waitUntil(t, func() bool { return nodeCount(t, cli) == 2 })
+	converge("SSH-2.0-x\r\n", "svc-4:", addrs[:2])
+
+	// etcd down: traffic keeps flowing with the last known state.
+	etcd.stop()
+	waitUntil(t, func() bool { return !nodes[0].Connected() })
+	converge("SSH-2.0-x\r\n", "svc-4:", addrs[:2])
+
+	// etcd back: watches resume, a new registration reaches both nodes.
+	etcd.start()
+	cli2, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli2.Close()
+	after := bannerBackend(t, "after-restart:")
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := cluster.Register(rctx, cli2, cluster.Service{Protocol: "ssh", Instance: "only", Address: after}, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("convergence after etcd restart: %v", converge("SSH-2.0-x\r\n", "after-restart:", addrs[:2]))
+	waitUntil(t, func() bool { return nodes[0].Connected() })
+}
+
+func nodeCount(t *testing.T, cli *clientv3.Client) int {
+	r, err := cli.Get(context.Background(), cluster.NodesPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return -1
+	}
+	return int(r.Count)
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// bannerBackend answers anything with prefix + what it read first.
+func bannerBackend(t *testing.T, prefix string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 256)
+				n, _ := c.Read(buf)
+				io.WriteString(c, prefix+string(buf[:n]))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func exchangeWith(addr, send string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	io.WriteString(c, send)
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
