@@ -129,4 +129,6 @@ type DistributedFileConfig struct {
 		Enable      bool   `yaml:"enable"`
 		WatchPrefix string `yaml:"watch_prefix"`
 	} `yaml:"config_manager"`
+	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }

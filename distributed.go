@@ -121,6 +121,37 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	return dm, nil
 }
 
+// UpdateConfig replaces the node's own configuration (a file reload); etcd's
+// discovered backends are merged in again.
+func (dm *DistributedManager) UpdateConfig(c *Config) error {
+	dm.mu.Lock()
+	old := dm.base
+	dm.base = c
+	dm.mu.Unlock()
+	if err := dm.apply(); err != nil {
+		dm.mu.Lock()
+		dm.base = old
+		dm.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// DistributedConfigFrom builds a DistributedConfig from the distributed:
+// block of c (c itself becomes the node's configuration).
+func DistributedConfigFrom(c *Config) DistributedConfig {
+	d := c.Distributed
+	return DistributedConfig{
+		NodeID:           d.NodeID,
+		EtcdEndpoints:    d.EtcdEndpoints,
+		ServiceDiscovery: ServiceDiscoveryConfig{Enable: d.ServiceDiscovery.Enable, RefreshInterval: d.ServiceDiscovery.RefreshInterval},
+		LoadBalancer:     LoadBalancerConfig{Strategy: d.LoadBalancer.Strategy, HealthCheckInterval: d.LoadBalancer.HealthCheckInterval},
+		ConfigManager:    ConfigManagerConfig{Enable: d.ConfigManager.Enable, WatchPrefix: d.ConfigManager.WatchPrefix},
+		Config:           c,
+		LeaseTTL:         d.LeaseTTL,
+	}
+}
+
 // Manager returns the underlying ProtocolManager (metrics, health...).
 func (dm *DistributedManager) Manager() *ProtocolManager { return dm.pm }
 

@@ -29,6 +29,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "register", "deregister", "nodes", "services":
+			return operator(args[0], args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("protoplex", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML configuration `file` (default: embedded config, listen :9090)")
@@ -76,7 +82,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var pm *protoplex.ProtocolManager
-	if cm != nil {
+	if cfg.Distributed.Enable {
+		dc := protoplex.DistributedConfigFrom(cfg)
+		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
+		dm, err := protoplex.NewDistributedManager(dc)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer dm.Close()
+		pm = dm.Manager()
+		if cm != nil {
+			cm.OnConfigChange(func(c *protoplex.Config) {
+				if err := dm.UpdateConfig(c); err != nil {
+					log.Error("configuration rejected, the running configuration keeps serving", "err", err)
+				}
+			})
+		}
+		fmt.Fprintf(stdout, "cluster:  node %s, etcd %s, %d services discovered\n", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount())
+	} else if cm != nil {
 		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
 	} else {
 		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log))

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildCLI builds cmd/protoplex into the test's temp dir.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "protoplex")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/protoplex").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestCLIClusterNode: the operator sub-commands against a real etcd, and a
+// protoplex process in distributed mode that is killed (no deregistration):
+// its lease expires and it leaves the membership.
+func TestCLIClusterNode(t *testing.T) {
+	etcd := startEtcd(t)
+	bin := buildCLI(t)
+	backend := bannerBackend(t, "registered:")
+	op := func(args ...string) string {
+		t.Helper()
+		out, err := run(t, 20*time.Second, bin, append(args[:1:1], append([]string{"-etcd", etcd.client}, args[1:]...)...)...)
+		if err != nil {
+			t.Fatalf("protoplex %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	op("register", "-protocol", "ssh", "-instance", "a", "-address", backend)
+	if out := op("services"); !strings.Contains(out, "ssh/a ") || !strings.Contains(out, backend) {
+		t.Fatalf("services: %q", out)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "node.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`server:
+  listen: "127.0.0.1:0"
+protocols:
+  - name: HTTP
+    target: "127.0.0.1:1"
+monitoring:
+  metrics_port: 0
+  health_check_port: 0
+distributed:
+  enable: true
+  node_id: "cli-node"
+  etcd_endpoints: [%q]
+  lease_ttl: "2s"
+  service_discovery: {enable: true, refresh_interval: 30}
+`, etcd.client)), 0o644)
+	cmd := exec.Command(bin, "-config", cfg)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	defer func() { cmd.Process.Kill(); <-exited }()
+	lines := make(chan string, 64)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	go func() { cmd.Wait(); close(exited) }()
+	var addr string
+	re := regexp.MustCompile(`^listening: (\S+)`)
+	timeout := time.After(20 * time.Second)
+	for addr == "" {
+		select {
+		case l := <-lines:
+			if m := re.FindStringSubmatch(l); m != nil {
+				addr = m[1]
+			}
+		case <-timeout:
+			t.Fatal("node never listened")
+		}
+	}
+	waitUntil(t, func() bool { return strings.HasPrefix(exchangeWith(addr, "SSH-2.0-x\r\n"), "registered:") })
+	if out := op("nodes"); !strings.Contains(out, "cli-node ") {
+		t.Fatalf("nodes: %q", out)
+	}
+
+	// Crash: SIGKILL, no chance to deregister. The lease (2s) expires.
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	start := time.Now()
+	waitUntil(t, func() bool { return !strings.Contains(op("nodes"), "cli-node ") })
+	t.Logf("killed node left the membership after %v", time.Since(start).Round(10*time.Millisecond))
+
+	op("deregister", "-protocol", "ssh", "-instance", "a")
+	if out := op("services"); strings.Contains(out, "ssh/a") {
+		t.Fatalf("still registered: %q", out)
+	}
+}
