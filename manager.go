@@ -86,6 +86,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 		o.logger = slog.Default()
 	}
 	pm := &ProtocolManager{log: o.logger, stats: newStats(), bufs: newBufferPools()}
+	pm.stats.registerManager(pm)
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.settings.Store(&settings{options: o})
 	pm.conns.init()

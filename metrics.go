@@ -18,6 +18,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/upstream"
 )
 
 // PoolMetrics: backend connections dialed (Created) vs served warm (Reused).
@@ -265,6 +266,38 @@ func (s *stats) dialObserver(protocol string) func(string, time.Duration, error)
 		// Passive health: the last dial's outcome.
 		s.backendUp.WithLabelValues(protocol, target).Set(up)
 	}
+}
+
+// registerManager adds the collectors that read the manager's state when
+// scraped (no work on the connection path).
+func (s *stats) registerManager(pm *ProtocolManager) {
+	sum := func(f func(*upstream.Set) int64) func() float64 {
+		return func() float64 {
+			var n int64
+			if rt := pm.routing.Load(); rt != nil {
+				for _, b := range rt.backends {
+					if b != nil {
+						n += f(b)
+					}
+				}
+			}
+			return float64(n)
+		}
+	}
+	s.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "protoplex_draining", Help: "1 while shutting down."}, func() float64 {
+			if pm.Draining() {
+				return 1
+			}
+			return 0
+		}),
+		// Counters of the current backend sets (a reload that replaces a
+		// set starts its counts again, as a restarted process would).
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_pool_connections_created_total", Help: "Backend connections dialed."},
+			sum((*upstream.Set).Created)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_pool_connections_reused_total", Help: "Clients served with a pre-dialed pool connection."},
+			sum((*upstream.Set).Reused)),
+	)
 }
 
 // stateObserver feeds active health check transitions.

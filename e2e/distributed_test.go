@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -118,6 +119,13 @@ func TestDistributedNodes(t *testing.T) {
 	t.Logf("discovery convergence on 3 nodes over %d updates: p50 %v, max %v", len(times), times[len(times)/2], times[len(times)-1])
 	if nodes[1].GetServiceCount() != 1 {
 		t.Fatalf("service count %d", nodes[1].GetServiceCount())
+	}
+	rec := httptest.NewRecorder()
+	nodes[1].Manager().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`protoplex_discovered_backends{protocol="ssh"} 1`, "protoplex_cluster_nodes 3"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Fatalf("metrics lack %q", want)
+		}
 	}
 
 	// Shared configuration: HTTP now goes to a real backend on every node.

@@ -16,6 +16,7 @@ peers=(
   "openssl openssl"
   "haproxy haproxy"
   "etcd etcd-server"
+  "promtool prometheus"
 )
 
 missing=()

@@ -1,0 +1,161 @@
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/protocols"
+)
+
+var metricName = regexp.MustCompile(`protoplex_[a-z_]+`)
+
+// distributedOnly metrics have values only in distributed mode; the e2e test
+// TestDistributedNodes checks them on a live node.
+var distributedOnly = map[string]bool{"protoplex_discovered_backends": true}
+
+// TestManifestsParse: every YAML document and the dashboard JSON parse.
+func TestManifestsParse(t *testing.T) {
+	files, _ := filepath.Glob("*.yml")
+	more, _ := filepath.Glob("*/*.y*ml")
+	cfgs, _ := filepath.Glob("*.yaml")
+	for _, f := range append(append(files, more...), cfgs...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc any
+			if err := dec.Decode(&doc); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+	}
+	var dash map[string]any
+	data, _ := os.ReadFile("grafana/protoplex-dashboard.json")
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	// protoplex's own config files are valid protoplex configs.
+	for _, f := range []string{"config.yaml", "config-distributed.yaml"} {
+		if err := protoplex.CheckConfigFile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("PROTOPLEX_REQUIRE_PEERS") == "1" {
+			t.Fatal("promtool not installed (Debian package prometheus)")
+		}
+		t.Skip("promtool not installed")
+	}
+	for _, args := range [][]string{{"check", "rules", "prometheus/alerts.yml"}, {"check", "config", "prometheus/prometheus.yml"}} {
+		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
+			t.Fatalf("promtool %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// TestUsedMetricsExist: every metric the alerts and the dashboard use is
+// exported by a running manager and documented.
+func TestUsedMetricsExist(t *testing.T) {
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer pm.Close()
+	// Labelled metrics appear once they have a value: drive one good
+	// connection, one garbage one and one to a dead backend.
+	backend, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer backend.Close()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead.Close()
+	pm.AddProtocol(protocols.NewSSHProtocol(backend.Addr().String()))
+	pm.AddProtocol(protocols.NewRedisProtocol(dead.Addr().String()))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- pm.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+	for _, flight := range []string{"SSH-2.0-x\r\n", "\xff\xfe", "PING\r\n"} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, flight)
+		c.(*net.TCPConn).CloseWrite()
+		io.ReadAll(c)
+		c.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); pm.GetMetrics().ActiveConnections > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	rec := httptest.NewRecorder()
+	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	exported := map[string]bool{}
+	for _, m := range metricName.FindAllString(rec.Body.String(), -1) {
+		exported[m] = true
+	}
+	doc, err := os.ReadFile("../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range metricName.FindAllString(string(doc), -1) {
+		documented[m] = true
+	}
+	var used []string
+	for _, f := range []string{"prometheus/alerts.yml", "grafana/protoplex-dashboard.json"} {
+		data, _ := os.ReadFile(f)
+		used = append(used, metricName.FindAllString(string(data), -1)...)
+	}
+	if len(used) == 0 {
+		t.Fatal("no metric found in alerts and dashboard")
+	}
+	for _, m := range used {
+		base := m
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		if !exported[m] && !exported[base] && !distributedOnly[base] {
+			t.Errorf("%s is used but not exported", m)
+		}
+		if !documented[base] {
+			t.Errorf("%s is used but not in docs/ARCHITECTURE.md", base)
+		}
+	}
+	// Every documented metric is exported too.
+	for m := range documented {
+		if !exported[m] && !exported[m+"_bucket"] && !distributedOnly[m] {
+			t.Errorf("%s is documented but not exported", m)
+		}
+	}
+}
