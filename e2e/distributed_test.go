@@ -55,7 +55,7 @@ func TestDistributedNodes(t *testing.T) {
 	endpoints := []string{etcd.client}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	base := func() *protoplex.Config {
-		c, err := protoplex.ParseConfig([]byte("protocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "base.yaml")
+		c, err := protoplex.ParseConfig([]byte("security:\n  enable_ddos_guard: true\n  ddos_guard: {failure_threshold: 3, window: \"1m\", ban_duration: \"1m\"}\nprotocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "base.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,8 @@ func TestDistributedNodes(t *testing.T) {
 
 	// Service discovery: an SSH backend registered by an operator.
 	var times []time.Duration
-	for i := 0; i < 5; i++ {
+	const updates = 20
+	for i := 0; i < updates; i++ {
 		backend := bannerBackend(t, fmt.Sprintf("svc-%d:", i))
 		if err := cluster.Register(ctx, cli, cluster.Service{Protocol: "ssh", Instance: "only", Address: backend}, 0); err != nil {
 			t.Fatal(err)
@@ -130,7 +131,7 @@ func TestDistributedNodes(t *testing.T) {
 
 	// Shared configuration: HTTP now goes to a real backend on every node.
 	web := bannerBackend(t, "web:")
-	cfgYAML := fmt.Sprintf("protocols:\n  - name: HTTP\n    target: %q\n", web)
+	cfgYAML := fmt.Sprintf("security:\n  enable_ddos_guard: true\n  ddos_guard: {failure_threshold: 3, window: \"1m\", ban_duration: \"1m\"}\nprotocols:\n  - name: HTTP\n    target: %q\n", web)
 	if _, err := cli.Put(ctx, "/protoplex/config", cfgYAML); err != nil {
 		t.Fatal(err)
 	}
@@ -151,15 +152,30 @@ func TestDistributedNodes(t *testing.T) {
 	})
 	converge("GET / HTTP/1.0\r\n\r\n", "web:", addrs)
 
+	// Shared bans: a source banned by node 1's DDoS guard is refused by node 2.
+	for i := 0; i < 3; i++ {
+		c, err := dialFrom("127.0.0.20", addrs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{0xff, 0xfe, 0xfd})
+		io.ReadAll(c)
+		c.Close()
+	}
+	waitUntil(t, func() bool { return exchange("127.0.0.20", addrs[1]) == "" })
+	if got := exchange("127.0.0.21", addrs[1]); !strings.HasPrefix(got, "svc-19:") {
+		t.Fatalf("another source refused: %q", got)
+	}
+
 	// A node that leaves disappears from the membership; the others route on.
 	nodes[2].Close()
 	waitUntil(t, func() bool { return nodeCount(t, cli) == 2 })
-	converge("SSH-2.0-x\r\n", "svc-4:", addrs[:2])
+	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd down: traffic keeps flowing with the last known state.
 	etcd.stop()
 	waitUntil(t, func() bool { return !nodes[0].Connected() })
-	converge("SSH-2.0-x\r\n", "svc-4:", addrs[:2])
+	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd back: watches resume, a new registration reaches both nodes.
 	etcd.start()
