@@ -195,17 +195,7 @@ func (dm *DistributedManager) onConfig(yaml []byte) error {
 		dm.pm.stats.reloads.WithLabelValues("failure").Inc()
 		return err
 	}
-	dm.mu.Lock()
-	old := dm.base
-	dm.base = c
-	dm.mu.Unlock()
-	if err := dm.apply(); err != nil {
-		dm.mu.Lock()
-		dm.base = old
-		dm.mu.Unlock()
-		return err
-	}
-	return nil
+	return dm.UpdateConfig(c)
 }
 
 // apply merges the base configuration with discovered backends and the
