@@ -9,13 +9,21 @@ type Constructor func(target string) *Protocol
 // constructors. Read-only after package initialisation.
 var builtins = map[string]Constructor{
 	// Each protocol file adds its own line here, keep it sorted.
-	"http":      NewHTTPProtocol,
-	"http2":     NewHTTP2Protocol,
-	"redis":     NewRedisProtocol,
-	"ssh":       NewSSHProtocol,
-	"tls":       NewTLSProtocol,
-	"webdav":    NewWebDAVProtocol,
-	"websocket": NewWebSocketProtocol,
+	"ftp":        NewFTPProtocol,
+	"http":       NewHTTPProtocol,
+	"http2":      NewHTTP2Protocol,
+	"mqtt":       NewMQTTProtocol,
+	"postgres":   NewPostgreSQLProtocol,
+	"postgresql": NewPostgreSQLProtocol,
+	"redis":      NewRedisProtocol,
+	"smtp":       NewSMTPProtocol,
+	"socks":      NewSOCKSProtocol,
+	"socks4":     NewSOCKS4Protocol,
+	"socks5":     NewSOCKS5Protocol,
+	"ssh":        NewSSHProtocol,
+	"tls":        NewTLSProtocol,
+	"webdav":     NewWebDAVProtocol,
+	"websocket":  NewWebSocketProtocol,
 }
 
 // Lookup returns the constructor of the built-in protocol called name

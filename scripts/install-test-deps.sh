@@ -17,6 +17,11 @@ peers=(
   "haproxy haproxy"
   "etcd etcd-server"
   "promtool prometheus"
+  "/usr/sbin/mosquitto mosquitto"
+  "mosquitto_pub mosquitto-clients"
+  "microsocks microsocks"
+  "swaks swaks"
+  "psql postgresql-client"
 )
 
 missing=()

@@ -28,3 +28,11 @@ rec ssh-openssh.bin -- ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHos
 rec redis-cli.bin -- redis-cli -h 127.0.0.1 -p {port} PING
 rec redis-cli-auth.bin -- redis-cli -h 127.0.0.1 -p {port} --no-auth-warning -a secret GET key
 rec redis-inline.bin -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; printf "PING\r\n" >&3; sleep 5'
+rec socks5-curl.bin -- curl -s --socks5-hostname 127.0.0.1:{port} http://www.example.test/
+rec socks4-curl-4a.bin -- curl -s --socks4a 127.0.0.1:{port} http://www.example.test/
+rec socks4-curl.bin -- curl -s --socks4 127.0.0.1:{port} http://127.0.0.2/
+rec postgresql-psql.bin -- psql -h 127.0.0.1 -p {port} -U app -d app -c 'select 1'
+rec postgresql-psql-nossl.bin -- env PGSSLMODE=disable psql -h 127.0.0.1 -p {port} -U app -d app -c 'select 1'
+rec mqtt-mosquitto-v31.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv31 -t t -m hello
+rec mqtt-mosquitto-v311.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv311 -t t -m hello
+rec mqtt-mosquitto-v5.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv5 -t t -m hello
