@@ -94,7 +94,7 @@ func Example_options() {
 func Example_configFile() {
 	configManager, err := protoplex.NewConfigManager("testdata/config/seed.yaml")
 	if err != nil {
-		return // until MQTT is built in, the seed's file names a protocol this build lacks
+		log.Fatal(err)
 	}
 	defer configManager.Close()
 	pm := protoplex.NewProtocolManagerWithConfig(configManager)

@@ -21,7 +21,6 @@ peers=(
   "mosquitto_pub mosquitto-clients"
   "microsocks microsocks"
   "swaks swaks"
-  "psql postgresql-client"
 )
 
 missing=()
