@@ -9,19 +9,27 @@ type Constructor func(target string) *Protocol
 // constructors. Read-only after package initialisation.
 var builtins = map[string]Constructor{
 	// Each protocol file adds its own line here, keep it sorted.
+	"dns":        NewDNSProtocol,
 	"ftp":        NewFTPProtocol,
 	"http":       NewHTTPProtocol,
 	"http2":      NewHTTP2Protocol,
 	"mqtt":       NewMQTTProtocol,
+	"openvpn":    NewOpenVPNProtocol,
 	"postgres":   NewPostgreSQLProtocol,
 	"postgresql": NewPostgreSQLProtocol,
+	"rdp":        NewRDPProtocol,
 	"redis":      NewRedisProtocol,
+	"rtmp":       NewRTMPProtocol,
+	"rtsp":       NewRTSPProtocol,
+	"sip":        NewSIPProtocol,
 	"smtp":       NewSMTPProtocol,
 	"socks":      NewSOCKSProtocol,
 	"socks4":     NewSOCKS4Protocol,
 	"socks5":     NewSOCKS5Protocol,
 	"ssh":        NewSSHProtocol,
+	"stun":       NewSTUNProtocol,
 	"tls":        NewTLSProtocol,
+	"turn":       NewSTUNProtocol,
 	"webdav":     NewWebDAVProtocol,
 	"websocket":  NewWebSocketProtocol,
 }

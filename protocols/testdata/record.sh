@@ -36,3 +36,4 @@ rec postgresql-psql-nossl.bin -- env PGSSLMODE=disable psql -h 127.0.0.1 -p {por
 rec mqtt-mosquitto-v31.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv31 -t t -m hello
 rec mqtt-mosquitto-v311.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv311 -t t -m hello
 rec mqtt-mosquitto-v5.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv5 -t t -m hello
+rec dns-dig.bin -- dig +tcp +tries=1 +time=2 @127.0.0.1 -p {port} example.test A

@@ -1,0 +1,60 @@
+package protocols
+
+import "encoding/binary"
+
+// NewOpenVPNProtocol routes OpenVPN over TCP: a 2-byte packet length
+// (14–2048) and the client's first packet, P_CONTROL_HARD_RESET_CLIENT_V2
+// (opcode 7) or V3 (opcode 10) with key id 0, arriving whole (the client
+// then waits for the server's reset).
+func NewOpenVPNProtocol(target string) *Protocol {
+	return &Protocol{Name: "OpenVPN", Target: target, Detect: detectOpenVPN, FirstBytes: []byte{0x00}}
+}
+
+func detectOpenVPN(data []byte) Result {
+	switch {
+	case len(data) == 0:
+		return NeedMore
+	case data[0] > 0x08: // length ≤ 2048
+		return NoMatch
+	case len(data) == 1:
+		return NeedMore
+	}
+	n := int(binary.BigEndian.Uint16(data))
+	if n < 14 || n > 2048 {
+		return NoMatch
+	}
+	if len(data) < 3 {
+		return NeedMore
+	}
+	if data[2] != 7<<3 && data[2] != 10<<3 {
+		return NoMatch
+	}
+	if len(data) < 2+n {
+		return NeedMore
+	}
+	return Match
+}
+
+// NewRTMPProtocol routes RTMP: C0 (version 3) and the 1536-byte C1. It
+// needs 1537 bytes to be sure, so IdentifyMinBytes must be at least 1537
+// (the default 1024 decides before RTMP can match). An RDP connection
+// request, which also starts with 0x03, is told apart by its TPKT/X.224
+// structure.
+func NewRTMPProtocol(target string) *Protocol {
+	return &Protocol{Name: "RTMP", Target: target, Detect: detectRTMP, FirstBytes: []byte{0x03}}
+}
+
+const rtmpHandshake = 1 + 1536
+
+func detectRTMP(data []byte) Result {
+	if len(data) == 0 {
+		return NeedMore
+	}
+	if data[0] != 0x03 || detectRDP(data) == Match {
+		return NoMatch
+	}
+	if len(data) < rtmpHandshake {
+		return NeedMore
+	}
+	return Match
+}

@@ -1,0 +1,34 @@
+package protocols
+
+import "encoding/binary"
+
+// NewSTUNProtocol routes STUN and TURN over TCP (RFC 8489/8656): the first
+// two bits zero, a length that is a multiple of 4, and the magic cookie
+// 0x2112A442 at offset 4.
+func NewSTUNProtocol(target string) *Protocol {
+	return &Protocol{Name: "STUN", Target: target, Detect: detectSTUN, FirstBytes: []byte{0x00, 0x01}}
+}
+
+func detectSTUN(data []byte) Result {
+	if len(data) == 0 {
+		return NeedMore
+	}
+	if data[0]&0xc0 != 0 {
+		return NoMatch
+	}
+	if len(data) < 4 {
+		return NeedMore
+	}
+	if binary.BigEndian.Uint16(data[2:4])%4 != 0 {
+		return NoMatch
+	}
+	return matchPrefixesAt(data, 4, []byte{0x21, 0x12, 0xA4, 0x42})
+}
+
+// matchPrefixesAt is matchPrefixes for a fixed string at offset off.
+func matchPrefixesAt(data []byte, off int, want []byte) Result {
+	if len(data) <= off {
+		return NeedMore
+	}
+	return matchPrefixes(data[off:], [][]byte{want})
+}
