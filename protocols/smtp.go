@@ -12,7 +12,7 @@ func NewSMTPProtocol(target string) *Protocol {
 }
 
 func detectSMTP(data []byte) Result {
-	return matchPrefixesFold(data, "EHLO ", "HELO ")
+	return matchPrefixesFold(data, "ehlo ", "helo ")
 }
 
 // NewFTPProtocol routes FTP, a server-speaks-first protocol: clients send
@@ -28,19 +28,13 @@ func NewFTPProtocol(target string) *Protocol {
 	}
 }
 
-// matchPrefixesFold is matchPrefixes for ASCII, case-insensitive.
+// matchPrefixesFold is matchPrefixes for ASCII, case-insensitive;
+// prefixes are lower case.
 func matchPrefixesFold(data []byte, prefixes ...string) Result {
 	res := NoMatch
 	for _, p := range prefixes {
 		n := min(len(data), len(p))
-		same := true
-		for i := 0; i < n; i++ {
-			if lowerASCII(data[i]) != lowerASCII(p[i]) {
-				same = false
-				break
-			}
-		}
-		if !same {
+		if !httpEqualFold(data[:n], p[:n]) {
 			continue
 		}
 		if len(data) >= len(p) {
@@ -49,11 +43,4 @@ func matchPrefixesFold(data []byte, prefixes ...string) Result {
 		res = NeedMore
 	}
 	return res
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
