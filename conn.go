@@ -120,6 +120,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		return
 	}
 	defer done()
+	pm.conns.attach(c, bc)
 	if res.N > 0 {
 		if _, err := bc.Write(buf[:res.N]); err != nil {
 			st.closed(p.Name, "error")

@@ -366,20 +366,30 @@ func (pm *ProtocolManager) Close() error {
 	return nil
 }
 
-// connSet tracks live connections so a drain can close them.
+// connSet tracks live connections, with their backend once dialled, so a
+// drain can close both ends: closing only the client would leave a
+// connection whose client half-closed waiting on a silent backend forever.
 type connSet struct {
 	mu sync.Mutex
-	m  map[net.Conn]struct{}
+	m  map[net.Conn]net.Conn // client → backend (nil before the dial)
 	n  atomic.Int64
 }
 
-func (s *connSet) init() { s.m = make(map[net.Conn]struct{}) }
+func (s *connSet) init() { s.m = make(map[net.Conn]net.Conn) }
 
 func (s *connSet) add(c net.Conn) {
 	s.mu.Lock()
-	s.m[c] = struct{}{}
+	s.m[c] = nil
 	s.mu.Unlock()
 	s.n.Add(1)
+}
+
+// attach records c's backend. A drain that closed c just before is no
+// problem: the copy then fails at once and closes the backend itself.
+func (s *connSet) attach(c, backend net.Conn) {
+	s.mu.Lock()
+	s.m[c] = backend
+	s.mu.Unlock()
 }
 
 func (s *connSet) remove(c net.Conn) {
@@ -393,8 +403,11 @@ func (s *connSet) len() int64 { return s.n.Load() }
 
 func (s *connSet) closeAll() {
 	s.mu.Lock()
-	for c := range s.m {
+	for c, backend := range s.m {
 		c.Close()
+		if backend != nil {
+			backend.Close()
+		}
 	}
 	s.mu.Unlock()
 }

@@ -279,19 +279,31 @@ func TestDrainWaitsForStreams(t *testing.T) {
 	}
 }
 
-func TestDrainDeadlineClosesStragglers(t *testing.T) {
-	backend := goServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	pm := NewProtocolManager(WithLogger(discardLogger()), WithGracefulShutdownTimeout(100*time.Millisecond))
+// drainSetup serves an SSH route to backend with a 100 ms drain deadline,
+// connects one SSH client (half-closed when halfClose) and waits until it
+// is identified; cancel starts the drain and done receives Serve's result.
+func drainSetup(t *testing.T, backend string, halfClose bool) (pm *ProtocolManager, c net.Conn, cancel func(), done <-chan error) {
+	t.Helper()
+	pm = NewProtocolManager(WithLogger(discardLogger()), WithGracefulShutdownTimeout(100*time.Millisecond))
 	pm.AddProtocol(protocols.NewSSHProtocol(backend))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	defer pm.Close()
-	c, _ := net.Dial("tcp", ln.Addr().String())
-	defer c.Close()
+	served := make(chan error, 1)
+	go func() { served <- pm.Serve(ctx, ln) }()
+	t.Cleanup(func() { pm.Close() })
+	c, _ = net.Dial("tcp", ln.Addr().String())
+	t.Cleanup(func() { c.Close() })
 	io.WriteString(c, "SSH-2.0-x\r\n")
+	if halfClose {
+		c.(*net.TCPConn).CloseWrite()
+	}
 	waitFor(t, func() bool { return pm.GetMetrics().Identified["SSH"] == 1 })
+	return pm, c, cancel, served
+}
+
+func TestDrainDeadlineClosesStragglers(t *testing.T) {
+	backend := goServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	pm, c, cancel, done := drainSetup(t, backend, false)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -302,6 +314,28 @@ func TestDrainDeadlineClosesStragglers(t *testing.T) {
 	}
 	if v := scrape(t, pm)["protoplex_connections_closed_total{protocol=SSH,reason=drain}"]; v != 1 {
 		t.Fatalf("closed{drain} = %v", v)
+	}
+}
+
+// TestDrainDeadlineClosesHalfClosed: a client that half-closed its side
+// while the backend stays silent is still closed at the drain deadline (the
+// backend side too), so Serve returns.
+func TestDrainDeadlineClosesHalfClosed(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	backend := goServer(t, func(c net.Conn) {
+		io.Copy(io.Discard, c) // reads the client's EOF, answers nothing
+		<-hold                 // and keeps its side open
+	})
+	_, _, cancel, done := drainSetup(t, backend, true)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return: the half-closed connection outlived the drain deadline")
 	}
 }
 
