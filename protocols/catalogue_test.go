@@ -133,7 +133,10 @@ func TestCatalogueFlights(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []string{"mqtt", "socks4", "socks5", "postgresql"} {
+	for p := range catalogue {
+		if p == "smtp" { // server-first: a client that waits sends nothing to record
+			continue
+		}
 		if seen[p] == 0 {
 			t.Errorf("no real flight for %s", p)
 		}

@@ -21,12 +21,29 @@ peers=(
   "mosquitto_pub mosquitto-clients"
   "microsocks microsocks"
   "swaks swaks"
+  "/usr/sbin/dnsmasq dnsmasq-base"
+  "dig bind9-dnsutils"
+  "turnserver coturn"
+  "turnutils_stunclient coturn"
+  "sipsak sipsak"
+  "kamailio kamailio"
+  "ffmpeg ffmpeg"
+  "/usr/lib/nginx/modules/ngx_rtmp_module.so libnginx-mod-rtmp"
+  "/usr/sbin/vsftpd vsftpd"
+  "lftp lftp"
+  "/usr/lib/postgresql/*/bin/initdb postgresql"
+  "psql postgresql-client"
+  "/usr/sbin/openvpn openvpn"
+  "xvfb-run xvfb"
+  "xauth xauth"
+  "xrdp xrdp"
+  "xfreerdp freerdp2-x11"
 )
 
 missing=()
 for entry in "${peers[@]}"; do
   bin=${entry%% *}; pkg=${entry##* }
-  if command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ]; then
+  if command -v "$bin" >/dev/null 2>&1 || compgen -G "$bin" >/dev/null; then
     echo "present:   $pkg ($bin)"
   elif [[ " ${missing[*]-} " != *" $pkg "* ]]; then
     missing+=("$pkg")

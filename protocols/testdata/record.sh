@@ -1,7 +1,9 @@
 #!/bin/sh
 # Recreates testdata/flights/*.bin: the first bytes real clients send, captured
 # by a listener on 127.0.0.1 (no other address is contacted).
-# Needs: curl, openssl, ssh (openssh-client), redis-cli (redis-tools), bash.
+# Needs: curl, openssl, ssh (openssh-client), redis-cli (redis-tools), bash,
+# psql, mosquitto_pub, dig, turnutils_uclient (coturn), sipsak, ffmpeg,
+# xfreerdp + xvfb-run, openvpn (scripts/install-test-deps.sh installs them).
 # Run from anywhere inside the module: protocols/testdata/record.sh
 set -eu
 cd "$(dirname "$0")/../.."
@@ -37,3 +39,19 @@ rec mqtt-mosquitto-v31.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv31 -t
 rec mqtt-mosquitto-v311.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv311 -t t -m hello
 rec mqtt-mosquitto-v5.bin -- mosquitto_pub -h 127.0.0.1 -p {port} -V mqttv5 -t t -m hello
 rec dns-dig.bin -- dig +tcp +tries=1 +time=2 @127.0.0.1 -p {port} example.test A
+rec stun-turnutils.bin -- turnutils_uclient -t -n 1 -m 1 -l 64 -p {port} -e 127.0.0.1 127.0.0.1
+rec sip-sipsak.bin -- sipsak -E tcp -s sip:test@127.0.0.1:{port}
+rec rtsp-ffmpeg.bin -- ffmpeg -hide_banner -loglevel quiet -re -f lavfi -i testsrc=size=64x48:rate=5 -t 1 \
+	-c:v mpeg4 -f rtsp -rtsp_transport tcp rtsp://127.0.0.1:{port}/live
+rec rtmp-ffmpeg.bin -- ffmpeg -hide_banner -loglevel quiet -re -f lavfi -i testsrc=size=64x48:rate=5 -t 1 \
+	-f flv rtmp://127.0.0.1:{port}/live/test
+rec rdp-xfreerdp.bin -- xvfb-run -a xfreerdp /v:127.0.0.1:{port} /cert:ignore /u:test /p:test +auth-only
+# OpenVPN's client needs a certificate before it sends its hard reset.
+pki=$(mktemp -d)
+trap 'rm -rf "$pki"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" \
+	-subj /CN=ca -days 1 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/c.key" -out "$pki/c.csr" -subj /CN=c 2>/dev/null
+openssl x509 -req -in "$pki/c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -out "$pki/c.crt" -days 1 2>/dev/null
+rec openvpn-openvpn.bin -- openvpn --dev null --proto tcp-client --remote 127.0.0.1 {port} --tls-client \
+	--ca "$pki/ca.crt" --cert "$pki/c.crt" --key "$pki/c.key" --connect-retry-max 1

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -61,6 +62,10 @@ func run() error {
 			args[i] = strings.ReplaceAll(a, "{port}", port)
 		}
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		// Stop the whole process group: wrappers such as xvfb-run start
+		// the client as a grandchild.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		if err := cmd.Start(); err != nil {
 			return err
 		}

@@ -1,0 +1,396 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Real servers for the rest of the catalogue. Each starts on an ephemeral
+// 127.0.0.1 port, is killed with its process group at cleanup and never
+// talks to another address.
+
+// startDnsmasq answers example.test A 192.0.2.7 from its own table (no
+// upstream, no /etc/hosts), over UDP and TCP.
+func startDnsmasq(t *testing.T) string {
+	t.Helper()
+	bin := requireBinary(t, "/usr/sbin/dnsmasq")
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	daemon(t, addr, bin, "-k", "-C", "/dev/null", "--port="+strconv.Itoa(port), "--listen-address=127.0.0.1",
+		"--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=", "--user=root",
+		"--log-facility=-", "--address=/example.test/192.0.2.7")
+	return addr
+}
+
+// startTurnserver runs coturn with STUN and TURN over TCP and a loopback relay.
+func startTurnserver(t *testing.T) string {
+	t.Helper()
+	bin := requireBinary(t, "turnserver")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	daemon(t, addr, bin, "-n", "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
+		"--relay-ip", "127.0.0.1", "--no-auth", "--no-tls", "--no-dtls", "--no-rfc5780", "--no-cli",
+		"--allow-loopback-peers", "--pidfile", filepath.Join(dir, "pid"), "--db", filepath.Join(dir, "turndb"),
+		"--log-file", "stdout", "--simple-log")
+	return addr
+}
+
+// startKamailio runs a stateless SIP endpoint over TCP that answers every
+// request with "200 OK from kamailio".
+func startKamailio(t *testing.T) string {
+	t.Helper()
+	bin := requireBinary(t, "kamailio")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(`#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+tcp_children=1
+auto_aliases=no
+listen=tcp:%s
+loadmodule "sl.so"
+request_route {
+	sl_send_reply("200", "OK from kamailio");
+}
+`, addr)
+	os.WriteFile(filepath.Join(dir, "kamailio.cfg"), []byte(cfg), 0o644)
+	daemon(t, addr, bin, "-DD", "-E", "-f", filepath.Join(dir, "kamailio.cfg"), "-P", filepath.Join(dir, "pid"), "-Y", dir)
+	return addr
+}
+
+// startNginxRTMP runs nginx with libnginx-mod-rtmp: application "live".
+func startNginxRTMP(t *testing.T) string {
+	t.Helper()
+	bin := requireBinary(t, "nginx")
+	const module = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+	if _, err := os.Stat(module); err != nil {
+		requireBinary(t, module) // skips or fails with the installer hint
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	conf := fmt.Sprintf(`load_module %s;
+daemon off;
+pid %[2]s/nginx.pid;
+error_log %[2]s/error.log;
+worker_processes 1;
+events { worker_connections 64; }
+rtmp { server { listen %[3]s; application live { live on; record off; } } }
+`, module, dir, addr)
+	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
+	daemon(t, addr, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	return addr
+}
+
+// startXRDP runs xrdp in the foreground with its own log file.
+func startXRDP(t *testing.T) (addr, logPath string) {
+	t.Helper()
+	bin := requireBinary(t, "xrdp")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	logPath = filepath.Join(dir, "xrdp.log")
+	base, err := os.ReadFile("/etc/xrdp/xrdp.ini")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ini []string
+	for _, line := range strings.Split(string(base), "\n") {
+		switch {
+		case strings.HasPrefix(line, "port="):
+			line = "port=tcp://" + addr
+		case strings.HasPrefix(line, "LogFile="):
+			line = "LogFile=" + logPath
+		case strings.HasPrefix(line, "EnableSyslog="):
+			line = "EnableSyslog=false"
+		}
+		ini = append(ini, line)
+	}
+	os.WriteFile(filepath.Join(dir, "xrdp.ini"), []byte(strings.Join(ini, "\n")), 0o644)
+	os.MkdirAll("/run/xrdp/sockdir", 0o755)
+	daemon(t, addr, bin, "-n", "-c", filepath.Join(dir, "xrdp.ini"))
+	return addr, logPath
+}
+
+// startVsftpd serves one file to anonymous users.
+func startVsftpd(t *testing.T, file, content string) string {
+	t.Helper()
+	bin := requireBinary(t, "/usr/sbin/vsftpd")
+	dir := t.TempDir()
+	root, empty := filepath.Join(dir, "root"), filepath.Join(dir, "empty")
+	os.MkdirAll(root, 0o755)
+	os.MkdirAll(empty, 0o755)
+	os.Chmod(root, 0o755) // read by the unprivileged ftp user after chroot
+	os.WriteFile(filepath.Join(root, file), []byte(content), 0o644)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	conf := fmt.Sprintf(`listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=%d
+background=NO
+anonymous_enable=YES
+anon_root=%s
+no_anon_password=YES
+local_enable=NO
+write_enable=NO
+pasv_enable=YES
+pasv_address=127.0.0.1
+seccomp_sandbox=NO
+secure_chroot_dir=%s
+xferlog_enable=NO
+vsftpd_log_file=%s/vsftpd.log
+`, port, root, empty, dir)
+	os.WriteFile(filepath.Join(dir, "vsftpd.conf"), []byte(conf), 0o600)
+	daemon(t, addr, bin, filepath.Join(dir, "vsftpd.conf"))
+	return addr
+}
+
+// startPostgres initialises a throwaway cluster (user "app", trust auth) and
+// runs postgres on it; as root it runs as the postgres system user, since
+// PostgreSQL refuses to run as root.
+func startPostgres(t *testing.T) string {
+	t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	if len(bins) == 0 {
+		requireBinary(t, "/usr/lib/postgresql/15/bin/postgres")
+	}
+	bin := bins[len(bins)-1]
+	dir, err := os.MkdirTemp("", "protoplex-pg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs the postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		os.Chown(dir, uid, gid)
+	}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", filepath.Join(dir, "data"), "-U", "app", "--auth=trust", "-N")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	daemonAs(t, addr, cred, filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "fsync=off")
+	return addr
+}
+
+// startSSHSocks runs OpenSSH's dynamic forwarding (ssh -D) against a
+// throwaway sshd: the SOCKS4, SOCKS4a and SOCKS5 server many people use.
+// (Debian's dante 1.4 has no SOCKS4a: it connects to 0.0.0.1.)
+func startSSHSocks(t *testing.T) string {
+	t.Helper()
+	sshdAddr, args := startSSHD(t)
+	ssh := requireBinary(t, "ssh")
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args = append(args, "-N", "-D", addr, "-p", sshdAddr[strings.LastIndexByte(sshdAddr, ':')+1:], "root@127.0.0.1")
+	daemon(t, addr, ssh, args...)
+	return addr
+}
+
+// openVPNPKI writes a CA and a server and a client certificate (ECDSA P-256)
+// for OpenVPN's TLS mode into dir.
+func openVPNPKI(t *testing.T, dir string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "protoplex test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	write := func(name, typ string, der []byte, mode os.FileMode) {
+		os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+	}
+	write("ca.crt", "CERTIFICATE", caDER, 0o644)
+	for i, role := range []struct {
+		name string
+		use  x509.ExtKeyUsage
+	}{{"server", x509.ExtKeyUsageServerAuth}, {"client", x509.ExtKeyUsageClientAuth}} {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: role.name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{role.use},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kb, _ := x509.MarshalPKCS8PrivateKey(key)
+		write(role.name+".crt", "CERTIFICATE", der, 0o644)
+		write(role.name+".key", "PRIVATE KEY", kb, 0o600)
+	}
+}
+
+// startOpenVPN runs an OpenVPN server in point-to-point TLS mode over TCP with
+// the null device (no tun needed). It serves one client at a time, so
+// readiness is read from the kernel's socket table instead of a probe
+// connection, which it would take as its client.
+func startOpenVPN(t *testing.T, pki string) string {
+	t.Helper()
+	bin := requireBinary(t, "/usr/sbin/openvpn")
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	background(t, port, bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
+		"--tls-server", "--dh", "none", "--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "server.crt"),
+		"--key", filepath.Join(pki, "server.key"), "--verb", "3")
+	return addr
+}
+
+// runUntil runs a client until a line of its output contains marker (then
+// kills it and returns nil) or it exits or the timeout passes (an error
+// with its output).
+func runUntil(t *testing.T, timeout time.Duration, marker string, name string, args ...string) error {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	timer := time.AfterFunc(timeout, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	defer timer.Stop()
+	var out strings.Builder
+	found := false
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), marker) {
+			found = true
+			break
+		}
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	pr.Close()
+	cmd.Wait()
+	if !found {
+		return fmt.Errorf("%s never printed %q:\n%s", filepath.Base(name), marker, out.String())
+	}
+	return nil
+}
+
+// background starts a server that takes a single client (so a probe
+// connection would consume it) and waits until port is listening.
+func background(t *testing.T, port int, name string, args ...string) *process {
+	t.Helper()
+	return startProcess(t, port, nil, name, args...)
+}
+
+// daemonAs is daemon with the process run under cred (nil: as is).
+func daemonAs(t *testing.T, addr string, cred *syscall.Credential, name string, args ...string) {
+	t.Helper()
+	port, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+	startProcess(t, port, cred, name, args...)
+}
+
+// startProcess runs name in its own process group (killed at cleanup) and
+// waits until the kernel lists port as listening on 127.0.0.1.
+func startProcess(t *testing.T, port int, cred *syscall.Credential, name string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	out := &lockedBuilder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !isListening(port) {
+		select {
+		case <-exited:
+			t.Fatalf("%s exited before listening:\n%s", name, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never listened on %d:\n%s", name, port, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &process{exited: exited, out: out}
+}
+
+// process is a server started by startProcess.
+type process struct {
+	exited <-chan struct{} // closed when it has exited
+	out    *lockedBuilder  // its stdout and stderr
+}
+
+// lockedBuilder collects a process's output while the test may read it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// isListening reads /proc/net/tcp: is 127.0.0.1:port in state LISTEN (0A)?
+func isListening(port int) bool {
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[1] == want && f[3] == "0A" {
+			return true
+		}
+	}
+	return false
+}
