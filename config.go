@@ -26,6 +26,7 @@ type ServerConfig struct {
 	DialTimeout             time.Duration `yaml:"dial_timeout"`
 	ServerFirstWait         time.Duration `yaml:"server_first_wait"`
 	IdleTimeout             time.Duration `yaml:"idle_timeout"`
+	TCPKeepAlive            time.Duration `yaml:"tcp_keepalive"`
 	IdentifyReadTimeout     time.Duration `yaml:"identify_read_timeout"`
 	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
 	AcceptProxy             bool          `yaml:"accept_proxy"`

@@ -237,7 +237,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		v   int64
 	}{{"identify_timeout", int64(s.IdentifyTimeout)}, {"cache_ttl", int64(s.CacheTTL)}, {"dial_timeout", int64(s.DialTimeout)},
 		{"graceful_shutdown_timeout", int64(s.GracefulShutdownTimeout)}, {"server_first_wait", int64(s.ServerFirstWait)}, {"idle_timeout", int64(s.IdleTimeout)},
-		{"identify_read_timeout", int64(s.IdentifyReadTimeout)}} {
+		{"identify_read_timeout", int64(s.IdentifyReadTimeout)}, {"tcp_keepalive", int64(s.TCPKeepAlive)}} {
 		if d.v < 0 {
 			add(at("server", d.key), "server.%s: must not be negative", d.key)
 		}

@@ -53,6 +53,7 @@ func TestBadConfigsNameFileAndLine(t *testing.T) {
 		{"sni on ssh", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    sni: [\"a\"]\n", "sni/alpn apply to TLS only"},
 		{"two fallbacks", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    fallback: true\n  - name: HTTP\n    target: \"h:80\"\n    fallback: true\n", "bad.yaml:7: "},
 		{"bad balance", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    balance: fastest\n", "bad.yaml:4: "},
+		{"negative keepalive", "server:\n  tcp_keepalive: \"-1s\"\n", "bad.yaml:2: server.tcp_keepalive: must not be negative"},
 		{"not yaml", "server: [\n", "bad.yaml:"},
 	}
 	for _, c := range cases {

@@ -42,6 +42,7 @@ func (c *Config) options() []Option {
 		WithGracefulShutdownTimeout(s.GracefulShutdownTimeout),
 		WithServerFirstWait(s.ServerFirstWait),
 		WithIdleTimeout(s.IdleTimeout),
+		WithTCPKeepAlive(s.TCPKeepAlive),
 		WithIdentifyReadTimeout(s.IdentifyReadTimeout),
 	}
 }

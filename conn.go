@@ -30,6 +30,11 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	pm.conns.add(c)
 	defer pm.conns.remove(c)
+	if s.tcpKeepAlive > 0 {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.tcpKeepAlive, Interval: s.tcpKeepAlive, Count: 9})
+		}
+	}
 	st.active.Inc()
 	defer st.active.Dec()
 

@@ -233,11 +233,23 @@ func (pm *ProtocolManager) RunServer(ctx context.Context, addr string) error {
 	if pm.optErr != nil {
 		return pm.optErr
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := Listen(ctx, addr)
 	if err != nil {
-		return fmt.Errorf("protoplex: listen %s: %w", addr, err)
+		return err
 	}
 	return pm.Serve(ctx, ln)
+}
+
+// Listen opens a TCP listener for Serve that leaves TCP keepalive to the
+// manager's WithTCPKeepAlive (net.Listen would turn it on for every
+// accepted connection, at the cost of four syscalls each).
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: listen %s: %w", addr, err)
+	}
+	return ln, nil
 }
 
 // Serve is RunServer on an existing listener (which it closes).

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -395,4 +397,66 @@ func TestGetMetricsRuntime(t *testing.T) {
 	if m.MemoryPool.MemoryStats.RuntimeAllocBytes == 0 || m.MemoryPool.GCStats.GCRuns == 0 {
 		t.Fatalf("%+v", m.MemoryPool)
 	}
+}
+
+// TestListenLeavesKeepAliveOff: connections accepted from Listen carry no
+// SO_KEEPALIVE (net.Listen would set it, four syscalls per connection);
+// WithTCPKeepAlive turns it on per connection.
+func TestListenLeavesKeepAliveOff(t *testing.T) {
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if keepAliveOn(t, s) {
+		t.Fatal("accepted connection has SO_KEEPALIVE on")
+	}
+
+	// Through the manager: an in-process handler sees the client socket.
+	got := make(chan bool, 1)
+	pm := NewProtocolManager(WithLogger(discardLogger()), WithTCPKeepAlive(30*time.Second))
+	pm.AddProtocol(&protocols.Protocol{Name: "Probe", FirstBytes: []byte("P"), Detect: func(b []byte) protocols.Result {
+		return protocols.Match
+	}, Handler: func(c net.Conn) {
+		defer c.Close()
+		got <- keepAliveOn(t, c)
+	}})
+	addr := serveTest(t, pm)
+	pc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	io.WriteString(pc, "P")
+	if on := <-got; !on {
+		t.Fatal("WithTCPKeepAlive did not turn keepalive on")
+	}
+}
+
+// keepAliveOn reads SO_KEEPALIVE of the TCP socket under c.
+func keepAliveOn(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	if rc, ok := c.(*proxy.ReplayConn); ok {
+		c = rc.Conn
+	}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	raw.Control(func(fd uintptr) { v, err = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v != 0
 }

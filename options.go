@@ -35,6 +35,7 @@ type options struct {
 	settleWait       time.Duration
 	idleTimeout      time.Duration
 	readTimeout      time.Duration
+	tcpKeepAlive     time.Duration
 	logger           *slog.Logger
 }
 
@@ -70,7 +71,7 @@ func (o *options) validate() error {
 	if o.dialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("DialTimeout must be > 0, got %v", o.dialTimeout))
 	}
-	if o.cacheTTL < 0 || o.gracefulTimeout < 0 || o.serverFirstWait < 0 || o.idleTimeout < 0 || o.readTimeout < 0 {
+	if o.cacheTTL < 0 || o.gracefulTimeout < 0 || o.serverFirstWait < 0 || o.idleTimeout < 0 || o.readTimeout < 0 || o.tcpKeepAlive < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -114,6 +115,13 @@ func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idleT
 // identification (default 0: only IdentifyTimeout applies). A client that
 // trickles a byte now and then is cut at this gap, not at the overall deadline.
 func WithIdentifyReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
+
+// WithTCPKeepAlive turns on TCP keepalive probes on client connections,
+// first after d of silence, then every d (default 0: off, as in HAProxy
+// without clitcpka and sslh: it costs four setsockopt calls per connection).
+// It detects clients that vanished without a FIN when no idle timeout is
+// set. Applies to listeners opened by RunServer and Listen.
+func WithTCPKeepAlive(d time.Duration) Option { return func(o *options) { o.tcpKeepAlive = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

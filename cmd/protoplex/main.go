@@ -184,12 +184,12 @@ func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {
 func listenAll(addrs []string) ([]net.Listener, error) {
 	var lns []net.Listener
 	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
+		ln, err := protoplex.Listen(context.Background(), a)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
-			return nil, fmt.Errorf("protoplex: listen %s: %w", a, err)
+			return nil, err
 		}
 		lns = append(lns, ln)
 	}

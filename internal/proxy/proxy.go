@@ -93,6 +93,7 @@ type pair struct {
 	idle      time.Duration
 	last      atomic.Int64 // unix nanos of the last byte moved either way
 	idleFired atomic.Bool
+	ended     atomic.Int32 // directions that reached EOF
 }
 
 func (p *pair) touch() {
@@ -136,6 +137,12 @@ func (p *pair) copy(dst, src net.Conn) (int64, error) {
 		_ = src.Close()
 		_ = dst.Close()
 		return n, err
+	}
+	if p.ended.Add(1) == 2 {
+		// The other direction ended first: Forward closes both conns right
+		// away, and close sends the FIN, so a shutdown would be a wasted
+		// syscall.
+		return n, nil
 	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		if cwErr := cw.CloseWrite(); cwErr != nil {
