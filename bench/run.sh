@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: direct vs protoplex vs sslh-select vs haproxy (TCP
+# Side-by-side benchmark: direct vs protoplex vs sslh-select vs sslh-fork vs haproxy (TCP
 # mode), same backend, same load generator, one run, one machine.
 #   bash bench/run.sh          full run (~5 min)
 #   QUICK=1 bash bench/run.sh  smoke run (~1 min)
@@ -12,7 +12,7 @@ IDLE_NS=${IDLE_NS:-"5000 9000"}
 if [ "$QUICK" = 1 ]; then D=2s; RATE=1000; LATD=3s; BULK=268435456; CPUN=10000; IDLE_NS="1000"; fi
 
 need=()
-command -v sslh-select >/dev/null || need+=(sslh)
+command -v sslh-select >/dev/null && command -v sslh >/dev/null || need+=(sslh)
 command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
@@ -61,6 +61,11 @@ YAML
 SLP=$(freeport)
 sslh-select -f -n -p 127.0.0.1:$SLP --http 127.0.0.1:$HP --ssh 127.0.0.1:$SP -t 5 > "$TMP/sslh.log" 2>&1 & SL_PID=$!; PIDS+=($SL_PID)
 
+# sslh-fork (Debian's plain sslh: one process per connection; sslh-ev is not
+# in Debian 12)
+SFP=$(freeport)
+sslh -f -n -p 127.0.0.1:$SFP --http 127.0.0.1:$HP --ssh 127.0.0.1:$SP -t 5 > "$TMP/sslh-fork.log" 2>&1 & SF_PID=$!; PIDS+=($SF_PID)
+
 # haproxy, TCP mode, content inspection
 HAP=$(freeport)
 cat > "$TMP/haproxy.cfg" <<CFG
@@ -86,15 +91,15 @@ backend ssh
   server b 127.0.0.1:$SP
 CFG
 haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/haproxy.log" 2>&1 & HA_PID=$!; PIDS+=($HA_PID)
-waitport "$PP"; waitport "$SLP"; waitport "$HAP"
+waitport "$PP"; waitport "$SLP"; waitport "$SFP"; waitport "$HAP"
 
 LG="$TMP/loadgen"
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
 declare -A R
-names=(direct protoplex sslh haproxy)
-declare -A ADDR=([direct]=127.0.0.1:$HP [protoplex]=127.0.0.1:$PP [sslh]=127.0.0.1:$SLP [haproxy]=127.0.0.1:$HAP)
-declare -A SSHADDR=([direct]=127.0.0.1:$SP [protoplex]=127.0.0.1:$PP [sslh]=127.0.0.1:$SLP [haproxy]=127.0.0.1:$HAP)
-declare -A PID=([direct]=0 [protoplex]=$PP_PID [sslh]=$SL_PID [haproxy]=$HA_PID)
+names=(direct protoplex sslh fork haproxy)
+declare -A ADDR=([direct]=127.0.0.1:$HP [protoplex]=127.0.0.1:$PP [sslh]=127.0.0.1:$SLP [fork]=127.0.0.1:$SFP [haproxy]=127.0.0.1:$HAP)
+declare -A SSHADDR=([direct]=127.0.0.1:$SP [protoplex]=127.0.0.1:$PP [sslh]=127.0.0.1:$SLP [fork]=127.0.0.1:$SFP [haproxy]=127.0.0.1:$HAP)
+declare -A PID=([direct]=0 [protoplex]=$PP_PID [sslh]=$SL_PID [fork]=$SF_PID [haproxy]=$HA_PID)
 
 for c in 1 64 512; do
   for n in "${names[@]}"; do
@@ -113,9 +118,12 @@ for s in 1 16; do
     R[bulk$s,$n]=$(echo "$out" | kv gibps)
   done
 done
-for n in protoplex sslh haproxy; do
+for n in protoplex sslh fork haproxy; do
   out=$("$LG" cpu -addr "${ADDR[$n]}" -n $CPUN -c 64 -pid "${PID[$n]}"); echo "cpu $n: $out" >&2
   R[cpu,$n]=$(echo "$out" | kv per_100k)
+  # sslh-fork holds each connection in its own process: the parent's RSS
+  # says nothing about it.
+  [ "$n" = fork ] && continue
   for k in $IDLE_NS; do
     out=$("$LG" idle -addr "${ADDR[$n]}" -n $k -pid "${PID[$n]}"); echo "idle n=$k $n: $out" >&2
     R[idle$k,$n]=$(echo "$out" | kv kib_per_conn)
@@ -135,9 +143,9 @@ out="bench/results/$date.md"
   echo "Versions: $(go version | cut -d' ' -f3), $(sslh-select -V 2>&1 | head -1), $(haproxy -v | head -1 | cut -d' ' -f1-3), protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
   echo "Routing job for all: HTTP → backend A, SSH banner → backend B on one port (10% SSH in cps/cpu). QUICK=$QUICK."
   echo
-  echo "| figure | direct | protoplex | sslh-select | haproxy | protoplex/sslh | protoplex/haproxy | protoplex/direct |"
-  echo "|---|---|---|---|---|---|---|---|"
-  row() { echo "| $1 | ${R[$2,direct]:-–} | ${R[$2,protoplex]:-–} | ${R[$2,sslh]:-–} | ${R[$2,haproxy]:-–} | $(ratio "${R[$2,protoplex]:-}" "${R[$2,sslh]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,haproxy]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,direct]:-}") |"; }
+  echo "| figure | direct | protoplex | sslh-select | sslh-fork | haproxy | protoplex/sslh-select | protoplex/sslh-fork | protoplex/haproxy | protoplex/direct |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  row() { echo "| $1 | ${R[$2,direct]:-–} | ${R[$2,protoplex]:-–} | ${R[$2,sslh]:-–} | ${R[$2,fork]:-–} | ${R[$2,haproxy]:-–} | $(ratio "${R[$2,protoplex]:-}" "${R[$2,sslh]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,fork]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,haproxy]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,direct]:-}") |"; }
   row "conn/s, c=1" cps1; row "conn/s, c=64" cps64; row "conn/s, c=512" cps512
   row "TTFB p50 µs @${RATE}/s" p50; row "TTFB p99 µs" p99; row "TTFB p99.9 µs" p999
   row "bulk GiB/s, 1 stream" bulk1; row "bulk GiB/s, 16 streams" bulk16

@@ -263,9 +263,14 @@ func cpuTicks(pid int) float64 {
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	u, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / 100 // USER_HZ
+	// utime, stime, and cutime, cstime: the reaped children of a forking
+	// server (sslh-fork) count too.
+	var sum float64
+	for _, i := range []int{11, 12, 13, 14} {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		sum += v
+	}
+	return sum / 100 // USER_HZ
 }
 
 func cpu(addr, sshAddr string, sshShare, n, conc, pid int) {
