@@ -2,30 +2,7 @@ package protocols
 
 import "bytes"
 
-// NewSIPProtocol routes SIP over TCP: a request line METHOD SP sip:/sips:
-// URI SP "SIP/2.0".
-func NewSIPProtocol(target string) *Protocol {
-	return &Protocol{Name: "SIP", Target: target, Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE")}
-}
-
-// NewRTSPProtocol routes RTSP: a request line METHOD SP URI SP "RTSP/1.0"
-// (the version token tells it from HTTP, which rejects it).
-func NewRTSPProtocol(target string) *Protocol {
-	return &Protocol{Name: "RTSP", Target: target, Detect: detectRTSP, FirstBytes: []byte("ODSPTRAG")}
-}
-
-var sipMethods = []string{"INVITE", "REGISTER", "OPTIONS", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"}
-var rtspMethods = []string{"OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "ANNOUNCE", "RECORD", "GET_PARAMETER", "SET_PARAMETER", "REDIRECT"}
-
-func detectSIP(data []byte) Result {
-	return requestLine(data, sipMethods, "SIP/2.0", func(uri []byte) bool {
-		return bytes.HasPrefix(uri, []byte("sip:")) || bytes.HasPrefix(uri, []byte("sips:"))
-	})
-}
-
-func detectRTSP(data []byte) Result {
-	return requestLine(data, rtspMethods, "RTSP/1.0", func(uri []byte) bool { return len(uri) > 0 })
-}
+// Shared by the text request-line protocols (SIP, RTSP).
 
 // requestLine checks "METHOD SP URI SP VERSION CRLF" with one of methods and
 // exactly version. NeedMore until the line ends (at most 2 KiB).

@@ -263,8 +263,7 @@ func cpuTicks(pid int) float64 {
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// utime, stime, and cutime, cstime: the reaped children of a forking
-	// server (sslh-fork) count too.
+	// utime, stime, and cutime, cstime of waited-for children.
 	var sum float64
 	for _, i := range []int{11, 12, 13, 14} {
 		v, _ := strconv.ParseFloat(f[i], 64)

@@ -1,0 +1,17 @@
+package protocols
+
+import "bytes"
+
+// NewSIPProtocol routes SIP over TCP: a request line METHOD SP sip:/sips:
+// URI SP "SIP/2.0".
+func NewSIPProtocol(target string) *Protocol {
+	return &Protocol{Name: "SIP", Target: target, Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE")}
+}
+
+var sipMethods = []string{"INVITE", "REGISTER", "OPTIONS", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"}
+
+func detectSIP(data []byte) Result {
+	return requestLine(data, sipMethods, "SIP/2.0", func(uri []byte) bool {
+		return bytes.HasPrefix(uri, []byte("sip:")) || bytes.HasPrefix(uri, []byte("sips:"))
+	})
+}
