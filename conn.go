@@ -54,7 +54,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// header; everything below (security, logs, PROXY towards backends) uses it.
 	client := c.RemoteAddr()
 	prefilled := 0
-	if s.acceptProxy && trusted(s.trustedProxies, client) {
+	fromTrusted := s.acceptProxy && trusted(s.trustedProxies, client)
+	if fromTrusted {
 		var ok bool
 		if client, prefilled, ok = readProxyHeader(c, buf, s.identifyTimeout); !ok {
 			st.refuse(reasonProxyHeader)
@@ -79,7 +80,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		ServerFirstWait: s.serverFirstWait,
 		SettleWait:      s.settleWait,
 	})
-	if s.acceptProxy && res.N > 0 && prefilled == 0 && !trusted(s.trustedProxies, c.RemoteAddr()) {
+	if s.acceptProxy && res.N > 0 && prefilled == 0 && !fromTrusted {
 		// An untrusted source must not claim another's address.
 		if _, _, _, r := upstream.ParseProxyHeader(buf[:res.N]); r != protocols.NoMatch {
 			st.refuse(reasonProxyHeader)
@@ -100,7 +101,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	route := res.Route
 	p := route.Proto
-	rs := st.route(p.Name)
+	rs := rt.stats[route.Index]
 	rs.identified.Inc()
 	rs.count.Add(1)
 	rs.identifyDuration.Observe(time.Since(start).Seconds())
@@ -120,7 +121,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	cancel()
 	if err != nil {
 		pm.log.Debug("dial failed", "protocol", p.Name, "client", client.String(), "err", err)
-		st.closed(p.Name, "dial_error")
+		rs.dialError.Inc()
 		c.Close()
 		return
 	}
@@ -128,7 +129,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	pm.conns.attach(c, bc)
 	if res.N > 0 {
 		if _, err := bc.Write(buf[:res.N]); err != nil {
-			st.closed(p.Name, "error")
+			rs.closed[proxy.Error].Inc()
 			c.Close()
 			bc.Close()
 			return
@@ -145,7 +146,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	fs := proxy.Forward(c, bc, nil, idle, pm.draining.Load)
 	rs.up.Add(float64(fs.Up + replayed))
 	rs.down.Add(float64(fs.Down))
-	st.closed(p.Name, fs.Reason.String())
+	rs.closed[fs.Reason].Inc()
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
 		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
 			"up", fs.Up+replayed, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())

@@ -64,6 +64,7 @@ type settings struct {
 type routing struct {
 	table    *identify.Table
 	backends []*upstream.Set // by Route.Index; nil for in-process handlers
+	stats    []*routeStats   // by Route.Index: no lookup per connection
 }
 
 // NewProtocolManager returns a manager with the given options. An invalid
@@ -173,10 +174,11 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			}
 		}
 	}
-	next := &routing{table: table, backends: make([]*upstream.Set, len(table.Routes()))}
+	next := &routing{table: table, backends: make([]*upstream.Set, len(table.Routes())), stats: make([]*routeStats, len(table.Routes()))}
 	var fresh []*upstream.Set
 	for i, r := range table.Routes() {
 		p := r.Proto
+		next.stats[i] = pm.stats.route(p.Name)
 		if p.Handler != nil {
 			continue
 		}

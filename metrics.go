@@ -18,6 +18,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/internal/upstream"
 )
 
@@ -181,7 +182,9 @@ type routeStats struct {
 	identified       prometheus.Counter
 	identifyDuration prometheus.Observer
 	up, down         prometheus.Counter
-	count            atomic.Int64 // identified, for GetMetrics
+	closed           [proxy.Aborted + 1]prometheus.Counter // by close reason
+	dialError        prometheus.Counter                    // closed{reason=dial_error}
+	count            atomic.Int64                          // identified, for GetMetrics
 }
 
 func newStats() *stats {
@@ -224,8 +227,6 @@ func (s *stats) identifyFailed(f identify.Failure) {
 	s.identifyFailures.WithLabelValues(f.String()).Inc()
 }
 
-func (s *stats) closed(protocol, reason string) { s.closedVec.WithLabelValues(protocol, reason).Inc() }
-
 // route returns protocol's pre-resolved collectors, creating them once.
 func (s *stats) route(protocol string) *routeStats {
 	s.mu.Lock()
@@ -238,6 +239,10 @@ func (s *stats) route(protocol string) *routeStats {
 		identifyDuration: s.identifyDur.WithLabelValues(protocol),
 		up:               s.bytes.WithLabelValues(protocol, "client_to_backend"),
 		down:             s.bytes.WithLabelValues(protocol, "backend_to_client"),
+		dialError:        s.closedVec.WithLabelValues(protocol, "dial_error"),
+	}
+	for r := range rs.closed {
+		rs.closed[r] = s.closedVec.WithLabelValues(protocol, proxy.CloseReason(r).String())
 	}
 	s.routes[protocol] = rs
 	return rs
@@ -256,6 +261,7 @@ func (s *stats) identifiedSnapshot() map[string]int64 {
 // dialObserver feeds one protocol's dial metrics.
 func (s *stats) dialObserver(protocol string) func(string, time.Duration, error) {
 	dur := s.dialDur.WithLabelValues(protocol)
+	var upGauges sync.Map // target → its backend_up gauge, resolved once
 	return func(target string, d time.Duration, err error) {
 		dur.Observe(d.Seconds())
 		up := 1.0
@@ -264,7 +270,11 @@ func (s *stats) dialObserver(protocol string) func(string, time.Duration, error)
 			up = 0
 		}
 		// Passive health: the last dial's outcome.
-		s.backendUp.WithLabelValues(protocol, target).Set(up)
+		g, ok := upGauges.Load(target)
+		if !ok {
+			g, _ = upGauges.LoadOrStore(target, s.backendUp.WithLabelValues(protocol, target))
+		}
+		g.(prometheus.Gauge).Set(up)
 	}
 }
 

@@ -111,6 +111,7 @@ type target struct {
 	failures  atomic.Int32
 	active    atomic.Int64
 	current   int // smooth WRR, under Set.mu
+	ip        netip.AddrPort // Addr parsed once when it is an IP literal
 
 	health *health       // nil without active checks
 	pool   chan pooled   // nil without a warm pool
@@ -140,7 +141,8 @@ func New(targets []Target, opt Options) (*Set, error) {
 	// calls it costs per dial are measurable per connection.
 	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}}
 	for _, t := range targets {
-		s.targets = append(s.targets, &target{Target: t, refill: make(chan struct{}, 1)})
+		ip, _ := netip.ParseAddrPort(t.Addr) // invalid for host names: those resolve per dial
+		s.targets = append(s.targets, &target{Target: t, ip: ip, refill: make(chan struct{}, 1)})
 	}
 	return s, nil
 }
@@ -268,7 +270,7 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 			if warm {
 				s.reused.Add(1)
 			} else {
-				c, err = s.dialer.DialContext(ctx, "tcp", t.Addr)
+				c, err = s.dial(ctx, t)
 			}
 			if err == nil && s.opt.SendProxy != "" {
 				if _, werr := c.Write(ProxyHeader(s.opt.SendProxy, client, local)); werr != nil {
@@ -297,6 +299,19 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 		}
 	}
 	return nil, "", nil, lastErr
+}
+
+// dial connects to t. An IP literal skips the resolver's address-list work
+// that DialContext does on every call with an address string.
+func (s *Set) dial(ctx context.Context, t *target) (net.Conn, error) {
+	if !t.ip.IsValid() {
+		return s.dialer.DialContext(ctx, "tcp", t.Addr)
+	}
+	c, err := s.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, t.ip)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
 }
 
 func (t *target) release() { t.active.Add(-1) }
