@@ -110,7 +110,7 @@ type target struct {
 	downUntil atomic.Int64 // unix nanos; 0 = up
 	failures  atomic.Int32
 	active    atomic.Int64
-	current   int // smooth WRR, under Set.mu
+	current   int            // smooth WRR, under Set.mu
 	ip        netip.AddrPort // Addr parsed once when it is an IP literal
 
 	health *health       // nil without active checks
