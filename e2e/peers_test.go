@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // requireBinary skips (or, under PROTOPLEX_REQUIRE_PEERS=1 as in `make
@@ -35,16 +37,8 @@ func requireBinary(t testing.TB, path string) string {
 	return p
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort: see testnet.FreePort.
+func freePort(t testing.TB) int { return testnet.FreePort(t) }
 
 // waitListening polls until addr accepts TCP connections.
 func waitListening(t testing.TB, addr string, logs func() string) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // binary is the protoplex command built once for the subprocess tests.
@@ -261,12 +263,7 @@ func TestReloadAndDrain(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
 }
 
 // TestListenRebind: changing server.listen opens the new address and closes
