@@ -96,10 +96,12 @@ func TestUsedMetricsExist(t *testing.T) {
 			c.Close()
 		}
 	}()
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead.Close()
+	// Port 1 (tcpmux) is not served on loopback: the dial is refused. A
+	// port freed by closing a listener could be taken again by a concurrent
+	// test's bind(:0).
+	const dead = "127.0.0.1:1"
 	pm.AddProtocol(protocols.NewSSHProtocol(backend.Addr().String()))
-	pm.AddProtocol(protocols.NewRedisProtocol(dead.Addr().String()))
+	pm.AddProtocol(protocols.NewRedisProtocol(dead))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
