@@ -363,9 +363,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestFailoverAndPassiveHealth: with a dead first target, every client is
 // served by the live one; the dead target is reported down.
 func TestFailoverAndPassiveHealth(t *testing.T) {
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	const deadAddr = "127.0.0.1:1" // refused; a freed ephemeral port could be taken again
 	live := bannerServer(t, "live:")
 	pm := NewProtocolManager(WithLogger(discardLogger()))
 	pm.AddProtocol(protocols.NewSSHProtocol(deadAddr + "," + live))

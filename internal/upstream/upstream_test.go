@@ -286,9 +286,7 @@ func BenchmarkDial(b *testing.B) {
 // Fall failures and re-admitted after Rise successes.
 func TestActiveHealthChecks(t *testing.T) {
 	good := newCounting(t)
-	bad, _ := net.Listen("tcp", "127.0.0.1:0")
-	badAddr := bad.Addr().String()
-	bad.Close()
+	const badAddr = "127.0.0.1:1" // refused; a freed ephemeral port could be taken again
 	var mu sync.Mutex
 	states := map[string]bool{}
 	s, _ := New([]Target{{Addr: badAddr, Weight: 1}, {Addr: good.ln.Addr().String(), Weight: 1}}, Options{
