@@ -89,7 +89,7 @@ func TestCatalogueMoreRealClients(t *testing.T) {
 	t.Run("ffmpeg-rtsp", func(t *testing.T) {
 		ffmpeg := requireBinary(t, "ffmpeg")
 		frames := filepath.Join(t.TempDir(), "frames.crc")
-		server := background(t, rtspPort, ffmpeg, "-hide_banner", "-loglevel", "error", "-rtsp_flags", "listen", "-timeout", "20",
+		server := startProcess(t, rtspPort, nil, ffmpeg, "-hide_banner", "-loglevel", "error", "-rtsp_flags", "listen", "-timeout", "20",
 			"-i", "rtsp://"+rtsp+"/live", "-f", "framecrc", frames)
 		out, err := run(t, 30*time.Second, ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
 			"-i", "testsrc=size=64x48:rate=5", "-t", "1", "-c:v", "mpeg4", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+addr+"/live")

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -199,7 +198,7 @@ func startPostgres(t *testing.T) string {
 	}
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	daemonAs(t, addr, cred, filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
+	startProcess(t, port, cred, filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
 		"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "fsync=off")
 	return addr
 }
@@ -266,7 +265,7 @@ func startOpenVPN(t *testing.T, pki string) string {
 	bin := requireBinary(t, "/usr/sbin/openvpn")
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	background(t, port, bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
+	startProcess(t, port, nil, bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
 		"--tls-server", "--dh", "none", "--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "server.crt"),
 		"--key", filepath.Join(pki, "server.key"), "--verb", "3")
 	return addr
@@ -309,74 +308,25 @@ func runUntil(t *testing.T, timeout time.Duration, marker string, name string, a
 	return nil
 }
 
-// background starts a server that takes a single client (so a probe
-// connection would consume it) and waits until port is listening.
-func background(t *testing.T, port int, name string, args ...string) *process {
-	t.Helper()
-	return startProcess(t, port, nil, name, args...)
-}
-
-// daemonAs is daemon with the process run under cred (nil: as is).
-func daemonAs(t *testing.T, addr string, cred *syscall.Credential, name string, args ...string) {
-	t.Helper()
-	port, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
-	startProcess(t, port, cred, name, args...)
-}
-
-// startProcess runs name in its own process group (killed at cleanup) and
-// waits until the kernel lists port as listening on 127.0.0.1.
+// startProcess is spawn for a server that takes a single client (a probe
+// connection would consume it) or runs as another user: it is ready once
+// the kernel lists port as listening on 127.0.0.1.
 func startProcess(t *testing.T, port int, cred *syscall.Credential, name string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	out := &lockedBuilder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
+	p := spawn(t, cred, name, args...)
 	deadline := time.Now().Add(15 * time.Second)
 	for !isListening(port) {
 		select {
-		case <-exited:
-			t.Fatalf("%s exited before listening:\n%s", name, out.String())
+		case <-p.exited:
+			t.Fatalf("%s exited before listening:\n%s", name, p.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never listened on %d:\n%s", name, port, out.String())
+			t.Fatalf("%s never listened on %d:\n%s", name, port, p.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &process{exited: exited, out: out}
-}
-
-// process is a server started by startProcess.
-type process struct {
-	exited <-chan struct{} // closed when it has exited
-	out    *lockedBuilder  // its stdout and stderr
-}
-
-// lockedBuilder collects a process's output while the test may read it.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return p
 }
 
 // isListening reads /proc/net/tcp: is 127.0.0.1:port in state LISTEN (0A)?

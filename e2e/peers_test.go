@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,25 +59,59 @@ func waitListening(t testing.TB, addr string, logs func() string) {
 }
 
 // daemon starts a real server process that the test owns: killed (with its
-// process group) and reaped at cleanup, or earlier by the returned stop.
+// process group) and reaped at cleanup, or earlier by the returned stop. It
+// is ready once addr accepts a probe connection.
 func daemon(t testing.TB, addr string, name string, args ...string) (stop func()) {
 	t.Helper()
+	p := spawn(t, nil, name, args...)
+	waitListening(t, addr, func() string { return name + " output:\n" + p.out.String() })
+	return p.stop
+}
+
+// spawn runs name in its own process group, as cred when not nil; the
+// group is killed and the process reaped at cleanup or by stop.
+func spawn(t testing.TB, cred *syscall.Credential, name string, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(name, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &lockedBuilder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	stop = func() {
+	p := &process{exited: exited, out: out, stop: func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
-	}
-	t.Cleanup(stop)
-	waitListening(t, addr, func() string { return name + " output:\n" + out.String() })
-	return stop
+	}}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// process is a server started by spawn.
+type process struct {
+	exited <-chan struct{} // closed when it has exited
+	out    *lockedBuilder  // its stdout and stderr
+	stop   func()          // kill and reap (idempotent)
+}
+
+// lockedBuilder collects a process's output while the test may read it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // run runs a real client, bounded in time, and returns its combined output.
