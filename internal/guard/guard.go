@@ -144,18 +144,14 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Guard, error) {
 	return g, nil
 }
 
-// Update swaps lists and limits atomically; per-IP state is kept.
+// Update swaps lists and limits atomically; per-IP state is kept. It rejects
+// exactly what Validate rejects, and on error nothing changes.
 func (g *Guard) Update(cfg Config) error {
-	cfg.defaults()
-	white, err := newIPSet(cfg.Whitelist)
+	st, err := compile(cfg)
 	if err != nil {
-		return fmt.Errorf("ip_whitelist: %w", err)
+		return err
 	}
-	black, err := newIPSet(cfg.Blacklist)
-	if err != nil {
-		return fmt.Errorf("ip_blacklist: %w", err)
-	}
-	g.state.Store(&state{cfg: cfg, white: white, black: black})
+	g.state.Store(st)
 	return nil
 }
 
@@ -289,9 +285,10 @@ func (g *Guard) IdentifyFailed(ip netip.Addr) {
 	e.failures++
 	var ban time.Duration
 	if e.failures >= st.cfg.FailureThreshold && !now.Before(e.bannedUntil) {
-		ban = st.cfg.BanDuration << min(e.bans, 20)
-		if ban > st.cfg.MaxBanDuration || ban <= 0 {
-			ban = st.cfg.MaxBanDuration
+		// Doubling stops at the cap, so it cannot overflow.
+		ban = min(st.cfg.BanDuration, st.cfg.MaxBanDuration)
+		for i := 0; i < e.bans && ban < st.cfg.MaxBanDuration; i++ {
+			ban = min(2*ban, st.cfg.MaxBanDuration)
 		}
 		e.bans++
 		e.failures = 0
