@@ -37,7 +37,7 @@ e2e:
 ## fuzz: run every fuzz target briefly (FUZZTIME=10s each)
 FUZZTIME ?= 10s
 fuzz:
-	@for pkg in ./protocols ./internal/upstream; do \
+	@for pkg in ./protocols ./internal/identify ./internal/upstream; do \
 	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \

@@ -1,10 +1,9 @@
 package protocols
 
 // NewRTMPProtocol routes RTMP: C0 (version 3) and the 1536-byte C1. It
-// needs 1537 bytes to be sure, so IdentifyMinBytes must be at least 1537
-// (the default 1024 decides before RTMP can match). An RDP connection
-// request, which also starts with 0x03, is told apart by its TPKT/X.224
-// structure.
+// needs 1537 bytes to be sure; being structural, it holds the decision open
+// past IdentifyMinBytes until then. An RDP connection request, which also
+// starts with 0x03, is told apart by its TPKT/X.224 structure.
 func NewRTMPProtocol(target string) *Protocol {
 	return &Protocol{Name: "RTMP", Target: target, Detect: detectRTMP, FirstBytes: []byte{0x03}}
 }

@@ -8,10 +8,18 @@ import (
 	"time"
 )
 
+// MinBuffer is the smallest identification buffer the engine is given: a
+// whole TLS record (16 KiB plus its 5-byte header) fits, so a ClientHello in
+// one record can always be inspected for SNI and ALPN routes.
+const MinBuffer = 5 + 1<<14
+
 // Limits bound one identification.
 type Limits struct {
-	// MinBytes: once this many bytes are read, decide with what is there
-	// (IdentifyMinBytes). A certain match is decided earlier.
+	// MinBytes: once this many bytes are read while only byte-pattern
+	// routes (regexes, validators, windows: they may never decide) are
+	// undecided, decide with what is there (IdentifyMinBytes). Structural
+	// detectors and route conditions are never cut short by it: they decide
+	// when their framing is complete, within the buffer and Timeout.
 	MinBytes int
 	// Timeout is the overall deadline of identification (slowloris bound).
 	Timeout time.Duration
@@ -20,8 +28,9 @@ type Limits struct {
 	// ServerFirstWait: a client silent this long goes to the server-first
 	// route (when the route's own Silence is 0).
 	ServerFirstWait time.Duration
-	// SettleWait: when a route matched but a higher-ranked one still needs
-	// bytes, wait at most this long for them before taking the match.
+	// SettleWait: when a route matched but a higher-ranked byte-pattern
+	// route still answers NeedMore, take the match after this long without
+	// a decision. It never applies while a structural route is pending.
 	SettleWait time.Duration
 }
 
@@ -71,6 +80,13 @@ type Result struct {
 // Identify reads from conn into buf until t can decide. buf[:prefilled]
 // already holds bytes read from the client (after a PROXY header, say). It
 // leaves conn's read deadline cleared.
+//
+// The decision is taken when it is certain (Final), when every candidate
+// rejected the bytes, when the buffer is full, at the deadline, or when the
+// client closes. While a structural route ranked above the best match still
+// needs bytes (a ClientHello or header block not yet complete), nothing
+// else ends it: split first flights route exactly as whole ones. Only
+// byte-pattern routes are cut short, at MinBytes or after SettleWait.
 func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) Result {
 	start := time.Now()
 	deadline := start.Add(lim.Timeout)
@@ -94,12 +110,37 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 		settleEnd time.Time
 		current   time.Time
 	)
+	// decide applies the rules above to v after n bytes; ok is false while
+	// the engine should read more.
+	decide := func() (Result, bool) {
+		switch {
+		case v.Final:
+			return Result{Route: v.Best, N: n}, true
+		case v.Rejected:
+			return t.fail(n, NoMatch, nil), true
+		case n >= len(buf):
+			if v.Best != nil {
+				return Result{Route: v.Best, N: n}, true
+			}
+			return t.fail(n, BufferFull, nil), true
+		case v.Structural:
+			settleEnd = time.Time{}
+			return Result{}, false
+		case n >= minBytes:
+			if v.Best != nil {
+				return Result{Route: v.Best, N: n}, true
+			}
+			return t.fail(n, BufferFull, nil), true
+		case v.Best != nil && settleEnd.IsZero() && lim.SettleWait > 0:
+			settleEnd = time.Now().Add(lim.SettleWait)
+		}
+		return Result{}, false
+	}
 	if n > 0 {
 		silenceEnd = time.Time{}
-		if v = t.evaluate(buf[:n]); v.Final {
-			return Result{Route: v.Best, N: n}
-		} else if v.Rejected {
-			return t.fail(n, NoMatch, nil)
+		v = t.evaluate(buf[:n])
+		if res, ok := decide(); ok {
+			return res
 		}
 	}
 	defer func() {
@@ -128,19 +169,8 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 		if m > 0 {
 			n += m
 			v = t.evaluate(buf[:n])
-			switch {
-			case v.Final:
-				return Result{Route: v.Best, N: n}
-			case v.Rejected:
-				return t.fail(n, NoMatch, nil)
-			case v.Best != nil && settleEnd.IsZero() && lim.SettleWait > 0:
-				settleEnd = time.Now().Add(lim.SettleWait)
-			}
-			if n >= minBytes || n == len(buf) {
-				if v.Best != nil {
-					return Result{Route: v.Best, N: n}
-				}
-				return t.fail(n, BufferFull, nil)
+			if res, ok := decide(); ok {
+				return res
 			}
 		}
 		if err == nil {
@@ -151,7 +181,9 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 			switch {
 			case n == 0 && !silenceEnd.IsZero() && !now.Before(silenceEnd) && now.Before(deadline):
 				return Result{Route: t.serverFirst, Silent: true}
-			case v.Best != nil:
+			case v.Best != nil && (!v.Structural || !now.Before(deadline) || lim.ReadTimeout > 0 && !now.Before(current)):
+				// The settle wait, the per-read gap or the deadline ended
+				// the wait for a better route.
 				return Result{Route: v.Best, N: n}
 			case now.Before(deadline) && (lim.ReadTimeout <= 0 || now.Before(current)):
 				continue // the silence or settle window ended; keep reading

@@ -18,22 +18,33 @@ type Route struct {
 	detect  protocols.DetectFunc
 	inspect protocols.InspectFunc
 	conds   bool
+	// structural: the detector's NeedMore ends when its protocol's framing
+	// does (a Detect function: every built-in), so the decision may stay
+	// open for it. Byte-pattern detectors (regexes, validators, windows)
+	// may never decide; MinBytes and SettleWait bound them instead.
+	structural bool
 }
 
-// match runs the detector and, on a Match, the route conditions.
-func (r *Route) match(data []byte) protocols.Result {
-	res := r.detect(data)
+// match runs the detector and, on a Match, the route conditions. structural
+// tells, for NeedMore, whether the wait is bounded by the protocol's framing:
+// metadata still incomplete always is; a detector's NeedMore is when the
+// detector is structural.
+func (r *Route) match(data []byte) (res protocols.Result, structural bool) {
+	res = r.detect(data)
+	if res == protocols.NeedMore {
+		return res, r.structural
+	}
 	if res != protocols.Match || !r.conds {
-		return res
+		return res, false
 	}
 	md, ok := r.inspect(data)
 	if !ok {
-		return protocols.NeedMore
+		return protocols.NeedMore, true
 	}
 	if r.Proto.Accepts(md) {
-		return protocols.Match
+		return protocols.Match, false
 	}
-	return protocols.NoMatch
+	return protocols.NoMatch, false
 }
 
 // Table is an immutable, compiled set of routes. A new Table is built on every
@@ -54,7 +65,7 @@ func NewTable(protos []*protocols.Protocol, cacheTTL time.Duration, counters *Ca
 		if p == nil || p.Name == "" {
 			return nil, fmt.Errorf("protocol #%d: no name", i+1)
 		}
-		r := &Route{Proto: p, detect: p.Detector(), inspect: p.Inspect, conds: p.HasConditions()}
+		r := &Route{Proto: p, detect: p.Detector(), inspect: p.Inspect, conds: p.HasConditions(), structural: p.Detect != nil}
 		if r.conds && r.inspect == nil {
 			return nil, fmt.Errorf("protocol %q: route conditions (sni/alpn/host) need a protocol that can inspect them", p.Name)
 		}
@@ -140,6 +151,12 @@ type Verdict struct {
 	Final bool   // Best is certain: no higher-ranked route still needs more bytes
 	// Rejected: every candidate said NoMatch; more bytes cannot help.
 	Rejected bool
+	// Structural: a route ranked above Best (any route, when Best is nil)
+	// still needs bytes to complete its protocol's framing (a TLS record or
+	// handshake message, an HTTP header block). The decision stays open
+	// until that completes, the buffer is full or the deadline passes;
+	// MinBytes and SettleWait do not cut it short.
+	Structural bool
 }
 
 // Evaluate runs the candidates for data's first byte in rank order. It is a
@@ -148,14 +165,15 @@ func (t *Table) Evaluate(data []byte) Verdict {
 	if len(data) == 0 {
 		return Verdict{}
 	}
-	pending := false
+	pending, structural := false, false
 	for _, r := range t.buckets[data[0]] {
-		switch r.match(data) {
+		switch res, st := r.match(data); res {
 		case protocols.Match:
-			return Verdict{Best: r, Final: !pending}
+			return Verdict{Best: r, Final: !pending, Structural: structural}
 		case protocols.NeedMore:
 			pending = true
+			structural = structural || st
 		}
 	}
-	return Verdict{Rejected: !pending}
+	return Verdict{Rejected: !pending, Structural: structural}
 }

@@ -3,7 +3,8 @@
 # by a listener on 127.0.0.1 (no other address is contacted).
 # Needs: curl, openssl, ssh (openssh-client), redis-cli (redis-tools), bash,
 # psql, mosquitto_pub, dig, turnutils_uclient (coturn), sipsak, ffmpeg,
-# xfreerdp + xvfb-run, openvpn (scripts/install-test-deps.sh installs them).
+# xfreerdp + xvfb-run, openvpn (scripts/install-test-deps.sh installs them), and
+# chromium (apt-get install chromium; only for recording, no test needs it).
 # Run from anywhere inside the module: protocols/testdata/record.sh
 set -eu
 cd "$(dirname "$0")/../.."
@@ -26,6 +27,10 @@ rec tls-openssl-sni.bin -- sh -c 'openssl s_client -connect 127.0.0.1:{port} -se
 rec tls-openssl-nosni.bin -- sh -c 'openssl s_client -connect 127.0.0.1:{port} -noservername </dev/null'
 rec tls-curl.bin -- curl -s -k --resolve example.test:{port}:127.0.0.1 https://example.test:{port}/
 rec tls-go.bin -gotls go.example.test
+# Chromium's ClientHello (about 1.8 KB with the X25519MLKEM768 key share); it may resolve nothing but a.example.
+rec tls-chromium.bin -- chromium --headless=new --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	--disable-component-update --disable-sync --disable-default-apps --no-proxy-server --user-data-dir="$(mktemp -d)" \
+	'--host-resolver-rules=MAP a.example 127.0.0.1, MAP * ~NOTFOUND' --dump-dom https://a.example:{port}/
 rec ssh-openssh.bin -- ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes test@127.0.0.1
 rec redis-cli.bin -- redis-cli -h 127.0.0.1 -p {port} PING
 rec redis-cli-auth.bin -- redis-cli -h 127.0.0.1 -p {port} --no-auth-warning -a secret GET key
