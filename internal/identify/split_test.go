@@ -200,9 +200,17 @@ func TestIncompleteMetadataEndsAtDeadline(t *testing.T) {
 }
 
 // TestBufferLimitEndsWait: a ClientHello longer than the buffer is decided
-// when the buffer is full.
+// when the buffer is full; one that spans two records but fits is routed by
+// its SNI, however the records are split.
 func TestBufferLimitEndsWait(t *testing.T) {
 	tb := mustTable(t, routedCatalogue(t)...)
+	two := bigClientHello(t, 20<<10)
+	for _, at := range []int{1, 5, 1 << 14, 1<<14 + 7, len(two) - 1} {
+		res := tb.Identify(&scriptConn{chunks: [][]byte{two[:at], two[at:]}}, make([]byte, 32<<10), 0, prodLimits)
+		if resultKey(res) != "TLS@127.0.0.1:2/ok" {
+			t.Fatalf("20 KiB ClientHello split at %d: got %s after %d bytes", at, resultKey(res), res.N)
+		}
+	}
 	hello := bigClientHello(t, 40<<10)
 	buf := make([]byte, MinBuffer)
 	res := tb.Identify(&scriptConn{chunks: [][]byte{hello}}, buf, 0, prodLimits)
