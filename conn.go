@@ -174,7 +174,7 @@ func readProxyHeader(c net.Conn, buf []byte, timeout time.Duration) (net.Addr, i
 		case protocols.NoMatch:
 			return nil, 0, false
 		}
-		if err != nil {
+		if err != nil || upstream.ProxyHeaderLen(buf[:n]) > len(buf) { // announced longer than it can ever be read
 			return nil, 0, false
 		}
 	}

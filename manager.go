@@ -195,6 +195,13 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			}
 			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
+		source, err := upstream.ParseSource(p.Source)
+		if err != nil {
+			for _, f := range fresh {
+				f.Close()
+			}
+			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
+		}
 		h := p.Health
 		b, err := upstream.New(targets, upstream.Options{
 			Strategy:    p.Balance,
@@ -203,6 +210,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			StateChange: pm.stats.stateObserver(p.Name),
 			Health:      upstream.HealthCheck{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Check: h.Check, Path: h.Path},
 			Pool:        upstream.Pool{MinIdle: p.Pool.MinIdle, MaxIdleTime: p.Pool.MaxIdleTime},
+			Source:      source,
 		})
 		if err != nil {
 			for _, f := range fresh {
@@ -225,7 +233,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 
 // backendKey identifies a backend set that can be reused across rebuilds.
 func backendKey(p *protocols.Protocol) string {
-	return fmt.Sprintf("%s|%s|%s|%s|%+v|%+v", strings.ToLower(p.Name), p.Target, p.Balance, p.SendProxy, p.Pool, p.Health)
+	return fmt.Sprintf("%s|%s|%s|%s|%+v|%+v|%q", strings.ToLower(p.Name), p.Target, p.Balance, p.SendProxy, p.Pool, p.Health, p.Source)
 }
 
 // RunServer listens on addr and serves until ctx is cancelled or Close is

@@ -134,6 +134,10 @@ type Protocol struct {
 	Pool        PoolConfig    // warm pool of pre-dialed connections (opt-in)
 	Health      HealthConfig  // active health checks
 	IdleTimeout time.Duration // forwarded connection closed after this long without bytes (0 = manager default)
+	// Source lists local addresses backend connections are dialed from, in
+	// turn: IPs or inclusive ranges "127.0.0.2-127.0.0.20" (see
+	// upstream.ParseSource). Empty lets the kernel choose.
+	Source []string
 }
 
 // PoolConfig enables a warm pool of pre-dialed backend connections.
@@ -171,6 +175,7 @@ func (p *Protocol) Clone() *Protocol {
 	c.SNI = append([]string(nil), p.SNI...)
 	c.ALPN = append([]string(nil), p.ALPN...)
 	c.Hosts = append([]string(nil), p.Hosts...)
+	c.Source = append([]string(nil), p.Source...)
 	return &c
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -27,6 +28,14 @@ type Pool struct {
 	MinIdle     int
 	MaxIdleTime time.Duration
 }
+
+// MaxPoolIdle bounds Pool.MinIdle: every pooled connection is a socket and
+// an fd held open, and the pool's channel is allocated at that capacity.
+const MaxPoolIdle = 1000
+
+// maxReplyLine bounds the status line a probe reads (a Redis "+PONG" or an
+// HTTP status line); a reply without a newline within it fails the probe.
+const maxReplyLine = 512
 
 // health state of a target under active checks.
 type health struct {
@@ -87,7 +96,7 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 	tick := time.NewTicker(hc.Interval)
 	defer tick.Stop()
 	for {
-		err := s.probe(ctx, t.Addr, timeout)
+		err := s.probe(ctx, t, timeout)
 		s.checks.Add(1)
 		h := t.health
 		h.mu.Lock()
@@ -119,17 +128,19 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 	}
 }
 
-// probe checks one target once.
-func (s *Set) probe(ctx context.Context, addr string, timeout time.Duration) error {
+// probe checks one target once, within timeout; cancelling ctx aborts it.
+func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := s.dialer.DialContext(ctx, "tcp", addr)
+	c, err := s.dial(ctx, t)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	switch s.opt.Health.Check {
 	case "", "tcp":
 		return nil
@@ -137,7 +148,7 @@ func (s *Set) probe(ctx context.Context, addr string, timeout time.Duration) err
 		if _, err := c.Write([]byte("PING\r\n")); err != nil {
 			return err
 		}
-		line, err := bufio.NewReader(c).ReadString('\n')
+		line, err := readLine(c)
 		if err != nil {
 			return err
 		}
@@ -150,11 +161,11 @@ func (s *Set) probe(ctx context.Context, addr string, timeout time.Duration) err
 		if path == "" {
 			path = "/"
 		}
-		host, _, _ := net.SplitHostPort(addr)
+		host, _, _ := net.SplitHostPort(t.Addr)
 		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: protoplex-health\r\nConnection: close\r\n\r\n", path, host); err != nil {
 			return err
 		}
-		line, err := bufio.NewReader(c).ReadString('\n')
+		line, err := readLine(c)
 		if err != nil {
 			return err
 		}
@@ -165,6 +176,18 @@ func (s *Set) probe(ctx context.Context, addr string, timeout time.Duration) err
 		return nil
 	}
 	return fmt.Errorf("unknown check %q", s.opt.Health.Check)
+}
+
+// readLine reads one reply line, never more than maxReplyLine bytes from c.
+func readLine(c net.Conn) (string, error) {
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxReplyLine), maxReplyLine).ReadSlice('\n')
+	if err == bufio.ErrBufferFull || (err == io.EOF && len(line) == maxReplyLine) {
+		return "", fmt.Errorf("reply line longer than %d bytes", maxReplyLine)
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(line), nil
 }
 
 // pooled is a pre-dialed connection and when it was dialed.
@@ -196,7 +219,7 @@ func (s *Set) refillLoop(ctx context.Context, t *target) {
 		}
 		for len(t.pool) < cap(t.pool) && t.downUntil.Load() <= time.Now().UnixNano() {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			c, err := s.dialer.DialContext(dctx, "tcp", t.Addr)
+			c, err := s.dial(dctx, t)
 			cancel()
 			if err != nil {
 				break

@@ -21,6 +21,21 @@ func ParseProxyHeader(data []byte) (src, dst netip.AddrPort, n int, res protocol
 	return parseV1(data)
 }
 
+// MaxProxyV1Len is the longest v1 header line, CRLF included (the spec's
+// "PROXY UNKNOWN ffff:...:ffff ffff:...:ffff 65535 65535\r\n").
+const MaxProxyV1Len = 107
+
+// ProxyHeaderLen returns the whole length of the v2 header data begins
+// with, as its fixed part announces, or 0 while that is not known (fewer
+// than 16 bytes, or v1, whose line is at most MaxProxyV1Len). A reader
+// whose buffer is shorter can refuse the header at once.
+func ProxyHeaderLen(data []byte) int {
+	if len(data) < 16 || !bytes.Equal(data[:12], proxyV2Sig) {
+		return 0
+	}
+	return 16 + int(binary.BigEndian.Uint16(data[14:16]))
+}
+
 func parseV1(data []byte) (src, dst netip.AddrPort, n int, res protocols.Result) {
 	const sig = "PROXY "
 	if len(data) < len(sig) {
@@ -32,9 +47,9 @@ func parseV1(data []byte) (src, dst netip.AddrPort, n int, res protocols.Result)
 	if string(data[:len(sig)]) != sig {
 		return src, dst, 0, protocols.NoMatch
 	}
-	end := bytes.Index(data, []byte("\r\n"))
+	end := bytes.Index(data[:min(len(data), MaxProxyV1Len)], []byte("\r\n"))
 	if end < 0 {
-		if len(data) >= 107 { // the spec's maximum v1 line
+		if len(data) >= MaxProxyV1Len {
 			return src, dst, 0, protocols.NoMatch
 		}
 		return src, dst, 0, protocols.NeedMore

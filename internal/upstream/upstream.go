@@ -87,6 +87,9 @@ type Options struct {
 	StateChange func(target string, up bool)
 	Health      HealthCheck
 	Pool        Pool
+	// Source addresses backend connections are dialed from, in turn (see
+	// ParseSource); empty lets the kernel choose.
+	Source []netip.Addr
 }
 
 // Set is safe for concurrent use.
@@ -96,7 +99,8 @@ type Set struct {
 	dialer  net.Dialer
 
 	rr      atomic.Uint64
-	mu      sync.Mutex // smooth weighted round-robin state
+	srcNext atomic.Uint64 // next Options.Source
+	mu      sync.Mutex    // smooth weighted round-robin state
 	created atomic.Int64
 	reused  atomic.Int64
 	checks  atomic.Int64
@@ -137,11 +141,29 @@ func New(targets []Target, opt Options) (*Set, error) {
 	if opt.SendProxy != "" && opt.SendProxy != "v1" && opt.SendProxy != "v2" {
 		return nil, fmt.Errorf("send_proxy %q: want v1 or v2", opt.SendProxy)
 	}
+	if opt.Pool.MinIdle < 0 || opt.Pool.MinIdle > MaxPoolIdle {
+		return nil, fmt.Errorf("pool min_idle %d: want 0..%d", opt.Pool.MinIdle, MaxPoolIdle)
+	}
+	switch opt.Health.Check {
+	case "", "tcp", "redis", "http":
+	default:
+		return nil, fmt.Errorf("unknown health check %q", opt.Health.Check)
+	}
+	if err := checkSource(opt.Source); err != nil {
+		return nil, err
+	}
 	// No TCP keepalive towards backends: they are near, and the setsockopt
 	// calls it costs per dial are measurable per connection.
 	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}}
+	if len(opt.Source) > 0 {
+		s.dialer.Control = bindAddressNoPort
+	}
 	for _, t := range targets {
 		ip, _ := netip.ParseAddrPort(t.Addr) // invalid for host names: those resolve per dial
+		ip = netip.AddrPortFrom(ip.Addr().Unmap(), ip.Port())
+		if ip.IsValid() && len(opt.Source) > 0 && ip.Addr().Is4() != opt.Source[0].Is4() {
+			return nil, fmt.Errorf("target %s: source addresses are of the other address family", t.Addr)
+		}
 		s.targets = append(s.targets, &target{Target: t, ip: ip, refill: make(chan struct{}, 1)})
 	}
 	return s, nil
@@ -247,21 +269,35 @@ func (s *Set) order(now int64) []*target {
 	return out
 }
 
-// Dial connects to a target chosen by the strategy; a failing target is
-// marked down (skipped for a back-off of 1 s doubling to 32 s) and the next
-// one is dialed, within ctx's deadline. When every target is down they are
-// all tried anyway. client and local are written in a PROXY header when the
-// set sends one. done must be called when the connection ends.
+// Dial connects to a target chosen by the strategy, within ctx's deadline
+// (the manager's dial_timeout). Retry policy: each target is attempted at
+// most once per call; the targets that are up come first, in strategy order,
+// then those in back-off, so a set whose targets are all down still dials
+// each of them once rather than fail blind. A failed attempt marks its target
+// down (skipped for a back-off of 1 s doubling to 32 s) and is reported once
+// to DialDone. client and local are written in a PROXY header when the set
+// sends one. done must be called when the connection ends.
 func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, string, func(), error) {
 	now := time.Now().UnixNano()
 	var lastErr error
 	order := s.order(now)
-	// Pass 0 tries the targets that are up; pass 1 those that were down, so
-	// a set whose targets are all down still dials rather than fail blind.
+	// Up or down as seen when the call began: a target failing in the first
+	// pass is now in back-off and must not be dialed again in the second.
+	var upBuf [8]bool
+	up := upBuf[:0]
+	for _, t := range order {
+		up = append(up, t.isUp(now))
+	}
 	for pass := 0; pass < 2; pass++ {
-		for _, t := range order {
-			if down := !t.isUp(now); down != (pass == 1) {
+		for i, t := range order {
+			if up[i] != (pass == 0) {
 				continue
+			}
+			if ctx.Err() != nil {
+				if lastErr == nil {
+					lastErr = ctx.Err()
+				}
+				return nil, "", nil, lastErr
 			}
 			begin := time.Now()
 			c := s.takePooled(t) // counted in Created when the pool dialed it
@@ -293,21 +329,32 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 			lastErr = err
 			f := t.failures.Add(1)
 			t.downUntil.Store(time.Now().Add(time.Second << min(f-1, 5)).UnixNano())
-			if ctx.Err() != nil {
-				return nil, "", nil, lastErr
-			}
 		}
 	}
 	return nil, "", nil, lastErr
 }
 
-// dial connects to t. An IP literal skips the resolver's address-list work
-// that DialContext does on every call with an address string.
+// dial connects to t, from the next source address when the set has any.
+// An IP literal skips the resolver's address-list work that DialContext
+// does on every call with an address string.
 func (s *Set) dial(ctx context.Context, t *target) (net.Conn, error) {
-	if !t.ip.IsValid() {
-		return s.dialer.DialContext(ctx, "tcp", t.Addr)
+	var src netip.Addr
+	if n := len(s.opt.Source); n > 0 {
+		src = s.opt.Source[int((s.srcNext.Add(1)-1)%uint64(n))]
 	}
-	c, err := s.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, t.ip)
+	if !t.ip.IsValid() {
+		if !src.IsValid() {
+			return s.dialer.DialContext(ctx, "tcp", t.Addr)
+		}
+		d := s.dialer
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()} // the resolver keeps only addresses of its family
+		return d.DialContext(ctx, "tcp", t.Addr)
+	}
+	var laddr netip.AddrPort
+	if src.IsValid() {
+		laddr = netip.AddrPortFrom(src, 0)
+	}
+	c, err := s.dialer.DialTCP(ctx, "tcp", laddr, t.ip)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -335,7 +335,7 @@ func TestHealthCheckHTTP(t *testing.T) {
 		}
 	}()
 	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Health: HealthCheck{Interval: time.Second, Check: "http"}})
-	if err := s.probe(context.Background(), ln.Addr().String(), time.Second); err == nil {
+	if err := s.probe(context.Background(), s.targets[0], time.Second); err == nil {
 		t.Fatal("503 taken for healthy")
 	}
 }
