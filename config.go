@@ -108,8 +108,9 @@ type MonitoringConfig struct {
 	MetricsPort       int  `yaml:"metrics_port"`
 	EnableHealthCheck bool `yaml:"enable_health_check"`
 	HealthCheckPort   int  `yaml:"health_check_port"`
-	// MetricsAddress / HealthAddress override the host part (default "" = all
-	// interfaces), e.g. "127.0.0.1".
+	// BindAddress is the host both ports listen on: an IP address or a host
+	// name, "127.0.0.1" when not set (ParseConfig), so the ports are not
+	// reachable from other machines unless asked for ("0.0.0.0", "::").
 	BindAddress string `yaml:"bind_address"`
 }
 

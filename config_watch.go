@@ -16,8 +16,10 @@ import (
 
 // ConfigManager holds the current configuration of a file and reloads it when
 // the file changes (fsnotify, robust to editors and Kubernetes ConfigMaps that
-// replace the file by rename) or on SIGHUP. A reload that fails validation is
-// reported and the previous configuration stays current.
+// replace the file by rename) or on SIGHUP. A reload that fails validation
+// (an empty or truncated file among them: a config needs protocols) or that
+// an OnConfigCheck callback refuses is reported, and the previous
+// configuration stays current.
 //
 // Watching starts in NewConfigManager, so the seed's sample (NewConfigManager,
 // then OnConfigChange) reloads automatically; Close stops it.
@@ -26,6 +28,7 @@ type ConfigManager struct {
 	current atomic.Pointer[Config]
 
 	mu       sync.Mutex // guards callbacks, serialises reloads
+	onCheck  []func(*Config) error
 	onChange []func(*Config)
 	onError  []func(error)
 
@@ -71,6 +74,18 @@ func (cm *ConfigManager) OnConfigChange(fn func(*Config)) {
 	cm.mu.Unlock()
 }
 
+// OnConfigCheck registers fn to vet each reloaded configuration before it
+// becomes current: when any fn returns an error the reload is rejected like
+// an invalid file (OnConfigError callbacks run, Config keeps the previous
+// one, no OnConfigChange callback runs). A manager from
+// NewProtocolManagerWithConfig registers its CheckConfig here, so a reload
+// it would refuse never becomes current for the other callbacks either.
+func (cm *ConfigManager) OnConfigCheck(fn func(*Config) error) {
+	cm.mu.Lock()
+	cm.onCheck = append(cm.onCheck, fn)
+	cm.mu.Unlock()
+}
+
 // OnConfigError registers fn to run when a reload is rejected.
 func (cm *ConfigManager) OnConfigError(fn func(error)) {
 	cm.mu.Lock()
@@ -84,7 +99,7 @@ func (cm *ConfigManager) ReloadFailures() int64 { return cm.failures.Load() }
 
 // Reload reads the file again now.
 func (cm *ConfigManager) Reload() error {
-	data, err := os.ReadFile(cm.path)
+	data, err := readConfigFile(cm.path)
 	if err != nil {
 		return cm.apply(nil, err)
 	}
@@ -101,6 +116,15 @@ func (cm *ConfigManager) ApplyYAML(data []byte, source string) error {
 func (cm *ConfigManager) apply(cfg *Config, err error) error {
 	cm.mu.Lock()
 	defer cm.mu.Unlock()
+	if err == nil {
+		var errs []error
+		for _, fn := range cm.onCheck {
+			if e := fn(cfg); e != nil {
+				errs = append(errs, e)
+			}
+		}
+		err = errors.Join(errs...)
+	}
 	if err != nil {
 		cm.failures.Add(1)
 		for _, fn := range cm.onError {

@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"math"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -45,8 +50,8 @@ var defaultConfigYAML []byte
 // DefaultConfigYAML returns the embedded default configuration.
 func DefaultConfigYAML() []byte { return bytes.Clone(defaultConfigYAML) }
 
-// DefaultConfig is the configuration used without -config: listen :9090,
-// metrics :9091, health :9092, SSH/HTTP/TLS/Redis to their local ports.
+// DefaultConfig is the configuration used without -config: listen
+// 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092, SSH/HTTP/TLS/Redis to their local ports.
 func DefaultConfig() *Config {
 	c, err := ParseConfig(defaultConfigYAML, "defaultconfig.yaml")
 	if err != nil {
@@ -55,11 +60,12 @@ func DefaultConfig() *Config {
 	return c
 }
 
-// LoadConfig reads and validates the YAML file at path.
+// LoadConfig reads and validates the YAML file at path. A file over 4 MiB
+// is refused before it is parsed.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("protoplex: %w", err)
+		return nil, err
 	}
 	c, err := ParseConfig(data, path)
 	if err != nil {
@@ -67,6 +73,28 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	c.Source = path
 	return c, nil
+}
+
+// readConfigFile reads at most maxConfigSize bytes of path: a file that is
+// larger (a wrong path, a log file) is never held in memory whole.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, tooLarge(path)
+	}
+	return data, nil
+}
+
+func tooLarge(name string) error {
+	return fmt.Errorf("%s: larger than %d bytes (4 MiB), the limit of a configuration; refused before parsing", name, maxConfigSize)
 }
 
 // CheckConfigFile validates the file at path (protoplex -check).
@@ -80,6 +108,9 @@ var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
 // ParseConfig decodes, defaults and validates YAML. Every error names
 // filename:line and what is wrong; all errors are reported, not the first.
 func ParseConfig(data []byte, filename string) (*Config, error) {
+	if len(data) > maxConfigSize {
+		return nil, tooLarge(filename)
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlError(filename, err)
@@ -174,7 +205,10 @@ func lineOf(root *yaml.Node, path ...string) int {
 func (c *Config) applyDefaults() {
 	s := &c.Server
 	if len(s.Listen) == 0 {
-		s.Listen = StringList{":9090"}
+		s.Listen = StringList{defaultFallbackListen}
+	}
+	if c.Monitoring.BindAddress == "" {
+		c.Monitoring.BindAddress = defaultMonitoringBind
 	}
 	if s.MaxConnections == 0 {
 		s.MaxConnections = DefaultMaxConnections
@@ -205,6 +239,97 @@ func (c *Config) applyDefaults() {
 // Validate checks a configuration built in Go (no line numbers).
 func (c *Config) Validate() error { return c.validate(c.Source, nil) }
 
+// Bounds of the values outside server: (whose bounds are in options.go),
+// listed in docs/config.md. Each keeps a config value from costing memory,
+// goroutines or CPU without limit; the guard checks its own as well.
+const (
+	maxConfigSize         = 4 << 20
+	maxListen             = 64
+	maxTrustedProxies     = 1024
+	maxProtocols          = 1024
+	maxTargets            = 1024 // per protocol
+	maxConditions         = 10_000
+	maxConditionLen       = 253 // a DNS name
+	maxNameLen            = 64
+	maxPriority           = 1_000_000
+	maxMatchPatterns      = 64
+	maxMatchStartBytes    = 1024
+	maxRegexLen           = 4096
+	maxPoolMinIdle        = 1000 // per target
+	maxPoolIdleTime       = 24 * time.Hour
+	minHealthInterval     = 100 * time.Millisecond
+	maxHealthInterval     = 24 * time.Hour
+	maxHealthTimeout      = time.Minute
+	maxRiseFall           = 100
+	maxHealthPathLen      = 1024
+	maxRateLimit          = 1e9
+	maxBurstSize          = 1_000_000_000
+	maxConnectionsPerIP   = 1_000_000
+	maxFailureThreshold   = 1_000_000
+	maxDDoSWindow         = 24 * time.Hour
+	maxBanDuration        = 30 * 24 * time.Hour
+	maxEtcdEndpoints      = 64
+	maxStringLen          = 1024
+	maxIntervalSeconds    = 86400
+	minLeaseTTL           = time.Second
+	maxLeaseTTL           = time.Hour
+	defaultMonitoringBind = "127.0.0.1"
+	defaultFallbackListen = ":9090"
+	errNoProtocolsExplain = "no protocols: every connection would be refused (an empty or truncated file?); list at least one"
+)
+
+// validHost reports whether h is an IP address or a host name (letters,
+// digits, '-', '_' and dots; labels of 1 to 63, at most 253 in all).
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkHostPort checks "host:port" with a numeric port in [minPort, 65535];
+// an empty host is allowed when emptyHost (listen on every interface).
+func checkHostPort(addr string, minPort int, emptyHost bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < minPort || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number in %d..65535", addr, port, minPort)
+	}
+	if host == "" && emptyHost {
+		return nil
+	}
+	if !validHost(host) {
+		return fmt.Errorf("%q: host %q is neither an IP address nor a host name", addr, host)
+	}
+	return nil
+}
+
+// printable reports whether s has no control characters (it ends up in
+// logs, metric labels and probe requests).
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *Config) validate(file string, root *yaml.Node) error {
 	var errs []error
 	at := func(path ...string) string {
@@ -217,59 +342,136 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		return ""
 	}
 	add := func(where string, format string, a ...any) { errs = append(errs, fmt.Errorf(where+format, a...)) }
-	s := c.Server
-	for i, l := range s.Listen {
-		if _, _, err := net.SplitHostPort(l); err != nil {
-			add(at("server", "listen"), "server.listen[%d]: %q: want host:port or :port", i, l)
+	intIn := func(where, key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			add(where, "%s: %d is outside [%d, %d]", key, v, lo, hi)
 		}
 	}
-	if s.MaxConnections < 0 {
-		add(at("server", "max_connections"), "server.max_connections: must be > 0, got %d", s.MaxConnections)
+	durIn := func(where, key string, v, lo, hi time.Duration) {
+		if v < lo || v > hi {
+			add(where, "%s: %v is outside [%v, %v]", key, v, lo, hi)
+		}
 	}
-	if s.BufferSize < 0 {
-		add(at("server", "buffer_size"), "server.buffer_size: must be > 0, got %d", s.BufferSize)
+	s := c.Server
+	if len(s.Listen) > maxListen {
+		add(at("server", "listen"), "server.listen: %d addresses, at most %d", len(s.Listen), maxListen)
 	}
-	if s.IdentifyMinBytes <= 0 || s.IdentifyMinBytes > s.BufferSize {
-		add(at("server", "identify_min_bytes"), "server.identify_min_bytes: must be > 0 and <= buffer_size (%d), got %d", s.BufferSize, s.IdentifyMinBytes)
+	for i, l := range s.Listen {
+		if err := checkHostPort(l, 0, true); err != nil {
+			add(at("server", "listen"), "server.listen[%d]: %v", i, err)
+		}
 	}
-	for _, d := range []struct {
-		key string
-		v   int64
-	}{{"identify_timeout", int64(s.IdentifyTimeout)}, {"cache_ttl", int64(s.CacheTTL)}, {"dial_timeout", int64(s.DialTimeout)},
-		{"graceful_shutdown_timeout", int64(s.GracefulShutdownTimeout)}, {"server_first_wait", int64(s.ServerFirstWait)}, {"idle_timeout", int64(s.IdleTimeout)},
-		{"identify_read_timeout", int64(s.IdentifyReadTimeout)}, {"tcp_keepalive", int64(s.TCPKeepAlive)}} {
-		if d.v < 0 {
-			add(at("server", d.key), "server.%s: must not be negative", d.key)
+	// The server: values share their bounds with the Go options.
+	o := defaultOptions()
+	for _, opt := range c.options() {
+		opt(&o)
+	}
+	for _, b := range o.bounded() {
+		if b.key == "identify_min_bytes" {
+			if s.IdentifyMinBytes <= 0 || s.IdentifyMinBytes > s.BufferSize {
+				add(at("server", b.key), "server.identify_min_bytes: must be > 0 and <= buffer_size (%d), got %d", s.BufferSize, s.IdentifyMinBytes)
+			}
+			continue
+		}
+		if b.v < 0 && b.duration {
+			add(at("server", b.key), "server.%s: must not be negative", b.key)
+		} else if err := b.check(); err != nil {
+			add(at("server", b.key), "server.%s: %v", b.key, err)
 		}
 	}
 	if f := strings.ToLower(s.LogFormat); f != "" && f != "text" && f != "json" {
 		add(at("server", "log_format"), "server.log_format: %q: want text or json", s.LogFormat)
+	}
+	if s.LogLevel != "" {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+			add(at("server", "log_level"), "server.log_level: %q: want debug, info, warn or error", s.LogLevel)
+		}
+	}
+	if len(s.TrustedProxies) > maxTrustedProxies {
+		add(at("server", "trusted_proxies"), "server.trusted_proxies: %d entries, at most %d", len(s.TrustedProxies), maxTrustedProxies)
 	}
 	for i, p := range s.TrustedProxies {
 		if _, err := parsePrefix(p); err != nil {
 			add(at("server", "trusted_proxies", fmt.Sprintf("#%d", i)), "server.trusted_proxies[%d]: %v", i, err)
 		}
 	}
+
+	sec := c.Security
 	for _, list := range []struct {
 		key   string
 		items []string
-	}{{"ip_whitelist", c.Security.IPWhitelist}, {"ip_blacklist", c.Security.IPBlacklist}} {
+	}{{"ip_whitelist", sec.IPWhitelist}, {"ip_blacklist", sec.IPBlacklist}} {
 		for i, e := range list.items {
 			if _, err := parsePrefix(e); err != nil {
 				add(at("security", list.key, fmt.Sprintf("#%d", i)), "security.%s[%d]: %v", list.key, i, err)
 			}
 		}
 	}
-	if rl := c.Security.RateLimit; c.Security.EnableRateLimit && (rl.RequestsPerSecond <= 0 || rl.BurstSize < 0) {
-		add(at("security", "rate_limit"), "security.rate_limit: requests_per_second must be > 0 and burst_size >= 0")
+	rl := sec.RateLimit
+	if r := rl.RequestsPerSecond; math.IsNaN(r) || r < 0 || r > maxRateLimit || (sec.EnableRateLimit && r == 0) {
+		add(at("security", "rate_limit", "requests_per_second"), "security.rate_limit.requests_per_second: %v is outside (0, %g]", r, float64(maxRateLimit))
 	}
+	intIn(at("security", "rate_limit", "burst_size"), "security.rate_limit.burst_size", rl.BurstSize, 0, maxBurstSize)
+	intIn(at("security", "max_connections_per_ip"), "security.max_connections_per_ip", sec.MaxConnectionsPerIP, 0, maxConnectionsPerIP)
+	dg := sec.DDoSGuard
+	intIn(at("security", "ddos_guard", "failure_threshold"), "security.ddos_guard.failure_threshold", dg.FailureThreshold, 0, maxFailureThreshold)
+	durIn(at("security", "ddos_guard", "window"), "security.ddos_guard.window", dg.Window, 0, maxDDoSWindow)
+	durIn(at("security", "ddos_guard", "ban_duration"), "security.ddos_guard.ban_duration", dg.BanDuration, 0, maxBanDuration)
+	durIn(at("security", "ddos_guard", "max_ban_duration"), "security.ddos_guard.max_ban_duration", dg.MaxBanDuration, 0, maxBanDuration)
+	if len(errs) == 0 {
+		// What the guard itself refuses, for a Go-built Config.
+		if err := c.securityConfig().Validate(); err != nil {
+			add(at("security"), "security: %v", err)
+		}
+	}
+
+	m := c.Monitoring
 	for _, port := range []struct {
 		key string
 		v   int
-	}{{"metrics_port", c.Monitoring.MetricsPort}, {"health_check_port", c.Monitoring.HealthCheckPort}} {
+	}{{"metrics_port", m.MetricsPort}, {"health_check_port", m.HealthCheckPort}} {
 		if port.v < 0 || port.v > 65535 {
 			add(at("monitoring", port.key), "monitoring.%s: %d is not a port (0 disables)", port.key, port.v)
 		}
+	}
+	if m.BindAddress != "" && !validHost(m.BindAddress) {
+		add(at("monitoring", "bind_address"), "monitoring.bind_address: %q is neither an IP address nor a host name", m.BindAddress)
+	}
+
+	d := c.Distributed
+	if len(d.NodeID) > maxConditionLen || !printable(d.NodeID) {
+		add(at("distributed", "node_id"), "distributed.node_id: at most %d printable characters", maxConditionLen)
+	}
+	if len(d.EtcdEndpoints) > maxEtcdEndpoints {
+		add(at("distributed", "etcd_endpoints"), "distributed.etcd_endpoints: %d entries, at most %d", len(d.EtcdEndpoints), maxEtcdEndpoints)
+	}
+	for i, e := range d.EtcdEndpoints {
+		if e == "" || len(e) > maxStringLen || !printable(e) {
+			add(at("distributed", "etcd_endpoints", fmt.Sprintf("#%d", i)), "distributed.etcd_endpoints[%d]: want host:port or a URL", i)
+		}
+	}
+	intIn(at("distributed", "service_discovery", "refresh_interval"), "distributed.service_discovery.refresh_interval", d.ServiceDiscovery.RefreshInterval, 0, maxIntervalSeconds)
+	intIn(at("distributed", "load_balancer", "health_check_interval"), "distributed.load_balancer.health_check_interval", d.LoadBalancer.HealthCheckInterval, 0, maxIntervalSeconds)
+	if !upstream.ValidStrategy(d.LoadBalancer.Strategy) {
+		add(at("distributed", "load_balancer", "strategy"), "distributed.load_balancer.strategy %q: want round_robin, weighted_round_robin, least_connections, random or first", d.LoadBalancer.Strategy)
+	}
+	if p := d.ConfigManager.WatchPrefix; len(p) > maxStringLen || !printable(p) {
+		add(at("distributed", "config_manager", "watch_prefix"), "distributed.config_manager.watch_prefix: at most %d printable characters", maxStringLen)
+	}
+	if d.LeaseTTL != 0 {
+		durIn(at("distributed", "lease_ttl"), "distributed.lease_ttl", d.LeaseTTL, minLeaseTTL, maxLeaseTTL)
+	}
+
+	if len(c.Protocols) == 0 {
+		where := at("protocols")
+		if lineOf(root, "protocols") == 0 && file != "" {
+			where = file + ":1: "
+		}
+		add(where, errNoProtocolsExplain)
+	}
+	if len(c.Protocols) > maxProtocols {
+		add(at("protocols"), "protocols: %d entries, at most %d", len(c.Protocols), maxProtocols)
 	}
 	fallbacks := 0
 	seen := map[string]int{}
@@ -278,30 +480,70 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if p.Line > 0 && root == nil {
 			where = fmt.Sprintf("%s:%d: ", file, p.Line)
 		}
-		field := func(key string) string { return at("protocols", fmt.Sprintf("#%d", i), key) }
+		field := func(key ...string) string { return at(append([]string{"protocols", fmt.Sprintf("#%d", i)}, key...)...) }
 		name := fmt.Sprintf("protocols[%d] (%s)", i, p.Name)
 		_, builtin := protocols.Lookup(p.Name)
 		switch {
 		case p.Name == "":
 			add(where, "protocols[%d]: name is required", i)
+		case len(p.Name) > maxNameLen || !printable(p.Name):
+			add(field("name"), "protocols[%d]: name: at most %d printable characters", i, maxNameLen)
 		case !builtin && len(p.MatchStartBytes) == 0 && len(p.MatchRegexes) == 0:
 			add(where, "%s: %q is not a built-in protocol (%s); a user protocol needs match_start_bytes or match_regexes", name, p.Name, strings.Join(slices.Sorted(slices.Values(protocols.Names())), ", "))
 		}
 		if len(p.Target) == 0 {
 			add(where, "%s: target is required", name)
 		}
+		targets := 0
 		for _, t := range p.Target {
-			if _, err := upstream.ParseTargets([]string{t}); err != nil {
+			ts, err := upstream.ParseTargets([]string{t})
+			if err != nil {
 				add(field("target"), "%s: %v", name, err)
+				continue
 			}
+			targets += len(ts)
+			for _, tg := range ts {
+				if err := checkHostPort(tg.Addr, 1, false); err != nil {
+					add(field("target"), "%s: target %v", name, err)
+				}
+			}
+		}
+		if targets > maxTargets {
+			add(field("target"), "%s: %d targets, at most %d", name, targets, maxTargets)
+		}
+		intIn(field("priority"), name+": priority", p.Priority, -maxPriority, maxPriority)
+		for _, cond := range []struct {
+			key  string
+			list []string
+			max  int
+		}{{"sni", p.SNI, maxConditionLen}, {"alpn", p.ALPN, 255}, {"host", p.Host, maxConditionLen}} {
+			if len(cond.list) > maxConditions {
+				add(field(cond.key), "%s: %s: %d entries, at most %d", name, cond.key, len(cond.list), maxConditions)
+			}
+			for _, v := range cond.list {
+				if v == "" || len(v) > cond.max || !printable(v) {
+					add(field(cond.key), "%s: %s %q: want 1 to %d printable characters", name, cond.key, v, cond.max)
+					break
+				}
+			}
+		}
+		if len(p.MatchStartBytes) > maxMatchPatterns {
+			add(field("match_start_bytes"), "%s: match_start_bytes: %d entries, at most %d", name, len(p.MatchStartBytes), maxMatchPatterns)
 		}
 		for _, h := range p.MatchStartBytes {
 			if b, err := hex.DecodeString(strings.ReplaceAll(h, " ", "")); err != nil || len(b) == 0 {
 				add(field("match_start_bytes"), "%s: match_start_bytes %q: not hex", name, h)
+			} else if len(b) > maxMatchStartBytes {
+				add(field("match_start_bytes"), "%s: match_start_bytes: %d bytes, at most %d", name, len(b), maxMatchStartBytes)
 			}
 		}
+		if len(p.MatchRegexes) > maxMatchPatterns {
+			add(field("match_regexes"), "%s: match_regexes: %d entries, at most %d", name, len(p.MatchRegexes), maxMatchPatterns)
+		}
 		for _, r := range p.MatchRegexes {
-			if _, err := regexp.Compile(r); err != nil {
+			if len(r) > maxRegexLen {
+				add(field("match_regexes"), "%s: match_regexes: %d characters, at most %d", name, len(r), maxRegexLen)
+			} else if _, err := regexp.Compile(r); err != nil {
 				add(field("match_regexes"), "%s: match_regexes %q: %v", name, r, err)
 			}
 		}
@@ -318,6 +560,24 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if p.SendProxy != "" && p.SendProxy != "v1" && p.SendProxy != "v2" {
 			add(field("send_proxy"), "%s: send_proxy %q: want v1 or v2", name, p.SendProxy)
 		}
+		intIn(field("pool", "min_idle"), name+": pool.min_idle", p.Pool.MinIdle, 0, maxPoolMinIdle)
+		durIn(field("pool", "max_idle_time"), name+": pool.max_idle_time", p.Pool.MaxIdleTime, 0, maxPoolIdleTime)
+		h := p.HealthCheck
+		if h.Interval != 0 {
+			durIn(field("health_check", "interval"), name+": health_check.interval", h.Interval, minHealthInterval, maxHealthInterval)
+		}
+		durIn(field("health_check", "timeout"), name+": health_check.timeout", h.Timeout, 0, maxHealthTimeout)
+		intIn(field("health_check", "rise"), name+": health_check.rise", h.Rise, 0, maxRiseFall)
+		intIn(field("health_check", "fall"), name+": health_check.fall", h.Fall, 0, maxRiseFall)
+		switch h.Check {
+		case "", "tcp", "redis", "http":
+		default:
+			add(field("health_check", "check"), "%s: health_check.check %q: want tcp, redis or http", name, h.Check)
+		}
+		if h.Path != "" && (h.Path[0] != '/' || len(h.Path) > maxHealthPathLen || strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
+			add(field("health_check", "path"), "%s: health_check.path %q: want /path, at most %d characters, no spaces or control characters", name, h.Path, maxHealthPathLen)
+		}
+		durIn(field("idle_timeout"), name+": idle_timeout", p.IdleTimeout, 0, maxIdleTimeout)
 		if p.Fallback {
 			fallbacks++
 			if fallbacks == 2 {

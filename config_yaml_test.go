@@ -36,7 +36,7 @@ func TestSeedConfigParses(t *testing.T) {
 
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
-	if c.Server.Listen[0] != ":9090" || c.Monitoring.MetricsPort != 9091 || c.Monitoring.HealthCheckPort != 9092 || len(c.Protocols) != 4 {
+	if c.Server.Listen[0] != "127.0.0.1:9090" || c.Monitoring.BindAddress != "127.0.0.1" || c.Monitoring.MetricsPort != 9091 || c.Monitoring.HealthCheckPort != 9092 || len(c.Protocols) != 4 {
 		t.Fatalf("%+v", c)
 	}
 }

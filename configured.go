@@ -5,11 +5,14 @@ import (
 	"net/netip"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/protocols"
 )
 
 // NewProtocolManagerWithConfig builds a manager from cm's current config and
-// applies every later change cm reports (file edit, SIGHUP). Errors are
-// returned by RunServer and Err, as with NewProtocolManager.
+// applies every later change cm reports (file edit, SIGHUP). A reload the
+// manager would reject is rejected by cm too (see OnConfigCheck), so
+// cm.Config() is always the configuration serving. Errors are returned by
+// RunServer and Err, as with NewProtocolManager.
 func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolManager {
 	cfg := cm.Config()
 	pm := NewProtocolManager(append(cfg.options(), opts...)...)
@@ -20,6 +23,7 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 		pm.optErr = err
 		return pm
 	}
+	cm.OnConfigCheck(pm.CheckConfig)
 	cm.OnConfigError(func(error) { pm.stats.reloads.WithLabelValues("failure").Inc() })
 	cm.OnConfigChange(func(c *Config) {
 		if err := pm.UpdateConfig(c); err != nil {
@@ -68,8 +72,9 @@ func (c *Config) securityConfig() guard.Config {
 // UpdateConfig applies cfg to new connections: protocols, targets, limits and
 // security lists are swapped atomically; established connections continue
 // untouched. cfg replaces every protocol (including ones added with
-// AddProtocol). On error nothing changes. Listen addresses are the caller's
-// (the CLI rebinds them).
+// AddProtocol). Every part is validated and built before any is applied, so
+// on error nothing changes; a configuration without protocols is an error.
+// Listen addresses are the caller's (the CLI rebinds them).
 func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	defer func() {
 		if err != nil {
@@ -78,15 +83,60 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 			pm.stats.reloads.WithLabelValues("success").Inc()
 		}
 	}()
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	u, err := pm.prepareLocked(cfg)
+	if err != nil {
+		return err
+	}
+	// The guard goes first: it is the one part whose swap can refuse, and
+	// Update changes nothing when it does.
+	if err := pm.guard.Update(u.security); err != nil {
+		u.routing.discard()
+		return fmt.Errorf("protoplex: security: %w", err)
+	}
+	pm.protos = u.protos
+	pm.settings.Store(u.settings)
+	pm.commitRoutingLocked(u.routing)
+	return nil
+}
+
+// CheckConfig reports the error UpdateConfig would return for cfg, without
+// changing anything (ConfigManager.OnConfigCheck takes it).
+func (pm *ProtocolManager) CheckConfig(cfg *Config) error {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	u, err := pm.prepareLocked(cfg)
+	if err != nil {
+		return err
+	}
+	u.routing.discard()
+	return nil
+}
+
+// update is a configuration fully built and not yet applied.
+type update struct {
+	protos   []*protocols.Protocol
+	settings *settings
+	security guard.Config
+	routing  *routingPlan
+}
+
+// prepareLocked validates and builds every part of cfg: options, trusted
+// proxies, guard state, routing table and backend sets. Nothing is applied.
+func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if cfg == nil {
-		return fmt.Errorf("protoplex: UpdateConfig(nil)")
+		return nil, fmt.Errorf("protoplex: UpdateConfig(nil)")
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	protos, err := cfg.BuildProtocols()
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if len(protos) == 0 {
+		return nil, fmt.Errorf("protoplex: %s", errNoProtocolsExplain)
 	}
 	o := defaultOptions()
 	o.logger = pm.log
@@ -94,32 +144,25 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 		opt(&o)
 	}
 	if err := o.validate(); err != nil {
-		return fmt.Errorf("protoplex: %w", err)
+		return nil, fmt.Errorf("protoplex: %w", err)
 	}
 	next := &settings{options: o, acceptProxy: cfg.Server.AcceptProxy}
 	for _, s := range cfg.Server.TrustedProxies {
 		p, err := parsePrefix(s)
 		if err != nil {
-			return fmt.Errorf("protoplex: trusted_proxies: %w", err)
+			return nil, fmt.Errorf("protoplex: trusted_proxies: %w", err)
 		}
 		next.trustedProxies = append(next.trustedProxies, p)
 	}
-	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	oldProtos, oldSettings := pm.protos, pm.settings.Load()
-	pm.protos = protos
-	pm.settings.Store(next)
-	if err := pm.rebuildLocked(); err != nil {
-		pm.protos = oldProtos
-		pm.settings.Store(oldSettings)
-		return err
+	sec := cfg.securityConfig()
+	if err := sec.Validate(); err != nil {
+		return nil, fmt.Errorf("protoplex: security: %w", err)
 	}
-	// Lists were validated with the file; an error here means a Go-built
-	// Config with a bad entry, and the old lists stay.
-	if err := pm.guard.Update(cfg.securityConfig()); err != nil {
-		return fmt.Errorf("protoplex: security: %w", err)
+	plan, err := pm.planRoutingLocked(protos, o.cacheTTL)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return &update{protos: protos, settings: next, security: sec, routing: plan}, nil
 }
 
 // parsePrefix accepts a CIDR or a single address.

@@ -203,8 +203,25 @@ func (dm *DistributedManager) onConfig(yaml []byte) error {
 // path as a file reload).
 func (dm *DistributedManager) apply() error {
 	dm.mu.Lock()
-	merged := *dm.base
-	merged.Protocols = append([]ProtocolConfig(nil), dm.base.Protocols...)
+	merged := dm.mergeLocked(dm.base)
+	dm.mu.Unlock()
+	return dm.pm.UpdateConfig(merged)
+}
+
+// CheckConfig reports the error UpdateConfig would return for c, without
+// changing anything (for ConfigManager.OnConfigCheck).
+func (dm *DistributedManager) CheckConfig(c *Config) error {
+	dm.mu.Lock()
+	merged := dm.mergeLocked(c)
+	dm.mu.Unlock()
+	return dm.pm.CheckConfig(merged)
+}
+
+// mergeLocked returns base with the discovered backends and the load
+// balancer defaults added; dm.mu is held.
+func (dm *DistributedManager) mergeLocked(base *Config) *Config {
+	merged := *base
+	merged.Protocols = append([]ProtocolConfig(nil), base.Protocols...)
 	found := map[string]bool{}
 	for i := range merged.Protocols {
 		p := &merged.Protocols[i]
@@ -222,8 +239,7 @@ func (dm *DistributedManager) apply() error {
 			merged.Protocols = append(merged.Protocols, p)
 		}
 	}
-	dm.mu.Unlock()
-	return dm.pm.UpdateConfig(&merged)
+	return &merged
 }
 
 func (dm *DistributedManager) defaults(p *ProtocolConfig) {

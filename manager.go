@@ -160,10 +160,28 @@ func (pm *ProtocolManager) rebuild() error {
 // in. Backend sets of unchanged targets are reused so health state and warm
 // pools survive reloads.
 func (pm *ProtocolManager) rebuildLocked() error {
-	s := pm.settings.Load()
-	table, err := identify.NewTable(pm.protos, s.cacheTTL, &pm.stats.cache)
+	plan, err := pm.planRoutingLocked(pm.protos, pm.settings.Load().cacheTTL)
 	if err != nil {
-		return fmt.Errorf("protoplex: %w", err)
+		return err
+	}
+	pm.commitRoutingLocked(plan)
+	return nil
+}
+
+// routingPlan is a routing snapshot built but not live yet: its fresh
+// backend sets are not started, and the sets it would retire still serve.
+type routingPlan struct {
+	next   *routing
+	fresh  []*upstream.Set
+	unused []*upstream.Set
+}
+
+// planRoutingLocked builds the routing of protos without changing anything
+// (no set started, none closed, no metric created).
+func (pm *ProtocolManager) planRoutingLocked(protos []*protocols.Protocol, cacheTTL time.Duration) (*routingPlan, error) {
+	table, err := identify.NewTable(protos, cacheTTL, &pm.stats.cache)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
 	}
 	old := pm.routing.Load()
 	reuse := map[string]*upstream.Set{}
@@ -175,10 +193,9 @@ func (pm *ProtocolManager) rebuildLocked() error {
 		}
 	}
 	next := &routing{table: table, backends: make([]*upstream.Set, len(table.Routes())), stats: make([]*routeStats, len(table.Routes()))}
-	var fresh []*upstream.Set
+	plan := &routingPlan{next: next}
 	for i, r := range table.Routes() {
 		p := r.Proto
-		next.stats[i] = pm.stats.route(p.Name)
 		if p.Handler != nil {
 			continue
 		}
@@ -190,17 +207,13 @@ func (pm *ProtocolManager) rebuildLocked() error {
 		}
 		targets, err := upstream.ParseTargets([]string{p.Target})
 		if err != nil {
-			for _, f := range fresh {
-				f.Close()
-			}
-			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
+			plan.discard()
+			return nil, fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
 		source, err := upstream.ParseSource(p.Source)
 		if err != nil {
-			for _, f := range fresh {
-				f.Close()
-			}
-			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
+			plan.discard()
+			return nil, fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
 		h := p.Health
 		b, err := upstream.New(targets, upstream.Options{
@@ -213,22 +226,39 @@ func (pm *ProtocolManager) rebuildLocked() error {
 			Source:      source,
 		})
 		if err != nil {
-			for _, f := range fresh {
-				f.Close()
-			}
-			return fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
+			plan.discard()
+			return nil, fmt.Errorf("protoplex: protocol %q: %w", p.Name, err)
 		}
-		b.Start(pm.ctx)
-		fresh = append(fresh, b)
+		plan.fresh = append(plan.fresh, b)
 		next.backends[i] = b
 	}
-	pm.routing.Store(next)
-	// Sets no route uses any more stop their checks and pools; connections
-	// already dialed through them are not affected.
 	for _, b := range reuse {
+		plan.unused = append(plan.unused, b)
+	}
+	return plan, nil
+}
+
+// discard releases the sets a plan built and will never use.
+func (plan *routingPlan) discard() {
+	for _, b := range plan.fresh {
 		b.Close()
 	}
-	return nil
+}
+
+// commitRoutingLocked makes plan the live routing. It cannot fail.
+func (pm *ProtocolManager) commitRoutingLocked(plan *routingPlan) {
+	for i, r := range plan.next.table.Routes() {
+		plan.next.stats[i] = pm.stats.route(r.Proto.Name)
+	}
+	for _, b := range plan.fresh {
+		b.Start(pm.ctx)
+	}
+	pm.routing.Store(plan.next)
+	// Sets no route uses any more stop their checks and pools; connections
+	// already dialed through them are not affected.
+	for _, b := range plan.unused {
+		b.Close()
+	}
 }
 
 // backendKey identifies a backend set that can be reused across rebuilds.

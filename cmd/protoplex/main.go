@@ -37,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("protoplex", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML configuration `file` (default: embedded config, listen :9090)")
+	configPath := fs.String("config", "", "YAML configuration `file` (default: embedded config, listen 127.0.0.1:9090)")
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen")
 	check := fs.Bool("check", false, "validate the configuration, print ok or the errors, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -93,6 +93,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer dm.Close()
 		pm = dm.Manager()
 		if cm != nil {
+			// A reload the node refuses stays out of cm too, so the
+			// listeners are never rebound to a rejected file's addresses.
+			cm.OnConfigCheck(dm.CheckConfig)
 			cm.OnConfigChange(func(c *protoplex.Config) {
 				if err := dm.UpdateConfig(c); err != nil {
 					log.Error("configuration rejected, the running configuration keeps serving", "err", err)

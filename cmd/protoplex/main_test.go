@@ -69,6 +69,22 @@ func TestCheck(t *testing.T) {
 	if !strings.Contains(string(out), "bad.yaml:5") {
 		t.Fatalf("error does not name file:line: %s", out)
 	}
+	// Configs that would take the service down fail -check: no protocols
+	// (an empty or truncated file), a pool that would exhaust memory, a port
+	// that exists only at bind time.
+	for name, content := range map[string]string{
+		"empty.yaml":   "",
+		"noroute.yaml": "protocols: []\n",
+		"pool.yaml":    "protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    pool: {min_idle: 2000000000}\n",
+		"listen.yaml":  "server:\n  listen: \"127.0.0.1:99999\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n",
+	} {
+		path := filepath.Join(dir, name)
+		writeFile(t, path, content)
+		out, err := exec.Command(binary, "-check", "-config", path).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), name+":") {
+			t.Errorf("-check %s: %v: %s", name, err, out)
+		}
+	}
 	// Starting with a bad config fails too, with the same precise error.
 	cmd := exec.Command(binary, "-config", bad)
 	out, err = cmd.CombinedOutput()
