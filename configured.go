@@ -24,7 +24,10 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 		return pm
 	}
 	cm.OnConfigCheck(pm.CheckConfig)
-	cm.OnConfigError(func(error) { pm.stats.reloads.WithLabelValues("failure").Inc() })
+	cm.OnConfigError(func(err error) {
+		pm.stats.reloads.WithLabelValues("failure").Inc()
+		pm.log.Error("configuration rejected, previous configuration keeps serving", "err", err)
+	})
 	cm.OnConfigChange(func(c *Config) {
 		if err := pm.UpdateConfig(c); err != nil {
 			pm.log.Error("configuration rejected, previous configuration keeps serving", "err", err)

@@ -96,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			// A reload the node refuses stays out of cm too, so the
 			// listeners are never rebound to a rejected file's addresses.
 			cm.OnConfigCheck(dm.CheckConfig)
+			cm.OnConfigError(func(err error) {
+				log.Error("configuration rejected, the running configuration keeps serving", "err", err)
+			})
 			cm.OnConfigChange(func(c *protoplex.Config) {
 				if err := dm.UpdateConfig(c); err != nil {
 					log.Error("configuration rejected, the running configuration keeps serving", "err", err)
@@ -158,11 +161,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	srv := &servers{pm: pm, ctx: ctx, log: log}
 	srv.start(listens, lns)
-	if cm != nil {
-		cm.OnConfigError(func(err error) {
-			log.Error("configuration rejected, the running configuration keeps serving", "err", err)
-		})
-	}
 	if cm != nil && *listen == "" {
 		// Listen address changes rebind: new listeners start before old ones
 		// stop, so established connections are never dropped.

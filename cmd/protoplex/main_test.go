@@ -253,6 +253,19 @@ func TestReloadAndDrain(t *testing.T) {
 	if got := ask(t, addr, "SSH-2.0-after\r\n"); got != "B:SSH-2.0-after\r\n" {
 		t.Fatalf("after invalid reload: %q", got)
 	}
+	// Truncated (`: > file`): rejected with the reason, the listener stays
+	// where it is (an accepted empty file would rebind it to :9090), B serves.
+	writeFile(t, cfg, "")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for !strings.Contains(p.out.String(), "protoplex.yaml:1: no protocols") {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatalf("truncated file not reported; stderr:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(t, addr, "SSH-2.0-empty\r\n"); got != "B:SSH-2.0-empty\r\n" {
+		t.Fatalf("after truncated reload: %q", got)
+	}
 
 	// SIGTERM: the long stream, still on A, is drained (not cut) and the
 	// process exits once it ends.
