@@ -81,6 +81,9 @@ type ProtocolConfig struct {
 	Pool        PoolFileConfig   `yaml:"pool"`
 	HealthCheck HealthFileConfig `yaml:"health_check"`
 	IdleTimeout time.Duration    `yaml:"idle_timeout"`
+	// Source: local addresses backend connections are dialed from, in turn;
+	// each an IP address or an inclusive range "127.0.0.2-127.0.0.20".
+	Source StringList `yaml:"source"`
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`

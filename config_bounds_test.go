@@ -2,6 +2,8 @@ package protoplex
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -230,5 +232,48 @@ func TestConfigFileSizeLimit(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte(valid+pad), "etcd:/protoplex/config"); err == nil || !strings.Contains(err.Error(), "etcd:/protoplex/config: larger than") {
 		t.Fatalf("ParseConfig of 4 MiB + 1: %v", err)
+	}
+}
+
+// TestSourceKey: protocols[].source, one address, a range or a list, reaches
+// the protocol; a bad one is an error with file:line; a real connection
+// through a route with a source is dialed from it.
+func TestSourceKey(t *testing.T) {
+	c, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    source: \"127.0.0.2-127.0.0.20\"\n  - name: HTTP\n    target: \"127.0.0.1:80\"\n    source: [\"127.0.0.1\", \"127.0.0.3\"]\n"), "s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ps[0].Source) != "[127.0.0.2-127.0.0.20]" || fmt.Sprint(ps[1].Source) != "[127.0.0.1 127.0.0.3]" {
+		t.Fatalf("sources: %v %v", ps[0].Source, ps[1].Source)
+	}
+	for _, bad := range []string{"\"nope\"", "\"127.0.0.9-127.0.0.2\"", "[\"127.0.0.1\", \"::1\"]", "\"10.0.0.0-10.255.255.255\""} {
+		_, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    source: "+bad+"\n"), "s.yaml")
+		if err == nil || !strings.Contains(err.Error(), "s.yaml:4: protocols[0] (SSH): source") {
+			t.Errorf("source %s: %v", bad, err)
+		}
+	}
+
+	seen := make(chan string, 1)
+	backend := goServer(t, func(c net.Conn) {
+		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		io.Copy(c, c)
+	})
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: SSH\n    target: %q\n    source: \"127.0.0.1\"\n", backend)), "s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	if err := pm.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip(t, serveTest(t, pm), "SSH-2.0-src\r\n"); got != "SSH-2.0-src\r\n" {
+		t.Fatalf("through a sourced route: %q", got)
+	}
+	if ip := <-seen; ip != "127.0.0.1" {
+		t.Fatalf("dialed from %s", ip)
 	}
 }

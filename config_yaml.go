@@ -578,6 +578,9 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 			add(field("health_check", "path"), "%s: health_check.path %q: want /path, at most %d characters, no spaces or control characters", name, h.Path, maxHealthPathLen)
 		}
 		durIn(field("idle_timeout"), name+": idle_timeout", p.IdleTimeout, 0, maxIdleTimeout)
+		if _, err := upstream.ParseSource(p.Source); err != nil {
+			add(field("source"), "%s: %v", name, err)
+		}
 		if p.Fallback {
 			fallbacks++
 			if fallbacks == 2 {
@@ -634,6 +637,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		h := pc.HealthCheck
 		p.Health = protocols.HealthConfig{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Check: h.Check, Path: h.Path}
 		p.IdleTimeout = pc.IdleTimeout
+		p.Source = slices.Clone([]string(pc.Source))
 		out = append(out, p)
 	}
 	return out, nil
