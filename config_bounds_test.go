@@ -153,6 +153,7 @@ func TestAddressesValidated(t *testing.T) {
 		{"listen port", "server:\n  listen: \"127.0.0.1:99999\"\n" + proto, "a.yaml:2: server.listen[0]: \"127.0.0.1:99999\": port"},
 		{"listen named port", "server:\n  listen: \":http\"\n" + proto, "a.yaml:2: server.listen[0]"},
 		{"listen host", "server:\n  listen: \"no such host!:80\"\n" + proto, "a.yaml:2: server.listen[0]"},
+		{"listen twice", "server:\n  listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n" + proto, "a.yaml:2: server.listen[1]: \"127.0.0.1:0\" is listed twice"},
 		{"listen in list", "server:\n  listen: [\"127.0.0.1:0\", \"127.0.0.1:-1\"]\n" + proto, "server.listen[1]"},
 		{"target host", "protocols:\n  - name: SSH\n    target: \"bad host:22\"\n", "a.yaml:3: protocols[0] (SSH): target \"bad host:22\": host"},
 		{"bind address", "monitoring:\n  bind_address: \"all interfaces\"\n" + proto, "a.yaml:2: monitoring.bind_address"},

@@ -360,6 +360,11 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if err := checkHostPort(l, 0, true); err != nil {
 			add(at("server", "listen"), "server.listen[%d]: %v", i, err)
 		}
+		// The second bind of an address would fail, and rebinds key
+		// listeners by address.
+		if j := slices.Index(s.Listen, l); j < i {
+			add(at("server", "listen"), "server.listen[%d]: %q is listed twice", i, l)
+		}
 	}
 	// The server: values share their bounds with the Go options.
 	o := defaultOptions()
