@@ -17,7 +17,10 @@ const (
 	DefaultDialTimeout             = 5 * time.Second
 	DefaultGracefulShutdownTimeout = 60 * time.Second
 	DefaultServerFirstWait         = time.Second
-	DefaultSettleWait              = 300 * time.Millisecond
+	// DefaultSettleWait: a match is taken after this long while only
+	// higher-ranked byte-pattern protocols are undecided (never while a
+	// built-in detector or a route condition still waits for its bytes).
+	DefaultSettleWait = 300 * time.Millisecond
 )
 
 // Option configures a ProtocolManager.
@@ -138,9 +141,12 @@ func WithBufferSize(n int) Option { return func(o *options) { o.bufferSize = n }
 // WithIdentifyTimeout bounds the identification phase (default 15s, at most 10m).
 func WithIdentifyTimeout(d time.Duration) Option { return func(o *options) { o.identifyTimeout = d } }
 
-// WithIdentifyMinBytes: once this many bytes are read, decide with what is
-// there (default 1024; must be > 0 and <= BufferSize). Certain matches are
-// decided earlier; RTMP needs at least 1537.
+// WithIdentifyMinBytes bounds user byte-pattern protocols (MatchRegexes,
+// MatchBytes windows, CustomValidator: they may never decide): once this many
+// bytes are read while only they are undecided, decide with what is there
+// (default 1024; must be > 0 and <= BufferSize). Built-in detectors and route
+// conditions are not cut short by it: they decide when their handshake or
+// header block is complete, within the buffer and the identify timeout.
 func WithIdentifyMinBytes(n int) Option { return func(o *options) { o.identifyMinBytes = n } }
 
 // WithCacheTTL sets the identification cache entry lifetime (default 5m, 0 off,
