@@ -65,12 +65,13 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	ip := guard.AddrOf(client)
 	g := pm.guard
-	if _, reason := g.Admit(ip); reason != guard.Allowed {
+	ticket, reason := g.Admit(ip)
+	if reason != guard.Allowed {
 		st.refuse(reason.String())
 		c.Close()
 		return
 	}
-	defer g.Release(ip)
+	defer g.Release(ticket)
 
 	// Identify.
 	res := rt.table.Identify(c, buf, prefilled, identify.Limits{

@@ -6,6 +6,7 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -64,10 +65,14 @@ const (
 	RateLimited
 	PerIPLimit
 	Banned
+	// GuardFull: the source is not tracked yet and its shard of the table
+	// holds only sources with open connections, so nothing can be evicted.
+	// Admitting it untracked would exempt it from every per-source limit.
+	GuardFull
 )
 
 func (r Reason) String() string {
-	return [...]string{"allowed", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban"}[r]
+	return [...]string{"allowed", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full"}[r]
 }
 
 // Metrics are the seed's SecurityMetrics.
@@ -78,14 +83,22 @@ type Metrics struct {
 	WhitelistedAccess   int64 `json:"whitelisted_access"`
 	BlacklistedDenied   int64 `json:"blacklisted_denied"`
 	DDoSAttacks         int64 `json:"ddos_attacks"`
+	EvictedSources      int64 `json:"evicted_sources"`    // idle state dropped to make room
+	GuardFullRefused    int64 `json:"guard_full_refused"` // refused: table full of busy sources
 }
 
 const (
 	shards = 64
-	// maxEntries bounds per-IP state under a spoofed-source flood; past it,
-	// unknown sources are admitted untracked rather than tracked forever.
-	maxEntries = 1 << 20
-	idleTTL    = time.Minute
+	// defaultShardCapacity bounds per-source state under a flood of distinct
+	// sources: 64 shards of 16,384 entries, 1,048,576 sources in all.
+	defaultShardCapacity = 1 << 14
+	idleTTL              = time.Minute
+	// ipv6TrackBits: IPv6 sources are tracked per /64, the block one host
+	// or one subscriber normally owns, so an attacker holding a /64 counts
+	// as one source instead of 2^64.
+	ipv6TrackBits = 64
+	// maxRemoteBan bounds a ban learnt from another node.
+	maxRemoteBan = maxBanDurationLimit
 )
 
 // Guard is safe for concurrent use.
@@ -95,10 +108,12 @@ type Guard struct {
 	log   *RateLimitedLogger
 	onBan atomic.Pointer[func(netip.Addr, time.Duration)]
 
-	shards  [shards]shard
-	entries atomic.Int64
+	seed          maphash.Seed
+	shardCapacity int // fixed after New; tests shrink it
+	shards        [shards]shard
+	entries       atomic.Int64
 
-	total, rateLimited, blocked, whitelisted, blacklisted, bans atomic.Int64
+	total, rateLimited, blocked, whitelisted, blacklisted, bans, evicted, full atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -110,11 +125,14 @@ type state struct {
 }
 
 type shard struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*entry
+	mu   sync.Mutex
+	m    map[netip.Addr]*entry
+	idle idleList // the entries with active == 0, most recently seen first
 }
 
 type entry struct {
+	key         netip.Addr
+	prev, next  *entry // links in shard.idle while active == 0
 	limiter     *rate.Limiter
 	active      int
 	failures    int
@@ -123,6 +141,18 @@ type entry struct {
 	bans        int
 	lastSeen    time.Time
 }
+
+// Ticket is what Admit counted for one connection. Release undoes exactly
+// that, whatever the configuration has become in between, so the per-source
+// count balances across any sequence of reloads.
+type Ticket struct {
+	sh          *shard
+	e           *entry // nil: nothing was counted
+	whitelisted bool
+}
+
+// Whitelisted reports whether the source matched the whitelist.
+func (t Ticket) Whitelisted() bool { return t.whitelisted }
 
 // New returns a Guard; an invalid list entry is named in the error. now may
 // be nil (time.Now). The janitor evicting idle state runs until Close.
@@ -133,7 +163,8 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Guard, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Guard{now: now, log: NewRateLimitedLogger(log, 10, now), stop: make(chan struct{}), done: make(chan struct{})}
+	g := &Guard{now: now, log: NewRateLimitedLogger(log, 10, now), seed: maphash.MakeSeed(),
+		shardCapacity: defaultShardCapacity, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range g.shards {
 		g.shards[i].m = make(map[netip.Addr]*entry)
 	}
@@ -179,34 +210,49 @@ func AddrOf(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// trackKey is the unit per-source state is kept for: the address for IPv4,
+// its /64 for IPv6.
+func trackKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.Is4In6() {
+		if p, err := ip.WithZone("").Prefix(ipv6TrackBits); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
+}
+
 // Admit decides on a new connection from ip. On Allowed the caller must call
-// Release(ip) when the connection ends.
-func (g *Guard) Admit(ip netip.Addr) (whitelisted bool, r Reason) {
+// Release with the ticket, once, when the connection ends.
+func (g *Guard) Admit(ip netip.Addr) (Ticket, Reason) {
 	g.total.Add(1)
 	st := g.state.Load()
 	ip = ip.Unmap()
 	if st.black.contains(ip) {
 		g.blacklisted.Add(1)
 		g.refused(Blacklisted, ip)
-		return false, Blacklisted
+		return Ticket{}, Blacklisted
 	}
 	if st.white.contains(ip) {
 		g.whitelisted.Add(1)
-		return true, Allowed
+		return Ticket{whitelisted: true}, Allowed
 	}
 	if !st.cfg.perIP() {
-		return false, Allowed
+		return Ticket{}, Allowed
 	}
 	now := g.now()
-	sh := &g.shards[shardOf(ip)]
+	key := trackKey(ip)
+	sh := g.shardOf(key)
 	sh.mu.Lock()
-	e := g.entry(sh, ip, false)
+	e := g.entry(sh, key)
 	if e == nil {
 		sh.mu.Unlock()
-		return false, Allowed
+		g.full.Add(1)
+		g.refused(GuardFull, ip)
+		return Ticket{}, GuardFull
 	}
-	e.lastSeen = now
-	r = Allowed
+	sh.touch(e, now)
+	var t Ticket
+	r := Allowed
 	switch {
 	case now.Before(e.bannedUntil):
 		r = Banned
@@ -215,7 +261,11 @@ func (g *Guard) Admit(ip netip.Addr) (whitelisted bool, r Reason) {
 	case st.cfg.MaxConnectionsPerIP > 0 && e.active >= st.cfg.MaxConnectionsPerIP:
 		r = PerIPLimit
 	default:
+		if e.active == 0 {
+			sh.idle.remove(e)
+		}
 		e.active++
+		t = Ticket{sh: sh, e: e}
 	}
 	sh.mu.Unlock()
 	if r != Allowed {
@@ -224,7 +274,7 @@ func (g *Guard) Admit(ip netip.Addr) (whitelisted bool, r Reason) {
 		}
 		g.refused(r, ip)
 	}
-	return false, r
+	return t, r
 }
 
 func (e *entry) allow(cfg Config, now time.Time) bool {
@@ -243,19 +293,22 @@ func (g *Guard) refused(r Reason, ip netip.Addr) {
 	g.log.Warn("connection refused", "reason", r.String(), "source", ip.String())
 }
 
-// Release ends a connection admitted by Admit.
-func (g *Guard) Release(ip netip.Addr) {
-	if !g.state.Load().cfg.perIP() {
+// Release ends a connection admitted by Admit. It ignores the current
+// configuration: what Admit counted is uncounted.
+func (g *Guard) Release(t Ticket) {
+	if t.e == nil {
 		return
 	}
-	ip = ip.Unmap()
-	sh := &g.shards[shardOf(ip)]
-	sh.mu.Lock()
-	if e := sh.m[ip]; e != nil && e.active > 0 {
+	now := g.now()
+	t.sh.mu.Lock()
+	if e := t.e; e.active > 0 {
 		e.active--
-		e.lastSeen = g.now()
+		e.lastSeen = now
+		if e.active == 0 {
+			t.sh.idle.pushFront(e)
+		}
 	}
-	sh.mu.Unlock()
+	t.sh.mu.Unlock()
 }
 
 // IdentifyFailed records a connection from ip that never identified (garbage,
@@ -271,14 +324,15 @@ func (g *Guard) IdentifyFailed(ip netip.Addr) {
 		return
 	}
 	now := g.now()
-	sh := &g.shards[shardOf(ip)]
+	key := trackKey(ip)
+	sh := g.shardOf(key)
 	sh.mu.Lock()
-	e := g.entry(sh, ip, false)
+	e := g.entry(sh, key)
 	if e == nil {
 		sh.mu.Unlock()
 		return
 	}
-	e.lastSeen = now
+	sh.touch(e, now)
 	if now.Sub(e.windowStart) > st.cfg.Window {
 		e.windowStart, e.failures = now, 0
 	}
@@ -297,40 +351,97 @@ func (g *Guard) IdentifyFailed(ip netip.Addr) {
 	sh.mu.Unlock()
 	if ban > 0 {
 		g.bans.Add(1)
-		g.log.Warn("source banned: connections keep failing identification", "source", ip.String(), "duration", ban)
+		g.log.Warn("source banned: connections keep failing identification", "source", key.String(), "duration", ban)
 		if fn := g.onBan.Load(); fn != nil {
-			(*fn)(ip, ban)
+			(*fn)(key, ban)
 		}
 	}
 }
 
-// Ban bans ip for d (a ban learnt from another node).
+// Ban bans ip (for IPv6, its /64) for d, a ban learnt from another node; d is
+// capped at 30 days. When ip's shard is full of busy sources the ban is
+// dropped, as the table stays bounded.
 func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
-	ip = ip.Unmap()
+	if d <= 0 {
+		return
+	}
+	d = min(d, maxRemoteBan)
 	now := g.now()
-	sh := &g.shards[shardOf(ip)]
+	key := trackKey(ip.Unmap())
+	sh := g.shardOf(key)
 	sh.mu.Lock()
-	e := g.entry(sh, ip, true)
-	e.lastSeen = now
-	if until := now.Add(d); until.After(e.bannedUntil) {
-		e.bannedUntil = until
+	e := g.entry(sh, key)
+	if e != nil {
+		sh.touch(e, now)
+		if until := now.Add(d); until.After(e.bannedUntil) {
+			e.bannedUntil = until
+		}
 	}
 	sh.mu.Unlock()
+	if e == nil {
+		g.log.Warn("remote ban dropped: source table full", "source", key.String())
+	}
 }
 
-// entry returns ip's state in sh (locked by the caller), creating it. Past
-// maxEntries it returns nil (the source goes untracked) unless force is set.
-func (g *Guard) entry(sh *shard, ip netip.Addr, force bool) *entry {
-	if e := sh.m[ip]; e != nil {
+// entry returns key's state in sh (locked by the caller), creating it. When
+// sh is full it evicts the least recently seen source without open
+// connections; when every source in sh has one it returns nil.
+func (g *Guard) entry(sh *shard, key netip.Addr) *entry {
+	if e := sh.m[key]; e != nil {
 		return e
 	}
-	if !force && g.entries.Load() >= maxEntries {
-		return nil
+	if len(sh.m) >= g.shardCapacity {
+		victim := sh.idle.tail
+		if victim == nil {
+			return nil
+		}
+		sh.idle.remove(victim)
+		delete(sh.m, victim.key)
+		g.entries.Add(-1)
+		g.evicted.Add(1)
 	}
-	e := &entry{}
-	sh.m[ip] = e
+	e := &entry{key: key}
+	sh.m[key] = e
+	sh.idle.pushFront(e)
 	g.entries.Add(1)
 	return e
+}
+
+// touch records that e was seen now, keeping sh.idle in recency order.
+func (sh *shard) touch(e *entry, now time.Time) {
+	e.lastSeen = now
+	if e.active == 0 {
+		sh.idle.remove(e)
+		sh.idle.pushFront(e)
+	}
+}
+
+// idleList is an intrusive doubly linked list: O(1) touch and eviction
+// without a second allocation per entry.
+type idleList struct{ head, tail *entry }
+
+func (l *idleList) pushFront(e *entry) {
+	e.prev, e.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = e
+	} else {
+		l.tail = e
+	}
+	l.head = e
+}
+
+func (l *idleList) remove(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
 }
 
 // Metrics returns the counters.
@@ -342,6 +453,8 @@ func (g *Guard) Metrics() Metrics {
 		WhitelistedAccess:   g.whitelisted.Load(),
 		BlacklistedDenied:   g.blacklisted.Load(),
 		DDoSAttacks:         g.bans.Load(),
+		EvictedSources:      g.evicted.Load(),
+		GuardFullRefused:    g.full.Load(),
 	}
 }
 
@@ -349,18 +462,20 @@ func (g *Guard) Metrics() Metrics {
 func (g *Guard) Entries() int64 { return g.entries.Load() }
 
 // Sweep evicts idle per-IP state now (the janitor does it periodically).
+// A source with open connections is never evicted.
 func (g *Guard) Sweep() {
 	now := g.now()
 	maxBan := g.state.Load().cfg.MaxBanDuration
 	for i := range g.shards {
 		sh := &g.shards[i]
 		sh.mu.Lock()
-		for ip, e := range sh.m {
+		for key, e := range sh.m {
 			idle := e.active == 0 && now.Sub(e.lastSeen) > idleTTL && !now.Before(e.bannedUntil)
 			// A source that was banned is remembered longer, so a repeat
 			// offender's next ban is longer.
 			if idle && (e.bans == 0 || now.Sub(e.bannedUntil) > maxBan) {
-				delete(sh.m, ip)
+				sh.idle.remove(e)
+				delete(sh.m, key)
 				g.entries.Add(-1)
 			}
 		}
@@ -392,9 +507,11 @@ func (g *Guard) Close() {
 	<-g.done
 }
 
-func shardOf(ip netip.Addr) int {
-	b := ip.As16()
-	return int(b[15]^b[14]^b[13]^b[11]) % shards
+// shardOf hashes with a per-process seed, so a sender cannot aim all its
+// sources at one shard.
+func (g *Guard) shardOf(key netip.Addr) *shard {
+	b := key.As16()
+	return &g.shards[maphash.Bytes(g.seed, b[:])%shards]
 }
 
 // ipSet holds exact addresses in a hash set and CIDRs in one hash set per

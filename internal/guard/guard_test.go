@@ -65,9 +65,9 @@ func TestLists(t *testing.T) {
 		{"192.0.2.200", Blacklisted, false}, // mapped CIDR entry applies to IPv4
 	}
 	for _, c := range cases {
-		wl, r := g.Admit(ip(c.addr))
-		if r != c.want || wl != c.wl {
-			t.Errorf("%s: got %v/%v, want %v/%v", c.addr, r, wl, c.want, c.wl)
+		tk, r := g.Admit(ip(c.addr))
+		if r != c.want || tk.Whitelisted() != c.wl {
+			t.Errorf("%s: got %v/%v, want %v/%v", c.addr, r, tk.Whitelisted(), c.want, c.wl)
 		}
 	}
 	if m := g.Metrics(); m.BlacklistedDenied != 4 || m.WhitelistedAccess != 4 || m.BlockedConnections != 4 {
@@ -82,18 +82,20 @@ func TestRateLimitPerSource(t *testing.T) {
 	g, c := newGuard(t, Config{EnableRateLimit: true, RequestsPerSecond: 10, BurstSize: 5, Whitelist: []string{"127.0.0.9"}})
 	a, b := ip("127.0.0.2"), ip("127.0.0.3")
 	for i := 0; i < 5; i++ {
-		if _, r := g.Admit(a); r != Allowed {
+		tk, r := g.Admit(a)
+		if r != Allowed {
 			t.Fatalf("burst %d refused", i)
 		}
-		g.Release(a)
+		g.Release(tk)
 	}
 	if _, r := g.Admit(a); r != RateLimited {
 		t.Fatalf("6th = %v", r)
 	}
-	if _, r := g.Admit(b); r != Allowed {
+	tk, r := g.Admit(b)
+	if r != Allowed {
 		t.Fatal("another source is affected")
 	}
-	g.Release(b)
+	g.Release(tk)
 	for i := 0; i < 100; i++ { // whitelisted sources bypass limits
 		if _, r := g.Admit(ip("127.0.0.9")); r != Allowed {
 			t.Fatal("whitelisted source limited")
@@ -111,12 +113,12 @@ func TestRateLimitPerSource(t *testing.T) {
 func TestPerIPConcurrency(t *testing.T) {
 	g, _ := newGuard(t, Config{MaxConnectionsPerIP: 2})
 	a := ip("127.0.0.2")
-	g.Admit(a)
+	first, _ := g.Admit(a)
 	g.Admit(a)
 	if _, r := g.Admit(a); r != PerIPLimit {
 		t.Fatalf("third = %v", r)
 	}
-	g.Release(a)
+	g.Release(first)
 	if _, r := g.Admit(a); r != Allowed {
 		t.Fatal("slot not freed")
 	}
@@ -134,19 +136,21 @@ func TestBanEscalatesAndExpires(t *testing.T) {
 		}
 	}
 	fail(2)
-	if _, r := g.Admit(a); r != Allowed {
+	tk, r := g.Admit(a)
+	if r != Allowed {
 		t.Fatal("banned below threshold")
 	}
-	g.Release(a)
+	g.Release(tk)
 	fail(1)
 	if _, r := g.Admit(a); r != Banned {
 		t.Fatal("not banned at threshold")
 	}
 	c.add(11 * time.Second)
-	if _, r := g.Admit(a); r != Allowed {
+	tk, r = g.Admit(a)
+	if r != Allowed {
 		t.Fatal("ban did not expire")
 	}
-	g.Release(a)
+	g.Release(tk)
 	fail(3)
 	c.add(11 * time.Second)
 	if _, r := g.Admit(a); r != Banned {
@@ -172,21 +176,25 @@ func TestBanEscalatesAndExpires(t *testing.T) {
 	}
 }
 
-// TestSpoofedFloodStaysBounded: a million distinct sources leave state
-// behind only until the janitor's sweep.
+// TestSpoofedFloodStaysBounded: more distinct sources than the table holds
+// leave at most a table's worth of state, and only until the janitor's sweep.
 func TestSpoofedFloodStaysBounded(t *testing.T) {
 	g, c := newGuard(t, Config{EnableRateLimit: true, RequestsPerSecond: 5})
-	n := 1_000_000
+	n := 1_200_000
 	if testing.Short() {
+		g.shardCapacity = 512
 		n = 50_000
 	}
 	for i := 0; i < n; i++ {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		g.Admit(a)
-		g.Release(a)
+		tk, _ := g.Admit(a)
+		g.Release(tk)
 	}
-	if g.Entries() != int64(n) {
-		t.Fatalf("entries %d", g.Entries())
+	if capacity := int64(shards * g.shardCapacity); g.Entries() > capacity || g.Entries() != int64(n)-g.Metrics().EvictedSources {
+		t.Fatalf("entries %d, evicted %d, capacity %d", g.Entries(), g.Metrics().EvictedSources, capacity)
+	}
+	if g.Metrics().GuardFullRefused != 0 {
+		t.Fatal("idle sources were not evicted")
 	}
 	c.add(2 * idleTTL)
 	g.Sweep()
@@ -204,8 +212,8 @@ func TestConcurrentAdmit(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 2000; i++ {
 				a := netip.AddrFrom4([4]byte{127, 0, byte(w), byte(i % 7)})
-				if _, r := g.Admit(a); r == Allowed {
-					g.Release(a)
+				if tk, r := g.Admit(a); r == Allowed {
+					g.Release(tk)
 				}
 				g.IdentifyFailed(a)
 			}
@@ -256,8 +264,8 @@ func BenchmarkAdmit(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, r := g.Admit(a); r == Allowed {
-					g.Release(a)
+				if tk, r := g.Admit(a); r == Allowed {
+					g.Release(tk)
 				}
 			}
 		})
