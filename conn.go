@@ -39,8 +39,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	defer st.active.Dec()
 
 	rt := pm.routing.Load()
-	bp := pm.bufs.get(s.bufferSize)
-	buf := (*bp)[:s.bufferSize]
+	bufSize := max(s.bufferSize, identify.MinBuffer)
+	bp := pm.bufs.get(bufSize)
+	buf := (*bp)[:bufSize]
 	released := false
 	release := func() {
 		if !released {
@@ -129,7 +130,12 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	defer done()
 	pm.conns.attach(c, bc)
 	if res.N > 0 {
-		if _, err := bc.Write(buf[:res.N]); err != nil {
+		// A backend that accepts but never reads must not hold the replay
+		// (and the identification buffer) forever.
+		_ = bc.SetWriteDeadline(time.Now().Add(s.dialTimeout))
+		_, err := bc.Write(buf[:res.N])
+		_ = bc.SetWriteDeadline(time.Time{})
+		if err != nil {
 			rs.closed[proxy.Error].Inc()
 			c.Close()
 			bc.Close()
