@@ -19,7 +19,7 @@ type CloseReason uint8
 const (
 	Done        CloseReason = iota // both sides finished normally
 	IdleTimeout                    // no byte either way for the idle timeout
-	Error                          // a read or write failed
+	Error                          // a read or write failed, or a peer reset while the other side was blocked
 	Aborted                        // closed from outside (drain deadline, shutdown)
 )
 
@@ -41,13 +41,37 @@ func (r CloseReason) String() string {
 type Stats struct {
 	Up, Down int64 // client→backend, backend→client (replayed bytes included in Up)
 	Reason   CloseReason
+	// PipeFallbacks counts the reads copied through a user-space buffer
+	// because no splice pipe could be had (fd limit, kernel memory).
+	PipeFallbacks int64
 }
+
+// blockedWriteCheck is how long a write may stay blocked before the copy
+// looks at its source socket: a direction blocked writing does not read its
+// source, so without the look a reset there (client RST, keepalive timeout)
+// would go unseen until the destination drains. The look is one getsockopt
+// per interval, and only while blocked.
+const blockedWriteCheck = time.Second
 
 // Forward copies client⇄backend until both directions end, then closes both
 // conns. replay (the bytes consumed by identification) is written to the
 // backend first. idle 0 disables the idle timeout. aborted, if non-nil, is
 // consulted to tell a close from outside apart from an error.
+//
+// A peer that fails while the other side is blocked writing to its partner
+// (say a client resets while its upload waits for a backend that stopped
+// reading) ends the pair within blockedWriteCheck, with reason Error. A
+// half-close (FIN) there is no failure: the pair stays until the rest is
+// delivered.
 func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborted func() bool) Stats {
+	return forward(client, backend, replay, aborted, newPair(idle))
+}
+
+func newPair(idle time.Duration) *pair {
+	return &pair{idle: idle, pipes: sharedPipes, blockedCheck: blockedWriteCheck}
+}
+
+func forward(client, backend net.Conn, replay []byte, aborted func() bool, p *pair) Stats {
 	var st Stats
 	if len(replay) > 0 {
 		if _, err := backend.Write(replay); err != nil {
@@ -58,7 +82,6 @@ func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborte
 		}
 		st.Up = int64(len(replay))
 	}
-	p := &pair{idle: idle}
 	p.touch()
 	var wg sync.WaitGroup
 	var upN int64
@@ -74,6 +97,7 @@ func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborte
 	backend.Close()
 	st.Up += upN
 	st.Down = downN
+	st.PipeFallbacks = p.pipeFallbacks.Load()
 	switch {
 	case p.idleFired.Load():
 		st.Reason = IdleTimeout
@@ -94,6 +118,11 @@ type pair struct {
 	last      atomic.Int64 // unix nanos of the last byte moved either way
 	idleFired atomic.Bool
 	ended     atomic.Int32 // directions that reached EOF
+
+	pipes         pipeSource
+	blockedCheck  time.Duration
+	pipeFallbacks atomic.Int64
+	sourceChecks  atomic.Int64 // looks at a source while its write was blocked
 }
 
 func (p *pair) touch() {
@@ -168,6 +197,7 @@ func bufferedCopy(dst io.Writer, src io.Reader, p *pair) (int64, error) {
 			p.touch()
 			w, werr := dst.Write(buf[:m])
 			n += int64(w)
+			p.touch() // a slow reader that still reads is not idle
 			if werr != nil {
 				return n, werr
 			}

@@ -61,6 +61,24 @@ func TestForwardByteExactBothWays(t *testing.T) {
 	fwd := make(chan Stats, 1)
 	go func() { fwd <- Forward(proxyClientSide, proxyBackendSide, replay, time.Minute, nil) }()
 
+	exchange(t, client, backend, up[1000:], down, up)
+	st := <-fwd
+	if st.Up != int64(size) || st.Down != int64(size) || st.Reason != Done {
+		t.Fatalf("stats %+v", st)
+	}
+	client.Close()
+	backend.Close()
+}
+
+// exchange sends up from client and down from backend at the same time, each
+// followed by a half-close, and checks each side receives the other's bytes
+// exactly (wantUp, when not nil, is what the backend must see: the replayed
+// prefix plus up).
+func exchange(t testing.TB, client, backend net.Conn, up, down, wantUp []byte) {
+	t.Helper()
+	if wantUp == nil {
+		wantUp = up
+	}
 	type result struct {
 		sum [32]byte
 		n   int64
@@ -80,22 +98,16 @@ func TestForwardByteExactBothWays(t *testing.T) {
 		c.Write(data)
 		c.(*net.TCPConn).CloseWrite() // half-close: the other direction continues
 	}
-	go send(client, up[1000:])
+	go send(client, up)
 	go send(backend, down)
 
 	b, c := <-backendGot, <-clientGot
-	if b.n != int64(size) || b.sum != sha256.Sum256(up) {
-		t.Fatalf("backend got %d bytes, digest match %v", b.n, b.sum == sha256.Sum256(up))
+	if b.n != int64(len(wantUp)) || b.sum != sha256.Sum256(wantUp) {
+		t.Fatalf("backend got %d of %d bytes, digest match %v", b.n, len(wantUp), b.sum == sha256.Sum256(wantUp))
 	}
-	if c.n != int64(size) || c.sum != sha256.Sum256(down) {
-		t.Fatalf("client got %d bytes, digest match %v", c.n, c.sum == sha256.Sum256(down))
+	if c.n != int64(len(down)) || c.sum != sha256.Sum256(down) {
+		t.Fatalf("client got %d of %d bytes, digest match %v", c.n, len(down), c.sum == sha256.Sum256(down))
 	}
-	st := <-fwd
-	if st.Up != int64(size) || st.Down != int64(size) || st.Reason != Done {
-		t.Fatalf("stats %+v", st)
-	}
-	client.Close()
-	backend.Close()
 }
 
 // TestHalfCloseKeepsOtherDirection: the client finishes sending, the backend

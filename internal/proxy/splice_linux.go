@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"errors"
+	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Why not io.Copy: net.TCPConn.ReadFrom splices too, but holds a pipe (two
@@ -16,27 +20,70 @@ import (
 const (
 	spliceChunk  = 1 << 20
 	pipeSize     = 1 << 20
-	fSetPipeSize = 1031 // F_SETPIPE_SZ
+	fSetPipeSize = 1031      // F_SETPIPE_SZ
+	spliceFlags  = 0x1 | 0x2 // SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 )
 
-type spipe struct{ r, w int }
+// spipe is one kernel pipe that bytes go through from socket to socket.
+type spipe struct {
+	r, w    int
+	cleanup runtime.Cleanup
+}
 
-var pipes = sync.Pool{New: func() any {
+func makePipe() (*spipe, error) {
 	var fds [2]int
 	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		return nil
+		return nil, err
 	}
 	// A larger pipe moves more per splice call on bulk streams; the kernel
 	// only commits pages actually filled. Failure keeps the 64 KiB default.
 	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[1]), fSetPipeSize, pipeSize)
 	p := &spipe{r: fds[0], w: fds[1]}
-	runtime.AddCleanup(p, func(fds [2]int) { syscall.Close(fds[0]); syscall.Close(fds[1]) }, fds)
+	// sync.Pool drops idle pipes at GC without telling: the cleanup closes them.
+	p.cleanup = runtime.AddCleanup(p, func(fds [2]int) { syscall.Close(fds[0]); syscall.Close(fds[1]) }, fds)
+	return p, nil
+}
+
+func (p *spipe) close() {
+	p.cleanup.Stop()
+	syscall.Close(p.r)
+	syscall.Close(p.w)
+}
+
+// pipeSource hands out empty pipes.
+type pipeSource interface {
+	get() *spipe   // nil when none can be created (fd limit): copy through a buffer
+	put(p *spipe)  // an empty pipe, for reuse
+	drop(p *spipe) // a pipe that may still hold bytes: never reused
+}
+
+type pipePool struct {
+	pool    sync.Pool
+	newPipe func() (*spipe, error)
+}
+
+var sharedPipes = &pipePool{newPipe: makePipe}
+
+func (pp *pipePool) get() *spipe {
+	if v := pp.pool.Get(); v != nil {
+		return v.(*spipe)
+	}
+	p, err := pp.newPipe()
+	if err != nil {
+		return nil
+	}
 	return p
-}}
+}
 
-const spliceFlags = 0x1 | 0x2 // SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+func (pp *pipePool) put(p *spipe) { pp.pool.Put(p) }
 
-// spliceCopy moves src→dst through a pipe until EOF (nil error) or an error.
+// drop closes at once rather than leave the fds to the GC: under fd
+// pressure, which is when pipes get dropped, they are wanted back now.
+func (pp *pipePool) drop(p *spipe) { p.close() }
+
+// spliceCopy moves src→dst until EOF (nil error) or an error. Each read
+// goes through a pipe when one can be had, else through a pooled buffer:
+// running short of fds slows a connection down, it never ends it.
 func spliceCopy(dst, src *net.TCPConn, p *pair) (int64, error) {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
@@ -49,76 +96,160 @@ func spliceCopy(dst, src *net.TCPConn, p *pair) (int64, error) {
 	var total int64
 	for {
 		var pp *spipe
-		var inPipe int
+		var bp *[]byte
+		var n int
 		var serr error
-		eof := false
-		rerr := srcRaw.Read(func(fd uintptr) bool {
-			if pp == nil {
-				v := pipes.Get()
-				if v == nil {
-					serr = syscall.EMFILE
-					return true
-				}
-				pp = v.(*spipe)
-			}
-			n, e := syscall.Splice(int(fd), nil, pp.w, nil, spliceChunk, spliceFlags)
-			if e == syscall.EAGAIN {
-				// Nothing to read: give the pipe back while we wait.
-				pipes.Put(pp)
+		release := func() {
+			if pp != nil {
+				p.pipes.put(pp)
 				pp = nil
+			}
+			if bp != nil {
+				copyBufs.Put(bp)
+				bp = nil
+			}
+		}
+		rerr := srcRaw.Read(func(fd uintptr) bool {
+			if pp == nil && bp == nil {
+				if pp = p.pipes.get(); pp == nil {
+					bp = copyBufs.Get().(*[]byte)
+				}
+			}
+			var e error
+			if pp != nil {
+				var n64 int64
+				n64, e = syscall.Splice(int(fd), nil, pp.w, nil, spliceChunk, spliceFlags)
+				n = int(n64)
+				if e == syscall.ENOMEM || e == syscall.ENOBUFS {
+					// The kernel is short of memory for the pipe's
+					// pages: a plain read needs none.
+					p.pipes.put(pp) // a failed splice moved nothing
+					pp = nil
+					bp = copyBufs.Get().(*[]byte)
+				}
+			}
+			if bp != nil {
+				n, e = syscall.Read(int(fd), *bp)
+			}
+			switch e {
+			case syscall.EAGAIN:
+				// Nothing to read: hold neither pipe nor buffer while waiting.
+				release()
+				return false
+			case syscall.EINTR:
 				return false
 			}
-			if e == syscall.EINTR {
-				return false
+			if e != nil {
+				n = 0
 			}
 			serr = e
-			if e == nil && n == 0 {
-				eof = true
-			}
-			inPipe = int(n)
 			return true
 		})
-		if rerr != nil {
-			if pp != nil {
-				pipes.Put(pp)
-			}
+		if rerr == nil {
+			rerr = serr
+		}
+		if rerr != nil || n == 0 { // n == 0: EOF
+			release()
 			return total, rerr
 		}
-		if serr != nil {
-			if pp != nil {
-				pipes.Put(pp)
-			}
-			return total, serr
-		}
-		if eof {
-			pipes.Put(pp)
-			return total, nil
-		}
 		p.touch()
-		// Drain the pipe into dst, waiting for dst to be writable as needed.
+		var w int
 		var werr error
-		for inPipe > 0 && werr == nil {
-			var wrote int
-			var e2 error
-			werr = dstRaw.Write(func(fd uintptr) bool {
-				n, e := syscall.Splice(pp.r, nil, int(fd), nil, inPipe, spliceFlags)
-				if e == syscall.EAGAIN || e == syscall.EINTR {
-					return false
-				}
-				wrote, e2 = int(n), e
-				return true
+		if pp != nil {
+			w, werr = p.writeOut(dst, dstRaw, srcRaw, n, func(fd, done int) (int, error) {
+				m, e := syscall.Splice(pp.r, nil, fd, nil, n-done, spliceFlags)
+				return int(m), e
 			})
-			if werr == nil {
-				werr = e2
+			if werr != nil {
+				// The pipe may still hold bytes: never hand them to
+				// another connection.
+				p.pipes.drop(pp)
+				pp = nil
 			}
-			inPipe -= wrote
-			total += int64(wrote)
+		} else {
+			p.pipeFallbacks.Add(1)
+			buf := (*bp)[:n]
+			w, werr = p.writeOut(dst, dstRaw, srcRaw, n, func(fd, done int) (int, error) {
+				return syscall.Write(fd, buf[done:])
+			})
 		}
+		release()
+		total += int64(w)
 		if werr != nil {
-			// The pipe may still hold bytes: drop it (its cleanup closes
-			// the fds) rather than hand stale bytes to another connection.
 			return total, werr
 		}
-		pipes.Put(pp)
 	}
+}
+
+// writeOut moves n bytes into dst with write(fd, done), waiting for dst to
+// be writable as needed. A write blocked for longer than p.blockedCheck
+// looks at src every p.blockedCheck (one getsockopt): src is not read while
+// this direction waits, so its reset would otherwise go unseen.
+func (p *pair) writeOut(dst *net.TCPConn, dstRaw, srcRaw syscall.RawConn, n int, write func(fd, done int) (int, error)) (int, error) {
+	done := 0
+	armed := false
+	defer func() {
+		if armed {
+			_ = dst.SetWriteDeadline(time.Time{})
+		}
+	}()
+	for done < n {
+		var m int
+		var e error
+		err := dstRaw.Write(func(fd uintptr) bool {
+			m, e = write(int(fd), done)
+			switch e {
+			case syscall.EAGAIN:
+				if !armed {
+					// The deadline belongs to this direction alone: it
+					// is the only writer of dst.
+					_ = dst.SetWriteDeadline(time.Now().Add(p.blockedCheck))
+					armed = true
+				}
+				return false
+			case syscall.EINTR:
+				return false
+			}
+			return true
+		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if serr := sourceFailed(srcRaw, p); serr != nil {
+				return done, serr
+			}
+			_ = dst.SetWriteDeadline(time.Now().Add(p.blockedCheck))
+			continue
+		}
+		if err == nil {
+			err = e
+		}
+		if err != nil {
+			return done, err
+		}
+		if m <= 0 {
+			return done, io.ErrShortWrite
+		}
+		done += m
+		p.touch()
+	}
+	return done, nil
+}
+
+// sourceFailed reports the pending socket error of src: set by a reset,
+// a keepalive or retransmission timeout, never by a FIN.
+func sourceFailed(srcRaw syscall.RawConn, p *pair) error {
+	p.sourceChecks.Add(1)
+	var soErr int
+	var gerr error
+	if err := srcRaw.Control(func(fd uintptr) {
+		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+	}); err != nil {
+		return err // closed
+	}
+	if gerr != nil {
+		return gerr
+	}
+	if soErr != 0 {
+		return syscall.Errno(soErr)
+	}
+	return nil
 }
