@@ -1,11 +1,8 @@
 package protoplex
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"time"
 )
 
 // Ready reports whether the manager should receive traffic: a listener is
@@ -57,22 +54,13 @@ func (pm *ProtocolManager) HealthHandler() http.Handler {
 	return mux
 }
 
-// ServeHealth serves the health probes on addr until Close. It returns the
-// bound address (useful with port 0).
+// ServeHealth serves the health probes on addr until Close, within the
+// limits ServeMetrics states. It returns the bound address (useful with
+// port 0).
 func (pm *ProtocolManager) ServeHealth(addr string) (string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("protoplex: health listener: %w", err)
-	}
-	srv := &http.Server{Handler: pm.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
-	pm.mu.Lock()
-	if pm.health != nil {
-		pm.mu.Unlock()
-		ln.Close()
-		return "", errors.New("protoplex: health server already running")
-	}
-	pm.health = &promExporter{srv: srv, ln: ln}
-	pm.mu.Unlock()
-	go srv.Serve(ln)
-	return ln.Addr().String(), nil
+	return pm.serveHealthWith(addr, defaultMonitorLimits)
+}
+
+func (pm *ProtocolManager) serveHealthWith(addr string, lim monitorLimits) (string, error) {
+	return pm.startMonitor(&pm.health, "health server", addr, pm.HealthHandler(), lim)
 }

@@ -1,13 +1,11 @@
 package protoplex
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"math"
 	"net"
 	"net/http"
 	rtmetrics "runtime/metrics"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,7 +210,7 @@ func newStats() *stats {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
 			func() float64 { _, h := s.cache.Load(); return float64(h) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, r := range []string{reasonMaxConnections, reasonProxyHeader, "blacklist", "rate_limit", "per_ip_limit", "ddos_ban"} {
+	for _, r := range []string{reasonMaxConnections, reasonProxyHeader, "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full"} {
 		s.refused.WithLabelValues(r)
 	}
 	for _, r := range []string{"success", "failure"} {
@@ -321,48 +319,34 @@ func (s *stats) stateObserver(protocol string) func(string, bool) {
 	}
 }
 
-// promExporter serves /metrics (and, when on the same port, nothing else).
-type promExporter struct {
-	srv *http.Server
-	ln  net.Listener
-}
-
-func (e *promExporter) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = e.srv.Shutdown(ctx)
-}
+// promExporter is a running /metrics or /health server.
+type promExporter struct{ *monitorServer }
 
 // MetricsHandler returns the Prometheus handler of this manager's registry.
 func (pm *ProtocolManager) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(pm.stats.reg, promhttp.HandlerOpts{Registry: pm.stats.reg})
 }
 
-// EnablePrometheusMetrics serves /metrics on port (all interfaces), as in the
-// seed. Use ServeMetrics for a specific address.
+// EnablePrometheusMetrics serves /metrics on port of 127.0.0.1: the
+// metrics reveal traffic and backends, so other machines reach them only
+// when asked for with ServeMetrics (e.g. "0.0.0.0:9091").
 func (pm *ProtocolManager) EnablePrometheusMetrics(port int) error {
-	return pm.ServeMetrics(fmt.Sprintf(":%d", port))
+	return pm.ServeMetrics(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 }
 
-// ServeMetrics serves /metrics on addr until Close.
+// ServeMetrics serves /metrics on addr until Close, within the limits of
+// every monitoring port: 64 concurrent connections (more are closed at
+// once), 5 s to read a request, 10 s to write a reply, 30 s idle between
+// keep-alive requests, 8 KiB of headers.
 func (pm *ProtocolManager) ServeMetrics(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("protoplex: metrics listener: %w", err)
-	}
+	_, err := pm.serveMetricsWith(addr, defaultMonitorLimits)
+	return err
+}
+
+func (pm *ProtocolManager) serveMetricsWith(addr string, lim monitorLimits) (string, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", pm.MetricsHandler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	pm.mu.Lock()
-	if pm.prom != nil {
-		pm.mu.Unlock()
-		ln.Close()
-		return errors.New("protoplex: metrics already enabled")
-	}
-	pm.prom = &promExporter{srv: srv, ln: ln}
-	pm.mu.Unlock()
-	go srv.Serve(ln)
-	return nil
+	return pm.startMonitor(&pm.prom, "metrics server", addr, mux, lim)
 }
 
 // MetricsAddr returns the metrics listener's address, or "" when disabled.

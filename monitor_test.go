@@ -1,0 +1,246 @@
+package protoplex
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+// keepAliveProbe sends one HTTP/1.1 request on c and reads the reply,
+// leaving the connection open for another.
+func keepAliveProbe(c net.Conn, path string) (*http.Response, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: probe\r\n\r\n"); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, err
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(fds)
+}
+
+// TestMonitoringPortsCapConnections: 200 keep-alive clients of the health
+// (or metrics) port, each holding its connection idle after one request,
+// get at most 64 connections served; the rest are closed at once, the
+// process holds no more than 64 server-side sockets for them, and the data
+// port keeps serving.
+func TestMonitoringPortsCapConnections(t *testing.T) {
+	for _, port := range []struct {
+		name, path string
+		start      func(pm *ProtocolManager) (string, error)
+	}{
+		{"health", "/health/live", func(pm *ProtocolManager) (string, error) { return pm.ServeHealth("127.0.0.1:0") }},
+		{"metrics", "/metrics", func(pm *ProtocolManager) (string, error) {
+			if err := pm.ServeMetrics("127.0.0.1:0"); err != nil {
+				return "", err
+			}
+			return pm.MetricsAddr(), nil
+		}},
+	} {
+		t.Run(port.name, func(t *testing.T) {
+			pm := NewProtocolManager(WithLogger(discardLogger()))
+			pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "ssh:")))
+			data := serveTest(t, pm)
+			mon, err := port.start(pm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const clients = 200
+			fdsBefore := openFDs(t)
+			// A connection over the cap is reset at once, sometimes before
+			// the dial returns.
+			var conns []net.Conn
+			for range clients {
+				if c, err := net.Dial("tcp", mon); err == nil {
+					defer c.Close()
+					conns = append(conns, c)
+				}
+			}
+			var (
+				wg     sync.WaitGroup
+				mu     sync.Mutex
+				served int
+			)
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if resp, err := keepAliveProbe(c, port.path); err == nil && resp.StatusCode == 200 {
+						mu.Lock()
+						served++
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if limit := defaultMonitorLimits.maxConns; served > limit || served == 0 {
+				t.Fatalf("%d of %d idle keep-alive clients served, want 1..%d", served, clients, limit)
+			}
+			if held := openFDs(t) - fdsBefore - len(conns); held > defaultMonitorLimits.maxConns+8 {
+				t.Fatalf("the %s port holds %d sockets for %d idle clients", port.name, held, clients)
+			}
+			if got := roundTrip(t, data, "SSH-2.0-x\r\n"); got != "ssh:SSH-2.0-x\r\n" {
+				t.Fatalf("data port: %q", got)
+			}
+		})
+	}
+}
+
+// monitorOf returns the running health or metrics server's listener.
+func monitorOf(pm *ProtocolManager, health bool) *capListener {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if health {
+		return pm.health.ln
+	}
+	return pm.prom.ln
+}
+
+// TestHealthPortRecoversWhenIdleClientsTimeOut: with the cap taken by
+// clients that never send a request, a fresh probe is turned away at once
+// (not queued), and answered again once the server has timed them out.
+func TestHealthPortRecoversWhenIdleClientsTimeOut(t *testing.T) {
+	lim := defaultMonitorLimits
+	lim.maxConns = 4
+	lim.readHeaderTimeout = time.Hour // the cap stays taken until the clients go
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	mon, err := pm.serveHealthWith("127.0.0.1:0", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := monitorOf(pm, true)
+	var idle []net.Conn
+	for i := 0; i < 10; i++ {
+		if c, err := net.Dial("tcp", mon); err == nil { // over the cap: maybe reset before Dial returns
+			defer c.Close()
+			idle = append(idle, c)
+		}
+	}
+	waitFor(t, func() bool { return ln.active() == 4 && ln.refused.Load() == 6 })
+	if probe, err := net.Dial("tcp", mon); err == nil {
+		if _, err := keepAliveProbe(probe, "/health/live"); err == nil {
+			t.Fatal("a probe over the cap was served")
+		}
+		probe.Close()
+	}
+	if ln.refused.Load() != 7 {
+		t.Fatalf("probe over the cap: %d refused, want 7", ln.refused.Load())
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	waitFor(t, func() bool { return ln.active() == 0 })
+	if code, body := get(t, "http://"+mon+"/health/live"); code != 200 || body != "ok\n" {
+		t.Fatalf("after the idle clients left: %d %q", code, body)
+	}
+
+	// Now let the server time idle clients out by itself.
+	pm2 := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm2.Close()
+	lim.readHeaderTimeout = 100 * time.Millisecond
+	mon2, err := pm2.serveHealthWith("127.0.0.1:0", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		c, err := net.Dial("tcp", mon2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("silent client %d not timed out by the server: %v", i, err)
+		}
+	}
+	waitFor(t, func() bool { return monitorOf(pm2, true).active() == 0 })
+	if code, _ := get(t, "http://"+mon2+"/health/live"); code != 200 {
+		t.Fatalf("fresh probe: %d", code)
+	}
+}
+
+// TestMonitoringPortsCloseIdleKeepAlive: a keep-alive connection left idle
+// after a request is closed by the server after the idle timeout.
+func TestMonitoringPortsCloseIdleKeepAlive(t *testing.T) {
+	lim := defaultMonitorLimits
+	lim.idleTimeout = 100 * time.Millisecond
+	for _, health := range []bool{true, false} {
+		pm := NewProtocolManager(WithLogger(discardLogger()))
+		defer pm.Close()
+		var addr, path string
+		var err error
+		if health {
+			addr, err = pm.serveHealthWith("127.0.0.1:0", lim)
+			path = "/health/live"
+		} else {
+			addr, err = pm.serveMetricsWith("127.0.0.1:0", lim)
+			path = "/metrics"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if resp, err := keepAliveProbe(c, path); err != nil || resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("%s: idle keep-alive connection not closed by the server: %d %v", path, n, err)
+		}
+		waitFor(t, func() bool { return monitorOf(pm, health).active() == 0 })
+	}
+}
+
+// TestMonitoringDefaults: the limits ServeMetrics and ServeHealth document,
+// and EnablePrometheusMetrics on loopback only.
+func TestMonitoringDefaults(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	if err := pm.EnablePrometheusMetrics(0); err != nil {
+		t.Fatal(err)
+	}
+	if addr := pm.MetricsAddr(); !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("EnablePrometheusMetrics bound %s", addr)
+	}
+	if _, err := pm.ServeHealth("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pm.ServeHealth("127.0.0.1:0"); err == nil {
+		t.Fatal("a second health server started")
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	for _, m := range []*promExporter{pm.prom, pm.health} {
+		s := m.srv
+		if s.ReadHeaderTimeout != 5*time.Second || s.ReadTimeout != 5*time.Second || s.WriteTimeout != 10*time.Second ||
+			s.IdleTimeout != 30*time.Second || s.MaxHeaderBytes != 8<<10 || cap(m.ln.slots) != 64 {
+			t.Fatalf("limits %v %v %v %v %v %d", s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout, s.MaxHeaderBytes, cap(m.ln.slots))
+		}
+	}
+}
