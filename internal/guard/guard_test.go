@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -267,6 +268,39 @@ func BenchmarkAdmit(b *testing.B) {
 				if tk, r := g.Admit(a); r == Allowed {
 					g.Release(tk)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkFullTableMemory fills the source table and reports the heap it
+// takes per source (docs/security.md quotes it):
+// go test -run '^$' -bench FullTableMemory -benchtime 1x ./internal/guard
+func BenchmarkFullTableMemory(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"cap", Config{MaxConnectionsPerIP: 5}},
+		{"cap+rate+ddos", Config{MaxConnectionsPerIP: 5, EnableRateLimit: true, RequestsPerSecond: 5, EnableDDoSGuard: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				g, _ := newGuard(b, c.cfg)
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				for i := range shards * defaultShardCapacity {
+					tk, _ := g.Admit(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+					g.Release(tk)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap := float64(after.HeapAlloc - before.HeapAlloc)
+				b.ReportMetric(heap/float64(g.Entries()), "bytes/source")
+				b.ReportMetric(heap/(1<<20), "MiB")
+				runtime.KeepAlive(g)
+				g.Close()
 			}
 		})
 	}
