@@ -68,7 +68,7 @@ func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborte
 }
 
 func newPair(idle time.Duration) *pair {
-	return &pair{idle: idle, pipes: sharedPipes, blockedCheck: blockedWriteCheck}
+	return &pair{idle: idle, pipes: sharedPipes, spliceIn: spliceToPipe, blockedCheck: blockedWriteCheck}
 }
 
 func forward(client, backend net.Conn, replay []byte, aborted func() bool, p *pair) Stats {
@@ -120,6 +120,7 @@ type pair struct {
 	ended     atomic.Int32 // directions that reached EOF
 
 	pipes         pipeSource
+	spliceIn      func(sock, pipeW int) (int, error) // socket → pipe, one chunk
 	blockedCheck  time.Duration
 	pipeFallbacks atomic.Int64
 	sourceChecks  atomic.Int64 // looks at a source while its write was blocked

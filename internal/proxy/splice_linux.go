@@ -77,6 +77,11 @@ func (pp *pipePool) get() *spipe {
 
 func (pp *pipePool) put(p *spipe) { pp.pool.Put(p) }
 
+func spliceToPipe(sock, pipeW int) (int, error) {
+	n, err := syscall.Splice(sock, nil, pipeW, nil, spliceChunk, spliceFlags)
+	return int(n), err
+}
+
 // drop closes at once rather than leave the fds to the GC: under fd
 // pressure, which is when pipes get dropped, they are wanted back now.
 func (pp *pipePool) drop(p *spipe) { p.close() }
@@ -117,9 +122,7 @@ func spliceCopy(dst, src *net.TCPConn, p *pair) (int64, error) {
 			}
 			var e error
 			if pp != nil {
-				var n64 int64
-				n64, e = syscall.Splice(int(fd), nil, pp.w, nil, spliceChunk, spliceFlags)
-				n = int(n64)
+				n, e = p.spliceIn(int(fd), pp.w)
 				if e == syscall.ENOMEM || e == syscall.ENOBUFS {
 					// The kernel is short of memory for the pipe's
 					// pages: a plain read needs none.

@@ -12,4 +12,6 @@ type pipeSource interface{}
 
 var sharedPipes pipeSource
 
+var spliceToPipe func(sock, pipeW int) (int, error)
+
 func spliceCopy(dst, src *net.TCPConn, p *pair) (int64, error) { return bufferedCopy(dst, src, p) }

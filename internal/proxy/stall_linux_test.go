@@ -448,6 +448,38 @@ func TestPipeFailureFallsBack(t *testing.T) {
 // openPipes lists the pipes this process has an fd of, by inode. Pipes
 // are matched by inode, not counted: pooled pipes of other tests may be
 // closed by their GC cleanup at any time.
+// TestSpliceOutOfMemoryFallsBack: a splice the kernel refuses for want of
+// memory (ENOMEM, ENOBUFS) is read through a buffer instead; the connection
+// carries on, bytes exact.
+func TestSpliceOutOfMemoryFallsBack(t *testing.T) {
+	client, pc := tcpPair(t)
+	pb, backend := tcpPair(t)
+	up := make([]byte, 8<<20)
+	down := make([]byte, 8<<20)
+	rand.Read(up)
+	rand.Read(down)
+	var calls atomic.Int64
+	p := newPair(0)
+	p.spliceIn = func(sock, pipeW int) (int, error) {
+		switch calls.Add(1) % 3 {
+		case 1:
+			return -1, syscall.ENOMEM
+		case 2:
+			return -1, syscall.ENOBUFS
+		}
+		return spliceToPipe(sock, pipeW)
+	}
+	fwd := make(chan Stats, 1)
+	go func() { fwd <- forward(pc, pb, nil, nil, p) }()
+	exchange(t, client, backend, up, down, nil)
+	st := <-fwd
+	if st.Reason != Done || st.Up != int64(len(up)) || st.Down != int64(len(down)) || st.PipeFallbacks == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	client.Close()
+	backend.Close()
+}
+
 func openPipes(t *testing.T) map[uint64]bool {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
