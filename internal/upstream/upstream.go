@@ -335,26 +335,26 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 }
 
 // dial connects to t, from the next source address when the set has any.
-// An IP literal skips the resolver's address-list work that DialContext
-// does on every call with an address string.
+//
+// Without a source the socket is not bound before connect(): the kernel
+// then picks the local port unique per 4-tuple only and may reuse one in
+// TIME_WAIT (tcp_tw_reuse). Dialer.DialTCP always binds (a zero laddr is
+// bind(0.0.0.0:0)), which takes a port no other socket holds at all, so the
+// TIME_WAIT sockets towards one backend would exhaust the whole ephemeral
+// range for every backend. With a source, bindAddressNoPort keeps the port
+// choice at connect() the same way.
 func (s *Set) dial(ctx context.Context, t *target) (net.Conn, error) {
-	var src netip.Addr
-	if n := len(s.opt.Source); n > 0 {
-		src = s.opt.Source[int((s.srcNext.Add(1)-1)%uint64(n))]
+	n := len(s.opt.Source)
+	if n == 0 {
+		return s.dialer.DialContext(ctx, "tcp", t.Addr)
 	}
+	src := s.opt.Source[int((s.srcNext.Add(1)-1)%uint64(n))]
 	if !t.ip.IsValid() {
-		if !src.IsValid() {
-			return s.dialer.DialContext(ctx, "tcp", t.Addr)
-		}
 		d := s.dialer
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()} // the resolver keeps only addresses of its family
 		return d.DialContext(ctx, "tcp", t.Addr)
 	}
-	var laddr netip.AddrPort
-	if src.IsValid() {
-		laddr = netip.AddrPortFrom(src, 0)
-	}
-	c, err := s.dialer.DialTCP(ctx, "tcp", laddr, t.ip)
+	c, err := s.dialer.DialTCP(ctx, "tcp", netip.AddrPortFrom(src, 0), t.ip)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
