@@ -154,6 +154,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	rs.up.Add(float64(fs.Up + replayed))
 	rs.down.Add(float64(fs.Down))
 	rs.closed[fs.Reason].Inc()
+	if fs.PipeFallbacks > 0 {
+		st.pipeFallbacks.Add(float64(fs.PipeFallbacks))
+	}
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
 		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
 			"up", fs.Up+replayed, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())

@@ -165,6 +165,7 @@ type stats struct {
 	dialDur          *prometheus.HistogramVec
 	backendUp        *prometheus.GaugeVec
 	reloads          *prometheus.CounterVec
+	pipeFallbacks    prometheus.Counter
 	clusterNodes     prometheus.Gauge
 	discovered       *prometheus.GaugeVec
 
@@ -201,10 +202,12 @@ func newStats() *stats {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
 	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy."}, []string{"protocol", "target"})
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
+	s.pipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
+		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
 	s.clusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
 	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
 	s.reg.MustRegister(s.accepted, s.active, s.refused, s.closedVec, s.identifyFailures, s.identifiedVec, s.identifyDur,
-		s.bytes, s.dialErrors, s.dialDur, s.backendUp, s.reloads, s.clusterNodes, s.discovered,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, s.reloads, s.pipeFallbacks, s.clusterNodes, s.discovered,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
 			func() float64 { l, _ := s.cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
