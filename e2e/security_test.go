@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,8 +18,6 @@ import (
 	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/protocols"
 )
-
-var soak = flag.Bool("soak", false, "run the 1,000,000-connection soak test")
 
 // startConfigured runs a manager built from YAML on an ephemeral port.
 func startConfigured(t testing.TB, yaml string) (string, *protoplex.ProtocolManager) {
@@ -306,76 +303,4 @@ func TestHostileClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm.Close()
-}
-
-// TestSoak pushes a million mixed good and bad connections (go test -run
-// Soak -soak ./e2e); every good connection's bytes must arrive intact.
-func TestSoak(t *testing.T) {
-	if !*soak {
-		t.Skip("soak test: run with -soak")
-	}
-	total := 1_000_000
-	backend := echoBackend(t)
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		protoplex.WithIdentifyTimeout(time.Second), protoplex.WithMaxConnections(8000))
-	pm.AddProtocol(protocols.NewSSHProtocol(backend))
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	start := time.Now()
-	var next, good, bad, errs atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < 64; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 256)
-			for {
-				i := next.Add(1)
-				if i > int64(total) {
-					return
-				}
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				if i%4 == 0 { // bad: garbage then close
-					c.Write([]byte{0xFF, 0, 1, 2})
-					c.Close()
-					bad.Add(1)
-					continue
-				}
-				msg := fmt.Sprintf("SSH-2.0-soak-%d\r\n", i)
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.WriteString(c, msg)
-				c.(*net.TCPConn).CloseWrite()
-				n, _ := io.ReadFull(c, buf[:len(msg)])
-				c.Close()
-				if string(buf[:n]) != msg {
-					errs.Add(1)
-					continue
-				}
-				good.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	cancel()
-	<-done
-	pm.Close()
-	rss := "?"
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "VmHWM:") {
-				rss = strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
-			}
-		}
-	}
-	t.Logf("soak: %d connections (%d good, %d bad), %d errors, peak RSS %s, %s", total, good.Load(), bad.Load(), errs.Load(), rss, time.Since(start).Round(time.Second))
-	if errs.Load() != 0 {
-		t.Fatalf("%d good connections failed", errs.Load())
-	}
 }
