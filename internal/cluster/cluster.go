@@ -33,6 +33,23 @@ const (
 	StatusPrefix   = "/protoplex/status/"
 )
 
+// Bounds on what the cluster state may hold: etcd is shared by every node
+// and by the operators' tooling, and what it returns becomes targets and
+// metric labels here.
+const (
+	// MaxResponseBytes bounds one etcd response (a snapshot of every
+	// /protoplex/ key, or a watch batch); a larger one fails the session and
+	// the node keeps serving its last known state.
+	MaxResponseBytes = 32 << 20
+	// MaxServicesPerProtocol bounds the instances tracked per protocol;
+	// further ones are ignored (logged).
+	MaxServicesPerProtocol = 1024
+	// MaxProtocols bounds the protocols with discovered instances.
+	MaxProtocols = 256
+	// MaxNodes bounds the nodes tracked.
+	MaxNodes = 1024
+)
+
 // Service is one backend instance, stored as JSON under
 // /protoplex/services/<protocol>/<instance>.
 type Service struct {
@@ -104,7 +121,8 @@ func Start(ctx context.Context, opt Options, h Handlers) (*Node, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: opt.Endpoints, DialTimeout: 5 * time.Second, Logger: nopZap()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: opt.Endpoints, DialTimeout: 5 * time.Second, Logger: nopZap(),
+		MaxCallRecvMsgSize: MaxResponseBytes})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -304,6 +322,13 @@ func (n *Node) snapshot(ctx context.Context) (int64, error) {
 // Nodes handlers for what changed (a snapshot calls them itself).
 func (n *Node) apply(evs []*clientv3.Event, notify bool) {
 	servicesChanged, nodesChanged := false, false
+	ignored := 0 // over a bound, logged once per batch
+	defer func() {
+		if ignored > 0 {
+			n.log.Warn("cluster state over its bounds: entries ignored", "ignored", ignored,
+				"max_services_per_protocol", MaxServicesPerProtocol, "max_protocols", MaxProtocols, "max_nodes", MaxNodes)
+		}
+	}()
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
 		put := ev.Type == clientv3.EventTypePut
@@ -322,12 +347,23 @@ func (n *Node) apply(evs []*clientv3.Event, notify bool) {
 					continue
 				}
 				s.Protocol, s.Instance = proto, inst
-				if n.services[proto] == nil {
-					n.services[proto] = map[string]Service{}
+				m := n.services[proto]
+				_, known := m[inst]
+				if (m == nil && len(n.services) >= MaxProtocols) || (!known && len(m) >= MaxServicesPerProtocol) {
+					n.mu.Unlock()
+					ignored++
+					continue
 				}
-				n.services[proto][inst] = s
+				if m == nil {
+					m = map[string]Service{}
+					n.services[proto] = m
+				}
+				m[inst] = s
 			} else {
 				delete(n.services[proto], inst)
+				if len(n.services[proto]) == 0 {
+					delete(n.services, proto)
+				}
 			}
 			n.mu.Unlock()
 			servicesChanged = true
@@ -336,7 +372,11 @@ func (n *Node) apply(evs []*clientv3.Event, notify bool) {
 			n.mu.Lock()
 			if put {
 				var info NodeInfo
-				if json.Unmarshal(ev.Kv.Value, &info) == nil {
+				_, known := n.nodes[id]
+				switch {
+				case !known && len(n.nodes) >= MaxNodes:
+					ignored++
+				case json.Unmarshal(ev.Kv.Value, &info) == nil:
 					n.nodes[id] = info
 				}
 			} else {

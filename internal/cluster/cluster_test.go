@@ -1,0 +1,195 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startEtcd runs a real single-member etcd on loopback until the test ends
+// and returns its client endpoint.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
+	}
+	client := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
+	peer := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
+	cmd := exec.Command(bin, "--name", "test", "--data-dir", t.TempDir(),
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "test=http://"+peer, "--log-level", "error")
+	var out bytes.Buffer
+	var outMu sync.Mutex
+	cmd.Stdout = writerFunc(func(p []byte) (int, error) { outMu.Lock(); defer outMu.Unlock(); return out.Write(p) })
+	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", client, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return client
+		}
+		if time.Now().After(deadline) {
+			outMu.Lock()
+			defer outMu.Unlock()
+			t.Fatalf("etcd never listened: %v\n%s", err, out.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a server's readiness
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: nopZap()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// putAll writes kvs in transactions of etcd's default maximum of 128 ops.
+func putAll(t *testing.T, cli *clientv3.Client, kvs map[string]string) {
+	t.Helper()
+	var ops []clientv3.Op
+	flush := func() {
+		if len(ops) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ops = ops[:0]
+	}
+	for k, v := range kvs {
+		ops = append(ops, clientv3.OpPut(k, v))
+		if len(ops) == 128 {
+			flush()
+		}
+	}
+	flush()
+}
+
+// TestDiscoveryBounded: instances past MaxServicesPerProtocol, protocols
+// past MaxProtocols and nodes past MaxNodes are ignored, in the snapshot and
+// from the watch; an update of a tracked instance still applies.
+func TestDiscoveryBounded(t *testing.T) {
+	endpoint := startEtcd(t)
+	cli := etcdClient(t, endpoint)
+	kvs := map[string]string{}
+	for i := 0; i < MaxServicesPerProtocol+3; i++ {
+		kvs[fmt.Sprintf("%sssh/i%05d", ServicesPrefix, i)] = fmt.Sprintf(`{"address":"127.0.0.1:%d"}`, 10000+i)
+	}
+	for i := 0; i < MaxProtocols+2; i++ { // sorted after ssh, so ssh is tracked
+		kvs[fmt.Sprintf("%sz%05d/only", ServicesPrefix, i)] = `{"address":"127.0.0.1:1"}`
+	}
+	for i := 0; i < MaxNodes+2; i++ { // sorted after n1, so this node is tracked
+		kvs[fmt.Sprintf("%so%05d", NodesPrefix, i)] = `{"id":"other"}`
+	}
+	putAll(t, cli, kvs)
+
+	snaps := make(chan map[string][]Service, 16)
+	n, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		Handlers{Services: func(m map[string][]Service) { snaps <- m }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	next := func() map[string][]Service {
+		t.Helper()
+		select {
+		case m := <-snaps:
+			return m
+		case <-time.After(15 * time.Second):
+			t.Fatal("no services snapshot")
+			return nil
+		}
+	}
+	m := next()
+	if len(m) > MaxProtocols {
+		t.Fatalf("%d protocols tracked, at most %d", len(m), MaxProtocols)
+	}
+	if got := len(m["ssh"]); got != MaxServicesPerProtocol {
+		t.Fatalf("%d ssh instances tracked, want %d", got, MaxServicesPerProtocol)
+	}
+	if nodes := n.Nodes(); len(nodes) != MaxNodes || nodes[0].ID != "n1" {
+		t.Fatalf("%d nodes tracked (first %q), want %d with this one", len(nodes), nodes[0].ID, MaxNodes)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A new instance from the watch is ignored; a tracked one's update applies.
+	if _, err := cli.Put(ctx, ServicesPrefix+"ssh/zzz-new", `{"address":"127.0.0.1:2"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, ServicesPrefix+"ssh/i00000", `{"address":"127.0.0.1:3"}`); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m = next()
+		if len(m["ssh"]) != MaxServicesPerProtocol {
+			t.Fatalf("%d ssh instances after the watch, want %d", len(m["ssh"]), MaxServicesPerProtocol)
+		}
+		for _, s := range m["ssh"] {
+			if s.Instance == "zzz-new" {
+				t.Fatal("instance past the bound tracked")
+			}
+		}
+		if m["ssh"][0].Address == "127.0.0.1:3" {
+			break
+		}
+	}
+}
+
+// TestSnapshotResponseBounded: a snapshot larger than MaxResponseBytes
+// fails (the node keeps its last state) instead of being read whole.
+func TestSnapshotResponseBounded(t *testing.T) {
+	endpoint := startEtcd(t)
+	cli := etcdClient(t, endpoint)
+	big := strings.Repeat("x", 1<<20) // under etcd's default 1.5 MiB request limit
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < MaxResponseBytes>>20+2; i++ {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%sbig%03d", StatusPrefix, i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Handlers{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if _, err := n.snapshot(ctx); err == nil || !strings.Contains(err.Error(), "larger than max") {
+		t.Fatalf("snapshot of %d MiB: %v, want a message-size error", MaxResponseBytes>>20+2, err)
+	}
+}
