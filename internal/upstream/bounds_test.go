@@ -263,3 +263,19 @@ func TestProxyHeaderLen(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetsCapped: a target list is at most MaxTargets long (each target
+// may run a checker and a pool refiller of its own).
+func TestTargetsCapped(t *testing.T) {
+	many := strings.TrimSuffix(strings.Repeat("127.0.0.1:1,", MaxTargets+1), ",")
+	if _, err := ParseTargets([]string{many}); err == nil {
+		t.Fatalf("%d targets accepted", MaxTargets+1)
+	}
+	tg, err := ParseTargets([]string{strings.TrimSuffix(strings.Repeat("127.0.0.1:1,", MaxTargets), ",")})
+	if err != nil || len(tg) != MaxTargets {
+		t.Fatalf("%d targets (the cap): %d, %v", MaxTargets, len(tg), err)
+	}
+	if _, err := New(append(tg, tg[0]), Options{}); err == nil {
+		t.Fatalf("New with %d targets accepted", MaxTargets+1)
+	}
+}

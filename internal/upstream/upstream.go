@@ -23,14 +23,22 @@ type Target struct {
 	Weight int
 }
 
-// ParseTargets reads "a:1,b:2" specs; "host:port;w=3" sets a weight.
+// MaxTargets bounds a set's targets: each may run a health checker and a
+// pool refiller of its own.
+const MaxTargets = 1024
+
+// ParseTargets reads "a:1,b:2" specs; "host:port;w=3" sets a weight. At
+// most MaxTargets in all.
 func ParseTargets(specs []string) ([]Target, error) {
 	var out []Target
 	for _, spec := range specs {
-		for _, t := range strings.Split(spec, ",") {
+		for t := range strings.SplitSeq(spec, ",") {
 			t = strings.TrimSpace(t)
 			if t == "" {
 				continue
+			}
+			if len(out) == MaxTargets {
+				return nil, fmt.Errorf("more than %d targets", MaxTargets)
 			}
 			tg := Target{Weight: 1}
 			addr, opts, _ := strings.Cut(t, ";")
@@ -134,6 +142,9 @@ type Status struct {
 func New(targets []Target, opt Options) (*Set, error) {
 	if len(targets) == 0 {
 		return nil, errors.New("no target")
+	}
+	if len(targets) > MaxTargets {
+		return nil, fmt.Errorf("%d targets: at most %d", len(targets), MaxTargets)
 	}
 	if !ValidStrategy(opt.Strategy) {
 		return nil, fmt.Errorf("unknown balance strategy %q", opt.Strategy)
