@@ -247,7 +247,7 @@ const (
 	maxListen             = 64
 	maxTrustedProxies     = 1024
 	maxProtocols          = 1024
-	maxTargets            = 1024 // per protocol
+	maxTargets            = upstream.MaxTargets // per protocol
 	maxConditions         = 10_000
 	maxConditionLen       = 253 // a DNS name
 	maxNameLen            = 64

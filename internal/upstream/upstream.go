@@ -38,7 +38,7 @@ func ParseTargets(specs []string) ([]Target, error) {
 				continue
 			}
 			if len(out) == MaxTargets {
-				return nil, fmt.Errorf("more than %d targets", MaxTargets)
+				return nil, fmt.Errorf("too many targets: at most %d", MaxTargets)
 			}
 			tg := Target{Weight: 1}
 			addr, opts, _ := strings.Cut(t, ";")
