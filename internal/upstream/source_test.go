@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+	"time"
 )
 
 func TestParseSource(t *testing.T) {
@@ -90,8 +90,7 @@ func TestDialFromSourceAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var from []string
+	accepted := make(chan string, 8)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -100,9 +99,10 @@ func TestDialFromSourceAddresses(t *testing.T) {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			from = append(from, c.RemoteAddr().(*net.TCPAddr).IP.String())
-			mu.Unlock()
+			select {
+			case accepted <- c.RemoteAddr().(*net.TCPAddr).IP.String():
+			default:
+			}
 			c.Close()
 		}
 	}()
@@ -131,12 +131,17 @@ func TestDialFromSourceAddresses(t *testing.T) {
 			t.Fatalf("%s: dialed from %v, want %v", addr, local, want)
 		}
 	}
-	ln.Close()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if len(from) != 8 {
-		t.Fatalf("backend accepted %d connections, want 8", len(from))
+	// Every dial above completed its handshake; wait for the backend to
+	// have accepted each (closing the listener first would drop the last).
+	var from []string
+	timeout := time.After(10 * time.Second)
+	for len(from) < 8 {
+		select {
+		case ip := <-accepted:
+			from = append(from, ip)
+		case <-timeout:
+			t.Fatalf("backend accepted %d connections, want 8", len(from))
+		}
 	}
 	for i, ip := range from {
 		if want := []string{"127.0.0.2", "127.0.0.3"}[i%2]; ip != want {
