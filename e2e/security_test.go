@@ -54,6 +54,12 @@ func exchange(src, addr string) string {
 }
 
 func echoBackend(t testing.TB) string {
+	return goBackend(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// goBackend serves each connection with handle (which need not close it) on
+// an ephemeral loopback port until the test ends.
+func goBackend(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -73,7 +79,7 @@ func echoBackend(t testing.TB) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()

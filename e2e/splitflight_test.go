@@ -42,38 +42,17 @@ func (c *splitConn) Write(p []byte) (int, error) {
 // flightBackend accepts connections and answers each with its name and
 // whether the first len(want) bytes it received were exactly want.
 func flightBackend(t *testing.T, name string, want func() []byte) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				w := want()
-				got := make([]byte, len(w))
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				_, err := io.ReadFull(c, got)
-				verdict := " exact"
-				if err != nil || !bytes.Equal(got, w) {
-					verdict = " corrupted"
-				}
-				io.WriteString(c, name+verdict)
-			}()
+	return goBackend(t, func(c net.Conn) {
+		w := want()
+		got := make([]byte, len(w))
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadFull(c, got)
+		verdict := " exact"
+		if err != nil || !bytes.Equal(got, w) {
+			verdict = " corrupted"
 		}
-	}()
-	return ln.Addr().String()
+		io.WriteString(c, name+verdict)
+	})
 }
 
 // TestSplitFirstFlightRoutes: route conditions hold however the first flight
