@@ -1,10 +1,14 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -40,7 +44,7 @@ func TestDialSharesPortsAcrossBackends(t *testing.T) {
 		}
 	}
 	for _, source := range [][]string{nil, {"127.0.0.2"}} {
-		a, b := newCounting(t), newCounting(t)
+		a, b := backendOffRange(t, lo, hi), backendOffRange(t, lo, hi)
 		src, err := ParseSource(source)
 		if err != nil {
 			t.Fatal(err)
@@ -65,7 +69,7 @@ func TestDialSharesPortsAcrossBackends(t *testing.T) {
 				break
 			}
 			defer done()
-			defer c.Close()
+			defer closeNoTimeWait(c)
 			held = append(held, c)
 		}
 		for _, c := range held {
@@ -80,7 +84,85 @@ func TestDialSharesPortsAcrossBackends(t *testing.T) {
 		if err != nil {
 			t.Fatalf("source %v: every port held towards A, dial to B failed: %v", source, err)
 		}
-		c.Close()
+		closeNoTimeWait(c)
 		done()
 	}
+}
+
+// backendOffRange is a counting backend on a port that no socket with a
+// local port in [lo, hi] is connected to. A listener port is often handed
+// out again within a minute, and the TIME_WAITs an earlier run (-count, the
+// unit then the race pass of make test) left from each port of the range
+// towards it would hold every 4-tuple the test needs: the dials would fail
+// with EADDRNOTAVAIL whatever the product does. Rejected listeners stay
+// open until a good one is found, so each try is a new port.
+func backendOffRange(t *testing.T, lo, hi int) *counting {
+	t.Helper()
+	var rejected []net.Listener
+	defer func() {
+		for _, ln := range rejected {
+			ln.Close()
+		}
+	}()
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !connectedFromRange(t, lo, hi, ln.Addr().(*net.TCPAddr).Port) {
+			return countOn(t, ln)
+		}
+		rejected = append(rejected, ln)
+	}
+	t.Fatalf("every listener port tried has sockets from ports %d-%d towards it", lo, hi)
+	return nil
+}
+
+// connectedFromRange says whether any TCP socket, in any state (TIME_WAIT
+// included), has a local port in [lo, hi] and remote port port.
+func connectedFromRange(t *testing.T, lo, hi, port int) bool {
+	t.Helper()
+	found := false
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(name)
+		if err != nil {
+			if name == "/proc/net/tcp" {
+				t.Fatal(err)
+			}
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 4 || fs[0] == "sl" {
+				continue
+			}
+			local, lok := hexPort(fs[1])
+			remote, rok := hexPort(fs[2])
+			if lok && rok && local >= lo && local <= hi && remote == port {
+				found = true
+			}
+		}
+		f.Close()
+	}
+	return found
+}
+
+// hexPort is the port of a /proc/net/tcp address ("0100007F:EE3E").
+func hexPort(addr string) (int, bool) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return 0, false
+	}
+	p, err := strconv.ParseUint(addr[i+1:], 16, 16)
+	return int(p), err == nil
+}
+
+// closeNoTimeWait closes c with a reset, so this run leaves no TIME_WAIT
+// from the range for the next one.
+func closeNoTimeWait(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
