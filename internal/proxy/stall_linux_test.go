@@ -504,55 +504,66 @@ func openPipes(t *testing.T) map[uint64]bool {
 // on the normal path and when either side fails with bytes still in a pipe
 // (written to a peer that reset, or dropped because the source reset while
 // its write was blocked).
+//
+// Each scenario runs twice: with pipes failing at every third get, so that
+// pipes and buffers mix, and with pipes that never fail. A pipe is taken
+// per read, so whether a stalled write holds a pipe or a buffer under the
+// first source depends on how many reads came before; only the second
+// makes every blocked write hold one, so that a pipe put back instead of
+// dropped is always seen.
 func TestNoPipeLeaksOnErrorPaths(t *testing.T) {
-	pipes := &countingPipes{failEvery: 3}
-	pairWith := func() *pair {
-		p := newPair(0)
-		p.pipes = pipes
-		p.blockedCheck = 10 * time.Millisecond
-		return p
-	}
-	fwd := func(c, b net.Conn) Stats { return forward(c, b, nil, nil, pairWith()) }
-
-	client, pc := tcpPair(t)
-	pb, backend := tcpPair(t)
-	done := make(chan Stats, 1)
-	go func() { done <- fwd(pc, pb) }()
-	data := make([]byte, 4<<20)
-	rand.Read(data)
-	exchange(t, client, backend, data, data, nil)
-	<-done
-	client.Close()
-	backend.Close()
-
-	for _, tc := range []struct {
-		name   string
-		upload bool
-		fail   func(s *stalled) net.Conn // the end that resets
-	}{
-		{"client resets, upload blocked", true, func(s *stalled) net.Conn { return s.client }},
-		{"backend resets, upload blocked", true, func(s *stalled) net.Conn { return s.backend }},
-		{"backend resets, download blocked", false, func(s *stalled) net.Conn { return s.backend }},
-		{"client resets, download blocked", false, func(s *stalled) net.Conn { return s.client }},
-	} {
-		s, flooding := startStalled(t, fwd, tc.upload)
-		reset(tc.fail(s))
-		if st := s.await(t); st.Reason != Error {
-			t.Errorf("%s: reason %v", tc.name, st.Reason)
+	mixed, steady := &countingPipes{failEvery: 3}, &countingPipes{}
+	for _, pipes := range []*countingPipes{mixed, steady} {
+		pairWith := func() *pair {
+			p := newPair(0)
+			p.pipes = pipes
+			p.blockedCheck = 10 * time.Millisecond
+			return p
 		}
-		s.close()
-		<-flooding
+		fwd := func(c, b net.Conn) Stats { return forward(c, b, nil, nil, pairWith()) }
+
+		client, pc := tcpPair(t)
+		pb, backend := tcpPair(t)
+		done := make(chan Stats, 1)
+		go func() { done <- fwd(pc, pb) }()
+		data := make([]byte, 4<<20)
+		rand.Read(data)
+		exchange(t, client, backend, data, data, nil)
+		<-done
+		client.Close()
+		backend.Close()
+
+		for _, tc := range []struct {
+			name   string
+			upload bool
+			fail   func(s *stalled) net.Conn // the end that resets
+		}{
+			{"client resets, upload blocked", true, func(s *stalled) net.Conn { return s.client }},
+			{"backend resets, upload blocked", true, func(s *stalled) net.Conn { return s.backend }},
+			{"backend resets, download blocked", false, func(s *stalled) net.Conn { return s.backend }},
+			{"client resets, download blocked", false, func(s *stalled) net.Conn { return s.client }},
+		} {
+			s, flooding := startStalled(t, fwd, tc.upload)
+			reset(tc.fail(s))
+			if st := s.await(t); st.Reason != Error {
+				t.Errorf("%s (fail every %d): reason %v", tc.name, pipes.failEvery, st.Reason)
+			}
+			s.close()
+			<-flooding
+		}
+		if out := pipes.out.Load(); out != 0 {
+			t.Fatalf("fail every %d: %d pipes neither put back nor dropped (gets %d, puts %d, drops %d)", pipes.failEvery, out, pipes.gets.Load(), pipes.puts.Load(), pipes.dropped.Load())
+		}
 	}
-	if out := pipes.out.Load(); out != 0 {
-		t.Fatalf("%d pipes neither put back nor dropped (gets %d, puts %d, drops %d)", out, pipes.gets.Load(), pipes.puts.Load(), pipes.dropped.Load())
-	}
-	if pipes.dropped.Load() == 0 {
+	if steady.dropped.Load() == 0 {
 		t.Fatal("no scenario dropped a pipe holding bytes")
 	}
 	open := openPipes(t)
-	for ino := range pipes.inodes {
-		if open[ino] {
-			t.Errorf("pipe %d still open", ino)
+	for _, pipes := range []*countingPipes{mixed, steady} {
+		for ino := range pipes.inodes {
+			if open[ino] {
+				t.Errorf("pipe %d still open", ino)
+			}
 		}
 	}
 }
