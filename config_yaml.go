@@ -76,13 +76,30 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // readConfigFile reads at most maxConfigSize bytes of path: a file that is
-// larger (a wrong path, a log file) is never held in memory whole.
+// larger (a wrong path, a log file) is never held in memory whole. Only a
+// regular file (or a symlink to one, as in a Kubernetes ConfigMap) is read:
+// opening a FIFO would block until a writer comes, a device may never end.
 func readConfigFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	// Opened without blocking and checked again: the file may have been
+	// replaced since the Stat.
+	f, err := openConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("protoplex: %w", err)
 	}
 	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("protoplex: %w", err)
@@ -91,6 +108,26 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, tooLarge(path)
 	}
 	return data, nil
+}
+
+// regularFile refuses anything but a regular file, naming what it is.
+func regularFile(path string, st os.FileInfo) error {
+	m := st.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "mode " + m.String()
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m.IsDir():
+		what = "a directory"
+	case m&os.ModeSocket != 0:
+		what = "a socket"
+	case m&os.ModeDevice != 0:
+		what = "a device"
+	}
+	return fmt.Errorf("%s: not a regular file (%s): refused", path, what)
 }
 
 func tooLarge(name string) error {
