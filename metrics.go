@@ -338,9 +338,11 @@ func (pm *ProtocolManager) EnablePrometheusMetrics(port int) error {
 }
 
 // ServeMetrics serves /metrics on addr until Close, within the limits of
-// every monitoring port: 64 concurrent connections (more are closed at
-// once), 5 s to read a request, 10 s to write a reply, 30 s idle between
-// keep-alive requests, 8 KiB of headers.
+// every monitoring port: 64 concurrent connections, 8 of them per source
+// (when full, an idle keep-alive connection makes room, else the new one is
+// closed at once), 3 s to read a request header and 5 s the whole request,
+// 10 s to write a reply, 30 s idle between keep-alive requests, 8 KiB of
+// headers (docs/security.md).
 func (pm *ProtocolManager) ServeMetrics(addr string) error {
 	_, err := pm.serveMetricsWith(addr, defaultMonitorLimits)
 	return err

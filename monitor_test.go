@@ -41,7 +41,7 @@ func openFDs(t *testing.T) int {
 }
 
 // TestMonitoringPortsCapConnections: 200 keep-alive clients of the health
-// (or metrics) port, each holding its connection idle after one request,
+// (or metrics) port from 25 sources, each holding its connection idle after one request,
 // get at most 64 connections served; the rest are closed at once, the
 // process holds no more than 64 server-side sockets for them, and the data
 // port keeps serving.
@@ -71,8 +71,8 @@ func TestMonitoringPortsCapConnections(t *testing.T) {
 			// A connection over the cap is reset at once, sometimes before
 			// the dial returns.
 			var conns []net.Conn
-			for range clients {
-				if c, err := net.Dial("tcp", mon); err == nil {
+			for i := range clients {
+				if c, err := dialFrom(byte(1+i%25), mon); err == nil { // 25 sources, more than their share each
 					defer c.Close()
 					conns = append(conns, c)
 				}
@@ -108,7 +108,7 @@ func TestMonitoringPortsCapConnections(t *testing.T) {
 }
 
 // monitorOf returns the running health or metrics server's listener.
-func monitorOf(pm *ProtocolManager, health bool) *capListener {
+func monitorOf(pm *ProtocolManager, health bool) *monitorListener {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
 	if health {
@@ -238,9 +238,190 @@ func TestMonitoringDefaults(t *testing.T) {
 	defer pm.mu.Unlock()
 	for _, m := range []*promExporter{pm.prom, pm.health} {
 		s := m.srv
-		if s.ReadHeaderTimeout != 5*time.Second || s.ReadTimeout != 5*time.Second || s.WriteTimeout != 10*time.Second ||
-			s.IdleTimeout != 30*time.Second || s.MaxHeaderBytes != 8<<10 || cap(m.ln.slots) != 64 {
-			t.Fatalf("limits %v %v %v %v %v %d", s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout, s.MaxHeaderBytes, cap(m.ln.slots))
+		if s.ReadHeaderTimeout != 3*time.Second || s.ReadTimeout != 5*time.Second || s.WriteTimeout != 10*time.Second ||
+			s.IdleTimeout != 30*time.Second || s.MaxHeaderBytes != 8<<10 || m.ln.maxConns != 64 || m.ln.maxPerSource != 8 {
+			t.Fatalf("limits %v %v %v %v %v %d %d", s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout, s.MaxHeaderBytes,
+				m.ln.maxConns, m.ln.maxPerSource)
 		}
+	}
+}
+
+// dialFrom connects to addr from 127.0.0.host, a source of its own.
+func dialFrom(host byte, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, host)}, Timeout: 10 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// probeFrom sends one request from 127.0.0.host on a fresh connection and
+// returns the status, or an error when the connection was turned away.
+func probeFrom(host byte, addr, path string) (int, error) {
+	c, err := dialFrom(host, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	resp, err := keepAliveProbe(c, path)
+	if err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
+}
+
+// startHealth serves the health port of a new manager within lim.
+func startHealth(t *testing.T, lim monitorLimits) (string, *monitorListener) {
+	t.Helper()
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	t.Cleanup(func() { pm.Close() })
+	addr, err := pm.serveHealthWith("127.0.0.1:0", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr, monitorOf(pm, true)
+}
+
+// TestMonitorPerSourceShare: one source opening more connections than the
+// port's cap, none of them ever sending a request, holds only its share;
+// the rest are refused at once, and a probe from another source is answered.
+func TestMonitorPerSourceShare(t *testing.T) {
+	lim := defaultMonitorLimits
+	lim.maxConns, lim.maxConnsPerSource = 16, 4
+	lim.readHeaderTimeout = time.Hour // held until the test closes them
+	addr, ln := startHealth(t, lim)
+	const opened = 20
+	for range opened {
+		if c, err := dialFrom(1, addr); err == nil { // refused ones may be reset before Dial returns
+			defer c.Close()
+		}
+	}
+	waitFor(t, func() bool { return ln.active()+int(ln.refused.Load()) == opened })
+	if held := ln.active(); held != lim.maxConnsPerSource {
+		t.Fatalf("one source holds %d connections, want its share of %d", held, lim.maxConnsPerSource)
+	}
+	if code, err := probeFrom(2, addr, "/health/live"); err != nil || code != 200 {
+		t.Fatalf("probe from another source: %d %v", code, err)
+	}
+	if code, err := probeFrom(1, addr, "/health/live"); err == nil {
+		t.Fatalf("a probe over the source's share was served: %d", code)
+	}
+}
+
+// TestMonitorEvictsIdleKeepAlive: with the port full of keep-alive
+// connections from many sources, each idle after one request, a new probe
+// is answered: the connection idle the longest is closed to make room.
+func TestMonitorEvictsIdleKeepAlive(t *testing.T) {
+	lim := defaultMonitorLimits
+	lim.maxConns = 8
+	lim.idleTimeout = time.Hour // only eviction frees a slot
+	addr, ln := startHealth(t, lim)
+	var held []net.Conn
+	for i := range lim.maxConns {
+		c, err := dialFrom(byte(10+i), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if resp, err := keepAliveProbe(c, "/health/live"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
+		}
+		held = append(held, c)
+		// Each idle after the one before, so held[0] is idle the longest.
+		waitFor(t, func() bool { return ln.idle() == i+1 })
+	}
+	if code, err := probeFrom(100, addr, "/health/live"); err != nil || code != 200 {
+		t.Fatalf("probe with the port full of idle keep-alives: %d %v", code, err)
+	}
+	if n := ln.evicted.Load(); n != 1 {
+		t.Fatalf("%d connections evicted, want 1", n)
+	}
+	held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := held[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the longest idle connection was not closed: %d %v", n, err)
+	}
+	if resp, err := keepAliveProbe(held[1], "/health/live"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a more recent keep-alive connection: %v %v", resp, err)
+	}
+}
+
+// TestMonitorRefusesWhenAllBusy: with every held connection in the middle
+// of a request whose header never ends (a new connection, or a keep-alive
+// one that has started its next request), a new probe is refused at once,
+// and answered once the server has timed the held ones out.
+func TestMonitorRefusesWhenAllBusy(t *testing.T) {
+	const partial = "GET /health/live HTTP/1.1\r\nHost: x\r\n"
+	for _, timeout := range []time.Duration{time.Hour, 200 * time.Millisecond} {
+		lim := defaultMonitorLimits
+		lim.maxConns = 4
+		lim.readHeaderTimeout = timeout
+		lim.idleTimeout = time.Hour
+		addr, ln := startHealth(t, lim)
+		var held []net.Conn
+		for i := range lim.maxConns {
+			c, err := dialFrom(byte(10+i), addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			keepAlive := i%2 == 1 // one request done, the next begun
+			if keepAlive {
+				if resp, err := keepAliveProbe(c, "/health/live"); err != nil || resp.StatusCode != 200 {
+					t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
+				}
+				waitFor(t, func() bool { return ln.idle() == 1 })
+			}
+			if _, err := io.WriteString(c, partial); err != nil {
+				t.Fatal(err)
+			}
+			if keepAlive {
+				waitFor(t, func() bool { return ln.idle() == 0 }) // its next request has begun
+			}
+			held = append(held, c)
+		}
+		waitFor(t, func() bool { return ln.active() == lim.maxConns })
+		if timeout == time.Hour {
+			if code, err := probeFrom(100, addr, "/health/live"); err == nil {
+				t.Fatalf("a probe was served by evicting a connection mid-request: %d", code)
+			}
+			if n := ln.evicted.Load(); n != 0 {
+				t.Fatalf("%d connections mid-request evicted", n)
+			}
+			continue
+		}
+		for i, c := range held {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("held connection %d not timed out by the server: %v", i, err)
+			}
+		}
+		waitFor(t, func() bool { return ln.active() == 0 })
+		if code, err := probeFrom(100, addr, "/health/live"); err != nil || code != 200 {
+			t.Fatalf("probe after the held connections timed out: %d %v", code, err)
+		}
+	}
+}
+
+// TestMonitorEvictsFromLargestSource: with the port full of connections
+// that never send a request, all from one source allowed the whole port, a
+// probe from another source is answered: a connection of the source
+// holding far more than its fair part is closed to make room.
+func TestMonitorEvictsFromLargestSource(t *testing.T) {
+	lim := defaultMonitorLimits
+	lim.maxConns, lim.maxConnsPerSource = 6, 6
+	lim.readHeaderTimeout = time.Hour
+	addr, ln := startHealth(t, lim)
+	var held []net.Conn
+	for range lim.maxConns {
+		c, err := dialFrom(1, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	waitFor(t, func() bool { return ln.active() == lim.maxConns })
+	if code, err := probeFrom(2, addr, "/health/live"); err != nil || code != 200 {
+		t.Fatalf("probe from a second source: %d %v", code, err)
+	}
+	if n := ln.evicted.Load(); n != 1 {
+		t.Fatalf("%d connections evicted, want 1", n)
 	}
 }
