@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -161,10 +162,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	srv := &servers{pm: pm, ctx: ctx, log: log}
 	srv.start(listens, lns)
-	if cm != nil && *listen == "" {
-		// Listen address changes rebind: new listeners start before old ones
-		// stop, so established connections are never dropped.
-		cm.OnConfigChange(func(c *protoplex.Config) { srv.rebind(c.Server.Listen) })
+	if cm != nil {
+		if *listen == "" {
+			// A reload binds its new listen addresses while it is checked:
+			// one that cannot be bound rejects the whole reload, so routes
+			// never change without the listeners they came with. New
+			// listeners start before old ones stop, so established
+			// connections are never dropped.
+			cm.OnConfigCheck(func(c *protoplex.Config) error { return srv.prepare(c.Server.Listen) })
+			cm.OnConfigError(func(error) { srv.release() })
+			cm.OnConfigChange(func(c *protoplex.Config) { srv.rebind(c.Server.Listen) })
+		}
+		overridden := *listen != ""
+		cm.OnConfigChange(func(c *protoplex.Config) {
+			if keys := restartOnly(cfg, c, overridden); len(keys) > 0 {
+				log.Warn("configuration applied except keys that take effect only at restart", "keys", strings.Join(keys, ","))
+			}
+		})
 	}
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
@@ -197,6 +211,30 @@ func listenAll(addrs []string) ([]net.Listener, error) {
 	return lns, nil
 }
 
+// restartOnly names the keys of next that differ from started (the
+// configuration the process started with) and that a reload does not apply:
+// the monitoring ports, logging, the distributed block, and server.listen
+// when -listen overrides it.
+func restartOnly(started, next *protoplex.Config, listenOverridden bool) []string {
+	var keys []string
+	diff := func(key string, changed bool) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	a, b := started.Monitoring, next.Monitoring
+	diff("monitoring.enable_metrics", a.EnableMetrics != b.EnableMetrics)
+	diff("monitoring.metrics_port", a.MetricsPort != b.MetricsPort)
+	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
+	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
+	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
+	diff("server.log_format", !strings.EqualFold(started.Server.LogFormat, next.Server.LogFormat))
+	diff("server.log_level", !strings.EqualFold(started.Server.LogLevel, next.Server.LogLevel))
+	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
+	diff("server.listen (-listen overrides it)", listenOverridden && !slices.Equal(started.Server.Listen, next.Server.Listen))
+	return keys
+}
+
 // servers runs one Serve per listen address and rebinds on config changes.
 type servers struct {
 	pm  *protoplex.ProtocolManager
@@ -205,7 +243,47 @@ type servers struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+	pending map[string]net.Listener // bound by prepare, for the next rebind
 	wg      sync.WaitGroup
+}
+
+// prepare binds the addresses of addrs not served yet and keeps them for
+// rebind; an address that cannot be bound is an error and nothing stays
+// bound. Listeners an earlier prepare left (a reload rejected after it) are
+// released first.
+func (s *servers) prepare(addrs []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked()
+	var add []string
+	for _, a := range addrs {
+		if _, ok := s.running[a]; !ok {
+			add = append(add, a)
+		}
+	}
+	lns, err := listenAll(add)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	s.pending = map[string]net.Listener{}
+	for i, a := range add {
+		s.pending[a] = lns[i]
+	}
+	return nil
+}
+
+// release closes the listeners prepare bound for a reload that was rejected.
+func (s *servers) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked()
+}
+
+func (s *servers) releaseLocked() {
+	for _, ln := range s.pending {
+		ln.Close()
+	}
+	s.pending = nil
 }
 
 // start serves lns[i], configured as addrs[i].
@@ -233,19 +311,32 @@ func (s *servers) start(addrs []string, lns []net.Listener) {
 // ErrListenerRemoved).
 func (s *servers) rebind(addrs []string) {
 	s.mu.Lock()
-	var add []string
+	var add, unbound []string
+	var lns []net.Listener
 	for _, a := range addrs {
-		if _, ok := s.running[a]; !ok {
-			add = append(add, a)
+		if _, ok := s.running[a]; ok {
+			continue
+		}
+		if ln, ok := s.pending[a]; ok {
+			add, lns = append(add, a), append(lns, ln)
+			delete(s.pending, a)
+		} else {
+			unbound = append(unbound, a)
 		}
 	}
+	s.releaseLocked()
 	s.mu.Unlock()
-	lns, err := listenAll(add)
+	// Every address was bound by prepare, unless the change came without
+	// a check.
+	more, err := listenAll(unbound)
 	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
 		s.log.Error("rebind failed, keeping current listeners", "err", err)
 		return
 	}
-	s.start(add, lns)
+	s.start(append(add, unbound...), append(lns, more...))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for a, cancel := range s.running {

@@ -3,13 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -352,5 +355,152 @@ func TestListenRebind(t *testing.T) {
 	}
 	if p.cmd.ProcessState != nil {
 		t.Fatal("process exited")
+	}
+}
+
+// metric returns the value of the first /metrics line starting with series.
+func metric(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q", series, l)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// TestReloadRejectedWhenListenBindFails: a reload that changes a route and
+// moves the listener to an address another socket holds is rejected whole:
+// the old route keeps serving on the old listener, the failure is logged
+// and counted, not counted as a success; a later valid change applies.
+func TestReloadRejectedWhenListenBindFails(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	first, second := freeAddr(t), freeAddr(t)
+	metricsPort := testnet.FreePort(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	conf := func(listen, target string) string {
+		return fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: %d\n  health_check_port: 0\n", listen, target, metricsPort)
+	}
+	writeFile(t, cfg, conf(first, a))
+	p := start(t, "-config", cfg)
+	metrics := "http://" + p.waitLine(t, `^metrics:\s+http://(\S+)/metrics`)[1] + "/metrics"
+	p.waitLine(t, `^listening: `)
+	if got := ask(t, first, "SSH-2.0-before\r\n"); got != "A:SSH-2.0-before\r\n" {
+		t.Fatalf("before: %q", got)
+	}
+	const success, failure = `protoplex_config_reloads_total{result="success"}`, `protoplex_config_reloads_total{result="failure"}`
+	successes, failures := metric(t, metrics, success), metric(t, metrics, failure)
+
+	writeFile(t, cfg, conf(taken.Addr().String(), b))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.out.String(), "address already in use") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bind failure not logged; stderr:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(t, first, "SSH-2.0-after\r\n"); got != "A:SSH-2.0-after\r\n" {
+		t.Fatalf("after the failed reload the old listener serves %q, want the old route A", got)
+	}
+	if !strings.Contains(p.out.String(), "configuration rejected") {
+		t.Fatalf("the reload is not reported as rejected; stderr:\n%s", p.out)
+	}
+	if s, f := metric(t, metrics, success), metric(t, metrics, failure); s != successes || f != failures+1 {
+		t.Fatalf("reloads: success %v → %v, failure %v → %v; want success unchanged, one more failure", successes, s, failures, f)
+	}
+
+	writeFile(t, cfg, conf(second, b))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for {
+		if c, err := net.DialTimeout("tcp", second, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a valid change after the failure was not applied; stderr:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(t, second, "SSH-2.0-new\r\n"); got != "B:SSH-2.0-new\r\n" {
+		t.Fatalf("via the new address: %q", got)
+	}
+}
+
+// TestMonitoringChangeWarned: a reload that changes monitoring or logging
+// keys applies its routes and names the keys that need a restart.
+func TestMonitoringChangeWarned(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	conf := func(target string, port int) string {
+		return fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: %d\n", target, port)
+	}
+	writeFile(t, cfg, conf(a, 0))
+	p := start(t, "-config", cfg)
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	writeFile(t, cfg, conf(b, testnet.FreePort(t)))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.out.String(), "monitoring.health_check_port") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning naming monitoring.health_check_port; stderr:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(t, addr, "SSH-2.0-new\r\n"); got != "B:SSH-2.0-new\r\n" {
+		t.Fatalf("routes of the reload: %q", got)
+	}
+}
+
+// TestPendingListenersReleased: listeners bound for a reload that is then
+// rejected are closed, so the address is free again.
+func TestPendingListenersReleased(t *testing.T) {
+	addr := freeAddr(t)
+	s := &servers{}
+	if err := s.prepare([]string{addr}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Listen("tcp", addr); err == nil {
+		t.Fatal("prepare did not bind")
+	}
+	s.release()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	ln.Close()
+}
+
+// TestCheckFIFO: -check on a FIFO fails at once instead of waiting in open().
+func TestCheckFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "config.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "-check", "-config", fifo).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatal("-check on a FIFO blocked")
+	}
+	if err == nil || !strings.Contains(string(out), "not a regular file (a FIFO): refused") {
+		t.Fatalf("-check on a FIFO: %v: %s", err, out)
 	}
 }
