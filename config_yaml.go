@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,7 +293,12 @@ const (
 	maxMatchPatterns      = 64
 	maxMatchStartBytes    = 1024
 	maxRegexLen           = 4096
-	maxPoolMinIdle        = 1000 // per target
+	maxRegexInsts         = 2_000  // compiled instructions of one regex
+	maxTotalRegexInsts    = 20_000 // of all match_regexes together
+	maxTotalTargets       = 4096   // all protocols together
+	maxPoolConns          = 1024   // Σ targets × pool.min_idle, and at most max_connections
+	maxProbeRate          = 1000   // Σ targets / health_check.interval, probes per second
+	maxPoolMinIdle        = 1000   // per target
 	maxPoolIdleTime       = 24 * time.Hour
 	minHealthInterval     = 100 * time.Millisecond
 	maxHealthInterval     = 24 * time.Hour
@@ -517,6 +523,11 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	}
 	fallbacks := 0
 	seen := map[string]int{}
+	// Totals over all protocols: each bound reported once, at the protocol
+	// whose share goes over it.
+	var totalTargets, poolConns, regexInsts int
+	var probeRate float64
+	poolLimit := min(maxPoolConns, s.MaxConnections)
 	for i, p := range c.Protocols {
 		where := at("protocols", fmt.Sprintf("#%d", i))
 		if p.Line > 0 && root == nil {
@@ -553,6 +564,11 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if targets > maxTargets {
 			add(field("target"), "%s: %d targets, at most %d", name, targets, maxTargets)
 		}
+		if before := totalTargets; before <= maxTotalTargets {
+			if totalTargets += targets; totalTargets > maxTotalTargets {
+				add(field("target"), "%s: %d targets in protocols[0..%d], at most %d in all protocols", name, totalTargets, i, maxTotalTargets)
+			}
+		}
 		intIn(field("priority"), name+": priority", p.Priority, -maxPriority, maxPriority)
 		for _, cond := range []struct {
 			key  string
@@ -582,11 +598,26 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		if len(p.MatchRegexes) > maxMatchPatterns {
 			add(field("match_regexes"), "%s: match_regexes: %d entries, at most %d", name, len(p.MatchRegexes), maxMatchPatterns)
 		}
-		for _, r := range p.MatchRegexes {
+		for j, r := range p.MatchRegexes {
+			where := field("match_regexes", fmt.Sprintf("#%d", j))
 			if len(r) > maxRegexLen {
-				add(field("match_regexes"), "%s: match_regexes: %d characters, at most %d", name, len(r), maxRegexLen)
-			} else if _, err := regexp.Compile(r); err != nil {
-				add(field("match_regexes"), "%s: match_regexes %q: %v", name, r, err)
+				add(where, "%s: match_regexes[%d]: %d characters, at most %d", name, j, len(r), maxRegexLen)
+				continue
+			}
+			n, exact, err := regexSize(r)
+			switch {
+			case err != nil:
+				add(where, "%s: match_regexes %q: %v", name, r, err)
+			case n > maxRegexInsts:
+				more := ""
+				if !exact {
+					more = "about "
+				}
+				add(where, "%s: match_regexes[%d]: compiles to %s%d instructions, at most %d: simplify the pattern (counted repetitions like {1000} expand)", name, j, more, n, maxRegexInsts)
+			case regexInsts <= maxTotalRegexInsts:
+				if regexInsts += n; regexInsts > maxTotalRegexInsts {
+					add(where, "%s: match_regexes[%d]: the regexes of protocols[0..%d] compile to %d instructions, at most %d in all: simplify the patterns (counted repetitions like {1000} expand)", name, j, i, regexInsts, maxTotalRegexInsts)
+				}
 			}
 		}
 		lower := strings.ToLower(p.Name)
@@ -603,12 +634,27 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 			add(field("send_proxy"), "%s: send_proxy %q: want v1 or v2", name, p.SendProxy)
 		}
 		intIn(field("pool", "min_idle"), name+": pool.min_idle", p.Pool.MinIdle, 0, maxPoolMinIdle)
+		if p.Pool.MinIdle > 0 && p.Pool.MinIdle <= maxPoolMinIdle && poolConns <= poolLimit {
+			// Each pooled connection holds an fd for as long as the config.
+			if poolConns += targets * p.Pool.MinIdle; poolConns > poolLimit {
+				add(field("pool", "min_idle"), "%s: pool.min_idle: protocols[0..%d] keep %d warm connections (targets × min_idle), at most %d in all (the smaller of %d and max_connections)", name, i, poolConns, poolLimit, maxPoolConns)
+			}
+		}
 		durIn(field("pool", "max_idle_time"), name+": pool.max_idle_time", p.Pool.MaxIdleTime, 0, maxPoolIdleTime)
 		h := p.HealthCheck
 		if h.Interval != 0 {
 			durIn(field("health_check", "interval"), name+": health_check.interval", h.Interval, minHealthInterval, maxHealthInterval)
 		}
 		durIn(field("health_check", "timeout"), name+": health_check.timeout", h.Timeout, 0, maxHealthTimeout)
+		interval := h.Interval
+		if interval == 0 && c.Distributed.Enable && d.LoadBalancer.HealthCheckInterval > 0 {
+			interval = time.Duration(d.LoadBalancer.HealthCheckInterval) * time.Second // the cluster's default
+		}
+		if interval >= minHealthInterval && probeRate <= maxProbeRate {
+			if probeRate += float64(targets) * float64(time.Second) / float64(interval); probeRate > maxProbeRate {
+				add(field("health_check", "interval"), "%s: health_check: protocols[0..%d] probe %.0f targets per second (targets / interval), at most %d in all", name, i, probeRate, maxProbeRate)
+			}
+		}
 		intIn(field("health_check", "rise"), name+": health_check.rise", h.Rise, 0, maxRiseFall)
 		intIn(field("health_check", "fall"), name+": health_check.fall", h.Fall, 0, maxRiseFall)
 		switch h.Check {
@@ -636,6 +682,60 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		seen[key] = i
 	}
 	return errors.Join(errs...)
+}
+
+// regexSize returns the number of instructions pattern compiles to, as
+// regexp.Compile would (Perl flags, simplified). A pattern whose size,
+// estimated from the parse tree, is far over maxRegexInsts is not
+// compiled: its counted repetitions would be expanded in memory just to be
+// refused; that estimate is returned with exact false.
+func regexSize(pattern string) (n int, exact bool, err error) {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return 0, false, err
+	}
+	if est := regexEstimate(re); est > 4*maxRegexInsts {
+		return int(est), false, nil
+	}
+	prog, err := syntax.Compile(re.Simplify())
+	if err != nil {
+		return 0, false, err
+	}
+	return len(prog.Inst), true, nil
+}
+
+// regexEstimate is the size regexp/syntax's parser estimates for re (an
+// upper bound of the compiled program, counted repetitions multiplied out),
+// saturating instead of overflowing.
+func regexEstimate(re *syntax.Regexp) int64 {
+	const most = 1 << 40
+	var size int64
+	switch re.Op {
+	case syntax.OpLiteral:
+		size = int64(len(re.Rune))
+	case syntax.OpCapture, syntax.OpStar:
+		size = 2 + regexEstimate(re.Sub[0])
+	case syntax.OpPlus, syntax.OpQuest:
+		size = 1 + regexEstimate(re.Sub[0])
+	case syntax.OpConcat, syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			size = min(most, size+regexEstimate(sub))
+		}
+		if re.Op == syntax.OpAlternate && len(re.Sub) > 1 {
+			size += int64(len(re.Sub)) - 1
+		}
+	case syntax.OpRepeat:
+		sub := regexEstimate(re.Sub[0])
+		times := int64(re.Max)
+		if re.Max == -1 {
+			times = int64(re.Min) + 1
+		}
+		if times > 0 && sub > most/times {
+			return most
+		}
+		size = times*sub + int64(max(re.Max-re.Min, 0))
+	}
+	return min(most, max(1, size))
 }
 
 // BuildProtocols turns the protocols: entries into *protocols.Protocol in
