@@ -13,7 +13,7 @@ import (
 
 // catalogue registers every built-in protocol (in name order), plus SNI and
 // Host routes, the way a full config would.
-func catalogue(t *testing.T) []*protocols.Protocol {
+func catalogue(t testing.TB) []*protocols.Protocol {
 	t.Helper()
 	var ps []*protocols.Protocol
 	names := protocols.Names()
@@ -28,7 +28,7 @@ func catalogue(t *testing.T) []*protocols.Protocol {
 	return ps
 }
 
-func flights(t *testing.T) map[string][]byte {
+func flights(t testing.TB) map[string][]byte {
 	t.Helper()
 	files, err := filepath.Glob("../../protocols/testdata/flights/*.bin")
 	if err != nil || len(files) == 0 {

@@ -13,6 +13,13 @@ import (
 // one record can always be inspected for SNI and ALPN routes.
 const MinBuffer = 5 + 1<<14
 
+// MaxReads bounds the reads of one identification. Every read re-runs the
+// candidates over the whole buffer, so a client dripping its first flight a
+// byte per segment would cost time quadratic in the buffer; real clients
+// send a first flight in a few segments (a 16 KiB TLS record in a dozen).
+// After MaxReads the decision is taken with what is there.
+const MaxReads = 64
+
 // Limits bound one identification.
 type Limits struct {
 	// MinBytes: once this many bytes are read while only byte-pattern
@@ -44,6 +51,7 @@ const (
 	ClientClosed         // EOF or reset before a decision
 	ReadError            // other read error
 	BufferFull           // buffer or MinBytes reached without a match
+	Fragmented           // MaxReads reads without a decision
 )
 
 // String is the metric label.
@@ -61,6 +69,8 @@ func (f Failure) String() string {
 		return "read_error"
 	case BufferFull:
 		return "buffer_full"
+	case Fragmented:
+		return "fragmented"
 	}
 	return "unknown"
 }
@@ -82,8 +92,8 @@ type Result struct {
 // leaves conn's read deadline cleared.
 //
 // The decision is taken when it is certain (Final), when every candidate
-// rejected the bytes, when the buffer is full, at the deadline, or when the
-// client closes. While a structural route ranked above the best match still
+// rejected the bytes, when the buffer is full, at the deadline, after
+// MaxReads reads, or when the client closes. While a structural route ranked above the best match still
 // needs bytes (a ClientHello or header block not yet complete), nothing
 // else ends it: split first flights route exactly as whole ones. Only
 // byte-pattern routes are cut short, at MinBytes or after SettleWait.
@@ -109,6 +119,7 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 		v         Verdict
 		settleEnd time.Time
 		current   time.Time
+		reads     int
 	)
 	// decide applies the rules above to v after n bytes; ok is false while
 	// the engine should read more.
@@ -168,9 +179,16 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 		m, err := conn.Read(buf[n:])
 		if m > 0 {
 			n += m
+			reads++
 			v = t.evaluate(buf[:n])
 			if res, ok := decide(); ok {
 				return res
+			}
+			if reads >= MaxReads {
+				if v.Best != nil {
+					return Result{Route: v.Best, N: n}
+				}
+				return t.fail(n, Fragmented, nil)
 			}
 		}
 		if err == nil {

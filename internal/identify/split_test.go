@@ -16,7 +16,7 @@ import (
 // routedCatalogue is every built-in protocol plus the conditional routes a
 // real deployment has: TLS by SNI and by ALPN, HTTP by Host. Targets name
 // the routes, since conditional routes share their protocol's name.
-func routedCatalogue(t *testing.T) []*protocols.Protocol {
+func routedCatalogue(t testing.TB) []*protocols.Protocol {
 	t.Helper()
 	ps := catalogue(t) // built-ins (target 127.0.0.1:1) and TLS sni a.example (127.0.0.1:2)
 	h2 := protocols.NewTLSProtocol("tls-alpn-h2")
@@ -284,4 +284,63 @@ func FuzzSplitRoute(f *testing.F) {
 			t.Fatalf("split at %d: %s, whole: %s", i, resultKey(split), resultKey(whole))
 		}
 	})
+}
+
+// TestDrippingClientBoundedReads: a client that sends its header block a
+// byte per segment is decided after MaxReads reads (each read re-runs the
+// detectors over the whole buffer), with the best route matched so far;
+// one that matched nothing fails as fragmented.
+func TestDrippingClientBoundedReads(t *testing.T) {
+	tb := mustTable(t, routedCatalogue(t)...)
+	drip := func(data []byte) Result {
+		chunks := make([][]byte, len(data))
+		for i := range data {
+			chunks[i] = data[i : i+1]
+		}
+		return tb.Identify(&scriptConn{chunks: chunks}, make([]byte, 32<<10), 0, prodLimits)
+	}
+	req := longHostRequest()
+	if res := drip(req); resultKey(res) != "HTTP@127.0.0.1:1/ok" || res.N != MaxReads {
+		t.Fatalf("dripped request: %s after %d bytes, want the default HTTP route after %d", resultKey(res), res.N, MaxReads)
+	}
+	// A TLS record header claiming 16 KiB, then the body a byte at a time:
+	// the TLS detector matches after 6 handshake bytes, so the default TLS
+	// route is taken.
+	hello := splitFlights(t)["tls-chromium.bin"]
+	if res := drip(hello); resultKey(res) != "TLS@127.0.0.1:1/ok" || res.N != MaxReads {
+		t.Fatalf("dripped ClientHello: %s after %d bytes", resultKey(res), res.N)
+	}
+	// RTMP's 1,537-byte handshake matches nothing until complete.
+	rtmp := splitFlights(t)["rtmp-ffmpeg.bin"]
+	if res := drip(rtmp); res.Route != nil || res.Failure != Fragmented || res.N != MaxReads {
+		t.Fatalf("dripped RTMP: %s after %d bytes", resultKey(res), res.N)
+	}
+	// A first flight in MaxReads segments is still routed by its SNI.
+	seg := (len(hello) + MaxReads - 1) / MaxReads
+	var chunks [][]byte
+	for i := 0; i < len(hello); i += seg {
+		chunks = append(chunks, hello[i:min(i+seg, len(hello))])
+	}
+	if res := tb.Identify(&scriptConn{chunks: chunks}, make([]byte, 32<<10), 0, prodLimits); resultKey(res) != "TLS@127.0.0.1:2/ok" {
+		t.Fatalf("ClientHello in %d segments: %s", len(chunks), resultKey(res))
+	}
+}
+
+// BenchmarkDrippedHeaders: what one client costs that sends 32 KiB of HTTP
+// headers a byte per segment (an HTTP Host route keeps the decision open).
+func BenchmarkDrippedHeaders(b *testing.B) {
+	ps := routedCatalogue(b)
+	tb, err := NewTable(ps, 0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := []byte("GET / HTTP/1.1\r\nCookie: " + strings.Repeat("c", 32<<10))
+	chunks := make([][]byte, len(req))
+	buf := make([]byte, 64<<10)
+	for b.Loop() {
+		for i := range req {
+			chunks[i] = req[i : i+1]
+		}
+		tb.Identify(&scriptConn{chunks: chunks}, buf, 0, prodLimits)
+	}
 }
