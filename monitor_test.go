@@ -42,7 +42,7 @@ func openFDs(t *testing.T) int {
 
 // TestMonitoringPortsCapConnections: 200 keep-alive clients of the health
 // (or metrics) port from 25 sources, each holding its connection idle after one request,
-// get at most 64 connections served; the rest are closed at once, the
+// get at most 64 connections at a time; the rest are closed at once, the
 // process holds no more than 64 server-side sockets for them, and the data
 // port keeps serving.
 func TestMonitoringPortsCapConnections(t *testing.T) {
@@ -94,8 +94,18 @@ func TestMonitoringPortsCapConnections(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			if limit := defaultMonitorLimits.maxConns; served > limit || served == 0 {
-				t.Fatalf("%d of %d idle keep-alive clients served, want 1..%d", served, clients, limit)
+			// Under load the server's accept loop lags the dials, so it may
+			// still be accepting while the first probes are answered: a late
+			// connection then takes the slot of one idle since its reply,
+			// which is closed (evicted). So more than 64 can be served, but
+			// each one past 64 evicted one served before it.
+			ln := monitorOf(pm, port.name == "health")
+			limit := defaultMonitorLimits.maxConns
+			if held := ln.active(); held > limit {
+				t.Fatalf("the %s port holds %d connections, cap %d", port.name, held, limit)
+			}
+			if evicted := int(ln.evicted.Load()); served > limit+evicted || served == 0 {
+				t.Fatalf("%d of %d idle keep-alive clients served with %d evicted, want 1..%d", served, clients, evicted, limit+evicted)
 			}
 			if held := openFDs(t) - fdsBefore - len(conns); held > defaultMonitorLimits.maxConns+8 {
 				t.Fatalf("the %s port holds %d sockets for %d idle clients", port.name, held, clients)
