@@ -54,27 +54,7 @@ func stalledBackend(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := make(chan net.Conn, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held <- c
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		close(held)
-		for c := range held {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
+	return goServerOn(t, ln, func(net.Conn) { <-t.Context().Done() })
 }
 
 // TestClientResetDuringStalledUploadIsReleased: the backend stops reading

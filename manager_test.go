@@ -52,6 +52,12 @@ func goServer(t *testing.T, handler func(net.Conn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return goServerOn(t, ln, handler)
+}
+
+// goServerOn runs handler (then closes the connection) for every
+// connection ln accepts until the test ends.
+func goServerOn(t *testing.T, ln net.Listener, handler func(net.Conn)) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
