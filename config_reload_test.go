@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,14 +18,7 @@ import (
 // serving a real connection.
 func TestTruncatedConfigKeepsServing(t *testing.T) {
 	a := bannerServer(t, "A:")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "c.yaml")
-	writeConfig(t, path, a)
-	cm, err := NewConfigManager(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cm.Close()
+	path, cm := watchedConfig(t, a)
 	failed := make(chan error, 10)
 	cm.OnConfigError(func(err error) { failed <- err })
 	pm := NewProtocolManagerWithConfig(cm, WithLogger(discardLogger()))
@@ -142,14 +134,7 @@ func TestUpdateConfigAllOrNothing(t *testing.T) {
 // never see it; one an OnConfigCheck refuses is reported like a bad file.
 func TestConfigManagerAgreesWithManager(t *testing.T) {
 	a := bannerServer(t, "A:")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "c.yaml")
-	writeConfig(t, path, a)
-	cm, err := NewConfigManager(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cm.Close()
+	path, cm := watchedConfig(t, a)
 	pm := NewProtocolManagerWithConfig(cm, WithLogger(discardLogger()))
 	if err := pm.Err(); err != nil {
 		t.Fatal(err)

@@ -94,15 +94,22 @@ func writeConfig(t *testing.T, path, target string) {
 	}
 }
 
-func TestConfigManagerReloads(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "c.yaml")
-	writeConfig(t, path, "127.0.0.1:1")
+// watchedConfig writes a one-protocol config forwarding to target and
+// watches it with a ConfigManager that the test's end closes.
+func watchedConfig(t *testing.T, target string) (path string, cm *ConfigManager) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "c.yaml")
+	writeConfig(t, path, target)
 	cm, err := NewConfigManager(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cm.Close()
+	t.Cleanup(func() { cm.Close() })
+	return path, cm
+}
+
+func TestConfigManagerReloads(t *testing.T) {
+	path, cm := watchedConfig(t, "127.0.0.1:1")
 	changed := make(chan string, 10)
 	failed := make(chan error, 10)
 	cm.OnConfigChange(func(c *Config) { changed <- c.Protocols[0].Target[0] })
@@ -122,7 +129,7 @@ func TestConfigManagerReloads(t *testing.T) {
 	writeConfig(t, path, "127.0.0.1:2")
 	expect("127.0.0.1:2")
 	// Replace by rename, as vim and kubectl do.
-	tmp := filepath.Join(dir, ".c.yaml.swp")
+	tmp := filepath.Join(filepath.Dir(path), ".c.yaml.swp")
 	writeConfig(t, tmp, "127.0.0.1:3")
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)

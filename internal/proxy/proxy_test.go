@@ -52,10 +52,7 @@ func TestForwardByteExactBothWays(t *testing.T) {
 	}
 	client, proxyClientSide := tcpPair(t)
 	proxyBackendSide, backend := tcpPair(t)
-	up := make([]byte, size)
-	down := make([]byte, size)
-	rand.Read(up)
-	rand.Read(down)
+	up, down := randomPayloads(size)
 	replay := up[:1000]
 
 	fwd := make(chan Stats, 1)
@@ -202,4 +199,13 @@ func benchStream(b *testing.B, w, r net.Conn) {
 		w.Write(chunk)
 	}
 	<-done
+}
+
+// randomPayloads returns two random buffers of size bytes, one for each
+// direction of a byte-exact exchange.
+func randomPayloads(size int) (up, down []byte) {
+	up, down = make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	return up, down
 }

@@ -218,10 +218,7 @@ func TestPipeExhaustionKeepsConnection(t *testing.T) {
 func fdExhaustedExchange(t *testing.T) {
 	client, pc := tcpPair(t)
 	pb, backend := tcpPair(t)
-	up := make([]byte, 8<<20)
-	down := make([]byte, 8<<20)
-	rand.Read(up)
-	rand.Read(down)
+	up, down := randomPayloads(8 << 20)
 
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -426,10 +423,7 @@ func TestPipeFailureFallsBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			client, pc := tcpPair(t)
 			pb, backend := tcpPair(t)
-			up := make([]byte, 8<<20)
-			down := make([]byte, 8<<20)
-			rand.Read(up)
-			rand.Read(down)
+			up, down := randomPayloads(8 << 20)
 			p := newPair(0)
 			p.pipes = tc.pipes
 			fwd := make(chan Stats, 1)
@@ -445,19 +439,13 @@ func TestPipeFailureFallsBack(t *testing.T) {
 	}
 }
 
-// openPipes lists the pipes this process has an fd of, by inode. Pipes
-// are matched by inode, not counted: pooled pipes of other tests may be
-// closed by their GC cleanup at any time.
 // TestSpliceOutOfMemoryFallsBack: a splice the kernel refuses for want of
 // memory (ENOMEM, ENOBUFS) is read through a buffer instead; the connection
 // carries on, bytes exact.
 func TestSpliceOutOfMemoryFallsBack(t *testing.T) {
 	client, pc := tcpPair(t)
 	pb, backend := tcpPair(t)
-	up := make([]byte, 8<<20)
-	down := make([]byte, 8<<20)
-	rand.Read(up)
-	rand.Read(down)
+	up, down := randomPayloads(8 << 20)
 	var calls atomic.Int64
 	p := newPair(0)
 	p.spliceIn = func(sock, pipeW int) (int, error) {
@@ -480,6 +468,9 @@ func TestSpliceOutOfMemoryFallsBack(t *testing.T) {
 	backend.Close()
 }
 
+// openPipes lists the pipes this process has an fd of, by inode. Pipes
+// are matched by inode, not counted: pooled pipes of other tests may be
+// closed by their GC cleanup at any time.
 func openPipes(t *testing.T) map[uint64]bool {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
