@@ -1,0 +1,374 @@
+package monitor
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// probePath is the one path the test servers answer, with "ok\n".
+const probePath = "/probe"
+
+// start serves the test handler within lim until the test ends.
+func start(t *testing.T, lim Limits) (string, *Server) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc(probePath, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s, err := Serve("127.0.0.1:0", mux, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s.Addr(), s
+}
+
+// waitFor polls cond for up to 10 s: the server's view of a connection
+// changes on its own goroutines, after the client's call has returned.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// keepAliveProbe sends one HTTP/1.1 request on c and reads the reply,
+// leaving the connection open for another.
+func keepAliveProbe(c net.Conn, path string) (*http.Response, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: probe\r\n\r\n"); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, err
+}
+
+// dialFrom connects to addr from 127.0.0.host, a source of its own.
+func dialFrom(host byte, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, host)}, Timeout: 10 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// probeFrom sends one request from 127.0.0.host on a fresh connection and
+// returns the status, or an error when the connection was turned away.
+func probeFrom(host byte, addr string) (int, error) {
+	c, err := dialFrom(host, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	resp, err := keepAliveProbe(c, probePath)
+	if err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
+}
+
+// TestDefaultLimits: the limits the monitoring ports document, applied by
+// Serve as given.
+func TestDefaultLimits(t *testing.T) {
+	want := Limits{
+		ReadHeaderTimeout: 3 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		MaxConns:          64,
+		MaxConnsPerSource: 8,
+	}
+	if got := DefaultLimits(); got != want {
+		t.Fatalf("DefaultLimits() = %+v, want %+v", got, want)
+	}
+	_, s := start(t, DefaultLimits())
+	if got := s.Limits(); got != want {
+		t.Fatalf("served with %+v, want %+v", got, want)
+	}
+}
+
+// TestCloseStopsServing: after Close, the port no longer accepts and a
+// connection that was open is closed.
+func TestCloseStopsServing(t *testing.T) {
+	mux := http.NewServeMux()
+	s, err := Serve("127.0.0.1:0", mux, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, func() bool { return s.Active() == 1 })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("connection open after Close: read %d", n)
+	}
+	if c2, err := net.Dial("tcp", s.Addr()); err == nil {
+		c2.Close()
+		t.Fatal("the port accepts after Close")
+	}
+}
+
+// TestSourceOf: connections are counted per IPv4 address and per IPv6 /64;
+// an IPv4-mapped IPv6 address is its IPv4 address.
+func TestSourceOf(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"192.0.2.7:1234", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:1234", "192.0.2.7"},
+		{"[2001:db8:1:2:aaaa::1]:1234", "2001:db8:1:2::"},
+		{"[2001:db8:1:2:bbbb::9]:80", "2001:db8:1:2::"},
+		{"[fe80::1%eth0]:80", "fe80::"},
+	} {
+		ap := netip.MustParseAddrPort(tc.addr)
+		if got := sourceOf(net.TCPAddrFromAddrPort(ap)); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("sourceOf(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+	if got := sourceOf(&net.UnixAddr{Name: "x", Net: "unix"}); got.IsValid() {
+		t.Errorf("sourceOf(unix address) = %s, want the zero Addr", got)
+	}
+}
+
+// TestIdleClientsTimeOut: with the cap taken by clients that never send a
+// request, a fresh probe is turned away at once (not queued), and answered
+// again once the clients leave, or once the server has timed them out.
+func TestIdleClientsTimeOut(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxConns = 4
+	lim.ReadHeaderTimeout = time.Hour // the cap stays taken until the clients go
+	addr, s := start(t, lim)
+	var idle []net.Conn
+	for range 10 {
+		if c, err := net.Dial("tcp", addr); err == nil { // over the cap: maybe reset before Dial returns
+			defer c.Close()
+			idle = append(idle, c)
+		}
+	}
+	waitFor(t, func() bool { return s.Active() == 4 && s.Refused() == 6 })
+	if probe, err := net.Dial("tcp", addr); err == nil {
+		if _, err := keepAliveProbe(probe, probePath); err == nil {
+			t.Fatal("a probe over the cap was served")
+		}
+		probe.Close()
+	}
+	if s.Refused() != 7 {
+		t.Fatalf("probe over the cap: %d refused, want 7", s.Refused())
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	waitFor(t, func() bool { return s.Active() == 0 })
+	if code, err := probeFrom(1, addr); err != nil || code != 200 {
+		t.Fatalf("after the idle clients left: %d %v", code, err)
+	}
+
+	// The server times silent clients out by itself.
+	lim.ReadHeaderTimeout = 100 * time.Millisecond
+	addr2, s2 := start(t, lim)
+	for i := range 4 {
+		c, err := net.Dial("tcp", addr2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("silent client %d not timed out by the server: %v", i, err)
+		}
+	}
+	waitFor(t, func() bool { return s2.Active() == 0 })
+	if code, err := probeFrom(1, addr2); err != nil || code != 200 {
+		t.Fatalf("fresh probe: %d %v", code, err)
+	}
+}
+
+// TestCloseIdleKeepAlive: a keep-alive connection left idle after a
+// request is closed by the server after the idle timeout, and its slot
+// freed.
+func TestCloseIdleKeepAlive(t *testing.T) {
+	lim := DefaultLimits()
+	lim.IdleTimeout = 100 * time.Millisecond
+	addr, s := start(t, lim)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("%v %v", resp, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle keep-alive connection not closed by the server: %d %v", n, err)
+	}
+	waitFor(t, func() bool { return s.Active() == 0 })
+}
+
+// TestPerSourceShare: one source opening more connections than the port's
+// cap, none of them ever sending a request, holds only its share; the rest
+// are refused at once, and a probe from another source is answered.
+func TestPerSourceShare(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxConns, lim.MaxConnsPerSource = 16, 4
+	lim.ReadHeaderTimeout = time.Hour // held until the test closes them
+	addr, s := start(t, lim)
+	const opened = 20
+	for range opened {
+		if c, err := dialFrom(1, addr); err == nil { // refused ones may be reset before Dial returns
+			defer c.Close()
+		}
+	}
+	waitFor(t, func() bool { return s.Active()+int(s.Refused()) == opened })
+	if held := s.Active(); held != lim.MaxConnsPerSource {
+		t.Fatalf("one source holds %d connections, want its share of %d", held, lim.MaxConnsPerSource)
+	}
+	if code, err := probeFrom(2, addr); err != nil || code != 200 {
+		t.Fatalf("probe from another source: %d %v", code, err)
+	}
+	if code, err := probeFrom(1, addr); err == nil {
+		t.Fatalf("a probe over the source's share was served: %d", code)
+	}
+}
+
+// TestEvictsIdleKeepAlive: with the port full of keep-alive connections
+// from many sources, each idle after one request, a new probe is answered:
+// the connection idle the longest is closed to make room.
+func TestEvictsIdleKeepAlive(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxConns = 8
+	lim.IdleTimeout = time.Hour // only eviction frees a slot
+	addr, s := start(t, lim)
+	var held []net.Conn
+	for i := range lim.MaxConns {
+		c, err := dialFrom(byte(10+i), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
+		}
+		held = append(held, c)
+		// Each idle after the one before, so held[0] is idle the longest.
+		waitFor(t, func() bool { return s.Idle() == i+1 })
+	}
+	if code, err := probeFrom(100, addr); err != nil || code != 200 {
+		t.Fatalf("probe with the port full of idle keep-alives: %d %v", code, err)
+	}
+	if n := s.Evicted(); n != 1 {
+		t.Fatalf("%d connections evicted, want 1", n)
+	}
+	held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := held[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the longest idle connection was not closed: %d %v", n, err)
+	}
+	if resp, err := keepAliveProbe(held[1], probePath); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a more recent keep-alive connection: %v %v", resp, err)
+	}
+}
+
+// TestRefusesWhenAllBusy: with every held connection in the middle of a
+// request whose header never ends (a new connection, or a keep-alive one
+// that has started its next request), a new probe is refused at once, and
+// answered once the server has timed the held ones out.
+func TestRefusesWhenAllBusy(t *testing.T) {
+	const partial = "GET " + probePath + " HTTP/1.1\r\nHost: x\r\n"
+	for _, timeout := range []time.Duration{time.Hour, 200 * time.Millisecond} {
+		lim := DefaultLimits()
+		lim.MaxConns = 4
+		lim.ReadHeaderTimeout = timeout
+		lim.IdleTimeout = time.Hour
+		addr, s := start(t, lim)
+		var held []net.Conn
+		for i := range lim.MaxConns {
+			c, err := dialFrom(byte(10+i), addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			keepAlive := i%2 == 1 // one request done, the next begun
+			if keepAlive {
+				if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
+					t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
+				}
+				waitFor(t, func() bool { return s.Idle() == 1 })
+			}
+			if _, err := io.WriteString(c, partial); err != nil {
+				t.Fatal(err)
+			}
+			if keepAlive {
+				waitFor(t, func() bool { return s.Idle() == 0 }) // its next request has begun
+			}
+			held = append(held, c)
+		}
+		waitFor(t, func() bool { return s.Active() == lim.MaxConns })
+		if timeout == time.Hour {
+			if code, err := probeFrom(100, addr); err == nil {
+				t.Fatalf("a probe was served by evicting a connection mid-request: %d", code)
+			}
+			if n := s.Evicted(); n != 0 {
+				t.Fatalf("%d connections mid-request evicted", n)
+			}
+			continue
+		}
+		for i, c := range held {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("held connection %d not timed out by the server: %v", i, err)
+			}
+		}
+		waitFor(t, func() bool { return s.Active() == 0 })
+		if code, err := probeFrom(100, addr); err != nil || code != 200 {
+			t.Fatalf("probe after the held connections timed out: %d %v", code, err)
+		}
+	}
+}
+
+// TestEvictsFromLargestSource: with the port full of connections that
+// never send a request, all from one source allowed the whole port, a
+// probe from another source is answered: a connection of the source
+// holding far more than its fair part is closed to make room.
+func TestEvictsFromLargestSource(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxConns, lim.MaxConnsPerSource = 6, 6
+	lim.ReadHeaderTimeout = time.Hour
+	addr, s := start(t, lim)
+	for range lim.MaxConns {
+		c, err := dialFrom(1, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitFor(t, func() bool { return s.Active() == lim.MaxConns })
+	if code, err := probeFrom(2, addr); err != nil || code != 200 {
+		t.Fatalf("probe from a second source: %d %v", code, err)
+	}
+	if n := s.Evicted(); n != 1 {
+		t.Fatalf("%d connections evicted, want 1", n)
+	}
+}
