@@ -1,5 +1,9 @@
 // Package testnet holds what tests of several packages need to run real
-// servers on loopback.
+// servers on loopback: listeners and accept loops that end with the test,
+// fake backends, a client round trip, a poll with a bound (Eventually), a
+// buffer for output written concurrently, and subprocesses killed at the
+// end of the test. It imports only the standard library, so any package's
+// tests can use it.
 package testnet
 
 import (
@@ -38,10 +42,13 @@ func FreePort(tb testing.TB) int {
 			return port
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ln := Listen(tb)
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// FreeAddr is FreePort as a "127.0.0.1:port" address.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	return fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
 }

@@ -1,0 +1,166 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fatalTB records Fatalf instead of ending the test.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+}
+
+func TestBackends(t *testing.T) {
+	if got, err := RoundTrip(Echo(t), "ping\nmore"); err != nil || got != "ping\nmore" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	if got, err := RoundTrip(Banner(t, "A:"), "SSH-2.0-x\r\nrest"); err != nil || got != "A:SSH-2.0-x\r\nrest" {
+		t.Fatalf("banner: %q %v", got, err)
+	}
+	r := Record(t, "hello")
+	if got, err := RoundTrip(r.Addr, "first"); err != nil || got != "hello" {
+		t.Fatalf("recorder reply: %q %v", got, err)
+	}
+	<-r.Arrived()
+	Eventually(t, 10*time.Second, func() bool { return len(r.Received()) == 1 }, "recorder: %v", r.Received())
+	if r.Accepted() != 1 || r.Received()[0] != "first" {
+		t.Fatalf("recorder: %d accepted, received %q", r.Accepted(), r.Received())
+	}
+}
+
+// TestServeEndsHandlers: a handler blocked reading a connection the client
+// keeps open returns when the test ends, and Cleanup waits for it.
+func TestServeEndsHandlers(t *testing.T) {
+	var returned atomic.Bool
+	t.Run("inner", func(t *testing.T) {
+		started := make(chan struct{})
+		addr := Serve(t, func(c net.Conn) {
+			close(started)
+			c.Read(make([]byte, 1))
+			returned.Store(true)
+		})
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		<-started
+	})
+	if !returned.Load() {
+		t.Fatal("handler still running after the test ended")
+	}
+}
+
+func TestStart(t *testing.T) {
+	var addr string
+	t.Run("inner", func(t *testing.T) {
+		addr = Start(t, func(ctx context.Context, ln net.Listener) error {
+			go func() { <-ctx.Done(); ln.Close() }()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				c.Write([]byte("hi"))
+				c.Close()
+			}
+		})
+		if got, err := RoundTrip(addr, ""); err != nil || got != "hi" {
+			t.Fatalf("%q %v", got, err)
+		}
+		if !Listening(addr) {
+			t.Fatal("not listening")
+		}
+	})
+	if Listening(addr) {
+		t.Fatal("still listening after the test ended")
+	}
+	// A server that fails has its error reported when the test ends.
+	rec := &errorTB{TB: t}
+	Start(rec, func(context.Context, net.Listener) error { return errors.New("boom") })
+	rec.cleanup()
+	if !strings.Contains(rec.msg, "boom") {
+		t.Fatalf("serve error not reported: %q", rec.msg)
+	}
+}
+
+// errorTB records Errorf and runs its cleanups on demand.
+type errorTB struct {
+	testing.TB
+	msg      string
+	cleanups []func()
+}
+
+func (e *errorTB) Helper()                   {}
+func (e *errorTB) Cleanup(f func())          { e.cleanups = append(e.cleanups, f) }
+func (e *errorTB) Errorf(f string, a ...any) { e.msg = fmt.Sprintf(f, a...) }
+func (e *errorTB) cleanup() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	Eventually(t, 10*time.Second, func() bool { n++; return n == 3 }, "never")
+	f := &fatalTB{TB: t}
+	var b Buffer
+	start := time.Now()
+	Eventually(f, 50*time.Millisecond, func() bool { b.Write([]byte("x")); return false }, "cond false; buffer %s", &b)
+	if time.Since(start) < 50*time.Millisecond || !strings.HasPrefix(f.msg, "cond false; buffer x") || !strings.HasSuffix(f.msg, "(not within 50ms)") {
+		t.Fatalf("after %v: %q", time.Since(start), f.msg)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	ln, err := net.Listen("tcp", FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+}
+
+func TestProcess(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("uses sh")
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	p := StartProcess(t, exec.Command(sh, "-c", "echo out; echo err >&2; exec sleep 60"))
+	Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Out.String(), "err") }, "output: %s", p.Out)
+	p.Stop()
+	p.Stop()
+	if p.Wait() == nil {
+		t.Fatal("killed process reported success")
+	}
+	if !strings.Contains(p.Out.String(), "out\n") {
+		t.Fatalf("stdout not collected: %q", p.Out)
+	}
+	q := StartProcess(t, exec.Command(sh, "-c", "exit 0"))
+	if err := q.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
