@@ -7,21 +7,14 @@ import (
 	"testing"
 )
 
-// The detectors added with the catalogue: MQTT, SOCKS4/4a/5, PostgreSQL,
-// SMTP (client-first EHLO), FTP (silence only).
-var catalogue = map[string]DetectFunc{
-	"mqtt":       detectMQTT,
-	"socks4":     detectSOCKS4,
-	"socks5":     detectSOCKS5,
-	"postgresql": detectPostgreSQL,
-	"smtp":       detectSMTP,
-	"dns":        detectDNS,
-	"stun":       detectSTUN,
-	"sip":        detectSIP,
-	"rtsp":       detectRTSP,
-	"rdp":        detectRDP,
-	"rtmp":       detectRTMP,
-	"openvpn":    detectOpenVPN,
+// detectorOf returns the detector of the built-in registered as name.
+func detectorOf(t testing.TB, name string) DetectFunc {
+	t.Helper()
+	d, ok := Describe(name)
+	if !ok {
+		t.Fatalf("%s is not registered", name)
+	}
+	return d.New("x:1").Spec().Detect
 }
 
 // rtmpC0C1 is a C0 + C1 as ffmpeg sends it: version 3, time 0, a non-zero
@@ -101,48 +94,15 @@ func TestCatalogueTables(t *testing.T) {
 		{"openvpn", "\x00\x08\x04\xd2\x16\x2f", NoMatch},                                       // too short: PostgreSQL-like
 	}
 	for _, c := range cases {
-		checkDetector(t, c.proto+" "+strings.TrimSpace(c.data[:min(len(c.data), 12)]), catalogue[c.proto], []byte(c.data), c.want)
-	}
-	if NewFTPProtocol("x:1").Detect([]byte("USER anonymous\r\n")) != NoMatch || !NewFTPProtocol("x:1").ServerFirst() {
-		t.Fatal("FTP must only be chosen on silence")
+		checkDetector(t, c.proto+" "+strings.TrimSpace(c.data[:min(len(c.data), 12)]), detectorOf(t, c.proto), []byte(c.data), c.want)
 	}
 	if !NewSMTPProtocol("x:1").ServerFirst() {
 		t.Fatal("SMTP is server-first")
 	}
 }
 
-// TestCatalogueFlights: real first flights (curl --socks4/4a/5-hostname,
-// psql with and without SSL, mosquitto_pub -V mqttv31/mqttv311/mqttv5) are
-// matched by their own detector, split at every offset, and by no other
-// catalogue detector.
-func TestCatalogueFlights(t *testing.T) {
-	files, _ := filepath.Glob("testdata/flights/*.bin")
-	seen := map[string]int{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proto := strings.SplitN(filepath.Base(f), "-", 2)[0]
-		for name, detect := range catalogue {
-			if name == proto {
-				checkDetector(t, filepath.Base(f), detect, data, Match)
-				seen[name]++
-			} else if detect(data) == Match {
-				t.Errorf("%s detector matches %s", name, filepath.Base(f))
-			}
-		}
-	}
-	for p := range catalogue {
-		if p == "smtp" { // server-first: a client that waits sends nothing to record
-			continue
-		}
-		if seen[p] == 0 {
-			t.Errorf("no real flight for %s", p)
-		}
-	}
-}
-
+// FuzzCatalogue: every built-in detector decides a buffer's prefixes as it
+// decides the whole buffer (a decision, once made, never changes).
 func FuzzCatalogue(f *testing.F) {
 	files, _ := filepath.Glob("testdata/flights/*.bin")
 	for _, file := range files {
@@ -150,8 +110,14 @@ func FuzzCatalogue(f *testing.F) {
 			f.Add(data)
 		}
 	}
+	ds := Descriptors()
+	detectors := make([]DetectFunc, len(ds))
+	for i, d := range ds {
+		detectors[i] = d.New("x:1").Spec().Detect
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for name, detect := range catalogue {
+		for i, detect := range detectors {
+			name := ds[i].Name
 			whole := detect(data)
 			for k := 0; k <= len(data); k++ {
 				if r := detect(data[:k]); r != NeedMore {

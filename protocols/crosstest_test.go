@@ -31,7 +31,7 @@ type crossException struct{ detector, flight string }
 // else that matches a foreign flight fails the test.
 var crossExceptions = map[crossException]string{
 	{"http", "websocket"}: "an Upgrade request is an HTTP/1.1 GET; WebSocket has Specificity 1 and outranks HTTP",
-	{"http", "webdav"}:    "the HTTP detector accepts WebDAV methods (the seed's HTTP+WebDAV route); WebDAV has Specificity 1 and outranks HTTP",
+	{"http", "webdav"}:    "the HTTP detector accepts WebDAV methods (an HTTP route serves WebDAV clients too); WebDAV has Specificity 1 and outranks HTTP",
 	{"socks", "socks4"}:   "the generic SOCKS route is SOCKS4 or SOCKS5: same protocol, registration order picks one",
 	{"socks", "socks5"}:   "the generic SOCKS route is SOCKS4 or SOCKS5: same protocol, registration order picks one",
 }
@@ -133,25 +133,15 @@ func crossFlights(t *testing.T) []crossFlight {
 	return out
 }
 
-// crossBuiltins returns one Protocol per distinct built-in (aliases such as
-// postgres/postgresql, stun/turn collapse onto one Name), in name order.
+// crossBuiltins returns one Protocol per registered built-in, in name order.
 func crossBuiltins(t *testing.T) []*protocols.Protocol {
 	t.Helper()
-	names := protocols.Names()
-	slices.Sort(names)
-	seen := map[string]bool{}
 	var out []*protocols.Protocol
-	for _, n := range names {
-		ctor, ok := protocols.Lookup(n)
-		if !ok {
-			t.Fatalf("Names lists %q but Lookup does not know it", n)
-		}
-		p := ctor("127.0.0.1:1")
-		if seen[p.Name] {
-			continue
-		}
-		seen[p.Name] = true
-		out = append(out, p)
+	for _, d := range protocols.Descriptors() {
+		out = append(out, d.New("127.0.0.1:1"))
+	}
+	if len(out) == 0 {
+		t.Fatal("no built-in protocols registered")
 	}
 	return out
 }
@@ -160,11 +150,11 @@ func crossBuiltins(t *testing.T) []*protocols.Protocol {
 // Name of the built-in that must match it.
 func crossProtoName(t *testing.T, proto string) string {
 	t.Helper()
-	ctor, ok := protocols.Lookup(proto)
+	d, ok := protocols.Describe(proto)
 	if !ok {
 		t.Fatalf("flight protocol %q is not a built-in protocol name", proto)
 	}
-	return strings.ToLower(ctor("x:1").Name)
+	return strings.ToLower(d.Name)
 }
 
 func TestCrossAllFlightsAllDetectors(t *testing.T) {
@@ -175,7 +165,7 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 		own := crossProtoName(t, f.proto)
 		if len(f.data) == 0 {
 			// A silent client: only a server-first protocol can own it.
-			if ctor, _ := protocols.Lookup(f.proto); !ctor("x:1").ServerFirst() {
+			if d, _ := protocols.Describe(f.proto); !d.ServerFirst {
 				t.Errorf("%s: empty flight for client-first %s", f.name, own)
 			}
 			matchedOwn[own]++
@@ -268,11 +258,15 @@ func TestCrossRanking(t *testing.T) {
 		if order == "reverse name order" {
 			slices.Reverse(list)
 		}
-		tb, err := identify.NewTable(list, 0, nil)
+		specs := make([]identify.RouteSpec, len(list))
+		for i, p := range list {
+			specs[i] = identify.RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority}
+		}
+		tb, err := identify.New(specs, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sf := tb.ServerFirst(); sf == nil || !sf.Proto.ServerFirst() {
+		if sf := tb.ServerFirst(); sf == nil || !sf.ServerFirst() {
 			t.Errorf("%s: no server-first route", order)
 		}
 		for _, f := range flights {
@@ -285,9 +279,9 @@ func TestCrossRanking(t *testing.T) {
 				t.Errorf("%s: %s: no final match (best %v, final %v, rejected %v)", order, f.name, v.Best != nil, v.Final, v.Rejected)
 				continue
 			}
-			got := strings.ToLower(v.Best.Proto.Name)
+			got := strings.ToLower(v.Best.Name)
 			if got != own && got != crossRankAlso[f.proto] {
-				t.Errorf("%s: %s routed to %s, want %s", order, f.name, v.Best.Proto.Name, own)
+				t.Errorf("%s: %s routed to %s, want %s", order, f.name, v.Best.Name, own)
 			}
 		}
 	}

@@ -2,6 +2,14 @@ package protocols
 
 import "encoding/binary"
 
+func init() {
+	register(Descriptor{
+		Name:    "DNS",
+		New:     NewDNSProtocol,
+		Summary: "DNS over TCP: a length-framed query header and a well-formed first question",
+	})
+}
+
 // NewDNSProtocol routes DNS over TCP: a 2-byte length, then a header that
 // is a query (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions
 // and no answers, then a well-formed first question (labels ≤ 63 bytes,

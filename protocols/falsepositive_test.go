@@ -269,24 +269,16 @@ type fpSpec struct {
 	pRandom float64
 }
 
-// fpDetectors returns one spec per distinct built-in protocol (aliases
-// collapse onto their Name), sorted by name. A new built-in without a spec
+// fpDetectors returns one spec per registered built-in protocol, sorted by
+// name. A new built-in without a spec
 // fails the test: its false-positive rate must be thought about.
 func fpDetectors(t *testing.T) []fpSpec {
 	t.Helper()
 	specs := fpSpecs()
 	var out []fpSpec
-	seen := map[string]bool{}
-	names := Names()
-	slices.Sort(names)
-	for _, n := range names {
-		ctor, _ := Lookup(n)
-		p := ctor("x:1")
-		name := strings.ToLower(p.Name)
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
+	for _, d := range Descriptors() {
+		p := d.New("x:1")
+		name := strings.ToLower(d.Name)
 		s, ok := specs[name]
 		if !ok {
 			t.Fatalf("built-in %s has no false-positive spec in fpSpecs", p.Name)

@@ -23,12 +23,21 @@ var httpPlainMethods = []string{
 }
 
 // httpMethods is every method the HTTP detector accepts: plain HTTP and the
-// WebDAV family, so that an "HTTP" route (the seed's HTTP+WebDAV) also serves
-// WebDAV clients when no WebDAV route is configured. Read-only.
+// WebDAV family, so that an HTTP route also serves WebDAV clients when no
+// WebDAV route is configured. Read-only.
 var httpMethods = append(append([]string(nil), httpPlainMethods...), webdavMethods...)
 
 // httpGetOnly is the method set of WebSocket handshakes.
 var httpGetOnly = []string{"GET"}
+
+func init() {
+	register(Descriptor{
+		Name:     "HTTP",
+		New:      NewHTTPProtocol,
+		Routable: HostKey,
+		Summary:  "HTTP/1.0 or 1.1 request line, WebDAV methods included",
+	})
+}
 
 // NewHTTPProtocol returns the HTTP/1.0 and HTTP/1.1 protocol. It matches as
 // soon as the request line is complete and valid; a route with Hosts
@@ -43,8 +52,8 @@ func NewHTTPProtocol(target string) *Protocol {
 	}
 }
 
-// NewHTTPWebDAVProtocol is the seed's name for HTTP with WebDAV methods: the
-// HTTP detector already accepts them, so it is NewHTTPProtocol.
+// NewHTTPWebDAVProtocol returns HTTP with WebDAV methods, which is
+// NewHTTPProtocol: the HTTP detector accepts the WebDAV methods too.
 func NewHTTPWebDAVProtocol(target string) *Protocol {
 	return NewHTTPProtocol(target)
 }

@@ -4,6 +4,14 @@ package protocols
 // knowledge (RFC 9113 §3.4), sent by h2c clients without an Upgrade.
 var http2Preface = [][]byte{[]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}
 
+func init() {
+	register(Descriptor{
+		Name:    "HTTP2",
+		New:     NewHTTP2Protocol,
+		Summary: "cleartext HTTP/2 prior-knowledge connection preface",
+	})
+}
+
 // NewHTTP2Protocol returns cleartext HTTP/2 with prior knowledge. (HTTP/2 over
 // TLS is TLS with ALPN "h2": route it with NewTLSProtocol and ALPN.)
 func NewHTTP2Protocol(target string) *Protocol {

@@ -1,5 +1,13 @@
 package protocols
 
+func init() {
+	register(Descriptor{
+		Name:    "MQTT",
+		New:     NewMQTTProtocol,
+		Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet",
+	})
+}
+
 // NewMQTTProtocol routes MQTT 3.1, 3.1.1 and 5 clients: a CONNECT packet
 // (0x10), its remaining length (a 1–4 byte varint), then the protocol name
 // "MQIsdp" (level 3) or "MQTT" (level 4 or 5) and connect flags whose

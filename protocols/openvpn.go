@@ -2,6 +2,14 @@ package protocols
 
 import "encoding/binary"
 
+func init() {
+	register(Descriptor{
+		Name:    "OpenVPN",
+		New:     NewOpenVPNProtocol,
+		Summary: "OpenVPN over TCP: a length-framed client hard reset",
+	})
+}
+
 // NewOpenVPNProtocol routes OpenVPN over TCP: a 2-byte packet length
 // (14–2048) and the client's first packet, P_CONTROL_HARD_RESET_CLIENT_V2
 // (opcode 7) or V3 (opcode 10) with key id 0, arriving whole (the client
@@ -35,10 +43,11 @@ func detectOpenVPN(data []byte) Result {
 	// A DNS-over-TCP query has the same 2-byte length framing, and its
 	// random ID's first byte is 7<<3 or 10<<3 in 2 of 256 queries: without
 	// this check those (0.8% of dig +tcp queries, found by the cross-test)
-	// matched OpenVPN too, and went to it when OpenVPN was ranked first. A
+	// would match OpenVPN too, and go to it whenever OpenVPN ranks first. A
 	// hard reset that also parses as a DNS query needs session-id/HMAC bytes
-	// forming a query header and question (~1e-5). detectDNS has decided by
-	// now (it looks at no more than the 2+n bytes), so this stays split-safe.
+	// forming a query header and question (~1e-5). detectDNS has decided at
+	// this point (it looks at no more than the 2+n bytes), so this stays
+	// split-safe.
 	if detectDNS(data) == Match {
 		return NoMatch
 	}

@@ -2,6 +2,15 @@ package protocols
 
 import "encoding/binary"
 
+func init() {
+	register(Descriptor{
+		Name:    "PostgreSQL",
+		Aliases: []string{"postgres"},
+		New:     NewPostgreSQLProtocol,
+		Summary: "StartupMessage 3.0, SSLRequest, GSSENCRequest or CancelRequest",
+	})
+}
+
 // NewPostgreSQLProtocol routes PostgreSQL clients: a StartupMessage
 // (protocol 3.0), SSLRequest, GSSENCRequest or CancelRequest: a 4-byte
 // length and a 4-byte code whose values are fixed or tightly bounded.

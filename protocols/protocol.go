@@ -5,6 +5,18 @@
 // answers Match, NoMatch or NeedMore, so every detector can be table-, fuzz-
 // and split-read-tested without sockets. The identification engine
 // (internal/identify) calls detectors again each time more bytes arrive.
+//
+// Three types split the subject:
+//
+//   - [Spec] is what a protocol is: its name, detector, first bytes,
+//     metadata inspector, specificity and whether the server speaks first.
+//     It is all the identification engine sees.
+//   - [Protocol] is a route as a user configures it: a protocol (built-in or
+//     described by byte patterns) plus its [Conditions] (SNI, ALPN, Host),
+//     target, balancing, pool, health checks or in-process handler.
+//   - [Descriptor] is a built-in's entry in the registry ([Describe],
+//     [Descriptors], [Names], [Lookup]): its YAML names, constructor and
+//     which route conditions apply to it.
 package protocols
 
 import (
@@ -69,7 +81,8 @@ type EstablishConnection struct {
 type ConnHandler func(conn net.Conn)
 
 // Protocol describes one route: how to recognise a protocol from the client's
-// first bytes and where to send it.
+// first bytes ([Protocol.Spec]), which first flights it takes
+// ([Protocol.Conditions]) and where to send them.
 //
 // Byte fields (MatchStartBytes, MatchBytes, MatchRegexes, CustomValidator) are
 // the simple way to declare a user protocol; built-in constructors set Detect
@@ -128,7 +141,7 @@ type Protocol struct {
 	// forwarding it; the conn replays the bytes read during identification.
 	Handler ConnHandler
 
-	// Backend options (see internal/backend). Zero values mean defaults.
+	// Backend options (see internal/upstream). Zero values mean defaults.
 	Balance     string        // round_robin (default), weighted_round_robin, least_connections, random, first
 	SendProxy   string        // "", "v1" or "v2": PROXY protocol header towards the backend
 	Pool        PoolConfig    // warm pool of pre-dialed connections (opt-in)
@@ -156,13 +169,72 @@ type HealthConfig struct {
 	Path     string
 }
 
+// Spec is what a protocol is, as the identification engine sees it: how to
+// recognise it from the client's first bytes, or from its silence.
+//
+// Its slices and functions are shared with whoever built it (a Protocol, a
+// built-in constructor): they must not be modified.
+type Spec struct {
+	// Name identifies the protocol in logs and metrics, e.g. "HTTP".
+	Name string
+	// Detect is the detector; never nil in a Spec from [Protocol.Spec].
+	Detect DetectFunc
+	// FirstBytes lists every byte a first flight can start with, for the
+	// engine's first-byte index. Empty means "any byte".
+	FirstBytes []byte
+	// Inspect extracts route metadata; nil when the protocol has none.
+	Inspect InspectFunc
+	// Specificity ranks a sub-protocol above its generic parent.
+	Specificity int
+	// ServerFirst: the protocol is chosen when the client stays silent.
+	ServerFirst bool
+	// Silence is how long a client must stay silent for ServerFirst
+	// (0 = the engine's default wait).
+	Silence time.Duration
+	// Structural: Detect parses the protocol's framing (built-in or Go
+	// Detect detectors), so its NeedMore ends when the framing is complete
+	// and a decision may wait for it. Detectors compiled from byte patterns
+	// (regexes, windows, validators) may answer NeedMore forever; the
+	// engine bounds the wait for them with a byte count and a settle time.
+	Structural bool
+}
+
+// Spec returns what p is, for the identification engine: Detect as given,
+// or a detector compiled from the byte fields (Structural false).
+func (p *Protocol) Spec() Spec {
+	s := Spec{
+		Name:        p.Name,
+		Detect:      p.Detect,
+		FirstBytes:  p.FirstBytes,
+		Inspect:     p.Inspect,
+		Specificity: p.Specificity,
+		ServerFirst: p.ServerFirst(),
+		Structural:  p.Detect != nil,
+	}
+	if s.Detect == nil {
+		s.Detect = byteFieldDetector(p)
+	}
+	if s.ServerFirst {
+		s.Silence = p.EstablishConnection[0].Silence
+	}
+	return s
+}
+
+// Conditions returns p's route conditions (SNI, ALPN, Hosts), sharing p's
+// slices.
+func (p *Protocol) Conditions() Conditions {
+	return Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Hosts}
+}
+
+// Accepts reports whether md satisfies p's route conditions; see
+// [Conditions.Accepts].
+func (p *Protocol) Accepts(md Metadata) bool { return p.Conditions().Accepts(md) }
+
 // ServerFirst reports whether the protocol is chosen on client silence.
 func (p *Protocol) ServerFirst() bool { return len(p.EstablishConnection) > 0 }
 
 // HasConditions reports whether the protocol is a conditional route.
-func (p *Protocol) HasConditions() bool {
-	return len(p.SNI) > 0 || len(p.ALPN) > 0 || len(p.Hosts) > 0
-}
+func (p *Protocol) HasConditions() bool { return p.Conditions().Keys() != 0 }
 
 // Clone returns a copy whose slices can be modified independently.
 func (p *Protocol) Clone() *Protocol {
@@ -180,7 +252,7 @@ func (p *Protocol) Clone() *Protocol {
 }
 
 // Detector returns the protocol's detector: Detect when set, else one compiled
-// from the byte fields. Route conditions are not part of it (see Matches).
+// from the byte fields. Route conditions are not part of it (see Accepts).
 func (p *Protocol) Detector() DetectFunc {
 	if p.Detect != nil {
 		return p.Detect
@@ -188,7 +260,8 @@ func (p *Protocol) Detector() DetectFunc {
 	return byteFieldDetector(p)
 }
 
-// byteFieldDetector compiles the seed's byte fields into a DetectFunc.
+// byteFieldDetector compiles the byte fields into a DetectFunc. It reads
+// them once, when called: later assignments to p do not change it.
 func byteFieldDetector(p *Protocol) DetectFunc {
 	starts := p.MatchStartBytes
 	anywhere := p.MatchBytes

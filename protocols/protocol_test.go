@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// The seed's CustomBinary example: 0xAA 0x55 + 2-byte length + payload.
+// A user binary protocol declared by byte fields: 0xAA 0x55 + 2-byte length
+// + payload.
 func newCustomBinary(target string) *Protocol {
 	return &Protocol{
 		Name:            "CustomBinary",

@@ -2,6 +2,14 @@ package protocols
 
 import "encoding/binary"
 
+func init() {
+	register(Descriptor{
+		Name:    "RDP",
+		New:     NewRDPProtocol,
+		Summary: "TPKT carrying an X.224 Connection Request",
+	})
+}
+
 // NewRDPProtocol routes RDP: a TPKT header (version 3, reserved 0, length
 // 11–4096) followed by an X.224 Connection Request (length indicator, code
 // 0xE0). RTMP also starts with 0x03; its second byte is a timestamp byte and

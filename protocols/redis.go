@@ -28,6 +28,14 @@ var redisInlineCommands = []string{
 	"CLUSTER", "SCRIPT",
 }
 
+func init() {
+	register(Descriptor{
+		Name:    "Redis",
+		New:     NewRedisProtocol,
+		Summary: "RESP array header or an inline command line",
+	})
+}
+
 // NewRedisProtocol returns Redis: a RESP array "*N\r\n$len\r\n" (what every
 // client library sends) or an inline command line.
 func NewRedisProtocol(target string) *Protocol {

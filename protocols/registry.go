@@ -1,51 +1,149 @@
 package protocols
 
-import "strings"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // Constructor builds a built-in protocol routed to target.
 type Constructor func(target string) *Protocol
 
-// builtins maps lower-case protocol names (as written in YAML) to
-// constructors. Read-only after package initialisation.
-var builtins = map[string]Constructor{
-	// Each protocol file adds its own line here, keep it sorted.
-	"dns":        NewDNSProtocol,
-	"ftp":        NewFTPProtocol,
-	"http":       NewHTTPProtocol,
-	"http2":      NewHTTP2Protocol,
-	"mqtt":       NewMQTTProtocol,
-	"openvpn":    NewOpenVPNProtocol,
-	"postgres":   NewPostgreSQLProtocol,
-	"postgresql": NewPostgreSQLProtocol,
-	"rdp":        NewRDPProtocol,
-	"redis":      NewRedisProtocol,
-	"rtmp":       NewRTMPProtocol,
-	"rtsp":       NewRTSPProtocol,
-	"sip":        NewSIPProtocol,
-	"smtp":       NewSMTPProtocol,
-	"socks":      NewSOCKSProtocol,
-	"socks4":     NewSOCKS4Protocol,
-	"socks5":     NewSOCKS5Protocol,
-	"ssh":        NewSSHProtocol,
-	"stun":       NewSTUNProtocol,
-	"tls":        NewTLSProtocol,
-	"turn":       NewSTUNProtocol,
-	"webdav":     NewWebDAVProtocol,
-	"websocket":  NewWebSocketProtocol,
+// Descriptor is a built-in protocol's registry entry: what a configuration
+// may call it and what routes of it may say.
+type Descriptor struct {
+	// Name is the canonical display name, as the constructor's Protocol.Name
+	// ("TLS", "PostgreSQL"); its lower case is a YAML name.
+	Name string
+	// Aliases are the other YAML names (lower case), e.g. "postgres".
+	Aliases []string
+	// New builds the protocol routed to a target.
+	New Constructor
+	// Routable is the set of route conditions that apply: SNI and ALPN for
+	// TLS, Host for HTTP, WebSocket and WebDAV, none for the others (their
+	// detectors extract no metadata).
+	Routable Keys
+	// ServerFirst: the protocol is chosen when the client stays silent.
+	ServerFirst bool
+	// Summary is one line on how the protocol is recognised, for listings.
+	Summary string
 }
 
-// Lookup returns the constructor of the built-in protocol called name
-// (case-insensitive: "http", "HTTP", "Http" are the same).
+// YAMLNames returns every name a configuration may use for d: its Name in
+// lower case, then its aliases.
+func (d Descriptor) YAMLNames() []string {
+	return append([]string{strings.ToLower(d.Name)}, d.Aliases...)
+}
+
+// registry maps every accepted name, lower case, to its descriptor. Each
+// protocol's file registers its descriptor from an init function; the map is
+// read-only once package initialisation is done, so it needs no lock.
+var registry = map[string]*Descriptor{}
+
+// register adds d under its name and aliases. A duplicate name is a defect
+// of the build, so it panics (the registry tests load the package).
+func register(d Descriptor) {
+	d.Aliases = slices.Clone(d.Aliases)
+	for _, n := range d.YAMLNames() {
+		if n != strings.ToLower(n) || n == "" {
+			panic(fmt.Sprintf("protocols: %s: name %q must be non-empty lower case", d.Name, n))
+		}
+		if old, dup := registry[n]; dup {
+			panic(fmt.Sprintf("protocols: %q registered by both %s and %s", n, old.Name, d.Name))
+		}
+		registry[n] = &d
+	}
+}
+
+// Describe returns the descriptor of the built-in protocol called name, by
+// its Name or an alias, case-insensitively ("http", "HTTP", "Http").
+func Describe(name string) (Descriptor, bool) {
+	d, ok := registry[strings.ToLower(name)]
+	if !ok {
+		return Descriptor{}, false
+	}
+	return d.clone(), true
+}
+
+func (d *Descriptor) clone() Descriptor {
+	c := *d
+	c.Aliases = slices.Clone(d.Aliases)
+	return c
+}
+
+// Descriptors returns one descriptor per built-in protocol, sorted by lower
+// case Name.
+func Descriptors() []Descriptor {
+	var out []Descriptor
+	for n, d := range registry {
+		if n == strings.ToLower(d.Name) {
+			out = append(out, d.clone())
+		}
+	}
+	slices.SortFunc(out, func(a, b Descriptor) int {
+		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
+	})
+	return out
+}
+
+// Lookup returns the constructor of the built-in protocol called name, as
+// Describe finds it.
 func Lookup(name string) (Constructor, bool) {
-	c, ok := builtins[strings.ToLower(name)]
-	return c, ok
+	d, ok := registry[strings.ToLower(name)]
+	if !ok {
+		return nil, false
+	}
+	return d.New, true
 }
 
-// Names returns the built-in protocol names (lower case).
+// Names returns every accepted built-in name (Names and aliases), lower case,
+// sorted.
 func Names() []string {
-	out := make([]string, 0, len(builtins))
-	for n := range builtins {
+	out := make([]string, 0, len(registry))
+	for n := range registry {
 		out = append(out, n)
 	}
+	slices.Sort(out)
 	return out
+}
+
+// Suggest returns the accepted name closest to name (case-insensitively) by
+// edit distance, when it is at most 2: "TSL" suggests "tls". Among names at
+// the same distance the first in sorted order wins. An accepted name
+// suggests itself, lower case.
+func Suggest(name string) (string, bool) {
+	name = strings.ToLower(name)
+	best, bestDist := "", 3
+	for _, n := range Names() {
+		if d := editDistance(name, n, bestDist); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best, best != ""
+}
+
+// editDistance is the Levenshtein distance between a and b in bytes, or
+// limit when it is at least limit (names longer than any accepted one by
+// limit or more are not compared cell by cell).
+func editDistance(a, b string, limit int) int {
+	if len(a)-len(b) >= limit || len(b)-len(a) >= limit {
+		return limit
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return min(prev[len(b)], limit)
 }

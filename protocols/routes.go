@@ -2,27 +2,85 @@ package protocols
 
 import "strings"
 
-// Accepts reports whether md satisfies every route condition set on p:
+// Conditions are a route's conditions on a first flight's metadata: every
+// non-empty list must hold. Entries are exact names or "*.example.com"
+// (any name below example.com).
+type Conditions struct {
+	SNI   []string // TLS server_name
+	ALPN  []string // TLS application protocols
+	Hosts []string // HTTP Host header
+}
+
+// Keys reports which conditions are set.
+func (c Conditions) Keys() Keys {
+	var k Keys
+	if len(c.SNI) > 0 {
+		k |= SNIKey
+	}
+	if len(c.ALPN) > 0 {
+		k |= ALPNKey
+	}
+	if len(c.Hosts) > 0 {
+		k |= HostKey
+	}
+	return k
+}
+
+// Accepts reports whether md satisfies every condition:
 //
 //   - SNI: md.SNI equals one entry, or is below a "*.example.com" entry
 //     (a.example.com, a.b.example.com; not example.com itself);
-//   - ALPN: at least one of the client's ALPN values is listed in p.ALPN
+//   - ALPN: at least one of the client's ALPN values is listed
 //     (ALPN identifiers are opaque byte strings, compared exactly, RFC 7301);
 //   - Hosts: md.Host matches like SNI.
 //
-// Names compare case-insensitively and ignore a trailing dot. A protocol
-// without conditions accepts everything.
-func (p *Protocol) Accepts(md Metadata) bool {
-	if len(p.SNI) > 0 && !routeMatchAnyName(p.SNI, md.SNI) {
+// Names compare case-insensitively and ignore a trailing dot. Empty
+// Conditions accept everything.
+func (c Conditions) Accepts(md Metadata) bool {
+	if len(c.SNI) > 0 && !routeMatchAnyName(c.SNI, md.SNI) {
 		return false
 	}
-	if len(p.ALPN) > 0 && !routeMatchALPN(p.ALPN, md.ALPN) {
+	if len(c.ALPN) > 0 && !routeMatchALPN(c.ALPN, md.ALPN) {
 		return false
 	}
-	if len(p.Hosts) > 0 && !routeMatchAnyName(p.Hosts, md.Host) {
+	if len(c.Hosts) > 0 && !routeMatchAnyName(c.Hosts, md.Host) {
 		return false
 	}
 	return true
+}
+
+// Keys is a set of route condition kinds.
+type Keys uint8
+
+// The route condition kinds, named after their YAML keys.
+const (
+	SNIKey  Keys = 1 << iota // sni
+	ALPNKey                  // alpn
+	HostKey                  // host
+)
+
+var keyNames = [...]struct {
+	k    Keys
+	name string
+}{{SNIKey, "sni"}, {ALPNKey, "alpn"}, {HostKey, "host"}}
+
+// Names returns the YAML keys in k: "sni", "alpn", "host", in that order.
+func (k Keys) Names() []string {
+	var out []string
+	for _, kn := range keyNames {
+		if k&kn.k != 0 {
+			out = append(out, kn.name)
+		}
+	}
+	return out
+}
+
+// String is k's YAML keys separated by commas ("sni,alpn"); "none" for none.
+func (k Keys) String() string {
+	if k == 0 {
+		return "none"
+	}
+	return strings.Join(k.Names(), ",")
 }
 
 // NormalizeName returns the canonical form of a host or server name as used

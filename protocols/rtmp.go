@@ -1,5 +1,13 @@
 package protocols
 
+func init() {
+	register(Descriptor{
+		Name:    "RTMP",
+		New:     NewRTMPProtocol,
+		Summary: "RTMP handshake: C0 version 3 and a 1536-byte C1",
+	})
+}
+
 // NewRTMPProtocol routes RTMP: C0 (version 3) and the 1536-byte C1. It
 // needs 1537 bytes to be sure; being structural, it holds the decision open
 // past IdentifyMinBytes until then. An RDP connection request, which also

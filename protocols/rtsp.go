@@ -1,5 +1,13 @@
 package protocols
 
+func init() {
+	register(Descriptor{
+		Name:    "RTSP",
+		New:     NewRTSPProtocol,
+		Summary: "RTSP/1.0 request line",
+	})
+}
+
 // NewRTSPProtocol routes RTSP: a request line METHOD SP URI SP "RTSP/1.0"
 // (the version token tells it from HTTP, which rejects it).
 func NewRTSPProtocol(target string) *Protocol {

@@ -1,17 +1,11 @@
 package protocols
 
-// NewSOCKS5Protocol routes SOCKS5 clients: version 5, a method count of
-// 1–255 and that many known method codes (0x00–0x09 assigned, 0x80–0xFE
-// private). The greeting is complete only with every method byte.
-func NewSOCKS5Protocol(target string) *Protocol {
-	return &Protocol{Name: "SOCKS5", Target: target, Detect: detectSOCKS5, FirstBytes: []byte{0x05}}
-}
-
-// NewSOCKS4Protocol routes SOCKS4 and SOCKS4a clients: version 4, command
-// CONNECT or BIND, port, IPv4 address, a NUL-terminated printable user id,
-// and for SOCKS4a (address 0.0.0.x, x ≠ 0) a NUL-terminated host name.
-func NewSOCKS4Protocol(target string) *Protocol {
-	return &Protocol{Name: "SOCKS4", Target: target, Detect: detectSOCKS4, FirstBytes: []byte{0x04}}
+func init() {
+	register(Descriptor{
+		Name:    "SOCKS",
+		New:     NewSOCKSProtocol,
+		Summary: "SOCKS4/4a or SOCKS5 greeting",
+	})
 }
 
 // NewSOCKSProtocol routes both SOCKS4/4a and SOCKS5 to one target.
@@ -22,75 +16,4 @@ func NewSOCKSProtocol(target string) *Protocol {
 		}
 		return detectSOCKS5(data)
 	}}
-}
-
-func detectSOCKS5(data []byte) Result {
-	if len(data) == 0 {
-		return NeedMore
-	}
-	if data[0] != 0x05 {
-		return NoMatch
-	}
-	if len(data) < 2 {
-		return NeedMore
-	}
-	n := int(data[1])
-	if n == 0 {
-		return NoMatch
-	}
-	for i := 0; i < n; i++ {
-		if 2+i >= len(data) {
-			return NeedMore
-		}
-		m := data[2+i]
-		if m > 0x09 && (m < 0x80 || m == 0xFF) {
-			return NoMatch
-		}
-	}
-	return Match
-}
-
-const socksMaxField = 255
-
-func detectSOCKS4(data []byte) Result {
-	if len(data) == 0 {
-		return NeedMore
-	}
-	if data[0] != 0x04 {
-		return NoMatch
-	}
-	if len(data) < 2 {
-		return NeedMore
-	}
-	if data[1] != 1 && data[1] != 2 {
-		return NoMatch
-	}
-	if len(data) < 8 {
-		return NeedMore
-	}
-	is4a := data[4] == 0 && data[5] == 0 && data[6] == 0 && data[7] != 0
-	i := 8
-	r, next := nulTerminated(data, i)
-	if r != Match {
-		return r
-	}
-	if !is4a {
-		return Match
-	}
-	r, _ = nulTerminated(data, next)
-	return r
-}
-
-// nulTerminated checks a printable, NUL-terminated field at data[i:]; next
-// is the offset after the NUL.
-func nulTerminated(data []byte, i int) (Result, int) {
-	for k := i; k < len(data); k++ {
-		switch c := data[k]; {
-		case c == 0:
-			return Match, k + 1
-		case c < 0x20 || c > 0x7e || k-i >= socksMaxField:
-			return NoMatch, 0
-		}
-	}
-	return NeedMore, 0
 }

@@ -5,6 +5,14 @@ package protocols
 // SSH 1 (RFC 4253 §5.1). Pure SSH-1 ("SSH-1.5-") is not supported.
 var sshPrefixes = [][]byte{[]byte("SSH-2.0-"), []byte("SSH-1.99-")}
 
+func init() {
+	register(Descriptor{
+		Name:    "SSH",
+		New:     NewSSHProtocol,
+		Summary: "SSH-2.0- or SSH-1.99- identification string",
+	})
+}
+
 // NewSSHProtocol returns SSH. Clients send their identification string
 // first, so it matches as soon as the version prefix is complete.
 func NewSSHProtocol(target string) *Protocol {

@@ -2,6 +2,15 @@ package protocols
 
 import "encoding/binary"
 
+func init() {
+	register(Descriptor{
+		Name:    "STUN",
+		Aliases: []string{"turn"},
+		New:     NewSTUNProtocol,
+		Summary: "STUN or TURN message with the magic cookie",
+	})
+}
+
 // NewSTUNProtocol routes STUN and TURN over TCP (RFC 8489/8656): the first
 // two bits zero, a length that is a multiple of 4, and the magic cookie
 // 0x2112A442 at offset 4.

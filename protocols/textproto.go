@@ -2,9 +2,9 @@ package protocols
 
 import "bytes"
 
-// Shared by the text request-line protocols (SIP, RTSP).
+// Helpers shared by the text protocols.
 
-// requestLine checks "METHOD SP URI SP VERSION CRLF" with one of methods and
+// requestLine checks a request line (SIP, RTSP): "METHOD SP URI SP VERSION CRLF" with one of methods and
 // exactly version. NeedMore until the line ends (at most 2 KiB).
 func requestLine(data []byte, methods []string, version string, uriOK func([]byte) bool) Result {
 	sp := bytes.IndexByte(data, ' ')
@@ -41,4 +41,21 @@ func requestLine(data []byte, methods []string, version string, uriOK func([]byt
 		return NoMatch
 	}
 	return Match
+}
+
+// matchPrefixesFold is matchPrefixes for ASCII, case-insensitive;
+// prefixes are lower case.
+func matchPrefixesFold(data []byte, prefixes ...string) Result {
+	res := NoMatch
+	for _, p := range prefixes {
+		n := min(len(data), len(p))
+		if !httpEqualFold(data[:n], p[:n]) {
+			continue
+		}
+		if len(data) >= len(p) {
+			return Match
+		}
+		res = NeedMore
+	}
+	return res
 }

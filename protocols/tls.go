@@ -17,6 +17,15 @@ const (
 	tlsExtALPN       = 16
 )
 
+func init() {
+	register(Descriptor{
+		Name:     "TLS",
+		New:      NewTLSProtocol,
+		Routable: SNIKey | ALPNKey,
+		Summary:  "TLS record carrying a ClientHello",
+	})
+}
+
 // NewTLSProtocol returns TLS (SSL 3.0 to TLS 1.3). It matches as soon as the
 // first record header and the ClientHello's handshake header and version are
 // valid; Inspect parses the whole ClientHello for SNI and ALPN routes.

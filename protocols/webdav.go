@@ -16,6 +16,15 @@ var webdavMethods = []string{
 	"UPDATE", "LABEL", "MERGE", "MKACTIVITY", "BASELINE-CONTROL",
 }
 
+func init() {
+	register(Descriptor{
+		Name:     "WebDAV",
+		New:      NewWebDAVProtocol,
+		Routable: HostKey,
+		Summary:  "HTTP/1.x request line with a WebDAV-only method",
+	})
+}
+
 // NewWebDAVProtocol returns the WebDAV protocol: an HTTP/1.x request line
 // whose method is WebDAV-only (see webdavMethods). It outranks HTTP
 // (Specificity 1), which matches the same request line.

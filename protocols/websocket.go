@@ -1,5 +1,14 @@
 package protocols
 
+func init() {
+	register(Descriptor{
+		Name:     "WebSocket",
+		New:      NewWebSocketProtocol,
+		Routable: HostKey,
+		Summary:  "HTTP/1.1 GET with Upgrade: websocket",
+	})
+}
+
 // NewWebSocketProtocol returns the WebSocket protocol (RFC 6455 §4.1): an
 // HTTP/1.1 GET whose header block carries "Upgrade: websocket". It needs the
 // whole header block, so it answers NeedMore until the empty line that ends

@@ -3,7 +3,6 @@ package identify
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,17 +10,20 @@ import (
 	"github.com/darkit/protoplex/protocols"
 )
 
-// catalogue registers every built-in protocol (in name order), plus SNI and
-// Host routes, the way a full config would.
+// builtins returns one protocol per built-in, in registry (name) order.
+func builtins(target string) []*protocols.Protocol {
+	var ps []*protocols.Protocol
+	for _, d := range protocols.Descriptors() {
+		ps = append(ps, d.New(target))
+	}
+	return ps
+}
+
+// catalogue registers every built-in protocol (in name order), plus an SNI
+// route, the way a full config would.
 func catalogue(t testing.TB) []*protocols.Protocol {
 	t.Helper()
-	var ps []*protocols.Protocol
-	names := protocols.Names()
-	slices.Sort(names)
-	for _, n := range names {
-		ctor, _ := protocols.Lookup(n)
-		ps = append(ps, ctor("127.0.0.1:1"))
-	}
+	ps := builtins("127.0.0.1:1")
 	tlsA := protocols.NewTLSProtocol("127.0.0.1:2")
 	tlsA.SNI = []string{"a.example"}
 	ps = append(ps, tlsA)
@@ -52,7 +54,7 @@ func TestCachedAndUncachedAgreeOnCorpus(t *testing.T) {
 	ps := catalogue(t)
 	plain := mustTable(t, ps...)
 	counters := &CacheCounters{}
-	cached, err := NewTable(ps, time.Minute, counters)
+	cached, err := New(routeSpecs(ps), time.Minute, counters)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +78,22 @@ func routeName(v Verdict) string {
 	if v.Best == nil {
 		return "-"
 	}
-	r := v.Best.Proto
-	if len(r.SNI) > 0 {
-		return r.Name + "[" + strings.Join(r.SNI, ",") + "]"
+	return label(v.Best)
+}
+
+// label names a route by its protocol and conditions, e.g.
+// "TLS[sni=a.example]": conditional routes share their protocol's name.
+func label(r *Route) string {
+	s := r.Name
+	for _, c := range []struct {
+		key  string
+		vals []string
+	}{{"sni", r.conds.SNI}, {"alpn", r.conds.ALPN}, {"host", r.conds.Hosts}} {
+		if len(c.vals) > 0 {
+			s += "[" + c.key + "=" + strings.Join(c.vals, ",") + "]"
+		}
 	}
-	return r.Name
+	return s
 }
 
 // TestCorpusRoutesToOwnProtocol: each whole flight is routed to the protocol
@@ -95,11 +108,11 @@ func TestCorpusRoutesToOwnProtocol(t *testing.T) {
 			t.Errorf("%s: no final match (%+v)", name, v)
 			continue
 		}
-		got := strings.ToLower(v.Best.Proto.Name)
+		got := strings.ToLower(v.Best.Name)
 		want := proto
 		switch {
 		case name == "tls-openssl-sni.bin" && bytesContain(data, "a.example"):
-			want = "tls[a.example]"
+			want = "tls[sni=a.example]"
 			got = strings.ToLower(routeName(v))
 		case proto == "socks4" || proto == "socks5":
 			// SOCKS flights may legitimately be taken by the generic "socks" entry.
@@ -107,7 +120,7 @@ func TestCorpusRoutesToOwnProtocol(t *testing.T) {
 				got = proto
 			}
 		}
-		if got != want && !(proto == "stun" && got == "turn") && !(proto == "postgresql" && got == "postgres") {
+		if got != want {
 			t.Errorf("%s: routed to %s, want %s", name, got, want)
 		}
 	}
@@ -132,15 +145,7 @@ func TestWebSocketOutranksHTTP(t *testing.T) {
 }
 
 func BenchmarkEvaluateCatalogue(b *testing.B) {
-	var ps []*protocols.Protocol
-	for _, n := range protocols.Names() {
-		ctor, _ := protocols.Lookup(n)
-		ps = append(ps, ctor("x:1"))
-	}
-	tb, err := NewTable(ps, 0, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tb := mustTable(b, builtins("x:1")...)
 	for _, f := range []struct{ name, data string }{
 		{"http", "GET / HTTP/1.1\r\nHost: example\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"},
 		{"ssh", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"},

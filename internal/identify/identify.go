@@ -106,7 +106,7 @@ func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) R
 	}
 	var silenceEnd time.Time
 	if t.serverFirst != nil {
-		wait := t.serverFirst.Proto.EstablishConnection[0].Silence
+		wait := t.serverFirst.spec.Silence
 		if wait <= 0 {
 			wait = lim.ServerFirstWait
 		}

@@ -16,9 +16,19 @@ func prefix(name string, prio int, pre string) *protocols.Protocol {
 	return &protocols.Protocol{Name: name, Priority: prio, MatchStartBytes: [][]byte{[]byte(pre)}, FirstBytes: []byte{pre[0]}}
 }
 
-func mustTable(t *testing.T, ps ...*protocols.Protocol) *Table {
+// routeSpecs is the engine's view of protocols: what each one is, its
+// conditions, priority and fallback mark, in the same order.
+func routeSpecs(ps []*protocols.Protocol) []RouteSpec {
+	out := make([]RouteSpec, len(ps))
+	for i, p := range ps {
+		out[i] = RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback}
+	}
+	return out
+}
+
+func mustTable(t testing.TB, ps ...*protocols.Protocol) *Table {
 	t.Helper()
-	tb, err := NewTable(ps, 0, nil)
+	tb, err := New(routeSpecs(ps), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +70,7 @@ func identifyClient(t *testing.T, tb *Table, l Limits, closeAfter bool, chunks .
 func TestIdentifyNeedMoreAcrossReads(t *testing.T) {
 	tb := mustTable(t, prefix("LONG", 0, "HELLO-WORLD"), prefix("OTHER", 0, "HELP"))
 	res := identifyChunks(t, tb, lim, "HE", "LL", "O-WO", "RLD")
-	if res.Route == nil || res.Route.Proto.Name != "LONG" || res.N != 11 {
+	if res.Route == nil || res.Route.Name != "LONG" || res.N != 11 {
 		t.Fatalf("got %+v", res)
 	}
 }
@@ -68,13 +78,13 @@ func TestIdentifyNeedMoreAcrossReads(t *testing.T) {
 func TestIdentifyPriorityAndTies(t *testing.T) {
 	a, b, c := prefix("A", 5, "X"), prefix("B", 1, "X"), prefix("C", 1, "X")
 	tb := mustTable(t, a, b, c)
-	if v := tb.Evaluate([]byte("X")); v.Best.Proto.Name != "B" || !v.Final {
-		t.Fatalf("lowest priority first, registration order on ties: got %+v", v.Best.Proto.Name)
+	if v := tb.Evaluate([]byte("X")); v.Best.Name != "B" || !v.Final {
+		t.Fatalf("lowest priority first, registration order on ties: got %+v", v.Best.Name)
 	}
 	// Same priorities, reversed registration: the first registered wins.
 	tb = mustTable(t, c, b)
-	if v := tb.Evaluate([]byte("X")); v.Best.Proto.Name != "C" {
-		t.Fatalf("tie must go to registration order, got %s", v.Best.Proto.Name)
+	if v := tb.Evaluate([]byte("X")); v.Best.Name != "C" {
+		t.Fatalf("tie must go to registration order, got %s", v.Best.Name)
 	}
 }
 
@@ -82,18 +92,18 @@ func TestHigherRankedNeedMoreDefersMatch(t *testing.T) {
 	generic := prefix("GENERIC", 5, "AB")
 	specific := prefix("SPECIFIC", 0, "ABCD")
 	tb := mustTable(t, generic, specific)
-	if v := tb.Evaluate([]byte("AB")); v.Best == nil || v.Best.Proto.Name != "GENERIC" || v.Final {
+	if v := tb.Evaluate([]byte("AB")); v.Best == nil || v.Best.Name != "GENERIC" || v.Final {
 		t.Fatalf("AB: want a non-final GENERIC match, got %+v", v)
 	}
-	if v := tb.Evaluate([]byte("ABCD")); v.Best.Proto.Name != "SPECIFIC" || !v.Final {
+	if v := tb.Evaluate([]byte("ABCD")); v.Best.Name != "SPECIFIC" || !v.Final {
 		t.Fatalf("ABCD: want final SPECIFIC")
 	}
-	if v := tb.Evaluate([]byte("ABX")); v.Best.Proto.Name != "GENERIC" || !v.Final {
+	if v := tb.Evaluate([]byte("ABX")); v.Best.Name != "GENERIC" || !v.Final {
 		t.Fatalf("ABX: SPECIFIC rejected, GENERIC final")
 	}
 	// A client that sends "AB" and waits gets GENERIC after the settle wait.
 	res := identifyChunks(t, tb, lim, "AB")
-	if res.Route == nil || res.Route.Proto.Name != "GENERIC" {
+	if res.Route == nil || res.Route.Name != "GENERIC" {
 		t.Fatalf("settle: got %+v", res)
 	}
 }
@@ -108,7 +118,7 @@ func TestAllRejectAndFallback(t *testing.T) {
 	fb.Fallback = true
 	tb = mustTable(t, prefix("A", 0, "AAA"), fb)
 	res = identifyChunks(t, tb, lim, "ZZZ")
-	if res.Route == nil || res.Route.Proto.Name != "FB" || !res.Fallback || res.Failure != NoMatch {
+	if res.Route == nil || res.Route.Name != "FB" || !res.Fallback || res.Failure != NoMatch {
 		t.Fatalf("fallback: got %+v", res)
 	}
 }
@@ -128,12 +138,12 @@ func TestSilenceChoosesServerFirst(t *testing.T) {
 		EstablishConnection: []protocols.EstablishConnection{{}}}
 	tb := mustTable(t, prefix("A", 0, "AAAA"), smtp)
 	res := identifyChunks(t, tb, lim)
-	if res.Route == nil || res.Route.Proto.Name != "SMTP" || !res.Silent || res.N != 0 {
+	if res.Route == nil || res.Route.Name != "SMTP" || !res.Silent || res.N != 0 {
 		t.Fatalf("got %+v", res)
 	}
 	// A client that speaks is not taken for silent.
 	res = identifyChunks(t, tb, lim, "AAAA")
-	if res.Route == nil || res.Route.Proto.Name != "A" || res.Silent {
+	if res.Route == nil || res.Route.Name != "A" || res.Silent {
 		t.Fatalf("got %+v", res)
 	}
 }
@@ -168,7 +178,7 @@ func TestCacheNeverChangesResult(t *testing.T) {
 	ps := []*protocols.Protocol{prefix("A", 0, "AB"), prefix("B", 0, "ABC"), prefix("C", 3, "Q")}
 	plain := mustTable(t, ps...)
 	counters := &CacheCounters{}
-	cached, err := NewTable(ps, time.Minute, counters)
+	cached, err := New(routeSpecs(ps), time.Minute, counters)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +199,7 @@ func TestCacheNeverChangesResult(t *testing.T) {
 func TestDuplicateFallbackRejected(t *testing.T) {
 	a, b := prefix("A", 0, "A"), prefix("B", 0, "B")
 	a.Fallback, b.Fallback = true, true
-	if _, err := NewTable([]*protocols.Protocol{a, b}, 0, nil); err == nil {
+	if _, err := New(routeSpecs([]*protocols.Protocol{a, b}), 0, nil); err == nil {
 		t.Fatal("two fallbacks accepted")
 	}
 }
@@ -198,7 +208,7 @@ func name(v Verdict) string {
 	if v.Best == nil {
 		return ""
 	}
-	return v.Best.Proto.Name
+	return v.Best.Name
 }
 
 func TestPerReadTimeout(t *testing.T) {
@@ -216,5 +226,61 @@ func TestPerReadTimeout(t *testing.T) {
 	cli.Close()
 	if res.Failure != Timeout || time.Since(start) > 4*time.Second {
 		t.Fatalf("got %+v after %v", res, time.Since(start))
+	}
+}
+
+func TestRoutesInputOrderRankedOrder(t *testing.T) {
+	low, high := prefix("LOW", 9, "X"), prefix("HIGH", 1, "X")
+	tb := mustTable(t, low, high)
+	for i, r := range tb.Routes() {
+		if r.Index != i || r.Proto != nil {
+			t.Fatalf("Routes()[%d] = %s, Index %d, Proto %v", i, r.Name, r.Index, r.Proto)
+		}
+	}
+	if got := tb.Routes()[0].Name; got != "LOW" {
+		t.Fatalf("Routes()[0] = %s, want the first input LOW", got)
+	}
+	ranked := tb.Ranked()
+	if ranked[0].Name != "HIGH" || ranked[0].Rank() != 0 || ranked[0].Index != 1 || ranked[1].Rank() != 1 {
+		t.Fatalf("ranked: %s (rank %d, index %d), %s", ranked[0].Name, ranked[0].Rank(), ranked[0].Index, ranked[1].Name)
+	}
+	if v := tb.Evaluate([]byte("X")); v.Best != ranked[0] {
+		t.Fatalf("Evaluate picked %s, want the top-ranked HIGH", v.Best.Name)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	for name, rs := range map[string]RouteSpec{
+		"no name":     {Spec: protocols.Spec{Detect: func([]byte) protocols.Result { return protocols.Match }}},
+		"no detector": {Spec: protocols.Spec{Name: "X"}},
+		"conditions without inspector": {
+			Spec:       protocols.Spec{Name: "X", Detect: func([]byte) protocols.Result { return protocols.Match }},
+			Conditions: protocols.Conditions{Hosts: []string{"a.example"}},
+		},
+	} {
+		if _, err := New([]RouteSpec{rs}, 0, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestNewTableSetsProto: NewTable builds the same table as New over the
+// protocols' specs, and each route carries its protocol.
+func TestNewTableSetsProto(t *testing.T) {
+	ps := []*protocols.Protocol{prefix("A", 5, "X"), prefix("B", 1, "X")}
+	tb, err := NewTable(ps, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range tb.Routes() {
+		if r.Proto != ps[i] || r.Index != i || r.Name != ps[i].Name {
+			t.Fatalf("route %d: %+v", i, r)
+		}
+	}
+	if v := tb.Evaluate([]byte("X")); v.Best.Proto != ps[1] {
+		t.Fatalf("Evaluate picked %s, want B (lower priority)", v.Best.Name)
+	}
+	if _, err := NewTable([]*protocols.Protocol{nil}, 0, nil); err == nil {
+		t.Fatal("nil protocol accepted")
 	}
 }

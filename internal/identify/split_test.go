@@ -14,14 +14,13 @@ import (
 )
 
 // routedCatalogue is every built-in protocol plus the conditional routes a
-// real deployment has: TLS by SNI and by ALPN, HTTP by Host. Targets name
-// the routes, since conditional routes share their protocol's name.
+// real deployment has: TLS by SNI and by ALPN, HTTP by Host (see label).
 func routedCatalogue(t testing.TB) []*protocols.Protocol {
 	t.Helper()
 	ps := catalogue(t) // built-ins (target 127.0.0.1:1) and TLS sni a.example (127.0.0.1:2)
-	h2 := protocols.NewTLSProtocol("tls-alpn-h2")
+	h2 := protocols.NewTLSProtocol("127.0.0.1:3")
 	h2.ALPN = []string{"h2"}
-	host := protocols.NewHTTPProtocol("http-host")
+	host := protocols.NewHTTPProtocol("127.0.0.1:4")
 	host.Hosts = []string{"host.example"}
 	return append(ps, h2, host)
 }
@@ -76,7 +75,7 @@ func resultKey(r Result) string {
 	if r.Route == nil {
 		return "none/" + r.Failure.String()
 	}
-	return r.Route.Proto.Name + "@" + r.Route.Proto.Target + "/" + r.Failure.String()
+	return label(r.Route) + "/" + r.Failure.String()
 }
 
 // TestSplitFlightsRouteAsWhole: for every recorded flight, split at every
@@ -116,11 +115,11 @@ func TestConditionalRoutesOnLongFlights(t *testing.T) {
 	tb := mustTable(t, routedCatalogue(t)...)
 	fl := splitFlights(t)
 	for _, c := range []struct{ flight, want string }{
-		{"tls-chromium.bin", "TLS@127.0.0.1:2/ok"},      // SNI a.example outranks ALPN h2
-		{"tls-go.bin", "TLS@tls-alpn-h2/ok"},            // go.example.test, ALPN h2
-		{"tls-openssl-nosni.bin", "TLS@127.0.0.1:1/ok"}, // neither condition
-		{"http-long-headers", "HTTP@http-host/ok"},
-		{"http-curl.bin", "HTTP@127.0.0.1:1/ok"},
+		{"tls-chromium.bin", "TLS[sni=a.example]/ok"},      // SNI a.example outranks ALPN h2
+		{"tls-go.bin", "TLS[alpn=h2]/ok"},            // go.example.test, ALPN h2
+		{"tls-openssl-nosni.bin", "TLS/ok"}, // neither condition
+		{"http-long-headers", "HTTP[host=host.example]/ok"},
+		{"http-curl.bin", "HTTP/ok"},
 	} {
 		if got := identifyScript(tb, fl[c.flight]); resultKey(got) != c.want {
 			t.Errorf("%s: got %s, want %s", c.flight, resultKey(got), c.want)
@@ -142,12 +141,12 @@ func TestSplitFlightsWithPauses(t *testing.T) {
 		at     int
 		want   string
 	}{
-		{"tls-chromium.bin", 1400, "TLS@127.0.0.1:2/ok"},
-		{"tls-chromium.bin", 900, "TLS@127.0.0.1:2/ok"},
-		{"tls-chromium.bin", 3, "TLS@127.0.0.1:2/ok"},
-		{"tls-go.bin", 1100, "TLS@tls-alpn-h2/ok"},
-		{"http-long-headers", 1100, "HTTP@http-host/ok"},
-		{"http-long-headers", 20, "HTTP@http-host/ok"},
+		{"tls-chromium.bin", 1400, "TLS[sni=a.example]/ok"},
+		{"tls-chromium.bin", 900, "TLS[sni=a.example]/ok"},
+		{"tls-chromium.bin", 3, "TLS[sni=a.example]/ok"},
+		{"tls-go.bin", 1100, "TLS[alpn=h2]/ok"},
+		{"http-long-headers", 1100, "HTTP[host=host.example]/ok"},
+		{"http-long-headers", 20, "HTTP[host=host.example]/ok"},
 	} {
 		data := fl[c.flight]
 		srv, cli := net.Pipe()
@@ -191,7 +190,7 @@ func TestIncompleteMetadataEndsAtDeadline(t *testing.T) {
 	srv.Close()
 	cli.Close()
 	<-done
-	if resultKey(res) != "TLS@127.0.0.1:1/ok" || res.N != 1400 {
+	if resultKey(res) != "TLS/ok" || res.N != 1400 {
 		t.Fatalf("got %s after %d bytes", resultKey(res), res.N)
 	}
 	if waited < l.Timeout {
@@ -207,14 +206,14 @@ func TestBufferLimitEndsWait(t *testing.T) {
 	two := bigClientHello(t, 20<<10)
 	for _, at := range []int{1, 5, 1 << 14, 1<<14 + 7, len(two) - 1} {
 		res := tb.Identify(&scriptConn{chunks: [][]byte{two[:at], two[at:]}}, make([]byte, 32<<10), 0, prodLimits)
-		if resultKey(res) != "TLS@127.0.0.1:2/ok" {
+		if resultKey(res) != "TLS[sni=a.example]/ok" {
 			t.Fatalf("20 KiB ClientHello split at %d: got %s after %d bytes", at, resultKey(res), res.N)
 		}
 	}
 	hello := bigClientHello(t, 40<<10)
 	buf := make([]byte, MinBuffer)
 	res := tb.Identify(&scriptConn{chunks: [][]byte{hello}}, buf, 0, prodLimits)
-	if resultKey(res) != "TLS@127.0.0.1:1/ok" || res.N != len(buf) {
+	if resultKey(res) != "TLS/ok" || res.N != len(buf) {
 		t.Fatalf("got %s after %d bytes", resultKey(res), res.N)
 	}
 }
@@ -260,19 +259,11 @@ func FuzzSplitRoute(f *testing.F) {
 		f.Add(data, uint16(len(data)/2))
 	}
 	f.Add(longHostRequest(), uint16(1100))
-	var protos []*protocols.Protocol
-	for _, n := range protocols.Names() {
-		ctor, _ := protocols.Lookup(n)
-		protos = append(protos, ctor("127.0.0.1:1"))
-	}
 	sni := protocols.NewTLSProtocol("127.0.0.1:2")
 	sni.SNI = []string{"a.example"}
 	host := protocols.NewHTTPProtocol("127.0.0.1:3")
 	host.Hosts = []string{"host.example"}
-	tb, err := NewTable(append(protos, sni, host), 0, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+	tb := mustTable(f, append(builtins("127.0.0.1:1"), sni, host)...)
 	f.Fuzz(func(t *testing.T, data []byte, at uint16) {
 		if len(data) < 2 {
 			return
@@ -300,14 +291,14 @@ func TestDrippingClientBoundedReads(t *testing.T) {
 		return tb.Identify(&scriptConn{chunks: chunks}, make([]byte, 32<<10), 0, prodLimits)
 	}
 	req := longHostRequest()
-	if res := drip(req); resultKey(res) != "HTTP@127.0.0.1:1/ok" || res.N != MaxReads {
+	if res := drip(req); resultKey(res) != "HTTP/ok" || res.N != MaxReads {
 		t.Fatalf("dripped request: %s after %d bytes, want the default HTTP route after %d", resultKey(res), res.N, MaxReads)
 	}
 	// A TLS record header claiming 16 KiB, then the body a byte at a time:
 	// the TLS detector matches after 6 handshake bytes, so the default TLS
 	// route is taken.
 	hello := splitFlights(t)["tls-chromium.bin"]
-	if res := drip(hello); resultKey(res) != "TLS@127.0.0.1:1/ok" || res.N != MaxReads {
+	if res := drip(hello); resultKey(res) != "TLS/ok" || res.N != MaxReads {
 		t.Fatalf("dripped ClientHello: %s after %d bytes", resultKey(res), res.N)
 	}
 	// RTMP's 1,537-byte handshake matches nothing until complete.
@@ -321,7 +312,7 @@ func TestDrippingClientBoundedReads(t *testing.T) {
 	for i := 0; i < len(hello); i += seg {
 		chunks = append(chunks, hello[i:min(i+seg, len(hello))])
 	}
-	if res := tb.Identify(&scriptConn{chunks: chunks}, make([]byte, 32<<10), 0, prodLimits); resultKey(res) != "TLS@127.0.0.1:2/ok" {
+	if res := tb.Identify(&scriptConn{chunks: chunks}, make([]byte, 32<<10), 0, prodLimits); resultKey(res) != "TLS[sni=a.example]/ok" {
 		t.Fatalf("ClientHello in %d segments: %s", len(chunks), resultKey(res))
 	}
 }
@@ -329,11 +320,7 @@ func TestDrippingClientBoundedReads(t *testing.T) {
 // BenchmarkDrippedHeaders: what one client costs that sends 32 KiB of HTTP
 // headers a byte per segment (an HTTP Host route keeps the decision open).
 func BenchmarkDrippedHeaders(b *testing.B) {
-	ps := routedCatalogue(b)
-	tb, err := NewTable(ps, 0, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tb := mustTable(b, routedCatalogue(b)...)
 	req := []byte("GET / HTTP/1.1\r\nCookie: " + strings.Repeat("c", 32<<10))
 	chunks := make([][]byte, len(req))
 	buf := make([]byte, 64<<10)

@@ -11,37 +11,61 @@ import (
 	"github.com/darkit/protoplex/protocols"
 )
 
-// Route is one registered protocol, compiled for the engine.
-type Route struct {
-	Proto   *protocols.Protocol
-	Index   int // position in the ranked order; also the tie-breaker
-	detect  protocols.DetectFunc
-	inspect protocols.InspectFunc
-	conds   bool
-	// structural: the detector's NeedMore ends when its protocol's framing
-	// does (a Detect function: every built-in), so the decision may stay
-	// open for it. Byte-pattern detectors (regexes, validators, windows)
-	// may never decide; MinBytes and SettleWait bound them instead.
-	structural bool
+// RouteSpec is the engine's input for one route: what the protocol is, the
+// conditions its first flights must meet, and its rank. Where a matched
+// connection goes is not the engine's concern: the caller keeps that per
+// input position ([Route.Index]).
+type RouteSpec struct {
+	Spec       protocols.Spec
+	Conditions protocols.Conditions
+	// Priority orders routes matching the same bytes: lower first.
+	Priority int
+	// Fallback: the route takes connections no route matched.
+	Fallback bool
 }
+
+// Route is one route compiled for the engine.
+type Route struct {
+	// Index is the route's position in the slice given to New.
+	Index int
+	// Name is the protocol's name (Spec.Name), for logs and metrics.
+	Name string
+	// Proto is the protocol the route was built from by NewTable; nil for
+	// routes built by New.
+	//
+	// Deprecated: integrator removes
+	Proto *protocols.Protocol
+
+	rank     int // position in the ranked order
+	spec     protocols.Spec
+	conds    protocols.Conditions
+	hasConds bool
+	priority int
+}
+
+// ServerFirst reports whether the route's protocol is chosen on silence.
+func (r *Route) ServerFirst() bool { return r.spec.ServerFirst }
+
+// Rank is the route's position in the order candidates are tried (see New).
+func (r *Route) Rank() int { return r.rank }
 
 // match runs the detector and, on a Match, the route conditions. structural
 // tells, for NeedMore, whether the wait is bounded by the protocol's framing:
 // metadata still incomplete always is; a detector's NeedMore is when the
-// detector is structural.
+// detector is structural (Spec.Structural).
 func (r *Route) match(data []byte) (res protocols.Result, structural bool) {
-	res = r.detect(data)
+	res = r.spec.Detect(data)
 	if res == protocols.NeedMore {
-		return res, r.structural
+		return res, r.spec.Structural
 	}
-	if res != protocols.Match || !r.conds {
+	if res != protocols.Match || !r.hasConds {
 		return res, false
 	}
-	md, ok := r.inspect(data)
+	md, ok := r.spec.Inspect(data)
 	if !ok {
 		return protocols.NeedMore, true
 	}
-	if r.Proto.Accepts(md) {
+	if r.conds.Accepts(md) {
 		return protocols.Match, false
 	}
 	return protocols.NoMatch, false
@@ -50,60 +74,62 @@ func (r *Route) match(data []byte) (res protocols.Result, structural bool) {
 // Table is an immutable, compiled set of routes. A new Table is built on every
 // configuration change; connections keep the Table they started with.
 type Table struct {
-	routes      []*Route
+	routes      []*Route      // input order: routes[i].Index == i
+	ranked      []*Route      // the order candidates are tried in
 	buckets     [256][]*Route // per first byte, ranked; includes wildcard routes
 	serverFirst *Route        // best server-speaks-first route, chosen on silence
 	fallback    *Route
 	cache       *Cache
 }
 
-// NewTable compiles protocols in registration order. cacheTTL 0 disables the
-// identification cache; counters (may be nil) receive its lookups and hits.
-func NewTable(protos []*protocols.Protocol, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
+// New compiles routes. Candidates are tried most specific first (a
+// protocol's Specificity plus 2 for SNI, 2 for Hosts and 1 for ALPN
+// conditions), then by lower Priority, then in input order. cacheTTL 0
+// disables the identification cache; counters (may be nil) receive its
+// lookups and hits.
+func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
 	t := &Table{}
-	for i, p := range protos {
-		if p == nil || p.Name == "" {
+	for i, rs := range routes {
+		sp := rs.Spec
+		if sp.Name == "" {
 			return nil, fmt.Errorf("protocol #%d: no name", i+1)
 		}
-		r := &Route{Proto: p, detect: p.Detector(), inspect: p.Inspect, conds: p.HasConditions(), structural: p.Detect != nil}
-		if r.conds && r.inspect == nil {
-			return nil, fmt.Errorf("protocol %q: route conditions (sni/alpn/host) need a protocol that can inspect them", p.Name)
+		if sp.Detect == nil {
+			return nil, fmt.Errorf("protocol %q: no detector", sp.Name)
 		}
-		if p.Fallback {
+		r := &Route{Index: i, Name: sp.Name, spec: sp, conds: rs.Conditions, hasConds: rs.Conditions.Keys() != 0, priority: rs.Priority}
+		if r.hasConds && sp.Inspect == nil {
+			return nil, fmt.Errorf("protocol %q: route conditions (sni/alpn/host) need a protocol that can inspect them", sp.Name)
+		}
+		if rs.Fallback {
 			if t.fallback != nil {
-				return nil, fmt.Errorf("protocol %q: %q is already the fallback", p.Name, t.fallback.Proto.Name)
+				return nil, fmt.Errorf("protocol %q: %q is already the fallback", sp.Name, t.fallback.Name)
 			}
 			t.fallback = r
 		}
-		r.Index = i
 		t.routes = append(t.routes, r)
 	}
-	// Rank: more specific first (sub-protocols, conditional routes), then
-	// lower Priority, then registration order. SortStableFunc keeps ties in
-	// registration order deterministically.
-	ranked := slices.Clone(t.routes)
-	slices.SortStableFunc(ranked, func(a, b *Route) int {
+	// SortStableFunc keeps ties in input order deterministically.
+	t.ranked = slices.Clone(t.routes)
+	slices.SortStableFunc(t.ranked, func(a, b *Route) int {
 		if sa, sb := specificity(a), specificity(b); sa != sb {
 			return sb - sa
 		}
-		return a.Proto.Priority - b.Proto.Priority
+		return a.priority - b.priority
 	})
-	for i, r := range ranked {
-		r.Index = i
-	}
-	t.routes = ranked
-	for _, r := range ranked {
-		if r.Proto.ServerFirst() && t.serverFirst == nil {
+	for i, r := range t.ranked {
+		r.rank = i
+		if r.spec.ServerFirst && t.serverFirst == nil {
 			t.serverFirst = r
 		}
-		if len(r.Proto.FirstBytes) == 0 {
+		if len(r.spec.FirstBytes) == 0 {
 			for b := range t.buckets {
 				t.buckets[b] = append(t.buckets[b], r)
 			}
 			continue
 		}
 		seen := [256]bool{}
-		for _, b := range r.Proto.FirstBytes {
+		for _, b := range r.spec.FirstBytes {
 			if !seen[b] {
 				seen[b] = true
 				t.buckets[b] = append(t.buckets[b], r)
@@ -116,22 +142,48 @@ func NewTable(protos []*protocols.Protocol, cacheTTL time.Duration, counters *Ca
 	return t, nil
 }
 
+// NewTable is New for protocols: each route's Spec, Conditions, Priority and
+// Fallback come from the protocol, and Route.Proto is set.
+//
+// Deprecated: integrator removes
+func NewTable(protos []*protocols.Protocol, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
+	specs := make([]RouteSpec, len(protos))
+	for i, p := range protos {
+		if p == nil {
+			return nil, fmt.Errorf("protocol #%d: no name", i+1)
+		}
+		specs[i] = RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback}
+	}
+	t, err := New(specs, cacheTTL, counters)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range t.routes {
+		r.Proto = protos[i]
+	}
+	return t, nil
+}
+
 func specificity(r *Route) int {
-	s := r.Proto.Specificity
-	if len(r.Proto.SNI) > 0 {
+	s := r.spec.Specificity
+	k := r.conds.Keys()
+	if k&protocols.SNIKey != 0 {
 		s += 2
 	}
-	if len(r.Proto.Hosts) > 0 {
+	if k&protocols.HostKey != 0 {
 		s += 2
 	}
-	if len(r.Proto.ALPN) > 0 {
+	if k&protocols.ALPNKey != 0 {
 		s++
 	}
 	return s
 }
 
-// Routes returns the routes in ranked order.
+// Routes returns the routes in input order: Routes()[i].Index == i.
 func (t *Table) Routes() []*Route { return t.routes }
+
+// Ranked returns the routes in the order candidates are tried.
+func (t *Table) Ranked() []*Route { return t.ranked }
 
 // Fallback returns the fallback route or nil.
 func (t *Table) Fallback() *Route { return t.fallback }
