@@ -1,139 +1,50 @@
 package protoplex
 
-import "time"
+import "github.com/darkit/protoplex/internal/config"
 
-// Config is the YAML configuration. Keys follow the seed's config.yaml; see
-// docs/config.md. Durations are Go duration strings ("5s").
-type Config struct {
-	Server      ServerConfig          `yaml:"server"`
-	Security    SecurityConfig        `yaml:"security"`
-	Protocols   []ProtocolConfig      `yaml:"protocols"`
-	Monitoring  MonitoringConfig      `yaml:"monitoring"`
-	Distributed DistributedFileConfig `yaml:"distributed"`
+// The configuration model lives in internal/config (types, defaults, one
+// validation pass, bounds, the file watcher); these names are its public
+// face, as the YAML file and the Go samples use them.
+type (
+	// Config is the YAML configuration (docs/config.md).
+	Config                = config.Config
+	ServerConfig          = config.Server
+	SecurityConfig        = config.Security
+	RateLimitConfig       = config.RateLimit
+	DDoSGuardConfig       = config.DDoSGuard
+	ProtocolConfig        = config.Protocol
+	PoolFileConfig        = config.Pool
+	HealthFileConfig      = config.Health
+	MonitoringConfig      = config.Monitoring
+	DistributedFileConfig = config.Distributed
+	// StringList is a YAML value written as one string or a list.
+	StringList = config.StringList
+	// ConfigManager holds a file's current configuration and reloads it
+	// when the file changes or Reload is called.
+	ConfigManager = config.Watcher
+)
 
-	// Source is the file the config was read from ("" for embedded/Go-built).
-	Source string `yaml:"-"`
+// NewConfigManager loads path (an error names file:line) and watches it.
+func NewConfigManager(path string) (*ConfigManager, error) { return config.Watch(path) }
+
+// ParseConfig decodes, defaults and validates YAML; every error names
+// filename:line, all of them at once.
+func ParseConfig(data []byte, filename string) (*Config, error) { return config.Parse(data, filename) }
+
+// LoadConfig reads and validates the file at path (at most 4 MiB, a
+// regular file).
+func LoadConfig(path string) (*Config, error) { return config.Load(path) }
+
+// CheckConfigFile validates the file at path (protoplex -check).
+func CheckConfigFile(path string) error {
+	_, err := config.Load(path)
+	return err
 }
 
-// ServerConfig mirrors the seed's server: block plus listen.
-type ServerConfig struct {
-	Listen                  StringList    `yaml:"listen"` // one string or a list in YAML
-	MaxConnections          int           `yaml:"max_connections"`
-	BufferSize              int           `yaml:"buffer_size"`
-	IdentifyTimeout         time.Duration `yaml:"identify_timeout"`
-	IdentifyMinBytes        int           `yaml:"identify_min_bytes"`
-	CacheTTL                time.Duration `yaml:"cache_ttl"`
-	DialTimeout             time.Duration `yaml:"dial_timeout"`
-	ServerFirstWait         time.Duration `yaml:"server_first_wait"`
-	IdleTimeout             time.Duration `yaml:"idle_timeout"`
-	TCPKeepAlive            time.Duration `yaml:"tcp_keepalive"`
-	IdentifyReadTimeout     time.Duration `yaml:"identify_read_timeout"`
-	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
-	AcceptProxy             bool          `yaml:"accept_proxy"`
-	TrustedProxies          []string      `yaml:"trusted_proxies"`
-	LogFormat               string        `yaml:"log_format"` // text (default) or json
-	LogLevel                string        `yaml:"log_level"`  // debug, info (default), warn, error
-}
+// DefaultConfig is the configuration used without a file: listen
+// 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092,
+// SSH/HTTP/TLS/Redis to their local ports.
+func DefaultConfig() *Config { return config.Default() }
 
-// SecurityConfig mirrors the seed's security: block.
-type SecurityConfig struct {
-	EnableRateLimit     bool            `yaml:"enable_rate_limit"`
-	RateLimit           RateLimitConfig `yaml:"rate_limit"`
-	EnableDDoSGuard     bool            `yaml:"enable_ddos_guard"`
-	DDoSGuard           DDoSGuardConfig `yaml:"ddos_guard"`
-	MaxConnectionsPerIP int             `yaml:"max_connections_per_ip"`
-	IPWhitelist         []string        `yaml:"ip_whitelist"`
-	IPBlacklist         []string        `yaml:"ip_blacklist"`
-}
-
-// RateLimitConfig is the per-source-IP token bucket for new connections.
-type RateLimitConfig struct {
-	RequestsPerSecond float64 `yaml:"requests_per_second"`
-	BurstSize         int     `yaml:"burst_size"`
-}
-
-// DDoSGuardConfig: sources whose connections keep failing identification are
-// banned temporarily, the ban doubling on each repeat.
-type DDoSGuardConfig struct {
-	FailureThreshold int           `yaml:"failure_threshold"` // failed identifications per window
-	Window           time.Duration `yaml:"window"`
-	BanDuration      time.Duration `yaml:"ban_duration"`
-	MaxBanDuration   time.Duration `yaml:"max_ban_duration"`
-}
-
-// ProtocolConfig is one entry of protocols:.
-type ProtocolConfig struct {
-	Name     string     `yaml:"name"`
-	Target   StringList `yaml:"target"` // "a:1,b:2", or a YAML list
-	Priority int        `yaml:"priority"`
-	SNI      []string   `yaml:"sni"`
-	ALPN     []string   `yaml:"alpn"`
-	Host     []string   `yaml:"host"`
-	Fallback bool       `yaml:"fallback"`
-
-	// User protocols (a name that is not built in).
-	MatchStartBytes []string `yaml:"match_start_bytes"` // hex, e.g. "aa55"
-	MatchRegexes    []string `yaml:"match_regexes"`
-	ServerFirst     bool     `yaml:"server_first"`
-
-	Balance     string           `yaml:"balance"`
-	SendProxy   string           `yaml:"send_proxy"`
-	Pool        PoolFileConfig   `yaml:"pool"`
-	HealthCheck HealthFileConfig `yaml:"health_check"`
-	IdleTimeout time.Duration    `yaml:"idle_timeout"`
-	// Source: local addresses backend connections are dialed from, in turn;
-	// each an IP address or an inclusive range "127.0.0.2-127.0.0.20".
-	Source StringList `yaml:"source"`
-
-	// Line is the YAML line of the entry, for error messages.
-	Line int `yaml:"-"`
-}
-
-// PoolFileConfig is protocols[].pool.
-type PoolFileConfig struct {
-	MinIdle     int           `yaml:"min_idle"`
-	MaxIdleTime time.Duration `yaml:"max_idle_time"`
-}
-
-// HealthFileConfig is protocols[].health_check.
-type HealthFileConfig struct {
-	Interval time.Duration `yaml:"interval"`
-	Timeout  time.Duration `yaml:"timeout"`
-	Rise     int           `yaml:"rise"`
-	Fall     int           `yaml:"fall"`
-	Check    string        `yaml:"check"` // tcp, redis, http
-	Path     string        `yaml:"path"`
-}
-
-// MonitoringConfig mirrors the seed's monitoring: block. Port 0 disables.
-type MonitoringConfig struct {
-	EnableMetrics     bool `yaml:"enable_metrics"`
-	MetricsPort       int  `yaml:"metrics_port"`
-	EnableHealthCheck bool `yaml:"enable_health_check"`
-	HealthCheckPort   int  `yaml:"health_check_port"`
-	// BindAddress is the host both ports listen on: an IP address or a host
-	// name, "127.0.0.1" when not set (ParseConfig), so the ports are not
-	// reachable from other machines unless asked for ("0.0.0.0", "::").
-	BindAddress string `yaml:"bind_address"`
-}
-
-// DistributedFileConfig mirrors the seed's distributed: block.
-type DistributedFileConfig struct {
-	Enable           bool     `yaml:"enable"`
-	NodeID           string   `yaml:"node_id"`
-	EtcdEndpoints    []string `yaml:"etcd_endpoints"`
-	ServiceDiscovery struct {
-		Enable          bool `yaml:"enable"`
-		RefreshInterval int  `yaml:"refresh_interval"` // seconds, as in the seed
-	} `yaml:"service_discovery"`
-	LoadBalancer struct {
-		Strategy            string `yaml:"strategy"`
-		HealthCheckInterval int    `yaml:"health_check_interval"` // seconds
-	} `yaml:"load_balancer"`
-	ConfigManager struct {
-		Enable      bool   `yaml:"enable"`
-		WatchPrefix string `yaml:"watch_prefix"`
-	} `yaml:"config_manager"`
-	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
-	LeaseTTL time.Duration `yaml:"lease_ttl"`
-}
+// DefaultConfigYAML returns the embedded default configuration.
+func DefaultConfigYAML() []byte { return config.DefaultYAML() }

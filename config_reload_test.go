@@ -106,7 +106,7 @@ func TestUpdateConfigAllOrNothing(t *testing.T) {
 			if err := pm.UpdateConfig(c.cfg); err == nil {
 				t.Fatal("UpdateConfig accepted it")
 			}
-			if pm.routing.Load() != routing || pm.settings.Load() != settings || pm.settings.Load().idleTimeout != time.Hour {
+			if pm.routing.Load() != routing || pm.settings.Load() != settings || pm.settings.Load().IdleTimeout != time.Hour {
 				t.Fatal("routing or settings changed")
 			}
 			if _, r := pm.guard.Admit(netip.MustParseAddr("10.9.9.9")); r != guard.Blacklisted {
@@ -124,8 +124,8 @@ func TestUpdateConfigAllOrNothing(t *testing.T) {
 	if got := roundTrip(t, addr, "SSH-2.0-y\r\n"); got != "B:SSH-2.0-y\r\n" {
 		t.Fatalf("after the good update: %q", got)
 	}
-	if _, r := pm.guard.Admit(netip.MustParseAddr("10.9.9.9")); r == guard.Blacklisted || pm.settings.Load().idleTimeout != 2*time.Hour {
-		t.Fatalf("good update not applied whole: guard %v, idle %v", r, pm.settings.Load().idleTimeout)
+	if _, r := pm.guard.Admit(netip.MustParseAddr("10.9.9.9")); r == guard.Blacklisted || pm.settings.Load().IdleTimeout != 2*time.Hour {
+		t.Fatalf("good update not applied whole: guard %v, idle %v", r, pm.settings.Load().IdleTimeout)
 	}
 }
 
@@ -148,7 +148,7 @@ func TestConfigManagerAgreesWithManager(t *testing.T) {
 	refused := *before
 	refused.Protocols = nil
 	refused.Server.Listen = StringList{"127.0.0.1:1"}
-	if err := cm.apply(&refused, nil); err == nil || !strings.Contains(err.Error(), "no protocols") {
+	if err := cm.Apply(&refused); err == nil || !strings.Contains(err.Error(), "no protocols") {
 		t.Fatalf("apply of a config the manager refuses: %v", err)
 	}
 	if cm.Config() != before || changes.Load() != 0 || cm.ReloadFailures() != 1 {

@@ -2,8 +2,8 @@ package protoplex
 
 import (
 	"fmt"
-	"net/netip"
 
+	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -15,7 +15,7 @@ import (
 // RunServer and Err, as with NewProtocolManager.
 func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolManager {
 	cfg := cm.Config()
-	pm := NewProtocolManager(append(cfg.options(), opts...)...)
+	pm := NewProtocolManager(append([]Option{setServer(func(s *config.Server) { *s = cfg.Server })}, opts...)...)
 	if pm.optErr != nil {
 		return pm
 	}
@@ -34,42 +34,6 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 		}
 	})
 	return pm
-}
-
-// options translates the server: block into manager options.
-func (c *Config) options() []Option {
-	s := c.Server
-	return []Option{
-		WithMaxConnections(s.MaxConnections),
-		WithBufferSize(s.BufferSize),
-		WithIdentifyTimeout(s.IdentifyTimeout),
-		WithIdentifyMinBytes(s.IdentifyMinBytes),
-		WithCacheTTL(s.CacheTTL),
-		WithDialTimeout(s.DialTimeout),
-		WithGracefulShutdownTimeout(s.GracefulShutdownTimeout),
-		WithServerFirstWait(s.ServerFirstWait),
-		WithIdleTimeout(s.IdleTimeout),
-		WithTCPKeepAlive(s.TCPKeepAlive),
-		WithIdentifyReadTimeout(s.IdentifyReadTimeout),
-	}
-}
-
-// securityConfig translates the security: block.
-func (c *Config) securityConfig() guard.Config {
-	s := c.Security
-	return guard.Config{
-		Whitelist:           s.IPWhitelist,
-		Blacklist:           s.IPBlacklist,
-		EnableRateLimit:     s.EnableRateLimit,
-		RequestsPerSecond:   s.RateLimit.RequestsPerSecond,
-		BurstSize:           s.RateLimit.BurstSize,
-		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
-		EnableDDoSGuard:     s.EnableDDoSGuard,
-		FailureThreshold:    s.DDoSGuard.FailureThreshold,
-		Window:              s.DDoSGuard.Window,
-		BanDuration:         s.DDoSGuard.BanDuration,
-		MaxBanDuration:      s.DDoSGuard.MaxBanDuration,
-	}
 }
 
 // UpdateConfig applies cfg to new connections: protocols, targets, limits and
@@ -125,7 +89,7 @@ type update struct {
 	routing  *routingPlan
 }
 
-// prepareLocked validates and builds every part of cfg: options, trusted
+// prepareLocked validates and builds every part of cfg: settings, trusted
 // proxies, guard state, routing table and backend sets. Nothing is applied.
 func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if cfg == nil {
@@ -139,44 +103,20 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 		return nil, err
 	}
 	if len(protos) == 0 {
-		return nil, fmt.Errorf("protoplex: %s", errNoProtocolsExplain)
+		return nil, fmt.Errorf("protoplex: %s", config.ErrNoProtocols)
 	}
-	o := defaultOptions()
-	o.logger = pm.log
-	for _, opt := range cfg.options() {
-		opt(&o)
-	}
-	if err := o.validate(); err != nil {
-		return nil, fmt.Errorf("protoplex: %w", err)
-	}
-	next := &settings{options: o, acceptProxy: cfg.Server.AcceptProxy}
+	next := &settings{Server: cfg.Server}
 	for _, s := range cfg.Server.TrustedProxies {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("protoplex: trusted_proxies: %w", err)
 		}
 		next.trustedProxies = append(next.trustedProxies, p)
 	}
-	sec := cfg.securityConfig()
-	if err := sec.Validate(); err != nil {
-		return nil, fmt.Errorf("protoplex: security: %w", err)
-	}
-	plan, err := pm.planRoutingLocked(protos, o.cacheTTL)
+	sec := cfg.Security.Guard()
+	plan, err := pm.planRoutingLocked(protos, cfg.Server.CacheTTL)
 	if err != nil {
 		return nil, err
 	}
 	return &update{protos: protos, settings: next, security: sec, routing: plan}, nil
-}
-
-// parsePrefix accepts a CIDR or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

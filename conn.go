@@ -23,23 +23,23 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	s := pm.settings.Load()
 
 	// Guard: global cap first, it costs nothing.
-	if pm.conns.len() >= int64(s.maxConnections) {
+	if pm.conns.len() >= int64(s.MaxConnections) {
 		st.refuse(reasonMaxConnections)
 		c.Close()
 		return
 	}
 	pm.conns.add(c)
 	defer pm.conns.remove(c)
-	if s.tcpKeepAlive > 0 {
+	if s.TCPKeepAlive > 0 {
 		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.tcpKeepAlive, Interval: s.tcpKeepAlive, Count: 9})
+			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.TCPKeepAlive, Interval: s.TCPKeepAlive, Count: 9})
 		}
 	}
 	st.active.Inc()
 	defer st.active.Dec()
 
 	rt := pm.routing.Load()
-	bufSize := max(s.bufferSize, identify.MinBuffer)
+	bufSize := max(s.BufferSize, identify.MinBuffer)
 	bp := pm.bufs.get(bufSize)
 	buf := (*bp)[:bufSize]
 	released := false
@@ -55,10 +55,10 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// header; everything below (security, logs, PROXY towards backends) uses it.
 	client := c.RemoteAddr()
 	prefilled := 0
-	fromTrusted := s.acceptProxy && trusted(s.trustedProxies, client)
+	fromTrusted := s.AcceptProxy && trusted(s.trustedProxies, client)
 	if fromTrusted {
 		var ok bool
-		if client, prefilled, ok = readProxyHeader(c, buf, s.identifyTimeout); !ok {
+		if client, prefilled, ok = readProxyHeader(c, buf, s.IdentifyTimeout); !ok {
 			st.refuse(reasonProxyHeader)
 			c.Close()
 			return
@@ -76,13 +76,13 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Identify.
 	res := rt.table.Identify(c, buf, prefilled, identify.Limits{
-		MinBytes:        s.identifyMinBytes,
-		Timeout:         s.identifyTimeout,
-		ReadTimeout:     s.readTimeout,
-		ServerFirstWait: s.serverFirstWait,
-		SettleWait:      s.settleWait,
+		MinBytes:        s.IdentifyMinBytes,
+		Timeout:         s.IdentifyTimeout,
+		ReadTimeout:     s.IdentifyReadTimeout,
+		ServerFirstWait: s.ServerFirstWait,
+		SettleWait:      DefaultSettleWait,
 	})
-	if s.acceptProxy && res.N > 0 && prefilled == 0 && !fromTrusted {
+	if s.AcceptProxy && res.N > 0 && prefilled == 0 && !fromTrusted {
 		// An untrusted source must not claim another's address.
 		if _, _, _, r := upstream.ParseProxyHeader(buf[:res.N]); r != protocols.NoMatch {
 			st.refuse(reasonProxyHeader)
@@ -118,7 +118,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Dial.
 	be := rt.backends[route.Index]
-	ctx, cancel := context.WithTimeout(pm.ctx, s.dialTimeout)
+	ctx, cancel := context.WithTimeout(pm.ctx, s.DialTimeout)
 	bc, target, done, err := be.Dial(ctx, client, c.LocalAddr())
 	cancel()
 	if err != nil {
@@ -132,7 +132,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	if res.N > 0 {
 		// A backend that accepts but never reads must not hold the replay
 		// (and the identification buffer) forever.
-		_ = bc.SetWriteDeadline(time.Now().Add(s.dialTimeout))
+		_ = bc.SetWriteDeadline(time.Now().Add(s.DialTimeout))
 		_, err := bc.Write(buf[:res.N])
 		_ = bc.SetWriteDeadline(time.Time{})
 		if err != nil {
@@ -146,7 +146,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	release() // the identify buffer is not held while the connection idles
 
 	// Copy.
-	idle := s.idleTimeout
+	idle := s.IdleTimeout
 	if p.IdleTimeout > 0 {
 		idle = p.IdleTimeout
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/darkit/protoplex/internal/cluster"
+	"github.com/darkit/protoplex/internal/config"
 )
 
 // DistributedConfig is the seed's distributed-mode configuration.
@@ -64,19 +64,12 @@ type DistributedManager struct {
 }
 
 // NewDistributedManager connects to etcd, registers the node and starts
-// watching. PROTOPLEX_NODE_ID and ETCD_ENDPOINTS (comma-separated) override
-// the given NodeID and EtcdEndpoints.
+// watching.
 func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
-	if env := os.Getenv("PROTOPLEX_NODE_ID"); env != "" {
-		cfg.NodeID = env
-	}
-	if env := os.Getenv("ETCD_ENDPOINTS"); env != "" {
-		cfg.EtcdEndpoints = strings.Split(env, ",")
-	}
 	if cfg.Config == nil {
 		cfg.Config = DefaultConfig()
 	}
-	pm := NewProtocolManager(append(cfg.Config.options(), cfg.Options...)...)
+	pm := NewProtocolManager(append([]Option{setServer(func(s *config.Server) { *s = cfg.Config.Server })}, cfg.Options...)...)
 	if err := pm.Err(); err != nil {
 		return nil, err
 	}

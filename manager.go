@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/upstream"
@@ -52,10 +53,10 @@ type ProtocolManager struct {
 	prom, health *promExporter // HTTP servers for /metrics and /health/*
 }
 
-// settings are the options that may change on UpdateConfig.
+// settings are the server: values a connection runs with; UpdateConfig
+// swaps them whole.
 type settings struct {
-	options
-	acceptProxy    bool
+	config.Server
 	trustedProxies []netip.Prefix
 }
 
@@ -79,7 +80,7 @@ func NewProtocolManager(opts ...Option) *ProtocolManager {
 
 // New is NewProtocolManager returning the option error directly.
 func New(opts ...Option) (*ProtocolManager, error) {
-	o := defaultOptions()
+	o := options{server: config.DefaultServer()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -89,9 +90,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm := &ProtocolManager{log: o.logger, stats: newStats(), bufs: newBufferPools()}
 	pm.stats.registerManager(pm)
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
-	pm.settings.Store(&settings{options: o})
+	pm.settings.Store(&settings{Server: o.server})
 	pm.conns.init()
-	err := o.validate()
+	err := config.CheckServer(o.server)
 	if err == nil {
 		pm.guard, err = guard.New(guard.Config{}, pm.log, nil)
 	}
@@ -160,7 +161,7 @@ func (pm *ProtocolManager) rebuild() error {
 // in. Backend sets of unchanged targets are reused so health state and warm
 // pools survive reloads.
 func (pm *ProtocolManager) rebuildLocked() error {
-	plan, err := pm.planRoutingLocked(pm.protos, pm.settings.Load().cacheTTL)
+	plan, err := pm.planRoutingLocked(pm.protos, pm.settings.Load().CacheTTL)
 	if err != nil {
 		return err
 	}
@@ -361,7 +362,7 @@ func (pm *ProtocolManager) drain() {
 	}
 	pm.draining.Store(true)
 	defer pm.draining.Store(false)
-	timeout := pm.settings.Load().gracefulTimeout
+	timeout := pm.settings.Load().GracefulShutdownTimeout
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

@@ -187,7 +187,7 @@ func TestOptionValidation(t *testing.T) {
 		if pm.Err() == nil {
 			t.Fatalf("options %d accepted", len(opts))
 		}
-		if err := pm.RunServer(context.Background(), "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "must be") {
+		if err := pm.RunServer(context.Background(), "127.0.0.1:0"); err == nil || err.Error() != pm.Err().Error() {
 			t.Fatalf("RunServer: %v", err)
 		}
 		pm.Close()

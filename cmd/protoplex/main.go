@@ -84,7 +84,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var pm *protoplex.ProtocolManager
 	if cfg.Distributed.Enable {
-		dc := protoplex.DistributedConfigFrom(cfg)
+		// The environment names this node (PROTOPLEX_NODE_ID, ETCD_ENDPOINTS);
+		// the distributed block applies at start only, so the file's own
+		// values stay what reloads compare against.
+		node := *cfg
+		if err := node.ApplyEnv(os.Getenv); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		dc := protoplex.DistributedConfigFrom(&node)
 		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
@@ -126,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cm != nil {
+		reloadOnHangup(ctx, cm)
+	}
 
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
@@ -184,6 +195,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.Info("shutting down: draining connections")
 	srv.wait()
 	return 0
+}
+
+// reloadOnHangup reloads cm's file on each SIGHUP until ctx ends.
+func reloadOnHangup(ctx context.Context, cm *protoplex.ConfigManager) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				_ = cm.Reload() // a rejected reload is logged by OnConfigError
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 }
 
 func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {

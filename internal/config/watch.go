@@ -1,29 +1,28 @@
-package protoplex
+package config
 
 import (
 	"context"
 	"errors"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
-// ConfigManager holds the current configuration of a file and reloads it when
-// the file changes (fsnotify, robust to editors and Kubernetes ConfigMaps that
-// replace the file by rename) or on SIGHUP. A reload that fails validation
-// (an empty or truncated file among them: a config needs protocols) or that
-// an OnConfigCheck callback refuses is reported, and the previous
-// configuration stays current.
+// Watcher holds the current configuration of a file and reloads it when the
+// file changes (fsnotify, robust to editors and Kubernetes ConfigMaps that
+// replace the file by rename) or when Reload is called (the CLI does on
+// SIGHUP: signals are the program's, not the library's). A reload that fails
+// validation (an empty or truncated file among them: a config needs
+// protocols) or that an OnConfigCheck callback refuses is reported, and the
+// previous configuration stays current.
 //
-// Watching starts in NewConfigManager, so the seed's sample (NewConfigManager,
-// then OnConfigChange) reloads automatically; Close stops it.
-type ConfigManager struct {
+// Watching starts in Watch, so NewConfigManager followed by OnConfigChange
+// reloads automatically; Close stops it.
+type Watcher struct {
 	path    string
 	current atomic.Pointer[Config]
 
@@ -38,9 +37,9 @@ type ConfigManager struct {
 	done   chan struct{}
 }
 
-// NewConfigManager loads path (an error names file:line) and starts watching it.
-func NewConfigManager(path string) (*ConfigManager, error) {
-	cfg, err := LoadConfig(path)
+// Watch loads path (an error names file:line) and starts watching it.
+func Watch(path string) (*Watcher, error) {
+	cfg, err := Load(path)
 	if err != nil {
 		return nil, err
 	}
@@ -54,21 +53,19 @@ func NewConfigManager(path string) (*ConfigManager, error) {
 		w.Close()
 		return nil, err
 	}
-	cm := &ConfigManager{path: path, done: make(chan struct{})}
+	cm := &Watcher{path: path, done: make(chan struct{})}
 	cm.current.Store(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	cm.cancel = cancel
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go cm.watch(ctx, w, hup)
+	go cm.watch(ctx, w)
 	return cm, nil
 }
 
 // Config returns the current configuration.
-func (cm *ConfigManager) Config() *Config { return cm.current.Load() }
+func (cm *Watcher) Config() *Config { return cm.current.Load() }
 
 // OnConfigChange registers fn to run after each successful reload.
-func (cm *ConfigManager) OnConfigChange(fn func(*Config)) {
+func (cm *Watcher) OnConfigChange(fn func(*Config)) {
 	cm.mu.Lock()
 	cm.onChange = append(cm.onChange, fn)
 	cm.mu.Unlock()
@@ -80,40 +77,49 @@ func (cm *ConfigManager) OnConfigChange(fn func(*Config)) {
 // one, no OnConfigChange callback runs). A manager from
 // NewProtocolManagerWithConfig registers its CheckConfig here, so a reload
 // it would refuse never becomes current for the other callbacks either.
-func (cm *ConfigManager) OnConfigCheck(fn func(*Config) error) {
+func (cm *Watcher) OnConfigCheck(fn func(*Config) error) {
 	cm.mu.Lock()
 	cm.onCheck = append(cm.onCheck, fn)
 	cm.mu.Unlock()
 }
 
 // OnConfigError registers fn to run when a reload is rejected.
-func (cm *ConfigManager) OnConfigError(fn func(error)) {
+func (cm *Watcher) OnConfigError(fn func(error)) {
 	cm.mu.Lock()
 	cm.onError = append(cm.onError, fn)
 	cm.mu.Unlock()
 }
 
 // Reloads and ReloadFailures count reload attempts' outcomes.
-func (cm *ConfigManager) Reloads() int64        { return cm.reloads.Load() }
-func (cm *ConfigManager) ReloadFailures() int64 { return cm.failures.Load() }
+func (cm *Watcher) Reloads() int64        { return cm.reloads.Load() }
+func (cm *Watcher) ReloadFailures() int64 { return cm.failures.Load() }
 
 // Reload reads the file again now.
-func (cm *ConfigManager) Reload() error {
-	data, err := readConfigFile(cm.path)
+func (cm *Watcher) Reload() error {
+	data, err := readFile(cm.path)
 	if err != nil {
 		return cm.apply(nil, err)
 	}
 	return cm.ApplyYAML(data, cm.path)
 }
 
-// ApplyYAML validates data and, if valid, makes it the current configuration
-// (the distributed mode applies configuration from etcd this way).
-func (cm *ConfigManager) ApplyYAML(data []byte, source string) error {
-	cfg, err := ParseConfig(data, source)
+// ApplyYAML validates data and, if valid, makes it the current configuration.
+func (cm *Watcher) ApplyYAML(data []byte, source string) error {
+	cfg, err := Parse(data, source)
 	return cm.apply(cfg, err)
 }
 
-func (cm *ConfigManager) apply(cfg *Config, err error) error {
+// Apply validates cfg (built in Go or read from elsewhere, etcd among them)
+// and, if it and every OnConfigCheck accept it, makes it current like a
+// reload of the file.
+func (cm *Watcher) Apply(cfg *Config) error {
+	if cfg == nil {
+		return cm.apply(nil, errors.New("protoplex: Apply(nil)"))
+	}
+	return cm.apply(cfg, cfg.Validate())
+}
+
+func (cm *Watcher) apply(cfg *Config, err error) error {
 	cm.mu.Lock()
 	defer cm.mu.Unlock()
 	if err == nil {
@@ -140,10 +146,9 @@ func (cm *ConfigManager) apply(cfg *Config, err error) error {
 	return nil
 }
 
-func (cm *ConfigManager) watch(ctx context.Context, w *fsnotify.Watcher, hup chan os.Signal) {
+func (cm *Watcher) watch(ctx context.Context, w *fsnotify.Watcher) {
 	defer close(cm.done)
 	defer w.Close()
-	defer signal.Stop(hup)
 	name := filepath.Clean(cm.path)
 	// Editors write in bursts (truncate, write, chmod, rename): reload once
 	// the burst is over.
@@ -154,8 +159,6 @@ func (cm *ConfigManager) watch(ctx context.Context, w *fsnotify.Watcher, hup cha
 		case <-ctx.Done():
 			debounce.Stop()
 			return
-		case <-hup:
-			cm.Reload()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
@@ -177,7 +180,7 @@ func (cm *ConfigManager) watch(ctx context.Context, w *fsnotify.Watcher, hup cha
 }
 
 // Close stops watching.
-func (cm *ConfigManager) Close() error {
+func (cm *Watcher) Close() error {
 	cm.cancel()
 	<-cm.done
 	return nil

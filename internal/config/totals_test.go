@@ -1,4 +1,4 @@
-package protoplex
+package config
 
 import (
 	"fmt"
@@ -99,38 +99,26 @@ func TestConfigTotalsBounded(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.over), "t.yaml")
+			_, err := Parse([]byte(c.over), "t.yaml")
 			if err == nil {
 				t.Fatal("accepted over the bound")
 			}
 			if line := keyLine(c.over, c.proto, c.key); !strings.Contains(err.Error(), line+fmt.Sprintf("protocols[%d] (P%d): ", c.proto, c.proto)) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want %s...%s, got:\n%v", line, c.want, err)
 			}
-			if _, err := ParseConfig([]byte(c.under), "t.yaml"); err != nil {
+			if _, err := Parse([]byte(c.under), "t.yaml"); err != nil {
 				t.Fatalf("just under the bound refused: %v", err)
 			}
 		})
 	}
 }
 
-// TestConfigTotalsBoundedInGo: a Config built in Go meets the same totals
-// in CheckConfig and UpdateConfig, and the cluster's default health-check
-// interval counts for protocols that set none.
-func TestConfigTotalsBoundedInGo(t *testing.T) {
-	pm := NewProtocolManager(WithLogger(discardLogger()))
-	defer pm.Close()
-	c := DefaultConfig()
-	c.Protocols[0].Target = StringList{"127.0.0.2:1", "127.0.0.2:2"}
-	c.Protocols[0].Pool.MinIdle = 1000
-	for name, check := range map[string]func(*Config) error{"CheckConfig": pm.CheckConfig, "UpdateConfig": pm.UpdateConfig} {
-		if err := check(c); err == nil || !strings.Contains(err.Error(), "keep 2000 warm connections") {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-
+// TestClusterHealthIntervalCounts: the cluster's default health-check
+// interval counts in the probe total for protocols that set none.
+func TestClusterHealthIntervalCounts(t *testing.T) {
 	cluster := totalsYAML("", 1, 1001, "")
 	cluster += "distributed:\n  enable: true\n  load_balancer:\n    health_check_interval: 1\n"
-	if _, err := ParseConfig([]byte(cluster), "t.yaml"); err == nil || !strings.Contains(err.Error(), "probe 1001 targets per second") {
+	if _, err := Parse([]byte(cluster), "t.yaml"); err == nil || !strings.Contains(err.Error(), "probe 1001 targets per second") {
 		t.Fatalf("cluster default interval: %v", err)
 	}
 }

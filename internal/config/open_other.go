@@ -1,6 +1,6 @@
 //go:build !unix
 
-package protoplex
+package config
 
 import "os"
 

@@ -1,10 +1,10 @@
-package protoplex
+package config
 
 import (
+	"github.com/darkit/protoplex/internal/testnet"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,7 +12,7 @@ import (
 )
 
 func TestSeedConfigParses(t *testing.T) {
-	c, err := LoadConfig("testdata/config/seed.yaml")
+	c, err := Load("../../testdata/config/seed.yaml")
 	if err != nil {
 		if _, ok := protocols.Lookup("mqtt"); !ok && strings.Contains(err.Error(), "MQTT") {
 			t.Skip("MQTT detector not registered yet")
@@ -35,7 +35,7 @@ func TestSeedConfigParses(t *testing.T) {
 }
 
 func TestDefaultConfig(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	if c.Server.Listen[0] != "127.0.0.1:9090" || c.Monitoring.BindAddress != "127.0.0.1" || c.Monitoring.MetricsPort != 9091 || c.Monitoring.HealthCheckPort != 9092 || len(c.Protocols) != 4 {
 		t.Fatalf("%+v", c)
 	}
@@ -58,21 +58,21 @@ func TestBadConfigsNameFileAndLine(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "bad.yaml")
+			_, err := Parse([]byte(c.yaml), "bad.yaml")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want error containing %q, got %v", c.want, err)
 			}
 		})
 	}
 	// All errors are reported, not only the first.
-	_, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"h:0\"\n  - name: HTTP\n    target: \"nope\"\n"), "bad.yaml")
+	_, err := Parse([]byte("protocols:\n  - name: SSH\n    target: \"h:0\"\n  - name: HTTP\n    target: \"nope\"\n"), "bad.yaml")
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml:3") || !strings.Contains(err.Error(), "bad.yaml:5") {
 		t.Fatalf("want both errors, got %v", err)
 	}
 }
 
 func TestUserProtocolFromYAML(t *testing.T) {
-	c, err := ParseConfig([]byte("protocols:\n  - name: CustomBinary\n    target: \"127.0.0.1:9000\"\n    match_start_bytes: [\"aa55\"]\n"), "u.yaml")
+	c, err := Parse([]byte("protocols:\n  - name: CustomBinary\n    target: \"127.0.0.1:9000\"\n    match_start_bytes: [\"aa55\"]\n"), "u.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,19 +88,16 @@ func TestUserProtocolFromYAML(t *testing.T) {
 
 func writeConfig(t *testing.T, path, target string) {
 	t.Helper()
-	data := "protocols:\n  - name: SSH\n    target: \"" + target + "\"\n"
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testnet.WriteFile(t, path, "protocols:\n  - name: SSH\n    target: \""+target+"\"\n")
 }
 
 // watchedConfig writes a one-protocol config forwarding to target and
 // watches it with a ConfigManager that the test's end closes.
-func watchedConfig(t *testing.T, target string) (path string, cm *ConfigManager) {
+func watchedConfig(t *testing.T, target string) (path string, cm *Watcher) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "c.yaml")
 	writeConfig(t, path, target)
-	cm, err := NewConfigManager(path)
+	cm, err := Watch(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,12 +145,19 @@ func TestConfigManagerReloads(t *testing.T) {
 	if got := cm.Config().Protocols[0].Target[0]; got != "127.0.0.1:3" {
 		t.Fatalf("current config changed to %q", got)
 	}
-	// SIGHUP.
+	// Reload (the CLI calls it on SIGHUP).
 	writeConfig(t, path, "127.0.0.1:4")
 	expect("127.0.0.1:4") // (the write itself triggers too)
-	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	if err := cm.Reload(); err != nil {
+		t.Fatal(err)
+	}
 	expect("127.0.0.1:4")
 	if cm.ReloadFailures() < 1 || cm.Reloads() < 4 {
 		t.Fatalf("reloads %d failures %d", cm.Reloads(), cm.ReloadFailures())
 	}
+}
+
+func checkFile(path string) error {
+	_, err := Load(path)
+	return err
 }

@@ -1,15 +1,12 @@
-package protoplex
+package config
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestConfigWithoutProtocolsRejected: an empty (or truncated) file, or one
@@ -23,18 +20,16 @@ func TestConfigWithoutProtocolsRejected(t *testing.T) {
 		{"no protocols key", "server:\n  listen: \"127.0.0.1:0\"\n", "c.yaml:1: no protocols"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "c.yaml")
+			_, err := Parse([]byte(c.yaml), "c.yaml")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want error containing %q, got %v", c.want, err)
 			}
 		})
 	}
-	pm := NewProtocolManager(WithLogger(discardLogger()))
-	defer pm.Close()
-	c := DefaultConfig()
+	c := Default()
 	c.Protocols = nil
-	if err := pm.UpdateConfig(c); err == nil || !strings.Contains(err.Error(), "no protocols") {
-		t.Fatalf("UpdateConfig of a Go-built config without protocols: %v", err)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "no protocols") {
+		t.Fatalf("Validate of a Go-built config without protocols: %v", err)
 	}
 }
 
@@ -98,7 +93,7 @@ func TestHugeValuesRejected(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "big.yaml")
+			_, err := Parse([]byte(c.yaml), "big.yaml")
 			if err == nil {
 				t.Fatalf("accepted:\n%s", c.yaml)
 			}
@@ -111,7 +106,7 @@ func TestHugeValuesRejected(t *testing.T) {
 		})
 	}
 	// Values too large for the Go type are decode errors, with file:line too.
-	if _, err := ParseConfig([]byte(server("max_connections: 99999999999999999999")), "big.yaml"); err == nil || !strings.Contains(err.Error(), "big.yaml:3: ") {
+	if _, err := Parse([]byte(server("max_connections: 99999999999999999999")), "big.yaml"); err == nil || !strings.Contains(err.Error(), "big.yaml:3: ") {
 		t.Fatalf("overflowing int: %v", err)
 	}
 }
@@ -137,7 +132,7 @@ func TestCountsAndLengthsBounded(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "n.yaml")
+			_, err := Parse([]byte(c.yaml), "n.yaml")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want %q, got %v", c.want, err)
 			}
@@ -161,50 +156,25 @@ func TestAddressesValidated(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "a.yaml")
+			_, err := Parse([]byte(c.yaml), "a.yaml")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want %q, got %v", c.want, err)
 			}
 		})
 	}
 	for _, ok := range []string{"127.0.0.1:0", ":9090", "[::1]:8080", "localhost:80", "0.0.0.0:443"} {
-		if _, err := ParseConfig([]byte("server:\n  listen: \""+ok+"\"\n"+proto), "a.yaml"); err != nil {
+		if _, err := Parse([]byte("server:\n  listen: \""+ok+"\"\n"+proto), "a.yaml"); err != nil {
 			t.Errorf("listen %q refused: %v", ok, err)
 		}
 	}
 	for _, ok := range []string{"web-server:80", "redis_cluster:6379", "[::1]:22", "10.0.0.1:1;w=3", "a.example.com.:443"} {
-		if _, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \""+ok+"\"\n"), "a.yaml"); err != nil {
+		if _, err := Parse([]byte("protocols:\n  - name: SSH\n    target: \""+ok+"\"\n"), "a.yaml"); err != nil {
 			t.Errorf("target %q refused: %v", ok, err)
 		}
 	}
-	c, err := ParseConfig([]byte(proto), "a.yaml")
+	c, err := Parse([]byte(proto), "a.yaml")
 	if err != nil || c.Monitoring.BindAddress != "127.0.0.1" {
 		t.Fatalf("monitoring.bind_address default: %v %q", err, c.Monitoring.BindAddress)
-	}
-}
-
-// TestOptionBounds: the Go options enforce the bounds of the file.
-func TestOptionBounds(t *testing.T) {
-	for name, opt := range map[string]Option{
-		"MaxConnections":          WithMaxConnections(2_000_000_000),
-		"BufferSize":              WithBufferSize(1 << 30),
-		"BufferSize small":        WithBufferSize(16),
-		"IdentifyTimeout":         WithIdentifyTimeout(2000000 * time.Hour),
-		"IdentifyReadTimeout":     WithIdentifyReadTimeout(2000000 * time.Hour),
-		"CacheTTL":                WithCacheTTL(2000000 * time.Hour),
-		"DialTimeout":             WithDialTimeout(2000000 * time.Hour),
-		"GracefulShutdownTimeout": WithGracefulShutdownTimeout(2000000 * time.Hour),
-		"ServerFirstWait":         WithServerFirstWait(2000000 * time.Hour),
-		"IdleTimeout":             WithIdleTimeout(2000000 * time.Hour),
-		"TCPKeepAlive":            WithTCPKeepAlive(10 * time.Hour),
-		"IdleTimeout negative":    WithIdleTimeout(-time.Second),
-	} {
-		pm := NewProtocolManager(opt, WithLogger(discardLogger()))
-		err := pm.Err()
-		pm.Close()
-		if err == nil || !strings.Contains(err.Error(), strings.Fields(name)[0]) {
-			t.Errorf("%s: want an error naming it, got %v", name, err)
-		}
 	}
 }
 
@@ -218,7 +188,7 @@ func TestConfigFileSizeLimit(t *testing.T) {
 	if err := os.WriteFile(path, []byte(valid+pad[:len(pad)-len(valid)]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := NewConfigManager(path)
+	cm, err := Watch(path)
 	if err != nil {
 		t.Fatalf("a file of exactly 4 MiB: %v", err)
 	}
@@ -226,55 +196,12 @@ func TestConfigFileSizeLimit(t *testing.T) {
 	if err := os.WriteFile(path, []byte(valid+pad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range []error{CheckConfigFile(path), cm.Reload()} {
+	for _, err := range []error{checkFile(path), cm.Reload()} {
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "4 MiB") {
 			t.Fatalf("want an error naming %s and 4 MiB, got %v", path, err)
 		}
 	}
-	if _, err := ParseConfig([]byte(valid+pad), "etcd:/protoplex/config"); err == nil || !strings.Contains(err.Error(), "etcd:/protoplex/config: larger than") {
+	if _, err := Parse([]byte(valid+pad), "etcd:/protoplex/config"); err == nil || !strings.Contains(err.Error(), "etcd:/protoplex/config: larger than") {
 		t.Fatalf("ParseConfig of 4 MiB + 1: %v", err)
-	}
-}
-
-// TestSourceKey: protocols[].source, one address, a range or a list, reaches
-// the protocol; a bad one is an error with file:line; a real connection
-// through a route with a source is dialed from it.
-func TestSourceKey(t *testing.T) {
-	c, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    source: \"127.0.0.2-127.0.0.20\"\n  - name: HTTP\n    target: \"127.0.0.1:80\"\n    source: [\"127.0.0.1\", \"127.0.0.3\"]\n"), "s.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := c.BuildProtocols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(ps[0].Source) != "[127.0.0.2-127.0.0.20]" || fmt.Sprint(ps[1].Source) != "[127.0.0.1 127.0.0.3]" {
-		t.Fatalf("sources: %v %v", ps[0].Source, ps[1].Source)
-	}
-	for _, bad := range []string{"\"nope\"", "\"127.0.0.9-127.0.0.2\"", "[\"127.0.0.1\", \"::1\"]", "\"10.0.0.0-10.255.255.255\""} {
-		_, err := ParseConfig([]byte("protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    source: "+bad+"\n"), "s.yaml")
-		if err == nil || !strings.Contains(err.Error(), "s.yaml:4: protocols[0] (SSH): source") {
-			t.Errorf("source %s: %v", bad, err)
-		}
-	}
-
-	seen := make(chan string, 1)
-	backend := goServer(t, func(c net.Conn) {
-		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-		io.Copy(c, c)
-	})
-	cfg, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: SSH\n    target: %q\n    source: \"127.0.0.1\"\n", backend)), "s.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pm := NewProtocolManager(WithLogger(discardLogger()))
-	if err := pm.UpdateConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if got := roundTrip(t, serveTest(t, pm), "SSH-2.0-src\r\n"); got != "SSH-2.0-src\r\n" {
-		t.Fatalf("through a sourced route: %q", got)
-	}
-	if ip := <-seen; ip != "127.0.0.1" {
-		t.Fatalf("dialed from %s", ip)
 	}
 }

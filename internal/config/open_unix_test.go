@@ -1,6 +1,6 @@
 //go:build unix
 
-package protoplex
+package config
 
 import (
 	"os"
@@ -37,16 +37,16 @@ func TestCheckConfigFileRefusesFIFO(t *testing.T) {
 		{dir, dir + ": not a regular file (a directory): refused"},
 	} {
 		done := make(chan error, 1)
-		go func() { done <- CheckConfigFile(c.path) }()
+		go func() { done <- checkFile(c.path) }()
 		select {
 		case err := <-done:
 			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("CheckConfigFile(%s): want %q, got %v", c.path, c.want, err)
+				t.Fatalf("checkFile(%s): want %q, got %v", c.path, c.want, err)
 			}
 		case <-time.After(10 * time.Second):
 			unblockFIFO(fifo)
 			<-done
-			t.Fatalf("CheckConfigFile(%s) blocked", c.path)
+			t.Fatalf("checkFile(%s) blocked", c.path)
 		}
 	}
 	// A symlink to a regular file (a Kubernetes ConfigMap) is followed.
@@ -56,7 +56,7 @@ func TestCheckConfigFileRefusesFIFO(t *testing.T) {
 	if err := os.Symlink(real, cm); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckConfigFile(cm); err != nil {
+	if err := checkFile(cm); err != nil {
 		t.Fatalf("symlink to a regular file: %v", err)
 	}
 }
@@ -68,7 +68,7 @@ func TestConfigManagerFIFOSwap(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
 	writeConfig(t, path, "127.0.0.1:1001")
-	cm, err := NewConfigManager(path)
+	cm, err := Watch(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,144 @@
+// Package config is protoplex's one configuration model: the types of the
+// YAML file (which the Go options of the root package set too), their
+// defaults, one validation pass that reports every error with file:line, the
+// bounds that keep any value inside what the process can honour, and the
+// file watcher that reloads it.
+package config
+
+import "time"
+
+// Config is the YAML configuration (docs/config.md). Durations are Go
+// duration strings ("5s").
+type Config struct {
+	Server      Server      `yaml:"server"`
+	Security    Security    `yaml:"security"`
+	Protocols   []Protocol  `yaml:"protocols"`
+	Monitoring  Monitoring  `yaml:"monitoring"`
+	Distributed Distributed `yaml:"distributed"`
+
+	// Source is the file the config was read from ("" for embedded/Go-built).
+	Source string `yaml:"-"`
+}
+
+// Server is the server: block: listeners and per-connection limits.
+type Server struct {
+	Listen                  StringList    `yaml:"listen"` // one string or a list in YAML
+	MaxConnections          int           `yaml:"max_connections"`
+	BufferSize              int           `yaml:"buffer_size"`
+	IdentifyTimeout         time.Duration `yaml:"identify_timeout"`
+	IdentifyMinBytes        int           `yaml:"identify_min_bytes"`
+	CacheTTL                time.Duration `yaml:"cache_ttl"`
+	DialTimeout             time.Duration `yaml:"dial_timeout"`
+	ServerFirstWait         time.Duration `yaml:"server_first_wait"`
+	IdleTimeout             time.Duration `yaml:"idle_timeout"`
+	TCPKeepAlive            time.Duration `yaml:"tcp_keepalive"`
+	IdentifyReadTimeout     time.Duration `yaml:"identify_read_timeout"`
+	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
+	AcceptProxy             bool          `yaml:"accept_proxy"`
+	TrustedProxies          []string      `yaml:"trusted_proxies"`
+	LogFormat               string        `yaml:"log_format"` // text (default) or json
+	LogLevel                string        `yaml:"log_level"`  // debug, info (default), warn, error
+}
+
+// Security is the security: block (internal/guard enforces it).
+type Security struct {
+	EnableRateLimit     bool      `yaml:"enable_rate_limit"`
+	RateLimit           RateLimit `yaml:"rate_limit"`
+	EnableDDoSGuard     bool      `yaml:"enable_ddos_guard"`
+	DDoSGuard           DDoSGuard `yaml:"ddos_guard"`
+	MaxConnectionsPerIP int       `yaml:"max_connections_per_ip"`
+	IPWhitelist         []string  `yaml:"ip_whitelist"`
+	IPBlacklist         []string  `yaml:"ip_blacklist"`
+}
+
+// RateLimit is the per-source-IP token bucket for new connections.
+type RateLimit struct {
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	BurstSize         int     `yaml:"burst_size"`
+}
+
+// DDoSGuard: sources whose connections keep failing identification are
+// banned temporarily, the ban doubling on each repeat.
+type DDoSGuard struct {
+	FailureThreshold int           `yaml:"failure_threshold"` // failed identifications per window
+	Window           time.Duration `yaml:"window"`
+	BanDuration      time.Duration `yaml:"ban_duration"`
+	MaxBanDuration   time.Duration `yaml:"max_ban_duration"`
+}
+
+// Protocol is one entry of protocols:.
+type Protocol struct {
+	Name     string     `yaml:"name"`
+	Target   StringList `yaml:"target"` // "a:1,b:2", or a YAML list
+	Priority int        `yaml:"priority"`
+	SNI      []string   `yaml:"sni"`
+	ALPN     []string   `yaml:"alpn"`
+	Host     []string   `yaml:"host"`
+	Fallback bool       `yaml:"fallback"`
+
+	// User protocols (a name that is not built in).
+	MatchStartBytes []string `yaml:"match_start_bytes"` // hex, e.g. "aa55"
+	MatchRegexes    []string `yaml:"match_regexes"`
+	ServerFirst     bool     `yaml:"server_first"`
+
+	Balance     string        `yaml:"balance"`
+	SendProxy   string        `yaml:"send_proxy"`
+	Pool        Pool          `yaml:"pool"`
+	HealthCheck Health        `yaml:"health_check"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Source: local addresses backend connections are dialed from, in turn;
+	// each an IP address or an inclusive range "127.0.0.2-127.0.0.20".
+	Source StringList `yaml:"source"`
+
+	// Line is the YAML line of the entry, for error messages.
+	Line int `yaml:"-"`
+}
+
+// Pool is protocols[].pool.
+type Pool struct {
+	MinIdle     int           `yaml:"min_idle"`
+	MaxIdleTime time.Duration `yaml:"max_idle_time"`
+}
+
+// Health is protocols[].health_check.
+type Health struct {
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Rise     int           `yaml:"rise"`
+	Fall     int           `yaml:"fall"`
+	Check    string        `yaml:"check"` // tcp, redis, http
+	Path     string        `yaml:"path"`
+}
+
+// Monitoring is the monitoring: block. Port 0 disables a port.
+type Monitoring struct {
+	EnableMetrics     bool `yaml:"enable_metrics"`
+	MetricsPort       int  `yaml:"metrics_port"`
+	EnableHealthCheck bool `yaml:"enable_health_check"`
+	HealthCheckPort   int  `yaml:"health_check_port"`
+	// BindAddress is the host both ports listen on: an IP address or a host
+	// name, "127.0.0.1" when not set, so the ports are not
+	// reachable from other machines unless asked for ("0.0.0.0", "::").
+	BindAddress string `yaml:"bind_address"`
+}
+
+// Distributed is the distributed: block (cluster mode through etcd).
+type Distributed struct {
+	Enable           bool     `yaml:"enable"`
+	NodeID           string   `yaml:"node_id"`
+	EtcdEndpoints    []string `yaml:"etcd_endpoints"`
+	ServiceDiscovery struct {
+		Enable          bool `yaml:"enable"`
+		RefreshInterval int  `yaml:"refresh_interval"` // seconds
+	} `yaml:"service_discovery"`
+	LoadBalancer struct {
+		Strategy            string `yaml:"strategy"`
+		HealthCheckInterval int    `yaml:"health_check_interval"` // seconds
+	} `yaml:"load_balancer"`
+	ConfigManager struct {
+		Enable      bool   `yaml:"enable"`
+		WatchPrefix string `yaml:"watch_prefix"`
+	} `yaml:"config_manager"`
+	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+}

@@ -1,0 +1,214 @@
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// StringList is a YAML value that may be written as one string or a list.
+type StringList []string
+
+// UnmarshalYAML accepts `x` and `[x, y]`.
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = StringList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var s []string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*l = s
+		return nil
+	}
+	return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Default is the configuration used without a file: listen
+// 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092,
+// SSH/HTTP/TLS/Redis to their local ports.
+func Default() *Config {
+	c, err := Parse(defaultYAML, "default.yaml")
+	if err != nil {
+		panic("protoplex: embedded default config: " + err.Error()) // a build defect, caught by tests
+	}
+	return c
+}
+
+// Load reads and validates the YAML file at path. A file over 4 MiB is
+// refused before it is parsed.
+func Load(path string) (*Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// readFile reads at most MaxFileSize bytes of path: a file that is
+// larger (a wrong path, a log file) is never held in memory whole. Only a
+// regular file (or a symlink to one, as in a Kubernetes ConfigMap) is read:
+// opening a FIFO would block until a writer comes, a device may never end.
+func readFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	// Opened without blocking and checked again: the file may have been
+	// replaced since the Stat.
+	f, err := openConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(path)
+	}
+	return data, nil
+}
+
+// regularFile refuses anything but a regular file, naming what it is.
+func regularFile(path string, st os.FileInfo) error {
+	m := st.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "mode " + m.String()
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m.IsDir():
+		what = "a directory"
+	case m&os.ModeSocket != 0:
+		what = "a socket"
+	case m&os.ModeDevice != 0:
+		what = "a device"
+	}
+	return fmt.Errorf("%s: not a regular file (%s): refused", path, what)
+}
+
+func tooLarge(name string) error {
+	return fmt.Errorf("%s: larger than %d bytes (4 MiB), the limit of a configuration; refused before parsing", name, MaxFileSize)
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+
+// Parse decodes, defaults and validates YAML. Every error names
+// filename:line and what is wrong; all errors are reported, not the first.
+func Parse(data []byte, filename string) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(filename)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(filename, err)
+	}
+	c := &Config{}
+	if len(root.Content) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil {
+			return nil, yamlError(filename, err)
+		}
+		if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
+			if p := mapValue(doc, "protocols"); p != nil && p.Kind == yaml.SequenceNode {
+				for i, item := range p.Content {
+					if i < len(c.Protocols) {
+						c.Protocols[i].Line = item.Line
+					}
+				}
+			}
+		}
+	}
+	c.applyDefaults()
+	c.Source = filename
+	if err := c.validate(filename, &root); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlError rewrites yaml.v3's "line N: msg" into "file:N: msg".
+func yamlError(filename string, err error) error {
+	var te *yaml.TypeError
+	var msgs []string
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	var errs []error
+	for _, m := range msgs {
+		if sub := yamlLine.FindStringSubmatch(m); sub != nil {
+			m = filename + ":" + sub[1] + ": " + m[len(sub[0]):]
+		} else {
+			m = filename + ": " + m
+		}
+		errs = append(errs, errors.New(m))
+	}
+	return errors.Join(errs...)
+}
+
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// lineOf returns the line of the value at path (keys, or "#i" for list
+// items) in root, or the deepest line found.
+func lineOf(root *yaml.Node, path ...string) int {
+	if root == nil || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	line := n.Line
+	for _, k := range path {
+		var next *yaml.Node
+		if strings.HasPrefix(k, "#") {
+			i, _ := strconv.Atoi(k[1:])
+			if n.Kind == yaml.SequenceNode && i < len(n.Content) {
+				next = n.Content[i]
+			}
+		} else if n.Kind == yaml.MappingNode {
+			next = mapValue(n, k)
+		}
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
