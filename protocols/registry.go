@@ -42,15 +42,26 @@ var registry = map[string]*Descriptor{}
 
 // register adds d under its name and aliases. A duplicate name is a defect
 // of the build, so it panics (the registry tests load the package).
+// Every name is checked before any is added, so a rejected descriptor leaves
+// the registry as it was.
 func register(d Descriptor) {
 	d.Aliases = slices.Clone(d.Aliases)
-	for _, n := range d.YAMLNames() {
+	names := d.YAMLNames()
+	for i, n := range names {
 		if n != strings.ToLower(n) || n == "" {
 			panic(fmt.Sprintf("protocols: %s: name %q must be non-empty lower case", d.Name, n))
 		}
 		if old, dup := registry[n]; dup {
 			panic(fmt.Sprintf("protocols: %q registered by both %s and %s", n, old.Name, d.Name))
 		}
+		if slices.Contains(names[:i], n) {
+			panic(fmt.Sprintf("protocols: %s lists %q twice", d.Name, n))
+		}
+	}
+	if d.New == nil {
+		panic(fmt.Sprintf("protocols: %s has no constructor", d.Name))
+	}
+	for _, n := range names {
 		registry[n] = &d
 	}
 }
@@ -122,15 +133,16 @@ func Suggest(name string) (string, bool) {
 	return best, best != ""
 }
 
-// editDistance is the Levenshtein distance between a and b in bytes, or
-// limit when it is at least limit (names longer than any accepted one by
-// limit or more are not compared cell by cell).
+// editDistance is the edit distance between a and b in bytes, counting an
+// insertion, a deletion, a substitution or a swap of two adjacent bytes as
+// one edit (optimal string alignment: "tsl" is one edit from "tls"), or
+// limit when it is at least limit.
 func editDistance(a, b string, limit int) int {
 	if len(a)-len(b) >= limit || len(b)-len(a) >= limit {
 		return limit
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	// Rows i-2, i-1 and i of the dynamic-programming table.
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j
 	}
@@ -142,8 +154,11 @@ func editDistance(a, b string, limit int) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return min(prev[len(b)], limit)
 }

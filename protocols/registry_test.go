@@ -1,0 +1,167 @@
+package protocols
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestRegistry: every descriptor agrees with the protocol its constructor
+// builds, and Describe, Lookup and Names agree with Descriptors.
+func TestRegistry(t *testing.T) {
+	ds := Descriptors()
+	if len(ds) == 0 {
+		t.Fatal("no descriptors registered")
+	}
+	var names []string
+	for i, d := range ds {
+		if i > 0 && strings.ToLower(ds[i-1].Name) >= strings.ToLower(d.Name) {
+			t.Errorf("Descriptors not sorted: %s before %s", ds[i-1].Name, d.Name)
+		}
+		p := d.New("127.0.0.1:1")
+		if p.Name != d.Name || p.Target != "127.0.0.1:1" || p.Detect == nil {
+			t.Errorf("%s: constructor gives Name %q, Target %q, Detect set %v", d.Name, p.Name, p.Target, p.Detect != nil)
+		}
+		if p.ServerFirst() != d.ServerFirst {
+			t.Errorf("%s: descriptor ServerFirst %v, protocol %v", d.Name, d.ServerFirst, p.ServerFirst())
+		}
+		// A route condition needs metadata, which only an inspector gives.
+		if (d.Routable != 0) != (p.Inspect != nil) {
+			t.Errorf("%s: Routable %v but Inspect set %v", d.Name, d.Routable, p.Inspect != nil)
+		}
+		if d.Summary == "" {
+			t.Errorf("%s: no summary", d.Name)
+		}
+		for _, n := range d.YAMLNames() {
+			names = append(names, n)
+			for _, spelled := range []string{n, strings.ToUpper(n), d.Name} {
+				got, ok := Describe(spelled)
+				if !ok || got.Name != d.Name {
+					t.Errorf("Describe(%q) = %s, %v; want %s", spelled, got.Name, ok, d.Name)
+				}
+				if ctor, ok := Lookup(spelled); !ok || ctor("x:1").Name != d.Name {
+					t.Errorf("Lookup(%q) does not build %s", spelled, d.Name)
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	if got := Names(); !slices.Equal(got, names) {
+		t.Errorf("Names() = %v, want every descriptor's names %v", got, names)
+	}
+	if _, ok := Describe("nosuchprotocol"); ok {
+		t.Error("Describe accepts an unknown name")
+	}
+	if _, ok := Lookup("nosuchprotocol"); ok {
+		t.Error("Lookup accepts an unknown name")
+	}
+}
+
+func TestRegistryConditions(t *testing.T) {
+	for name, want := range map[string]Keys{
+		"tls": SNIKey | ALPNKey, "http": HostKey, "websocket": HostKey, "webdav": HostKey,
+		"ssh": 0, "http2": 0, "postgres": 0,
+	} {
+		d, _ := Describe(name)
+		if d.Routable != want {
+			t.Errorf("%s: Routable %v, want %v", name, d.Routable, want)
+		}
+	}
+	var serverFirst []string
+	for _, d := range Descriptors() {
+		if d.ServerFirst {
+			serverFirst = append(serverFirst, d.Name)
+		}
+	}
+	if !slices.Equal(serverFirst, []string{"FTP", "SMTP"}) {
+		t.Errorf("server-first descriptors %v, want [FTP SMTP]", serverFirst)
+	}
+}
+
+// TestDescribeReturnsCopy: a caller changing a descriptor changes nothing
+// in the registry.
+func TestDescribeReturnsCopy(t *testing.T) {
+	d, _ := Describe("postgres")
+	d.Aliases[0] = "changed"
+	for _, d := range Descriptors() {
+		if d.Name == "PostgreSQL" {
+			d.Aliases[0] = "changed too"
+		}
+	}
+	if d, _ := Describe("postgres"); !slices.Equal(d.Aliases, []string{"postgres"}) {
+		t.Fatalf("registry changed through a returned descriptor: %v", d.Aliases)
+	}
+}
+
+func TestRegisterRejects(t *testing.T) {
+	before := Names()
+	for name, d := range map[string]Descriptor{
+		"duplicate name":     {Name: "TLS", New: NewTLSProtocol},
+		"duplicate alias":    {Name: "Fresh", Aliases: []string{"turn"}, New: NewSTUNProtocol},
+		"alias twice":        {Name: "Fresh", Aliases: []string{"fresh"}, New: NewSTUNProtocol},
+		"upper-case alias":   {Name: "Fresh", Aliases: []string{"FRESH2"}, New: NewSTUNProtocol},
+		"no name":            {New: NewSTUNProtocol},
+		"no constructor":     {Name: "Fresh"},
+		"alias of an alias":  {Name: "Fresh", Aliases: []string{"postgres"}, New: NewSTUNProtocol},
+		"name of an alias'":  {Name: "Postgres", New: NewSTUNProtocol},
+		"empty alias string": {Name: "Fresh", Aliases: []string{""}, New: NewSTUNProtocol},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: register did not panic", name)
+				}
+			}()
+			register(d)
+		}()
+	}
+	if got := Names(); !slices.Equal(got, before) {
+		t.Fatalf("a rejected descriptor changed the registry: %v", got)
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	for in, want := range map[string]string{
+		"TSL": "tls", "tls": "tls", "HTTP": "http", "redsi": "redis", "postgre": "postgres",
+		"websockets": "websocket", "sokcs5": "socks5", "mqt": "mqtt", "htp2": "http2",
+	} {
+		if got, ok := Suggest(in); !ok || got != want {
+			t.Errorf("Suggest(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "x", "xyzzy", "customproto", "minecraft"} {
+		if got, ok := Suggest(in); ok {
+			t.Errorf("Suggest(%q) = %q, want no suggestion", in, got)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"tls", "tls", 0}, {"tsl", "tls", 1}, {"stl", "tls", 2}, {"ab", "ba", 1}, {"tl", "tls", 1},
+		{"tlsx", "tls", 1}, {"abc", "xyz", 3}, {"a", "abcdef", 3},
+	} {
+		if got := editDistance(c.a, c.b, 3); got != c.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	if got := (SNIKey | HostKey).Names(); !slices.Equal(got, []string{"sni", "host"}) {
+		t.Errorf("Names = %v", got)
+	}
+	if s := (SNIKey | ALPNKey).String(); s != "sni,alpn" {
+		t.Errorf("String = %q", s)
+	}
+	if s := Keys(0).String(); s != "none" {
+		t.Errorf("empty String = %q", s)
+	}
+	c := Conditions{SNI: []string{"a"}, ALPN: []string{"h2"}}
+	if c.Keys() != SNIKey|ALPNKey || (Conditions{}).Keys() != 0 || (Conditions{Hosts: []string{"h"}}).Keys() != HostKey {
+		t.Errorf("Conditions.Keys wrong: %v", c.Keys())
+	}
+}
