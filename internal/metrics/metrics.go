@@ -1,0 +1,314 @@
+// Package metrics holds a manager's Prometheus collectors and the typed
+// snapshot of its counters (GetMetrics). Metric names, labels and help
+// texts are the contract of docs/ARCHITECTURE.md "Metric names".
+//
+// Every collector lives in a registry of the Stats that owns it, never in
+// the global one, so two managers in one process don't clash. Labels never
+// carry client addresses; protocol and target values come from the
+// configuration, so cardinality is bounded.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/proxy"
+)
+
+// Reasons of protoplex_connections_refused_total that are not guard.Reason
+// values (those are labelled with guard.Reason.String()).
+const (
+	RefusedMaxConnections = "max_connections" // the manager's connection cap
+	RefusedProxyHeader    = "proxy_header"    // a PROXY header missing or invalid from a trusted sender, or sent by an untrusted one
+)
+
+// ClosedDialError is the protoplex_connections_closed_total reason of a
+// connection whose backend could not be dialed; the other reasons are
+// proxy.CloseReason.String().
+const ClosedDialError = "dial_error"
+
+// Values of the direction label of protoplex_forwarded_bytes_total.
+const (
+	ClientToBackend = "client_to_backend"
+	BackendToClient = "backend_to_client"
+)
+
+// refusedReasons are the refusal reasons created at zero, so a rate over
+// them works before the first refusal.
+var refusedReasons = []string{
+	RefusedMaxConnections, RefusedProxyHeader,
+	guard.Blacklisted.String(), guard.RateLimited.String(), guard.PerIPLimit.String(), guard.Banned.String(), guard.GuardFull.String(),
+}
+
+// identifyFailures are the identify.Failure values created at zero.
+var identifyFailures = []identify.Failure{
+	identify.NoMatch, identify.Timeout, identify.ClientClosed, identify.ReadError, identify.BufferFull, identify.Fragmented,
+}
+
+// Stats are one manager's collectors. Counters the connection path touches
+// are resolved once (fields, Route), so it never hashes label values.
+// A Stats is safe for concurrent use.
+type Stats struct {
+	Accepted      prometheus.Counter // protoplex_connections_accepted_total
+	Active        prometheus.Gauge   // protoplex_connections_active
+	PipeFallbacks prometheus.Counter // protoplex_pipe_fallbacks_total
+	ClusterNodes  prometheus.Gauge   // protoplex_cluster_nodes
+
+	// Cache receives the identification cache's lookups and hits
+	// (identify.New's counters), exported as
+	// protoplex_identify_cache_{lookups,hits}_total.
+	Cache identify.CacheCounters
+
+	reg *prometheus.Registry
+
+	refused          *prometheus.CounterVec
+	refusedBy        map[string]prometheus.Counter // read-only after New
+	closed           *prometheus.CounterVec
+	identifyFailures *prometheus.CounterVec
+	failedBy         map[identify.Failure]prometheus.Counter // read-only after New
+	identified       *prometheus.CounterVec
+	identifyDur      *prometheus.HistogramVec
+	bytes            *prometheus.CounterVec
+	dialErrors       *prometheus.CounterVec
+	dialDur          *prometheus.HistogramVec
+	backendUp        *prometheus.GaugeVec
+	reloadOK         prometheus.Counter
+	reloadFailed     prometheus.Counter
+	discovered       *prometheus.GaugeVec
+
+	mu     sync.Mutex
+	routes map[string]*Route
+}
+
+// Route is one protocol's collectors, resolved once by Stats.Route.
+type Route struct {
+	Up   prometheus.Counter // forwarded bytes client → backend, replayed ones included
+	Down prometheus.Counter // forwarded bytes backend → client
+	// Closed counts forwarded connections ended, by proxy.CloseReason.
+	Closed [proxy.Aborted + 1]prometheus.Counter
+	// DialError counts connections closed because no backend could be dialed.
+	DialError prometheus.Counter
+
+	identified  prometheus.Counter
+	identifyDur prometheus.Observer
+	count       atomic.Int64 // identified, for Stats.Identified
+}
+
+// Identify counts a connection identified as the route's protocol,
+// elapsed after it was accepted.
+func (r *Route) Identify(elapsed time.Duration) {
+	r.identified.Inc()
+	r.count.Add(1)
+	r.identifyDur.Observe(elapsed.Seconds())
+}
+
+// New returns collectors registered in a registry of their own, with the
+// Go runtime and process collectors. The refusal, identification failure
+// and reload result label values exist at zero from the start.
+func New() *Stats {
+	s := &Stats{
+		reg:       prometheus.NewRegistry(),
+		routes:    map[string]*Route{},
+		refusedBy: map[string]prometheus.Counter{},
+		failedBy:  map[identify.Failure]prometheus.Counter{},
+	}
+	s.Accepted = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_connections_accepted_total", Help: "Connections accepted."})
+	s.Active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_connections_active", Help: "Connections open now."})
+	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_refused_total", Help: "Connections refused before identification, by reason."}, []string{"reason"})
+	s.closed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_closed_total", Help: "Routed connections closed, by protocol and reason."}, []string{"protocol", "reason"})
+	s.identifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identify_failures_total", Help: "Connections not identified, by reason."}, []string{"reason"})
+	s.identified = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identified_total", Help: "Connections identified, by protocol."}, []string{"protocol"})
+	s.identifyDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_identify_duration_seconds", Help: "Time from accept to a routing decision.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 2.5, 5, 15}}, []string{"protocol"})
+	s.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_forwarded_bytes_total", Help: "Bytes forwarded, by protocol and direction."}, []string{"protocol", "direction"})
+	s.dialErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_dial_errors_total", Help: "Failed backend dials."}, []string{"protocol", "target"})
+	s.dialDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_dial_duration_seconds", Help: "Backend dial time.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
+	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy."}, []string{"protocol", "target"})
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
+	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
+		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
+	s.ClusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
+	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
+	s.reg.MustRegister(s.Accepted, s.Active, s.refused, s.closed, s.identifyFailures, s.identified, s.identifyDur,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, s.PipeFallbacks, s.ClusterNodes, s.discovered,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
+			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
+			func() float64 { _, h := s.Cache.Load(); return float64(h) }),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range refusedReasons {
+		s.refusedBy[r] = s.refused.WithLabelValues(r)
+	}
+	for _, f := range identifyFailures {
+		s.failedBy[f] = s.identifyFailures.WithLabelValues(f.String())
+	}
+	s.reloadOK = reloads.WithLabelValues("success")
+	s.reloadFailed = reloads.WithLabelValues("failure")
+	return s
+}
+
+// Registry returns the registry every collector of s is registered in.
+func (s *Stats) Registry() *prometheus.Registry { return s.reg }
+
+// Handler returns the Prometheus exposition handler of s's registry.
+func (s *Stats) Handler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
+}
+
+// RegisterState adds the collectors read from the manager when scraped, so
+// they cost nothing on the connection path: protoplex_draining (1 while
+// draining() is true), protoplex_pool_connections_created_total and
+// protoplex_pool_connections_reused_total (the sums created() and reused()
+// return). Call it once; a second call returns the registry's
+// AlreadyRegisteredError.
+func (s *Stats) RegisterState(draining func() bool, created, reused func() int64) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "protoplex_draining", Help: "1 while shutting down."}, func() float64 {
+			if draining() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_pool_connections_created_total", Help: "Backend connections dialed."},
+			func() float64 { return float64(created()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_pool_connections_reused_total", Help: "Clients served with a pre-dialed pool connection."},
+			func() float64 { return float64(reused()) }),
+	} {
+		if err := s.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Refuse counts a connection refused before identification: reason is
+// RefusedMaxConnections, RefusedProxyHeader or a guard.Reason's String.
+func (s *Stats) Refuse(reason string) {
+	if c, ok := s.refusedBy[reason]; ok {
+		c.Inc()
+		return
+	}
+	s.refused.WithLabelValues(reason).Inc()
+}
+
+// IdentifyFailed counts a connection no route was found for.
+func (s *Stats) IdentifyFailed(f identify.Failure) {
+	if c, ok := s.failedBy[f]; ok {
+		c.Inc()
+		return
+	}
+	s.identifyFailures.WithLabelValues(f.String()).Inc()
+}
+
+// Reload counts a configuration reload, applied (ok) or rejected.
+func (s *Stats) Reload(ok bool) {
+	if ok {
+		s.reloadOK.Inc()
+	} else {
+		s.reloadFailed.Inc()
+	}
+}
+
+// Discovered sets how many backends of protocol service discovery knows.
+func (s *Stats) Discovered(protocol string, n int) {
+	s.discovered.WithLabelValues(protocol).Set(float64(n))
+}
+
+// Route returns protocol's collectors, creating them once: its
+// identification counter and histogram, both byte directions and every
+// close reason exist at zero from then on.
+func (s *Stats) Route(protocol string) *Route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.routes[protocol]; ok {
+		return r
+	}
+	r := &Route{
+		identified:  s.identified.WithLabelValues(protocol),
+		identifyDur: s.identifyDur.WithLabelValues(protocol),
+		Up:          s.bytes.WithLabelValues(protocol, ClientToBackend),
+		Down:        s.bytes.WithLabelValues(protocol, BackendToClient),
+		DialError:   s.closed.WithLabelValues(protocol, ClosedDialError),
+	}
+	for reason := range r.Closed {
+		r.Closed[reason] = s.closed.WithLabelValues(protocol, proxy.CloseReason(reason).String())
+	}
+	s.routes[protocol] = r
+	return r
+}
+
+// Identified returns, per protocol Route was called for, the connections
+// identified as it.
+func (s *Stats) Identified() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.routes))
+	for name, r := range s.routes {
+		out[name] = r.count.Load()
+	}
+	return out
+}
+
+// CacheHitRate returns identification cache hits / lookups (0..1), 0
+// before the first lookup.
+func (s *Stats) CacheHitRate() float64 {
+	lookups, hits := s.Cache.Load()
+	if lookups == 0 {
+		return 0
+	}
+	return float64(hits) / float64(lookups)
+}
+
+// Targets creates protocol's protoplex_backend_up gauges for targets at 1:
+// a new backend set holds every target up until a dial fails or an active
+// check says otherwise, and a scrape shows every configured target from
+// the start, not only those dialed. Call it when the set goes live, before
+// it dials.
+func (s *Stats) Targets(protocol string, targets []string) {
+	for _, t := range targets {
+		s.backendUp.WithLabelValues(protocol, t).Set(1)
+	}
+}
+
+// DialObserver returns the function a backend set of protocol calls after
+// every dial (upstream.Options.DialDone): the dial duration, the failures
+// by target, and passive health (protoplex_backend_up follows the last
+// dial's outcome).
+func (s *Stats) DialObserver(protocol string) func(target string, d time.Duration, err error) {
+	dur := s.dialDur.WithLabelValues(protocol)
+	var upGauges sync.Map // target → its backend_up gauge, resolved once
+	return func(target string, d time.Duration, err error) {
+		dur.Observe(d.Seconds())
+		up := 1.0
+		if err != nil {
+			s.dialErrors.WithLabelValues(protocol, target).Inc()
+			up = 0
+		}
+		g, ok := upGauges.Load(target)
+		if !ok {
+			g, _ = upGauges.LoadOrStore(target, s.backendUp.WithLabelValues(protocol, target))
+		}
+		g.(prometheus.Gauge).Set(up)
+	}
+}
+
+// StateObserver returns the function a backend set of protocol calls on
+// every active health check transition (upstream.Options.StateChange).
+func (s *Stats) StateObserver(protocol string) func(target string, up bool) {
+	return func(target string, up bool) {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		s.backendUp.WithLabelValues(protocol, target).Set(v)
+	}
+}
