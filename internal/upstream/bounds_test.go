@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/darkit/protoplex/protocols"
 )
 
 // streamingBackend answers every connection with bytes that never contain a
@@ -218,49 +216,11 @@ func TestDialFailsOverOnceToLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialN(t, s, 10, false)
+	dialN(t, s, 10)
 	mu.Lock()
 	defer mu.Unlock()
 	if fails != 1 || served != 10 {
 		t.Fatalf("failed attempts %d (want 1), live served %d (want 10)", fails, served)
-	}
-}
-
-// TestProxyV1LineBound: a v1 line is at most 107 bytes including CRLF (the
-// spec's maximum), however much arrives at once.
-func TestProxyV1LineBound(t *testing.T) {
-	pad := strings.Repeat(" ", 120)
-	for _, in := range []string{
-		"PROXY TCP4 192.0.2.1" + pad + "198.51.100.2 4000 443\r\n",
-		"PROXY UNKNOWN" + pad + "\r\n",
-	} {
-		if _, _, _, r := ParseProxyHeader([]byte(in)); r != protocols.NoMatch {
-			t.Errorf("%d-byte v1 line: %v, want NoMatch", len(in), r)
-		}
-	}
-	longest := "PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n"
-	if len(longest) != MaxProxyV1Len {
-		t.Fatalf("spec example is %d bytes", len(longest))
-	}
-	if _, _, n, r := ParseProxyHeader([]byte(longest + "rest")); r != protocols.Match || n != MaxProxyV1Len {
-		t.Fatalf("longest valid v1 line: %v %d", r, n)
-	}
-}
-
-func TestProxyHeaderLen(t *testing.T) {
-	ca, _ := net.ResolveTCPAddr("tcp", "192.0.2.1:4000")
-	v2 := ProxyHeader("v2", ca, ca)
-	huge := append(append([]byte(nil), v2[:14]...), 0xFF, 0xFF)
-	for _, tc := range []struct {
-		in   []byte
-		want int
-	}{
-		{v2[:15], 0}, {v2[:16], len(v2)}, {v2, len(v2)}, {huge, 16 + 0xFFFF},
-		{[]byte("PROXY TCP4 1.2.3.4"), 0}, {[]byte("GET /"), 0},
-	} {
-		if got := ProxyHeaderLen(tc.in); got != tc.want {
-			t.Errorf("ProxyHeaderLen(%q) = %d, want %d", tc.in, got, tc.want)
-		}
 	}
 }
 

@@ -209,7 +209,7 @@ func (s *Set) refillLoop(ctx context.Context, t *target) {
 		for n := len(t.pool); n > 0; n-- {
 			select {
 			case p := <-t.pool:
-				if time.Since(p.at) > maxAge || !alive(p.c) {
+				if s.now().Sub(p.at) > maxAge || !alive(p.c) {
 					p.c.Close()
 					continue
 				}
@@ -217,7 +217,7 @@ func (s *Set) refillLoop(ctx context.Context, t *target) {
 			default:
 			}
 		}
-		for len(t.pool) < cap(t.pool) && t.downUntil.Load() <= time.Now().UnixNano() {
+		for len(t.pool) < cap(t.pool) && t.downUntil.Load() <= s.now().UnixNano() {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			c, err := s.dial(dctx, t)
 			cancel()
@@ -225,7 +225,7 @@ func (s *Set) refillLoop(ctx context.Context, t *target) {
 				break
 			}
 			s.created.Add(1)
-			t.pool <- pooled{c: c, at: time.Now()}
+			t.pool <- pooled{c: c, at: s.now()}
 		}
 		select {
 		case <-ctx.Done():
@@ -248,7 +248,7 @@ func (s *Set) takePooled(t *target) net.Conn {
 	for {
 		select {
 		case p := <-t.pool:
-			if time.Since(p.at) > maxAge || !alive(p.c) {
+			if s.now().Sub(p.at) > maxAge || !alive(p.c) {
 				p.c.Close()
 				continue
 			}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/darkit/protoplex/internal/proxyproto"
 )
 
 // Target is one backend address with its weight (default 1).
@@ -105,6 +107,9 @@ type Set struct {
 	opt     Options
 	targets []*target
 	dialer  net.Dialer
+	// now is the clock of back-offs and pool ages: time.Now, or a test's
+	// fake set before the set is used.
+	now func() time.Time
 
 	rr      atomic.Uint64
 	srcNext atomic.Uint64 // next Options.Source
@@ -165,7 +170,7 @@ func New(targets []Target, opt Options) (*Set, error) {
 	}
 	// No TCP keepalive towards backends: they are near, and the setsockopt
 	// calls it costs per dial are measurable per connection.
-	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}}
+	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}, now: time.Now}
 	if len(opt.Source) > 0 {
 		s.dialer.Control = bindAddressNoPort
 	}
@@ -214,7 +219,7 @@ func (t *target) isUp(now int64) bool {
 
 // Status reports every target.
 func (s *Set) Status() []Status {
-	now := time.Now().UnixNano()
+	now := s.now().UnixNano()
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
 		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load()}
@@ -289,7 +294,7 @@ func (s *Set) order(now int64) []*target {
 // to DialDone. client and local are written in a PROXY header when the set
 // sends one. done must be called when the connection ends.
 func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, string, func(), error) {
-	now := time.Now().UnixNano()
+	now := s.now().UnixNano()
 	var lastErr error
 	order := s.order(now)
 	// Up or down as seen when the call began: a target failing in the first
@@ -320,7 +325,7 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 				c, err = s.dial(ctx, t)
 			}
 			if err == nil && s.opt.SendProxy != "" {
-				if _, werr := c.Write(ProxyHeader(s.opt.SendProxy, client, local)); werr != nil {
+				if _, werr := c.Write(proxyHeader(s.opt.SendProxy, client, local)); werr != nil {
 					c.Close()
 					err = werr
 				}
@@ -339,7 +344,7 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 			}
 			lastErr = err
 			f := t.failures.Add(1)
-			t.downUntil.Store(time.Now().Add(time.Second << min(f-1, 5)).UnixNano())
+			t.downUntil.Store(s.now().Add(backoff(f)).UnixNano())
 		}
 	}
 	return nil, "", nil, lastErr
@@ -372,41 +377,31 @@ func (s *Set) dial(ctx context.Context, t *target) (net.Conn, error) {
 	return c, nil
 }
 
+// backoff is how long a target is skipped after its failures-th failed
+// dial in a row: 1 s, doubling up to 32 s.
+func backoff(failures int32) time.Duration { return time.Second << min(failures-1, 5) }
+
 func (t *target) release() { t.active.Add(-1) }
 
-// ProxyHeader returns a PROXY protocol header (v1 text or v2 binary)
-// carrying the client and the local address it connected to.
-func ProxyHeader(version string, client, local net.Addr) []byte {
-	src, _ := netip.ParseAddrPort(client.String())
-	dst, _ := netip.ParseAddrPort(local.String())
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+// proxyHeader returns the PROXY protocol header (version "v1" text or "v2"
+// binary) that tells a backend the client and the local address it
+// connected to; without both, a v1 UNKNOWN or v2 LOCAL header.
+func proxyHeader(version string, client, local net.Addr) []byte {
+	h := proxyproto.Header{Source: addrPort(client), Dest: addrPort(local)}
 	if version == "v1" {
-		if !src.IsValid() || !dst.IsValid() || src.Addr().Is4() != dst.Addr().Is4() {
-			return []byte("PROXY UNKNOWN\r\n")
-		}
-		fam := "TCP4"
-		if src.Addr().Is6() {
-			fam = "TCP6"
-		}
-		return fmt.Appendf(nil, "PROXY %s %s %s %d %d\r\n", fam, src.Addr(), dst.Addr(), src.Port(), dst.Port())
+		return proxyproto.AppendV1(make([]byte, 0, proxyproto.MaxV1Len), h)
 	}
-	h := append([]byte(nil), proxyV2Sig...)
-	if !src.IsValid() || !dst.IsValid() || src.Addr().Is4() != dst.Addr().Is4() {
-		return append(h, 0x20, 0x00, 0, 0) // LOCAL, UNSPEC
-	}
-	if src.Addr().Is4() {
-		h = append(h, 0x21, 0x11, 0, 12)
-		a, b := src.Addr().As4(), dst.Addr().As4()
-		h = append(h, a[:]...)
-		h = append(h, b[:]...)
-	} else {
-		h = append(h, 0x21, 0x21, 0, 36)
-		a, b := src.Addr().As16(), dst.Addr().As16()
-		h = append(h, a[:]...)
-		h = append(h, b[:]...)
-	}
-	return append(h, byte(src.Port()>>8), byte(src.Port()), byte(dst.Port()>>8), byte(dst.Port()))
+	return proxyproto.AppendV2(make([]byte, 0, 52), h) // 52: the v2 header of two IPv6 addresses
 }
 
-var proxyV2Sig = []byte("\r\n\r\n\x00\r\nQUIT\n")
+// addrPort is a's IP and port, invalid when a carries none.
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case nil:
+		return netip.AddrPort{}
+	case *net.TCPAddr:
+		return a.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

@@ -2,15 +2,17 @@ package upstream
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/darkit/protoplex/protocols"
+	"github.com/darkit/protoplex/internal/proxyproto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -67,19 +69,35 @@ func (c *counting) close() {
 
 func (c *counting) count() int { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
 
-func dialN(t *testing.T, s *Set, n int, hold bool) {
+// dialN dials n times, closing each connection, and counts the targets
+// that served.
+func dialN(t *testing.T, s *Set, n int) map[string]int {
 	t.Helper()
+	served := map[string]int{}
 	for i := 0; i < n; i++ {
-		c, _, done, err := s.Dial(context.Background(), nil, nil)
+		c, addr, done, err := s.Dial(context.Background(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !hold {
-			c.Close()
-			done()
-		}
+		c.Close()
+		done()
+		served[addr]++
 	}
+	return served
 }
+
+// fakeClock is a Set's clock that moves only when the test says.
+type fakeClock struct{ ns atomic.Int64 }
+
+// newFakeClock makes s run on a fake clock; call it before s is used.
+func newFakeClock(s *Set) *fakeClock {
+	f := &fakeClock{}
+	f.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s.now = func() time.Time { return time.Unix(0, f.ns.Load()) }
+	return f
+}
+
+func (f *fakeClock) advance(d time.Duration) { f.ns.Add(int64(d)) }
 
 func TestStrategiesDistribute(t *testing.T) {
 	for _, tc := range []struct {
@@ -93,39 +111,24 @@ func TestStrategiesDistribute(t *testing.T) {
 		{First, []int{1, 1, 1}, []float64{1, 0, 0}},
 	} {
 		t.Run(tc.strategy, func(t *testing.T) {
-			var bs []*counting
 			var targets []Target
 			for _, w := range tc.weights {
-				b := newCounting(t)
-				bs = append(bs, b)
-				targets = append(targets, Target{Addr: b.ln.Addr().String(), Weight: w})
+				targets = append(targets, Target{Addr: newCounting(t).ln.Addr().String(), Weight: w})
 			}
 			s, err := New(targets, Options{Strategy: tc.strategy})
 			if err != nil {
 				t.Fatal(err)
 			}
 			const n = 3000
-			dialN(t, s, n, false)
-			deadline := time.Now().Add(10 * time.Second)
-			for sum(bs) < n && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			for i, b := range bs {
-				got := float64(b.count()) / n
+			served := dialN(t, s, n)
+			for i, tg := range targets {
+				got := float64(served[tg.Addr]) / n
 				if d := got - tc.want[i]; d > 0.05 || d < -0.05 {
 					t.Errorf("target %d got %.3f of connections, want %.3f", i, got, tc.want[i])
 				}
 			}
 		})
 	}
-}
-
-func sum(bs []*counting) int {
-	n := 0
-	for _, b := range bs {
-		n += b.count()
-	}
-	return n
 }
 
 func TestLeastConnections(t *testing.T) {
@@ -163,37 +166,62 @@ func TestLeastConnections(t *testing.T) {
 // client error, and is used again once it is back and its back-off passed.
 func TestFailoverAndReadmission(t *testing.T) {
 	a, b := newCounting(t), newCounting(t)
-	addrA := a.ln.Addr().String()
+	addrA, addrB := a.ln.Addr().String(), b.ln.Addr().String()
 	a.close() // A is down
-	var failures int
-	var mu sync.Mutex
-	s, _ := New([]Target{{Addr: addrA, Weight: 1}, {Addr: b.ln.Addr().String(), Weight: 1}}, Options{DialDone: func(_ string, _ time.Duration, err error) {
+	var failures atomic.Int32
+	s, _ := New([]Target{{Addr: addrA, Weight: 1}, {Addr: addrB, Weight: 1}}, Options{DialDone: func(_ string, _ time.Duration, err error) {
 		if err != nil {
-			mu.Lock()
-			failures++
-			mu.Unlock()
+			failures.Add(1)
 		}
 	}})
-	dialN(t, s, 20, false)
-	for deadline := time.Now().Add(5 * time.Second); b.count() < 20 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond) // the backend's accept loop counts asynchronously
+	clock := newFakeClock(s)
+	if served := dialN(t, s, 20); failures.Load() != 1 || served[addrB] != 20 {
+		t.Fatalf("failures %d, served %v", failures.Load(), served)
 	}
-	if failures != 1 || b.count() != 20 {
-		t.Fatalf("failures %d, served by B %d", failures, b.count())
-	}
-	// A comes back on the same port.
+	// A comes back on the same port: it is not tried before its back-off
+	// (1 s after one failure) has passed, then it takes its share again.
 	ln, err := net.Listen("tcp", addrA)
 	if err != nil {
 		t.Skip("port taken meanwhile")
 	}
-	back := countOn(t, ln)
-	deadline := time.Now().Add(10 * time.Second) // back-off is 1 s after one failure
-	for back.count() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("target not re-admitted")
+	countOn(t, ln)
+	clock.advance(time.Second - time.Nanosecond)
+	if served := dialN(t, s, 4); served[addrB] != 4 {
+		t.Fatalf("in back-off: served %v", served)
+	}
+	clock.advance(time.Nanosecond)
+	if served := dialN(t, s, 4); served[addrA] != 2 || served[addrB] != 2 || failures.Load() != 1 {
+		t.Fatalf("after back-off: served %v, failures %d", served, failures.Load())
+	}
+}
+
+// TestBackoffDoubles: each failed dial in a row doubles the time a target
+// is skipped, from 1 s up to 32 s; while skipped it costs no attempt.
+func TestBackoffDoubles(t *testing.T) {
+	live := newCounting(t).ln.Addr().String()
+	var attempts atomic.Int32
+	s, _ := New([]Target{{Addr: refused, Weight: 1}, {Addr: live, Weight: 1}}, Options{
+		Strategy: First,
+		DialDone: func(target string, _ time.Duration, _ error) {
+			if target == refused {
+				attempts.Add(1)
+			}
+		},
+	})
+	clock := newFakeClock(s)
+	for f, secs := range []time.Duration{1, 2, 4, 8, 16, 32, 32, 32} {
+		if served := dialN(t, s, 1); served[live] != 1 || attempts.Load() != int32(f+1) {
+			t.Fatalf("failure %d: served %v, %d attempts on the dead target", f+1, served, attempts.Load())
 		}
-		dialN(t, s, 2, false)
-		time.Sleep(50 * time.Millisecond)
+		clock.advance(secs*time.Second - time.Nanosecond)
+		dialN(t, s, 1)
+		if s.Status()[0].Up || attempts.Load() != int32(f+1) {
+			t.Fatalf("failure %d: dead target tried or up before %v", f+1, secs*time.Second)
+		}
+		clock.advance(time.Nanosecond)
+		if !s.Status()[0].Up {
+			t.Fatalf("failure %d: dead target still skipped after %v", f+1, secs*time.Second)
+		}
 	}
 }
 
@@ -209,53 +237,48 @@ func TestParseTargets(t *testing.T) {
 	}
 }
 
-func TestProxyHeaderRoundTrip(t *testing.T) {
-	for _, c := range []struct{ client, local string }{{"192.0.2.1:4000", "198.51.100.2:443"}, {"[2001:db8::1]:4000", "[2001:db8::2]:443"}} {
-		ca, _ := net.ResolveTCPAddr("tcp", c.client)
-		la, _ := net.ResolveTCPAddr("tcp", c.local)
-		for _, v := range []string{"v1", "v2"} {
-			h := ProxyHeader(v, ca, la)
-			for i := 0; i < len(h); i++ { // split-read: prefixes need more
-				if _, _, _, r := ParseProxyHeader(h[:i]); r != protocols.NeedMore {
-					t.Fatalf("%s prefix %d: %v", v, i, r)
-				}
+// TestDialSendsProxyHeader: with SendProxy, a backend reads the client and
+// local addresses first; without them it reads a v1 UNKNOWN or v2 LOCAL.
+func TestDialSendsProxyHeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 4000} // a 16-byte IPv4: written as IPv4
+	local, _ := net.ResolveTCPAddr("tcp", "198.51.100.2:443")
+	want := proxyproto.Header{Source: netip.MustParseAddrPort("192.0.2.1:4000"), Dest: netip.MustParseAddrPort("198.51.100.2:443")}
+	for _, v := range []string{"v1", "v2"} {
+		s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{SendProxy: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			client, local net.Addr
+			want          proxyproto.Header
+		}{{client, local, want}, {nil, nil, proxyproto.Header{Local: true}}} {
+			c, _, done, err := s.Dial(context.Background(), tc.client, tc.local)
+			if err != nil {
+				t.Fatal(err)
 			}
-			src, dst, n, r := ParseProxyHeader(append(h, "SSH-2.0-x\r\n"...))
-			if r != protocols.Match || n != len(h) || src.String() != netip.MustParseAddrPort(c.client).String() || dst.String() != netip.MustParseAddrPort(c.local).String() {
-				t.Fatalf("%s: %v %v %d %v", v, src, dst, n, r)
+			c.Write([]byte("SSH-2.0-x\r\n"))
+			sc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
 			}
+			buf := make([]byte, 512)
+			h, rest, err := proxyproto.Read(sc, buf, 10*time.Second)
+			c.Close()
+			done()
+			if err != nil || h != tc.want {
+				t.Fatalf("%s from %v: %+v %v, want %+v", v, tc.client, h, err, tc.want)
+			}
+			if tail, _ := io.ReadAll(sc); string(buf[:rest])+string(tail) != "SSH-2.0-x\r\n" {
+				t.Fatalf("%s: stream after the header %q", v, string(buf[:rest])+string(tail))
+			}
+			sc.Close()
 		}
 	}
-	if _, _, _, r := ParseProxyHeader([]byte("GET / HTTP/1.1\r\n")); r != protocols.NoMatch {
-		t.Fatal("HTTP taken for PROXY")
-	}
-	if src, _, n, r := ParseProxyHeader([]byte("PROXY UNKNOWN\r\n")); r != protocols.Match || n != 15 || src.IsValid() {
-		t.Fatal("UNKNOWN")
-	}
-}
-
-func FuzzParseProxyHeader(f *testing.F) {
-	ca, _ := net.ResolveTCPAddr("tcp", "192.0.2.1:4000")
-	la, _ := net.ResolveTCPAddr("tcp", "[2001:db8::2]:443")
-	f.Add(ProxyHeader("v1", ca, ca))
-	f.Add(ProxyHeader("v2", ca, ca))
-	f.Add(ProxyHeader("v2", la, la))
-	f.Add([]byte("PROXY UNKNOWN\r\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _, n, r := ParseProxyHeader(data)
-		if r == protocols.Match && (n <= 0 || n > len(data)) {
-			t.Fatalf("n=%d for %d bytes", n, len(data))
-		}
-		// Decided on a prefix ⇒ same decision on the whole.
-		for k := 0; k < len(data); k += 7 {
-			if _, _, m, rk := ParseProxyHeader(data[:k]); rk != protocols.NeedMore {
-				if rk != r || (rk == protocols.Match && m != n) {
-					t.Fatalf("prefix %d says %v/%d, whole says %v/%d", k, rk, m, r, n)
-				}
-				break
-			}
-		}
-	})
 }
 
 func BenchmarkDial(b *testing.B) {
@@ -289,30 +312,31 @@ func TestActiveHealthChecks(t *testing.T) {
 	const badAddr = "127.0.0.1:1" // refused; a freed ephemeral port could be taken again
 	var mu sync.Mutex
 	states := map[string]bool{}
+	badDown := make(chan struct{})
 	s, _ := New([]Target{{Addr: badAddr, Weight: 1}, {Addr: good.ln.Addr().String(), Weight: 1}}, Options{
 		Health: HealthCheck{Interval: 20 * time.Millisecond, Timeout: 2 * time.Second, Fall: 2, Rise: 2},
 		StateChange: func(addr string, up bool) {
 			mu.Lock()
+			defer mu.Unlock()
+			if _, seen := states[addr]; !seen && addr == badAddr && !up {
+				close(badDown)
+			}
 			states[addr] = up
-			mu.Unlock()
 		},
 	})
 	s.Start(context.Background())
 	defer s.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := s.Status()
-		if !st[0].Up && st[1].Up {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-badDown:
+	case <-time.After(10 * time.Second):
+		t.Fatal("failing target not marked down")
+	}
+	if st := s.Status(); st[0].Up || !st[1].Up {
+		t.Fatalf("status %+v", st)
 	}
 	mu.Lock()
-	if up, ok := states[badAddr]; !ok || up {
-		t.Fatalf("no down transition reported: %v", states)
+	if up, ok := states[good.ln.Addr().String()]; ok {
+		t.Fatalf("the good target changed state (up %v)", up)
 	}
 	mu.Unlock()
 	if s.HealthChecks() == 0 {
