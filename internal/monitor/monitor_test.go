@@ -10,9 +10,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// wait bounds waiting for the server's view of a connection, which changes
+// on its own goroutines after the client's call has returned.
+const wait = 10 * time.Second
 
 // probePath is the one path the test servers answer, with "ok\n".
 const probePath = "/probe"
@@ -32,19 +38,6 @@ func start(t *testing.T, lim Limits) (string, *Server) {
 		}
 	})
 	return s.Addr(), s
-}
-
-// waitFor polls cond for up to 10 s: the server's view of a connection
-// changes on its own goroutines, after the client's call has returned.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // keepAliveProbe sends one HTTP/1.1 request on c and reads the reply,
@@ -85,6 +78,23 @@ func probeFrom(host byte, addr string) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// idleKeepAlive connects to s from 127.0.0.host, makes one request and
+// waits until the server counts idle connections, this one included; the
+// connection is closed when the test ends.
+func idleKeepAlive(t *testing.T, s *Server, host byte, idle int) net.Conn {
+	t.Helper()
+	c, err := dialFrom(host, s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("keep-alive client from 127.0.0.%d: %v %v", host, resp, err)
+	}
+	testnet.Eventually(t, wait, func() bool { return s.Idle() == idle }, "%d connections idle after a request", idle)
+	return c
+}
+
 // TestDefaultLimits: the limits the monitoring ports document, applied by
 // Serve as given.
 func TestDefaultLimits(t *testing.T) {
@@ -119,7 +129,7 @@ func TestCloseStopsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor(t, func() bool { return s.Active() == 1 })
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 1 }, "s.Active() == 1")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +178,7 @@ func TestIdleClientsTimeOut(t *testing.T) {
 			idle = append(idle, c)
 		}
 	}
-	waitFor(t, func() bool { return s.Active() == 4 && s.Refused() == 6 })
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 4 && s.Refused() == 6 }, "s.Active() == 4 && s.Refused() == 6")
 	if probe, err := net.Dial("tcp", addr); err == nil {
 		if _, err := keepAliveProbe(probe, probePath); err == nil {
 			t.Fatal("a probe over the cap was served")
@@ -181,7 +191,7 @@ func TestIdleClientsTimeOut(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	waitFor(t, func() bool { return s.Active() == 0 })
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 0 }, "s.Active() == 0")
 	if code, err := probeFrom(1, addr); err != nil || code != 200 {
 		t.Fatalf("after the idle clients left: %d %v", code, err)
 	}
@@ -189,20 +199,31 @@ func TestIdleClientsTimeOut(t *testing.T) {
 	// The server times silent clients out by itself.
 	lim.ReadHeaderTimeout = 100 * time.Millisecond
 	addr2, s2 := start(t, lim)
-	for i := range 4 {
+	var silent []net.Conn
+	for range 4 {
 		c, err := net.Dial("tcp", addr2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("silent client %d not timed out by the server: %v", i, err)
+		silent = append(silent, c)
+	}
+	awaitTimeouts(t, s2, addr2, silent)
+}
+
+// awaitTimeouts checks that the server closes every one of held by itself,
+// frees their slots, and then answers a probe.
+func awaitTimeouts(t *testing.T, s *Server, addr string, held []net.Conn) {
+	t.Helper()
+	for i, c := range held {
+		c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := io.Copy(io.Discard, c); err != nil { // nil: the server closed it
+			t.Fatalf("held connection %d not timed out by the server: %v", i, err)
 		}
 	}
-	waitFor(t, func() bool { return s2.Active() == 0 })
-	if code, err := probeFrom(1, addr2); err != nil || code != 200 {
-		t.Fatalf("fresh probe: %d %v", code, err)
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 0 }, "the slots of the timed-out connections freed")
+	if code, err := probeFrom(100, addr); err != nil || code != 200 {
+		t.Fatalf("probe after the held connections timed out: %d %v", code, err)
 	}
 }
 
@@ -225,7 +246,7 @@ func TestCloseIdleKeepAlive(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("idle keep-alive connection not closed by the server: %d %v", n, err)
 	}
-	waitFor(t, func() bool { return s.Active() == 0 })
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 0 }, "s.Active() == 0")
 }
 
 // TestPerSourceShare: one source opening more connections than the port's
@@ -242,7 +263,7 @@ func TestPerSourceShare(t *testing.T) {
 			defer c.Close()
 		}
 	}
-	waitFor(t, func() bool { return s.Active()+int(s.Refused()) == opened })
+	testnet.Eventually(t, wait, func() bool { return s.Active()+int(s.Refused()) == opened }, "s.Active()+int(s.Refused()) == opened")
 	if held := s.Active(); held != lim.MaxConnsPerSource {
 		t.Fatalf("one source holds %d connections, want its share of %d", held, lim.MaxConnsPerSource)
 	}
@@ -264,17 +285,8 @@ func TestEvictsIdleKeepAlive(t *testing.T) {
 	addr, s := start(t, lim)
 	var held []net.Conn
 	for i := range lim.MaxConns {
-		c, err := dialFrom(byte(10+i), addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
-		}
-		held = append(held, c)
 		// Each idle after the one before, so held[0] is idle the longest.
-		waitFor(t, func() bool { return s.Idle() == i+1 })
+		held = append(held, idleKeepAlive(t, s, byte(10+i), i+1))
 	}
 	if code, err := probeFrom(100, addr); err != nil || code != 200 {
 		t.Fatalf("probe with the port full of idle keep-alives: %d %v", code, err)
@@ -305,27 +317,26 @@ func TestRefusesWhenAllBusy(t *testing.T) {
 		addr, s := start(t, lim)
 		var held []net.Conn
 		for i := range lim.MaxConns {
-			c, err := dialFrom(byte(10+i), addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			var c net.Conn
 			keepAlive := i%2 == 1 // one request done, the next begun
 			if keepAlive {
-				if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
-					t.Fatalf("keep-alive client %d: %v %v", i, resp, err)
+				c = idleKeepAlive(t, s, byte(10+i), 1)
+			} else {
+				var err error
+				if c, err = dialFrom(byte(10+i), addr); err != nil {
+					t.Fatal(err)
 				}
-				waitFor(t, func() bool { return s.Idle() == 1 })
+				defer c.Close()
 			}
 			if _, err := io.WriteString(c, partial); err != nil {
 				t.Fatal(err)
 			}
 			if keepAlive {
-				waitFor(t, func() bool { return s.Idle() == 0 }) // its next request has begun
+				testnet.Eventually(t, wait, func() bool { return s.Idle() == 0 }, "s.Idle() == 0") // its next request has begun
 			}
 			held = append(held, c)
 		}
-		waitFor(t, func() bool { return s.Active() == lim.MaxConns })
+		testnet.Eventually(t, wait, func() bool { return s.Active() == lim.MaxConns }, "s.Active() == lim.MaxConns")
 		if timeout == time.Hour {
 			if code, err := probeFrom(100, addr); err == nil {
 				t.Fatalf("a probe was served by evicting a connection mid-request: %d", code)
@@ -335,16 +346,7 @@ func TestRefusesWhenAllBusy(t *testing.T) {
 			}
 			continue
 		}
-		for i, c := range held {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.Copy(io.Discard, c); err != nil {
-				t.Fatalf("held connection %d not timed out by the server: %v", i, err)
-			}
-		}
-		waitFor(t, func() bool { return s.Active() == 0 })
-		if code, err := probeFrom(100, addr); err != nil || code != 200 {
-			t.Fatalf("probe after the held connections timed out: %d %v", code, err)
-		}
+		awaitTimeouts(t, s, addr, held)
 	}
 }
 
@@ -364,7 +366,7 @@ func TestEvictsFromLargestSource(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	waitFor(t, func() bool { return s.Active() == lim.MaxConns })
+	testnet.Eventually(t, wait, func() bool { return s.Active() == lim.MaxConns }, "s.Active() == lim.MaxConns")
 	if code, err := probeFrom(2, addr); err != nil || code != 200 {
 		t.Fatalf("probe from a second source: %d %v", code, err)
 	}
