@@ -37,3 +37,13 @@ func truncate(b []byte) []byte {
 	}
 	return b
 }
+
+// detectorOf returns the detector of the built-in registered as name.
+func detectorOf(t testing.TB, name string) DetectFunc {
+	t.Helper()
+	d, ok := Describe(name)
+	if !ok {
+		t.Fatalf("%s is not registered", name)
+	}
+	return d.New("x:1").Spec().Detect
+}

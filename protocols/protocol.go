@@ -111,13 +111,14 @@ type Protocol struct {
 	// EstablishConnection marks a server-speaks-first protocol; see the type.
 	EstablishConnection []EstablishConnection
 	// Priority orders candidates that match the same bytes: lower is tried
-	// first. Ties are broken by registration order.
+	// first. Ties keep the order the routes are configured in.
 	Priority int
 	// CustomValidator runs after a byte match; false means "not (yet)": the
 	// engine keeps reading and treats a final false as NoMatch.
 	CustomValidator func(data []byte) bool
 
-	// Detect is a structural detector; built-in protocols set it.
+	// Detect is a structural detector (see Spec.Structural); built-in
+	// protocols set it.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight of this protocol can start
 	// with, for the engine's first-byte index. Empty means "any byte".
@@ -129,8 +130,8 @@ type Protocol struct {
 	// add to it automatically.
 	Specificity int
 
-	// Route conditions (all given ones must hold). Entries: exact names or
-	// "*.example.com" (matches any name below example.com).
+	// Route conditions (all given ones must hold; see Conditions). Entries:
+	// exact names or "*.example.com" (matches any name below example.com).
 	SNI   []string
 	ALPN  []string
 	Hosts []string
