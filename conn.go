@@ -2,6 +2,7 @@ package protoplex
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -10,8 +11,7 @@ import (
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/proxy"
-	"github.com/darkit/protoplex/internal/upstream"
-	"github.com/darkit/protoplex/protocols"
+	"github.com/darkit/protoplex/internal/proxyproto"
 )
 
 // serveConn is the whole life of one client connection, top to bottom:
@@ -57,12 +57,16 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	prefilled := 0
 	fromTrusted := s.AcceptProxy && trusted(s.trustedProxies, client)
 	if fromTrusted {
-		var ok bool
-		if client, prefilled, ok = readProxyHeader(c, buf, s.IdentifyTimeout); !ok {
+		h, rest, err := proxyproto.Read(c, buf, s.IdentifyTimeout)
+		if err != nil {
 			st.refuse(reasonProxyHeader)
 			c.Close()
 			return
 		}
+		if !h.Local { // LOCAL/UNKNOWN: the front's own connection (health check)
+			client = net.TCPAddrFromAddrPort(h.Source)
+		}
+		prefilled = rest
 	}
 	ip := guard.AddrOf(client)
 	g := pm.guard
@@ -83,8 +87,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		SettleWait:      DefaultSettleWait,
 	})
 	if s.AcceptProxy && res.N > 0 && prefilled == 0 && !fromTrusted {
-		// An untrusted source must not claim another's address.
-		if _, _, _, r := upstream.ParseProxyHeader(buf[:res.N]); r != protocols.NoMatch {
+		// An untrusted source must not claim another's address: whatever
+		// begins like a PROXY header is refused.
+		if _, _, err := proxyproto.Parse(buf[:res.N]); !errors.Is(err, proxyproto.ErrNotProxy) {
 			st.refuse(reasonProxyHeader)
 			c.Close()
 			return
@@ -129,29 +134,20 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	defer done()
 	pm.conns.attach(c, bc)
-	if res.N > 0 {
-		// A backend that accepts but never reads must not hold the replay
-		// (and the identification buffer) forever.
-		_ = bc.SetWriteDeadline(time.Now().Add(s.DialTimeout))
-		_, err := bc.Write(buf[:res.N])
-		_ = bc.SetWriteDeadline(time.Time{})
-		if err != nil {
-			rs.closed[proxy.Error].Inc()
-			c.Close()
-			bc.Close()
-			return
-		}
-	}
-	replayed := int64(res.N)
-	release() // the identify buffer is not held while the connection idles
 
-	// Copy.
+	// Copy: the bytes identification consumed first.
 	idle := s.IdleTimeout
 	if p.IdleTimeout > 0 {
 		idle = p.IdleTimeout
 	}
-	fs := proxy.Forward(c, bc, nil, idle, pm.draining.Load)
-	rs.up.Add(float64(fs.Up + replayed))
+	fs := proxy.Forward(c, bc, proxy.Options{
+		Replay:        buf[:res.N],
+		ReplayTimeout: s.DialTimeout, // a backend that accepts but never reads must not hold the replay
+		ReplayDone:    release,       // the identify buffer is not held while the connection idles
+		Idle:          idle,
+		Aborted:       pm.draining.Load,
+	})
+	rs.up.Add(float64(fs.Up))
 	rs.down.Add(float64(fs.Down))
 	rs.closed[fs.Reason].Inc()
 	if fs.PipeFallbacks > 0 {
@@ -159,36 +155,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
 		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
-			"up", fs.Up+replayed, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
+			"up", fs.Up, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
 	}
-}
-
-// readProxyHeader reads a PROXY v1/v2 header from a trusted front into buf.
-// It returns the client address the header names and how many bytes after
-// it are already in buf (moved to its start).
-func readProxyHeader(c net.Conn, buf []byte, timeout time.Duration) (net.Addr, int, bool) {
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
-	n := 0
-	for n < len(buf) {
-		m, err := c.Read(buf[n:])
-		n += m
-		src, _, hlen, res := upstream.ParseProxyHeader(buf[:n])
-		switch res {
-		case protocols.Match:
-			rest := copy(buf, buf[hlen:n])
-			if !src.IsValid() { // LOCAL/UNKNOWN: the front's own health check
-				return c.RemoteAddr(), rest, true
-			}
-			return net.TCPAddrFromAddrPort(src), rest, true
-		case protocols.NoMatch:
-			return nil, 0, false
-		}
-		if err != nil || upstream.ProxyHeaderLen(buf[:n]) > len(buf) { // announced longer than it can ever be read
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
 }
 
 func trusted(prefixes []netip.Prefix, a net.Addr) bool {

@@ -53,34 +53,70 @@ type Stats struct {
 // per interval, and only while blocked.
 const blockedWriteCheck = time.Second
 
-// Forward copies client⇄backend until both directions end, then closes both
-// conns. replay (the bytes consumed by identification) is written to the
-// backend first. idle 0 disables the idle timeout. aborted, if non-nil, is
-// consulted to tell a close from outside apart from an error.
+// Options of Forward.
+type Options struct {
+	// Replay is written to the backend before anything is copied: the
+	// bytes identification consumed from the client. ReplayTimeout bounds
+	// that write (0: unbounded), so a backend that accepts but never reads
+	// cannot hold the pair, nor the replay's buffer, forever.
+	Replay        []byte
+	ReplayTimeout time.Duration
+	// ReplayDone, if set, is called once Forward is done with Replay: after
+	// the write, before any byte is copied, also when the write failed.
+	// Forward does not retain Replay after that, so the caller can give its
+	// buffer back while the connection lives on. Called even when Replay
+	// is empty.
+	ReplayDone func()
+	// Idle ends the pair when no byte moved either way for that long; 0
+	// disables it.
+	Idle time.Duration
+	// Aborted, if set, is consulted when a copy fails, to tell a close from
+	// outside (drain deadline, shutdown) apart from an error.
+	Aborted func() bool
+}
+
+// Forward writes opt.Replay to backend, then copies client⇄backend until
+// both directions end, then closes both conns. A failed replay write ends
+// the pair at once with reason Error; the bytes it wrote count in Up.
 //
 // A peer that fails while the other side is blocked writing to its partner
 // (say a client resets while its upload waits for a backend that stopped
 // reading) ends the pair within blockedWriteCheck, with reason Error. A
 // half-close (FIN) there is no failure: the pair stays until the rest is
 // delivered.
-func Forward(client, backend net.Conn, replay []byte, idle time.Duration, aborted func() bool) Stats {
-	return forward(client, backend, replay, aborted, newPair(idle))
+func Forward(client, backend net.Conn, opt Options) Stats {
+	return forward(client, backend, opt, newPair(opt.Idle))
 }
 
 func newPair(idle time.Duration) *pair {
 	return &pair{idle: idle, pipes: sharedPipes, spliceIn: spliceToPipe, blockedCheck: blockedWriteCheck}
 }
 
-func forward(client, backend net.Conn, replay []byte, aborted func() bool, p *pair) Stats {
+// replay writes opt.Replay to backend within opt.ReplayTimeout, then
+// reports it done. It returns the bytes written.
+func replay(backend net.Conn, opt Options) (int64, error) {
+	if opt.ReplayDone != nil {
+		defer opt.ReplayDone()
+	}
+	if len(opt.Replay) == 0 {
+		return 0, nil
+	}
+	if opt.ReplayTimeout > 0 {
+		_ = backend.SetWriteDeadline(time.Now().Add(opt.ReplayTimeout))
+		defer backend.SetWriteDeadline(time.Time{})
+	}
+	n, err := backend.Write(opt.Replay)
+	return int64(n), err
+}
+
+func forward(client, backend net.Conn, opt Options, p *pair) Stats {
 	var st Stats
-	if len(replay) > 0 {
-		if _, err := backend.Write(replay); err != nil {
-			client.Close()
-			backend.Close()
-			st.Reason = Error
-			return st
-		}
-		st.Up = int64(len(replay))
+	var err error
+	if st.Up, err = replay(backend, opt); err != nil {
+		client.Close()
+		backend.Close()
+		st.Reason = Error
+		return st
 	}
 	p.touch()
 	var wg sync.WaitGroup
@@ -103,7 +139,7 @@ func forward(client, backend net.Conn, replay []byte, aborted func() bool, p *pa
 		st.Reason = IdleTimeout
 	case upErr != nil || downErr != nil:
 		st.Reason = Error
-		if aborted != nil && aborted() {
+		if opt.Aborted != nil && opt.Aborted() {
 			st.Reason = Aborted
 		}
 	default:

@@ -56,7 +56,7 @@ func TestForwardByteExactBothWays(t *testing.T) {
 	replay := up[:1000]
 
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- Forward(proxyClientSide, proxyBackendSide, replay, time.Minute, nil) }()
+	go func() { fwd <- Forward(proxyClientSide, proxyBackendSide, Options{Replay: replay, Idle: time.Minute}) }()
 
 	exchange(t, client, backend, up[1000:], down, up)
 	st := <-fwd
@@ -113,7 +113,7 @@ func TestHalfCloseKeepsOtherDirection(t *testing.T) {
 	client, pc := tcpPair(t)
 	pb, backend := tcpPair(t)
 	done := make(chan Stats, 1)
-	go func() { done <- Forward(pc, pb, nil, 0, nil) }()
+	go func() { done <- Forward(pc, pb, Options{}) }()
 	client.Write([]byte("question"))
 	client.(*net.TCPConn).CloseWrite()
 	got, _ := io.ReadAll(backend) // ends at the propagated half-close
@@ -136,7 +136,7 @@ func TestIdleTimeoutClosesBoth(t *testing.T) {
 	client, pc := tcpPair(t)
 	pb, backend := tcpPair(t)
 	done := make(chan Stats, 1)
-	go func() { done <- Forward(pc, pb, nil, 100*time.Millisecond, nil) }()
+	go func() { done <- Forward(pc, pb, Options{Idle: 100 * time.Millisecond}) }()
 	// Activity keeps it open past several idle periods...
 	for i := 0; i < 5; i++ {
 		client.Write([]byte("x"))
@@ -158,6 +158,93 @@ func TestIdleTimeoutClosesBoth(t *testing.T) {
 	backend.Close()
 }
 
+// TestReplayReleasedBeforeCopy: Forward writes the replay first and is done
+// with it before the connection idles: ReplayDone comes while the client is
+// still silent, and what the caller then writes into the replay's buffer
+// never reaches the backend.
+func TestReplayReleasedBeforeCopy(t *testing.T) {
+	client, pc := tcpPair(t)
+	pb, backend := tcpPair(t)
+	defer client.Close()
+	defer backend.Close()
+	buf := []byte("hello ")
+	released := make(chan struct{}, 2)
+	fwd := make(chan Stats, 1)
+	go func() {
+		fwd <- Forward(pc, pb, Options{Replay: buf, ReplayTimeout: time.Minute, ReplayDone: func() {
+			copy(buf, "XXXXXX") // the buffer is reused at once
+			released <- struct{}{}
+		}})
+	}()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("replay not released while the client is silent")
+	}
+	client.Write([]byte("world"))
+	client.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(backend)
+	if string(got) != "hello world" {
+		t.Fatalf("backend got %q", got)
+	}
+	backend.Close()
+	if st := <-fwd; st.Up != 11 || st.Reason != Done {
+		t.Fatalf("stats %+v", st)
+	}
+	if len(released) != 0 {
+		t.Fatal("ReplayDone called more than once")
+	}
+}
+
+// TestReplayWriteBounded: a backend that never reads fails the replay write
+// at ReplayTimeout: both conns are closed, reason Error, the replay
+// released.
+func TestReplayWriteBounded(t *testing.T) {
+	client, pc := tcpPair(t)
+	defer client.Close()
+	pb, backend := net.Pipe() // unbuffered: a write blocks until read, and nothing reads
+	defer backend.Close()
+	released := make(chan struct{}, 1)
+	fwd := make(chan Stats, 1)
+	go func() {
+		fwd <- Forward(pc, pb, Options{Replay: []byte("hello"), ReplayTimeout: 50 * time.Millisecond,
+			ReplayDone: func() { released <- struct{}{} }})
+	}()
+	select {
+	case st := <-fwd:
+		if st.Reason != Error || st.Up != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("replay write to a backend that never reads not bounded")
+	}
+	if len(released) != 1 {
+		t.Fatal("replay not released")
+	}
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client conn not closed: %d %v", n, err)
+	}
+}
+
+// TestReplayDoneWithoutReplay: ReplayDone is called when there is nothing
+// to replay too, so a caller releases its buffer on one path.
+func TestReplayDoneWithoutReplay(t *testing.T) {
+	client, pc := tcpPair(t)
+	pb, backend := tcpPair(t)
+	released := make(chan struct{}, 1)
+	fwd := make(chan Stats, 1)
+	go func() { fwd <- Forward(pc, pb, Options{ReplayDone: func() { released <- struct{}{} }}) }()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReplayDone not called")
+	}
+	client.Close()
+	backend.Close()
+	<-fwd
+}
+
 func TestReplayConn(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
@@ -173,7 +260,7 @@ func TestReplayConn(t *testing.T) {
 func BenchmarkForwardThroughput(b *testing.B) {
 	client, pc := tcpPair(b)
 	pb, backend := tcpPair(b)
-	go Forward(pc, pb, nil, 0, nil)
+	go Forward(pc, pb, Options{})
 	benchStream(b, client, backend)
 	client.Close()
 	backend.Close()

@@ -175,7 +175,7 @@ func (s *stalled) await(t *testing.T) Stats {
 // uploads until Forward's write to the backend blocks, then resets. Nothing
 // reads the client at that point, yet the pair must end.
 func TestClientResetWhileUploadBlocked(t *testing.T) {
-	s, flooding := startStalled(t, func(c, b net.Conn) Stats { return Forward(c, b, nil, 0, nil) }, true)
+	s, flooding := startStalled(t, func(c, b net.Conn) Stats { return Forward(c, b, Options{}) }, true)
 	defer s.close()
 	reset(s.client)
 	<-flooding
@@ -187,7 +187,7 @@ func TestClientResetWhileUploadBlocked(t *testing.T) {
 // TestBackendResetWhileDownloadBlocked is the mirror image: the client stops
 // reading a download, then the backend resets.
 func TestBackendResetWhileDownloadBlocked(t *testing.T) {
-	s, flooding := startStalled(t, func(c, b net.Conn) Stats { return Forward(c, b, nil, 0, nil) }, false)
+	s, flooding := startStalled(t, func(c, b net.Conn) Stats { return Forward(c, b, Options{}) }, false)
 	defer s.close()
 	reset(s.backend)
 	<-flooding
@@ -253,7 +253,7 @@ func fdExhaustedExchange(t *testing.T) {
 	}()
 
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- Forward(pc, pb, nil, 0, nil) }()
+	go func() { fwd <- Forward(pc, pb, Options{}) }()
 	exchange(t, client, backend, up, down, nil)
 	if st := <-fwd; st.Reason != Done || st.Up != int64(len(up)) || st.Down != int64(len(down)) {
 		t.Fatalf("stats %+v", st)
@@ -273,7 +273,7 @@ func TestClientHalfCloseWhileUploadBlocked(t *testing.T) {
 	p := newPair(0)
 	p.blockedCheck = 10 * time.Millisecond
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- forward(pc, pb, nil, nil, p) }()
+	go func() { fwd <- forward(pc, pb, Options{}, p) }()
 
 	data := make([]byte, 8<<20)
 	rand.Read(data)
@@ -340,7 +340,7 @@ func TestSlowReaderIsNotIdle(t *testing.T) {
 	defer client.Close()
 	defer backend.Close()
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- Forward(pc, pb, nil, 250*time.Millisecond, nil) }()
+	go func() { fwd <- Forward(pc, pb, Options{Idle: 250 * time.Millisecond}) }()
 	data := make([]byte, 1<<20)
 	rand.Read(data)
 	wrote := make(chan struct{})
@@ -427,7 +427,7 @@ func TestPipeFailureFallsBack(t *testing.T) {
 			p := newPair(0)
 			p.pipes = tc.pipes
 			fwd := make(chan Stats, 1)
-			go func() { fwd <- forward(pc, pb, nil, nil, p) }()
+			go func() { fwd <- forward(pc, pb, Options{}, p) }()
 			exchange(t, client, backend, up, down, nil)
 			st := <-fwd
 			if st.Reason != Done || st.Up != int64(len(up)) || st.Down != int64(len(down)) || st.PipeFallbacks == 0 {
@@ -458,7 +458,7 @@ func TestSpliceOutOfMemoryFallsBack(t *testing.T) {
 		return spliceToPipe(sock, pipeW)
 	}
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- forward(pc, pb, nil, nil, p) }()
+	go func() { fwd <- forward(pc, pb, Options{}, p) }()
 	exchange(t, client, backend, up, down, nil)
 	st := <-fwd
 	if st.Reason != Done || st.Up != int64(len(up)) || st.Down != int64(len(down)) || st.PipeFallbacks == 0 {
@@ -511,7 +511,7 @@ func TestNoPipeLeaksOnErrorPaths(t *testing.T) {
 			p.blockedCheck = 10 * time.Millisecond
 			return p
 		}
-		fwd := func(c, b net.Conn) Stats { return forward(c, b, nil, nil, pairWith()) }
+		fwd := func(c, b net.Conn) Stats { return forward(c, b, Options{}, pairWith()) }
 
 		client, pc := tcpPair(t)
 		pb, backend := tcpPair(t)
