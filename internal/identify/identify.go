@@ -93,10 +93,11 @@ type Result struct {
 //
 // The decision is taken when it is certain (Final), when every candidate
 // rejected the bytes, when the buffer is full, at the deadline, after
-// MaxReads reads, or when the client closes. While a structural route ranked above the best match still
-// needs bytes (a ClientHello or header block not yet complete), nothing
-// else ends it: split first flights route exactly as whole ones. Only
-// byte-pattern routes are cut short, at MinBytes or after SettleWait.
+// MaxReads reads, or when the client closes. While a structural route
+// ranked above the best match still needs bytes (a ClientHello or header
+// block not yet complete), nothing else ends it: split first flights route
+// exactly as whole ones. Only byte-pattern routes are cut short, at MinBytes
+// or after SettleWait.
 func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) Result {
 	start := time.Now()
 	deadline := start.Add(lim.Timeout)

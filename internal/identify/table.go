@@ -1,6 +1,11 @@
 // Package identify is protoplex's identification engine: it decides, from the
 // bytes a client sends first (or from its silence), which route serves the
 // connection.
+//
+// Its input is one RouteSpec per route: what the protocol is
+// (protocols.Spec), the conditions its first flights must meet, a priority
+// and the fallback mark. Where a connection then goes (targets, balancing,
+// handlers) is the caller's: it keeps that per route, by Route.Index.
 package identify
 
 import (
