@@ -2,11 +2,9 @@ package deploy_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -81,45 +80,21 @@ func TestPromtool(t *testing.T) {
 // exported by a running manager and documented.
 func TestUsedMetricsExist(t *testing.T) {
 	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	defer pm.Close()
+	t.Cleanup(func() { pm.Close() })
 	// Labelled metrics appear once they have a value: drive one good
 	// connection, one garbage one and one to a dead backend.
-	backend, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
+	backend := testnet.Echo(t)
 	// Port 1 (tcpmux) is not served on loopback: the dial is refused. A
 	// port freed by closing a listener could be taken again by a concurrent
 	// test's bind(:0).
 	const dead = "127.0.0.1:1"
-	pm.AddProtocol(protocols.NewSSHProtocol(backend.Addr().String()))
+	pm.AddProtocol(protocols.NewSSHProtocol(backend))
 	pm.AddProtocol(protocols.NewRedisProtocol(dead))
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- pm.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	addr := testnet.Start(t, pm.Serve)
 	for _, flight := range []string{"SSH-2.0-x\r\n", "\xff\xfe", "PING\r\n"} {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(c, flight)
-		c.(*net.TCPConn).CloseWrite()
-		io.ReadAll(c)
-		c.Close()
+		testnet.RoundTrip(addr, flight)
 	}
-	for deadline := time.Now().Add(10 * time.Second); pm.GetMetrics().ActiveConnections > 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testnet.Eventually(t, 10*time.Second, func() bool { return pm.GetMetrics().ActiveConnections == 0 }, "connections still open")
 	rec := httptest.NewRecorder()
 	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	exported := map[string]bool{}

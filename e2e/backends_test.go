@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // redisName asks, through addr, which backend answers (each redis-server
@@ -42,7 +44,7 @@ func setName(t *testing.T, addr, name string) {
 // client an error; it is re-admitted when it is back.
 func TestWeightedRedisBackends(t *testing.T) {
 	a, b := startRedis(t), startRedis(t)
-	cPort := freePort(t)
+	cPort := testnet.FreePort(t)
 	c, stopC := startRedisOn(t, cPort)
 	setName(t, a, "A")
 	setName(t, b, "B")
@@ -81,19 +83,13 @@ protocols:
 	// Restart C on its port: the health check re-admits it.
 	startRedisOn(t, cPort)
 	setName(t, c, "C")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testnet.Eventually(t, 15*time.Second, func() bool {
 		n, err := redisName(addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == "C" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("restarted backend never re-admitted")
-		}
-	}
+		return n == "C"
+	}, "restarted backend never re-admitted")
 	if pm.GetMetrics().ConnectionPool.HealthChecks == 0 {
 		t.Fatal("no health checks counted")
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -26,31 +27,23 @@ func TestByteExactThroughServer(t *testing.T) {
 	copy(up, "SSH-2.0-bulk\r\n") // the first flight routes it
 	rand.Read(down)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	backendSum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			backendSum <- [32]byte{}
-			return
-		}
-		defer c.Close()
+	backend := testnet.Serve(t, func(c net.Conn) {
+		sent := make(chan struct{})
 		go func() {
+			defer close(sent)
 			c.Write(down)
 			c.(*net.TCPConn).CloseWrite()
 		}()
 		h := sha256.New()
 		io.Copy(h, c) // returns at the client's half-close, carried through
+		<-sent
 		var s [32]byte
 		copy(s[:], h.Sum(nil))
 		backendSum <- s
-	}()
+	})
 
-	addr, _ := startMux(t, protocols.NewSSHProtocol(ln.Addr().String()))
+	addr, _ := startMux(t, protocols.NewSSHProtocol(backend))
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

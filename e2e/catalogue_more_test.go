@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -37,7 +39,7 @@ func TestCatalogueMoreRealClients(t *testing.T) {
 	vpn := startOpenVPN(t, pki)
 	pg := startPostgres(t)
 	socks := startSSHSocks(t)
-	rtspPort := freePort(t)
+	rtspPort := testnet.FreePort(t)
 	rtsp := "127.0.0.1:" + strconv.Itoa(rtspPort)
 
 	pm := protoplex.NewProtocolManager(
@@ -89,21 +91,21 @@ func TestCatalogueMoreRealClients(t *testing.T) {
 	t.Run("ffmpeg-rtsp", func(t *testing.T) {
 		ffmpeg := requireBinary(t, "ffmpeg")
 		frames := filepath.Join(t.TempDir(), "frames.crc")
-		server := startProcess(t, rtspPort, nil, ffmpeg, "-hide_banner", "-loglevel", "error", "-rtsp_flags", "listen", "-timeout", "20",
-			"-i", "rtsp://"+rtsp+"/live", "-f", "framecrc", frames)
+		server := startProcess(t, rtspPort, exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-rtsp_flags", "listen", "-timeout", "20",
+			"-i", "rtsp://"+rtsp+"/live", "-f", "framecrc", frames))
 		out, err := run(t, 30*time.Second, ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
 			"-i", "testsrc=size=64x48:rate=5", "-t", "1", "-c:v", "mpeg4", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+addr+"/live")
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		select {
-		case <-server.exited:
+		case <-server.Exited():
 		case <-time.After(20 * time.Second):
-			t.Fatalf("RTSP server did not finish:\n%s", server.out.String())
+			t.Fatalf("RTSP server did not finish:\n%s", server.Out.String())
 		}
 		crc, _ := os.ReadFile(frames)
 		if n := strings.Count(string(crc), "\n0, "); n == 0 {
-			t.Fatalf("RTSP server received no frame:\n%s\n%s", crc, server.out.String())
+			t.Fatalf("RTSP server received no frame:\n%s\n%s", crc, server.Out.String())
 		}
 	})
 	t.Run("ffmpeg-rtmp", func(t *testing.T) {
@@ -130,12 +132,9 @@ func TestCatalogueMoreRealClients(t *testing.T) {
 	})
 	t.Run("openvpn", func(t *testing.T) {
 		openvpn := requireBinary(t, "/usr/sbin/openvpn")
-		err := runUntil(t, 30*time.Second, "Initialization Sequence Completed", openvpn,
+		runUntil(t, 30*time.Second, "Initialization Sequence Completed", openvpn,
 			"--dev", "null", "--proto", "tcp-client", "--remote", host, p, "--tls-client", "--connect-retry-max", "1",
 			"--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "client.crt"), "--key", filepath.Join(pki, "client.key"), "--verb", "3")
-		if err != nil {
-			t.Fatal(err)
-		}
 	})
 	t.Run("psql", func(t *testing.T) {
 		psql := requireBinary(t, "psql")

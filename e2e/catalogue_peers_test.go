@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,13 +11,13 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // Real servers for the rest of the catalogue. Each starts on an ephemeral
@@ -30,7 +29,7 @@ import (
 func startDnsmasq(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "/usr/sbin/dnsmasq")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	daemon(t, addr, bin, "-k", "-C", "/dev/null", "--port="+strconv.Itoa(port), "--listen-address=127.0.0.1",
 		"--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=", "--user=root",
@@ -43,7 +42,7 @@ func startTurnserver(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "turnserver")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	daemon(t, addr, bin, "-n", "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
 		"--relay-ip", "127.0.0.1", "--no-auth", "--no-tls", "--no-dtls", "--no-rfc5780", "--no-cli",
@@ -58,7 +57,7 @@ func startKamailio(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "kamailio")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := fmt.Sprintf(`#!KAMAILIO
 debug=2
@@ -86,7 +85,7 @@ func startNginxRTMP(t *testing.T) string {
 		requireBinary(t, module) // skips or fails with the installer hint
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	conf := fmt.Sprintf(`load_module %s;
 daemon off;
@@ -106,7 +105,7 @@ func startXRDP(t *testing.T) (addr, logPath string) {
 	t.Helper()
 	bin := requireBinary(t, "xrdp")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	logPath = filepath.Join(dir, "xrdp.log")
 	base, err := os.ReadFile("/etc/xrdp/xrdp.ini")
@@ -141,7 +140,7 @@ func startVsftpd(t *testing.T, file, content string) string {
 	os.MkdirAll(empty, 0o755)
 	os.Chmod(root, 0o755) // read by the unprivileged ftp user after chroot
 	os.WriteFile(filepath.Join(root, file), []byte(content), 0o644)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	conf := fmt.Sprintf(`listen=YES
 listen_ipv6=NO
@@ -165,44 +164,6 @@ vsftpd_log_file=%s/vsftpd.log
 	return addr
 }
 
-// startPostgres initialises a throwaway cluster (user "app", trust auth) and
-// runs postgres on it; as root it runs as the postgres system user, since
-// PostgreSQL refuses to run as root.
-func startPostgres(t *testing.T) string {
-	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	if len(bins) == 0 {
-		requireBinary(t, "/usr/lib/postgresql/15/bin/postgres")
-	}
-	bin := bins[len(bins)-1]
-	dir, err := os.MkdirTemp("", "protoplex-pg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs the postgres user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		os.Chown(dir, uid, gid)
-	}
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", filepath.Join(dir, "data"), "-U", "app", "--auth=trust", "-N")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	startProcess(t, port, cred, filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
-		"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "fsync=off")
-	return addr
-}
-
 // startSSHSocks runs OpenSSH's dynamic forwarding (ssh -D) against a
 // throwaway sshd: the SOCKS4, SOCKS4a and SOCKS5 server many people use.
 // (Debian's dante 1.4 has no SOCKS4a: it connects to 0.0.0.1.)
@@ -210,7 +171,7 @@ func startSSHSocks(t *testing.T) string {
 	t.Helper()
 	sshdAddr, args := startSSHD(t)
 	ssh := requireBinary(t, "ssh")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args = append(args, "-N", "-D", addr, "-p", sshdAddr[strings.LastIndexByte(sshdAddr, ':')+1:], "root@127.0.0.1")
 	daemon(t, addr, ssh, args...)
@@ -263,69 +224,47 @@ func openVPNPKI(t *testing.T, dir string) {
 func startOpenVPN(t *testing.T, pki string) string {
 	t.Helper()
 	bin := requireBinary(t, "/usr/sbin/openvpn")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	startProcess(t, port, nil, bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
+	startProcess(t, port, exec.Command(bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
 		"--tls-server", "--dh", "none", "--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "server.crt"),
-		"--key", filepath.Join(pki, "server.key"), "--verb", "3")
+		"--key", filepath.Join(pki, "server.key"), "--verb", "3"))
 	return addr
 }
 
-// runUntil runs a client until a line of its output contains marker (then
-// kills it and returns nil) or it exits or the timeout passes (an error
-// with its output).
-func runUntil(t *testing.T, timeout time.Duration, marker string, name string, args ...string) error {
+// runUntil runs a client until its output contains marker, then kills it;
+// the test fails when the client exits first or timeout passes.
+func runUntil(t *testing.T, timeout time.Duration, marker string, name string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	timer := time.AfterFunc(timeout, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	defer timer.Stop()
-	var out strings.Builder
-	found := false
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), marker) {
-			found = true
-			break
+	p := testnet.StartProcess(t, exec.Command(name, args...))
+	defer p.Stop()
+	testnet.Eventually(t, timeout, func() bool {
+		if strings.Contains(p.Out.String(), marker) {
+			return true
 		}
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	pr.Close()
-	cmd.Wait()
-	if !found {
-		return fmt.Errorf("%s never printed %q:\n%s", filepath.Base(name), marker, out.String())
-	}
-	return nil
-}
-
-// startProcess is spawn for a server that takes a single client (a probe
-// connection would consume it) or runs as another user: it is ready once
-// the kernel lists port as listening on 127.0.0.1.
-func startProcess(t *testing.T, port int, cred *syscall.Credential, name string, args ...string) *process {
-	t.Helper()
-	p := spawn(t, cred, name, args...)
-	deadline := time.Now().Add(15 * time.Second)
-	for !isListening(port) {
 		select {
-		case <-p.exited:
-			t.Fatalf("%s exited before listening:\n%s", name, p.out.String())
+		case <-p.Exited():
+			t.Fatalf("%s exited without printing %q:\n%s", filepath.Base(name), marker, p.Out)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never listened on %d:\n%s", name, port, p.out.String())
+		return false
+	}, "%s never printed %q:\n%s", filepath.Base(name), marker, p.Out)
+}
+
+// startProcess starts cmd, a server that takes a single client (a probe
+// connection would consume it) or runs as another user: it is ready once
+// the kernel lists port as listening on 127.0.0.1.
+func startProcess(t *testing.T, port int, cmd *exec.Cmd) *testnet.Process {
+	t.Helper()
+	p := testnet.StartProcess(t, cmd)
+	testnet.Eventually(t, 15*time.Second, func() bool {
+		select {
+		case <-p.Exited():
+			t.Fatalf("%s exited before listening:\n%s", cmd.Path, p.Out)
+		default:
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return isListening(port)
+	}, "%s never listened on %d:\n%s", cmd.Path, port, p.Out)
 	return p
 }
 

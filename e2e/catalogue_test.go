@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -17,7 +18,7 @@ func startMosquitto(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "/usr/sbin/mosquitto")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", port)), 0o644)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -28,7 +29,7 @@ func startMosquitto(t *testing.T) string {
 func startMicrosocks(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "microsocks")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	daemon(t, addr, bin, "-i", "127.0.0.1", "-p", fmt.Sprint(port))
 	return addr
@@ -38,18 +39,8 @@ func startMicrosocks(t *testing.T) string {
 // command; it reports the recipient of the first message.
 func smtpSink(t *testing.T) (string, <-chan string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	got := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	addr := testnet.Serve(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		r := bufio.NewReader(c)
 		fmt.Fprintf(c, "220 sink.test ESMTP\r\n")
@@ -75,7 +66,10 @@ func smtpSink(t *testing.T) (string, <-chan string) {
 					}
 				}
 				fmt.Fprintf(c, "250 queued\r\n")
-				got <- rcpt
+				select {
+				case got <- rcpt:
+				default: // only the first message is reported
+				}
 			case cmd == "QUIT":
 				fmt.Fprintf(c, "221 bye\r\n")
 				return
@@ -83,8 +77,8 @@ func smtpSink(t *testing.T) (string, <-chan string) {
 				fmt.Fprintf(c, "250 ok\r\n")
 			}
 		}
-	}()
-	return ln.Addr().String(), got
+	})
+	return addr, got
 }
 
 // TestCatalogueRealClients: mosquitto_pub (MQTT 3.1, 3.1.1, 5) →

@@ -1,16 +1,16 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // buildCLI builds cmd/protoplex into the test's temp dir.
@@ -29,7 +29,7 @@ func buildCLI(t *testing.T) string {
 func TestCLIClusterNode(t *testing.T) {
 	etcd := startEtcd(t)
 	bin := buildCLI(t)
-	backend := bannerBackend(t, "registered:")
+	backend := testnet.Banner(t, "registered:")
 	op := func(args ...string) string {
 		t.Helper()
 		out, err := run(t, 20*time.Second, bin, append(args[:1:1], append([]string{"-etcd", etcd.client}, args[1:]...)...)...)
@@ -60,45 +60,28 @@ distributed:
   service_discovery: {enable: true, refresh_interval: 30}
 `, etcd.client)), 0o644)
 	cmd := exec.Command(bin, "-config", cfg)
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	defer func() { cmd.Process.Kill(); <-exited }()
-	lines := make(chan string, 64)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
-	go func() { cmd.Wait(); close(exited) }()
+	stdout := &testnet.Buffer{}
+	cmd.Stdout = stdout
+	node := testnet.StartProcess(t, cmd)
+	listening := regexp.MustCompile(`(?m)^listening: (\S+)`)
 	var addr string
-	re := regexp.MustCompile(`^listening: (\S+)`)
-	timeout := time.After(20 * time.Second)
-	for addr == "" {
-		select {
-		case l := <-lines:
-			if m := re.FindStringSubmatch(l); m != nil {
-				addr = m[1]
-			}
-		case <-timeout:
-			t.Fatal("node never listened")
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		if m := listening.FindStringSubmatch(stdout.String()); m != nil {
+			addr = m[1]
 		}
-	}
-	waitUntil(t, func() bool { return strings.HasPrefix(exchangeWith(addr, "SSH-2.0-x\r\n"), "registered:") })
+		return addr != ""
+	}, "node never listened; stderr:\n%s", node.Out)
+	waitUntil(t, "the node routes the registered backend", func() bool {
+		return strings.HasPrefix(exchangeWith(addr, "SSH-2.0-x\r\n"), "registered:")
+	})
 	if out := op("nodes"); !strings.Contains(out, "cli-node ") {
 		t.Fatalf("nodes: %q", out)
 	}
 
-	// Crash: SIGKILL, no chance to deregister. The lease (2s) expires.
-	cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
+	// Crash: killed, no chance to deregister. The lease (2s) expires.
+	node.Stop()
 	start := time.Now()
-	waitUntil(t, func() bool { return !strings.Contains(op("nodes"), "cli-node ") })
+	waitUntil(t, "the killed node left the membership", func() bool { return !strings.Contains(op("nodes"), "cli-node ") })
 	t.Logf("killed node left the membership after %v", time.Since(start).Round(10*time.Millisecond))
 
 	op("deregister", "-protocol", "ssh", "-instance", "a")

@@ -1,12 +1,17 @@
 // Package e2e drives real clients through a running protoplex to real
-// servers, all on 127.0.0.1 ephemeral ports.
+// servers (Debian's packages: scripts/install-test-deps.sh), all on
+// 127.0.0.1. It runs on Linux only: the peers, /proc/net/tcp and the
+// 127.0.0.0/8 source addresses it dials from are Linux's.
 package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +19,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if runtime.GOOS != "linux" {
+		fmt.Println("e2e: skipped, the real peers and /proc/net/tcp need Linux")
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // startMux runs a protoplex manager with protos on an ephemeral port.
 func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.ProtocolManager) {
@@ -32,24 +44,12 @@ func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.P
 	return serve(t, pm), pm
 }
 
-// serve runs pm on an ephemeral loopback port until the test ends.
+// serve runs pm on an ephemeral loopback port until the test ends, then
+// closes it.
 func serve(t testing.TB, pm *protoplex.ProtocolManager) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		pm.Close()
-	})
-	return ln.Addr().String()
+	t.Cleanup(func() { pm.Close() })
+	return testnet.Start(t, pm.Serve)
 }
 
 func port(addr string) string {

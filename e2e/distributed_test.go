@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/cluster"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // etcdServer is a real etcd (Debian's etcd-server) on ephemeral loopback
@@ -31,7 +31,7 @@ type etcdServer struct {
 func startEtcd(t testing.TB) *etcdServer {
 	t.Helper()
 	e := &etcdServer{t: t, bin: requireBinary(t, "etcd"), dir: t.TempDir(),
-		client: fmt.Sprintf("127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		client: testnet.FreeAddr(t), peer: testnet.FreeAddr(t)}
 	e.start()
 	return e
 }
@@ -93,24 +93,20 @@ func TestDistributedNodes(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		for _, a := range on {
-			for !strings.HasPrefix(exchangeWith(a, send), want) {
-				if time.Since(start) > 15*time.Second {
-					t.Fatalf("node %s never answered %q", a, want)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			testnet.Eventually(t, 15*time.Second, func() bool { return strings.HasPrefix(exchangeWith(a, send), want) },
+				"node %s never answered %q", a, want)
 		}
 		return time.Since(start)
 	}
 
 	// Membership.
-	waitUntil(t, func() bool { return len(nodes[0].Manager().GetMetrics().Identified) >= 0 && nodeCount(t, cli) == 3 })
+	waitUntil(t, "3 nodes registered", func() bool { return nodeCount(cli) == 3 })
 
 	// Service discovery: an SSH backend registered by an operator.
 	var times []time.Duration
 	const updates = 20
 	for i := 0; i < updates; i++ {
-		backend := bannerBackend(t, fmt.Sprintf("svc-%d:", i))
+		backend := testnet.Banner(t, fmt.Sprintf("svc-%d:", i))
 		if err := cluster.Register(ctx, cli, cluster.Service{Protocol: "ssh", Instance: "only", Address: backend}, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +126,7 @@ func TestDistributedNodes(t *testing.T) {
 	}
 
 	// Shared configuration: HTTP now goes to a real backend on every node.
-	web := bannerBackend(t, "web:")
+	web := testnet.Banner(t, "web:")
 	cfgYAML := fmt.Sprintf("security:\n  ip_whitelist: [\"127.0.0.1\"]\n  enable_ddos_guard: true\n  ddos_guard: {failure_threshold: 3, window: \"1m\", ban_duration: \"1m\"}\nprotocols:\n  - name: HTTP\n    target: %q\n", web)
 	if _, err := cli.Put(ctx, "/protoplex/config", cfgYAML); err != nil {
 		t.Fatal(err)
@@ -141,7 +137,7 @@ func TestDistributedNodes(t *testing.T) {
 	if _, err := cli.Put(ctx, "/protoplex/config", "protocols:\n  - name: HTTP\n    target: \"nope\"\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, func() bool {
+	waitUntil(t, "every node reports the bad configuration rejected", func() bool {
 		for i := 1; i <= 3; i++ {
 			r, err := cli.Get(ctx, fmt.Sprintf("/protoplex/status/node-%d", i))
 			if err != nil || len(r.Kvs) == 0 || !strings.Contains(string(r.Kvs[0].Value), "rejected") {
@@ -164,19 +160,19 @@ func TestDistributedNodes(t *testing.T) {
 		io.ReadAll(c)
 		c.Close()
 	}
-	waitUntil(t, func() bool { return exchange("127.0.0.20", addrs[1]) == "" })
+	waitUntil(t, "node 2 refuses the source node 1 banned", func() bool { return exchange("127.0.0.20", addrs[1]) == "" })
 	if got := exchange("127.0.0.21", addrs[1]); !strings.HasPrefix(got, "svc-19:") {
 		t.Fatalf("another source refused: %q", got)
 	}
 
 	// A node that leaves disappears from the membership; the others route on.
 	nodes[2].Close()
-	waitUntil(t, func() bool { return nodeCount(t, cli) == 2 })
+	waitUntil(t, "the closed node left the membership", func() bool { return nodeCount(cli) == 2 })
 	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd down: traffic keeps flowing with the last known state.
 	etcd.stop()
-	waitUntil(t, func() bool { return !nodes[0].Connected() })
+	waitUntil(t, "node 1 sees etcd down", func() bool { return !nodes[0].Connected() })
 	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd back: watches resume, a new registration reaches both nodes.
@@ -186,17 +182,19 @@ func TestDistributedNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli2.Close()
-	after := bannerBackend(t, "after-restart:")
+	after := testnet.Banner(t, "after-restart:")
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := cluster.Register(rctx, cli2, cluster.Service{Protocol: "ssh", Instance: "only", Address: after}, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("convergence after etcd restart: %v", converge("SSH-2.0-x\r\n", "after-restart:", addrs[:2]))
-	waitUntil(t, func() bool { return nodes[0].Connected() })
+	waitUntil(t, "node 1 reconnected to etcd", func() bool { return nodes[0].Connected() })
 }
 
-func nodeCount(t *testing.T, cli *clientv3.Client) int {
+// nodeCount is how many nodes are registered in etcd (-1 when it cannot
+// be read).
+func nodeCount(cli *clientv3.Client) int {
 	r, err := cli.Get(context.Background(), cluster.NodesPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return -1
@@ -204,50 +202,15 @@ func nodeCount(t *testing.T, cli *clientv3.Client) int {
 	return int(r.Count)
 }
 
-func waitUntil(t *testing.T, cond func() bool) {
+// waitUntil polls cond for up to 20 s; what names the awaited state.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testnet.Eventually(t, 20*time.Second, cond, "%s", what)
 }
 
-// bannerBackend answers anything with prefix + what it read first.
-func bannerBackend(t *testing.T, prefix string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 256)
-				n, _ := c.Read(buf)
-				io.WriteString(c, prefix+string(buf[:n]))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
+// exchangeWith sends send through addr and returns the reply ("" when the
+// connection fails).
 func exchangeWith(addr, send string) string {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return ""
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	io.WriteString(c, send)
-	b, _ := io.ReadAll(c)
-	return string(b)
+	reply, _ := testnet.RoundTrip(addr, send)
+	return reply
 }

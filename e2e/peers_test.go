@@ -10,13 +10,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,80 +34,15 @@ func requireBinary(t testing.TB, path string) string {
 	return p
 }
 
-// freePort: see testnet.FreePort.
-func freePort(t testing.TB) int { return testnet.FreePort(t) }
-
-// waitListening polls until addr accepts TCP connections.
-func waitListening(t testing.TB, addr string, logs func() string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never accepted connections: %v\n%s", addr, err, logs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // daemon starts a real server process that the test owns: killed (with its
 // process group) and reaped at cleanup, or earlier by the returned stop. It
 // is ready once addr accepts a probe connection.
 func daemon(t testing.TB, addr string, name string, args ...string) (stop func()) {
 	t.Helper()
-	p := spawn(t, nil, name, args...)
-	waitListening(t, addr, func() string { return name + " output:\n" + p.out.String() })
-	return p.stop
-}
-
-// spawn runs name in its own process group, as cred when not nil; the
-// group is killed and the process reaped at cleanup or by stop.
-func spawn(t testing.TB, cred *syscall.Credential, name string, args ...string) *process {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	out := &lockedBuilder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	p := &process{exited: exited, out: out, stop: func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	}}
-	t.Cleanup(p.stop)
-	return p
-}
-
-// process is a server started by spawn.
-type process struct {
-	exited <-chan struct{} // closed when it has exited
-	out    *lockedBuilder  // its stdout and stderr
-	stop   func()          // kill and reap (idempotent)
-}
-
-// lockedBuilder collects a process's output while the test may read it.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	p := testnet.StartProcess(t, exec.Command(name, args...))
+	testnet.Eventually(t, 15*time.Second, func() bool { return testnet.Listening(addr) },
+		"%s never accepted connections on %s; its output:\n%s", name, addr, p.Out)
+	return p.Stop
 }
 
 // run runs a real client, bounded in time, and returns its combined output.
@@ -119,15 +50,13 @@ func run(t testing.TB, timeout time.Duration, name string, args ...string) (stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
+	out, err := execCommand(ctx, name, args...).CombinedOutput()
 	return string(out), err
 }
 
 func startRedis(t testing.TB) string {
 	t.Helper()
-	addr, _ := startRedisOn(t, freePort(t))
+	addr, _ := startRedisOn(t, testnet.FreePort(t))
 	return addr
 }
 
@@ -155,7 +84,7 @@ func startSSHD(t testing.TB) (string, []string) {
 	pub, _ := os.ReadFile(filepath.Join(dir, "client.pub"))
 	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
 	os.MkdirAll("/run/sshd", 0o755)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 HostKey %s/host
@@ -185,7 +114,7 @@ func startNginxWith(t testing.TB, body, name, listenParams string) string {
 	t.Helper()
 	bin := requireBinary(t, "nginx")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	listen := fmt.Sprintf("listen 127.0.0.1:%d %s;", port, listenParams)
 	tls := ""
 	if name != "" {

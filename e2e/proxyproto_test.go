@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // TestSendProxyToNginx: nginx listening with proxy_protocol sees the real
@@ -38,7 +40,7 @@ protocols:
   - name: HTTP
     target: %q
 `, web))
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global
   maxconn 256

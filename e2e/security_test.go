@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -53,39 +54,6 @@ func exchange(src, addr string) string {
 	return string(buf[:n])
 }
 
-func echoBackend(t testing.TB) string {
-	return goBackend(t, func(c net.Conn) { io.Copy(c, c) })
-}
-
-// goBackend serves each connection with handle (which need not close it) on
-// an ephemeral loopback port until the test ends.
-func goBackend(t testing.TB, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestFloodFromOneSourceLeavesOthersServed: 127.0.0.2 floods and is rate
 // limited; a well-behaved client on 127.0.0.3 keeps working during the
 // flood, checked with a real curl through the same port.
@@ -100,7 +68,7 @@ protocols:
     target: %q
   - name: HTTP
     target: %q
-`, echoBackend(t), web))
+`, testnet.Echo(t), web))
 	var ok, refused atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -148,7 +116,7 @@ security:
 protocols:
   - name: SSH
     target: %q
-`, echoBackend(t)))
+`, testnet.Echo(t)))
 	if got := exchange("127.0.0.4", addr); got != "" {
 		t.Fatalf("exact deny served: %q", got)
 	}
@@ -206,12 +174,12 @@ func openFDs() int {
 // (goroutines: goleak in TestMain; fds: /proc/self/fd), good clients still
 // get their bytes.
 func TestHostileClients(t *testing.T) {
-	backend := echoBackend(t)
+	backend := testnet.Echo(t)
 	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		protoplex.WithIdentifyTimeout(2*time.Second), protoplex.WithMaxConnections(5000))
 	pm.AddProtocol(protocols.NewSSHProtocol(backend))
 	pm.AddProtocol(protocols.NewHTTPProtocol(backend))
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln := testnet.Listen(t)
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -292,15 +260,13 @@ func TestHostileClients(t *testing.T) {
 		t.Fatalf("only %d of %d slowloris connections closed at the identify deadline", closedAtDeadline.Load(), slow)
 	}
 	// Everything is released: no connection left, fds back to the baseline.
-	deadline := time.Now().Add(10 * time.Second)
-	for pm.GetMetrics().ActiveConnections != 0 || openFDs() > fdsBefore+2 {
+	testnet.Eventually(t, 10*time.Second, func() bool {
 		// Idle splice pipes sit in a sync.Pool until the GC releases them.
 		runtime.GC()
-		if time.Now().After(deadline) {
-			t.Fatalf("active=%d fds=%d (before %d)", pm.GetMetrics().ActiveConnections, openFDs(), fdsBefore)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return pm.GetMetrics().ActiveConnections == 0 && openFDs() <= fdsBefore+2
+	}, "connections or fds left: %s", testnet.Later(func() string {
+		return fmt.Sprintf("active=%d fds=%d (before %d)", pm.GetMetrics().ActiveConnections, openFDs(), fdsBefore)
+	}))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	t.Logf("slowloris %d closed at deadline; heap in use after: %d KiB", closedAtDeadline.Load(), ms.HeapInuse>>10)

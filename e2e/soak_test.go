@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -60,7 +61,7 @@ func TestSoak(t *testing.T) {
 	for i := range sources {
 		sources[i] = netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)})
 	}
-	backend := echoBackend(t)
+	backend := testnet.Echo(t)
 	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		protoplex.WithIdentifyTimeout(time.Second), protoplex.WithMaxConnections(8000))
 	ssh := protocols.NewSSHProtocol(backend)
@@ -68,10 +69,7 @@ func TestSoak(t *testing.T) {
 	if err := pm.AddProtocol(ssh); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testnet.Listen(t)
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -42,7 +43,7 @@ func (c *splitConn) Write(p []byte) (int, error) {
 // flightBackend accepts connections and answers each with its name and
 // whether the first len(want) bytes it received were exactly want.
 func flightBackend(t *testing.T, name string, want func() []byte) string {
-	return goBackend(t, func(c net.Conn) {
+	return testnet.Serve(t, func(c net.Conn) {
 		w := want()
 		got := make([]byte, len(w))
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))

@@ -1,18 +1,12 @@
-//go:build unix
-
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,42 +26,14 @@ func startEtcd(t *testing.T) string {
 	if err != nil {
 		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
 	}
-	client := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
-	peer := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
-	cmd := exec.Command(bin, "--name", "test", "--data-dir", t.TempDir(),
+	client, peer := testnet.FreeAddr(t), testnet.FreeAddr(t)
+	p := testnet.StartProcess(t, exec.Command(bin, "--name", "test", "--data-dir", t.TempDir(),
 		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
 		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
-		"--initial-cluster", "test=http://"+peer, "--log-level", "error")
-	var out bytes.Buffer
-	var outMu sync.Mutex
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { outMu.Lock(); defer outMu.Unlock(); return out.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", client, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return client
-		}
-		if time.Now().After(deadline) {
-			outMu.Lock()
-			defer outMu.Unlock()
-			t.Fatalf("etcd never listened: %v\n%s", err, out.String())
-		}
-		time.Sleep(10 * time.Millisecond) // polling a server's readiness
-	}
+		"--initial-cluster", "test=http://"+peer, "--log-level", "error"))
+	testnet.Eventually(t, 15*time.Second, func() bool { return testnet.Listening(client) }, "etcd never listened:\n%s", p.Out)
+	return client
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
 	t.Helper()

@@ -127,8 +127,11 @@ func TestEventually(t *testing.T) {
 	f := &fatalTB{TB: t}
 	var b Buffer
 	start := time.Now()
-	Eventually(f, 50*time.Millisecond, func() bool { b.Write([]byte("x")); return false }, "cond false; buffer %s", &b)
-	if time.Since(start) < 50*time.Millisecond || !strings.HasPrefix(f.msg, "cond false; buffer x") || !strings.HasSuffix(f.msg, "(not within 50ms)") {
+	calls := 0
+	Eventually(f, 50*time.Millisecond, func() bool { calls++; b.Write([]byte("x")); return false },
+		"cond false; buffer %s; %s", &b, Later(func() string { return fmt.Sprintf("calls %d", calls) }))
+	want := fmt.Sprintf("cond false; buffer %s; calls %d (not within 50ms)", strings.Repeat("x", calls), calls)
+	if time.Since(start) < 50*time.Millisecond || calls < 2 || f.msg != want {
 		t.Fatalf("after %v: %q", time.Since(start), f.msg)
 	}
 }

@@ -27,3 +27,9 @@ func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, format s
 		<-tick.C
 	}
 }
+
+// Later is an argument to Eventually's message that is computed when the
+// message is formatted, at the failure: testnet.Later(func() string { ... }).
+type Later func() string
+
+func (f Later) String() string { return f() }
