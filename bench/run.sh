@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: direct vs protoplex vs sslh-select vs sslh-fork vs haproxy (TCP
-# mode), same backend, same load generator, one run, one machine.
+# mode), same backend, same load generator, one run, one machine (Linux: Debian packages, /proc).
 #   bash bench/run.sh          full run (~5 min)
 #   QUICK=1 bash bench/run.sh  smoke run (~1 min)
 set -euo pipefail
