@@ -62,10 +62,10 @@ type Options struct {
 	Replay        []byte
 	ReplayTimeout time.Duration
 	// ReplayDone, if set, is called once Forward is done with Replay: after
-	// the write, before any byte is copied, also when the write failed.
-	// Forward does not retain Replay after that, so the caller can give its
-	// buffer back while the connection lives on. Called even when Replay
-	// is empty.
+	// the write, before any byte is copied, also when the write failed or
+	// Replay is empty; on the goroutine that called Forward. Forward does
+	// not retain Replay after that, so the caller can give its buffer back
+	// while the connection lives on, without a copy of the replay.
 	ReplayDone func()
 	// Idle ends the pair when no byte moved either way for that long; 0
 	// disables it.
