@@ -3,11 +3,8 @@ package protocols
 import "encoding/binary"
 
 func init() {
-	register(Descriptor{
-		Name:    "DNS",
-		New:     NewDNSProtocol,
-		Summary: "DNS over TCP: a length-framed query header and a well-formed first question",
-	})
+	register(Descriptor{Name: "DNS", New: NewDNSProtocol,
+		Summary: "DNS over TCP: a query with a well-formed first question"})
 }
 
 // NewDNSProtocol routes DNS over TCP: a 2-byte length, then a header that

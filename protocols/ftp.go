@@ -1,12 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:        "FTP",
-		New:         NewFTPProtocol,
-		ServerFirst: true,
-		Summary:     "chosen on client silence only; client bytes never match",
-	})
+	register(Descriptor{Name: "FTP", New: NewFTPProtocol, ServerFirst: true, Summary: "chosen on client silence only"})
 }
 
 // NewFTPProtocol routes FTP, a server-speaks-first protocol: clients send

@@ -31,12 +31,8 @@ var httpMethods = append(append([]string(nil), httpPlainMethods...), webdavMetho
 var httpGetOnly = []string{"GET"}
 
 func init() {
-	register(Descriptor{
-		Name:     "HTTP",
-		New:      NewHTTPProtocol,
-		Routable: HostKey,
-		Summary:  "HTTP/1.0 or 1.1 request line, WebDAV methods included",
-	})
+	register(Descriptor{Name: "HTTP", New: NewHTTPProtocol, Routable: HostKey,
+		Summary: "HTTP/1.x request line, WebDAV methods included"})
 }
 
 // NewHTTPProtocol returns the HTTP/1.0 and HTTP/1.1 protocol. It matches as

@@ -5,11 +5,7 @@ package protocols
 var http2Preface = [][]byte{[]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}
 
 func init() {
-	register(Descriptor{
-		Name:    "HTTP2",
-		New:     NewHTTP2Protocol,
-		Summary: "cleartext HTTP/2 prior-knowledge connection preface",
-	})
+	register(Descriptor{Name: "HTTP2", New: NewHTTP2Protocol, Summary: "cleartext HTTP/2 prior-knowledge preface"})
 }
 
 // NewHTTP2Protocol returns cleartext HTTP/2 with prior knowledge. (HTTP/2 over

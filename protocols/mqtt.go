@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "MQTT",
-		New:     NewMQTTProtocol,
-		Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet",
-	})
+	register(Descriptor{Name: "MQTT", New: NewMQTTProtocol, Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet"})
 }
 
 // NewMQTTProtocol routes MQTT 3.1, 3.1.1 and 5 clients: a CONNECT packet

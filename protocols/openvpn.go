@@ -3,11 +3,7 @@ package protocols
 import "encoding/binary"
 
 func init() {
-	register(Descriptor{
-		Name:    "OpenVPN",
-		New:     NewOpenVPNProtocol,
-		Summary: "OpenVPN over TCP: a length-framed client hard reset",
-	})
+	register(Descriptor{Name: "OpenVPN", New: NewOpenVPNProtocol, Summary: "OpenVPN over TCP: a client hard reset"})
 }
 
 // NewOpenVPNProtocol routes OpenVPN over TCP: a 2-byte packet length

@@ -3,12 +3,8 @@ package protocols
 import "encoding/binary"
 
 func init() {
-	register(Descriptor{
-		Name:    "PostgreSQL",
-		Aliases: []string{"postgres"},
-		New:     NewPostgreSQLProtocol,
-		Summary: "StartupMessage 3.0, SSLRequest, GSSENCRequest or CancelRequest",
-	})
+	register(Descriptor{Name: "PostgreSQL", Aliases: []string{"postgres"}, New: NewPostgreSQLProtocol,
+		Summary: "StartupMessage, SSLRequest, GSSENCRequest or CancelRequest"})
 }
 
 // NewPostgreSQLProtocol routes PostgreSQL clients: a StartupMessage

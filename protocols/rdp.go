@@ -3,11 +3,7 @@ package protocols
 import "encoding/binary"
 
 func init() {
-	register(Descriptor{
-		Name:    "RDP",
-		New:     NewRDPProtocol,
-		Summary: "TPKT carrying an X.224 Connection Request",
-	})
+	register(Descriptor{Name: "RDP", New: NewRDPProtocol, Summary: "TPKT carrying an X.224 Connection Request"})
 }
 
 // NewRDPProtocol routes RDP: a TPKT header (version 3, reserved 0, length

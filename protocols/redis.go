@@ -29,11 +29,7 @@ var redisInlineCommands = []string{
 }
 
 func init() {
-	register(Descriptor{
-		Name:    "Redis",
-		New:     NewRedisProtocol,
-		Summary: "RESP array header or an inline command line",
-	})
+	register(Descriptor{Name: "Redis", New: NewRedisProtocol, Summary: "RESP array header or an inline command line"})
 }
 
 // NewRedisProtocol returns Redis: a RESP array "*N\r\n$len\r\n" (what every

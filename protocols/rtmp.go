@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "RTMP",
-		New:     NewRTMPProtocol,
-		Summary: "RTMP handshake: C0 version 3 and a 1536-byte C1",
-	})
+	register(Descriptor{Name: "RTMP", New: NewRTMPProtocol, Summary: "RTMP handshake: C0 version 3 and a 1536-byte C1"})
 }
 
 // NewRTMPProtocol routes RTMP: C0 (version 3) and the 1536-byte C1. It

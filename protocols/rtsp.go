@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "RTSP",
-		New:     NewRTSPProtocol,
-		Summary: "RTSP/1.0 request line",
-	})
+	register(Descriptor{Name: "RTSP", New: NewRTSPProtocol, Summary: "RTSP/1.0 request line"})
 }
 
 // NewRTSPProtocol routes RTSP: a request line METHOD SP URI SP "RTSP/1.0"

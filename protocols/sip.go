@@ -3,11 +3,7 @@ package protocols
 import "bytes"
 
 func init() {
-	register(Descriptor{
-		Name:    "SIP",
-		New:     NewSIPProtocol,
-		Summary: "SIP/2.0 request line with a sip: or sips: URI",
-	})
+	register(Descriptor{Name: "SIP", New: NewSIPProtocol, Summary: "SIP/2.0 request line with a sip: or sips: URI"})
 }
 
 // NewSIPProtocol routes SIP over TCP: a request line METHOD SP sip:/sips:

@@ -1,12 +1,8 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:        "SMTP",
-		New:         NewSMTPProtocol,
-		ServerFirst: true,
-		Summary:     "chosen on client silence; a client sending EHLO or HELO first matches too",
-	})
+	register(Descriptor{Name: "SMTP", New: NewSMTPProtocol, ServerFirst: true,
+		Summary: "chosen on client silence, or on a client's EHLO/HELO"})
 }
 
 // NewSMTPProtocol routes SMTP. The client normally waits for the server's

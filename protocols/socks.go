@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "SOCKS",
-		New:     NewSOCKSProtocol,
-		Summary: "SOCKS4/4a or SOCKS5 greeting",
-	})
+	register(Descriptor{Name: "SOCKS", New: NewSOCKSProtocol, Summary: "SOCKS4/4a or SOCKS5 greeting"})
 }
 
 // NewSOCKSProtocol routes both SOCKS4/4a and SOCKS5 to one target.

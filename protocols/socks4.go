@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "SOCKS4",
-		New:     NewSOCKS4Protocol,
-		Summary: "SOCKS4 or SOCKS4a CONNECT/BIND request",
-	})
+	register(Descriptor{Name: "SOCKS4", New: NewSOCKS4Protocol, Summary: "SOCKS4 or SOCKS4a CONNECT/BIND request"})
 }
 
 // NewSOCKS4Protocol routes SOCKS4 and SOCKS4a clients: version 4, command

@@ -1,11 +1,7 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:    "SOCKS5",
-		New:     NewSOCKS5Protocol,
-		Summary: "SOCKS5 greeting with known method codes",
-	})
+	register(Descriptor{Name: "SOCKS5", New: NewSOCKS5Protocol, Summary: "SOCKS5 greeting with known method codes"})
 }
 
 // NewSOCKS5Protocol routes SOCKS5 clients: version 5, a method count of

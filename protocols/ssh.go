@@ -6,11 +6,7 @@ package protocols
 var sshPrefixes = [][]byte{[]byte("SSH-2.0-"), []byte("SSH-1.99-")}
 
 func init() {
-	register(Descriptor{
-		Name:    "SSH",
-		New:     NewSSHProtocol,
-		Summary: "SSH-2.0- or SSH-1.99- identification string",
-	})
+	register(Descriptor{Name: "SSH", New: NewSSHProtocol, Summary: "SSH-2.0- or SSH-1.99- identification string"})
 }
 
 // NewSSHProtocol returns SSH. Clients send their identification string

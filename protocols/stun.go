@@ -3,12 +3,8 @@ package protocols
 import "encoding/binary"
 
 func init() {
-	register(Descriptor{
-		Name:    "STUN",
-		Aliases: []string{"turn"},
-		New:     NewSTUNProtocol,
-		Summary: "STUN or TURN message with the magic cookie",
-	})
+	register(Descriptor{Name: "STUN", Aliases: []string{"turn"}, New: NewSTUNProtocol,
+		Summary: "STUN/TURN message with the magic cookie"})
 }
 
 // NewSTUNProtocol routes STUN and TURN over TCP (RFC 8489/8656): the first

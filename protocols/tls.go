@@ -18,12 +18,8 @@ const (
 )
 
 func init() {
-	register(Descriptor{
-		Name:     "TLS",
-		New:      NewTLSProtocol,
-		Routable: SNIKey | ALPNKey,
-		Summary:  "TLS record carrying a ClientHello",
-	})
+	register(Descriptor{Name: "TLS", New: NewTLSProtocol, Routable: SNIKey | ALPNKey,
+		Summary: "TLS record carrying a ClientHello"})
 }
 
 // NewTLSProtocol returns TLS (SSL 3.0 to TLS 1.3). It matches as soon as the

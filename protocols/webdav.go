@@ -17,12 +17,8 @@ var webdavMethods = []string{
 }
 
 func init() {
-	register(Descriptor{
-		Name:     "WebDAV",
-		New:      NewWebDAVProtocol,
-		Routable: HostKey,
-		Summary:  "HTTP/1.x request line with a WebDAV-only method",
-	})
+	register(Descriptor{Name: "WebDAV", New: NewWebDAVProtocol, Routable: HostKey,
+		Summary: "HTTP/1.x request with a WebDAV-only method"})
 }
 
 // NewWebDAVProtocol returns the WebDAV protocol: an HTTP/1.x request line

@@ -1,12 +1,8 @@
 package protocols
 
 func init() {
-	register(Descriptor{
-		Name:     "WebSocket",
-		New:      NewWebSocketProtocol,
-		Routable: HostKey,
-		Summary:  "HTTP/1.1 GET with Upgrade: websocket",
-	})
+	register(Descriptor{Name: "WebSocket", New: NewWebSocketProtocol, Routable: HostKey,
+		Summary: "HTTP/1.1 GET with Upgrade: websocket"})
 }
 
 // NewWebSocketProtocol returns the WebSocket protocol (RFC 6455 §4.1): an
