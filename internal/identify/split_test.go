@@ -115,9 +115,9 @@ func TestConditionalRoutesOnLongFlights(t *testing.T) {
 	tb := mustTable(t, routedCatalogue(t)...)
 	fl := splitFlights(t)
 	for _, c := range []struct{ flight, want string }{
-		{"tls-chromium.bin", "TLS[sni=a.example]/ok"},      // SNI a.example outranks ALPN h2
-		{"tls-go.bin", "TLS[alpn=h2]/ok"},            // go.example.test, ALPN h2
-		{"tls-openssl-nosni.bin", "TLS/ok"}, // neither condition
+		{"tls-chromium.bin", "TLS[sni=a.example]/ok"}, // SNI a.example outranks ALPN h2
+		{"tls-go.bin", "TLS[alpn=h2]/ok"},             // go.example.test, ALPN h2
+		{"tls-openssl-nosni.bin", "TLS/ok"},           // neither condition
 		{"http-long-headers", "HTTP[host=host.example]/ok"},
 		{"http-curl.bin", "HTTP/ok"},
 	} {
