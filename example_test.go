@@ -1,11 +1,13 @@
 package protoplex_test
 
-// The seed's samples, compiled as examples: users copy them, so they must
-// keep compiling with only the import path changed.
+// The README's samples, compiled and run as examples: users copy them, so
+// they keep the README's lines (with only the import path changed) and
+// check around them what they do, each printing what it set up.
 
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log"
 	"net"
 	"time"
@@ -14,17 +16,40 @@ import (
 	"github.com/darkit/protoplex/protocols"
 )
 
+// check stops the example on an error, as a program would.
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// printProtocols prints the names of the protocols pm routes, in order.
+func printProtocols(pm *protoplex.ProtocolManager) {
+	for _, p := range pm.Protocols() {
+		fmt.Println(p.Name)
+	}
+}
+
 func Example_quickStart() {
 	pm := protoplex.NewProtocolManager()
 	defer pm.Close()
-	pm.AddProtocol(protocols.NewHTTPWebDAVProtocol("192.168.1.5:80"))
-	pm.AddProtocol(protocols.NewRedisProtocol("192.168.1.6:6379"))
+	check(pm.AddProtocol(protocols.NewHTTPWebDAVProtocol("192.168.1.5:80")))
+	check(pm.AddProtocol(protocols.NewMQTTProtocol("127.0.0.1:1883")))
+	check(pm.AddProtocol(protocols.NewRedisProtocol("192.168.1.6:6379")))
+	printProtocols(pm)
+	// RunServer serves until its context ends: cancelled here, it returns
+	// nil at once.
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // the sample blocks in RunServer; here it returns at once
+	cancel()
 	if err := pm.RunServer(ctx, "127.0.0.1:0"); err != nil {
 		log.Fatal("启动失败:", err)
 	}
+	fmt.Println("stopped")
 	// Output:
+	// HTTP
+	// MQTT
+	// Redis
+	// stopped
 }
 
 func HTTPServiceHandler(conn net.Conn) {
@@ -37,12 +62,24 @@ func RedisServiceHandler(conn net.Conn) {
 	conn.Write([]byte("+PONG\r\n"))
 }
 
+func SMTPServiceHandler(conn net.Conn) {
+	defer conn.Close()
+	conn.Write([]byte("220 internal ESMTP\r\n"))
+}
+
 func ExampleCreateInternalProtocol() {
 	pm := protoplex.NewProtocolManager()
 	defer pm.Close()
-	pm.AddProtocol(protoplex.CreateInternalProtocol(protocols.NewHTTPWebDAVProtocol, HTTPServiceHandler))
-	pm.AddProtocol(protoplex.CreateInternalProtocol(protocols.NewRedisProtocol, RedisServiceHandler))
+	check(pm.AddProtocol(protoplex.CreateInternalProtocol(protocols.NewHTTPWebDAVProtocol, HTTPServiceHandler)))
+	check(pm.AddProtocol(protoplex.CreateInternalProtocol(protocols.NewRedisProtocol, RedisServiceHandler)))
+	check(pm.AddProtocol(protoplex.CreateInternalProtocol(protocols.NewSMTPProtocol, SMTPServiceHandler)))
+	for _, p := range pm.Protocols() {
+		fmt.Printf("%s served in-process: %v\n", p.Name, p.Handler != nil)
+	}
 	// Output:
+	// HTTP served in-process: true
+	// Redis served in-process: true
+	// SMTP served in-process: true
 }
 
 func NewCustomBinary(target string) *protocols.Protocol {
@@ -64,8 +101,14 @@ func NewCustomBinary(target string) *protocols.Protocol {
 func Example_customProtocol() {
 	pm := protoplex.NewProtocolManager()
 	defer pm.Close()
-	pm.AddProtocol(NewCustomBinary("custom-backend:9000"))
+	check(pm.AddProtocol(NewCustomBinary("custom-backend:9000")))
+	printProtocols(pm)
+	// The validator accepts a frame once its length prefix is covered.
+	valid := NewCustomBinary("").CustomValidator
+	fmt.Println(valid([]byte{0xAA, 0x55, 0, 2, 'h'}), valid([]byte{0xAA, 0x55, 0, 2, 'h', 'i'}))
 	// Output:
+	// CustomBinary
+	// false true
 }
 
 func Example_options() {
@@ -80,15 +123,22 @@ func Example_options() {
 	defer pm.Close()
 	httpProtocol := protocols.NewHTTPWebDAVProtocol("192.168.1.5:80")
 	httpProtocol.Priority = 1
-	pm.AddProtocol(httpProtocol)
+	check(pm.AddProtocol(httpProtocol))
 	redisProtocol := protocols.NewRedisProtocol("redis-cluster:6379,redis-backup:6379")
-	pm.AddProtocol(redisProtocol)
+	check(pm.AddProtocol(redisProtocol))
+	for _, p := range pm.Protocols() {
+		fmt.Println(p.Name, p.Target)
+	}
 	metrics := pm.GetMetrics()
-	_ = metrics.ActiveConnections
-	_ = float64(metrics.ConnectionPool.ConnectionsReused) / float64(max(metrics.ConnectionPool.ConnectionsCreated, 1)) * 100
-	_ = metrics.CacheHitRate * 100
-	_ = metrics.Security.RateLimitedRequests
+	fmt.Printf("活跃连接:%d,连接池效率:%.2f%%,缓存命中率:%.2f%%,限流:%d\n",
+		metrics.ActiveConnections,
+		float64(metrics.ConnectionPool.ConnectionsReused)/float64(max(metrics.ConnectionPool.ConnectionsCreated, 1))*100,
+		metrics.CacheHitRate*100,
+		metrics.Security.RateLimitedRequests)
 	// Output:
+	// HTTP 192.168.1.5:80
+	// Redis redis-cluster:6379,redis-backup:6379
+	// 活跃连接:0,连接池效率:0.00%,缓存命中率:0.00%,限流:0
 }
 
 func Example_configFile() {
@@ -100,7 +150,44 @@ func Example_configFile() {
 	pm := protoplex.NewProtocolManagerWithConfig(configManager)
 	defer pm.Close()
 	configManager.OnConfigChange(func(newConfig *protoplex.Config) {
-		pm.UpdateConfig(newConfig)
+		if err := pm.UpdateConfig(newConfig); err != nil {
+			log.Print(err) // the previous configuration keeps serving
+		}
 	})
+	for _, p := range pm.Protocols() {
+		fmt.Println(p.Name, p.Target, p.Priority)
+	}
 	// Output:
+	// HTTP web-server:80 1
+	// Redis redis-cluster:6379 2
+	// MQTT mqtt-broker:1883 3
+}
+
+// Example_distributed needs an etcd cluster, so it is compiled, not run.
+func Example_distributed() {
+	dm, err := protoplex.NewDistributedManager(protoplex.DistributedConfig{
+		NodeID:        "protoplex-node-1",
+		EtcdEndpoints: []string{"etcd1:2379", "etcd2:2379", "etcd3:2379"},
+		ServiceDiscovery: protoplex.ServiceDiscoveryConfig{
+			Enable:          true,
+			RefreshInterval: 30, // 30秒刷新一次服务列表
+		},
+		LoadBalancer: protoplex.LoadBalancerConfig{
+			Strategy:            "weighted_round_robin",
+			HealthCheckInterval: 10, // 10秒健康检查间隔
+		},
+		ConfigManager: protoplex.ConfigManagerConfig{
+			Enable:      true,
+			WatchPrefix: "/protoplex/config",
+		},
+	})
+	if err != nil {
+		log.Fatal("创建分布式管理器失败:", err)
+	}
+	defer dm.Close()
+	log.Printf("🌐 分布式 Protoplex 启动成功")
+	log.Printf("📊 服务发现:已发现 %d 个目标服务", dm.GetServiceCount())
+	if err := dm.RunServer(context.Background(), ":9090"); err != nil {
+		log.Fatal("启动分布式服务器失败:", err)
+	}
 }
