@@ -89,9 +89,10 @@ type Table struct {
 
 // New compiles routes. Candidates are tried most specific first (a
 // protocol's Specificity plus 2 for SNI, 2 for Hosts and 1 for ALPN
-// conditions), then by lower Priority, then in input order. cacheTTL 0
-// disables the identification cache; counters (may be nil) receive its
-// lookups and hits.
+// conditions), then by lower Priority, then in input order. The table keeps
+// the specs' slices and functions, which must not change afterwards.
+// cacheTTL 0 disables the identification cache; counters (may be nil)
+// receive its lookups and hits.
 func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
 	t := &Table{}
 	for i, rs := range routes {
