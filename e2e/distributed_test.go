@@ -125,7 +125,7 @@ func TestDistributedNodes(t *testing.T) {
 		}
 	}
 
-	// Shared configuration: HTTP now goes to a real backend on every node.
+	// Shared configuration put in etcd: HTTP goes to a real backend on every node.
 	web := testnet.Banner(t, "web:")
 	cfgYAML := fmt.Sprintf("security:\n  ip_whitelist: [\"127.0.0.1\"]\n  enable_ddos_guard: true\n  ddos_guard: {failure_threshold: 3, window: \"1m\", ban_duration: \"1m\"}\nprotocols:\n  - name: HTTP\n    target: %q\n", web)
 	if _, err := cli.Put(ctx, "/protoplex/config", cfgYAML); err != nil {

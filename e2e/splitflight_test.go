@@ -59,8 +59,8 @@ func flightBackend(t *testing.T, name string, want func() []byte) string {
 // TestSplitFirstFlightRoutes: route conditions hold however the first flight
 // is split on the wire. A real Chromium ClientHello (1,815 bytes, with the
 // X25519MLKEM768 key share) and an HTTP request with 1,100 bytes of headers
-// before Host are sent in two segments with the pauses that broke routing
-// (1,400 bytes, 100 ms; 900 bytes, 500 ms: longer than the old settle wait),
+// before Host are sent in two segments with pauses up to 500 ms (longer than
+// the 300 ms settle wait, which must not cut a structural NeedMore short),
 // through a real protoplex socket to backends that check every byte.
 func TestSplitFirstFlightRoutes(t *testing.T) {
 	hello, err := os.ReadFile("../protocols/testdata/flights/tls-chromium.bin")

@@ -74,7 +74,7 @@ type Options struct {
 	Endpoints                []string
 	LeaseTTL                 time.Duration // default 10s
 	ConfigKey                string        // e.g. "/protoplex/config"; "" = no shared config
-	Resync                   time.Duration // full re-read safety net (the seed's refresh_interval); default 30s
+	Resync                   time.Duration // full re-read safety net (service_discovery.refresh_interval); default 30s
 	Logger                   *slog.Logger
 }
 

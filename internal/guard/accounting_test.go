@@ -61,9 +61,9 @@ func checkInvariants(t *testing.T, g *Guard, held []Ticket) {
 	}
 }
 
-// TestReleaseAfterReloadWithoutLimits replays the issue: 3 connections held
-// at a cap of 3, a reload without security:, the 3 closed, the cap back. The
-// source must be admitted again and its state swept once idle.
+// TestReleaseAfterReloadWithoutLimits: 3 connections held at a cap of 3, a
+// reload without security:, the 3 closed, the cap back. The source is
+// admitted again (its count balanced) and its state swept once idle.
 func TestReleaseAfterReloadWithoutLimits(t *testing.T) {
 	capped := Config{MaxConnectionsPerIP: 3}
 	g, c := newGuard(t, capped)

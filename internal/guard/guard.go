@@ -75,7 +75,7 @@ func (r Reason) String() string {
 	return [...]string{"allowed", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full"}[r]
 }
 
-// Metrics are the seed's SecurityMetrics.
+// Metrics count admissions and refusals (the public SecurityMetrics).
 type Metrics struct {
 	TotalConnections    int64 `json:"total_connections"`
 	RateLimitedRequests int64 `json:"rate_limited_requests"`
