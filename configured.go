@@ -25,7 +25,8 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 	}
 	cm.OnConfigCheck(pm.CheckConfig)
 	cm.OnConfigError(func(err error) {
-		pm.stats.reloads.WithLabelValues("failure").Inc()
+		pm.listeners.Release() // what CheckConfig bound for the rejected reload
+		pm.stats.Reload(false)
 		pm.log.Error("configuration rejected, previous configuration keeps serving", "err", err)
 	})
 	cm.OnConfigChange(func(c *Config) {
@@ -41,15 +42,10 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 // untouched. cfg replaces every protocol (including ones added with
 // AddProtocol). Every part is validated and built before any is applied, so
 // on error nothing changes; a configuration without protocols is an error.
-// Listen addresses are the caller's (the CLI rebinds them).
+// When Start serves the configuration's server.listen, the new addresses
+// are bound as part of the check and served before removed ones stop.
 func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
-	defer func() {
-		if err != nil {
-			pm.stats.reloads.WithLabelValues("failure").Inc()
-		} else {
-			pm.stats.reloads.WithLabelValues("success").Inc()
-		}
-	}()
+	defer func() { pm.stats.Reload(err == nil) }()
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
 	u, err := pm.prepareLocked(cfg)
@@ -59,12 +55,15 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	// The guard goes first: it is the one part whose swap can refuse, and
 	// Update changes nothing when it does.
 	if err := pm.guard.Update(u.security); err != nil {
-		u.routing.discard()
+		u.discard(pm)
 		return fmt.Errorf("protoplex: security: %w", err)
 	}
 	pm.protos = u.protos
 	pm.settings.Store(u.settings)
 	pm.commitRoutingLocked(u.routing)
+	if pm.listenFromConfig {
+		pm.listeners.Commit(cfg.Server.Listen)
+	}
 	return nil
 }
 
@@ -77,7 +76,7 @@ func (pm *ProtocolManager) CheckConfig(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	u.routing.discard()
+	u.routing.discard() // the listeners it bound stay for the UpdateConfig that follows
 	return nil
 }
 
@@ -89,8 +88,15 @@ type update struct {
 	routing  *routingPlan
 }
 
+// discard releases what prepareLocked built for an update not applied.
+func (u *update) discard(pm *ProtocolManager) {
+	u.routing.discard()
+	pm.listeners.Release()
+}
+
 // prepareLocked validates and builds every part of cfg: settings, trusted
-// proxies, guard state, routing table and backend sets. Nothing is applied.
+// proxies, guard state, routing table, backend sets and the listeners a
+// reload adds. Nothing is applied.
 func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("protoplex: UpdateConfig(nil)")
@@ -116,6 +122,10 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	sec := cfg.Security.Guard()
 	plan, err := pm.planRoutingLocked(protos, cfg.Server.CacheTTL)
 	if err != nil {
+		return nil, err
+	}
+	if err := pm.prepareListenLocked(cfg.Server.Listen); err != nil {
+		plan.discard()
 		return nil, err
 	}
 	return &update{protos: protos, settings: next, security: sec, routing: plan}, nil

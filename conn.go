@@ -10,95 +10,78 @@ import (
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/internal/proxyproto"
 )
 
 // serveConn is the whole life of one client connection, top to bottom:
-// accept → guard → identify → route → dial → copy.
+// accept → guard → PROXY in → identify → route → dial → forward. Every
+// refusal returns through refuse, which counts its reason and closes.
 func (pm *ProtocolManager) serveConn(c net.Conn) {
 	start := time.Now()
 	st := pm.stats
-	st.accepted.Inc()
+	st.Accepted.Inc()
 	s := pm.settings.Load()
+	refuse := func(reason string) { st.Refuse(reason); c.Close() }
 
-	// Guard: global cap first, it costs nothing.
-	if pm.conns.len() >= int64(s.MaxConnections) {
-		st.refuse(reasonMaxConnections)
-		c.Close()
+	// Guard: the global cap first, it costs nothing.
+	if !pm.conns.Add(c, s.MaxConnections) {
+		refuse(metrics.RefusedMaxConnections)
 		return
 	}
-	pm.conns.add(c)
-	defer pm.conns.remove(c)
+	defer pm.conns.Remove(c)
+	st.Active.Inc()
+	defer st.Active.Dec()
 	if s.TCPKeepAlive > 0 {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.TCPKeepAlive, Interval: s.TCPKeepAlive, Count: 9})
 		}
 	}
-	st.active.Inc()
-	defer st.active.Dec()
+	buf := newIdentifyBuffer(pm, s.BufferSize)
+	defer buf.release()
 
-	rt := pm.routing.Load()
-	bufSize := max(s.BufferSize, identify.MinBuffer)
-	bp := pm.bufs.get(bufSize)
-	buf := (*bp)[:bufSize]
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			pm.bufs.put(bp)
-		}
-	}
-	defer release()
-
-	// A trusted front load balancer tells the real client address in a PROXY
-	// header; everything below (security, logs, PROXY towards backends) uses it.
+	// PROXY in: a trusted front load balancer names the real client; the
+	// guard, logs and PROXY towards backends all use it.
 	client := c.RemoteAddr()
 	prefilled := 0
 	fromTrusted := s.AcceptProxy && trusted(s.trustedProxies, client)
 	if fromTrusted {
-		h, rest, err := proxyproto.Read(c, buf, s.IdentifyTimeout)
+		h, rest, err := proxyproto.Read(c, buf.b, s.IdentifyTimeout)
 		if err != nil {
-			st.refuse(reasonProxyHeader)
-			c.Close()
+			refuse(metrics.RefusedProxyHeader)
 			return
 		}
-		if !h.Local { // LOCAL/UNKNOWN: the front's own connection (health check)
+		if !h.Local {
 			client = net.TCPAddrFromAddrPort(h.Source)
 		}
 		prefilled = rest
 	}
 	ip := guard.AddrOf(client)
-	g := pm.guard
-	ticket, reason := g.Admit(ip)
+	ticket, reason := pm.guard.Admit(ip)
 	if reason != guard.Allowed {
-		st.refuse(reason.String())
-		c.Close()
+		refuse(reason.String())
 		return
 	}
-	defer g.Release(ticket)
+	defer pm.guard.Release(ticket)
 
 	// Identify.
-	res := rt.table.Identify(c, buf, prefilled, identify.Limits{
+	rt := pm.routing.Load()
+	res := rt.table.Identify(c, buf.b, prefilled, identify.Limits{
 		MinBytes:        s.IdentifyMinBytes,
 		Timeout:         s.IdentifyTimeout,
 		ReadTimeout:     s.IdentifyReadTimeout,
 		ServerFirstWait: s.ServerFirstWait,
 		SettleWait:      DefaultSettleWait,
 	})
-	if s.AcceptProxy && res.N > 0 && prefilled == 0 && !fromTrusted {
-		// An untrusted source must not claim another's address: whatever
-		// begins like a PROXY header is refused.
-		if _, _, err := proxyproto.Parse(buf[:res.N]); !errors.Is(err, proxyproto.ErrNotProxy) {
-			st.refuse(reasonProxyHeader)
-			c.Close()
-			return
-		}
+	if s.AcceptProxy && !fromTrusted && res.N > 0 && claimsProxy(buf.b[:res.N]) {
+		refuse(metrics.RefusedProxyHeader) // an untrusted source must not claim another's address
+		return
 	}
 	if res.Failure != identify.OK {
-		st.identifyFailed(res.Failure)
+		st.IdentifyFailed(res.Failure)
 		if res.Failure != identify.ClientClosed || res.N > 0 {
-			g.IdentifyFailed(ip) // feeds the DDoS guard
+			pm.guard.IdentifyFailed(ip) // feeds the DDoS guard
 		}
 	}
 	if res.Route == nil {
@@ -106,57 +89,82 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	route := res.Route
-	p := route.Proto
-	rs := rt.stats[route.Index]
-	rs.identified.Inc()
-	rs.count.Add(1)
-	rs.identifyDuration.Observe(time.Since(start).Seconds())
 
-	// Route: in-process handler.
-	if p.Handler != nil {
-		rc := proxy.NewReplayConn(c, buf[:res.N])
-		release()
-		p.Handler(rc)
+	// Route.
+	e := rt.entries[res.Route.Index]
+	e.stats.Identify(time.Since(start))
+	if h := e.proto.Handler; h != nil {
+		rc := proxy.NewReplayConn(c, buf.b[:res.N])
+		buf.release()
+		h(rc)
 		return
 	}
 
 	// Dial.
-	be := rt.backends[route.Index]
 	ctx, cancel := context.WithTimeout(pm.ctx, s.DialTimeout)
-	bc, target, done, err := be.Dial(ctx, client, c.LocalAddr())
+	bc, target, done, err := e.backend.Dial(ctx, client, c.LocalAddr())
 	cancel()
 	if err != nil {
-		pm.log.Debug("dial failed", "protocol", p.Name, "client", client.String(), "err", err)
-		rs.dialError.Inc()
+		pm.log.Debug("dial failed", "protocol", e.proto.Name, "client", client.String(), "err", err)
+		e.stats.DialError.Inc()
 		c.Close()
 		return
 	}
 	defer done()
-	pm.conns.attach(c, bc)
+	pm.conns.Attach(c, bc)
 
-	// Copy: the bytes identification consumed first.
+	// Forward: the bytes identification read go first, then both
+	// directions are copied; the identification buffer goes back as soon
+	// as the replay is written, so an idle connection holds none.
 	idle := s.IdleTimeout
-	if p.IdleTimeout > 0 {
-		idle = p.IdleTimeout
+	if e.proto.IdleTimeout > 0 {
+		idle = e.proto.IdleTimeout
 	}
 	fs := proxy.Forward(c, bc, proxy.Options{
-		Replay:        buf[:res.N],
-		ReplayTimeout: s.DialTimeout, // a backend that accepts but never reads must not hold the replay
-		ReplayDone:    release,       // the identify buffer is not held while the connection idles
+		Replay:        buf.b[:res.N],
+		ReplayTimeout: s.DialTimeout,
+		ReplayDone:    buf.release,
 		Idle:          idle,
 		Aborted:       pm.draining.Load,
 	})
-	rs.up.Add(float64(fs.Up))
-	rs.down.Add(float64(fs.Down))
-	rs.closed[fs.Reason].Inc()
+	e.stats.Up.Add(float64(fs.Up))
+	e.stats.Down.Add(float64(fs.Down))
+	e.stats.Closed[fs.Reason].Inc()
 	if fs.PipeFallbacks > 0 {
-		st.pipeFallbacks.Add(float64(fs.PipeFallbacks))
+		st.PipeFallbacks.Add(float64(fs.PipeFallbacks))
 	}
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
-		pm.log.Debug("connection closed", "client", client.String(), "protocol", p.Name, "target", target,
+		pm.log.Debug("connection closed", "client", client.String(), "protocol", e.proto.Name, "target", target,
 			"up", fs.Up, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
 	}
+}
+
+// identifyBuffer is a connection's identification buffer from the tiered
+// pools; release gives it back once (later calls do nothing).
+type identifyBuffer struct {
+	pm *ProtocolManager
+	p  *[]byte
+	b  []byte
+}
+
+func newIdentifyBuffer(pm *ProtocolManager, size int) *identifyBuffer {
+	size = max(size, identify.MinBuffer) // room for one whole TLS record
+	p := pm.bufs.Get(size)
+	return &identifyBuffer{pm: pm, p: p, b: (*p)[:size]}
+}
+
+func (b *identifyBuffer) release() {
+	if b.p != nil {
+		b.pm.bufs.Put(b.p)
+		b.p, b.b = nil, nil
+	}
+}
+
+// claimsProxy reports whether the first bytes are, or begin, a PROXY
+// header.
+func claimsProxy(first []byte) bool {
+	_, _, err := proxyproto.Parse(first)
+	return !errors.Is(err, proxyproto.ErrNotProxy)
 }
 
 func trusted(prefixes []netip.Prefix, a net.Addr) bool {

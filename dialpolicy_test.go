@@ -64,7 +64,7 @@ func TestBackendDialedFromSource(t *testing.T) {
 	}
 	q := p.Clone()
 	q.Source = []string{"127.0.0.4"}
-	if backendKey(p) == backendKey(q) {
+	if keyOf(p) == keyOf(q) {
 		t.Fatal("a change of source keeps the old backend set")
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/darkit/protoplex/internal/config"
 )
 
-// DistributedConfig is the seed's distributed-mode configuration.
+// DistributedConfig configures a node of a cluster coordinated through etcd.
 type DistributedConfig struct {
 	NodeID           string
 	EtcdEndpoints    []string
@@ -59,8 +59,8 @@ type DistributedManager struct {
 	cfg  DistributedConfig
 
 	mu         sync.Mutex
-	base       *Config                      // from the node or from etcd
-	discovered map[string][]cluster.Service // protocol (lower case) → instances
+	base       *Config             // from the node or from etcd
+	discovered map[string][]string // protocol (lower case) → targets
 }
 
 // NewDistributedManager connects to etcd, registers the node and starts
@@ -82,7 +82,7 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	if cfg.ConfigManager.Enable {
 		configKey = cfg.ConfigManager.WatchPrefix
 		if configKey == "" {
-			configKey = "/protoplex/config"
+			configKey = config.DefaultWatchPrefix
 		}
 	}
 	node, err := cluster.Start(context.Background(), cluster.Options{
@@ -97,8 +97,8 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	}, cluster.Handlers{
 		Services: dm.onServices,
 		Config:   dm.onConfig,
-		Ban:      func(ip netip.Addr, d time.Duration) { pm.guard.Ban(ip, d) },
-		Nodes:    func(ns []cluster.NodeInfo) { pm.stats.clusterNodes.Set(float64(len(ns))) },
+		Ban:      pm.Ban,
+		Nodes:    func(ns []cluster.NodeInfo) { pm.stats.ClusterNodes.Set(float64(len(ns))) },
 	})
 	if err != nil {
 		pm.Close()
@@ -106,7 +106,7 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	}
 	dm.node = node
 	// Bans this node's DDoS guard issues are enforced by every node.
-	pm.guard.SetOnBan(func(ip netip.Addr, d time.Duration) {
+	pm.OnBan(func(ip netip.Addr, d time.Duration) {
 		if err := node.PublishBan(ip, d); err != nil {
 			pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
 		}
@@ -170,12 +170,19 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 	if !dm.cfg.ServiceDiscovery.Enable {
 		return
 	}
-	dm.mu.Lock()
-	dm.discovered = map[string][]cluster.Service{}
+	found := map[string][]string{}
 	for proto, insts := range s {
-		dm.discovered[strings.ToLower(proto)] = insts
-		dm.pm.stats.discovered.WithLabelValues(proto).Set(float64(len(insts)))
+		for _, in := range insts {
+			t := in.Address
+			if in.Weight > 1 {
+				t = fmt.Sprintf("%s;w=%d", in.Address, in.Weight)
+			}
+			found[strings.ToLower(proto)] = append(found[strings.ToLower(proto)], t)
+		}
+		dm.pm.stats.Discovered(proto, len(insts))
 	}
+	dm.mu.Lock()
+	dm.discovered = found
 	dm.mu.Unlock()
 	if err := dm.apply(); err != nil {
 		dm.pm.log.Error("discovered backends not applied", "err", err)
@@ -185,7 +192,7 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 func (dm *DistributedManager) onConfig(yaml []byte) error {
 	c, err := ParseConfig(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix)
 	if err != nil {
-		dm.pm.stats.reloads.WithLabelValues("failure").Inc()
+		dm.pm.stats.Reload(false)
 		return err
 	}
 	return dm.UpdateConfig(c)
@@ -213,46 +220,6 @@ func (dm *DistributedManager) CheckConfig(c *Config) error {
 // mergeLocked returns base with the discovered backends and the load
 // balancer defaults added; dm.mu is held.
 func (dm *DistributedManager) mergeLocked(base *Config) *Config {
-	merged := *base
-	merged.Protocols = append([]ProtocolConfig(nil), base.Protocols...)
-	found := map[string]bool{}
-	for i := range merged.Protocols {
-		p := &merged.Protocols[i]
-		name := strings.ToLower(p.Name)
-		if insts, ok := dm.discovered[name]; ok && len(p.SNI)+len(p.ALPN)+len(p.Host) == 0 && !found[name] {
-			found[name] = true
-			p.Target = append(append(StringList(nil), p.Target...), targetsOf(insts)...)
-		}
-		dm.defaults(p)
-	}
-	for name, insts := range dm.discovered {
-		if !found[name] && len(insts) > 0 {
-			p := ProtocolConfig{Name: name, Target: targetsOf(insts)}
-			dm.defaults(&p)
-			merged.Protocols = append(merged.Protocols, p)
-		}
-	}
-	return &merged
-}
-
-func (dm *DistributedManager) defaults(p *ProtocolConfig) {
 	lb := dm.cfg.LoadBalancer
-	if p.Balance == "" {
-		p.Balance = lb.Strategy
-	}
-	if p.HealthCheck.Interval == 0 && lb.HealthCheckInterval > 0 {
-		p.HealthCheck.Interval = time.Duration(lb.HealthCheckInterval) * time.Second
-	}
-}
-
-func targetsOf(insts []cluster.Service) StringList {
-	var out StringList
-	for _, s := range insts {
-		t := s.Address
-		if s.Weight > 1 {
-			t = fmt.Sprintf("%s;w=%d", s.Address, s.Weight)
-		}
-		out = append(out, t)
-	}
-	return out
+	return base.Merged(dm.discovered, lb.Strategy, time.Duration(lb.HealthCheckInterval)*time.Second)
 }

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/darkit/protoplex"
@@ -155,13 +153,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "health:   http://%s/health/live, /health/ready\n", addr)
 	}
 
-	lns, err := listenAll(listens)
-	if err != nil {
+	// With -listen the addresses are pinned; otherwise the manager serves
+	// server.listen and rebinds it on reload.
+	var pinned []string
+	if *listen != "" {
+		pinned = listens
+	}
+	if err := pm.Start(ctx, pinned...); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	for _, ln := range lns {
-		fmt.Fprintf(stdout, "listening: %s\n", ln.Addr())
+	for _, a := range pm.Addrs() {
+		fmt.Fprintf(stdout, "listening: %s\n", a)
 	}
 	for _, p := range pm.Protocols() {
 		target := p.Target
@@ -170,20 +173,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "route:    %-10s -> %s\n", p.Name, target)
 	}
-
-	srv := &servers{pm: pm, ctx: ctx, log: log}
-	srv.start(listens, lns)
 	if cm != nil {
-		if *listen == "" {
-			// A reload binds its new listen addresses while it is checked:
-			// one that cannot be bound rejects the whole reload, so routes
-			// never change without the listeners they came with. New
-			// listeners start before old ones stop, so established
-			// connections are never dropped.
-			cm.OnConfigCheck(func(c *protoplex.Config) error { return srv.prepare(c.Server.Listen) })
-			cm.OnConfigError(func(error) { srv.release() })
-			cm.OnConfigChange(func(c *protoplex.Config) { srv.rebind(c.Server.Listen) })
-		}
 		overridden := *listen != ""
 		cm.OnConfigChange(func(c *protoplex.Config) {
 			if keys := restartOnly(cfg, c, overridden); len(keys) > 0 {
@@ -193,7 +183,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
-	srv.wait()
+	pm.Wait()
 	return 0
 }
 
@@ -224,21 +214,6 @@ func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func listenAll(addrs []string) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, a := range addrs {
-		ln, err := protoplex.Listen(context.Background(), a)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, err
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
-
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
 // the monitoring ports, logging, the distributed block, and server.listen
@@ -262,118 +237,3 @@ func restartOnly(started, next *protoplex.Config, listenOverridden bool) []strin
 	diff("server.listen (-listen overrides it)", listenOverridden && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	return keys
 }
-
-// servers runs one Serve per listen address and rebinds on config changes.
-type servers struct {
-	pm  *protoplex.ProtocolManager
-	ctx context.Context
-	log *slog.Logger
-
-	mu      sync.Mutex
-	running map[string]context.CancelCauseFunc
-	pending map[string]net.Listener // bound by prepare, for the next rebind
-	wg      sync.WaitGroup
-}
-
-// prepare binds the addresses of addrs not served yet and keeps them for
-// rebind; an address that cannot be bound is an error and nothing stays
-// bound. Listeners an earlier prepare left (a reload rejected after it) are
-// released first.
-func (s *servers) prepare(addrs []string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.releaseLocked()
-	var add []string
-	for _, a := range addrs {
-		if _, ok := s.running[a]; !ok {
-			add = append(add, a)
-		}
-	}
-	lns, err := listenAll(add)
-	if err != nil {
-		return fmt.Errorf("server.listen: %w", err)
-	}
-	s.pending = map[string]net.Listener{}
-	for i, a := range add {
-		s.pending[a] = lns[i]
-	}
-	return nil
-}
-
-// release closes the listeners prepare bound for a reload that was rejected.
-func (s *servers) release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.releaseLocked()
-}
-
-func (s *servers) releaseLocked() {
-	for _, ln := range s.pending {
-		ln.Close()
-	}
-	s.pending = nil
-}
-
-// start serves lns[i], configured as addrs[i].
-func (s *servers) start(addrs []string, lns []net.Listener) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.running == nil {
-		s.running = map[string]context.CancelCauseFunc{}
-	}
-	for i, ln := range lns {
-		ctx, cancel := context.WithCancelCause(s.ctx)
-		s.running[addrs[i]] = cancel
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.pm.Serve(ctx, ln); err != nil && !errors.Is(err, protoplex.ErrClosed) {
-				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
-	}
-}
-
-// rebind starts listeners for new addresses before stopping removed ones,
-// so established connections are never dropped (Serve does not drain on
-// ErrListenerRemoved).
-func (s *servers) rebind(addrs []string) {
-	s.mu.Lock()
-	var add, unbound []string
-	var lns []net.Listener
-	for _, a := range addrs {
-		if _, ok := s.running[a]; ok {
-			continue
-		}
-		if ln, ok := s.pending[a]; ok {
-			add, lns = append(add, a), append(lns, ln)
-			delete(s.pending, a)
-		} else {
-			unbound = append(unbound, a)
-		}
-	}
-	s.releaseLocked()
-	s.mu.Unlock()
-	// Every address was bound by prepare, unless the change came without
-	// a check.
-	more, err := listenAll(unbound)
-	if err != nil {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		s.log.Error("rebind failed, keeping current listeners", "err", err)
-		return
-	}
-	s.start(append(add, unbound...), append(lns, more...))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for a, cancel := range s.running {
-		if !slices.Contains(addrs, a) {
-			s.log.Info("listener removed by configuration", "addr", a)
-			cancel(protoplex.ErrListenerRemoved)
-			delete(s.running, a)
-		}
-	}
-}
-
-func (s *servers) wait() { s.wg.Wait() }

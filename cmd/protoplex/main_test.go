@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -156,23 +155,4 @@ func metric(t *testing.T, url, series string) float64 {
 		}
 	}
 	return 0
-}
-
-// TestPendingListenersReleased: listeners bound for a reload that is then
-// rejected are closed, so the address is free again.
-func TestPendingListenersReleased(t *testing.T) {
-	addr := testnet.FreeAddr(t)
-	s := &servers{}
-	if err := s.prepare([]string{addr}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := net.Listen("tcp", addr); err == nil {
-		t.Fatal("prepare did not bind")
-	}
-	s.release()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-	ln.Close()
 }

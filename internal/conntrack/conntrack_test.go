@@ -1,0 +1,44 @@
+package conntrack
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+func TestWaitAndCloseAll(t *testing.T) {
+	s := New()
+	if err := s.Wait(context.Background()); err != nil {
+		t.Fatalf("empty set: %v", err)
+	}
+	client, peer := net.Pipe()
+	backend, bpeer := net.Pipe()
+	defer peer.Close()
+	defer bpeer.Close()
+	if !s.Add(client, 1) || s.Add(peer, 1) {
+		t.Fatal("Add does not hold the limit")
+	}
+	s.Attach(client, backend)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := s.Wait(ctx); err == nil {
+		t.Fatal("Wait returned with a live connection")
+	}
+	s.CloseAll()
+	for _, c := range []net.Conn{client, backend} {
+		if _, err := c.Write([]byte("x")); err == nil {
+			t.Fatal("CloseAll left a conn open")
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Wait(context.Background()) }()
+	s.Remove(client)
+	if err := <-done; err != nil || s.Len() != 0 {
+		t.Fatalf("Wait after the last Remove: %v, %d left", err, s.Len())
+	}
+	s.Remove(client) // twice is harmless
+	if s.Len() != 0 {
+		t.Fatal("double Remove miscounted")
+	}
+}

@@ -1,0 +1,171 @@
+package protoplex
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/monitor"
+)
+
+// Snapshot types of GetMetrics.
+type (
+	ProtocolManagerMetrics    = metrics.ProtocolManagerMetrics
+	PoolMetrics               = metrics.PoolMetrics
+	PoolOperationStats        = metrics.PoolOperationStats
+	DetailedMemoryPoolMetrics = metrics.DetailedMemoryPoolMetrics
+	// SecurityMetrics counts admissions and refusals.
+	SecurityMetrics = guard.Metrics
+)
+
+// GetMetrics returns current metrics. It reads atomics only, and the Go
+// heap figures from runtime/metrics (no stop-the-world); still, don't call
+// it per connection.
+func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
+	m := ProtocolManagerMetrics{ActiveConnections: int64(pm.conns.Len())}
+	if rt := pm.routing.Load(); rt != nil {
+		for _, e := range rt.entries {
+			if b := e.backend; b != nil {
+				m.ConnectionPool.ConnectionsCreated += b.Created()
+				m.ConnectionPool.ConnectionsReused += b.Reused()
+				m.ConnectionPool.Idle += b.Idle()
+				m.ConnectionPool.HealthChecks += b.HealthChecks()
+				for _, st := range b.Status() {
+					m.ConnectionPool.Active += st.Active
+				}
+			}
+		}
+	}
+	m.Security = pm.guard.Metrics()
+	metrics.ReadBuffers(&m.MemoryPool, pm.bufs)
+	metrics.ReadRuntime(&m.MemoryPool)
+	m.CacheHitRate = pm.stats.CacheHitRate()
+	m.Identified = pm.stats.Identified()
+	return m
+}
+
+// MetricsHandler returns the Prometheus handler of this manager's registry.
+func (pm *ProtocolManager) MetricsHandler() http.Handler { return pm.stats.Handler() }
+
+// EnablePrometheusMetrics serves /metrics on port of 127.0.0.1: the
+// metrics reveal traffic and backends, so other machines reach them only
+// when asked for with ServeMetrics (e.g. "0.0.0.0:9091").
+func (pm *ProtocolManager) EnablePrometheusMetrics(port int) error {
+	return pm.ServeMetrics(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+}
+
+// ServeMetrics serves /metrics on addr until Close, within the limits of
+// every monitoring port: 64 concurrent connections, 8 of them per source
+// (when full, an idle keep-alive connection makes room, else the new one is
+// closed at once), 3 s to read a request header and 5 s the whole request,
+// 10 s to write a reply, 30 s idle between keep-alive requests, 8 KiB of
+// headers (docs/security.md).
+func (pm *ProtocolManager) ServeMetrics(addr string) error {
+	_, err := pm.serveMonitor(metricsPort, addr, monitor.DefaultLimits())
+	return err
+}
+
+// MetricsAddr returns the metrics listener's address, or "" when disabled.
+func (pm *ProtocolManager) MetricsAddr() string {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if m := pm.monitors[metricsPort]; m != nil {
+		return m.Addr()
+	}
+	return ""
+}
+
+// ServeHealth serves /health/live and /health/ready (HealthHandler) on addr
+// until Close, within the limits ServeMetrics states. It returns the bound
+// address (useful with port 0).
+func (pm *ProtocolManager) ServeHealth(addr string) (string, error) {
+	return pm.serveMonitor(healthPort, addr, monitor.DefaultLimits())
+}
+
+// The monitoring servers a manager runs, by index in pm.monitors.
+const (
+	metricsPort = iota
+	healthPort
+)
+
+var monitorNames = [...]string{metricsPort: "metrics server", healthPort: "health server"}
+
+func (pm *ProtocolManager) serveMonitor(which int, addr string, lim monitor.Limits) (string, error) {
+	h := pm.HealthHandler()
+	if which == metricsPort {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", pm.MetricsHandler())
+		h = mux
+	}
+	running := errors.New("protoplex: " + monitorNames[which] + " already running")
+	pm.mu.Lock()
+	busy := pm.monitors[which] != nil
+	pm.mu.Unlock()
+	if busy {
+		return "", running
+	}
+	m, err := monitor.Serve(addr, h, lim)
+	if err != nil {
+		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.monitors[which] != nil || pm.closed {
+		m.Close()
+		return "", running
+	}
+	pm.monitors[which] = m
+	return m.Addr(), nil
+}
+
+// Ready reports whether the manager should receive traffic: a listener is
+// accepting, it is not draining, and every protocol with active health checks
+// has at least one healthy target. why says what is missing.
+func (pm *ProtocolManager) Ready() (ok bool, why string) {
+	switch {
+	case pm.Draining():
+		return false, "draining"
+	case !pm.Serving():
+		return false, "not listening"
+	}
+	rt := pm.routing.Load()
+	if rt == nil || len(rt.entries) == 0 {
+		return false, "no protocols configured"
+	}
+	for _, e := range rt.entries {
+		if e.backend == nil || e.proto.Health.Interval <= 0 {
+			continue
+		}
+		up := false
+		for _, t := range e.backend.Status() {
+			up = up || t.Up
+		}
+		if !up {
+			return false, fmt.Sprintf("protocol %s: no healthy target", e.proto.Name)
+		}
+	}
+	return true, "ok"
+}
+
+// HealthHandler serves /health/live (the process answers) and /health/ready
+// (see Ready).
+func (pm *ProtocolManager) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/health/ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		ok, why := pm.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	return mux
+}
