@@ -105,14 +105,13 @@ func (pm *ProtocolManager) newBackend(p *protocols.Protocol) (*upstream.Set, err
 	if err != nil {
 		return nil, err
 	}
-	h := p.Health
 	return upstream.New(targets, upstream.Options{
 		Strategy:    p.Balance,
 		SendProxy:   p.SendProxy,
 		DialDone:    pm.stats.DialObserver(p.Name),
 		StateChange: pm.stats.StateObserver(p.Name),
-		Health:      upstream.HealthCheck{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Check: h.Check, Path: h.Path},
-		Pool:        upstream.Pool{MinIdle: p.Pool.MinIdle, MaxIdleTime: p.Pool.MaxIdleTime},
+		Health:      p.Health,
+		Pool:        p.Pool,
 		Source:      source,
 	})
 }

@@ -154,20 +154,23 @@ type Protocol struct {
 	Source []string
 }
 
-// PoolConfig enables a warm pool of pre-dialed backend connections.
+// PoolConfig enables a warm pool of pre-dialed backend connections. It is
+// the pool: key of a protocols: entry and what internal/upstream runs, one
+// type for all three.
 type PoolConfig struct {
-	MinIdle     int           // connections kept dialed per target (0 = off)
-	MaxIdleTime time.Duration // a pooled connection older than this is discarded
+	MinIdle     int           `yaml:"min_idle"`      // connections kept dialed per target (0 = off)
+	MaxIdleTime time.Duration `yaml:"max_idle_time"` // a pooled connection older than this is discarded (default 30s)
 }
 
-// HealthConfig configures active health checks of a protocol's targets.
+// HealthConfig configures active health checks of a protocol's targets
+// (the health_check: key of a protocols: entry).
 type HealthConfig struct {
-	Interval time.Duration // 0 = no active checks (passive checks still apply)
-	Timeout  time.Duration
-	Rise     int    // consecutive successes to mark a target up
-	Fall     int    // consecutive failures to mark a target down
-	Check    string // "tcp" (default), "redis" (PING), "http" (GET Path)
-	Path     string
+	Interval time.Duration `yaml:"interval"` // 0 = no active checks (passive checks still apply)
+	Timeout  time.Duration `yaml:"timeout"`  // default: Interval, at most 5s
+	Rise     int           `yaml:"rise"`     // consecutive successes to mark a target up (default 2)
+	Fall     int           `yaml:"fall"`     // consecutive failures to mark a target down (default 3)
+	Check    string        `yaml:"check"`    // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx)
+	Path     string        `yaml:"path"`     // for "http" (default "/")
 }
 
 // Spec is what a protocol is, as the identification engine sees it: how to

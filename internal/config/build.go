@@ -48,9 +48,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		p.SNI, p.ALPN, p.Hosts = pc.SNI, pc.ALPN, pc.Host
 		p.Fallback = pc.Fallback
 		p.Balance, p.SendProxy = pc.Balance, pc.SendProxy
-		p.Pool = protocols.PoolConfig{MinIdle: pc.Pool.MinIdle, MaxIdleTime: pc.Pool.MaxIdleTime}
-		h := pc.HealthCheck
-		p.Health = protocols.HealthConfig{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Check: h.Check, Path: h.Path}
+		p.Pool, p.Health = pc.Pool, pc.HealthCheck
 		p.IdleTimeout = pc.IdleTimeout
 		p.Source = slices.Clone([]string(pc.Source))
 		out = append(out, p)

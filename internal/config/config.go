@@ -5,7 +5,11 @@
 // file watcher that reloads it.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
 
 // Config is the YAML configuration (docs/config.md). Durations are Go
 // duration strings ("5s").
@@ -94,21 +98,12 @@ type Protocol struct {
 	Line int `yaml:"-"`
 }
 
-// Pool is protocols[].pool.
-type Pool struct {
-	MinIdle     int           `yaml:"min_idle"`
-	MaxIdleTime time.Duration `yaml:"max_idle_time"`
-}
-
-// Health is protocols[].health_check.
-type Health struct {
-	Interval time.Duration `yaml:"interval"`
-	Timeout  time.Duration `yaml:"timeout"`
-	Rise     int           `yaml:"rise"`
-	Fall     int           `yaml:"fall"`
-	Check    string        `yaml:"check"` // tcp, redis, http
-	Path     string        `yaml:"path"`
-}
+// Pool and Health are a protocol's warm pool and active health checks, the
+// types the protocols and upstream packages use too.
+type (
+	Pool   = protocols.PoolConfig
+	Health = protocols.HealthConfig
+)
 
 // Monitoring is the monitoring: block. Port 0 disables a port.
 type Monitoring struct {

@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp/syntax"
-	"slices"
 	"strings"
 	"time"
 
@@ -41,14 +40,18 @@ func (v *checker) protocols(c *Config) {
 			return v.at(append([]string{"protocols", fmt.Sprintf("#%d", i)}, key...)...)
 		}
 		name := fmt.Sprintf("protocols[%d] (%s)", i, p.Name)
-		_, builtin := protocols.Lookup(p.Name)
+		desc, builtin := protocols.Describe(p.Name)
 		switch {
 		case p.Name == "":
 			v.add(where, "protocols[%d]: name is required", i)
 		case len(p.Name) > maxNameLen || !printable(p.Name):
 			v.add(field("name"), "protocols[%d]: name: at most %d printable characters", i, maxNameLen)
 		case !builtin && len(p.MatchStartBytes) == 0 && len(p.MatchRegexes) == 0:
-			v.add(where, "%s: %q is not a built-in protocol (%s); a user protocol needs match_start_bytes or match_regexes", name, p.Name, strings.Join(slices.Sorted(slices.Values(protocols.Names())), ", "))
+			hint := ""
+			if s, ok := protocols.Suggest(p.Name); ok {
+				hint = fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			v.add(where, "%s: %q is not a built-in protocol%s; built in: %s; a user protocol needs match_start_bytes or match_regexes", name, p.Name, hint, strings.Join(protocols.Names(), ", "))
 		}
 		if len(p.Target) == 0 {
 			v.add(where, "%s: target is required", name)
@@ -126,12 +129,14 @@ func (v *checker) protocols(c *Config) {
 				}
 			}
 		}
-		lower := strings.ToLower(p.Name)
-		if (len(p.SNI) > 0 || len(p.ALPN) > 0) && lower != "tls" {
-			v.add(where, "%s: sni/alpn apply to TLS only", name)
-		}
-		if len(p.Host) > 0 && lower != "http" && lower != "websocket" && lower != "webdav" {
-			v.add(field("host"), "%s: host applies to HTTP, WebSocket and WebDAV only", name)
+		// Route conditions need a detector that extracts them: the
+		// registry says which keys each built-in takes.
+		conds := protocols.Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Host}
+		if extra := conds.Keys() &^ desc.Routable; builtin && extra != 0 || !builtin && conds.Keys() != 0 {
+			if !builtin {
+				extra = conds.Keys()
+			}
+			v.add(field(extra.Names()[0]), "%s: %s %s", name, strings.Join(extra.Names(), "/"), routableBy(extra))
 		}
 		if !upstream.ValidStrategy(p.Balance) {
 			v.add(field("balance"), "%s: balance %q: want %s", name, p.Balance, strategies)
@@ -181,7 +186,7 @@ func (v *checker) protocols(c *Config) {
 				v.add(field("fallback"), "%s: a second fallback; only one protocol may be the fallback", name)
 			}
 		}
-		key := fmt.Sprintf("%s|%v|%v|%v", lower, p.SNI, p.ALPN, p.Host)
+		key := fmt.Sprintf("%s|%v|%v|%v", strings.ToLower(p.Name), p.SNI, p.ALPN, p.Host)
 		if j, dup := seen[key]; dup && builtin {
 			v.add(where, "%s: same protocol and conditions as protocols[%d]: the second could never match", name, j)
 		}
@@ -241,4 +246,18 @@ func regexEstimate(re *syntax.Regexp) int64 {
 		size = times*sub + int64(max(re.Max-re.Min, 0))
 	}
 	return min(most, max(1, size))
+}
+
+// routableBy names the built-in protocols that take every key of k.
+func routableBy(k protocols.Keys) string {
+	var names []string
+	for _, d := range protocols.Descriptors() {
+		if k&^d.Routable == 0 {
+			names = append(names, d.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "cannot be combined: no protocol carries them together"
+	}
+	return "applies only to " + strings.Join(names, ", ")
 }

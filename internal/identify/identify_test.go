@@ -233,8 +233,8 @@ func TestRoutesInputOrderRankedOrder(t *testing.T) {
 	low, high := prefix("LOW", 9, "X"), prefix("HIGH", 1, "X")
 	tb := mustTable(t, low, high)
 	for i, r := range tb.Routes() {
-		if r.Index != i || r.Proto != nil {
-			t.Fatalf("Routes()[%d] = %s, Index %d, Proto %v", i, r.Name, r.Index, r.Proto)
+		if r.Index != i {
+			t.Fatalf("Routes()[%d] = %s, Index %d", i, r.Name, r.Index)
 		}
 	}
 	if got := tb.Routes()[0].Name; got != "LOW" {
@@ -261,26 +261,5 @@ func TestNewRejects(t *testing.T) {
 		if _, err := New([]RouteSpec{rs}, 0, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
-	}
-}
-
-// TestNewTableSetsProto: NewTable builds the same table as New over the
-// protocols' specs, and each route carries its protocol.
-func TestNewTableSetsProto(t *testing.T) {
-	ps := []*protocols.Protocol{prefix("A", 5, "X"), prefix("B", 1, "X")}
-	tb, err := NewTable(ps, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range tb.Routes() {
-		if r.Proto != ps[i] || r.Index != i || r.Name != ps[i].Name {
-			t.Fatalf("route %d: %+v", i, r)
-		}
-	}
-	if v := tb.Evaluate([]byte("X")); v.Best.Proto != ps[1] {
-		t.Fatalf("Evaluate picked %s, want B (lower priority)", v.Best.Name)
-	}
-	if _, err := NewTable([]*protocols.Protocol{nil}, 0, nil); err == nil {
-		t.Fatal("nil protocol accepted")
 	}
 }

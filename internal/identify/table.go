@@ -35,11 +35,6 @@ type Route struct {
 	Index int
 	// Name is the protocol's name (Spec.Name), for logs and metrics.
 	Name string
-	// Proto is the protocol the route was built from by NewTable; nil for
-	// routes built by New.
-	//
-	// Deprecated: integrator removes
-	Proto *protocols.Protocol
 
 	rank     int // position in the ranked order
 	spec     protocols.Spec
@@ -144,28 +139,6 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 	}
 	if cacheTTL > 0 {
 		t.cache = NewCache(cacheTTL, defaultCacheEntries, counters)
-	}
-	return t, nil
-}
-
-// NewTable is New for protocols: each route's Spec, Conditions, Priority and
-// Fallback come from the protocol, and Route.Proto is set.
-//
-// Deprecated: integrator removes
-func NewTable(protos []*protocols.Protocol, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
-	specs := make([]RouteSpec, len(protos))
-	for i, p := range protos {
-		if p == nil {
-			return nil, fmt.Errorf("protocol #%d: no name", i+1)
-		}
-		specs[i] = RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback}
-	}
-	t, err := New(specs, cacheTTL, counters)
-	if err != nil {
-		return nil, err
-	}
-	for i, r := range t.routes {
-		r.Proto = protos[i]
 	}
 	return t, nil
 }

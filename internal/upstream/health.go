@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/darkit/protoplex/protocols"
 	"io"
 	"net"
 	"strings"
@@ -11,23 +12,15 @@ import (
 	"time"
 )
 
-// HealthCheck configures active checks; Interval 0 disables them (passive
-// health still applies).
-type HealthCheck struct {
-	Interval time.Duration
-	Timeout  time.Duration // default: Interval, at most 5s
-	Rise     int           // consecutive successes to mark a target up (default 2)
-	Fall     int           // consecutive failures to mark it down (default 3)
-	Check    string        // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx)
-	Path     string        // for "http" (default "/")
-}
-
-// Pool keeps MinIdle pre-dialed connections per target, each handed to one
-// client only; older than MaxIdleTime (default 30s) they are discarded.
-type Pool struct {
-	MinIdle     int
-	MaxIdleTime time.Duration
-}
+// HealthCheck configures active checks (Interval 0 disables them; passive
+// health still applies); Pool keeps MinIdle pre-dialed connections per
+// target, each handed to one client only, discarded older than MaxIdleTime
+// (default 30s). They are the protocols package's types: the configuration,
+// the route and this package share one definition.
+type (
+	HealthCheck = protocols.HealthConfig
+	Pool        = protocols.PoolConfig
+)
 
 // MaxPoolIdle bounds Pool.MinIdle: every pooled connection is a socket and
 // an fd held open, and the pool's channel is allocated at that capacity.
