@@ -5,6 +5,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -60,7 +61,7 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	}
 	pm.protos = u.protos
 	pm.settings.Store(u.settings)
-	pm.commitRoutingLocked(u.routing)
+	pm.commitLocked(u.routing)
 	if pm.listenFromConfig {
 		pm.listeners.Commit(cfg.Server.Listen)
 	}
@@ -76,7 +77,7 @@ func (pm *ProtocolManager) CheckConfig(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	u.routing.discard() // the listeners it bound stay for the UpdateConfig that follows
+	u.routing.Discard() // the listeners it bound stay for the UpdateConfig that follows
 	return nil
 }
 
@@ -85,12 +86,12 @@ type update struct {
 	protos   []*protocols.Protocol
 	settings *settings
 	security guard.Config
-	routing  *routingPlan
+	routing  *routing.Plan
 }
 
 // discard releases what prepareLocked built for an update not applied.
 func (u *update) discard(pm *ProtocolManager) {
-	u.routing.discard()
+	u.routing.Discard()
 	pm.listeners.Release()
 }
 
@@ -120,12 +121,12 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 		next.trustedProxies = append(next.trustedProxies, p)
 	}
 	sec := cfg.Security.Guard()
-	plan, err := pm.planRoutingLocked(protos, cfg.Server.CacheTTL)
+	plan, err := pm.planLocked(protos, next)
 	if err != nil {
 		return nil, err
 	}
 	if err := pm.prepareListenLocked(cfg.Server.Listen); err != nil {
-		plan.discard()
+		plan.Discard()
 		return nil, err
 	}
 	return &update{protos: protos, settings: next, security: sec, routing: plan}, nil

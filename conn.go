@@ -67,7 +67,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Identify.
 	rt := pm.routing.Load()
-	res := rt.table.Identify(c, buf.b, prefilled, identify.Limits{
+	res := rt.Identify.Identify(c, buf.b, prefilled, identify.Limits{
 		MinBytes:        s.IdentifyMinBytes,
 		Timeout:         s.IdentifyTimeout,
 		ReadTimeout:     s.IdentifyReadTimeout,
@@ -91,9 +91,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 
 	// Route.
-	e := rt.entries[res.Route.Index]
-	e.stats.Identify(time.Since(start))
-	if h := e.proto.Handler; h != nil {
+	e := rt.Entries[res.Route.Index]
+	e.Stats.Identify(time.Since(start))
+	if h := e.Proto.Handler; h != nil {
 		rc := proxy.NewReplayConn(c, buf.b[:res.N])
 		buf.release()
 		h(rc)
@@ -102,11 +102,11 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Dial.
 	ctx, cancel := context.WithTimeout(pm.ctx, s.DialTimeout)
-	bc, target, done, err := e.backend.Dial(ctx, client, c.LocalAddr())
+	bc, target, done, err := e.Backend.Dial(ctx, client, c.LocalAddr())
 	cancel()
 	if err != nil {
-		pm.log.Debug("dial failed", "protocol", e.proto.Name, "client", client.String(), "err", err)
-		e.stats.DialError.Inc()
+		pm.log.Debug("dial failed", "protocol", e.Proto.Name, "client", client.String(), "err", err)
+		e.Stats.DialError.Inc()
 		c.Close()
 		return
 	}
@@ -117,8 +117,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// directions are copied; the identification buffer goes back as soon
 	// as the replay is written, so an idle connection holds none.
 	idle := s.IdleTimeout
-	if e.proto.IdleTimeout > 0 {
-		idle = e.proto.IdleTimeout
+	if e.Proto.IdleTimeout > 0 {
+		idle = e.Proto.IdleTimeout
 	}
 	fs := proxy.Forward(c, bc, proxy.Options{
 		Replay:        buf.b[:res.N],
@@ -127,14 +127,14 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		Idle:          idle,
 		Aborted:       pm.draining.Load,
 	})
-	e.stats.Up.Add(float64(fs.Up))
-	e.stats.Down.Add(float64(fs.Down))
-	e.stats.Closed[fs.Reason].Inc()
+	e.Stats.Up.Add(float64(fs.Up))
+	e.Stats.Down.Add(float64(fs.Down))
+	e.Stats.Closed[fs.Reason].Inc()
 	if fs.PipeFallbacks > 0 {
 		st.PipeFallbacks.Add(float64(fs.PipeFallbacks))
 	}
 	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
-		pm.log.Debug("connection closed", "client", client.String(), "protocol", e.proto.Name, "target", target,
+		pm.log.Debug("connection closed", "client", client.String(), "protocol", e.Proto.Name, "target", target,
 			"up", fs.Up, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
 	}
 }

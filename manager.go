@@ -28,6 +28,7 @@ import (
 	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
+	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -58,7 +59,7 @@ type ProtocolManager struct {
 	listenFromConfig bool
 
 	settings atomic.Pointer[settings]
-	routing  atomic.Pointer[routing]
+	routing  atomic.Pointer[routing.Table]
 	draining atomic.Bool
 	serving  atomic.Int32 // listeners accepting now
 	ctx      context.Context
@@ -96,7 +97,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 		}
 	})
 	pm.settings.Store(&settings{Server: o.server})
-	_ = pm.stats.RegisterState(pm.Draining, pm.sumBackends(backendCreated), pm.sumBackends(backendReused))
+	_ = pm.stats.RegisterState(pm.Draining, func() int64 { return pm.pool().ConnectionsCreated }, func() int64 { return pm.pool().ConnectionsReused })
 	err := config.CheckServer(o.server)
 	if err == nil {
 		pm.guard, err = guard.New(guard.Config{}, pm.log, nil)
@@ -201,11 +202,7 @@ func (pm *ProtocolManager) Close() error {
 		pm.guard.Close()
 	}
 	if rt := pm.routing.Load(); rt != nil {
-		for _, e := range rt.entries {
-			if e.backend != nil {
-				e.backend.Close()
-			}
-		}
+		rt.Close()
 	}
 	for _, m := range monitors {
 		if m != nil {

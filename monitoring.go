@@ -26,26 +26,21 @@ type (
 // heap figures from runtime/metrics (no stop-the-world); still, don't call
 // it per connection.
 func (pm *ProtocolManager) GetMetrics() ProtocolManagerMetrics {
-	m := ProtocolManagerMetrics{ActiveConnections: int64(pm.conns.Len())}
-	if rt := pm.routing.Load(); rt != nil {
-		for _, e := range rt.entries {
-			if b := e.backend; b != nil {
-				m.ConnectionPool.ConnectionsCreated += b.Created()
-				m.ConnectionPool.ConnectionsReused += b.Reused()
-				m.ConnectionPool.Idle += b.Idle()
-				m.ConnectionPool.HealthChecks += b.HealthChecks()
-				for _, st := range b.Status() {
-					m.ConnectionPool.Active += st.Active
-				}
-			}
-		}
-	}
+	m := ProtocolManagerMetrics{ActiveConnections: int64(pm.conns.Len()), ConnectionPool: pm.pool()}
 	m.Security = pm.guard.Metrics()
 	metrics.ReadBuffers(&m.MemoryPool, pm.bufs)
 	metrics.ReadRuntime(&m.MemoryPool)
 	m.CacheHitRate = pm.stats.CacheHitRate()
 	m.Identified = pm.stats.Identified()
 	return m
+}
+
+// pool sums the live backend sets' figures.
+func (pm *ProtocolManager) pool() PoolMetrics {
+	if rt := pm.routing.Load(); rt != nil {
+		return rt.Pool()
+	}
+	return PoolMetrics{}
 }
 
 // MetricsHandler returns the Prometheus handler of this manager's registry.
@@ -133,20 +128,11 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 		return false, "not listening"
 	}
 	rt := pm.routing.Load()
-	if rt == nil || len(rt.entries) == 0 {
+	if rt == nil || len(rt.Entries) == 0 {
 		return false, "no protocols configured"
 	}
-	for _, e := range rt.entries {
-		if e.backend == nil || e.proto.Health.Interval <= 0 {
-			continue
-		}
-		up := false
-		for _, t := range e.backend.Status() {
-			up = up || t.Up
-		}
-		if !up {
-			return false, fmt.Sprintf("protocol %s: no healthy target", e.proto.Name)
-		}
+	if name, bad := rt.Unhealthy(); bad {
+		return false, fmt.Sprintf("protocol %s: no healthy target", name)
 	}
 	return true, "ok"
 }

@@ -1,0 +1,194 @@
+// Package routing builds a manager's routing snapshot: the identification
+// table of the configured protocols and, per route, where its connections
+// go (a backend set, or an in-process handler) and its metrics. A snapshot
+// is immutable; a reload builds the next one beside it, reusing the backend
+// sets whose options did not change (their health state and warm pools
+// survive), and swaps it in only when every part was built.
+package routing
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/upstream"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// Table is one routing snapshot. A connection keeps the snapshot it
+// started with, so reloads never disturb it.
+type Table struct {
+	Identify *identify.Table
+	Entries  []*Entry // by identify.Route.Index: the protocols' order
+}
+
+// Entry is one configured route: the protocol as the user gave it, where
+// its connections go and its metrics.
+type Entry struct {
+	Proto   *protocols.Protocol
+	Backend *upstream.Set // nil for in-process handlers
+	Stats   *metrics.Route
+}
+
+// Plan is a snapshot built but not live yet: its fresh backend sets are not
+// started, and the sets it would retire still serve.
+type Plan struct {
+	next   *Table
+	stats  *metrics.Stats
+	fresh  []*Entry // with a backend set built for this plan
+	unused []*upstream.Set
+}
+
+// Build compiles protos into a plan, reusing old's backend sets where the
+// backend options are unchanged. Nothing is started, closed or counted.
+func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st *metrics.Stats) (*Plan, error) {
+	specs := make([]identify.RouteSpec, len(protos))
+	for i, p := range protos {
+		specs[i] = identify.RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback}
+	}
+	table, err := identify.New(specs, cacheTTL, &st.Cache)
+	if err != nil {
+		return nil, err
+	}
+	reuse := map[backendKey]*upstream.Set{}
+	if old != nil {
+		for _, e := range old.Entries {
+			if e.Backend != nil {
+				reuse[keyOf(e.Proto)] = e.Backend
+			}
+		}
+	}
+	plan := &Plan{next: &Table{Identify: table, Entries: make([]*Entry, len(protos))}, stats: st}
+	for i, p := range protos {
+		e := &Entry{Proto: p}
+		plan.next.Entries[i] = e
+		if p.Handler != nil {
+			continue
+		}
+		if b, ok := reuse[keyOf(p)]; ok {
+			e.Backend = b
+			delete(reuse, keyOf(p))
+			continue
+		}
+		if e.Backend, err = newBackend(p, st); err != nil {
+			plan.Discard()
+			return nil, fmt.Errorf("protocol %q: %w", p.Name, err)
+		}
+		plan.fresh = append(plan.fresh, e)
+	}
+	for _, b := range reuse {
+		plan.unused = append(plan.unused, b)
+	}
+	return plan, nil
+}
+
+// newBackend builds p's backend set, not started.
+func newBackend(p *protocols.Protocol, st *metrics.Stats) (*upstream.Set, error) {
+	targets, err := upstream.ParseTargets([]string{p.Target})
+	if err != nil {
+		return nil, err
+	}
+	source, err := upstream.ParseSource(p.Source)
+	if err != nil {
+		return nil, err
+	}
+	return upstream.New(targets, upstream.Options{
+		Strategy:    p.Balance,
+		SendProxy:   p.SendProxy,
+		DialDone:    st.DialObserver(p.Name),
+		StateChange: st.StateObserver(p.Name),
+		Health:      p.Health,
+		Pool:        p.Pool,
+		Source:      source,
+	})
+}
+
+// Discard releases the sets a plan built and will never use.
+func (plan *Plan) Discard() {
+	for _, e := range plan.fresh {
+		e.Backend.Close()
+	}
+}
+
+// Commit makes the plan's snapshot ready to serve and returns it: metrics
+// resolved, fresh sets started under ctx (with a backend_up gauge for
+// every target), and the sets no route uses any more closed — connections
+// already dialed through them are not affected. It cannot fail.
+func (plan *Plan) Commit(ctx context.Context) *Table {
+	for _, e := range plan.next.Entries {
+		e.Stats = plan.stats.Route(e.Proto.Name)
+	}
+	for _, e := range plan.fresh {
+		var targets []string
+		for _, t := range e.Backend.Status() {
+			targets = append(targets, t.Addr)
+		}
+		plan.stats.Targets(e.Proto.Name, targets)
+		e.Backend.Start(ctx)
+	}
+	for _, b := range plan.unused {
+		b.Close()
+	}
+	return plan.next
+}
+
+// Close closes every backend set of t.
+func (t *Table) Close() {
+	for _, e := range t.Entries {
+		if e.Backend != nil {
+			e.Backend.Close()
+		}
+	}
+}
+
+// Pool sums the backend sets' figures.
+func (t *Table) Pool() metrics.PoolMetrics {
+	var m metrics.PoolMetrics
+	for _, e := range t.Entries {
+		if b := e.Backend; b != nil {
+			m.ConnectionsCreated += b.Created()
+			m.ConnectionsReused += b.Reused()
+			m.Idle += b.Idle()
+			m.HealthChecks += b.HealthChecks()
+			for _, st := range b.Status() {
+				m.Active += st.Active
+			}
+		}
+	}
+	return m
+}
+
+// Unhealthy names the first protocol with active health checks and no
+// healthy target, if any.
+func (t *Table) Unhealthy() (string, bool) {
+	for _, e := range t.Entries {
+		if e.Backend == nil || e.Proto.Health.Interval <= 0 {
+			continue
+		}
+		up := false
+		for _, s := range e.Backend.Status() {
+			up = up || s.Up
+		}
+		if !up {
+			return e.Proto.Name, true
+		}
+	}
+	return "", false
+}
+
+// backendKey is what makes two protocols' backend sets interchangeable.
+type backendKey struct {
+	name, target, balance, sendProxy, source string
+	pool                                     protocols.PoolConfig
+	health                                   protocols.HealthConfig
+}
+
+func keyOf(p *protocols.Protocol) backendKey {
+	return backendKey{
+		name: strings.ToLower(p.Name), target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
+		source: strings.Join(p.Source, "\x00"), pool: p.Pool, health: p.Health,
+	}
+}
