@@ -29,8 +29,7 @@ import (
 func startDnsmasq(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "/usr/sbin/dnsmasq")
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	daemon(t, addr, bin, "-k", "-C", "/dev/null", "--port="+strconv.Itoa(port), "--listen-address=127.0.0.1",
 		"--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=", "--user=root",
 		"--log-facility=-", "--address=/example.test/192.0.2.7")
@@ -42,8 +41,7 @@ func startTurnserver(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "turnserver")
 	dir := t.TempDir()
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	daemon(t, addr, bin, "-n", "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
 		"--relay-ip", "127.0.0.1", "--no-auth", "--no-tls", "--no-dtls", "--no-rfc5780", "--no-cli",
 		"--allow-loopback-peers", "--pidfile", filepath.Join(dir, "pid"), "--db", filepath.Join(dir, "turndb"),
@@ -57,8 +55,7 @@ func startKamailio(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "kamailio")
 	dir := t.TempDir()
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	_, addr := loopbackPort(t)
 	cfg := fmt.Sprintf(`#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -85,8 +82,7 @@ func startNginxRTMP(t *testing.T) string {
 		requireBinary(t, module) // skips or fails with the installer hint
 	}
 	dir := t.TempDir()
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	_, addr := loopbackPort(t)
 	conf := fmt.Sprintf(`load_module %s;
 daemon off;
 pid %[2]s/nginx.pid;
@@ -105,8 +101,7 @@ func startXRDP(t *testing.T) (addr, logPath string) {
 	t.Helper()
 	bin := requireBinary(t, "xrdp")
 	dir := t.TempDir()
-	port := testnet.FreePort(t)
-	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	_, addr = loopbackPort(t)
 	logPath = filepath.Join(dir, "xrdp.log")
 	base, err := os.ReadFile("/etc/xrdp/xrdp.ini")
 	if err != nil {
@@ -140,8 +135,7 @@ func startVsftpd(t *testing.T, file, content string) string {
 	os.MkdirAll(empty, 0o755)
 	os.Chmod(root, 0o755) // read by the unprivileged ftp user after chroot
 	os.WriteFile(filepath.Join(root, file), []byte(content), 0o644)
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	conf := fmt.Sprintf(`listen=YES
 listen_ipv6=NO
 listen_address=127.0.0.1
@@ -171,8 +165,7 @@ func startSSHSocks(t *testing.T) string {
 	t.Helper()
 	sshdAddr, args := startSSHD(t)
 	ssh := requireBinary(t, "ssh")
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	_, addr := loopbackPort(t)
 	args = append(args, "-N", "-D", addr, "-p", sshdAddr[strings.LastIndexByte(sshdAddr, ':')+1:], "root@127.0.0.1")
 	daemon(t, addr, ssh, args...)
 	return addr
@@ -224,8 +217,7 @@ func openVPNPKI(t *testing.T, dir string) {
 func startOpenVPN(t *testing.T, pki string) string {
 	t.Helper()
 	bin := requireBinary(t, "/usr/sbin/openvpn")
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	startProcess(t, port, exec.Command(bin, "--dev", "null", "--proto", "tcp-server", "--local", "127.0.0.1", "--lport", strconv.Itoa(port),
 		"--tls-server", "--dh", "none", "--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "server.crt"),
 		"--key", filepath.Join(pki, "server.key"), "--verb", "3"))

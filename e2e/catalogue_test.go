@@ -29,8 +29,7 @@ func startMosquitto(t *testing.T) string {
 func startMicrosocks(t *testing.T) string {
 	t.Helper()
 	bin := requireBinary(t, "microsocks")
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	daemon(t, addr, bin, "-i", "127.0.0.1", "-p", fmt.Sprint(port))
 	return addr
 }

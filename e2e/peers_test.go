@@ -54,6 +54,13 @@ func run(t testing.TB, timeout time.Duration, name string, args ...string) (stri
 	return string(out), err
 }
 
+// loopbackPort returns a port for a real server to listen on (see
+// testnet.FreePort) and its 127.0.0.1 address.
+func loopbackPort(t testing.TB) (port int, addr string) {
+	port = testnet.FreePort(t)
+	return port, fmt.Sprintf("127.0.0.1:%d", port)
+}
+
 func startRedis(t testing.TB) string {
 	t.Helper()
 	addr, _ := startRedisOn(t, testnet.FreePort(t))

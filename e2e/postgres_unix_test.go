@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,8 +10,6 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
-
-	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // startPostgres initialises a throwaway cluster (user "app", trust auth) and
@@ -46,8 +43,7 @@ func startPostgres(t *testing.T) string {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	port := testnet.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port, addr := loopbackPort(t)
 	server := exec.Command(filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
 		"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "fsync=off")
 	server.SysProcAttr = &syscall.SysProcAttr{Credential: cred}

@@ -21,6 +21,23 @@ import (
 	"github.com/darkit/protoplex/internal/testnet"
 )
 
+// openStream opens a connection through addr that the backend answering
+// with prefix serves, and keeps it open until the test ends.
+func openStream(t *testing.T, addr, prefix string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "SSH-2.0-long\r\n")
+	r := bufio.NewReader(c)
+	if l, _ := r.ReadString('\n'); l != prefix+"SSH-2.0-long\r\n" {
+		t.Fatalf("stream through %s: %q, want %sSSH-2.0-long", addr, l, prefix)
+	}
+	return c, r
+}
+
 // TestReloadAndDrain runs the real binary: SIGHUP applies an edited file to
 // new connections while an established one keeps its backend; an invalid
 // edit is rejected and the running config keeps serving; SIGTERM drains.
@@ -35,17 +52,7 @@ func TestReloadAndDrain(t *testing.T) {
 	p := start(t, "-config", cfg)
 	addr := p.waitLine(t, `^listening: (\S+)`)[1]
 
-	// An established stream on backend A.
-	long, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer long.Close()
-	io.WriteString(long, "SSH-2.0-long\r\n")
-	lr := bufio.NewReader(long)
-	if l, _ := lr.ReadString('\n'); l != "A:SSH-2.0-long\r\n" {
-		t.Fatalf("long stream: %q", l)
-	}
+	long, _ := openStream(t, addr, "A:") // established on backend A
 
 	writeFile(t, cfg, conf(b))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
@@ -97,16 +104,7 @@ func TestListenRebind(t *testing.T) {
 	writeFile(t, cfg, conf(first))
 	p := start(t, "-config", cfg)
 	p.waitLine(t, `^listening: `)
-	long, err := net.Dial("tcp", first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer long.Close()
-	io.WriteString(long, "SSH-2.0-long\r\n")
-	lr := bufio.NewReader(long)
-	if l, _ := lr.ReadString('\n'); l != "A:SSH-2.0-long\r\n" {
-		t.Fatalf("long: %q", l)
-	}
+	long, lr := openStream(t, first, "A:")
 	writeFile(t, cfg, conf(second))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, func() bool { return testnet.Listening(second) }, "new address never listened; stderr:\n%s", p.Out)

@@ -240,10 +240,7 @@ func (g *Guard) Admit(ip netip.Addr) (Ticket, Reason) {
 		return Ticket{}, Allowed
 	}
 	now := g.now()
-	key := trackKey(ip)
-	sh := g.shardOf(key)
-	sh.mu.Lock()
-	e := g.entry(sh, key)
+	sh, e := g.lockEntry(trackKey(ip))
 	if e == nil {
 		sh.mu.Unlock()
 		g.full.Add(1)
@@ -323,11 +320,8 @@ func (g *Guard) IdentifyFailed(ip netip.Addr) {
 	if st.white.contains(ip) {
 		return
 	}
-	now := g.now()
-	key := trackKey(ip)
-	sh := g.shardOf(key)
-	sh.mu.Lock()
-	e := g.entry(sh, key)
+	now, key := g.now(), trackKey(ip)
+	sh, e := g.lockEntry(key)
 	if e == nil {
 		sh.mu.Unlock()
 		return
@@ -368,9 +362,7 @@ func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
 	d = min(d, maxRemoteBan)
 	now := g.now()
 	key := trackKey(ip.Unmap())
-	sh := g.shardOf(key)
-	sh.mu.Lock()
-	e := g.entry(sh, key)
+	sh, e := g.lockEntry(key)
 	if e != nil {
 		sh.touch(e, now)
 		if until := now.Add(d); until.After(e.bannedUntil) {
@@ -381,6 +373,14 @@ func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
 	if e == nil {
 		g.log.Warn("remote ban dropped: source table full", "source", key.String())
 	}
+}
+
+// lockEntry locks key's shard and returns it with key's state there, as
+// entry does; the caller unlocks the shard.
+func (g *Guard) lockEntry(key netip.Addr) (*shard, *entry) {
+	sh := g.shardOf(key)
+	sh.mu.Lock()
+	return sh, g.entry(sh, key)
 }
 
 // entry returns key's state in sh (locked by the caller), creating it. When
