@@ -47,7 +47,7 @@ func stalledBackend(t *testing.T) string {
 	t.Helper()
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+			setRcvBuf(fd, 16<<10)
 		})
 	}}
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
