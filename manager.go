@@ -2,11 +2,12 @@
 // connection identified from its first bytes and forwarded to that protocol's
 // backend or served by an in-process handler.
 //
-// The root package is the public API: ProtocolManager (this file, serve.go,
-// conn.go for the per-connection path, routing.go), its options and
-// configuration (options.go, config.go, configured.go), monitoring
-// (monitoring.go) and cluster mode (distributed.go). The machinery lives in
-// internal/ (docs/ARCHITECTURE.md maps it).
+// The root package is the public API: ProtocolManager and its routing
+// snapshot (this file), listeners (serve.go), the per-connection path
+// (conn.go), options and configuration (options.go, config.go,
+// configured.go), monitoring (monitoring.go) and cluster mode
+// (distributed.go). The machinery lives in internal/ (docs/ARCHITECTURE.md
+// maps it).
 package protoplex
 
 import (
@@ -211,3 +212,33 @@ func (pm *ProtocolManager) Close() error {
 	}
 	return nil
 }
+
+func (pm *ProtocolManager) rebuild() error {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	return pm.rebuildLocked()
+}
+
+// rebuildLocked compiles pm.protos into a new routing snapshot and swaps it
+// in. Backend sets of unchanged targets are reused so health state and warm
+// pools survive.
+func (pm *ProtocolManager) rebuildLocked() error {
+	plan, err := pm.planLocked(pm.protos, pm.settings.Load())
+	if err != nil {
+		return err
+	}
+	pm.commitLocked(plan)
+	return nil
+}
+
+// planLocked builds the routing of protos without changing anything.
+func (pm *ProtocolManager) planLocked(protos []*protocols.Protocol, s *settings) (*routing.Plan, error) {
+	plan, err := routing.Build(protos, s.CacheTTL, pm.routing.Load(), pm.stats)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: %w", err)
+	}
+	return plan, nil
+}
+
+// commitLocked makes plan the live routing. It cannot fail.
+func (pm *ProtocolManager) commitLocked(plan *routing.Plan) { pm.routing.Store(plan.Commit(pm.ctx)) }
