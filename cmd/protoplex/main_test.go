@@ -35,13 +35,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestVersion(t *testing.T) {
 	out, err := exec.Command(binary, "-version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "protoplex ") {
@@ -52,13 +45,13 @@ func TestVersion(t *testing.T) {
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
-	writeFile(t, good, "server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n")
+	testnet.WriteFile(t, good, "server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n")
 	out, err := exec.Command(binary, "-check", "-config", good).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("good config: %v: %s", err, out)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
-	writeFile(t, bad, "server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:99999\"\n")
+	testnet.WriteFile(t, bad, "server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:99999\"\n")
 	out, err = exec.Command(binary, "-check", "-config", bad).CombinedOutput()
 	if err == nil {
 		t.Fatalf("bad config accepted: %s", out)
@@ -76,7 +69,7 @@ func TestCheck(t *testing.T) {
 		"listen.yaml":  "server:\n  listen: \"127.0.0.1:99999\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n",
 	} {
 		path := filepath.Join(dir, name)
-		writeFile(t, path, content)
+		testnet.WriteFile(t, path, content)
 		out, err := exec.Command(binary, "-check", "-config", path).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), name+":") {
 			t.Errorf("-check %s: %v: %s", name, err, out)

@@ -48,19 +48,19 @@ func TestReloadAndDrain(t *testing.T) {
 	conf := func(target string) string {
 		return fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"10s\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", target)
 	}
-	writeFile(t, cfg, conf(a))
+	testnet.WriteFile(t, cfg, conf(a))
 	p := start(t, "-config", cfg)
 	addr := p.waitLine(t, `^listening: (\S+)`)[1]
 
 	long, _ := openStream(t, addr, "A:") // established on backend A
 
-	writeFile(t, cfg, conf(b))
+	testnet.WriteFile(t, cfg, conf(b))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, func() bool { return ask(addr, "SSH-2.0-new\r\n") == "B:SSH-2.0-new\r\n" },
 		"reload not applied; stderr:\n%s", p.Out)
 
 	// Invalid edit: rejected, B keeps serving.
-	writeFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n")
+	testnet.WriteFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n")
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, p.logged("protoplex.yaml:3"), "invalid reload not reported with file:line; stderr:\n%s", p.Out)
 	if got := ask(addr, "SSH-2.0-after\r\n"); got != "B:SSH-2.0-after\r\n" {
@@ -68,7 +68,7 @@ func TestReloadAndDrain(t *testing.T) {
 	}
 	// Truncated (`: > file`): rejected with the reason, the listener stays
 	// where it is (an accepted empty file would rebind it to :9090), B serves.
-	writeFile(t, cfg, "")
+	testnet.WriteFile(t, cfg, "")
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, p.logged("protoplex.yaml:1: no protocols"), "truncated file not reported; stderr:\n%s", p.Out)
 	if got := ask(addr, "SSH-2.0-empty\r\n"); got != "B:SSH-2.0-empty\r\n" {
@@ -101,11 +101,11 @@ func TestListenRebind(t *testing.T) {
 	conf := func(listen string) string {
 		return fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", listen, be)
 	}
-	writeFile(t, cfg, conf(first))
+	testnet.WriteFile(t, cfg, conf(first))
 	p := start(t, "-config", cfg)
 	p.waitLine(t, `^listening: `)
 	long, lr := openStream(t, first, "A:")
-	writeFile(t, cfg, conf(second))
+	testnet.WriteFile(t, cfg, conf(second))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, func() bool { return testnet.Listening(second) }, "new address never listened; stderr:\n%s", p.Out)
 	testnet.Eventually(t, 10*time.Second, func() bool { return !testnet.Listening(first) }, "old address still listening")
@@ -138,7 +138,7 @@ func TestReloadRejectedWhenListenBindFails(t *testing.T) {
 	conf := func(listen, target string) string {
 		return fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: %d\n  health_check_port: 0\n", listen, target, metricsPort)
 	}
-	writeFile(t, cfg, conf(first, a))
+	testnet.WriteFile(t, cfg, conf(first, a))
 	p := start(t, "-config", cfg)
 	metrics := "http://" + p.waitLine(t, `^metrics:\s+http://(\S+)/metrics`)[1] + "/metrics"
 	p.waitLine(t, `^listening: `)
@@ -148,7 +148,7 @@ func TestReloadRejectedWhenListenBindFails(t *testing.T) {
 	const success, failure = `protoplex_config_reloads_total{result="success"}`, `protoplex_config_reloads_total{result="failure"}`
 	successes, failures := metric(t, metrics, success), metric(t, metrics, failure)
 
-	writeFile(t, cfg, conf(taken.Addr().String(), b))
+	testnet.WriteFile(t, cfg, conf(taken.Addr().String(), b))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, p.logged("address already in use"), "bind failure not logged; stderr:\n%s", p.Out)
 	if got := ask(first, "SSH-2.0-after\r\n"); got != "A:SSH-2.0-after\r\n" {
@@ -161,7 +161,7 @@ func TestReloadRejectedWhenListenBindFails(t *testing.T) {
 		t.Fatalf("reloads: success %v → %v, failure %v → %v; want success unchanged, one more failure", successes, s, failures, f)
 	}
 
-	writeFile(t, cfg, conf(second, b))
+	testnet.WriteFile(t, cfg, conf(second, b))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, func() bool { return testnet.Listening(second) },
 		"a valid change after the failure was not applied; stderr:\n%s", p.Out)
@@ -179,10 +179,10 @@ func TestMonitoringChangeWarned(t *testing.T) {
 	conf := func(target string, port int) string {
 		return fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: %d\n", target, port)
 	}
-	writeFile(t, cfg, conf(a, 0))
+	testnet.WriteFile(t, cfg, conf(a, 0))
 	p := start(t, "-config", cfg)
 	addr := p.waitLine(t, `^listening: (\S+)`)[1]
-	writeFile(t, cfg, conf(b, testnet.FreePort(t)))
+	testnet.WriteFile(t, cfg, conf(b, testnet.FreePort(t)))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
 	testnet.Eventually(t, 10*time.Second, p.logged("monitoring.health_check_port"),
 		"no warning naming monitoring.health_check_port; stderr:\n%s", p.Out)

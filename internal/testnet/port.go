@@ -1,9 +1,9 @@
 // Package testnet holds what tests of several packages need to run real
 // servers on loopback: listeners and accept loops that end with the test,
 // fake backends, a client round trip, a poll with a bound (Eventually), a
-// buffer for output written concurrently, and subprocesses killed at the
-// end of the test. It imports only the standard library, so any package's
-// tests can use it.
+// buffer for output written concurrently, subprocesses killed at the end of
+// the test, and files written or the test failed. It imports only the
+// standard library, so any package's tests can use it.
 package testnet
 
 import (

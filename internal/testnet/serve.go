@@ -83,11 +83,11 @@ func ServeOn(tb testing.TB, ln net.Listener, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// Start runs serve on a Listen listener until the test ends, and returns
-// the listener's address: a server with the signature of
-// http.Server.Serve's context-taking relatives, such as a method value
-// pm.Serve. When the test ends, serve's context is cancelled and Start
-// waits for serve to return; an error it returns fails the test.
+// Start runs serve on a Listen listener until the test ends and returns the
+// listener's address. serve serves ln until ctx ends, as the method value
+// pm.Serve of a protoplex.ProtocolManager does. When the test ends, ctx is
+// cancelled and Start waits for serve to return; an error it returns fails
+// the test.
 func Start(tb testing.TB, serve func(ctx context.Context, ln net.Listener) error) string {
 	tb.Helper()
 	ln := Listen(tb)
