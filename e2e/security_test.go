@@ -139,14 +139,17 @@ protocols:
 	if err != nil {
 		t.Skip("no IPv6 loopback")
 	}
-	cfg, _ := protoplex.ParseConfig([]byte("security:\n  ip_blacklist: [\"::1/128\"]\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:1\"\n"), "v6.yaml")
+	t.Cleanup(func() { ln.Close() })
+	cfg, err := protoplex.ParseConfig([]byte("security:\n  ip_blacklist: [\"::1/128\"]\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:1\"\n"), "v6.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	pm.UpdateConfig(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done; pm.Close() }()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	if err := pm.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pm.Close() })
+	c, err := net.Dial("tcp", testnet.StartOn(t, ln, pm.Serve))
 	if err != nil {
 		t.Fatal(err)
 	}

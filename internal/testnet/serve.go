@@ -84,13 +84,18 @@ func ServeOn(tb testing.TB, ln net.Listener, handle func(net.Conn)) string {
 }
 
 // Start runs serve on a Listen listener until the test ends and returns the
-// listener's address. serve serves ln until ctx ends, as the method value
-// pm.Serve of a protoplex.ProtocolManager does. When the test ends, ctx is
-// cancelled and Start waits for serve to return; an error it returns fails
-// the test.
+// listener's address. See StartOn.
 func Start(tb testing.TB, serve func(ctx context.Context, ln net.Listener) error) string {
 	tb.Helper()
-	ln := Listen(tb)
+	return StartOn(tb, Listen(tb), serve)
+}
+
+// StartOn runs serve on ln until the test ends and returns ln's address.
+// serve serves ln until ctx ends, as the method value pm.Serve of a
+// protoplex.ProtocolManager does. When the test ends, ctx is cancelled and
+// StartOn waits for serve to return; an error it returns fails the test.
+func StartOn(tb testing.TB, ln net.Listener, serve func(ctx context.Context, ln net.Listener) error) string {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, ln) }()
