@@ -85,7 +85,8 @@ func (s *Server) Limits() Limits {
 }
 
 // Close stops accepting, lets requests in flight finish for a second, then
-// closes whatever is left. It returns the listener's close error, if any.
+// closes whatever is left. It returns the listener's close error, if any;
+// a second Close does nothing and returns nil.
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
