@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/upstream"
 )
 
@@ -181,16 +182,16 @@ func (v *checker) security(sec *Security) {
 		}
 	}
 	rl := sec.RateLimit
-	if r := rl.RequestsPerSecond; math.IsNaN(r) || r < 0 || r > maxRateLimit || (sec.EnableRateLimit && r == 0) {
-		v.add(v.at("security", "rate_limit", "requests_per_second"), "security.rate_limit.requests_per_second: %v is outside (0, %g]", r, float64(maxRateLimit))
+	if r := rl.RequestsPerSecond; math.IsNaN(r) || r < 0 || r > guard.MaxRequestsPerSecond || (sec.EnableRateLimit && r == 0) {
+		v.add(v.at("security", "rate_limit", "requests_per_second"), "security.rate_limit.requests_per_second: %v is outside (0, %g]", r, float64(guard.MaxRequestsPerSecond))
 	}
-	v.intIn(v.at("security", "rate_limit", "burst_size"), "security.rate_limit.burst_size", rl.BurstSize, 0, maxBurstSize)
-	v.intIn(v.at("security", "max_connections_per_ip"), "security.max_connections_per_ip", sec.MaxConnectionsPerIP, 0, maxConnectionsPerIP)
+	v.intIn(v.at("security", "rate_limit", "burst_size"), "security.rate_limit.burst_size", rl.BurstSize, 0, guard.MaxBurstSize)
+	v.intIn(v.at("security", "max_connections_per_ip"), "security.max_connections_per_ip", sec.MaxConnectionsPerIP, 0, guard.MaxConnectionsPerIP)
 	dg := sec.DDoSGuard
-	v.intIn(v.at("security", "ddos_guard", "failure_threshold"), "security.ddos_guard.failure_threshold", dg.FailureThreshold, 0, maxFailureThreshold)
-	v.durIn(v.at("security", "ddos_guard", "window"), "security.ddos_guard.window", dg.Window, 0, maxDDoSWindow)
-	v.durIn(v.at("security", "ddos_guard", "ban_duration"), "security.ddos_guard.ban_duration", dg.BanDuration, 0, maxBanDuration)
-	v.durIn(v.at("security", "ddos_guard", "max_ban_duration"), "security.ddos_guard.max_ban_duration", dg.MaxBanDuration, 0, maxBanDuration)
+	v.intIn(v.at("security", "ddos_guard", "failure_threshold"), "security.ddos_guard.failure_threshold", dg.FailureThreshold, 0, guard.MaxFailureThreshold)
+	v.durIn(v.at("security", "ddos_guard", "window"), "security.ddos_guard.window", dg.Window, 0, guard.MaxWindow)
+	v.durIn(v.at("security", "ddos_guard", "ban_duration"), "security.ddos_guard.ban_duration", dg.BanDuration, 0, guard.MaxBanDuration)
+	v.durIn(v.at("security", "ddos_guard", "max_ban_duration"), "security.ddos_guard.max_ban_duration", dg.MaxBanDuration, 0, guard.MaxBanDuration)
 	if len(v.errs) == 0 {
 		// What the guard itself refuses (combinations of values).
 		if err := sec.Guard().Validate(); err != nil {

@@ -196,7 +196,7 @@ func TestRandomAccounting(t *testing.T) {
 					g.Release(tk)
 				}
 				checkInvariants(t, g, nil)
-				c.add(idleTTL + maxBanDurationLimit + time.Minute)
+				c.add(idleTTL + MaxBanDuration + time.Minute)
 				g.Sweep()
 				if g.Entries() != 0 {
 					t.Fatalf("%d entries left after the final sweep", g.Entries())

@@ -98,7 +98,7 @@ const (
 	// as one source instead of 2^64.
 	ipv6TrackBits = 64
 	// maxRemoteBan bounds a ban learnt from another node.
-	maxRemoteBan = maxBanDurationLimit
+	maxRemoteBan = MaxBanDuration
 )
 
 // Guard is safe for concurrent use.

@@ -7,17 +7,18 @@ import (
 	"time"
 )
 
-// Bounds of Config values. Beyond them a value is a mistake, not a policy:
+// Bounds of Config values (internal/config checks the file's security:
+// block against them too). Beyond them a value is a mistake, not a policy:
 // a per-source rate of a billion connections a second is no limit, a ban of
 // a year is a blacklist entry, and very long durations overflow time
 // arithmetic.
 const (
-	maxRequestsPerSecond = 1e9
-	maxBurstSize         = 1_000_000_000
-	maxConnectionsPerIP  = 1_000_000
-	maxFailureThreshold  = 1_000_000
-	maxWindow            = 24 * time.Hour
-	maxBanDurationLimit  = 30 * 24 * time.Hour
+	MaxRequestsPerSecond = 1e9
+	MaxBurstSize         = 1_000_000_000
+	MaxConnectionsPerIP  = 1_000_000
+	MaxFailureThreshold  = 1_000_000
+	MaxWindow            = 24 * time.Hour
+	MaxBanDuration       = 30 * 24 * time.Hour
 	maxListEntries       = 1 << 20
 )
 
@@ -36,27 +37,27 @@ func compile(c Config) (*state, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if r := c.RequestsPerSecond; math.IsNaN(r) || r < 0 || r > maxRequestsPerSecond {
-		bad("rate_limit.requests_per_second: %v is outside [0, %g]", r, float64(maxRequestsPerSecond))
+	if r := c.RequestsPerSecond; math.IsNaN(r) || r < 0 || r > MaxRequestsPerSecond {
+		bad("rate_limit.requests_per_second: %v is outside [0, %g]", r, float64(MaxRequestsPerSecond))
 	} else if c.EnableRateLimit && r == 0 {
 		bad("rate_limit.requests_per_second: must be > 0 when enable_rate_limit is set")
 	}
-	if b := c.BurstSize; b < 0 || b > maxBurstSize {
-		bad("rate_limit.burst_size: %d is outside [0, %d]", b, maxBurstSize)
+	if b := c.BurstSize; b < 0 || b > MaxBurstSize {
+		bad("rate_limit.burst_size: %d is outside [0, %d]", b, MaxBurstSize)
 	}
-	if n := c.MaxConnectionsPerIP; n < 0 || n > maxConnectionsPerIP {
-		bad("max_connections_per_ip: %d is outside [0, %d]", n, maxConnectionsPerIP)
+	if n := c.MaxConnectionsPerIP; n < 0 || n > MaxConnectionsPerIP {
+		bad("max_connections_per_ip: %d is outside [0, %d]", n, MaxConnectionsPerIP)
 	}
-	if n := c.FailureThreshold; n < 0 || n > maxFailureThreshold {
-		bad("ddos_guard.failure_threshold: %d is outside [0, %d]", n, maxFailureThreshold)
+	if n := c.FailureThreshold; n < 0 || n > MaxFailureThreshold {
+		bad("ddos_guard.failure_threshold: %d is outside [0, %d]", n, MaxFailureThreshold)
 	}
 	for _, d := range []struct {
 		key      string
 		v, limit time.Duration
 	}{
-		{"ddos_guard.window", c.Window, maxWindow},
-		{"ddos_guard.ban_duration", c.BanDuration, maxBanDurationLimit},
-		{"ddos_guard.max_ban_duration", c.MaxBanDuration, maxBanDurationLimit},
+		{"ddos_guard.window", c.Window, MaxWindow},
+		{"ddos_guard.ban_duration", c.BanDuration, MaxBanDuration},
+		{"ddos_guard.max_ban_duration", c.MaxBanDuration, MaxBanDuration},
 	} {
 		if d.v < 0 || d.v > d.limit {
 			bad("%s: %v is outside [0, %v]", d.key, d.v, d.limit)

@@ -64,20 +64,20 @@ func TestValidateRejectsWhatMisbehaves(t *testing.T) {
 // the cap; a shift-based doubling overflows int64 into a tiny ban.
 func TestBanDoublingNeverWraps(t *testing.T) {
 	first := time.Duration(1<<51 + 1) // about 26 days
-	g, c := newGuard(t, Config{EnableDDoSGuard: true, FailureThreshold: 1, BanDuration: first, MaxBanDuration: maxBanDurationLimit})
+	g, c := newGuard(t, Config{EnableDDoSGuard: true, FailureThreshold: 1, BanDuration: first, MaxBanDuration: MaxBanDuration})
 	var bans []time.Duration
 	g.SetOnBan(func(_ netip.Addr, d time.Duration) { bans = append(bans, d) })
 	a := ip("198.51.100.1")
 	for i := 0; i < 25; i++ {
 		g.IdentifyFailed(a)
-		c.add(maxBanDurationLimit + time.Second)
+		c.add(MaxBanDuration + time.Second)
 	}
 	if len(bans) != 25 {
 		t.Fatalf("%d bans", len(bans))
 	}
 	for i, d := range bans {
-		if d < first || d > maxBanDurationLimit {
-			t.Fatalf("ban %d lasts %v, want within [%v, %v]", i, d, first, maxBanDurationLimit)
+		if d < first || d > MaxBanDuration {
+			t.Fatalf("ban %d lasts %v, want within [%v, %v]", i, d, first, MaxBanDuration)
 		}
 	}
 }
