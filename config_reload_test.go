@@ -3,6 +3,7 @@ package protoplex
 import (
 	"errors"
 	"fmt"
+	"github.com/darkit/protoplex/internal/testnet"
 	"net/netip"
 	"os"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // empty file; the watcher's reload is rejected and the old routes keep
 // serving a real connection.
 func TestTruncatedConfigKeepsServing(t *testing.T) {
-	a := bannerServer(t, "A:")
+	a := testnet.Banner(t, "A:")
 	path, cm := watchedConfig(t, a)
 	failed := make(chan error, 10)
 	cm.OnConfigError(func(err error) { failed <- err })
@@ -55,7 +56,7 @@ func TestTruncatedConfigKeepsServing(t *testing.T) {
 // UpdateConfig returns an error and routes, settings and guard are all as
 // before (a real connection still reaches the old backend).
 func TestUpdateConfigAllOrNothing(t *testing.T) {
-	a, b := bannerServer(t, "A:"), bannerServer(t, "B:")
+	a, b := testnet.Banner(t, "A:"), testnet.Banner(t, "B:")
 	good, err := ParseConfig([]byte(fmt.Sprintf("server:\n  idle_timeout: \"1h\"\nsecurity:\n  ip_blacklist: [\"10.9.9.9\"]\nprotocols:\n  - name: SSH\n    target: %q\n", a)), "good.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestUpdateConfigAllOrNothing(t *testing.T) {
 // never becomes cm's current one, so callbacks such as the CLI's rebind
 // never see it; one an OnConfigCheck refuses is reported like a bad file.
 func TestConfigManagerAgreesWithManager(t *testing.T) {
-	a := bannerServer(t, "A:")
+	a := testnet.Banner(t, "A:")
 	path, cm := watchedConfig(t, a)
 	pm := NewProtocolManagerWithConfig(cm, WithLogger(discardLogger()))
 	if err := pm.Err(); err != nil {

@@ -79,7 +79,7 @@ func TestSourceKey(t *testing.T) {
 	}
 
 	seen := make(chan string, 1)
-	backend := goServer(t, func(c net.Conn) {
+	backend := testnet.Serve(t, func(c net.Conn) {
 		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
 		io.Copy(c, c)
 	})

@@ -2,6 +2,7 @@ package protoplex
 
 import (
 	"context"
+	"github.com/darkit/protoplex/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -21,7 +22,7 @@ func TestSmallBufferStillSeesWholeClientHello(t *testing.T) {
 		t.Fatal(err)
 	}
 	named := func(name string) string {
-		return goServer(t, func(c net.Conn) {
+		return testnet.Serve(t, func(c net.Conn) {
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := io.ReadFull(c, make([]byte, len(hello))); err == nil {
 				io.WriteString(c, name)
@@ -54,7 +55,7 @@ func stalledBackend(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return goServerOn(t, ln, func(net.Conn) { <-t.Context().Done() })
+	return testnet.ServeOn(t, ln, func(net.Conn) { <-t.Context().Done() })
 }
 
 // TestClientResetDuringStalledUploadIsReleased: the backend stops reading

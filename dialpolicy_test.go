@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -44,7 +45,7 @@ func TestDialErrorsCountedOncePerAttempt(t *testing.T) {
 // TestBackendDialedFromSource: with Protocol.Source the backend sees the
 // connections arrive from those addresses, in turn.
 func TestBackendDialedFromSource(t *testing.T) {
-	backend := goServer(t, func(c net.Conn) {
+	backend := testnet.Serve(t, func(c net.Conn) {
 		ip := c.RemoteAddr().(*net.TCPAddr).IP.String()
 		line := make([]byte, 64)
 		n, _ := c.Read(line)

@@ -2,6 +2,7 @@ package protoplex
 
 import (
 	"fmt"
+	"github.com/darkit/protoplex/internal/testnet"
 	"io"
 	"net"
 	"testing"
@@ -15,7 +16,7 @@ import (
 // close them, reload the cap back. The source must be served again.
 func TestGuardAccountingSurvivesReloads(t *testing.T) {
 	arrived := make(chan struct{}, 16)
-	backend := goServer(t, func(c net.Conn) { arrived <- struct{}{}; io.Copy(io.Discard, c) })
+	backend := testnet.Serve(t, func(c net.Conn) { arrived <- struct{}{}; io.Copy(io.Discard, c) })
 	conf := func(security string) *Config {
 		t.Helper()
 		cfg, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: SSH\n    target: %q\n%s", backend, security)), "test.yaml")

@@ -2,6 +2,7 @@ package protoplex
 
 import (
 	"context"
+	"github.com/darkit/protoplex/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -28,7 +29,7 @@ func get(t *testing.T, url string) (int, string) {
 // before listening and not while draining.
 func TestHealthProbes(t *testing.T) {
 	pm := NewProtocolManager(WithLogger(discardLogger()), WithGracefulShutdownTimeout(time.Minute))
-	pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "x")))
+	pm.AddProtocol(protocols.NewSSHProtocol(testnet.Banner(t, "x")))
 	addr, err := pm.ServeHealth("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -19,84 +19,26 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// serveTest runs pm on an ephemeral loopback port until the test ends.
+// serveTest runs pm on an ephemeral loopback port until the test ends,
+// then closes it.
 func serveTest(t *testing.T, pm *ProtocolManager) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		pm.Close()
-	})
-	return ln.Addr().String()
+	t.Cleanup(func() { pm.Close() }) // after Start's cleanup has stopped Serve
+	return testnet.Start(t, pm.Serve)
 }
 
-// goServer runs handler for every connection on an ephemeral port.
-func goServer(t *testing.T, handler func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return goServerOn(t, ln, handler)
-}
-
-// goServerOn runs handler (then closes the connection) for every
-// connection ln accepts until the test ends.
-func goServerOn(t *testing.T, ln net.Listener, handler func(net.Conn)) string {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); handler(c) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}
-
-// bannerServer answers the first line it reads with reply+line.
-func bannerServer(t *testing.T, reply string) string {
-	return goServer(t, func(c net.Conn) {
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return
-		}
-		io.WriteString(c, reply+line)
-	})
-}
-
+// roundTrip sends send, half-closes and returns what came back before the
+// peer closed (empty when the connection was refused or reset).
 func roundTrip(t *testing.T, addr, send string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, send); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	b, _ := io.ReadAll(c)
-	return string(b)
+	got, _ := testnet.RoundTrip(addr, send)
+	return got
 }
 
 // scrape parses the manager's /metrics output into "name{labels}" → value.
@@ -135,8 +77,8 @@ func scrape(t *testing.T, pm *ProtocolManager) map[string]float64 {
 
 func TestRoutesByFirstBytes(t *testing.T) {
 	pm := NewProtocolManager(WithLogger(discardLogger()))
-	sshBackend := bannerServer(t, "ssh-backend:")
-	redisBackend := bannerServer(t, "redis-backend:")
+	sshBackend := testnet.Banner(t, "ssh-backend:")
+	redisBackend := testnet.Banner(t, "redis-backend:")
 	if err := pm.AddProtocol(protocols.NewSSHProtocol(sshBackend)); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +142,7 @@ func TestOptionValidation(t *testing.T) {
 
 func TestUnidentifiedClosedAndCounted(t *testing.T) {
 	pm := NewProtocolManager(WithLogger(discardLogger()))
-	pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "x")))
+	pm.AddProtocol(protocols.NewSSHProtocol(testnet.Banner(t, "x")))
 	addr := serveTest(t, pm)
 	if got := roundTrip(t, addr, "SSX-garbage\r\n"); got != "" {
 		t.Fatalf("garbage got a reply: %q", got)
@@ -210,7 +152,7 @@ func TestUnidentifiedClosedAndCounted(t *testing.T) {
 
 func TestMaxConnectionsRefusesOverCap(t *testing.T) {
 	pm := NewProtocolManager(WithLogger(discardLogger()), WithMaxConnections(2))
-	pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "x")))
+	pm.AddProtocol(protocols.NewSSHProtocol(testnet.Banner(t, "x")))
 	addr := serveTest(t, pm)
 	var held []net.Conn
 	for i := 0; i < 2; i++ {
@@ -242,7 +184,7 @@ func TestMaxConnectionsRefusesOverCap(t *testing.T) {
 // lets an active stream finish, and only then returns.
 func TestDrainWaitsForStreams(t *testing.T) {
 	release := make(chan struct{})
-	backend := goServer(t, func(c net.Conn) {
+	backend := testnet.Serve(t, func(c net.Conn) {
 		bufio.NewReader(c).ReadString('\n')
 		io.WriteString(c, "first\n")
 		<-release
@@ -309,7 +251,7 @@ func drainSetup(t *testing.T, backend string, halfClose bool) (pm *ProtocolManag
 }
 
 func TestDrainDeadlineClosesStragglers(t *testing.T) {
-	backend := goServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	backend := testnet.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	pm, c, cancel, done := drainSetup(t, backend, false)
 	cancel()
 	if err := <-done; err != nil {
@@ -330,7 +272,7 @@ func TestDrainDeadlineClosesStragglers(t *testing.T) {
 func TestDrainDeadlineClosesHalfClosed(t *testing.T) {
 	hold := make(chan struct{})
 	defer close(hold)
-	backend := goServer(t, func(c net.Conn) {
+	backend := testnet.Serve(t, func(c net.Conn) {
 		io.Copy(io.Discard, c) // reads the client's EOF, answers nothing
 		<-hold                 // and keeps its side open
 	})
@@ -353,23 +295,17 @@ func isReset(err error) bool {
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// waitFor polls cond until it holds or 10s pass.
+// waitFor waits up to 10 s for cond.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testnet.Eventually(t, 10*time.Second, cond, "condition not met within 10s")
 }
 
 // TestFailoverAndPassiveHealth: with a dead first target, every client is
 // served by the live one; the dead target is reported down.
 func TestFailoverAndPassiveHealth(t *testing.T) {
 	const deadAddr = "127.0.0.1:1" // refused; a freed ephemeral port could be taken again
-	live := bannerServer(t, "live:")
+	live := testnet.Banner(t, "live:")
 	pm := NewProtocolManager(WithLogger(discardLogger()))
 	pm.AddProtocol(protocols.NewSSHProtocol(deadAddr + "," + live))
 	addr := serveTest(t, pm)
@@ -465,4 +401,21 @@ func keepAliveOn(t *testing.T, c net.Conn) bool {
 		t.Fatal(err)
 	}
 	return v != 0
+}
+
+// TestBackendUpFromStart: every configured target has a backend_up series
+// at 1 before any client was routed to it, and a failed dial turns it to 0.
+func TestBackendUpFromStart(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	if err := pm.AddProtocol(protocols.NewSSHProtocol("127.0.0.1:1")); err != nil {
+		t.Fatal(err)
+	}
+	const series = "protoplex_backend_up{protocol=SSH,target=127.0.0.1:1}"
+	if v, ok := scrape(t, pm)[series]; !ok || v != 1 {
+		t.Fatalf("backend_up of a target not dialed yet: %v (present %v)", v, ok)
+	}
+	roundTrip(t, serveTest(t, pm), "SSH-2.0-x\r\n") // 127.0.0.1:1 refuses
+	if v := scrape(t, pm)[series]; v != 0 {
+		t.Fatalf("backend_up after a refused dial: %v", v)
+	}
 }

@@ -2,6 +2,7 @@ package protoplex
 
 import (
 	"bufio"
+	"github.com/darkit/protoplex/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -61,7 +62,7 @@ func TestMonitoringPortsCapConnections(t *testing.T) {
 	} {
 		t.Run(port.name, func(t *testing.T) {
 			pm := NewProtocolManager(WithLogger(discardLogger()))
-			pm.AddProtocol(protocols.NewSSHProtocol(bannerServer(t, "ssh:")))
+			pm.AddProtocol(protocols.NewSSHProtocol(testnet.Banner(t, "ssh:")))
 			data := serveTest(t, pm)
 			mon, err := port.start(pm)
 			if err != nil {
@@ -151,7 +152,6 @@ func TestMonitoringDefaults(t *testing.T) {
 		}
 	}
 }
-
 
 // dialFrom connects to addr from 127.0.0.host, a source of its own.
 func dialFrom(host byte, addr string) (net.Conn, error) {
