@@ -2,10 +2,10 @@ package protocols
 
 import "encoding/binary"
 
-func init() {
-	register(Descriptor{Name: "DNS", New: NewDNSProtocol,
-		Summary: "DNS over TCP: a query with a well-formed first question"})
-}
+func init() { register(dnsDescriptor, NewDNSProtocol) }
+
+var dnsDescriptor = Descriptor{Name: "DNS", Detect: detectDNS, FirstBytes: []byte{0x00, 0x01},
+	Summary: "DNS over TCP: a query with a well-formed first question"}
 
 // NewDNSProtocol routes DNS over TCP: a 2-byte length, then a header that
 // is a query (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions
@@ -15,9 +15,7 @@ func init() {
 // Indexed under first bytes 0x00 and 0x01 (the length's high byte): queries
 // up to 511 bytes, which covers what resolvers send; a length-prefixed
 // detector without an index would make every other client wait for it.
-func NewDNSProtocol(target string) *Protocol {
-	return &Protocol{Name: "DNS", Target: target, Detect: detectDNS, FirstBytes: []byte{0x00, 0x01}}
-}
+func NewDNSProtocol(target string) *Protocol { return build(&dnsDescriptor, target) }
 
 func detectDNS(data []byte) Result {
 	if len(data) > 0 && data[0] > 0x01 {

@@ -317,7 +317,7 @@ func fpHasMethod(data []byte, methods []string) bool {
 
 func fpHasPrefixFold(data []byte, prefixes ...string) bool {
 	for _, p := range prefixes {
-		if len(data) >= len(p) && httpEqualFold(data[:len(p)], p) {
+		if len(data) >= len(p) && equalFoldASCII(data[:len(p)], p) {
 			return true
 		}
 	}
@@ -374,7 +374,7 @@ func fpSpecs() map[string]fpSpec {
 			pRandom: fpMethods(rtspMethods) * fpB(8)},
 		"ssh": {text: true, explain: func(d []byte) bool { return bytes.HasPrefix(d, []byte("SSH-")) },
 			pRandom: fpB(8) + fpB(9)},
-		"http2": {text: true, explain: func(d []byte) bool { return bytes.HasPrefix(d, http2Preface[0]) },
+		"http2": {text: true, explain: func(d []byte) bool { return bytes.HasPrefix(d, []byte(http2Preface)) },
 			pRandom: fpB(24)},
 		"smtp": {text: true, explain: func(d []byte) bool { return fpHasPrefixFold(d, "ehlo ", "helo ") },
 			// two verbs, 16 letter cases each, and the space.

@@ -30,23 +30,15 @@ var httpMethods = append(append([]string(nil), httpPlainMethods...), webdavMetho
 // httpGetOnly is the method set of WebSocket handshakes.
 var httpGetOnly = []string{"GET"}
 
-func init() {
-	register(Descriptor{Name: "HTTP", New: NewHTTPProtocol, Routable: HostKey,
-		Summary: "HTTP/1.x request line, WebDAV methods included"})
-}
+func init() { register(httpDescriptor, NewHTTPProtocol) }
+
+var httpDescriptor = Descriptor{Name: "HTTP", Detect: detectHTTP, FirstBytes: httpFirstBytes(httpMethods),
+	Inspect: inspectHTTP, Routable: HostKey, Summary: "HTTP/1.x request line, WebDAV methods included"}
 
 // NewHTTPProtocol returns the HTTP/1.0 and HTTP/1.1 protocol. It matches as
 // soon as the request line is complete and valid; a route with Hosts
 // conditions additionally waits for the Host header (see Inspect).
-func NewHTTPProtocol(target string) *Protocol {
-	return &Protocol{
-		Name:       "HTTP",
-		Target:     target,
-		Detect:     detectHTTP,
-		FirstBytes: httpFirstBytes(httpMethods),
-		Inspect:    inspectHTTP,
-	}
-}
+func NewHTTPProtocol(target string) *Protocol { return build(&httpDescriptor, target) }
 
 // NewHTTPWebDAVProtocol returns HTTP with WebDAV methods, which is
 // NewHTTPProtocol: the HTTP detector accepts the WebDAV methods too.
@@ -223,7 +215,7 @@ func inspectHTTP(data []byte) (Metadata, bool) {
 			// prefix alike.
 			return Metadata{}, truncated
 		}
-		if httpEqualFold(name, "host") {
+		if equalFoldASCII(name, "host") {
 			return Metadata{Host: httpNormalizeHost(value)}, true
 		}
 		pos = next
@@ -239,9 +231,9 @@ func httpTargetAuthority(rl httpRequestLine) ([]byte, bool) {
 	}
 	var rest []byte
 	switch {
-	case len(t) >= 7 && httpEqualFold(t[:7], "http://"):
+	case len(t) >= 7 && equalFoldASCII(t[:7], "http://"):
 		rest = t[7:]
-	case len(t) >= 8 && httpEqualFold(t[:8], "https://"):
+	case len(t) >= 8 && equalFoldASCII(t[:8], "https://"):
 		rest = t[8:]
 	default:
 		return nil, false
@@ -309,23 +301,6 @@ func httpAnyEqual(list []string, b []byte) bool {
 	return false
 }
 
-// httpEqualFold compares b with the lower-case ASCII string s, ignoring case.
-func httpEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // httpHasToken reports whether the comma-separated list v holds token
 // (lower-case), ignoring case, spaces and a "/version" suffix (RFC 9110
 // §7.8: Upgrade: websocket, h2c/1).
@@ -341,7 +316,7 @@ func httpHasToken(v []byte, token string) bool {
 		if slash := bytes.IndexByte(item, '/'); slash >= 0 {
 			item = item[:slash]
 		}
-		if httpEqualFold(item, token) {
+		if equalFoldASCII(item, token) {
 			return true
 		}
 	}

@@ -1,23 +1,19 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "MQTT", New: NewMQTTProtocol, Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet"})
-}
+func init() { register(mqttDescriptor, NewMQTTProtocol) }
+
+var mqttDescriptor = Descriptor{Name: "MQTT", Detect: detectMQTT, FirstBytes: []byte{0x10},
+	Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet"}
 
 // NewMQTTProtocol routes MQTT 3.1, 3.1.1 and 5 clients: a CONNECT packet
 // (0x10), its remaining length (a 1–4 byte varint), then the protocol name
 // "MQIsdp" (level 3) or "MQTT" (level 4 or 5) and connect flags whose
 // reserved bit is 0.
-func NewMQTTProtocol(target string) *Protocol {
-	return &Protocol{Name: "MQTT", Target: target, Detect: detectMQTT, FirstBytes: []byte{0x10}}
-}
+func NewMQTTProtocol(target string) *Protocol { return build(&mqttDescriptor, target) }
 
 func detectMQTT(data []byte) Result {
-	if len(data) == 0 {
-		return NeedMore
-	}
-	if data[0] != 0x10 {
-		return NoMatch
+	if r := firstByteIs(data, 0x10); r != Match {
+		return r
 	}
 	// Remaining length: 7 bits per byte, high bit = more bytes follow.
 	remaining, i := 0, 1

@@ -2,17 +2,16 @@ package protocols
 
 import "encoding/binary"
 
-func init() {
-	register(Descriptor{Name: "OpenVPN", New: NewOpenVPNProtocol, Summary: "OpenVPN over TCP: a client hard reset"})
-}
+func init() { register(openVPNDescriptor, NewOpenVPNProtocol) }
+
+var openVPNDescriptor = Descriptor{Name: "OpenVPN", Detect: detectOpenVPN, FirstBytes: []byte{0x00},
+	Summary: "OpenVPN over TCP: a client hard reset"}
 
 // NewOpenVPNProtocol routes OpenVPN over TCP: a 2-byte packet length
 // (14–2048) and the client's first packet, P_CONTROL_HARD_RESET_CLIENT_V2
 // (opcode 7) or V3 (opcode 10) with key id 0, arriving whole (the client
 // then waits for the server's reset).
-func NewOpenVPNProtocol(target string) *Protocol {
-	return &Protocol{Name: "OpenVPN", Target: target, Detect: detectOpenVPN, FirstBytes: []byte{0x00}}
-}
+func NewOpenVPNProtocol(target string) *Protocol { return build(&openVPNDescriptor, target) }
 
 func detectOpenVPN(data []byte) Result {
 	switch {

@@ -2,17 +2,15 @@ package protocols
 
 import "encoding/binary"
 
-func init() {
-	register(Descriptor{Name: "PostgreSQL", Aliases: []string{"postgres"}, New: NewPostgreSQLProtocol,
-		Summary: "StartupMessage, SSLRequest, GSSENCRequest or CancelRequest"})
-}
+func init() { register(postgreSQLDescriptor, NewPostgreSQLProtocol) }
+
+var postgreSQLDescriptor = Descriptor{Name: "PostgreSQL", Detect: detectPostgreSQL, FirstBytes: []byte{0x00},
+	Aliases: []string{"postgres"}, Summary: "StartupMessage, SSLRequest, GSSENCRequest or CancelRequest"}
 
 // NewPostgreSQLProtocol routes PostgreSQL clients: a StartupMessage
 // (protocol 3.0), SSLRequest, GSSENCRequest or CancelRequest: a 4-byte
 // length and a 4-byte code whose values are fixed or tightly bounded.
-func NewPostgreSQLProtocol(target string) *Protocol {
-	return &Protocol{Name: "PostgreSQL", Target: target, Detect: detectPostgreSQL, FirstBytes: []byte{0x00}}
-}
+func NewPostgreSQLProtocol(target string) *Protocol { return build(&postgreSQLDescriptor, target) }
 
 const (
 	pgProtocol3   = 196608   // 3.0

@@ -2,17 +2,16 @@ package protocols
 
 import "encoding/binary"
 
-func init() {
-	register(Descriptor{Name: "RDP", New: NewRDPProtocol, Summary: "TPKT carrying an X.224 Connection Request"})
-}
+func init() { register(rdpDescriptor, NewRDPProtocol) }
+
+var rdpDescriptor = Descriptor{Name: "RDP", Detect: detectRDP, FirstBytes: []byte{0x03},
+	Summary: "TPKT carrying an X.224 Connection Request"}
 
 // NewRDPProtocol routes RDP: a TPKT header (version 3, reserved 0, length
 // 11–4096) followed by an X.224 Connection Request (length indicator, code
 // 0xE0). RTMP also starts with 0x03; its second byte is a timestamp byte and
 // it never carries this structure.
-func NewRDPProtocol(target string) *Protocol {
-	return &Protocol{Name: "RDP", Target: target, Detect: detectRDP, FirstBytes: []byte{0x03}}
-}
+func NewRDPProtocol(target string) *Protocol { return build(&rdpDescriptor, target) }
 
 func detectRDP(data []byte) Result {
 	if r := matchPrefixes(data, [][]byte{{0x03, 0x00}}); r != Match {

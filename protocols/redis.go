@@ -28,13 +28,18 @@ var redisInlineCommands = []string{
 	"CLUSTER", "SCRIPT",
 }
 
-func init() {
-	register(Descriptor{Name: "Redis", New: NewRedisProtocol, Summary: "RESP array header or an inline command line"})
-}
+func init() { register(redisDescriptor, NewRedisProtocol) }
+
+var redisDescriptor = Descriptor{Name: "Redis", Detect: detectRedis, FirstBytes: redisFirstBytes(),
+	Summary: "RESP array header or an inline command line"}
 
 // NewRedisProtocol returns Redis: a RESP array "*N\r\n$len\r\n" (what every
 // client library sends) or an inline command line.
-func NewRedisProtocol(target string) *Protocol {
+func NewRedisProtocol(target string) *Protocol { return build(&redisDescriptor, target) }
+
+// redisFirstBytes is '*' and the first letter of each inline command, in
+// upper and lower case.
+func redisFirstBytes() []byte {
 	first := []byte{'*'}
 	var seen [256]bool
 	for _, c := range redisInlineCommands {
@@ -43,12 +48,7 @@ func NewRedisProtocol(target string) *Protocol {
 			first = append(first, b, b+'a'-'A')
 		}
 	}
-	return &Protocol{
-		Name:       "Redis",
-		Target:     target,
-		Detect:     detectRedis,
-		FirstBytes: first,
-	}
+	return first
 }
 
 func detectRedis(data []byte) Result {
@@ -178,7 +178,7 @@ func redisIsDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 func redisAnyHasPrefixFold(prefix []byte) bool {
 	for _, s := range redisInlineCommands {
-		if len(prefix) <= len(s) && redisEqualUpper(prefix, s[:len(prefix)]) {
+		if len(prefix) <= len(s) && equalFoldASCII(prefix, s[:len(prefix)]) {
 			return true
 		}
 	}
@@ -187,26 +187,9 @@ func redisAnyHasPrefixFold(prefix []byte) bool {
 
 func redisIsInlineCommand(b []byte) bool {
 	for _, s := range redisInlineCommands {
-		if redisEqualUpper(b, s) {
+		if equalFoldASCII(b, s) {
 			return true
 		}
 	}
 	return false
-}
-
-// redisEqualUpper compares b with the upper-case ASCII string s, ignoring case.
-func redisEqualUpper(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c >= 'a' && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -9,8 +9,10 @@ import (
 // Constructor builds a built-in protocol routed to target.
 type Constructor func(target string) *Protocol
 
-// Descriptor is a built-in protocol's registry entry: what a configuration
-// may call it and what routes of it may say.
+// Descriptor is a built-in protocol's registry entry: what the protocol is
+// (the fields of its [Spec]), what a configuration may call it and what
+// routes of it may say. Its constructor builds a [Protocol] from these
+// fields, so the two always agree.
 type Descriptor struct {
 	// Name is the canonical display name, as the constructor's Protocol.Name
 	// ("TLS", "PostgreSQL"); its lower case is a YAML name.
@@ -19,12 +21,25 @@ type Descriptor struct {
 	Aliases []string
 	// New builds the protocol routed to a target.
 	New Constructor
+
+	// Detect is the protocol's structural detector.
+	Detect DetectFunc
+	// FirstBytes lists every byte a first flight can start with, for the
+	// engine's first-byte index.
+	FirstBytes []byte
+	// Inspect extracts route metadata; nil when the protocol has none.
+	Inspect InspectFunc
+	// Specificity ranks a sub-protocol above its generic parent (WebSocket
+	// and WebDAV over HTTP).
+	Specificity int
+	// ServerFirst: the protocol is chosen when the client stays silent,
+	// after the engine's default wait.
+	ServerFirst bool
+
 	// Routable is the set of route conditions that apply: SNI and ALPN for
 	// TLS, Host for HTTP, WebSocket and WebDAV, none for the others (their
 	// detectors extract no metadata).
 	Routable Keys
-	// ServerFirst: the protocol is chosen when the client stays silent.
-	ServerFirst bool
 	// Summary is one line on how the protocol is recognised, for listings.
 	Summary string
 }
@@ -35,17 +50,53 @@ func (d Descriptor) YAMLNames() []string {
 	return append([]string{strings.ToLower(d.Name)}, d.Aliases...)
 }
 
+// Spec returns what d's protocol is, for the identification engine: the
+// Spec of any protocol d.New builds.
+func (d Descriptor) Spec() Spec {
+	return Spec{
+		Name:        d.Name,
+		Detect:      d.Detect,
+		FirstBytes:  d.FirstBytes,
+		Inspect:     d.Inspect,
+		Specificity: d.Specificity,
+		ServerFirst: d.ServerFirst,
+		Structural:  true,
+	}
+}
+
+// build returns d's protocol routed to target, as every built-in
+// constructor does: a new Protocol whose FirstBytes the caller may change
+// without changing d, with one server-first step (the default silence)
+// when d is server-first.
+func build(d *Descriptor, target string) *Protocol {
+	p := &Protocol{
+		Name:        d.Name,
+		Target:      target,
+		Detect:      d.Detect,
+		FirstBytes:  slices.Clone(d.FirstBytes),
+		Inspect:     d.Inspect,
+		Specificity: d.Specificity,
+	}
+	if d.ServerFirst {
+		p.EstablishConnection = []EstablishConnection{{}}
+	}
+	return p
+}
+
 // registry maps every accepted name, lower case, to its descriptor. Each
 // protocol's file registers its descriptor from an init function; the map is
 // read-only once package initialisation is done, so it needs no lock.
 var registry = map[string]*Descriptor{}
 
-// register adds d under its name and aliases. A duplicate name is a defect
-// of the build, so it panics (the registry tests load the package).
-// Every name is checked before any is added, so a rejected descriptor leaves
-// the registry as it was.
-func register(d Descriptor) {
+// register adds d, built by ctor, under its name and aliases. ctor is
+// passed apart from d because it reads the descriptor it is registered
+// with. A duplicate name, or a descriptor without a detector or
+// constructor, is a defect of the build, so it panics (the registry tests
+// load the package). Every name is checked before any is added, so a
+// rejected descriptor leaves the registry as it was.
+func register(d Descriptor, ctor Constructor) {
 	d.Aliases = slices.Clone(d.Aliases)
+	d.New = ctor
 	names := d.YAMLNames()
 	for i, n := range names {
 		if n != strings.ToLower(n) || n == "" {
@@ -58,8 +109,8 @@ func register(d Descriptor) {
 			panic(fmt.Sprintf("protocols: %s lists %q twice", d.Name, n))
 		}
 	}
-	if d.New == nil {
-		panic(fmt.Sprintf("protocols: %s has no constructor", d.Name))
+	if d.New == nil || d.Detect == nil {
+		panic(fmt.Sprintf("protocols: %s has no constructor or no detector", d.Name))
 	}
 	for _, n := range names {
 		registry[n] = &d
@@ -79,6 +130,7 @@ func Describe(name string) (Descriptor, bool) {
 func (d *Descriptor) clone() Descriptor {
 	c := *d
 	c.Aliases = slices.Clone(d.Aliases)
+	c.FirstBytes = slices.Clone(d.FirstBytes)
 	return c
 }
 

@@ -95,16 +95,27 @@ func TestDescribeReturnsCopy(t *testing.T) {
 
 func TestRegisterRejects(t *testing.T) {
 	before := Names()
-	for name, d := range map[string]Descriptor{
-		"duplicate name":     {Name: "TLS", New: NewTLSProtocol},
-		"duplicate alias":    {Name: "Fresh", Aliases: []string{"turn"}, New: NewSTUNProtocol},
-		"alias twice":        {Name: "Fresh", Aliases: []string{"fresh"}, New: NewSTUNProtocol},
-		"upper-case alias":   {Name: "Fresh", Aliases: []string{"FRESH2"}, New: NewSTUNProtocol},
-		"no name":            {New: NewSTUNProtocol},
-		"no constructor":     {Name: "Fresh"},
-		"alias of an alias":  {Name: "Fresh", Aliases: []string{"postgres"}, New: NewSTUNProtocol},
-		"name of an alias'":  {Name: "Postgres", New: NewSTUNProtocol},
-		"empty alias string": {Name: "Fresh", Aliases: []string{""}, New: NewSTUNProtocol},
+	stun := func(name string, aliases ...string) Descriptor {
+		d := stunDescriptor
+		d.Name, d.Aliases = name, aliases
+		return d
+	}
+	noDetector := stun("Fresh")
+	noDetector.Detect = nil
+	for name, c := range map[string]struct {
+		d    Descriptor
+		ctor Constructor
+	}{
+		"duplicate name":     {stun("TLS"), NewTLSProtocol},
+		"duplicate alias":    {stun("Fresh", "turn"), NewSTUNProtocol},
+		"alias twice":        {stun("Fresh", "fresh"), NewSTUNProtocol},
+		"upper-case alias":   {stun("Fresh", "FRESH2"), NewSTUNProtocol},
+		"no name":            {stun(""), NewSTUNProtocol},
+		"no constructor":     {stun("Fresh"), nil},
+		"no detector":        {noDetector, NewSTUNProtocol},
+		"alias of an alias":  {stun("Fresh", "postgres"), NewSTUNProtocol},
+		"name of an alias'":  {stun("Postgres"), NewSTUNProtocol},
+		"empty alias string": {stun("Fresh", ""), NewSTUNProtocol},
 	} {
 		func() {
 			defer func() {
@@ -112,7 +123,7 @@ func TestRegisterRejects(t *testing.T) {
 					t.Errorf("%s: register did not panic", name)
 				}
 			}()
-			register(d)
+			register(c.d, c.ctor)
 		}()
 	}
 	if got := Names(); !slices.Equal(got, before) {

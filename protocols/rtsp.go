@@ -1,14 +1,13 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "RTSP", New: NewRTSPProtocol, Summary: "RTSP/1.0 request line"})
-}
+func init() { register(rtspDescriptor, NewRTSPProtocol) }
+
+var rtspDescriptor = Descriptor{Name: "RTSP", Detect: detectRTSP, FirstBytes: []byte("ODSPTRAG"),
+	Summary: "RTSP/1.0 request line"}
 
 // NewRTSPProtocol routes RTSP: a request line METHOD SP URI SP "RTSP/1.0"
 // (the version token tells it from HTTP, which rejects it).
-func NewRTSPProtocol(target string) *Protocol {
-	return &Protocol{Name: "RTSP", Target: target, Detect: detectRTSP, FirstBytes: []byte("ODSPTRAG")}
-}
+func NewRTSPProtocol(target string) *Protocol { return build(&rtspDescriptor, target) }
 
 var rtspMethods = []string{"OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "ANNOUNCE", "RECORD", "GET_PARAMETER", "SET_PARAMETER", "REDIRECT"}
 

@@ -2,15 +2,14 @@ package protocols
 
 import "bytes"
 
-func init() {
-	register(Descriptor{Name: "SIP", New: NewSIPProtocol, Summary: "SIP/2.0 request line with a sip: or sips: URI"})
-}
+func init() { register(sipDescriptor, NewSIPProtocol) }
+
+var sipDescriptor = Descriptor{Name: "SIP", Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE"),
+	Summary: "SIP/2.0 request line with a sip: or sips: URI"}
 
 // NewSIPProtocol routes SIP over TCP: a request line METHOD SP sip:/sips:
 // URI SP "SIP/2.0".
-func NewSIPProtocol(target string) *Protocol {
-	return &Protocol{Name: "SIP", Target: target, Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE")}
-}
+func NewSIPProtocol(target string) *Protocol { return build(&sipDescriptor, target) }
 
 var sipMethods = []string{"INVITE", "REGISTER", "OPTIONS", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"}
 

@@ -1,20 +1,14 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "SMTP", New: NewSMTPProtocol, ServerFirst: true,
-		Summary: "chosen on client silence, or on a client's EHLO/HELO"})
-}
+func init() { register(smtpDescriptor, NewSMTPProtocol) }
+
+var smtpDescriptor = Descriptor{Name: "SMTP", Detect: detectSMTP, FirstBytes: []byte("EeHh"), ServerFirst: true,
+	Summary: "chosen on client silence, or on a client's EHLO/HELO"}
 
 // NewSMTPProtocol routes SMTP. The client normally waits for the server's
 // 220 greeting, so the protocol is chosen when the client stays silent
 // (server-first); a client that speaks first with EHLO or HELO is matched too.
-func NewSMTPProtocol(target string) *Protocol {
-	return &Protocol{
-		Name: "SMTP", Target: target, Detect: detectSMTP,
-		FirstBytes:          []byte("EeHh"),
-		EstablishConnection: []EstablishConnection{{}},
-	}
-}
+func NewSMTPProtocol(target string) *Protocol { return build(&smtpDescriptor, target) }
 
 func detectSMTP(data []byte) Result {
 	return matchPrefixesFold(data, "ehlo ", "helo ")

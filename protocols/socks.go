@@ -1,15 +1,17 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "SOCKS", New: NewSOCKSProtocol, Summary: "SOCKS4/4a or SOCKS5 greeting"})
-}
+func init() { register(socksDescriptor, NewSOCKSProtocol) }
+
+var socksDescriptor = Descriptor{Name: "SOCKS", Detect: detectSOCKS, FirstBytes: []byte{0x04, 0x05},
+	Summary: "SOCKS4/4a or SOCKS5 greeting"}
 
 // NewSOCKSProtocol routes both SOCKS4/4a and SOCKS5 to one target.
-func NewSOCKSProtocol(target string) *Protocol {
-	return &Protocol{Name: "SOCKS", Target: target, FirstBytes: []byte{0x04, 0x05}, Detect: func(data []byte) Result {
-		if len(data) > 0 && data[0] == 0x04 {
-			return detectSOCKS4(data)
-		}
-		return detectSOCKS5(data)
-	}}
+func NewSOCKSProtocol(target string) *Protocol { return build(&socksDescriptor, target) }
+
+// detectSOCKS is detectSOCKS4 for a first byte 4, else detectSOCKS5.
+func detectSOCKS(data []byte) Result {
+	if len(data) > 0 && data[0] == 0x04 {
+		return detectSOCKS4(data)
+	}
+	return detectSOCKS5(data)
 }

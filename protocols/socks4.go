@@ -1,24 +1,20 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "SOCKS4", New: NewSOCKS4Protocol, Summary: "SOCKS4 or SOCKS4a CONNECT/BIND request"})
-}
+func init() { register(socks4Descriptor, NewSOCKS4Protocol) }
+
+var socks4Descriptor = Descriptor{Name: "SOCKS4", Detect: detectSOCKS4, FirstBytes: []byte{0x04},
+	Summary: "SOCKS4 or SOCKS4a CONNECT/BIND request"}
 
 // NewSOCKS4Protocol routes SOCKS4 and SOCKS4a clients: version 4, command
 // CONNECT or BIND, port, IPv4 address, a NUL-terminated printable user id,
 // and for SOCKS4a (address 0.0.0.x, x ≠ 0) a NUL-terminated host name.
-func NewSOCKS4Protocol(target string) *Protocol {
-	return &Protocol{Name: "SOCKS4", Target: target, Detect: detectSOCKS4, FirstBytes: []byte{0x04}}
-}
+func NewSOCKS4Protocol(target string) *Protocol { return build(&socks4Descriptor, target) }
 
 const socksMaxField = 255
 
 func detectSOCKS4(data []byte) Result {
-	if len(data) == 0 {
-		return NeedMore
-	}
-	if data[0] != 0x04 {
-		return NoMatch
+	if r := firstByteIs(data, 0x04); r != Match {
+		return r
 	}
 	if len(data) < 2 {
 		return NeedMore

@@ -1,22 +1,18 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "SOCKS5", New: NewSOCKS5Protocol, Summary: "SOCKS5 greeting with known method codes"})
-}
+func init() { register(socks5Descriptor, NewSOCKS5Protocol) }
+
+var socks5Descriptor = Descriptor{Name: "SOCKS5", Detect: detectSOCKS5, FirstBytes: []byte{0x05},
+	Summary: "SOCKS5 greeting with known method codes"}
 
 // NewSOCKS5Protocol routes SOCKS5 clients: version 5, a method count of
 // 1–255 and that many known method codes (0x00–0x09 assigned, 0x80–0xFE
 // private). The greeting is complete only with every method byte.
-func NewSOCKS5Protocol(target string) *Protocol {
-	return &Protocol{Name: "SOCKS5", Target: target, Detect: detectSOCKS5, FirstBytes: []byte{0x05}}
-}
+func NewSOCKS5Protocol(target string) *Protocol { return build(&socks5Descriptor, target) }
 
 func detectSOCKS5(data []byte) Result {
-	if len(data) == 0 {
-		return NeedMore
-	}
-	if data[0] != 0x05 {
-		return NoMatch
+	if r := firstByteIs(data, 0x05); r != Match {
+		return r
 	}
 	if len(data) < 2 {
 		return NeedMore

@@ -2,17 +2,15 @@ package protocols
 
 import "encoding/binary"
 
-func init() {
-	register(Descriptor{Name: "STUN", Aliases: []string{"turn"}, New: NewSTUNProtocol,
-		Summary: "STUN/TURN message with the magic cookie"})
-}
+func init() { register(stunDescriptor, NewSTUNProtocol) }
+
+var stunDescriptor = Descriptor{Name: "STUN", Detect: detectSTUN, FirstBytes: []byte{0x00, 0x01},
+	Aliases: []string{"turn"}, Summary: "STUN/TURN message with the magic cookie"}
 
 // NewSTUNProtocol routes STUN and TURN over TCP (RFC 8489/8656): the first
 // two bits zero, a length that is a multiple of 4, and the magic cookie
 // 0x2112A442 at offset 4.
-func NewSTUNProtocol(target string) *Protocol {
-	return &Protocol{Name: "STUN", Target: target, Detect: detectSTUN, FirstBytes: []byte{0x00, 0x01}}
-}
+func NewSTUNProtocol(target string) *Protocol { return build(&stunDescriptor, target) }
 
 func detectSTUN(data []byte) Result {
 	if len(data) == 0 {

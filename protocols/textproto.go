@@ -49,7 +49,7 @@ func matchPrefixesFold(data []byte, prefixes ...string) Result {
 	res := NoMatch
 	for _, p := range prefixes {
 		n := min(len(data), len(p))
-		if !httpEqualFold(data[:n], p[:n]) {
+		if !equalFoldASCII(data[:n], p[:n]) {
 			continue
 		}
 		if len(data) >= len(p) {
@@ -58,4 +58,49 @@ func matchPrefixesFold(data []byte, prefixes ...string) Result {
 		res = NeedMore
 	}
 	return res
+}
+
+// equalFoldASCII reports whether b equals s, ignoring the case of ASCII
+// letters (header names, URI schemes, Redis commands, SMTP verbs).
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		if lowerASCII(b[i]) != lowerASCII(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// prefixDetector returns a detector for a protocol whose first flight
+// starts with one of prefixes: Match once one is complete, NeedMore while
+// the data is a beginning of one (see matchPrefixes).
+func prefixDetector(prefixes ...string) DetectFunc {
+	want := make([][]byte, len(prefixes))
+	for i, p := range prefixes {
+		want[i] = []byte(p)
+	}
+	return func(data []byte) Result { return matchPrefixes(data, want) }
+}
+
+// firstByteIs answers for a protocol whose first flight starts with b:
+// NeedMore before the first byte arrives, Match if it is b, else NoMatch.
+// Detectors go on parsing after a Match.
+func firstByteIs(data []byte, b byte) Result {
+	switch {
+	case len(data) == 0:
+		return NeedMore
+	case data[0] == b:
+		return Match
+	}
+	return NoMatch
 }

@@ -17,10 +17,10 @@ const (
 	tlsExtALPN       = 16
 )
 
-func init() {
-	register(Descriptor{Name: "TLS", New: NewTLSProtocol, Routable: SNIKey | ALPNKey,
-		Summary: "TLS record carrying a ClientHello"})
-}
+func init() { register(tlsDescriptor, NewTLSProtocol) }
+
+var tlsDescriptor = Descriptor{Name: "TLS", Detect: detectTLS, FirstBytes: []byte{tlsHandshake}, Inspect: inspectTLS,
+	Routable: SNIKey | ALPNKey, Summary: "TLS record carrying a ClientHello"}
 
 // NewTLSProtocol returns TLS (SSL 3.0 to TLS 1.3). It matches as soon as the
 // first record header and the ClientHello's handshake header and version are
@@ -30,15 +30,7 @@ func init() {
 // not recognised: SSL 2 is prohibited (RFC 6176), no current client sends
 // them, and their 2-byte header would make arbitrary binary data look like
 // TLS.
-func NewTLSProtocol(target string) *Protocol {
-	return &Protocol{
-		Name:       "TLS",
-		Target:     target,
-		Detect:     detectTLS,
-		FirstBytes: []byte{tlsHandshake},
-		Inspect:    inspectTLS,
-	}
-}
+func NewTLSProtocol(target string) *Protocol { return build(&tlsDescriptor, target) }
 
 func detectTLS(data []byte) Result {
 	// handshake type (1), length (3), client_version (2)

@@ -16,24 +16,15 @@ var webdavMethods = []string{
 	"UPDATE", "LABEL", "MERGE", "MKACTIVITY", "BASELINE-CONTROL",
 }
 
-func init() {
-	register(Descriptor{Name: "WebDAV", New: NewWebDAVProtocol, Routable: HostKey,
-		Summary: "HTTP/1.x request with a WebDAV-only method"})
-}
+func init() { register(webDAVDescriptor, NewWebDAVProtocol) }
+
+var webDAVDescriptor = Descriptor{Name: "WebDAV", Detect: detectWebDAV, FirstBytes: httpFirstBytes(webdavMethods),
+	Inspect: inspectHTTP, Specificity: 1, Routable: HostKey, Summary: "HTTP/1.x request with a WebDAV-only method"}
 
 // NewWebDAVProtocol returns the WebDAV protocol: an HTTP/1.x request line
 // whose method is WebDAV-only (see webdavMethods). It outranks HTTP
 // (Specificity 1), which matches the same request line.
-func NewWebDAVProtocol(target string) *Protocol {
-	return &Protocol{
-		Name:        "WebDAV",
-		Target:      target,
-		Detect:      detectWebDAV,
-		FirstBytes:  httpFirstBytes(webdavMethods),
-		Inspect:     inspectHTTP,
-		Specificity: 1,
-	}
-}
+func NewWebDAVProtocol(target string) *Protocol { return build(&webDAVDescriptor, target) }
 
 func detectWebDAV(data []byte) Result {
 	_, r := httpScanRequestLine(data, webdavMethods)

@@ -1,24 +1,15 @@
 package protocols
 
-func init() {
-	register(Descriptor{Name: "WebSocket", New: NewWebSocketProtocol, Routable: HostKey,
-		Summary: "HTTP/1.1 GET with Upgrade: websocket"})
-}
+func init() { register(webSocketDescriptor, NewWebSocketProtocol) }
+
+var webSocketDescriptor = Descriptor{Name: "WebSocket", Detect: detectWebSocket, FirstBytes: []byte{'G'},
+	Inspect: inspectHTTP, Specificity: 1, Routable: HostKey, Summary: "HTTP/1.1 GET with Upgrade: websocket"}
 
 // NewWebSocketProtocol returns the WebSocket protocol (RFC 6455 §4.1): an
 // HTTP/1.1 GET whose header block carries "Upgrade: websocket". It needs the
 // whole header block, so it answers NeedMore until the empty line that ends
 // it; it outranks HTTP (Specificity 1), which matched on the request line.
-func NewWebSocketProtocol(target string) *Protocol {
-	return &Protocol{
-		Name:        "WebSocket",
-		Target:      target,
-		Detect:      detectWebSocket,
-		FirstBytes:  []byte{'G'},
-		Inspect:     inspectHTTP,
-		Specificity: 1,
-	}
-}
+func NewWebSocketProtocol(target string) *Protocol { return build(&webSocketDescriptor, target) }
 
 func detectWebSocket(data []byte) Result {
 	rl, r := httpScanRequestLine(data, httpGetOnly)
@@ -49,7 +40,7 @@ func detectWebSocket(data []byte) Result {
 			}
 			return NeedMore
 		}
-		if !upgrade && httpEqualFold(name, "upgrade") && httpHasToken(value, "websocket") {
+		if !upgrade && equalFoldASCII(name, "upgrade") && httpHasToken(value, "websocket") {
 			upgrade = true
 		}
 		pos = next
