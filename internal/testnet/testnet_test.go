@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -166,4 +167,47 @@ func TestProcess(t *testing.T) {
 	if err := q.Wait(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEachTCPSocket finds a listener, both ends of a connection to it and,
+// once the client closed first, its TIME_WAIT.
+func TestEachTCPSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		if err := EachTCPSocket(func(Socket) {}); err == nil {
+			t.Fatal("no error without /proc/net/tcp")
+		}
+		t.Skip("/proc/net/tcp is Linux's")
+	}
+	ln := Listen(t)
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	c, err := net.Dial("tcp", server.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	find := func(want Socket) bool {
+		found := false
+		if err := EachTCPSocket(func(s Socket) { found = found || s == want }); err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	for _, want := range []Socket{
+		{Local: server, Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), State: StateListen},
+		{Local: client, Remote: server, State: StateEstablished},
+		{Local: server, Remote: client, State: StateEstablished},
+	} {
+		if !find(want) {
+			t.Errorf("no socket %+v", want)
+		}
+	}
+	c.Close()
+	sc.Close()
+	Eventually(t, 10*time.Second, func() bool { return find(Socket{Local: client, Remote: server, State: StateTimeWait}) },
+		"the client's socket never reached TIME_WAIT")
 }

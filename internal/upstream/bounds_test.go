@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // streamingBackend answers every connection with bytes that never contain a
@@ -22,53 +25,19 @@ type streamingBackend struct {
 
 func newStreamingBackend(t *testing.T, limit int64) *streamingBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &streamingBackend{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+	b := &streamingBackend{}
+	b.addr = testnet.Serve(t, func(c net.Conn) {
+		chunk := bytes.Repeat([]byte{'x'}, 32<<10)
+		for sent := int64(0); sent < limit; {
+			n, err := c.Write(chunk[:min(int64(len(chunk)), limit-sent)])
+			sent += int64(n)
+			b.written.Add(int64(n))
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				chunk := make([]byte, 32<<10)
-				for i := range chunk {
-					chunk[i] = 'x'
-				}
-				for sent := int64(0); sent < limit; {
-					n, err := c.Write(chunk[:min(int64(len(chunk)), limit-sent)])
-					sent += int64(n)
-					b.written.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-				var one [1]byte
-				c.Read(one[:]) // until the prober closes
-			}()
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		var one [1]byte
+		c.Read(one[:]) // until the prober closes
 	})
 	return b
 }

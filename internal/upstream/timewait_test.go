@@ -3,7 +3,6 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 var (
@@ -49,44 +50,29 @@ func TestTimeWaitCapacity(t *testing.T) {
 		if err != nil || n < 1 || n > 250 {
 			t.Fatalf("-timewait.sources: %q", f)
 		}
-		measureTimeWait(t, n, *timewaitNoPort)
+		t.Run(fmt.Sprintf("sources=%d", n), func(t *testing.T) { measureTimeWait(t, n, *timewaitNoPort) })
 	}
 }
 
 func measureTimeWait(t *testing.T, sources int, noPort bool) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the backend closes after the dialer: passive close, no TIME_WAIT here
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	defer func() { ln.Close(); wg.Wait() }()
+	// The backend closes after the dialer: passive close, no TIME_WAIT there.
+	backend := netip.MustParseAddrPort(testnet.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) }))
 	var src []netip.Addr
 	if sources > 1 {
+		var err error
 		src, err = ParseSource([]string{fmt.Sprintf("127.0.0.2-127.0.0.%d", 1+sources)})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Source: src})
+	s, err := New([]Target{{Addr: backend.String(), Weight: 1}}, Options{Source: src})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !noPort {
 		s.dialer.Control = nil
 	}
-	twBefore := countTimeWait(ln.Addr().(*net.TCPAddr).Port)
+	twBefore := countTimeWait(t, backend)
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	var firstErrAt atomic.Int64
@@ -119,7 +105,7 @@ func measureTimeWait(t *testing.T, sources int, noPort bool) {
 	fe, _ := firstErr.Load().(string)
 	t.Logf("sources=%d ip_bind_address_no_port=%v: %d connections in %s (%.0f/s), %d failed dials; first failure after %d: %s; TIME_WAIT towards the backend: %d",
 		sources, noPort, ok.Load(), el.Round(time.Millisecond), float64(ok.Load())/el.Seconds(), failed.Load(), firstErrAt.Load(), fe,
-		countTimeWait(ln.Addr().(*net.TCPAddr).Port)-twBefore)
+		countTimeWait(t, backend)-twBefore)
 }
 
 func sysctl(name string) string {
@@ -127,21 +113,16 @@ func sysctl(name string) string {
 	return strings.Join(strings.Fields(string(b)), " ")
 }
 
-// countTimeWait counts TIME_WAIT sockets whose remote port is port.
-func countTimeWait(port int) int {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	want := fmt.Sprintf(":%04X", port)
+// countTimeWait counts the TIME_WAIT sockets connected to addr.
+func countTimeWait(t *testing.T, addr netip.AddrPort) int {
 	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) > 3 && fs[3] == "06" && strings.HasSuffix(fs[2], want) {
+	err := testnet.EachTCPSocket(func(s testnet.Socket) {
+		if s.State == testnet.StateTimeWait && s.Remote == addr {
 			n++
 		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -13,58 +14,37 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/darkit/protoplex/internal/proxyproto"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// counting is a backend that counts accepted connections.
+// counting is a backend that counts the connections it accepts and holds
+// each open until the client closes it or the test ends.
 type counting struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	n     int
 	conns []net.Conn
-	wg    sync.WaitGroup
 }
 
-func newCounting(t *testing.T) *counting {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return countOn(t, ln)
+func newCounting(tb testing.TB) *counting {
+	tb.Helper()
+	return countOn(tb, testnet.Listen(tb))
 }
 
 // countOn counts the connections accepted on ln until the test ends.
-func countOn(t *testing.T, ln net.Listener) *counting {
+func countOn(tb testing.TB, ln net.Listener) *counting {
+	tb.Helper()
 	c := &counting{ln: ln}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			c.n++
-			c.conns = append(c.conns, conn)
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(c.close)
+	testnet.ServeOn(tb, ln, func(conn net.Conn) {
+		c.mu.Lock()
+		c.n++
+		c.conns = append(c.conns, conn)
+		c.mu.Unlock()
+		io.Copy(io.Discard, conn)
+	})
 	return c
-}
-
-func (c *counting) close() {
-	c.ln.Close()
-	c.wg.Wait()
-	c.mu.Lock()
-	for _, x := range c.conns {
-		x.Close()
-	}
-	c.conns = nil
-	c.mu.Unlock()
 }
 
 func (c *counting) count() int { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
@@ -167,7 +147,7 @@ func TestLeastConnections(t *testing.T) {
 func TestFailoverAndReadmission(t *testing.T) {
 	a, b := newCounting(t), newCounting(t)
 	addrA, addrB := a.ln.Addr().String(), b.ln.Addr().String()
-	a.close() // A is down
+	a.ln.Close() // A is down
 	var failures atomic.Int32
 	s, _ := New([]Target{{Addr: addrA, Weight: 1}, {Addr: addrB, Weight: 1}}, Options{DialDone: func(_ string, _ time.Duration, err error) {
 		if err != nil {
@@ -240,11 +220,7 @@ func TestParseTargets(t *testing.T) {
 // TestDialSendsProxyHeader: with SendProxy, a backend reads the client and
 // local addresses first; without them it reads a v1 UNKNOWN or v2 LOCAL.
 func TestDialSendsProxyHeader(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testnet.Listen(t)
 	client := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 4000} // a 16-byte IPv4: written as IPv4
 	local, _ := net.ResolveTCPAddr("tcp", "198.51.100.2:443")
 	want := proxyproto.Header{Source: netip.MustParseAddrPort("192.0.2.1:4000"), Dest: netip.MustParseAddrPort("198.51.100.2:443")}
@@ -282,18 +258,8 @@ func TestDialSendsProxyHeader(t *testing.T) {
 }
 
 func BenchmarkDial(b *testing.B) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{})
+	addr := testnet.Serve(b, func(net.Conn) {})
+	s, _ := New([]Target{{Addr: addr, Weight: 1}}, Options{})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		c, _, done, err := s.Dial(context.Background(), nil, nil)
@@ -346,19 +312,10 @@ func TestActiveHealthChecks(t *testing.T) {
 
 // TestHealthCheckHTTP uses a real HTTP answer.
 func TestHealthCheckHTTP(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"))
-			c.Close()
-		}
-	}()
-	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Health: HealthCheck{Interval: time.Second, Check: "http"}})
+	addr := testnet.Serve(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n")
+	})
+	s, _ := New([]Target{{Addr: addr, Weight: 1}}, Options{Health: HealthCheck{Interval: time.Second, Check: "http"}})
 	if err := s.probe(context.Background(), s.targets[0], time.Second); err == nil {
 		t.Fatal("503 taken for healthy")
 	}
@@ -371,13 +328,8 @@ func TestWarmPool(t *testing.T) {
 	s, _ := New([]Target{{Addr: b.ln.Addr().String(), Weight: 1}}, Options{Pool: Pool{MinIdle: 3, MaxIdleTime: time.Minute}})
 	s.Start(context.Background())
 	defer s.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Idle() < 3 || b.count() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("pool not filled: idle %d, backend saw %d", s.Idle(), b.count())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testnet.Eventually(t, 10*time.Second, func() bool { return s.Idle() >= 3 && b.count() >= 3 },
+		"pool not filled: %s", testnet.Later(func() string { return fmt.Sprintf("idle %d, backend saw %d", s.Idle(), b.count()) }))
 	c, _, done, err := s.Dial(context.Background(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -414,18 +366,7 @@ func isTimeout(err error) bool {
 }
 
 func BenchmarkDialWarm(b *testing.B) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c // held open until the listener goes
-		}
-	}()
-	s, _ := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Pool: Pool{MinIdle: 64}})
+	s, _ := New([]Target{{Addr: newCounting(b).ln.Addr().String(), Weight: 1}}, Options{Pool: Pool{MinIdle: 64}})
 	s.Start(context.Background())
 	defer s.Close()
 	for s.Idle() < 64 {
