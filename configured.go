@@ -16,7 +16,7 @@ import (
 // RunServer and Err, as with NewProtocolManager.
 func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolManager {
 	cfg := cm.Config()
-	pm := NewProtocolManager(append([]Option{setServer(func(s *config.Server) { *s = cfg.Server })}, opts...)...)
+	pm := NewProtocolManager(append([]Option{withServer(cfg.Server)}, opts...)...)
 	if pm.optErr != nil {
 		return pm
 	}
@@ -112,14 +112,11 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if len(protos) == 0 {
 		return nil, fmt.Errorf("protoplex: %s", config.ErrNoProtocols)
 	}
-	next := &settings{Server: cfg.Server}
-	for _, s := range cfg.Server.TrustedProxies {
-		p, err := config.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("protoplex: trusted_proxies: %w", err)
-		}
-		next.trustedProxies = append(next.trustedProxies, p)
+	trusted, err := config.ParsePrefixes(cfg.Server.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: trusted_proxies: %w", err)
 	}
+	next := &settings{Server: cfg.Server, trustedProxies: trusted}
 	sec := cfg.Security.Guard()
 	plan, err := pm.planLocked(protos, next)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
@@ -38,16 +37,16 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.TCPKeepAlive, Interval: s.TCPKeepAlive, Count: 9})
 		}
 	}
-	buf := newIdentifyBuffer(pm, s.BufferSize)
-	defer buf.release()
+	buf := pm.bufs.Lease(max(s.BufferSize, identify.MinBuffer)) // room for a whole TLS record
+	defer buf.Release()
 
 	// PROXY in: a trusted front load balancer names the real client; the
 	// guard, logs and PROXY towards backends all use it.
 	client := c.RemoteAddr()
 	prefilled := 0
-	fromTrusted := s.AcceptProxy && trusted(s.trustedProxies, client)
+	fromTrusted := s.AcceptProxy && s.trustedProxies.Contains(guard.AddrOf(client))
 	if fromTrusted {
-		h, rest, err := proxyproto.Read(c, buf.b, s.IdentifyTimeout)
+		h, rest, err := proxyproto.Read(c, buf.B, s.IdentifyTimeout)
 		if err != nil {
 			refuse(metrics.RefusedProxyHeader)
 			return
@@ -67,14 +66,14 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Identify.
 	rt := pm.routing.Load()
-	res := rt.Identify.Identify(c, buf.b, prefilled, identify.Limits{
+	res := rt.Identify.Identify(c, buf.B, prefilled, identify.Limits{
 		MinBytes:        s.IdentifyMinBytes,
 		Timeout:         s.IdentifyTimeout,
 		ReadTimeout:     s.IdentifyReadTimeout,
 		ServerFirstWait: s.ServerFirstWait,
 		SettleWait:      DefaultSettleWait,
 	})
-	if s.AcceptProxy && !fromTrusted && res.N > 0 && claimsProxy(buf.b[:res.N]) {
+	if s.AcceptProxy && !fromTrusted && res.N > 0 && claimsProxy(buf.B[:res.N]) {
 		refuse(metrics.RefusedProxyHeader) // an untrusted source must not claim another's address
 		return
 	}
@@ -94,8 +93,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	e := rt.Entries[res.Route.Index]
 	e.Stats.Identify(time.Since(start))
 	if h := e.Proto.Handler; h != nil {
-		rc := proxy.NewReplayConn(c, buf.b[:res.N])
-		buf.release()
+		rc := proxy.NewReplayConn(c, buf.B[:res.N])
+		buf.Release()
 		h(rc)
 		return
 	}
@@ -121,9 +120,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		idle = e.Proto.IdleTimeout
 	}
 	fs := proxy.Forward(c, bc, proxy.Options{
-		Replay:        buf.b[:res.N],
+		Replay:        buf.B[:res.N],
 		ReplayTimeout: s.DialTimeout,
-		ReplayDone:    buf.release,
+		ReplayDone:    buf.Release,
 		Idle:          idle,
 		Aborted:       pm.draining.Load,
 	})
@@ -139,40 +138,9 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 }
 
-// identifyBuffer is a connection's identification buffer from the tiered
-// pools; release gives it back once (later calls do nothing).
-type identifyBuffer struct {
-	pm *ProtocolManager
-	p  *[]byte
-	b  []byte
-}
-
-func newIdentifyBuffer(pm *ProtocolManager, size int) *identifyBuffer {
-	size = max(size, identify.MinBuffer) // room for one whole TLS record
-	p := pm.bufs.Get(size)
-	return &identifyBuffer{pm: pm, p: p, b: (*p)[:size]}
-}
-
-func (b *identifyBuffer) release() {
-	if b.p != nil {
-		b.pm.bufs.Put(b.p)
-		b.p, b.b = nil, nil
-	}
-}
-
 // claimsProxy reports whether the first bytes are, or begin, a PROXY
 // header.
 func claimsProxy(first []byte) bool {
 	_, _, err := proxyproto.Parse(first)
 	return !errors.Is(err, proxyproto.ErrNotProxy)
-}
-
-func trusted(prefixes []netip.Prefix, a net.Addr) bool {
-	ip := guard.AddrOf(a)
-	for _, p := range prefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }

@@ -69,7 +69,7 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	if cfg.Config == nil {
 		cfg.Config = DefaultConfig()
 	}
-	pm := NewProtocolManager(append([]Option{setServer(func(s *config.Server) { *s = cfg.Config.Server })}, cfg.Options...)...)
+	pm := NewProtocolManager(append([]Option{withServer(cfg.Config.Server)}, cfg.Options...)...)
 	if err := pm.Err(); err != nil {
 		return nil, err
 	}
@@ -115,18 +115,14 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 }
 
 // UpdateConfig replaces the node's own configuration (a file reload); etcd's
-// discovered backends are merged in again.
+// discovered backends are merged in again. On error nothing changes.
 func (dm *DistributedManager) UpdateConfig(c *Config) error {
 	dm.mu.Lock()
-	old := dm.base
-	dm.base = c
-	dm.mu.Unlock()
-	if err := dm.apply(); err != nil {
-		dm.mu.Lock()
-		dm.base = old
-		dm.mu.Unlock()
+	defer dm.mu.Unlock()
+	if err := dm.pm.UpdateConfig(dm.mergeLocked(c)); err != nil {
 		return err
 	}
+	dm.base = c
 	return nil
 }
 
@@ -200,12 +196,11 @@ func (dm *DistributedManager) onConfig(yaml []byte) error {
 
 // apply merges the base configuration with discovered backends and the
 // load balancer defaults, then swaps it in through UpdateConfig (the same
-// path as a file reload).
+// path as a file reload). dm.mu serialises the merges and their swaps.
 func (dm *DistributedManager) apply() error {
 	dm.mu.Lock()
-	merged := dm.mergeLocked(dm.base)
-	dm.mu.Unlock()
-	return dm.pm.UpdateConfig(merged)
+	defer dm.mu.Unlock()
+	return dm.pm.UpdateConfig(dm.mergeLocked(dm.base))
 }
 
 // CheckConfig reports the error UpdateConfig would return for c, without

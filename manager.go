@@ -71,7 +71,7 @@ type ProtocolManager struct {
 // swaps them whole.
 type settings struct {
 	config.Server
-	trustedProxies []netip.Prefix
+	trustedProxies config.Prefixes
 }
 
 // NewProtocolManager returns a manager with the given options. An invalid
@@ -99,14 +99,13 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	})
 	pm.settings.Store(&settings{Server: o.server})
 	_ = pm.stats.RegisterState(pm.Draining, func() int64 { return pm.pool().ConnectionsCreated }, func() int64 { return pm.pool().ConnectionsReused })
-	err := config.CheckServer(o.server)
-	if err == nil {
-		pm.guard, err = guard.New(guard.Config{}, pm.log, nil)
+	// The guard exists whatever the options: Close, Ban and GetMetrics use
+	// it (its empty configuration is always valid).
+	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
+	if err := config.CheckServer(o.server); err != nil {
+		return pm, err
 	}
-	if err == nil {
-		err = pm.rebuild()
-	}
-	return pm, err
+	return pm, pm.rebuild()
 }
 
 // Err returns the option validation error, if any.
@@ -199,9 +198,7 @@ func (pm *ProtocolManager) Close() error {
 	if pm.serving.Load() == 0 {
 		pm.conns.CloseAll()
 	}
-	if pm.guard != nil {
-		pm.guard.Close()
-	}
+	pm.guard.Close()
 	if rt := pm.routing.Load(); rt != nil {
 		rt.Close()
 	}

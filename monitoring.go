@@ -96,22 +96,17 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string, lim monitor.Limi
 		mux.Handle("/metrics", pm.MetricsHandler())
 		h = mux
 	}
-	running := errors.New("protoplex: " + monitorNames[which] + " already running")
-	pm.mu.Lock()
-	busy := pm.monitors[which] != nil
-	pm.mu.Unlock()
-	if busy {
-		return "", running
+	pm.mu.Lock() // held while binding, so two calls cannot both start one
+	defer pm.mu.Unlock()
+	switch {
+	case pm.closed:
+		return "", ErrClosed
+	case pm.monitors[which] != nil:
+		return "", errors.New("protoplex: " + monitorNames[which] + " already running")
 	}
 	m, err := monitor.Serve(addr, h, lim)
 	if err != nil {
 		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
-	}
-	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	if pm.monitors[which] != nil || pm.closed {
-		m.Close()
-		return "", running
 	}
 	pm.monitors[which] = m
 	return m.Addr(), nil

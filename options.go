@@ -35,6 +35,9 @@ type options struct {
 
 func setServer(f func(*config.Server)) Option { return func(o *options) { f(&o.server) } }
 
+// withServer sets every server: setting, as a file's block gives them.
+func withServer(s config.Server) Option { return setServer(func(dst *config.Server) { *dst = s }) }
+
 // WithMaxConnections caps concurrent connections (default 1024, 1 to 10,000,000). Connections
 // over the cap are accepted and closed at once, counted as refused: queueing
 // them would hold file descriptors for clients that may give up anyway.

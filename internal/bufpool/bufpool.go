@@ -113,3 +113,27 @@ func (p *Pools) Outside() int64 { return p.outside.Load() }
 // InUseBytes returns the bytes of tier buffers handed out and not yet
 // returned (outside allocations are not counted).
 func (p *Pools) InUseBytes() int64 { return p.inUse.Load() }
+
+// Lease is one buffer of exactly the size asked for, taken from p until
+// Release: a connection's identification buffer, given back as soon as its
+// bytes are replayed, however many code paths end the connection.
+type Lease struct {
+	p   *Pools
+	buf *[]byte
+	// B is the buffer, len the size asked for; nil after Release.
+	B []byte
+}
+
+// Lease takes a buffer of size bytes.
+func (p *Pools) Lease(size int) *Lease {
+	b := p.Get(size)
+	return &Lease{p: p, buf: b, B: (*b)[:size]}
+}
+
+// Release gives the buffer back; later calls do nothing.
+func (l *Lease) Release() {
+	if l.buf != nil {
+		l.p.Put(l.buf)
+		l.buf, l.B = nil, nil
+	}
+}

@@ -145,3 +145,18 @@ func BenchmarkGetPut(b *testing.B) {
 		}
 	})
 }
+
+// TestLease: a lease has the size asked for, and releasing it twice gives
+// the buffer back once.
+func TestLease(t *testing.T) {
+	p := New()
+	l := p.Lease(3000)
+	if len(l.B) != 3000 || p.Stats()[1].InUse != 1 {
+		t.Fatalf("lease of 3000: len %d, tier in use %d", len(l.B), p.Stats()[1].InUse)
+	}
+	l.Release()
+	l.Release()
+	if st := p.Stats()[1]; st.InUse != 0 || st.Puts != 1 || l.B != nil {
+		t.Fatalf("after two releases: %+v, B %v", st, l.B)
+	}
+}

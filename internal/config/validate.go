@@ -305,3 +305,29 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// Prefixes is a list of networks (trusted_proxies).
+type Prefixes []netip.Prefix
+
+// ParsePrefixes parses entries as ParsePrefix does.
+func ParsePrefixes(entries []string) (Prefixes, error) {
+	var out Prefixes
+	for _, e := range entries {
+		p, err := ParsePrefix(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Contains reports whether ip is in one of the networks.
+func (ps Prefixes) Contains(ip netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
