@@ -1,16 +1,14 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // ipLocalPortRange is IP_LOCAL_PORT_RANGE (Linux 6.3+): a per-socket
@@ -123,39 +121,14 @@ func backendOffRange(t *testing.T, lo, hi int) *counting {
 func connectedFromRange(t *testing.T, lo, hi, port int) bool {
 	t.Helper()
 	found := false
-	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(name)
-		if err != nil {
-			if name == "/proc/net/tcp" {
-				t.Fatal(err)
-			}
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) < 4 || fs[0] == "sl" {
-				continue
-			}
-			local, lok := hexPort(fs[1])
-			remote, rok := hexPort(fs[2])
-			if lok && rok && local >= lo && local <= hi && remote == port {
-				found = true
-			}
-		}
-		f.Close()
+	err := testnet.EachTCPSocket(func(s testnet.Socket) {
+		local := int(s.Local.Port())
+		found = found || (local >= lo && local <= hi && int(s.Remote.Port()) == port)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return found
-}
-
-// hexPort is the port of a /proc/net/tcp address ("0100007F:EE3E").
-func hexPort(addr string) (int, bool) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
-		return 0, false
-	}
-	p, err := strconv.ParseUint(addr[i+1:], 16, 16)
-	return int(p), err == nil
 }
 
 // closeNoTimeWait closes c with a reset, so this run leaves no TIME_WAIT
