@@ -60,7 +60,7 @@ func (pm *ProtocolManager) EnablePrometheusMetrics(port int) error {
 // 10 s to write a reply, 30 s idle between keep-alive requests, 8 KiB of
 // headers (docs/security.md).
 func (pm *ProtocolManager) ServeMetrics(addr string) error {
-	_, err := pm.serveMonitor(metricsPort, addr, monitor.DefaultLimits())
+	_, err := pm.serveMonitor(metricsPort, addr)
 	return err
 }
 
@@ -78,18 +78,15 @@ func (pm *ProtocolManager) MetricsAddr() string {
 // until Close, within the limits ServeMetrics states. It returns the bound
 // address (useful with port 0).
 func (pm *ProtocolManager) ServeHealth(addr string) (string, error) {
-	return pm.serveMonitor(healthPort, addr, monitor.DefaultLimits())
+	return pm.serveMonitor(healthPort, addr)
 }
 
 // The monitoring servers a manager runs, by index in pm.monitors.
-const (
-	metricsPort = iota
-	healthPort
-)
+const metricsPort, healthPort = 0, 1
 
 var monitorNames = [...]string{metricsPort: "metrics server", healthPort: "health server"}
 
-func (pm *ProtocolManager) serveMonitor(which int, addr string, lim monitor.Limits) (string, error) {
+func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) {
 	h := pm.HealthHandler()
 	if which == metricsPort {
 		mux := http.NewServeMux()
@@ -104,7 +101,7 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string, lim monitor.Limi
 	case pm.monitors[which] != nil:
 		return "", errors.New("protoplex: " + monitorNames[which] + " already running")
 	}
-	m, err := monitor.Serve(addr, h, lim)
+	m, err := monitor.Serve(addr, h, monitor.DefaultLimits())
 	if err != nil {
 		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
 	}
