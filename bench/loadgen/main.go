@@ -108,32 +108,42 @@ func pick(i int, addr, sshAddr string, sshShare int) (string, string) {
 	return addr, httpFlight
 }
 
+// cps is the closed loop: conc workers for d, then the rate of connections.
 func cps(addr, sshAddr string, sshShare, conc int, d time.Duration) {
-	var ok, errs atomic.Int64
-	var firstErr atomic.Value
 	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
 	start := time.Now()
+	ok, errs, firstErr := drive(addr, sshAddr, sshShare, conc, func(int64) bool { return time.Now().Before(deadline) })
+	el := time.Since(start).Seconds()
+	fmt.Printf("cps=%.0f ok=%d errors=%d seconds=%.2f first_error=%q\n", float64(ok)/el, ok, errs, el, firstErr)
+}
+
+// drive runs conc workers that each do one connection after another (see
+// once) while more allows the i-th connection of all (counted from 1):
+// sshShare in 100 send an SSH banner to sshAddr, the others an HTTP request
+// to addr. It returns how many succeeded and failed, and the first error.
+func drive(addr, sshAddr string, sshShare, conc int, more func(i int64) bool) (ok, errs int64, firstErr string) {
+	var next, okN, errN atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
 			buf := make([]byte, 4096)
-			for i := w; time.Now().Before(deadline); i += conc {
-				a, f := pick(i, addr, sshAddr, sshShare)
+			for i := next.Add(1); more(i); i = next.Add(1) {
+				a, f := pick(int(i), addr, sshAddr, sshShare)
 				if _, err := once(a, f, buf); err != nil {
-					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					errN.Add(1)
+					first.CompareAndSwap(nil, err.Error())
 					continue
 				}
-				ok.Add(1)
+				okN.Add(1)
 			}
-		}(w)
+		}()
 	}
 	wg.Wait()
-	el := time.Since(start).Seconds()
-	fe, _ := firstErr.Load().(string)
-	fmt.Printf("cps=%.0f ok=%d errors=%d seconds=%.2f first_error=%q\n", float64(ok.Load())/el, ok.Load(), errs.Load(), el, fe)
+	firstErr, _ = first.Load().(string)
+	return okN.Load(), errN.Load(), firstErr
 }
 
 func latency(addr string, rate int, d time.Duration) {
@@ -264,28 +274,10 @@ func cpuTicks(pid int) float64 {
 	return sum / 100 // USER_HZ
 }
 
+// cpu is the CPU time pid spends on n connections from conc workers.
 func cpu(addr, sshAddr string, sshShare, n, conc, pid int) {
 	before := cpuTicks(pid)
-	var next, errs atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 4096)
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				a, f := pick(int(i), addr, sshAddr, sshShare)
-				if _, err := once(a, f, buf); err != nil {
-					errs.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	_, errs, _ := drive(addr, sshAddr, sshShare, conc, func(i int64) bool { return i <= int64(n) })
 	used := cpuTicks(pid) - before
-	fmt.Printf("cpu_seconds=%.2f per_100k=%.2f connections=%d errors=%d\n", used, used*100000/float64(n), n, errs.Load())
+	fmt.Printf("cpu_seconds=%.2f per_100k=%.2f connections=%d errors=%d\n", used, used*100000/float64(n), n, errs)
 }
