@@ -147,6 +147,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 					}
 				}
 			}
+			c.Monitoring.disableUnwanted(mapValue(doc, "monitoring"))
 		}
 	}
 	c.applyDefaults()
@@ -211,4 +212,19 @@ func lineOf(root *yaml.Node, path ...string) int {
 		n, line = next, next.Line
 	}
 	return line
+}
+
+// disableUnwanted turns off a monitoring port whose enable_ key the file
+// sets to false, whatever its port says. A file that leaves the key out
+// serves the port it names.
+func (m *Monitoring) disableUnwanted(block *yaml.Node) {
+	if block == nil || block.Kind != yaml.MappingNode {
+		return
+	}
+	if n := mapValue(block, "enable_metrics"); n != nil && !m.EnableMetrics {
+		m.MetricsPort = 0
+	}
+	if n := mapValue(block, "enable_health_check"); n != nil && !m.EnableHealthCheck {
+		m.HealthCheckPort = 0
+	}
 }

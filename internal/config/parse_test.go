@@ -163,3 +163,25 @@ func checkFile(path string) error {
 	_, err := Load(path)
 	return err
 }
+
+// TestMonitoringEnableFalse: enable_metrics/enable_health_check false turn
+// their port off; left out, the port given is served.
+func TestMonitoringEnableFalse(t *testing.T) {
+	const proto = "protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n"
+	for _, c := range []struct {
+		yaml            string
+		metrics, health int
+	}{
+		{"monitoring:\n  enable_metrics: false\n  metrics_port: 9091\n  enable_health_check: false\n  health_check_port: 9092\n", 0, 0},
+		{"monitoring:\n  enable_metrics: true\n  metrics_port: 9091\n  enable_health_check: false\n  health_check_port: 9092\n", 9091, 0},
+		{"monitoring:\n  metrics_port: 9091\n  health_check_port: 9092\n", 9091, 9092},
+	} {
+		cfg, err := Parse([]byte(c.yaml+proto), "m.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := cfg.Monitoring; m.MetricsPort != c.metrics || m.HealthCheckPort != c.health {
+			t.Errorf("%q: ports %d, %d, want %d, %d", c.yaml, m.MetricsPort, m.HealthCheckPort, c.metrics, c.health)
+		}
+	}
+}
