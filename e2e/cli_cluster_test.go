@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -32,7 +31,7 @@ func TestCLIClusterNode(t *testing.T) {
 	backend := testnet.Banner(t, "registered:")
 	op := func(args ...string) string {
 		t.Helper()
-		out, err := run(t, 20*time.Second, bin, append(args[:1:1], append([]string{"-etcd", etcd.client}, args[1:]...)...)...)
+		out, err := run(t, 20*time.Second, bin, append(args[:1:1], append([]string{"-etcd", etcd.Client}, args[1:]...)...)...)
 		if err != nil {
 			t.Fatalf("protoplex %v: %v\n%s", args, err, out)
 		}
@@ -44,7 +43,7 @@ func TestCLIClusterNode(t *testing.T) {
 	}
 
 	cfg := filepath.Join(t.TempDir(), "node.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`server:
+	testnet.WriteFile(t, cfg, fmt.Sprintf(`server:
   listen: "127.0.0.1:0"
 protocols:
   - name: HTTP
@@ -58,7 +57,7 @@ distributed:
   etcd_endpoints: [%q]
   lease_ttl: "2s"
   service_discovery: {enable: true, refresh_interval: 30}
-`, etcd.client)), 0o644)
+`, etcd.Client))
 	cmd := exec.Command(bin, "-config", cfg)
 	stdout := &testnet.Buffer{}
 	cmd.Stdout = stdout

@@ -5,9 +5,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -34,8 +32,15 @@ func TestMain(m *testing.M) {
 // startMux runs a protoplex manager with protos on an ephemeral port.
 func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.ProtocolManager) {
 	t.Helper()
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		protoplex.WithGracefulShutdownTimeout(2*time.Second))
+	return startMuxWith(t, nil, protos...)
+}
+
+// startMuxWith is startMux with opts applied after the tests' defaults (no
+// logging, a 2 s graceful shutdown).
+func startMuxWith(t testing.TB, opts []protoplex.Option, protos ...*protocols.Protocol) (string, *protoplex.ProtocolManager) {
+	t.Helper()
+	pm := protoplex.NewProtocolManager(append([]protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler)),
+		protoplex.WithGracefulShutdownTimeout(2 * time.Second)}, opts...)...)
 	for _, p := range protos {
 		if err := pm.AddProtocol(p); err != nil {
 			t.Fatal(err)
@@ -45,11 +50,18 @@ func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.P
 }
 
 // serve runs pm on an ephemeral loopback port until the test ends, then
-// closes it.
+// closes it. See serveOn.
 func serve(t testing.TB, pm *protoplex.ProtocolManager) string {
 	t.Helper()
+	return serveOn(t, testnet.Listen(t), pm)
+}
+
+// serveOn runs pm on ln until the test ends, then closes it; an error
+// Serve returns fails the test.
+func serveOn(t testing.TB, ln net.Listener, pm *protoplex.ProtocolManager) string {
+	t.Helper()
 	t.Cleanup(func() { pm.Close() })
-	return testnet.Start(t, pm.Serve)
+	return testnet.StartOn(t, ln, pm.Serve)
 }
 
 func port(addr string) string {
@@ -119,14 +131,4 @@ func TestCoreRealClients(t *testing.T) {
 			t.Errorf("no %s connection identified: %v", name, m.Identified)
 		}
 	}
-}
-
-func runStdin(t testing.TB, timeout time.Duration, stdin, name string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := execCommand(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }

@@ -18,33 +18,6 @@ import (
 	"github.com/darkit/protoplex/internal/testnet"
 )
 
-// etcdServer is a real etcd (Debian's etcd-server) on ephemeral loopback
-// ports with a temporary data dir, restartable on the same ports and data.
-type etcdServer struct {
-	t          testing.TB
-	bin, dir   string
-	client     string
-	peer       string
-	stopServer func()
-}
-
-func startEtcd(t testing.TB) *etcdServer {
-	t.Helper()
-	e := &etcdServer{t: t, bin: requireBinary(t, "etcd"), dir: t.TempDir(),
-		client: testnet.FreeAddr(t), peer: testnet.FreeAddr(t)}
-	e.start()
-	return e
-}
-
-func (e *etcdServer) start() {
-	e.stopServer = daemon(e.t, e.client, e.bin, "--name", "test", "--data-dir", e.dir,
-		"--listen-client-urls", "http://"+e.client, "--advertise-client-urls", "http://"+e.client,
-		"--listen-peer-urls", "http://"+e.peer, "--initial-advertise-peer-urls", "http://"+e.peer,
-		"--initial-cluster", "test=http://"+e.peer, "--log-level", "error")
-}
-
-func (e *etcdServer) stop() { e.stopServer() }
-
 // TestDistributedNodes: three protoplex nodes and one etcd. A backend
 // registered in etcd is routed by all three; configuration put in etcd is
 // applied by all (a bad one rejected and reported); a closed node leaves the
@@ -52,8 +25,8 @@ func (e *etcdServer) stop() { e.stopServer() }
 // updates resume.
 func TestDistributedNodes(t *testing.T) {
 	etcd := startEtcd(t)
-	endpoints := []string{etcd.client}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	endpoints := []string{etcd.Client}
+	quiet := slog.New(slog.DiscardHandler)
 	base := func() *protoplex.Config {
 		c, err := protoplex.ParseConfig([]byte("security:\n  ip_whitelist: [\"127.0.0.1\"]\n  enable_ddos_guard: true\n  ddos_guard: {failure_threshold: 3, window: \"1m\", ban_duration: \"1m\"}\nprotocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "base.yaml")
 		if err != nil {
@@ -171,12 +144,12 @@ func TestDistributedNodes(t *testing.T) {
 	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd down: traffic keeps flowing with the last known state.
-	etcd.stop()
+	etcd.Stop()
 	waitUntil(t, "node 1 sees etcd down", func() bool { return !nodes[0].Connected() })
 	converge("SSH-2.0-x\r\n", "svc-19:", addrs[:2])
 
 	// etcd back: watches resume, a new registration reaches both nodes.
-	etcd.start()
+	etcd.Start()
 	cli2, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

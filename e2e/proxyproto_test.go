@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -55,7 +54,7 @@ frontend f
 backend b
   server pp %s send-proxy-v2 source 127.0.0.1
 `, port, pp)
-	os.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(cfg), 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "haproxy.cfg"), cfg)
 	front := fmt.Sprintf("127.0.0.1:%d", port)
 	daemon(t, front, haproxy, "-db", "-f", filepath.Join(dir, "haproxy.cfg"))
 	curl := requireBinary(t, "curl")

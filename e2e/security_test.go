@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -23,15 +22,21 @@ import (
 // startConfigured runs a manager built from YAML on an ephemeral port.
 func startConfigured(t testing.TB, yaml string) (string, *protoplex.ProtocolManager) {
 	t.Helper()
+	return startConfiguredOn(t, testnet.Listen(t), yaml)
+}
+
+// startConfiguredOn runs a manager built from YAML on ln.
+func startConfiguredOn(t testing.TB, ln net.Listener, yaml string) (string, *protoplex.ProtocolManager) {
+	t.Helper()
 	cfg, err := protoplex.ParseConfig([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)))
 	if err := pm.UpdateConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	return serve(t, pm), pm
+	return serveOn(t, ln, pm), pm
 }
 
 // dialFrom connects from a given loopback source address (127.0.0.x).
@@ -140,16 +145,8 @@ protocols:
 		t.Skip("no IPv6 loopback")
 	}
 	t.Cleanup(func() { ln.Close() })
-	cfg, err := protoplex.ParseConfig([]byte("security:\n  ip_blacklist: [\"::1/128\"]\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:1\"\n"), "v6.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err := pm.UpdateConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pm.Close() })
-	c, err := net.Dial("tcp", testnet.StartOn(t, ln, pm.Serve))
+	v6, pm := startConfiguredOn(t, ln, "security:\n  ip_blacklist: [\"::1/128\"]\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:1\"\n")
+	c, err := net.Dial("tcp", v6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,15 +175,8 @@ func openFDs() int {
 // get their bytes.
 func TestHostileClients(t *testing.T) {
 	backend := testnet.Echo(t)
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		protoplex.WithIdentifyTimeout(2*time.Second), protoplex.WithMaxConnections(5000))
-	pm.AddProtocol(protocols.NewSSHProtocol(backend))
-	pm.AddProtocol(protocols.NewHTTPProtocol(backend))
-	ln := testnet.Listen(t)
-	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
+	addr, pm := startMuxWith(t, []protoplex.Option{protoplex.WithIdentifyTimeout(2 * time.Second), protoplex.WithMaxConnections(5000)},
+		protocols.NewSSHProtocol(backend), protocols.NewHTTPProtocol(backend))
 	fdsBefore := openFDs()
 
 	// Slowloris: 1,000 connections sending "GET" one byte every 300 ms — a
@@ -273,9 +263,4 @@ func TestHostileClients(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	t.Logf("slowloris %d closed at deadline; heap in use after: %d KiB", closedAtDeadline.Load(), ms.HeapInuse>>10)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	pm.Close()
 }

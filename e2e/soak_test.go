@@ -3,16 +3,12 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,24 +58,15 @@ func TestSoak(t *testing.T) {
 		sources[i] = netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)})
 	}
 	backend := testnet.Echo(t)
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		protoplex.WithIdentifyTimeout(time.Second), protoplex.WithMaxConnections(8000))
 	ssh := protocols.NewSSHProtocol(backend)
 	ssh.Source = []string{fmt.Sprintf("%s-%s", sources[0], sources[nsrc-1])}
-	if err := pm.AddProtocol(ssh); err != nil {
-		t.Fatal(err)
-	}
-	ln := testnet.Listen(t)
-	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pm.Serve(ctx, ln) }()
+	addr, _ := startMuxWith(t, []protoplex.Option{protoplex.WithIdentifyTimeout(time.Second), protoplex.WithMaxConnections(8000)}, ssh)
 
 	muxPort, backendPort := portOf(addr), portOf(backend)
 	var peakTW atomic.Int64
 	sampleDone := make(chan struct{})
 	stopSampling := make(chan struct{})
-	go func() { // TIME_WAIT peak, sampled: reading /proc/net/tcp costs as much as it holds
+	go func() { // TIME_WAIT peak, sampled: reading the socket table costs as much as it holds
 		defer close(sampleDone)
 		tick := time.NewTicker(5 * time.Second)
 		defer tick.Stop()
@@ -150,9 +137,6 @@ func TestSoak(t *testing.T) {
 	close(stopSampling)
 	<-sampleDone
 	tw := timeWaits(muxPort, backendPort)
-	cancel()
-	<-done
-	pm.Close()
 	rss := "?"
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -196,27 +180,15 @@ func (c twCount) total() int {
 	return c.clientLegClient + c.clientLegMux + c.backendLegMux + c.backendLegBackend
 }
 
-// timeWaits reads /proc/net/tcp: the holder's address is the local one.
+// timeWaits counts the TIME_WAIT sockets by leg and holder: the holder's
+// address is the local one.
 func timeWaits(muxPort, backendPort int) twCount {
 	var c twCount
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return c
-	}
-	defer f.Close()
-	port := func(hexAddr string) int {
-		_, p, _ := strings.Cut(hexAddr, ":")
-		n, _ := strconv.ParseUint(p, 16, 16)
-		return int(n)
-	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 4 || fs[3] != "06" {
-			continue
+	testnet.EachTCPSocket(func(s testnet.Socket) {
+		if s.State != testnet.StateTimeWait {
+			return
 		}
-		local, remote := port(fs[1]), port(fs[2])
-		switch {
+		switch local, remote := int(s.Local.Port()), int(s.Remote.Port()); {
 		case remote == muxPort:
 			c.clientLegClient++
 		case local == muxPort:
@@ -226,6 +198,6 @@ func timeWaits(muxPort, backendPort int) twCount {
 		case local == backendPort:
 			c.backendLegBackend++
 		}
-	}
+	})
 	return c
 }

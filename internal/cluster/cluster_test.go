@@ -26,13 +26,7 @@ func startEtcd(t *testing.T) string {
 	if err != nil {
 		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
 	}
-	client, peer := testnet.FreeAddr(t), testnet.FreeAddr(t)
-	p := testnet.StartProcess(t, exec.Command(bin, "--name", "test", "--data-dir", t.TempDir(),
-		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
-		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
-		"--initial-cluster", "test=http://"+peer, "--log-level", "error"))
-	testnet.Eventually(t, 15*time.Second, func() bool { return testnet.Listening(client) }, "etcd never listened:\n%s", p.Out)
-	return client
+	return testnet.StartEtcd(t, bin).Client
 }
 
 func etcdClient(t *testing.T, endpoint string) *clientv3.Client {

@@ -2,8 +2,9 @@
 // servers on loopback: listeners and accept loops that end with the test,
 // fake backends, a client round trip, a poll with a bound (Eventually), a
 // buffer for output written concurrently, subprocesses killed at the end of
-// the test, and files written or the test failed. It imports only the
-// standard library, so any package's tests can use it.
+// the test (a real etcd among them), the kernel's TCP socket table, and
+// files written or the test failed. It imports only the standard library,
+// so any package's tests can use it.
 package testnet
 
 import (

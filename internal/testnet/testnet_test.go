@@ -211,3 +211,21 @@ func TestEachTCPSocket(t *testing.T) {
 	Eventually(t, 10*time.Second, func() bool { return find(Socket{Local: client, Remote: server, State: StateTimeWait}) },
 		"the client's socket never reached TIME_WAIT")
 }
+
+// TestEtcd: etcd serves on Client, and again on the same address after a
+// Stop and Start.
+func TestEtcd(t *testing.T) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
+	}
+	e := StartEtcd(t, bin)
+	e.Stop()
+	if Listening(e.Client) {
+		t.Fatal("still listening after Stop")
+	}
+	e.Start()
+	if got, err := RoundTrip(e.Client, "GET /version HTTP/1.0\r\n\r\n"); err != nil || !strings.Contains(got, "etcdserver") {
+		t.Fatalf("after a restart: %q %v", got, err)
+	}
+}

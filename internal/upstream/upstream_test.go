@@ -55,15 +55,22 @@ func dialN(t *testing.T, s *Set, n int) map[string]int {
 	t.Helper()
 	served := map[string]int{}
 	for i := 0; i < n; i++ {
-		c, addr, done, err := s.Dial(context.Background(), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		done()
-		served[addr]++
+		served[dialClose(t, s)]++
 	}
 	return served
+}
+
+// dialClose dials s once, closes the connection and returns the target
+// that served it.
+func dialClose(tb testing.TB, s *Set) string {
+	tb.Helper()
+	c, addr, done, err := s.Dial(context.Background(), nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.Close()
+	done()
+	return addr
 }
 
 // fakeClock is a Set's clock that moves only when the test says.
@@ -262,12 +269,7 @@ func BenchmarkDial(b *testing.B) {
 	s, _ := New([]Target{{Addr: addr, Weight: 1}}, Options{})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		c, _, done, err := s.Dial(context.Background(), nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
-		done()
+		dialClose(b, s)
 	}
 }
 
@@ -330,12 +332,7 @@ func TestWarmPool(t *testing.T) {
 	defer s.Close()
 	testnet.Eventually(t, 10*time.Second, func() bool { return s.Idle() >= 3 && b.count() >= 3 },
 		"pool not filled: %s", testnet.Later(func() string { return fmt.Sprintf("idle %d, backend saw %d", s.Idle(), b.count()) }))
-	c, _, done, err := s.Dial(context.Background(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	done()
+	dialClose(t, s)
 	if s.Reused() != 1 || s.Created() < 3 {
 		t.Fatalf("reused %d created %d", s.Reused(), s.Created())
 	}
@@ -375,12 +372,7 @@ func BenchmarkDialWarm(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c, _, done, err := s.Dial(context.Background(), nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
-		done()
+		dialClose(b, s)
 		if i%32 == 31 {
 			b.StopTimer()
 			for s.Idle() < 32 {
