@@ -16,6 +16,13 @@ import (
 // through a running protoplex (accept → identify → dial → splice) to a real
 // TCP backend; digests must match, and half-close must carry through: the
 // backend sees EOF after the client's last byte and still sends its own.
+//
+// The backend's handler returns, and so closes its conn, only once its own
+// write is done: a close while that write still runs cuts the download at
+// whatever the backend's kernel had accepted, then sends a FIN, which the
+// client reads as a short download ending in a clean EOF. A short download
+// is reported with what the backend wrote, so a cut at the backend is told
+// apart from bytes lost in forwarding.
 func TestByteExactThroughServer(t *testing.T) {
 	size := 64 << 20
 	if testing.Short() {
@@ -27,17 +34,27 @@ func TestByteExactThroughServer(t *testing.T) {
 	copy(up, "SSH-2.0-bulk\r\n") // the first flight routes it
 	rand.Read(down)
 
+	type result struct {
+		n   int64
+		err error
+	}
+	backendWrote := make(chan result, 1)
+	backendRead := make(chan result, 1)
 	backendSum := make(chan [32]byte, 1)
 	backend := testnet.Serve(t, func(c net.Conn) {
 		sent := make(chan struct{})
 		go func() {
 			defer close(sent)
-			c.Write(down)
-			c.(*net.TCPConn).CloseWrite()
+			n, err := c.Write(down)
+			if err == nil {
+				err = c.(*net.TCPConn).CloseWrite()
+			}
+			backendWrote <- result{int64(n), err}
 		}()
 		h := sha256.New()
-		io.Copy(h, c) // returns at the client's half-close, carried through
+		n, err := io.Copy(h, c) // returns at the client's half-close, carried through
 		<-sent
+		backendRead <- result{n, err}
 		var s [32]byte
 		copy(s[:], h.Sum(nil))
 		backendSum <- s
@@ -57,12 +74,25 @@ func TestByteExactThroughServer(t *testing.T) {
 	h := sha256.New()
 	n, err := io.Copy(h, c)
 	if err != nil || n != int64(size) {
-		t.Fatalf("client received %d bytes: %v", n, err)
+		// The client saw the end of the download, so the backend's write
+		// has returned or is failing: its result is at most a close away.
+		select {
+		case w := <-backendWrote:
+			t.Fatalf("client received %d of %d bytes (%v); the backend wrote %d (%v)", n, size, err, w.n, w.err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("client received %d of %d bytes (%v); the backend's write still runs", n, size, err)
+		}
 	}
 	var got [32]byte
 	copy(got[:], h.Sum(nil))
 	if got != sha256.Sum256(down) {
 		t.Fatal("backend→client bytes differ")
+	}
+	if w := <-backendWrote; w.err != nil {
+		t.Fatalf("backend wrote %d bytes: %v", w.n, w.err)
+	}
+	if r := <-backendRead; r.err != nil || r.n != int64(size) {
+		t.Fatalf("backend received %d of %d bytes: %v", r.n, size, r.err)
 	}
 	if s := <-backendSum; s != sha256.Sum256(up) {
 		t.Fatal("client→backend bytes differ")
