@@ -1,14 +1,14 @@
 package protocols_test
 
 import (
-	"os"
-	"path/filepath"
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/protocols"
+	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // The all-against-all cross-test: every first flight (the recorded ones in
@@ -34,6 +34,11 @@ var crossExceptions = map[crossException]string{
 	{"http", "webdav"}:    "the HTTP detector accepts WebDAV methods (an HTTP route serves WebDAV clients too); WebDAV has Specificity 1 and outranks HTTP",
 	{"socks", "socks4"}:   "the generic SOCKS route is SOCKS4 or SOCKS5: same protocol, registration order picks one",
 	{"socks", "socks5"}:   "the generic SOCKS route is SOCKS4 or SOCKS5: same protocol, registration order picks one",
+}
+
+func crossExcepted(detector, flight string) bool {
+	_, ok := crossExceptions[crossException{detector, flight}]
+	return ok
 }
 
 // crossRankAlso: the ranking may pick these instead of the flight's own
@@ -95,7 +100,21 @@ func crossHandBuilt() map[string][]byte {
 		"postgresql-cancel": "\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\x12\x34\x56\x78",
 		"postgresql-gssenc": "\x00\x00\x00\x08\x04\xd2\x16\x30",
 		// MQTT 3.1.1 CONNECT with a client id.
-		"mqtt-connect": "\x10\x13\x00\x04MQTT\x04\x02\x00\x3c\x00\x07client1",
+		"mqtt-connect":      "\x10\x13\x00\x04MQTT\x04\x02\x00\x3c\x00\x07client1",
+		"mqtt-connect-test": "\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04test",
+		// Written from the RFCs and specs: SOCKS5 greeting without
+		// authentication, SOCKS4 CONNECT with a user id, an RTMP C1 of
+		// zeros, an RTSP SETUP, SIP requests of methods that are also Redis
+		// or HTTP words, a DNS query and a PostgreSQL SSLRequest.
+		"socks5-noauth":   "\x05\x01\x00",
+		"socks4-user":     "\x04\x01\x00\x50\x7f\x00\x00\x01user\x00",
+		"rtmp-zero-c1":    "\x03" + strings.Repeat("\x00", 1536),
+		"rtsp-setup":      "SETUP rtsp://example.com/media.mp4/track1 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
+		"sip-info":        "INFO sip:bob@biloxi.com SIP/2.0\r\n\r\n",
+		"sip-options-uri": "OPTIONS sip:carol@chicago.com SIP/2.0\r\n\r\n",
+		"sip-publish":     "PUBLISH sip:presentity@example.com SIP/2.0\r\n\r\n",
+		"dns-example-com": "\x00\x1d\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01",
+		"postgresql-ssl":  "\x00\x00\x00\x08\x04\xd2\x16\x2f",
 	}
 	out := make(map[string][]byte, len(flights))
 	for k, v := range flights {
@@ -113,17 +132,8 @@ type crossFlight struct {
 
 func crossFlights(t *testing.T) []crossFlight {
 	t.Helper()
-	files, err := filepath.Glob("testdata/flights/*.bin")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no recorded flights: %v", err)
-	}
 	var out []crossFlight
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := filepath.Base(f)
+	for name, data := range protocoltest.Flights(t, "") {
 		out = append(out, crossFlight{name, strings.SplitN(name, "-", 2)[0], data})
 	}
 	for name, data := range crossHandBuilt() {
@@ -192,12 +202,28 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 					}
 					matched = r == protocols.Match
 				}
-			case got == protocols.Match:
-				if _, ok := crossExceptions[crossException{name, f.proto}]; !ok {
-					t.Errorf("%s detector matches %s (a %s flight)", p.Name, f.name, f.proto)
-				}
+			case got == protocols.Match && crossExcepted(name, f.proto):
 				if crossRankAlso[f.proto] == name {
 					matchedOwn[name]++ // an alias's flight is its own
+				}
+			default:
+				// A foreign flight is rejected outright by a detector the
+				// engine asks for it (one indexed under its first byte),
+				// so the engine never waits for that detector; and a
+				// prefix's decision is the whole flight's.
+				if got != protocols.NoMatch && (got == protocols.Match || bytes.IndexByte(p.FirstBytes, f.data[0]) >= 0) {
+					t.Errorf("%s detector says %v on %s (a %s flight), want NoMatch", p.Name, got, f.name, f.proto)
+				}
+				decided := protocols.NeedMore
+				for i := 0; i <= len(f.data); i++ {
+					r := p.Detector()(f.data[:i])
+					if decided != protocols.NeedMore && r != decided {
+						t.Errorf("%s: %s says %v on a prefix of %d bytes after %v", f.name, p.Name, r, i, decided)
+						break
+					}
+					if r != protocols.NeedMore {
+						decided = r
+					}
 				}
 			}
 		}
@@ -222,7 +248,7 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 	for _, f := range flights {
 		for _, p := range ps {
 			e := crossException{strings.ToLower(p.Name), f.proto}
-			if _, ok := crossExceptions[e]; ok && p.Detector()(f.data) == protocols.Match {
+			if crossExcepted(e.detector, e.flight) && p.Detector()(f.data) == protocols.Match {
 				used[e] = true
 			}
 		}

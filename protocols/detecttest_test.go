@@ -1,6 +1,12 @@
 package protocols
 
-import "testing"
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	"github.com/darkit/protoplex/protocols/protocoltest"
+)
 
 // checkDetector asserts detect(data) == want and the split-read property:
 // the engine calls a detector on every growing prefix of a first flight
@@ -31,6 +37,23 @@ func checkMonotonic(t *testing.T, name string, detect DetectFunc, data []byte) {
 	}
 }
 
+// checkInspectMonotonic asserts that once a prefix of data gets ok from
+// inspect, every longer prefix gets ok and the same metadata.
+func checkInspectMonotonic(t *testing.T, name string, inspect InspectFunc, data []byte) {
+	t.Helper()
+	var first Metadata
+	decided := false
+	for i := 0; i <= len(data); i++ {
+		md, ok := inspect(data[:i])
+		if decided && (!ok || !reflect.DeepEqual(md, first)) {
+			t.Fatalf("%s: inspect of %d bytes = %+v, %v after a shorter prefix gave %+v", name, i, md, ok, first)
+		}
+		if ok && !decided {
+			first, decided = md, true
+		}
+	}
+}
+
 func truncate(b []byte) []byte {
 	if len(b) > 64 {
 		return b[:64]
@@ -38,12 +61,68 @@ func truncate(b []byte) []byte {
 	return b
 }
 
-// detectorOf returns the detector of the built-in registered as name.
-func detectorOf(t testing.TB, name string) DetectFunc {
+// builtin returns the protocol the registry builds for name.
+func builtin(t testing.TB, name string) *Protocol {
 	t.Helper()
 	d, ok := Describe(name)
 	if !ok {
 		t.Fatalf("%s is not registered", name)
 	}
-	return d.New("x:1").Spec().Detect
+	return d.New("x:1")
+}
+
+// fuzzCore fuzzes a detector (and its inspector, if any): no panic, data not
+// modified, and a final answer on a prefix (split at a random point) is the
+// answer on the whole input, as is an inspector's ok metadata.
+func fuzzCore(f *testing.F, detect DetectFunc, inspect InspectFunc, seeds ...[]byte) {
+	f.Helper()
+	for _, s := range seeds {
+		f.Add(s, uint(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		orig := bytes.Clone(data)
+		k := int(split % uint(len(data)+1))
+		whole, part := detect(data), detect(data[:k])
+		if part != NeedMore && part != whole {
+			t.Fatalf("detect: %d of %d bytes say %v, all say %v", k, len(data), part, whole)
+		}
+		if inspect != nil {
+			md, ok := inspect(data)
+			mdk, okk := inspect(data[:k])
+			if okk && (!ok || !reflect.DeepEqual(md, mdk)) {
+				t.Fatalf("inspect: %d of %d bytes give %+v, all give %+v, %v", k, len(data), mdk, md, ok)
+			}
+		}
+		if !bytes.Equal(data, orig) {
+			t.Fatalf("data modified")
+		}
+	})
+}
+
+// fuzzSeeds returns the recorded flights whose names start with one of
+// prefixes, plus extra.
+func fuzzSeeds(f *testing.F, prefixes []string, extra ...string) [][]byte {
+	var out [][]byte
+	for _, p := range prefixes {
+		for _, b := range protocoltest.Flights(f, p) {
+			out = append(out, b)
+		}
+	}
+	for _, e := range extra {
+		out = append(out, []byte(e))
+	}
+	return out
+}
+
+// benchDetect reports the cost of one detector call on data, which must
+// give want.
+func benchDetect(b *testing.B, detect DetectFunc, data []byte, want Result) {
+	b.Helper()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if got := detect(data); got != want {
+			b.Fatalf("got %v, want %v", got, want)
+		}
+	}
 }

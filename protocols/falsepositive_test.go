@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // TestFalsePositiveRates feeds N buffers of five families to every built-in
@@ -218,15 +219,11 @@ func fpAdversarial(prefixes [][]byte) func(*rand.Rand, []byte) []byte {
 // fpFlightPrefixes returns the first 4 bytes of every recorded flight.
 func fpFlightPrefixes(t *testing.T) [][]byte {
 	t.Helper()
-	files, _ := filepath.Glob("testdata/flights/*.bin")
-	slices.Sort(files) // deterministic whatever the directory order
+	flights := protocoltest.Flights(t, "")
+	names := slices.Sorted(maps.Keys(flights)) // deterministic whatever the map order
 	var out [][]byte
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(data) > 0 {
+	for _, name := range names {
+		if data := flights[name]; len(data) > 0 {
 			out = append(out, data[:min(4, len(data))])
 		}
 	}

@@ -1,6 +1,7 @@
 package protocols
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +76,61 @@ func TestRegistryConditions(t *testing.T) {
 	}
 	if !slices.Equal(serverFirst, []string{"FTP", "SMTP"}) {
 		t.Errorf("server-first descriptors %v, want [FTP SMTP]", serverFirst)
+	}
+}
+
+// TestConstructors: what each exported constructor builds, field by field:
+// the fields a built-in sets, each from its descriptor, and nothing else.
+func TestConstructors(t *testing.T) {
+	for _, c := range []struct {
+		new                  Constructor
+		name, first          string
+		specificity          int
+		inspect, serverFirst bool
+	}{
+		{NewDNSProtocol, "DNS", "\x00\x01", 0, false, false},
+		{NewFTPProtocol, "FTP", "\x00", 0, false, true},
+		{NewHTTPProtocol, "HTTP", "GHPDOTCMLUSRABV", 0, true, false},
+		{NewHTTPWebDAVProtocol, "HTTP", "GHPDOTCMLUSRABV", 0, true, false},
+		{NewHTTP2Protocol, "HTTP2", "P", 0, false, false},
+		{NewMQTTProtocol, "MQTT", "\x10", 0, false, false},
+		{NewOpenVPNProtocol, "OpenVPN", "\x00", 0, false, false},
+		{NewPostgreSQLProtocol, "PostgreSQL", "\x00", 0, false, false},
+		{NewRDPProtocol, "RDP", "\x03", 0, false, false},
+		{NewRedisProtocol, "Redis", "*PpAaHhIiSsQqEeGgCcDdKkMmFfTtRrLl", 0, false, false},
+		{NewRTMPProtocol, "RTMP", "\x03", 0, false, false},
+		{NewRTSPProtocol, "RTSP", "ODSPTRAG", 0, false, false},
+		{NewSIPProtocol, "SIP", "IRAOBCSNMPUE", 0, false, false},
+		{NewSMTPProtocol, "SMTP", "EeHh", 0, false, true},
+		{NewSOCKSProtocol, "SOCKS", "\x04\x05", 0, false, false},
+		{NewSOCKS4Protocol, "SOCKS4", "\x04", 0, false, false},
+		{NewSOCKS5Protocol, "SOCKS5", "\x05", 0, false, false},
+		{NewSSHProtocol, "SSH", "S", 0, false, false},
+		{NewSTUNProtocol, "STUN", "\x00\x01", 0, false, false},
+		{NewTLSProtocol, "TLS", "\x16", 0, true, false},
+		{NewWebDAVProtocol, "WebDAV", "PMCLUSRAOBV", 1, true, false},
+		{NewWebSocketProtocol, "WebSocket", "G", 1, true, false},
+	} {
+		p := c.new("127.0.0.1:7")
+		got := *p
+		if got.Detect == nil || (got.Inspect != nil) != c.inspect {
+			t.Errorf("%s: Detect set %v, Inspect set %v; want Detect, Inspect %v", c.name, got.Detect != nil, got.Inspect != nil, c.inspect)
+		}
+		got.Detect, got.Inspect = nil, nil
+		want := Protocol{Name: c.name, Target: "127.0.0.1:7", FirstBytes: []byte(c.first), Specificity: c.specificity}
+		if c.serverFirst {
+			want.EstablishConnection = []EstablishConnection{{}}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: constructor builds %+v, want %+v", c.name, got, want)
+		}
+		// Each protocol owns its slices: changing one changes neither the
+		// registry nor the next protocol built.
+		built := string(p.FirstBytes)
+		p.FirstBytes[0]++
+		if again := c.new("x:1"); string(again.FirstBytes) != built {
+			t.Errorf("%s: FirstBytes shared between protocols: %q", c.name, again.FirstBytes)
+		}
 	}
 }
 

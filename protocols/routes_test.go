@@ -1,9 +1,6 @@
 package protocols
 
-import (
-	"strings"
-	"testing"
-)
+import "testing"
 
 func TestNormalizeName(t *testing.T) {
 	for in, want := range map[string]string{
@@ -71,102 +68,6 @@ func BenchmarkAccepts(b *testing.B) {
 	for b.Loop() {
 		if !p.Accepts(md) {
 			b.Fatal("no match")
-		}
-	}
-}
-
-// coreDetectors are this file set's detectors, keyed by the flight-file
-// prefix of the protocol each one must match.
-var coreDetectors = []struct {
-	prefix  string
-	detect  DetectFunc
-	matches []string // flight prefixes it matches
-}{
-	{"http", detectHTTP, []string{"http-", "websocket-", "webdav-"}},
-	{"http2", detectHTTP2, []string{"http2-"}},
-	{"websocket", detectWebSocket, []string{"websocket-"}},
-	{"webdav", detectWebDAV, []string{"webdav-"}},
-	{"tls", detectTLS, []string{"tls-"}},
-	{"ssh", detectSSH, []string{"ssh-"}},
-	{"redis", detectRedis, []string{"redis-"}},
-}
-
-// TestCoreFlights runs every detector on every recorded real first flight:
-// its own protocol's flights must Match (also split at every offset), the
-// other core protocols' flights must be rejected, and flights of protocols
-// from other files must at least not Match.
-func TestCoreFlights(t *testing.T) {
-	flights := coreFlights(t, "")
-	own := 0
-	for _, d := range coreDetectors {
-		for name, data := range flights {
-			want, core := NoMatch, false
-			for _, c := range coreDetectors {
-				if strings.HasPrefix(name, c.prefix+"-") {
-					core = true
-				}
-			}
-			for _, m := range d.matches {
-				if strings.HasPrefix(name, m) {
-					want = Match
-					own++
-				}
-			}
-			if want == Match || core {
-				checkDetector(t, d.prefix+" on "+name, d.detect, data, want)
-				continue
-			}
-			if got := d.detect(data); got == Match {
-				t.Errorf("%s detector matches %s", d.prefix, name)
-			}
-			checkMonotonic(t, d.prefix+" on "+name, d.detect, data)
-		}
-	}
-	if own < 16 {
-		t.Fatalf("only %d own flights found; run testdata/record.sh", own)
-	}
-}
-
-// TestCoreRejectsOtherProtocols feeds hand-written first flights of the other
-// built-in protocols (from their RFCs/specs) to this file set's detectors.
-func TestCoreRejectsOtherProtocols(t *testing.T) {
-	others := map[string]string{
-		"mqtt 3.1.1":   "\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04test",
-		"rdp":          "\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00",
-		"socks5":       "\x05\x01\x00",
-		"socks4":       "\x04\x01\x00\x50\x7f\x00\x00\x01user\x00",
-		"postgres ssl": "\x00\x00\x00\x08\x04\xd2\x16\x2f",
-		"dns":          "\x00\x1d\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01",
-		"stun":         "\x00\x01\x00\x00\x21\x12\xa4\x42abcdefghijkl",
-		"rtmp":         "\x03" + strings.Repeat("\x00", 1536),
-		"openvpn":      "\x00\x0e\x38\x01\x02\x03\x04\x05\x06\x07\x08\x00\x00\x00\x00\x00",
-		"rtsp":         "OPTIONS rtsp://example.com/media.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
-		"rtsp setup":   "SETUP rtsp://example.com/media.mp4/track1 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
-		"sip invite":   "INVITE sip:bob@biloxi.com SIP/2.0\r\nVia: SIP/2.0/TCP pc33.atlanta.com\r\n\r\n",
-		"sip info":     "INFO sip:bob@biloxi.com SIP/2.0\r\n\r\n",
-		"sip options":  "OPTIONS sip:carol@chicago.com SIP/2.0\r\n\r\n",
-		"sip publish":  "PUBLISH sip:presentity@example.com SIP/2.0\r\n\r\n",
-		"smtp ehlo":    "EHLO client.example.com\r\n",
-	}
-	for name, data := range others {
-		for _, d := range coreDetectors {
-			checkDetector(t, d.prefix+" on "+name, d.detect, []byte(data), NoMatch)
-		}
-	}
-}
-
-func TestCoreRegistered(t *testing.T) {
-	for name, want := range map[string]string{
-		"http": "HTTP", "HTTP2": "HTTP2", "WebSocket": "WebSocket", "webdav": "WebDAV",
-		"TLS": "TLS", "ssh": "SSH", "Redis": "Redis",
-	} {
-		ctor, ok := Lookup(name)
-		if !ok {
-			t.Fatalf("%s not registered", name)
-		}
-		p := ctor("127.0.0.1:1")
-		if p.Name != want || p.Target != "127.0.0.1:1" || p.Detect == nil || len(p.FirstBytes) == 0 {
-			t.Errorf("%s: constructor gives %+v", name, p)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"reflect"
 	"testing"
+
+	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // tlsTestHello builds a ClientHello handshake message (header included) by
@@ -68,39 +70,8 @@ func tlsTestRecords(msg []byte, size int) []byte {
 	return out
 }
 
-func TestTLSDetect(t *testing.T) {
-	hello := tlsTestRecords(tlsTestHello("example.com", []string{"h2", "http/1.1"}, 0, 0), tlsMaxRecord)
-	tiny := tlsTestRecords(tlsTestHello("a.example", nil, 0, 0), 1) // one handshake byte per record
-	small := tlsTestRecords(tlsTestHello("a.example", nil, 0, 0), 3)
-	runDetectCases(t, detectTLS, []detectCase{
-		{"client hello", string(hello), Match},
-		{"header only", string(hello[:11]), Match},
-		{"one byte records", string(tiny), Match},
-		{"three byte records", string(small), Match},
-		{"ssl3 record", "\x16\x03\x00\x00\x40\x01\x00\x00\x3c\x03\x00", Match},
-		{"tls13 record version", "\x16\x03\x04\x00\x40\x01\x00\x00\x3c\x03\x03", Match},
-		{"record prefix", string(hello[:5]), NeedMore},
-		{"handshake prefix", string(hello[:9]), NeedMore},
-		{"one byte", "\x16", NeedMore},
-		{"alert", "\x15\x03\x01\x00\x02\x02\x28", NoMatch},
-		{"application data", "\x17\x03\x03\x00\x10", NoMatch},
-		{"bad major", "\x16\x02\x01", NoMatch},
-		{"bad minor", "\x16\x03\x05", NoMatch},
-		{"empty record", "\x16\x03\x01\x00\x00", NoMatch},
-		{"record too long", "\x16\x03\x01\x40\x01", NoMatch},
-		{"server hello", "\x16\x03\x03\x00\x40\x02\x00\x00\x3c\x03\x03", NoMatch},
-		{"hello too short", "\x16\x03\x01\x00\x40\x01\x00\x00\x10", NoMatch},
-		{"bad client version", "\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x02\x00", NoMatch},
-		{"bad client minor", "\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x03\x05", NoMatch},
-		{"next record not handshake", "\x16\x03\x01\x00\x02\x01\x00\x17\x03\x03", NoMatch},
-		{"sslv2 compat", "\x80\x2e\x01\x03\x01\x00\x15\x00\x00\x00\x10", NoMatch},
-		{"http", "GET / HTTP/1.1\r\n", NoMatch},
-	})
-	if p := NewTLSProtocol("x:443"); p.Name != "TLS" || string(p.FirstBytes) != "\x16" || p.Inspect == nil {
-		t.Fatalf("unexpected protocol %+v", p)
-	}
-}
-
+// TestTLSInspect: a ClientHello split into records of any size gives the
+// same metadata, and none before it is complete.
 func TestTLSInspect(t *testing.T) {
 	msg := tlsTestHello("WWW.Example.COM.", []string{"h2", "http/1.1"}, 300, 0)
 	want := Metadata{SNI: "www.example.com", ALPN: []string{"h2", "http/1.1"}}
@@ -120,22 +91,6 @@ func TestTLSInspect(t *testing.T) {
 		}
 	}
 
-	cases := []struct {
-		name string
-		data []byte
-		want Metadata
-	}{
-		{"no sni", tlsTestRecords(tlsTestHello("", []string{"h2"}, 0, 0), tlsMaxRecord), Metadata{ALPN: []string{"h2"}}},
-		{"no alpn", tlsTestRecords(tlsTestHello("a.b", nil, 0, 0), tlsMaxRecord), Metadata{SNI: "a.b"}},
-		{"not tls", []byte("GET / HTTP/1.1\r\n"), Metadata{}},
-		{"server hello", []byte("\x16\x03\x03\x00\x40\x02\x00\x00\x3c"), Metadata{}},
-	}
-	for _, c := range cases {
-		md, ok := inspectTLS(c.data)
-		if !ok || !reflect.DeepEqual(md, c.want) {
-			t.Errorf("%s: inspect = %+v, %v; want %+v", c.name, md, ok, c.want)
-		}
-	}
 }
 
 func TestTLSInspectLarge(t *testing.T) {
@@ -192,21 +147,14 @@ func TestTLSParseMalformed(t *testing.T) {
 	}
 }
 
-func TestTLSFlights(t *testing.T) {
-	both := []string{"h2", "http/1.1"}
-	for name, want := range map[string]Metadata{
-		"tls-openssl-sni.bin":   {SNI: "example.com", ALPN: both},
-		"tls-openssl-nosni.bin": {},
-		"tls-curl.bin":          {SNI: "example.test", ALPN: both},
-		"tls-go.bin":            {SNI: "go.example.test", ALPN: both},
-	} {
-		data := coreFlight(t, name)
-		md, ok := inspectTLS(data)
-		if !ok || !reflect.DeepEqual(md, want) {
-			t.Errorf("%s: inspect = %+v, %v; want %+v", name, md, ok, want)
+// TestTLSFlightsInRecords: each recorded ClientHello, re-fragmented into
+// small records, is detected and gives the metadata it gives whole.
+func TestTLSFlightsInRecords(t *testing.T) {
+	for name, data := range protocoltest.Flights(t, "tls-") {
+		want, ok := inspectTLS(data)
+		if !ok {
+			t.Fatalf("%s: inspect undecided on the whole flight", name)
 		}
-		checkInspectMonotonic(t, name, inspectTLS, data)
-		// The same ClientHello re-fragmented into small records.
 		msgLen := int(data[3])<<8 | int(data[4])
 		split := tlsTestRecords(data[5:5+msgLen], 50)
 		checkDetector(t, name+" in records", detectTLS, split, Match)
@@ -226,7 +174,7 @@ func FuzzTLS(f *testing.F) {
 }
 
 func BenchmarkDetectTLS(b *testing.B) {
-	b.Run("curl", func(b *testing.B) { benchDetect(b, detectTLS, coreFlight(b, "tls-curl.bin"), Match) })
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectTLS, protocoltest.Flight(b, "tls-curl.bin"), Match) })
 	b.Run("records", func(b *testing.B) {
 		benchDetect(b, detectTLS, tlsTestRecords(tlsTestHello("a.example", nil, 0, 0), 2), Match)
 	})
@@ -237,7 +185,7 @@ func BenchmarkInspectTLS(b *testing.B) {
 		name string
 		data []byte
 	}{
-		{"go", coreFlight(b, "tls-go.bin")},
+		{"go", protocoltest.Flight(b, "tls-go.bin")},
 		{"records", tlsTestRecords(tlsTestHello("a.example", []string{"h2"}, 300, 0), 100)},
 	} {
 		b.Run(c.name, func(b *testing.B) {

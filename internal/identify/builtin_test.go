@@ -1,13 +1,12 @@
 package identify
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/darkit/protoplex/protocols"
+	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // builtins returns one protocol per built-in, in registry (name) order.
@@ -30,23 +29,6 @@ func catalogue(t testing.TB) []*protocols.Protocol {
 	return ps
 }
 
-func flights(t testing.TB) map[string][]byte {
-	t.Helper()
-	files, err := filepath.Glob("../../protocols/testdata/flights/*.bin")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no flights: %v", err)
-	}
-	out := map[string][]byte{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[filepath.Base(f)] = b
-	}
-	return out
-}
-
 // TestCachedAndUncachedAgreeOnCorpus: for every real first flight and every
 // prefix of it (every way TCP could have split it), the cached engine gives
 // exactly the uncached engine's verdict, on first sight and on repeats.
@@ -58,7 +40,7 @@ func TestCachedAndUncachedAgreeOnCorpus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range flights(t) {
+	for name, data := range protocoltest.Flights(t, "") {
 		for round := 0; round < 2; round++ {
 			for i := 1; i <= len(data); i++ {
 				want, got := plain.Evaluate(data[:i]), cached.evaluate(data[:i])
@@ -101,7 +83,7 @@ func label(r *Route) string {
 // their generic parents.
 func TestCorpusRoutesToOwnProtocol(t *testing.T) {
 	tb := mustTable(t, catalogue(t)...)
-	for name, data := range flights(t) {
+	for name, data := range protocoltest.Flights(t, "") {
 		proto := strings.SplitN(name, "-", 2)[0]
 		v := tb.Evaluate(data)
 		if v.Best == nil || !v.Final {
