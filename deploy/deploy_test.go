@@ -62,13 +62,7 @@ func TestManifestsParse(t *testing.T) {
 }
 
 func TestPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("PROTOPLEX_REQUIRE_PEERS") == "1" {
-			t.Fatal("promtool not installed (Debian package prometheus)")
-		}
-		t.Skip("promtool not installed")
-	}
+	promtool := testnet.RequireBinary(t, "promtool")
 	for _, args := range [][]string{{"check", "rules", "prometheus/alerts.yml"}, {"check", "config", "prometheus/prometheus.yml"}} {
 		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
 			t.Fatalf("promtool %v: %v\n%s", args, err, out)
@@ -79,7 +73,7 @@ func TestPromtool(t *testing.T) {
 // TestUsedMetricsExist: every metric the alerts and the dashboard use is
 // exported by a running manager and documented.
 func TestUsedMetricsExist(t *testing.T) {
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)))
 	t.Cleanup(func() { pm.Close() })
 	// Labelled metrics appear once they have a value: drive one good
 	// connection, one garbage one and one to a dead backend.
@@ -88,8 +82,11 @@ func TestUsedMetricsExist(t *testing.T) {
 	// port freed by closing a listener could be taken again by a concurrent
 	// test's bind(:0).
 	const dead = "127.0.0.1:1"
-	pm.AddProtocol(protocols.NewSSHProtocol(backend))
-	pm.AddProtocol(protocols.NewRedisProtocol(dead))
+	for _, p := range []*protocols.Protocol{protocols.NewSSHProtocol(backend), protocols.NewRedisProtocol(dead)} {
+		if err := pm.AddProtocol(p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	addr := testnet.Start(t, pm.Serve)
 	for _, flight := range []string{"SSH-2.0-x\r\n", "\xff\xfe", "PING\r\n"} {
 		testnet.RoundTrip(addr, flight)

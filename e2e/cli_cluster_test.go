@@ -26,7 +26,7 @@ func buildCLI(t *testing.T) string {
 // protoplex process in distributed mode that is killed (no deregistration):
 // its lease expires and it leaves the membership.
 func TestCLIClusterNode(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := testnet.StartEtcd(t)
 	bin := buildCLI(t)
 	backend := testnet.Banner(t, "registered:")
 	op := func(args ...string) string {

@@ -24,7 +24,7 @@ import (
 // membership; with etcd down traffic keeps flowing; after etcd restarts,
 // updates resume.
 func TestDistributedNodes(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := testnet.StartEtcd(t)
 	endpoints := []string{etcd.Client}
 	quiet := slog.New(slog.DiscardHandler)
 	base := func() *protoplex.Config {

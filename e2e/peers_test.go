@@ -26,19 +26,11 @@ import (
 // with its process group at cleanup, talking to no other address) and the
 // runners of real clients.
 
-// requireBinary skips (or, under PROTOPLEX_REQUIRE_PEERS=1 as in `make
-// test`, fails) when a real peer is not installed.
+// requireBinary is testnet.RequireBinary: the path of a real peer's
+// program, or the test skipped (failed under make test) without it.
 func requireBinary(t testing.TB, path string) string {
 	t.Helper()
-	p, err := exec.LookPath(path)
-	if err != nil {
-		msg := fmt.Sprintf("%s not installed (run scripts/install-test-deps.sh)", path)
-		if os.Getenv("PROTOPLEX_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
+	return testnet.RequireBinary(t, path)
 }
 
 // daemon starts a real server process that the test owns: killed (with its
@@ -129,13 +121,6 @@ func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
 func loopbackPort(t testing.TB) (port int, addr string) {
 	port = testnet.FreePort(t)
 	return port, fmt.Sprintf("127.0.0.1:%d", port)
-}
-
-// startEtcd runs a real etcd (Debian's etcd-server), restartable on the
-// same ports and data.
-func startEtcd(t testing.TB) *testnet.Etcd {
-	t.Helper()
-	return testnet.StartEtcd(t, requireBinary(t, "etcd"))
 }
 
 // startRedis runs redis-server without persistence.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -17,17 +16,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// startEtcd runs a real single-member etcd on loopback until the test ends
-// and returns its client endpoint.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
-	}
-	return testnet.StartEtcd(t, bin).Client
-}
 
 func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
 	t.Helper()
@@ -67,7 +55,7 @@ func putAll(t *testing.T, cli *clientv3.Client, kvs map[string]string) {
 // past MaxProtocols and nodes past MaxNodes are ignored, in the snapshot and
 // from the watch; an update of a tracked instance still applies.
 func TestDiscoveryBounded(t *testing.T) {
-	endpoint := startEtcd(t)
+	endpoint := testnet.StartEtcd(t).Client
 	cli := etcdClient(t, endpoint)
 	kvs := map[string]string{}
 	for i := 0; i < MaxServicesPerProtocol+3; i++ {
@@ -136,7 +124,7 @@ func TestDiscoveryBounded(t *testing.T) {
 // TestSnapshotResponseBounded: a snapshot larger than MaxResponseBytes
 // fails (the node keeps its last state) instead of being read whole.
 func TestSnapshotResponseBounded(t *testing.T) {
-	endpoint := startEtcd(t)
+	endpoint := testnet.StartEtcd(t).Client
 	cli := etcdClient(t, endpoint)
 	big := strings.Repeat("x", 1<<20) // under etcd's default 1.5 MiB request limit
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

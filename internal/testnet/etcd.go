@@ -18,10 +18,11 @@ type Etcd struct {
 	p        *Process
 }
 
-// StartEtcd runs the etcd binary bin and returns once it accepts
+// StartEtcd runs etcd (see RequireBinary) and returns once it accepts
 // connections on Client. It is killed when the test ends.
-func StartEtcd(tb testing.TB, bin string) *Etcd {
+func StartEtcd(tb testing.TB) *Etcd {
 	tb.Helper()
+	bin := RequireBinary(tb, "etcd")
 	e := &Etcd{Client: FreeAddr(tb), peer: FreeAddr(tb), tb: tb, bin: bin, dir: tb.TempDir()}
 	e.Start()
 	return e

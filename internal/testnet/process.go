@@ -1,6 +1,8 @@
 package testnet
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"sync"
 	"testing"
@@ -62,4 +64,21 @@ func (p *Process) Stop() {
 		}
 	})
 	<-p.exited
+}
+
+// RequireBinary returns the path of the program name, looked up in PATH
+// unless name holds a slash. Where it is missing the test is skipped, or
+// fails under PROTOPLEX_REQUIRE_PEERS=1 (make test), where every real peer
+// must run.
+func RequireBinary(tb testing.TB, name string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		msg := fmt.Sprintf("%s not installed (run scripts/install-test-deps.sh)", name)
+		if os.Getenv("PROTOPLEX_REQUIRE_PEERS") == "1" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	return path
 }

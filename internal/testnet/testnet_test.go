@@ -149,10 +149,7 @@ func TestProcess(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("uses sh")
 	}
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh")
-	}
+	sh := RequireBinary(t, "sh")
 	p := StartProcess(t, exec.Command(sh, "-c", "echo out; echo err >&2; exec sleep 60"))
 	Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Out.String(), "err") }, "output: %s", p.Out)
 	p.Stop()
@@ -215,11 +212,7 @@ func TestEachTCPSocket(t *testing.T) {
 // TestEtcd: etcd serves on Client, and again on the same address after a
 // Stop and Start.
 func TestEtcd(t *testing.T) {
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("etcd not installed (scripts/install-test-deps.sh)")
-	}
-	e := StartEtcd(t, bin)
+	e := StartEtcd(t)
 	e.Stop()
 	if Listening(e.Client) {
 		t.Fatal("still listening after Stop")
