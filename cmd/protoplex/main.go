@@ -1,11 +1,14 @@
 // Command protoplex serves several protocols on one port.
 //
 //	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+//	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
+//
+// docs/cli.md is the complete reference: flags, sub-commands, signals,
+// exit codes, environment and the lines printed on stdout.
 package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,13 +18,23 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/darkit/protoplex"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version, when set at build time with -ldflags "-X main.version=...",
+// replaces the module version of the build info in -version.
+var version string
+
+// Exit codes: 0 success, 1 a failure at run time (configuration, bind,
+// etcd), 2 a usage error.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -34,30 +47,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return operator(args[0], args[1:], stdout, stderr)
 		}
 	}
-	fs := flag.NewFlagSet("protoplex", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML configuration `file` (default: embedded config, listen 127.0.0.1:9090)")
-	listen := fs.String("listen", "", "listen `address`, overrides server.listen")
-	check := fs.Bool("check", false, "validate the configuration, print ok or the errors, and exit")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs := newFlagSet("protoplex", usage)
+	configPath := fs.String("config", "", "YAML configuration `file` (default: the embedded configuration, loopback only: data 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092)")
+	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
+	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
+	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
+	if code, ok := parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "protoplex", version)
-		return 0
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
 	}
 	if *check {
 		if *configPath == "" {
 			fmt.Fprintln(stderr, "protoplex: -check needs -config FILE")
-			return 2
+			return exitUsage
 		}
 		if err := protoplex.CheckConfigFile(*configPath); err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		fmt.Fprintln(stdout, "ok")
-		return 0
+		return exitOK
+	}
+	inherited, err := activationListeners()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	defer closeAll(inherited) // those Serve has not taken, on an early return
+	if len(inherited) > 0 && *listen != "" {
+		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
+		return exitUsage
 	}
 
 	var cm *protoplex.ConfigManager
@@ -67,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cm, err = protoplex.NewConfigManager(*configPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		defer cm.Close()
 		cfg = cm.Config()
@@ -88,14 +110,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		node := *cfg
 		if err := node.ApplyEnv(os.Getenv); err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		dc := protoplex.DistributedConfigFrom(&node)
 		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		defer dm.Close()
 		pm = dm.Manager()
@@ -120,13 +142,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if pm.Err() == nil {
 			if err := pm.UpdateConfig(cfg); err != nil {
 				fmt.Fprintln(stderr, err)
-				return 1
+				return exitFail
 			}
 		}
 	}
 	if err := pm.Err(); err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return exitFail
 	}
 	defer pm.Close()
 
@@ -140,7 +162,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if mon.MetricsPort > 0 {
 		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		fmt.Fprintf(stdout, "metrics:  http://%s/metrics\n", pm.MetricsAddr())
 	}
@@ -148,23 +170,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 		addr, err := pm.ServeHealth(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.HealthCheckPort)))
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFail
 		}
 		fmt.Fprintf(stdout, "health:   http://%s/health/live, /health/ready\n", addr)
 	}
 
-	// With -listen the addresses are pinned; otherwise the manager serves
-	// server.listen and rebinds it on reload.
-	var pinned []string
-	if *listen != "" {
-		pinned = listens
-	}
-	if err := pm.Start(ctx, pinned...); err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	for _, a := range pm.Addrs() {
-		fmt.Fprintf(stdout, "listening: %s\n", a)
+	// With -listen the addresses are pinned; with socket activation the
+	// inherited sockets are served as they are, never rebound; otherwise
+	// the manager serves server.listen and rebinds it on reload.
+	wait := pm.Wait
+	pinnedBy := ""
+	switch {
+	case len(inherited) > 0:
+		pinnedBy = "socket activation"
+		var wg sync.WaitGroup
+		for _, ln := range inherited {
+			fmt.Fprintf(stdout, "listening: %s (socket activation)\n", ln.Addr())
+			wg.Go(func() {
+				if err := pm.Serve(ctx, ln); err != nil {
+					log.Error("serving an inherited socket", "addr", ln.Addr().String(), "err", err)
+				}
+			})
+		}
+		inherited = nil // Serve closes them
+		wait = wg.Wait
+	default:
+		var pinned []string
+		if *listen != "" {
+			pinnedBy = "-listen overrides it"
+			pinned = listens
+		}
+		if err := pm.Start(ctx, pinned...); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFail
+		}
+		for _, a := range pm.Addrs() {
+			fmt.Fprintf(stdout, "listening: %s\n", a)
+		}
 	}
 	for _, p := range pm.Protocols() {
 		target := p.Target
@@ -174,17 +216,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "route:    %-10s -> %s\n", p.Name, target)
 	}
 	if cm != nil {
-		overridden := *listen != ""
 		cm.OnConfigChange(func(c *protoplex.Config) {
-			if keys := restartOnly(cfg, c, overridden); len(keys) > 0 {
+			if keys := restartOnly(cfg, c, pinnedBy); len(keys) > 0 {
 				log.Warn("configuration applied except keys that take effect only at restart", "keys", strings.Join(keys, ","))
 			}
 		})
 	}
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
-	pm.Wait()
-	return 0
+	wait()
+	return exitOK
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
 }
 
 // reloadOnHangup reloads cm's file on each SIGHUP until ctx ends.
@@ -217,8 +264,8 @@ func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
 // the monitoring ports, logging, the distributed block, and server.listen
-// when -listen overrides it.
-func restartOnly(started, next *protoplex.Config, listenOverridden bool) []string {
+// when pinnedBy (-listen, socket activation) says what serves instead.
+func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
 	diff := func(key string, changed bool) {
 		if changed {
@@ -234,6 +281,6 @@ func restartOnly(started, next *protoplex.Config, listenOverridden bool) []strin
 	diff("server.log_format", !strings.EqualFold(started.Server.LogFormat, next.Server.LogFormat))
 	diff("server.log_level", !strings.EqualFold(started.Server.LogLevel, next.Server.LogLevel))
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
-	diff("server.listen (-listen overrides it)", listenOverridden && !slices.Equal(started.Server.Listen, next.Server.Listen))
+	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	return keys
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,25 +21,24 @@ import (
 //	protoplex nodes      -etcd HOSTS
 //	protoplex services   -etcd HOSTS
 func operator(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("protoplex "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("protoplex "+cmd, operatorUsage(cmd))
 	etcd := fs.String("etcd", os.Getenv("ETCD_ENDPOINTS"), "etcd endpoints, comma-separated (default $ETCD_ENDPOINTS)")
 	protocol := fs.String("protocol", "", "protocol name (register, deregister)")
 	instance := fs.String("instance", "", "instance name (register, deregister)")
 	address := fs.String("address", "", "backend host:port (register)")
 	weight := fs.Int("weight", 1, "weight (register)")
 	ttl := fs.Duration("ttl", 0, "registration lifetime; 0 keeps it until deregister (register)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *etcd == "" {
 		fmt.Fprintln(stderr, "protoplex: -etcd or ETCD_ENDPOINTS is required")
-		return 2
+		return exitUsage
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcd, ","), DialTimeout: 5 * time.Second})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return exitFail
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -49,7 +47,7 @@ func operator(cmd string, args []string, stdout, stderr io.Writer) int {
 	case "register":
 		if *protocol == "" || *instance == "" || *address == "" {
 			fmt.Fprintln(stderr, "protoplex register: -protocol, -instance and -address are required")
-			return 2
+			return exitUsage
 		}
 		err = cluster.Register(ctx, cli, cluster.Service{Protocol: *protocol, Instance: *instance, Address: *address, Weight: *weight}, *ttl)
 	case "deregister":
@@ -71,7 +69,7 @@ func operator(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "protoplex "+cmd+":", err)
-		return 1
+		return exitFail
 	}
-	return 0
+	return exitOK
 }
