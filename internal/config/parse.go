@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,13 +134,11 @@ func Parse(data []byte, filename string) (*Config, error) {
 		return nil, yamlError(filename, err)
 	}
 	c := &Config{}
+	var errs []error
 	if len(root.Content) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil {
-			return nil, yamlError(filename, err)
-		}
-		if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
+		doc := root.Content[0]
+		errs = decode(doc, c, filename)
+		if doc.Kind == yaml.MappingNode {
 			if p := mapValue(doc, "protocols"); p != nil && p.Kind == yaml.SequenceNode {
 				for i, item := range p.Content {
 					if i < len(c.Protocols) {
@@ -152,10 +151,23 @@ func Parse(data []byte, filename string) (*Config, error) {
 	}
 	c.applyDefaults()
 	c.Source = filename
-	if err := c.validate(filename, &root); err != nil {
-		return nil, err
+	if errs = append(errs, c.check(filename, &root)...); len(errs) > 0 {
+		return nil, errors.Join(byLine(filename, errs)...)
 	}
 	return c, nil
+}
+
+// byLine orders errors "file:N: ..." by N, stably: a file's errors read
+// top to bottom whichever pass found them; errors without a line come first.
+func byLine(file string, errs []error) []error {
+	line := func(err error) int {
+		rest, _ := strings.CutPrefix(err.Error(), file+":")
+		digits, _, _ := strings.Cut(rest, ":")
+		n, _ := strconv.Atoi(digits)
+		return n
+	}
+	slices.SortStableFunc(errs, func(a, b error) int { return line(a) - line(b) })
+	return errs
 }
 
 // yamlError rewrites yaml.v3's "line N: msg" into "file:N: msg".
@@ -191,11 +203,27 @@ func mapValue(m *yaml.Node, key string) *yaml.Node {
 // lineOf returns the line of the value at path (keys, or "#i" for list
 // items) in root, or the deepest line found.
 func lineOf(root *yaml.Node, path ...string) int {
-	if root == nil || len(root.Content) == 0 {
+	n, _ := nodeAt(root, path...)
+	if n == nil {
 		return 0
 	}
-	n := root.Content[0]
-	line := n.Line
+	return n.Line
+}
+
+// given reports whether root has a value at path that is not null: a key
+// whose value failed to decode is given, though its field stayed empty.
+func given(root *yaml.Node, path ...string) bool {
+	n, found := nodeAt(root, path...)
+	return found && !(n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+// nodeAt returns the node at path in root, or the deepest one found and
+// false.
+func nodeAt(root *yaml.Node, path ...string) (*yaml.Node, bool) {
+	if root == nil || len(root.Content) == 0 {
+		return nil, false
+	}
+	n := dealias(root.Content[0])
 	for _, k := range path {
 		var next *yaml.Node
 		if strings.HasPrefix(k, "#") {
@@ -207,11 +235,11 @@ func lineOf(root *yaml.Node, path ...string) int {
 			next = mapValue(n, k)
 		}
 		if next == nil {
-			return line
+			return n, false
 		}
-		n, line = next, next.Line
+		n = dealias(next)
 	}
-	return line
+	return n, true
 }
 
 // disableUnwanted turns off a monitoring port whose enable_ key the file

@@ -42,13 +42,18 @@ type checker struct {
 }
 
 func (c *Config) validate(file string, root *yaml.Node) error {
+	return errors.Join(c.check(file, root)...)
+}
+
+// check returns every error of c; root, when set, gives their lines.
+func (c *Config) check(file string, root *yaml.Node) []error {
 	v := &checker{file: file, root: root}
 	v.server(&c.Server)
 	v.security(&c.Security)
 	v.monitoring(&c.Monitoring)
 	v.distributed(&c.Distributed)
 	v.protocols(c)
-	return v.err()
+	return v.errs
 }
 
 func (v *checker) err() error { return errors.Join(v.errs...) }

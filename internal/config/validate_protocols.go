@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -14,7 +16,7 @@ import (
 // protocols checks the protocols: entries, one by one and in total (the
 // totals bound what all entries together cost: fds, memory, probes).
 func (v *checker) protocols(c *Config) {
-	if len(c.Protocols) == 0 {
+	if len(c.Protocols) == 0 && !v.undecodable("protocols") {
 		where := v.at("protocols")
 		if lineOf(v.root, "protocols") == 0 && v.file != "" {
 			where = v.file + ":1: "
@@ -42,7 +44,7 @@ func (v *checker) protocols(c *Config) {
 		name := fmt.Sprintf("protocols[%d] (%s)", i, p.Name)
 		desc, builtin := protocols.Describe(p.Name)
 		switch {
-		case p.Name == "":
+		case p.Name == "" && !given(v.root, "protocols", fmt.Sprintf("#%d", i), "name"):
 			v.add(where, "protocols[%d]: name is required", i)
 		case len(p.Name) > maxNameLen || !printable(p.Name):
 			v.add(field("name"), "protocols[%d]: name: at most %d printable characters", i, maxNameLen)
@@ -53,7 +55,7 @@ func (v *checker) protocols(c *Config) {
 			}
 			v.add(where, "%s: %q is not a built-in protocol%s; built in: %s; a user protocol needs match_start_bytes or match_regexes", name, p.Name, hint, strings.Join(protocols.Names(), ", "))
 		}
-		if len(p.Target) == 0 {
+		if len(p.Target) == 0 && !given(v.root, "protocols", fmt.Sprintf("#%d", i), "target") {
 			v.add(where, "%s: target is required", name)
 		}
 		targets := 0
@@ -192,6 +194,20 @@ func (v *checker) protocols(c *Config) {
 		}
 		seen[key] = i
 	}
+}
+
+// undecodable reports whether the value at path, or the document above it,
+// is of a kind that the decoder already reported (not a list, not a
+// mapping), so that what stayed empty is not reported again.
+func (v *checker) undecodable(path ...string) bool {
+	n, found := nodeAt(v.root, path...)
+	if n == nil || n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return false
+	}
+	if !found {
+		return n.Kind != yaml.MappingNode
+	}
+	return n.Kind != yaml.SequenceNode
 }
 
 // regexSize returns the number of instructions pattern compiles to, as
