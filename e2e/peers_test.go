@@ -74,19 +74,22 @@ func isListening(port int) bool {
 // run runs a real client, bounded in time, and returns its combined output.
 func run(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	out, err := execCommand(ctx, name, args...).CombinedOutput()
-	return string(out), err
+	return runStdin(t, timeout, "", name, args...)
 }
 
-// runStdin is run with stdin as the client's standard input.
+// runStdin is run with stdin as the client's standard input (none, that
+// is /dev/null, when empty). When timeout passes the client is killed, and
+// its output pipes are given a second more to close (a child it left may
+// hold them).
 func runStdin(t testing.TB, timeout time.Duration, stdin, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := execCommand(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = time.Second
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -108,12 +111,6 @@ func runUntil(t *testing.T, timeout time.Duration, marker string, name string, a
 		}
 		return false
 	}, "%s never printed %q:\n%s", filepath.Base(name), marker, p.Out)
-}
-
-func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.WaitDelay = time.Second
-	return cmd
 }
 
 // loopbackPort returns a port for a real server to listen on (see
