@@ -84,11 +84,18 @@ func (s *Server) Limits() Limits {
 	}
 }
 
-// Close stops accepting, lets requests in flight finish for a second, then
-// closes whatever is left. It returns the listener's close error, if any;
-// a second Close does nothing and returns nil.
+// CloseGrace is how long Close lets requests in flight finish. It is short:
+// a probe or a scrape is answered in milliseconds, and Close runs when the
+// process stops, after the data port's drain, whose deadline the operator
+// set; a client that holds a connection mid-request (a TCP probe that never
+// sends, a slow header) must not push the exit past that deadline.
+const CloseGrace = 100 * time.Millisecond
+
+// Close stops accepting, lets requests in flight finish for CloseGrace,
+// then closes whatever is left, idle or not. It returns the listener's
+// close error, if any; a second Close does nothing and returns nil.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), CloseGrace)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {

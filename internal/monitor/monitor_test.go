@@ -388,3 +388,67 @@ func TestEvictsFromLargestSource(t *testing.T) {
 		t.Fatalf("%d connections evicted, want 1", n)
 	}
 }
+
+// TestCloseBounded: Close returns within CloseGrace (plus scheduling) even
+// while clients hold connections mid-request (half a header) or connected
+// without a byte sent, as a TCP probe does; a request in flight that ends
+// within the grace is answered.
+func TestCloseBounded(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, _ *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "done\n")
+	})
+	s, err := Serve("127.0.0.1:0", mux, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	io.WriteString(partial, "GET /probe HTTP/1.1\r\n")
+	silent, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	slow, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	io.WriteString(slow, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	testnet.Eventually(t, wait, func() bool { return s.Active() == 3 }, "s.Active() == 3")
+	select {
+	case <-entered:
+	case <-time.After(wait):
+		t.Fatal("the slow request never reached its handler")
+	}
+
+	closed := make(chan time.Duration, 1)
+	begin := time.Now()
+	go func() { s.Close(); closed <- time.Since(begin) }()
+	close(release) // the slow request ends within the grace
+	slow.SetReadDeadline(time.Now().Add(wait))
+	if resp, err := http.ReadResponse(bufio.NewReader(slow), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("request in flight at Close: %v %v", resp, err)
+	}
+	select {
+	case d := <-closed:
+		if d > CloseGrace+400*time.Millisecond {
+			t.Fatalf("Close took %v with connections held mid-request, want about CloseGrace (%v)", d, CloseGrace)
+		}
+	case <-time.After(wait):
+		t.Fatal("Close did not return")
+	}
+	for _, c := range []net.Conn{partial, silent} {
+		c.SetReadDeadline(time.Now().Add(wait))
+		if n, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection open after Close: read %d", n)
+		}
+	}
+}
