@@ -15,8 +15,9 @@
 //     described by byte patterns) plus its [Conditions] (SNI, ALPN, Host),
 //     target, balancing, pool, health checks or in-process handler.
 //   - [Descriptor] is a built-in's entry in the registry ([Describe],
-//     [Descriptors], [Names], [Lookup]): its YAML names, constructor and
-//     which route conditions apply to it.
+//     [Descriptors], [Names], [Lookup]): what the protocol is (the fields
+//     of its Spec), its YAML names, its constructor, which builds the
+//     Protocol from those fields, and which route conditions apply to it.
 package protocols
 
 import (
@@ -177,7 +178,7 @@ type HealthConfig struct {
 // recognise it from the client's first bytes, or from its silence.
 //
 // Its slices and functions are shared with whoever built it (a Protocol, a
-// built-in constructor): they must not be modified.
+// built-in's descriptor): they must not be modified.
 type Spec struct {
 	// Name identifies the protocol in logs and metrics, e.g. "HTTP".
 	Name string

@@ -50,20 +50,6 @@ func (d Descriptor) YAMLNames() []string {
 	return append([]string{strings.ToLower(d.Name)}, d.Aliases...)
 }
 
-// Spec returns what d's protocol is, for the identification engine: the
-// Spec of any protocol d.New builds.
-func (d Descriptor) Spec() Spec {
-	return Spec{
-		Name:        d.Name,
-		Detect:      d.Detect,
-		FirstBytes:  d.FirstBytes,
-		Inspect:     d.Inspect,
-		Specificity: d.Specificity,
-		ServerFirst: d.ServerFirst,
-		Structural:  true,
-	}
-}
-
 // build returns d's protocol routed to target, as every built-in
 // constructor does: a new Protocol whose FirstBytes the caller may change
 // without changing d, with one server-first step (the default silence)
@@ -88,12 +74,13 @@ func build(d *Descriptor, target string) *Protocol {
 // read-only once package initialisation is done, so it needs no lock.
 var registry = map[string]*Descriptor{}
 
-// register adds d, built by ctor, under its name and aliases. ctor is
-// passed apart from d because it reads the descriptor it is registered
-// with. A duplicate name, or a descriptor without a detector or
-// constructor, is a defect of the build, so it panics (the registry tests
-// load the package). Every name is checked before any is added, so a
-// rejected descriptor leaves the registry as it was.
+// register adds d under its name and aliases, with ctor as d.New. ctor
+// comes apart from d because it builds from d's variable: a descriptor
+// literal naming it would be an initialisation cycle. A duplicate name, or
+// a descriptor without a detector or constructor, is a defect of the build,
+// so it panics (the registry tests load the package). Every name is checked
+// before any is added, so a rejected descriptor leaves the registry as it
+// was.
 func register(d Descriptor, ctor Constructor) {
 	d.Aliases = slices.Clone(d.Aliases)
 	d.New = ctor
