@@ -89,7 +89,7 @@ func (s *Server) Limits() Limits {
 // process stops, after the data port's drain, whose deadline the operator
 // set; a client that holds a connection mid-request (a TCP probe that never
 // sends, a slow header) must not push the exit past that deadline.
-const CloseGrace = 100 * time.Millisecond
+const CloseGrace = 50 * time.Millisecond
 
 // Close stops accepting, lets requests in flight finish for CloseGrace,
 // then closes whatever is left, idle or not. It returns the listener's
