@@ -10,6 +10,7 @@ import (
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
+	"github.com/darkit/protoplex/internal/routing"
 )
 
 // Snapshot types of GetMetrics.
@@ -109,9 +110,14 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 	return m.Addr(), nil
 }
 
-// Ready reports whether the manager should receive traffic: a listener is
-// accepting, it is not draining, and every protocol with active health checks
-// has at least one healthy target. why says what is missing.
+// Ready reports whether this instance can serve: a listener is accepting,
+// it is not draining, routes are configured, and at least one of them can
+// take a connection. A route can when it is served in-process, has no active
+// health checks (nothing says its targets are down), or has a target its
+// checks find up; so one protocol whose backends are all down leaves the
+// instance ready for the others (its state is in the metrics and in
+// /health/ready?verbose), and only when every route's checks find every target down
+// is it unready. why says what is missing, or "ok".
 func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	switch {
 	case pm.Draining():
@@ -123,27 +129,68 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	if rt == nil || len(rt.Entries) == 0 {
 		return false, "no protocols configured"
 	}
-	if name, bad := rt.Unhealthy(); bad {
-		return false, fmt.Sprintf("protocol %s: no healthy target", name)
+	for _, h := range protocolHealth(rt) {
+		if h.Checked == 0 || h.Up > 0 {
+			return true, "ok"
+		}
 	}
-	return true, "ok"
+	return false, "no protocol has a healthy target"
+}
+
+// routeHealth is what the active health checks of one route find.
+type routeHealth struct {
+	Name    string
+	Up      int // targets the checks find up
+	Checked int // targets checked: 0 without active health checks or in-process
+}
+
+// protocolHealth reports each route of rt, in configuration order.
+func protocolHealth(rt *routing.Table) []routeHealth {
+	out := make([]routeHealth, len(rt.Entries))
+	for i, e := range rt.Entries {
+		out[i].Name = e.Proto.Name
+		if e.Backend == nil || e.Proto.Health.Interval <= 0 {
+			continue
+		}
+		for _, st := range e.Backend.Status() {
+			out[i].Checked++
+			if st.Up {
+				out[i].Up++
+			}
+		}
+	}
+	return out
 }
 
 // HealthHandler serves /health/live (the process answers) and /health/ready
-// (see Ready).
+// (200 or 503 as Ready says, with its why). /health/ready?verbose (any
+// value) adds one line per protocol with active health checks, such as
+// "protocol SSH: 2/3 targets up"; the status stays Ready's.
 func (pm *ProtocolManager) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/health/ready", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/health/ready", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		ok, why := pm.Ready()
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		fmt.Fprintln(w, why)
+		if !r.URL.Query().Has("verbose") {
+			return
+		}
+		rt := pm.routing.Load()
+		if rt == nil {
+			return
+		}
+		for _, h := range protocolHealth(rt) {
+			if h.Checked > 0 {
+				fmt.Fprintf(w, "protocol %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
+			}
+		}
 	})
 	return mux
 }
