@@ -12,9 +12,12 @@ import (
 )
 
 // BuildProtocols turns the protocols: entries into *protocols.Protocol in
-// file order.
+// file order. An entry with server_first: true, or the one
+// server.on_timeout names, is chosen when the client stays silent, built
+// in or not.
 func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 	var out []*protocols.Protocol
+	onTimeout := c.onTimeoutEntry()
 	for i, pc := range c.Protocols {
 		target := strings.Join(pc.Target, ",")
 		var p *protocols.Protocol
@@ -40,9 +43,9 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 				}
 				p.MatchRegexes = append(p.MatchRegexes, re)
 			}
-			if pc.ServerFirst {
-				p.EstablishConnection = []protocols.EstablishConnection{{}}
-			}
+		}
+		if (pc.ServerFirst || i == onTimeout) && !p.ServerFirst() {
+			p.EstablishConnection = []protocols.EstablishConnection{{}}
 		}
 		p.Priority = pc.Priority
 		p.SNI, p.ALPN, p.Hosts = pc.SNI, pc.ALPN, pc.Host
@@ -54,6 +57,41 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// onTimeoutEntry returns the index of the entry server.on_timeout names:
+// the first of that protocol without route conditions (a silent client
+// sends no SNI or Host to match), else the first of that protocol; -1 when
+// on_timeout is not set or names no entry.
+func (c *Config) onTimeoutEntry() int {
+	if c.Server.OnTimeout == "" {
+		return -1
+	}
+	first := -1
+	for i, p := range c.Protocols {
+		if !sameProtocol(p.Name, c.Server.OnTimeout) {
+			continue
+		}
+		if len(p.SNI)+len(p.ALPN)+len(p.Host) == 0 {
+			return i
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	return first
+}
+
+// sameProtocol reports whether names a and b name the same protocol:
+// equal but for case, or aliases of one built-in ("postgres",
+// "postgresql").
+func sameProtocol(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	da, okA := protocols.Describe(a)
+	db, okB := protocols.Describe(b)
+	return okA && okB && da.Name == db.Name
 }
 
 // Guard is the security: block as the guard's configuration.

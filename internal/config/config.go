@@ -34,6 +34,7 @@ type Server struct {
 	CacheTTL                time.Duration `yaml:"cache_ttl"`
 	DialTimeout             time.Duration `yaml:"dial_timeout"`
 	ServerFirstWait         time.Duration `yaml:"server_first_wait"`
+	OnTimeout               string        `yaml:"on_timeout"` // the protocol chosen on client silence: server_first on its entry
 	IdleTimeout             time.Duration `yaml:"idle_timeout"`
 	TCPKeepAlive            time.Duration `yaml:"tcp_keepalive"`
 	IdentifyReadTimeout     time.Duration `yaml:"identify_read_timeout"`
@@ -42,6 +43,9 @@ type Server struct {
 	TrustedProxies          []string      `yaml:"trusted_proxies"`
 	LogFormat               string        `yaml:"log_format"` // text (default) or json
 	LogLevel                string        `yaml:"log_level"`  // debug, info (default), warn, error
+	// AccessLog: one INFO line per closed connection (client, route,
+	// target, bytes, duration, close reason); it follows reloads.
+	AccessLog bool `yaml:"access_log"`
 }
 
 // Security is the security: block (internal/guard enforces it).
@@ -75,15 +79,20 @@ type Protocol struct {
 	Name     string     `yaml:"name"`
 	Target   StringList `yaml:"target"` // "a:1,b:2", or a YAML list
 	Priority int        `yaml:"priority"`
-	SNI      []string   `yaml:"sni"`
-	ALPN     []string   `yaml:"alpn"`
-	Host     []string   `yaml:"host"`
+	// Route conditions, each one string or a list: exact names or a
+	// leading "*." wildcard (sni, host), protocol IDs (alpn).
+	SNI      StringList `yaml:"sni"`
+	ALPN     StringList `yaml:"alpn"`
+	Host     StringList `yaml:"host"`
 	Fallback bool       `yaml:"fallback"`
+	// ServerFirst: this protocol is chosen when the client sends nothing
+	// for server.server_first_wait (sslh's on_timeout), built in or not.
+	ServerFirst bool `yaml:"server_first"`
 
-	// User protocols (a name that is not built in).
+	// User protocols (a name that is not built in): what their first
+	// bytes are.
 	MatchStartBytes []string `yaml:"match_start_bytes"` // hex, e.g. "aa55"
 	MatchRegexes    []string `yaml:"match_regexes"`
-	ServerFirst     bool     `yaml:"server_first"`
 
 	Balance     string        `yaml:"balance"`
 	SendProxy   string        `yaml:"send_proxy"`

@@ -53,6 +53,9 @@ func (c *Config) check(file string, root *yaml.Node) []error {
 	v.monitoring(&c.Monitoring)
 	v.distributed(&c.Distributed)
 	v.protocols(c)
+	v.silence(c)
+	v.proxyIn(&c.Server)
+	v.sharedPorts(c)
 	return v.errs
 }
 

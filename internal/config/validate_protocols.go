@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/hex"
 	"fmt"
 	"regexp/syntax"
@@ -81,6 +82,7 @@ func (v *checker) protocols(c *Config) {
 			}
 		}
 		v.intIn(field("priority"), name+": priority", p.Priority, -maxPriority, maxPriority)
+		conds := protocols.Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Host}
 		for _, cond := range []struct {
 			key  string
 			list []string
@@ -89,12 +91,26 @@ func (v *checker) protocols(c *Config) {
 			if len(cond.list) > maxConditions {
 				v.add(field(cond.key), "%s: %s: %d entries, at most %d", name, cond.key, len(cond.list), maxConditions)
 			}
-			for _, val := range cond.list {
+			bad := 0
+			for j, val := range cond.list {
 				if val == "" || len(val) > cond.max || !printable(val) {
 					v.add(field(cond.key), "%s: %s %q: want 1 to %d printable characters", name, cond.key, val, cond.max)
 					break
 				}
+				if cond.key == "alpn" {
+					continue
+				}
+				if err := checkName(val); err != nil {
+					if bad++; bad > maxReported {
+						v.add(field(cond.key), "%s: %s: more entries like these", name, cond.key)
+						break
+					}
+					v.add(field(cond.key, fmt.Sprintf("#%d", j)), "%s: %s %v", name, cond.key, err)
+				}
 			}
+		}
+		if p.Fallback && conds.Keys() != 0 {
+			v.add(field("fallback"), "%s: fallback: the fallback takes every connection nothing matched, whatever its %s; put fallback: true on an entry without conditions", name, strings.Join(conds.Keys().Names(), "/"))
 		}
 		if len(p.MatchStartBytes) > maxMatchPatterns {
 			v.add(field("match_start_bytes"), "%s: match_start_bytes: %d entries, at most %d", name, len(p.MatchStartBytes), maxMatchPatterns)
@@ -133,7 +149,6 @@ func (v *checker) protocols(c *Config) {
 		}
 		// Route conditions need a detector that extracts them: the
 		// registry says which keys each built-in takes.
-		conds := protocols.Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Host}
 		if extra := conds.Keys() &^ desc.Routable; builtin && extra != 0 || !builtin && conds.Keys() != 0 {
 			if !builtin {
 				extra = conds.Keys()
@@ -154,6 +169,9 @@ func (v *checker) protocols(c *Config) {
 			}
 		}
 		v.durIn(field("pool", "max_idle_time"), name+": pool.max_idle_time", p.Pool.MaxIdleTime, 0, maxPoolIdleTime)
+		if p.Pool.MaxIdleTime != 0 && p.Pool.MinIdle == 0 {
+			v.add(field("pool", "max_idle_time"), "%s: pool.max_idle_time: has no effect without pool.min_idle (no connection is pooled)", name)
+		}
 		h := p.HealthCheck
 		if h.Interval != 0 {
 			v.durIn(field("health_check", "interval"), name+": health_check.interval", h.Interval, minHealthInterval, maxHealthInterval)
@@ -175,6 +193,12 @@ func (v *checker) protocols(c *Config) {
 		default:
 			v.add(field("health_check", "check"), "%s: health_check.check %q: want tcp, redis or http", name, h.Check)
 		}
+		if set := healthKeys(h); interval == 0 && len(set) > 0 {
+			v.add(field("health_check"), "%s: health_check: %s set but no interval: no active check runs; set interval (e.g. \"5s\")", name, strings.Join(set, ", "))
+		}
+		if h.Path != "" && h.Check != "http" {
+			v.add(field("health_check", "path"), "%s: health_check.path: applies only to check: http (check is %q)", name, cmp.Or(h.Check, "tcp"))
+		}
 		if h.Path != "" && (h.Path[0] != '/' || len(h.Path) > maxHealthPathLen || strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
 			v.add(field("health_check", "path"), "%s: health_check.path %q: want /path, at most %d characters, no spaces or control characters", name, h.Path, maxHealthPathLen)
 		}
@@ -194,6 +218,23 @@ func (v *checker) protocols(c *Config) {
 		}
 		seen[key] = i
 	}
+}
+
+// maxReported is how many bad entries of one list are reported one by one.
+const maxReported = 10
+
+// healthKeys names the health_check keys h sets besides interval.
+func healthKeys(h Health) []string {
+	var set []string
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"timeout", h.Timeout != 0}, {"rise", h.Rise != 0}, {"fall", h.Fall != 0}, {"check", h.Check != ""}, {"path", h.Path != ""}} {
+		if k.set {
+			set = append(set, k.key)
+		}
+	}
+	return set
 }
 
 // undecodable reports whether the value at path, or the document above it,
