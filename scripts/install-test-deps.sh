@@ -38,6 +38,8 @@ peers=(
   "xauth xauth"
   "xrdp xrdp"
   "xfreerdp freerdp2-x11"
+  "systemd-socket-activate systemd"
+  "systemd-analyze systemd"
 )
 
 missing=()
