@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // rtmpC0C1 is a C0 + C1 as ffmpeg sends it: version 3, time 0, a non-zero
@@ -341,7 +341,7 @@ func TestCatalogueInspectFlights(t *testing.T) {
 		"tls-go.bin":               {SNI: "go.example.test", ALPN: both},
 	} {
 		inspect := builtin(t, strings.SplitN(name, "-", 2)[0]).Inspect
-		data := protocoltest.Flight(t, name)
+		data := testnet.Flight(t, name)
 		if md, ok := inspect(data); !ok || !reflect.DeepEqual(md, want) {
 			t.Errorf("%s: inspect = %+v, %v; want %+v", name, md, ok, want)
 		}
@@ -352,7 +352,7 @@ func TestCatalogueInspectFlights(t *testing.T) {
 // FuzzCatalogue: every built-in detector decides a buffer's prefixes as it
 // decides the whole buffer (a decision, once made, never changes).
 func FuzzCatalogue(f *testing.F) {
-	for _, data := range protocoltest.Flights(f, "") {
+	for _, data := range testnet.Flights(f, "") {
 		f.Add(data)
 	}
 	ds := Descriptors()

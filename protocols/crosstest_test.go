@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
-	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // The all-against-all cross-test: every first flight (the recorded ones in
@@ -133,7 +133,7 @@ type crossFlight struct {
 func crossFlights(t *testing.T) []crossFlight {
 	t.Helper()
 	var out []crossFlight
-	for name, data := range protocoltest.Flights(t, "") {
+	for name, data := range testnet.Flights(t, "") {
 		out = append(out, crossFlight{name, strings.SplitN(name, "-", 2)[0], data})
 	}
 	for name, data := range crossHandBuilt() {

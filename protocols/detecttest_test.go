@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // checkDetector asserts detect(data) == want and the split-read property:
@@ -104,7 +104,7 @@ func fuzzCore(f *testing.F, detect DetectFunc, inspect InspectFunc, seeds ...[]b
 func fuzzSeeds(f *testing.F, prefixes []string, extra ...string) [][]byte {
 	var out [][]byte
 	for _, p := range prefixes {
-		for _, b := range protocoltest.Flights(f, p) {
+		for _, b := range testnet.Flights(f, p) {
 			out = append(out, b)
 		}
 	}

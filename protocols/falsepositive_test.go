@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // TestFalsePositiveRates feeds N buffers of five families to every built-in
@@ -219,7 +219,7 @@ func fpAdversarial(prefixes [][]byte) func(*rand.Rand, []byte) []byte {
 // fpFlightPrefixes returns the first 4 bytes of every recorded flight.
 func fpFlightPrefixes(t *testing.T) [][]byte {
 	t.Helper()
-	flights := protocoltest.Flights(t, "")
+	flights := testnet.Flights(t, "")
 	names := slices.Sorted(maps.Keys(flights)) // deterministic whatever the map order
 	var out [][]byte
 	for _, name := range names {

@@ -3,7 +3,7 @@ package protocols
 import (
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // h2Preface is the HTTP/2 client preface, written out apart from the detector.
@@ -14,5 +14,5 @@ func FuzzHTTP2(f *testing.F) {
 }
 
 func BenchmarkDetectHTTP2(b *testing.B) {
-	benchDetect(b, detectHTTP2, protocoltest.Flight(b, "http2-curl.bin"), Match)
+	benchDetect(b, detectHTTP2, testnet.Flight(b, "http2-curl.bin"), Match)
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 func TestHTTPDetectLongLinePrefix(t *testing.T) {
@@ -60,15 +60,15 @@ func FuzzHTTP(f *testing.F) {
 }
 
 func BenchmarkDetectHTTP(b *testing.B) {
-	b.Run("curl", func(b *testing.B) { benchDetect(b, detectHTTP, protocoltest.Flight(b, "http-curl.bin"), Match) })
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectHTTP, testnet.Flight(b, "http-curl.bin"), Match) })
 	b.Run("propfind", func(b *testing.B) {
-		benchDetect(b, detectHTTP, protocoltest.Flight(b, "webdav-curl-propfind.bin"), Match)
+		benchDetect(b, detectHTTP, testnet.Flight(b, "webdav-curl-propfind.bin"), Match)
 	})
 	b.Run("reject-h2", func(b *testing.B) { benchDetect(b, detectHTTP, []byte(h2Preface), NoMatch) })
 }
 
 func BenchmarkInspectHTTP(b *testing.B) {
-	data := protocoltest.Flight(b, "http-curl.bin")
+	data := testnet.Flight(b, "http-curl.bin")
 	b.ReportAllocs()
 	for b.Loop() {
 		if md, ok := inspectHTTP(data); !ok || md.Host != "127.0.0.1" {

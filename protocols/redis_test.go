@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // TestRedisInlineBound: an inline command line longer than Redis's own
@@ -72,7 +72,7 @@ func FuzzRedis(f *testing.F) {
 }
 
 func BenchmarkDetectRedis(b *testing.B) {
-	b.Run("resp", func(b *testing.B) { benchDetect(b, detectRedis, protocoltest.Flight(b, "redis-cli.bin"), Match) })
-	b.Run("inline", func(b *testing.B) { benchDetect(b, detectRedis, protocoltest.Flight(b, "redis-inline.bin"), Match) })
-	b.Run("reject-http", func(b *testing.B) { benchDetect(b, detectRedis, protocoltest.Flight(b, "http-curl.bin"), NoMatch) })
+	b.Run("resp", func(b *testing.B) { benchDetect(b, detectRedis, testnet.Flight(b, "redis-cli.bin"), Match) })
+	b.Run("inline", func(b *testing.B) { benchDetect(b, detectRedis, testnet.Flight(b, "redis-inline.bin"), Match) })
+	b.Run("reject-http", func(b *testing.B) { benchDetect(b, detectRedis, testnet.Flight(b, "http-curl.bin"), NoMatch) })
 }

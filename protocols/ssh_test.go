@@ -3,7 +3,7 @@ package protocols
 import (
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 func FuzzSSH(f *testing.F) {
@@ -11,5 +11,5 @@ func FuzzSSH(f *testing.F) {
 }
 
 func BenchmarkDetectSSH(b *testing.B) {
-	benchDetect(b, detectSSH, protocoltest.Flight(b, "ssh-openssh.bin"), Match)
+	benchDetect(b, detectSSH, testnet.Flight(b, "ssh-openssh.bin"), Match)
 }

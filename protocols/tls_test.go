@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 // tlsTestHello builds a ClientHello handshake message (header included) by
@@ -150,7 +150,7 @@ func TestTLSParseMalformed(t *testing.T) {
 // TestTLSFlightsInRecords: each recorded ClientHello, re-fragmented into
 // small records, is detected and gives the metadata it gives whole.
 func TestTLSFlightsInRecords(t *testing.T) {
-	for name, data := range protocoltest.Flights(t, "tls-") {
+	for name, data := range testnet.Flights(t, "tls-") {
 		want, ok := inspectTLS(data)
 		if !ok {
 			t.Fatalf("%s: inspect undecided on the whole flight", name)
@@ -174,7 +174,7 @@ func FuzzTLS(f *testing.F) {
 }
 
 func BenchmarkDetectTLS(b *testing.B) {
-	b.Run("curl", func(b *testing.B) { benchDetect(b, detectTLS, protocoltest.Flight(b, "tls-curl.bin"), Match) })
+	b.Run("curl", func(b *testing.B) { benchDetect(b, detectTLS, testnet.Flight(b, "tls-curl.bin"), Match) })
 	b.Run("records", func(b *testing.B) {
 		benchDetect(b, detectTLS, tlsTestRecords(tlsTestHello("a.example", nil, 0, 0), 2), Match)
 	})
@@ -185,7 +185,7 @@ func BenchmarkInspectTLS(b *testing.B) {
 		name string
 		data []byte
 	}{
-		{"go", protocoltest.Flight(b, "tls-go.bin")},
+		{"go", testnet.Flight(b, "tls-go.bin")},
 		{"records", tlsTestRecords(tlsTestHello("a.example", []string{"h2"}, 300, 0), 100)},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 func TestWebDAVProtocol(t *testing.T) {
@@ -27,7 +27,7 @@ func FuzzWebDAV(f *testing.F) {
 
 func BenchmarkDetectWebDAV(b *testing.B) {
 	b.Run("propfind", func(b *testing.B) {
-		benchDetect(b, detectWebDAV, protocoltest.Flight(b, "webdav-curl-propfind.bin"), Match)
+		benchDetect(b, detectWebDAV, testnet.Flight(b, "webdav-curl-propfind.bin"), Match)
 	})
-	b.Run("reject-get", func(b *testing.B) { benchDetect(b, detectWebDAV, protocoltest.Flight(b, "http-curl.bin"), NoMatch) })
+	b.Run("reject-get", func(b *testing.B) { benchDetect(b, detectWebDAV, testnet.Flight(b, "http-curl.bin"), NoMatch) })
 }

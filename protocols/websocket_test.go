@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/darkit/protoplex/protocols/protocoltest"
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
 const wsHandshake = "GET /chat HTTP/1.1\r\n" +
@@ -40,7 +40,7 @@ func FuzzWebSocket(f *testing.F) {
 
 func BenchmarkDetectWebSocket(b *testing.B) {
 	b.Run("curl", func(b *testing.B) {
-		benchDetect(b, detectWebSocket, protocoltest.Flight(b, "websocket-curl.bin"), Match)
+		benchDetect(b, detectWebSocket, testnet.Flight(b, "websocket-curl.bin"), Match)
 	})
-	b.Run("plain-get", func(b *testing.B) { benchDetect(b, detectWebSocket, protocoltest.Flight(b, "http-curl.bin"), NoMatch) })
+	b.Run("plain-get", func(b *testing.B) { benchDetect(b, detectWebSocket, testnet.Flight(b, "http-curl.bin"), NoMatch) })
 }

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
-	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // builtins returns one protocol per built-in, in registry (name) order.
@@ -40,7 +40,7 @@ func TestCachedAndUncachedAgreeOnCorpus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range protocoltest.Flights(t, "") {
+	for name, data := range testnet.Flights(t, "") {
 		for round := 0; round < 2; round++ {
 			for i := 1; i <= len(data); i++ {
 				want, got := plain.Evaluate(data[:i]), cached.evaluate(data[:i])
@@ -83,7 +83,7 @@ func label(r *Route) string {
 // their generic parents.
 func TestCorpusRoutesToOwnProtocol(t *testing.T) {
 	tb := mustTable(t, catalogue(t)...)
-	for name, data := range protocoltest.Flights(t, "") {
+	for name, data := range testnet.Flights(t, "") {
 		proto := strings.SplitN(name, "-", 2)[0]
 		v := tb.Evaluate(data)
 		if v.Best == nil || !v.Final {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
-	"github.com/darkit/protoplex/protocols/protocoltest"
 )
 
 // routedCatalogue is every built-in protocol plus the conditional routes a
@@ -31,7 +31,7 @@ func routedCatalogue(t testing.TB) []*protocols.Protocol {
 // 1,100 bytes of other headers.
 func splitFlights(t *testing.T) map[string][]byte {
 	t.Helper()
-	fl := protocoltest.Flights(t, "")
+	fl := testnet.Flights(t, "")
 	if len(fl["tls-chromium.bin"]) < 1800 {
 		t.Fatalf("tls-chromium.bin missing or short: %d bytes", len(fl["tls-chromium.bin"]))
 	}
@@ -252,7 +252,7 @@ func bigClientHello(t *testing.T, size int) []byte {
 // same bytes in one read.
 func FuzzSplitRoute(f *testing.F) {
 	for _, name := range []string{"tls-chromium.bin", "http-curl.bin", "websocket-curl.bin", "rtmp-ffmpeg.bin", "ssh-openssh.bin"} {
-		data := protocoltest.Flight(f, name)
+		data := testnet.Flight(f, name)
 		f.Add(data, uint16(len(data)/2))
 	}
 	f.Add(longHostRequest(), uint16(1100))

@@ -43,7 +43,7 @@ type Set struct {
 	mu      sync.Mutex
 	ctx     context.Context
 	running map[string]*loop
-	order   []string // addresses of the last Commit, as given
+	order   []string                // addresses of the last Commit, as given
 	pending map[string]net.Listener // bound by Prepare, for the next Commit
 	wg      sync.WaitGroup
 }
