@@ -61,6 +61,7 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	}
 	pm.protos = u.protos
 	pm.settings.Store(u.settings)
+	u.routing.Changes().Log(pm.log)
 	pm.commitLocked(u.routing)
 	if pm.listenFromConfig {
 		pm.listeners.Commit(cfg.Server.Listen)

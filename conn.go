@@ -3,12 +3,12 @@ package protoplex
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/internal/proxyproto"
@@ -16,16 +16,20 @@ import (
 
 // serveConn is the whole life of one client connection, top to bottom:
 // accept → guard → PROXY in → identify → route → dial → forward. Every
-// refusal returns through refuse, which counts its reason and closes.
+// refusal returns through refuse, which counts its reason and closes. acc
+// collects the connection's access line (written at the end, at INFO with
+// server.access_log, else at DEBUG).
 func (pm *ProtocolManager) serveConn(c net.Conn) {
-	start := time.Now()
 	st := pm.stats
 	st.Accepted.Inc()
 	s := pm.settings.Load()
-	refuse := func(reason string) { st.Refuse(reason); c.Close() }
+	acc := logging.NewAccess(pm.log, s.AccessLog, c.RemoteAddr())
+	defer acc.Log()
+	refuse := func(reason string) { st.Refuse(reason); acc.Refused(reason); c.Close() }
 
 	// Guard: the global cap first, it costs nothing.
 	if !pm.conns.Add(c, s.MaxConnections) {
+		pm.capLog.Warn("connection refused: max_connections reached", "max_connections", s.MaxConnections)
 		refuse(metrics.RefusedMaxConnections)
 		return
 	}
@@ -42,9 +46,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// PROXY in: a trusted front load balancer names the real client; the
 	// guard, logs and PROXY towards backends all use it.
-	client := c.RemoteAddr()
 	prefilled := 0
-	fromTrusted := s.AcceptProxy && s.trustedProxies.Contains(guard.AddrOf(client))
+	fromTrusted := s.AcceptProxy && s.trustedProxies.Contains(guard.AddrOf(acc.Client))
 	if fromTrusted {
 		h, rest, err := proxyproto.Read(c, buf.B, s.IdentifyTimeout)
 		if err != nil {
@@ -52,11 +55,11 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 			return
 		}
 		if !h.Local {
-			client = net.TCPAddrFromAddrPort(h.Source)
+			acc.Client = net.TCPAddrFromAddrPort(h.Source)
 		}
 		prefilled = rest
 	}
-	ip := guard.AddrOf(client)
+	ip := guard.AddrOf(acc.Client)
 	ticket, reason := pm.guard.Admit(ip)
 	if reason != guard.Allowed {
 		refuse(reason.String())
@@ -77,39 +80,42 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		refuse(metrics.RefusedProxyHeader) // an untrusted source must not claim another's address
 		return
 	}
-	if res.Failure != identify.OK {
+	if res.Failure != identify.OK && !res.Fallback { // the fallback route is normal traffic
 		st.IdentifyFailed(res.Failure)
 		if res.Failure != identify.ClientClosed || res.N > 0 {
 			pm.guard.IdentifyFailed(ip) // feeds the DDoS guard
 		}
 	}
 	if res.Route == nil {
-		pm.log.Debug("connection not identified", "client", client.String(), "reason", res.Failure.String(), "bytes", res.N)
+		acc.Unidentified(res)
 		c.Close()
 		return
 	}
 
 	// Route.
 	e := rt.Entries[res.Route.Index]
-	e.Stats.Identify(time.Since(start))
+	e.Stats.Identify(time.Since(acc.Start))
+	acc.Routed(e.Proto.Name, e.Label, res, buf.B[:res.N])
 	if h := e.Proto.Handler; h != nil {
 		rc := proxy.NewReplayConn(c, buf.B[:res.N])
 		buf.Release()
+		acc.Handled()
 		h(rc)
 		return
 	}
 
 	// Dial.
 	ctx, cancel := context.WithTimeout(pm.ctx, s.DialTimeout)
-	bc, target, done, err := e.Backend.Dial(ctx, client, c.LocalAddr())
+	bc, target, done, err := e.Backend.Dial(ctx, acc.Client, c.LocalAddr())
 	cancel()
-	if err != nil {
-		pm.log.Debug("dial failed", "protocol", e.Proto.Name, "client", client.String(), "err", err)
+	if err != nil { // each failed target is logged by its backend set
+		acc.DialFailed(err)
 		e.Stats.DialError.Inc()
 		c.Close()
 		return
 	}
 	defer done()
+	acc.Dialed(target)
 	pm.conns.Attach(c, bc)
 
 	// Forward: the bytes identification read go first, then both
@@ -132,10 +138,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	if fs.PipeFallbacks > 0 {
 		st.PipeFallbacks.Add(float64(fs.PipeFallbacks))
 	}
-	if pm.log.Enabled(context.Background(), slog.LevelDebug) {
-		pm.log.Debug("connection closed", "client", client.String(), "protocol", e.Proto.Name, "target", target,
-			"up", fs.Up, "down", fs.Down, "duration", time.Since(start), "reason", fs.Reason.String())
-	}
+	acc.Forwarded(fs)
 }
 
 // claimsProxy reports whether the first bytes are, or begin, a PROXY

@@ -45,6 +45,7 @@ var ErrListenerRemoved = listen.ErrRemoved
 type ProtocolManager struct {
 	optErr    error
 	log       *slog.Logger
+	capLog    *guard.RateLimitedLogger // refusals over max_connections
 	bufs      *bufpool.Pools
 	stats     *metrics.Stats
 	guard     *guard.Guard
@@ -90,7 +91,8 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	pm := &ProtocolManager{log: o.logger, stats: metrics.New(), bufs: bufpool.New(), conns: conntrack.New()}
+	pm := &ProtocolManager{log: o.logger, stats: metrics.New(), bufs: bufpool.New(), conns: conntrack.New(),
+		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now)}
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.listeners = listen.NewSet(pm.Serve, func(addr string, err error) {
 		if !errors.Is(err, ErrClosed) {
@@ -105,7 +107,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	if err := config.CheckServer(o.server); err != nil {
 		return pm, err
 	}
-	return pm, pm.rebuild()
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	return pm, pm.rebuildLocked()
 }
 
 // Err returns the option validation error, if any.
@@ -210,12 +214,6 @@ func (pm *ProtocolManager) Close() error {
 	return nil
 }
 
-func (pm *ProtocolManager) rebuild() error {
-	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	return pm.rebuildLocked()
-}
-
 // rebuildLocked compiles pm.protos into a new routing snapshot and swaps it
 // in. Backend sets of unchanged targets are reused so health state and warm
 // pools survive.
@@ -230,7 +228,7 @@ func (pm *ProtocolManager) rebuildLocked() error {
 
 // planLocked builds the routing of protos without changing anything.
 func (pm *ProtocolManager) planLocked(protos []*protocols.Protocol, s *settings) (*routing.Plan, error) {
-	plan, err := routing.Build(protos, s.CacheTTL, pm.routing.Load(), pm.stats)
+	plan, err := routing.Build(protos, s.CacheTTL, pm.routing.Load(), pm.stats, pm.log)
 	if err != nil {
 		return nil, fmt.Errorf("protoplex: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/darkit/protoplex/protocols"
 )
 
 // MinBuffer is the smallest identification buffer the engine is given: a
@@ -85,6 +87,19 @@ type Result struct {
 	Fallback bool // Route is the fallback route
 	Silent   bool // Route was chosen on client silence
 	Err      error
+}
+
+// Metadata is what the route's protocol tells of first, the bytes
+// identification read (buf[:N]): SNI and ALPN for TLS, Host for HTTP. ok is
+// false without a route, for a fallback or silence route (the bytes are not
+// its protocol's), when the protocol has no inspector or the metadata is not
+// complete in first. It inspects on every call: the connection path asks
+// only when it logs the answer.
+func (r Result) Metadata(first []byte) (md protocols.Metadata, ok bool) {
+	if r.Route == nil || r.Fallback || r.Silent || r.Route.spec.Inspect == nil {
+		return protocols.Metadata{}, false
+	}
+	return r.Route.spec.Inspect(first)
 }
 
 // Identify reads from conn into buf until t can decide. buf[:prefilled]

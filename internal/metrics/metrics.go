@@ -86,6 +86,9 @@ type Stats struct {
 
 	mu     sync.Mutex
 	routes map[string]*Route
+	// series: the protocol and target of every backend_up series, for
+	// RetainTargets.
+	series map[[2]string]bool
 }
 
 // Route is one protocol's collectors, resolved once by Stats.Route.
@@ -117,6 +120,7 @@ func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
 		routes:    map[string]*Route{},
+		series:    map[[2]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
 		failedBy:  map[identify.Failure]prometheus.Counter{},
 	}
@@ -275,7 +279,31 @@ func (s *Stats) CacheHitRate() float64 {
 // it dials.
 func (s *Stats) Targets(protocol string, targets []string) {
 	for _, t := range targets {
-		s.backendUp.WithLabelValues(protocol, t).Set(1)
+		s.upGauge(protocol, t).Set(1)
+	}
+}
+
+// upGauge returns protocol and target's backend_up gauge, recording the
+// series for RetainTargets.
+func (s *Stats) upGauge(protocol, target string) prometheus.Gauge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.series[[2]string{protocol, target}] = true
+	return s.backendUp.WithLabelValues(protocol, target)
+}
+
+// RetainTargets removes the backend_up series of every protocol and target
+// not in live, so a scrape after a reload shows only the targets a route
+// still serves. A set retired at that reload that still completes a dial
+// afterwards brings its series back until the next RetainTargets.
+func (s *Stats) RetainTargets(live map[[2]string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.series {
+		if !live[k] {
+			s.backendUp.DeleteLabelValues(k[0], k[1])
+			delete(s.series, k)
+		}
 	}
 }
 
@@ -295,7 +323,7 @@ func (s *Stats) DialObserver(protocol string) func(target string, d time.Duratio
 		}
 		g, ok := upGauges.Load(target)
 		if !ok {
-			g, _ = upGauges.LoadOrStore(target, s.backendUp.WithLabelValues(protocol, target))
+			g, _ = upGauges.LoadOrStore(target, s.upGauge(protocol, target))
 		}
 		g.(prometheus.Gauge).Set(up)
 	}
@@ -309,6 +337,6 @@ func (s *Stats) StateObserver(protocol string) func(target string, up bool) {
 		if up {
 			v = 1
 		}
-		s.backendUp.WithLabelValues(protocol, target).Set(v)
+		s.upGauge(protocol, target).Set(v)
 	}
 }

@@ -9,6 +9,7 @@ package routing
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ type Table struct {
 // its connections go and its metrics.
 type Entry struct {
 	Proto   *protocols.Protocol
+	Label   string        // the route in logs: Label(Proto)
 	Backend *upstream.Set // nil for in-process handlers
 	Stats   *metrics.Route
 }
@@ -36,15 +38,17 @@ type Entry struct {
 // Plan is a snapshot built but not live yet: its fresh backend sets are not
 // started, and the sets it would retire still serve.
 type Plan struct {
-	next   *Table
-	stats  *metrics.Stats
-	fresh  []*Entry // with a backend set built for this plan
-	unused []*upstream.Set
+	old, next *Table
+	stats     *metrics.Stats
+	fresh     []*Entry // with a backend set built for this plan
+	unused    []*upstream.Set
 }
 
 // Build compiles protos into a plan, reusing old's backend sets where the
 // backend options are unchanged. Nothing is started, closed or counted.
-func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st *metrics.Stats) (*Plan, error) {
+// The backend sets it builds log to log: failed dials at WARN (rate-limited
+// per target) and health check transitions.
+func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st *metrics.Stats, log *slog.Logger) (*Plan, error) {
 	specs := make([]identify.RouteSpec, len(protos))
 	for i, p := range protos {
 		specs[i] = identify.RouteSpec{Spec: p.Spec(), Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback}
@@ -61,9 +65,9 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 			}
 		}
 	}
-	plan := &Plan{next: &Table{Identify: table, Entries: make([]*Entry, len(protos))}, stats: st}
+	plan := &Plan{old: old, next: &Table{Identify: table, Entries: make([]*Entry, len(protos))}, stats: st}
 	for i, p := range protos {
-		e := &Entry{Proto: p}
+		e := &Entry{Proto: p, Label: Label(p)}
 		plan.next.Entries[i] = e
 		if p.Handler != nil {
 			continue
@@ -73,7 +77,7 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 			delete(reuse, keyOf(p))
 			continue
 		}
-		if e.Backend, err = newBackend(p, st); err != nil {
+		if e.Backend, err = newBackend(p, st, log); err != nil {
 			plan.Discard()
 			return nil, fmt.Errorf("protocol %q: %w", p.Name, err)
 		}
@@ -86,7 +90,7 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 }
 
 // newBackend builds p's backend set, not started.
-func newBackend(p *protocols.Protocol, st *metrics.Stats) (*upstream.Set, error) {
+func newBackend(p *protocols.Protocol, st *metrics.Stats, log *slog.Logger) (*upstream.Set, error) {
 	targets, err := upstream.ParseTargets([]string{p.Target})
 	if err != nil {
 		return nil, err
@@ -98,8 +102,8 @@ func newBackend(p *protocols.Protocol, st *metrics.Stats) (*upstream.Set, error)
 	return upstream.New(targets, upstream.Options{
 		Strategy:    p.Balance,
 		SendProxy:   p.SendProxy,
-		DialDone:    st.DialObserver(p.Name),
-		StateChange: st.StateObserver(p.Name),
+		DialDone:    logDials(p.Name, st.DialObserver(p.Name), log),
+		StateChange: logStates(p.Name, st.StateObserver(p.Name), log),
 		Health:      p.Health,
 		Pool:        p.Pool,
 		Source:      source,
@@ -115,8 +119,10 @@ func (plan *Plan) Discard() {
 
 // Commit makes the plan's snapshot ready to serve and returns it: metrics
 // resolved, fresh sets started under ctx (with a backend_up gauge for
-// every target), and the sets no route uses any more closed — connections
-// already dialed through them are not affected. It cannot fail.
+// every target), the sets no route uses any more closed — connections
+// already dialed through them are not affected — and the backend_up
+// series of every protocol and target no route of the snapshot serves
+// removed. It cannot fail.
 func (plan *Plan) Commit(ctx context.Context) *Table {
 	for _, e := range plan.next.Entries {
 		e.Stats = plan.stats.Route(e.Proto.Name)
@@ -132,6 +138,17 @@ func (plan *Plan) Commit(ctx context.Context) *Table {
 	for _, b := range plan.unused {
 		b.Close()
 	}
+	// Two routes may share a protocol name and a target: the live set is
+	// the union over every entry.
+	live := map[[2]string]bool{}
+	for _, e := range plan.next.Entries {
+		if e.Backend != nil {
+			for _, t := range e.Backend.Status() {
+				live[[2]string{e.Proto.Name, t.Addr}] = true
+			}
+		}
+	}
+	plan.stats.RetainTargets(live)
 	return plan.next
 }
 
@@ -179,7 +196,9 @@ func (t *Table) Unhealthy() (string, bool) {
 	return "", false
 }
 
-// backendKey is what makes two protocols' backend sets interchangeable.
+// backendKey is what makes two protocols' backend sets interchangeable:
+// the protocol name as given is part of it, since a set's metrics and logs
+// carry the name it was built with.
 type backendKey struct {
 	name, target, balance, sendProxy, source string
 	pool                                     protocols.PoolConfig
@@ -188,7 +207,7 @@ type backendKey struct {
 
 func keyOf(p *protocols.Protocol) backendKey {
 	return backendKey{
-		name: strings.ToLower(p.Name), target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
+		name: p.Name, target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
 		source: strings.Join(p.Source, "\x00"), pool: p.Pool, health: p.Health,
 	}
 }

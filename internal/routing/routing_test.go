@@ -21,7 +21,7 @@ func TestBackendSetsReused(t *testing.T) {
 	st := metrics.New()
 	ssh := protocols.NewSSHProtocol("127.0.0.1:1")
 	ssh.Source = []string{"127.0.0.2"}
-	plan, err := Build([]*protocols.Protocol{ssh, protocols.NewRedisProtocol("127.0.0.1:2")}, time.Minute, nil, st)
+	plan, err := Build([]*protocols.Protocol{ssh, protocols.NewRedisProtocol("127.0.0.1:2")}, time.Minute, nil, st, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestBackendSetsReused(t *testing.T) {
 	same.Priority = 5 // not a backend option
 	moved := protocols.NewRedisProtocol("127.0.0.1:2")
 	moved.Source = []string{"127.0.0.4"} // a backend option
-	plan, err = Build([]*protocols.Protocol{same, moved}, time.Minute, first, st)
+	plan, err = Build([]*protocols.Protocol{same, moved}, time.Minute, first, st, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestBuildFailureStartsNothing(t *testing.T) {
 	st := metrics.New()
 	bad := protocols.NewSSHProtocol("127.0.0.1:1")
 	bad.Source = []string{"not an address"}
-	if _, err := Build([]*protocols.Protocol{protocols.NewRedisProtocol("127.0.0.1:2"), bad}, 0, nil, st); err == nil {
+	if _, err := Build([]*protocols.Protocol{protocols.NewRedisProtocol("127.0.0.1:2"), bad}, 0, nil, st, discard); err == nil {
 		t.Fatal("a bad source was accepted")
 	}
 }
@@ -64,7 +64,7 @@ func TestBuildFailureStartsNothing(t *testing.T) {
 func TestHandlersHaveNoBackend(t *testing.T) {
 	p := protocols.NewRedisProtocol("")
 	p.Handler = func(c net.Conn) { c.Close() }
-	plan, err := Build([]*protocols.Protocol{p}, 0, nil, metrics.New())
+	plan, err := Build([]*protocols.Protocol{p}, 0, nil, metrics.New(), discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,162 @@
+// Package logging holds what protoplex tells the operator about each
+// connection: the access record the connection path fills on its way and
+// writes as one line when the connection ends, and the duration value that
+// both slog handlers print in a unit an operator reads.
+package logging
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// Duration is a time.Duration as logs show it: slog's text handler prints
+// it as time.Duration does ("12.5ms", through MarshalText), the JSON
+// handler as seconds in a number (0.0125, through MarshalJSON), the unit
+// of the metrics; JSON's consumers need not know Go counts nanoseconds.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText returns String.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// MarshalJSON returns the seconds as a JSON number.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, time.Duration(d).Seconds(), 'f', -1, 64), nil
+}
+
+// Values of an access line's close attribute other than a forwarded
+// connection's proxy.CloseReason.
+const (
+	CloseRefused      = "refused"               // refused before identification; reason says why
+	CloseUnidentified = "unidentified"          // no route; reason is the identify.Failure
+	CloseDialError    = metrics.ClosedDialError // no backend could be dialed; err says why
+	CloseHandled      = "handled"               // served by an in-process handler
+)
+
+// AccessMessage is the message of every access line.
+const AccessMessage = "connection closed"
+
+// Access is one connection's access record: the connection path fills it
+// on its way and Log writes it, one line, when the connection ends. When
+// the line would not be written (see NewAccess) its methods only store
+// what they are given: no formatting, no allocation.
+type Access struct {
+	log   *slog.Logger
+	level slog.Level
+	on    bool
+
+	// Start is when the connection was accepted.
+	Start time.Time
+	// Client is the client's address, the one a trusted PROXY header
+	// names when there is one.
+	Client net.Addr
+
+	protocol, route string
+	fallback        bool
+	md              protocols.Metadata
+	target          string
+	up, down        int64
+	close, reason   string
+	err             error
+}
+
+// NewAccess starts the record of a connection from client, accepted now.
+// With accessLog (server.access_log) the line is written at INFO; without,
+// at DEBUG, so log_level debug shows every connection either way. It is
+// written only when log has that level enabled.
+func NewAccess(log *slog.Logger, accessLog bool, client net.Addr) Access {
+	level := slog.LevelDebug
+	if accessLog {
+		level = slog.LevelInfo
+	}
+	return Access{log: log, level: level, on: log.Enabled(context.Background(), level), Start: time.Now(), Client: client}
+}
+
+// Refused records a refusal before identification, for reason (a
+// protoplex_connections_refused_total reason).
+func (a *Access) Refused(reason string) { a.close, a.reason = CloseRefused, reason }
+
+// Unidentified records that no route was found after reading n bytes.
+func (a *Access) Unidentified(res identify.Result) {
+	a.close, a.reason, a.up = CloseUnidentified, res.Failure.String(), int64(res.N)
+}
+
+// Routed records the route identification chose: its protocol and its
+// label (the protocol with its conditions), and what the bytes read tell
+// (SNI, ALPN, Host), inspected only when the line will be written.
+func (a *Access) Routed(protocol, route string, res identify.Result, first []byte) {
+	a.protocol, a.route, a.fallback, a.up = protocol, route, res.Fallback, int64(res.N)
+	if a.on {
+		a.md, _ = res.Metadata(first)
+	}
+}
+
+// Handled records a connection served by an in-process handler.
+func (a *Access) Handled() { a.close = CloseHandled }
+
+// DialFailed records that no backend could be dialed.
+func (a *Access) DialFailed(err error) { a.close, a.err = CloseDialError, err }
+
+// Dialed records the backend target the connection is forwarded to.
+func (a *Access) Dialed(target string) { a.target = target }
+
+// Forwarded records the end of forwarding.
+func (a *Access) Forwarded(fs proxy.Stats) {
+	a.up, a.down, a.close = fs.Up, fs.Down, fs.Reason.String()
+}
+
+// Log writes the line: client, protocol, route, fallback, sni, host, alpn
+// and target when known, bytes up (client to backend, what identification
+// read included) and down, duration, close and, for refusals and
+// unidentified connections, reason (err for dial errors).
+func (a *Access) Log() {
+	if !a.on {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs, slog.String("client", addrString(a.Client)))
+	if a.protocol != "" {
+		attrs = append(attrs, slog.String("protocol", a.protocol), slog.String("route", a.route))
+	}
+	if a.fallback {
+		attrs = append(attrs, slog.Bool("fallback", true))
+	}
+	if a.md.SNI != "" {
+		attrs = append(attrs, slog.String("sni", a.md.SNI))
+	}
+	if a.md.Host != "" {
+		attrs = append(attrs, slog.String("host", a.md.Host))
+	}
+	if len(a.md.ALPN) > 0 {
+		attrs = append(attrs, slog.String("alpn", strings.Join(a.md.ALPN, ",")))
+	}
+	if a.target != "" {
+		attrs = append(attrs, slog.String("target", a.target))
+	}
+	attrs = append(attrs, slog.Int64("up", a.up), slog.Int64("down", a.down),
+		slog.Any("duration", Duration(time.Since(a.Start))), slog.String("close", a.close))
+	if a.reason != "" {
+		attrs = append(attrs, slog.String("reason", a.reason))
+	}
+	if a.err != nil {
+		attrs = append(attrs, slog.String("err", a.err.Error()))
+	}
+	a.log.LogAttrs(context.Background(), a.level, AccessMessage, attrs...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

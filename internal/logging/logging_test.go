@@ -1,0 +1,108 @@
+package logging
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+var client = &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
+
+// TestDurationFormats: text shows a Go duration, JSON a number of seconds.
+func TestDurationFormats(t *testing.T) {
+	var text, js testnet.Buffer
+	slog.New(slog.NewTextHandler(&text, nil)).Info("x", "duration", Duration(1500*time.Millisecond))
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("x", "duration", Duration(1500*time.Millisecond))
+	if !strings.Contains(text.String(), " duration=1.5s") {
+		t.Errorf("text: %s", text.String())
+	}
+	var line struct{ Duration any }
+	if err := json.Unmarshal([]byte(js.String()), &line); err != nil || line.Duration != 1.5 {
+		t.Errorf("json: %s (%v)", js.String(), err)
+	}
+}
+
+// TestAccessLevels: with access_log the line is INFO; without, DEBUG, so
+// an INFO logger writes nothing.
+func TestAccessLevels(t *testing.T) {
+	for _, tc := range []struct {
+		accessLog bool
+		level     slog.Level
+		want      string
+	}{
+		{true, slog.LevelInfo, "level=INFO"},
+		{false, slog.LevelInfo, ""},
+		{false, slog.LevelDebug, "level=DEBUG"},
+	} {
+		var buf testnet.Buffer
+		a := NewAccess(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})), tc.accessLog, client)
+		a.Refused("max_connections")
+		a.Log()
+		if got := buf.String(); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("access_log %v at %v: %q", tc.accessLog, tc.level, got)
+		}
+	}
+}
+
+// TestAccessLine: every attribute a forwarded, an unidentified and a
+// failed connection has.
+func TestAccessLine(t *testing.T) {
+	var buf testnet.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+
+	a := NewAccess(log, true, client)
+	a.Routed("TLS", "TLS[sni=a.example]", identify.Result{N: 517}, nil)
+	a.Dialed("10.0.0.1:443")
+	a.Forwarded(proxy.Stats{Up: 600, Down: 4000, Reason: proxy.Done})
+	a.Log()
+	a = NewAccess(log, true, client)
+	a.Unidentified(identify.Result{N: 12, Failure: identify.NoMatch})
+	a.Log()
+	a = NewAccess(log, true, client)
+	a.Routed("SSH", "SSH", identify.Result{N: 9, Fallback: true, Failure: identify.NoMatch}, nil)
+	a.DialFailed(errors.New("connection refused"))
+	a.Log()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for i, want := range []string{
+		`level=INFO msg="connection closed" client=192.0.2.7:40000 protocol=TLS route="TLS[sni=a.example]" target=10.0.0.1:443 up=600 down=4000 duration=`,
+		`level=INFO msg="connection closed" client=192.0.2.7:40000 up=12 down=0 duration=`,
+		`level=INFO msg="connection closed" client=192.0.2.7:40000 protocol=SSH route=SSH fallback=true up=9 down=0 duration=`,
+	} {
+		if i >= len(lines) || !strings.Contains(lines[i], want) {
+			t.Fatalf("line %d: want %s in\n%s", i, want, buf.String())
+		}
+	}
+	for i, want := range []string{" close=done", " close=unidentified reason=no_match", ` close=dial_error err="connection refused"`} {
+		if !strings.HasSuffix(lines[i], want) {
+			t.Errorf("line %d: want suffix %s: %s", i, want, lines[i])
+		}
+	}
+}
+
+// TestAccessOffCostsNothing: a record whose line is not written allocates
+// nothing, whatever the connection path stores in it.
+func TestAccessOffCostsNothing(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(&testnet.Buffer{}, nil)) // INFO: the DEBUG line is off
+	res := identify.Result{N: 3, Route: &identify.Route{Name: "X"}}
+	first := []byte("abc")
+	err := errors.New("refused")
+	allocs := testing.AllocsPerRun(100, func() {
+		a := NewAccess(log, false, client)
+		a.Routed("X", "X", res, first)
+		a.Dialed("t:1")
+		a.DialFailed(err)
+		a.Forwarded(proxy.Stats{Up: 1, Down: 2})
+		a.Log()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per connection with the access log off", allocs)
+	}
+}

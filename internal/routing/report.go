@@ -1,0 +1,194 @@
+package routing
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// DialLogsPerSecond is how many failed dials to one target of one protocol
+// are logged per second; the others are counted, and the count is logged
+// with the next line written, so a dead backend under load cannot flood
+// the log.
+const DialLogsPerSecond = 3
+
+// logDials wraps a backend set's dial observer (the metrics) so that a
+// failed dial is logged at WARN with protocol, target and error, at most
+// DialLogsPerSecond lines a second per target.
+func logDials(protocol string, observe func(string, time.Duration, error), log *slog.Logger) func(string, time.Duration, error) {
+	var limited sync.Map // target → *guard.RateLimitedLogger
+	return func(target string, d time.Duration, err error) {
+		observe(target, d, err)
+		if err == nil {
+			return
+		}
+		l, ok := limited.Load(target)
+		if !ok {
+			l, _ = limited.LoadOrStore(target, guard.NewRateLimitedLogger(
+				log.With("protocol", protocol, "target", target), DialLogsPerSecond, time.Now))
+		}
+		l.(*guard.RateLimitedLogger).Warn("backend dial failed", "err", err)
+	}
+}
+
+// logStates wraps a backend set's health observer (the metrics) so that
+// every transition its active health checks see is logged: down at WARN,
+// up again at INFO.
+func logStates(protocol string, observe func(string, bool), log *slog.Logger) func(string, bool) {
+	return func(target string, up bool) {
+		observe(target, up)
+		if up {
+			log.Info("backend up: health checks pass", "protocol", protocol, "target", target)
+		} else {
+			log.Warn("backend down: health checks fail", "protocol", protocol, "target", target)
+		}
+	}
+}
+
+// Label names a route in logs: its protocol, followed by its conditions
+// when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2].
+func Label(p *protocols.Protocol) string {
+	var conds []string
+	for _, c := range []struct {
+		key    string
+		values []string
+	}{{"sni", p.SNI}, {"alpn", p.ALPN}, {"host", p.Hosts}} {
+		if len(c.values) > 0 {
+			conds = append(conds, c.key+"="+strings.Join(c.values, ","))
+		}
+	}
+	if len(conds) == 0 {
+		return p.Name
+	}
+	return p.Name + "[" + strings.Join(conds, ";") + "]"
+}
+
+// Changes are the routes a plan adds, removes and changes relative to the
+// snapshot it was built from. A route is its Label (a second route with
+// the same label is told apart by "#2"); each is listed as label->target,
+// a changed one with what changed in parentheses.
+type Changes struct {
+	Added, Removed, Changed []string
+}
+
+// Changes compares the plan's snapshot with the one it was built from.
+func (plan *Plan) Changes() Changes {
+	var c Changes
+	var before map[string]*protocols.Protocol
+	var oldLabels []string
+	if plan.old != nil {
+		before, oldLabels = byLabel(plan.old.Entries), labels(plan.old.Entries)
+	}
+	after := byLabel(plan.next.Entries)
+	for _, label := range labels(plan.next.Entries) {
+		p := after[label]
+		old, ok := before[label]
+		if !ok {
+			c.Added = append(c.Added, label+"->"+targetOf(p))
+		} else if diff := differences(old, p); len(diff) > 0 {
+			c.Changed = append(c.Changed, label+"->"+targetOf(p)+" ("+strings.Join(diff, ", ")+")")
+		}
+	}
+	for _, label := range oldLabels {
+		if _, ok := after[label]; !ok {
+			c.Removed = append(c.Removed, label+"->"+targetOf(before[label]))
+		}
+	}
+	return c
+}
+
+// Log writes c at INFO: "configuration applied" with routes_added,
+// routes_removed and routes_changed (those not empty), or, when no route
+// changed, "configuration applied, no route changed".
+func (c Changes) Log(log *slog.Logger) {
+	var args []any
+	for _, l := range []struct {
+		key    string
+		routes []string
+	}{{"routes_added", c.Added}, {"routes_removed", c.Removed}, {"routes_changed", c.Changed}} {
+		if len(l.routes) > 0 {
+			args = append(args, l.key, l.routes)
+		}
+	}
+	if len(args) == 0 {
+		log.Info("configuration applied, no route changed")
+		return
+	}
+	log.Info("configuration applied", args...)
+}
+
+// labels returns the entries' route names (Label, "#n" appended to
+// repeats) in configuration order.
+func labels(entries []*Entry) []string {
+	seen := map[string]int{}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		seen[e.Label]++
+		label := e.Label
+		if n := seen[e.Label]; n > 1 {
+			label = fmt.Sprintf("%s#%d", e.Label, n)
+		}
+		out = append(out, label)
+	}
+	return out
+}
+
+// byLabel maps labels' names to their protocols.
+func byLabel(entries []*Entry) map[string]*protocols.Protocol {
+	m := make(map[string]*protocols.Protocol, len(entries))
+	for i, label := range labels(entries) {
+		m[label] = entries[i].Proto
+	}
+	return m
+}
+
+// targetOf is where a route's connections go.
+func targetOf(p *protocols.Protocol) string {
+	if p.Handler != nil {
+		return "in-process"
+	}
+	return p.Target
+}
+
+// differences names the settings of a route that differ between a and b.
+func differences(a, b *protocols.Protocol) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		of   func(*protocols.Protocol) any
+	}{
+		{"target", func(p *protocols.Protocol) any { return targetOf(p) }},
+		{"priority", func(p *protocols.Protocol) any { return p.Priority }},
+		{"fallback", func(p *protocols.Protocol) any { return p.Fallback }},
+		{"balance", func(p *protocols.Protocol) any { return p.Balance }},
+		{"send_proxy", func(p *protocols.Protocol) any { return p.SendProxy }},
+		{"source", func(p *protocols.Protocol) any { return strings.Join(p.Source, ",") }},
+		{"pool", func(p *protocols.Protocol) any { return p.Pool }},
+		{"health_check", func(p *protocols.Protocol) any { return p.Health }},
+		{"idle_timeout", func(p *protocols.Protocol) any { return p.IdleTimeout }},
+		{"match", func(p *protocols.Protocol) any { return matchOf(p) }},
+	} {
+		if f.of(a) != f.of(b) {
+			out = append(out, f.name)
+		}
+	}
+	if out != nil && out[0] == "target" {
+		out[0] = "was " + targetOf(a)
+	}
+	return out
+}
+
+// matchOf renders a user protocol's byte patterns, so a reload that edits
+// them is a change of the route.
+func matchOf(p *protocols.Protocol) string {
+	res := make([]string, len(p.MatchRegexes))
+	for i, re := range p.MatchRegexes {
+		res[i] = re.String()
+	}
+	return fmt.Sprintf("%x %x %q %d %d %v", p.MatchStartBytes, p.MatchBytes, res, p.NoComparisonBeforeBytes, p.NoComparisonAfterBytes, p.EstablishConnection)
+}
