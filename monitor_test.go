@@ -1,11 +1,7 @@
 package protoplex
 
 import (
-	"bufio"
-	"github.com/darkit/protoplex/internal/testnet"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -13,25 +9,9 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/monitor"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
-
-// keepAliveProbe sends one HTTP/1.1 request on c and reads the reply,
-// leaving the connection open for another.
-func keepAliveProbe(c net.Conn, path string) (*http.Response, error) {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: probe\r\n\r\n"); err != nil {
-		return nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return nil, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp, err
-}
 
 func openFDs(t *testing.T) int {
 	t.Helper()
@@ -88,7 +68,7 @@ func TestMonitoringPortsCapConnections(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if resp, err := keepAliveProbe(c, port.path); err == nil && resp.StatusCode == 200 {
+					if resp, err := testnet.KeepAliveGet(c, port.path); err == nil && resp.StatusCode == 200 {
 						mu.Lock()
 						served++
 						mu.Unlock()

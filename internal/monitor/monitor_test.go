@@ -40,23 +40,6 @@ func start(t *testing.T, lim Limits) (string, *Server) {
 	return s.Addr(), s
 }
 
-// keepAliveProbe sends one HTTP/1.1 request on c and reads the reply,
-// leaving the connection open for another.
-func keepAliveProbe(c net.Conn, path string) (*http.Response, error) {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: probe\r\n\r\n"); err != nil {
-		return nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return nil, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp, err
-}
-
 // dialFrom connects to addr from 127.0.0.host, a source of its own.
 func dialFrom(host byte, addr string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, host)}, Timeout: 10 * time.Second}
@@ -82,7 +65,7 @@ func probeFrom(host byte, addr string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	resp, err := keepAliveProbe(c, probePath)
+	resp, err := testnet.KeepAliveGet(c, probePath)
 	if err != nil {
 		return 0, err
 	}
@@ -99,7 +82,7 @@ func idleKeepAlive(t *testing.T, s *Server, host byte, idle int) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 {
+	if resp, err := testnet.KeepAliveGet(c, probePath); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("keep-alive client from 127.0.0.%d: %v %v", host, resp, err)
 	}
 	testnet.Eventually(t, wait, func() bool { return s.Idle() == idle }, "%d connections idle after a request", idle)
@@ -190,7 +173,7 @@ func TestIdleClientsTimeOut(t *testing.T) {
 	}
 	testnet.Eventually(t, wait, func() bool { return s.Active() == 4 && s.Refused() == 6 }, "s.Active() == 4 && s.Refused() == 6")
 	if probe, err := net.Dial("tcp", addr); err == nil {
-		if _, err := keepAliveProbe(probe, probePath); err == nil {
+		if _, err := testnet.KeepAliveGet(probe, probePath); err == nil {
 			t.Fatal("a probe over the cap was served")
 		}
 		probe.Close()
@@ -249,7 +232,7 @@ func TestCloseIdleKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if resp, err := keepAliveProbe(c, probePath); err != nil || resp.StatusCode != 200 || resp.Close {
+	if resp, err := testnet.KeepAliveGet(c, probePath); err != nil || resp.StatusCode != 200 || resp.Close {
 		t.Fatalf("%v %v", resp, err)
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -310,7 +293,7 @@ func TestEvictsIdleKeepAlive(t *testing.T) {
 	if n, err := held[0].Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("the longest idle connection was not closed: %d %v", n, err)
 	}
-	if resp, err := keepAliveProbe(held[1], probePath); err != nil || resp.StatusCode != 200 {
+	if resp, err := testnet.KeepAliveGet(held[1], probePath); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("a more recent keep-alive connection: %v %v", resp, err)
 	}
 }
