@@ -154,9 +154,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if cm != nil {
-		reloadOnHangup(ctx, cm)
-	}
+	reloadOnHangup(ctx, cm, log)
 
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
@@ -234,8 +232,10 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
-// reloadOnHangup reloads cm's file on each SIGHUP until ctx ends.
-func reloadOnHangup(ctx context.Context, cm *protoplex.ConfigManager) {
+// reloadOnHangup reloads cm's file on each SIGHUP until ctx ends. Without
+// a file (cm nil) it logs that there is nothing to reload: SIGHUP's default
+// action would end the process.
+func reloadOnHangup(ctx context.Context, cm *protoplex.ConfigManager, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -243,6 +243,10 @@ func reloadOnHangup(ctx context.Context, cm *protoplex.ConfigManager) {
 		for {
 			select {
 			case <-hup:
+				if cm == nil {
+					log.Warn("SIGHUP ignored: the embedded configuration runs, no -config file to reload")
+					continue
+				}
 				_ = cm.Reload() // a rejected reload is logged by OnConfigError
 			case <-ctx.Done():
 				return

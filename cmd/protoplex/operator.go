@@ -22,17 +22,33 @@ import (
 //	protoplex services   -etcd HOSTS
 func operator(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("protoplex "+cmd, operatorUsage(cmd))
-	etcd := fs.String("etcd", os.Getenv("ETCD_ENDPOINTS"), "etcd endpoints, comma-separated (default $ETCD_ENDPOINTS)")
-	protocol := fs.String("protocol", "", "protocol name (register, deregister)")
-	instance := fs.String("instance", "", "instance name (register, deregister)")
-	address := fs.String("address", "", "backend host:port (register)")
-	weight := fs.Int("weight", 1, "weight (register)")
-	ttl := fs.Duration("ttl", 0, "registration lifetime; 0 keeps it until deregister (register)")
+	etcd := fs.String("etcd", os.Getenv("ETCD_ENDPOINTS"), "etcd `endpoints`, comma-separated (default $ETCD_ENDPOINTS)")
+	// Each command defines only the flags it reads.
+	var protocol, instance, address string
+	var weight int
+	var ttl time.Duration
+	if cmd == "register" || cmd == "deregister" {
+		fs.StringVar(&protocol, "protocol", "", "protocol `name` the backend serves, as in the configuration (SSH, HTTP, ...)")
+		fs.StringVar(&instance, "instance", "", "instance `name`, unique within the protocol")
+	}
+	if cmd == "register" {
+		fs.StringVar(&address, "address", "", "backend `host:port`")
+		fs.IntVar(&weight, "weight", 1, "weight for weighted balancing")
+		fs.DurationVar(&ttl, "ttl", 0, "registration lifetime; 0 keeps it until deregister")
+	}
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *etcd == "" {
-		fmt.Fprintln(stderr, "protoplex: -etcd or ETCD_ENDPOINTS is required")
+		fmt.Fprintln(stderr, "protoplex "+cmd+": -etcd or ETCD_ENDPOINTS is required")
+		return exitUsage
+	}
+	switch {
+	case cmd == "register" && (protocol == "" || instance == "" || address == ""):
+		fmt.Fprintln(stderr, "protoplex register: -protocol, -instance and -address are required")
+		return exitUsage
+	case cmd == "deregister" && (protocol == "" || instance == ""):
+		fmt.Fprintln(stderr, "protoplex deregister: -protocol and -instance are required")
 		return exitUsage
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcd, ","), DialTimeout: 5 * time.Second})
@@ -45,13 +61,9 @@ func operator(cmd string, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	switch cmd {
 	case "register":
-		if *protocol == "" || *instance == "" || *address == "" {
-			fmt.Fprintln(stderr, "protoplex register: -protocol, -instance and -address are required")
-			return exitUsage
-		}
-		err = cluster.Register(ctx, cli, cluster.Service{Protocol: *protocol, Instance: *instance, Address: *address, Weight: *weight}, *ttl)
+		err = cluster.Register(ctx, cli, cluster.Service{Protocol: protocol, Instance: instance, Address: address, Weight: weight}, ttl)
 	case "deregister":
-		err = cluster.Deregister(ctx, cli, *protocol, *instance)
+		err = cluster.Deregister(ctx, cli, protocol, instance)
 	case "nodes", "services":
 		prefix := cluster.NodesPrefix
 		if cmd == "services" {
