@@ -36,10 +36,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	defer pm.conns.Remove(c)
 	st.Active.Inc()
 	defer st.Active.Dec()
-	if s.TCPKeepAlive > 0 {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.TCPKeepAlive, Interval: s.TCPKeepAlive, Count: 9})
-		}
+	if tc, ok := c.(*net.TCPConn); ok && s.TCPKeepAlive > 0 {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.TCPKeepAlive, Interval: s.TCPKeepAlive, Count: 9})
 	}
 	buf := pm.bufs.Lease(max(s.BufferSize, identify.MinBuffer)) // room for a whole TLS record
 	defer buf.Release()
@@ -95,11 +93,10 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// Route.
 	e := rt.Entries[res.Route.Index]
 	e.Stats.Identify(time.Since(acc.Start))
-	acc.Routed(e.Proto.Name, e.Label, res, buf.B[:res.N])
+	acc.Routed(e.Proto, e.Label, res, buf.B[:res.N])
 	if h := e.Proto.Handler; h != nil {
 		rc := proxy.NewReplayConn(c, buf.B[:res.N])
 		buf.Release()
-		acc.Handled()
 		h(rc)
 		return
 	}
@@ -115,7 +112,6 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		return
 	}
 	defer done()
-	acc.Dialed(target)
 	pm.conns.Attach(c, bc)
 
 	// Forward: the bytes identification read go first, then both
@@ -138,7 +134,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	if fs.PipeFallbacks > 0 {
 		st.PipeFallbacks.Add(float64(fs.PipeFallbacks))
 	}
-	acc.Forwarded(fs)
+	acc.Forwarded(target, fs)
 }
 
 // claimsProxy reports whether the first bytes are, or begin, a PROXY

@@ -91,28 +91,26 @@ func (a *Access) Unidentified(res identify.Result) {
 	a.close, a.reason, a.up = CloseUnidentified, res.Failure.String(), int64(res.N)
 }
 
-// Routed records the route identification chose: its protocol and its
-// label (the protocol with its conditions), and what the bytes read tell
-// (SNI, ALPN, Host), inspected only when the line will be written.
-func (a *Access) Routed(protocol, route string, res identify.Result, first []byte) {
-	a.protocol, a.route, a.fallback, a.up = protocol, route, res.Fallback, int64(res.N)
+// Routed records the route identification chose: its protocol, its label
+// (the protocol with its conditions), what the bytes read tell (SNI, ALPN,
+// Host: inspected only when the line will be written) and, for a protocol
+// served in-process, that the connection is handled.
+func (a *Access) Routed(p *protocols.Protocol, route string, res identify.Result, first []byte) {
+	a.protocol, a.route, a.fallback, a.up = p.Name, route, res.Fallback, int64(res.N)
+	if p.Handler != nil {
+		a.close = CloseHandled
+	}
 	if a.on {
 		a.md, _ = res.Metadata(first)
 	}
 }
 
-// Handled records a connection served by an in-process handler.
-func (a *Access) Handled() { a.close = CloseHandled }
-
 // DialFailed records that no backend could be dialed.
 func (a *Access) DialFailed(err error) { a.close, a.err = CloseDialError, err }
 
-// Dialed records the backend target the connection is forwarded to.
-func (a *Access) Dialed(target string) { a.target = target }
-
-// Forwarded records the end of forwarding.
-func (a *Access) Forwarded(fs proxy.Stats) {
-	a.up, a.down, a.close = fs.Up, fs.Down, fs.Reason.String()
+// Forwarded records the end of forwarding to target.
+func (a *Access) Forwarded(target string, fs proxy.Stats) {
+	a.target, a.up, a.down, a.close = target, fs.Up, fs.Down, fs.Reason.String()
 }
 
 // Log writes the line: client, protocol, route, fallback, sni, host, alpn

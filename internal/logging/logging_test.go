@@ -12,6 +12,7 @@ import (
 	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/protocols"
 )
 
 var client = &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
@@ -59,30 +60,29 @@ func TestAccessLine(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 
 	a := NewAccess(log, true, client)
-	a.Routed("TLS", "TLS[sni=a.example]", identify.Result{N: 517}, nil)
-	a.Dialed("10.0.0.1:443")
-	a.Forwarded(proxy.Stats{Up: 600, Down: 4000, Reason: proxy.Done})
+	a.Routed(&protocols.Protocol{Name: "TLS"}, "TLS[sni=a.example]", identify.Result{N: 517}, nil)
+	a.Forwarded("10.0.0.1:443", proxy.Stats{Up: 600, Down: 4000, Reason: proxy.Done})
 	a.Log()
 	a = NewAccess(log, true, client)
 	a.Unidentified(identify.Result{N: 12, Failure: identify.NoMatch})
 	a.Log()
 	a = NewAccess(log, true, client)
-	a.Routed("SSH", "SSH", identify.Result{N: 9, Fallback: true, Failure: identify.NoMatch}, nil)
+	a.Routed(&protocols.Protocol{Name: "SSH"}, "SSH", identify.Result{N: 9, Fallback: true, Failure: identify.NoMatch}, nil)
 	a.DialFailed(errors.New("connection refused"))
 	a.Log()
+	a = NewAccess(log, true, client)
+	a.Routed(&protocols.Protocol{Name: "Redis", Handler: func(net.Conn) {}}, "Redis", identify.Result{N: 6}, nil)
+	a.Log()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	for i, want := range []string{
-		`level=INFO msg="connection closed" client=192.0.2.7:40000 protocol=TLS route="TLS[sni=a.example]" target=10.0.0.1:443 up=600 down=4000 duration=`,
-		`level=INFO msg="connection closed" client=192.0.2.7:40000 up=12 down=0 duration=`,
-		`level=INFO msg="connection closed" client=192.0.2.7:40000 protocol=SSH route=SSH fallback=true up=9 down=0 duration=`,
+	for i, want := range []struct{ prefix, suffix string }{
+		{` protocol=TLS route="TLS[sni=a.example]" target=10.0.0.1:443 up=600 down=4000 duration=`, " close=done"},
+		{" up=12 down=0 duration=", " close=unidentified reason=no_match"},
+		{" protocol=SSH route=SSH fallback=true up=9 down=0 duration=", ` close=dial_error err="connection refused"`},
+		{" protocol=Redis route=Redis up=6 down=0 duration=", " close=handled"},
 	} {
-		if i >= len(lines) || !strings.Contains(lines[i], want) {
-			t.Fatalf("line %d: want %s in\n%s", i, want, buf.String())
-		}
-	}
-	for i, want := range []string{" close=done", " close=unidentified reason=no_match", ` close=dial_error err="connection refused"`} {
-		if !strings.HasSuffix(lines[i], want) {
-			t.Errorf("line %d: want suffix %s: %s", i, want, lines[i])
+		const start = `level=INFO msg="connection closed" client=192.0.2.7:40000`
+		if i >= len(lines) || !strings.Contains(lines[i], start+want.prefix) || !strings.HasSuffix(lines[i], want.suffix) {
+			t.Errorf("line %d: want %s%s...%s in\n%s", i, start, want.prefix, want.suffix, buf.String())
 		}
 	}
 }
@@ -91,15 +91,15 @@ func TestAccessLine(t *testing.T) {
 // nothing, whatever the connection path stores in it.
 func TestAccessOffCostsNothing(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&testnet.Buffer{}, nil)) // INFO: the DEBUG line is off
+	p := &protocols.Protocol{Name: "X"}
 	res := identify.Result{N: 3, Route: &identify.Route{Name: "X"}}
 	first := []byte("abc")
 	err := errors.New("refused")
 	allocs := testing.AllocsPerRun(100, func() {
 		a := NewAccess(log, false, client)
-		a.Routed("X", "X", res, first)
-		a.Dialed("t:1")
+		a.Routed(p, "X", res, first)
 		a.DialFailed(err)
-		a.Forwarded(proxy.Stats{Up: 1, Down: 2})
+		a.Forwarded("t:1", proxy.Stats{Up: 1, Down: 2})
 		a.Log()
 	})
 	if allocs != 0 {

@@ -128,7 +128,7 @@ func New() *Stats {
 	s.Active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_connections_active", Help: "Connections open now."})
 	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_refused_total", Help: "Connections refused before identification, by reason."}, []string{"reason"})
 	s.closed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_closed_total", Help: "Routed connections closed, by protocol and reason."}, []string{"protocol", "reason"})
-	s.identifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identify_failures_total", Help: "Connections not identified, by reason."}, []string{"reason"})
+	s.identifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identify_failures_total", Help: "Connections no route was found for, by reason (those the fallback route takes are identified as it)."}, []string{"reason"})
 	s.identified = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identified_total", Help: "Connections identified, by protocol."}, []string{"protocol"})
 	s.identifyDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_identify_duration_seconds", Help: "Time from accept to a routing decision.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 2.5, 5, 15}}, []string{"protocol"})
@@ -136,7 +136,7 @@ func New() *Stats {
 	s.dialErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_dial_errors_total", Help: "Failed backend dials."}, []string{"protocol", "target"})
 	s.dialDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_dial_duration_seconds", Help: "Backend dial time.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
-	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy."}, []string{"protocol", "target"})
+	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy; a target no route serves any more has no series."}, []string{"protocol", "target"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
 	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
 		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
@@ -204,7 +204,8 @@ func (s *Stats) Refuse(reason string) {
 	s.refused.WithLabelValues(reason).Inc()
 }
 
-// IdentifyFailed counts a connection no route was found for.
+// IdentifyFailed counts a connection no route was found for; one the
+// fallback route takes is not a failure (it is identified as that route).
 func (s *Stats) IdentifyFailed(f identify.Failure) {
 	if c, ok := s.failedBy[f]; ok {
 		c.Inc()
