@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -237,13 +238,22 @@ func (p *pair) writeOut(dst *net.TCPConn, dstRaw, srcRaw syscall.RawConn, n int,
 	return done, nil
 }
 
-// sourceFailed reports the pending socket error of src: set by a reset,
-// a keepalive or retransmission timeout, never by a FIN.
+// sourceFailed reports the error that ended src: a reset, a keepalive or
+// retransmission timeout. Each of those closes the connection in the kernel
+// (TCP_CLOSE) and leaves its error pending; a FIN does neither. An error
+// pending on a connection that is not closed is soft (an ICMP unreachable
+// or time exceeded for a segment src sent): the kernel keeps the connection
+// and reports that error only if the connection later times out, so the
+// pair goes on and the error is left pending.
 func sourceFailed(srcRaw syscall.RawConn, p *pair) error {
 	p.sourceChecks.Add(1)
 	var soErr int
 	var gerr error
 	if err := srcRaw.Control(func(fd uintptr) {
+		var state uint8
+		if state, gerr = tcpStateOf(int(fd)); gerr != nil || state != tcpClose {
+			return
+		}
 		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
 	}); err != nil {
 		return err // closed
@@ -255,4 +265,18 @@ func sourceFailed(srcRaw syscall.RawConn, p *pair) error {
 		return syscall.Errno(soErr)
 	}
 	return nil
+}
+
+const tcpClose = 7 // TCP_CLOSE, tcpi_state of a connection the kernel ended
+
+// tcpStateOf is the kernel's TCP state of fd: the first byte of its
+// tcp_info, which the kernel copies in part when asked for less.
+func tcpStateOf(fd int) (uint8, error) {
+	v, err := syscall.GetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_INFO)
+	if err != nil {
+		return 0, err
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], uint32(v))
+	return b[0], nil
 }

@@ -88,13 +88,14 @@ func unread(t testing.TB, c net.Conn) int {
 
 // tcpState is the kernel's TCP state of c (tcpi_state: 1 established, 8 close-wait).
 func tcpState(t testing.TB, c net.Conn) uint8 {
-	var info [8]byte
+	var state uint8
 	withFd(t, c, func(fd int) {
-		l := uint32(len(info))
-		_, _, _ = syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_INFO,
-			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
+		var err error
+		if state, err = tcpStateOf(fd); err != nil {
+			t.Fatal(err)
+		}
 	})
-	return info[0]
+	return state
 }
 
 // waitFor polls cond (the state lives in the kernel, there is no event to
@@ -275,13 +276,52 @@ func TestClientHalfCloseWhileUploadBlocked(t *testing.T) {
 	fwd := make(chan Stats, 1)
 	go func() { fwd <- forward(pc, pb, Options{}, p) }()
 
-	data := make([]byte, 8<<20)
+	data, sent := blockUpload(t, client, pc, p)
+	client.(*net.TCPConn).CloseWrite()
+	waitFor(t, "half-closed at the proxy", func() bool { return tcpState(t, pc) == 8 }) // CLOSE_WAIT
+	looks := p.sourceChecks.Load()
+	waitFor(t, "looked at the client", func() bool { return p.sourceChecks.Load() >= looks+3 })
+	select {
+	case st := <-fwd:
+		t.Fatalf("pair ended on a half-close: %+v", st)
+	default:
+	}
+
+	deliverRest(t, client, backend, fwd, data[:sent])
+}
+
+// deliverRest lets the backend read an upload stuck in Forward, the client
+// having half-closed after sent: every byte must arrive, then the EOF, and
+// the backend's answer must still reach the client before the pair ends
+// normally.
+func deliverRest(t *testing.T, client, backend net.Conn, fwd <-chan Stats, sent []byte) {
+	t.Helper()
+	got := sha256.New()
+	copied, err := io.Copy(got, backend) // EOF: the FIN, passed on after the last byte
+	if err != nil || copied != int64(len(sent)) || !bytes.Equal(got.Sum(nil), sha256Of(sent)) {
+		t.Fatalf("backend got %d of %d bytes (err %v)", copied, len(sent), err)
+	}
+	backend.Write([]byte("answer"))
+	backend.Close()
+	if reply, _ := io.ReadAll(client); string(reply) != "answer" {
+		t.Fatalf("client got %q", reply)
+	}
+	if st := <-fwd; st.Reason != Done || st.Up != int64(len(sent)) {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// blockUpload sends random bytes from client in small steps, each read by
+// the proxy (pc, Forward's client side, p its pair) before the next, until
+// one stays unread through three looks at the client: the proxy's write to
+// a backend that does not read is then stuck, with room left at the proxy,
+// so what the client sends next (a FIN, a last segment) lands there at once
+// rather than queue at the client. It returns the bytes and how many of
+// them were sent.
+func blockUpload(t *testing.T, client, pc net.Conn, p *pair) (data []byte, sent int) {
+	t.Helper()
+	data = make([]byte, 8<<20)
 	rand.Read(data)
-	// Send in small steps, each read by the proxy before the next, until
-	// one stays unread through three looks at the client: the proxy's write
-	// to the backend is then stuck, and the client's FIN finds room at the
-	// proxy at once rather than queue behind bytes the proxy cannot take.
-	sent := 0
 	for stuck := false; !stuck; {
 		if sent == len(data) {
 			t.Fatal("all sent and the upload never blocked")
@@ -303,30 +343,7 @@ func TestClientHalfCloseWhileUploadBlocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent += n
-	client.(*net.TCPConn).CloseWrite()
-	waitFor(t, "half-closed at the proxy", func() bool { return tcpState(t, pc) == 8 }) // CLOSE_WAIT
-	looks := p.sourceChecks.Load()
-	waitFor(t, "looked at the client", func() bool { return p.sourceChecks.Load() >= looks+3 })
-	select {
-	case st := <-fwd:
-		t.Fatalf("pair ended on a half-close: %+v", st)
-	default:
-	}
-
-	got := sha256.New()
-	copied, err := io.Copy(got, backend) // EOF: the FIN, passed on after the last byte
-	if err != nil || copied != int64(sent) || !bytes.Equal(got.Sum(nil), sha256Of(data[:sent])) {
-		t.Fatalf("backend got %d of %d bytes (err %v)", copied, sent, err)
-	}
-	backend.Write([]byte("answer"))
-	backend.Close()
-	if reply, _ := io.ReadAll(client); string(reply) != "answer" {
-		t.Fatalf("client got %q", reply)
-	}
-	if st := <-fwd; st.Reason != Done || st.Up != int64(sent) {
-		t.Fatalf("stats %+v", st)
-	}
+	return data, sent + n
 }
 
 func sha256Of(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
