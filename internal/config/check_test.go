@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -208,13 +209,42 @@ func TestServerFirstOnAnyProtocol(t *testing.T) {
 	}
 }
 
-// TestMergeKeys: "<<: *anchor" merges a mapping, the keys beside it win.
+// TestMergeKeys: "<<: *anchor" merges a mapping, the keys beside it win;
+// top-level keys starting with "x-" hold anchors and are otherwise ignored.
 func TestMergeKeys(t *testing.T) {
-	c, err := Parse([]byte("protocols:\n  - name: SSH\n    target: h:1\n    health_check: &d {interval: 5s, check: tcp}\n  - name: Redis\n    target: h:2\n    health_check:\n      <<: *d\n      check: redis\n"), "c.yaml")
+	c, err := Parse([]byte("x-checks:\n  tcp: &t {interval: 1s}\nprotocols:\n  - name: HTTP\n    target: h:3\n    health_check: *t\n  - name: SSH\n    target: h:1\n    health_check: &d {interval: 5s, check: tcp}\n  - name: Redis\n    target: h:2\n    health_check:\n      <<: *d\n      check: redis\n"), "c.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := c.Protocols[1].HealthCheck; h.Interval != 5*time.Second || h.Check != "redis" {
+	if h := c.Protocols[0].HealthCheck; h.Interval != time.Second {
 		t.Fatalf("%+v", h)
+	}
+	c, err = Parse([]byte("protocols:\n  - name: SSH\n    target: h:1\n    health_check: &d {interval: 5s, check: tcp}\n  - name: Redis\n    target: h:2\n    health_check:\n      <<: *d\n      check: redis\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Protocols[1].HealthCheck; h.Interval != 5*time.Second || h.Check != "redis" || c.Protocols[0].HealthCheck.Check != "tcp" {
+		t.Fatalf("%+v", h)
+	}
+}
+
+// TestAliasesBounded: nested aliases that would expand a small file into
+// billions of nodes, and an alias inside the node it names, are refused
+// before the file is decoded.
+func TestAliasesBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x-0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "x-%d: &a%d [%s]\n", i, i, strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 9)+fmt.Sprintf("*a%d", i-1))
+	}
+	b.WriteString("protocols:\n  - name: SSH\n    target: *a8\n")
+	for _, c := range []struct{ yaml, want string }{
+		{b.String(), "c.yaml:1: aliases expand the document by more than 1000000 nodes"},
+		{"server: &s\n  listen: *s\n", "c.yaml:2: alias *s is part of the node it names"},
+	} {
+		_, err := Parse([]byte(c.yaml), "c.yaml")
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("want the one error %q..., got %v", c.want, err)
+		}
 	}
 }

@@ -39,6 +39,58 @@ func decode(doc *yaml.Node, c *Config, file string) []error {
 	return d.errs
 }
 
+// maxAliasNodes bounds the nodes that aliases add to a document when each
+// is replaced by what it names: nested aliases ("billion laughs") would
+// otherwise make a small file cost exponential work to decode.
+const maxAliasNodes = 1_000_000
+
+// aliasCost refuses a document whose aliases name a node they are part of,
+// or expand it by more than maxAliasNodes nodes; the node returned is where.
+func aliasCost(doc *yaml.Node) (*yaml.Node, error) {
+	// Only anchored nodes can be reached twice, or from inside themselves:
+	// only they are remembered.
+	sizes := map[*yaml.Node]int{} // nodes under each anchor, aliases expanded
+	open := map[*yaml.Node]bool{} // the anchors being sized, root to here
+	written := 0                  // nodes of the document as written
+	var at *yaml.Node
+	var size func(n *yaml.Node) int
+	size = func(n *yaml.Node) int {
+		if v, ok := sizes[n]; ok || at != nil {
+			return v
+		}
+		kids := n.Content
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			if open[n.Alias] {
+				at = n
+				return 0
+			}
+			kids = []*yaml.Node{n.Alias}
+		} else {
+			written++
+		}
+		if n.Anchor != "" {
+			open[n] = true
+		}
+		total := 1
+		for _, k := range kids {
+			total = min(total+size(k), math.MaxInt32)
+		}
+		if n.Anchor != "" {
+			delete(open, n)
+			sizes[n] = total
+		}
+		return total
+	}
+	total := size(doc)
+	switch {
+	case at != nil:
+		return at, fmt.Errorf("alias *%s is part of the node it names", at.Value)
+	case total-written > maxAliasNodes:
+		return doc, fmt.Errorf("aliases expand the document by more than %d nodes (aliases of aliases?)", maxAliasNodes)
+	}
+	return nil, nil
+}
+
 func (d *decoder) add(n *yaml.Node, format string, a ...any) {
 	d.errs = append(d.errs, fmt.Errorf("%s:%d: %s", d.file, n.Line, fmt.Sprintf(format, a...)))
 }
@@ -76,6 +128,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, label string) {
 			d.add(n, "%s: want a list, got %s", label, got(n))
 			return
 		}
+		if leaf(t.Elem()) && n.Decode(v.Addr().Interface()) == nil {
+			return // the common case in one pass: long lists of addresses
+		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			d.value(item, s.Index(i), itemLabel(label, i, item, t.Elem()))
@@ -107,6 +162,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, label string) {
 		if k.Kind != yaml.ScalarNode {
 			d.add(k, "%swant a key name, got %s", prefix(label), got(k))
 			continue
+		}
+		if label == "" && strings.HasPrefix(k.Value, "x-") {
+			continue // a place for anchors, as in Compose files
 		}
 		idx, ok := fields[k.Value]
 		if !ok {

@@ -137,6 +137,9 @@ func Parse(data []byte, filename string) (*Config, error) {
 	var errs []error
 	if len(root.Content) > 0 {
 		doc := root.Content[0]
+		if n, err := aliasCost(doc); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", filename, n.Line, err)
+		}
 		errs = decode(doc, c, filename)
 		if doc.Kind == yaml.MappingNode {
 			if p := mapValue(doc, "protocols"); p != nil && p.Kind == yaml.SequenceNode {
