@@ -95,6 +95,20 @@ func TestCheckFriction(t *testing.T) {
 			"c.yaml:3: monitoring.health_check_port: port 9091 is also monitoring.metrics_port's (127.0.0.1:9091): the second bind would fail"},
 		{"listen on the metrics port", "server:\n  listen: \":9091\"\nmonitoring:\n  metrics_port: 9091\n" + ssh,
 			`c.yaml:2: server.listen[0]: port 9091 is also monitoring.metrics_port's (127.0.0.1:9091)`},
+		{"rate limit off", "security:\n  rate_limit: {requests_per_second: 10, burst_size: 5}\n" + ssh,
+			"c.yaml:2: security.rate_limit: set, but enable_rate_limit is not true: no rate limit applies"},
+		{"ddos guard off", "security:\n  ddos_guard:\n    failure_threshold: 5\n" + ssh,
+			"c.yaml:3: security.ddos_guard: set, but enable_ddos_guard is not true"},
+		{"discovery without the cluster", "distributed:\n  service_discovery:\n    enable: true\n" + ssh,
+			"c.yaml:3: distributed.service_discovery.enable: has no effect without distributed.enable: true"},
+		{"config manager without the cluster", "distributed:\n  config_manager: {enable: true}\n" + ssh,
+			"c.yaml:2: distributed.config_manager.enable: has no effect without distributed.enable: true"},
+		{"etcd endpoint without a port", "distributed:\n  etcd_endpoints: [etcd1]\n" + ssh,
+			`c.yaml:2: distributed.etcd_endpoints[0]: "etcd1": want host:port`},
+		{"etcd endpoint of another scheme", "distributed:\n  etcd_endpoints: [\"ftp://etcd1:2379\"]\n" + ssh,
+			`c.yaml:2: distributed.etcd_endpoints[0]: "ftp://etcd1:2379": want host:port, http(s)://host:port or unix://path`},
+		{"conditions on a user protocol named as a built-in", "protocols:\n  - name: TLS\n    target: h:1\n    match_start_bytes: [\"16\"]\n    sni: a.com\n",
+			"c.yaml:5: protocols[0] (TLS): sni applies only to TLS (the built-in ones: with match_start_bytes or match_regexes this entry is a user protocol)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse([]byte(c.yaml), "c.yaml")
@@ -117,6 +131,8 @@ func TestCheckAccepts(t *testing.T) {
 		"server:\n  on_timeout: postgresql\nprotocols:\n  - name: postgres\n    target: h:5432\n",
 		"distributed:\n  enable: true\n  load_balancer: {health_check_interval: 10}\n" + ssh + "    health_check: {check: redis}\n",
 		"server:\n  listen:\n" + ssh,
+		"distributed:\n  etcd_endpoints: [\"etcd1:2379\", \"http://[::1]:2379\", \"https://e.example:2379/\", \"unix:///run/etcd.sock\"]\n" + ssh,
+		"security:\n  enable_rate_limit: true\n  rate_limit: {requests_per_second: 10}\n  enable_ddos_guard: true\n  ddos_guard: {window: 5s}\n" + ssh,
 	} {
 		if _, err := Parse([]byte(y), "c.yaml"); err != nil {
 			t.Errorf("%s: %v", y, err)
@@ -246,5 +262,20 @@ func TestAliasesBounded(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("want the one error %q..., got %v", c.want, err)
 		}
+	}
+}
+
+// TestEnvEndpointsTrimmed: ETCD_ENDPOINTS may have spaces after its commas.
+func TestEnvEndpointsTrimmed(t *testing.T) {
+	c, err := Parse([]byte(ssh), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ETCD_ENDPOINTS": "etcd1:2379, etcd2:2379"}
+	if err := c.ApplyEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Distributed.EtcdEndpoints; len(got) != 2 || got[1] != "etcd2:2379" {
+		t.Fatalf("%q", got)
 	}
 }

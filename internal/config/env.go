@@ -13,6 +13,9 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	if v := getenv("ETCD_ENDPOINTS"); v != "" {
 		c.Distributed.EtcdEndpoints = strings.Split(v, ",")
+		for i, e := range c.Distributed.EtcdEndpoints {
+			c.Distributed.EtcdEndpoints[i] = strings.TrimSpace(e) // "a:2379, b:2379"
+		}
 	}
 	return c.Validate()
 }

@@ -56,6 +56,7 @@ func (c *Config) check(file string, root *yaml.Node) []error {
 	v.silence(c)
 	v.proxyIn(&c.Server)
 	v.sharedPorts(c)
+	v.enables(c)
 	return v.errs
 }
 
@@ -230,8 +231,11 @@ func (v *checker) distributed(d *Distributed) {
 		v.add(v.at("distributed", "etcd_endpoints"), "distributed.etcd_endpoints: %d entries, at most %d", len(d.EtcdEndpoints), maxEtcdEndpoints)
 	}
 	for i, e := range d.EtcdEndpoints {
+		where := v.at("distributed", "etcd_endpoints", fmt.Sprintf("#%d", i))
 		if e == "" || len(e) > maxStringLen || !printable(e) {
-			v.add(v.at("distributed", "etcd_endpoints", fmt.Sprintf("#%d", i)), "distributed.etcd_endpoints[%d]: want host:port or a URL", i)
+			v.add(where, "distributed.etcd_endpoints[%d]: want host:port or a URL", i)
+		} else if err := checkEndpoint(e); err != nil {
+			v.add(where, "distributed.etcd_endpoints[%d]: %v", i, err)
 		}
 	}
 	v.intIn(v.at("distributed", "service_discovery", "refresh_interval"), "distributed.service_discovery.refresh_interval", d.ServiceDiscovery.RefreshInterval, 0, maxIntervalSeconds)

@@ -138,6 +138,45 @@ func overlap(a, b string) bool {
 	return strings.EqualFold(a, b)
 }
 
+// enables reports settings of a feature that is off: they would be
+// ignored without a word.
+func (v *checker) enables(c *Config) {
+	sec := &c.Security
+	if !sec.EnableRateLimit && sec.RateLimit != (RateLimit{}) {
+		v.add(v.at("security", "rate_limit"), "security.rate_limit: set, but enable_rate_limit is not true: no rate limit applies")
+	}
+	if !sec.EnableDDoSGuard && sec.DDoSGuard != (DDoSGuard{}) {
+		v.add(v.at("security", "ddos_guard"), "security.ddos_guard: set, but enable_ddos_guard is not true: no source is banned")
+	}
+	d := &c.Distributed
+	if !d.Enable {
+		if d.ServiceDiscovery.Enable {
+			v.add(v.at("distributed", "service_discovery", "enable"), "distributed.service_discovery.enable: has no effect without distributed.enable: true")
+		}
+		if d.ConfigManager.Enable {
+			v.add(v.at("distributed", "config_manager", "enable"), "distributed.config_manager.enable: has no effect without distributed.enable: true")
+		}
+	}
+}
+
+// checkEndpoint checks an etcd endpoint: host:port, or a URL of scheme
+// http or https with one, or unix:// and a path.
+func checkEndpoint(e string) error {
+	scheme, rest, ok := strings.Cut(e, "://")
+	if !ok {
+		return checkHostPort(e, 1, false)
+	}
+	switch strings.ToLower(scheme) {
+	case "http", "https":
+		return checkHostPort(strings.TrimSuffix(rest, "/"), 1, false)
+	case "unix", "unixs":
+		if rest != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q: want host:port, http(s)://host:port or unix://path", e)
+}
+
 // checkName checks an sni or host entry: an exact name (an IP address too
 // for host) or "*." and a name, which matches the names below it. Regular
 // expressions and other globs are not supported: kept as literals they

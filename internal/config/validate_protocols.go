@@ -44,6 +44,9 @@ func (v *checker) protocols(c *Config) {
 		}
 		name := fmt.Sprintf("protocols[%d] (%s)", i, p.Name)
 		desc, builtin := protocols.Describe(p.Name)
+		// Byte patterns make an entry a user protocol whatever its name:
+		// it has none of the built-in's detector or route conditions.
+		builtin = builtin && len(p.MatchStartBytes)+len(p.MatchRegexes) == 0
 		switch {
 		case p.Name == "" && !given(v.root, "protocols", fmt.Sprintf("#%d", i), "name"):
 			v.add(where, "protocols[%d]: name is required", i)
@@ -153,7 +156,11 @@ func (v *checker) protocols(c *Config) {
 			if !builtin {
 				extra = conds.Keys()
 			}
-			v.add(field(extra.Names()[0]), "%s: %s %s", name, strings.Join(extra.Names(), "/"), routableBy(extra))
+			why := ""
+			if _, named := protocols.Describe(p.Name); named && !builtin {
+				why = " (the built-in ones: with match_start_bytes or match_regexes this entry is a user protocol)"
+			}
+			v.add(field(extra.Names()[0]), "%s: %s %s%s", name, strings.Join(extra.Names(), "/"), routableBy(extra), why)
 		}
 		if !upstream.ValidStrategy(p.Balance) {
 			v.add(field("balance"), "%s: balance %q: want %s", name, p.Balance, strategies)
