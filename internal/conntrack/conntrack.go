@@ -1,7 +1,9 @@
 // Package conntrack tracks a manager's live connections, with their backend
 // once dialed, so a drain can wait for them and close both ends of the rest:
 // closing only the client would leave a connection whose client half-closed
-// waiting on a silent backend forever.
+// waiting on a silent backend forever; and it cancels a backend dial in
+// progress, which would otherwise hold the drain past its deadline for up
+// to the dial timeout.
 package conntrack
 
 import (
@@ -13,13 +15,18 @@ import (
 // Set is the live connections. The zero value is not usable; use New.
 type Set struct {
 	mu    sync.Mutex
-	m     map[net.Conn]net.Conn // client → backend (nil before the dial)
-	empty chan struct{}         // closed while the set is empty
+	m     map[net.Conn]*entry // by client
+	empty chan struct{}       // closed while the set is empty
+}
+
+type entry struct {
+	backend net.Conn           // nil before the dial
+	dialing context.CancelFunc // non-nil while the backend is being dialed
 }
 
 // New returns an empty set.
 func New() *Set {
-	s := &Set{m: map[net.Conn]net.Conn{}, empty: make(chan struct{})}
+	s := &Set{m: map[net.Conn]*entry{}, empty: make(chan struct{})}
 	close(s.empty)
 	return s
 }
@@ -35,16 +42,37 @@ func (s *Set) Add(c net.Conn, limit int) bool {
 	if len(s.m) == 0 {
 		s.empty = make(chan struct{})
 	}
-	s.m[c] = nil
+	s.m[c] = &entry{}
 	return true
+}
+
+// Dialing returns a child of ctx for dialing c's backend, which CloseAll
+// cancels, and its cancel function, to call once the dial returns. When c
+// is not tracked (closed by CloseAll already) the context is cancelled.
+func (s *Set) Dialing(ctx context.Context, c net.Conn) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[c]
+	if !ok {
+		cancel()
+		return ctx, cancel
+	}
+	e.dialing = cancel
+	return ctx, func() {
+		s.mu.Lock()
+		e.dialing = nil
+		s.mu.Unlock()
+		cancel()
+	}
 }
 
 // Attach records c's backend. A CloseAll that closed c just before is no
 // problem: the copy then fails at once and closes the backend itself.
 func (s *Set) Attach(c, backend net.Conn) {
 	s.mu.Lock()
-	if _, ok := s.m[c]; ok {
-		s.m[c] = backend
+	if e, ok := s.m[c]; ok {
+		e.backend = backend
 	}
 	s.mu.Unlock()
 }
@@ -68,14 +96,18 @@ func (s *Set) Len() int {
 	return len(s.m)
 }
 
-// CloseAll closes every tracked connection and its backend.
+// CloseAll closes every tracked connection and its backend, and cancels the
+// backend dials in progress.
 func (s *Set) CloseAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c, backend := range s.m {
+	for c, e := range s.m {
 		c.Close()
-		if backend != nil {
-			backend.Close()
+		if e.dialing != nil {
+			e.dialing()
+		}
+		if e.backend != nil {
+			e.backend.Close()
 		}
 	}
 }

@@ -42,3 +42,36 @@ func TestWaitAndCloseAll(t *testing.T) {
 		t.Fatal("double Remove miscounted")
 	}
 }
+
+// TestCloseAllCancelsDial: CloseAll cancels the dial context of a tracked
+// connection; a dial that returned, or one started after CloseAll, is not
+// left with a live context it should not have.
+func TestCloseAllCancelsDial(t *testing.T) {
+	s := New()
+	client, peer := net.Pipe()
+	defer peer.Close()
+	s.Add(client, 10)
+	ctx, done := s.Dialing(context.Background(), client)
+	other, opeer := net.Pipe()
+	defer opeer.Close()
+	s.Add(other, 10)
+	octx, odone := s.Dialing(context.Background(), other)
+	odone() // this dial returned before the drain
+	if octx.Err() == nil {
+		t.Fatal("the cancel function Dialing returned did not cancel")
+	}
+	if ctx.Err() != nil {
+		t.Fatal("a dial context cancelled before CloseAll")
+	}
+	s.CloseAll()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("CloseAll left the dial in progress running")
+	}
+	done()
+	s.Remove(client)
+	if ctx, _ := s.Dialing(context.Background(), client); ctx.Err() == nil {
+		t.Fatal("Dialing for a connection no longer tracked returned a live context")
+	}
+}
