@@ -37,18 +37,7 @@ protocols:
 `, ssh, extra)
 	}
 	testnet.WriteFile(t, cfg, config(""))
-	cmd := exec.Command(bin, "-config", cfg)
-	stdout := &testnet.Buffer{}
-	cmd.Stdout = stdout
-	p := testnet.StartProcess(t, cmd)
-	listening := regexp.MustCompile(`(?m)^listening: (\S+)`)
-	var addr string
-	testnet.Eventually(t, 20*time.Second, func() bool {
-		if m := listening.FindStringSubmatch(stdout.String()); m != nil {
-			addr = m[1]
-		}
-		return addr != ""
-	}, "never listened; stderr:\n%s", p.Out)
+	addr, p := startCLI(t, bin, "-config", cfg)
 
 	// record waits for a JSON line of the process's log with every
 	// key/value of want and returns it.
@@ -89,4 +78,24 @@ protocols:
 
 	testnet.WriteFile(t, cfg, config("  - name: HTTP\n    target: \"127.0.0.1:1\"\n"))
 	record(map[string]any{"msg": "configuration applied", "level": "INFO", "routes_added": "[HTTP->127.0.0.1:1]"})
+}
+
+// startCLI runs the binary with args until the test ends and returns the
+// address it prints as "listening: ADDR" on stdout and the process (its
+// stderr, the log, in Out).
+func startCLI(t *testing.T, bin string, args ...string) (string, *testnet.Process) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stdout := &testnet.Buffer{}
+	cmd.Stdout = stdout
+	p := testnet.StartProcess(t, cmd)
+	listening := regexp.MustCompile(`(?m)^listening: (\S+)`)
+	var addr string
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		if m := listening.FindStringSubmatch(stdout.String()); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	}, "%s never listened; stderr:\n%s", bin, p.Out)
+	return addr, p
 }
