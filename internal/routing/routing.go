@@ -4,6 +4,10 @@
 // is immutable; a reload builds the next one beside it, reusing the backend
 // sets whose options did not change (their health state and warm pools
 // survive), and swaps it in only when every part was built.
+//
+// It also tells the operator about routes (report.go): each route's label
+// for logs, the routes a reload adds, removes and changes, and, for every
+// backend set, failed dials (rate-limited) and health check transitions.
 package routing
 
 import (
