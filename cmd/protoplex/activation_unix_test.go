@@ -31,10 +31,7 @@ func TestSocketActivation(t *testing.T) {
 		return fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", listen, target)
 	}
 	testnet.WriteFile(t, cfg, conf(configured, a))
-	cmd := exec.Command(activate, "-l", addr, binary, "-config", cfg)
-	stdout := &testnet.Buffer{}
-	cmd.Stdout = stdout
-	p := &proc{Process: testnet.StartProcess(t, cmd), stdout: stdout}
+	p := startCmd(t, exec.Command(activate, "-l", addr, binary, "-config", cfg))
 
 	// The first connection makes systemd-socket-activate exec protoplex,
 	// which accepts it from the inherited socket.
@@ -43,8 +40,8 @@ func TestSocketActivation(t *testing.T) {
 	if got := p.waitLine(t, `^listening: (.*)$`)[1]; got != addr+" (socket activation)" {
 		t.Fatalf("stdout says listening: %q, want %q", got, addr+" (socket activation)")
 	}
-	if strings.Count(stdout.String(), "listening: ") != 1 {
-		t.Fatalf("stdout lists more than the inherited socket:\n%s", stdout)
+	if strings.Count(p.stdout.String(), "listening: ") != 1 {
+		t.Fatalf("stdout lists more than the inherited socket:\n%s", p.stdout)
 	}
 	if testnet.Listening(configured) {
 		t.Fatalf("server.listen %s bound besides the inherited socket", configured)
@@ -81,9 +78,7 @@ func TestSocketActivationNotOurs(t *testing.T) {
 	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", listen, be))
 	cmd := exec.Command(binary, "-config", cfg)
 	cmd.Env = append(os.Environ(), "LISTEN_PID=1", "LISTEN_FDS=1")
-	stdout := &testnet.Buffer{}
-	cmd.Stdout = stdout
-	p := &proc{Process: testnet.StartProcess(t, cmd), stdout: stdout}
+	p := startCmd(t, cmd)
 	if got := p.waitLine(t, `^listening: (.*)$`)[1]; got != listen {
 		t.Fatalf("listening: %q, want server.listen %s", got, listen)
 	}

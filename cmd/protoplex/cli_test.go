@@ -132,11 +132,14 @@ func TestVersion(t *testing.T) {
 	if code != exitOK || !regexp.MustCompile(`^protoplex \S+`).MatchString(stdout) || strings.Contains(stdout, "dev\n") {
 		t.Fatalf("-version: exit %d: %q", code, stdout)
 	}
-	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	info, err := exec.Command("go", "version", "-m", binary).Output()
 	if err != nil {
-		t.Logf("not in a git checkout (%v): no revision to compare", err)
-	} else if rev := strings.TrimSpace(string(head))[:12]; !strings.Contains(stdout, "(rev "+rev) {
-		t.Errorf("-version %q does not name the revision %s", stdout, rev)
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`vcs\.revision=([0-9a-f]{12})`).FindSubmatch(info); m == nil {
+		t.Logf("the binary has no VCS revision stamped (no git checkout?): none to compare")
+	} else if !strings.Contains(stdout, "(rev "+string(m[1])) {
+		t.Errorf("-version %q does not name the revision %s of the build info", stdout, m[1])
 	}
 
 	bin := filepath.Join(t.TempDir(), "protoplex")
