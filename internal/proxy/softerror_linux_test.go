@@ -6,7 +6,6 @@ import (
 	"net"
 	"syscall"
 	"testing"
-	"time"
 	"unsafe"
 )
 
@@ -27,14 +26,7 @@ func TestSoftErrorWhileUploadBlocked(t *testing.T) {
 	proxyPort := uint16(pc.LocalAddr().(*net.TCPAddr).Port)
 	isn := synAckSeq(t, capture, proxyPort, clientPort)
 
-	pb, backend := smallBufPair(t)
-	defer backend.Close()
-	p := newPair(0)
-	p.blockedCheck = 10 * time.Millisecond
-	fwd := make(chan Stats, 1)
-	go func() { fwd <- forward(pc, pb, Options{}, p) }()
-
-	data, sent := blockUpload(t, client, pc, p)
+	u := blockUpload(t, client, pc)
 	// Once the client has nothing unacknowledged, it sends the proxy
 	// nothing more: no segment comes in to clear the error (an incoming
 	// acknowledgement does) before the looks below.
@@ -44,16 +36,16 @@ func TestSoftErrorWhileUploadBlocked(t *testing.T) {
 	// oldest unacknowledged sequence number and its next one, the only
 	// number the kernel takes an ICMP error for.
 	sendHostUnreachable(t, icmp, proxyPort, clientPort, isn+1)
-	looks := p.sourceChecks.Load()
+	looks := u.p.sourceChecks.Load()
 	var ended *Stats
 	waitFor(t, "looked at the client", func() bool {
 		select {
-		case st := <-fwd:
+		case st := <-u.fwd:
 			ended = &st
 			return true
 		default:
 		}
-		return p.sourceChecks.Load() >= looks+3
+		return u.p.sourceChecks.Load() >= looks+3
 	})
 	if ended != nil {
 		t.Fatalf("pair ended on a soft error: %+v", *ended)
@@ -66,7 +58,7 @@ func TestSoftErrorWhileUploadBlocked(t *testing.T) {
 	}
 
 	client.(*net.TCPConn).CloseWrite()
-	deliverRest(t, client, backend, fwd, data[:sent])
+	u.deliverRest(t, client)
 }
 
 // rawSocket opens a socket closed when the test ends; the test is skipped

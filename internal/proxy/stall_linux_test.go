@@ -268,60 +268,46 @@ func fdExhaustedExchange(t *testing.T) {
 // looks at the client and delivers every byte once the backend reads.
 func TestClientHalfCloseWhileUploadBlocked(t *testing.T) {
 	client, pc := tcpPair(t) // room at the proxy for the client's last bytes and FIN
-	pb, backend := smallBufPair(t)
 	defer client.Close()
-	defer backend.Close()
-	p := newPair(0)
-	p.blockedCheck = 10 * time.Millisecond
-	fwd := make(chan Stats, 1)
-	go func() { fwd <- forward(pc, pb, Options{}, p) }()
-
-	data, sent := blockUpload(t, client, pc, p)
+	u := blockUpload(t, client, pc)
 	client.(*net.TCPConn).CloseWrite()
 	waitFor(t, "half-closed at the proxy", func() bool { return tcpState(t, pc) == 8 }) // CLOSE_WAIT
-	looks := p.sourceChecks.Load()
-	waitFor(t, "looked at the client", func() bool { return p.sourceChecks.Load() >= looks+3 })
+	looks := u.p.sourceChecks.Load()
+	waitFor(t, "looked at the client", func() bool { return u.p.sourceChecks.Load() >= looks+3 })
 	select {
-	case st := <-fwd:
+	case st := <-u.fwd:
 		t.Fatalf("pair ended on a half-close: %+v", st)
 	default:
 	}
-
-	deliverRest(t, client, backend, fwd, data[:sent])
+	u.deliverRest(t, client)
 }
 
-// deliverRest lets the backend read an upload stuck in Forward, the client
-// having half-closed after sent: every byte must arrive, then the EOF, and
-// the backend's answer must still reach the client before the pair ends
-// normally.
-func deliverRest(t *testing.T, client, backend net.Conn, fwd <-chan Stats, sent []byte) {
-	t.Helper()
-	got := sha256.New()
-	copied, err := io.Copy(got, backend) // EOF: the FIN, passed on after the last byte
-	if err != nil || copied != int64(len(sent)) || !bytes.Equal(got.Sum(nil), sha256Of(sent)) {
-		t.Fatalf("backend got %d of %d bytes (err %v)", copied, len(sent), err)
-	}
-	backend.Write([]byte("answer"))
-	backend.Close()
-	if reply, _ := io.ReadAll(client); string(reply) != "answer" {
-		t.Fatalf("client got %q", reply)
-	}
-	if st := <-fwd; st.Reason != Done || st.Up != int64(len(sent)) {
-		t.Fatalf("stats %+v", st)
-	}
+// blockedUpload is Forward from a client to a backend that does not read,
+// with the client's upload stuck in the proxy's write to the backend.
+type blockedUpload struct {
+	backend net.Conn
+	p       *pair // looks at the client every 10 ms
+	fwd     chan Stats
+	sent    []byte // what the client sent
 }
 
-// blockUpload sends random bytes from client in small steps, each read by
-// the proxy (pc, Forward's client side, p its pair) before the next, until
-// one stays unread through three looks at the client: the proxy's write to
-// a backend that does not read is then stuck, with room left at the proxy,
-// so what the client sends next (a FIN, a last segment) lands there at once
-// rather than queue at the client. It returns the bytes and how many of
-// them were sent.
-func blockUpload(t *testing.T, client, pc net.Conn, p *pair) (data []byte, sent int) {
+// blockUpload starts Forward between pc, the proxy's side of client, and a
+// backend that does not read, then sends random bytes from client in small
+// steps, each read by the proxy before the next, until one stays unread
+// through three looks at the client: the proxy's write to the backend is
+// then stuck, with room left at the proxy, so what the client sends next (a
+// FIN, a last segment) lands there at once rather than queue at the client.
+func blockUpload(t *testing.T, client, pc net.Conn) *blockedUpload {
 	t.Helper()
-	data = make([]byte, 8<<20)
+	pb, backend := smallBufPair(t)
+	t.Cleanup(func() { backend.Close() })
+	u := &blockedUpload{backend: backend, p: newPair(0), fwd: make(chan Stats, 1)}
+	u.p.blockedCheck = 10 * time.Millisecond
+	go func() { u.fwd <- forward(pc, pb, Options{}, u.p) }()
+
+	data := make([]byte, 8<<20)
 	rand.Read(data)
+	sent := 0
 	for stuck := false; !stuck; {
 		if sent == len(data) {
 			t.Fatal("all sent and the upload never blocked")
@@ -331,9 +317,9 @@ func blockUpload(t *testing.T, client, pc net.Conn, p *pair) (data []byte, sent 
 			t.Fatal(err)
 		}
 		sent += n
-		looks := p.sourceChecks.Load()
+		looks := u.p.sourceChecks.Load()
 		waitFor(t, "read or stuck", func() bool {
-			stuck = p.sourceChecks.Load() >= looks+3
+			stuck = u.p.sourceChecks.Load() >= looks+3
 			return stuck || unread(t, pc) == 0
 		})
 	}
@@ -343,7 +329,29 @@ func blockUpload(t *testing.T, client, pc net.Conn, p *pair) (data []byte, sent 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return data, sent + n
+	u.sent = data[:sent+n]
+	return u
+}
+
+// deliverRest lets the backend read the stuck upload, the client having
+// half-closed after its last byte: every byte must arrive, then the EOF,
+// and the backend's answer must still reach the client before the pair
+// ends normally.
+func (u *blockedUpload) deliverRest(t *testing.T, client net.Conn) {
+	t.Helper()
+	got := sha256.New()
+	copied, err := io.Copy(got, u.backend) // EOF: the FIN, passed on after the last byte
+	if err != nil || copied != int64(len(u.sent)) || !bytes.Equal(got.Sum(nil), sha256Of(u.sent)) {
+		t.Fatalf("backend got %d of %d bytes (err %v)", copied, len(u.sent), err)
+	}
+	u.backend.Write([]byte("answer"))
+	u.backend.Close()
+	if reply, _ := io.ReadAll(client); string(reply) != "answer" {
+		t.Fatalf("client got %q", reply)
+	}
+	if st := <-u.fwd; st.Reason != Done || st.Up != int64(len(u.sent)) {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 func sha256Of(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
