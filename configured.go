@@ -106,19 +106,15 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	protos, err := cfg.BuildProtocols()
+	protos, err := cfg.BuildProtocols() // at least one: Validate refuses a config without
 	if err != nil {
 		return nil, err
-	}
-	if len(protos) == 0 {
-		return nil, fmt.Errorf("protoplex: %s", config.ErrNoProtocols)
 	}
 	trusted, err := config.ParsePrefixes(cfg.Server.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("protoplex: trusted_proxies: %w", err)
 	}
 	next := &settings{Server: cfg.Server, trustedProxies: trusted}
-	sec := cfg.Security.Guard()
 	plan, err := pm.planLocked(protos, next)
 	if err != nil {
 		return nil, err
@@ -127,5 +123,5 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 		plan.Discard()
 		return nil, err
 	}
-	return &update{protos: protos, settings: next, security: sec, routing: plan}, nil
+	return &update{protos: protos, settings: next, security: cfg.Security.Guard(), routing: plan}, nil
 }

@@ -1,6 +1,7 @@
 package protoplex
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -119,23 +120,14 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	// Forward: the bytes identification read go first, then both
 	// directions are copied; the identification buffer goes back as soon
 	// as the replay is written, so an idle connection holds none.
-	idle := s.IdleTimeout
-	if e.Proto.IdleTimeout > 0 {
-		idle = e.Proto.IdleTimeout
-	}
 	fs := proxy.Forward(c, bc, proxy.Options{
 		Replay:        buf.B[:res.N],
 		ReplayTimeout: s.DialTimeout,
 		ReplayDone:    buf.Release,
-		Idle:          idle,
+		Idle:          cmp.Or(e.Proto.IdleTimeout, s.IdleTimeout), // the route's own, else the server's
 		Aborted:       pm.draining.Load,
 	})
-	e.Stats.Up.Add(float64(fs.Up))
-	e.Stats.Down.Add(float64(fs.Down))
-	e.Stats.Closed[fs.Reason].Inc()
-	if fs.PipeFallbacks > 0 {
-		st.PipeFallbacks.Add(float64(fs.PipeFallbacks))
-	}
+	st.Forwarded(e.Stats, fs)
 	acc.Forwarded(target, fs)
 }
 

@@ -2,7 +2,6 @@ package protoplex
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -169,11 +168,7 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 	found := map[string][]string{}
 	for proto, insts := range s {
 		for _, in := range insts {
-			t := in.Address
-			if in.Weight > 1 {
-				t = fmt.Sprintf("%s;w=%d", in.Address, in.Weight)
-			}
-			found[strings.ToLower(proto)] = append(found[strings.ToLower(proto)], t)
+			found[strings.ToLower(proto)] = append(found[strings.ToLower(proto)], in.Target())
 		}
 		dm.pm.stats.Discovered(proto, len(insts))
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
-	"github.com/darkit/protoplex/internal/routing"
 )
 
 // Snapshot types of GetMetrics.
@@ -129,37 +128,10 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	if rt == nil || len(rt.Entries) == 0 {
 		return false, "no protocols configured"
 	}
-	for _, h := range protocolHealth(rt) {
-		if h.Checked == 0 || h.Up > 0 {
-			return true, "ok"
-		}
+	if !rt.Serviceable() {
+		return false, "no protocol has a healthy target"
 	}
-	return false, "no protocol has a healthy target"
-}
-
-// routeHealth is what the active health checks of one route find.
-type routeHealth struct {
-	Name    string
-	Up      int // targets the checks find up
-	Checked int // targets checked: 0 without active health checks or in-process
-}
-
-// protocolHealth reports each route of rt, in configuration order.
-func protocolHealth(rt *routing.Table) []routeHealth {
-	out := make([]routeHealth, len(rt.Entries))
-	for i, e := range rt.Entries {
-		out[i].Name = e.Proto.Name
-		if e.Backend == nil || e.Proto.Health.Interval <= 0 {
-			continue
-		}
-		for _, st := range e.Backend.Status() {
-			out[i].Checked++
-			if st.Up {
-				out[i].Up++
-			}
-		}
-	}
-	return out
+	return true, "ok"
 }
 
 // HealthHandler serves /health/live (the process answers) and /health/ready
@@ -186,7 +158,7 @@ func (pm *ProtocolManager) HealthHandler() http.Handler {
 		if rt == nil {
 			return
 		}
-		for _, h := range protocolHealth(rt) {
+		for _, h := range rt.Health() {
 			if h.Checked > 0 {
 				fmt.Fprintf(w, "protocol %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
 			}

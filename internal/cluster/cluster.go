@@ -463,3 +463,12 @@ func Deregister(ctx context.Context, cli *clientv3.Client, protocol, instance st
 	_, err := cli.Delete(ctx, ServicesPrefix+protocol+"/"+instance)
 	return err
 }
+
+// Target is s as a target of a protocol's list: its address, with ";w=N"
+// when it weighs more than 1.
+func (s Service) Target() string {
+	if s.Weight > 1 {
+		return fmt.Sprintf("%s;w=%d", s.Address, s.Weight)
+	}
+	return s.Address
+}

@@ -113,6 +113,18 @@ func (r *Route) Identify(elapsed time.Duration) {
 	r.identifyDur.Observe(elapsed.Seconds())
 }
 
+// Forwarded counts a forwarded connection of route r that ended as fs says:
+// its bytes each way, its close reason, and the reads that had to be copied
+// through a buffer.
+func (s *Stats) Forwarded(r *Route, fs proxy.Stats) {
+	r.Up.Add(float64(fs.Up))
+	r.Down.Add(float64(fs.Down))
+	r.Closed[fs.Reason].Inc()
+	if fs.PipeFallbacks > 0 {
+		s.PipeFallbacks.Add(float64(fs.PipeFallbacks))
+	}
+}
+
 // New returns collectors registered in a registry of their own, with the
 // Go runtime and process collectors. The refusal, identification failure
 // and reload result label values exist at zero from the start.

@@ -182,22 +182,41 @@ func (t *Table) Pool() metrics.PoolMetrics {
 	return m
 }
 
-// Unhealthy names the first protocol with active health checks and no
-// healthy target, if any.
-func (t *Table) Unhealthy() (string, bool) {
-	for _, e := range t.Entries {
+// Health is what the active health checks of one route find.
+type Health struct {
+	Name    string
+	Up      int // targets the checks find up
+	Checked int // targets checked: 0 without active health checks or in-process
+}
+
+// Health reports each route of t, in configuration order.
+func (t *Table) Health() []Health {
+	out := make([]Health, len(t.Entries))
+	for i, e := range t.Entries {
+		out[i].Name = e.Proto.Name
 		if e.Backend == nil || e.Proto.Health.Interval <= 0 {
 			continue
 		}
-		up := false
-		for _, s := range e.Backend.Status() {
-			up = up || s.Up
-		}
-		if !up {
-			return e.Proto.Name, true
+		for _, st := range e.Backend.Status() {
+			out[i].Checked++
+			if st.Up {
+				out[i].Up++
+			}
 		}
 	}
-	return "", false
+	return out
+}
+
+// Serviceable reports whether some route can take a connection: one served
+// in-process, without active health checks (nothing says its targets are
+// down), or with a target its checks find up.
+func (t *Table) Serviceable() bool {
+	for _, h := range t.Health() {
+		if h.Checked == 0 || h.Up > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // backendKey is what makes two protocols' backend sets interchangeable:

@@ -73,7 +73,7 @@ func TestHandlersHaveNoBackend(t *testing.T) {
 	if rt.Entries[0].Backend != nil || rt.Pool() != (metrics.PoolMetrics{}) {
 		t.Fatalf("handler route: backend %v, pool %+v", rt.Entries[0].Backend, rt.Pool())
 	}
-	if _, bad := rt.Unhealthy(); bad {
-		t.Fatal("a handler route counted as unhealthy")
+	if h := rt.Health(); len(h) != 1 || h[0].Checked != 0 || !rt.Serviceable() {
+		t.Fatalf("handler route: health %+v, serviceable %v", h, rt.Serviceable())
 	}
 }
