@@ -37,7 +37,14 @@ protocols:
 `, ssh, extra)
 	}
 	testnet.WriteFile(t, cfg, config(""))
-	addr, p := startCLI(t, bin, "-config", cfg)
+	addr, p, banner := startCLI(t, bin, "-config", cfg)
+	// With log_format json the banner is JSON too, one object per line.
+	for _, line := range strings.Split(strings.TrimSpace(banner.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["banner"] == nil {
+			t.Errorf("banner line not JSON: %q (%v)", line, err)
+		}
+	}
 
 	// record waits for a JSON line of the process's log with every
 	// key/value of want and returns it.
@@ -78,24 +85,37 @@ protocols:
 
 	testnet.WriteFile(t, cfg, config("  - name: HTTP\n    target: \"127.0.0.1:1\"\n"))
 	record(map[string]any{"msg": "configuration applied", "level": "INFO", "routes_added": "[HTTP->127.0.0.1:1]"})
+
+	// log_format and log_level follow a reload: text from now on, and at
+	// warn the access lines stop.
+	text := strings.Replace(config("  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "log_format: json", "log_format: text\n  log_level: warn", 1)
+	testnet.WriteFile(t, cfg, text)
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		exchangeWith(addr, "PING\r\n") // a dial failure: a WARN line
+		return strings.Contains(p.Out.String(), `level=WARN msg="backend dial failed" protocol=Redis`)
+	}, "no text log line after the reload to log_format: text:\n%s", p.Out)
+	if strings.Contains(p.Out.String(), `level=INFO msg="connection closed"`) {
+		t.Errorf("an INFO access line after the reload to log_level: warn:\n%s", p.Out)
+	}
 }
 
 // startCLI runs the binary with args until the test ends and returns the
-// address it prints as "listening: ADDR" on stdout and the process (its
-// stderr, the log, in Out).
-func startCLI(t *testing.T, bin string, args ...string) (string, *testnet.Process) {
+// address it prints on stdout ("listening: ADDR", or the JSON banner's
+// {"banner":"listening","addr":ADDR} with log_format json) and the process
+// (its stderr, the log, in Out), and its stdout.
+func startCLI(t *testing.T, bin string, args ...string) (string, *testnet.Process, *testnet.Buffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stdout := &testnet.Buffer{}
 	cmd.Stdout = stdout
 	p := testnet.StartProcess(t, cmd)
-	listening := regexp.MustCompile(`(?m)^listening: (\S+)`)
+	listening := regexp.MustCompile(`(?m)^listening: (\S+)|"addr":"([^"]+)","banner":"listening"`)
 	var addr string
 	testnet.Eventually(t, 20*time.Second, func() bool {
 		if m := listening.FindStringSubmatch(stdout.String()); m != nil {
-			addr = m[1]
+			addr = m[1] + m[2]
 		}
 		return addr != ""
-	}, "%s never listened; stderr:\n%s", bin, p.Out)
-	return addr, p
+	}, "%s never listened; stdout:\n%s\nstderr:\n%s", bin, stdout, p.Out)
+	return addr, p, stdout
 }

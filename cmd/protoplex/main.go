@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/logging"
 )
 
 // version, when set at build time with -ldflags "-X main.version=...",
@@ -96,7 +98,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	} else {
 		cfg = protoplex.DefaultConfig()
 	}
-	log := newLogger(cfg, stderr)
+	logs := logging.NewSwitch(stderr, cfg.Server.LogFormat, cfg.Server.LogLevel)
+	log := slog.New(logs)
+	out := banner{w: stdout, json: logs.JSON()}
 	listens := []string(cfg.Server.Listen)
 	if *listen != "" {
 		listens = []string{*listen}
@@ -134,7 +138,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 			})
 		}
-		fmt.Fprintf(stdout, "cluster:  node %s, etcd %s, %d services discovered\n", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount())
+		out.say(fmt.Sprintf("cluster:  node %s, etcd %s, %d services discovered", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount()),
+			"cluster", "node", dc.NodeID, "etcd", dc.EtcdEndpoints, "services", dm.GetServiceCount())
 	} else if cm != nil {
 		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
 	} else {
@@ -162,7 +167,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitFail
 		}
-		fmt.Fprintf(stdout, "metrics:  http://%s/metrics\n", pm.MetricsAddr())
+		out.say("metrics:  http://"+pm.MetricsAddr()+"/metrics", "metrics", "url", "http://"+pm.MetricsAddr()+"/metrics")
 	}
 	if mon.HealthCheckPort > 0 {
 		addr, err := pm.ServeHealth(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.HealthCheckPort)))
@@ -170,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitFail
 		}
-		fmt.Fprintf(stdout, "health:   http://%s/health/live, /health/ready\n", addr)
+		out.say("health:   http://"+addr+"/health/live, /health/ready", "health", "live", "http://"+addr+"/health/live", "ready", "http://"+addr+"/health/ready")
 	}
 
 	// With -listen the addresses are pinned; with socket activation the
@@ -183,7 +188,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		pinnedBy = "socket activation"
 		var wg sync.WaitGroup
 		for _, ln := range inherited {
-			fmt.Fprintf(stdout, "listening: %s (socket activation)\n", ln.Addr())
+			out.say(fmt.Sprintf("listening: %s (socket activation)", ln.Addr()), "listening", "addr", ln.Addr().String(), "socket_activation", true)
 			wg.Go(func() {
 				if err := pm.Serve(ctx, ln); err != nil {
 					log.Error("serving an inherited socket", "addr", ln.Addr().String(), "err", err)
@@ -203,7 +208,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		for _, a := range pm.Addrs() {
-			fmt.Fprintf(stdout, "listening: %s\n", a)
+			out.say("listening: "+a.String(), "listening", "addr", a.String())
 		}
 	}
 	for _, p := range pm.Protocols() {
@@ -211,10 +216,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if p.Handler != nil {
 			target = "(in-process)"
 		}
-		fmt.Fprintf(stdout, "route:    %-10s -> %s\n", p.Name, target)
+		out.say(fmt.Sprintf("route:    %-10s -> %s", p.Name, target), "route", "protocol", p.Name, "target", target)
 	}
 	if cm != nil {
 		cm.OnConfigChange(func(c *protoplex.Config) {
+			logs.Set(c.Server.LogFormat, c.Server.LogLevel)
 			if keys := restartOnly(cfg, c, pinnedBy); len(keys) > 0 {
 				log.Warn("configuration applied except keys that take effect only at restart", "keys", strings.Join(keys, ","))
 			}
@@ -255,19 +261,31 @@ func reloadOnHangup(ctx context.Context, cm *protoplex.ConfigManager, log *slog.
 	}()
 }
 
-func newLogger(cfg *protoplex.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(cfg.Server.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if strings.EqualFold(cfg.Server.LogFormat, "json") {
-		return slog.New(slog.NewJSONHandler(w, opts))
+// banner prints what the process serves on stdout: "kind: value" lines, or
+// one JSON object per line (with a "banner" key naming the kind) when the
+// logs are JSON, so a JSON log pipeline can read both.
+type banner struct {
+	w    io.Writer
+	json bool
+}
+
+// say prints text, or kind and the key/value pairs of fields as JSON.
+func (b banner) say(text, kind string, fields ...any) {
+	if !b.json {
+		fmt.Fprintln(b.w, text)
+		return
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	m := map[string]any{"banner": kind}
+	for i := 0; i+1 < len(fields); i += 2 {
+		m[fields[i].(string)] = fields[i+1]
+	}
+	line, _ := json.Marshal(m) // strings, numbers and bools only
+	fmt.Fprintf(b.w, "%s\n", line)
 }
 
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
-// the monitoring ports, logging, the distributed block, and server.listen
+// the monitoring ports, the distributed block, and server.listen
 // when pinnedBy (-listen, socket activation) says what serves instead.
 func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
@@ -282,8 +300,6 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
 	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
-	diff("server.log_format", !strings.EqualFold(started.Server.LogFormat, next.Server.LogFormat))
-	diff("server.log_level", !strings.EqualFold(started.Server.LogLevel, next.Server.LogLevel))
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	return keys
