@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"net/http"
 	"os/exec"
 	"testing"
 	"time"
@@ -28,15 +29,28 @@ func StartEtcd(tb testing.TB) *Etcd {
 	return e
 }
 
-// Start runs etcd again after Stop and waits until it accepts connections.
+// Start runs etcd again after Stop and waits until it answers requests:
+// after a restart it accepts connections before it has recovered its data
+// and elected itself, and a request meanwhile hangs.
 func (e *Etcd) Start() {
 	e.tb.Helper()
 	e.p = StartProcess(e.tb, exec.Command(e.bin, "--name", "test", "--data-dir", e.dir,
 		"--listen-client-urls", "http://"+e.Client, "--advertise-client-urls", "http://"+e.Client,
 		"--listen-peer-urls", "http://"+e.peer, "--initial-advertise-peer-urls", "http://"+e.peer,
 		"--initial-cluster", "test=http://"+e.peer, "--log-level", "error"))
-	Eventually(e.tb, 15*time.Second, func() bool { return Listening(e.Client) }, "etcd never listened on %s:\n%s", e.Client, e.p.Out)
+	Eventually(e.tb, 20*time.Second, e.answers, "etcd never answered on %s:\n%s", e.Client, e.p.Out)
 }
 
 // Stop kills etcd and waits until it is reaped.
 func (e *Etcd) Stop() { e.p.Stop() }
+
+// answers reports whether etcd serves its /version within a second.
+func (e *Etcd) answers() bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + e.Client + "/version")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
