@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -17,37 +18,22 @@ func BenchmarkConnRoundTrip(b *testing.B) {
 	pm := NewProtocolManager(WithLogger(discardLogger()))
 	pm.AddProtocol(protocols.NewHTTPProtocol("127.0.0.1:1"))
 	pm.AddProtocol(protocols.NewSSHProtocol(backend))
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go pm.Serve(b.Context(), ln)
-	defer pm.Close()
-	benchRoundTrips(b, ln.Addr().String())
+	b.Cleanup(func() { pm.Close() })
+	benchRoundTrips(b, testnet.Start(b, pm.Serve))
 }
 
 func BenchmarkConnRoundTripDirect(b *testing.B) {
 	benchRoundTrips(b, benchBackend(b))
 }
 
+// benchBackend answers the first line of each connection with an SSH
+// banner and closes.
 func benchBackend(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
-					io.WriteString(c, "SSH-2.0-backend\r\n")
-				}
-			}()
+	return testnet.Serve(b, func(c net.Conn) {
+		if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+			io.WriteString(c, "SSH-2.0-backend\r\n")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func benchRoundTrips(b *testing.B, addr string) {

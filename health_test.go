@@ -41,7 +41,7 @@ func TestHealthProbes(t *testing.T) {
 	if code, body := get(t, "http://"+addr+"/health/ready"); code != 503 {
 		t.Fatalf("ready before listening = %d %s", code, body)
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln := testnet.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- pm.Serve(ctx, ln) }()
