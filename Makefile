@@ -9,7 +9,7 @@ TIMEOUT  ?= 20m
 all: build
 
 build:
-	$(GO) build -o bin/protoplex ./cmd/protoplex
+	$(GO) build -buildvcs=auto -o bin/protoplex ./cmd/protoplex
 
 run:
 	$(GO) run ./cmd/protoplex

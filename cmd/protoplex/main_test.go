@@ -153,3 +153,45 @@ func metric(t *testing.T, url, series string) float64 {
 	}
 	return 0
 }
+
+// TestCheckSpeaksYAML: the friction list of a migrating user, through the
+// real binary: one file with every mistake gets every error at once, each
+// with file:line, in YAML terms, and exit code 1.
+func TestCheckSpeaksYAML(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.yaml")
+	testnet.WriteFile(t, path, `server:
+  listen: "127.0.0.1:99999"
+  max_conections: 10
+  identify_timeout: 5
+  log_level: verbose
+protocols:
+  - name: TSL
+    target: "127.0.0.1:443"
+  - name: TLS
+    sni: '^api\..*$'
+    target: "127.0.0.1:8443"
+  - name: SSH
+    target: "127.0.0.1:22"
+    health_check: {interval: "5s", check: tcpp}
+    pool: {min_idle: -1}
+`)
+	cmd := exec.Command(binary, "-check", "-config", path)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("-check exit %d (%v), want 1:\n%s", code, err, out)
+	}
+	for _, want := range []string{
+		`m.yaml:2: server.listen[0]: "127.0.0.1:99999": port "99999" is not a number in 0..65535`,
+		`m.yaml:3: server: unknown key "max_conections" (did you mean "max_connections"?)`,
+		`m.yaml:4: server.identify_timeout: want a duration such as "5s", got 5`,
+		`m.yaml:5: server.log_level: "verbose": want debug, info, warn or error`,
+		`"TSL" is not a built-in protocol (did you mean "tls"?)`,
+		`sni "^api\\..*$" looks like a regular expression`,
+		`health_check.check "tcpp": want tcp, redis or http`,
+		`pool.min_idle: -1 is outside [0, 1000]`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("-check output lacks %q:\n%s", want, out)
+		}
+	}
+}
