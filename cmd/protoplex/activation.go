@@ -10,6 +10,11 @@ import (
 // listenFDsStart is the first file descriptor systemd passes (SD_LISTEN_FDS_START).
 const listenFDsStart = 3
 
+// maxListenFDs bounds LISTEN_FDS, as server.listen is bounded: a unit with
+// more sockets than that is a mistake, and a wild count must not size an
+// allocation.
+const maxListenFDs = 64
+
 // activationListeners returns the listening sockets a service manager
 // passed under the socket activation protocol (sd_listen_fds(3)): when
 // LISTEN_PID is this process and LISTEN_FDS is n, file descriptors 3 to
@@ -25,8 +30,8 @@ func activationListeners() ([]net.Listener, error) {
 		return nil, nil
 	}
 	n, err := strconv.Atoi(fds)
-	if err != nil || n < 1 {
-		return nil, fmt.Errorf("protoplex: socket activation: LISTEN_FDS=%q: want a count of at least 1", fds)
+	if err != nil || n < 1 || n > maxListenFDs {
+		return nil, fmt.Errorf("protoplex: socket activation: LISTEN_FDS=%q: want a count from 1 to %d", fds, maxListenFDs)
 	}
 	lns := make([]net.Listener, 0, n)
 	for fd := listenFDsStart; fd < listenFDsStart+n; fd++ {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -221,4 +222,17 @@ func TestDefaultLoopbackOnly(t *testing.T) {
 		}
 	}
 	walk("", doc)
+}
+
+// TestActivationCountBounded: a LISTEN_FDS count out of range is an error
+// naming the bound, not an allocation of that many listeners.
+func TestActivationCountBounded(t *testing.T) {
+	for _, n := range []string{"0", "-1", "65", "1000000000", "x"} {
+		t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+		t.Setenv("LISTEN_FDS", n)
+		lns, err := activationListeners()
+		if err == nil || len(lns) != 0 || !strings.Contains(err.Error(), "from 1 to 64") {
+			t.Errorf("LISTEN_FDS=%s: %d listeners, %v", n, len(lns), err)
+		}
+	}
 }
