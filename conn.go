@@ -104,9 +104,8 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 
 	// Dial.
 	ctx, cancel := context.WithTimeout(pm.ctx, s.DialTimeout)
-	ctx, dialed := pm.conns.Dialing(ctx, c) // a drain's close-all cancels the dial too
+	pm.conns.Dialing(c, cancel) // a drain's close-all cancels the dial too
 	bc, target, done, err := e.Backend.Dial(ctx, acc.Client, c.LocalAddr())
-	dialed()
 	cancel()
 	if err != nil { // each failed target is logged by its backend set
 		acc.DialFailed(err)

@@ -21,7 +21,7 @@ type Set struct {
 
 type entry struct {
 	backend net.Conn           // nil before the dial
-	dialing context.CancelFunc // non-nil while the backend is being dialed
+	dialing context.CancelFunc // set while the backend is being dialed (calling it after the dial is harmless)
 }
 
 // New returns an empty set.
@@ -46,25 +46,17 @@ func (s *Set) Add(c net.Conn, limit int) bool {
 	return true
 }
 
-// Dialing returns a child of ctx for dialing c's backend, which CloseAll
-// cancels, and its cancel function, to call once the dial returns. When c
-// is not tracked (closed by CloseAll already) the context is cancelled.
-func (s *Set) Dialing(ctx context.Context, c net.Conn) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
+// Dialing records cancel as the way to abort the dial of c's backend:
+// CloseAll calls it until Attach records the backend. When c is no longer
+// tracked (CloseAll closed it already) cancel is called at once.
+func (s *Set) Dialing(c net.Conn, cancel context.CancelFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.m[c]
-	if !ok {
-		cancel()
-		return ctx, cancel
+	if e, ok := s.m[c]; ok {
+		e.dialing = cancel
+		return
 	}
-	e.dialing = cancel
-	return ctx, func() {
-		s.mu.Lock()
-		e.dialing = nil
-		s.mu.Unlock()
-		cancel()
-	}
+	cancel()
 }
 
 // Attach records c's backend. A CloseAll that closed c just before is no
@@ -72,7 +64,7 @@ func (s *Set) Dialing(ctx context.Context, c net.Conn) (context.Context, context
 func (s *Set) Attach(c, backend net.Conn) {
 	s.mu.Lock()
 	if e, ok := s.m[c]; ok {
-		e.backend = backend
+		e.backend, e.dialing = backend, nil
 	}
 	s.mu.Unlock()
 }

@@ -43,35 +43,39 @@ func TestWaitAndCloseAll(t *testing.T) {
 	}
 }
 
-// TestCloseAllCancelsDial: CloseAll cancels the dial context of a tracked
-// connection; a dial that returned, or one started after CloseAll, is not
-// left with a live context it should not have.
+// TestCloseAllCancelsDial: CloseAll cancels the dial of a tracked
+// connection whose backend is not attached yet, and not one attached; a
+// dial started after CloseAll is cancelled at once.
 func TestCloseAllCancelsDial(t *testing.T) {
 	s := New()
 	client, peer := net.Pipe()
 	defer peer.Close()
 	s.Add(client, 10)
-	ctx, done := s.Dialing(context.Background(), client)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Dialing(client, cancel)
 	other, opeer := net.Pipe()
 	defer opeer.Close()
 	s.Add(other, 10)
-	octx, odone := s.Dialing(context.Background(), other)
-	odone() // this dial returned before the drain
-	if octx.Err() == nil {
-		t.Fatal("the cancel function Dialing returned did not cancel")
-	}
-	if ctx.Err() != nil {
-		t.Fatal("a dial context cancelled before CloseAll")
-	}
+	octx, ocancel := context.WithCancel(context.Background())
+	defer ocancel()
+	s.Dialing(other, ocancel)
+	backend, bpeer := net.Pipe()
+	defer bpeer.Close()
+	s.Attach(other, backend) // this dial returned before the drain
 	s.CloseAll()
 	select {
 	case <-ctx.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("CloseAll left the dial in progress running")
 	}
-	done()
+	if octx.Err() != nil {
+		t.Fatal("CloseAll cancelled a dial that had returned")
+	}
 	s.Remove(client)
-	if ctx, _ := s.Dialing(context.Background(), client); ctx.Err() == nil {
-		t.Fatal("Dialing for a connection no longer tracked returned a live context")
+	late, lcancel := context.WithCancel(context.Background())
+	s.Dialing(client, lcancel)
+	if late.Err() == nil {
+		t.Fatal("Dialing for a connection no longer tracked left its dial running")
 	}
 }
