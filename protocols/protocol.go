@@ -153,6 +153,9 @@ type Protocol struct {
 	// turn: IPs or inclusive ranges "127.0.0.2-127.0.0.20" (see
 	// upstream.ParseSource). Empty lets the kernel choose.
 	Source []string
+	// Transparent dials the backend from the client's own address (Linux
+	// IP_TRANSPARENT, needs CAP_NET_ADMIN): the backend sees the real client.
+	Transparent bool
 }
 
 // PoolConfig enables a warm pool of pre-dialed backend connections. It is
