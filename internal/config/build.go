@@ -54,6 +54,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		p.Pool, p.Health = pc.Pool, pc.HealthCheck
 		p.IdleTimeout = pc.IdleTimeout
 		p.Source = slices.Clone([]string(pc.Source))
+		p.Transparent = pc.Transparent || c.Server.Transparent
 		out = append(out, p)
 	}
 	return out, nil

@@ -46,6 +46,9 @@ type Server struct {
 	// AccessLog: one INFO line per closed connection (client, route,
 	// target, bytes, duration, close reason); it follows reloads.
 	AccessLog bool `yaml:"access_log"`
+	// Transparent: every route's backend sees the client's own address
+	// (docs/transparent.md; Linux, CAP_NET_ADMIN).
+	Transparent bool `yaml:"transparent"`
 }
 
 // Security is the security: block (internal/guard enforces it).
@@ -102,6 +105,9 @@ type Protocol struct {
 	// Source: local addresses backend connections are dialed from, in turn;
 	// each an IP address or an inclusive range "127.0.0.2-127.0.0.20".
 	Source StringList `yaml:"source"`
+	// Transparent: this route's backend sees the client's own address
+	// (as server.transparent, for one route).
+	Transparent bool `yaml:"transparent"`
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`
