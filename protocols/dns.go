@@ -4,7 +4,7 @@ import "encoding/binary"
 
 func init() { register(dnsDescriptor, NewDNSProtocol) }
 
-var dnsDescriptor = Descriptor{Name: "DNS", Detect: detectDNS, FirstBytes: []byte{0x00, 0x01},
+var dnsDescriptor = Descriptor{Name: "DNS", Transports: TCP, Detect: detectDNS, FirstBytes: []byte{0x00, 0x01},
 	Summary: "DNS over TCP: a query with a well-formed first question"}
 
 // NewDNSProtocol routes DNS over TCP: a 2-byte length, then a header that

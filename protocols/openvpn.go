@@ -4,7 +4,7 @@ import "encoding/binary"
 
 func init() { register(openVPNDescriptor, NewOpenVPNProtocol) }
 
-var openVPNDescriptor = Descriptor{Name: "OpenVPN", Detect: detectOpenVPN, FirstBytes: []byte{0x00},
+var openVPNDescriptor = Descriptor{Name: "OpenVPN", Transports: TCP, Detect: detectOpenVPN, FirstBytes: []byte{0x00},
 	Summary: "OpenVPN over TCP: a client hard reset"}
 
 // NewOpenVPNProtocol routes OpenVPN over TCP: a 2-byte packet length

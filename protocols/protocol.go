@@ -69,6 +69,42 @@ type Metadata struct {
 // detector matched. ok is false while data is too short to tell (NeedMore).
 type InspectFunc func(data []byte) (md Metadata, ok bool)
 
+// Transports is the set of transports a protocol exists on.
+type Transports uint8
+
+// The transports.
+const (
+	TCP Transports = 1 << iota // a byte stream: Detect reads the first flight
+	UDP                        // datagrams: Datagram reads a flow's first datagrams
+)
+
+// String is the transports' names, lower case, separated by commas ("tcp",
+// "udp", "tcp,udp"); "none" for none.
+func (t Transports) String() string {
+	switch t {
+	case 0:
+		return "none"
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	case TCP | UDP:
+		return "tcp,udp"
+	}
+	return "Transports(?)"
+}
+
+// DatagramFunc is a datagram detector: a pure function of the datagrams a
+// new UDP flow has sent so far, in order. It must not retain or modify them.
+// Same Match/NoMatch/NeedMore discipline as [DetectFunc]; NeedMore means
+// "wait for the flow's next datagram".
+type DatagramFunc func(datagrams [][]byte) Result
+
+// DatagramInspectFunc extracts route metadata (QUIC and DTLS: SNI, ALPN)
+// from the datagrams its protocol's datagram detector matched. ok is false
+// while the datagrams do not tell yet (NeedMore).
+type DatagramInspectFunc func(datagrams [][]byte) (md Metadata, ok bool)
+
 // EstablishConnection marks a protocol as server-speaks-first (FTP, SMTP,
 // POP3...): the client sends nothing until it sees the server's greeting, so
 // such a protocol is chosen when the client stays silent (sslh's on_timeout).
@@ -87,10 +123,17 @@ type ConnHandler func(conn net.Conn)
 //
 // Byte fields (MatchStartBytes, MatchBytes, MatchRegexes, CustomValidator) are
 // the simple way to declare a user protocol; built-in constructors set Detect
-// instead, a structural parser. When Detect is set the byte fields are ignored.
+// and, for protocols that exist on UDP, Datagram instead: structural parsers.
+// When Detect or Datagram is set the byte fields are ignored.
 type Protocol struct {
 	// Name identifies the protocol in logs and metrics, e.g. "HTTP".
 	Name string
+	// Transport restricts the route to one transport: "tcp" or "udp". Empty
+	// means every transport the protocol exists on: TCP when Detect is set,
+	// UDP when Datagram is set, and TCP alone for a protocol declared by byte
+	// fields. Byte fields with Transport "udp" apply to a flow's first
+	// datagram. Any other value leaves the route on no transport.
+	Transport string
 	// Target is the backend: "host:port", or several separated by commas
 	// ("a:6379,b:6379"), load-balanced. Empty for in-process handlers.
 	Target string
@@ -126,6 +169,12 @@ type Protocol struct {
 	FirstBytes []byte
 	// Inspect extracts SNI/ALPN/Host for route conditions.
 	Inspect InspectFunc
+	// Datagram is a structural datagram detector: the protocol exists on
+	// UDP. Built-in protocols that exist on UDP set it.
+	Datagram DatagramFunc
+	// InspectDatagram extracts SNI/ALPN for route conditions from the
+	// datagrams Datagram matched.
+	InspectDatagram DatagramInspectFunc
 	// Specificity ranks a sub-protocol above its generic parent when both
 	// match the same bytes (WebSocket and WebDAV over HTTP). Route conditions
 	// add to it automatically.
@@ -185,13 +234,22 @@ type HealthConfig struct {
 type Spec struct {
 	// Name identifies the protocol in logs and metrics, e.g. "HTTP".
 	Name string
-	// Detect is the detector; never nil in a Spec from [Protocol.Spec].
+	// Transports are the transports the route takes flows of.
+	Transports Transports
+	// Detect is the detector; never nil in a Spec from [Protocol.Spec]. A
+	// spec without TCP in Transports has one that answers NoMatch.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight can start with, for the
 	// engine's first-byte index. Empty means "any byte".
 	FirstBytes []byte
 	// Inspect extracts route metadata; nil when the protocol has none.
 	Inspect InspectFunc
+	// Datagram is the datagram detector; non-nil exactly when Transports
+	// has UDP.
+	Datagram DatagramFunc
+	// InspectDatagram extracts route metadata from datagrams; nil when the
+	// protocol has none on UDP.
+	InspectDatagram DatagramInspectFunc
 	// Specificity ranks a sub-protocol above its generic parent.
 	Specificity int
 	// ServerFirst: the protocol is chosen when the client stays silent.
@@ -207,25 +265,87 @@ type Spec struct {
 	Structural bool
 }
 
-// Spec returns what p is, for the identification engine: Detect as given,
-// or a detector compiled from the byte fields (Structural false).
+// Spec returns what p is, for the identification engine: Detect and
+// Datagram as given, or detectors compiled from the byte fields (Structural
+// false), on the transports p.Transport allows (see [Protocol.Transports]).
 func (p *Protocol) Spec() Spec {
 	s := Spec{
 		Name:        p.Name,
+		Transports:  p.Transports(),
 		Detect:      p.Detect,
 		FirstBytes:  p.FirstBytes,
 		Inspect:     p.Inspect,
 		Specificity: p.Specificity,
 		ServerFirst: p.ServerFirst(),
-		Structural:  p.Detect != nil,
+		Structural:  p.Detect != nil || p.Datagram != nil,
 	}
-	if s.Detect == nil {
+	byteFields := p.Detect == nil && p.Datagram == nil
+	switch {
+	case s.Transports&TCP == 0:
+		s.Detect = noMatch
+	case byteFields:
 		s.Detect = byteFieldDetector(p)
+	}
+	if s.Transports&UDP != 0 {
+		s.Datagram, s.InspectDatagram = p.Datagram, p.InspectDatagram
+		if byteFields {
+			s.Datagram = firstDatagram(byteFieldDetector(p))
+		}
 	}
 	if s.ServerFirst {
 		s.Silence = p.EstablishConnection[0].Silence
 	}
 	return s
+}
+
+// Transports returns the transports p's route takes flows of: those its
+// protocol exists on (TCP when Detect is set, UDP when Datagram is set; TCP
+// for byte fields, UDP for byte fields with Transport "udp"), narrowed to
+// p.Transport when it is "tcp" or "udp". Empty for any other Transport, or
+// for a Transport the protocol does not exist on.
+func (p *Protocol) Transports() Transports {
+	var on Transports
+	switch {
+	case p.Detect == nil && p.Datagram == nil:
+		on = TCP
+		if p.Transport == "udp" {
+			on = UDP
+		}
+	default:
+		if p.Detect != nil {
+			on |= TCP
+		}
+		if p.Datagram != nil {
+			on |= UDP
+		}
+	}
+	switch p.Transport {
+	case "":
+		return on
+	case "tcp":
+		return on & TCP
+	case "udp":
+		return on & UDP
+	}
+	return 0
+}
+
+// noMatch is the stream detector of a protocol that does not exist on TCP.
+func noMatch([]byte) Result { return NoMatch }
+
+// firstDatagram applies a stream detector to a flow's first datagram. The
+// datagram is all there is of it, so a NeedMore (a prefix not complete, a
+// validator not satisfied yet) is NoMatch.
+func firstDatagram(detect DetectFunc) DatagramFunc {
+	return func(datagrams [][]byte) Result {
+		if len(datagrams) == 0 {
+			return NeedMore
+		}
+		if detect(datagrams[0]) == Match {
+			return Match
+		}
+		return NoMatch
+	}
 }
 
 // Conditions returns p's route conditions (SNI, ALPN, Hosts), sharing p's

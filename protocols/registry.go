@@ -22,13 +22,23 @@ type Descriptor struct {
 	// New builds the protocol routed to a target.
 	New Constructor
 
-	// Detect is the protocol's structural detector.
+	// Transports are the transports the protocol exists on: TCP needs
+	// Detect, UDP needs Datagram.
+	Transports Transports
+	// Detect is the protocol's structural detector on TCP; nil when the
+	// protocol does not exist on TCP.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight can start with, for the
 	// engine's first-byte index.
 	FirstBytes []byte
 	// Inspect extracts route metadata; nil when the protocol has none.
 	Inspect InspectFunc
+	// Datagram is the protocol's structural detector on UDP; nil when the
+	// protocol does not exist on UDP.
+	Datagram DatagramFunc
+	// InspectDatagram extracts route metadata from datagrams; nil when the
+	// protocol has none on UDP.
+	InspectDatagram DatagramInspectFunc
 	// Specificity ranks a sub-protocol above its generic parent (WebSocket
 	// and WebDAV over HTTP).
 	Specificity int
@@ -56,12 +66,14 @@ func (d Descriptor) YAMLNames() []string {
 // when d is server-first.
 func build(d *Descriptor, target string) *Protocol {
 	p := &Protocol{
-		Name:        d.Name,
-		Target:      target,
-		Detect:      d.Detect,
-		FirstBytes:  slices.Clone(d.FirstBytes),
-		Inspect:     d.Inspect,
-		Specificity: d.Specificity,
+		Name:            d.Name,
+		Target:          target,
+		Detect:          d.Detect,
+		FirstBytes:      slices.Clone(d.FirstBytes),
+		Inspect:         d.Inspect,
+		Datagram:        d.Datagram,
+		InspectDatagram: d.InspectDatagram,
+		Specificity:     d.Specificity,
 	}
 	if d.ServerFirst {
 		p.EstablishConnection = []EstablishConnection{{}}
@@ -78,7 +90,9 @@ var registry = map[string]*Descriptor{}
 // comes apart from d because it builds from d's variable: a descriptor
 // literal naming it would be an initialisation cycle. A duplicate name, or
 // a descriptor without a detector or constructor, is a defect of the build,
-// so it panics (the registry tests load the package). Every name is checked
+// so it panics (the registry tests load the package), as do transports that
+// disagree with the detectors: TCP exactly when Detect is set, UDP exactly
+// when Datagram is set. Every name is checked
 // before any is added, so a rejected descriptor leaves the registry as it
 // was.
 func register(d Descriptor, ctor Constructor) {
@@ -96,8 +110,20 @@ func register(d Descriptor, ctor Constructor) {
 			panic(fmt.Sprintf("protocols: %s lists %q twice", d.Name, n))
 		}
 	}
-	if d.New == nil || d.Detect == nil {
-		panic(fmt.Sprintf("protocols: %s has no constructor or no detector", d.Name))
+	if d.New == nil {
+		panic(fmt.Sprintf("protocols: %s has no constructor", d.Name))
+	}
+	if d.Transports == 0 || d.Transports&^(TCP|UDP) != 0 {
+		panic(fmt.Sprintf("protocols: %s has transports %v", d.Name, d.Transports))
+	}
+	if (d.Transports&TCP != 0) != (d.Detect != nil) {
+		panic(fmt.Sprintf("protocols: %s: transports %v but Detect set: %t", d.Name, d.Transports, d.Detect != nil))
+	}
+	if (d.Transports&UDP != 0) != (d.Datagram != nil) {
+		panic(fmt.Sprintf("protocols: %s: transports %v but Datagram set: %t", d.Name, d.Transports, d.Datagram != nil))
+	}
+	if d.InspectDatagram != nil && d.Datagram == nil {
+		panic(fmt.Sprintf("protocols: %s inspects datagrams it has no detector for", d.Name))
 	}
 	for _, n := range names {
 		registry[n] = &d

@@ -4,7 +4,7 @@ import "bytes"
 
 func init() { register(sipDescriptor, NewSIPProtocol) }
 
-var sipDescriptor = Descriptor{Name: "SIP", Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE"),
+var sipDescriptor = Descriptor{Name: "SIP", Transports: TCP, Detect: detectSIP, FirstBytes: []byte("IRAOBCSNMPUE"),
 	Summary: "SIP/2.0 request line with a sip: or sips: URI"}
 
 // NewSIPProtocol routes SIP over TCP: a request line METHOD SP sip:/sips:

@@ -4,7 +4,7 @@ import "encoding/binary"
 
 func init() { register(stunDescriptor, NewSTUNProtocol) }
 
-var stunDescriptor = Descriptor{Name: "STUN", Detect: detectSTUN, FirstBytes: []byte{0x00, 0x01},
+var stunDescriptor = Descriptor{Name: "STUN", Transports: TCP, Detect: detectSTUN, FirstBytes: []byte{0x00, 0x01},
 	Aliases: []string{"turn"}, Summary: "STUN/TURN message with the magic cookie"}
 
 // NewSTUNProtocol routes STUN and TURN over TCP (RFC 8489/8656): the first

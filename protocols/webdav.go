@@ -18,7 +18,7 @@ var webdavMethods = []string{
 
 func init() { register(webDAVDescriptor, NewWebDAVProtocol) }
 
-var webDAVDescriptor = Descriptor{Name: "WebDAV", Detect: detectWebDAV, FirstBytes: httpFirstBytes(webdavMethods),
+var webDAVDescriptor = Descriptor{Name: "WebDAV", Transports: TCP, Detect: detectWebDAV, FirstBytes: httpFirstBytes(webdavMethods),
 	Inspect: inspectHTTP, Specificity: 1, Routable: HostKey, Summary: "HTTP/1.x request with a WebDAV-only method"}
 
 // NewWebDAVProtocol returns the WebDAV protocol: an HTTP/1.x request line
