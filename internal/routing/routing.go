@@ -111,6 +111,7 @@ func newBackend(p *protocols.Protocol, st *metrics.Stats, log *slog.Logger) (*up
 		Health:      p.Health,
 		Pool:        p.Pool,
 		Source:      source,
+		Transparent: p.Transparent,
 	})
 }
 
@@ -226,11 +227,13 @@ type backendKey struct {
 	name, target, balance, sendProxy, source string
 	pool                                     protocols.PoolConfig
 	health                                   protocols.HealthConfig
+	transparent                              bool
 }
 
 func keyOf(p *protocols.Protocol) backendKey {
 	return backendKey{
 		name: p.Name, target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
 		source: strings.Join(p.Source, "\x00"), pool: p.Pool, health: p.Health,
+		transparent: p.Transparent,
 	}
 }

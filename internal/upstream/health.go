@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -125,7 +126,7 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := s.dial(ctx, t)
+	c, err := s.dial(ctx, t, nil)
 	if err != nil {
 		return err
 	}
@@ -155,6 +156,9 @@ func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error
 			path = "/"
 		}
 		host, _, _ := net.SplitHostPort(t.Addr)
+		if t.unix != "" {
+			host = "localhost"
+		}
 		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: protoplex-health\r\nConnection: close\r\n\r\n", path, host); err != nil {
 			return err
 		}
@@ -212,7 +216,7 @@ func (s *Set) refillLoop(ctx context.Context, t *target) {
 		}
 		for len(t.pool) < cap(t.pool) && t.downUntil.Load() <= s.now().UnixNano() {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			c, err := s.dial(dctx, t)
+			c, err := s.dial(dctx, t, nil)
 			cancel()
 			if err != nil {
 				break
@@ -259,11 +263,11 @@ func (s *Set) takePooled(t *target) net.Conn {
 // alive reports whether the server has neither closed nor written to an
 // idle pooled connection: a non-blocking peek must find nothing to read.
 func alive(c net.Conn) bool {
-	tc, ok := c.(*net.TCPConn)
+	sc, ok := c.(syscall.Conn) // TCP or Unix
 	if !ok {
 		return true
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false
 	}

@@ -19,7 +19,8 @@ import (
 	"github.com/darkit/protoplex/internal/proxyproto"
 )
 
-// Target is one backend address with its weight (default 1).
+// Target is one backend address with its weight (default 1): "host:port",
+// or "unix:/path" for a Unix stream socket.
 type Target struct {
 	Addr   string
 	Weight int
@@ -29,8 +30,9 @@ type Target struct {
 // pool refiller of its own.
 const MaxTargets = 1024
 
-// ParseTargets reads "a:1,b:2" specs; "host:port;w=3" sets a weight. At
-// most MaxTargets in all.
+// ParseTargets reads "a:1,b:2" specs; "host:port;w=3" sets a weight;
+// "unix:/run/app.sock" is a Unix stream socket (an absolute path that fits
+// sun_path, see CheckUnixPath). At most MaxTargets in all.
 func ParseTargets(specs []string) ([]Target, error) {
 	var out []Target
 	for _, spec := range specs {
@@ -51,6 +53,14 @@ func ParseTargets(specs []string) ([]Target, error) {
 					return nil, fmt.Errorf("target %q: weight must be w=1..1000", t)
 				}
 				tg.Weight = n
+			}
+			if path, ok := strings.CutPrefix(addr, UnixPrefix); ok {
+				if err := CheckUnixPath(path); err != nil {
+					return nil, fmt.Errorf("target %q: %w", t, err)
+				}
+				tg.Addr = addr
+				out = append(out, tg)
+				continue
 			}
 			host, port, err := net.SplitHostPort(addr)
 			if err != nil || host == "" {
@@ -100,6 +110,10 @@ type Options struct {
 	// Source addresses backend connections are dialed from, in turn (see
 	// ParseSource); empty lets the kernel choose.
 	Source []netip.Addr
+	// Transparent dials each client's backend connection from the client's
+	// own IP address (see dialTransparent); health probes still dial from
+	// this host's address.
+	Transparent bool
 }
 
 // Set is safe for concurrent use.
@@ -129,6 +143,7 @@ type target struct {
 	active    atomic.Int64
 	current   int            // smooth WRR, under Set.mu
 	ip        netip.AddrPort // Addr parsed once when it is an IP literal
+	unix      string         // the socket path of a "unix:" target
 
 	health *health       // nil without active checks
 	pool   chan pooled   // nil without a warm pool
@@ -168,6 +183,9 @@ func New(targets []Target, opt Options) (*Set, error) {
 	if err := checkSource(opt.Source); err != nil {
 		return nil, err
 	}
+	if err := checkTransparent(opt); err != nil {
+		return nil, err
+	}
 	// No TCP keepalive towards backends: they are near, and the setsockopt
 	// calls it costs per dial are measurable per connection.
 	s := &Set{opt: opt, dialer: net.Dialer{KeepAlive: -1}, now: time.Now}
@@ -175,6 +193,16 @@ func New(targets []Target, opt Options) (*Set, error) {
 		s.dialer.Control = bindAddressNoPort
 	}
 	for _, t := range targets {
+		if path, ok := strings.CutPrefix(t.Addr, UnixPrefix); ok {
+			if err := CheckUnixPath(path); err != nil {
+				return nil, fmt.Errorf("target %s: %w", t.Addr, err)
+			}
+			if len(opt.Source) > 0 || opt.Transparent {
+				return nil, fmt.Errorf("target %s: a Unix socket has no source address (source, transparent)", t.Addr)
+			}
+			s.targets = append(s.targets, &target{Target: t, unix: path, refill: make(chan struct{}, 1)})
+			continue
+		}
 		ip, _ := netip.ParseAddrPort(t.Addr) // invalid for host names: those resolve per dial
 		ip = netip.AddrPortFrom(ip.Addr().Unmap(), ip.Port())
 		if ip.IsValid() && len(opt.Source) > 0 && ip.Addr().Is4() != opt.Source[0].Is4() {
@@ -322,7 +350,7 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 			if warm {
 				s.reused.Add(1)
 			} else {
-				c, err = s.dial(ctx, t)
+				c, err = s.dial(ctx, t, client)
 			}
 			if err == nil && s.opt.SendProxy != "" {
 				if _, werr := c.Write(proxyHeader(s.opt.SendProxy, client, local)); werr != nil {
@@ -350,7 +378,9 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 	return nil, "", nil, lastErr
 }
 
-// dial connects to t, from the next source address when the set has any.
+// dial connects to t for client: from client's IP address when the set is
+// transparent and client is known, from the next source address when the
+// set has any. Health probes and the pool dial with a nil client.
 //
 // Without a source the socket is not bound before connect(): the kernel
 // then picks the local port unique per 4-tuple only and may reuse one in
@@ -359,18 +389,28 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 // TIME_WAIT sockets towards one backend would exhaust the whole ephemeral
 // range for every backend. With a source, bindAddressNoPort keeps the port
 // choice at connect() the same way.
-func (s *Set) dial(ctx context.Context, t *target) (net.Conn, error) {
+func (s *Set) dial(ctx context.Context, t *target, client net.Addr) (net.Conn, error) {
+	if t.unix != "" {
+		return s.dialer.DialContext(ctx, "unix", t.unix)
+	}
+	if s.opt.Transparent && client != nil {
+		return s.dialTransparent(ctx, t, client)
+	}
 	n := len(s.opt.Source)
 	if n == 0 {
 		return s.dialer.DialContext(ctx, "tcp", t.Addr)
 	}
 	src := s.opt.Source[int((s.srcNext.Add(1)-1)%uint64(n))]
+	return s.dialFrom(ctx, s.dialer, t, src)
+}
+
+// dialFrom dials t from src with d, whose Control binds without a port.
+func (s *Set) dialFrom(ctx context.Context, d net.Dialer, t *target, src netip.Addr) (net.Conn, error) {
 	if !t.ip.IsValid() {
-		d := s.dialer
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()} // the resolver keeps only addresses of its family
 		return d.DialContext(ctx, "tcp", t.Addr)
 	}
-	c, err := s.dialer.DialTCP(ctx, "tcp", netip.AddrPortFrom(src, 0), t.ip)
+	c, err := d.DialTCP(ctx, "tcp", netip.AddrPortFrom(src, 0), t.ip)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -1,0 +1,81 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// TestDialTransparent: the backend sees the client's IP as the peer (on
+// loopback every 127/8 address is local, so the reply needs no routing
+// rule); the port is the kernel's. A nil client (health probes) dials from
+// this host's address.
+func TestDialTransparent(t *testing.T) {
+	ln := testnet.Listen(t)
+	s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Transparent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &net.TCPAddr{IP: net.ParseIP("127.0.0.5"), Port: 40000}
+	c, _, done, err := s.Dial(context.Background(), client, nil)
+	if errors.Is(err, syscall.EPERM) {
+		if !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+			t.Fatalf("EPERM without the capability named: %v", err)
+		}
+		t.Skip("no CAP_NET_ADMIN:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if peer := sc.RemoteAddr().(*net.TCPAddr).AddrPort(); peer.Addr() != netip.MustParseAddr("127.0.0.5") {
+		t.Fatalf("backend sees %v, want 127.0.0.5", peer)
+	}
+	p, err := s.dial(context.Background(), s.targets[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ps, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	if peer := ps.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); peer != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("a probe dials from %v, want 127.0.0.1", peer)
+	}
+}
+
+func TestTransparentRefused(t *testing.T) {
+	tg := []Target{{Addr: "127.0.0.1:80", Weight: 1}}
+	for _, opt := range []Options{
+		{Transparent: true, Source: []netip.Addr{netip.MustParseAddr("127.0.0.2")}},
+		{Transparent: true, Pool: Pool{MinIdle: 1}},
+	} {
+		if _, err := New(tg, opt); err == nil {
+			t.Errorf("%+v accepted", opt)
+		}
+	}
+	s, err := New([]Target{{Addr: "[::1]:80", Weight: 1}}, Options{Transparent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.dial(context.Background(), s.targets[0], &net.TCPAddr{IP: net.ParseIP("127.0.0.5"), Port: 1}); err == nil || !strings.Contains(err.Error(), "address families") {
+		t.Fatalf("v4 client to a v6 target: %v", err)
+	}
+	if _, err := s.dial(context.Background(), s.targets[0], &net.UnixAddr{Name: "/x", Net: "unix"}); err == nil {
+		t.Fatal("a Unix-socket client dialed transparently")
+	}
+}
