@@ -57,6 +57,7 @@ func (c *Config) check(file string, root *yaml.Node) []error {
 	v.proxyIn(&c.Server)
 	v.sharedPorts(c)
 	v.enables(c)
+	v.transparent(c)
 	return v.errs
 }
 
@@ -151,7 +152,7 @@ func (v *checker) server(s *Server) {
 		v.add(v.at("server", "listen"), "server.listen: %d addresses, at most %d", len(s.Listen), maxListen)
 	}
 	for i, l := range s.Listen {
-		if err := checkHostPort(l, 0, true); err != nil {
+		if err := checkListen(l); err != nil {
 			v.add(v.at("server", "listen"), "server.listen[%d]: %v", i, err)
 		}
 		// A second bind of an address would fail, and listeners are keyed

@@ -71,7 +71,7 @@ func (v *checker) protocols(c *Config) {
 			}
 			targets += len(ts)
 			for _, tg := range ts {
-				if err := checkHostPort(tg.Addr, 1, false); err != nil {
+				if err := checkTarget(tg.Addr); err != nil {
 					v.add(field("target"), "%s: target %v", name, err)
 				}
 			}

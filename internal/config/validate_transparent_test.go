@@ -1,0 +1,53 @@
+package config
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestTransparentAndUnixChecks: unix: targets and listen addresses are
+// checked as paths; transparent routes refuse what cannot honour the
+// client's address, each error at its line.
+func TestTransparentAndUnixChecks(t *testing.T) {
+	long := "/" + strings.Repeat("a", 107)
+	for _, tc := range []struct{ yaml, want string }{
+		{"server:\n  listen: unix:run/p.sock\n" + ssh, `c.yaml:2: server.listen[0]: unix socket path "run/p.sock": want an absolute path`},
+		{"server:\n  listen: unix:" + long + "\n" + ssh, "c.yaml:2: server.listen[0]: unix socket path"},
+		{"protocols:\n  - name: HTTP\n    target: unix:app.sock\n", `c.yaml:3: protocols[0] (HTTP): target "unix:app.sock": unix socket path "app.sock": want an absolute path`},
+		{"server:\n  transparent: true\nprotocols:\n  - name: SSH\n    target: h:22\n    source: 127.0.0.2\n", "c.yaml:2: protocols[0] (SSH): transparent does not combine with source"},
+		{"protocols:\n  - name: SSH\n    target: h:22\n    transparent: true\n    pool: {min_idle: 1}\n", "c.yaml:4: protocols[0] (SSH): transparent does not combine with pool.min_idle"},
+		{"protocols:\n  - name: HTTP\n    target: unix:/run/app.sock\n    transparent: true\n", "c.yaml:4: protocols[0] (HTTP): transparent does not apply to a unix: target"},
+	} {
+		_, err := Parse([]byte(tc.yaml), "c.yaml")
+		if runtime.GOOS != "linux" && strings.Contains(tc.yaml, "transparent") {
+			tc.want = "transparent mode is supported on Linux only"
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	accepted := []string{
+		"server:\n  listen: [\"unix:/run/protoplex.sock\", \":443\"]\n" + ssh,
+		"protocols:\n  - name: HTTP\n    target: [\"unix:/run/app.sock;w=2\", \"127.0.0.1:8080\"]\n    send_proxy: v2\n    health_check: {interval: 5s, check: http}\n",
+	}
+	if runtime.GOOS == "linux" {
+		accepted = append(accepted, "server:\n  transparent: true\n"+ssh, "protocols:\n  - name: SSH\n    target: h:22\n    transparent: true\n")
+	}
+	for _, y := range accepted {
+		if _, err := Parse([]byte(y), "c.yaml"); err != nil {
+			t.Errorf("%s: %v", y, err)
+		}
+	}
+	c, err := Parse([]byte("server:\n  transparent: true\n"+ssh), "c.yaml")
+	if runtime.GOOS != "linux" {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil || !ps[0].Transparent {
+		t.Fatalf("server.transparent not carried to the route: %v %+v", err, ps)
+	}
+}
