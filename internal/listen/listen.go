@@ -2,7 +2,8 @@
 // loop per address, and a two-phase rebind for reloads (Prepare binds the new
 // addresses while the reload is checked, Commit starts them before it stops
 // the removed ones), so a reload that cannot bind changes nothing and no
-// established stream is dropped.
+// established stream is dropped. An address is TCP "host:port" or a Unix
+// stream socket "unix:/path" (unix.go).
 package listen
 
 import (
@@ -79,7 +80,7 @@ func (s *Set) Prepare(addrs []string) error {
 			continue
 		}
 		var ln net.Listener
-		if ln, err = TCP(context.Background(), a); err != nil {
+		if ln, err = Open(context.Background(), a); err != nil {
 			break
 		}
 		kept[a] = ln
@@ -141,7 +142,7 @@ func (s *Set) Commit(addrs []string) {
 		ln, ok := s.pending[a]
 		if !ok {
 			var err error
-			if ln, err = TCP(context.Background(), a); err != nil {
+			if ln, err = Open(context.Background(), a); err != nil {
 				s.onErr(a, err)
 				continue
 			}
