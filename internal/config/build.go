@@ -55,6 +55,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		p.IdleTimeout = pc.IdleTimeout
 		p.Source = slices.Clone([]string(pc.Source))
 		p.Transparent = pc.Transparent || c.Server.Transparent
+		p.Transport = strings.ToLower(pc.Transport)
 		out = append(out, p)
 	}
 	return out, nil

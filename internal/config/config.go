@@ -46,6 +46,15 @@ type Server struct {
 	// AccessLog: one INFO line per closed connection (client, route,
 	// target, bytes, duration, close reason); it follows reloads.
 	AccessLog bool `yaml:"access_log"`
+	// ListenUDP: UDP listeners (one string or a list), typically on the
+	// listen port numbers; flows are routed to the protocols on UDP.
+	ListenUDP StringList `yaml:"listen_udp"`
+	// MaxUDPFlows bounds the UDP flow table (0: 10000); each flow holds
+	// one socket, so keep it below the fd limit.
+	MaxUDPFlows int `yaml:"max_udp_flows"`
+	// UDPIdleTimeout ends a UDP flow idle this long (0: by protocol, DNS
+	// 10 s, others 2 min).
+	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 	// Transparent: every route's backend sees the client's own address
 	// (docs/transparent.md; Linux, CAP_NET_ADMIN).
 	Transparent bool `yaml:"transparent"`
@@ -108,6 +117,9 @@ type Protocol struct {
 	// Transparent: this route's backend sees the client's own address
 	// (as server.transparent, for one route).
 	Transparent bool `yaml:"transparent"`
+	// Transport narrows the entry to one transport: tcp or udp ("": every
+	// transport its protocol exists on).
+	Transport string `yaml:"transport"`
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`

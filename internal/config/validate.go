@@ -58,6 +58,7 @@ func (c *Config) check(file string, root *yaml.Node) []error {
 	v.sharedPorts(c)
 	v.enables(c)
 	v.transparent(c)
+	v.udp(c)
 	return v.errs
 }
 

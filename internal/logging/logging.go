@@ -158,3 +158,38 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
+
+// FlowMessage is the message of every UDP flow's access line.
+const FlowMessage = "udp flow ended"
+
+// Flow is one UDP flow's access record, written by LogFlow when the flow
+// ends.
+type Flow struct {
+	Start         time.Time
+	Client        net.Addr
+	Protocol      string
+	Route         string
+	Target        string
+	DatagramsUp   int64 // client → backend
+	DatagramsDown int64
+	BytesUp       int64
+	BytesDown     int64
+	Reason        string // idle, evicted, closed
+}
+
+// LogFlow writes f's line, at INFO with accessLog (server.access_log),
+// else at DEBUG; only when log has that level enabled.
+func LogFlow(log *slog.Logger, accessLog bool, f Flow) {
+	level := slog.LevelDebug
+	if accessLog {
+		level = slog.LevelInfo
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	log.LogAttrs(context.Background(), level, FlowMessage, slog.String("client", addrString(f.Client)),
+		slog.String("protocol", f.Protocol), slog.String("route", f.Route), slog.String("target", f.Target),
+		slog.Int64("datagrams_up", f.DatagramsUp), slog.Int64("datagrams_down", f.DatagramsDown),
+		slog.Int64("up", f.BytesUp), slog.Int64("down", f.BytesDown),
+		slog.Any("duration", Duration(time.Since(f.Start))), slog.String("close", f.Reason))
+}

@@ -67,6 +67,8 @@ type Stats struct {
 	// protoplex_identify_cache_{lookups,hits}_total.
 	Cache identify.CacheCounters
 
+	UDP *UDP // the UDP engine's collectors
+
 	reg *prometheus.Registry
 
 	refused          *prometheus.CounterVec
@@ -167,6 +169,7 @@ func New() *Stats {
 	for _, f := range identifyFailures {
 		s.failedBy[f] = s.identifyFailures.WithLabelValues(f.String())
 	}
+	s.UDP = newUDP(s.reg)
 	s.reloadOK = reloads.WithLabelValues("success")
 	s.reloadFailed = reloads.WithLabelValues("failure")
 	return s

@@ -75,6 +75,7 @@ func populated(t *testing.T) *Stats {
 	dial("a:1", time.Millisecond, nil)
 	dial("b:2", time.Millisecond, errors.New("refused"))
 	s.Discovered("P", 2)
+	s.UDP.Route("P")
 	return s
 }
 

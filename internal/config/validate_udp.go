@@ -1,0 +1,65 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/darkit/protoplex/protocols"
+)
+
+// Bounds of the UDP keys. Each UDP flow holds one socket: max_udp_flows
+// must stay below the process's fd limit.
+const (
+	DefaultMaxUDPFlows = 10000
+	MaxUDPFlows        = 1 << 20
+	maxUDPListeners    = 64
+	maxUDPIdleTimeout  = 24 * time.Hour
+)
+
+// udp checks server.listen_udp, max_udp_flows, udp_idle_timeout and each
+// entry's transport.
+func (v *checker) udp(c *Config) {
+	s := &c.Server
+	if len(s.ListenUDP) > maxUDPListeners {
+		v.add(v.at("server", "listen_udp"), "server.listen_udp: %d addresses, at most %d", len(s.ListenUDP), maxUDPListeners)
+	}
+	seen := map[string]bool{}
+	for i, a := range s.ListenUDP {
+		where := v.at("server", "listen_udp", fmt.Sprintf("#%d", i))
+		if err := checkHostPort(a, 0, true); err != nil {
+			v.add(where, "server.listen_udp: %v", err)
+		} else if seen[a] {
+			v.add(where, "server.listen_udp %q: listed twice", a)
+		}
+		seen[a] = true
+	}
+	if s.MaxUDPFlows < 0 || s.MaxUDPFlows > MaxUDPFlows {
+		v.add(v.at("server", "max_udp_flows"), "server.max_udp_flows: %d, want 0 (default %d) to %d (each flow holds a socket: stay below the fd limit)",
+			s.MaxUDPFlows, DefaultMaxUDPFlows, MaxUDPFlows)
+	}
+	if s.UDPIdleTimeout != 0 && (s.UDPIdleTimeout < time.Second || s.UDPIdleTimeout > maxUDPIdleTimeout) {
+		v.add(v.at("server", "udp_idle_timeout"), "server.udp_idle_timeout: %v, want 0 (by protocol) or 1s to %v", s.UDPIdleTimeout, maxUDPIdleTimeout)
+	}
+	for i, p := range c.Protocols {
+		if p.Transport == "" {
+			continue
+		}
+		where := v.at("protocols", fmt.Sprintf("#%d", i), "transport")
+		name := fmt.Sprintf("protocols[%d] (%s)", i, p.Name)
+		t := strings.ToLower(p.Transport)
+		if t != "tcp" && t != "udp" {
+			v.add(where, "%s: transport %q: want tcp or udp", name, p.Transport)
+			continue
+		}
+		if d, ok := protocols.Describe(p.Name); ok && len(p.MatchStartBytes)+len(p.MatchRegexes) == 0 {
+			want := protocols.TCP
+			if t == "udp" {
+				want = protocols.UDP
+			}
+			if d.Transports&want == 0 {
+				v.add(where, "%s: transport %s: %s exists on %s only", name, t, d.Name, d.Transports)
+			}
+		}
+	}
+}

@@ -1,0 +1,365 @@
+package udp
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/udp/udptest"
+	"github.com/darkit/protoplex/protocols"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// prefix answers Match for datagrams starting with p, else NoMatch.
+func prefix(p string) protocols.DatagramFunc {
+	return func(d [][]byte) protocols.Result {
+		if bytes.HasPrefix(d[0], []byte(p)) {
+			return protocols.Match
+		}
+		return protocols.NoMatch
+	}
+}
+
+// twoStep matches a flow whose first datagram is "A" once it sent a
+// second one starting with "B".
+func twoStep(d [][]byte) protocols.Result {
+	if string(d[0]) != "A" {
+		return protocols.NoMatch
+	}
+	if len(d) < 2 {
+		return protocols.NeedMore
+	}
+	if bytes.HasPrefix(d[1], []byte("B")) {
+		return protocols.Match
+	}
+	return protocols.NoMatch
+}
+
+// clock is a settable time for the engine.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	e     *Engine
+	addr  *net.UDPAddr
+	ln    *listener
+	stats *metrics.UDP
+	clock *clock
+}
+
+// start serves routes on a loopback UDP listener with settings s; the
+// janitor never runs on its own (the test calls Sweep).
+func start(t *testing.T, routes []Route, s Settings) *fixture {
+	t.Helper()
+	st := metrics.New().UDP
+	table := NewTable(routes, st)
+	f := &fixture{stats: st, clock: &clock{t: time.Unix(1e9, 0)}}
+	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour})
+	t.Cleanup(f.e.Close)
+	a, err := f.e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = a.(*net.UDPAddr)
+	f.ln = f.e.lns[0]
+	return f
+}
+
+func dial(t *testing.T, to *net.UDPAddr) *net.UDPConn {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func roundTrip(t *testing.T, c *net.UDPConn, msg string) string {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	return read(t, c)
+}
+
+func read(t *testing.T, c *net.UDPConn) string {
+	t.Helper()
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func TestRoutesByPrefixAndRepliesToTheFlow(t *testing.T) {
+	a, b := udptest.Echo(t, true), udptest.Echo(t, false)
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{a}}, {Name: "B", Detect: prefix("b"), Targets: []string{b}}}, Settings{})
+	ca, cb := dial(t, f.addr), dial(t, f.addr)
+	if got := roundTrip(t, ca, "a1"); got != "a1|a1" {
+		t.Fatalf("a: got %q", got)
+	}
+	if got := roundTrip(t, cb, "b1"); got != "b1" {
+		t.Fatalf("b: got %q", got)
+	}
+	// Later datagrams follow the flow, whatever they start with.
+	if got := roundTrip(t, ca, "zz"); got != "a1|zz" {
+		t.Fatalf("a, second datagram: got %q", got)
+	}
+	if n := f.e.Flows(); n != 2 {
+		t.Fatalf("flows = %d, want 2", n)
+	}
+	if got := value(t, f.stats.Route("A").DatagramsUp); got != 2 {
+		t.Fatalf("A datagrams up = %v, want 2", got)
+	}
+}
+
+func TestNeedMoreWaitsForTheNextDatagram(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	f := start(t, []Route{{Name: "two", Detect: twoStep, Targets: []string{echo}}}, Settings{})
+	c := dial(t, f.addr)
+	if _, err := c.Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	// Both datagrams reach the backend in order once the second decides.
+	if _, err := c.Write([]byte("B")); err != nil {
+		t.Fatal(err)
+	}
+	got := []string{read(t, c), read(t, c)}
+	if got[0] != "A|A" || got[1] != "A|B" {
+		t.Fatalf("got %q, want A|A then A|B", got)
+	}
+}
+
+func TestUndecidedFlowTakesTheFallbackAfterMaxWait(t *testing.T) {
+	echo, fb := udptest.Echo(t, false), udptest.Echo(t, true)
+	f := start(t, []Route{{Name: "two", Detect: twoStep, Targets: []string{echo}}, {Name: "fb", Detect: prefix("\x00never"), Fallback: true, Targets: []string{fb}}}, Settings{})
+	c := dial(t, f.addr)
+	if _, err := c.Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	waitFlows(t, f.e, 1)
+	f.clock.add(MaxWait)
+	f.e.Sweep(f.clock.now())
+	if got := read(t, c); got != "A|A" {
+		t.Fatalf("got %q from the fallback, want A|A", got)
+	}
+}
+
+func TestUnmatchedDatagramsLeaveNoState(t *testing.T) {
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, Settings{})
+	for i := range 1000 {
+		f.e.datagram(f.ln, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, byte(i >> 8), byte(i)}), 1000), []byte("x"))
+	}
+	if n := f.e.Flows(); n != 0 {
+		t.Fatalf("flows = %d after unmatched datagrams, want 0", n)
+	}
+	if got := value(t, f.stats.Refused("no_match")); got != 1000 {
+		t.Fatalf("refused no_match = %v, want 1000", got)
+	}
+}
+
+func TestIdleFlowsExpire(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	f := start(t, []Route{{Name: "dns", Detect: prefix("q"), Targets: []string{echo}, IdleTimeout: 10 * time.Second},
+		{Name: "vpn", Detect: prefix("v"), Targets: []string{echo}, IdleTimeout: 2 * time.Minute}}, Settings{})
+	q, v := dial(t, f.addr), dial(t, f.addr)
+	roundTrip(t, q, "q")
+	roundTrip(t, v, "v")
+	f.clock.add(9 * time.Second)
+	f.e.Sweep(f.clock.now())
+	if n := f.e.Flows(); n != 2 {
+		t.Fatalf("flows = %d before any timeout, want 2", n)
+	}
+	roundTrip(t, v, "v2") // activity postpones v's expiry
+	f.clock.add(2 * time.Second)
+	f.e.Sweep(f.clock.now())
+	if n := f.e.Flows(); n != 1 {
+		t.Fatalf("flows = %d after the DNS timeout, want 1", n)
+	}
+	f.clock.add(2*time.Minute - 3*time.Second)
+	f.e.Sweep(f.clock.now())
+	if n := f.e.Flows(); n != 1 {
+		t.Fatalf("flows = %d: the active flow expired early", n)
+	}
+	f.clock.add(3 * time.Second)
+	f.e.Sweep(f.clock.now())
+	if n := f.e.Flows(); n != 0 {
+		t.Fatalf("flows = %d after every timeout, want 0", n)
+	}
+	if got := value(t, f.stats.Idle); got != 2 {
+		t.Fatalf("expired idle = %v, want 2", got)
+	}
+	if got := value(t, f.stats.Active); got != 0 {
+		t.Fatalf("active gauge = %v, want 0", got)
+	}
+}
+
+func TestFullTableEvictsTheFlowIdleLongest(t *testing.T) {
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, true)}}}, Settings{MaxFlows: 3})
+	c := []*net.UDPConn{dial(t, f.addr), dial(t, f.addr), dial(t, f.addr), dial(t, f.addr)}
+	for i := range 3 {
+		roundTrip(t, c[i], "a")
+		f.clock.add(time.Second)
+	}
+	roundTrip(t, c[0], "a") // c[1] is now the one idle longest
+	f.clock.add(time.Second)
+	roundTrip(t, c[3], "a")
+	if n := f.e.Flows(); n != 3 {
+		t.Fatalf("flows = %d, want 3", n)
+	}
+	if got := value(t, f.stats.Evicted); got != 1 {
+		t.Fatalf("evicted = %v, want 1", got)
+	}
+	f.e.mu.Lock()
+	_, kept := f.e.flows[flowKey{f.ln, addrOf(c[1])}]
+	f.e.mu.Unlock()
+	if kept {
+		t.Fatal("the flow idle longest was kept")
+	}
+}
+
+func addrOf(c *net.UDPConn) netip.AddrPort {
+	a := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+func TestPerSourceCap(t *testing.T) {
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, Settings{MaxFlowsPerSource: 2})
+	for port := range uint16(5) {
+		f.e.datagram(f.ln, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), 2000+port), []byte("a"))
+	}
+	// An IPv6 /64 is one source.
+	for i := range 3 {
+		f.e.datagram(f.ln, netip.AddrPortFrom(netip.MustParseAddr("2001:db8::"+string(rune('1'+i))), 53), []byte("a"))
+	}
+	if n := f.e.Flows(); n != 4 {
+		t.Fatalf("flows = %d, want 2 per source", n)
+	}
+	if got := value(t, f.stats.Refused("per_source_limit")); got != 4 {
+		t.Fatalf("refused per_source_limit = %v, want 4", got)
+	}
+}
+
+// A flood of matching datagrams from spoofed sources holds at most
+// MaxFlows flows, and as many sockets.
+func TestSpoofedFloodIsBounded(t *testing.T) {
+	const maxFlows = 200
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, Settings{MaxFlows: maxFlows})
+	fds := openFDs(t)
+	for i := range 20000 {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, byte(i >> 8), byte(i)}), uint16(1024+i%60000))
+		f.e.datagram(f.ln, src, []byte("a"))
+		if i%1000 == 0 {
+			f.clock.add(time.Millisecond)
+		}
+	}
+	if n := f.e.Flows(); n != maxFlows {
+		t.Fatalf("flows = %d, want %d", n, maxFlows)
+	}
+	if got := value(t, f.stats.Evicted); got != 20000-maxFlows {
+		t.Fatalf("evicted = %v, want %d", got, 20000-maxFlows)
+	}
+	if fds >= 0 {
+		if now := openFDs(t); now-fds > maxFlows+8 {
+			t.Fatalf("open fds grew by %d, want at most %d", now-fds, maxFlows+8)
+		}
+	}
+}
+
+// openFDs counts the process's open descriptors, -1 where it cannot.
+func openFDs(t *testing.T) int {
+	if runtime.GOOS != "linux" {
+		return -1
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestDecideRanking(t *testing.T) {
+	st := metrics.New().UDP
+	md := func(sni string) protocols.DatagramInspectFunc {
+		return func([][]byte) (protocols.Metadata, bool) { return protocols.Metadata{SNI: sni}, sni != "" }
+	}
+	tbl := NewTable([]Route{
+		{Name: "plain", Detect: prefix("q"), Targets: []string{"x:1"}},
+		{Name: "sni", Detect: prefix("q"), Inspect: md("a.example"), Conditions: protocols.Conditions{SNI: []string{"a.example"}}, Targets: []string{"x:1"}},
+		{Name: "prio", Detect: prefix("p"), Priority: 5, Targets: []string{"x:1"}},
+		{Name: "prio0", Detect: prefix("p"), Targets: []string{"x:1"}},
+	}, st)
+	for _, tc := range []struct {
+		in   string
+		want string
+	}{{"q", "sni"}, {"p", "prio0"}, {"z", ""}} {
+		r, more := tbl.Decide([][]byte{[]byte(tc.in)}, false)
+		got := ""
+		if r != nil {
+			got = r.Name
+		}
+		if more || got != tc.want {
+			t.Errorf("Decide(%q) = %q, more %v; want %q", tc.in, got, more, tc.want)
+		}
+	}
+	// A conditional route whose metadata is incomplete holds the decision
+	// until the bounds are reached, then the plain route wins.
+	wait := NewTable([]Route{
+		{Name: "plain", Detect: prefix("q"), Targets: []string{"x:1"}},
+		{Name: "sni", Detect: prefix("q"), Inspect: md(""), Conditions: protocols.Conditions{SNI: []string{"a.example"}}, Targets: []string{"x:1"}},
+	}, st)
+	if r, more := wait.Decide([][]byte{[]byte("q")}, false); r != nil || !more {
+		t.Fatalf("incomplete metadata: got %v, more %v; want more", r, more)
+	}
+	if r, _ := wait.Decide([][]byte{[]byte("q")}, true); r == nil || r.Name != "plain" {
+		t.Fatalf("final: got %v, want plain", r)
+	}
+}
+
+func waitFlows(t *testing.T, e *Engine, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Flows() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("flows = %d, want %d", e.Flows(), n)
+		}
+		runtime.Gosched()
+	}
+}
+
+// value reads a counter's or gauge's value.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}

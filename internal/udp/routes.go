@@ -1,0 +1,82 @@
+package udp
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/routing"
+	"github.com/darkit/protoplex/internal/upstream"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// DNSIdleTimeout is the idle timeout of DNS flows (a query and its
+// answer); other protocols' flows get DefaultIdleTimeout.
+const DNSIdleTimeout = 10 * time.Second
+
+// Follow returns Options.Table and Options.Settings that follow a
+// manager's routing snapshot and server settings: the UDP table is built
+// once per snapshot and idle timeout.
+func Follow(snapshot func() *routing.Table, server func() config.Server, st *metrics.UDP) (func() *Table, func() Settings) {
+	var mu sync.Mutex
+	var last *routing.Table
+	var lastIdle time.Duration
+	var table *Table
+	tables := func() *Table {
+		rt, idle := snapshot(), server().UDPIdleTimeout
+		mu.Lock()
+		defer mu.Unlock()
+		if rt != last || idle != lastIdle || table == nil {
+			last, lastIdle, table = rt, idle, TableOf(rt, idle, st)
+		}
+		return table
+	}
+	settings := func() Settings {
+		s := server()
+		return Settings{MaxFlows: s.MaxUDPFlows, AccessLog: s.AccessLog}
+	}
+	return tables, settings
+}
+
+// TableOf is the UDP table of a routing snapshot: the routes on UDP with
+// host:port targets (in-process handlers and unix: targets take no
+// datagrams). idle, when set, overrides every protocol's idle timeout.
+func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
+	var routes []Route
+	if rt != nil {
+		for i, e := range rt.Entries {
+			p := e.Proto
+			spec := p.Spec()
+			if spec.Datagram == nil || p.Handler != nil {
+				continue
+			}
+			r := Route{Index: i, Name: p.Name, Label: e.Label, Detect: spec.Datagram, Inspect: spec.InspectDatagram,
+				Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback, IdleTimeout: idle}
+			if targets, err := upstream.ParseTargets([]string{p.Target}); err == nil {
+				for _, t := range targets {
+					if !strings.HasPrefix(t.Addr, upstream.UnixPrefix) {
+						r.Targets = append(r.Targets, t.Addr)
+					}
+				}
+			}
+			if len(r.Targets) == 0 {
+				continue
+			}
+			if r.IdleTimeout <= 0 {
+				r.IdleTimeout = IdleTimeoutOf(p.Name)
+			}
+			routes = append(routes, r)
+		}
+	}
+	return NewTable(routes, st)
+}
+
+// IdleTimeoutOf is a protocol's default flow idle timeout.
+func IdleTimeoutOf(name string) time.Duration {
+	if d, ok := protocols.Describe(name); ok && d.Name == "DNS" {
+		return DNSIdleTimeout
+	}
+	return DefaultIdleTimeout
+}
