@@ -1,0 +1,65 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// TestSystemdTransparentDropIn: deploy/systemd/transparent.conf, installed
+// as a drop-in of protoplex.service, passes systemd-analyze verify and
+// grants CAP_NET_ADMIN and no other capability; without it the service
+// holds none.
+func TestSystemdTransparentDropIn(t *testing.T) {
+	analyze := testnet.RequireBinary(t, "systemd-analyze")
+	dir := t.TempDir()
+	for _, name := range []string{"protoplex.service", "protoplex.socket", "transparent.conf"} {
+		unit, err := os.ReadFile(filepath.Join("../../deploy/systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := filepath.Join(dir, name)
+		if name == "transparent.conf" {
+			to = filepath.Join(dir, "protoplex.service.d", name)
+			if err := os.Mkdir(filepath.Dir(to), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if got := regexp.MustCompile(`(?m)^(CapabilityBoundingSet|AmbientCapabilities)=(.*)$`).FindAllStringSubmatch(string(unit), -1); len(got) != 2 || got[0][2] != "CAP_NET_ADMIN" || got[1][2] != "CAP_NET_ADMIN" {
+				t.Fatalf("transparent.conf grants %q, want CAP_NET_ADMIN in both sets", got)
+			}
+		}
+		testnet.WriteFile(t, to, strings.ReplaceAll(string(unit), "/usr/local/bin/protoplex", binary))
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", "protoplex.service", "protoplex.socket")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("systemd-analyze verify with the drop-in: %v\n%s", err, out)
+	}
+	granted := func() []string {
+		cmd := exec.Command(analyze, "security", "--offline=yes", "--no-pager", "protoplex.service")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "exposure level") {
+			t.Skipf("systemd-analyze security --offline not available here (%v): %.200s", err, out)
+		}
+		var caps []string
+		for _, m := range regexp.MustCompile(`(?m)^✗ CapabilityBoundingSet=~(\S+)`).FindAllStringSubmatch(string(out), -1) {
+			caps = append(caps, m[1])
+		}
+		return caps
+	}
+	if caps := granted(); len(caps) != 1 || caps[0] != "CAP_NET_ADMIN" {
+		t.Errorf("with the drop-in the service holds %q, want only CAP_NET_ADMIN", caps)
+	}
+	os.Remove(filepath.Join(dir, "protoplex.service.d", "transparent.conf"))
+	if caps := granted(); len(caps) != 0 {
+		t.Errorf("without the drop-in the service holds %q, want none", caps)
+	}
+}
