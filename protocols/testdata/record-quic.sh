@@ -1,0 +1,16 @@
+#!/bin/sh
+# Recreates testdata/datagrams/quic-*.bin: the first datagram of QUIC clients,
+# captured by a UDP socket on 127.0.0.1 that never answers (no other address
+# is contacted). Needs: gtlsclient (ngtcp2-client; scripts/install-test-deps.sh
+# installs it).
+# Run from anywhere inside the module: protocols/testdata/record-quic.sh
+set -eu
+cd "$(dirname "$0")/../.."
+out=protocols/testdata/datagrams
+mkdir -p "$out"
+rec() { name=$1; shift; go run ./protocols/testdata/dgrecorder -out "$out/$name" "$@"; }
+
+# ALPN h3, QUIC version 1. Debian's gtlsclient (ngtcp2 0.12) sends "localhost"
+# as SNI for a numeric host and ignores --sni; its "-v 0x6b3343cf" sends
+# version 1 packet types (draft QUIC v2 only), so no version 2 is recorded.
+rec quic-gtlsclient.bin -- gtlsclient -q --timeout=3s 127.0.0.1 {port} https://localhost/
