@@ -30,6 +30,7 @@ import (
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
 	"github.com/darkit/protoplex/internal/routing"
+	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -51,6 +52,7 @@ type ProtocolManager struct {
 	guard     *guard.Guard
 	conns     *conntrack.Set
 	listeners *listen.Set
+	udp       *udp.Engine // server.listen_udp and its flows; closed with pm.ctx
 
 	mu       sync.Mutex // guards the fields below it
 	protos   []*protocols.Protocol
@@ -104,6 +106,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// The guard exists whatever the options: Close, Ban and GetMetrics use
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
+	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
 	if err := config.CheckServer(o.server); err != nil {
 		return pm, err
 	}

@@ -34,8 +34,8 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) { return lis
 // — and serves them in the background until ctx ends or Close. A reload
 // binds its new addresses before it is applied (one that cannot be bound
 // rejects the reload) and starts them before it stops the removed ones, so
-// no established connection is dropped. Addrs tells what was bound; Wait
-// returns after the drain.
+// no established connection is dropped (server.listen_udp is bound at Start
+// only). Addrs tells what was bound; Wait returns after the drain.
 func (pm *ProtocolManager) Start(ctx context.Context, addrs ...string) error {
 	if pm.optErr != nil {
 		return pm.optErr
@@ -53,11 +53,11 @@ func (pm *ProtocolManager) Start(ctx context.Context, addrs ...string) error {
 	if len(addrs) == 0 {
 		return errors.New("protoplex: Start: no listen address (none given, none configured)")
 	}
-	return pm.listeners.Start(ctx, addrs)
+	return pm.udp.Start(ctx, pm.settings.Load().ListenUDP, func() error { return pm.listeners.Start(ctx, addrs) })
 }
 
-// Addrs returns the addresses Start serves now, in configuration order.
-func (pm *ProtocolManager) Addrs() []net.Addr { return pm.listeners.Addrs() }
+// Addrs returns the addresses Start serves now: TCP, then UDP (listen_udp).
+func (pm *ProtocolManager) Addrs() []net.Addr { return append(pm.listeners.Addrs(), pm.udp.Addrs()...) }
 
 // Wait returns when every listener Start began has stopped and the
 // connections have drained.

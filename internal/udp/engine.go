@@ -22,9 +22,11 @@ package udp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,9 @@ type Options struct {
 	Now      func() time.Time // nil: time.Now
 	// Sweep is the janitor's period (0: 250 ms). Tests call Sweep instead.
 	Sweep time.Duration
+	// Context, when it ends, closes the engine as Close does (nil: only
+	// Close does).
+	Context context.Context
 }
 
 // Engine serves UDP listeners and their flows.
@@ -88,9 +93,10 @@ type Engine struct {
 	lns       []*listener
 	closed    bool
 
-	wg     sync.WaitGroup
-	stop   chan struct{}
-	active atomic.Int64
+	wg          sync.WaitGroup // listener loops and flow readers
+	stop        chan struct{}
+	janitorDone chan struct{}
+	active      atomic.Int64
 }
 
 type routeState struct {
@@ -114,7 +120,7 @@ func New(opt Options) *Engine {
 		opt.Log = slog.Default()
 	}
 	e := &Engine{opt: opt, now: opt.Now, flows: map[flowKey]*flow{}, classes: map[time.Duration]*lru{},
-		perSource: map[netip.Addr]int{}, stop: make(chan struct{})}
+		perSource: map[netip.Addr]int{}, stop: make(chan struct{}), janitorDone: make(chan struct{})}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -122,35 +128,41 @@ func New(opt Options) *Engine {
 	if period <= 0 {
 		period = 250 * time.Millisecond
 	}
-	e.wg.Add(1)
-	go e.janitor(period)
+	ctx := opt.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	go e.janitor(ctx, period)
 	return e
 }
 
 // Listen binds addr and serves it until Close.
 func (e *Engine) Listen(ctx context.Context, addr string) (net.Addr, error) {
+	ln, err := e.listen(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return ln.conn.LocalAddr(), nil
+}
+
+func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(ctx, "udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return e.Serve(pc.(*net.UDPConn), addr)
-}
-
-// Serve serves conn (which it closes on Close).
-func (e *Engine) Serve(conn *net.UDPConn, addr string) (net.Addr, error) {
-	ln := &listener{conn: conn, addr: addr}
+	ln := &listener{conn: pc.(*net.UDPConn), addr: addr}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		conn.Close()
+		ln.conn.Close()
 		return nil, net.ErrClosed
 	}
 	e.lns = append(e.lns, ln)
 	e.wg.Add(1)
 	e.mu.Unlock()
 	go e.readLoop(ln)
-	return conn.LocalAddr(), nil
+	return ln, nil
 }
 
 // Addrs returns the bound listeners' addresses.
@@ -173,9 +185,16 @@ func (e *Engine) Flows() int {
 
 // Close stops the listeners, ends every flow and waits for the goroutines.
 func (e *Engine) Close() {
+	e.shutdown()
+	<-e.janitorDone
+}
+
+// shutdown is Close but for the janitor's end, which may be what calls it.
+func (e *Engine) shutdown() {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		e.wg.Wait()
 		return
 	}
 	e.closed = true
@@ -193,6 +212,53 @@ func (e *Engine) Close() {
 		e.finish(f, "closed")
 	}
 	e.wg.Wait()
+}
+
+// Start binds addrs, then calls next (the manager starts its TCP
+// listeners there): when a bind or next fails, the listeners Start bound
+// are closed and the error returned. They stop when ctx ends. A reload
+// does not rebind them: listen_udp takes effect at start.
+func (e *Engine) Start(ctx context.Context, addrs []string, next func() error) error {
+	var bound []*listener
+	fail := func(err error) error {
+		for _, ln := range bound {
+			e.stopListener(ln)
+		}
+		return err
+	}
+	for _, a := range addrs {
+		ln, err := e.listen(ctx, a)
+		if err != nil {
+			return fail(fmt.Errorf("listen_udp %s: %w", a, err))
+		}
+		bound = append(bound, ln)
+		e.opt.Log.Info("protoplex listening", "addr", ln.conn.LocalAddr().String(), "transport", "udp")
+	}
+	if err := next(); err != nil {
+		return fail(err)
+	}
+	for _, ln := range bound {
+		context.AfterFunc(ctx, func() { e.stopListener(ln) })
+	}
+	return nil
+}
+
+// stopListener closes ln and ends its flows.
+func (e *Engine) stopListener(ln *listener) {
+	ln.conn.Close()
+	var ended []*flow
+	e.mu.Lock()
+	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return l == ln })
+	for k, f := range e.flows {
+		if k.ln == ln {
+			e.removeLocked(f)
+			ended = append(ended, f)
+		}
+	}
+	e.mu.Unlock()
+	for _, f := range ended {
+		e.finish(f, "closed")
+	}
 }
 
 func (e *Engine) readLoop(ln *listener) {
@@ -488,13 +554,16 @@ func (e *Engine) Sweep(now time.Time) {
 	}
 }
 
-func (e *Engine) janitor(period time.Duration) {
-	defer e.wg.Done()
+func (e *Engine) janitor(ctx context.Context, period time.Duration) {
+	defer close(e.janitorDone)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-e.stop:
+			return
+		case <-ctx.Done():
+			e.shutdown()
 			return
 		case <-t.C:
 			e.Sweep(e.now())

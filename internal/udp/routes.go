@@ -1,6 +1,8 @@
 package udp
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,14 @@ import (
 // DNSIdleTimeout is the idle timeout of DNS flows (a query and its
 // answer); other protocols' flows get DefaultIdleTimeout.
 const DNSIdleTimeout = 10 * time.Second
+
+// ForManager is the options of a manager's engine: following its routing
+// snapshot and server settings, admitted by its guard, counted in st,
+// closed when ctx ends.
+func ForManager(ctx context.Context, snapshot func() *routing.Table, server func() config.Server, g Admitter, st *metrics.UDP, log *slog.Logger) Options {
+	table, settings := Follow(snapshot, server, st)
+	return Options{Table: table, Settings: settings, Guard: g, Stats: st, Log: log, Context: ctx}
+}
 
 // Follow returns Options.Table and Options.Settings that follow a
 // manager's routing snapshot and server settings: the UDP table is built
