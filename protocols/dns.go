@@ -4,18 +4,25 @@ import "encoding/binary"
 
 func init() { register(dnsDescriptor, NewDNSProtocol) }
 
-var dnsDescriptor = Descriptor{Name: "DNS", Transports: TCP, Detect: detectDNS, FirstBytes: []byte{0x00, 0x01},
-	Summary: "DNS over TCP: a query with a well-formed first question"}
+var dnsDescriptor = Descriptor{Name: "DNS", Transports: TCP | UDP, Detect: detectDNS, Datagram: detectDNSDatagram,
+	FirstBytes: []byte{0x00, 0x01}, Summary: "DNS over TCP or UDP: a query with a well-formed first question"}
 
-// NewDNSProtocol routes DNS over TCP: a 2-byte length, then a header that
-// is a query (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions
-// and no answers, then a well-formed first question (labels ≤ 63 bytes,
-// name ≤ 255, QTYPE and QCLASS) inside the announced length.
+// NewDNSProtocol routes DNS over TCP and UDP: a header that is a query
+// (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions and no
+// answers, then a well-formed first question (labels ≤ 63 bytes, name ≤ 255,
+// QTYPE and QCLASS) inside the message. Over TCP the message follows a
+// 2-byte length; over UDP it is the flow's first datagram, whole, and its
+// questions and records (at most 64) must end where the datagram ends.
 //
-// Indexed under first bytes 0x00 and 0x01 (the length's high byte): queries
-// up to 511 bytes, which covers what resolvers send; a length-prefixed
-// detector without an index would make every other client wait for it.
+// Indexed under first bytes 0x00 and 0x01 (the TCP length's high byte):
+// queries up to 511 bytes, which covers what resolvers send; a
+// length-prefixed detector without an index would make every other client
+// wait for it. A UDP query starts with its random ID, any byte.
 func NewDNSProtocol(target string) *Protocol { return build(&dnsDescriptor, target) }
+
+// dnsMinQuery is the smallest query: a 12-byte header, the root name, QTYPE
+// and QCLASS.
+const dnsMinQuery = 17
 
 func detectDNS(data []byte) Result {
 	if len(data) > 0 && data[0] > 0x01 {
@@ -25,13 +32,82 @@ func detectDNS(data []byte) Result {
 		return NeedMore
 	}
 	msgLen := int(binary.BigEndian.Uint16(data))
-	if msgLen < 17 || msgLen > 511 { // 12-byte header + root name + type + class
+	if msgLen < dnsMinQuery || msgLen > 511 {
 		return NoMatch
 	}
-	if len(data) < 2+12 {
+	return dnsQuery(data[2:], msgLen)
+}
+
+// dnsMaxRecords bounds the resource records a UDP query may carry after its
+// questions (an OPT record, an update's prerequisites and updates, TSIG).
+const dnsMaxRecords = 64
+
+// detectDNSDatagram: the first datagram is one whole query, and its
+// sections (every question, then the records its counts announce) end
+// exactly where the datagram does.
+func detectDNSDatagram(datagrams [][]byte) Result {
+	if len(datagrams) == 0 {
 		return NeedMore
 	}
-	h := data[2:14]
+	d := datagrams[0]
+	if len(d) < dnsMinQuery || dnsQuery(d, len(d)) != Match {
+		return NoMatch
+	}
+	qd := int(binary.BigEndian.Uint16(d[4:6]))
+	rrs := int(binary.BigEndian.Uint16(d[6:8])) + int(binary.BigEndian.Uint16(d[8:10])) + int(binary.BigEndian.Uint16(d[10:12]))
+	if rrs > dnsMaxRecords {
+		return NoMatch
+	}
+	i := 12
+	for range qd {
+		if i = dnsSkipName(d, i) + 4; i > len(d) {
+			return NoMatch
+		}
+	}
+	for range rrs {
+		if i = dnsSkipName(d, i) + 10; i > len(d) { // type, class, TTL, RDLENGTH
+			return NoMatch
+		}
+		if i += int(binary.BigEndian.Uint16(d[i-2:])); i > len(d) {
+			return NoMatch
+		}
+	}
+	if i != len(d) {
+		return NoMatch
+	}
+	return Match
+}
+
+// dnsSkipName returns the offset after the name at msg[i:]: labels up to the
+// root, or up to a compression pointer. It returns len(msg)+1 when the name
+// does not end inside msg or is malformed.
+func dnsSkipName(msg []byte, i int) int {
+	for nameLen := 0; i < len(msg); {
+		l := int(msg[i])
+		switch {
+		case l == 0:
+			return i + 1
+		case l&0xc0 == 0xc0:
+			return i + 2
+		case l > 63:
+			return len(msg) + 1
+		}
+		if nameLen += l + 1; nameLen > 255 {
+			return len(msg) + 1
+		}
+		i += 1 + l
+	}
+	return len(msg) + 1
+}
+
+// dnsQuery checks a query message of msgLen bytes of which msg holds the
+// beginning (all of it when len(msg) ≥ msgLen): NeedMore while the header or
+// first question is still to come.
+func dnsQuery(msg []byte, msgLen int) Result {
+	if len(msg) < 12 {
+		return NeedMore
+	}
+	h := msg[:12]
 	flags := h[2]
 	opcode := flags >> 3 & 0x0f
 	if flags&0x80 != 0 || (opcode != 0 && opcode != 4 && opcode != 5) || h[3]&0x40 != 0 {
@@ -43,15 +119,15 @@ func detectDNS(data []byte) Result {
 		return NoMatch
 	}
 	// First question name.
-	i, nameLen := 14, 0
+	i, nameLen := 12, 0
 	for {
-		if i >= 2+msgLen {
+		if i >= msgLen {
 			return NoMatch
 		}
-		if i >= len(data) {
+		if i >= len(msg) {
 			return NeedMore
 		}
-		l := int(data[i])
+		l := int(msg[i])
 		if l == 0 {
 			i++
 			break
@@ -65,13 +141,13 @@ func detectDNS(data []byte) Result {
 		}
 		i += 1 + l
 	}
-	if i+4 > 2+msgLen {
+	if i+4 > msgLen {
 		return NoMatch
 	}
-	if len(data) < i+4 {
+	if len(msg) < i+4 {
 		return NeedMore
 	}
-	if qclass := binary.BigEndian.Uint16(data[i+2:]); qclass != 1 && qclass != 3 && qclass != 4 && qclass != 254 && qclass != 255 {
+	if qclass := binary.BigEndian.Uint16(msg[i+2:]); qclass != 1 && qclass != 3 && qclass != 4 && qclass != 254 && qclass != 255 {
 		return NoMatch
 	}
 	return Match

@@ -56,7 +56,7 @@ func readDocsTable(t *testing.T) []docsRow {
 	if header == nil {
 		t.Fatalf("%s: no table with a %q column", docsTable, docsTableHeader)
 	}
-	for _, h := range []string{"constructor", "first", "options"} {
+	for _, h := range []string{"constructor", "first", "transport", "options"} {
 		if !slices.Contains(header, h) {
 			t.Fatalf("%s: the table has no %q column", docsTable, h)
 		}
@@ -121,6 +121,9 @@ func TestDocsTable(t *testing.T) {
 		}
 		if row["first"] != first {
 			t.Errorf("%s: %s speaks first: %q, want %q", docsTable, d.Name, row["first"], first)
+		}
+		if got := strings.ReplaceAll(row["transport"], " ", ""); got != d.Transports.String() {
+			t.Errorf("%s: %s's transport %q, want %q", docsTable, d.Name, row["transport"], d.Transports)
 		}
 		var keys []string
 		for _, w := range codeSpans(row["options"]) {

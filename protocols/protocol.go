@@ -379,11 +379,15 @@ func (p *Protocol) Clone() *Protocol {
 	return &c
 }
 
-// Detector returns the protocol's detector: Detect when set, else one compiled
-// from the byte fields. Route conditions are not part of it (see Accepts).
+// Detector returns the protocol's stream detector: Detect when set, one
+// that answers NoMatch for a protocol only on UDP, else one compiled from
+// the byte fields. Route conditions are not part of it (see Accepts).
 func (p *Protocol) Detector() DetectFunc {
-	if p.Detect != nil {
+	switch {
+	case p.Detect != nil:
 		return p.Detect
+	case p.Transports()&TCP == 0:
+		return noMatch
 	}
 	return byteFieldDetector(p)
 }

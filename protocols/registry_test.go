@@ -20,15 +20,23 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Descriptors not sorted: %s before %s", ds[i-1].Name, d.Name)
 		}
 		p := d.New("127.0.0.1:1")
-		if p.Name != d.Name || p.Target != "127.0.0.1:1" || p.Detect == nil {
-			t.Errorf("%s: constructor gives Name %q, Target %q, Detect set %v", d.Name, p.Name, p.Target, p.Detect != nil)
+		if p.Name != d.Name || p.Target != "127.0.0.1:1" || p.Transports() != d.Transports || p.Spec().Transports != d.Transports {
+			t.Errorf("%s: constructor gives Name %q, Target %q, transports %v (spec %v); want transports %v",
+				d.Name, p.Name, p.Target, p.Transports(), p.Spec().Transports, d.Transports)
+		}
+		if (p.Detect != nil) != (d.Transports&TCP != 0) || (p.Datagram != nil) != (d.Transports&UDP != 0) {
+			t.Errorf("%s: transports %v but Detect set %v, Datagram set %v", d.Name, d.Transports, p.Detect != nil, p.Datagram != nil)
 		}
 		if p.ServerFirst() != d.ServerFirst {
 			t.Errorf("%s: descriptor ServerFirst %v, protocol %v", d.Name, d.ServerFirst, p.ServerFirst())
 		}
-		// A route condition needs metadata, which only an inspector gives.
-		if (d.Routable != 0) != (p.Inspect != nil) {
-			t.Errorf("%s: Routable %v but Inspect set %v", d.Name, d.Routable, p.Inspect != nil)
+		// A route condition needs metadata, which only an inspector gives:
+		// one on every transport the protocol exists on.
+		if (d.Routable != 0) != (p.Inspect != nil || p.InspectDatagram != nil) ||
+			d.Routable != 0 && (d.Transports&TCP != 0) != (p.Inspect != nil) ||
+			d.Routable != 0 && (d.Transports&UDP != 0) != (p.InspectDatagram != nil) {
+			t.Errorf("%s: Routable %v, transports %v, but Inspect set %v, InspectDatagram set %v",
+				d.Name, d.Routable, d.Transports, p.Inspect != nil, p.InspectDatagram != nil)
 		}
 		if d.Summary == "" {
 			t.Errorf("%s: no summary", d.Name)
@@ -79,6 +87,12 @@ func TestRegistryConditions(t *testing.T) {
 	}
 }
 
+// constructorTransports are the built-ins that exist on UDP; the others
+// are TCP only.
+var constructorTransports = map[string]Transports{
+	"DNS": TCP | UDP, "OpenVPN": TCP | UDP, "SIP": TCP | UDP, "STUN": TCP | UDP, "DTLS": UDP, "WireGuard": UDP,
+}
+
 // TestConstructors: what each exported constructor builds, field by field:
 // the fields a built-in sets, each from its descriptor, and nothing else.
 func TestConstructors(t *testing.T) {
@@ -89,6 +103,7 @@ func TestConstructors(t *testing.T) {
 		inspect, serverFirst bool
 	}{
 		{NewDNSProtocol, "DNS", "\x00\x01", 0, false, false},
+		{NewDTLSProtocol, "DTLS", "\x16", 0, true, false},
 		{NewFTPProtocol, "FTP", "\x00", 0, false, true},
 		{NewHTTPProtocol, "HTTP", "GHPDOTCMLUSRABV", 0, true, false},
 		{NewHTTPWebDAVProtocol, "HTTP", "GHPDOTCMLUSRABV", 0, true, false},
@@ -110,13 +125,20 @@ func TestConstructors(t *testing.T) {
 		{NewTLSProtocol, "TLS", "\x16", 0, true, false},
 		{NewWebDAVProtocol, "WebDAV", "PMCLUSRAOBV", 1, true, false},
 		{NewWebSocketProtocol, "WebSocket", "G", 1, true, false},
+		{NewWireGuardProtocol, "WireGuard", "\x01", 0, false, false},
 	} {
 		p := c.new("127.0.0.1:7")
 		got := *p
-		if got.Detect == nil || (got.Inspect != nil) != c.inspect {
-			t.Errorf("%s: Detect set %v, Inspect set %v; want Detect, Inspect %v", c.name, got.Detect != nil, got.Inspect != nil, c.inspect)
+		on := constructorTransports[c.name]
+		if on == 0 {
+			on = TCP
 		}
-		got.Detect, got.Inspect = nil, nil
+		if (got.Detect != nil) != (on&TCP != 0) || (got.Datagram != nil) != (on&UDP != 0) ||
+			(got.Inspect != nil || got.InspectDatagram != nil) != c.inspect {
+			t.Errorf("%s: Detect set %v, Datagram set %v, Inspect set %v, InspectDatagram set %v; want transports %v, inspect %v",
+				c.name, got.Detect != nil, got.Datagram != nil, got.Inspect != nil, got.InspectDatagram != nil, on, c.inspect)
+		}
+		got.Detect, got.Inspect, got.Datagram, got.InspectDatagram = nil, nil, nil, nil
 		want := Protocol{Name: c.name, Target: "127.0.0.1:7", FirstBytes: []byte(c.first), Specificity: c.specificity}
 		if c.serverFirst {
 			want.EstablishConnection = []EstablishConnection{{}}
@@ -158,6 +180,15 @@ func TestRegisterRejects(t *testing.T) {
 	}
 	noDetector := stun("Fresh")
 	noDetector.Detect = nil
+	noDatagram := stun("Fresh")
+	noDatagram.Datagram = nil
+	noTransports := stun("Fresh")
+	noTransports.Transports = 0
+	tcpOnly := stun("Fresh")
+	tcpOnly.Transports = TCP
+	strayInspector := stun("Fresh")
+	strayInspector.Datagram, strayInspector.Transports = nil, TCP
+	strayInspector.InspectDatagram = inspectDTLS
 	for name, c := range map[string]struct {
 		d    Descriptor
 		ctor Constructor
@@ -169,6 +200,10 @@ func TestRegisterRejects(t *testing.T) {
 		"no name":            {stun(""), NewSTUNProtocol},
 		"no constructor":     {stun("Fresh"), nil},
 		"no detector":        {noDetector, NewSTUNProtocol},
+		"no datagram":        {noDatagram, NewSTUNProtocol},
+		"no transports":      {noTransports, NewSTUNProtocol},
+		"datagram on tcp":    {tcpOnly, NewSTUNProtocol},
+		"stray inspector":    {strayInspector, NewSTUNProtocol},
 		"alias of an alias":  {stun("Fresh", "postgres"), NewSTUNProtocol},
 		"name of an alias'":  {stun("Postgres"), NewSTUNProtocol},
 		"empty alias string": {stun("Fresh", ""), NewSTUNProtocol},

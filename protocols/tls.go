@@ -147,6 +147,14 @@ func tlsParseClientHello(body []byte, truncated bool) Metadata {
 		!s.ReadUint8LengthPrefixed(&methods) {
 		return md
 	}
+	return tlsParseExtensions(s, truncated)
+}
+
+// tlsParseExtensions reads server_name and ALPN from the extension block
+// that ends a ClientHello (TLS or DTLS): s starts at the block's 2-byte
+// length. truncated is as for tlsParseClientHello.
+func tlsParseExtensions(s cryptobyte.String, truncated bool) Metadata {
+	var md Metadata
 	var extLen uint16
 	if !s.ReadUint16(&extLen) {
 		return md // no extensions (SSL 3.0 style)

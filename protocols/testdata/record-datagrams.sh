@@ -1,0 +1,40 @@
+#!/bin/sh
+# Recreates testdata/datagrams/*.bin: the first datagram real clients send to
+# a UDP socket on 127.0.0.1 that never answers (no other address is
+# contacted). Needs: dig (bind9-dnsutils), turnutils_stunclient and
+# turnutils_uclient (coturn), openvpn, sipsak, openssl
+# (scripts/install-test-deps.sh installs them). No WireGuard client runs
+# without its kernel module or a TUN device, so the WireGuard tests build
+# handshake initiations from the protocol's description instead.
+# Run from anywhere inside the module: protocols/testdata/record-datagrams.sh
+set -eu
+cd "$(dirname "$0")/../.."
+out=protocols/testdata/datagrams
+mkdir -p "$out"
+rec() { name=$1; shift; go run ./protocols/testdata/dgrecorder -out "$out/$name" "$@"; }
+
+rec dns-dig.bin -- dig +tries=1 +time=2 @127.0.0.1 -p {port} example.test A
+rec dns-dig-noedns.bin -- dig +noedns +norec +tries=1 +time=2 @127.0.0.1 -p {port} example.test MX
+rec stun-turnutils-stunclient.bin -- turnutils_stunclient -p {port} 127.0.0.1
+rec stun-turnutils-uclient.bin -- turnutils_uclient -n 1 -m 1 -l 64 -p {port} -e 127.0.0.1 127.0.0.1
+rec sip-sipsak.bin -- sipsak -E udp -s sip:test@127.0.0.1:{port}
+rec dtls-openssl-sni.bin -- sh -c 'openssl s_client -dtls1_2 -connect 127.0.0.1:{port} -servername example.com -alpn h2,coap </dev/null'
+rec dtls-openssl-nosni.bin -- sh -c 'openssl s_client -dtls -connect 127.0.0.1:{port} -noservername </dev/null'
+# OpenVPN's client needs a certificate before it sends its hard reset, and a
+# static key for tls-auth, tls-crypt and tls-crypt-v2.
+pki=$(mktemp -d)
+trap 'rm -rf "$pki"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" \
+	-subj /CN=ca -days 1 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/c.key" -out "$pki/c.csr" -subj /CN=c 2>/dev/null
+openssl x509 -req -in "$pki/c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -out "$pki/c.crt" -days 1 2>/dev/null
+openvpn --genkey secret "$pki/ta.key" >/dev/null
+openvpn --genkey tls-crypt-v2-server "$pki/v2s.key" >/dev/null
+openvpn --genkey tls-crypt-v2-client "$pki/v2c.key" --tls-crypt-v2 "$pki/v2s.key" >/dev/null
+ovpn() { name=$1; shift; rec "$name" -- openvpn --dev null --proto udp --remote 127.0.0.1 {port} --nobind --tls-client \
+	--ca "$pki/ca.crt" --cert "$pki/c.crt" --key "$pki/c.key" --connect-retry-max 1 "$@"; }
+ovpn openvpn-openvpn.bin
+ovpn openvpn-openvpn-tlsauth.bin --tls-auth "$pki/ta.key" 1
+ovpn openvpn-openvpn-tlsauth-sha512.bin --tls-auth "$pki/ta.key" 1 --auth SHA512
+ovpn openvpn-openvpn-tlscrypt.bin --tls-crypt "$pki/ta.key"
+ovpn openvpn-openvpn-tlscryptv2.bin --tls-crypt-v2 "$pki/v2c.key"
