@@ -40,6 +40,8 @@ peers=(
   "xfreerdp freerdp2-x11"
   "systemd-socket-activate systemd"
   "systemd-analyze systemd"
+  "ip iproute2"
+  "nft nftables"
 )
 
 missing=()

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// netnsRules is what docs/transparent.md tells a deployment to run on the
+// protoplex host: a reply to a transparent socket (a backend on another
+// host) or from a local backend's port is marked, and marked packets are
+// delivered locally instead of routed on towards the client.
+const netnsRules = `table ip protoplex {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set 1
+  }
+  chain output {
+    type route hook output priority mangle; policy accept;
+    tcp sport %d meta mark set 1
+  }
+}
+`
+
+// TestTransparentNetns: a client, protoplex and a backend each in a
+// network namespace of their own (veth pairs; the client and the backend
+// route through protoplex's namespace, which does not forward), and a
+// second backend in protoplex's namespace. With the documented rules both
+// backends see the client's own address; without the policy rule the
+// remote backend's replies never reach protoplex and the request times out.
+func TestTransparentNetns(t *testing.T) {
+	ipBin := requireBinary(t, "ip")
+	nft := requireBinary(t, "nft")
+	nginx := requireBinary(t, "nginx")
+	curl := requireBinary(t, "curl")
+	ns := fmt.Sprintf("pp%d", os.Getpid()%100000)
+	cli, px, be := ns+"-c", ns+"-x", ns+"-b"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := run(t, 10*time.Second, ipBin, args...); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := run(t, 10*time.Second, ipBin, "netns", "add", cli); err != nil {
+		t.Skipf("ip netns unavailable here (needs root): %v %s", err, out)
+	}
+	// Deleting a namespace removes its veth ends; registered first, this runs
+	// after every process in the namespaces has been stopped.
+	t.Cleanup(func() {
+		for _, n := range []string{cli, px, be} {
+			exec.Command(ipBin, "netns", "del", n).Run()
+		}
+	})
+	ip("netns", "add", px)
+	ip("netns", "add", be)
+	ip("link", "add", ns+"-c0", "netns", cli, "type", "veth", "peer", "name", ns+"-x0", "netns", px)
+	ip("link", "add", ns+"-x1", "netns", px, "type", "veth", "peer", "name", ns+"-b0", "netns", be)
+	for _, a := range []struct{ ns, dev, addr string }{
+		{cli, ns + "-c0", "10.201.0.2/24"}, {px, ns + "-x0", "10.201.0.1/24"},
+		{px, ns + "-x1", "10.202.0.1/24"}, {be, ns + "-b0", "10.202.0.2/24"},
+	} {
+		ip("-n", a.ns, "addr", "add", a.addr, "dev", a.dev)
+		ip("-n", a.ns, "link", "set", a.dev, "up")
+		ip("-n", a.ns, "link", "set", "lo", "up")
+	}
+	ip("-n", cli, "route", "add", "default", "via", "10.201.0.1")
+	ip("-n", be, "route", "add", "default", "via", "10.202.0.1")
+	const localPort = 8081
+	ip("-n", px, "rule", "add", "fwmark", "1", "lookup", "100")
+	ip("-n", px, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+	rules := filepath.Join(t.TempDir(), "rules.nft")
+	testnet.WriteFile(t, rules, fmt.Sprintf(netnsRules, localPort))
+	ip("netns", "exec", px, nft, "-f", rules)
+
+	// in runs a client in namespace n.
+	in := func(n string, timeout time.Duration, args ...string) (string, error) {
+		return run(t, timeout, ipBin, append([]string{"netns", "exec", n}, args...)...)
+	}
+	far, near := "10.202.0.2:80", fmt.Sprintf("10.202.0.1:%d", localPort)
+	for _, b := range []struct{ ns, addr string }{{be, far}, {px, near}} {
+		dir := t.TempDir()
+		testnet.WriteFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf(`daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
+  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
+  server { listen %[2]s; location / { default_type text/plain; return 200 "peer=$remote_addr"; } }
+}
+`, dir, b.addr))
+		p := testnet.StartProcess(t, exec.Command(ipBin, "netns", "exec", b.ns, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf")))
+		testnet.Eventually(t, 15*time.Second, func() bool {
+			_, err := in(b.ns, 5*time.Second, curl, "-s", "-m", "1", "http://"+b.addr+"/")
+			return err == nil
+		}, "nginx on %s never answered:\n%s", b.addr, p.Out)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf(`server:
+  listen: "10.201.0.1:0"
+  transparent: true
+protocols:
+  - name: HTTP
+    host: far.test
+    target: %q
+  - name: HTTP
+    host: near.test
+    target: %q
+monitoring:
+  metrics_port: 0
+  health_check_port: 0
+`, far, near))
+	addr, p, _ := startCLI(t, ipBin, "netns", "exec", px, buildCLI(t), "-config", cfg)
+	for _, host := range []string{"far.test", "near.test"} {
+		out, err := in(cli, 20*time.Second, curl, "-sS", "-m", "10", "-H", "Host: "+host, "http://"+addr+"/")
+		if err != nil || out != "peer=10.201.0.2" {
+			t.Errorf("%s: %q %v, want the client's address\nprotoplex log:\n%s", host, out, err, p.Out)
+		}
+	}
+	ip("-n", px, "rule", "del", "fwmark", "1", "lookup", "100")
+	if out, err := in(cli, 20*time.Second, curl, "-sS", "-m", "2", "-H", "Host: far.test", "http://"+addr+"/"); err == nil {
+		t.Errorf("without the policy rule the remote backend still answered: %q", out)
+	}
+}
