@@ -16,7 +16,7 @@ import (
 // protoplex host: a reply to a transparent socket (a backend on another
 // host) or from a local backend's port is marked, and marked packets are
 // delivered locally instead of routed on towards the client.
-const netnsRules = `table ip protoplex {
+const netnsRules = `table inet protoplex {
   chain prerouting {
     type filter hook prerouting priority mangle; policy accept;
     meta l4proto tcp socket transparent 1 meta mark set 1

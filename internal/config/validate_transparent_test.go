@@ -14,6 +14,7 @@ func TestTransparentAndUnixChecks(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"server:\n  listen: unix:run/p.sock\n" + ssh, `c.yaml:2: server.listen[0]: unix socket path "run/p.sock": want an absolute path`},
 		{"server:\n  listen: unix:" + long + "\n" + ssh, "c.yaml:2: server.listen[0]: unix socket path"},
+		{"server:\n  listen_udp: unix:/run/p.sock\n" + ssh, "c.yaml:2: server.listen_udp"},
 		{"protocols:\n  - name: HTTP\n    target: unix:app.sock\n", `c.yaml:3: protocols[0] (HTTP): target "unix:app.sock": unix socket path "app.sock": want an absolute path`},
 		{"server:\n  transparent: true\nprotocols:\n  - name: SSH\n    target: h:22\n    source: 127.0.0.2\n", "c.yaml:2: protocols[0] (SSH): transparent does not combine with source"},
 		{"protocols:\n  - name: SSH\n    target: h:22\n    transparent: true\n    pool: {min_idle: 1}\n", "c.yaml:4: protocols[0] (SSH): transparent does not combine with pool.min_idle"},
