@@ -203,26 +203,56 @@ func checkQUIC(t *testing.T, name string, datagrams [][]byte, okAt int, want Met
 	}
 }
 
-// TestQUICRecorded reads the first datagram real clients sent (ngtcp2's
-// gtlsclient: QUIC version 1, ALPN h3).
-func TestQUICRecorded(t *testing.T) {
+// quicRecorded returns the recorded first flights of QUIC clients, by
+// name: NAME.bin is a flight of one datagram, NAME-1.bin, NAME-2.bin... the
+// datagrams of a flight in order.
+func quicRecorded(tb testing.TB) map[string][][]byte {
+	tb.Helper()
 	paths, _ := filepath.Glob(filepath.Join("testdata", "datagrams", "quic-*.bin"))
 	if len(paths) == 0 {
-		t.Fatal("no recorded QUIC datagram (recreate with protocols/testdata/record-quic.sh)")
+		tb.Fatal("no recorded QUIC datagram (recreate with protocols/testdata/record-quic.sh)")
 	}
-	want := map[string]Metadata{
-		"quic-gtlsclient.bin": {SNI: "localhost", ALPN: []string{"h3"}},
-	}
+	slices.Sort(paths) // NAME-1 before NAME-2 (at most 9 datagrams)
+	out := map[string][][]byte{}
 	for _, p := range paths {
 		d, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		md, known := want[filepath.Base(p)]
+		name := strings.TrimSuffix(filepath.Base(p), ".bin")
+		if k := strings.LastIndexByte(name, '-'); k > 0 && len(name)-k == 2 && name[k+1] >= '1' && name[k+1] <= '9' {
+			name = name[:k]
+		}
+		out[name] = append(out[name], d)
+	}
+	return out
+}
+
+// TestQUICRecorded reads the first flights real clients sent: ngtcp2's
+// gtlsclient (QUIC version 1, one datagram) and quic-go's client (versions
+// 1 and 2, a post-quantum ClientHello in CRYPTO frames spread over two
+// datagrams, out of order).
+func TestQUICRecorded(t *testing.T) {
+	want := map[string]struct {
+		datagrams int
+		md        Metadata
+	}{
+		"quic-gtlsclient": {1, Metadata{SNI: "localhost", ALPN: []string{"h3"}}},
+		"quic-quicgo-v1":  {2, Metadata{SNI: "a.example", ALPN: []string{"h3"}}},
+		"quic-quicgo-v2":  {2, Metadata{SNI: "b.example", ALPN: []string{"h3"}}},
+	}
+	got := quicRecorded(t)
+	for name, w := range want {
+		if len(got[name]) != w.datagrams {
+			t.Fatalf("%s: %d datagrams recorded, want %d", name, len(got[name]), w.datagrams)
+		}
+	}
+	for name, flight := range got {
+		w, known := want[name]
 		if !known {
-			t.Fatalf("%s: no expected metadata", p)
+			t.Fatalf("%s: no expected metadata", name)
 		}
-		checkQUIC(t, filepath.Base(p), [][]byte{d}, 1, md)
+		checkQUIC(t, name, flight, w.datagrams, w.md)
 	}
 }
 
@@ -459,32 +489,21 @@ d5974ee12e5cf7d5da4d6a31123041f33e61407e76cffcdcfd7e19ba58cf4b53
 9a37ddec600545473cfb5a05e08d0b209973b2172b4d21fb69745a262ccde96b
 a18b2faa745b6fe189cf772a9f84cbfc`
 
-// quicFuzzSeeds are first datagrams of QUIC flows: the RFC examples, the
-// recorded ones and a ClientHello split over two datagrams.
-func quicFuzzSeeds(f *testing.F) [][]byte {
-	seeds := [][]byte{quicHex(quicRFC9001Packet), quicHex(quicRFC9369Packet)}
-	paths, _ := filepath.Glob(filepath.Join("testdata", "datagrams", "quic-*.bin"))
-	for _, p := range paths {
-		d, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		seeds = append(seeds, d)
+// FuzzQUIC splits its input into two datagrams at split: no panic, the
+// datagrams are not modified, and the answers on the first datagram alone
+// stand once the second arrives. Seeds: the RFC examples, the recorded
+// flights (two datagrams at most) and a ClientHello split by the test's
+// encoder.
+func FuzzQUIC(f *testing.F) {
+	f.Add(quicHex(quicRFC9001Packet), uint(1200))
+	f.Add(quicHex(quicRFC9369Packet), uint(1200))
+	for _, flight := range quicRecorded(f) {
+		f.Add(slices.Concat(flight...), uint(len(flight[0])))
 	}
 	ch := quicChromiumHello(f)
 	dcid := quicHex("0123456789abcdef")
-	return append(seeds, slices.Concat(
-		quicDatagram(f, quicV1, dcid, 0, quicCryptoFrame(ch, 0, 900)),
-		quicDatagram(f, quicV1, dcid, 1, quicCryptoFrame(ch, 900, len(ch)))))
-}
-
-// FuzzQUIC splits its input into two datagrams at split: no panic, the
-// datagrams are not modified, and the answers on the first datagram alone
-// stand once the second arrives.
-func FuzzQUIC(f *testing.F) {
-	for _, s := range quicFuzzSeeds(f) {
-		f.Add(s, uint(min(len(s), 1200)))
-	}
+	first := quicDatagram(f, quicV1, dcid, 0, quicCryptoFrame(ch, 0, 900))
+	f.Add(slices.Concat(first, quicDatagram(f, quicV1, dcid, 1, quicCryptoFrame(ch, 900, len(ch)))), uint(len(first)))
 	f.Fuzz(func(t *testing.T, data []byte, split uint) {
 		orig := bytes.Clone(data)
 		k := int(split % uint(len(data)+1))

@@ -14,3 +14,10 @@ rec() { name=$1; shift; go run ./protocols/testdata/dgrecorder -out "$out/$name"
 # as SNI for a numeric host and ignores --sni; its "-v 0x6b3343cf" sends
 # version 1 packet types (draft QUIC v2 only), so no version 2 is recorded.
 rec quic-gtlsclient.bin -- gtlsclient -q --timeout=3s 127.0.0.1 {port} https://localhost/
+
+# quic-go's client (a module of its own, so that quic-go is no dependency of
+# protoplex): its ClientHello with an X25519MLKEM768 key share spans two
+# datagrams, written to NAME-1.bin and NAME-2.bin; versions 1 and 2.
+(cd protocols/testdata/quicgo &&
+	go run . -out "../datagrams/quic-quicgo-v1" -version 1 -sni a.example -alpn h3 &&
+	go run . -out "../datagrams/quic-quicgo-v2" -version 2 -sni b.example -alpn h3)
