@@ -168,6 +168,7 @@ func differences(a, b *protocols.Protocol) []string {
 		{"balance", func(p *protocols.Protocol) any { return p.Balance }},
 		{"send_proxy", func(p *protocols.Protocol) any { return p.SendProxy }},
 		{"source", func(p *protocols.Protocol) any { return strings.Join(p.Source, ",") }},
+		{"transparent", func(p *protocols.Protocol) any { return p.Transparent }},
 		{"pool", func(p *protocols.Protocol) any { return p.Pool }},
 		{"health_check", func(p *protocols.Protocol) any { return p.Health }},
 		{"idle_timeout", func(p *protocols.Protocol) any { return p.IdleTimeout }},
