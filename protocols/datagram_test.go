@@ -3,6 +3,7 @@ package protocols
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -531,6 +532,35 @@ func FuzzDatagrams(f *testing.F) {
 		}
 		if !bytes.Equal(data, orig) {
 			t.Fatal("data modified")
+		}
+	})
+}
+
+// BenchmarkDatagram: one datagram detector call on its protocol's recorded
+// first datagram (and DTLS on a ClientHello in three fragments).
+func BenchmarkDatagram(b *testing.B) {
+	recorded := recordedDatagrams(b)
+	names := slices.Sorted(maps.Keys(recorded))
+	for _, name := range names {
+		d, ok := Describe(strings.SplitN(name, "-", 2)[0])
+		if !ok || d.Datagram == nil {
+			b.Fatalf("%s: not a built-in on UDP", name)
+		}
+		datagrams := [][]byte{recorded[name]}
+		b.Run(strings.TrimSuffix(name, ".bin"), func(b *testing.B) {
+			for b.Loop() {
+				if d.Datagram(datagrams) != Match {
+					b.Fatal("no match")
+				}
+			}
+		})
+	}
+	frags := dtlsRefragment(b, recorded["dtls-openssl-sni.bin"], 80, 1, false)
+	b.Run("dtls-three-fragments", func(b *testing.B) {
+		for b.Loop() {
+			if detectDTLS(frags) != Match {
+				b.Fatal("no match")
+			}
 		}
 	})
 }

@@ -165,7 +165,8 @@ type Protocol struct {
 	// protocols set it.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight of this protocol can start
-	// with, for the engine's first-byte index. Empty means "any byte".
+	// with, for the engine's first-byte index. Empty means "any byte". It
+	// describes the TCP first flight: datagram detectors are not indexed.
 	FirstBytes []byte
 	// Inspect extracts SNI/ALPN/Host for route conditions.
 	Inspect InspectFunc
@@ -240,7 +241,9 @@ type Spec struct {
 	// spec without TCP in Transports has one that answers NoMatch.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight can start with, for the
-	// engine's first-byte index. Empty means "any byte".
+	// engine's first-byte index. Empty means "any byte". It describes the
+	// TCP first flight (a UDP-only protocol's lists its first datagram's
+	// first bytes, so that its NoMatch stream detector is seldom asked).
 	FirstBytes []byte
 	// Inspect extracts route metadata; nil when the protocol has none.
 	Inspect InspectFunc

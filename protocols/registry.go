@@ -29,7 +29,8 @@ type Descriptor struct {
 	// protocol does not exist on TCP.
 	Detect DetectFunc
 	// FirstBytes lists every byte a first flight can start with, for the
-	// engine's first-byte index.
+	// engine's first-byte index (TCP; for a UDP-only protocol, its first
+	// datagram's first bytes).
 	FirstBytes []byte
 	// Inspect extracts route metadata; nil when the protocol has none.
 	Inspect InspectFunc
