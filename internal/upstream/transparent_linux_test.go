@@ -58,6 +58,37 @@ func TestDialTransparent(t *testing.T) {
 	}
 }
 
+// TestDialTransparentIPv6: IPV6_TRANSPARENT on a v6 socket; ::1 is the
+// one loopback address IPv6 has, so the client is ::1 itself.
+func TestDialTransparentIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	defer ln.Close()
+	s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Transparent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, done, err := s.Dial(context.Background(), &net.TCPAddr{IP: net.IPv6loopback, Port: 40000}, nil)
+	if errors.Is(err, syscall.EPERM) {
+		t.Skip("no CAP_NET_ADMIN:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if peer := sc.RemoteAddr().(*net.TCPAddr).AddrPort(); peer.Addr() != netip.IPv6Loopback() {
+		t.Fatalf("backend sees %v, want ::1", peer)
+	}
+}
+
 func TestTransparentRefused(t *testing.T) {
 	tg := []Target{{Addr: "127.0.0.1:80", Weight: 1}}
 	for _, opt := range []Options{
