@@ -12,18 +12,16 @@ import (
 	"github.com/darkit/protoplex/internal/testnet"
 )
 
-// TestDialTransparent: the backend sees the client's IP as the peer (on
-// loopback every 127/8 address is local, so the reply needs no routing
-// rule); the port is the kernel's. A nil client (health probes) dials from
-// this host's address.
-func TestDialTransparent(t *testing.T) {
-	ln := testnet.Listen(t)
+// peerThrough dials ln through a transparent set for client (nil: as a
+// health probe does) and returns the peer address ln's end sees. Without
+// the capability the test is skipped, after checking the error names it.
+func peerThrough(t *testing.T, ln net.Listener, client net.Addr) netip.Addr {
+	t.Helper()
 	s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Transparent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &net.TCPAddr{IP: net.ParseIP("127.0.0.5"), Port: 40000}
-	c, _, done, err := s.Dial(context.Background(), client, nil)
+	c, err := s.dial(context.Background(), s.targets[0], client)
 	if errors.Is(err, syscall.EPERM) {
 		if !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
 			t.Fatalf("EPERM without the capability named: %v", err)
@@ -33,27 +31,24 @@ func TestDialTransparent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer done()
 	defer c.Close()
 	sc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	if peer := sc.RemoteAddr().(*net.TCPAddr).AddrPort(); peer.Addr() != netip.MustParseAddr("127.0.0.5") {
+	return sc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+}
+
+// TestDialTransparent: the backend sees the client's IP as the peer (on
+// loopback every 127/8 address is local, so the reply needs no routing
+// rule). A nil client (health probes) dials from this host's address.
+func TestDialTransparent(t *testing.T) {
+	ln := testnet.Listen(t)
+	if peer := peerThrough(t, ln, &net.TCPAddr{IP: net.ParseIP("127.0.0.5"), Port: 40000}); peer != netip.MustParseAddr("127.0.0.5") {
 		t.Fatalf("backend sees %v, want 127.0.0.5", peer)
 	}
-	p, err := s.dial(context.Background(), s.targets[0], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ps, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ps.Close()
-	if peer := ps.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); peer != netip.MustParseAddr("127.0.0.1") {
+	if peer := peerThrough(t, ln, nil); peer != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("a probe dials from %v, want 127.0.0.1", peer)
 	}
 }
@@ -66,25 +61,7 @@ func TestDialTransparentIPv6(t *testing.T) {
 		t.Skip("no IPv6 loopback:", err)
 	}
 	defer ln.Close()
-	s, err := New([]Target{{Addr: ln.Addr().String(), Weight: 1}}, Options{Transparent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _, done, err := s.Dial(context.Background(), &net.TCPAddr{IP: net.IPv6loopback, Port: 40000}, nil)
-	if errors.Is(err, syscall.EPERM) {
-		t.Skip("no CAP_NET_ADMIN:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	if peer := sc.RemoteAddr().(*net.TCPAddr).AddrPort(); peer.Addr() != netip.IPv6Loopback() {
+	if peer := peerThrough(t, ln, &net.TCPAddr{IP: net.IPv6loopback, Port: 40000}); peer != netip.IPv6Loopback() {
 		t.Fatalf("backend sees %v, want ::1", peer)
 	}
 }
