@@ -42,6 +42,8 @@ peers=(
   "systemd-analyze systemd"
   "ip iproute2"
   "nft nftables"
+  "gtlsclient ngtcp2-client"
+  "/usr/sbin/gtlsserver ngtcp2-server"
 )
 
 missing=()
