@@ -363,3 +363,42 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// A listener on every address (dual-stack where the system has IPv6)
+// answers an IPv4 client from the address it wrote to.
+func TestEveryAddressListener(t *testing.T) {
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, st)
+	e := New(Options{Table: func() *Table { return table }, Stats: st, Sweep: time.Hour})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: a.(*net.UDPAddr).Port})
+	if got := roundTrip(t, c, "a4"); got != "a4" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// Start binds every address or none: a failing next closes what it bound.
+func TestStartBindsAllOrNone(t *testing.T) {
+	e := New(Options{Sweep: time.Hour})
+	t.Cleanup(e.Close)
+	err := e.Start(context.Background(), []string{"127.0.0.1:0", "127.0.0.1:0"}, func() error { return net.ErrClosed })
+	if err == nil || len(e.Addrs()) != 0 {
+		t.Fatalf("err %v, addrs %v: want the error and no listener", err, e.Addrs())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.Start(ctx, []string{"127.0.0.1:0"}, func() error { return nil }); err != nil || len(e.Addrs()) != 1 {
+		t.Fatalf("err %v, addrs %v", err, e.Addrs())
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.Addrs()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener outlived its context")
+		}
+		runtime.Gosched()
+	}
+}
