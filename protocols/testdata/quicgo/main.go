@@ -3,10 +3,13 @@
 // quic-go (QUIC version 1 or 2, SNI and ALPN as given; Go's default key
 // shares include X25519MLKEM768, so the ClientHello spans two Initial
 // packets) and writes each datagram of the first flight to OUT-N.bin. Used
-// by ../record-quic.sh; a module of its own so that quic-go is no
-// dependency of protoplex.
+// by ../record-quic.sh. With -dial it is a client instead: it completes a
+// handshake with the QUIC server at ADDR and prints the common name of the
+// certificate the server sent (the end-to-end tests tell servers apart by
+// it). A module of its own so that quic-go is no dependency of protoplex.
 //
 //	go run . -out DIR/quic-quicgo-v1 -version 1 -sni a.example -alpn h3
+//	go run . -dial 127.0.0.1:4433 -sni b.example -alpn h3
 package main
 
 import (
@@ -34,13 +37,30 @@ func run() error {
 	version := flag.Int("version", 1, "QUIC version: 1 or 2")
 	sni := flag.String("sni", "a.example", "TLS server_name")
 	alpn := flag.String("alpn", "h3", "ALPN protocol")
+	dial := flag.String("dial", "", "handshake with the server at this address and print its certificate's common name")
 	flag.Parse()
-	if *out == "" {
-		return errors.New("usage: quicgorecorder -out PREFIX [-version 1|2] [-sni NAME] [-alpn PROTO]")
+	if (*out == "") == (*dial == "") {
+		return errors.New("usage: quicgorecorder -out PREFIX | -dial ADDR [-version 1|2] [-sni NAME] [-alpn PROTO]")
 	}
 	v := quic.Version1
 	if *version == 2 {
 		v = quic.Version2
+	}
+	tlsConf := &tls.Config{ServerName: *sni, NextProtos: []string{*alpn}, InsecureSkipVerify: true}
+	if *dial != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := quic.DialAddr(ctx, *dial, tlsConf, &quic.Config{Versions: []quic.Version{v}})
+		if err != nil {
+			return err
+		}
+		defer conn.CloseWithError(0, "")
+		certs := conn.ConnectionState().TLS.PeerCertificates
+		if len(certs) == 0 {
+			return errors.New("the server sent no certificate")
+		}
+		fmt.Println("server:", certs[0].Subject.CommonName)
+		return nil
 	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -52,9 +72,7 @@ func run() error {
 	defer cancel()
 	go func() {
 		// The dial fails when ctx ends: nobody answers.
-		_, _ = quic.DialAddr(ctx, pc.LocalAddr().String(),
-			&tls.Config{ServerName: *sni, NextProtos: []string{*alpn}, InsecureSkipVerify: true},
-			&quic.Config{Versions: []quic.Version{v}})
+		_, _ = quic.DialAddr(ctx, pc.LocalAddr().String(), tlsConf, &quic.Config{Versions: []quic.Version{v}})
 	}()
 
 	// The first flight: the datagrams sent back to back, before the client
