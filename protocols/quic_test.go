@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"os"
-	"path/filepath"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -208,22 +207,21 @@ func checkQUIC(t *testing.T, name string, datagrams [][]byte, okAt int, want Met
 // datagrams of a flight in order.
 func quicRecorded(tb testing.TB) map[string][][]byte {
 	tb.Helper()
-	paths, _ := filepath.Glob(filepath.Join("testdata", "datagrams", "quic-*.bin"))
-	if len(paths) == 0 {
-		tb.Fatal("no recorded QUIC datagram (recreate with protocols/testdata/record-quic.sh)")
-	}
-	slices.Sort(paths) // NAME-1 before NAME-2 (at most 9 datagrams)
+	all := recordedDatagrams(tb)
+	names := slices.Sorted(maps.Keys(all)) // NAME-1 before NAME-2 (at most 9 datagrams)
 	out := map[string][][]byte{}
-	for _, p := range paths {
-		d, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
+	for _, file := range names {
+		name, ok := strings.CutSuffix(file, ".bin")
+		if !ok || !strings.HasPrefix(name, "quic-") {
+			continue
 		}
-		name := strings.TrimSuffix(filepath.Base(p), ".bin")
-		if k := strings.LastIndexByte(name, '-'); k > 0 && len(name)-k == 2 && name[k+1] >= '1' && name[k+1] <= '9' {
+		if k := strings.LastIndexByte(name, '-'); len(name)-k == 2 && name[k+1] >= '1' && name[k+1] <= '9' {
 			name = name[:k]
 		}
-		out[name] = append(out[name], d)
+		out[name] = append(out[name], all[file])
+	}
+	if len(out) == 0 {
+		tb.Fatal("no recorded QUIC datagram (recreate with protocols/testdata/record-quic.sh)")
 	}
 	return out
 }
