@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,17 +48,10 @@ func twoStep(d [][]byte) protocols.Result {
 }
 
 // clock is a settable time for the engine.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock struct{ ns atomic.Int64 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 type fixture struct {
 	e     *Engine
@@ -74,7 +67,8 @@ func start(t *testing.T, routes []Route, s Settings) *fixture {
 	t.Helper()
 	st := metrics.New().UDP
 	table := NewTable(routes, st)
-	f := &fixture{stats: st, clock: &clock{t: time.Unix(1e9, 0)}}
+	f := &fixture{stats: st, clock: &clock{}}
+	f.clock.add(time.Duration(1e9) * time.Second)
 	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour})
 	t.Cleanup(f.e.Close)
 	a, err := f.e.Listen(context.Background(), "127.0.0.1:0")
