@@ -34,6 +34,8 @@ peers=(
   "/usr/lib/postgresql/*/bin/initdb postgresql"
   "psql postgresql-client"
   "/usr/sbin/openvpn openvpn"
+  "wg wireguard-tools"
+  "wireguard-go wireguard-go"
   "xvfb-run xvfb"
   "xauth xauth"
   "xrdp xrdp"
