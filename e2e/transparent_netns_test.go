@@ -47,6 +47,9 @@ func TestTransparentNetns(t *testing.T) {
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	for _, n := range []string{cli, px, be} {
+		exec.Command(ipBin, "netns", "del", n).Run() // left by a run that was killed
+	}
 	if out, err := run(t, 10*time.Second, ipBin, "netns", "add", cli); err != nil {
 		t.Skipf("ip netns unavailable here (needs root): %v %s", err, out)
 	}
