@@ -62,8 +62,8 @@ func datagramBuiltins(tb testing.TB) []Descriptor {
 }
 
 // wireGuardTestInitiation builds a handshake initiation as the WireGuard
-// protocol describes it (no WireGuard client runs here without its kernel
-// module or a TUN device): type 1, three reserved zero bytes, sender index,
+// protocol describes it, beside the one wireguard-go sent (recorded): type 1,
+// three reserved zero bytes, sender index,
 // unencrypted ephemeral (32), encrypted static (32+16), encrypted timestamp
 // (12+16), mac1 (16), mac2 (16, zero without a cookie). The keys and MACs
 // are random bytes, which is what they look like on the wire.
@@ -138,7 +138,7 @@ func datagramCases(t testing.TB) []datagramCase {
 	ovpn := recordedDatagram(t, "openvpn-openvpn.bin")
 	ovpnV3 := recordedDatagram(t, "openvpn-openvpn-tlscryptv2.bin")
 	dtls := recordedDatagram(t, "dtls-openssl-sni.bin")
-	wg := wireGuardTestInitiation(1)
+	wg := recordedDatagram(t, "wireguard-wireguardgo.bin")
 	with := func(b []byte, i int, v byte) []byte { b = slices.Clone(b); b[i] = v; return b }
 	two := dtlsRefragment(t, dtls, 120, 1, false)
 	three := dtlsRefragment(t, dtls, 80, 1, false)
@@ -203,8 +203,8 @@ func datagramCases(t testing.TB) []datagramCase {
 		{"openvpn", "v3 truncated", [][]byte{ovpnV3[:60]}, NoMatch},
 		{"openvpn", "dns query with its id", [][]byte{dnsID38}, NoMatch},
 		{"openvpn", "too long", [][]byte{append(slices.Clone(ovpn), make([]byte, openVPNMax)...)}, NoMatch},
-		{"wireguard", "initiation", [][]byte{wg}, Match},
-		{"wireguard", "other initiation", [][]byte{wireGuardTestInitiation(2)}, Match},
+		{"wireguard", "wireguard-go", [][]byte{wg}, Match},
+		{"wireguard", "built initiation", [][]byte{wireGuardTestInitiation(2)}, Match},
 		{"wireguard", "no datagram yet", nil, NeedMore},
 		{"wireguard", "147 bytes", [][]byte{wg[:147]}, NoMatch},
 		{"wireguard", "149 bytes", [][]byte{append(slices.Clone(wg), 0)}, NoMatch},
@@ -292,7 +292,7 @@ func TestDatagramCatalogue(t *testing.T) {
 // protocol's datagram detector and no other built-in's; each of its
 // prefixes (a datagram cut short) matches no other built-in either, and
 // detectors that check the datagram's size reject it. Every built-in on UDP
-// has a recorded datagram, except WireGuard, whose initiations are built
+// has a recorded datagram; WireGuard also two built ones
 // (wireGuardTestInitiation).
 func TestDatagramCross(t *testing.T) {
 	ds := datagramBuiltins(t)

@@ -2,10 +2,9 @@
 # Recreates testdata/datagrams/*.bin: the first datagram real clients send to
 # a UDP socket on 127.0.0.1 that never answers (no other address is
 # contacted). Needs: dig (bind9-dnsutils), turnutils_stunclient and
-# turnutils_uclient (coturn), openvpn, sipsak, openssl
-# (scripts/install-test-deps.sh installs them). No WireGuard client runs
-# without its kernel module or a TUN device, so the WireGuard tests build
-# handshake initiations from the protocol's description instead.
+# turnutils_uclient (coturn), openvpn, sipsak, openssl, and for WireGuard
+# wg (wireguard-tools), wireguard-go, ip (iproute2), root and /dev/net/tun
+# (scripts/install-test-deps.sh installs the packages).
 # Run from anywhere inside the module: protocols/testdata/record-datagrams.sh
 set -eu
 cd "$(dirname "$0")/../.."
@@ -38,3 +37,15 @@ ovpn openvpn-openvpn-tlsauth.bin --tls-auth "$pki/ta.key" 1
 ovpn openvpn-openvpn-tlsauth-sha512.bin --tls-auth "$pki/ta.key" 1 --auth SHA512
 ovpn openvpn-openvpn-tlscrypt.bin --tls-crypt "$pki/ta.key"
 ovpn openvpn-openvpn-tlscryptv2.bin --tls-crypt-v2 "$pki/v2c.key"
+# WireGuard: wireguard-go's TUN interface, a peer whose endpoint is the
+# recorder's port; one packet into the tunnel makes it send a handshake
+# initiation. Removing the interface stops wireguard-go.
+wgif=wgrec$$
+trap 'ip link del "$wgif" 2>/dev/null; rm -rf "$pki"' EXIT
+(umask 077 && wg genkey >"$pki/wg-a.key" && wg genkey | wg pubkey >"$pki/wg-b.pub")
+wireguard-go "$wgif" >/dev/null 2>&1
+wg set "$wgif" private-key "$pki/wg-a.key"
+ip addr add 10.213.0.1/24 dev "$wgif"
+ip link set "$wgif" up
+rec wireguard-wireguardgo.bin -- sh -c "wg set $wgif peer $(cat "$pki/wg-b.pub") endpoint 127.0.0.1:{port} \
+	allowed-ips 10.213.0.2/32 && bash -c 'echo x >/dev/udp/10.213.0.2/9' && sleep 10"
