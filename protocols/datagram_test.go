@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -32,6 +33,34 @@ func recordedDatagrams(tb testing.TB) map[string][]byte {
 			tb.Fatal(err)
 		}
 		out[filepath.Base(p)] = b
+	}
+	return out
+}
+
+// recordedFlows returns every recorded flow by name: a file NAME.bin is a
+// flow of one datagram, files NAME-1.bin, NAME-2.bin, ... one of several
+// (its name is NAME).
+func recordedFlows(tb testing.TB) map[string][][]byte {
+	tb.Helper()
+	files := recordedDatagrams(tb)
+	out := map[string][][]byte{}
+	for name, dg := range files {
+		base := strings.TrimSuffix(name, ".bin")
+		if i := strings.LastIndexByte(base, '-'); i > 0 && files[base[:i]+"-1.bin"] != nil {
+			continue // part of base[:i]'s flow
+		}
+		out[base] = [][]byte{dg}
+	}
+	for name := range files {
+		base, ok := strings.CutSuffix(name, "-1.bin")
+		if !ok {
+			continue
+		}
+		var flow [][]byte
+		for k := 1; files[base+"-"+strconv.Itoa(k)+".bin"] != nil; k++ {
+			flow = append(flow, files[base+"-"+strconv.Itoa(k)+".bin"])
+		}
+		out[base] = flow
 	}
 	return out
 }
@@ -214,6 +243,11 @@ func datagramCases(t testing.TB) []datagramCase {
 		{"wireguard", "reserved not zero", [][]byte{with(wg, 3, 1)}, NoMatch},
 		{"dtls", "openssl client hello", [][]byte{dtls}, Match},
 		{"dtls", "no sni", [][]byte{recordedDatagram(t, "dtls-openssl-nosni.bin")}, Match},
+		{"dtls", "dtls 1.0", [][]byte{recordedDatagram(t, "dtls-openssl-v10.bin")}, Match},
+		{"dtls", "openssl, mtu 256", recordedFlows(t)["dtls-openssl-mtu"], Match},
+		{"dtls", "openssl, mtu 256, retransmitted", [][]byte{recordedDatagram(t, "dtls-openssl-mtu-1.bin"),
+			recordedDatagram(t, "dtls-openssl-mtu-1.bin"), recordedDatagram(t, "dtls-openssl-mtu-2.bin")}, Match},
+		{"dtls", "second fragment first", [][]byte{recordedDatagram(t, "dtls-openssl-mtu-2.bin")}, NoMatch},
 		{"dtls", "no datagram yet", nil, NeedMore},
 		{"dtls", "later datagram ignored", [][]byte{dtls, []byte("junk")}, Match},
 		{"dtls", "first of two fragments", two[:1], NeedMore},
@@ -288,20 +322,20 @@ func TestDatagramCatalogue(t *testing.T) {
 	}
 }
 
-// TestDatagramCross: every recorded first datagram matches its own
-// protocol's datagram detector and no other built-in's; each of its
-// prefixes (a datagram cut short) matches no other built-in either, and
-// detectors that check the datagram's size reject it. Every built-in on UDP
-// has a recorded datagram; WireGuard also two built ones
-// (wireGuardTestInitiation).
+// TestDatagramCross: every recorded flow matches its own protocol's
+// datagram detector, which rejects none of its first datagrams, and no
+// other built-in's; its first datagram cut short matches no other
+// built-in either, and detectors that check the datagram's size reject it.
+// Every built-in on UDP has a recorded flow; WireGuard also two built
+// initiations (wireGuardTestInitiation).
 func TestDatagramCross(t *testing.T) {
 	ds := datagramBuiltins(t)
-	recorded := recordedDatagrams(t)
-	recorded["wireguard-built-1"] = wireGuardTestInitiation(1)
-	recorded["wireguard-built-2"] = wireGuardTestInitiation(2)
+	flows := recordedFlows(t)
+	flows["wireguard-built-1"] = [][]byte{wireGuardTestInitiation(1)}
+	flows["wireguard-built-2"] = [][]byte{wireGuardTestInitiation(2)}
 	sizeChecked := map[string]bool{"STUN": true, "WireGuard": true, "DTLS": true, "DNS": true}
 	own := map[string]int{}
-	for name, dg := range recorded {
+	for name, flow := range flows {
 		proto := strings.SplitN(name, "-", 2)[0]
 		pd, ok := Describe(proto)
 		if !ok || pd.Datagram == nil {
@@ -309,15 +343,21 @@ func TestDatagramCross(t *testing.T) {
 			continue
 		}
 		for _, d := range ds {
-			got := d.Datagram([][]byte{dg})
+			got := d.Datagram(flow)
 			if d.Name == pd.Name {
 				if got != Match {
 					t.Errorf("%s: own detector %s says %v", name, d.Name, got)
+				}
+				for k := range len(flow) {
+					if r := d.Datagram(flow[:k]); r == NoMatch {
+						t.Errorf("%s: own detector %s says %v on %d of %d datagrams", name, d.Name, r, k, len(flow))
+					}
 				}
 				own[d.Name]++
 			} else if got != NoMatch {
 				t.Errorf("%s detector says %v on %s, want NoMatch", d.Name, got, name)
 			}
+			dg := flow[0]
 			for k := range len(dg) {
 				r := d.Datagram([][]byte{dg[:k]})
 				switch {
@@ -366,6 +406,12 @@ func TestDatagramInspect(t *testing.T) {
 	}
 	check("whole", [][]byte{sni}, want)
 	check("nosni", [][]byte{recordedDatagram(t, "dtls-openssl-nosni.bin")}, Metadata{})
+	check("dtls 1.0", [][]byte{recordedDatagram(t, "dtls-openssl-v10.bin")}, Metadata{})
+	mtu := recordedFlows(t)["dtls-openssl-mtu"]
+	if len(mtu) != 2 {
+		t.Fatalf("dtls-openssl-mtu: %d datagrams, want 2", len(mtu))
+	}
+	check("openssl fragmented", mtu, Metadata{SNI: "frag.example", ALPN: []string{"h2"}})
 	for _, size := range []int{30, 64, 100, 200} {
 		for per := 1; per <= 4; per++ {
 			frags := dtlsRefragment(t, sni, size, per, false)
@@ -537,17 +583,16 @@ func FuzzDatagrams(f *testing.F) {
 }
 
 // BenchmarkDatagram: one datagram detector call on its protocol's recorded
-// first datagram (and DTLS on a ClientHello in three fragments).
+// flow (and DTLS on a ClientHello in three fragments).
 func BenchmarkDatagram(b *testing.B) {
-	recorded := recordedDatagrams(b)
-	names := slices.Sorted(maps.Keys(recorded))
-	for _, name := range names {
+	flows := recordedFlows(b)
+	for _, name := range slices.Sorted(maps.Keys(flows)) {
 		d, ok := Describe(strings.SplitN(name, "-", 2)[0])
 		if !ok || d.Datagram == nil {
 			b.Fatalf("%s: not a built-in on UDP", name)
 		}
-		datagrams := [][]byte{recorded[name]}
-		b.Run(strings.TrimSuffix(name, ".bin"), func(b *testing.B) {
+		datagrams := flows[name]
+		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				if d.Datagram(datagrams) != Match {
 					b.Fatal("no match")
@@ -555,7 +600,7 @@ func BenchmarkDatagram(b *testing.B) {
 			}
 		})
 	}
-	frags := dtlsRefragment(b, recorded["dtls-openssl-sni.bin"], 80, 1, false)
+	frags := dtlsRefragment(b, recordedDatagram(b, "dtls-openssl-sni.bin"), 80, 1, false)
 	b.Run("dtls-three-fragments", func(b *testing.B) {
 		for b.Loop() {
 			if detectDTLS(frags) != Match {

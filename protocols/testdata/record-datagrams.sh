@@ -19,6 +19,9 @@ rec stun-turnutils-uclient.bin -- turnutils_uclient -n 1 -m 1 -l 64 -p {port} -e
 rec sip-sipsak.bin -- sipsak -E udp -s sip:test@127.0.0.1:{port}
 rec dtls-openssl-sni.bin -- sh -c 'openssl s_client -dtls1_2 -connect 127.0.0.1:{port} -servername example.com -alpn h2,coap </dev/null'
 rec dtls-openssl-nosni.bin -- sh -c 'openssl s_client -dtls -connect 127.0.0.1:{port} -noservername </dev/null'
+rec dtls-openssl-v10.bin -- sh -c 'openssl s_client -dtls1 -cipher DEFAULT@SECLEVEL=0 -connect 127.0.0.1:{port} </dev/null'
+# A 256-byte MTU fragments the ClientHello over two datagrams: dtls-openssl-mtu-1.bin and -2.bin.
+rec dtls-openssl-mtu.bin -n 2 -- sh -c 'openssl s_client -dtls1_2 -mtu 256 -connect 127.0.0.1:{port} -servername frag.example -alpn h2 </dev/null'
 # OpenVPN's client needs a certificate before it sends its hard reset, and a
 # static key for tls-auth, tls-crypt and tls-crypt-v2.
 pki=$(mktemp -d)

@@ -1,10 +1,12 @@
 // Command dgrecorder captures the first datagram a real client sends: it
 // opens a UDP socket on 127.0.0.1, runs a client command pointed at that
 // port, and writes the first datagram it receives. It never answers, so the
-// client sends its opening datagram and then retries or gives up. Used by
+// client sends its opening datagram and then retries or gives up. With -n N
+// it writes the first N datagrams, to F with -1, -2, ... before its
+// extension (a ClientHello fragmented over datagrams). Used by
 // ../record-datagrams.sh; it lives under testdata so ./... ignores it.
 //
-//	go run ./protocols/testdata/dgrecorder -out F -- cmd args...   ({port} is replaced)
+//	go run ./protocols/testdata/dgrecorder -out F [-n N] -- cmd args...   ({port} is replaced)
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,9 +34,10 @@ func main() {
 func run() error {
 	out := flag.String("out", "", "file to write the first datagram to")
 	wait := flag.Duration("wait", 10*time.Second, "how long to wait for the first datagram")
+	count := flag.Int("n", 1, "how many datagrams to write")
 	flag.Parse()
-	if *out == "" || flag.NArg() == 0 {
-		return errors.New("usage: dgrecorder -out FILE [-wait D] -- cmd args...")
+	if *out == "" || flag.NArg() == 0 || *count < 1 {
+		return errors.New("usage: dgrecorder -out FILE [-wait D] [-n N] -- cmd args...")
 	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -65,13 +69,20 @@ func run() error {
 		return err
 	}
 	buf := make([]byte, 65536)
-	n, from, err := pc.ReadFrom(buf)
-	if err != nil {
-		return fmt.Errorf("no datagram from the client: %w", err)
+	for i := 1; i <= *count; i++ {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("no datagram %d from the client: %w", i, err)
+		}
+		name := *out
+		if *count > 1 {
+			ext := filepath.Ext(name)
+			name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(name, ext), i, ext)
+		}
+		if err := os.WriteFile(name, buf[:n], 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("%s: %d bytes from %v\n", name, n, from)
 	}
-	if err := os.WriteFile(*out, buf[:n], 0o644); err != nil {
-		return err
-	}
-	fmt.Printf("%s: %d bytes from %v\n", *out, n, from)
 	return nil
 }
