@@ -1,6 +1,8 @@
 package udp
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"slices"
@@ -60,14 +62,14 @@ func roundTrips(b *testing.B, addr string, clients int) {
 			msg, buf := make([]byte, 64), make([]byte, 128)
 			copy(msg, "a")
 			mine := make([]time.Duration, 0, per)
-			for range per {
+			for i := range per {
+				binary.BigEndian.PutUint64(msg[1:], uint64(i))
 				t0 := time.Now()
 				if _, err := c.Write(msg); err != nil {
 					b.Error(err)
 					return
 				}
-				_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-				if _, err := c.Read(buf); err != nil {
+				if !answered(c, buf, msg) {
 					mu.Lock()
 					lost++ // dropped: the next one goes on
 					mu.Unlock()
@@ -92,4 +94,19 @@ func roundTrips(b *testing.B, addr string, clients int) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	b.ReportMetric(float64(lost), "lost")
 	b.ReportMetric(0, "ns/op")
+}
+
+// answered reads until the answer to msg comes (a late answer to an
+// earlier one is skipped) or 100 ms pass.
+func answered(c net.Conn, buf, msg []byte) bool {
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(buf[:n], msg) {
+			return true
+		}
+	}
 }

@@ -45,6 +45,8 @@ const (
 	DefaultMaxFlowsPerSource = 64
 	// MaxPendingTotal bounds the datagrams all undecided flows hold.
 	MaxPendingTotal = 4 << 20
+	// listenerBuffer is the receive buffer asked for each listener.
+	listenerBuffer = 4 << 20
 	// maxDatagram is the largest UDP payload.
 	maxDatagram = 64 << 10
 )
@@ -152,6 +154,10 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 		return nil, err
 	}
 	ln := &listener{conn: pc.(*net.UDPConn), addr: addr}
+	// Every flow's datagrams arrive on this one socket: a larger receive
+	// buffer absorbs bursts while the loop forwards (the kernel caps it at
+	// net.core.rmem_max).
+	_ = ln.conn.SetReadBuffer(listenerBuffer)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
