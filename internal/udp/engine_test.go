@@ -3,10 +3,13 @@ package udp
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -396,3 +399,49 @@ func TestStartBindsAllOrNone(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+// With access_log, each flow's end writes one line with its counts.
+func TestFlowAccessLine(t *testing.T) {
+	var buf safeBuffer
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Label: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}, IdleTimeout: time.Second}}, st)
+	clk := &clock{}
+	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return Settings{AccessLog: true} }, Stats: st,
+		Log: slog.New(slog.NewTextHandler(&buf, nil)), Now: clk.now, Sweep: time.Hour})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, a.(*net.UDPAddr))
+	roundTrip(t, c, "a1")
+	roundTrip(t, c, "a22")
+	// The answers were counted once the reader wrote them; wait for that.
+	deadline := time.Now().Add(5 * time.Second)
+	for value(t, st.Route("A").DatagramsDn) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("answers not counted")
+		}
+		runtime.Gosched()
+	}
+	clk.add(2 * time.Second)
+	e.Sweep(clk.now())
+	line := buf.String()
+	for _, want := range []string{`msg="udp flow ended"`, "protocol=A", "datagrams_up=2", "datagrams_down=2", "up=5", "down=5", "close=idle", "client=" + c.LocalAddr().String()} {
+		if !strings.Contains(line, want) {
+			t.Errorf("access line %q lacks %s", line, want)
+		}
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *safeBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
