@@ -40,7 +40,8 @@ var quicDescriptor = Descriptor{Name: "QUIC", Transports: UDP, Datagram: detectQ
 // cannot do. SNI and ALPN routes read the TLS ClientHello carried in the
 // Initials' CRYPTO frames, reassembled across the packets of a datagram and
 // across datagrams (a post-quantum key share splits it over two). HTTP/3 is
-// the ALPN "h3" of QUIC.
+// the route with alpn "h3": QUIC has no "http3" alias because it carries
+// other protocols too (DNS over QUIC is "doq").
 //
 // Cost per new flow: each call derives the Initial keys (HKDF-SHA256, two
 // AES key schedules), copies each Initial packet to decrypt it (one buffer
