@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -129,9 +130,9 @@ func TestRoutesByPrefixAndRepliesToTheFlow(t *testing.T) {
 	if n := f.e.Flows(); n != 2 {
 		t.Fatalf("flows = %d, want 2", n)
 	}
-	if got := value(t, f.stats.Route("A").DatagramsUp); got != 2 {
-		t.Fatalf("A datagrams up = %v, want 2", got)
-	}
+	// Counted after the write to the backend, which may come after the
+	// answer arrives.
+	eventually(t, func() bool { return value(t, f.stats.Route("A").DatagramsUp) == 2 }, "A datagrams up = 2")
 }
 
 func TestNeedMoreWaitsForTheNextDatagram(t *testing.T) {
@@ -339,10 +340,16 @@ func TestDecideRanking(t *testing.T) {
 
 func waitFlows(t *testing.T, e *Engine, n int) {
 	t.Helper()
+	eventually(t, func() bool { return e.Flows() == n }, fmt.Sprintf("flows = %d", n))
+}
+
+// eventually fails the test when cond does not hold within 5 s.
+func eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for e.Flows() != n {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("flows = %d, want %d", e.Flows(), n)
+			t.Fatalf("not within 5s: %s", what)
 		}
 		runtime.Gosched()
 	}
@@ -391,13 +398,7 @@ func TestStartBindsAllOrNone(t *testing.T) {
 		t.Fatalf("err %v, addrs %v", err, e.Addrs())
 	}
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(e.Addrs()) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the listener outlived its context")
-		}
-		runtime.Gosched()
-	}
+	eventually(t, func() bool { return len(e.Addrs()) == 0 }, "the listener stops with its context")
 }
 
 // With access_log, each flow's end writes one line with its counts.
@@ -417,13 +418,7 @@ func TestFlowAccessLine(t *testing.T) {
 	roundTrip(t, c, "a1")
 	roundTrip(t, c, "a22")
 	// The answers were counted once the reader wrote them; wait for that.
-	deadline := time.Now().Add(5 * time.Second)
-	for value(t, st.Route("A").DatagramsDn) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("answers not counted")
-		}
-		runtime.Gosched()
-	}
+	eventually(t, func() bool { return value(t, st.Route("A").DatagramsDn) == 2 }, "answers counted")
 	clk.add(2 * time.Second)
 	e.Sweep(clk.now())
 	line := buf.String()
