@@ -436,7 +436,8 @@ func TestDatagramInspect(t *testing.T) {
 }
 
 // TestDatagramFalsePositives: random datagrams (length 1–1500), all-zero
-// and all-0xff ones match no datagram detector. Each detector's fixed fields
+// and all-0xff ones match no datagram detector, and random bytes behind a
+// recorded datagram's first bytes match no other protocol's. Each detector's fixed fields
 // make a random match far less likely than 1 in 10^6 (WireGuard: a length
 // of 148 and 4 fixed bytes; STUN: the cookie; DNS: QR, opcode, Z, QDCOUNT,
 // ANCOUNT, a question's root; OpenVPN: an opcode byte and a layout's zeros;
@@ -448,9 +449,9 @@ func TestDatagramFalsePositives(t *testing.T) {
 	}
 	ds := datagramBuiltins(t)
 	r := rand.New(rand.NewPCG(16, 2))
-	buf := make([]byte, 1500)
+	buf := make([]byte, 64<<10)
 	for i := range n {
-		d := buf[:1+r.IntN(len(buf))]
+		d := buf[:1+r.IntN(1500)]
 		switch i % 8 {
 		case 0:
 			clear(d)
@@ -466,6 +467,26 @@ func TestDatagramFalsePositives(t *testing.T) {
 		for _, desc := range ds {
 			if desc.Datagram([][]byte{d}) == Match {
 				t.Errorf("%s matches a random datagram of %d bytes: %x", desc.Name, len(d), truncate(d))
+			}
+		}
+	}
+	// Adversarial: random bytes behind the first 1–4 bytes of a recorded
+	// first datagram, at its length (magic-byte and size collisions): no
+	// other protocol's detector matches.
+	flows := recordedFlows(t)
+	names := slices.Sorted(maps.Keys(flows))
+	for i := range n / 4 {
+		name := names[i%len(names)]
+		own, _ := Describe(strings.SplitN(name, "-", 2)[0])
+		first := flows[name][0]
+		d := buf[:len(first)]
+		k := copy(d, first[:min(len(first), 1+r.IntN(4))])
+		for j := k; j < len(d); j++ {
+			d[j] = byte(r.Uint32())
+		}
+		for _, desc := range ds {
+			if desc.Name != own.Name && desc.Datagram([][]byte{d}) == Match {
+				t.Errorf("%s matches random bytes behind %d bytes of %s: %x", desc.Name, k, name, truncate(d))
 			}
 		}
 	}
