@@ -88,19 +88,19 @@ func TestQUICClientInitialRFC(t *testing.T) {
 // pn on 4 bytes, no token, carrying payload (RFC 9001 §5).
 func quicSeal(t testing.TB, v *quicVersion, dcid, scid []byte, pn uint32, payload []byte) []byte {
 	t.Helper()
-	return quicSealFlags(t, v, dcid, scid, pn, payload, 0)
+	return quicSealFlags(t, v, dcid, scid, nil, pn, payload, 0)
 }
 
-// quicSealFlags is quicSeal with extra bits set in the first byte, under
-// the header protection.
-func quicSealFlags(t testing.TB, v *quicVersion, dcid, scid []byte, pn uint32, payload []byte, flags byte) []byte {
+// quicSealFlags is quicSeal with a token (from a server's NEW_TOKEN or
+// Retry) and extra bits set in the first byte, under the header protection.
+func quicSealFlags(t testing.TB, v *quicVersion, dcid, scid, token []byte, pn uint32, payload []byte, flags byte) []byte {
 	t.Helper()
 	k := quicClientKeys(v, dcid)
 	hdr := []byte{0xc0 | v.initialType<<4 | flags | 3}
 	hdr = binary.BigEndian.AppendUint32(hdr, v.number)
 	hdr = append(append(hdr, byte(len(dcid))), dcid...)
 	hdr = append(append(hdr, byte(len(scid))), scid...)
-	hdr = append(hdr, 0) // token length
+	hdr = append(quicAppendVarint(hdr, uint64(len(token))), token...)
 	length := 4 + len(payload) + quicTagLen
 	if length >= 1<<14 {
 		t.Fatalf("payload of %d bytes too long for a 2-byte length", len(payload))
@@ -302,6 +302,7 @@ func TestQUICSplit(t *testing.T) {
 		{"coalesced out of order", [][]byte{dg(quicV1, 0, cf(1000, n), cf(0, 1000))}, 1, want},
 		{"frames in one packet", [][]byte{dg(quicV1, 0, append(append(cf(900, n), ping...), cf(0, 900)...))}, 1, want},
 		{"one large datagram", [][]byte{dg(quicV1, 0, cf(0, n))}, 1, want},
+		{"token", [][]byte{quicSealFlags(t, quicV2, dcid, nil, bytes.Repeat([]byte{7}, 100), 0, cf(0, n), 0)}, 1, want},
 		{"ack and ping", [][]byte{dg(quicV1, 0, append(ack, cf(0, half)...)), dg(quicV1, 1, append(ping, cf(half, n)...))}, 2, want},
 		{"overlap and retransmission", [][]byte{
 			dg(quicV1, 0, cf(0, 800)), dg(quicV1, 1, cf(0, 800)), dg(quicV1, 2, cf(600, 1400)), dg(quicV1, 3, cf(1200, n)),
@@ -384,7 +385,7 @@ func TestQUICNoMatch(t *testing.T) {
 // quicReservedBits is a version 1 Initial that authenticates but has a
 // reserved header bit set under the header protection.
 func quicReservedBits(t *testing.T, dcid []byte) []byte {
-	p := quicSealFlags(t, quicV1, dcid, nil, 0, make([]byte, quicMinInitialDatagram), 0x04)
+	p := quicSealFlags(t, quicV1, dcid, nil, nil, 0, make([]byte, quicMinInitialDatagram), 0x04)
 	k := quicClientKeys(quicV1, dcid)
 	h, _ := quicParseLong(p)
 	if _, _, ok := quicOpen(&k, p, h.pnOffset, nil); ok {
