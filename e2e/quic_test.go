@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// TestQUICBySNI: two QUIC servers (ngtcp2's gtlsserver, each with its own
+// certificate and document) behind one protoplex UDP port, routed by the
+// SNI of the ClientHello in the clients' Initial packets. ngtcp2's
+// gtlsclient (it sends the SNI "localhost") fetches the document of its
+// server over HTTP/3; quic-go's client (a module of its own under
+// protocols/testdata/quicgo, its ClientHello spread over two datagrams)
+// completes a handshake with SNI b.example and reports the certificate it
+// got. The route for b.example comes first, so the other flow is not just
+// taking the first QUIC route.
+func TestQUICBySNI(t *testing.T) {
+	server := requireBinary(t, "gtlsserver")
+	client := requireBinary(t, "gtlsclient")
+	goBin := requireBinary(t, "go")
+	dir := t.TempDir()
+	a := startGtlsserver(t, server, client, dir, "localhost")
+	b := startGtlsserver(t, server, client, dir, "b.example")
+	addr, _ := startUDPMux(t, fmt.Sprintf("protocols:\n"+
+		"  - name: quic\n    sni: b.example\n    target: %q\n"+
+		"  - name: quic\n    sni: localhost\n    alpn: h3\n    target: %q\n", b, a))
+
+	if got := fetchWho(t, client, addr, filepath.Join(dir, "through")); got != "localhost" {
+		t.Fatalf("gtlsclient with SNI localhost reached the server of %q", got)
+	}
+	// Built once per machine (the build cache keeps it); the first build
+	// downloads quic-go.
+	out, err := run(t, 3*time.Minute, goBin, "-C", filepath.Join("..", "protocols", "testdata", "quicgo"),
+		"run", ".", "-dial", addr, "-sni", "b.example", "-alpn", "h3")
+	if err != nil || strings.TrimSpace(out) != "server: b.example" {
+		t.Fatalf("quic-go's client with SNI b.example: %v\n%s", err, out)
+	}
+}
+
+// startGtlsserver runs gtlsserver on a free UDP port of 127.0.0.1 with a
+// self-signed certificate for name and a document /who that says name. It
+// is ready when gtlsclient fetches that document from it directly.
+func startGtlsserver(t *testing.T, server, client, dir, name string) string {
+	t.Helper()
+	cert, key := selfSigned(t, dir, name)
+	docs := filepath.Join(dir, "docs-"+name)
+	if err := os.Mkdir(docs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WriteFile(t, filepath.Join(docs, "who"), name)
+	port, addr := loopbackPort(t)
+	p := testnet.StartProcess(t, exec.Command(server, "-q", "-d", docs, "127.0.0.1", strconv.Itoa(port), key, cert))
+	testnet.Eventually(t, 15*time.Second, func() bool {
+		return fetchWhoOnce(client, addr, filepath.Join(dir, "ready-"+name)) == name
+	}, "gtlsserver for %s never served on %s; its output:\n%s", name, addr, p.Out)
+	return addr
+}
+
+// fetchWho fetches https://localhost/who with gtlsclient from addr and
+// returns the document.
+func fetchWho(t *testing.T, client, addr, into string) string {
+	t.Helper()
+	got := fetchWhoOnce(client, addr, into)
+	if got == "" {
+		t.Fatalf("gtlsclient fetched nothing from %s", addr)
+	}
+	return got
+}
+
+func fetchWhoOnce(client, addr, into string) string {
+	if err := os.MkdirAll(into, 0o755); err != nil {
+		return ""
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, client, "-q", "--exit-on-all-streams-close", "--timeout=5s", "--download="+into,
+		host, port, "https://localhost/who")
+	cmd.WaitDelay = time.Second
+	if err := cmd.Run(); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(into, "who"))
+	if err != nil {
+		return ""
+	}
+	_ = os.Remove(filepath.Join(into, "who"))
+	return string(b)
+}
