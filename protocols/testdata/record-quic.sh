@@ -2,7 +2,7 @@
 # Recreates testdata/datagrams/quic-*.bin: the first datagram of QUIC clients,
 # captured by a UDP socket on 127.0.0.1 that never answers (no other address
 # is contacted). Needs: gtlsclient (ngtcp2-client; scripts/install-test-deps.sh
-# installs it).
+# installs it) and the Go module proxy for quic-go (testdata/quicgo).
 # Run from anywhere inside the module: protocols/testdata/record-quic.sh
 set -eu
 cd "$(dirname "$0")/../.."
