@@ -108,7 +108,7 @@ func TestCheckFriction(t *testing.T) {
 		{"etcd endpoint of another scheme", "distributed:\n  etcd_endpoints: [\"ftp://etcd1:2379\"]\n" + ssh,
 			`c.yaml:2: distributed.etcd_endpoints[0]: "ftp://etcd1:2379": want host:port, http(s)://host:port or unix://path`},
 		{"conditions on a user protocol named as a built-in", "protocols:\n  - name: TLS\n    target: h:1\n    match_start_bytes: [\"16\"]\n    sni: a.com\n",
-			"c.yaml:5: protocols[0] (TLS): sni applies only to TLS (the built-in ones: with match_start_bytes or match_regexes this entry is a user protocol)"},
+			"c.yaml:5: protocols[0] (TLS): sni applies only to DTLS, QUIC, TLS (the built-in ones: with match_start_bytes or match_regexes this entry is a user protocol)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse([]byte(c.yaml), "c.yaml")

@@ -50,7 +50,7 @@ func TestBadConfigsNameFileAndLine(t *testing.T) {
 		{"unknown protocol", "protocols:\n  - name: Gopher\n    target: \"h:70\"\n", "bad.yaml:2: protocols[0] (Gopher): \"Gopher\" is not a built-in"},
 		{"bad hex", "protocols:\n  - name: Mine\n    target: \"h:70\"\n    match_start_bytes: [\"zz\"]\n", "bad.yaml:4: "},
 		{"bad cidr", "security:\n  ip_blacklist:\n    - \"10.0.0.0/33\"\n", "bad.yaml:3: security.ip_blacklist[0]"},
-		{"sni on ssh", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    sni: [\"a\"]\n", "bad.yaml:4: protocols[0] (SSH): sni applies only to TLS"},
+		{"sni on ssh", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    sni: [\"a\"]\n", "bad.yaml:4: protocols[0] (SSH): sni applies only to DTLS, QUIC, TLS"},
 		{"host on a user protocol", "protocols:\n  - name: X\n    target: \"h:22\"\n    match_start_bytes: [\"aa\"]\n    host: [\"a\"]\n", "bad.yaml:5: protocols[0] (X): host applies only to HTTP, WebDAV, WebSocket"},
 		{"misspelt name", "protocols:\n  - name: TSL\n    target: \"h:443\"\n", `"TSL" is not a built-in protocol (did you mean "tls"?)`},
 		{"two fallbacks", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    fallback: true\n  - name: HTTP\n    target: \"h:80\"\n    fallback: true\n", "bad.yaml:7: "},

@@ -263,3 +263,25 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPOnlyRoutesLeftOut: a route whose protocol is not on TCP keeps its
+// index but is never a stream's candidate, fallback or silence choice, and
+// may carry conditions its stream side cannot inspect.
+func TestUDPOnlyRoutesLeftOut(t *testing.T) {
+	udpOnly := protocols.Spec{Name: "Q", Detect: func([]byte) protocols.Result { return protocols.Match },
+		Transports: protocols.UDP, ServerFirst: true}
+	tcp := protocols.Spec{Name: "T", Detect: func([]byte) protocols.Result { return protocols.Match }, Transports: protocols.TCP}
+	tb, err := New([]RouteSpec{
+		{Spec: udpOnly, Conditions: protocols.Conditions{SNI: []string{"a.example"}}, Fallback: true},
+		{Spec: tcp},
+	}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tb.Routes()) != 2 || tb.Routes()[0].Rank() != -1 || len(tb.Ranked()) != 1 || tb.Fallback() != nil || tb.ServerFirst() != nil {
+		t.Fatalf("routes %d, UDP rank %d, ranked %d, fallback %v, silence %v", len(tb.Routes()), tb.Routes()[0].Rank(), len(tb.Ranked()), tb.Fallback(), tb.ServerFirst())
+	}
+	if v := tb.Evaluate([]byte("x")); v.Best == nil || v.Best.Name != "T" {
+		t.Fatalf("best %v, want the TCP route", v.Best)
+	}
+}

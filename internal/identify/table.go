@@ -46,7 +46,8 @@ type Route struct {
 // ServerFirst reports whether the route's protocol is chosen on silence.
 func (r *Route) ServerFirst() bool { return r.spec.ServerFirst }
 
-// Rank is the route's position in the order candidates are tried (see New).
+// Rank is the route's position in the order candidates are tried (see New);
+// -1 for a route not on TCP, which a stream never tries.
 func (r *Route) Rank() int { return r.rank }
 
 // match runs the detector and, on a Match, the route conditions. structural
@@ -98,7 +99,11 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 		if sp.Detect == nil {
 			return nil, fmt.Errorf("protocol %q: no detector", sp.Name)
 		}
-		r := &Route{Index: i, Name: sp.Name, spec: sp, conds: rs.Conditions, hasConds: rs.Conditions.Keys() != 0, priority: rs.Priority}
+		r := &Route{Index: i, Name: sp.Name, spec: sp, conds: rs.Conditions, hasConds: rs.Conditions.Keys() != 0, priority: rs.Priority, rank: -1}
+		t.routes = append(t.routes, r)
+		if sp.Transports != 0 && sp.Transports&protocols.TCP == 0 {
+			continue // a UDP-only route: never a candidate, the fallback or the silence choice of a stream
+		}
 		if r.hasConds && sp.Inspect == nil {
 			return nil, fmt.Errorf("protocol %q: route conditions (sni/alpn/host) need a protocol that can inspect them", sp.Name)
 		}
@@ -108,10 +113,9 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 			}
 			t.fallback = r
 		}
-		t.routes = append(t.routes, r)
+		t.ranked = append(t.ranked, r)
 	}
 	// SortStableFunc keeps ties in input order deterministically.
-	t.ranked = slices.Clone(t.routes)
 	slices.SortStableFunc(t.ranked, func(a, b *Route) int {
 		if sa, sb := specificity(a), specificity(b); sa != sb {
 			return sb - sa
