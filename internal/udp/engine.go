@@ -41,7 +41,6 @@ import (
 const (
 	DefaultMaxFlows          = config.DefaultMaxUDPFlows
 	DefaultIdleTimeout       = 2 * time.Minute
-	MaxMaxFlows              = 1 << 20
 	DefaultMaxFlowsPerSource = 64
 	// MaxPendingTotal bounds the datagrams all undecided flows hold.
 	MaxPendingTotal = 4 << 20
@@ -51,8 +50,8 @@ const (
 	maxDatagram = 64 << 10
 )
 
-// Settings are what the engine runs with; a reload may change them
-// (they apply to flows created afterwards, and MaxFlows at once).
+// Settings are what the engine runs with; a reload may change them: they
+// apply from the next new flow on (a lower MaxFlows evicts down to it then).
 type Settings struct {
 	MaxFlows          int // 0: DefaultMaxFlows
 	MaxFlowsPerSource int // 0: DefaultMaxFlowsPerSource
