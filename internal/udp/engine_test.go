@@ -3,14 +3,12 @@ package udp
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/internal/udp/udptest"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -132,7 +131,7 @@ func TestRoutesByPrefixAndRepliesToTheFlow(t *testing.T) {
 	}
 	// Counted after the write to the backend, which may come after the
 	// answer arrives.
-	eventually(t, func() bool { return value(t, f.stats.Route("A").DatagramsUp) == 2 }, "A datagrams up = 2")
+	testnet.Eventually(t, 5*time.Second, func() bool { return value(t, f.stats.Route("A").DatagramsUp) == 2 }, "A datagrams up = 2")
 }
 
 func TestNeedMoreWaitsForTheNextDatagram(t *testing.T) {
@@ -340,19 +339,7 @@ func TestDecideRanking(t *testing.T) {
 
 func waitFlows(t *testing.T, e *Engine, n int) {
 	t.Helper()
-	eventually(t, func() bool { return e.Flows() == n }, fmt.Sprintf("flows = %d", n))
-}
-
-// eventually fails the test when cond does not hold within 5 s.
-func eventually(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		runtime.Gosched()
-	}
+	testnet.Eventually(t, 5*time.Second, func() bool { return e.Flows() == n }, "flows = %d", n)
 }
 
 // value reads a counter's or gauge's value.
@@ -398,12 +385,12 @@ func TestStartBindsAllOrNone(t *testing.T) {
 		t.Fatalf("err %v, addrs %v", err, e.Addrs())
 	}
 	cancel()
-	eventually(t, func() bool { return len(e.Addrs()) == 0 }, "the listener stops with its context")
+	testnet.Eventually(t, 5*time.Second, func() bool { return len(e.Addrs()) == 0 }, "the listener stops with its context")
 }
 
 // With access_log, each flow's end writes one line with its counts.
 func TestFlowAccessLine(t *testing.T) {
-	var buf safeBuffer
+	var buf testnet.Buffer
 	st := metrics.New().UDP
 	table := NewTable([]Route{{Name: "A", Label: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}, IdleTimeout: time.Second}}, st)
 	clk := &clock{}
@@ -418,7 +405,7 @@ func TestFlowAccessLine(t *testing.T) {
 	roundTrip(t, c, "a1")
 	roundTrip(t, c, "a22")
 	// The answers were counted once the reader wrote them; wait for that.
-	eventually(t, func() bool { return value(t, st.Route("A").DatagramsDn) == 2 }, "answers counted")
+	testnet.Eventually(t, 5*time.Second, func() bool { return value(t, st.Route("A").DatagramsDn) == 2 }, "answers counted")
 	clk.add(2 * time.Second)
 	e.Sweep(clk.now())
 	line := buf.String()
@@ -428,15 +415,3 @@ func TestFlowAccessLine(t *testing.T) {
 		}
 	}
 }
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *safeBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
