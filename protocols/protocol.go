@@ -199,6 +199,9 @@ type Protocol struct {
 	Pool        PoolConfig    // warm pool of pre-dialed connections (opt-in)
 	Health      HealthConfig  // active health checks
 	IdleTimeout time.Duration // forwarded connection closed after this long without bytes (0 = manager default)
+	// UDPIdleTimeout ends a UDP flow of this route after this long without a
+	// datagram either way (0 = the server's, else the protocol's default).
+	UDPIdleTimeout time.Duration
 	// Source lists local addresses backend connections are dialed from, in
 	// turn: IPs or inclusive ranges "127.0.0.2-127.0.0.20" (see
 	// upstream.ParseSource). Empty lets the kernel choose.

@@ -120,6 +120,9 @@ type Protocol struct {
 	// Transport narrows the entry to one transport: tcp or udp ("": every
 	// transport its protocol exists on).
 	Transport string `yaml:"transport"`
+	// UDPIdleTimeout ends this route's UDP flows after this long without a
+	// datagram (0: server.udp_idle_timeout, else the protocol's default).
+	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`

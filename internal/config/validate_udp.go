@@ -42,6 +42,9 @@ func (v *checker) udp(c *Config) {
 		v.add(v.at("server", "udp_idle_timeout"), "server.udp_idle_timeout: %v, want 0 (by protocol) or 1s to %v", s.UDPIdleTimeout, maxUDPIdleTimeout)
 	}
 	for i, p := range c.Protocols {
+		if d := p.UDPIdleTimeout; d != 0 && (d < time.Second || d > maxUDPIdleTimeout) {
+			v.add(v.at("protocols", fmt.Sprintf("#%d", i), "udp_idle_timeout"), "protocols[%d] (%s): udp_idle_timeout: %v, want 0 (the server's) or 1s to %v", i, p.Name, d, maxUDPIdleTimeout)
+		}
 		if p.Transport == "" {
 			continue
 		}

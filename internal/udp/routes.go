@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"strings"
@@ -52,7 +53,8 @@ func Follow(snapshot func() *routing.Table, server func() config.Server, st *met
 
 // TableOf is the UDP table of a routing snapshot: the routes on UDP with
 // host:port targets (in-process handlers and unix: targets take no
-// datagrams). idle, when set, overrides every protocol's idle timeout.
+// datagrams). A flow's idle timeout is its route's udp_idle_timeout, else
+// idle (server.udp_idle_timeout), else the protocol's default.
 func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 	var routes []Route
 	if rt != nil {
@@ -63,7 +65,8 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 				continue
 			}
 			r := Route{Index: i, Name: p.Name, Label: e.Label, Detect: spec.Datagram, Inspect: spec.InspectDatagram,
-				Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback, IdleTimeout: idle}
+				Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback,
+				IdleTimeout: cmp.Or(p.UDPIdleTimeout, idle, IdleTimeoutOf(p.Name))}
 			if targets, err := upstream.ParseTargets([]string{p.Target}); err == nil {
 				for _, t := range targets {
 					if !strings.HasPrefix(t.Addr, upstream.UnixPrefix) {
@@ -73,9 +76,6 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 			}
 			if len(r.Targets) == 0 {
 				continue
-			}
-			if r.IdleTimeout <= 0 {
-				r.IdleTimeout = IdleTimeoutOf(p.Name)
 			}
 			routes = append(routes, r)
 		}

@@ -44,6 +44,11 @@ func TestTableOfAndFollow(t *testing.T) {
 	if got := TableOf(rt, 30*time.Second, st.UDP).Routes()[0].IdleTimeout; got != 30*time.Second {
 		t.Errorf("udp_idle_timeout 30s: DNS idle %v", got)
 	}
+	game.UDPIdleTimeout = 5 * time.Second // the route's own outranks the server's
+	if got := TableOf(rt, 30*time.Second, st.UDP).Routes()[1].IdleTimeout; got != 5*time.Second {
+		t.Errorf("game's udp_idle_timeout 5s under a server-wide 30s: idle %v", got)
+	}
+	game.UDPIdleTimeout = 0
 
 	cur := rt
 	server := config.Server{MaxUDPFlows: 7, AccessLog: true}
