@@ -119,9 +119,11 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := pm.prepareListenLocked(cfg.Server.Listen); err != nil {
-		plan.Discard()
-		return nil, err
+	if pm.listenFromConfig { // bind the addresses the reload adds now: one that cannot be bound rejects it
+		if err := pm.listeners.Prepare(cfg.Server.Listen); err != nil {
+			plan.Discard()
+			return nil, fmt.Errorf("protoplex: %w", err)
+		}
 	}
 	return &update{protos: protos, settings: next, security: cfg.Security.Guard(), routing: plan}, nil
 }

@@ -3,7 +3,6 @@ package protoplex
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
@@ -24,10 +23,10 @@ func (pm *ProtocolManager) RunServer(ctx context.Context, addr string) error {
 	return pm.Serve(ctx, ln)
 }
 
-// Listen opens a TCP listener for Serve that leaves TCP keepalive to the
-// manager's WithTCPKeepAlive (net.Listen would turn it on for every
-// accepted connection, at the cost of four syscalls each).
-func Listen(ctx context.Context, addr string) (net.Listener, error) { return listen.TCP(ctx, addr) }
+// Listen opens a listener for Serve: "host:port" (TCP, keepalive left to
+// WithTCPKeepAlive: net.Listen would turn it on for every accepted
+// connection, at four syscalls each) or "unix:/path" (a Unix socket).
+func Listen(ctx context.Context, addr string) (net.Listener, error) { return listen.Open(ctx, addr) }
 
 // Start binds addrs — or, when none are given, the server.listen addresses
 // of the applied configuration, which later UpdateConfig calls then rebind
@@ -132,16 +131,4 @@ func (pm *ProtocolManager) drain() {
 	pm.log.Info("drain deadline reached, closing connections", "count", pm.conns.Len())
 	pm.conns.CloseAll()
 	_ = pm.conns.Wait(context.Background())
-}
-
-// prepareListenLocked binds the listen addresses of cfg that a reload
-// would add, when Start follows the configuration; pm.mu is held.
-func (pm *ProtocolManager) prepareListenLocked(addrs []string) error {
-	if !pm.listenFromConfig {
-		return nil
-	}
-	if err := pm.listeners.Prepare(addrs); err != nil {
-		return fmt.Errorf("protoplex: %w", err)
-	}
-	return nil
 }
