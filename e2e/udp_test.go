@@ -5,12 +5,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/internal/udp/udptest"
 )
 
@@ -129,4 +136,29 @@ func oneFlow(from net.IP, addr, id string, rounds int) error {
 		}
 	}
 	return nil
+}
+
+// TestOpenVPNOverUDP: an OpenVPN client (--proto udp, the null device)
+// completes its TLS session with an OpenVPN server through protoplex's UDP
+// listener, on the port number its TCP listener also serves.
+func TestOpenVPNOverUDP(t *testing.T) {
+	openvpn := requireBinary(t, "/usr/sbin/openvpn")
+	pki := t.TempDir()
+	openVPNPKI(t, pki)
+	port, vpn := loopbackPort(t)
+	server := testnet.StartProcess(t, exec.Command(openvpn, "--dev", "null", "--proto", "udp", "--local", "127.0.0.1",
+		"--lport", strconv.Itoa(port), "--tls-server", "--dh", "none", "--ca", filepath.Join(pki, "ca.crt"),
+		"--cert", filepath.Join(pki, "server.crt"), "--key", filepath.Join(pki, "server.key"), "--verb", "3"))
+	testnet.Eventually(t, 15*time.Second, func() bool { return strings.Contains(server.Out.String(), "UDPv4 link local") },
+		"the OpenVPN server never bound its UDP port:\n%s", server.Out)
+	addr, pm := startUDPMux(t, fmt.Sprintf("protocols:\n  - name: openvpn\n    target: %q\n", vpn))
+	host, p, _ := net.SplitHostPort(addr)
+	runUntil(t, 30*time.Second, "Initialization Sequence Completed", openvpn,
+		"--dev", "null", "--proto", "udp", "--remote", host, p, "--tls-client", "--connect-retry-max", "1",
+		"--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "client.crt"), "--key", filepath.Join(pki, "client.key"), "--verb", "3")
+	rec := httptest.NewRecorder()
+	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if !regexp.MustCompile(`(?m)^protoplex_udp_flows_total\{protocol="OpenVPN"\} [1-9]`).MatchString(rec.Body.String()) {
+		t.Errorf("no OpenVPN UDP flow counted:\n%s", rec.Body)
+	}
 }
