@@ -2,9 +2,12 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +22,7 @@ import (
 
 	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/testnet"
-	"github.com/darkit/protoplex/protocols"
+	"github.com/darkit/protoplex/internal/udp/udptest"
 )
 
 var metricName = regexp.MustCompile(`protoplex_[a-z_]+`)
@@ -73,25 +76,34 @@ func TestPromtool(t *testing.T) {
 // TestUsedMetricsExist: every metric the alerts and the dashboard use is
 // exported by a running manager and documented.
 func TestUsedMetricsExist(t *testing.T) {
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)))
-	t.Cleanup(func() { pm.Close() })
 	// Labelled metrics appear once they have a value: drive one good
-	// connection, one garbage one and one to a dead backend.
-	backend := testnet.Echo(t)
-	// Port 1 (tcpmux) is not served on loopback: the dial is refused. A
-	// port freed by closing a listener could be taken again by a concurrent
-	// test's bind(:0).
+	// connection, one garbage one and one to a dead backend, and one UDP
+	// flow. Port 1 (tcpmux) is not served on loopback: the dial is refused.
+	// A port freed by closing a listener could be taken again by a
+	// concurrent test's bind(:0).
 	const dead = "127.0.0.1:1"
-	for _, p := range []*protocols.Protocol{protocols.NewSSHProtocol(backend), protocols.NewRedisProtocol(dead)} {
-		if err := pm.AddProtocol(p); err != nil {
-			t.Fatal(err)
-		}
+	addr := testnet.FreeAddr(t)
+	cfg, err := protoplex.ParseConfig([]byte(fmt.Sprintf("server:\n  listen: %q\n  listen_udp: %q\nprotocols:\n"+
+		"  - name: SSH\n    target: %q\n  - name: Redis\n    target: %q\n"+
+		"  - name: game\n    transport: udp\n    match_start_bytes: [\"6964\"]\n    target: %q\n",
+		addr, addr, testnet.Echo(t), dead, udptest.Echo(t, false))), "metrics.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	addr := testnet.Start(t, pm.Serve)
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := pm.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); pm.Close(); pm.Wait() })
+	if err := pm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, flight := range []string{"SSH-2.0-x\r\n", "\xff\xfe", "PING\r\n"} {
 		testnet.RoundTrip(addr, flight)
 	}
 	testnet.Eventually(t, 10*time.Second, func() bool { return pm.GetMetrics().ActiveConnections == 0 }, "connections still open")
+	udpExchange(t, addr)
 	rec := httptest.NewRecorder()
 	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	exported := map[string]bool{}
@@ -132,4 +144,22 @@ func TestUsedMetricsExist(t *testing.T) {
 			t.Errorf("%s is documented but not exported", m)
 		}
 	}
+}
+
+// udpExchange sends one datagram of the "game" route to addr and waits for
+// its echo, resending while none comes (UDP may drop).
+func udpExchange(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		c.Write([]byte("id1"))
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Read(buf)
+		return err == nil && string(buf[:n]) == "id1"
+	}, "no echo of a UDP datagram through %s", addr)
 }
