@@ -5,36 +5,21 @@ import (
 	"encoding/binary"
 	"maps"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/darkit/protoplex/internal/testnet"
 )
 
-// datagramDir holds the first datagrams real clients sent, recreated by
-// testdata/record-datagrams.sh; a file name's prefix before the first "-"
-// is the protocol's YAML name.
-const datagramDir = "testdata/datagrams"
-
-// recordedDatagrams returns every recorded first datagram by file name.
+// recordedDatagrams returns every recorded first datagram by file name
+// (testdata/datagrams, recreated by testdata/record-datagrams.sh; a file
+// name's prefix before the first "-" is the protocol's YAML name).
 func recordedDatagrams(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	paths, err := filepath.Glob(filepath.Join(datagramDir, "*.bin"))
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no recorded datagram in %s: %v", datagramDir, err)
-	}
-	out := make(map[string][]byte, len(paths))
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(p)] = b
-	}
-	return out
+	return testnet.Datagrams(tb, "")
 }
 
 // recordedFlows returns every recorded flow by name: a file NAME.bin is a
@@ -67,9 +52,9 @@ func recordedFlows(tb testing.TB) map[string][][]byte {
 
 func recordedDatagram(tb testing.TB, name string) []byte {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join(datagramDir, name))
-	if err != nil {
-		tb.Fatalf("datagram %s: %v (recreate with protocols/testdata/record-datagrams.sh)", name, err)
+	b, ok := testnet.Datagrams(tb, "")[name]
+	if !ok {
+		tb.Fatalf("no recorded datagram %s (recreate with protocols/testdata/record-datagrams.sh)", name)
 	}
 	return b
 }
