@@ -236,3 +236,22 @@ func TestActivationCountBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartOnlyKeys: a reload that changes keys a running process does not
+// rebind names them; log settings and routes are not among them.
+func TestRestartOnlyKeys(t *testing.T) {
+	parse := func(y string) *protoplex.Config {
+		t.Helper()
+		c, err := protoplex.ParseConfig([]byte(y+"protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n"), "r.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := parse("server:\n  listen_udp: \"127.0.0.1:5353\"\n  log_level: info\nmonitoring:\n  metrics_port: 9091\n")
+	b := parse("server:\n  listen_udp: \"127.0.0.1:5354\"\n  log_level: debug\nmonitoring:\n  metrics_port: 9093\n")
+	got := strings.Join(restartOnly(a, b, ""), ",")
+	if got != "monitoring.metrics_port,server.listen_udp" {
+		t.Fatalf("restart-only keys %q", got)
+	}
+}

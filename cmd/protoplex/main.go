@@ -285,7 +285,7 @@ func (b banner) say(text, kind string, fields ...any) {
 
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
-// the monitoring ports, the distributed block, and server.listen
+// the monitoring ports, the distributed block, server.listen_udp, and server.listen
 // when pinnedBy (-listen, socket activation) says what serves instead.
 func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
@@ -302,5 +302,6 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
+	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))
 	return keys
 }
