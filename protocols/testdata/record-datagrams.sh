@@ -6,11 +6,8 @@
 # wg (wireguard-tools), wireguard-go, ip (iproute2), root and /dev/net/tun
 # (scripts/install-test-deps.sh installs the packages).
 # Run from anywhere inside the module: protocols/testdata/record-datagrams.sh
-set -eu
-cd "$(dirname "$0")/../.."
-out=protocols/testdata/datagrams
-mkdir -p "$out"
-rec() { name=$1; shift; go run ./protocols/testdata/dgrecorder -out "$out/$name" "$@"; }
+out=protocols/testdata/datagrams mode=-udp
+. "$(dirname "$0")/lib.sh"
 
 rec dns-dig.bin -- dig +tries=1 +time=2 @127.0.0.1 -p {port} example.test A
 rec dns-dig-noedns.bin -- dig +noedns +norec +tries=1 +time=2 @127.0.0.1 -p {port} example.test MX
@@ -22,14 +19,9 @@ rec dtls-openssl-nosni.bin -- sh -c 'openssl s_client -dtls -connect 127.0.0.1:{
 rec dtls-openssl-v10.bin -- sh -c 'openssl s_client -dtls1 -cipher DEFAULT@SECLEVEL=0 -connect 127.0.0.1:{port} </dev/null'
 # A 256-byte MTU fragments the ClientHello over two datagrams: dtls-openssl-mtu-1.bin and -2.bin.
 rec dtls-openssl-mtu.bin -n 2 -- sh -c 'openssl s_client -dtls1_2 -mtu 256 -connect 127.0.0.1:{port} -servername frag.example -alpn h2 </dev/null'
-# OpenVPN's client needs a certificate before it sends its hard reset, and a
-# static key for tls-auth, tls-crypt and tls-crypt-v2.
-pki=$(mktemp -d)
-trap 'rm -rf "$pki"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" \
-	-subj /CN=ca -days 1 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/c.key" -out "$pki/c.csr" -subj /CN=c 2>/dev/null
-openssl x509 -req -in "$pki/c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -out "$pki/c.crt" -days 1 2>/dev/null
+# OpenVPN's client also needs a static key for tls-auth, tls-crypt and
+# tls-crypt-v2.
+client_pki
 openvpn --genkey secret "$pki/ta.key" >/dev/null
 openvpn --genkey tls-crypt-v2-server "$pki/v2s.key" >/dev/null
 openvpn --genkey tls-crypt-v2-client "$pki/v2c.key" --tls-crypt-v2 "$pki/v2s.key" >/dev/null

@@ -4,11 +4,8 @@
 # is contacted). Needs: gtlsclient (ngtcp2-client; scripts/install-test-deps.sh
 # installs it) and the Go module proxy for quic-go (testdata/quicgo).
 # Run from anywhere inside the module: protocols/testdata/record-quic.sh
-set -eu
-cd "$(dirname "$0")/../.."
-out=protocols/testdata/datagrams
-mkdir -p "$out"
-rec() { name=$1; shift; go run ./protocols/testdata/dgrecorder -out "$out/$name" "$@"; }
+out=protocols/testdata/datagrams mode=-udp
+. "$(dirname "$0")/lib.sh"
 
 # ALPN h3, QUIC version 1. Debian's gtlsclient (ngtcp2 0.12) sends "localhost"
 # as SNI for a numeric host and ignores --sni; its "-v 0x6b3343cf" sends

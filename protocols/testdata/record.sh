@@ -6,11 +6,8 @@
 # xfreerdp + xvfb-run, openvpn (scripts/install-test-deps.sh installs them), and
 # chromium (apt-get install chromium; only for recording, no test needs it).
 # Run from anywhere inside the module: protocols/testdata/record.sh
-set -eu
-cd "$(dirname "$0")/../.."
 out=protocols/testdata/flights
-mkdir -p "$out"
-rec() { name=$1; shift; go run ./protocols/testdata/recorder -out "$out/$name" "$@"; }
+. "$(dirname "$0")/lib.sh"
 
 rec http-curl.bin -- curl -s http://127.0.0.1:{port}/index.html
 rec http-curl-post.bin -- curl -s -d 'a=1&b=2' http://127.0.0.1:{port}/form
@@ -51,12 +48,6 @@ rec rtsp-ffmpeg.bin -- ffmpeg -hide_banner -loglevel quiet -re -f lavfi -i tests
 rec rtmp-ffmpeg.bin -- ffmpeg -hide_banner -loglevel quiet -re -f lavfi -i testsrc=size=64x48:rate=5 -t 1 \
 	-f flv rtmp://127.0.0.1:{port}/live/test
 rec rdp-xfreerdp.bin -- xvfb-run -a xfreerdp /v:127.0.0.1:{port} /cert:ignore /u:test /p:test +auth-only
-# OpenVPN's client needs a certificate before it sends its hard reset.
-pki=$(mktemp -d)
-trap 'rm -rf "$pki"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" \
-	-subj /CN=ca -days 1 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/c.key" -out "$pki/c.csr" -subj /CN=c 2>/dev/null
-openssl x509 -req -in "$pki/c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -out "$pki/c.crt" -days 1 2>/dev/null
+client_pki
 rec openvpn-openvpn.bin -- openvpn --dev null --proto tcp-client --remote 127.0.0.1 {port} --tls-client \
 	--ca "$pki/ca.crt" --cert "$pki/c.crt" --key "$pki/c.key" --connect-retry-max 1
