@@ -53,28 +53,11 @@ func run() error {
 		return errors.New(usage)
 	}
 
-	// The listener the client is pointed at, and what reads from it.
-	var (
-		addr   string
-		record func() error
-	)
-	if *udp {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		addr = pc.LocalAddr().String()
-		record = func() error { return recordDatagrams(pc, *out, *count, *wait) }
-	} else {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer ln.Close()
-		addr = ln.Addr().String()
-		record = func() error { return recordFlight(ln, *out, *wait, *idle) }
+	addr, record, closeListener, err := listen(*udp, *out, *count, *wait, *idle)
+	if err != nil {
+		return err
 	}
+	defer closeListener()
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -93,6 +76,24 @@ func run() error {
 	cancel() // stops the client
 	<-clientDone
 	return err
+}
+
+// listen opens the socket the client is pointed at, a UDP one with udp set,
+// and returns its address, the function that records what arrives on it,
+// and the function that closes it.
+func listen(udp bool, out string, count int, wait, idle time.Duration) (addr string, record, closeSocket func() error, err error) {
+	if udp {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, nil, err
+		}
+		return pc.LocalAddr().String(), func() error { return recordDatagrams(pc, out, count, wait) }, pc.Close, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return ln.Addr().String(), func() error { return recordFlight(ln, out, wait, idle) }, ln.Close, nil
 }
 
 // startCommand runs args with {port} replaced by port. The command is
