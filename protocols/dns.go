@@ -4,8 +4,8 @@ import "encoding/binary"
 
 func init() { register(dnsDescriptor, NewDNSProtocol) }
 
-var dnsDescriptor = Descriptor{Name: "DNS", Transports: TCP | UDP, Detect: detectDNS, Datagram: detectDNSDatagram,
-	FirstBytes: []byte{0x00, 0x01}, Summary: "DNS over TCP or UDP: a query with a well-formed first question"}
+var dnsDescriptor = Descriptor{Spec: Spec{Name: "DNS", Transports: TCP | UDP, Detect: detectDNS, Datagram: detectDNSDatagram,
+	FirstBytes: []byte{0x00, 0x01}}, Summary: "DNS over TCP or UDP: a query with a well-formed first question"}
 
 // NewDNSProtocol routes DNS over TCP and UDP: a header that is a query
 // (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions and no

@@ -4,8 +4,8 @@ import "golang.org/x/crypto/cryptobyte"
 
 func init() { register(dtlsDescriptor, NewDTLSProtocol) }
 
-var dtlsDescriptor = Descriptor{Name: "DTLS", Transports: UDP, Datagram: detectDTLS, InspectDatagram: inspectDTLS,
-	FirstBytes: []byte{tlsHandshake}, Routable: SNIKey | ALPNKey,
+var dtlsDescriptor = Descriptor{Spec: Spec{Name: "DTLS", Transports: UDP, Datagram: detectDTLS, InspectDatagram: inspectDTLS,
+	FirstBytes: []byte{tlsHandshake}}, Routable: SNIKey | ALPNKey,
 	Summary: "DTLS handshake records carrying a whole ClientHello (UDP)"}
 
 // NewDTLSProtocol routes DTLS 1.0 to 1.3 (UDP only): a flow's first

@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(ftpDescriptor, NewFTPProtocol) }
 
-var ftpDescriptor = Descriptor{Name: "FTP", Transports: TCP, Detect: detectFTP, FirstBytes: []byte{0x00}, ServerFirst: true,
+var ftpDescriptor = Descriptor{Spec: Spec{Name: "FTP", Transports: TCP, Detect: detectFTP, FirstBytes: []byte{0x00}, ServerFirst: true},
 	Summary: "chosen on client silence only"}
 
 // NewFTPProtocol routes FTP, a server-speaks-first protocol: clients send

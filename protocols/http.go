@@ -32,8 +32,8 @@ var httpGetOnly = []string{"GET"}
 
 func init() { register(httpDescriptor, NewHTTPProtocol) }
 
-var httpDescriptor = Descriptor{Name: "HTTP", Transports: TCP, Detect: detectHTTP, FirstBytes: httpFirstBytes(httpMethods),
-	Inspect: inspectHTTP, Routable: HostKey, Summary: "HTTP/1.x request line, WebDAV methods included"}
+var httpDescriptor = Descriptor{Spec: Spec{Name: "HTTP", Transports: TCP, Detect: detectHTTP, FirstBytes: httpFirstBytes(httpMethods),
+	Inspect: inspectHTTP}, Routable: HostKey, Summary: "HTTP/1.x request line, WebDAV methods included"}
 
 // NewHTTPProtocol returns the HTTP/1.0 and HTTP/1.1 protocol. It matches as
 // soon as the request line is complete and valid; a route with Hosts

@@ -9,7 +9,7 @@ var detectHTTP2 = prefixDetector(http2Preface)
 
 func init() { register(http2Descriptor, NewHTTP2Protocol) }
 
-var http2Descriptor = Descriptor{Name: "HTTP2", Transports: TCP, Detect: detectHTTP2, FirstBytes: []byte{'P'},
+var http2Descriptor = Descriptor{Spec: Spec{Name: "HTTP2", Transports: TCP, Detect: detectHTTP2, FirstBytes: []byte{'P'}},
 	Summary: "cleartext HTTP/2 prior-knowledge preface"}
 
 // NewHTTP2Protocol returns cleartext HTTP/2 with prior knowledge. (HTTP/2 over

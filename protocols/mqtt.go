@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(mqttDescriptor, NewMQTTProtocol) }
 
-var mqttDescriptor = Descriptor{Name: "MQTT", Transports: TCP, Detect: detectMQTT, FirstBytes: []byte{0x10},
+var mqttDescriptor = Descriptor{Spec: Spec{Name: "MQTT", Transports: TCP, Detect: detectMQTT, FirstBytes: []byte{0x10}},
 	Summary: "MQTT 3.1, 3.1.1 or 5 CONNECT packet"}
 
 // NewMQTTProtocol routes MQTT 3.1, 3.1.1 and 5 clients: a CONNECT packet

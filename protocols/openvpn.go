@@ -4,8 +4,8 @@ import "encoding/binary"
 
 func init() { register(openVPNDescriptor, NewOpenVPNProtocol) }
 
-var openVPNDescriptor = Descriptor{Name: "OpenVPN", Transports: TCP | UDP, Detect: detectOpenVPN,
-	Datagram: detectOpenVPNDatagram, FirstBytes: []byte{0x00}, Summary: "OpenVPN over TCP or UDP: a client hard reset"}
+var openVPNDescriptor = Descriptor{Spec: Spec{Name: "OpenVPN", Transports: TCP | UDP, Detect: detectOpenVPN,
+	Datagram: detectOpenVPNDatagram, FirstBytes: []byte{0x00}}, Summary: "OpenVPN over TCP or UDP: a client hard reset"}
 
 // NewOpenVPNProtocol routes OpenVPN over TCP and UDP. Over TCP: a 2-byte
 // packet length (14–2048) and the client's first packet,

@@ -4,7 +4,7 @@ import "encoding/binary"
 
 func init() { register(postgreSQLDescriptor, NewPostgreSQLProtocol) }
 
-var postgreSQLDescriptor = Descriptor{Name: "PostgreSQL", Transports: TCP, Detect: detectPostgreSQL, FirstBytes: []byte{0x00},
+var postgreSQLDescriptor = Descriptor{Spec: Spec{Name: "PostgreSQL", Transports: TCP, Detect: detectPostgreSQL, FirstBytes: []byte{0x00}},
 	Aliases: []string{"postgres"}, Summary: "StartupMessage, SSLRequest, GSSENCRequest or CancelRequest"}
 
 // NewPostgreSQLProtocol routes PostgreSQL clients: a StartupMessage

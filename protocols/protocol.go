@@ -15,15 +15,16 @@
 //     described by byte patterns) plus its [Conditions] (SNI, ALPN, Host),
 //     target, balancing, pool, health checks or in-process handler.
 //   - [Descriptor] is a built-in's entry in the registry ([Describe],
-//     [Descriptors], [Names], [Lookup]): what the protocol is (the fields
-//     of its Spec), its YAML names, its constructor, which builds the
-//     Protocol from those fields, and which route conditions apply to it.
+//     [Descriptors], [Names], [Lookup]): what the protocol is (its Spec,
+//     embedded), its YAML names, its constructor, which builds the
+//     Protocol from that Spec, and which route conditions apply to it.
 package protocols
 
 import (
 	"bytes"
 	"net"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -302,6 +303,28 @@ func (p *Protocol) Spec() Spec {
 		s.Silence = p.EstablishConnection[0].Silence
 	}
 	return s
+}
+
+// protocol returns a new Protocol that is s, on every transport its
+// detectors exist on: s's detectors, inspectors, name and specificity, a
+// copy of its FirstBytes (the caller may change them without changing s),
+// and one server-first step of s's Silence when s is server-first. Its
+// [Protocol.Spec] is s when s's Transports are those of its detectors and
+// s is Structural, but for the NoMatch Detect of a protocol not on TCP.
+func (s *Spec) protocol() *Protocol {
+	p := &Protocol{
+		Name:            s.Name,
+		Detect:          s.Detect,
+		FirstBytes:      slices.Clone(s.FirstBytes),
+		Inspect:         s.Inspect,
+		Datagram:        s.Datagram,
+		InspectDatagram: s.InspectDatagram,
+		Specificity:     s.Specificity,
+	}
+	if s.ServerFirst {
+		p.EstablishConnection = []EstablishConnection{{Silence: s.Silence}}
+	}
+	return p
 }
 
 // Transports returns the transports p's route takes flows of: those its

@@ -29,7 +29,7 @@ const (
 
 func init() { register(quicDescriptor, NewQUICProtocol) }
 
-var quicDescriptor = Descriptor{Name: "QUIC", Transports: UDP, Datagram: detectQUIC, InspectDatagram: inspectQUIC,
+var quicDescriptor = Descriptor{Spec: Spec{Name: "QUIC", Transports: UDP, Datagram: detectQUIC, InspectDatagram: inspectQUIC},
 	Routable: SNIKey | ALPNKey, Summary: "QUIC v1/v2 Initial packet that decrypts, carrying a ClientHello"}
 
 // NewQUICProtocol returns QUIC versions 1 (RFC 9000) and 2 (RFC 9369) on UDP.

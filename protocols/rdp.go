@@ -4,7 +4,7 @@ import "encoding/binary"
 
 func init() { register(rdpDescriptor, NewRDPProtocol) }
 
-var rdpDescriptor = Descriptor{Name: "RDP", Transports: TCP, Detect: detectRDP, FirstBytes: []byte{0x03},
+var rdpDescriptor = Descriptor{Spec: Spec{Name: "RDP", Transports: TCP, Detect: detectRDP, FirstBytes: []byte{0x03}},
 	Summary: "TPKT carrying an X.224 Connection Request"}
 
 // NewRDPProtocol routes RDP: a TPKT header (version 3, reserved 0, length

@@ -30,7 +30,7 @@ var redisInlineCommands = []string{
 
 func init() { register(redisDescriptor, NewRedisProtocol) }
 
-var redisDescriptor = Descriptor{Name: "Redis", Transports: TCP, Detect: detectRedis, FirstBytes: redisFirstBytes(),
+var redisDescriptor = Descriptor{Spec: Spec{Name: "Redis", Transports: TCP, Detect: detectRedis, FirstBytes: redisFirstBytes()},
 	Summary: "RESP array header or an inline command line"}
 
 // NewRedisProtocol returns Redis: a RESP array "*N\r\n$len\r\n" (what every

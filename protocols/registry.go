@@ -10,42 +10,22 @@ import (
 type Constructor func(target string) *Protocol
 
 // Descriptor is a built-in protocol's registry entry: what the protocol is
-// (the fields of its [Spec]), what a configuration may call it and what
-// routes of it may say. Its constructor builds a [Protocol] from these
-// fields, so the two always agree.
+// (its [Spec]), what a configuration may call it and what routes of it may
+// say. Its constructor builds a [Protocol] from that Spec, so the two always
+// agree: the constructed protocol's [Protocol.Spec] is the descriptor's,
+// except that a protocol not on TCP gets a Detect that answers NoMatch.
 type Descriptor struct {
-	// Name is the canonical display name, as the constructor's Protocol.Name
-	// ("TLS", "PostgreSQL"); its lower case is a YAML name.
-	Name string
+	// Spec is what the protocol is. Name is the canonical display name
+	// ("TLS", "PostgreSQL"), as the constructor's Protocol.Name; its lower
+	// case is a YAML name. Transports are the transports the protocol
+	// exists on: TCP exactly when Detect is set, UDP exactly when Datagram
+	// is set. Structural is true: every built-in detector parses its
+	// protocol's framing.
+	Spec
 	// Aliases are the other YAML names (lower case), e.g. "postgres".
 	Aliases []string
 	// New builds the protocol routed to a target.
 	New Constructor
-
-	// Transports are the transports the protocol exists on: TCP needs
-	// Detect, UDP needs Datagram.
-	Transports Transports
-	// Detect is the protocol's structural detector on TCP; nil when the
-	// protocol does not exist on TCP.
-	Detect DetectFunc
-	// FirstBytes lists every byte a first flight can start with, for the
-	// engine's first-byte index (TCP; for a UDP-only protocol, its first
-	// datagram's first bytes).
-	FirstBytes []byte
-	// Inspect extracts route metadata; nil when the protocol has none.
-	Inspect InspectFunc
-	// Datagram is the protocol's structural detector on UDP; nil when the
-	// protocol does not exist on UDP.
-	Datagram DatagramFunc
-	// InspectDatagram extracts route metadata from datagrams; nil when the
-	// protocol has none on UDP.
-	InspectDatagram DatagramInspectFunc
-	// Specificity ranks a sub-protocol above its generic parent (WebSocket
-	// and WebDAV over HTTP).
-	Specificity int
-	// ServerFirst: the protocol is chosen when the client stays silent,
-	// after the engine's default wait.
-	ServerFirst bool
 
 	// Routable is the set of route conditions that apply: SNI and ALPN for
 	// TLS, Host for HTTP, WebSocket and WebDAV, none for the others (their
@@ -62,23 +42,10 @@ func (d Descriptor) YAMLNames() []string {
 }
 
 // build returns d's protocol routed to target, as every built-in
-// constructor does: a new Protocol whose FirstBytes the caller may change
-// without changing d, with one server-first step (the default silence)
-// when d is server-first.
+// constructor does (see Spec.protocol).
 func build(d *Descriptor, target string) *Protocol {
-	p := &Protocol{
-		Name:            d.Name,
-		Target:          target,
-		Detect:          d.Detect,
-		FirstBytes:      slices.Clone(d.FirstBytes),
-		Inspect:         d.Inspect,
-		Datagram:        d.Datagram,
-		InspectDatagram: d.InspectDatagram,
-		Specificity:     d.Specificity,
-	}
-	if d.ServerFirst {
-		p.EstablishConnection = []EstablishConnection{{}}
-	}
+	p := d.protocol()
+	p.Target = target
 	return p
 }
 
@@ -87,18 +54,20 @@ func build(d *Descriptor, target string) *Protocol {
 // read-only once package initialisation is done, so it needs no lock.
 var registry = map[string]*Descriptor{}
 
-// register adds d under its name and aliases, with ctor as d.New. ctor
+// register adds d under its name and aliases, with ctor as d.New and
+// Structural set (built-in detectors parse their protocol's framing). ctor
 // comes apart from d because it builds from d's variable: a descriptor
 // literal naming it would be an initialisation cycle. A duplicate name, or
 // a descriptor without a detector or constructor, is a defect of the build,
 // so it panics (the registry tests load the package), as do transports that
-// disagree with the detectors: TCP exactly when Detect is set, UDP exactly
-// when Datagram is set. Every name is checked
-// before any is added, so a rejected descriptor leaves the registry as it
-// was.
+// disagree with the detectors (TCP exactly when Detect is set, UDP exactly
+// when Datagram is set) and a Silence on a protocol that is not
+// server-first. Every name is checked before any is added, so a rejected
+// descriptor leaves the registry as it was.
 func register(d Descriptor, ctor Constructor) {
 	d.Aliases = slices.Clone(d.Aliases)
 	d.New = ctor
+	d.Structural = true
 	names := d.YAMLNames()
 	for i, n := range names {
 		if n != strings.ToLower(n) || n == "" {
@@ -122,6 +91,9 @@ func register(d Descriptor, ctor Constructor) {
 	}
 	if (d.Transports&UDP != 0) != (d.Datagram != nil) {
 		panic(fmt.Sprintf("protocols: %s: transports %v but Datagram set: %t", d.Name, d.Transports, d.Datagram != nil))
+	}
+	if d.Silence != 0 && !d.ServerFirst {
+		panic(fmt.Sprintf("protocols: %s waits a silence but is not server-first", d.Name))
 	}
 	if d.InspectDatagram != nil && d.Datagram == nil {
 		panic(fmt.Sprintf("protocols: %s inspects datagrams it has no detector for", d.Name))

@@ -1,10 +1,12 @@
 package protocols
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRegistry: every descriptor agrees with the protocol its constructor
@@ -20,15 +22,18 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Descriptors not sorted: %s before %s", ds[i-1].Name, d.Name)
 		}
 		p := d.New("127.0.0.1:1")
-		if p.Name != d.Name || p.Target != "127.0.0.1:1" || p.Transports() != d.Transports || p.Spec().Transports != d.Transports {
-			t.Errorf("%s: constructor gives Name %q, Target %q, transports %v (spec %v); want transports %v",
-				d.Name, p.Name, p.Target, p.Transports(), p.Spec().Transports, d.Transports)
+		if p.Name != d.Name || p.Target != "127.0.0.1:1" || p.Transports() != d.Transports {
+			t.Errorf("%s: constructor gives Name %q, Target %q, transports %v; want transports %v",
+				d.Name, p.Name, p.Target, p.Transports(), d.Transports)
 		}
-		if (p.Detect != nil) != (d.Transports&TCP != 0) || (p.Datagram != nil) != (d.Transports&UDP != 0) {
-			t.Errorf("%s: transports %v but Detect set %v, Datagram set %v", d.Name, d.Transports, p.Detect != nil, p.Datagram != nil)
+		// The protocol is the descriptor's Spec, with the stream detector
+		// every Spec not on TCP has.
+		want := d.Spec
+		if want.Transports&TCP == 0 {
+			want.Detect = noMatch
 		}
-		if p.ServerFirst() != d.ServerFirst {
-			t.Errorf("%s: descriptor ServerFirst %v, protocol %v", d.Name, d.ServerFirst, p.ServerFirst())
+		if got := p.Spec(); !sameSpec(got, want) {
+			t.Errorf("%s: constructor's protocol is\n%s\nwant the descriptor's\n%s", d.Name, specString(got), specString(want))
 		}
 		// A route condition needs metadata, which only an inspector gives:
 		// one on every transport the protocol exists on.
@@ -64,6 +69,25 @@ func TestRegistry(t *testing.T) {
 	if _, ok := Lookup("nosuchprotocol"); ok {
 		t.Error("Lookup accepts an unknown name")
 	}
+}
+
+// sameSpec reports whether a and b have equal fields, functions compared by
+// identity (the same detector, not an equivalent one).
+func sameSpec(a, b Spec) bool { return specString(a) == specString(b) }
+
+// specString prints every field of s, a function as its address (nil as 0).
+func specString(s Spec) string {
+	v := reflect.ValueOf(s)
+	var b strings.Builder
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if f.Kind() == reflect.Func {
+			fmt.Fprintf(&b, "%s:%#x ", v.Type().Field(i).Name, f.Pointer())
+			continue
+		}
+		fmt.Fprintf(&b, "%s:%v ", v.Type().Field(i).Name, f.Interface())
+	}
+	return b.String()
 }
 
 func TestRegistryConditions(t *testing.T) {
@@ -189,6 +213,8 @@ func TestRegisterRejects(t *testing.T) {
 	strayInspector := stun("Fresh")
 	strayInspector.Datagram, strayInspector.Transports = nil, TCP
 	strayInspector.InspectDatagram = inspectDTLS
+	straySilence := stun("Fresh")
+	straySilence.Silence = time.Second
 	for name, c := range map[string]struct {
 		d    Descriptor
 		ctor Constructor
@@ -204,6 +230,7 @@ func TestRegisterRejects(t *testing.T) {
 		"no transports":      {noTransports, NewSTUNProtocol},
 		"datagram on tcp":    {tcpOnly, NewSTUNProtocol},
 		"stray inspector":    {strayInspector, NewSTUNProtocol},
+		"stray silence":      {straySilence, NewSTUNProtocol},
 		"alias of an alias":  {stun("Fresh", "postgres"), NewSTUNProtocol},
 		"name of an alias'":  {stun("Postgres"), NewSTUNProtocol},
 		"empty alias string": {stun("Fresh", ""), NewSTUNProtocol},

@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(rtmpDescriptor, NewRTMPProtocol) }
 
-var rtmpDescriptor = Descriptor{Name: "RTMP", Transports: TCP, Detect: detectRTMP, FirstBytes: []byte{0x03},
+var rtmpDescriptor = Descriptor{Spec: Spec{Name: "RTMP", Transports: TCP, Detect: detectRTMP, FirstBytes: []byte{0x03}},
 	Summary: "RTMP handshake: C0 version 3 and a 1536-byte C1"}
 
 // NewRTMPProtocol routes RTMP: C0 (version 3) and the 1536-byte C1. It

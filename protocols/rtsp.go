@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(rtspDescriptor, NewRTSPProtocol) }
 
-var rtspDescriptor = Descriptor{Name: "RTSP", Transports: TCP, Detect: detectRTSP, FirstBytes: []byte("ODSPTRAG"),
+var rtspDescriptor = Descriptor{Spec: Spec{Name: "RTSP", Transports: TCP, Detect: detectRTSP, FirstBytes: []byte("ODSPTRAG")},
 	Summary: "RTSP/1.0 request line"}
 
 // NewRTSPProtocol routes RTSP: a request line METHOD SP URI SP "RTSP/1.0"

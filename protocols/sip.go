@@ -4,8 +4,8 @@ import "bytes"
 
 func init() { register(sipDescriptor, NewSIPProtocol) }
 
-var sipDescriptor = Descriptor{Name: "SIP", Transports: TCP | UDP, Detect: detectSIP, Datagram: detectSIPDatagram,
-	FirstBytes: []byte("IRAOBCSNMPUE"), Summary: "SIP/2.0 request line with a sip: or sips: URI (UDP: or a status line)"}
+var sipDescriptor = Descriptor{Spec: Spec{Name: "SIP", Transports: TCP | UDP, Detect: detectSIP, Datagram: detectSIPDatagram,
+	FirstBytes: []byte("IRAOBCSNMPUE")}, Summary: "SIP/2.0 request line with a sip: or sips: URI (UDP: or a status line)"}
 
 // NewSIPProtocol routes SIP over TCP and UDP: a request line METHOD SP
 // sip:/sips: URI SP "SIP/2.0". Over UDP the first datagram holds the whole

@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(smtpDescriptor, NewSMTPProtocol) }
 
-var smtpDescriptor = Descriptor{Name: "SMTP", Transports: TCP, Detect: detectSMTP, FirstBytes: []byte("EeHh"), ServerFirst: true,
+var smtpDescriptor = Descriptor{Spec: Spec{Name: "SMTP", Transports: TCP, Detect: detectSMTP, FirstBytes: []byte("EeHh"), ServerFirst: true},
 	Summary: "chosen on client silence, or on a client's EHLO/HELO"}
 
 // NewSMTPProtocol routes SMTP. The client normally waits for the server's

@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(socksDescriptor, NewSOCKSProtocol) }
 
-var socksDescriptor = Descriptor{Name: "SOCKS", Transports: TCP, Detect: detectSOCKS, FirstBytes: []byte{0x04, 0x05},
+var socksDescriptor = Descriptor{Spec: Spec{Name: "SOCKS", Transports: TCP, Detect: detectSOCKS, FirstBytes: []byte{0x04, 0x05}},
 	Summary: "SOCKS4/4a or SOCKS5 greeting"}
 
 // NewSOCKSProtocol routes both SOCKS4/4a and SOCKS5 to one target.

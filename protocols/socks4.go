@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(socks4Descriptor, NewSOCKS4Protocol) }
 
-var socks4Descriptor = Descriptor{Name: "SOCKS4", Transports: TCP, Detect: detectSOCKS4, FirstBytes: []byte{0x04},
+var socks4Descriptor = Descriptor{Spec: Spec{Name: "SOCKS4", Transports: TCP, Detect: detectSOCKS4, FirstBytes: []byte{0x04}},
 	Summary: "SOCKS4 or SOCKS4a CONNECT/BIND request"}
 
 // NewSOCKS4Protocol routes SOCKS4 and SOCKS4a clients: version 4, command

@@ -2,7 +2,7 @@ package protocols
 
 func init() { register(socks5Descriptor, NewSOCKS5Protocol) }
 
-var socks5Descriptor = Descriptor{Name: "SOCKS5", Transports: TCP, Detect: detectSOCKS5, FirstBytes: []byte{0x05},
+var socks5Descriptor = Descriptor{Spec: Spec{Name: "SOCKS5", Transports: TCP, Detect: detectSOCKS5, FirstBytes: []byte{0x05}},
 	Summary: "SOCKS5 greeting with known method codes"}
 
 // NewSOCKS5Protocol routes SOCKS5 clients: version 5, a method count of

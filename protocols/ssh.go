@@ -7,7 +7,7 @@ var detectSSH = prefixDetector("SSH-2.0-", "SSH-1.99-")
 
 func init() { register(sshDescriptor, NewSSHProtocol) }
 
-var sshDescriptor = Descriptor{Name: "SSH", Transports: TCP, Detect: detectSSH, FirstBytes: []byte{'S'},
+var sshDescriptor = Descriptor{Spec: Spec{Name: "SSH", Transports: TCP, Detect: detectSSH, FirstBytes: []byte{'S'}},
 	Summary: "SSH-2.0- or SSH-1.99- identification string"}
 
 // NewSSHProtocol returns SSH. Clients send their identification string

@@ -4,8 +4,8 @@ import "encoding/binary"
 
 func init() { register(stunDescriptor, NewSTUNProtocol) }
 
-var stunDescriptor = Descriptor{Name: "STUN", Transports: TCP | UDP, Detect: detectSTUN, Datagram: detectSTUNDatagram,
-	FirstBytes: []byte{0x00, 0x01}, Aliases: []string{"turn"}, Summary: "STUN/TURN message with the magic cookie"}
+var stunDescriptor = Descriptor{Spec: Spec{Name: "STUN", Transports: TCP | UDP, Detect: detectSTUN, Datagram: detectSTUNDatagram,
+	FirstBytes: []byte{0x00, 0x01}}, Aliases: []string{"turn"}, Summary: "STUN/TURN message with the magic cookie"}
 
 // NewSTUNProtocol routes STUN and TURN over TCP and UDP (RFC 8489/8656):
 // the first two bits zero, a length that is a multiple of 4, and the magic

@@ -19,7 +19,7 @@ const (
 
 func init() { register(tlsDescriptor, NewTLSProtocol) }
 
-var tlsDescriptor = Descriptor{Name: "TLS", Transports: TCP, Detect: detectTLS, FirstBytes: []byte{tlsHandshake}, Inspect: inspectTLS,
+var tlsDescriptor = Descriptor{Spec: Spec{Name: "TLS", Transports: TCP, Detect: detectTLS, FirstBytes: []byte{tlsHandshake}, Inspect: inspectTLS},
 	Routable: SNIKey | ALPNKey, Summary: "TLS record carrying a ClientHello"}
 
 // NewTLSProtocol returns TLS (SSL 3.0 to TLS 1.3). It matches as soon as the

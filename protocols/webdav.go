@@ -18,8 +18,8 @@ var webdavMethods = []string{
 
 func init() { register(webDAVDescriptor, NewWebDAVProtocol) }
 
-var webDAVDescriptor = Descriptor{Name: "WebDAV", Transports: TCP, Detect: detectWebDAV, FirstBytes: httpFirstBytes(webdavMethods),
-	Inspect: inspectHTTP, Specificity: 1, Routable: HostKey, Summary: "HTTP/1.x request with a WebDAV-only method"}
+var webDAVDescriptor = Descriptor{Spec: Spec{Name: "WebDAV", Transports: TCP, Detect: detectWebDAV, FirstBytes: httpFirstBytes(webdavMethods),
+	Inspect: inspectHTTP, Specificity: 1}, Routable: HostKey, Summary: "HTTP/1.x request with a WebDAV-only method"}
 
 // NewWebDAVProtocol returns the WebDAV protocol: an HTTP/1.x request line
 // whose method is WebDAV-only (see webdavMethods). It outranks HTTP

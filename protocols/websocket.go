@@ -2,8 +2,8 @@ package protocols
 
 func init() { register(webSocketDescriptor, NewWebSocketProtocol) }
 
-var webSocketDescriptor = Descriptor{Name: "WebSocket", Transports: TCP, Detect: detectWebSocket, FirstBytes: []byte{'G'},
-	Inspect: inspectHTTP, Specificity: 1, Routable: HostKey, Summary: "HTTP/1.1 GET with Upgrade: websocket"}
+var webSocketDescriptor = Descriptor{Spec: Spec{Name: "WebSocket", Transports: TCP, Detect: detectWebSocket, FirstBytes: []byte{'G'},
+	Inspect: inspectHTTP, Specificity: 1}, Routable: HostKey, Summary: "HTTP/1.1 GET with Upgrade: websocket"}
 
 // NewWebSocketProtocol returns the WebSocket protocol (RFC 6455 §4.1): an
 // HTTP/1.1 GET whose header block carries "Upgrade: websocket". It needs the

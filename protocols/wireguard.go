@@ -2,8 +2,8 @@ package protocols
 
 func init() { register(wireGuardDescriptor, NewWireGuardProtocol) }
 
-var wireGuardDescriptor = Descriptor{Name: "WireGuard", Transports: UDP, Datagram: detectWireGuard,
-	FirstBytes: []byte{wireGuardInitiation}, Summary: "WireGuard handshake initiation (UDP)"}
+var wireGuardDescriptor = Descriptor{Spec: Spec{Name: "WireGuard", Transports: UDP, Datagram: detectWireGuard,
+	FirstBytes: []byte{wireGuardInitiation}}, Summary: "WireGuard handshake initiation (UDP)"}
 
 // NewWireGuardProtocol routes WireGuard (UDP only): a flow's first datagram
 // is a handshake initiation, exactly 148 bytes: message type 1, three
