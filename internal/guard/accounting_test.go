@@ -34,11 +34,11 @@ func checkInvariants(t *testing.T, g *Guard, held []Ticket) {
 			t.Fatalf("shard %d holds %d > %d", i, len(sh.m), g.shardCapacity)
 		}
 		idle := 0
-		for e := sh.idle.head; e != nil; e = e.next {
+		for e := sh.idle.Front(); e != nil; e = sh.idle.Next(e) {
 			if e.active != 0 || sh.m[e.key] != e {
 				t.Fatalf("idle list holds %v (active %d, in map %v)", e.key, e.active, sh.m[e.key] == e)
 			}
-			if e.next != nil && e.next.lastSeen.After(e.lastSeen) {
+			if next := sh.idle.Next(e); next != nil && next.lastSeen.After(e.lastSeen) {
 				t.Fatalf("idle list out of recency order at %v", e.key)
 			}
 			idle++

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/darkit/protoplex/internal/ilist"
 )
 
 // Config of a Guard. Zero values disable a feature.
@@ -127,12 +129,12 @@ type state struct {
 type shard struct {
 	mu   sync.Mutex
 	m    map[netip.Addr]*entry
-	idle idleList // the entries with active == 0, most recently seen first
+	idle ilist.List[entry] // the entries with active == 0, most recently seen first
 }
 
 type entry struct {
 	key         netip.Addr
-	prev, next  *entry // links in shard.idle while active == 0
+	idleLinks   ilist.Links[entry] // its place in shard.idle while active == 0
 	limiter     *rate.Limiter
 	active      int
 	failures    int
@@ -167,6 +169,7 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Guard, error) {
 		shardCapacity: defaultShardCapacity, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range g.shards {
 		g.shards[i].m = make(map[netip.Addr]*entry)
+		g.shards[i].idle = ilist.New(idleLinksOf)
 	}
 	if err := g.Update(cfg); err != nil {
 		return nil, err
@@ -259,7 +262,7 @@ func (g *Guard) Admit(ip netip.Addr) (Ticket, Reason) {
 		r = PerIPLimit
 	default:
 		if e.active == 0 {
-			sh.idle.remove(e)
+			sh.idle.Remove(e)
 		}
 		e.active++
 		t = Ticket{sh: sh, e: e}
@@ -302,7 +305,7 @@ func (g *Guard) Release(t Ticket) {
 		e.active--
 		e.lastSeen = now
 		if e.active == 0 {
-			t.sh.idle.pushFront(e)
+			t.sh.idle.PushFront(e)
 		}
 	}
 	t.sh.mu.Unlock()
@@ -391,18 +394,18 @@ func (g *Guard) entry(sh *shard, key netip.Addr) *entry {
 		return e
 	}
 	if len(sh.m) >= g.shardCapacity {
-		victim := sh.idle.tail
+		victim := sh.idle.Back()
 		if victim == nil {
 			return nil
 		}
-		sh.idle.remove(victim)
+		sh.idle.Remove(victim)
 		delete(sh.m, victim.key)
 		g.entries.Add(-1)
 		g.evicted.Add(1)
 	}
 	e := &entry{key: key}
 	sh.m[key] = e
-	sh.idle.pushFront(e)
+	sh.idle.PushFront(e)
 	g.entries.Add(1)
 	return e
 }
@@ -411,38 +414,12 @@ func (g *Guard) entry(sh *shard, key netip.Addr) *entry {
 func (sh *shard) touch(e *entry, now time.Time) {
 	e.lastSeen = now
 	if e.active == 0 {
-		sh.idle.remove(e)
-		sh.idle.pushFront(e)
+		sh.idle.Remove(e)
+		sh.idle.PushFront(e)
 	}
 }
 
-// idleList is an intrusive doubly linked list: O(1) touch and eviction
-// without a second allocation per entry.
-type idleList struct{ head, tail *entry }
-
-func (l *idleList) pushFront(e *entry) {
-	e.prev, e.next = nil, l.head
-	if l.head != nil {
-		l.head.prev = e
-	} else {
-		l.tail = e
-	}
-	l.head = e
-}
-
-func (l *idleList) remove(e *entry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-}
+func idleLinksOf(e *entry) *ilist.Links[entry] { return &e.idleLinks }
 
 // Metrics returns the counters.
 func (g *Guard) Metrics() Metrics {
@@ -474,7 +451,7 @@ func (g *Guard) Sweep() {
 			// A source that was banned is remembered longer, so a repeat
 			// offender's next ban is longer.
 			if idle && (e.bans == 0 || now.Sub(e.bannedUntil) > maxBan) {
-				sh.idle.remove(e)
+				sh.idle.Remove(e)
 				delete(sh.m, key)
 				g.entries.Add(-1)
 			}

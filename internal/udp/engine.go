@@ -600,7 +600,7 @@ func (e *Engine) settings() Settings {
 func (e *Engine) classLocked(d time.Duration) *lru {
 	l := e.classes[d]
 	if l == nil {
-		l = &lru{}
+		l = newLRU()
 		e.classes[d] = l
 	}
 	return l

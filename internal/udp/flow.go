@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/ilist"
 )
 
 // flow is one client address:port on one listener.
@@ -29,47 +30,37 @@ type flow struct {
 	dgUp, dgDown, bytesUp, bytesDown atomic.Int64
 
 	// The flow's place in its LRU list.
-	list       *lru
-	prev, next *flow
-	queued     int64 // f.last when it was queued
+	list   *lru
+	links  ilist.Links[flow]
+	queued int64 // f.last when it was queued
 }
 
 // lru is the flows of one idle timeout, least recently queued first. A
 // flow active since it was queued is moved to the back lazily, when it
 // reaches the front, so a datagram never touches the list.
-type lru struct{ head, tail *flow }
+type lru struct{ flows ilist.List[flow] }
+
+func newLRU() *lru {
+	return &lru{flows: ilist.New(func(f *flow) *ilist.Links[flow] { return &f.links })}
+}
 
 func (l *lru) push(f *flow, at int64) {
 	if f.list != nil {
 		f.list.remove(f)
 	}
-	f.list, f.queued, f.prev, f.next = l, at, l.tail, nil
-	if l.tail != nil {
-		l.tail.next = f
-	} else {
-		l.head = f
-	}
-	l.tail = f
+	f.list, f.queued = l, at
+	l.flows.PushBack(f)
 }
 
 func (l *lru) remove(f *flow) {
-	if f.prev != nil {
-		f.prev.next = f.next
-	} else {
-		l.head = f.next
-	}
-	if f.next != nil {
-		f.next.prev = f.prev
-	} else {
-		l.tail = f.prev
-	}
-	f.list, f.prev, f.next = nil, nil, nil
+	l.flows.Remove(f)
+	f.list = nil
 }
 
 // oldest returns the flow idle longest, requeueing the ones active since
 // they were queued.
 func (l *lru) oldest() *flow {
-	for f := l.head; f != nil; f = l.head {
+	for f := l.flows.Front(); f != nil; f = l.flows.Front() {
 		last := f.last.Load()
 		if last <= f.queued || f.up == nil {
 			return f
