@@ -48,18 +48,18 @@ func TestWaitAndCloseAll(t *testing.T) {
 // dial started after CloseAll is cancelled at once.
 func TestCloseAllCancelsDial(t *testing.T) {
 	s := New()
-	client, peer := net.Pipe()
-	defer peer.Close()
-	s.Add(client, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.Dialing(client, cancel)
-	other, opeer := net.Pipe()
-	defer opeer.Close()
-	s.Add(other, 10)
-	octx, ocancel := context.WithCancel(context.Background())
-	defer ocancel()
-	s.Dialing(other, ocancel)
+	// dialing tracks a new connection whose backend dial is in progress.
+	dialing := func() (net.Conn, context.Context) {
+		c, peer := net.Pipe()
+		t.Cleanup(func() { peer.Close() })
+		s.Add(c, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		s.Dialing(c, cancel)
+		return c, ctx
+	}
+	client, ctx := dialing()
+	other, octx := dialing()
 	backend, bpeer := net.Pipe()
 	defer bpeer.Close()
 	s.Attach(other, backend) // this dial returned before the drain
