@@ -254,4 +254,17 @@ func TestRestartOnlyKeys(t *testing.T) {
 	if got != "monitoring.metrics_port,server.listen_udp" {
 		t.Fatalf("restart-only keys %q", got)
 	}
+	// The data plane and its loops: a file that leaves them out runs the
+	// defaults, so writing the defaults out changes nothing.
+	for _, tc := range []struct{ from, to, want string }{
+		{"", "server:\n  data_plane: events\n  event_loops: 0\n", ""},
+		{"", "server:\n  data_plane: goroutines\n", "server.data_plane"},
+		{"server:\n  data_plane: goroutines\n", "", "server.data_plane"},
+		{"", "server:\n  event_loops: 4\n", "server.event_loops"},
+		{"server:\n  event_loops: 2\n", "server:\n  data_plane: goroutines\n  event_loops: 4\n", "server.data_plane,server.event_loops"},
+	} {
+		if got := strings.Join(restartOnly(parse(tc.from), parse(tc.to), ""), ","); got != tc.want {
+			t.Errorf("%q -> %q: restart-only keys %q, want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
 }

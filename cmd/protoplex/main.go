@@ -285,8 +285,10 @@ func (b banner) say(text, kind string, fields ...any) {
 
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
-// the monitoring ports, the distributed block, server.listen_udp, and server.listen
-// when pinnedBy (-listen, socket activation) says what serves instead.
+// the monitoring ports, the distributed block, server.listen_udp, the data
+// plane and its loop count (the loops own the listeners and connections they
+// serve), and server.listen when pinnedBy (-listen, socket activation) says
+// what serves instead.
 func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
 	diff := func(key string, changed bool) {
@@ -303,5 +305,7 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))
+	diff("server.data_plane", started.Server.DataPlane != next.Server.DataPlane)
+	diff("server.event_loops", started.Server.EventLoops != next.Server.EventLoops)
 	return keys
 }

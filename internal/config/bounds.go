@@ -27,6 +27,7 @@ const (
 	maxIdleTimeout         = 30 * 24 * time.Hour
 	maxTCPKeepAlive        = 32767 * time.Second
 	maxIdentifyReadTimeout = maxIdentifyTimeout
+	maxEventLoops          = 64 // more loops than cores only add wake-ups and memory
 )
 
 // Bounds of every value, listed in docs/config.md. Each keeps a config value from costing memory,

@@ -58,6 +58,14 @@ type Server struct {
 	// Transparent: every route's backend sees the client's own address
 	// (docs/transparent.md; Linux, CAP_NET_ADMIN).
 	Transparent bool `yaml:"transparent"`
+	// DataPlane is how TCP connections are served: DataPlaneEvents (the
+	// default) runs per-core epoll loops on Linux and goroutines elsewhere;
+	// DataPlaneGoroutines runs a goroutine per connection everywhere.
+	// Read at start only.
+	DataPlane string `yaml:"data_plane"`
+	// EventLoops is the number of event loops of the events data plane
+	// (0: one per CPU, runtime.NumCPU at start). Read at start only.
+	EventLoops int `yaml:"event_loops"`
 }
 
 // Security is the security: block (internal/guard enforces it).

@@ -17,6 +17,16 @@ const (
 	DefaultWatchPrefix             = "/protoplex/config"
 )
 
+// The values of server.data_plane.
+const (
+	// DataPlaneEvents serves TCP connections from per-core epoll loops on
+	// Linux; on other systems it means DataPlaneGoroutines.
+	DataPlaneEvents = "events"
+	// DataPlaneGoroutines serves each TCP connection from goroutines of
+	// its own.
+	DataPlaneGoroutines = "goroutines"
+)
+
 // DefaultServer is the server: block with every default set: what a manager
 // built with no options runs with.
 func DefaultServer() Server {
@@ -29,6 +39,7 @@ func DefaultServer() Server {
 		DialTimeout:             DefaultDialTimeout,
 		GracefulShutdownTimeout: DefaultGracefulShutdownTimeout,
 		ServerFirstWait:         DefaultServerFirstWait,
+		DataPlane:               DataPlaneEvents,
 	}
 }
 
@@ -40,6 +51,9 @@ func (c *Config) applyDefaults() {
 	d := DefaultServer()
 	if len(s.Listen) == 0 {
 		s.Listen = StringList{DefaultListen}
+	}
+	if s.DataPlane == "" {
+		s.DataPlane = d.DataPlane
 	}
 	if c.Monitoring.BindAddress == "" {
 		c.Monitoring.BindAddress = DefaultMonitoringBind

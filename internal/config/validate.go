@@ -115,6 +115,7 @@ func serverSettings(s *Server) []setting {
 		d("ServerFirstWait", "server_first_wait", s.ServerFirstWait, 0, maxServerFirstWait),
 		d("IdleTimeout", "idle_timeout", s.IdleTimeout, 0, maxIdleTimeout),
 		d("TCPKeepAlive", "tcp_keepalive", s.TCPKeepAlive, 0, maxTCPKeepAlive),
+		{"EventLoops", "event_loops", int64(s.EventLoops), 0, maxEventLoops, false},
 	}
 }
 
@@ -146,6 +147,7 @@ func (v *checker) server(s *Server) {
 		}
 		v.add(v.at("server", "identify_min_bytes"), "%s: must be > 0 and <= buffer_size (%d), got %d", n, s.BufferSize, s.IdentifyMinBytes)
 	}
+	v.dataPlane(s.DataPlane)
 	if v.goNames {
 		return // the rest are file-only keys
 	}
@@ -179,6 +181,23 @@ func (v *checker) server(s *Server) {
 			v.add(v.at("server", "trusted_proxies", fmt.Sprintf("#%d", i)), "server.trusted_proxies[%d]: %v", i, err)
 		}
 	}
+}
+
+// dataPlane checks server.data_plane: empty (the default, events) or one of
+// the two values, spelt exactly as the data plane compares them.
+func (v *checker) dataPlane(p string) {
+	if p == "" || p == DataPlaneEvents || p == DataPlaneGoroutines {
+		return
+	}
+	n := "server.data_plane"
+	if v.goNames {
+		n = "DataPlane"
+	}
+	hint := ""
+	if best, ok := closest(p, []string{DataPlaneEvents, DataPlaneGoroutines}); ok {
+		hint = fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	v.add(v.at("server", "data_plane"), "%s: %q: want %s or %s%s", n, p, DataPlaneEvents, DataPlaneGoroutines, hint)
 }
 
 func (v *checker) security(sec *Security) {
