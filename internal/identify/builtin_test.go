@@ -43,7 +43,7 @@ func TestCachedAndUncachedAgreeOnCorpus(t *testing.T) {
 	for name, data := range testnet.Flights(t, "") {
 		for round := 0; round < 2; round++ {
 			for i := 1; i <= len(data); i++ {
-				want, got := plain.Evaluate(data[:i]), cached.evaluate(data[:i])
+				want, got := plain.Evaluate(data[:i]), cached.evaluate(data[:i], time.Now())
 				if routeName(want) != routeName(got) || want.Final != got.Final || want.Rejected != got.Rejected {
 					t.Fatalf("%s[:%d] round %d: cached %s/%v/%v, uncached %s/%v/%v", name, i, round,
 						routeName(got), got.Final, got.Rejected, routeName(want), want.Final, want.Rejected)

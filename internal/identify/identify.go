@@ -2,7 +2,6 @@ package identify
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"time"
@@ -114,128 +113,36 @@ func (r Result) Metadata(first []byte) (md protocols.Metadata, ok bool) {
 // exactly as whole ones. Only byte-pattern routes are cut short, at MinBytes
 // or after SettleWait.
 func (t *Table) Identify(conn net.Conn, buf []byte, prefilled int, lim Limits) Result {
-	start := time.Now()
-	deadline := start.Add(lim.Timeout)
-	minBytes := lim.MinBytes
-	if minBytes <= 0 || minBytes > len(buf) {
-		minBytes = len(buf)
+	var s Session
+	if res, done := s.Begin(t, buf, prefilled, lim, time.Now()); done {
+		return res
 	}
-	var silenceEnd time.Time
-	if t.serverFirst != nil {
-		wait := t.serverFirst.spec.Silence
-		if wait <= 0 {
-			wait = lim.ServerFirstWait
-		}
-		if wait > 0 {
-			silenceEnd = start.Add(wait)
-		}
-	}
-	var (
-		n         = prefilled
-		v         Verdict
-		settleEnd time.Time
-		current   time.Time
-		reads     int
-	)
-	// decide applies the rules above to v after n bytes; ok is false while
-	// the engine should read more.
-	decide := func() (Result, bool) {
-		switch {
-		case v.Final:
-			return Result{Route: v.Best, N: n}, true
-		case v.Rejected:
-			return t.fail(n, NoMatch, nil), true
-		case n >= len(buf):
-			if v.Best != nil {
-				return Result{Route: v.Best, N: n}, true
-			}
-			return t.fail(n, BufferFull, nil), true
-		case v.Structural:
-			settleEnd = time.Time{}
-			return Result{}, false
-		case n >= minBytes:
-			if v.Best != nil {
-				return Result{Route: v.Best, N: n}, true
-			}
-			return t.fail(n, BufferFull, nil), true
-		case v.Best != nil && settleEnd.IsZero() && lim.SettleWait > 0:
-			settleEnd = time.Now().Add(lim.SettleWait)
-		}
-		return Result{}, false
-	}
-	if n > 0 {
-		silenceEnd = time.Time{}
-		v = t.evaluate(buf[:n])
-		if res, ok := decide(); ok {
-			return res
-		}
-	}
+	var current time.Time // the read deadline set on conn
 	defer func() {
 		if !current.IsZero() {
 			_ = conn.SetReadDeadline(time.Time{})
 		}
 	}()
 	for {
-		rd := deadline
-		if n == 0 && !silenceEnd.IsZero() && silenceEnd.Before(rd) {
-			rd = silenceEnd
-		}
-		if !settleEnd.IsZero() && settleEnd.Before(rd) {
-			rd = settleEnd
-		}
-		if lim.ReadTimeout > 0 {
-			if per := time.Now().Add(lim.ReadTimeout); per.Before(rd) {
-				rd = per
-			}
-		}
-		if !rd.Equal(current) {
+		if rd := s.Deadline(); !rd.Equal(current) {
 			_ = conn.SetReadDeadline(rd)
 			current = rd
 		}
-		m, err := conn.Read(buf[n:])
+		m, err := conn.Read(s.Free())
 		if m > 0 {
-			n += m
-			reads++
-			v = t.evaluate(buf[:n])
-			if res, ok := decide(); ok {
+			if res, done := s.Read(m, time.Now()); done {
 				return res
 			}
-			if reads >= MaxReads {
-				if v.Best != nil {
-					return Result{Route: v.Best, N: n}
-				}
-				return t.fail(n, Fragmented, nil)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if res, done := s.Expire(time.Now()); done {
+				return res
 			}
+		default:
+			return s.Closed(err)
 		}
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			now := time.Now()
-			switch {
-			case n == 0 && !silenceEnd.IsZero() && !now.Before(silenceEnd) && now.Before(deadline):
-				return Result{Route: t.serverFirst, Silent: true}
-			case v.Best != nil && (!v.Structural || !now.Before(deadline) || lim.ReadTimeout > 0 && !now.Before(current)):
-				// The settle wait, the per-read gap or the deadline ended
-				// the wait for a better route.
-				return Result{Route: v.Best, N: n}
-			case now.Before(deadline) && (lim.ReadTimeout <= 0 || now.Before(current)):
-				continue // the silence or settle window ended; keep reading
-			}
-			return t.fail(n, Timeout, err)
-		}
-		// The client closed its side (or reset) before a certain decision:
-		// a complete first flight followed by a half-close still routes.
-		if v.Best != nil {
-			return Result{Route: v.Best, N: n}
-		}
-		if errors.Is(err, io.EOF) || isReset(err) {
-			if n > 0 && t.fallback != nil {
-				return Result{Route: t.fallback, N: n, Fallback: true, Failure: ClientClosed}
-			}
-			return Result{N: n, Failure: ClientClosed, Err: err}
-		}
-		return Result{N: n, Failure: ReadError, Err: err}
 	}
 }
 
@@ -247,21 +154,15 @@ func (t *Table) fail(n int, f Failure, err error) Result {
 	return Result{N: n, Failure: f, Err: err}
 }
 
-// evaluate is Evaluate behind the cache.
-func (t *Table) evaluate(data []byte) Verdict {
+// evaluate is Evaluate behind the cache, whose entries expire by now.
+func (t *Table) evaluate(data []byte, now time.Time) Verdict {
 	if t.cache == nil {
 		return t.Evaluate(data)
 	}
-	now := time.Now()
 	if v, ok := t.cache.Get(data, now); ok {
 		return v
 	}
 	v := t.Evaluate(data)
 	t.cache.Put(data, v, now)
 	return v
-}
-
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && !op.Timeout()
 }

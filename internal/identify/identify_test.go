@@ -185,7 +185,7 @@ func TestCacheNeverChangesResult(t *testing.T) {
 	inputs := []string{"A", "AB", "ABC", "ABD", "Q", "QQ", "Z", "ABCDEF"}
 	for round := 0; round < 3; round++ {
 		for _, in := range inputs {
-			want, got := plain.Evaluate([]byte(in)), cached.evaluate([]byte(in))
+			want, got := plain.Evaluate([]byte(in)), cached.evaluate([]byte(in), time.Now())
 			if name(want) != name(got) || want.Final != got.Final || want.Rejected != got.Rejected {
 				t.Fatalf("%q: cached %+v != uncached %+v", in, got, want)
 			}
