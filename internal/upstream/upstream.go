@@ -145,6 +145,8 @@ type target struct {
 	ip        netip.AddrPort // Addr parsed once when it is an IP literal
 	unix      string         // the socket path of a "unix:" target
 
+	done func() // release, made once: handing it out allocates nothing
+
 	health *health       // nil without active checks
 	pool   chan pooled   // nil without a warm pool
 	refill chan struct{} // a pooled conn was taken
@@ -200,7 +202,7 @@ func New(targets []Target, opt Options) (*Set, error) {
 			if len(opt.Source) > 0 || opt.Transparent {
 				return nil, fmt.Errorf("target %s: a Unix socket has no source address (source, transparent)", t.Addr)
 			}
-			s.targets = append(s.targets, &target{Target: t, unix: path, refill: make(chan struct{}, 1)})
+			s.add(&target{Target: t, unix: path})
 			continue
 		}
 		ip, _ := netip.ParseAddrPort(t.Addr) // invalid for host names: those resolve per dial
@@ -208,9 +210,16 @@ func New(targets []Target, opt Options) (*Set, error) {
 		if ip.IsValid() && len(opt.Source) > 0 && ip.Addr().Is4() != opt.Source[0].Is4() {
 			return nil, fmt.Errorf("target %s: source addresses are of the other address family", t.Addr)
 		}
-		s.targets = append(s.targets, &target{Target: t, ip: ip, refill: make(chan struct{}, 1)})
+		s.add(&target{Target: t, ip: ip})
 	}
 	return s, nil
+}
+
+// add appends t to the set's targets.
+func (s *Set) add(t *target) {
+	t.refill = make(chan struct{}, 1)
+	t.done = t.release
+	s.targets = append(s.targets, t)
 }
 
 // Created counts backend connections dialed (for clients or the pool).
@@ -255,127 +264,91 @@ func (s *Set) Status() []Status {
 	return out
 }
 
-// order returns the targets to try, best first, per the strategy.
-func (s *Set) order(now int64) []*target {
+// pick returns the index in s.targets of the target the strategy tries
+// first; the others follow in their configured order. A strategy finding
+// no target up (and first) picks the first target.
+func (s *Set) pick(now int64) int {
 	n := len(s.targets)
 	if n == 1 {
-		return s.targets
+		return 0
 	}
-	up := func(t *target) bool { return t.isUp(now) }
-	var first *target
+	up := func(j int) bool { return s.targets[j].isUp(now) }
+	first := -1
 	switch s.opt.Strategy {
 	case First:
-		return s.targets
+		return 0
 	case WeightedRoundRobin:
 		// nginx's smooth weighted round-robin over the targets that are up.
 		s.mu.Lock()
 		total := 0
-		for _, t := range s.targets {
-			if !up(t) {
+		for j, t := range s.targets {
+			if !up(j) {
 				continue
 			}
 			t.current += t.Weight
 			total += t.Weight
-			if first == nil || t.current > first.current {
-				first = t
+			if first < 0 || t.current > s.targets[first].current {
+				first = j
 			}
 		}
-		if first != nil {
-			first.current -= total
+		if first >= 0 {
+			s.targets[first].current -= total
 		}
 		s.mu.Unlock()
 	case LeastConnections:
-		for _, t := range s.targets {
-			if up(t) && (first == nil || t.active.Load() < first.active.Load()) {
-				first = t
+		for j, t := range s.targets {
+			if up(j) && (first < 0 || t.active.Load() < s.targets[first].active.Load()) {
+				first = j
 			}
 		}
 	case Random:
 		// Power of two choices: two random targets, the less loaded wins.
-		a, b := s.targets[rand.IntN(n)], s.targets[rand.IntN(n)]
-		if !up(a) || (up(b) && b.active.Load() < a.active.Load()) {
+		a, b := rand.IntN(n), rand.IntN(n)
+		if !up(a) || (up(b) && s.targets[b].active.Load() < s.targets[a].active.Load()) {
 			a = b
 		}
 		first = a
 	default:
-		first = s.targets[int(s.rr.Add(1)-1)%n]
+		first = int(s.rr.Add(1)-1) % n
 	}
-	if first == nil {
-		return s.targets
-	}
-	out := make([]*target, 0, n)
-	out = append(out, first)
-	for _, t := range s.targets {
-		if t != first {
-			out = append(out, t)
-		}
-	}
-	return out
+	return max(first, 0)
 }
 
 // Dial connects to a target chosen by the strategy, within ctx's deadline
-// (the manager's dial_timeout). Retry policy: each target is attempted at
-// most once per call; the targets that are up come first, in strategy order,
+// (the manager's dial_timeout), trying the targets of a Plan in turn: each
+// at most once per call, the targets that are up first, in strategy order,
 // then those in back-off, so a set whose targets are all down still dials
 // each of them once rather than fail blind. A failed attempt marks its target
 // down (skipped for a back-off of 1 s doubling to 32 s) and is reported once
 // to DialDone. client and local are written in a PROXY header when the set
 // sends one. done must be called when the connection ends.
 func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, string, func(), error) {
-	now := s.now().UnixNano()
+	p := s.Plan()
 	var lastErr error
-	order := s.order(now)
-	// Up or down as seen when the call began: a target failing in the first
-	// pass is now in back-off and must not be dialed again in the second.
-	var upBuf [8]bool
-	up := upBuf[:0]
-	for _, t := range order {
-		up = append(up, t.isUp(now))
-	}
-	for pass := 0; pass < 2; pass++ {
-		for i, t := range order {
-			if up[i] != (pass == 0) {
-				continue
+	for {
+		if ctx.Err() != nil {
+			if lastErr == nil {
+				lastErr = ctx.Err()
 			}
-			if ctx.Err() != nil {
-				if lastErr == nil {
-					lastErr = ctx.Err()
-				}
-				return nil, "", nil, lastErr
-			}
-			begin := time.Now()
-			c := s.takePooled(t) // counted in Created when the pool dialed it
-			warm := c != nil
-			var err error
-			if warm {
-				s.reused.Add(1)
-			} else {
-				c, err = s.dial(ctx, t, client)
-			}
-			if err == nil && s.opt.SendProxy != "" {
-				if _, werr := c.Write(proxyHeader(s.opt.SendProxy, client, local)); werr != nil {
-					c.Close()
-					err = werr
-				}
-			}
-			if s.opt.DialDone != nil {
-				s.opt.DialDone(t.Addr, time.Since(begin), err)
-			}
-			if err == nil {
-				t.failures.Store(0)
-				t.downUntil.Store(0)
-				t.active.Add(1)
-				if !warm {
-					s.created.Add(1)
-				}
-				return c, t.Addr, t.release, nil
-			}
-			lastErr = err
-			f := t.failures.Add(1)
-			t.downUntil.Store(s.now().Add(backoff(f)).UnixNano())
+			return nil, "", nil, lastErr
 		}
+		begin := time.Now()
+		a, ok := p.Next()
+		if !ok {
+			return nil, "", nil, lastErr
+		}
+		c, err := p.Dial(ctx, a, client)
+		if err == nil && s.opt.SendProxy != "" {
+			if _, werr := c.Write(s.ProxyHeader(client, local)); werr != nil {
+				c.Close()
+				err = werr
+			}
+		}
+		if done := p.Done(a, time.Since(begin), err); err == nil {
+			return c, a.Target, done, nil
+		}
+		lastErr = err
 	}
-	return nil, "", nil, lastErr
 }
 
 // dial connects to t for client: from client's IP address when the set is
