@@ -130,8 +130,8 @@ func (p *Plan) Dial(ctx context.Context, a Attempt, client net.Addr) (net.Conn, 
 	return p.s.dial(ctx, a.t, client)
 }
 
-// Done reports the outcome of attempt a, which took d; call it once per
-// attempt. DialDone observes it. On success the target is up again, counts
+// Done reports the outcome of attempt a (from p.Next), which took d; call
+// it once per attempt. DialDone observes it. On success the target is up again, counts
 // one more active connection, and the connection counts as created (or
 // reused, for Pooled); release is to be called once when the connection
 // ends. On failure the target goes into back-off (1 s doubling to 32 s)
