@@ -131,12 +131,12 @@ func (p *Plan) Dial(ctx context.Context, a Attempt, client net.Addr) (net.Conn, 
 }
 
 // Done reports the outcome of attempt a (from p.Next), which took d; call
-// it once per attempt. DialDone observes it. On success the target is up again, counts
-// one more active connection, and the connection counts as created (or
-// reused, for Pooled); release is to be called once when the connection
-// ends. On failure the target goes into back-off (1 s doubling to 32 s)
-// and release is nil; closing a failed Pooled connection is the caller's.
-// Done writes nothing to any connection.
+// it once per attempt. DialDone observes it. On success the target is up
+// again, counts one more active connection, and the connection counts as
+// created (or reused, for Pooled); release is to be called once when the
+// connection ends. On failure the target goes into back-off (1 s doubling
+// to 32 s) and release is nil; closing a failed Pooled connection is the
+// caller's. Done writes nothing to any connection.
 func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 	s, t := p.s, a.t
 	if s.opt.DialDone != nil {
