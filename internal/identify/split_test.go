@@ -45,14 +45,19 @@ func longHostRequest() []byte {
 }
 
 // scriptConn hands out its chunks one per Read (a TCP segment each), then
-// reports EOF. Deadlines are ignored: the script never waits.
+// reports err (io.EOF when nil). Deadlines are ignored: the script never
+// waits.
 type scriptConn struct {
 	net.Conn
 	chunks [][]byte
+	err    error
 }
 
 func (c *scriptConn) Read(p []byte) (int, error) {
 	if len(c.chunks) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
 		return 0, io.EOF
 	}
 	n := copy(p, c.chunks[0])
