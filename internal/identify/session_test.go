@@ -226,6 +226,18 @@ var flipSpec = protocols.Spec{Name: "FLIP", Detect: func(data []byte) protocols.
 // above flipSpec.
 var undecidedSpec = protocols.Spec{Name: "UNDECIDED", Specificity: 1, Detect: func([]byte) protocols.Result { return protocols.NeedMore }}
 
+// timedCase is a client's events and the decision they must give, and when.
+type timedCase struct {
+	name   string
+	tb     *Table
+	l      Limits
+	evs    []event
+	want   string
+	n      int
+	at     time.Duration // when it is decided, after Begin
+	silent bool
+}
+
 // TestSessionTimeouts: the waits Identify's timed tests take over real
 // pipes, decided by Expire on a fake clock, with the same results and at
 // the time each bound says.
@@ -247,70 +259,40 @@ func TestSessionTimeouts(t *testing.T) {
 		return l
 	}
 	ms := time.Millisecond
-	type step = event
-	cases := []struct {
-		name   string
-		tb     *Table
-		l      Limits
-		evs    []step
-		want   string
-		n      int
-		at     time.Duration // when it is decided
-		silent bool
-	}{
+	cases := []timedCase{
 		{"settle wait", mustTable(t, prefix("GENERIC", 5, "AB"), prefix("SPECIFIC", 0, "ABCD")), lim,
-			[]step{{data: []byte("AB")}}, "GENERIC/ok", 2, 50 * ms, false},
+			[]event{{data: []byte("AB")}}, "GENERIC/ok", 2, 50 * ms, false},
 		{"settle runs from the first match", mustTable(t, prefix("GENERIC", 5, "AB"), prefix("SPECIFIC", 0, "ABCD")), lim,
-			[]step{{data: []byte("AB")}, {at: 30 * ms, data: []byte("C")}}, "GENERIC/ok", 3, 50 * ms, false},
+			[]event{{data: []byte("AB")}, {at: 30 * ms, data: []byte("C")}}, "GENERIC/ok", 3, 50 * ms, false},
 		{"overall timeout", mustTable(t, prefix("A", 0, "AAAA")), with(func(l *Limits) { l.Timeout = 50 * ms }),
-			[]step{{data: []byte("AA")}}, "none/timeout", 2, 50 * ms, false},
+			[]event{{data: []byte("AA")}}, "none/timeout", 2, 50 * ms, false},
 		{"silence", mustTable(t, prefix("A", 0, "AAAA"), smtp), lim, nil, "SMTP/ok", 0, 50 * ms, true},
 		{"the route's own silence", mustTable(t, prefix("A", 0, "AAAA"), quick), lim, nil, "QUICK/ok", 0, 20 * ms, true},
 		{"silence past the timeout", mustTable(t, prefix("A", 0, "AAAA"), smtp), with(func(l *Limits) { l.Timeout = 40 * ms }),
 			nil, "none/timeout", 0, 40 * ms, false},
 		{"a byte ends the silence", mustTable(t, prefix("A", 0, "AAAA"), smtp), lim,
-			[]step{{at: 10 * ms, data: []byte("A")}}, "none/timeout", 1, 5 * time.Second, false},
+			[]event{{at: 10 * ms, data: []byte("A")}}, "none/timeout", 1, 5 * time.Second, false},
 		{"speaking client", mustTable(t, prefix("A", 0, "AAAA"), smtp), lim,
-			[]step{{at: 10 * ms, data: []byte("AAAA")}}, "A/ok", 4, 10 * ms, false},
+			[]event{{at: 10 * ms, data: []byte("AAAA")}}, "A/ok", 4, 10 * ms, false},
 		{"per-read timeout", mustTable(t, prefix("A", 0, "AAAAAA")), with(func(l *Limits) { l.ReadTimeout = 50 * ms }),
-			[]step{{data: []byte("AA")}}, "none/timeout", 2, 50 * ms, false},
+			[]event{{data: []byte("AA")}}, "none/timeout", 2, 50 * ms, false},
 		{"per-read timeout from the last read", mustTable(t, prefix("A", 0, "AAAAAA")), with(func(l *Limits) { l.ReadTimeout = 50 * ms }),
-			[]step{{data: []byte("AA")}, {at: 40 * ms, data: []byte("A")}}, "none/timeout", 3, 90 * ms, false},
+			[]event{{data: []byte("AA")}, {at: 40 * ms, data: []byte("A")}}, "none/timeout", 3, 90 * ms, false},
 		{"per-read timeout from Begin", mustTable(t, prefix("A", 0, "AAAAAA")), with(func(l *Limits) { l.ReadTimeout = 50 * ms }),
 			nil, "none/timeout", 0, 50 * ms, false},
 		{"per-read gap ends a structural wait", routed, with(func(l *Limits) { l.ReadTimeout = 100 * ms }),
-			[]step{{data: chromium[:1400]}}, "TLS/ok", 1400, 100 * ms, false},
+			[]event{{data: chromium[:1400]}}, "TLS/ok", 1400, 100 * ms, false},
 		{"deadline ends a structural wait", routed, with(func(l *Limits) { l.Timeout = 200 * ms }),
-			[]step{{data: chromium[:1400]}}, "TLS/ok", 1400, 200 * ms, false},
+			[]event{{data: chromium[:1400]}}, "TLS/ok", 1400, 200 * ms, false},
 		{"settle expired with no match left", flip, lim,
-			[]step{{data: []byte("A")}, {at: 10 * ms, data: []byte("B")}}, "none/timeout", 2, 5 * time.Second, false},
+			[]event{{data: []byte("A")}, {at: 10 * ms, data: []byte("B")}}, "none/timeout", 2, 5 * time.Second, false},
 		{"a new match after a settle that found none waits again", flip, lim,
-			[]step{{data: []byte("A")}, {at: 10 * ms, data: []byte("B")}, {at: 60 * ms, data: []byte("C")}}, "FLIP/ok", 3, 110 * ms, false},
+			[]event{{data: []byte("A")}, {at: 10 * ms, data: []byte("B")}, {at: 60 * ms, data: []byte("C")}}, "FLIP/ok", 3, 110 * ms, false},
 	}
-	for _, c := range []struct {
-		flight string
-		at     int
-		want   string
-	}{
-		{"tls-chromium.bin", 1400, "TLS[sni=a.example]/ok"},
-		{"tls-chromium.bin", 900, "TLS[sni=a.example]/ok"},
-		{"tls-chromium.bin", 3, "TLS[sni=a.example]/ok"},
-		{"tls-go.bin", 1100, "TLS[alpn=h2]/ok"},
-		{"http-long-headers", 1100, "HTTP[host=host.example]/ok"},
-		{"http-long-headers", 20, "HTTP[host=host.example]/ok"},
-	} {
+	for _, c := range pausedSplits {
 		data := fl[c.flight]
-		cases = append(cases, struct {
-			name   string
-			tb     *Table
-			l      Limits
-			evs    []step
-			want   string
-			n      int
-			at     time.Duration
-			silent bool
-		}{c.flight + " with a pause", routed, lim, []step{{data: data[:c.at]}, {at: 4 * lim.SettleWait, data: data[c.at:]}},
-			c.want, len(data), 4 * lim.SettleWait, false})
+		cases = append(cases, timedCase{c.flight + " with a pause", routed, lim,
+			[]event{{data: data[:c.at]}, {at: 4 * lim.SettleWait, data: data[c.at:]}}, c.want, len(data), 4 * lim.SettleWait, false})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

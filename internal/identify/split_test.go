@@ -132,6 +132,21 @@ func TestConditionalRoutesOnLongFlights(t *testing.T) {
 	}
 }
 
+// pausedSplits are flights sent in two parts with a pause longer than the
+// settle wait between them, cut at, and the route each takes.
+var pausedSplits = []struct {
+	flight string
+	at     int
+	want   string
+}{
+	{"tls-chromium.bin", 1400, "TLS[sni=a.example]/ok"},
+	{"tls-chromium.bin", 900, "TLS[sni=a.example]/ok"},
+	{"tls-chromium.bin", 3, "TLS[sni=a.example]/ok"},
+	{"tls-go.bin", 1100, "TLS[alpn=h2]/ok"},
+	{"http-long-headers", 1100, "HTTP[host=host.example]/ok"},
+	{"http-long-headers", 20, "HTTP[host=host.example]/ok"},
+}
+
 // TestSplitFlightsWithPauses: the first part of a flight, a pause longer
 // than the settle wait, then the rest — over a real pipe, as a client behind
 // a slow link sends it. Conditional routes still win; only the deadline,
@@ -141,18 +156,7 @@ func TestSplitFlightsWithPauses(t *testing.T) {
 	fl := splitFlights(t)
 	l := lim // SettleWait 50 ms
 	pause := 4 * l.SettleWait
-	for _, c := range []struct {
-		flight string
-		at     int
-		want   string
-	}{
-		{"tls-chromium.bin", 1400, "TLS[sni=a.example]/ok"},
-		{"tls-chromium.bin", 900, "TLS[sni=a.example]/ok"},
-		{"tls-chromium.bin", 3, "TLS[sni=a.example]/ok"},
-		{"tls-go.bin", 1100, "TLS[alpn=h2]/ok"},
-		{"http-long-headers", 1100, "HTTP[host=host.example]/ok"},
-		{"http-long-headers", 20, "HTTP[host=host.example]/ok"},
-	} {
+	for _, c := range pausedSplits {
 		data := fl[c.flight]
 		srv, cli := net.Pipe()
 		done := make(chan struct{})
