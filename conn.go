@@ -3,7 +3,6 @@ package protoplex
 import (
 	"cmp"
 	"context"
-	"errors"
 	"net"
 	"time"
 
@@ -75,7 +74,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		ServerFirstWait: s.ServerFirstWait,
 		SettleWait:      DefaultSettleWait,
 	})
-	if s.AcceptProxy && !fromTrusted && res.N > 0 && claimsProxy(buf.B[:res.N]) {
+	if s.AcceptProxy && !fromTrusted && res.N > 0 && proxyproto.Claims(buf.B[:res.N]) {
 		refuse(metrics.RefusedProxyHeader) // an untrusted source must not claim another's address
 		return
 	}
@@ -128,11 +127,4 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	})
 	st.Forwarded(e.Stats, fs)
 	acc.Forwarded(target, fs)
-}
-
-// claimsProxy reports whether the first bytes are, or begin, a PROXY
-// header.
-func claimsProxy(first []byte) bool {
-	_, _, err := proxyproto.Parse(first)
-	return !errors.Is(err, proxyproto.ErrNotProxy)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/darkit/protoplex/internal/bufpool"
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/conntrack"
+	"github.com/darkit/protoplex/internal/evloop"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/metrics"
@@ -54,10 +55,12 @@ type ProtocolManager struct {
 	listeners *listen.Set
 	udp       *udp.Engine // server.listen_udp and its flows; closed with pm.ctx
 
-	mu       sync.Mutex // guards the fields below it
-	protos   []*protocols.Protocol
-	closed   bool
-	monitors [2]*monitor.Server // metrics, health
+	mu         sync.Mutex // guards the fields below it
+	protos     []*protocols.Protocol
+	closed     bool
+	monitors   [2]*monitor.Server // metrics, health
+	plane      *evloop.Plane      // the event loops, while a listener uses them
+	planeUsers int
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
@@ -204,6 +207,7 @@ func (pm *ProtocolManager) Close() error {
 	// Serve's drain runs in RunServer; if nothing serves, close stragglers.
 	if pm.serving.Load() == 0 {
 		pm.conns.CloseAll()
+		pm.releasePlane(true)
 	}
 	pm.guard.Close()
 	if rt := pm.routing.Load(); rt != nil {

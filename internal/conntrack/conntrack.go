@@ -8,32 +8,32 @@ package conntrack
 
 import (
 	"context"
-	"net"
+	"io"
 	"sync"
 )
 
 // Set is the live connections. The zero value is not usable; use New.
 type Set struct {
 	mu    sync.Mutex
-	m     map[net.Conn]*entry // by client
+	m     map[io.Closer]*entry // by client: a net.Conn, or an event loop's connection
 	empty chan struct{}       // closed while the set is empty
 }
 
 type entry struct {
-	backend net.Conn           // nil before the dial
+	backend io.Closer          // nil before the dial
 	dialing context.CancelFunc // set while the backend is being dialed (calling it after the dial is harmless)
 }
 
 // New returns an empty set.
 func New() *Set {
-	s := &Set{m: map[net.Conn]*entry{}, empty: make(chan struct{})}
+	s := &Set{m: map[io.Closer]*entry{}, empty: make(chan struct{})}
 	close(s.empty)
 	return s
 }
 
 // Add tracks c unless limit connections are tracked already; it reports
 // whether c was added.
-func (s *Set) Add(c net.Conn, limit int) bool {
+func (s *Set) Add(c io.Closer, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.m) >= limit {
@@ -49,7 +49,7 @@ func (s *Set) Add(c net.Conn, limit int) bool {
 // Dialing records cancel as the way to abort the dial of c's backend:
 // CloseAll calls it until Attach records the backend. When c is no longer
 // tracked (CloseAll closed it already) cancel is called at once.
-func (s *Set) Dialing(c net.Conn, cancel context.CancelFunc) {
+func (s *Set) Dialing(c io.Closer, cancel context.CancelFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.m[c]; ok {
@@ -61,7 +61,7 @@ func (s *Set) Dialing(c net.Conn, cancel context.CancelFunc) {
 
 // Attach records c's backend. A CloseAll that closed c just before is no
 // problem: the copy then fails at once and closes the backend itself.
-func (s *Set) Attach(c, backend net.Conn) {
+func (s *Set) Attach(c, backend io.Closer) {
 	s.mu.Lock()
 	if e, ok := s.m[c]; ok {
 		e.backend, e.dialing = backend, nil
@@ -70,7 +70,7 @@ func (s *Set) Attach(c, backend net.Conn) {
 }
 
 // Remove stops tracking c.
-func (s *Set) Remove(c net.Conn) {
+func (s *Set) Remove(c io.Closer) {
 	s.mu.Lock()
 	if _, ok := s.m[c]; ok {
 		delete(s.m, c)

@@ -233,3 +233,10 @@ func AppendV2(b []byte, h Header) []byte {
 	b = binary.BigEndian.AppendUint16(b, src.Port())
 	return binary.BigEndian.AppendUint16(b, dst.Port())
 }
+
+// Claims reports whether b is, or begins, a PROXY header (a valid one or
+// not): what an untrusted sender must not send.
+func Claims(b []byte) bool {
+	_, _, err := Parse(b)
+	return !errors.Is(err, ErrNotProxy)
+}

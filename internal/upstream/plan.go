@@ -167,3 +167,7 @@ func (s *Set) ProxyHeader(client, local net.Addr) []byte {
 	}
 	return proxyHeader(s.opt.SendProxy, client, local)
 }
+
+// SendsProxy reports whether the set sends a PROXY header, so a caller can
+// skip looking up the local address when it does not.
+func (s *Set) SendsProxy() bool { return s.opt.SendProxy != "" }

@@ -1,0 +1,387 @@
+package evloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Supported reports whether this system has the event-loop data plane.
+const Supported = true
+
+// Plane is a set of event loops sharing the listeners given to Serve: each
+// listener is watched by every loop (EPOLLEXCLUSIVE wakes one), so a burst
+// of connections spreads over the cores without SO_REUSEPORT, and a socket
+// handed over by systemd or a Unix socket works the same.
+type Plane struct {
+	env   Env
+	loops []*Loop
+	next  int // round-robin for work started off-loop
+	wg    sync.WaitGroup
+}
+
+// New starts n loops (n ≤ 0: one per CPU) for env.
+func New(env Env, n int) (*Plane, error) {
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	env.defaults()
+	p := &Plane{env: env}
+	for i := 0; i < n; i++ {
+		l, err := newLoop(p, i)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.loops = append(p.loops, l)
+		p.wg.Add(1)
+		go l.run()
+	}
+	return p, nil
+}
+
+// Close stops the loops once their connections are gone (a drain has
+// closed them already) and waits for them.
+func (p *Plane) Close() {
+	for _, l := range p.loops {
+		l.post(func() { l.stopping = true })
+	}
+	p.wg.Wait()
+}
+
+// Serve accepts ln's connections on the loops until ctx ends, then stops
+// watching ln (which stays open: the caller closes it). Only TCP and Unix
+// stream listeners can be served; others return ErrUnsupported at once.
+func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return ErrUnsupported
+	}
+	switch ln.(type) {
+	case *net.TCPListener, *net.UnixListener:
+	default:
+		return ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// A duplicate of the socket is watched, so the caller's Close of ln
+	// cannot leave a loop accepting on a number the process reuses.
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if dupErr != nil {
+		return fmt.Errorf("evloop: dup listener: %w", dupErr)
+	}
+	for _, l := range p.loops {
+		lst := &listener{fd: fd, unix: isUnix(ln)} // each loop its own back-off
+		l.call(func() { l.addListener(lst) })
+	}
+	<-ctx.Done()
+	for _, l := range p.loops {
+		l.call(func() { l.removeListener(fd) })
+	}
+	rawClose(fd)
+	return nil
+}
+
+func isUnix(ln net.Listener) bool { _, ok := ln.(*net.UnixListener); return ok }
+
+// ErrUnsupported: the listener is not a TCP or Unix stream socket.
+var ErrUnsupported = errors.New("evloop: listener type not supported")
+
+// listener is one watched listening socket.
+type listener struct {
+	fd      int
+	unix    bool
+	retryAt int64 // unix nanos: after an accept failure (out of fds), watched again then
+	backoff time.Duration
+}
+
+// Loop is one event loop: an epoll instance served by one goroutine locked
+// to its thread, owning every connection it accepted.
+type Loop struct {
+	p    *Plane
+	id   int
+	ep   int
+	wake int // eventfd: a post from another goroutine
+
+	mu    sync.Mutex
+	inbox []func()
+	spare []func()
+
+	refs      []ref // by fd
+	listeners []*listener
+	timers    timerHeap
+	ready     []*conn // conns whose pump stopped at the fairness cap
+	free      []*conn // finished conns, for reuse
+	pipes     []spipe // empty splice pipes, for reuse
+	live      int     // conns owned
+	stopping  bool
+
+	now time.Time
+	buf []byte // the loop's copy buffer
+	sa  unix.RawSockaddrAny
+}
+
+// ref is what an fd registered in the loop's epoll belongs to.
+type ref struct {
+	c  *conn
+	ln *listener
+}
+
+const (
+	loopBuf       = 64 << 10
+	maxEvents     = 256
+	acceptBatch   = 64
+	maxFreeConns  = 1024
+	maxFreePipes  = 32
+	maxPumpChunks = 16 // reads per direction per wake: a bulk stream must not starve the loop's others
+)
+
+func newLoop(p *Plane, id int) (*Loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("evloop: eventfd: %w", err)
+	}
+	if e := epollCtl(ep, unix.EPOLL_CTL_ADD, wake, unix.EPOLLIN); e != 0 {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", e)
+	}
+	return &Loop{p: p, id: id, ep: ep, wake: wake, buf: make([]byte, loopBuf), now: time.Now()}, nil
+}
+
+// post runs fn on the loop's goroutine, soon.
+func (l *Loop) post(fn func()) {
+	l.mu.Lock()
+	first := len(l.inbox) == 0
+	l.inbox = append(l.inbox, fn)
+	l.mu.Unlock()
+	if first {
+		one := uint64(1)
+		_, _ = unix.Write(l.wake, (*[8]byte)(unsafeUint64(&one))[:])
+	}
+}
+
+// call runs fn on the loop and waits for it.
+func (l *Loop) call(fn func()) {
+	done := make(chan struct{})
+	l.post(func() { fn(); close(done) })
+	<-done
+}
+
+func (l *Loop) run() {
+	defer l.p.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	evs := make([]unix.EpollEvent, maxEvents)
+	for {
+		n := l.wait(evs)
+		l.now = time.Now()
+		for i := 0; i < n; i++ {
+			ev := &evs[i]
+			fd := int(ev.Fd)
+			if fd == l.wake {
+				l.drainInbox()
+				continue
+			}
+			if fd >= len(l.refs) {
+				continue
+			}
+			r := l.refs[fd]
+			switch {
+			case r.ln != nil:
+				l.accept(r.ln)
+			case r.c != nil:
+				r.c.event(fd, ev.Events)
+			}
+		}
+		l.runReady()
+		l.fireTimers()
+		if l.stopping && l.live == 0 {
+			l.shutdown()
+			return
+		}
+	}
+}
+
+// wait returns the next events. A non-blocking look comes first, straight
+// to the kernel; only when it finds nothing does the loop block, and then
+// through the runtime (unix.EpollWait enters a syscall), so the GC and the
+// scheduler never wait on a thread parked in the kernel: the P is handed
+// off while the loop sleeps.
+func (l *Loop) wait(evs []unix.EpollEvent) int {
+	if len(l.ready) > 0 {
+		return epollPoll(l.ep, evs)
+	}
+	if n := epollPoll(l.ep, evs); n > 0 {
+		return n
+	}
+	for {
+		n, err := unix.EpollWait(l.ep, evs, l.timeoutMillis())
+		if err == nil {
+			return n
+		}
+		if err != unix.EINTR {
+			return 0
+		}
+	}
+}
+
+// timeoutMillis is how long the loop may sleep: until its next timer.
+func (l *Loop) timeoutMillis() int {
+	if len(l.timers) == 0 {
+		return -1
+	}
+	d := time.Duration(l.timers[0].deadline - time.Now().UnixNano())
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (l *Loop) drainInbox() {
+	var b [8]byte
+	_, _ = unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	work := l.inbox
+	l.inbox = l.spare[:0]
+	l.mu.Unlock()
+	for i, fn := range work {
+		fn()
+		work[i] = nil
+	}
+	l.mu.Lock()
+	l.spare = work[:0]
+	l.mu.Unlock()
+}
+
+func (l *Loop) setRef(fd int, r ref) {
+	if fd >= len(l.refs) {
+		n := max(2*len(l.refs), fd+1, 1024)
+		refs := make([]ref, n)
+		copy(refs, l.refs)
+		l.refs = refs
+	}
+	l.refs[fd] = r
+}
+
+func (l *Loop) clearRef(fd int) {
+	if fd >= 0 && fd < len(l.refs) {
+		l.refs[fd] = ref{}
+	}
+}
+
+func (l *Loop) addListener(ln *listener) {
+	l.listeners = append(l.listeners, ln)
+	l.setRef(ln.fd, ref{ln: ln})
+	_ = epollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+}
+
+func (l *Loop) removeListener(fd int) {
+	for i, x := range l.listeners {
+		if x.fd == fd {
+			l.listeners = append(l.listeners[:i], l.listeners[i+1:]...)
+			break
+		}
+	}
+	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+	l.clearRef(fd)
+}
+
+// accept takes the listener's waiting connections, a batch at a time.
+func (l *Loop) accept(ln *listener) {
+	for i := 0; i < acceptBatch; i++ {
+		fd, peer, e := rawAccept(ln.fd, &l.sa)
+		switch e {
+		case 0:
+			ln.backoff = 0
+			l.startConn(fd, peer, ln)
+			continue
+		case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR:
+			if e == unix.EAGAIN {
+				return
+			}
+			continue
+		}
+		// Out of fds or kernel memory: stop watching the listener for a
+		// while instead of spinning on it.
+		ln.backoff = min(max(2*ln.backoff, 5*time.Millisecond), time.Second)
+		l.p.env.Log.Warn("accept failed", "err", e, "retry_in", ln.backoff)
+		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, ln.fd, 0)
+		l.after(ln.backoff, func() {
+			for _, x := range l.listeners {
+				if x == ln {
+					_ = epollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+				}
+			}
+		})
+		return
+	}
+}
+
+// after runs fn on the loop after d (rare work: accept back-off).
+func (l *Loop) after(d time.Duration, fn func()) {
+	time.AfterFunc(d, func() { l.post(fn) })
+}
+
+func (l *Loop) runReady() {
+	for len(l.ready) > 0 {
+		batch := l.ready
+		l.ready = nil
+		for _, c := range batch {
+			c.queued = false
+			c.pumpBoth()
+		}
+		return // whatever re-queued runs after the next look at the kernel
+	}
+}
+
+func (l *Loop) shutdown() {
+	l.dropPipes()
+	unix.Close(l.wake)
+	unix.Close(l.ep)
+}
+
+// getPipe returns an empty pipe, from the loop's spares or new; ok false
+// when none can be made (fd limit).
+func (l *Loop) getPipe() (spipe, bool) {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p, true
+	}
+	return makePipe()
+}
+
+func (l *Loop) putPipe(p spipe) {
+	if len(l.pipes) < maxFreePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	p.close()
+}
+
+// dropPipes closes the spare pipes: a loop without connections holds none.
+func (l *Loop) dropPipes() {
+	for _, p := range l.pipes {
+		p.close()
+	}
+	l.pipes = l.pipes[:0]
+}
