@@ -16,7 +16,7 @@ import (
 type Set struct {
 	mu    sync.Mutex
 	m     map[io.Closer]*entry // by client: a net.Conn, or an event loop's connection
-	empty chan struct{}       // closed while the set is empty
+	empty chan struct{}        // closed while the set is empty
 }
 
 type entry struct {
