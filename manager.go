@@ -53,7 +53,8 @@ type ProtocolManager struct {
 	guard     *guard.Guard
 	conns     *conntrack.Set
 	listeners *listen.Set
-	udp       *udp.Engine // server.listen_udp and its flows; closed with pm.ctx
+	loops     *evloop.Shared // the event loops, while listeners use them
+	udp       *udp.Engine    // server.listen_udp and its flows; closed with pm.ctx
 
 	mu         sync.Mutex // guards the fields below it
 	protos     []*protocols.Protocol
@@ -110,6 +111,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
+	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
+		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
+		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}
 	if err := config.CheckServer(o.server); err != nil {
 		return pm, err
 	}
@@ -207,7 +211,7 @@ func (pm *ProtocolManager) Close() error {
 	// Serve's drain runs in RunServer; if nothing serves, close stragglers.
 	if pm.serving.Load() == 0 {
 		pm.conns.CloseAll()
-		pm.releasePlane(true)
+		pm.loops.Stop()
 	}
 	pm.guard.Close()
 	if rt := pm.routing.Load(); rt != nil {

@@ -83,8 +83,11 @@ func (pm *ProtocolManager) Serve(ctx context.Context, ln net.Listener) error {
 	pm.serving.Add(1)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	stopMgr := context.AfterFunc(pm.ctx, func() { ln.Close() })
-	err := evloop.ErrUnsupported
-	if plane := pm.acquirePlane(); plane != nil {
+	err, plane := evloop.ErrUnsupported, (*evloop.Plane)(nil)
+	if s := pm.settings.Load(); s.DataPlane != config.DataPlaneGoroutines {
+		plane = pm.loops.Acquire(s.EventLoops)
+	}
+	if plane != nil {
 		// The loops accept until ctx or the manager ends.
 		lctx, cancel := context.WithCancel(ctx)
 		stopLoops := context.AfterFunc(pm.ctx, cancel)
@@ -103,7 +106,9 @@ func (pm *ProtocolManager) Serve(ctx context.Context, ln net.Listener) error {
 	if drained {
 		pm.drain()
 	}
-	pm.releasePlane(drained)
+	if plane != nil {
+		pm.loops.Release(drained)
+	}
 	if pm.ctx.Err() != nil || ctx.Err() != nil {
 		return nil
 	}
@@ -146,45 +151,4 @@ func (pm *ProtocolManager) drain() {
 	pm.log.Info("drain deadline reached, closing connections", "count", pm.conns.Len())
 	pm.conns.CloseAll()
 	_ = pm.conns.Wait(context.Background())
-}
-
-// acquirePlane returns the event loops, started on first use, or nil for
-// the goroutine path (server.data_plane: goroutines, or no loops here).
-func (pm *ProtocolManager) acquirePlane() *evloop.Plane {
-	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	s := pm.settings.Load()
-	if !evloop.Supported || s.DataPlane == config.DataPlaneGoroutines {
-		return nil
-	}
-	if pm.plane == nil {
-		p, err := evloop.New(evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
-			Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
-			Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies },
-		}, s.EventLoops)
-		if err != nil {
-			pm.log.Warn("event loops unavailable, serving with a goroutine per connection", "err", err)
-			return nil
-		}
-		pm.plane = p
-	}
-	pm.planeUsers++
-	return pm.plane
-}
-
-// releasePlane stops the loops when the last listener has stopped and its
-// connections are drained; undrained, they keep serving until Close.
-func (pm *ProtocolManager) releasePlane(drained bool) {
-	pm.mu.Lock()
-	var p *evloop.Plane
-	if pm.plane != nil && pm.planeUsers > 0 {
-		pm.planeUsers--
-	}
-	if pm.planeUsers == 0 && (drained || pm.closed) {
-		p, pm.plane = pm.plane, nil
-	}
-	pm.mu.Unlock()
-	if p != nil {
-		p.Close()
-	}
 }
