@@ -227,6 +227,7 @@ func (c *conn) readIdentify() {
 		m, e := rawRead(c.fd, hs.sess.Free())
 		switch {
 		case m > 0:
+			c.up.drained(len(hs.sess.Free()) > m)
 			if res, done := hs.sess.Read(m, c.l.now); done {
 				c.identified(res)
 				return

@@ -98,7 +98,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 				if d.blocked() {
 					return true
 				}
-				continue
+				continue // a non-blocking splice takes one pass over the queue: short is no sign of drained
 			}
 			if m == 0 || e == unix.EAGAIN {
 				l.putPipe(d.pipe) // empty: an idle connection holds no pipe
@@ -107,6 +107,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 		} else {
 			m, e = rawRead(src, l.buf)
 			if m > 0 {
+				d.drained(m < len(l.buf))
 				c.last = l.now.UnixNano()
 				// When src's FIN is queued, this data is likely its last:
 				// held (MSG_MORE) until our FIN follows, both leave in one
@@ -126,14 +127,18 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 					d.hold(l, l.buf[w:m])
 					return true
 				}
-				continue
+				if !more {
+					continue
+				}
+				m = 0 // src's FIN follows these bytes: its EOF is certain without another read
 			}
 		}
 		switch {
 		case m == 0:
-			d.eof, d.readable = true, false
-			_ = rawShutdownWrite(dst)
-			d.shut = true
+			d.eof, d.readable, d.shut = true, false, true
+			if other := c.other(d); !other.shut {
+				_ = rawShutdownWrite(dst)
+			} // else both are done: the close that follows sends the FIN
 		case e == unix.EAGAIN:
 			d.readable = false
 		case e == unix.EINTR:
@@ -144,6 +149,24 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 		}
 	}
 	return true
+}
+
+// drained records a read(2) that took less than asked: a stream socket's
+// read stops short only when its queue is empty, and edge-triggered epoll
+// reports what comes next, so no read is spent on EAGAIN — unless the
+// peer's FIN is queued, which a read must still take. (A non-blocking
+// splice stops after one pass, so it says nothing of the kind.)
+func (d *dir) drained(short bool) {
+	if short && !d.rdhup {
+		d.readable = false
+	}
+}
+
+func (c *conn) other(d *dir) *dir {
+	if d == &c.up {
+		return &c.down
+	}
+	return &c.up
 }
 
 // hold keeps bytes dst did not take, until it is writable again.
