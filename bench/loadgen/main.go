@@ -1,7 +1,8 @@
 // Command loadgen drives the benchmark. Sub-commands:
 //
 //	cps     -addr A [-ssh-addr B] -c C -d D      closed loop: connect, first flight, read reply to EOF, close
-//	latency -addr A -rate R -d D                 open loop (no coordinated omission): planned start → first byte
+//	latency -addr A -rate R -d D [-hold N]       open loop (no coordinated omission): planned start → first byte,
+//	                                             with N routed connections held idle meanwhile (-hold)
 //	bulk    -addr A -streams S -bytes N          download N bytes per stream, GiB/s
 //	idle    -addr A -n N -pid P                  hold N routed connections, report the RSS growth of P
 //	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
@@ -47,6 +48,7 @@ func main() {
 	streams := fs.Int("streams", 1, "streams (bulk)")
 	nbytes := fs.Int64("bytes", 1<<30, "bytes per stream (bulk)")
 	n := fs.Int("n", 1000, "connections (idle, cpu)")
+	hold := fs.Int("hold", 0, "routed connections held idle while measuring (latency)")
 	pid := fs.Int("pid", 0, "process to measure (idle, cpu)")
 	fs.Parse(args)
 	if *sshAddr == "" {
@@ -56,7 +58,7 @@ func main() {
 	case "cps":
 		cps(*addr, *sshAddr, *sshShare, *conc, *dur)
 	case "latency":
-		latency(*addr, *rate, *dur)
+		latency(*addr, *rate, *dur, *hold)
 	case "bulk":
 		bulk(*addr, *streams, *nbytes)
 	case "idle":
@@ -146,7 +148,18 @@ func drive(addr, sshAddr string, sshShare, conc int, more func(i int64) bool) (o
 	return okN.Load(), errN.Load(), firstErr
 }
 
-func latency(addr string, rate int, d time.Duration) {
+// latency measures at rate for d; with hold > 0 it first opens hold routed
+// connections and keeps them idle until the measurement ends, and reports
+// how many it held (all of them, or the figures do not describe that load).
+func latency(addr string, rate int, d time.Duration, hold int) {
+	var conns []net.Conn
+	held := 0
+	if hold > 0 {
+		var errs int
+		conns, held, errs = holdConns(addr, hold)
+		defer closeAll(conns)
+		fmt.Printf("held=%d hold_errors=%d ", held, errs)
+	}
 	total := int(float64(rate) * d.Seconds())
 	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, total)
@@ -225,10 +238,13 @@ func rssKiB(pid int) int64 {
 	return -1
 }
 
-func idle(addr string, n, pid int) {
-	before := rssKiB(pid)
-	conns := make([]net.Conn, 0, n)
-	errs := 0
+// holdConns opens n connections that ask the backend to keep them open
+// ("GET /hold") and waits for each reply head: a connection whose head
+// arrived has been routed and forwarded, and stays open until closed. It
+// returns the connections opened, how many were routed, and how many
+// failed to connect.
+func holdConns(addr string, n int) (conns []net.Conn, held, errs int) {
+	conns = make([]net.Conn, 0, n)
 	for i := 0; i < n; i++ {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
@@ -238,8 +254,6 @@ func idle(addr string, n, pid int) {
 		io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: bench\r\n\r\n")
 		conns = append(conns, c)
 	}
-	// Every connection is routed once its reply head arrives.
-	held := 0
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := bufio.NewReaderSize(c, 64).ReadString('\n'); err == nil {
@@ -247,15 +261,25 @@ func idle(addr string, n, pid int) {
 		}
 		c.SetReadDeadline(time.Time{})
 	}
+	return conns, held, errs
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func idle(addr string, n, pid int) {
+	before := rssKiB(pid)
+	conns, held, errs := holdConns(addr, n)
+	defer closeAll(conns)
 	after := rssKiB(pid)
 	per := "failed" // the process died or refused connections: no figure
 	if held == n && before > 0 && after > 0 {
 		per = fmt.Sprintf("%.2f", float64(after-before)/float64(held))
 	}
 	fmt.Printf("held=%d errors=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%s\n", held, errs, before, after, per)
-	for _, c := range conns {
-		c.Close()
-	}
 }
 
 func cpuTicks(pid int) float64 {
