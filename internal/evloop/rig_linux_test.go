@@ -127,22 +127,28 @@ func waitFor(ch <-chan error) error {
 	}
 }
 
-// hello is the protocol of these tests: a first flight starting "HELLO".
-func hello(b []byte) protocols.Result {
-	const magic = "HELLO"
-	n := min(len(b), len(magic))
-	switch {
-	case string(b[:n]) != magic[:n]:
-		return protocols.NoMatch
-	case n < len(magic):
-		return protocols.NeedMore
+// detect recognises a first flight starting with magic.
+func detect(magic string) protocols.DetectFunc {
+	return func(b []byte) protocols.Result {
+		n := min(len(b), len(magic))
+		switch {
+		case string(b[:n]) != magic[:n]:
+			return protocols.NoMatch
+		case n < len(magic):
+			return protocols.NeedMore
+		}
+		return protocols.Match
 	}
-	return protocols.Match
 }
 
-// route is a protocol named name recognised by hello, forwarded to target.
-func route(name, target string) *protocols.Protocol {
-	return &protocols.Protocol{Name: name, Target: target, FirstBytes: []byte("H"), Detect: hello}
+// route is a protocol named name whose first flight starts "HELLO",
+// forwarded to target.
+func route(name, target string) *protocols.Protocol { return routeFor(name, "HELLO", target) }
+
+// routeFor is a protocol named name whose first flight starts with magic,
+// forwarded to target.
+func routeFor(name, magic, target string) *protocols.Protocol {
+	return &protocols.Protocol{Name: name, Target: target, FirstBytes: []byte(magic[:1]), Detect: detect(magic)}
 }
 
 // payload is n bytes that hello recognises: "HELLO" and then bytes drawn

@@ -1,0 +1,319 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/proxyproto"
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// stuckAddr returns the address of a listener whose accept queue is full:
+// a connect to it neither completes nor fails (the kernel drops its SYNs)
+// until the caller gives up.
+func stuckAddr(tb testing.TB) string {
+	tb.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		tb.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	for range 8 { // fill the queue: connects complete into it until it is full
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		tb.Cleanup(func() { c.Close() })
+	}
+	tb.Fatalf("connects to %s still complete with its accept queue full", addr)
+	return ""
+}
+
+// TestDrain: CloseAll ends every connection the plane holds — a forwarded
+// pair, one still in identification, one whose backend connect the loop
+// makes and one dialed off the loop, neither of which would ever complete
+// — and Wait returns long before the dial timeout.
+func TestDrain(t *testing.T) {
+	stuck := stuckAddr(t)
+	offLoop := routeFor("OFFLOOP", "SRC", stuck)
+	offLoop.Source = []string{"127.0.0.1"} // a source address: dialed on a goroutine
+	r := newRig(t, []*protocols.Protocol{
+		route("ECHO", testnet.Echo(t)),
+		routeFor("STUCK", "STUCK", stuck),
+		offLoop,
+	}, func(s *setup) { s.srv.DialTimeout = time.Minute })
+
+	forwarded := r.dial()
+	if _, err := forwarded.Write([]byte("HELLO\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(forwarded, make([]byte, 6)); err != nil {
+		t.Fatal(err)
+	}
+	identifying := r.dial()
+	if _, err := identifying.Write([]byte("HEL")); err != nil { // a valid beginning: identification waits
+		t.Fatal(err)
+	}
+	connecting := r.dial()
+	if _, err := connecting.Write([]byte("STUCK")); err != nil {
+		t.Fatal(err)
+	}
+	dialing := r.dial()
+	if _, err := dialing.Write([]byte("SRC")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, bound, func() bool {
+		return r.conns.Len() == 4 && r.metric("protoplex_identified_total", "protocol=STUCK") == 1 &&
+			r.metric("protoplex_identified_total", "protocol=OFFLOOP") == 1
+	}, "not all four connections are where the test needs them; log:\n%s", r.log)
+
+	r.conns.CloseAll()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	if err := r.conns.Wait(ctx); err != nil {
+		t.Fatalf("Wait after CloseAll: %v, %d connections left; log:\n%s", err, r.conns.Len(), r.log)
+	}
+	for name, c := range map[string]net.Conn{"forwarded": forwarded, "identifying": identifying, "connecting": connecting, "dialing": dialing} {
+		if _, err := readAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: the client was not closed", name)
+		}
+	}
+	if n := r.closed("ECHO", "drain"); n != 1 {
+		t.Errorf("ECHO closed by the drain = %v, want 1", n)
+	}
+	r.idle()
+}
+
+// TestDialFailure: a target that refuses is counted against it, and a
+// client with no other target is closed, counted as dial_error; with a
+// second, live target the connection fails over to it. The same holds for
+// a target named by host name, dialed off the loop.
+func TestDialFailure(t *testing.T) {
+	for _, tc := range []struct{ name, host string }{{"ip", "127.0.0.1"}, {"host name", "localhost"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			refused := fmt.Sprintf("%s:%d", tc.host, testnet.FreePort(t))
+			live := testnet.Echo(t)
+			alone := routeFor("ALONE", "ALONE", refused)
+			failover := routeFor("FAILOVER", "HELLO", refused+","+live)
+			failover.Balance = "first" // the refused target first
+			r := newRig(t, []*protocols.Protocol{alone, failover})
+
+			c := r.dial()
+			if _, err := c.Write([]byte("ALONE")); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a client whose only target refuses: read %q, %v; want it closed", b, err)
+			}
+			r.waitMetric(1, "protoplex_connections_closed_total", "protocol=ALONE", "reason=dial_error")
+			r.waitMetric(1, "protoplex_dial_errors_total", "protocol=ALONE", "target="+refused)
+
+			want := payload(1000)
+			sameBytes(t, "through the failover", r.exchange(want), want)
+			r.waitMetric(1, "protoplex_connections_closed_total", "protocol=FAILOVER", "reason=done")
+			if n := r.metric("protoplex_dial_errors_total", "protocol=FAILOVER", "target="+refused); n != 1 {
+				t.Errorf("dial errors of the refused target = %v, want 1", n)
+			}
+			if n := r.closed("FAILOVER", "dial_error"); n != 0 {
+				t.Errorf("a connection that failed over counted as dial_error (%v)", n)
+			}
+			r.idle()
+		})
+	}
+}
+
+// TestHostNameTarget: a target named by host name is dialed off the loop
+// and the connection forwards as any other.
+func TestHostNameTarget(t *testing.T) {
+	_, port, _ := net.SplitHostPort(testnet.Echo(t))
+	r := newRig(t, []*protocols.Protocol{route("NAMED", "localhost:"+port)})
+	for _, size := range []int{100, 1 << 20} {
+		want := payload(size)
+		sameBytes(t, fmt.Sprintf("%d bytes", size), r.exchange(want), want)
+	}
+	r.waitMetric(2, "protoplex_connections_closed_total", "protocol=NAMED", "reason=done")
+	r.idle()
+}
+
+// TestHandler: a route served in-process gets a net.Conn whose first read
+// yields exactly the bytes identification read, then what the client sends
+// after, then EOF; what it writes reaches the client.
+func TestHandler(t *testing.T) {
+	type seen struct {
+		first, all string
+		remote     string
+		err        error
+	}
+	started := make(chan struct{}, 1)
+	got := make(chan seen, 1)
+	p := &protocols.Protocol{Name: "INPROC", FirstBytes: []byte("H"), Detect: detect("HELLO"), Handler: func(c net.Conn) {
+		defer c.Close()
+		started <- struct{}{}
+		var s seen
+		s.remote = c.RemoteAddr().String()
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		s.first = string(buf[:n])
+		rest, rerr := io.ReadAll(c)
+		s.all, s.err = s.first+string(rest), errors.Join(err, rerr)
+		io.WriteString(c, "handled:"+s.all)
+		got <- s
+	}}
+	r := newRig(t, []*protocols.Protocol{p})
+	c := r.dial()
+	if _, err := c.Write([]byte("HELLO")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(bound):
+		t.Fatal("the handler did not start")
+	}
+	if _, err := c.Write([]byte(" world")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	reply, err := readAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-got
+	if s.first != "HELLO" || s.all != "HELLO world" || s.err != nil {
+		t.Errorf("the handler read %q first, %q in all (%v); want \"HELLO\", then \"HELLO world\"", s.first, s.all, s.err)
+	}
+	if s.remote != c.LocalAddr().String() {
+		t.Errorf("the handler's RemoteAddr is %s, want the client's %s", s.remote, c.LocalAddr())
+	}
+	if string(reply) != "handled:HELLO world" {
+		t.Errorf("the client read %q", reply)
+	}
+	c.Close()
+	r.idle()
+}
+
+// TestSendProxy: a route with send_proxy writes a PROXY header naming the
+// client and the address it connected to, then the replay, then the rest.
+func TestSendProxy(t *testing.T) {
+	for _, version := range []string{"v1", "v2"} {
+		t.Run(version, func(t *testing.T) {
+			type seen struct {
+				h    proxyproto.Header
+				data []byte
+				err  error
+			}
+			got := make(chan seen, 1)
+			backend := testnet.Serve(t, func(c net.Conn) {
+				buf := make([]byte, 4096)
+				h, n, err := proxyproto.Read(c, buf, bound)
+				var rest []byte
+				if err == nil {
+					rest, err = readAll(c)
+				}
+				got <- seen{h, append(buf[:n:n], rest...), err}
+			})
+			p := route("PROXIED", backend)
+			p.SendProxy = version
+			r := newRig(t, []*protocols.Protocol{p})
+			want := payload(100 << 10)
+			c := r.dial()
+			if _, err := c.Write(want); err != nil {
+				t.Fatal(err)
+			}
+			c.CloseWrite()
+			var s seen
+			select {
+			case s = <-got:
+			case <-time.After(bound):
+				t.Fatal("the backend got nothing")
+			}
+			if s.err != nil {
+				t.Fatalf("backend: %v", s.err)
+			}
+			client := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			dest := netip.MustParseAddrPort(r.addr)
+			if s.h.Local || s.h.Source != client || s.h.Dest != dest {
+				t.Errorf("PROXY header %+v, want source %v, destination %v", s.h, client, dest)
+			}
+			sameBytes(t, "after the header", s.data, want)
+			if _, err := readAll(c); err != nil {
+				t.Errorf("client: %v", err)
+			}
+			r.waitMetric(1, "protoplex_connections_closed_total", "protocol=PROXIED", "reason=done")
+			r.idle()
+		})
+	}
+}
+
+// TestAcceptProxy: behind a trusted front, the client a PROXY header
+// names is the one the guard judges and the access log shows; an
+// untrusted source claiming an address with a header is refused.
+func TestAcceptProxy(t *testing.T) {
+	const banned, allowed = "203.0.113.7:4000", "198.51.100.9:5555"
+	header := func(src string) []byte {
+		return proxyproto.AppendV1(nil, proxyproto.Header{Source: netip.MustParseAddrPort(src), Dest: netip.MustParseAddrPort("192.0.2.1:443")})
+	}
+	echo := testnet.Echo(t)
+	trusted := newRig(t, []*protocols.Protocol{route("ECHO", echo)}, func(s *setup) {
+		s.srv.AcceptProxy = true
+		s.trusted = config.Prefixes{netip.MustParsePrefix("127.0.0.0/8")}
+		s.guard.Blacklist = []string{"203.0.113.7"}
+	})
+
+	got := trusted.exchange(append(header(allowed), "HELLO from afar"...))
+	if string(got) != "HELLO from afar" {
+		t.Errorf("echo behind the front: %q", got)
+	}
+	trusted.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	if log := trusted.log.String(); !strings.Contains(log, "client="+allowed) {
+		t.Errorf("the access log does not name the client of the PROXY header %s:\n%s", allowed, log)
+	}
+
+	c := trusted.dial()
+	if _, err := c.Write(append(header(banned), "HELLO"...)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a banned client behind the front: read %q, %v; want it closed", b, err)
+	}
+	trusted.waitMetric(1, "protoplex_connections_refused_total", "reason=blacklist")
+	trusted.idle()
+
+	untrusted := newRig(t, []*protocols.Protocol{route("ECHO", echo)}, func(s *setup) {
+		s.srv.AcceptProxy = true
+		s.trusted = config.Prefixes{netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	c = untrusted.dial()
+	if _, err := c.Write(append(header(allowed), "HELLO"...)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("an untrusted source sending a PROXY header: read %q, %v; want it closed", b, err)
+	}
+	untrusted.waitMetric(1, "protoplex_connections_refused_total", "reason=proxy_header")
+	untrusted.idle()
+}
