@@ -49,6 +49,7 @@ type setup struct {
 	guard   guard.Config
 	env     evloop.Env // SpliceAfter and QuickAck are kept; the rest is the rig's
 	loops   int        // 2 by default
+	level   slog.Level // of the log; debug by default
 }
 
 // newRig starts a plane routing protos; opts adjust the setup first. The
@@ -56,13 +57,13 @@ type setup struct {
 // test ends, after every connection still open is closed.
 func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *rig {
 	tb.Helper()
-	s := setup{srv: config.DefaultServer(), loops: 2}
+	s := setup{srv: config.DefaultServer(), loops: 2, level: slog.LevelDebug}
 	s.srv.AccessLog = true
 	for _, o := range opts {
 		o(&s)
 	}
 	r := &rig{tb: tb, stats: metrics.New(), conns: conntrack.New(), log: &testnet.Buffer{}}
-	log := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: s.level}))
 	g, err := guard.New(s.guard, log, time.Now)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,154 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// TestGCStress: round trips through the plane complete while another
+// goroutine collects garbage without pause, and collections complete while
+// the loops sleep in epoll_wait: a loop never keeps the GC from stopping
+// the world.
+func TestGCStress(t *testing.T) {
+	const workers, trips = 4, 400
+	r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+	old := debug.SetGCPercent(1)
+	defer debug.SetGCPercent(old)
+
+	// The loops have nothing to do: each sleeps in epoll_wait.
+	idle := make(chan error, 1)
+	go func() {
+		for range 50 {
+			runtime.GC()
+		}
+		idle <- nil
+	}()
+	if err := waitFor(idle); err != nil {
+		t.Fatalf("collections with the loops asleep: %v", err)
+	}
+
+	stop := make(chan struct{})
+	collected := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				collected <- n
+				return
+			default:
+				runtime.GC()
+				n++
+			}
+		}
+	}()
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range trips {
+				send := fmt.Sprintf("HELLO %d/%d %s", w, i, make([]byte, 100*i))
+				got, err := testnet.RoundTrip(r.addr, send)
+				if err != nil || got != send {
+					errs <- fmt.Errorf("worker %d, trip %d: %d bytes back of %d, %v", w, i, len(got), len(send), err)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan error, 1)
+	go func() { wg.Wait(); done <- nil }()
+	err := waitFor(done)
+	close(stop)
+	t.Logf("%d collections during %d round trips", <-collected, workers*trips)
+	if err != nil {
+		t.Fatalf("round trips under GC stress: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	r.waitMetric(workers*trips, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	r.idle()
+}
+
+// TestNoLeak: after connections of every kind — forwarded through the
+// buffer and through splice pipes, handed to a handler, failed to dial,
+// dialed off the loop, drained — and the plane's Close, the process holds
+// no more file descriptors than before.
+func TestNoLeak(t *testing.T) {
+	before := openFDs(t)
+	t.Run("traffic", func(t *testing.T) {
+		echo := testnet.Echo(t)
+		_, port, _ := net.SplitHostPort(echo)
+		handler := &protocols.Protocol{Name: "INPROC", FirstBytes: []byte("I"), Detect: detect("INPROC"), Handler: func(c net.Conn) {
+			defer c.Close()
+			io.Copy(c, c)
+		}}
+		r := newRig(t, []*protocols.Protocol{
+			route("ECHO", echo),
+			routeFor("NAMED", "NAMED", "localhost:"+port),
+			routeFor("REFUSED", "REFUSED", testnet.FreeAddr(t)),
+			handler,
+		}, func(s *setup) { s.env.SpliceAfter = 1 << 10 })
+		for _, send := range [][]byte{payload(100), payload(4 << 20), []byte("NAMED route"), []byte("INPROC route")} {
+			sameBytes(t, string(send[:5]), r.exchange(send), send)
+		}
+		c := r.dial()
+		c.Write([]byte("REFUSED"))
+		readAll(c)
+		held := r.dial()
+		held.Write([]byte("HELLO"))
+		io.ReadFull(held, make([]byte, 5))
+		r.conns.CloseAll()
+		r.idle()
+	})
+	// The runtime may open its poller's descriptors on first use.
+	testnet.Eventually(t, bound, func() bool { return openFDs(t) <= before+2 },
+		"%d descriptors open before, %v after", before, testnet.Later(func() string { return fmt.Sprint(openFDs(t)) }))
+}
+
+// BenchmarkPlaneConnRoundTrip is one short connection through the plane:
+// connect, send, read the echo until the backend closes, close.
+func BenchmarkPlaneConnRoundTrip(b *testing.B) {
+	r := newRig(b, []*protocols.Protocol{route("ECHO", testnet.Echo(b))}, func(s *setup) {
+		s.srv.AccessLog, s.level = false, slog.LevelWarn // no access line: the benchmark measures the plane
+	})
+	send := []byte("HELLO benchmark\n")
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(bound))
+		if _, err := c.Write(send); err != nil {
+			b.Fatal(err)
+		}
+		c.(*net.TCPConn).CloseWrite()
+		n, err := io.ReadFull(c, buf[:len(send)])
+		if err != nil || n != len(send) {
+			b.Fatalf("echo: %d bytes, %v", n, err)
+		}
+		if _, err := c.Read(buf); err != io.EOF {
+			b.Fatalf("after the echo: %v, want EOF", err)
+		}
+		c.Close()
+	}
+}
