@@ -25,8 +25,11 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
+## unit: the short tests; the manager's and e2e's once more on the goroutine-per-connection path
+## (the event loops serve everything else)
 unit:
 	$(GO) test -short -count=1 -timeout $(TIMEOUT) $(PKGS)
+	PROTOPLEX_TEST_DATA_PLANE=goroutines $(GO) test -short -count=1 -timeout $(TIMEOUT) . ./e2e/...
 
 race:
 	PROTOPLEX_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)

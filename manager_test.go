@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -29,6 +30,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // then closes it.
 func serveTest(t *testing.T, pm *ProtocolManager) string {
 	t.Helper()
+	if dp := os.Getenv("PROTOPLEX_TEST_DATA_PLANE"); dp != "" { // make unit runs both
+		s := *pm.settings.Load()
+		s.DataPlane = dp
+		pm.settings.Store(&s)
+	}
 	t.Cleanup(func() { pm.Close() }) // after Start's cleanup has stopped Serve
 	return testnet.Start(t, pm.Serve)
 }

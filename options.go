@@ -110,5 +110,12 @@ func WithTCPKeepAlive(d time.Duration) Option {
 	return setServer(func(s *config.Server) { s.TCPKeepAlive = d })
 }
 
+// WithDataPlane chooses how connections are served: "events" (the
+// default: event loops, loops of them, 0 for one per CPU, on Linux; a
+// goroutine per connection elsewhere) or "goroutines". Read at Serve.
+func WithDataPlane(plane string, loops int) Option {
+	return setServer(func(s *config.Server) { s.DataPlane, s.EventLoops = plane, loops })
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,7 +41,7 @@ func startMux(t testing.TB, protos ...*protocols.Protocol) (string, *protoplex.P
 func startMuxWith(t testing.TB, opts []protoplex.Option, protos ...*protocols.Protocol) (string, *protoplex.ProtocolManager) {
 	t.Helper()
 	pm := protoplex.NewProtocolManager(append([]protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler)),
-		protoplex.WithGracefulShutdownTimeout(2 * time.Second)}, opts...)...)
+		protoplex.WithGracefulShutdownTimeout(2 * time.Second), testDataPlane()}, opts...)...)
 	for _, p := range protos {
 		if err := pm.AddProtocol(p); err != nil {
 			t.Fatal(err)
@@ -131,4 +132,11 @@ func TestCoreRealClients(t *testing.T) {
 			t.Errorf("no %s connection identified: %v", name, m.Identified)
 		}
 	}
+}
+
+// testDataPlane is the data plane the suite runs on: the event loops, or
+// with PROTOPLEX_TEST_DATA_PLANE=goroutines (make unit runs both) the
+// goroutine per connection.
+func testDataPlane() protoplex.Option {
+	return protoplex.WithDataPlane(cmp.Or(os.Getenv("PROTOPLEX_TEST_DATA_PLANE"), "events"), 0)
 }

@@ -32,7 +32,7 @@ func startConfiguredOn(t testing.TB, ln net.Listener, yaml string) (string, *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)))
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)), testDataPlane())
 	if err := pm.UpdateConfig(cfg); err != nil {
 		t.Fatal(err)
 	}

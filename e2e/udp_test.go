@@ -31,7 +31,7 @@ func startUDPMux(t *testing.T, yaml string) (string, *protoplex.ProtocolManager)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)), protoplex.WithGracefulShutdownTimeout(2*time.Second))
+	pm := protoplex.NewProtocolManager(protoplex.WithLogger(slog.New(slog.DiscardHandler)), protoplex.WithGracefulShutdownTimeout(2*time.Second), testDataPlane())
 	if err := pm.UpdateConfig(cfg); err != nil {
 		t.Fatal(err)
 	}

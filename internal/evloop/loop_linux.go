@@ -56,8 +56,8 @@ func (p *Plane) Close() {
 	p.wg.Wait()
 }
 
-// Serve accepts ln's connections on the loops until ctx ends, then stops
-// watching ln (which stays open: the caller closes it). Only TCP and Unix
+// Serve accepts ln's connections on the loops until ctx ends or ln is
+// closed (seen within listenerCheck), then stops watching ln. Only TCP and Unix
 // stream listeners can be served; others return ErrUnsupported at once.
 func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
 	sc, ok := ln.(syscall.Conn)
@@ -87,7 +87,18 @@ func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
 		lst := &listener{fd: fd, unix: isUnix(ln)} // each loop its own back-off
 		l.call(func() { l.addListener(lst) })
 	}
-	<-ctx.Done()
+	// The caller may also stop ln by closing it (as with Accept): the
+	// duplicate would keep the port open, so ln is looked at now and then.
+	tick := time.NewTicker(listenerCheck)
+	for open := true; open; {
+		select {
+		case <-ctx.Done():
+			open = false
+		case <-tick.C:
+			open = rc.Control(func(uintptr) {}) == nil
+		}
+	}
+	tick.Stop()
 	for _, l := range p.loops {
 		l.call(func() { l.removeListener(fd) })
 	}
@@ -141,6 +152,7 @@ type ref struct {
 }
 
 const (
+	listenerCheck = 100 * time.Millisecond
 	loopBuf       = 64 << 10
 	maxEvents     = 256
 	acceptBatch   = 64
