@@ -104,3 +104,42 @@ func TestStartPinnedAddresses(t *testing.T) {
 		t.Fatalf("pinned address: %q %v", got, err)
 	}
 }
+
+// TestServeEndsWhenListenerClosed: closing the listener given to Serve stops
+// Serve and frees the port, on both data planes (the event loops watch a
+// duplicate of the socket, which must not outlive the caller's Close).
+func TestServeEndsWhenListenerClosed(t *testing.T) {
+	for _, plane := range []string{"events", "goroutines"} {
+		t.Run(plane, func(t *testing.T) {
+			pm := NewProtocolManager(WithLogger(discardLogger()), WithDataPlane(plane, 1))
+			defer pm.Close()
+			if err := pm.AddProtocol(protocols.NewSSHProtocol(testnet.Banner(t, "b:"))); err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			done := make(chan error, 1)
+			go func() { done <- pm.Serve(context.Background(), ln) }()
+			if got := roundTrip(t, addr, "SSH-2.0-x\r\n"); got != "b:SSH-2.0-x\r\n" {
+				t.Fatalf("served %q", got)
+			}
+			ln.Close()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve still running 10s after its listener was closed")
+			}
+			again, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("port still held after Serve returned: %v", err)
+			}
+			again.Close()
+		})
+	}
+}
