@@ -118,6 +118,7 @@ CFG
 # binary, so before and after come from one run. A binary that does not know
 # server.data_plane runs both instances without the key, labelled so.
 plane_ok() { ppconf "$TMP/check.yaml" 1 127.0.0.1:1 127.0.0.1:1 "$1"; "$TMP/protoplex" -check -config "$TMP/check.yaml" >/dev/null 2>&1; }
+plane_ok "" || { "$TMP/protoplex" -check -config "$TMP/check.yaml"; exit 1; }
 if plane_ok events && plane_ok goroutines; then
   EV=events; GO=goroutines; GOLABEL=goroutines
   PLANES="protoplex runs \`data_plane: events\`, goroutines the same binary with \`data_plane: goroutines\`."
@@ -169,10 +170,13 @@ declare -A R
 # to exit: a process per connection lingers up to its -t timeout and would
 # steal CPU from whoever runs next.
 names=(direct protoplex goroutines sslh haproxy fork)
+# sslh-fork keeps one child per listening address; each of those forks the
+# process per connection.
+forkbusy() { local c; for c in $(pgrep -P "${PID[fork]}"); do pgrep -P "$c" >/dev/null && return 0; done; return 1; }
 settle() {
   local t=$SECONDS
   for _ in $(seq 1 100); do
-    pgrep -P "${PID[fork]}" >/dev/null || break
+    forkbusy || break
     sleep 0.1
   done
   [ $((SECONDS - t)) -lt 2 ] || echo "   (waited $((SECONDS - t))s for sslh-fork's children)" >&2
@@ -285,12 +289,21 @@ out="bench/results/$date.md"
   echo
   echo "| figure | direct | protoplex | $GOLABEL | sslh-select | sslh-fork | haproxy | protoplex/$GOLABEL | protoplex/sslh-select | protoplex/sslh-fork | protoplex/haproxy | protoplex/direct |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  row() { echo "| $1 | ${R[$2,direct]:-–} | ${R[$2,protoplex]:-–} | ${R[$2,goroutines]:-–} | ${R[$2,sslh]:-–} | ${R[$2,fork]:-–} | ${R[$2,haproxy]:-–} | $(ratio "${R[$2,protoplex]:-}" "${R[$2,goroutines]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,sslh]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,fork]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,haproxy]:-}") | $(ratio "${R[$2,protoplex]:-}" "${R[$2,direct]:-}") |"; }
+  # row LABEL KEY [-]: the contenders' KEY figures and protoplex's ratios to
+  # them ("-": no ratios, for a row that is itself a ratio).
+  row() {
+    local n out="| $1 |" p=${R[$2,protoplex]:-}
+    for n in direct protoplex goroutines sslh fork haproxy; do out+=" ${R[$2,$n]:-–} |"; done
+    for n in goroutines sslh fork haproxy direct; do
+      if [ "${3:-}" = - ]; then out+=" |"; else out+=" $(ratio "$p" "${R[$2,$n]:-}") |"; fi
+    done
+    echo "$out"
+  }
   row "conn/s, wrk -c1, nginx" wrk1; row "conn/s, wrk -c64, nginx" wrk64
   row "conn/s, c=1" cps1; row "conn/s, c=64" cps64; row "conn/s, c=512" cps512
   row "TTFB p50 µs @${RATE}/s" p50; row "TTFB p99 µs" p99; row "TTFB p99.9 µs" p999
   row "TTFB p50 µs @${RATE}/s, $HOLD held" hp50; row "TTFB p99 µs, $HOLD held" hp99
-  row "TTFB p99 held/not held" flat
+  row "TTFB p99 held/not held" flat -
   row "bulk GiB/s, 1 stream" bulk1; row "bulk GiB/s, 16 streams" bulk16
   row "CPU s per 100k conns" cpu
   for k in $IDLE_NS; do row "KiB per idle conn, $k held" idle$k; done
@@ -298,13 +311,16 @@ out="bench/results/$date.md"
   echo "wrk: \`wrk -t1 -c1\` and \`wrk -t2 -c64\`, $D, \`Connection: close\`, a 512-byte file from one nginx process."
   echo "The other rows use bench/loadgen and bench/backend. Latency is from the planned start of each connection (open"
   echo "loop) to the first reply byte, connect included; added latency = contender − direct. The held rows measure the"
-  echo "same while $HOLD forwarded connections stay open and idle (latency errors while held: $(for n in direct protoplex goroutines haproxy; do echo -n "$n ${R[herr,$n]:-?}; "; done | sed 's/; $//')). Idle connections are capped by the"
-  echo "20,000 fds per process of this machine (a proxied connection costs the proxy 2 fds), so 100,000 concurrent"
-  echo "connections cannot be shown here."
+  echo "same while $HOLD forwarded connections stay open and idle (max_connections and maxconn 9,950)."
+  echo "Latency errors while held: $(for n in direct protoplex goroutines haproxy; do echo -n "$n ${R[herr,$n]:-?}, "; done | sed 's/, $//')."
+  echo "Idle connections are capped by the 20,000 fds per process of this machine (a proxied connection costs the proxy"
+  echo "2 fds), so 100,000 concurrent connections cannot be shown here."
   echo
   echo "## Targets (issue #14)"
   echo
   echo "Ratios of protoplex (and of $GOLABEL) to the reference in this run; absolute values where the target is one."
+  echo "Held latency counts as flat within 1.2× of the same contender's p99 without the held connections."
+  if [ "$QUICK" = 1 ]; then echo "QUICK=1: short runs that check the script; these figures are no evidence for or against a target."; fi
   echo
   echo "| target | needs | protoplex | $GOLABEL | protoplex verdict |"
   echo "|---|---|---|---|---|"
