@@ -335,47 +335,47 @@ func (c *conn) nextAttempt() {
 			return
 		}
 		hs.att, hs.attStart, hs.connected = a, time.Now(), false
+		var fd int
+		var err error
+		var e syscall.Errno
+		connecting := false
 		switch {
 		case a.Pooled != nil:
-			fd, err := takeFD(a.Pooled)
-			if err != nil {
-				c.attemptFailed(err)
-				continue
-			}
-			hs.connected = true
-			if c.backendFD(fd) {
-				c.dialOK()
-				c.startReplay()
-			}
-			return
+			fd, err = takeFD(a.Pooled)
 		case a.Addr.IsValid():
-			fd, e := rawConnect(a.Addr, !c.l.p.env.QuickAck)
-			if e != 0 {
-				c.attemptFailed(dialError(a, e))
-				continue
-			}
-			c.st = stConnecting
-			if c.backendFD(fd) {
-				c.startReplay() // an optimistic write: on loopback the handshake is often done
-			}
-			return
+			fd, e = rawConnect(a.Addr, !c.l.p.env.QuickAck)
+			connecting = true
 		case a.Unix != "":
-			fd, e := rawConnectUnix(a.Unix)
-			if e != 0 {
-				c.attemptFailed(dialError(a, e))
-				continue
-			}
-			hs.connected = true
-			if c.backendFD(fd) {
-				c.dialOK()
-				c.startReplay()
-			}
-			return
+			fd, e = rawConnectUnix(a.Unix)
 		default:
 			c.dialOffLoop(a)
 			return
 		}
+		if e != 0 {
+			err = dialError(a, e)
+		}
+		if err != nil {
+			c.attemptFailed(err)
+			continue
+		}
+		c.connectedTo(fd, connecting)
+		return
 	}
+}
+
+// connectedTo takes the backend socket, connected or (connecting) with
+// its connect in progress, and starts the replay: for a connect in
+// progress an optimistic write, as on loopback the handshake is often done.
+func (c *conn) connectedTo(fd int, connecting bool) {
+	c.hs.connected = !connecting
+	c.st = stConnecting
+	if !c.backendFD(fd) {
+		return
+	}
+	if !connecting {
+		c.dialOK()
+	}
+	c.startReplay()
 }
 
 // backendFD registers the backend socket; false when the connection ended.
@@ -467,11 +467,7 @@ func (c *conn) dialedOffLoop(nc net.Conn, err error) {
 		c.nextAttempt()
 		return
 	}
-	hs.connected = true
-	if c.backendFD(fd) {
-		c.dialOK()
-		c.startReplay()
-	}
+	c.connectedTo(fd, false)
 }
 
 // takeFD moves a connected net.Conn's socket into the loop.
