@@ -220,9 +220,9 @@ done
 
 # Latency with HOLD forwarded connections held idle meanwhile, through those
 # that can hold them (sslh-select's select() stops at 1,024 fds), against
-# the same figure without them above. Direct shows what the backend adds.
+# the same figure without them above.
 phase held
-for n in direct protoplex goroutines haproxy; do
+for n in protoplex goroutines haproxy; do
   out=$("$LG" latency -addr "${ADDR[$n]}" -rate $RATE -d $LATD -hold $HOLD); echo "latency hold=$HOLD $n: $out" >&2
   R[herr,$n]=$(echo "$out" | kv errors)
   held=$(echo "$out" | kv held)
@@ -230,13 +230,13 @@ for n in direct protoplex goroutines haproxy; do
     R[hp50,$n]=$(echo "$out" | kv p50_us); R[hp99,$n]=$(echo "$out" | kv p99_us)
   else
     R[hp50,$n]="failed ($held held)"; R[hp99,$n]="failed ($held held)"
-    [ "$n" = direct ] || grep -v '^$' "$TMP/$n.log" | tail -n 2 | sed "s/^/  $n log: /" >&2
+    grep -v '^$' "$TMP/$n.log" | tail -n 2 | sed "s/^/  $n log: /" >&2
   fi
 done
 ratio() { python3 -c "a,b='$1','$2'
 try: print('%.2f' % (float(a)/float(b)))
 except Exception: print('n/a')"; }
-for n in direct protoplex goroutines haproxy; do R[flat,$n]=$(ratio "${R[hp99,$n]}" "${R[p99,$n]}"); done
+for n in protoplex goroutines haproxy; do R[flat,$n]=$(ratio "${R[hp99,$n]}" "${R[p99,$n]}"); done
 settle
 
 # wrk to nginx, as the issue's table: a small static file, Connection: close,
@@ -312,7 +312,7 @@ out="bench/results/$date.md"
   echo "The other rows use bench/loadgen and bench/backend. Latency is from the planned start of each connection (open"
   echo "loop) to the first reply byte, connect included; added latency = contender − direct. The held rows measure the"
   echo "same while $HOLD forwarded connections stay open and idle (max_connections and maxconn 9,950)."
-  echo "Latency errors while held: $(for n in direct protoplex goroutines haproxy; do echo -n "$n ${R[herr,$n]:-?}, "; done | sed 's/, $//')."
+  echo "Latency errors while held: $(for n in protoplex goroutines haproxy; do echo -n "$n ${R[herr,$n]:-?}, "; done | sed 's/, $//')."
   echo "Idle connections are capped by the 20,000 fds per process of this machine (a proxied connection costs the proxy"
   echo "2 fds), so 100,000 concurrent connections cannot be shown here."
   echo
