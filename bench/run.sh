@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-D=${D:-5s}; RATE=${RATE:-2000}; LATD=${LATD:-10s}; BULK=${BULK:-2147483648}; CPUN=${CPUN:-100000}
+D=${D:-5s}; RATE=${RATE:-2000}; LATD=${LATD:-10s}; BULK=${BULK:-2147483648}; CPUN=${CPUN:-50000}
 IDLE_NS=${IDLE_NS:-"5000 9000"}
 # 9,900 forwarded connections are 19,800 of the proxy's 20,000 fds: the
 # cap of this machine, with room for the latency probes.
