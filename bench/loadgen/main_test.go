@@ -2,83 +2,53 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
-	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"go.uber.org/goleak"
 )
 
-// holdServer answers "GET /hold" with a reply head and keeps the
-// connection until the client closes it; every other request, and every
-// connection past the first routed ones, is closed unanswered. It returns
-// its address and a function that stops it and waits for its goroutines.
-func holdServer(t *testing.T, routed int) (string, func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func(c net.Conn, answer bool) {
-				defer wg.Done()
-				defer c.Close()
-				r := bufio.NewReader(c)
-				if line, err := r.ReadString('\n'); err != nil || line != "GET /hold HTTP/1.1\r\n" || !answer {
-					return
-				}
-				c.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
-				r.WriteTo(discard{}) // until the client closes
-			}(c, i < routed)
+// holdServer answers "GET /hold" on its first routed connections with a
+// reply head and keeps each until the client closes it; every other
+// connection is closed unanswered. It stops with the test.
+func holdServer(t *testing.T, routed int) string {
+	var n atomic.Int64
+	return testnet.Serve(t, func(c net.Conn) {
+		answer := n.Add(1) <= int64(routed)
+		r := bufio.NewReader(c)
+		if line, err := r.ReadString('\n'); err != nil || line != "GET /hold HTTP/1.1\r\n" || !answer {
+			return
 		}
-	}()
-	return ln.Addr().String(), func() { ln.Close(); wg.Wait() }
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		io.Copy(io.Discard, r) // until the client closes
+	})
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func TestHoldConns(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, tc := range []struct {
-		name         string
-		n, routed    int
-		wantHeld     int
-		wantOpenedOK int
+		name             string
+		n, routed        int
+		wantHeld, opened int
 	}{
 		{"all routed", 50, 50, 50, 50},
 		{"some refused", 50, 30, 30, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, stop := holdServer(t, tc.routed)
-			defer stop()
-			conns, held, errs := holdConns(addr, tc.n)
+			conns, held, errs := holdConns(holdServer(t, tc.routed), tc.n)
 			defer closeAll(conns)
-			if held != tc.wantHeld || errs != 0 || len(conns) != tc.wantOpenedOK {
-				t.Fatalf("held %d, errors %d, opened %d; want %d, 0, %d", held, errs, len(conns), tc.wantHeld, tc.wantOpenedOK)
+			if held != tc.wantHeld || errs != 0 || len(conns) != tc.opened {
+				t.Fatalf("held %d, errors %d, opened %d; want %d, 0, %d", held, errs, len(conns), tc.wantHeld, tc.opened)
 			}
 		})
 	}
 }
 
 func TestHoldConnsDialErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there any more: every dial is refused
-	conns, held, errs := holdConns(addr, 3)
+	conns, held, errs := holdConns(testnet.FreeAddr(t), 3) // nothing listens there
 	closeAll(conns)
 	if held != 0 || errs != 3 || len(conns) != 0 {
 		t.Fatalf("held %d, errors %d, opened %d; want 0, 3, 0", held, errs, len(conns))
