@@ -289,9 +289,8 @@ func TestAcceptProxy(t *testing.T) {
 		t.Errorf("echo behind the front: %q", got)
 	}
 	trusted.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
-	if log := trusted.log.String(); !strings.Contains(log, "client="+allowed) {
-		t.Errorf("the access log does not name the client of the PROXY header %s:\n%s", allowed, log)
-	}
+	testnet.Eventually(t, bound, func() bool { return strings.Contains(trusted.log.String(), "client="+allowed) },
+		"the access log does not name the client of the PROXY header %s:\n%s", allowed, trusted.log)
 
 	c := trusted.dial()
 	if _, err := c.Write(append(header(banned), "HELLO"...)); err != nil {

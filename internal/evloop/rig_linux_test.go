@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,10 @@ type setup struct {
 	env     evloop.Env // SpliceAfter and QuickAck are kept; the rest is the rig's
 	loops   int        // 2 by default
 	level   slog.Level // of the log; debug by default
+	// sndbuf, when set, is the listener's SO_SNDBUF, which the sockets it
+	// accepts inherit (and no longer grow): it bounds how much the plane's
+	// socket towards a client holds that the client has not read.
+	sndbuf int
 }
 
 // newRig starts a plane routing protos; opts adjust the setup first. The
@@ -91,6 +96,17 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 	}
 	ln := testnet.Listen(tb)
 	r.addr = ln.Addr().String()
+	if s.sndbuf > 0 {
+		rc, err := ln.(*net.TCPListener).SyscallConn()
+		if err == nil {
+			err = rc.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, s.sndbuf)
+			})
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- r.plane.Serve(sctx, ln) }()
@@ -275,9 +291,24 @@ func sameBytes(tb testing.TB, what string, got, want []byte) {
 // openFDs is the number of file descriptors the process has open.
 func openFDs(tb testing.TB) int {
 	tb.Helper()
+	return len(fdTable(tb))
+}
+
+// fdTable lists the process's file descriptors as "fd → what" (a
+// socket's inode, a pipe, an epoll instance).
+func fdTable(tb testing.TB) []string {
+	tb.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return len(ents) - 1 // the directory's own
+	var out []string
+	for _, e := range ents {
+		what, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory's own, closed already
+		}
+		out = append(out, e.Name()+" → "+what)
+	}
+	return out
 }
