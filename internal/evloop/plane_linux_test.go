@@ -59,6 +59,37 @@ func stuckAddr(tb testing.TB) string {
 // makes and one dialed off the loop, neither of which would ever complete
 // — and Wait returns long before the dial timeout.
 func TestDrain(t *testing.T) {
+	r := drainEveryState(t)
+	if n := r.closed("ECHO", "drain"); n != 1 {
+		t.Errorf("ECHO closed by the drain = %v, want 1", n)
+	}
+	r.idle()
+}
+
+// TestDrainAccounting: every connection a drain closes is accounted for as
+// on the goroutine path (conn.go): its access line says how it closed, and
+// one whose backend dial the drain cancelled counts as dial_error.
+func TestDrainAccounting(t *testing.T) {
+	r := drainEveryState(t)
+	r.idle()
+	testnet.Eventually(t, bound, func() bool { return strings.Count(r.log.String(), "connection closed") == 4 },
+		"not four access lines:\n%s", r.log)
+	if strings.Contains(r.log.String(), `close=""`) {
+		t.Errorf("an access line does not say how its connection closed:\n%s", r.log)
+	}
+	for _, p := range []string{"STUCK", "OFFLOOP"} {
+		if n := r.closed(p, "dial_error"); n != 1 {
+			t.Errorf("%s, its dial cancelled by the drain: closed as dial_error %v times, want 1", p, n)
+		}
+	}
+}
+
+// drainEveryState starts a plane holding a connection in each state a
+// drain may find — forwarding, identifying, connecting on the loop, dialed
+// off the loop — closes them all with CloseAll and checks that Wait
+// returns and every client is closed.
+func drainEveryState(t *testing.T) *rig {
+	t.Helper()
 	stuck := stuckAddr(t)
 	offLoop := routeFor("OFFLOOP", "SRC", stuck)
 	offLoop.Source = []string{"127.0.0.1"} // a source address: dialed on a goroutine
@@ -103,10 +134,7 @@ func TestDrain(t *testing.T) {
 			t.Errorf("%s: the client was not closed", name)
 		}
 	}
-	if n := r.closed("ECHO", "drain"); n != 1 {
-		t.Errorf("ECHO closed by the drain = %v, want 1", n)
-	}
-	r.idle()
+	return r
 }
 
 // TestDialFailure: a target that refuses is counted against it, and a

@@ -165,3 +165,49 @@ func BenchmarkPlaneConnRoundTrip(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestDrainDuringBulk: a drain that closes pairs in the middle of bulk
+// transfers both ways — where the loop's fairness cap keeps them queued
+// for another pass — leaves no descriptor behind once the plane is closed.
+func TestDrainDuringBulk(t *testing.T) {
+	before := fdTable(t)
+	var log *testnet.Buffer
+	t.Run("bulk", func(t *testing.T) {
+		r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+		log = r.log
+		chunk := payload(1 << 20)
+		for range 10 {
+			var wg sync.WaitGroup
+			var read atomic.Int64
+			for range 2 {
+				c := r.dial()
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					for {
+						if _, err := c.Write(chunk); err != nil {
+							return
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, 256<<10)
+					for {
+						n, err := c.Read(buf)
+						read.Add(int64(n))
+						if err != nil {
+							return
+						}
+					}
+				}()
+			}
+			testnet.Eventually(t, bound, func() bool { return read.Load() > 32<<20 }, "the bulk transfers do not flow")
+			r.conns.CloseAll()
+			r.idle()
+			wg.Wait() // both ends closed: the clients' reads and writes fail
+		}
+	})
+	testnet.Eventually(t, bound, func() bool { runtime.GC(); return openFDs(t) <= len(before)+2 },
+		"descriptors open before:\n%s\nafter:\n%s\nlog:\n%s", strings.Join(before, "\n"), testnet.Later(func() string { return strings.Join(fdTable(t), "\n") }), log)
+}
