@@ -113,13 +113,7 @@ func TestIdleTimeout(t *testing.T) {
 	p := route("IDLE", testnet.Echo(t))
 	p.IdleTimeout = idle
 	r := newRig(t, []*protocols.Protocol{p})
-	c := r.dial()
-	if _, err := c.Write([]byte("HELLO\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 6)); err != nil {
-		t.Fatal(err)
-	}
+	c := r.echoed()
 	silent := time.Now()
 	if b, err := readAll(c); err != nil || len(b) > 0 {
 		t.Fatalf("after the echo: %q, %v; want EOF", b, err)

@@ -99,13 +99,7 @@ func drainEveryState(t *testing.T) *rig {
 		offLoop,
 	}, func(s *setup) { s.srv.DialTimeout = time.Minute })
 
-	forwarded := r.dial()
-	if _, err := forwarded.Write([]byte("HELLO\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(forwarded, make([]byte, 6)); err != nil {
-		t.Fatal(err)
-	}
+	forwarded := r.echoed()
 	identifying := r.dial()
 	if _, err := identifying.Write([]byte("HEL")); err != nil { // a valid beginning: identification waits
 		t.Fatal(err)
@@ -151,13 +145,7 @@ func TestDialFailure(t *testing.T) {
 			failover.Balance = "first" // the refused target first
 			r := newRig(t, []*protocols.Protocol{alone, failover})
 
-			c := r.dial()
-			if _, err := c.Write([]byte("ALONE")); err != nil {
-				t.Fatal(err)
-			}
-			if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("a client whose only target refuses: read %q, %v; want it closed", b, err)
-			}
+			r.turnedAway([]byte("ALONE"), "a client whose only target refuses")
 			r.waitMetric(1, "protoplex_connections_closed_total", "protocol=ALONE", "reason=dial_error")
 			r.waitMetric(1, "protoplex_dial_errors_total", "protocol=ALONE", "target="+refused)
 
@@ -320,13 +308,7 @@ func TestAcceptProxy(t *testing.T) {
 	testnet.Eventually(t, bound, func() bool { return strings.Contains(trusted.log.String(), "client="+allowed) },
 		"the access log does not name the client of the PROXY header %s:\n%s", allowed, trusted.log)
 
-	c := trusted.dial()
-	if _, err := c.Write(append(header(banned), "HELLO"...)); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("a banned client behind the front: read %q, %v; want it closed", b, err)
-	}
+	trusted.turnedAway(append(header(banned), "HELLO"...), "a banned client behind the front")
 	trusted.waitMetric(1, "protoplex_connections_refused_total", "reason=blacklist")
 	trusted.idle()
 
@@ -334,13 +316,7 @@ func TestAcceptProxy(t *testing.T) {
 		s.srv.AcceptProxy = true
 		s.trusted = config.Prefixes{netip.MustParsePrefix("10.0.0.0/8")}
 	})
-	c = untrusted.dial()
-	if _, err := c.Write(append(header(allowed), "HELLO"...)); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := readAll(c); len(b) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("an untrusted source sending a PROXY header: read %q, %v; want it closed", b, err)
-	}
+	untrusted.turnedAway(append(header(allowed), "HELLO"...), "an untrusted source sending a PROXY header")
 	untrusted.waitMetric(1, "protoplex_connections_refused_total", "reason=proxy_header")
 	untrusted.idle()
 }

@@ -5,6 +5,7 @@ package evloop_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -189,6 +190,33 @@ func (r *rig) dial() *net.TCPConn {
 	r.tb.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(bound))
 	return c.(*net.TCPConn)
+}
+
+// echoed dials the rig, sends "HELLO\n" to a route whose backend echoes
+// and reads the echo: a forwarded pair, open.
+func (r *rig) echoed() *net.TCPConn {
+	r.tb.Helper()
+	c := r.dial()
+	if _, err := c.Write([]byte("HELLO\n")); err != nil {
+		r.tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 6)); err != nil {
+		r.tb.Fatalf("the echo: %v; log:\n%s", err, r.log)
+	}
+	return c
+}
+
+// turnedAway dials the rig, sends b and checks that the plane closes the
+// connection without a byte back; who says who the client is.
+func (r *rig) turnedAway(b []byte, who string) {
+	r.tb.Helper()
+	c := r.dial()
+	if _, err := c.Write(b); err != nil {
+		r.tb.Fatal(err)
+	}
+	if got, err := readAll(c); len(got) > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		r.tb.Errorf("%s: read %q, %v; want it closed", who, got, err)
+	}
 }
 
 // exchange sends b through the rig, half-closes and returns everything

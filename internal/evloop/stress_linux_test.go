@@ -119,12 +119,8 @@ func TestNoLeak(t *testing.T) {
 		for _, send := range [][]byte{payload(100), payload(4 << 20), []byte("NAMED route"), []byte("INPROC route")} {
 			sameBytes(t, string(send[:5]), r.exchange(send), send)
 		}
-		c := r.dial()
-		c.Write([]byte("REFUSED"))
-		readAll(c)
-		held := r.dial()
-		held.Write([]byte("HELLO"))
-		io.ReadFull(held, make([]byte, 5))
+		r.turnedAway([]byte("REFUSED"), "a client whose target refuses")
+		r.echoed()
 		r.conns.CloseAll()
 		r.idle()
 	})
