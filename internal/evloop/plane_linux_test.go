@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -319,4 +320,85 @@ func TestAcceptProxy(t *testing.T) {
 	untrusted.turnedAway(append(header(allowed), "HELLO"...), "an untrusted source sending a PROXY header")
 	untrusted.waitMetric(1, "protoplex_connections_refused_total", "reason=proxy_header")
 	untrusted.idle()
+}
+
+// unixListener listens on a Unix socket in the test's directory, closed
+// when the test ends.
+func unixListener(tb testing.TB) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("unix", filepath.Join(tb.TempDir(), "s"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// TestUnixSockets: the plane serves a Unix listener and dials "unix:"
+// targets, and forwards byte for byte, half-close included, between any
+// mix of TCP and Unix sockets.
+func TestUnixSockets(t *testing.T) {
+	backend := testnet.ServeOn(t, unixListener(t), func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.UnixConn).CloseWrite()
+	})
+	for _, tc := range []struct {
+		name   string
+		front  func(testing.TB) net.Listener
+		target string
+	}{
+		{"tcp to unix", nil, "unix:" + backend},
+		{"unix to unix", unixListener, "unix:" + backend},
+		{"unix to tcp", unixListener, testnet.Echo(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, []*protocols.Protocol{route("MIXED", tc.target)}, func(s *setup) { s.listen = tc.front })
+			network := "tcp"
+			if tc.front != nil {
+				network = "unix"
+			}
+			c, err := net.DialTimeout(network, r.addr, bound)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(bound))
+			want := payload(1 << 20)
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := c.Write(want)
+				if err == nil {
+					err = c.(interface{ CloseWrite() error }).CloseWrite()
+				}
+				wrote <- err
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Errorf("read after %d bytes: %v", len(got), err)
+			}
+			if err := <-wrote; err != nil {
+				t.Errorf("write: %v", err)
+			}
+			sameBytes(t, "echo", got, want)
+			r.waitMetric(1, "protoplex_connections_closed_total", "protocol=MIXED", "reason=done")
+			r.idle()
+		})
+	}
+}
+
+// TestRefusals: past max_connections a client is closed at once and
+// counted, as is one whose first bytes no route takes.
+func TestRefusals(t *testing.T) {
+	r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))}, func(s *setup) { s.srv.MaxConnections = 1 })
+	held := r.echoed()
+	r.turnedAway([]byte("HELLO"), "a client past max_connections")
+	r.waitMetric(1, "protoplex_connections_refused_total", "reason=max_connections")
+	held.Close()
+	r.idle()
+	r.turnedAway([]byte("NOT A PROTOCOL"), "a client no route takes")
+	r.waitMetric(1, "protoplex_identify_failures_total", "reason=no_match")
+	r.idle()
+	if n := r.metric("protoplex_connections_accepted_total"); n != 3 {
+		t.Errorf("accepted = %v, want 3", n)
+	}
 }

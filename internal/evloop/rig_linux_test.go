@@ -56,6 +56,9 @@ type setup struct {
 	// accepts inherit (and no longer grow): it bounds how much the plane's
 	// socket towards a client holds that the client has not read.
 	sndbuf int
+	// listen, when set, opens the listener served instead of a TCP one on
+	// 127.0.0.1 (and closes it when the test ends).
+	listen func(testing.TB) net.Listener
 }
 
 // newRig starts a plane routing protos; opts adjust the setup first. The
@@ -95,7 +98,11 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		cancel()
 		tb.Fatal(err)
 	}
-	ln := testnet.Listen(tb)
+	listen := testnet.Listen
+	if s.listen != nil {
+		listen = s.listen
+	}
+	ln := listen(tb)
 	r.addr = ln.Addr().String()
 	if s.sndbuf > 0 {
 		rc, err := ln.(*net.TCPListener).SyscallConn()
