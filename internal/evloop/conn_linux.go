@@ -453,7 +453,7 @@ func (c *conn) dialedOffLoop(nc net.Conn, err error) {
 			hs.plan.Done(hs.att, time.Since(hs.attStart), nil)()
 			nc.Close()
 		}
-		c.finish()
+		c.dialFailed(cmp.Or(err, context.Canceled))
 		return
 	}
 	if err != nil {
@@ -670,11 +670,24 @@ func (c *conn) abort() {
 	}
 	c.aborted = true
 	c.reason = proxy.Aborted
-	if c.goDial {
+	// Each state ends as the goroutine path's would when its socket is
+	// closed under it, so the drain is counted and logged the same way.
+	switch c.st {
+	case stDialing:
 		c.hs.cancel() // dialedOffLoop finishes
-		return
+	case stProxyHeader:
+		c.refuse(metrics.RefusedProxyHeader)
+	case stIdentify:
+		res := c.hs.sess.Closed(net.ErrClosed)
+		c.l.p.env.Stats.IdentifyFailed(res.Failure)
+		c.acc.Unidentified(res)
+		c.finish()
+	case stConnecting:
+		c.attemptFailed(context.Canceled)
+		c.dialFailed(context.Canceled)
+	default:
+		c.finish()
 	}
-	c.finish()
 }
 
 // finish closes everything the connection holds and writes its records.

@@ -359,7 +359,9 @@ func (l *Loop) runReady() {
 		l.ready = nil
 		for _, c := range batch {
 			c.queued = false
-			c.pumpBoth()
+			if c.st == stForward { // not ended since it was queued
+				c.pumpBoth()
+			}
 		}
 		return // whatever re-queued runs after the next look at the kernel
 	}
