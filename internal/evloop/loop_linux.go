@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -119,13 +120,16 @@ type listener struct {
 	backoff time.Duration
 }
 
-// Loop is one event loop: an epoll instance served by one goroutine locked
-// to its thread, owning every connection it accepted.
+// Loop is one event loop: an epoll instance served by one goroutine,
+// owning every connection it accepted.
 type Loop struct {
-	p    *Plane
-	id   int
-	ep   int
-	wake int // eventfd: a post from another goroutine
+	p     *Plane
+	id    int
+	ep    int
+	epf   *os.File        // ep in the runtime's poller, to sleep on
+	rc    syscall.RawConn // epf's
+	armed time.Time       // the deadline set on epf
+	wake  int             // eventfd: a post from another goroutine
 
 	mu    sync.Mutex
 	inbox []func()
@@ -176,7 +180,20 @@ func newLoop(p *Plane, id int) (*Loop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", e)
 	}
-	return &Loop{p: p, id: id, ep: ep, wake: wake, buf: make([]byte, loopBuf), now: time.Now()}, nil
+	// Non-blocking, the epoll descriptor joins the runtime's poller (wait).
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, fmt.Errorf("evloop: epoll: %w", err)
+	}
+	epf := os.NewFile(uintptr(ep), "epoll")
+	rc, err := epf.SyscallConn()
+	if err != nil {
+		epf.Close()
+		unix.Close(wake)
+		return nil, fmt.Errorf("evloop: epoll: %w", err)
+	}
+	return &Loop{p: p, id: id, ep: ep, epf: epf, rc: rc, wake: wake, buf: make([]byte, loopBuf), now: time.Now()}, nil
 }
 
 // post runs fn on the loop's goroutine, soon.
@@ -200,8 +217,6 @@ func (l *Loop) call(fn func()) {
 
 func (l *Loop) run() {
 	defer l.p.wg.Done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	evs := make([]unix.EpollEvent, maxEvents)
 	for {
 		n := l.wait(evs)
@@ -233,39 +248,30 @@ func (l *Loop) run() {
 	}
 }
 
-// wait returns the next events. A non-blocking look comes first, straight
-// to the kernel; only when it finds nothing does the loop block, and then
-// through the runtime (unix.EpollWait enters a syscall), so the GC and the
-// scheduler never wait on a thread parked in the kernel: the P is handed
-// off while the loop sleeps.
+// wait returns the next events: at once when there are some, else after
+// sleeping until there are or the next timer. The loop sleeps the way any
+// goroutine waiting on a socket does: its epoll instance is itself a
+// descriptor in the runtime's poller, readable while events are ready. So
+// no thread sits in epoll_wait holding a P the scheduler must take back,
+// and the GC never waits for the loop.
 func (l *Loop) wait(evs []unix.EpollEvent) int {
 	if len(l.ready) > 0 {
 		return epollPoll(l.ep, evs)
 	}
-	if n := epollPoll(l.ep, evs); n > 0 {
-		return n
+	var deadline time.Time
+	if len(l.timers) > 0 {
+		deadline = time.Unix(0, l.timers[0].deadline)
 	}
-	for {
-		n, err := unix.EpollWait(l.ep, evs, l.timeoutMillis())
-		if err == nil {
-			return n
-		}
-		if err != unix.EINTR {
-			return 0
-		}
+	if !deadline.Equal(l.armed) {
+		_ = l.epf.SetReadDeadline(deadline)
+		l.armed = deadline
 	}
-}
-
-// timeoutMillis is how long the loop may sleep: until its next timer.
-func (l *Loop) timeoutMillis() int {
-	if len(l.timers) == 0 {
-		return -1
-	}
-	d := time.Duration(l.timers[0].deadline - time.Now().UnixNano())
-	if d <= 0 {
-		return 0
-	}
-	return int((d + time.Millisecond - 1) / time.Millisecond)
+	n := 0
+	_ = l.rc.Read(func(uintptr) bool { // an error is the deadline: the timers are due
+		n = epollPoll(l.ep, evs)
+		return n > 0
+	})
+	return n
 }
 
 func (l *Loop) drainInbox() {
@@ -370,7 +376,7 @@ func (l *Loop) runReady() {
 func (l *Loop) shutdown() {
 	l.dropPipes()
 	unix.Close(l.wake)
-	unix.Close(l.ep)
+	l.epf.Close() // the epoll instance
 }
 
 // getPipe returns an empty pipe, from the loop's spares or new; ok false

@@ -12,8 +12,8 @@ import (
 // The socket calls of a loop are non-blocking, so they go straight to the
 // kernel (RawSyscall): the runtime's entersyscall/exitsyscall hooks around
 // them cost more than many of the calls themselves, and a call that cannot
-// block has nothing to hand its P over for. Only the blocking epoll_wait
-// goes through the runtime (see Loop.wait).
+// block has nothing to hand its P over for. The loop never blocks in a
+// system call: it sleeps in the runtime's poller (see Loop.wait).
 
 func rawRead(fd int, b []byte) (int, syscall.Errno) {
 	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
