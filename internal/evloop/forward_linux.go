@@ -139,13 +139,10 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 			if other := c.other(d); !other.shut {
 				_ = rawShutdownWrite(dst)
 			} // else both are done: the close that follows sends the FIN
-		case e == unix.EAGAIN:
-			d.readable = false
-		case e == unix.EINTR:
 		default:
-			c.reason = proxy.Error
-			c.finish()
-			return false
+			if !c.retry(e, &d.readable) {
+				return false
+			}
 		}
 	}
 	return true
@@ -197,14 +194,27 @@ func (c *conn) flush(d *dir, dst int) bool {
 				l.p.env.Bufs.Put(d.pendBuf)
 				d.pendBuf, d.pend = nil, nil
 			}
-		case e == unix.EAGAIN:
-			d.writable = false
-		case e == unix.EINTR:
 		default:
-			c.reason = proxy.Error
-			c.finish()
-			return false
+			if !c.retry(e, &d.writable) {
+				return false
+			}
 		}
+	}
+	return true
+}
+
+// retry takes a failed read or write: EAGAIN clears the readiness it spent
+// (edge-triggered: the next event sets it again), EINTR is asked again, any
+// other error ends the connection (false).
+func (c *conn) retry(e unix.Errno, ready *bool) bool {
+	switch e {
+	case unix.EAGAIN:
+		*ready = false
+	case unix.EINTR:
+	default:
+		c.reason = proxy.Error
+		c.finish()
+		return false
 	}
 	return true
 }
