@@ -14,33 +14,14 @@ import (
 	"github.com/darkit/protoplex/internal/testnet"
 )
 
-// stuckBackend returns an address whose accept queue is full (backlog 0,
-// nothing accepts): a dial to it waits for its timeout, as towards a host
-// that drops SYNs.
+// stuckBackend is testnet.StuckAddr: a dial to it waits for its timeout.
 func stuckBackend(t *testing.T) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	addr, ok := testnet.StuckAddr(t)
+	if !ok {
+		t.Skip("the kernel kept accepting into a backlog-0 queue: no way to make a dial hang here")
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, _ := syscall.Getsockname(fd)
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for range 16 { // fill the queue until a dial hangs
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Skip("the kernel kept accepting into a backlog-0 queue: no way to make a dial hang here")
-	return ""
+	return addr
 }
 
 // TestDrainCancelsDial: a connection whose backend dial is in progress at

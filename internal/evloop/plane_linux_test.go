@@ -15,44 +15,20 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/proxyproto"
 	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
-// stuckAddr returns the address of a listener whose accept queue is full:
-// a connect to it neither completes nor fails (the kernel drops its SYNs)
-// until the caller gives up.
+// stuckAddr is testnet.StuckAddr, which this kernel must be able to give.
 func stuckAddr(tb testing.TB) string {
 	tb.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatal(err)
+	addr, ok := testnet.StuckAddr(tb)
+	if !ok {
+		tb.Fatalf("connects to %s still complete with its accept queue full", addr)
 	}
-	tb.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil {
-		tb.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
-	for range 8 { // fill the queue: connects complete into it until it is full
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr
-		}
-		tb.Cleanup(func() { c.Close() })
-	}
-	tb.Fatalf("connects to %s still complete with its accept queue full", addr)
-	return ""
+	return addr
 }
 
 // TestDrain: CloseAll ends every connection the plane holds — a forwarded
