@@ -140,7 +140,8 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	hs.buf = hs.lease.B
 
 	// PROXY in: a trusted front load balancer names the real client.
-	hs.fromTrusted = srv.AcceptProxy && trusted.Contains(guard.AddrOf(client))
+	c.ip = guard.AddrOf(client)
+	hs.fromTrusted = srv.AcceptProxy && trusted.Contains(c.ip)
 	if hs.fromTrusted {
 		c.st = stProxyHeader
 		c.setDeadline(l.now.Add(srv.IdentifyTimeout).UnixNano())
@@ -177,6 +178,7 @@ func (c *conn) readProxyHeader() {
 			}
 			if !h.Local {
 				c.acc.Client = net.TCPAddrFromAddrPort(h.Source)
+				c.ip = guard.AddrOf(c.acc.Client)
 			}
 			hs.prefilled = copy(hs.buf, hs.buf[hl:hs.n])
 			c.clearDeadline()
@@ -195,8 +197,7 @@ func (c *conn) readProxyHeader() {
 // admit asks the DDoS guard, then starts identification.
 func (c *conn) admit() {
 	env := &c.l.p.env
-	c.ip = guard.AddrOf(c.acc.Client)
-	ticket, reason := env.Guard.Admit(c.ip)
+	ticket, reason := env.Guard.Admit(c.ip) // the PROXY header's client, when a trusted front sent one
 	if reason != guard.Allowed {
 		c.refuse(reason.String())
 		return
