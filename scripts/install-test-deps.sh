@@ -57,14 +57,35 @@ for entry in "${peers[@]}"; do
     missing+=("$pkg")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+
+# Go modules that tests build helpers from (a module of their own, outside
+# the main go.mod), fetched here so no timed test downloads them.
+fetch_go_helpers() {
+  local here; here=$(cd "$(dirname "$0")/.." && pwd)
+  go -C "$here/protocols/testdata/quicgo" mod download
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  fetch_go_helpers
+  exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
-# Install without starting the packages' system services.
-printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-$SUDO chmod +x /usr/sbin/policy-rc.d
-trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+# Install without starting the packages' system services. An existing
+# policy-rc.d (the administrator's) is kept aside and put back afterwards.
+policy=/usr/sbin/policy-rc.d
+saved=""
+if [ -e "$policy" ]; then
+  saved=$(mktemp /tmp/policy-rc.d.XXXXXX)
+  $SUDO cp -p "$policy" "$saved"
+fi
+restore_policy() {
+  if [ -n "$saved" ]; then $SUDO cp -p "$saved" "$policy"; $SUDO rm -f "$saved"; else $SUDO rm -f "$policy"; fi
+}
+trap restore_policy EXIT
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+$SUDO chmod +x "$policy"
 install() { $SUDO apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@"; }
 if ! install "${missing[@]}" >/tmp/protoplex-apt.log 2>&1; then
   # A fresh machine may have no package lists yet.
@@ -72,3 +93,4 @@ if ! install "${missing[@]}" >/tmp/protoplex-apt.log 2>&1; then
   install "${missing[@]}" >>/tmp/protoplex-apt.log 2>&1 || { cat /tmp/protoplex-apt.log; exit 1; }
 fi
 for p in "${missing[@]}"; do echo "installed: $p"; done
+fetch_go_helpers
