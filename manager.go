@@ -110,7 +110,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// The guard exists whatever the options: Close, Ban and GetMetrics use
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
-	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
+	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log))
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}

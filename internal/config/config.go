@@ -52,6 +52,10 @@ type Server struct {
 	// MaxUDPFlows bounds the UDP flow table (0: 10000); each flow holds
 	// one socket, so keep it below the fd limit.
 	MaxUDPFlows int `yaml:"max_udp_flows"`
+	// MaxUDPFlowsPerSource bounds the UDP flows of one source (an IPv4
+	// address, an IPv6 /64); 0, the default, is no cap: a resolver or a
+	// NAT gateway is one source with many ports.
+	MaxUDPFlowsPerSource int `yaml:"max_udp_flows_per_source"`
 	// UDPIdleTimeout ends a UDP flow idle this long (0: by protocol, DNS
 	// 10 s, others 2 min).
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`

@@ -4,11 +4,16 @@
 // socket of its own to one target of its route; replies go back from the
 // listening socket.
 //
-// Bounds: the flow table holds at most MaxFlows flows (when full, the flow
-// idle longest is evicted); each flow holds one upstream socket, so
-// MaxFlows must stay below the process's fd limit. A source (an IPv4
-// address, an IPv6 /64) holds at most MaxFlowsPerSource flows, and the
-// guard (allow/deny lists, rate limit, per-IP cap) admits each new flow.
+// Bounds: the flow table holds at most Settings.MaxFlows flows (at most
+// MaxMaxFlows; when full, the flow idle longest is evicted); each flow holds
+// one upstream socket, so MaxFlows must stay below the process's fd limit.
+// A source (an IPv4 address, an IPv6 /64) holds at most
+// Settings.MaxFlowsPerSource flows when that is set (off by default: a
+// resolver or a NAT gateway is one source with many ports), and the guard
+// (allow/deny lists, rate limit, per-IP cap) admits each new flow. A refused
+// or evicted flow is counted (protoplex_udp_refused_total,
+// protoplex_udp_flows_expired_total) and logged at WARN, at most
+// refusalLogRate lines a second.
 // An undecided flow holds at most MaxDatagrams datagrams and
 // MaxPendingBytes, and all undecided flows together at most
 // MaxPendingTotal; nothing is allocated for a datagram no route can take.
@@ -31,17 +36,23 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/metrics"
 )
 
-// Defaults and bounds of the flow table.
+// Defaults and bounds of the flow table; internal/config checks
+// server.max_udp_flows and max_udp_flows_per_source against them.
 const (
-	DefaultMaxFlows          = config.DefaultMaxUDPFlows
-	DefaultIdleTimeout       = 2 * time.Minute
-	DefaultMaxFlowsPerSource = 64
+	DefaultMaxFlows    = 10000
+	DefaultIdleTimeout = 2 * time.Minute
+	// MaxMaxFlows bounds Settings.MaxFlows: each flow holds a socket (an
+	// fd) and about a KiB of state.
+	MaxMaxFlows = 1 << 20
+	// MaxMaxFlowsPerSource bounds Settings.MaxFlowsPerSource (0: off).
+	MaxMaxFlowsPerSource = MaxMaxFlows
+	// refusalLogRate is how many refusal lines a second the engine writes.
+	refusalLogRate = 10
 	// MaxPendingTotal bounds the datagrams all undecided flows hold.
 	MaxPendingTotal = 4 << 20
 	// listenerBuffer is the receive buffer asked for each listener.
@@ -54,8 +65,11 @@ const (
 // apply from the next new flow on (a lower MaxFlows evicts down to it then).
 type Settings struct {
 	MaxFlows          int // 0: DefaultMaxFlows
-	MaxFlowsPerSource int // 0: DefaultMaxFlowsPerSource
-	AccessLog         bool
+	MaxFlowsPerSource int // 0: no per-source cap
+	// IdleTimeout is server.udp_idle_timeout (0: by protocol); Follow
+	// builds the table with it.
+	IdleTimeout time.Duration
+	AccessLog   bool
 }
 
 // Admitter is the guard's part the engine uses: Admit for each new flow,
@@ -83,8 +97,9 @@ type Options struct {
 
 // Engine serves UDP listeners and their flows.
 type Engine struct {
-	opt Options
-	now func() time.Time
+	opt    Options
+	now    func() time.Time
+	refLog *guard.RateLimitedLogger // refusals and evictions, rate-limited
 
 	mu        sync.Mutex
 	flows     map[flowKey]*flow
@@ -125,6 +140,7 @@ func New(opt Options) *Engine {
 	if e.now == nil {
 		e.now = time.Now
 	}
+	e.refLog = guard.NewRateLimitedLogger(opt.Log, refusalLogRate, e.now)
 	period := opt.Sweep
 	if period <= 0 {
 		period = 250 * time.Millisecond
@@ -319,28 +335,32 @@ func (e *Engine) newFlowLocked(key flowKey, now time.Time) *flow {
 	}
 	s := e.settings()
 	src := sourceKey(key.client.Addr())
-	if e.perSource[src] >= s.MaxFlowsPerSource {
-		e.refuse("per_source_limit")
+	if s.MaxFlowsPerSource > 0 && e.perSource[src] >= s.MaxFlowsPerSource {
+		e.refuse(metrics.UDPPerSource)
+		e.refLog.Warn("udp flow refused: max_udp_flows_per_source reached", "source", src.String(), "max_udp_flows_per_source", s.MaxFlowsPerSource)
 		return nil
 	}
 	var ticket guard.Ticket
 	if e.opt.Guard != nil {
 		t, r := e.opt.Guard.Admit(key.client.Addr())
 		if r != guard.Allowed {
-			e.refuse(r.String())
+			e.refuse(metrics.UDPGuardRefusal(r)) // the guard logs its own refusals
 			return nil
 		}
 		ticket = t
 	}
 	for len(e.flows) >= s.MaxFlows {
-		if !e.evictLocked() {
+		if !e.evictLocked(s.MaxFlows) {
 			break
 		}
 	}
 	f := &flow{key: key, start: now, ticket: ticket}
 	f.last.Store(now.UnixNano())
 	e.flows[key] = f
-	e.perSource[src]++
+	if s.MaxFlowsPerSource > 0 {
+		f.counted = true
+		e.perSource[src]++
+	}
 	e.active.Add(1)
 	if e.opt.Stats != nil {
 		e.opt.Stats.Active.Inc()
@@ -353,13 +373,13 @@ func (e *Engine) newFlowLocked(key flowKey, now time.Time) *flow {
 func (e *Engine) identifyLocked(f *flow, b []byte, now time.Time, final bool) {
 	t := e.table()
 	if t == nil {
-		e.dropLocked(f, "no_match")
+		e.dropLocked(f, metrics.UDPNoMatch)
 		return
 	}
 	if b != nil {
 		if f.pendingN+len(b) > MaxPendingBytes || e.pending+len(b) > MaxPendingTotal {
 			if len(f.pending) == 0 {
-				e.dropLocked(f, "pending_full")
+				e.dropLocked(f, metrics.UDPPendingFull)
 				return
 			}
 			final = true
@@ -379,9 +399,9 @@ func (e *Engine) identifyLocked(f *flow, b []byte, now time.Time, final bool) {
 		return
 	}
 	if r == nil {
-		reason := "no_match"
+		reason := metrics.UDPNoMatch
 		if final && now.Sub(f.start) >= MaxWait {
-			reason = "timeout"
+			reason = metrics.UDPTimeout
 		}
 		e.dropLocked(f, reason)
 		return
@@ -404,7 +424,7 @@ func (e *Engine) routeLocked(f *flow, r *Route, now time.Time) {
 		e.opt.Log.Warn("udp backend dial failed", "protocol", r.Name, "target", target, "err", err)
 	}
 	if up == nil {
-		e.dropLocked(f, "dial_error")
+		e.dropLocked(f, metrics.UDPDialError)
 		return
 	}
 	if f.first {
@@ -449,13 +469,13 @@ func (e *Engine) replies(f *flow) {
 }
 
 // dropLocked ends an undecided flow without a route, counting reason.
-func (e *Engine) dropLocked(f *flow, reason string) {
+func (e *Engine) dropLocked(f *flow, reason metrics.UDPRefusal) {
 	e.refuse(reason)
 	e.removeLocked(f)
 	e.releaseGuard(f)
 }
 
-func (e *Engine) refuse(reason string) {
+func (e *Engine) refuse(reason metrics.UDPRefusal) {
 	if e.opt.Stats != nil {
 		e.opt.Stats.Refused(reason).Inc()
 	}
@@ -471,9 +491,11 @@ func (e *Engine) removeLocked(f *flow) {
 	if f.list != nil {
 		f.list.remove(f)
 	}
-	src := sourceKey(f.key.client.Addr())
-	if e.perSource[src]--; e.perSource[src] <= 0 {
-		delete(e.perSource, src)
+	if f.counted {
+		src := sourceKey(f.key.client.Addr())
+		if e.perSource[src]--; e.perSource[src] <= 0 {
+			delete(e.perSource, src)
+		}
 	}
 	e.pending -= f.pendingN
 	f.pending, f.pendingN = nil, 0
@@ -511,8 +533,9 @@ func (e *Engine) finish(f *flow, reason string) {
 	})
 }
 
-// evictLocked ends the flow idle longest; false when there is none.
-func (e *Engine) evictLocked() bool {
+// evictLocked ends the flow idle longest for room under max; false when
+// there is none.
+func (e *Engine) evictLocked(max int) bool {
 	var oldest *flow
 	for _, l := range e.classes {
 		if f := l.oldest(); f != nil && (oldest == nil || f.last.Load() < oldest.last.Load()) {
@@ -523,8 +546,9 @@ func (e *Engine) evictLocked() bool {
 		return false
 	}
 	e.removeLocked(oldest)
+	e.refLog.Warn("udp flow evicted: max_udp_flows reached", "client", oldest.key.client.String(), "max_udp_flows", max)
 	if oldest.up == nil {
-		e.refuse("evicted")
+		e.refuse(metrics.UDPEvicted)
 		e.releaseGuard(oldest)
 		return true
 	}
@@ -590,9 +614,6 @@ func (e *Engine) settings() Settings {
 	}
 	if s.MaxFlows <= 0 {
 		s.MaxFlows = DefaultMaxFlows
-	}
-	if s.MaxFlowsPerSource <= 0 {
-		s.MaxFlowsPerSource = DefaultMaxFlowsPerSource
 	}
 	return s
 }

@@ -57,6 +57,7 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 type fixture struct {
+	log   *testnet.Buffer // the engine's log
 	e     *Engine
 	addr  *net.UDPAddr
 	ln    *listener
@@ -70,9 +71,10 @@ func start(t *testing.T, routes []Route, s Settings) *fixture {
 	t.Helper()
 	st := metrics.New().UDP
 	table := NewTable(routes, st)
-	f := &fixture{stats: st, clock: &clock{}}
+	f := &fixture{stats: st, clock: &clock{}, log: &testnet.Buffer{}}
 	f.clock.add(time.Duration(1e9) * time.Second)
-	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour})
+	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour,
+		Log: slog.New(slog.NewTextHandler(f.log, nil))})
 	t.Cleanup(f.e.Close)
 	a, err := f.e.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -174,7 +176,7 @@ func TestUnmatchedDatagramsLeaveNoState(t *testing.T) {
 	if n := f.e.Flows(); n != 0 {
 		t.Fatalf("flows = %d after unmatched datagrams, want 0", n)
 	}
-	if got := value(t, f.stats.Refused("no_match")); got != 1000 {
+	if got := value(t, f.stats.Refused(metrics.UDPNoMatch)); got != 1000 {
 		t.Fatalf("refused no_match = %v, want 1000", got)
 	}
 }
@@ -256,8 +258,28 @@ func TestPerSourceCap(t *testing.T) {
 	if n := f.e.Flows(); n != 4 {
 		t.Fatalf("flows = %d, want 2 per source", n)
 	}
-	if got := value(t, f.stats.Refused("per_source_limit")); got != 4 {
+	if got := value(t, f.stats.Refused(metrics.UDPPerSource)); got != 4 {
 		t.Fatalf("refused per_source_limit = %v, want 4", got)
+	}
+	if n := strings.Count(f.log.String(), "max_udp_flows_per_source reached"); n != 4 {
+		t.Fatalf("%d refusal lines, want 4:\n%s", n, f.log)
+	}
+}
+
+// Without max_udp_flows_per_source (the default) one address may hold as
+// many flows as the table: a resolver's random source ports, or a NAT
+// gateway, lose nothing.
+func TestNoPerSourceCapByDefault(t *testing.T) {
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, Settings{})
+	const ports = 500
+	for port := range uint16(ports) {
+		f.e.datagram(f.ln, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), 2000+port), []byte("a"))
+	}
+	if n := f.e.Flows(); n != ports {
+		t.Fatalf("flows = %d from one source, want %d", n, ports)
+	}
+	if got := value(t, f.stats.Refused(metrics.UDPPerSource)); got != 0 {
+		t.Fatalf("refused per_source_limit = %v, want 0", got)
 	}
 }
 
@@ -279,6 +301,11 @@ func TestSpoofedFloodIsBounded(t *testing.T) {
 	}
 	if got := value(t, f.stats.Evicted); got != 20000-maxFlows {
 		t.Fatalf("evicted = %v, want %d", got, 20000-maxFlows)
+	}
+	// Logged, but at most refusalLogRate lines a second: the clock moved
+	// 20 ms, so one second's budget.
+	if n := strings.Count(f.log.String(), "udp flow evicted"); n != refusalLogRate {
+		t.Fatalf("%d eviction lines, want %d (rate-limited):\n%s", n, refusalLogRate, f.log)
 	}
 	if fds >= 0 {
 		if now := openFDs(t); now-fds > maxFlows+8 {

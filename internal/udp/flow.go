@@ -15,6 +15,9 @@ type flow struct {
 	start  time.Time
 	ticket guard.Ticket
 	last   atomic.Int64 // unix ns of the last datagram either way
+	// counted: the flow counts in its source's flows (a per-source cap was
+	// on when it began).
+	counted bool
 
 	// Undecided: the datagrams so far (first: queued in the MaxWait list).
 	pending  [][]byte

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/upstream"
@@ -22,7 +21,7 @@ const DNSIdleTimeout = 10 * time.Second
 // ForManager is the options of a manager's engine: following its routing
 // snapshot and server settings, admitted by its guard, counted in st,
 // closed when ctx ends.
-func ForManager(ctx context.Context, snapshot func() *routing.Table, server func() config.Server, g Admitter, st *metrics.UDP, log *slog.Logger) Options {
+func ForManager(ctx context.Context, snapshot func() *routing.Table, server func() Settings, g Admitter, st *metrics.UDP, log *slog.Logger) Options {
 	table, settings := Follow(snapshot, server, st)
 	return Options{Table: table, Settings: settings, Guard: g, Stats: st, Log: log, Context: ctx}
 }
@@ -30,13 +29,13 @@ func ForManager(ctx context.Context, snapshot func() *routing.Table, server func
 // Follow returns Options.Table and Options.Settings that follow a
 // manager's routing snapshot and server settings: the UDP table is built
 // once per snapshot and idle timeout.
-func Follow(snapshot func() *routing.Table, server func() config.Server, st *metrics.UDP) (func() *Table, func() Settings) {
+func Follow(snapshot func() *routing.Table, server func() Settings, st *metrics.UDP) (func() *Table, func() Settings) {
 	var mu sync.Mutex
 	var last *routing.Table
 	var lastIdle time.Duration
 	var table *Table
 	tables := func() *Table {
-		rt, idle := snapshot(), server().UDPIdleTimeout
+		rt, idle := snapshot(), server().IdleTimeout
 		mu.Lock()
 		defer mu.Unlock()
 		if rt != last || idle != lastIdle || table == nil {
@@ -44,11 +43,7 @@ func Follow(snapshot func() *routing.Table, server func() config.Server, st *met
 		}
 		return table
 	}
-	settings := func() Settings {
-		s := server()
-		return Settings{MaxFlows: s.MaxUDPFlows, AccessLog: s.AccessLog}
-	}
-	return tables, settings
+	return tables, server
 }
 
 // TableOf is the UDP table of a routing snapshot: the routes on UDP with

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/routing"
@@ -51,13 +50,13 @@ func TestTableOfAndFollow(t *testing.T) {
 	game.UDPIdleTimeout = 0
 
 	cur := rt
-	server := config.Server{MaxUDPFlows: 7, AccessLog: true}
-	table, settings := Follow(func() *routing.Table { return cur }, func() config.Server { return server }, st.UDP)
+	server := Settings{MaxFlows: 7, AccessLog: true}
+	table, settings := Follow(func() *routing.Table { return cur }, func() Settings { return server }, st.UDP)
 	if a, b := table(), table(); a != b {
 		t.Error("one snapshot, two tables")
 	}
 	first := table()
-	server.UDPIdleTimeout = time.Minute
+	server.IdleTimeout = time.Minute
 	if table() == first {
 		t.Error("a new udp_idle_timeout kept the table")
 	}
@@ -90,7 +89,7 @@ func TestGuardAdmitsAndReleasesFlows(t *testing.T) {
 	if n := e.Flows(); n != 1 {
 		t.Fatalf("flows = %d, want 1", n)
 	}
-	if a, b := value(t, st.Refused("per_ip_limit")), value(t, st.Refused("blacklist")); a != 1 || b != 1 {
+	if a, b := value(t, st.Refused(metrics.UDPPerIPLimit)), value(t, st.Refused(metrics.UDPBlacklist)); a != 1 || b != 1 {
 		t.Fatalf("refused per_ip_limit %v, blacklist %v; want 1 each", a, b)
 	}
 	clk.add(2 * time.Second)
