@@ -5,10 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,5 +111,72 @@ monitoring:
 	// Logged, rate-limited: far fewer lines than evictions.
 	if n := regexp.MustCompile(`udp flow evicted`).FindAllStringIndex(p.Out.String(), -1); len(n) == 0 || float64(len(n)) >= dropped {
 		t.Errorf("%d eviction lines for %v evictions, want some, rate-limited", len(n), dropped)
+	}
+}
+
+// dnsQuery is a DNS query for name A IN with id.
+func dnsQuery(id uint16, name string) []byte {
+	q := []byte{byte(id >> 8), byte(id), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, l := range strings.Split(name, ".") {
+		q = append(append(q, byte(len(l))), l...)
+	}
+	return append(q, 0, 0, 1, 0, 1)
+}
+
+// TestUDPResolverPattern: queries from a new source port each, as a
+// recursive resolver sends them (RFC 5452), 32 at once through protoplex to
+// dnsmasq: every query is answered, and each flow ends with its answer
+// (DNS's udp_responses is 1), so the table and the sockets held go back to
+// none instead of one per query for the idle timeout.
+func TestUDPResolverPattern(t *testing.T) {
+	dns := startDnsmasq(t)
+	addr, pm := startUDPMux(t, fmt.Sprintf("protocols:\n  - name: dns\n    target: %q\n", dns))
+	to, _ := net.ResolveUDPAddr("udp", addr)
+	const workers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 512)
+			for i := range each {
+				id := uint16(w*each + i)
+				c, err := net.DialUDP("udp", nil, to)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, err = c.Write(dnsQuery(id, "example.test"))
+				n := 0
+				if err == nil {
+					n, err = c.Read(buf)
+				}
+				c.Close()
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("query %d: %v", id, err)
+				case n < 12 || uint16(buf[0])<<8|uint16(buf[1]) != id || buf[3]&0x0f != 0 || buf[7] == 0:
+					errs <- fmt.Errorf("query %d: answer %x", id, buf[:n])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(scrape(), "\nprotoplex_udp_flows_active 0\n")
+	}, "flows still held after every answer:\n%s", scrape())
+	if want := fmt.Sprintf("\nprotoplex_udp_flows_expired_total{reason=\"answered\"} %d\n", workers*each); !strings.Contains(scrape(), want) {
+		t.Errorf("want %q in:\n%s", want, scrape())
 	}
 }

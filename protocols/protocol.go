@@ -203,6 +203,12 @@ type Protocol struct {
 	// UDPIdleTimeout ends a UDP flow of this route after this long without a
 	// datagram either way (0 = the server's, else the protocol's default).
 	UDPIdleTimeout time.Duration
+	// UDPResponses ends a UDP flow of this route, and frees its socket, once
+	// this many datagrams came back from the backend, as nginx's
+	// proxy_responses: a request/response protocol's flow ends when answered
+	// (0 = the protocol's default: 1 for DNS, no limit for the others; -1 =
+	// no limit).
+	UDPResponses int
 	// Source lists local addresses backend connections are dialed from, in
 	// turn: IPs or inclusive ranges "127.0.0.2-127.0.0.20" (see
 	// upstream.ParseSource). Empty lets the kernel choose.

@@ -70,6 +70,7 @@ func TestHugeValuesRejected(t *testing.T) {
 		{"udp_idle_timeout", server("udp_idle_timeout: " + hugeDur)},
 		{"event_loops", server("event_loops: " + huge)},
 		{"udp_idle_timeout", route("udp_idle_timeout: " + hugeDur)},
+		{"udp_responses", route("udp_responses: " + huge)},
 		{"requests_per_second", security("rate_limit: {requests_per_second: 1e300, burst_size: 1}")},
 		{"requests_per_second", security("rate_limit: {requests_per_second: .nan, burst_size: 1}")},
 		{"burst_size", security("rate_limit: {requests_per_second: 10, burst_size: 3000000000}")},

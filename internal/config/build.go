@@ -52,7 +52,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		p.Fallback = pc.Fallback
 		p.Balance, p.SendProxy = pc.Balance, pc.SendProxy
 		p.Pool, p.Health = pc.Pool, pc.HealthCheck
-		p.IdleTimeout, p.UDPIdleTimeout = pc.IdleTimeout, pc.UDPIdleTimeout
+		p.IdleTimeout, p.UDPIdleTimeout, p.UDPResponses = pc.IdleTimeout, pc.UDPIdleTimeout, pc.UDPResponses
 		p.Source = slices.Clone([]string(pc.Source))
 		p.Transparent = pc.Transparent || c.Server.Transparent
 		p.Transport = strings.ToLower(pc.Transport)

@@ -46,6 +46,9 @@ func (v *checker) udp(c *Config) {
 		if d := p.UDPIdleTimeout; d != 0 && (d < time.Second || d > maxUDPIdleTimeout) {
 			v.add(v.at("protocols", fmt.Sprintf("#%d", i), "udp_idle_timeout"), "protocols[%d] (%s): udp_idle_timeout: %v, want 0 (the server's) or 1s to %v", i, p.Name, d, maxUDPIdleTimeout)
 		}
+		if n := p.UDPResponses; n < -1 || n > udp.MaxResponses {
+			v.add(v.at("protocols", fmt.Sprintf("#%d", i), "udp_responses"), "protocols[%d] (%s): udp_responses: %d, want 0 (the protocol's default), -1 (no limit) or 1 to %d", i, p.Name, n, udp.MaxResponses)
+		}
 		if p.Transport == "" {
 			continue
 		}

@@ -20,6 +20,7 @@ func TestUDPChecks(t *testing.T) {
 		{"protocols:\n  - name: DNS\n    target: h:53\n    transport: sctp\n", `c.yaml:4: protocols[0] (DNS): transport "sctp": want tcp or udp`},
 		{"protocols:\n  - name: SSH\n    target: h:22\n    transport: udp\n", "c.yaml:4: protocols[0] (SSH): transport udp: SSH exists on tcp only"},
 		{"protocols:\n  - name: DNS\n    target: h:53\n    udp_idle_timeout: 10ms\n", "c.yaml:4: protocols[0] (DNS): udp_idle_timeout: 10ms, want 0 (the server's) or 1s to 24h0m0s"},
+		{"protocols:\n  - name: DNS\n    target: h:53\n    udp_responses: -2\n", "c.yaml:4: protocols[0] (DNS): udp_responses: -2, want 0 (the protocol's default), -1 (no limit) or 1 to 1000000"},
 	} {
 		_, err := Parse([]byte(tc.yaml), "c.yaml")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -27,7 +28,7 @@ func TestUDPChecks(t *testing.T) {
 		}
 	}
 	c, err := Parse([]byte("server:\n  listen_udp: [\":53\", \"127.0.0.1:443\"]\n  max_udp_flows: 500\n  max_udp_flows_per_source: 3\n  udp_idle_timeout: 30s\n"+
-		"protocols:\n  - name: DNS\n    target: h:53\n    transport: UDP\n    udp_idle_timeout: 3s\n  - name: game\n    transport: udp\n    match_start_bytes: [\"fefd\"]\n    target: h:7777\n"), "c.yaml")
+		"protocols:\n  - name: DNS\n    target: h:53\n    transport: UDP\n    udp_idle_timeout: 3s\n    udp_responses: 2\n  - name: game\n    transport: udp\n    match_start_bytes: [\"fefd\"]\n    target: h:7777\n"), "c.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestUDPChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if protos[0].UDPIdleTimeout != 3*time.Second {
+	if protos[0].UDPIdleTimeout != 3*time.Second || protos[0].UDPResponses != 2 {
 		t.Errorf("DNS udp_idle_timeout %v, want 3s", protos[0].UDPIdleTimeout)
 	}
 	for _, p := range protos {

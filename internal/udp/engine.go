@@ -118,6 +118,8 @@ type Engine struct {
 type routeState struct {
 	m  *metrics.UDPRoute
 	rr atomic.Uint32
+	// responses ends a flow once that many datagrams came back (0: never).
+	responses int
 }
 
 type flowKey struct {
@@ -457,6 +459,7 @@ func (e *Engine) routeLocked(f *flow, r *Route, now time.Time) {
 func (e *Engine) replies(f *flow) {
 	defer e.wg.Done()
 	ln, client := f.key.ln, f.key.client
+	limit, replies := f.rs.responses, 0
 	readReplies(f.up, func(b []byte) {
 		f.last.Store(e.now().UnixNano())
 		if _, err := ln.conn.WriteToUDPAddrPort(b, client); err == nil {
@@ -465,7 +468,25 @@ func (e *Engine) replies(f *flow) {
 			f.rs.m.DatagramsDn.Inc()
 			f.rs.m.BytesDown.Add(float64(len(b)))
 		}
+		// A reply the client did not get still counts: the backend sent it.
+		if replies++; replies == limit {
+			e.answered(f)
+		}
 	})
+}
+
+// answered ends f, whose replies reached its route's udp_responses: its
+// socket is freed now, not after the idle timeout.
+func (e *Engine) answered(f *flow) {
+	e.mu.Lock()
+	mine := e.flows[f.key] == f
+	if mine {
+		e.removeLocked(f)
+	}
+	e.mu.Unlock()
+	if mine {
+		e.finish(f, "answered")
+	}
 }
 
 // dropLocked ends an undecided flow without a route, counting reason.
@@ -524,6 +545,8 @@ func (e *Engine) finish(f *flow, reason string) {
 			e.opt.Stats.Idle.Inc()
 		case "evicted":
 			e.opt.Stats.Evicted.Inc()
+		case "answered":
+			e.opt.Stats.Answered.Inc()
 		}
 	}
 	logging.LogFlow(e.opt.Log, e.settings().AccessLog, logging.Flow{

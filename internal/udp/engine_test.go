@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -439,6 +440,50 @@ func TestFlowAccessLine(t *testing.T) {
 	for _, want := range []string{`msg="udp flow ended"`, "protocol=A", "datagrams_up=2", "datagrams_down=2", "up=5", "down=5", "close=idle", "client=" + c.LocalAddr().String()} {
 		if !strings.Contains(line, want) {
 			t.Errorf("access line %q lacks %s", line, want)
+		}
+	}
+}
+
+// A route with udp_responses 1 (DNS's default) ends each flow when its
+// answer came back: a resolver's pattern, a new source port per query,
+// holds no socket per query after the answer, and loses no answer.
+func TestFlowEndsWhenAnswered(t *testing.T) {
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("q"), Targets: []string{udptest.Echo(t, false)}}}, st)
+	table.Routes()[0].state.responses = 1
+	e := New(Options{Table: func() *Table { return table }, Stats: st, Sweep: time.Hour, Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := openFDs(t)
+	const queries = 300
+	for i := range queries {
+		c, err := net.DialUDP("udp", nil, a.(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("q%d", i)
+		if got := roundTrip(t, c, msg); got != msg {
+			t.Fatalf("query %d: answer %q", i, got)
+		}
+		c.Close()
+	}
+	testnet.Eventually(t, 5*time.Second, func() bool { return e.Flows() == 0 }, "flows = %d after every answer, want 0", e.Flows())
+	if got := value(t, st.Answered); got != queries {
+		t.Fatalf("answered = %v, want %d", got, queries)
+	}
+	if fds >= 0 {
+		if now := openFDs(t); now-fds > 8 {
+			t.Fatalf("open fds grew by %d after %d answered queries", now-fds, queries)
+		}
+	}
+	// The same port asking again is a new flow, answered too.
+	c := dial(t, a.(*net.UDPAddr))
+	for i := range 3 {
+		if got := roundTrip(t, c, fmt.Sprintf("q-again-%d", i)); got != fmt.Sprintf("q-again-%d", i) {
+			t.Fatalf("query again %d: %q", i, got)
 		}
 	}
 }

@@ -18,6 +18,9 @@ import (
 // answer); other protocols' flows get DefaultIdleTimeout.
 const DNSIdleTimeout = 10 * time.Second
 
+// MaxResponses bounds a route's udp_responses.
+const MaxResponses = 1_000_000
+
 // ForManager is the options of a manager's engine: following its routing
 // snapshot and server settings, admitted by its guard, counted in st,
 // closed when ctx ends.
@@ -75,7 +78,27 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 			routes = append(routes, r)
 		}
 	}
-	return NewTable(routes, st)
+	t := NewTable(routes, st)
+	for _, r := range t.Routes() {
+		r.state.responses = ResponsesOf(r.Name, rt.Entries[r.Index].Proto.UDPResponses)
+	}
+	return t
+}
+
+// ResponsesOf is how many replies end a flow of protocol name whose
+// udp_responses is n: n when set, else 1 for DNS (a query, its answer);
+// 0 is no limit.
+func ResponsesOf(name string, n int) int {
+	switch {
+	case n > 0:
+		return n
+	case n < 0:
+		return 0
+	}
+	if d, ok := protocols.Describe(name); ok && d.Name == "DNS" {
+		return 1
+	}
+	return 0
 }
 
 // IdleTimeoutOf is a protocol's default flow idle timeout.

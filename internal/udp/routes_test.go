@@ -48,6 +48,14 @@ func TestTableOfAndFollow(t *testing.T) {
 		t.Errorf("game's udp_idle_timeout 5s under a server-wide 30s: idle %v", got)
 	}
 	game.UDPIdleTimeout = 0
+	if rs := TableOf(rt, 0, st.UDP).Routes(); rs[0].state.responses != 1 || rs[1].state.responses != 0 {
+		t.Errorf("udp_responses by default: DNS %d, game %d; want 1 and 0 (no limit)", rs[0].state.responses, rs[1].state.responses)
+	}
+	game.UDPResponses, protos[1].UDPResponses = 3, -1
+	if rs := TableOf(rt, 0, st.UDP).Routes(); rs[0].state.responses != 0 || rs[1].state.responses != 3 {
+		t.Errorf("udp_responses -1 and 3: DNS %d, game %d; want 0 (no limit) and 3", rs[0].state.responses, rs[1].state.responses)
+	}
+	game.UDPResponses, protos[1].UDPResponses = 0, 0
 
 	cur := rt
 	server := Settings{MaxFlows: 7, AccessLog: true}
