@@ -229,7 +229,7 @@ func TestLabelValuesAtZero(t *testing.T) {
 		want = append(want, "protoplex_forwarded_bytes_total{direction="+d+",protocol=P}")
 	}
 	want = append(want, "protoplex_identified_total{protocol=P}", "protoplex_identify_duration_seconds{protocol=P}_count")
-	for _, r := range []string{"no_match", "timeout", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full", "per_source_limit", "pending_full", "dial_error", "evicted"} {
+	for _, r := range []string{"no_match", "timeout", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full", "per_source_limit", "pending_full", "dial_error", "evicted", "table_full"} {
 		want = append(want, "protoplex_udp_refused_total{reason="+r+"}")
 	}
 	for _, r := range []string{"idle", "evicted", "answered"} {

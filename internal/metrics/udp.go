@@ -38,13 +38,14 @@ const (
 	UDPPendingFull                   // the datagrams held while identifying reached their bound
 	UDPDialError                     // no target of the route could be had
 	UDPEvicted                       // an undecided flow ended for room in a full table
+	UDPTableFull                     // max_udp_flows reached, and every flow is another listener's
 	numUDPRefusals
 )
 
 var udpRefusalNames = [numUDPRefusals]string{
 	"no_match", "timeout",
 	guard.Blacklisted.String(), guard.RateLimited.String(), guard.PerIPLimit.String(), guard.Banned.String(), guard.GuardFull.String(),
-	"per_source_limit", "pending_full", "dial_error", "evicted",
+	"per_source_limit", "pending_full", "dial_error", "evicted", "table_full",
 }
 
 func (r UDPRefusal) String() string {

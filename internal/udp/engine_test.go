@@ -86,6 +86,12 @@ func start(t *testing.T, routes []Route, s Settings) *fixture {
 	return f
 }
 
+// datagram hands b from client to ln's owner, as if it read it, and
+// waits until it is handled.
+func (e *Engine) datagram(ln *listener, client netip.AddrPort, b []byte) {
+	ln.call(func() { ln.datagram(client, b, e.now()) })
+}
+
 func dial(t *testing.T, to *net.UDPAddr) *net.UDPConn {
 	t.Helper()
 	c, err := net.DialUDP("udp", nil, to)
@@ -234,9 +240,8 @@ func TestFullTableEvictsTheFlowIdleLongest(t *testing.T) {
 	if got := value(t, f.stats.Evicted); got != 1 {
 		t.Fatalf("evicted = %v, want 1", got)
 	}
-	f.e.mu.Lock()
-	_, kept := f.e.flows[flowKey{f.ln, addrOf(c[1])}]
-	f.e.mu.Unlock()
+	var kept bool
+	f.ln.call(func() { kept = f.ln.t.lookup(addrOf(c[1])) != nil })
 	if kept {
 		t.Fatal("the flow idle longest was kept")
 	}
@@ -485,5 +490,27 @@ func TestFlowEndsWhenAnswered(t *testing.T) {
 		if got := roundTrip(t, c, fmt.Sprintf("q-again-%d", i)); got != fmt.Sprintf("q-again-%d", i) {
 			t.Fatalf("query again %d: %q", i, got)
 		}
+	}
+}
+
+// A host-name target is resolved off the listener's owner; the flow's
+// datagrams wait for it and then reach the backend in order.
+func TestHostNameTargetDialledOffTheOwner(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	_, port, _ := net.SplitHostPort(echo)
+	if c, err := net.Dial("udp", "localhost:"+port); err != nil || c.RemoteAddr().(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Skipf("localhost does not resolve to 127.0.0.1 first here: %v", err)
+	} else {
+		c.Close()
+	}
+	f := start(t, []Route{{Name: "two", Detect: twoStep, Targets: []string{"localhost:" + port}}}, Settings{})
+	c := dial(t, f.addr)
+	for _, m := range []string{"A", "B", "C"} {
+		if _, err := c.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := []string{read(t, c), read(t, c), read(t, c)}; got[0] != "A|A" || got[1] != "A|B" || got[2] != "A|C" {
+		t.Fatalf("got %q, want A|A, A|B, A|C", got)
 	}
 }

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -9,27 +10,44 @@ import (
 	"github.com/darkit/protoplex/internal/ilist"
 )
 
-// flow is one client address:port on one listener.
+// A flow's states, in the order of its life.
+type flowState uint8
+
+const (
+	stIdentifying flowState = iota // its datagrams are held until a route is decided
+	stDialing                      // routed to a host-name target being resolved off the owner
+	stRouted                       // forwarding through up
+)
+
+// flow is one client address:port on one listener. Its owner (the
+// listener's reader) reads and writes every field but the atomics and
+// those marked otherwise.
 type flow struct {
-	key    flowKey
+	client netip.AddrPort
 	start  time.Time
 	ticket guard.Ticket
-	last   atomic.Int64 // unix ns of the last datagram either way
+	state  flowState
 	// counted: the flow counts in its source's flows (a per-source cap was
 	// on when it began).
 	counted bool
 
-	// Undecided: the datagrams so far (first: queued in the MaxWait list).
+	// Identifying: the datagrams so far.
 	pending  [][]byte
 	pendingN int
-	first    bool
 
-	// Routed: set once under the engine's lock, read-only afterwards.
-	route  *Route
-	rs     *routeState
-	up     *net.UDPConn
-	target string
+	// Routed: set by the owner before the reply reader starts, read-only
+	// afterwards; the reader reads them too.
+	ln      *listener
+	route   *Route
+	rs      *routeState
+	up      *net.UDPConn
+	target  string
+	release func() // the target's active count, from upstream.Plan.Done
 
+	last atomic.Int64 // unix ns of the last datagram either way
+	// ended: the reply reader ended the flow (udp_responses answers came
+	// back) and closed up; the owner takes it out of its table.
+	ended                            atomic.Bool
 	dgUp, dgDown, bytesUp, bytesDown atomic.Int64
 
 	// The flow's place in its LRU list.
@@ -60,12 +78,12 @@ func (l *lru) remove(f *flow) {
 	f.list = nil
 }
 
-// oldest returns the flow idle longest, requeueing the ones active since
-// they were queued.
+// oldest returns the flow idle longest, requeueing the routed ones active
+// since they were queued.
 func (l *lru) oldest() *flow {
 	for f := l.flows.Front(); f != nil; f = l.flows.Front() {
 		last := f.last.Load()
-		if last <= f.queued || f.up == nil {
+		if last <= f.queued || f.state != stRouted {
 			return f
 		}
 		l.push(f, last)

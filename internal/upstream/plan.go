@@ -24,6 +24,7 @@ type Plan struct {
 	upMore []uint64 // the same for targets 64 and on, nil for smaller sets
 	pass   int      // 0: targets that were up, 1: those in back-off, 2: done
 	next   int      // position in the order of the next target to consider
+	dgram  bool     // a datagram socket's plan (DatagramPlan)
 }
 
 // Attempt is one target to try. At most one of Pooled, Addr and Unix is
@@ -68,6 +69,18 @@ func (s *Set) Plan() Plan {
 	return p
 }
 
+// DatagramPlan is Plan for a UDP flow: the same order and back-off, but
+// its attempts never take a warm-pool connection (those are streams) and
+// skip "unix:" targets. An attempt's Addr is set for an IP literal (the
+// caller connects a UDP socket itself, a non-blocking connect); else
+// Target is a host name the caller resolves, off any event loop. Source
+// addresses and transparent mode do not apply to datagrams.
+func (s *Set) DatagramPlan() Plan {
+	p := s.Plan()
+	p.dgram = true
+	return p
+}
+
 // wasUp reports whether s.targets[j] was up when the plan began.
 func (p *Plan) wasUp(j int) bool {
 	if j < 64 {
@@ -96,7 +109,18 @@ func (p *Plan) Next() (Attempt, bool) {
 			}
 			p.next++
 			if p.wasUp(j) == (p.pass == 0) {
-				return p.s.attempt(p.s.targets[j]), true
+				t := p.s.targets[j]
+				if p.dgram {
+					if t.unix != "" {
+						continue
+					}
+					a := Attempt{Target: t.Addr, t: t}
+					if t.ip.Addr().Zone() == "" {
+						a.Addr = t.ip
+					}
+					return a, true
+				}
+				return p.s.attempt(t), true
 			}
 		}
 	}
