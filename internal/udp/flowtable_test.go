@@ -87,7 +87,7 @@ func TestFlowTableEvictsIdleLongest(t *testing.T) {
 		fs = append(fs, f)
 	}
 	fs[0].last.Store(t0.Add(5 * time.Second).UnixNano()) // a datagram: fs[1] is now the idle longest
-	open(t, other, client("192.0.2.9", 1), t0, 4)       // the fourth place, on another table
+	open(t, other, client("192.0.2.9", 1), t0, 4)        // the fourth place, on another table
 	_, ev := open(t, ft, client("192.0.2.1", 2000), t0.Add(6*time.Second), 4)
 	if ev != fs[1] {
 		t.Fatalf("evicted %v, want the flow idle longest %v", ev, fs[1].client)
