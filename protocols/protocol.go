@@ -204,8 +204,8 @@ type Protocol struct {
 	// datagram either way (0 = the server's, else the protocol's default).
 	UDPIdleTimeout time.Duration
 	// UDPResponses ends a UDP flow of this route, and frees its socket, once
-	// this many datagrams came back from the backend, as nginx's
-	// proxy_responses: a request/response protocol's flow ends when answered
+	// this many datagrams came back from the backend for each datagram the
+	// client sent, as nginx's proxy_responses: a request/response protocol's flow ends when answered
 	// (0 = the protocol's default: 1 for DNS, no limit for the others; -1 =
 	// no limit).
 	UDPResponses int

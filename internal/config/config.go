@@ -136,7 +136,7 @@ type Protocol struct {
 	// datagram (0: server.udp_idle_timeout, else the protocol's default).
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 	// UDPResponses ends this route's UDP flows once this many datagrams came
-	// back (0: the protocol's default, 1 for DNS, else no limit; -1: no
+	// back per datagram sent (0: the protocol's default, 1 for DNS, else no limit; -1: no
 	// limit).
 	UDPResponses int `yaml:"udp_responses"`
 

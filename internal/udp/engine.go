@@ -419,22 +419,18 @@ func (ln *listener) runPosts() {
 func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
 	f := ln.t.lookup(client)
 	if f != nil && f.state == stRouted {
-		if !f.ended.Load() {
+		if n := f.rs.responses; n == 0 || f.expect(n) {
 			f.last.Store(now.UnixNano())
-			_, err := f.up.Write(b)
-			if err == nil {
+			if _, err := f.up.Write(b); err == nil {
 				f.dgUp.Add(1)
 				f.bytesUp.Add(int64(len(b)))
 				f.rs.m.DatagramsUp.Inc()
 				f.rs.m.BytesUp.Add(float64(len(b)))
-				return
 			}
-			if !f.ended.Load() {
-				return // lost, as the network may lose it
-			}
+			return
 		}
-		// Its reader ended it (udp_responses): this datagram begins the
-		// client's next flow.
+		// Its reader ended it at its last awaited reply (udp_responses):
+		// this datagram begins the client's next flow.
 		ln.end(f, "answered")
 		f = nil
 	}
@@ -593,6 +589,7 @@ func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, target string, r
 	ln.t.routed(f, idle, now)
 	f.rs.m.Flows.Inc()
 	for _, d := range pending {
+		f.expect(f.rs.responses) // the reader has not started: never answered yet
 		if _, err := up.Write(d); err == nil {
 			f.dgUp.Add(1)
 			f.bytesUp.Add(int64(len(d)))
@@ -605,11 +602,12 @@ func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, target string, r
 }
 
 // replies forwards what f's upstream sends to f's client until the
-// upstream socket is closed. At the route's udp_responses-th reply it
-// ends the flow: it closes the socket now and posts the rest to the owner.
+// upstream socket is closed. When the flow awaits no more replies (the
+// route's udp_responses for each datagram sent) it ends the flow: it
+// closes the socket now and posts the rest to the owner.
 func (ln *listener) replies(f *flow) {
 	defer ln.e.wg.Done()
-	limit, n := f.rs.responses, 0
+	counted := f.rs.responses > 0
 	readReplies(f.up, func(b []byte) {
 		f.last.Store(ln.e.now().UnixNano())
 		if _, err := ln.conn.WriteToUDPAddrPort(b, f.client); err == nil {
@@ -619,8 +617,7 @@ func (ln *listener) replies(f *flow) {
 			f.rs.m.BytesDown.Add(float64(len(b)))
 		}
 		// A reply the client did not get still counts: the backend sent it.
-		if n++; n == limit {
-			f.ended.Store(true)
+		if counted && f.replied() {
 			f.up.Close()
 			ln.post(func() { ln.end(f, "answered") })
 		}

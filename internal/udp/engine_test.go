@@ -514,3 +514,55 @@ func TestHostNameTargetDialledOffTheOwner(t *testing.T) {
 		t.Fatalf("got %q, want A|A, A|B, A|C", got)
 	}
 }
+
+// udp_responses counts per datagram sent, as nginx's proxy_responses: a
+// client with many queries outstanding on one port (dnsperf's way) gets
+// every answer, and its flow ends only when none is owed.
+func TestPipelinedQueriesAllAnswered(t *testing.T) {
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("q"), Targets: []string{udptest.Echo(t, false)}}}, st)
+	table.Routes()[0].state.responses = 1
+	e := New(Options{Table: func() *Table { return table }, Stats: st, Sweep: time.Hour, Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, a.(*net.UDPAddr))
+	const rounds, outstanding = 20, 50
+	for r := range rounds {
+		want := map[string]bool{}
+		for i := range outstanding {
+			m := fmt.Sprintf("q%d-%d", r, i)
+			want[m] = true
+			if _, err := c.Write([]byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for len(want) > 0 {
+			got := read(t, c)
+			if !want[got] {
+				t.Fatalf("round %d: unexpected answer %q", r, got)
+			}
+			delete(want, got)
+		}
+	}
+	testnet.Eventually(t, 5*time.Second, func() bool { return e.Flows() == 0 }, "flows = %d with nothing owed", e.Flows())
+}
+
+// expect and replied: a datagram counted before the last reply keeps the
+// flow; once the last owed reply is taken, no datagram is counted on it.
+func TestFlowOwesReplies(t *testing.T) {
+	var f flow
+	if !f.expect(2) || f.replied() || !f.expect(2) {
+		t.Fatal("owed 2, one reply, 2 more: still open")
+	}
+	for range 2 {
+		if f.replied() {
+			t.Fatal("ended with replies owed")
+		}
+	}
+	if !f.replied() || !f.answered() || f.expect(1) || f.replied() {
+		t.Fatal("the last owed reply does not end the flow once and for all")
+	}
+}

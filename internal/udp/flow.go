@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -45,9 +46,10 @@ type flow struct {
 	release func() // the target's active count, from upstream.Plan.Done
 
 	last atomic.Int64 // unix ns of the last datagram either way
-	// ended: the reply reader ended the flow (udp_responses answers came
-	// back) and closed up; the owner takes it out of its table.
-	ended                            atomic.Bool
+	// owed is the replies the flow awaits under its route's udp_responses
+	// (n per datagram sent), answeredMark once the reader took the last one
+	// and ended the flow; 0 without udp_responses.
+	owed                             atomic.Int64
 	dgUp, dgDown, bytesUp, bytesDown atomic.Int64
 
 	// The flow's place in its LRU list.
@@ -55,6 +57,46 @@ type flow struct {
 	links  ilist.Links[flow]
 	queued int64 // f.last when it was queued
 }
+
+// answeredMark is flow.owed once the flow was answered: below any count.
+const answeredMark = math.MinInt64 / 2
+
+// expect adds n awaited replies, before a datagram is sent up; false when
+// the flow was answered and ended already (the datagram begins the
+// client's next flow). One compare-and-swap with replied: a datagram is
+// either counted before the last reply is taken, or not sent on this flow.
+func (f *flow) expect(n int) bool {
+	for {
+		v := f.owed.Load()
+		if v < 0 {
+			return false
+		}
+		if f.owed.CompareAndSwap(v, v+int64(n)) {
+			return true
+		}
+	}
+}
+
+// replied takes one awaited reply; true when it was the last one owed:
+// the flow is answered from then on, and the caller ends it.
+func (f *flow) replied() bool {
+	for {
+		v := f.owed.Load()
+		switch {
+		case v < 0:
+			return false
+		case v <= 1:
+			if f.owed.CompareAndSwap(v, answeredMark) {
+				return true
+			}
+		case f.owed.CompareAndSwap(v, v-1):
+			return false
+		}
+	}
+}
+
+// answered reports whether the reader ended f at its last awaited reply.
+func (f *flow) answered() bool { return f.owed.Load() < 0 }
 
 // lru is the flows of one idle timeout, least recently queued first. A
 // flow active since it was queued is moved to the back lazily, when it

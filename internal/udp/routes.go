@@ -98,8 +98,8 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 	return t
 }
 
-// ResponsesOf is how many replies end a flow of protocol name whose
-// udp_responses is n: n when set, else 1 for DNS (a query, its answer);
+// ResponsesOf is how many replies per datagram sent end a flow of
+// protocol name whose udp_responses is n: n when set, else 1 for DNS (a query, its answer);
 // 0 is no limit.
 func ResponsesOf(name string, n int) int {
 	switch {
