@@ -54,7 +54,7 @@ waitdns() { # PORT: until a query through it is answered
     "$TMP/loadgen" dns -addr "127.0.0.1:$1" -c 1 -d 50ms -timeout 100ms 2>/dev/null | grep -q 'answered=[1-9]' && return 0
     sleep 0.1
   done
-  echo "nothing answers DNS on port $1" >&2; return 1
+  echo "nothing answers DNS on port $1" >&2; tail -n 5 "$TMP"/*.log >&2; return 1
 }
 
 DP=$(freeport)
@@ -67,7 +67,7 @@ waitdns "$DP"
 ppconf() {
   cat > "$1" <<YAML
 server:
-  listen: "127.0.0.1:$(freeport)"
+  listen: "127.0.0.1:0"
   listen_udp: "127.0.0.1:$2"
   log_level: "warn"
 protocols:

@@ -4,9 +4,12 @@
 // socket of its own to one target of its route (upstream.Plan's order and
 // back-off); replies go back from the listening socket.
 //
-// Each listener's flows are a flowTable (flowtable.go) owned by the
-// listener's reader goroutine: it holds no lock per datagram, and the
-// only state its owners share is two atomic budgets. Other goroutines (a
+// Each listen_udp address is bound by one socket per CPU (SO_REUSEPORT on
+// Linux, Options.Sockets; the kernel keeps each client address:port on
+// one of them), each a listener whose flows are a flowTable (flowtable.go)
+// owned by the listener's reader goroutine: it holds no lock per datagram,
+// and the only state the owners share is two atomic budgets and, while a
+// per-source cap is on, the per-source counts. Other goroutines (a
 // flow's reply reader, a host-name dial, Sweep) post work to the owner.
 // Sockets are opened, written and closed outside any lock; a host-name
 // target is resolved off the owner.
@@ -40,6 +43,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,6 +71,8 @@ const (
 	refusalLogRate = 10
 	// dialTimeout bounds resolving and connecting a host-name target.
 	dialTimeout = 5 * time.Second
+	// maxSockets bounds Options.Sockets.
+	maxSockets = 64
 	// listenerBuffer is the receive buffer asked for each listener.
 	listenerBuffer = 4 << 20
 	// maxDatagram is the largest UDP payload.
@@ -103,6 +109,9 @@ type Options struct {
 	// Sweep is how often each listener looks for idle flows (0: 250 ms).
 	// Tests call Engine.Sweep instead.
 	Sweep time.Duration
+	// Sockets is how many sockets bind each address (0: one per CPU, at
+	// most maxSockets; always one where SO_REUSEPORT is not used).
+	Sockets int
 	// Context, when it ends, closes the engine as Close does (nil: only
 	// Close does).
 	Context context.Context
@@ -115,14 +124,15 @@ type Engine struct {
 	period time.Duration
 	refLog *guard.RateLimitedLogger // refusals and evictions, rate-limited
 
-	// The budgets every listener's flow table shares.
+	// What every listener's flow table shares.
 	count, pending budget
+	sources        *sources
 
 	dialCtx    context.Context // ends host-name dials at Close
 	cancelDial context.CancelFunc
 
 	mu     sync.Mutex // guards lns and closed: listeners, never datagrams
-	lns    []*listener
+	lns    []*listener // every socket; the first of each address is primary
 	closed bool
 
 	wg       sync.WaitGroup // owners, reply readers and dials
@@ -160,10 +170,12 @@ func (rs *routeState) backend(r *Route) (*upstream.Set, error) {
 // listener is one bound UDP socket and its flows. Its reader goroutine
 // (run) owns t; other goroutines post to it.
 type listener struct {
-	e    *Engine
-	conn *net.UDPConn
-	addr string
-	t    *flowTable
+	e       *Engine
+	conn    *net.UDPConn
+	addr    string
+	primary bool        // the first socket of its address (Addrs lists it)
+	group   []*listener // the sockets of its address, on the primary
+	t       *flowTable
 	done chan struct{} // run returned
 
 	idle   atomic.Bool  // the owner is (about to be) blocked in a read: wake it to post
@@ -179,7 +191,7 @@ func New(opt Options) *Engine {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep}
+	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources()}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -203,37 +215,69 @@ func (e *Engine) Listen(ctx context.Context, addr string) (net.Addr, error) {
 	return ln.conn.LocalAddr(), nil
 }
 
+// listen binds addr with the engine's sockets and starts their owners;
+// it returns the primary, whose group is them all.
 func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
-	if err != nil {
-		return nil, err
+	n := e.opt.Sockets
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
 	}
-	ln := &listener{e: e, conn: pc.(*net.UDPConn), addr: addr, t: newFlowTable(&e.count, &e.pending), done: make(chan struct{})}
-	// Every flow's datagrams arrive on this one socket: a larger receive
-	// buffer absorbs bursts while the owner forwards (the kernel caps it at
-	// net.core.rmem_max).
-	_ = ln.conn.SetReadBuffer(listenerBuffer)
+	if !reusePortOK {
+		n = 1
+	}
+	n = min(n, maxSockets)
+	lc := net.ListenConfig{}
+	if n > 1 {
+		lc.Control = reusePort
+	}
+	var group []*listener
+	closeAll := func() {
+		for _, ln := range group {
+			ln.conn.Close()
+		}
+	}
+	at := addr
+	for i := range n {
+		pc, err := lc.ListenPacket(ctx, "udp", at)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		ln := &listener{e: e, conn: pc.(*net.UDPConn), addr: addr, primary: i == 0, t: newFlowTable(e.sources, &e.count, &e.pending), done: make(chan struct{})}
+		// A larger receive buffer absorbs bursts while the owner forwards
+		// (the kernel caps it at net.core.rmem_max).
+		_ = ln.conn.SetReadBuffer(listenerBuffer)
+		group = append(group, ln)
+		if i == 0 {
+			// Port 0: the others join the port the first was given.
+			at = ln.conn.LocalAddr().String()
+		}
+	}
+	group[0].group = group
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		ln.conn.Close()
+		closeAll()
 		return nil, net.ErrClosed
 	}
-	e.lns = append(e.lns, ln)
-	e.wg.Add(1)
+	e.lns = append(e.lns, group...)
+	e.wg.Add(len(group))
 	e.mu.Unlock()
-	go ln.run()
-	return ln, nil
+	for _, ln := range group {
+		go ln.run()
+	}
+	return group[0], nil
 }
 
 // Addrs returns the bound listeners' addresses.
 func (e *Engine) Addrs() []net.Addr {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]net.Addr, len(e.lns))
-	for i, ln := range e.lns {
-		out[i] = ln.conn.LocalAddr()
+	var out []net.Addr
+	for _, ln := range e.lns {
+		if ln.primary {
+			out = append(out, ln.conn.LocalAddr())
+		}
 	}
 	return out
 }
@@ -295,13 +339,18 @@ func (e *Engine) Start(ctx context.Context, addrs []string, next func() error) e
 	return nil
 }
 
-// stopListener closes ln and waits until its owner ended its flows.
-func (e *Engine) stopListener(ln *listener) {
+// stopListener closes the sockets of primary's address and waits until
+// their owners ended their flows.
+func (e *Engine) stopListener(primary *listener) {
 	e.mu.Lock()
-	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return l == ln })
+	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return slices.Contains(primary.group, l) })
 	e.mu.Unlock()
-	ln.conn.Close()
-	<-ln.done
+	for _, ln := range primary.group {
+		ln.conn.Close()
+	}
+	for _, ln := range primary.group {
+		<-ln.done
+	}
 }
 
 // Sweep ends the flows idle past their timeout and decides the

@@ -74,8 +74,9 @@ func start(t *testing.T, routes []Route, s Settings) *fixture {
 	table := NewTable(routes, st)
 	f := &fixture{stats: st, clock: &clock{}, log: &testnet.Buffer{}}
 	f.clock.add(time.Duration(1e9) * time.Second)
+	// One socket: the test's clients all reach f.ln, whose table it reads.
 	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour,
-		Log: slog.New(slog.NewTextHandler(f.log, nil))})
+		Log: slog.New(slog.NewTextHandler(f.log, nil)), Sockets: 1})
 	t.Cleanup(f.e.Close)
 	a, err := f.e.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -565,4 +566,80 @@ func TestFlowOwesReplies(t *testing.T) {
 	if !f.replied() || !f.answered() || f.expect(1) || f.replied() {
 		t.Fatal("the last owed reply does not end the flow once and for all")
 	}
+}
+
+// With several sockets on one address (SO_REUSEPORT), the kernel spreads
+// the clients over them: each flow stays on its socket, every answer
+// reaches its client, the per-source cap counts across sockets, and
+// max_udp_flows bounds them all.
+func TestSocketsShareOneAddress(t *testing.T) {
+	if !reusePortOK {
+		t.Skip("one socket per address here")
+	}
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, true)}}}, st)
+	var s atomic.Pointer[Settings]
+	s.Store(&Settings{})
+	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return *s.Load() }, Stats: st, Sweep: time.Hour,
+		Log: slog.New(slog.DiscardHandler), Sockets: 4})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.Addrs()); n != 1 || len(e.lns) != 4 {
+		t.Fatalf("Addrs %v over %d sockets, want one address over 4", e.Addrs(), len(e.lns))
+	}
+	const clients = 64
+	var cs []*net.UDPConn
+	for i := range clients {
+		c := dial(t, a.(*net.UDPAddr))
+		for r := range 3 {
+			msg := fmt.Sprintf("a%d-%d", i, r)
+			if got := roundTrip(t, c, msg); got != fmt.Sprintf("a%d-0|%s", i, msg) {
+				t.Fatalf("client %d: %q", i, got)
+			}
+		}
+		cs = append(cs, c)
+	}
+	used := 0
+	for _, ln := range e.lns {
+		var n int
+		ln.call(func() { n = ln.t.len() })
+		if n > 0 {
+			used++
+		}
+	}
+	if e.Flows() != clients || used < 2 {
+		t.Fatalf("%d flows on %d sockets, want %d spread over several", e.Flows(), used, clients)
+	}
+	// A per-source cap of 12 admits 12 flows of 127.0.0.1 opened under
+	// it, on whatever sockets they land; those opened before it do not
+	// count.
+	s.Store(&Settings{MaxFlowsPerSource: 12})
+	ok := 0
+	for range 10 {
+		c := dial(t, a.(*net.UDPAddr))
+		_, _ = c.Write([]byte("a"))
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			ok++
+		}
+	}
+	if ok != 10 {
+		t.Fatalf("%d of 10 answered under the cap", ok)
+	}
+	ok = 0
+	for range 5 {
+		c := dial(t, a.(*net.UDPAddr))
+		_, _ = c.Write([]byte("a"))
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			ok++
+		}
+	}
+	if ok != 2 || value(t, st.Refused(metrics.UDPPerSource)) != 3 {
+		t.Fatalf("%d answered past the cap, %v refused", ok, value(t, st.Refused(metrics.UDPPerSource)))
+	}
+	_ = cs
 }

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,13 +20,38 @@ import (
 // the sockets of the flows it hands back are the caller's to close.
 //
 // The flow count and the bytes undecided flows hold are bounded across the
-// tables of an engine by budgets they share.
+// tables of an engine by budgets they share, and the flows of each source
+// (counted only while a per-source cap is on) by one shared count: a
+// source's ports are spread over the sockets of one address.
 type flowTable struct {
-	flows     map[netip.AddrPort]*flow
-	classes   map[time.Duration]*lru
-	perSource map[netip.Addr]int
-	count     *budget // flows, shared by the engine's tables
-	pending   *budget // bytes held by undecided flows, shared
+	flows   map[netip.AddrPort]*flow
+	classes map[time.Duration]*lru
+	sources *sources // flows per source, shared
+	count   *budget  // flows, shared by the engine's tables
+	pending *budget  // bytes held by undecided flows, shared
+}
+
+// sources counts the flows of each source across tables. Only new and
+// ending flows touch it, and only while a per-source cap is on.
+type sources struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int
+}
+
+func newSources() *sources { return &sources{n: map[netip.Addr]int{}} }
+
+func (s *sources) of(a netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[a]
+}
+
+func (s *sources) add(a netip.Addr, d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[a] += d; s.n[a] <= 0 {
+		delete(s.n, a)
+	}
 }
 
 // budget is a bound shared by the tables of one engine: the only state
@@ -45,9 +71,8 @@ func (b *budget) give(n int) { b.used.Add(-int64(n)) }
 
 func (b *budget) load() int { return int(b.used.Load()) }
 
-func newFlowTable(count, pending *budget) *flowTable {
-	return &flowTable{flows: map[netip.AddrPort]*flow{}, classes: map[time.Duration]*lru{}, perSource: map[netip.Addr]int{},
-		count: count, pending: pending}
+func newFlowTable(src *sources, count, pending *budget) *flowTable {
+	return &flowTable{flows: map[netip.AddrPort]*flow{}, classes: map[time.Duration]*lru{}, sources: src, count: count, pending: pending}
 }
 
 // len is the number of flows in this table.
@@ -59,7 +84,7 @@ func (t *flowTable) lookup(client netip.AddrPort) *flow { return t.flows[client]
 // sourceFull reports whether client's source holds cap flows already (cap
 // 0: no cap).
 func (t *flowTable) sourceFull(client netip.AddrPort, cap int) bool {
-	return cap > 0 && t.perSource[sourceKey(client.Addr())] >= cap
+	return cap > 0 && t.sources.of(sourceKey(client.Addr())) >= cap
 }
 
 // room takes a place for a new flow under max flows in all; false when
@@ -85,7 +110,7 @@ func (t *flowTable) insert(client netip.AddrPort, now time.Time, countSource boo
 	f.last.Store(now.UnixNano())
 	t.flows[client] = f
 	if countSource {
-		t.perSource[sourceKey(client.Addr())]++
+		t.sources.add(sourceKey(client.Addr()), 1)
 	}
 	return f
 }
@@ -101,10 +126,7 @@ func (t *flowTable) remove(f *flow) bool {
 		f.list.remove(f)
 	}
 	if f.counted {
-		src := sourceKey(f.client.Addr())
-		if t.perSource[src]--; t.perSource[src] <= 0 {
-			delete(t.perSource, src)
-		}
+		t.sources.add(sourceKey(f.client.Addr()), -1)
 	}
 	t.release(f)
 	t.count.give(1)

@@ -39,7 +39,7 @@ func routedAt(ft *flowTable, f *flow, idle time.Duration, now time.Time) {
 }
 
 func TestFlowTablePerSourceCap(t *testing.T) {
-	ft := newFlowTable(&budget{}, &budget{})
+	ft := newFlowTable(newSources(), &budget{}, &budget{})
 	for port := range uint16(3) {
 		if ft.sourceFull(client("192.0.2.1", 1000+port), 3) {
 			t.Fatalf("port %d: full before 3 flows", port)
@@ -76,7 +76,7 @@ func TestFlowTablePerSourceCap(t *testing.T) {
 // two tables share one bound.
 func TestFlowTableEvictsIdleLongest(t *testing.T) {
 	count := &budget{}
-	ft, other := newFlowTable(count, &budget{}), newFlowTable(count, &budget{})
+	ft, other := newFlowTable(newSources(), count, &budget{}), newFlowTable(newSources(), count, &budget{})
 	var fs []*flow
 	for i := range 3 {
 		f, ev := open(t, ft, client("192.0.2.1", uint16(1000+i)), t0.Add(time.Duration(i)*time.Second), 4)
@@ -105,7 +105,7 @@ func TestFlowTableIdentifies(t *testing.T) {
 	st := metrics.New().UDP
 	tb := NewTable([]Route{{Name: "two", Detect: twoStep, Targets: []string{"127.0.0.1:1"}}}, st)
 	pending := &budget{}
-	ft := newFlowTable(&budget{}, pending)
+	ft := newFlowTable(newSources(), &budget{}, pending)
 	f, _ := open(t, ft, client("192.0.2.1", 1), t0, 10)
 	if r, more, _ := ft.identify(f, []byte("A"), tb, t0, false); r != nil || !more {
 		t.Fatalf("first datagram: %v, more %v; want more", r, more)
@@ -149,7 +149,7 @@ func TestFlowTableIdentifies(t *testing.T) {
 	if _, _, why := ft.identify(newFlowInto(t, ft, 4), make([]byte, MaxPendingBytes+1), tb, t0, false); why != metrics.UDPPendingFull {
 		t.Fatalf("a first datagram over MaxPendingBytes: %v, want pending_full", why)
 	}
-	other := newFlowTable(&budget{}, pending)
+	other := newFlowTable(newSources(), &budget{}, pending)
 	for i := range MaxPendingTotal/MaxPendingBytes - 1 {
 		if !other.hold(newFlowInto(t, other, uint16(i)), make([]byte, MaxPendingBytes)) {
 			t.Fatalf("flow %d: refused under MaxPendingTotal", i)
