@@ -131,7 +131,7 @@ type Engine struct {
 	dialCtx    context.Context // ends host-name dials at Close
 	cancelDial context.CancelFunc
 
-	mu     sync.Mutex // guards lns and closed: listeners, never datagrams
+	mu     sync.Mutex  // guards lns and closed: listeners, never datagrams
 	lns    []*listener // every socket; the first of each address is primary
 	closed bool
 
@@ -176,7 +176,7 @@ type listener struct {
 	primary bool        // the first socket of its address (Addrs lists it)
 	group   []*listener // the sockets of its address, on the primary
 	t       *flowTable
-	done chan struct{} // run returned
+	done    chan struct{} // run returned
 
 	idle   atomic.Bool  // the owner is (about to be) blocked in a read: wake it to post
 	nposts atomic.Int32 // len(posts), read without mu
