@@ -46,7 +46,17 @@ if [ -n "$BEFORE" ]; then
 fi
 names+=(nginx)
 
-freeport() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+freeport() { # a port free for both UDP and TCP (dnsmasq binds both)
+  python3 -c '
+import socket
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
 declare -A PID ADDR R
 start() { local name=$1; shift; "$@" > "$TMP/$name.log" 2>&1 & PID[$name]=$!; PIDS+=($!); }
 waitdns() { # PORT: until a query through it is answered
@@ -106,19 +116,30 @@ for n in "${names[@]}"; do waitdns "${ADDR[$n]##*:}"; done
 
 for _ in $(seq 1 1000); do echo "example.test A"; done > "$TMP/queries"
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
+# The CPU a contender spends is robust to a busy machine where its queries
+# per second are not: procs NAME lists its processes (nginx: the workers;
+# direct: dnsmasq, the backend itself), ticks sums their utime+stime.
+procs() { case $1 in direct) echo "${PID[dnsmasq]}" ;; nginx) pgrep -P "${PID[nginx]}" | tr '\n' ' ' ;; *) echo "${PID[$1]}" ;; esac; }
+ticks() { local s=0 p f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; s=$((s + f[13] + f[14])); done; echo $s; }
+# cpuper KEY NAME T0 QUERIES: µs of the contender's CPU per answered query.
+cpuper() { R[cpu$1,$2]=$(python3 -c "print('%.1f' % (($(ticks $(procs $2)) - $3) * 1e6 / $(getconf CLK_TCK) / max($4, 1)))"); }
 for c in 1 32 500; do
   for n in "${names[@]}"; do
+    t0=$(ticks $(procs $n))
     out=$(dnsperf -s 127.0.0.1 -p "${ADDR[$n]##*:}" -d "$TMP/queries" -c $c -l "$UD" 2>&1 || true)
     R[qps$c,$n]=$(echo "$out" | awk '/Queries per second:/ { printf "%.0f", $4 }')
     R[lost$c,$n]=$(echo "$out" | awk '/Queries lost:/ { print $3 }')
-    echo "dnsperf -c $c $n: qps=${R[qps$c,$n]} lost=${R[lost$c,$n]}" >&2
+    cpuper $c $n "$t0" "$(echo "$out" | awk '/Queries completed:/ { print $3 }')"
+    echo "dnsperf -c $c $n: qps=${R[qps$c,$n]} lost=${R[lost$c,$n]} cpu_us_per_query=${R[cpu$c,$n]}" >&2
     sleep 1
   done
 done
 for n in "${names[@]}"; do
+  t0=$(ticks $(procs $n))
   out=$("$TMP/loadgen" dns -addr "${ADDR[$n]}" -newport -c "$RC" -d "${UD}s")
-  echo "resolver c=$RC $n: $out" >&2
   R[qpsres,$n]=$(echo "$out" | kv qps); R[lostres,$n]=$(echo "$out" | kv lost)
+  cpuper res $n "$t0" "$(echo "$out" | kv answered)"
+  echo "resolver c=$RC $n: $out cpu_us_per_query=${R[cpures,$n]}" >&2
   sleep 1
 done
 
@@ -149,11 +170,11 @@ echo
 echo "dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p'), $(nginx -v 2>&1 | cut -d' ' -f3) stream (udp reuseport, proxy_responses 1, 2 workers), ${UD}s a row, QUICK=$QUICK."
 echo "protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ -n "$BEFORE" ] && echo ", $blabel $(git rev-parse --short "$BEFORE")")."
 echo
-echo "| row | direct qps | nginx qps | protoplex qps | $blabel qps | protoplex/nginx | lost: direct / nginx / protoplex / $blabel |"
-echo "|---|---|---|---|---|---|---|"
+echo "| row | direct qps | nginx qps | protoplex qps | $blabel qps | protoplex/nginx | lost: direct / nginx / protoplex / $blabel | proxy CPU µs per query: nginx / protoplex / $blabel (dnsmasq) |"
+echo "|---|---|---|---|---|---|---|---|"
 for k in 1 32 500 res; do
   label="dnsperf -c $k"; [ $k = res ] && label="new source port per query, $RC at once"
-  echo "| $label | ${R[qps$k,direct]:-–} | ${R[qps$k,nginx]:-–} | ${R[qps$k,protoplex]:-–} | ${R[qps$k,before]:-–} | $(ratio "${R[qps$k,protoplex]:-}" "${R[qps$k,nginx]:-}") | ${R[lost$k,direct]:-–} / ${R[lost$k,nginx]:-–} / ${R[lost$k,protoplex]:-–} / ${R[lost$k,before]:-–} |"
+  echo "| $label | ${R[qps$k,direct]:-–} | ${R[qps$k,nginx]:-–} | ${R[qps$k,protoplex]:-–} | ${R[qps$k,before]:-–} | $(ratio "${R[qps$k,protoplex]:-}" "${R[qps$k,nginx]:-}") | ${R[lost$k,direct]:-–} / ${R[lost$k,nginx]:-–} / ${R[lost$k,protoplex]:-–} / ${R[lost$k,before]:-–} | ${R[cpu$k,nginx]:-–} / ${R[cpu$k,protoplex]:-–} / ${R[cpu$k,before]:-–} (${R[cpu$k,direct]:-–}) |"
 done
 echo
 echo "KiB of RSS per idle UDP flow ($IDLE_FLOWS answered DNS flows held): protoplex ${R[idle,protoplex]:-–}, $blabel ${R[idle,before]:-–}."
