@@ -180,3 +180,46 @@ func TestUDPResolverPattern(t *testing.T) {
 		t.Errorf("want %q in:\n%s", want, scrape())
 	}
 }
+
+// TestUDPHealthDNS: the active health check of a DNS entry on UDP is a
+// query and an answer: it finds dnsmasq up and a port that accepts TCP but
+// answers no query down, and the flows go to dnsmasq only.
+func TestUDPHealthDNS(t *testing.T) {
+	dns := startDnsmasq(t)
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	// It accepts TCP on the same port: a TCP connect probe would find it up.
+	tcp, err := net.Listen("tcp", silent.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	addr, pm := startUDPMux(t, fmt.Sprintf("protocols:\n  - name: DNS\n    transport: udp\n    target: \"%s,%s\"\n    health_check:\n      interval: 100ms\n      timeout: 200ms\n      fall: 1\n      rise: 1\n",
+		silent.LocalAddr(), dns))
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	up := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",target=%q} 1", dns)
+	down := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",target=%q} 0", silent.LocalAddr().String())
+	testnet.Eventually(t, 10*time.Second, func() bool { s := scrape(); return strings.Contains(s, up) && strings.Contains(s, down) },
+		"want %q and %q in:\n%s", up, down, testnet.Later(scrape))
+	to, _ := net.ResolveUDPAddr("udp", addr)
+	buf := make([]byte, 512)
+	for i := range 20 {
+		c, err := net.DialUDP("udp", nil, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write(dnsQuery(uint16(i), "example.test"))
+		if n, err := c.Read(buf); err != nil || n < 12 || buf[7] == 0 {
+			t.Fatalf("query %d: %v", i, err)
+		}
+		c.Close()
+	}
+}

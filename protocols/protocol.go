@@ -233,7 +233,7 @@ type HealthConfig struct {
 	Timeout  time.Duration `yaml:"timeout"`  // default: Interval, at most 5s
 	Rise     int           `yaml:"rise"`     // consecutive successes to mark a target up (default 2)
 	Fall     int           `yaml:"fall"`     // consecutive failures to mark a target down (default 3)
-	Check    string        `yaml:"check"`    // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx)
+	Check    string        `yaml:"check"`    // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx), "dns" (a UDP query → an answer)
 	Path     string        `yaml:"path"`     // for "http" (default "/")
 }
 

@@ -69,6 +69,10 @@ const (
 	MaxPendingTotal = 4 << 20
 	// refusalLogRate is how many refusal lines a second the engine writes.
 	refusalLogRate = 10
+	// noReplyWindow is how long a flow of a request/response route (one
+	// with udp_responses) may go without any reply before its target is
+	// reported silent: passive health, back-off as after a failed dial.
+	noReplyWindow = 3 * time.Second
 	// dialTimeout bounds resolving and connecting a host-name target.
 	dialTimeout = 5 * time.Second
 	// maxSockets bounds Options.Sockets.
@@ -574,14 +578,14 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			f.last.Store(now.UnixNano()) // the dial has MaxWait from now
 			ln.t.wait(f, now)
 			ln.e.wg.Add(1)
-			go ln.dialOff(f, r, p, a)
+			go ln.dialOff(f, r, set, p, a)
 			return
 		}
 		begin := time.Now()
 		up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a.Addr))
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
-			ln.forward(f, r, up, a.Target, release, now)
+			ln.forward(f, r, up, set, a, release, now)
 			return
 		}
 	}
@@ -589,7 +593,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 
 // dialOff goes on with f's plan off the owner from attempt a, a host
 // name, and posts what it got.
-func (ln *listener) dialOff(f *flow, r *Route, p upstream.Plan, a upstream.Attempt) {
+func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Plan, a upstream.Attempt) {
 	defer ln.e.wg.Done()
 	ctx, cancel := context.WithTimeout(ln.e.dialCtx, dialTimeout)
 	defer cancel()
@@ -602,18 +606,18 @@ func (ln *listener) dialOff(f *flow, r *Route, p upstream.Plan, a upstream.Attem
 			continue
 		}
 		up := c.(*net.UDPConn)
-		if !ln.post(func() { ln.dialed(f, r, up, a.Target, release) }, true) {
+		if !ln.post(func() { ln.dialed(f, r, up, set, a, release) }, true) {
 			up.Close()
 			release()
 		}
 		return
 	}
-	ln.post(func() { ln.dialed(f, r, nil, "", nil) }, true)
+	ln.post(func() { ln.dialed(f, r, nil, nil, upstream.Attempt{}, nil) }, true)
 }
 
 // dialed is dialOff's result on the owner: up is nil when no target could
 // be had.
-func (ln *listener) dialed(f *flow, r *Route, up *net.UDPConn, target string, release func()) {
+func (ln *listener) dialed(f *flow, r *Route, up *net.UDPConn, set *upstream.Set, a upstream.Attempt, release func()) {
 	if ln.t.lookup(f.client) != f {
 		if up != nil { // the flow ended meanwhile
 			up.Close()
@@ -625,19 +629,23 @@ func (ln *listener) dialed(f *flow, r *Route, up *net.UDPConn, target string, re
 		ln.drop(f, metrics.UDPDialError)
 		return
 	}
-	ln.forward(f, r, up, target, release, ln.e.now())
+	ln.forward(f, r, up, set, a, release, ln.e.now())
 }
 
 // forward makes f a routed flow through up, sends the datagrams it held
 // and starts its reply reader.
-func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, target string, release func(), now time.Time) {
+func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, set *upstream.Set, a upstream.Attempt, release func(), now time.Time) {
 	pending := f.pending
-	f.route, f.rs, f.up, f.target, f.release, f.state = r, r.state, up, target, release, stRouted
+	f.route, f.rs, f.up, f.target, f.release, f.state = r, r.state, up, a.Target, release, stRouted
+	f.set, f.att = set, a
 	idle := r.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
 	ln.t.routed(f, idle, now)
+	if f.rs.responses > 0 {
+		ln.t.await(f, now)
+	}
 	f.rs.m.Flows.Inc()
 	for _, d := range pending {
 		f.expect(f.rs.responses) // the reader has not started: never answered yet
@@ -658,8 +666,12 @@ func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, target string, r
 // closes the socket now and posts the rest to the owner.
 func (ln *listener) replies(f *flow) {
 	defer ln.e.wg.Done()
-	counted := f.rs.responses > 0
+	counted, first := f.rs.responses > 0, true
 	readReplies(f.up, func(b []byte) {
+		if first {
+			first = false
+			f.set.DatagramReplied(f.att) // the target answers
+		}
 		f.last.Store(ln.e.now().UnixNano())
 		if _, err := ln.conn.WriteToUDPAddrPort(b, f.client); err == nil {
 			f.dgDown.Add(1)
@@ -715,6 +727,9 @@ func (ln *listener) sweep(now time.Time) {
 		case stRouted:
 			ln.end(f, "idle")
 		}
+	}
+	for f := ln.t.unanswered(now, noReplyWindow); f != nil; f = ln.t.unanswered(now, noReplyWindow) {
+		f.set.DatagramSilent(f.att, noReplyWindow)
 	}
 }
 

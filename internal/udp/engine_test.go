@@ -21,6 +21,7 @@ import (
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/internal/udp/udptest"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -68,10 +69,13 @@ type fixture struct {
 
 // start serves routes on a loopback UDP listener with settings s; the
 // janitor never runs on its own (the test calls Sweep).
-func start(t *testing.T, routes []Route, s Settings) *fixture {
+func start(t *testing.T, routes []Route, s Settings, prepare ...func(*Table)) *fixture {
 	t.Helper()
 	st := metrics.New().UDP
 	table := NewTable(routes, st)
+	for _, p := range prepare {
+		p(table)
+	}
 	f := &fixture{stats: st, clock: &clock{}, log: &testnet.Buffer{}}
 	f.clock.add(time.Duration(1e9) * time.Second)
 	// One socket: the test's clients all reach f.ln, whose table it reads.
@@ -643,4 +647,42 @@ func TestSocketsShareOneAddress(t *testing.T) {
 		t.Fatalf("%d answered past the cap, %v refused", ok, value(t, st.Refused(metrics.UDPPerSource)))
 	}
 	_ = cs
+}
+
+// Passive health: flows of a request/response route (udp_responses) that
+// get no reply within noReplyWindow put their target into back-off, and
+// new flows go to the target that answers.
+func TestSilentTargetSkipped(t *testing.T) {
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	echo := udptest.Echo(t, false)
+	targets := []string{silent.LocalAddr().String(), echo}
+	set, err := upstream.New([]upstream.Target{{Addr: targets[0], Weight: 1}, {Addr: targets[1], Weight: 1}}, upstream.Options{Strategy: upstream.First})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, []Route{{Name: "A", Detect: prefix("q"), Targets: targets}}, Settings{}, func(tb *Table) {
+		tb.Routes()[0].state.responses = 1
+		tb.Routes()[0].state.set = set
+	})
+	// Three flows to the first target, which never answers.
+	for i := range 3 {
+		c := dial(t, f.addr)
+		if _, err := c.Write([]byte(fmt.Sprintf("q%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFlows(t, f.e, 3)
+	f.clock.add(noReplyWindow)
+	f.e.Sweep(f.clock.now())
+	if st := set.Status(); st[0].Up || !st[1].Up {
+		t.Fatalf("after three silent flows: %+v", st)
+	}
+	c := dial(t, f.addr)
+	if got := roundTrip(t, c, "q-next"); got != "q-next" {
+		t.Fatalf("the next flow: %q", got)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/ilist"
+	"github.com/darkit/protoplex/internal/upstream"
 )
 
 // A flow's states, in the order of its life.
@@ -44,6 +45,8 @@ type flow struct {
 	up      *net.UDPConn
 	target  string
 	release func() // the target's active count, from upstream.Plan.Done
+	set     *upstream.Set
+	att     upstream.Attempt // the target, for its passive health
 
 	last atomic.Int64 // unix ns of the last datagram either way
 	// owed is the replies the flow awaits under its route's udp_responses
@@ -56,6 +59,11 @@ type flow struct {
 	list   *lru
 	links  ilist.Links[flow]
 	queued int64 // f.last when it was queued
+
+	// The flow's place among those awaiting their first reply.
+	awaiting bool
+	awaitAt  int64 // unix ns it was routed
+	await    ilist.Links[flow]
 }
 
 // answeredMark is flow.owed once the flow was answered: below any count.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/ilist"
 	"github.com/darkit/protoplex/internal/metrics"
 )
 
@@ -26,9 +27,12 @@ import (
 type flowTable struct {
 	flows   map[netip.AddrPort]*flow
 	classes map[time.Duration]*lru
-	sources *sources // flows per source, shared
-	count   *budget  // flows, shared by the engine's tables
-	pending *budget  // bytes held by undecided flows, shared
+	// awaiting is the routed flows of request/response routes that have
+	// not been looked at for a reply yet, oldest first (passive health).
+	awaiting ilist.List[flow]
+	sources  *sources // flows per source, shared
+	count    *budget  // flows, shared by the engine's tables
+	pending  *budget  // bytes held by undecided flows, shared
 }
 
 // sources counts the flows of each source across tables. Only new and
@@ -72,7 +76,8 @@ func (b *budget) give(n int) { b.used.Add(-int64(n)) }
 func (b *budget) load() int { return int(b.used.Load()) }
 
 func newFlowTable(src *sources, count, pending *budget) *flowTable {
-	return &flowTable{flows: map[netip.AddrPort]*flow{}, classes: map[time.Duration]*lru{}, sources: src, count: count, pending: pending}
+	return &flowTable{flows: map[netip.AddrPort]*flow{}, classes: map[time.Duration]*lru{}, sources: src, count: count, pending: pending,
+		awaiting: ilist.New(func(f *flow) *ilist.Links[flow] { return &f.await })}
 }
 
 // len is the number of flows in this table.
@@ -124,6 +129,10 @@ func (t *flowTable) remove(f *flow) bool {
 	delete(t.flows, f.client)
 	if f.list != nil {
 		f.list.remove(f)
+	}
+	if f.awaiting {
+		t.awaiting.Remove(f)
+		f.awaiting = false
 	}
 	if f.counted {
 		t.sources.add(sourceKey(f.client.Addr()), -1)
@@ -190,6 +199,27 @@ func (t *flowTable) routed(f *flow, idle time.Duration, now time.Time) {
 	f.pending, f.pendingN = nil, 0
 	f.last.Store(now.UnixNano())
 	t.class(idle).push(f, now.UnixNano())
+}
+
+// await queues routed f, from now, for a look at whether it got a reply.
+func (t *flowTable) await(f *flow, now time.Time) {
+	f.awaiting, f.awaitAt = true, now.UnixNano()
+	t.awaiting.PushBack(f)
+}
+
+// unanswered is the next flow routed window or longer before now that got
+// no reply meanwhile, taken off the awaiting list (so each is reported
+// once); nil when there is none. Flows that did get one leave quietly.
+func (t *flowTable) unanswered(now time.Time, window time.Duration) *flow {
+	limit := now.Add(-window).UnixNano()
+	for f := t.awaiting.Front(); f != nil && f.awaitAt <= limit; f = t.awaiting.Front() {
+		t.awaiting.Remove(f)
+		f.awaiting = false
+		if f.dgDown.Load() == 0 && f.dgUp.Load() > 0 {
+			return f
+		}
+	}
+	return nil
 }
 
 // wait queues f, which waits for something other than a datagram (a

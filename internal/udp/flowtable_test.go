@@ -164,3 +164,32 @@ func newFlowInto(t *testing.T, ft *flowTable, port uint16) *flow {
 	f, _ := open(t, ft, client("198.51.100.1", port), t0, 1<<20)
 	return f
 }
+
+// A routed flow awaiting its first reply is handed back once, window after
+// it was routed, when it sent and got nothing; answered or ended flows
+// leave the list quietly.
+func TestFlowTableUnanswered(t *testing.T) {
+	ft := newFlowTable(newSources(), &budget{}, &budget{})
+	var fs []*flow
+	for i := range 4 {
+		f, _ := open(t, ft, client("192.0.2.1", uint16(i+1)), t0, 10)
+		routedAt(ft, f, time.Minute, t0.Add(time.Duration(i)*time.Second))
+		ft.await(f, t0.Add(time.Duration(i)*time.Second))
+		f.dgUp.Store(1)
+		fs = append(fs, f)
+	}
+	fs[1].dgDown.Store(1) // answered
+	ft.remove(fs[2])      // ended
+	if f := ft.unanswered(t0.Add(2*time.Second), 3*time.Second); f != nil {
+		t.Fatalf("%v unanswered before its window", f.client)
+	}
+	if f := ft.unanswered(t0.Add(3*time.Second), 3*time.Second); f != fs[0] {
+		t.Fatalf("got %v, want the first flow", f)
+	}
+	if f := ft.unanswered(t0.Add(time.Hour), 3*time.Second); f != fs[3] {
+		t.Fatalf("got %v, want the fourth flow (the second answered, the third ended)", f)
+	}
+	if f := ft.unanswered(t0.Add(time.Hour), 3*time.Second); f != nil {
+		t.Fatalf("%v handed back twice", f.client)
+	}
+}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -167,12 +168,15 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 		s.opt.DialDone(t.Addr, d, err)
 	}
 	if err != nil {
-		f := t.failures.Add(1)
-		t.downUntil.Store(s.now().Add(backoff(f)).UnixNano())
+		t.fail(s.now())
 		return nil
 	}
-	t.failures.Store(0)
-	t.downUntil.Store(0)
+	if !p.dgram {
+		// A datagram socket's connect says nothing of the target's health:
+		// its replies do (DatagramReplied, DatagramSilent).
+		t.failures.Store(0)
+		t.downUntil.Store(0)
+	}
 	t.active.Add(1)
 	if a.Pooled != nil {
 		s.reused.Add(1)
@@ -180,6 +184,39 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 		s.created.Add(1)
 	}
 	return t.done
+}
+
+// ErrNoReply is the error DialDone sees for a datagram target that did not
+// answer a flow within the caller's window.
+var ErrNoReply = errors.New("no reply to a UDP flow")
+
+// DatagramReplied reports that attempt a's target answered a UDP flow:
+// it is up again, and its back-off starts over.
+func (s *Set) DatagramReplied(a Attempt) {
+	if t := a.t; t != nil && t.failures.Load() != 0 {
+		t.failures.Store(0)
+		t.downUntil.Store(0)
+	}
+}
+
+// DatagramSilent reports that attempt a's target did not answer a UDP
+// flow within the caller's window: it goes into back-off as after a
+// failed dial (1 s doubling to 32 s), skipped by new flows' plans while
+// another target is up, and DialDone sees ErrNoReply.
+func (s *Set) DatagramSilent(a Attempt, window time.Duration) {
+	if a.t == nil {
+		return
+	}
+	if s.opt.DialDone != nil {
+		s.opt.DialDone(a.t.Addr, window, ErrNoReply)
+	}
+	a.t.fail(s.now())
+}
+
+// fail puts t into back-off after one more failure at now.
+func (t *target) fail(now time.Time) {
+	f := t.failures.Add(1)
+	t.downUntil.Store(now.Add(backoff(f)).UnixNano())
 }
 
 // ProxyHeader is the PROXY header the set sends a backend before any client
