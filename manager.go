@@ -56,12 +56,10 @@ type ProtocolManager struct {
 	loops     *evloop.Shared // the event loops, while listeners use them
 	udp       *udp.Engine    // server.listen_udp and its flows; closed with pm.ctx
 
-	mu         sync.Mutex // guards the fields below it
-	protos     []*protocols.Protocol
-	closed     bool
-	monitors   [2]*monitor.Server // metrics, health
-	plane      *evloop.Plane      // the event loops, while a listener uses them
-	planeUsers int
+	mu       sync.Mutex // guards the fields below it
+	protos   []*protocols.Protocol
+	closed   bool
+	monitors [2]*monitor.Server // metrics, health
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool

@@ -15,6 +15,7 @@ import (
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/ilist"
 	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/proxy"
@@ -62,9 +63,10 @@ type conn struct {
 	release func()
 	idle    time.Duration
 
-	deadline int64 // unix nanos; the timer, when hidx ≥ 0
-	hidx     int
-	last     int64 // unix nanos of the last byte moved, for the idle timeout
+	tm    timer // the connection's one deadline
+	last  int64 // unix nanos of the last byte moved, for the idle timeout
+	id    uint64
+	links ilist.Links[conn] // in the loop's conns
 
 	up, down dir
 	reason   proxy.CloseReason
@@ -107,14 +109,15 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	env := &l.p.env
 	env.Stats.Accepted.Inc()
 	srv, trusted := env.Settings()
-	c := &conn{l: l, srv: srv, fd: fd, bfd: -1, hidx: -1, tcp: !ln.unix}
+	c := &conn{l: l, srv: srv, fd: fd, bfd: -1, tcp: !ln.unix}
+	c.tm = timer{hidx: -1, c: c}
 	client := unixPeer
 	if peer.IsValid() {
 		client = net.TCPAddrFromAddrPort(peer)
 	}
 	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
 	c.acc.Start = l.now
-	l.live++
+	l.own(c)
 	l.setRef(fd, ref{c: c})
 
 	// Guard: the global cap first, it costs nothing.
@@ -310,7 +313,7 @@ func (c *conn) handOff(h func(net.Conn), first []byte) {
 	c.hs = nil
 	env.Conns.Add(nc, math.MaxInt) // tracked before c leaves, so a drain never sees a gap
 	env.Conns.Remove(c)
-	l.live--
+	l.disown(c)
 	c.st = stDone
 	go func() {
 		defer c.acc.Log()
@@ -335,7 +338,7 @@ func (c *conn) nextAttempt() {
 			c.dialFailed(cmp.Or(hs.lastErr, error(os.ErrDeadlineExceeded)))
 			return
 		}
-		hs.att, hs.attStart, hs.connected = a, time.Now(), false
+		hs.att, hs.attStart, hs.connected = a, c.l.p.env.Now(), false
 		var fd int
 		var err error
 		var e syscall.Errno
@@ -402,7 +405,7 @@ func dialError(a upstream.Attempt, e syscall.Errno) error {
 // attemptFailed reports a failed attempt and closes its socket.
 func (c *conn) attemptFailed(err error) {
 	hs := c.hs
-	hs.plan.Done(hs.att, time.Since(hs.attStart), err)
+	hs.plan.Done(hs.att, c.l.since(hs.attStart), err)
 	if hs.att.Pooled != nil {
 		hs.att.Pooled.Close()
 	}
@@ -423,7 +426,7 @@ func (c *conn) dialFailed(err error) { // each failed target is logged by its ba
 // dialOK reports the attempt's success; the replay's own deadline starts.
 func (c *conn) dialOK() {
 	hs := c.hs
-	c.release = hs.plan.Done(hs.att, time.Since(hs.attStart), nil)
+	c.release = hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)
 	c.target = hs.att.Target
 	c.setDeadline(c.l.now.Add(c.srv.DialTimeout).UnixNano()) // a backend that never reads cannot hold the pair
 }
@@ -448,10 +451,10 @@ func (c *conn) dialedOffLoop(nc net.Conn, err error) {
 	hs := c.hs
 	c.goDial = false
 	hs.cancel()
-	c.l.now = time.Now()
+	c.l.now = c.l.p.env.Now()
 	if c.aborted {
 		if err == nil {
-			hs.plan.Done(hs.att, time.Since(hs.attStart), nil)()
+			hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)()
 			nc.Close()
 		}
 		c.dialFailed(cmp.Or(err, context.Canceled))
@@ -727,9 +730,7 @@ func (c *conn) finish() {
 		env.Stats.Active.Dec()
 	}
 	c.acc.Log()
-	if l.live--; l.live == 0 {
-		l.dropPipes()
-	}
+	l.disown(c)
 }
 
 func setKeepAlive(fd int, d time.Duration) {
@@ -746,13 +747,5 @@ func localAddr(fd int) net.Addr {
 	if err != nil {
 		return nil
 	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-	case *unix.SockaddrUnix:
-		return &net.UnixAddr{Name: sa.Name, Net: "unix"}
-	}
-	return nil
+	return sockAddr(sa)
 }

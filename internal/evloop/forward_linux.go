@@ -261,11 +261,21 @@ func (p spipe) close() {
 	rawClose(p.w)
 }
 
-// Timers: one deadline per connection, in a heap per loop. An idle timeout
-// is not moved on every byte: when it fires early, it is set again from the
-// last activity.
+// Timers: one deadline per connection, in a heap per loop, beside the
+// loop's rare timed work (accept back-off). An idle timeout is not moved
+// on every byte: when it fires early, it is set again from the last
+// activity. Deadlines are in the loop's clock (Env.Now).
 
-type timerHeap []*conn
+// timer is one deadline in the loop's heap: a connection's (c), or work
+// to run (fn).
+type timer struct {
+	deadline int64 // unix nanos of the loop's clock
+	hidx     int   // index in the heap, -1 when not in it
+	c        *conn
+	fn       func()
+}
+
+type timerHeap []*timer
 
 func (h timerHeap) Len() int           { return len(h) }
 func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
@@ -274,34 +284,37 @@ func (h timerHeap) Swap(i, j int) {
 	h[i].hidx, h[j].hidx = i, j
 }
 func (h *timerHeap) Push(x any) {
-	c := x.(*conn)
-	c.hidx = len(*h)
-	*h = append(*h, c)
+	t := x.(*timer)
+	t.hidx = len(*h)
+	*h = append(*h, t)
 }
 func (h *timerHeap) Pop() any {
 	old := *h
 	n := len(old)
-	c := old[n-1]
+	t := old[n-1]
 	old[n-1] = nil
 	*h = old[:n-1]
-	c.hidx = -1
-	return c
+	t.hidx = -1
+	return t
 }
 
-func (c *conn) setDeadline(ns int64) {
-	c.deadline = ns
-	if c.hidx >= 0 {
-		heap.Fix(&c.l.timers, c.hidx)
+func (l *Loop) setTimer(t *timer, ns int64) {
+	t.deadline = ns
+	if t.hidx >= 0 {
+		heap.Fix(&l.timers, t.hidx)
 		return
 	}
-	heap.Push(&c.l.timers, c)
+	heap.Push(&l.timers, t)
 }
 
-func (c *conn) clearDeadline() {
-	if c.hidx >= 0 {
-		heap.Remove(&c.l.timers, c.hidx)
+func (l *Loop) clearTimer(t *timer) {
+	if t.hidx >= 0 {
+		heap.Remove(&l.timers, t.hidx)
 	}
 }
+
+func (c *conn) setDeadline(ns int64) { c.l.setTimer(&c.tm, ns) }
+func (c *conn) clearDeadline()       { c.l.clearTimer(&c.tm) }
 
 func (l *Loop) fireTimers() {
 	if len(l.timers) == 0 {
@@ -309,8 +322,12 @@ func (l *Loop) fireTimers() {
 	}
 	now := l.now.UnixNano()
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
-		c := heap.Pop(&l.timers).(*conn)
-		c.timeout()
+		t := heap.Pop(&l.timers).(*timer)
+		if t.c != nil {
+			t.c.timeout()
+		} else {
+			t.fn()
+		}
 	}
 }
 
