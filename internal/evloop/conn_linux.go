@@ -63,10 +63,11 @@ type conn struct {
 	release func()
 	idle    time.Duration
 
-	tm    timer // the connection's one deadline
-	last  int64 // unix nanos of the last byte moved, for the idle timeout
-	id    uint64
-	links ilist.Links[conn] // in the loop's conns
+	deadline int64 // unix nanos of the loop's clock; the timer, when hidx ≥ 0
+	hidx     int
+	last     int64 // unix nanos of the last byte moved, for the idle timeout
+	id       uint64
+	links    ilist.Links[conn] // in the loop's conns
 
 	up, down dir
 	reason   proxy.CloseReason
@@ -109,8 +110,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	env := &l.p.env
 	env.Stats.Accepted.Inc()
 	srv, trusted := env.Settings()
-	c := &conn{l: l, srv: srv, fd: fd, bfd: -1, tcp: !ln.unix}
-	c.tm = timer{hidx: -1, c: c}
+	c := &conn{l: l, srv: srv, fd: fd, bfd: -1, hidx: -1, tcp: !ln.unix}
 	client := unixPeer
 	if peer.IsValid() {
 		client = net.TCPAddrFromAddrPort(peer)

@@ -261,21 +261,12 @@ func (p spipe) close() {
 	rawClose(p.w)
 }
 
-// Timers: one deadline per connection, in a heap per loop, beside the
-// loop's rare timed work (accept back-off). An idle timeout is not moved
-// on every byte: when it fires early, it is set again from the last
-// activity. Deadlines are in the loop's clock (Env.Now).
+// Timers: one deadline per connection, in a heap per loop, read against
+// the loop's clock (Env.Now). An idle timeout is not moved on every byte:
+// when it fires early, it is set again from the last activity. The loop's
+// rare timed work (accept back-off) waits in Loop.tasks beside the heap.
 
-// timer is one deadline in the loop's heap: a connection's (c), or work
-// to run (fn).
-type timer struct {
-	deadline int64 // unix nanos of the loop's clock
-	hidx     int   // index in the heap, -1 when not in it
-	c        *conn
-	fn       func()
-}
-
-type timerHeap []*timer
+type timerHeap []*conn
 
 func (h timerHeap) Len() int           { return len(h) }
 func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
@@ -284,50 +275,43 @@ func (h timerHeap) Swap(i, j int) {
 	h[i].hidx, h[j].hidx = i, j
 }
 func (h *timerHeap) Push(x any) {
-	t := x.(*timer)
-	t.hidx = len(*h)
-	*h = append(*h, t)
+	c := x.(*conn)
+	c.hidx = len(*h)
+	*h = append(*h, c)
 }
 func (h *timerHeap) Pop() any {
 	old := *h
 	n := len(old)
-	t := old[n-1]
+	c := old[n-1]
 	old[n-1] = nil
 	*h = old[:n-1]
-	t.hidx = -1
-	return t
+	c.hidx = -1
+	return c
 }
 
-func (l *Loop) setTimer(t *timer, ns int64) {
-	t.deadline = ns
-	if t.hidx >= 0 {
-		heap.Fix(&l.timers, t.hidx)
+func (c *conn) setDeadline(ns int64) {
+	c.deadline = ns
+	if c.hidx >= 0 {
+		heap.Fix(&c.l.timers, c.hidx)
 		return
 	}
-	heap.Push(&l.timers, t)
+	heap.Push(&c.l.timers, c)
 }
 
-func (l *Loop) clearTimer(t *timer) {
-	if t.hidx >= 0 {
-		heap.Remove(&l.timers, t.hidx)
+func (c *conn) clearDeadline() {
+	if c.hidx >= 0 {
+		heap.Remove(&c.l.timers, c.hidx)
 	}
 }
-
-func (c *conn) setDeadline(ns int64) { c.l.setTimer(&c.tm, ns) }
-func (c *conn) clearDeadline()       { c.l.clearTimer(&c.tm) }
 
 func (l *Loop) fireTimers() {
-	if len(l.timers) == 0 {
-		return
-	}
 	now := l.now.UnixNano()
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
-		t := heap.Pop(&l.timers).(*timer)
-		if t.c != nil {
-			t.c.timeout()
-		} else {
-			t.fn()
-		}
+		c := heap.Pop(&l.timers).(*conn)
+		c.timeout()
+	}
+	if len(l.tasks) > 0 {
+		l.runTasks(now)
 	}
 }
 

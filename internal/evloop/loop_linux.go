@@ -151,6 +151,7 @@ type Loop struct {
 	refs      []ref // by fd
 	listeners []*listener
 	timers    timerHeap
+	tasks     []task           // rare timed work (accept back-off): a few at most, one per listener
 	ready     []*conn          // conns whose pump stopped at the fairness cap
 	pipes     []spipe          // empty splice pipes, for reuse
 	conns     ilist.List[conn] // conns owned, oldest first
@@ -285,10 +286,10 @@ func (l *Loop) wait(evs []unix.EpollEvent) int {
 		return epollPoll(l.ep, evs)
 	}
 	var deadline time.Time
-	if len(l.timers) > 0 {
-		deadline = time.Unix(0, l.timers[0].deadline)
+	if next, ok := l.nextDeadline(); ok {
+		deadline = time.Unix(0, next)
 		if !l.p.env.realClock { // the timers keep the injected clock's time: sleep as long
-			deadline = time.Now().Add(time.Duration(l.timers[0].deadline - l.p.env.Now().UnixNano()))
+			deadline = time.Now().Add(time.Duration(next - l.p.env.Now().UnixNano()))
 		}
 	}
 	if !deadline.Equal(l.armed) {
@@ -383,11 +384,44 @@ func (l *Loop) accept(ln *listener) {
 	}
 }
 
+// task is timed work on the loop.
+type task struct {
+	at int64 // unix nanos of the loop's clock
+	fn func()
+}
+
 // after runs fn on the loop once its clock has passed d from now (rare
-// work: accept back-off). It is a timer in the loop's heap, so it dies with
-// the loop and never posts from another goroutine.
+// work: accept back-off). It waits beside the loop's timers, so it dies
+// with the loop and never posts from another goroutine.
 func (l *Loop) after(d time.Duration, fn func()) {
-	l.setTimer(&timer{hidx: -1, fn: fn}, l.now.Add(d).UnixNano())
+	l.tasks = append(l.tasks, task{at: l.now.Add(d).UnixNano(), fn: fn})
+}
+
+// runTasks runs the tasks due at now.
+func (l *Loop) runTasks(now int64) {
+	due := l.tasks
+	l.tasks = nil
+	for _, t := range due {
+		if t.at <= now {
+			t.fn()
+		} else {
+			l.tasks = append(l.tasks, t)
+		}
+	}
+}
+
+// nextDeadline is the earliest timer or task; false when there is none.
+func (l *Loop) nextDeadline() (int64, bool) {
+	next, ok := int64(0), false
+	if len(l.timers) > 0 {
+		next, ok = l.timers[0].deadline, true
+	}
+	for _, t := range l.tasks {
+		if !ok || t.at < next {
+			next, ok = t.at, true
+		}
+	}
+	return next, ok
 }
 
 func (l *Loop) runReady() {
