@@ -53,13 +53,17 @@ type ProtocolManager struct {
 	guard     *guard.Guard
 	conns     *conntrack.Set
 	listeners *listen.Set
-	loops     *evloop.Shared // the event loops, while listeners use them
-	udp       *udp.Engine    // server.listen_udp and its flows; closed with pm.ctx
+	loops     *evloop.Shared    // the event loops, while listeners use them
+	udp       *udp.Engine       // server.listen_udp and its flows; closed with pm.ctx
+	inherited *listen.Inherited // sockets an old process handed over, taken instead of bound
 
 	mu       sync.Mutex // guards the fields below it
 	protos   []*protocols.Protocol
 	closed   bool
 	monitors [2]*monitor.Server // metrics, health
+	// monitorAddrs are the monitors' addresses as given (an upgrade hands
+	// their sockets over under them).
+	monitorAddrs [2]string
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
@@ -108,7 +112,11 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// The guard exists whatever the options: Close, Ban and GetMetrics use
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
-	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
+	pm.inherited = o.inherited
+	pm.listeners.Inherit(o.inherited)
+	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log)
+	uo.ListenPacket = pm.listenPacket
+	pm.udp = udp.New(uo)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}

@@ -1,6 +1,6 @@
 // Command protoplex serves several protocols on one port.
 //
-//	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+//	protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
@@ -54,12 +54,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
+	upgradePID := fs.Int("upgrade", 0, "ask the protoplex process `pid` to hand its listeners to a new process of its binary (SIGUSR2) and wait until it has exited")
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
+	}
+	if *upgradePID != 0 {
+		return upgradeCommand(*upgradePID, upgradeWait, stdout, stderr)
 	}
 	if *check {
 		if *configPath == "" {
@@ -73,11 +77,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
+	up, err := takeUpgrade() // started by an upgrade: the old process's sockets
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	defer up.abandon("it stopped before it was ready (its log says why)")
 	inherited, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFail
 	}
+	inherited = append(inherited, up.listeners()...)
 	defer closeAll(inherited) // those Serve has not taken, on an early return
 	if len(inherited) > 0 && *listen != "" {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
@@ -117,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		dc := protoplex.DistributedConfigFrom(&node)
-		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
+		dc.Options = []protoplex.Option{protoplex.WithLogger(log), up.option()}
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -141,9 +152,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		out.say(fmt.Sprintf("cluster:  node %s, etcd %s, %d services discovered", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount()),
 			"cluster", "node", dc.NodeID, "etcd", dc.EtcdEndpoints, "services", dm.GetServiceCount())
 	} else if cm != nil {
-		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log), up.option())
 	} else {
-		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log), up.option())
 		if pm.Err() == nil {
 			if err := pm.UpdateConfig(cfg); err != nil {
 				fmt.Fprintln(stderr, err)
@@ -183,9 +194,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// the manager serves server.listen and rebinds it on reload.
 	wait := pm.Wait
 	pinnedBy := ""
+	var served []net.Listener // served as given: an upgrade hands them over too
 	switch {
 	case len(inherited) > 0:
 		pinnedBy = "socket activation"
+		served = inherited
 		var wg sync.WaitGroup
 		for _, ln := range inherited {
 			out.say(fmt.Sprintf("listening: %s (socket activation)", ln.Addr()), "listening", "addr", ln.Addr().String(), "socket_activation", true)
@@ -226,6 +239,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		})
 	}
+	up.ready(pm, log)
+	upgradeOnSignal(ctx, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp/udptest"
+)
+
+// upgradeBound bounds each wait of the upgrade tests: the new process
+// builds its configuration and serves within it on a loaded machine.
+const upgradeBound = 30 * time.Second
+
+// load opens connections through each address in turn, one round trip
+// each, from several goroutines until stop; every connection that fails
+// (refused, reset, a wrong answer) is counted.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	firstErr   error
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLoad(addrs [][2]string, workers int) *load {
+	l := &load{stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				a := addrs[(w+i)%len(addrs)]
+				if err := roundTrip(a[0], a[1]); err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if l.firstErr == nil {
+						l.firstErr = fmt.Errorf("%s %s: %w", a[0], a[1], err)
+					}
+					l.mu.Unlock()
+					continue
+				}
+				l.ok.Add(1)
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) end() { close(l.stop); l.wg.Wait() }
+
+// roundTrip sends an SSH banner through addr and checks the backend's
+// answer ("A:" and the banner).
+func roundTrip(network, addr string) error {
+	c, err := net.DialTimeout(network, addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "SSH-2.0-load\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "A:SSH-2.0-load\r\n" {
+		return fmt.Errorf("answer %q", line)
+	}
+	return nil
+}
+
+// TestUpgrade runs the real binary: SIGUSR2 (and then protoplex -upgrade
+// PID) starts the binary again, which takes the TCP, Unix and UDP
+// listeners and the metrics port, and serves them on the same addresses;
+// under a load of new connections over TCP and Unix, not one is refused,
+// reset or answered wrongly while the processes change. A stream
+// established on the old process is drained, not cut, and the old process
+// exits after it. A new process whose configuration is invalid refuses,
+// and the old one keeps serving and logs why.
+func TestUpgrade(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	echo := udptest.Echo(t, false)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "p.sock")
+	metricsPort := testnet.FreePort(t)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	valid := fmt.Sprintf(`server:
+  listen: ["127.0.0.1:0", "unix:%s"]
+  listen_udp: "127.0.0.1:0"
+  graceful_shutdown_timeout: "20s"
+protocols:
+  - name: SSH
+    target: %q
+  - name: mine
+    transport: udp
+    match_start_bytes: ["6964"]
+    target: %q
+monitoring:
+  bind_address: 127.0.0.1
+  metrics_port: %d
+  health_check_port: 0
+`, sock, backend, echo, metricsPort)
+	testnet.WriteFile(t, cfg, valid)
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	// Every process of the test is in the first one's group: kill them all
+	// at the end (the test's stdout pipe stays open while any of them runs).
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	listening := regexp.MustCompile(`(?m)^listening: (\S+)`)
+	first := func() []string {
+		var out []string
+		for _, m := range listening.FindAllStringSubmatch(p.stdout.String(), -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	testnet.Eventually(t, upgradeBound, func() bool { return len(first()) == 3 }, "not three listening lines; stdout:\n%s\nstderr:\n%s", p.stdout, p.Out)
+	addrs := first()
+	tcp, udpAddr := addrs[0], addrs[2]
+	if addrs[1] != sock {
+		t.Fatalf("listening on %v, want the socket %s second", addrs, sock)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+
+	l := startLoad([][2]string{{"tcp", tcp}, {"unix", sock}}, 4)
+	defer l.end()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > 50 }, "the load does not get through: %v", testnet.Later(func() string { return fmt.Sprint(l.firstErr) }))
+
+	// A new process with an invalid configuration: refused, the old one
+	// serves on and says why.
+	testnet.WriteFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade failed: this process keeps serving"), "no failed upgrade logged; stderr:\n%s", p.Out)
+	// The new process printed its reason (file:line) as it exited; the
+	// old one's own reload of the edited file logs it too, as a log line.
+	if !regexp.MustCompile(`(?m)^/\S*protoplex\.yaml:3: `).MatchString(p.Out.String()) {
+		t.Errorf("the new process's reason (file:line) is not in the log:\n%s", p.Out)
+	}
+	if !strings.Contains(p.Out.String(), "the new process refused: it stopped before it was ready") {
+		t.Errorf("the old process does not say the new one exited:\n%s", p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("the old process stopped after a failed upgrade")
+	}
+	testnet.WriteFile(t, cfg, valid)
+
+	long, longR := openStream(t, tcp, "A:") // established on the old process
+	before := l.ok.Load()
+	upgrades := 0
+	upgraded := func(n int) func() bool {
+		return func() bool {
+			return strings.Count(p.Out.String(), "upgrade: the new process serves the listeners") >= n
+		}
+	}
+	syscall.Kill(pid, syscall.SIGUSR2)
+	upgrades++
+	testnet.Eventually(t, upgradeBound, upgraded(upgrades), "no upgrade logged; stderr:\n%s", p.Out)
+	next := newPID(t, p.Out.String(), upgrades)
+
+	// The old process drains the established stream, then exits.
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
+		t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+	}
+	if !running(pid) {
+		t.Error("the old process exited before its stream ended")
+	}
+	long.Close()
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
+
+	// Then once more, with the command a script runs.
+	out, err := exec.Command(binary, "-upgrade", strconv.Itoa(next)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded: pid "+strconv.Itoa(next)) {
+		t.Fatalf("-upgrade %d: %v: %s\nstderr:\n%s", next, err, out, p.Out)
+	}
+	upgrades++
+	last := newPID(t, p.Out.String(), upgrades)
+	if !running(last) {
+		t.Fatalf("the newest process (%d) does not run; stderr:\n%s", last, p.Out)
+	}
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+200 }, "the load stalls after the upgrades")
+	l.end()
+	l.stop = make(chan struct{}) // for the deferred end
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d connections failed during the upgrades, the first: %v", n, n+l.ok.Load(), l.firstErr)
+	}
+	t.Logf("%d connections through %d upgrades, none failed", l.ok.Load(), upgrades)
+
+	// Every process printed the same addresses: it took the sockets, it
+	// did not bind new ones (127.0.0.1:0 would have given other ports).
+	all := first()
+	if len(all) != 3*(upgrades+1) {
+		t.Fatalf("listening lines %v, want 3 per process", all)
+	}
+	for i := 3; i < len(all); i += 3 {
+		if !slices.Equal(all[i:i+3], addrs) {
+			t.Errorf("a new process listens on %v, the first on %v", all[i:i+3], addrs)
+		}
+	}
+	// The UDP socket and the metrics port are the newest process's now.
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(upgradeBound))
+	got := make([]byte, 64)
+	var n int
+	for range 20 { // a datagram may be lost; each try waits for its answer
+		c.Write([]byte("id-after"))
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err = c.Read(got); err == nil {
+			break
+		}
+	}
+	if string(got[:n]) != "id-after" {
+		t.Errorf("UDP through the new process: %q, %v", got[:n], err)
+	}
+	if v := metric(t, metricsURL, "protoplex_connections_accepted_total"); v <= 0 {
+		t.Errorf("the metrics port of the new process: accepted %v", v)
+	}
+}
+
+// newPID is the pid the nth successful upgrade logged for its new process.
+func newPID(t *testing.T, log string, nth int) int {
+	t.Helper()
+	ms := regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]*pid=(\d+)`).FindAllStringSubmatch(log, -1)
+	if len(ms) < nth {
+		t.Fatalf("no pid for upgrade %d in:\n%s", nth, log)
+	}
+	pid, _ := strconv.Atoi(ms[nth-1][1])
+	return pid
+}
