@@ -136,6 +136,9 @@ func (u *upgrader) run() (pid, n int, err error) {
 		_ = conn.Send(handover.Message{Kind: handover.Refuse, Note: err.Error()}, nil)
 		return fail(fmt.Errorf("the new binary speaks another handover format: %w", err))
 	}
+	if errors.Is(err, io.EOF) {
+		return fail(errors.New("the new process exited before it said hello (its log says why)"))
+	}
 	if err != nil {
 		return fail(fmt.Errorf("no hello: %w", err))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -248,4 +249,73 @@ func newPID(t *testing.T, log string, nth int) int {
 	}
 	pid, _ := strconv.Atoi(ms[nth-1][1])
 	return pid
+}
+
+// install puts the file src at path, as a package manager does: a new file
+// renamed over the old (a running binary cannot be written in place).
+func install(t *testing.T, src, path string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeRefused: the binary at protoplex's path is replaced by one
+// that exits at start, then by one that speaks another handover format;
+// each upgrade fails, the old process logs why and serves on without
+// losing a connection; with protoplex back at the path, the next upgrade
+// succeeds.
+func TestUpgradeRefused(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "protoplex")
+	install(t, binary, exe)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	cmd := exec.Command(exe, "-config", cfg)
+	cmd.Env = append(os.Environ(), fakeEnv+"=version") // inherited by what an upgrade starts
+	p := startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	l := startLoad([][2]string{{"tcp", addr}}, 2)
+	defer l.end()
+
+	for i, tc := range []struct{ name, binary, why string }{
+		{"exits at start", "", "exit status 3"},
+		{"another format", os.Args[0], "the new binary speaks another handover format"},
+	} {
+		if tc.binary == "" {
+			testnet.WriteFile(t, filepath.Join(dir, "exit3"), "#!/bin/sh\necho 'this binary cannot start' >&2\nexit 3\n")
+			tc.binary = filepath.Join(dir, "exit3")
+		}
+		install(t, tc.binary, exe)
+		before := l.ok.Load()
+		syscall.Kill(pid, syscall.SIGUSR2)
+		testnet.Eventually(t, upgradeBound, func() bool { return strings.Count(p.Out.String(), "upgrade failed: this process keeps serving") == i+1 },
+			"%s: no failed upgrade logged; stderr:\n%s", tc.name, p.Out)
+		if !strings.Contains(p.Out.String(), tc.why) {
+			t.Errorf("%s: the log does not say %q:\n%s", tc.name, tc.why, p.Out)
+		}
+		testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "%s: the old process stopped serving", tc.name)
+	}
+	install(t, binary, exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade after the binary was put back; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs; stderr:\n%s", p.Out)
+	before := l.ok.Load()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "the new process does not serve")
+	l.end()
+	l.stop = make(chan struct{})
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d connections failed, the first: %v", n, l.firstErr)
+	}
 }
