@@ -319,3 +319,39 @@ func TestUpgradeRefused(t *testing.T) {
 		t.Errorf("%d connections failed, the first: %v", n, l.firstErr)
 	}
 }
+
+// TestUpgradeSocketActivation: under systemd-socket-activate the upgrade
+// hands the inherited socket over too; the new process serves it as an
+// inherited socket (never server.listen), and a load through it sees no
+// failure.
+func TestUpgradeSocketActivation(t *testing.T) {
+	activate := testnet.RequireBinary(t, "systemd-socket-activate")
+	backend := testnet.Banner(t, "A:")
+	addr, configured := testnet.FreeAddr(t), testnet.FreeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", configured, backend))
+	p := startCmd(t, exec.Command(activate, "-l", addr, binary, "-config", cfg))
+	pid := p.Cmd.Process.Pid // systemd-socket-activate execs protoplex
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	testnet.Eventually(t, upgradeBound, func() bool { return ask(addr, "SSH-2.0-first\r\n") == "A:SSH-2.0-first\r\n" },
+		"no answer through the activated socket %s; output:\n%s", addr, p.Out)
+	l := startLoad([][2]string{{"tcp", addr}}, 4)
+	defer l.end()
+
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; output:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs; output:\n%s", p.Out)
+	if n := strings.Count(p.stdout.String(), "listening: "+addr+" (socket activation)"); n != 2 {
+		t.Errorf("%d processes say they serve the inherited socket, want 2:\n%s", n, p.stdout)
+	}
+	if testnet.Listening(configured) {
+		t.Errorf("the new process bound server.listen %s besides the inherited socket", configured)
+	}
+	before := l.ok.Load()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+50 }, "the new process does not serve")
+	l.end()
+	l.stop = make(chan struct{})
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d connections failed, the first: %v", n, n+l.ok.Load(), l.firstErr)
+	}
+}
