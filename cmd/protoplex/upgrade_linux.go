@@ -295,13 +295,25 @@ func (u *upgradeChild) listeners() []net.Listener {
 	return u.activation
 }
 
-// ready acknowledges: this process serves what it was given; the old one
-// stops accepting.
+// ready tells the service manager (sd_notify: READY=1) that this process
+// serves; after an upgrade it is the main process now (MAINPID=), and it
+// acknowledges, so the old one stops accepting.
 func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
-	if u == nil || u.acked {
+	if u == nil {
+		if err := sdNotify("READY=1"); err != nil {
+			log.Warn("sd_notify failed", "err", err)
+		}
+		return
+	}
+	if u.acked {
 		return
 	}
 	u.acked = true
+	// Before the acknowledgement: the old process must not exit while the
+	// service manager still takes it for the main one.
+	if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
 	left := pm.InheritedLeft()
 	for _, f := range u.files {
 		f.Close() // the manager took duplicates of those it serves
@@ -370,4 +382,28 @@ func running(pid int) bool {
 	// The state follows the command name in parentheses, which may hold spaces.
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// maxNotifySocket bounds NOTIFY_SOCKET: a sun_path holds 108 bytes.
+const maxNotifySocket = 108
+
+// sdNotify sends state to the service manager (sd_notify(3)) when
+// NOTIFY_SOCKET names its socket; nothing otherwise. A name starting with
+// '@' is in the abstract namespace, as Go's net reads it too.
+func sdNotify(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if len(addr) > maxNotifySocket || (addr[0] != '/' && addr[0] != '@') {
+		return fmt.Errorf("NOTIFY_SOCKET=%q: want an absolute path or @name of at most %d bytes", addr, maxNotifySocket)
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err = c.Write([]byte(state))
+	return err
 }

@@ -355,3 +355,43 @@ func TestUpgradeSocketActivation(t *testing.T) {
 		t.Errorf("%d of %d connections failed, the first: %v", n, n+l.ok.Load(), l.firstErr)
 	}
 }
+
+// TestUpgradeNotify: under a service manager (NOTIFY_SOCKET) the process
+// says READY=1 once it serves, and a new process started by an upgrade
+// says it is the main process now (MAINPID=) before the old one stops —
+// what a Type=notify unit with NotifyAccess=all follows.
+func TestUpgradeNotify(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	cmd := exec.Command(binary, "-config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
+	p := startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	next := func() string {
+		t.Helper()
+		_ = notify.SetReadDeadline(time.Now().Add(upgradeBound))
+		b := make([]byte, 4096)
+		n, err := notify.Read(b)
+		if err != nil {
+			t.Fatalf("no notification: %v; stderr:\n%s", err, p.Out)
+		}
+		return string(b[:n])
+	}
+	if got := next(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	syscall.Kill(pid, syscall.SIGUSR2)
+	got := next()
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID(t, p.Out.String(), 1)); got != want {
+		t.Errorf("the new process notified %q, want %q", got, want)
+	}
+}
