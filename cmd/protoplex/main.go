@@ -77,6 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
+	usr2 := catchUpgrade()
 	up, err := takeUpgrade() // started by an upgrade: the old process's sockets
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -240,7 +241,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	}
 	up.ready(pm, log)
-	upgradeOnSignal(ctx, stop, pm, log, served)
+	upgradeOnSignal(ctx, usr2, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()

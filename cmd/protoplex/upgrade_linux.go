@@ -58,17 +58,24 @@ type upgrader struct {
 	busy   atomic.Bool
 }
 
-// upgradeOnSignal upgrades on each SIGUSR2 until ctx ends; a successful
-// upgrade calls stop.
-func upgradeOnSignal(ctx context.Context, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) {
+// catchUpgrade catches SIGUSR2 from the start: its default action ends
+// the process, and one may come (a script upgrading again) before this
+// process serves. It is handled once upgradeOnSignal runs.
+func catchUpgrade() chan os.Signal {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	return sig
+}
+
+// upgradeOnSignal upgrades on each SIGUSR2 from sig until ctx ends; a
+// successful upgrade calls stop.
+func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Warn("upgrades unavailable: the binary's path is unknown", "err", err)
 		return
 	}
 	u := &upgrader{exe: exe, args: os.Args[1:], pm: pm, log: log, served: served, stop: stop}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGUSR2)
 	go func() {
 		defer signal.Stop(sig)
 		for {

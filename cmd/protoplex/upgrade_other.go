@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/darkit/protoplex"
@@ -26,7 +27,9 @@ func (*upgradeChild) listeners() []net.Listener                      { return ni
 func (*upgradeChild) ready(*protoplex.ProtocolManager, *slog.Logger) {}
 func (*upgradeChild) abandon(string)                                 {}
 
-func upgradeOnSignal(context.Context, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) {
+func catchUpgrade() chan os.Signal { return nil }
+
+func upgradeOnSignal(context.Context, chan os.Signal, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) {
 }
 
 func upgradeCommand(pid int, _ time.Duration, _, stderr io.Writer) int {
