@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/darkit/protoplex/internal/listen"
+	"github.com/darkit/protoplex/internal/monitor"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,11 +82,22 @@ func dupSocket(c syscall.Conn) (int, error) {
 
 // SocketsHandedOver tells the manager that another process serves its
 // sockets now: closing them here (the drain, Close) leaves a Unix
-// listener's socket file in place for it.
+// listener's socket file in place for it, and the monitoring ports stop
+// here at once — a probe or a scrape must reach the new process, not this
+// one, which drains (its /health/ready says so) with counters of its own.
 func (pm *ProtocolManager) SocketsHandedOver() {
 	pm.listeners.Listeners(func(_ string, ln net.Listener) {
 		if ul, ok := ln.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false)
 		}
 	})
+	pm.mu.Lock()
+	monitors := pm.monitors
+	pm.monitors = [2]*monitor.Server{}
+	pm.mu.Unlock()
+	for _, m := range monitors {
+		if m != nil {
+			m.Close() // its own descriptor: the new process's stays open
+		}
+	}
 }

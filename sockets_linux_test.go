@@ -3,15 +3,37 @@ package protoplex
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/darkit/protoplex/internal/testnet"
 )
+
+// acceptedAt is protoplex_connections_accepted_total as the metrics port
+// at addr answers it.
+func acceptedAt(t *testing.T, addr string) string {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // a new connection each: accepted by either process
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "protoplex_connections_accepted_total "); ok {
+			return v
+		}
+	}
+	return "?"
+}
 
 // TestSocketsHandOver: a manager's Sockets (TCP and Unix listeners, the
 // UDP listener, the metrics port) taken by a second manager through
@@ -47,6 +69,9 @@ func TestSocketsHandOver(t *testing.T) {
 		return append(out, pm.MetricsAddr())
 	}
 	old, stopOld := start()
+	if got, _ := testnet.RoundTrip(old.Addrs()[0].String(), "SSH-2.0-x\r\n"); got != "A:SSH-2.0-x\r\n" {
+		t.Fatalf("through the first manager: %q", got)
+	}
 	socks, err := old.Sockets()
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +98,16 @@ func TestSocketsHandOver(t *testing.T) {
 	if left := next.InheritedLeft(); len(left) != 0 {
 		t.Errorf("not taken: %v", left)
 	}
+	metricsAddr := old.MetricsAddr()
 	old.SocketsHandedOver()
+	if a := old.MetricsAddr(); a != "" {
+		t.Errorf("the first manager still serves metrics on %s after handing them over", a)
+	}
+	for range 20 { // each scrape is the second manager's (0 accepted): the first (1) no longer accepts there
+		if v := acceptedAt(t, metricsAddr); v != "0" {
+			t.Fatalf("a scrape after the handover reached the first manager (accepted %s)", v)
+		}
+	}
 	stopOld()
 	for _, network := range []string{"unix", "tcp"} {
 		addr := sock
