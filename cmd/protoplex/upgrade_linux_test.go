@@ -95,8 +95,14 @@ func roundTrip(network, addr string) error {
 // reset or answered wrongly while the processes change. A stream
 // established on the old process is drained, not cut, and the old process
 // exits after it. A new process whose configuration is invalid refuses,
-// and the old one keeps serving and logs why.
+// and the old one keeps serving and logs why. Both data planes.
 func TestUpgrade(t *testing.T) {
+	for _, plane := range []string{"events", "goroutines"} {
+		t.Run(plane, func(t *testing.T) { testUpgrade(t, plane) })
+	}
+}
+
+func testUpgrade(t *testing.T, plane string) {
 	backend := testnet.Banner(t, "A:")
 	echo := udptest.Echo(t, false)
 	dir := t.TempDir()
@@ -107,6 +113,7 @@ func TestUpgrade(t *testing.T) {
   listen: ["127.0.0.1:0", "unix:%s"]
   listen_udp: "127.0.0.1:0"
   graceful_shutdown_timeout: "20s"
+  data_plane: %q
 protocols:
   - name: SSH
     target: %q
@@ -118,7 +125,7 @@ monitoring:
   bind_address: 127.0.0.1
   metrics_port: %d
   health_check_port: 0
-`, sock, backend, echo, metricsPort)
+`, sock, plane, backend, echo, metricsPort)
 	testnet.WriteFile(t, cfg, valid)
 	p := start(t, "-config", cfg)
 	pid := p.Cmd.Process.Pid
@@ -147,7 +154,7 @@ monitoring:
 
 	// A new process with an invalid configuration: refused, the old one
 	// serves on and says why.
-	testnet.WriteFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n")
+	testnet.WriteFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n") // the error is at line 3
 	syscall.Kill(pid, syscall.SIGUSR2)
 	testnet.Eventually(t, upgradeBound, p.logged("upgrade failed: this process keeps serving"), "no failed upgrade logged; stderr:\n%s", p.Out)
 	// The new process printed its reason (file:line) as it exited; the
@@ -393,5 +400,22 @@ func TestUpgradeNotify(t *testing.T) {
 	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
 	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID(t, p.Out.String(), 1)); got != want {
 		t.Errorf("the new process notified %q, want %q", got, want)
+	}
+}
+
+// TestUpgradeCommandErrors: -upgrade with no process to ask fails at once:
+// a pid that cannot be protoplex's is a usage error, one no process has a
+// failure.
+func TestUpgradeCommandErrors(t *testing.T) {
+	if _, stderr, code := runBinary(t, "-upgrade", "1"); code != exitUsage || !strings.Contains(stderr, "-upgrade 1") {
+		t.Errorf("-upgrade 1: exit %d, %q", code, stderr)
+	}
+	max, err := os.ReadFile("/proc/sys/kernel/pid_max") // pids stay below it
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := strings.TrimSpace(string(max))
+	if _, stderr, code := runBinary(t, "-upgrade", none); code != exitFail || !strings.Contains(stderr, "no such process") {
+		t.Errorf("-upgrade %s: exit %d, %q", none, code, stderr)
 	}
 }
