@@ -37,6 +37,11 @@ func WithInheritedSockets(files map[string]*os.File) Option {
 	}
 }
 
+// CountUpgrade counts a binary upgrade in protoplex_upgrades_total: a
+// failure by the process that keeps serving, a success by the new process
+// once it took over (the old one no longer answers on the metrics port).
+func (pm *ProtocolManager) CountUpgrade(ok bool) { pm.stats.Upgrade(ok) }
+
 // InheritedLeft returns the keys of the sockets given to
 // WithInheritedSockets that the manager did not take: the configuration
 // no longer lists their addresses.

@@ -89,6 +89,7 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				pid, n, err := u.run()
 				if err != nil {
 					u.busy.Store(false)
+					u.pm.CountUpgrade(false)
 					log.Error("upgrade failed: this process keeps serving", "err", err)
 					continue
 				}
@@ -328,6 +329,7 @@ func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
 	if err := u.conn.Send(handover.Message{Kind: handover.Ack, Count: uint32(u.count)}, nil); err != nil {
 		log.Error("upgrade: the acknowledgement was not sent; the old process will stop this one", "err", err)
 	} else {
+		pm.CountUpgrade(true)
 		log.Info("upgrade: serving the sockets the old process handed over", "sockets", u.count, "unused", left)
 	}
 	u.conn.Close()

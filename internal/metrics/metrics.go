@@ -84,6 +84,8 @@ type Stats struct {
 	backendUp        *prometheus.GaugeVec
 	reloadOK         prometheus.Counter
 	reloadFailed     prometheus.Counter
+	upgradeOK        prometheus.Counter
+	upgradeFailed    prometheus.Counter
 	discovered       *prometheus.GaugeVec
 
 	mu     sync.Mutex
@@ -152,12 +154,14 @@ func New() *Stats {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
 	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy; a target no route serves any more has no series."}, []string{"protocol", "target"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
+	upgrades := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_upgrades_total",
+		Help: "Binary upgrades, by result: a failure counted by the process that keeps serving, a success by the new process that took over."}, []string{"result"})
 	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
 		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
 	s.ClusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
 	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
 	s.reg.MustRegister(s.Accepted, s.Active, s.refused, s.closed, s.identifyFailures, s.identified, s.identifyDur,
-		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, s.PipeFallbacks, s.ClusterNodes, s.discovered,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.PipeFallbacks, s.ClusterNodes, s.discovered,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
@@ -172,6 +176,8 @@ func New() *Stats {
 	s.UDP = newUDP(s.reg)
 	s.reloadOK = reloads.WithLabelValues("success")
 	s.reloadFailed = reloads.WithLabelValues("failure")
+	s.upgradeOK = upgrades.WithLabelValues("success")
+	s.upgradeFailed = upgrades.WithLabelValues("failure")
 	return s
 }
 
@@ -227,6 +233,15 @@ func (s *Stats) IdentifyFailed(f identify.Failure) {
 		return
 	}
 	s.identifyFailures.WithLabelValues(f.String()).Inc()
+}
+
+// Upgrade counts a binary upgrade: taken over (ok), or failed.
+func (s *Stats) Upgrade(ok bool) {
+	if ok {
+		s.upgradeOK.Inc()
+	} else {
+		s.upgradeFailed.Inc()
+	}
 }
 
 // Reload counts a configuration reload, applied (ok) or rejected.
