@@ -10,8 +10,9 @@ type ConnInfo struct {
 	// Client is the client's address: a trusted PROXY header's source when
 	// one was read; empty on a Unix listener.
 	Client string
-	// Backend is the address the backend socket is connected to, once a
-	// dial has one (a connect may still be in progress).
+	// Backend is the IP address and port the backend socket is connected
+	// (or connecting) to; empty before a dial and for a Unix socket, which
+	// Target names.
 	Backend string
 	Route   string // the route's label, once identified
 	Target  string // the configured target being dialed or forwarded to

@@ -5,6 +5,7 @@ package evloop_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -157,4 +158,22 @@ func TestIdleTimeoutOnLoopClock(t *testing.T) {
 		t.Errorf("client: %v", err)
 	}
 	r.idle()
+}
+
+// BenchmarkConnections: a snapshot of 1,000 forwarded pairs over 2 loops
+// (each loop pauses while it copies its own).
+func BenchmarkConnections(b *testing.B) {
+	r := newRig(b, []*protocols.Protocol{route("ECHO", testnet.Echo(b))}, func(s *setup) { s.srv.AccessLog = false; s.level = slog.LevelWarn })
+	const n = 1000
+	for range n {
+		r.echoed()
+	}
+	testnet.Eventually(b, bound, func() bool { return len(r.plane.Connections(2*n)) == n }, "not %d connections listed", n)
+	b.ReportAllocs()
+	for b.Loop() {
+		if got := len(r.plane.Connections(2 * n)); got != n {
+			b.Fatalf("listed %d", got)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/conn")
 }
