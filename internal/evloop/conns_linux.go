@@ -109,16 +109,3 @@ func peerAddrPort(fd int, sa *unix.RawSockaddrAny) netip.AddrPort {
 	}
 	return sockaddrAddrPort(sa)
 }
-
-// sockAddr is sa as a net.Addr: TCP or Unix; nil for another family.
-func sockAddr(sa unix.Sockaddr) net.Addr {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-	case *unix.SockaddrUnix:
-		return &net.UnixAddr{Name: sa.Name, Net: "unix"}
-	}
-	return nil
-}
