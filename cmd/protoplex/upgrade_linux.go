@@ -58,9 +58,9 @@ type upgrader struct {
 	busy   atomic.Bool
 }
 
-// catchUpgrade catches SIGUSR2 from the start: its default action ends
-// the process, and one may come (a script upgrading again) before this
-// process serves. It is handled once upgradeOnSignal runs.
+// catchUpgrade catches SIGUSR2 from the start: one that comes before this
+// process serves (a script upgrading again right after an upgrade) is kept
+// and acted on once upgradeOnSignal runs, instead of being dropped.
 func catchUpgrade() chan os.Signal {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR2)
@@ -77,6 +77,9 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 	}
 	u := &upgrader{exe: exe, args: os.Args[1:], pm: pm, log: log, served: served, stop: stop}
 	go func() {
+		// Once this process has handed over, or drains, a SIGUSR2 (a
+		// script retrying) is dropped, as the runtime drops a signal
+		// nobody is notified of.
 		defer signal.Stop(sig)
 		for {
 			select {

@@ -425,3 +425,31 @@ func TestUpgradeCommandErrors(t *testing.T) {
 		t.Errorf("-upgrade %s: exit %d, %q", none, code, stderr)
 	}
 }
+
+// TestUpgradeSignalWhileDraining: a SIGUSR2 to a process that has handed
+// over and drains neither ends it nor starts another upgrade: the stream
+// it drains completes.
+func TestUpgradeSignalWhileDraining(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, p.logged("shutting down: draining connections"), "the old process does not drain; stderr:\n%s", p.Out)
+	syscall.Kill(pid, syscall.SIGUSR2) // a script retrying
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+		t.Fatalf("the drained stream after a second SIGUSR2: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("a SIGUSR2 ended the draining process")
+	}
+	if n := strings.Count(p.Out.String(), "upgrade: the new process serves the listeners"); n != 1 {
+		t.Errorf("%d upgrades, want the one", n)
+	}
+}
