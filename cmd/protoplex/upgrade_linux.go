@@ -97,7 +97,9 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 					continue
 				}
 				log.Info("upgrade: the new process serves the listeners; this one stops accepting and drains",
-					"pid", pid, "sockets", n, "took", time.Since(start).Round(time.Millisecond))
+					"pid", pid, "sockets", n, "took", time.Since(start).Round(time.Millisecond),
+					"draining", u.pm.GetMetrics().ActiveConnections) // established connections stay here until they end
+
 				u.stop()
 				return
 			case <-ctx.Done():

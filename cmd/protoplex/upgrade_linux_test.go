@@ -185,6 +185,9 @@ monitoring:
 	upgrades++
 	testnet.Eventually(t, upgradeBound, upgraded(upgrades), "no upgrade logged; stderr:\n%s", p.Out)
 	next := newPID(t, p.Out.String(), upgrades)
+	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* draining=[1-9]`).MatchString(p.Out.String()) {
+		t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+	}
 
 	// The old process drains the established stream, then exits.
 	io.WriteString(long, "SSH-2.0-still\r\n")
