@@ -31,6 +31,7 @@ const upgradeBound = 30 * time.Second
 // (refused, reset, a wrong answer) is counted.
 type load struct {
 	ok, failed atomic.Int64
+	start      time.Time
 	mu         sync.Mutex
 	firstErr   error
 	stop       chan struct{}
@@ -38,7 +39,7 @@ type load struct {
 }
 
 func startLoad(addrs [][2]string, workers int) *load {
-	l := &load{stop: make(chan struct{})}
+	l := &load{stop: make(chan struct{}), start: time.Now()}
 	for w := range workers {
 		l.wg.Go(func() {
 			for i := 0; ; i++ {
@@ -216,7 +217,7 @@ monitoring:
 	if n := l.failed.Load(); n != 0 {
 		t.Errorf("%d of %d connections failed during the upgrades, the first: %v", n, n+l.ok.Load(), l.firstErr)
 	}
-	t.Logf("%d connections through %d upgrades, none failed", l.ok.Load(), upgrades)
+	t.Logf("%d connections through %d upgrades (%.0f new connections/s), none failed", l.ok.Load(), upgrades, float64(l.ok.Load())/time.Since(l.start).Seconds())
 
 	// Every process printed the same addresses: it took the sockets, it
 	// did not bind new ones (127.0.0.1:0 would have given other ports).
