@@ -150,6 +150,36 @@ type target struct {
 	health *health       // nil without active checks
 	pool   chan pooled   // nil without a warm pool
 	refill chan struct{} // a pooled conn was taken
+
+	admin    atomic.Uint32 // an Admin: what an operator holds the target in
+	since    atomic.Int64  // unix nanos of the last change of up, down or Admin
+	served   atomic.Int64  // connections dialed or taken from the pool for clients
+	dialErrs atomic.Int64  // failed dials for clients
+}
+
+// Admin is the state an operator holds a target in (the status page's
+// actions). A target held in Drain or Maint is never offered by a Plan, so
+// it gets no new connection; the connections it has keep running. Maint
+// also pauses its active health checks.
+type Admin uint8
+
+// Operator states.
+const (
+	Ready Admin = iota // no hold: the target serves as its health says
+	Drain
+	Maint
+)
+
+func (a Admin) String() string { return [...]string{"ready", "drain", "maint"}[a] }
+
+// ParseAdmin reads "ready", "drain" or "maint".
+func ParseAdmin(s string) (Admin, bool) {
+	for a := Ready; a <= Maint; a++ {
+		if s == a.String() {
+			return a, true
+		}
+	}
+	return Ready, false
 }
 
 // Status of one target.
@@ -158,6 +188,20 @@ type Status struct {
 	Weight int
 	Up     bool
 	Active int64
+
+	Admin      Admin
+	Since      time.Time // the last change of Up or Admin (or when the set was built)
+	Served     int64     // connections given to clients, in total
+	DialErrors int64     // failed dials for clients, in total
+	Check      CheckResult
+}
+
+// CheckResult is a target's last active health check; At is zero before the
+// first one, or without active checks.
+type CheckResult struct {
+	At       time.Time
+	Duration time.Duration
+	Err      string // "" when the check passed
 }
 
 // New returns a set over targets.
@@ -219,7 +263,23 @@ func New(targets []Target, opt Options) (*Set, error) {
 func (s *Set) add(t *target) {
 	t.refill = make(chan struct{}, 1)
 	t.done = t.release
+	t.since.Store(s.now().UnixNano())
 	s.targets = append(s.targets, t)
+}
+
+// SetAdmin holds the target addr (as configured) in a, or releases it
+// (Ready); false when the set has no such target.
+func (s *Set) SetAdmin(addr string, a Admin) bool {
+	found := false
+	for _, t := range s.targets {
+		if t.Addr == addr {
+			if Admin(t.admin.Swap(uint32(a))) != a {
+				t.since.Store(s.now().UnixNano())
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 // Created counts backend connections dialed (for clients or the pool).
@@ -254,12 +314,21 @@ func (t *target) isUp(now int64) bool {
 	return t.downUntil.Load() <= now
 }
 
+// eligible: up, and not held out by an operator.
+func (t *target) eligible(now int64) bool { return t.admin.Load() == uint32(Ready) && t.isUp(now) }
+
 // Status reports every target.
 func (s *Set) Status() []Status {
 	now := s.now().UnixNano()
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
-		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load()}
+		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load(),
+			Admin: Admin(t.admin.Load()), Since: time.Unix(0, t.since.Load()), Served: t.served.Load(), DialErrors: t.dialErrs.Load()}
+		if h := t.health; h != nil {
+			h.mu.Lock()
+			out[i].Check = h.last
+			h.mu.Unlock()
+		}
 	}
 	return out
 }
@@ -272,7 +341,7 @@ func (s *Set) pick(now int64) int {
 	if n == 1 {
 		return 0
 	}
-	up := func(j int) bool { return s.targets[j].isUp(now) }
+	up := func(j int) bool { return s.targets[j].eligible(now) }
 	first := -1
 	switch s.opt.Strategy {
 	case First:
