@@ -658,6 +658,10 @@ func (c *conn) timeout() {
 	}
 }
 
+// RemoteAddr is the client's address as accepted. Only conntrack's Add
+// calls it, on the loop, before a PROXY header may change acc.Client.
+func (c *conn) RemoteAddr() net.Addr { return c.acc.Client }
+
 // Close ends the connection from outside the loop (a drain's deadline);
 // it returns before the connection is closed.
 func (c *conn) Close() error {
