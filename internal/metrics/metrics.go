@@ -88,6 +88,9 @@ type Stats struct {
 
 	mu     sync.Mutex
 	routes map[string]*Route
+	// lastReload and lastResult: the last Reload, for the status page.
+	lastReload time.Time
+	lastResult string
 	// series: the protocol and target of every backend_up series, for
 	// RetainTargets.
 	series map[[2]string]bool
@@ -231,11 +234,16 @@ func (s *Stats) IdentifyFailed(f identify.Failure) {
 
 // Reload counts a configuration reload, applied (ok) or rejected.
 func (s *Stats) Reload(ok bool) {
+	result := "failure"
 	if ok {
 		s.reloadOK.Inc()
+		result = "success"
 	} else {
 		s.reloadFailed.Inc()
 	}
+	s.mu.Lock()
+	s.lastReload, s.lastResult = time.Now(), result
+	s.mu.Unlock()
 }
 
 // Discovered sets how many backends of protocol service discovery knows.
