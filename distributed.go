@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/cluster"
+	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/config"
 )
 
@@ -104,6 +105,9 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 		return nil, err
 	}
 	dm.node = node
+	pm.setClusterStatus(func() metrics.ClusterState {
+		return metrics.ClusterState{Distributed: true, NodeID: cfg.NodeID, EtcdConnected: node.Connected(), Services: node.ServiceCount()}
+	})
 	// Bans this node's DDoS guard issues are enforced by every node.
 	pm.OnBan(func(ip netip.Addr, d time.Duration) {
 		if err := node.PublishBan(ip, d); err != nil {
