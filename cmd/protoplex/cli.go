@@ -32,6 +32,9 @@ Flags:
 	for _, c := range subcommands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.help)
 	}
+	for _, c := range statusCommands {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.help)
+	}
 	fmt.Fprintf(w, "\nSignals: SIGHUP reloads the -config file; SIGTERM and SIGINT drain and exit.\nExit codes: 0 ok, 1 failure, 2 usage error. Reference: docs/cli.md.\n")
 }
 

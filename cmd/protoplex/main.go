@@ -2,6 +2,7 @@
 //
 //	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
+//	protoplex status|target|unban [args] [-url URL | -config FILE]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
 // exit codes, environment and the lines printed on stdout.
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "register", "deregister", "nodes", "services":
 			return operator(args[0], args[1:], stdout, stderr)
+		case "status", "target", "unban":
+			return statusCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
 	fs := newFlagSet("protoplex", usage)
@@ -161,6 +164,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	reloadOnHangup(ctx, cm, log)
 
+	if err := enableAdmin(pm, *cfg, os.Getenv); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
 		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
@@ -302,6 +309,7 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
 	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
+	diff("monitoring.admin", a.Admin != b.Admin || a.AdminTokenFile != b.AdminTokenFile)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))

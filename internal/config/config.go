@@ -153,6 +153,12 @@ type Monitoring struct {
 	// name, "127.0.0.1" when not set, so the ports are not
 	// reachable from other machines unless asked for ("0.0.0.0", "::").
 	BindAddress string `yaml:"bind_address"`
+	// Admin enables the status page's actions (drain, maint, ready a
+	// target; unban; close a connection) on the metrics port, each a POST
+	// with the token of AdminTokenFile (or PROTOPLEX_ADMIN_TOKEN, read by
+	// the CLI) in a header.
+	Admin          bool   `yaml:"admin"`
+	AdminTokenFile string `yaml:"admin_token_file"`
 }
 
 // Distributed is the distributed: block (cluster mode through etcd).
