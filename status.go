@@ -235,6 +235,22 @@ func (pm *ProtocolManager) buildStatus() *metrics.Status {
 		}
 		s.Connections.Listed = append(s.Connections.Listed, lc)
 	}
+	// Lists are [] in the JSON, never null: a client need not tell the two apart.
+	s.Listeners, s.Routes = nonNil(s.Listeners), nonNil(s.Routes)
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		r.SNI, r.ALPN, r.Host, r.Targets = nonNil(r.SNI), nonNil(r.ALPN), nonNil(r.Host), nonNil(r.Targets)
+	}
+	s.Identify.Matched, s.Identify.Failures = nonNil(s.Identify.Matched), nonNil(s.Identify.Failures)
+	s.Guard.Banned, s.Guard.TopSources = nonNil(s.Guard.Banned), nonNil(s.Guard.TopSources)
+	s.UDP.Protocols, s.Connections.Listed = nonNil(s.UDP.Protocols), nonNil(s.Connections.Listed)
+	return s
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
 	return s
 }
 

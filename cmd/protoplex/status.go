@@ -267,33 +267,46 @@ func printStatus(w io.Writer, s *metrics.Status) {
 	if s.Cluster.Distributed {
 		fmt.Fprintf(w, "cluster: node %s, etcd %s, %d nodes\n", s.Cluster.NodeID, status.Format("etcd", s.Cluster.EtcdConnected), s.Cluster.Nodes)
 	}
-	cols := []string{"target", "state", "held", "since_seconds", "check", "check_duration_seconds", "active", "weight", "conn_rate_10s", "conn_rate_1m", "dial_errors_1m", "check_error"}
+	cols := []struct{ field, title string }{
+		{"target", "TARGET"}, {"state", "STATE"}, {"held", "HELD"}, {"since_seconds", "SINCE"}, {"check", "CHECK"},
+		{"check_duration_seconds", "CHECK TIME"}, {"active", "ACTIVE"}, {"weight", "WEIGHT"}, {"conn_rate_10s", "CONN/S 10S"},
+		{"conn_rate_1m", "CONN/S 1M"}, {"dial_errors_1m", "DIAL ERR 1M"}, {"check_error", "CHECK ERROR"},
+	}
 	fields := map[string]metrics.Field{}
 	for _, f := range metrics.TargetFields {
 		fields[f.Name] = f
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, r := range s.Routes {
-		fmt.Fprintf(tw, "\nroute %s\tconn/s %s (1 min %s)\tin %s\tout %s\n", r.Route, status.Format("rate", r.ConnRate10s), status.Format("rate", r.ConnRate1m),
+		fmt.Fprintf(w, "\nroute %s: %s conn/s over 10 s, %s over 1 min; in %s, out %s\n", r.Route, status.Format("rate", r.ConnRate10s), status.Format("rate", r.ConnRate1m),
 			status.Format("bytes/s", r.BytesInRate10s), status.Format("bytes/s", r.BytesOutRate10s))
 		if len(r.Targets) == 0 {
 			continue
 		}
-		fmt.Fprintln(tw, "  "+strings.Join(cols, "\t"))
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		titles := make([]string, len(cols))
+		for i, c := range cols {
+			titles[i] = c.title
+		}
+		fmt.Fprintln(tw, "  "+strings.Join(titles, "\t"))
 		for i := range r.Targets {
+			t := &r.Targets[i]
 			cells := make([]string, len(cols))
 			for j, c := range cols {
-				f := fields[c]
+				f := fields[c.field]
 				kind := f.Kind
-				if c == "held" {
+				if c.field == "held" {
 					kind = "held"
 				}
-				cells[j] = status.Format(kind, f.Get(&r.Targets[i]))
+				cell := status.Format(kind, f.Get(t))
+				if c.field == "check_duration_seconds" && t.Check == "" {
+					cell = ""
+				}
+				cells[j] = cell
 			}
 			fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 		}
+		tw.Flush()
 	}
-	tw.Flush()
 	fmt.Fprintf(w, "\n%d sources banned\n", s.Guard.BannedTotal)
 	for _, b := range s.Guard.Banned {
 		fmt.Fprintf(w, "  %s  %s  %s left\n", b.Source, b.Reason, status.Duration(b.RemainingSeconds))
