@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/cluster"
-	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/metrics"
 )
 
 // DistributedConfig configures a node of a cluster coordinated through etcd.

@@ -434,7 +434,9 @@ func (g *Guard) Bans(max int) ([]BanInfo, int) {
 		}
 		total++
 		out = keepTop(out, BanInfo{Source: e.key, Reason: e.banReason, Remaining: e.bannedUntil.Sub(now)}, max,
-			func(a, b BanInfo) bool { return a.Remaining > b.Remaining || (a.Remaining == b.Remaining && a.Source.Less(b.Source)) })
+			func(a, b BanInfo) bool {
+				return a.Remaining > b.Remaining || (a.Remaining == b.Remaining && a.Source.Less(b.Source))
+			})
 	})
 	return out, total
 }
@@ -447,7 +449,9 @@ func (g *Guard) TopSources(n int) []SourceInfo {
 	g.each(func(e *entry) {
 		if e.active > 0 {
 			out = keepTop(out, SourceInfo{Source: e.key, Connections: e.active}, n,
-				func(a, b SourceInfo) bool { return a.Connections > b.Connections || (a.Connections == b.Connections && a.Source.Less(b.Source)) })
+				func(a, b SourceInfo) bool {
+					return a.Connections > b.Connections || (a.Connections == b.Connections && a.Source.Less(b.Source))
+				})
 		}
 	})
 	return out
