@@ -1,0 +1,114 @@
+package protoplex
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// TestStatusHoldsSurviveReload: a target drained through the actions gets
+// no new connection, shows as held in the snapshot, and stays held across
+// a reload that rebuilds its backend set; ready releases it. Unban and
+// close act on the guard and the connection set. /status is served on the
+// metrics port only, never on the data port.
+func TestStatusHoldsSurviveReload(t *testing.T) {
+	a, b := testnet.Banner(t, "A"), testnet.Banner(t, "B")
+	cfgText := func(balance string) string {
+		return fmt.Sprintf("protocols:\n  - name: SSH\n    target: %q\n    balance: %s\n", a+","+b, balance)
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	apply := func(text string) {
+		t.Helper()
+		cfg, err := ParseConfig([]byte(text), "status.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pm.UpdateConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(cfgText("round_robin"))
+	addr := serveTest(t, pm)
+	if err := pm.EnableAdmin([]byte("short")); err == nil {
+		t.Fatal("EnableAdmin accepted a 5-byte token")
+	}
+	if err := pm.ServeMetrics("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	act := statusActions{pm}
+	if err := act.SetTarget("SSH", a, "drain"); err != nil {
+		t.Fatal(err)
+	}
+	if err := act.SetTarget("SSH", "127.0.0.1:1", "drain"); err == nil {
+		t.Fatal("SetTarget of a target the route does not have")
+	}
+	banners := func() string {
+		var got []string
+		for range 4 {
+			reply, err := testnet.RoundTrip(addr, "SSH-2.0-x\r\n")
+			if err != nil || reply == "" {
+				t.Fatalf("round trip: %q %v", reply, err)
+			}
+			got = append(got, reply[:1])
+		}
+		return strings.Join(got, "")
+	}
+	if got := banners(); got != "BBBB" {
+		t.Fatalf("with A drained, 4 connections went to %q", got)
+	}
+	target := func() metrics.TargetState {
+		pm.statusChanged()
+		for _, r := range pm.Status().Routes {
+			for _, tg := range r.Targets {
+				if tg.Target == a {
+					return tg
+				}
+			}
+		}
+		t.Fatal("target A is not in the snapshot")
+		return metrics.TargetState{}
+	}
+	if tg := target(); tg.State != "drain" || !tg.Held {
+		t.Fatalf("A in the snapshot: %+v", tg)
+	}
+	apply(cfgText("first")) // another balance: a new backend set
+	if tg := target(); tg.State != "drain" || !tg.Held {
+		t.Fatalf("A after a reload: %+v", tg)
+	}
+	if got := banners(); got != "BBBB" {
+		t.Fatalf("after a reload, with A drained, connections went to %q", got)
+	}
+	if err := act.SetTarget("SSH", a, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	if got := banners(); got != "AAAA" { // balance: first
+		t.Fatalf("after ready, connections went to %q", got)
+	}
+
+	pm.Ban(netip.MustParseAddr("192.0.2.9"), time.Minute)
+	if err := act.Unban(netip.MustParseAddr("192.0.2.9")); err != nil {
+		t.Fatal(err)
+	}
+	if err := act.Unban(netip.MustParseAddr("192.0.2.9")); err == nil {
+		t.Fatal("a second unban found a ban")
+	}
+	if err := act.CloseConn(1 << 60); err == nil {
+		t.Fatal("closing an unknown connection")
+	}
+
+	code, body := get(t, "http://"+pm.MetricsAddr()+"/status")
+	if code != http.StatusOK || !strings.Contains(body, a) {
+		t.Fatalf("/status on the metrics port: %d", code)
+	}
+	resp, _ := testnet.RoundTrip(addr, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+	if strings.Contains(resp, "protoplex") || strings.Contains(resp, "200 OK") {
+		t.Fatalf("the data port answered /status: %q", resp)
+	}
+}
