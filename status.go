@@ -167,7 +167,7 @@ func (pm *ProtocolManager) counters() map[string][]int64 {
 		}
 		if e.Backend != nil {
 			for _, t := range e.Backend.Status() {
-				out["t\x00"+key+"\x00"+t.Addr] = []int64{t.Served, t.DialErrors}
+				out["t\x00"+key+"\x00"+t.Addr] = []int64{t.Served, t.DialErrors, t.BytesUp, t.BytesDown}
 			}
 		}
 	})
@@ -351,8 +351,10 @@ func (pm *ProtocolManager) statusRoutes(rt *routing.Table, now time.Time) []metr
 				tk := "t\x00" + key + "\x00" + t.Addr
 				ts := metrics.TargetState{Route: label, Protocol: p.Name, Target: t.Addr, Held: t.Admin != upstream.Ready,
 					SinceSeconds: now.Sub(t.Since).Seconds(), Active: t.Active, Weight: t.Weight,
-					Connections: t.Served, DialErrors: t.DialErrors,
-					ConnRate10s: rates.Rate(tk, 0, 10*time.Second), ConnRate1m: rates.Rate(tk, 0, time.Minute)}
+					Connections: t.Served, DialErrors: t.DialErrors, BytesIn: t.BytesUp, BytesOut: t.BytesDown,
+					ConnRate10s: rates.Rate(tk, 0, 10*time.Second), ConnRate1m: rates.Rate(tk, 0, time.Minute),
+					BytesInRate10s: rates.Rate(tk, 2, 10*time.Second), BytesInRate1m: rates.Rate(tk, 2, time.Minute),
+					BytesOutRate10s: rates.Rate(tk, 3, 10*time.Second), BytesOutRate1m: rates.Rate(tk, 3, time.Minute)}
 				ts.DialErrors1m, _ = rates.Delta(tk, 1, time.Minute)
 				switch {
 				case ts.Held:

@@ -78,6 +78,17 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	if tg := target(); tg.State != "drain" || !tg.Held {
 		t.Fatalf("A in the snapshot: %+v", tg)
 	}
+	waitFor(t, func() bool { // counted as each connection ends
+		pm.statusChanged()
+		for _, r := range pm.Status().Routes {
+			for _, tg := range r.Targets {
+				if tg.Target == b {
+					return tg.Connections == 4 && tg.BytesIn == 4*int64(len("SSH-2.0-x\r\n")) && tg.BytesOut == 4*int64(len("BSSH-2.0-x\r\n"))
+				}
+			}
+		}
+		return false
+	})
 	apply(cfgText("first")) // another balance: a new backend set
 	if tg := target(); tg.State != "drain" || !tg.Held {
 		t.Fatalf("A after a reload: %+v", tg)

@@ -720,6 +720,7 @@ func (c *conn) finish() {
 	if c.release != nil { // forwarded: the dial succeeded
 		fs := proxy.Stats{Up: c.up.n, Down: c.down.n, Reason: c.reason, PipeFallbacks: c.fallback}
 		env.Stats.Forwarded(c.entry.Stats, fs)
+		c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
 		c.acc.Forwarded(c.target, fs)
 		c.release()
 	}

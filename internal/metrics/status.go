@@ -85,23 +85,29 @@ type RouteState struct {
 // TargetState is one backend target of a route. TargetFields lists its
 // fields for every output format.
 type TargetState struct {
-	Route         string  `json:"route"`
-	Protocol      string  `json:"protocol"`
-	Target        string  `json:"target"`
-	State         string  `json:"state"` // up, down, drain, maint
-	Held          bool    `json:"held"`  // an operator set drain or maint
-	SinceSeconds  float64 `json:"since_seconds"`
-	Check         string  `json:"check"` // ok, fail, or "" without active checks
-	CheckError    string  `json:"check_error"`
-	CheckDuration float64 `json:"check_duration_seconds"`
-	Active        int64   `json:"active"`
-	Weight        int     `json:"weight"`
-	Load          float64 `json:"load"`
-	ConnRate10s   float64 `json:"conn_rate_10s"`
-	ConnRate1m    float64 `json:"conn_rate_1m"`
-	Connections   int64   `json:"connections_total"`
-	DialErrors    int64   `json:"dial_errors_total"`
-	DialErrors1m  int64   `json:"dial_errors_1m"`
+	Route           string  `json:"route"`
+	Protocol        string  `json:"protocol"`
+	Target          string  `json:"target"`
+	State           string  `json:"state"` // up, down, drain, maint
+	Held            bool    `json:"held"`  // an operator set drain or maint
+	SinceSeconds    float64 `json:"since_seconds"`
+	Check           string  `json:"check"` // ok, fail, or "" without active checks
+	CheckError      string  `json:"check_error"`
+	CheckDuration   float64 `json:"check_duration_seconds"`
+	Active          int64   `json:"active"`
+	Weight          int     `json:"weight"`
+	Load            float64 `json:"load"`
+	ConnRate10s     float64 `json:"conn_rate_10s"`
+	ConnRate1m      float64 `json:"conn_rate_1m"`
+	Connections     int64   `json:"connections_total"`
+	DialErrors      int64   `json:"dial_errors_total"`
+	DialErrors1m    int64   `json:"dial_errors_1m"`
+	BytesInRate10s  float64 `json:"bytes_in_rate_10s"` // client to backend, per second
+	BytesInRate1m   float64 `json:"bytes_in_rate_1m"`
+	BytesOutRate10s float64 `json:"bytes_out_rate_10s"` // backend to client
+	BytesOutRate1m  float64 `json:"bytes_out_rate_1m"`
+	BytesIn         int64   `json:"bytes_in_total"`
+	BytesOut        int64   `json:"bytes_out_total"`
 }
 
 // Target states.
@@ -213,9 +219,15 @@ var TargetFields = []Field{
 	{"load", "active connections per unit of weight", "float", func(t *TargetState) any { return t.Load }},
 	{"conn_rate_10s", "new connections per second over the last 10 s", "rate", func(t *TargetState) any { return t.ConnRate10s }},
 	{"conn_rate_1m", "new connections per second over the last minute", "rate", func(t *TargetState) any { return t.ConnRate1m }},
+	{"bytes_in_rate_10s", "bytes per second client to backend over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesInRate10s }},
+	{"bytes_in_rate_1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesInRate1m }},
+	{"bytes_out_rate_10s", "bytes per second backend to client over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesOutRate10s }},
+	{"bytes_out_rate_1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesOutRate1m }},
 	{"connections_total", "connections given to clients since it was configured", "int", func(t *TargetState) any { return t.Connections }},
 	{"dial_errors_total", "failed dials since it was configured", "int", func(t *TargetState) any { return t.DialErrors }},
 	{"dial_errors_1m", "failed dials in the last minute", "int", func(t *TargetState) any { return t.DialErrors1m }},
+	{"bytes_in_total", "bytes forwarded client to backend, by connections ended", "bytes", func(t *TargetState) any { return t.BytesIn }},
+	{"bytes_out_total", "bytes forwarded backend to client, by connections ended", "bytes", func(t *TargetState) any { return t.BytesOut }},
 }
 
 // FormatRaw is v as /status.csv writes it: numbers in full, booleans as

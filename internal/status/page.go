@@ -136,9 +136,13 @@ func human(n float64, unit string) string {
 	return fmt.Sprintf("%.1f %ci%s", n/math.Pow(1024, float64(exp)), "KMGTP"[exp-1], unit)
 }
 
-// Duration is s seconds, short: 12 ms, 4.2 s, 3m05s, 2h07m, 3d04h.
+// Duration is s seconds, short: 0 s, 85 µs, 12 ms, 4.2 s, 3m05s, 2h07m, 3d04h.
 func Duration(s float64) string {
 	switch {
+	case s <= 0:
+		return "0 s"
+	case s < 0.001:
+		return fmt.Sprintf("%.0f µs", s*1e6)
 	case s < 1:
 		return fmt.Sprintf("%.0f ms", s*1000)
 	case s < 60:

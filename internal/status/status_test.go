@@ -289,7 +289,7 @@ func TestFormat(t *testing.T) {
 		v    any
 		want string
 	}{
-		{"seconds", 0.0123, "12 ms"}, {"seconds", 4.25, "4.2 s"}, {"seconds", 185.0, "3m05s"}, {"seconds", 7620.0, "2h07m"},
+		{"seconds", 0.0123, "12 ms"}, {"seconds", 0.000085, "85 µs"}, {"seconds", 0.0, "0 s"}, {"seconds", 4.25, "4.2 s"}, {"seconds", 185.0, "3m05s"}, {"seconds", 7620.0, "2h07m"},
 		{"seconds", 3*86400 + 4*3600.0, "3d04h"}, {"bytes", int64(512), "512 B"}, {"bytes/s", 1536.0, "1.5 KiB/s"},
 		{"rate", 2.0, "2.0/s"}, {"state", "down", "DOWN"}, {"held", true, "operator"}, {"held", false, ""}, {"int", int64(3), "3"},
 	} {

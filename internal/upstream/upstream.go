@@ -120,6 +120,7 @@ type Options struct {
 type Set struct {
 	opt     Options
 	targets []*target
+	byAddr  map[string]*target // the first target of each address; read-only after New
 	dialer  net.Dialer
 	// now is the clock of back-offs and pool ages: time.Now, or a test's
 	// fake set before the set is used.
@@ -155,6 +156,8 @@ type target struct {
 	since    atomic.Int64  // unix nanos of the last change of up, down or Admin
 	served   atomic.Int64  // connections dialed or taken from the pool for clients
 	dialErrs atomic.Int64  // failed dials for clients
+	bytesUp  atomic.Int64  // forwarded client → backend, by connections ended
+	bytesDn  atomic.Int64  // forwarded backend → client
 }
 
 // Admin is the state an operator holds a target in (the status page's
@@ -193,6 +196,8 @@ type Status struct {
 	Since      time.Time // the last change of Up or Admin (or when the set was built)
 	Served     int64     // connections given to clients, in total
 	DialErrors int64     // failed dials for clients, in total
+	BytesUp    int64     // forwarded client → backend by connections ended (Forwarded)
+	BytesDown  int64     // forwarded backend → client
 	Check      CheckResult
 }
 
@@ -265,6 +270,21 @@ func (s *Set) add(t *target) {
 	t.done = t.release
 	t.since.Store(s.now().UnixNano())
 	s.targets = append(s.targets, t)
+	if s.byAddr == nil {
+		s.byAddr = map[string]*target{}
+	}
+	if _, ok := s.byAddr[t.Addr]; !ok {
+		s.byAddr[t.Addr] = t
+	}
+}
+
+// Forwarded counts the bytes a connection to target (Attempt.Target)
+// moved each way, when it ends: the status page's per-target rates.
+func (s *Set) Forwarded(target string, up, down int64) {
+	if t := s.byAddr[target]; t != nil {
+		t.bytesUp.Add(up)
+		t.bytesDn.Add(down)
+	}
 }
 
 // SetAdmin holds the target addr (as configured) in a, or releases it
@@ -323,7 +343,8 @@ func (s *Set) Status() []Status {
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
 		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load(),
-			Admin: Admin(t.admin.Load()), Since: time.Unix(0, t.since.Load()), Served: t.served.Load(), DialErrors: t.dialErrs.Load()}
+			Admin: Admin(t.admin.Load()), Since: time.Unix(0, t.since.Load()), Served: t.served.Load(), DialErrors: t.dialErrs.Load(),
+			BytesUp: t.bytesUp.Load(), BytesDown: t.bytesDn.Load()}
 		if h := t.health; h != nil {
 			h.mu.Lock()
 			out[i].Check = h.last

@@ -19,6 +19,8 @@
   }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function duration(s) {
+    if (s <= 0) return "0 s";
+    if (s < 0.001) return (s * 1e6).toFixed(0) + " µs";
     if (s < 1) return (s * 1000).toFixed(0) + " ms";
     if (s < 60) return s.toFixed(1) + " s";
     s = Math.floor(s);
