@@ -21,6 +21,7 @@ var subcommands = []struct{ name, args, help string }{
 func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-check] [-version]
        protoplex COMMAND -etcd HOSTS [flags]   (protoplex COMMAND -h for its flags)
+       protoplex status|target|unban [ARGS] [-url URL | -config FILE]
 
 protoplex serves several protocols on one port. Without -config it runs the
 embedded configuration, which binds loopback only.
