@@ -267,11 +267,10 @@ func printStatus(w io.Writer, s *metrics.Status) {
 	if s.Cluster.Distributed {
 		fmt.Fprintf(w, "cluster: node %s, etcd %s, %d nodes\n", s.Cluster.NodeID, status.Format("etcd", s.Cluster.EtcdConnected), s.Cluster.Nodes)
 	}
-	cols := []struct{ field, title string }{
-		{"target", "TARGET"}, {"state", "STATE"}, {"held", "HELD"}, {"since_seconds", "SINCE"}, {"check", "CHECK"},
-		{"check_duration_seconds", "CHECK TIME"}, {"active", "ACTIVE"}, {"weight", "WEIGHT"}, {"conn_rate_10s", "CONN/S 10S"},
-		{"conn_rate_1m", "CONN/S 1M"}, {"dial_errors_1m", "DIAL ERR 1M"}, {"check_error", "CHECK ERROR"},
-	}
+	// The columns that say what is down, since when and how busy, in the
+	// field table's order, under its headings.
+	cols := []string{"target", "state", "held", "since_seconds", "check", "check_duration_seconds", "active", "weight",
+		"conn_rate_10s", "conn_rate_1m", "bytes_in_rate_10s", "bytes_out_rate_10s", "dial_errors_1m", "check_error"}
 	fields := map[string]metrics.Field{}
 	for _, f := range metrics.TargetFields {
 		fields[f.Name] = f
@@ -285,23 +284,14 @@ func printStatus(w io.Writer, s *metrics.Status) {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		titles := make([]string, len(cols))
 		for i, c := range cols {
-			titles[i] = c.title
+			titles[i] = strings.ToUpper(fields[c].Title)
 		}
 		fmt.Fprintln(tw, "  "+strings.Join(titles, "\t"))
 		for i := range r.Targets {
 			t := &r.Targets[i]
 			cells := make([]string, len(cols))
 			for j, c := range cols {
-				f := fields[c.field]
-				kind := f.Kind
-				if c.field == "held" {
-					kind = "held"
-				}
-				cell := status.Format(kind, f.Get(t))
-				if c.field == "check_duration_seconds" && t.Check == "" {
-					cell = ""
-				}
-				cells[j] = cell
+				cells[j] = status.Cell(fields[c], *t)
 			}
 			fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 		}

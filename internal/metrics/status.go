@@ -193,41 +193,43 @@ type Conn struct {
 	AgeSeconds float64 `json:"age_seconds"`
 }
 
-// Field is one column of the target table: its name (the JSON key), what
-// it means, how the page formats it, and its value. TargetFields drives
+// Field is one column of the target table: its name (the JSON key and the
+// CSV header), its heading, what it means, how the page formats it, and
+// its value. TargetFields drives
 // the page's table, the CSV header and rows, and `protoplex status`.
 type Field struct {
-	Name string
-	Doc  string
-	Kind string // text, int, rate (per second), bytes/s, seconds, state, bool
-	Get  func(*TargetState) any
+	Name  string
+	Title string // the column's heading on the page and in `protoplex status`
+	Doc   string
+	Kind  string // text, int, rate (per second), bytes/s, seconds, state, bool
+	Get   func(*TargetState) any
 }
 
 // TargetFields are the columns of every target listing, in order.
 var TargetFields = []Field{
-	{"route", "the route's label", "text", func(t *TargetState) any { return t.Route }},
-	{"protocol", "the route's protocol", "text", func(t *TargetState) any { return t.Protocol }},
-	{"target", "the target as configured", "text", func(t *TargetState) any { return t.Target }},
-	{"state", "up, down, drain or maint", "state", func(t *TargetState) any { return t.State }},
-	{"held", "an operator holds it in drain or maint", "bool", func(t *TargetState) any { return t.Held }},
-	{"since_seconds", "time since the state last changed", "seconds", func(t *TargetState) any { return t.SinceSeconds }},
-	{"check", "the last active health check: ok, fail, or empty without checks", "text", func(t *TargetState) any { return t.Check }},
-	{"check_error", "why the last check failed", "text", func(t *TargetState) any { return t.CheckError }},
-	{"check_duration_seconds", "how long the last check took", "seconds", func(t *TargetState) any { return t.CheckDuration }},
-	{"active", "connections open to it now", "int", func(t *TargetState) any { return t.Active }},
-	{"weight", "its configured weight", "int", func(t *TargetState) any { return t.Weight }},
-	{"load", "active connections per unit of weight", "float", func(t *TargetState) any { return t.Load }},
-	{"conn_rate_10s", "new connections per second over the last 10 s", "rate", func(t *TargetState) any { return t.ConnRate10s }},
-	{"conn_rate_1m", "new connections per second over the last minute", "rate", func(t *TargetState) any { return t.ConnRate1m }},
-	{"bytes_in_rate_10s", "bytes per second client to backend over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesInRate10s }},
-	{"bytes_in_rate_1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesInRate1m }},
-	{"bytes_out_rate_10s", "bytes per second backend to client over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesOutRate10s }},
-	{"bytes_out_rate_1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesOutRate1m }},
-	{"connections_total", "connections given to clients since it was configured", "int", func(t *TargetState) any { return t.Connections }},
-	{"dial_errors_total", "failed dials since it was configured", "int", func(t *TargetState) any { return t.DialErrors }},
-	{"dial_errors_1m", "failed dials in the last minute", "int", func(t *TargetState) any { return t.DialErrors1m }},
-	{"bytes_in_total", "bytes forwarded client to backend, by connections ended", "bytes", func(t *TargetState) any { return t.BytesIn }},
-	{"bytes_out_total", "bytes forwarded backend to client, by connections ended", "bytes", func(t *TargetState) any { return t.BytesOut }},
+	{"route", "route", "the route's label", "text", func(t *TargetState) any { return t.Route }},
+	{"protocol", "protocol", "the route's protocol", "text", func(t *TargetState) any { return t.Protocol }},
+	{"target", "target", "the target as configured", "text", func(t *TargetState) any { return t.Target }},
+	{"state", "state", "up, down, drain or maint", "state", func(t *TargetState) any { return t.State }},
+	{"held", "held", "an operator holds it in drain or maint", "bool", func(t *TargetState) any { return t.Held }},
+	{"since_seconds", "since", "time since the state last changed", "seconds", func(t *TargetState) any { return t.SinceSeconds }},
+	{"check", "check", "the last active health check: ok, fail, or empty without checks", "text", func(t *TargetState) any { return t.Check }},
+	{"check_duration_seconds", "check time", "how long the last check took", "seconds", func(t *TargetState) any { return t.CheckDuration }},
+	{"active", "active", "connections open to it now", "int", func(t *TargetState) any { return t.Active }},
+	{"weight", "weight", "its configured weight", "int", func(t *TargetState) any { return t.Weight }},
+	{"load", "load", "active connections per unit of weight", "float", func(t *TargetState) any { return t.Load }},
+	{"conn_rate_10s", "conn/s 10s", "new connections per second over the last 10 s", "rate", func(t *TargetState) any { return t.ConnRate10s }},
+	{"conn_rate_1m", "conn/s 1m", "new connections per second over the last minute", "rate", func(t *TargetState) any { return t.ConnRate1m }},
+	{"bytes_in_rate_10s", "in/s 10s", "bytes per second client to backend over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesInRate10s }},
+	{"bytes_in_rate_1m", "in/s 1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesInRate1m }},
+	{"bytes_out_rate_10s", "out/s 10s", "bytes per second backend to client over the last 10 s", "bytes/s", func(t *TargetState) any { return t.BytesOutRate10s }},
+	{"bytes_out_rate_1m", "out/s 1m", "the same over the last minute", "bytes/s", func(t *TargetState) any { return t.BytesOutRate1m }},
+	{"connections_total", "conns", "connections given to clients since it was configured", "int", func(t *TargetState) any { return t.Connections }},
+	{"dial_errors_total", "dial errors", "failed dials since it was configured", "int", func(t *TargetState) any { return t.DialErrors }},
+	{"dial_errors_1m", "dial err 1m", "failed dials in the last minute", "int", func(t *TargetState) any { return t.DialErrors1m }},
+	{"bytes_in_total", "in", "bytes forwarded client to backend, by connections ended", "bytes", func(t *TargetState) any { return t.BytesIn }},
+	{"bytes_out_total", "out", "bytes forwarded backend to client, by connections ended", "bytes", func(t *TargetState) any { return t.BytesOut }},
+	{"check_error", "check error", "why the last check failed", "text", func(t *TargetState) any { return t.CheckError }},
 }
 
 // FormatRaw is v as /status.csv writes it: numbers in full, booleans as

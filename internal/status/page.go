@@ -31,7 +31,7 @@ var page = template.Must(template.New("status.html").Funcs(template.FuncMap{
 	},
 	"join": func(v []string) string { return strings.Join(v, ", ") },
 	"kind": cellKind,
-	"cell": func(f metrics.Field, t metrics.TargetState) string { return Format(cellKind(f), f.Get(&t)) },
+	"cell": Cell,
 }).ParseFS(embedded, "assets/status.html"))
 
 // pageData is what the template renders.
@@ -61,6 +61,15 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	if err := page.Execute(w, d); err != nil {
 		h.cfg.Log.Warn("status page", "err", err)
 	}
+}
+
+// Cell is target t's value of column f as the page and `protoplex status`
+// show it: the check's duration is blank where there is no check.
+func Cell(f metrics.Field, t metrics.TargetState) string {
+	if f.Name == "check_duration_seconds" && t.Check == "" {
+		return ""
+	}
+	return Format(cellKind(f), f.Get(&t))
 }
 
 // cellKind is how the page shows a target column: held reads "operator".

@@ -60,7 +60,10 @@
   function apply(s) {
     for (const el of document.querySelectorAll("[data-j]")) {
       const v = get(s, el.dataset.j);
-      if (v !== undefined) el.textContent = format(el.dataset.k, v);
+      if (v === undefined) continue;
+      // As status/page.go Cell: no check, no check duration.
+      const noCheck = el.dataset.f === "check_duration_seconds" && get(s, el.dataset.j.replace(/check_duration_seconds$/, "check")) === "";
+      el.textContent = noCheck ? "" : format(el.dataset.k, v);
     }
     for (const row of document.querySelectorAll("[data-state-j]")) {
       const v = get(s, row.dataset.stateJ);
