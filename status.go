@@ -91,7 +91,7 @@ func (pm *ProtocolManager) statusHandler() http.Handler {
 		token = *t
 	}
 	return status.Handler(status.Config{
-		Snapshot: pm.Status,
+		Snapshot: pm.statusSnapshot,
 		Actions:  statusActions{pm},
 		Token:    token,
 		Bind: func() (string, int) {
@@ -174,9 +174,9 @@ func (pm *ProtocolManager) counters() map[string][]int64 {
 	return out
 }
 
-// Status returns the status snapshot /status.json serves (docs/status.md):
+// statusSnapshot returns the status snapshot /status.json serves (docs/status.md):
 // built at most every half second, shared by every caller, never modified.
-func (pm *ProtocolManager) Status() *metrics.Status {
+func (pm *ProtocolManager) statusSnapshot() *metrics.Status {
 	st := pm.status
 	st.mu.Lock()
 	defer st.mu.Unlock()

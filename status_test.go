@@ -65,7 +65,7 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	}
 	target := func() metrics.TargetState {
 		pm.statusChanged()
-		for _, r := range pm.Status().Routes {
+		for _, r := range pm.statusSnapshot().Routes {
 			for _, tg := range r.Targets {
 				if tg.Target == a {
 					return tg
@@ -80,7 +80,7 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	}
 	waitFor(t, func() bool { // counted as each connection ends
 		pm.statusChanged()
-		for _, r := range pm.Status().Routes {
+		for _, r := range pm.statusSnapshot().Routes {
 			for _, tg := range r.Targets {
 				if tg.Target == b {
 					return tg.Connections == 4 && tg.BytesIn == 4*int64(len("SSH-2.0-x\r\n")) && tg.BytesOut == 4*int64(len("BSSH-2.0-x\r\n"))

@@ -39,6 +39,9 @@ const statusToken = "browser-test-token-0123456789"
 // With PROTOPLEX_STATUS_SCREENSHOTS=DIR it writes status-light.png and
 // status-dark.png there (docs/img holds the committed ones).
 func TestStatusPageInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the browser drives the binary, which no data-plane setting changes: run in the full (race) run")
+	}
 	browser := requireBinary(t, "chromium")
 	bin := buildCLI(t)
 	dir := t.TempDir()
