@@ -13,7 +13,9 @@
 //     whose Origin or Sec-Fetch-Site says another site sent it is refused
 //     before the token is looked at; a GET changes nothing;
 //   - the page loads nothing from elsewhere, cannot be framed, and its
-//     Content-Security-Policy allows only its own scripts.
+//     Content-Security-Policy allows only its own scripts;
+//   - every action is logged with the client's address and what it did;
+//     refusals, which need no token, at most 5 lines a second.
 //
 // Bounds: an action's body is at most MaxActionBody bytes; the token is
 // MinTokenLen to MaxTokenLen bytes; every list the snapshot holds is bounded
@@ -33,7 +35,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/metrics"
 )
 
@@ -75,7 +79,9 @@ type Config struct {
 // Handler serves /status, /status.json, /status.csv, /status/assets/ and
 // the actions under /status/.
 func Handler(cfg Config) http.Handler {
-	h := &handler{cfg: cfg}
+	// Refusals need no token, so anyone who reaches the port can cause
+	// them: their log lines are rate-limited. Actions done are all logged.
+	h := &handler{cfg: cfg, refusals: guard.NewRateLimitedLogger(cfg.Log, 5, time.Now)}
 	if len(cfg.Token) > 0 {
 		sum := sha256.Sum256(cfg.Token)
 		h.token = sum[:]
@@ -94,8 +100,9 @@ func Handler(cfg Config) http.Handler {
 }
 
 type handler struct {
-	cfg   Config
-	token []byte // sha256 of the token; nil: actions off
+	cfg      Config
+	token    []byte // sha256 of the token; nil: actions off
+	refusals *guard.RateLimitedLogger
 }
 
 // guard refuses a request whose Host does not name this port, and sets
@@ -236,7 +243,7 @@ func (h *handler) action(w http.ResponseWriter, r *http.Request, name string, do
 		return
 	}
 	refuse := func(code int, why string) {
-		h.cfg.Log.Warn("status action refused", "remote", r.RemoteAddr, "action", name, "why", why)
+		h.refusals.Warn("status action refused", "remote", r.RemoteAddr, "action", name, "why", why)
 		writeResult(w, code, why)
 	}
 	switch {
