@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/testnet"
 )
@@ -125,5 +126,43 @@ func TestStatusCommandsDocumented(t *testing.T) {
 	}
 	if !bytes.Contains(doc, []byte(tokenEnv)) {
 		t.Errorf("docs/cli.md does not mention %s", tokenEnv)
+	}
+}
+
+// TestAdminTokenBounds: the token is read bounded, trimmed, and must be 16
+// to 4096 bytes; a file far larger is refused without being read whole.
+func TestAdminTokenBounds(t *testing.T) {
+	dir := t.TempDir()
+	env := func(v string) func(string) string { return func(string) string { return v } }
+	pm := protoplex.NewProtocolManager()
+	defer pm.Close()
+	cfg := protoplex.DefaultConfig()
+	cfg.Monitoring.Admin = true
+	for _, c := range []struct {
+		name, file, env, want string
+	}{
+		{"short file", "0123456789\n", "", "want 16 to 4096"},
+		{"huge file", strings.Repeat("x", 1<<20), "", "longer than 4096"},
+		{"short env", "", "abc", "want 16 to 4096"},
+		{"none", "", "", "no token"},
+		{"good file", "  good-token-0123456789\n", "", ""},
+		{"good env", "", "good-token-0123456789", ""},
+	} {
+		cfg.Monitoring.AdminTokenFile = ""
+		if c.file != "" {
+			cfg.Monitoring.AdminTokenFile = filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+			testnet.WriteFile(t, cfg.Monitoring.AdminTokenFile, c.file)
+		}
+		err := enableAdmin(pm, *cfg, env(c.env))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	cfg.Monitoring.Admin = false
+	if err := enableAdmin(pm, *cfg, env("")); err != nil {
+		t.Errorf("admin off: %v", err)
 	}
 }

@@ -79,3 +79,27 @@ func TestParseAdmin(t *testing.T) {
 		t.Error("ParseAdmin accepted down")
 	}
 }
+
+// TestStatusSince: a target's state changes at a failed dial (down), when
+// its back-off runs out (up again), and at a successful dial after
+// failures; Since follows each.
+func TestStatusSince(t *testing.T) {
+	s, err := New([]Target{{Addr: "10.0.0.1:1", Weight: 1}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := newFakeClock(s)
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // the fake clock's start
+	clock.advance(5 * time.Second)
+	p := s.Plan()
+	a, _ := p.Next()
+	p.Done(a, 0, fmt.Errorf("refused"))
+	st := s.Status()[0]
+	if st.Up || !st.Since.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("after a failed dial: up %v since %v", st.Up, st.Since)
+	}
+	clock.advance(3 * time.Second) // the 1 s back-off ran out 2 s ago
+	if st := s.Status()[0]; !st.Up || !st.Since.Equal(t0.Add(6*time.Second)) {
+		t.Fatalf("after the back-off: up %v since %v", st.Up, st.Since)
+	}
+}

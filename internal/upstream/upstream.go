@@ -342,8 +342,12 @@ func (s *Set) Status() []Status {
 	now := s.now().UnixNano()
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
+		since := t.since.Load()
+		if du := t.downUntil.Load(); du != 0 && du <= now && du > since {
+			since = du // a dial back-off that ran out: up again since then
+		}
 		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load(),
-			Admin: Admin(t.admin.Load()), Since: time.Unix(0, t.since.Load()), Served: t.served.Load(), DialErrors: t.dialErrs.Load(),
+			Admin: Admin(t.admin.Load()), Since: time.Unix(0, since), Served: t.served.Load(), DialErrors: t.dialErrs.Load(),
 			BytesUp: t.bytesUp.Load(), BytesDown: t.bytesDn.Load()}
 		if h := t.health; h != nil {
 			h.mu.Lock()
