@@ -123,3 +123,32 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 		t.Fatalf("the data port answered /status: %q", resp)
 	}
 }
+
+// TestHeldTargetsAndReadiness: a route whose checked targets are all held
+// can take no connection, so the instance is not ready; ready again after
+// "ready".
+func TestHeldTargetsAndReadiness(t *testing.T) {
+	a := testnet.Banner(t, "A")
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: SSH\n    target: %q\n    health_check: {interval: 100ms}\n", a)), "ready.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pm.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	serveTest(t, pm)
+	waitFor(t, func() bool { ok, _ := pm.Ready(); return ok })
+	act := statusActions{pm}
+	if err := act.SetTarget("SSH", a, "maint"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := pm.Ready(); ok || why != "no protocol has a healthy target" {
+		t.Fatalf("with the only target in maint: ready %v %q", ok, why)
+	}
+	if err := act.SetTarget("SSH", a, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { ok, _ := pm.Ready(); return ok })
+}

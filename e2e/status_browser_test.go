@@ -163,6 +163,15 @@ monitoring:
 		t.Fatalf("a wrong token changed A to %q", s)
 	}
 
+	// A page of another origin (another port) that knows the token tries
+	// both CSRF routes: a fetch with the header (its CORS preflight gets no
+	// CORS answer, so it is never sent) and, failing that, a plain form
+	// POST (no header; its Origin and Sec-Fetch-Site are refused).
+	csrf(t, ctx, metricsAddr, a)
+	if s := state(ctx, a); s != "DRAIN/operator" {
+		t.Fatalf("a page of another origin changed A to %q", s)
+	}
+
 	if dir := os.Getenv("PROTOPLEX_STATUS_SCREENSHOTS"); dir != "" {
 		for i := range 6 { // some traffic for the rates
 			exchangeWith(data, fmt.Sprintf("SSH-2.0-traffic-%d\r\n", i))
@@ -202,6 +211,41 @@ monitoring:
 	}
 	if strings.Contains(filtered, b) || !strings.Contains(filtered, c) || !strings.Contains(filtered, a) {
 		t.Errorf("?problems=1 without JavaScript shows the wrong targets:\n%s", filtered)
+	}
+}
+
+// csrf loads an attacker's page, served from another port of 127.0.0.1,
+// that tries to set target of SSH ready on metricsAddr, and waits until
+// its form POST got the status port's answer: the refusal.
+func csrf(t *testing.T, parent context.Context, metricsAddr, target string) {
+	t.Helper()
+	action := "http://" + metricsAddr + "/status/target"
+	evil := testnet.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<!DOCTYPE html><title>evil</title>
+<form id="f" method="POST" action=%q><input name="route" value="SSH"><input name="target" value=%q><input name="state" value="ready"></form>
+<script>
+fetch(%q, {method: "POST", headers: {"X-Protoplex-Token": %q, "Content-Type": "application/x-www-form-urlencoded"},
+  body: "route=SSH&target=" + encodeURIComponent(%q) + "&state=ready"})
+  .then(() => { document.title = "fetch went through"; }, () => { document.getElementById("f").submit(); });
+</script>`, action, target, action, statusToken, target)
+	})}
+	go srv.Serve(evil)
+	t.Cleanup(func() { srv.Close() })
+	tab, cancel := chromedp.NewContext(parent)
+	defer cancel()
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+evil.Addr().String()+"/")); err != nil {
+		t.Fatalf("the attacker's page: %v", err)
+	}
+	var body, title string
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		title, _ = chromedp.Run(tab, chromedp.Title())
+		body, _ = chromedp.Run(tab, chromedp.Text("body"))
+		return title == "fetch went through" || strings.Contains(body, "cross-origin")
+	}, "the attacker's form never got an answer: title %q, body %q", testnet.Later(func() string { return title }), testnet.Later(func() string { return body }))
+	if title == "fetch went through" {
+		t.Fatal("a cross-origin fetch carrying the token was answered")
 	}
 }
 
