@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/testnet"
 )
 
@@ -313,5 +315,34 @@ func screenshots(t *testing.T, ctx context.Context, page, dir string) {
 			t.Fatalf("screenshot %s: %v", scheme, err)
 		}
 		testnet.WriteFile(t, filepath.Join(dir, "status-"+scheme+".png"), string(png))
+	}
+}
+
+// checkClusterStatus: the status snapshot of a node shows the cluster: its
+// id, etcd connected, the three nodes and the discovered service.
+func checkClusterStatus(t *testing.T, pm *protoplex.ProtocolManager, id string) {
+	t.Helper()
+	if err := pm.ServeMetrics("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + pm.MetricsAddr() + "/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct {
+		Cluster struct {
+			Distributed   bool   `json:"distributed"`
+			NodeID        string `json:"node_id"`
+			EtcdConnected bool   `json:"etcd_connected"`
+			Nodes         int    `json:"nodes"`
+			Services      int    `json:"services"`
+		} `json:"cluster"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.Cluster; !c.Distributed || c.NodeID != id || !c.EtcdConnected || c.Nodes != 3 || c.Services != 1 {
+		t.Fatalf("/status.json cluster = %+v", c)
 	}
 }
