@@ -223,7 +223,8 @@ func (pm *ProtocolManager) buildStatus() *metrics.Status {
 	for _, src := range pm.guard.TopSources(statusMaxTopSources) {
 		s.Guard.TopSources = append(s.Guard.TopSources, metrics.Source{Source: src.Source.String(), Connections: src.Connections})
 	}
-	pm.statusGathered(s)
+	pm.stats.ReadProcess(&s.Totals)
+	pm.stats.ReadUDP(&s.UDP)
 	if fn := pm.status.cluster.Load(); fn != nil {
 		s.Cluster = (*fn)()
 		s.Cluster.Nodes = metrics.Counter(pm.stats.ClusterNodes)
@@ -276,59 +277,6 @@ func (pm *ProtocolManager) statusTotals(t *metrics.Totals, now time.Time) {
 	t.LastReloadResult = result
 	if !t.LastReloadAt.IsZero() {
 		t.LastReloadAt = t.LastReloadAt.UTC()
-	}
-}
-
-// statusGathered fills what the registry's own collectors know: the
-// process's descriptors and memory (process_*, where the OS provides
-// them) and the UDP counters by protocol.
-func (pm *ProtocolManager) statusGathered(s *metrics.Status) {
-	fams, _ := pm.stats.Registry().Gather()
-	udp := map[string]*metrics.UDPCount{}
-	var order []string
-	for _, f := range fams {
-		for _, m := range f.GetMetric() {
-			var v float64
-			switch {
-			case m.GetGauge() != nil:
-				v = m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				v = m.GetCounter().GetValue()
-			}
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			u := func() *metrics.UDPCount {
-				p := labels["protocol"]
-				if udp[p] == nil {
-					udp[p] = &metrics.UDPCount{Protocol: p}
-					order = append(order, p)
-				}
-				return udp[p]
-			}
-			switch f.GetName() {
-			case "process_open_fds":
-				s.Totals.FDsOpen = int64(v)
-			case "process_max_fds":
-				s.Totals.FDsLimit = int64(v)
-			case "process_resident_memory_bytes":
-				s.Totals.MemoryBytes = int64(v)
-			case "protoplex_udp_flows_active":
-				s.UDP.FlowsActive = int64(v)
-			case "protoplex_udp_flows_total":
-				u().Flows = int64(v)
-			case "protoplex_udp_bytes_total":
-				if labels["direction"] == metrics.ClientToBackend {
-					u().BytesIn = int64(v)
-				} else {
-					u().BytesOut = int64(v)
-				}
-			}
-		}
-	}
-	for _, p := range order {
-		s.UDP.Protocols = append(s.UDP.Protocols, *udp[p])
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,9 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	if tg := target(); tg.State != "drain" || !tg.Held {
 		t.Fatalf("A in the snapshot: %+v", tg)
 	}
+	if tot := pm.statusSnapshot().Totals; runtime.GOOS == "linux" && (tot.FDsOpen == 0 || tot.FDsLimit == 0 || tot.MemoryBytes == 0) {
+		t.Fatalf("the process figures are missing: %+v", tot)
+	}
 	waitFor(t, func() bool { // counted as each connection ends
 		pm.statusChanged()
 		for _, r := range pm.statusSnapshot().Routes {
@@ -151,4 +155,40 @@ func TestHeldTargetsAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { ok, _ := pm.Ready(); return ok })
+}
+
+// BenchmarkStatusSnapshot: building the snapshot and taking one rate
+// sample for 100 routes of 10 targets each (1,000 targets); a snapshot is
+// built at most twice a second, a sample once a second.
+func BenchmarkStatusSnapshot(b *testing.B) {
+	var text strings.Builder
+	text.WriteString("protocols:\n")
+	for i := range 100 {
+		var targets []string
+		for j := range 10 {
+			targets = append(targets, fmt.Sprintf("%q", fmt.Sprintf("127.0.%d.%d:22", i, j+1)))
+		}
+		fmt.Fprintf(&text, "  - name: TLS\n    sni: [\"h%d.example\"]\n    target: [%s]\n", i, strings.Join(targets, ", "))
+	}
+	cfg, err := ParseConfig([]byte(text.String()), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	defer pm.Close()
+	if err := pm.UpdateConfig(cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			pm.buildStatus()
+		}
+	})
+	b.Run("sample", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			pm.status.rates.Add(time.Now(), pm.counters())
+		}
+	})
 }

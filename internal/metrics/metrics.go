@@ -69,7 +69,8 @@ type Stats struct {
 
 	UDP *UDP // the UDP engine's collectors
 
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	process prometheus.Collector // process_*: the status page reads it alone
 
 	refused          *prometheus.CounterVec
 	refusedBy        map[string]prometheus.Counter // read-only after New
@@ -136,6 +137,7 @@ func (s *Stats) Forwarded(r *Route, fs proxy.Stats) {
 func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
+		process:   collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		routes:    map[string]*Route{},
 		series:    map[[2]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
@@ -165,7 +167,7 @@ func New() *Stats {
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
 			func() float64 { _, h := s.Cache.Load(); return float64(h) }),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), s.process)
 	for _, r := range refusedReasons {
 		s.refusedBy[r] = s.refused.WithLabelValues(r)
 	}

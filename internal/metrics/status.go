@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -365,4 +366,80 @@ func value(m map[string][]int64, key string, i int) int64 {
 		return v[i]
 	}
 	return 0
+}
+
+// collect reads every metric c collects: its name, labels and value.
+func collect(c prometheus.Collector, fn func(name string, labels map[string]string, v float64)) {
+	ch := make(chan prometheus.Metric, 16)
+	go func() { c.Collect(ch); close(ch) }()
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range d.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		var v float64
+		switch {
+		case d.Counter != nil:
+			v = d.Counter.GetValue()
+		case d.Gauge != nil:
+			v = d.Gauge.GetValue()
+		}
+		fn(descName(m.Desc()), labels, v)
+	}
+}
+
+// descName is the fqName of d, which Desc only shows in its String.
+func descName(d *prometheus.Desc) string {
+	s := d.String()
+	if _, rest, ok := strings.Cut(s, `fqName: "`); ok {
+		name, _, _ := strings.Cut(rest, `"`)
+		return name
+	}
+	return ""
+}
+
+// ReadProcess fills t's descriptors and resident memory from the process
+// collector behind /metrics (process_open_fds, process_max_fds,
+// process_resident_memory_bytes); they stay 0 where the OS gives none.
+func (s *Stats) ReadProcess(t *Totals) {
+	collect(s.process, func(name string, _ map[string]string, v float64) {
+		switch name {
+		case "process_open_fds":
+			t.FDsOpen = int64(v)
+		case "process_max_fds":
+			t.FDsLimit = int64(v)
+		case "process_resident_memory_bytes":
+			t.MemoryBytes = int64(v)
+		}
+	})
+}
+
+// ReadUDP fills u from the UDP counters behind /metrics: the flows in the
+// table, and each protocol's flows and bytes, in the order first seen.
+func (s *Stats) ReadUDP(u *UDPState) {
+	u.FlowsActive = Counter(s.UDP.Active)
+	by := map[string]*UDPCount{}
+	var order []string
+	at := func(p string) *UDPCount {
+		if by[p] == nil {
+			by[p] = &UDPCount{Protocol: p}
+			order = append(order, p)
+		}
+		return by[p]
+	}
+	collect(s.UDP.flows, func(_ string, l map[string]string, v float64) { at(l["protocol"]).Flows = int64(v) })
+	collect(s.UDP.bytes, func(_ string, l map[string]string, v float64) {
+		if l["direction"] == ClientToBackend {
+			at(l["protocol"]).BytesIn = int64(v)
+		} else {
+			at(l["protocol"]).BytesOut = int64(v)
+		}
+	})
+	for _, p := range order {
+		u.Protocols = append(u.Protocols, *by[p])
+	}
 }
