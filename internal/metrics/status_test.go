@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"encoding/json"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,5 +59,29 @@ func TestTargetFieldsAreTheJSON(t *testing.T) {
 	sorted := slices.Sorted(slices.Values(names))
 	if !slices.Equal(keys, sorted) {
 		t.Fatalf("TargetFields %v\n  JSON keys %v", sorted, keys)
+	}
+}
+
+// TestReadUDPAndProcess: the status reads the UDP counters by protocol and
+// the process figures from the collectors behind /metrics.
+func TestReadUDPAndProcess(t *testing.T) {
+	s := New()
+	dns := s.UDP.Route("DNS")
+	dns.Flows.Add(3)
+	dns.BytesUp.Add(100)
+	dns.BytesDown.Add(250)
+	s.UDP.Route("QUIC").Flows.Inc()
+	s.UDP.Active.Set(2)
+	var u UDPState
+	s.ReadUDP(&u)
+	slices.SortFunc(u.Protocols, func(a, b UDPCount) int { return strings.Compare(a.Protocol, b.Protocol) })
+	want := []UDPCount{{"DNS", 3, 100, 250}, {"QUIC", 1, 0, 0}}
+	if u.FlowsActive != 2 || !slices.Equal(u.Protocols, want) {
+		t.Fatalf("ReadUDP = %+v, want 2 active and %+v", u, want)
+	}
+	var tot Totals
+	s.ReadProcess(&tot)
+	if runtime.GOOS == "linux" && (tot.FDsOpen == 0 || tot.FDsLimit == 0 || tot.MemoryBytes == 0) {
+		t.Fatalf("ReadProcess = %+v", tot)
 	}
 }
