@@ -1,7 +1,9 @@
 package protoplex
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -108,6 +110,10 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	}
 
 	pm.Ban(netip.MustParseAddr("192.0.2.9"), time.Minute)
+	pm.statusChanged()
+	if g := pm.statusSnapshot().Guard; g.BannedTotal != 1 || len(g.Banned) != 1 || g.Banned[0].Source != "192.0.2.9" || g.Banned[0].Reason != "remote" {
+		t.Fatalf("the snapshot's bans: %+v", g)
+	}
 	if err := act.Unban(netip.MustParseAddr("192.0.2.9")); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +122,34 @@ func TestStatusHoldsSurviveReload(t *testing.T) {
 	}
 	if err := act.CloseConn(1 << 60); err == nil {
 		t.Fatal("closing an unknown connection")
+	}
+	// Close one connection by its id: the one listed with this client's address.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	fmt.Fprint(c, "SSH-2.0-held\r\n")
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasSuffix(line, "SSH-2.0-held\r\n") {
+		t.Fatalf("the held connection: %q %v", line, err)
+	}
+	var id uint64
+	pm.statusChanged()
+	for _, lc := range pm.statusSnapshot().Connections.Listed {
+		if lc.Client == c.LocalAddr().String() {
+			id = lc.ID
+		}
+	}
+	if id == 0 {
+		t.Fatalf("the connection from %s is not listed: %+v", c.LocalAddr(), pm.statusSnapshot().Connections)
+	}
+	if err := act.CloseConn(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Fatal("the connection closed by id is still open")
 	}
 
 	code, body := get(t, "http://"+pm.MetricsAddr()+"/status")
