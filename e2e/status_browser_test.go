@@ -117,7 +117,9 @@ monitoring:
 	// C goes away: its row turns DOWN by itself (fall 2 × 200 ms, then
 	// the page's next poll), the page never reloaded.
 	cLn.Close()
+	downAt := time.Now()
 	testnet.Eventually(t, 20*time.Second, func() bool { return state(ctx, c) == "DOWN/" }, "target C never DOWN on the page: %q", testnet.Later(func() string { return state(ctx, c) }))
+	t.Logf("C's row turned DOWN %v after its listener closed (checks every 200 ms, fall 2; the page polls every 1 s)", time.Since(downAt).Round(10*time.Millisecond))
 	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded === true`)); err != nil || !same {
 		t.Fatalf("the page was reloaded (%v)", err)
 	}
