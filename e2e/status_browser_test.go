@@ -64,6 +64,8 @@ protocols:
     health_check: {interval: 200ms, timeout: 1s, check: tcp, fall: 2, rise: 1}
   - name: HTTP
     target: %q
+security:
+  max_connections_per_ip: 1000
 monitoring:
   metrics_port: %d
   admin: true
