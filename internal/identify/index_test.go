@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -265,4 +266,38 @@ func TestNamesBounded(t *testing.T) {
 	if _, err := New([]RouteSpec{{Spec: quic("x:1").Spec(), Fallback: true}, {Spec: dns("x:1").Spec(), Fallback: true}}, 0, nil); err == nil || !strings.Contains(err.Error(), "UDP fallback") {
 		t.Fatalf("two UDP fallbacks: %v", err)
 	}
+}
+
+// FuzzEvaluateMatchesLinear: any bytes (recorded flights to start from),
+// routed by every built-in plus TLS and HTTP routes that share their
+// protocol (exact names, wildcards, ALPN, a name on two routes), give the
+// answer of the linear walk.
+func FuzzEvaluateMatchesLinear(f *testing.F) {
+	for _, name := range []string{"tls-chromium.bin", "tls-openssl-sni.bin", "http-curl.bin", "websocket-curl.bin", "ssh-openssh.bin"} {
+		f.Add(testnet.Flight(f, name))
+	}
+	f.Add(longHostRequest())
+	ps := builtins("127.0.0.1:1")
+	for i, c := range []protocols.Conditions{
+		{SNI: []string{"a.example"}}, {SNI: []string{"*.example", "b.example."}, ALPN: []string{"h2"}},
+		{SNI: []string{"A.EXAMPLE"}, Hosts: []string{"host.example"}}, {ALPN: []string{"http/1.1", "h2"}},
+		{SNI: []string{"*.a.example"}}, {Hosts: []string{"host.example", "*.example"}}, {Hosts: []string{"[::1]"}},
+	} {
+		p := protocols.NewTLSProtocol(fmt.Sprintf("127.0.0.1:%d", 2+i))
+		if len(c.Hosts) > 0 && len(c.SNI) == 0 {
+			p = protocols.NewHTTPProtocol(fmt.Sprintf("127.0.0.1:%d", 2+i))
+		}
+		p.SNI, p.ALPN, p.Hosts = c.SNI, c.ALPN, c.Hosts
+		p.Priority = i % 2
+		ps = append(ps, p)
+	}
+	tb, err := New(routeSpecs(ps), 0, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if got, want := tb.Evaluate(data), linearEvaluate(tb, data); got != want {
+			t.Fatalf("Evaluate %s, linear %s", verdictString(got), verdictString(want))
+		}
+	})
 }
