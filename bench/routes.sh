@@ -9,7 +9,7 @@
 #   bash bench/routes.sh               (~6 min)
 #   QUICK=1 bash bench/routes.sh       (~1 min, to check the script)
 # Knobs: BASE (git ref), D (per measurement, 4s), C (concurrency, 32),
-# REPS (alternating before/after measurements per config, 3).
+# REPS (rounds over every config, before and after, 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE:-main}; D=${D:-4s}; C=${C:-32}; REPS=${REPS:-3}; QUICK=${QUICK:-0}
@@ -67,33 +67,34 @@ CONFIGS=(
   "100,000 names (10 routes of 10,000)|n100k|10|10000|"
   "100,000 names in one sni_file|f100k|1|100000|file"
 )
-declare -A R
+# Every server runs for the whole run and each round measures every config
+# before and after in turn, so that a change of the machine's load (other
+# work on a shared machine) spreads over all the figures alike.
+declare -A R U PORT SNI SPID
 for cfg in "${CONFIGS[@]}"; do
   IFS='|' read -r label name routes names mode <<< "$cfg"
-  sni=$(conf "$name" "$routes" "$names" "$mode")
+  SNI[$name]=$(conf "$name" "$routes" "$names" "$mode")
   for bin in before after; do
-    R[$name,$bin]=""
+    R[$name,$bin]=""; U[$name,$bin]=""
     [ "$mode" = file ] && [ $bin = before ] && continue
     listen=$(freeport)
     sed "s/127.0.0.1:0\"/127.0.0.1:$listen\"/" "$TMP/$name.yaml" > "$TMP/$name-$bin.yaml"
-    "$TMP/$bin" -config "$TMP/$name-$bin.yaml" > "$TMP/$name-$bin.log" 2>&1 & PID=$!; PIDS+=($PID)
-    eval "PID_$bin=$PID; PORT_$bin=$listen"
+    "$TMP/$bin" -config "$TMP/$name-$bin.yaml" > "$TMP/$name-$bin.log" 2>&1 & PIDS+=($!); SPID[$name,$bin]=$!
+    PORT[$name,$bin]=$listen
     waitport "$listen" || { cat "$TMP/$name-$bin.log" >&2; exit 1; }
-    "$TMP/loadgen" tls -addr 127.0.0.1:$listen -sni "$sni" -c "$C" -d 1s > /dev/null # warm-up
+    "$TMP/loadgen" tls -addr 127.0.0.1:$listen -sni "${SNI[$name]}" -c "$C" -d 1s > /dev/null # warm-up
   done
-  for rep in $(seq 1 "$REPS"); do
+done
+for rep in $(seq 1 "$REPS"); do
+  for cfg in "${CONFIGS[@]}"; do
+    IFS='|' read -r label name routes names mode <<< "$cfg"
     for bin in before after; do
-      [ "$mode" = file ] && [ $bin = before ] && continue
-      port=PORT_$bin
-      out=$("$TMP/loadgen" tls -addr 127.0.0.1:${!port} -sni "$sni" -c "$C" -d "$D")
+      [ -n "${PORT[$name,$bin]:-}" ] || continue
+      out=$("$TMP/loadgen" tls -addr 127.0.0.1:${PORT[$name,$bin]} -sni "${SNI[$name]}" -c "$C" -d "$D" -pid "${SPID[$name,$bin]}")
       echo "$name $bin #$rep: $out" >&2
       R[$name,$bin]+="$(echo "$out" | sed -n 's/.*\bcps=\([0-9]*\).*/\1/p') "
+      U[$name,$bin]+="$(echo "$out" | sed -n 's/.*\bcpu_us_per_conn=\([0-9.]*\).*/\1/p') "
     done
-  done
-  for bin in before after; do
-    pid=PID_$bin
-    [ -n "${!pid:-}" ] && { kill "${!pid}" 2>/dev/null || true; wait "${!pid}" 2>/dev/null || true; }
-    eval "PID_$bin="
   done
 done
 
@@ -112,23 +113,27 @@ python3 - "$out" "$TMP" "$base" "$(git rev-parse --short HEAD)" "$D" "$C" "$REPS
 import re, statistics, sys
 out, tmp, base, head, d, c, reps, quick, cores, cpu, gover = sys.argv[1:]
 rows = [l.split('|') for l in """$(printf '%s\n' "${CONFIGS[@]}")""".strip().split('\n')]
-R = {}
-$(for k in "${!R[@]}"; do echo "R['$k'] = '${R[$k]}'"; done)
-def med(k):
-    v = [int(x) for x in R.get(k, '').split()]
+R, U = {}, {}
+$(for k in "${!R[@]}"; do echo "R['$k'] = '${R[$k]}'"; echo "U['$k'] = '${U[$k]}'"; done)
+def med(k, m=R):
+    v = [float(x) for x in m.get(k, '').split()]
     return statistics.median(v) if v else None
 lines = ['# Routing by name at scale (issue #24), %s' % sys.argv[1].split('/')[-1][:16], '',
   'Machine: %s cores, %s, %s. Before: %s (%s), after: %s. Each connection: a new TCP connection sending Go\'s TLS ClientHello' % (cores, cpu, gover, base, '$BASE', head),
   'with its own random and session ID for the last name in file order, to a backend that answers one byte; '
-  '\`loadgen tls -c %s\`, %s per measurement, the median of %s measurements alternating before and after. QUICK=%s.' % (c, d, reps, quick), '',
-  '| config | before conn/s | before vs 1 route | after conn/s | after vs 1 route | after / before |', '|---|---|---|---|---|---|']
+  '\`loadgen tls -c %s\`, %s per measurement, the median of %s rounds, each measuring every config before and after in turn. QUICK=%s.' % (c, d, reps, quick), '',
+  '| config | before conn/s | before vs 1 route | after conn/s | after vs 1 route | after / before | before CPU µs/conn | after CPU µs/conn | after CPU vs 1 route |',
+  '|---|---|---|---|---|---|---|---|---|']
 b1, a1 = med('r1,before'), med('r1,after')
 f = lambda x: '–' if x is None else '%.0f' % x
-r = lambda x, y: '–' if x is None or not y else ('%.2f' % (x / y) if x / y >= 0.1 else '1/%.0f' % (y / x))
+r = lambda x, y: '–' if x is None or not y else ('%.2f' % (x / y) if x / y >= 0.01 else '1/%.0f' % (y / x))
 for label, name, *_ in rows:
     b, a = med(name + ',before'), med(name + ',after')
-    lines.append('| %s | %s | %s | %s | %s | %s |' % (label, f(b), r(b, b1), f(a), r(a, a1), r(a, b)))
-lines += ['', '10,000 routes cannot be configured (at most 1,024 protocols and 4,096 targets in all); the in-process', 'benchmark below has them.', '',
+    ub, ua = med(name + ',before', U), med(name + ',after', U)
+    g = lambda x: '–' if x is None else '%.1f' % x
+    lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (label, f(b), r(b, b1), f(a), r(a, a1), r(a, b), g(ub), g(ua), r(ua, med('r1,after', U))))
+lines += ['', 'CPU µs/conn: the CPU time (user + system) the protoplex process spent per connection during the same measurements,',
+  'a figure other work on a shared machine moves less than the rate.', '', '10,000 routes cannot be configured (at most 1,024 protocols and 4,096 targets in all); the in-process', 'benchmark below has them.', '',
   '\`go test -bench EvaluateSNI -benchtime ...\` (internal/identify/route_bench_test.go), the same file in both trees:', '',
   '| routes / names | before ns/op | before allocs | after ns/op | after allocs | after / before |', '|---|---|---|---|---|---|']
 def bench(path):

@@ -8,7 +8,8 @@
 //	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
 //	tls     -addr A -sni NAME -c C -d D          closed loop like cps, each connection sending a real TLS
 //	                                             ClientHello (Go's, for NAME) with its own random and session
-//	                                             ID, reading the backend's reply to EOF (bench/backend -byte)
+//	                                             ID, reading the backend's reply to EOF (bench/backend -byte);
+//	                                             with -pid P also the CPU time P spent per connection
 //
 // Every mode prints one line of key=value pairs for bench/run.sh. idle and
 // cpu read the measured process's figures from /proc, so they need Linux.
@@ -70,7 +71,7 @@ func main() {
 	case "cpu":
 		cpu(*addr, *sshAddr, *sshShare, *n, *conc, *pid)
 	case "tls":
-		tlsCPS(*addr, *sni, *conc, *dur)
+		tlsCPS(*addr, *sni, *conc, *dur, *pid)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		os.Exit(2)

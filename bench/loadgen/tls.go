@@ -48,7 +48,10 @@ func clientHello(sni string) (hello []byte, random, session int, err error) {
 
 // tlsCPS is the closed loop of cps with TLS ClientHellos: connect, send a
 // hello with a fresh random and session ID, read the reply to EOF, close.
-func tlsCPS(addr, sni string, conc int, d time.Duration) {
+// With pid > 0 it also reports the CPU time that process (the proxy) spent
+// per connection, a figure less moved than the rate by other work on a
+// shared machine.
+func tlsCPS(addr, sni string, conc int, d time.Duration, pid int) {
 	hello, random, session, err := clientHello(sni)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -59,6 +62,10 @@ func tlsCPS(addr, sni string, conc int, d time.Duration) {
 	var first atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
+	cpu0 := 0.0
+	if pid > 0 {
+		cpu0 = cpuTicks(pid)
+	}
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func(seed uint64) {
@@ -85,6 +92,9 @@ func tlsCPS(addr, sni string, conc int, d time.Duration) {
 	wg.Wait()
 	el := time.Since(start).Seconds()
 	firstErr, _ := first.Load().(string)
+	if pid > 0 && okN.Load() > 0 {
+		fmt.Printf("cpu_us_per_conn=%.1f ", (cpuTicks(pid)-cpu0)*1e6/float64(okN.Load()))
+	}
 	fmt.Printf("cps=%.0f ok=%d errors=%d seconds=%.2f first_error=%q\n", float64(okN.Load())/el, okN.Load(), errN.Load(), el, firstErr)
 }
 
