@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/protocols"
 )
 
 // Bounds of a names file (sni_file, host_file): it is read on every load
@@ -45,7 +46,7 @@ func (c *Config) loadNames(file string, root *yaml.Node) []error {
 			if !filepath.IsAbs(path) && file != "" {
 				path = filepath.Join(filepath.Dir(file), path)
 			}
-			names, ferrs := readNames(path, fmt.Sprintf("%s: %s", name, f.key), identify.MaxNames-total)
+			names, ferrs := readNames(path, fmt.Sprintf("%s: %s", name, f.key), identify.MaxNames-total, *f.list)
 			if len(ferrs) == 1 && errors.Is(ferrs[0], errOpen) {
 				// Not read: the error is the configuration's, at the key.
 				where := file + ": "
@@ -70,9 +71,10 @@ func (c *Config) loadNames(file string, root *yaml.Node) []error {
 
 // readNames reads one name per line from path: spaces around a name are
 // dropped, "#" starts a comment, blank lines are skipped. Each name is
-// checked as an sni or host entry written inline; at most most names are
-// read (the rest of the file is an error). what prefixes each error.
-func readNames(path, what string, most int) (names []string, errs []error) {
+// checked as an sni or host entry written inline, and must not be listed
+// twice, in the file or inline; at most most names are read (the rest of
+// the file is an error). what prefixes each error.
+func readNames(path, what string, most int, inline []string) (names []string, errs []error) {
 	f, err := openNames(path)
 	if err != nil {
 		return nil, []error{fmt.Errorf("%w: %v", errOpen, err)}
@@ -81,7 +83,10 @@ func readNames(path, what string, most int) (names []string, errs []error) {
 	r := &countReader{r: io.LimitReader(f, MaxNamesFileSize+1)}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxNamesLine+1)
-	seen := map[string]int{}
+	seen := map[string]int{} // name → its line, 0 when written inline
+	for _, n := range inline {
+		seen[protocols.NormalizeName(n)] = 0
+	}
 	bad, line := 0, 0
 	report := func(format string, a ...any) bool {
 		if bad++; bad > maxReported {
@@ -109,8 +114,12 @@ func readNames(path, what string, most int) (names []string, errs []error) {
 		case err != nil:
 			msg = err.Error()
 		}
-		if first, dup := seen[strings.ToLower(strings.TrimSuffix(n, "."))]; dup && msg == "" {
+		key := protocols.NormalizeName(n)
+		if first, dup := seen[key]; dup && msg == "" {
 			msg = fmt.Sprintf("%q is listed twice (first at line %d)", n, first)
+			if first == 0 {
+				msg = fmt.Sprintf("%q is listed twice (also written inline)", n)
+			}
 		}
 		if msg != "" {
 			if !report("%s", msg) {
@@ -118,7 +127,7 @@ func readNames(path, what string, most int) (names []string, errs []error) {
 			}
 			continue
 		}
-		seen[strings.ToLower(strings.TrimSuffix(n, "."))] = line
+		seen[key] = line
 		names = append(names, n)
 	}
 	switch err := sc.Err(); {

@@ -86,6 +86,10 @@ func TestNamesFilesRefused(t *testing.T) {
 			`n.txt:2: protocols[0] (tls): sni_file: "bad name" is not a host name`,
 			`n.txt:3: protocols[0] (tls): sni_file: "^x$" looks like a regular expression`,
 			`n.txt:4: protocols[0] (tls): sni_file: "a.example." is listed twice (first at line 1)`}},
+		{"inline and in the file", entry("sni_file", "n.txt") + "    sni: [B.example]\n", map[string]string{"n.txt": "a.example\nb.example\n"}, []string{
+			`n.txt:2: protocols[0] (tls): sni_file: "b.example" is listed twice (also written inline)`}},
+		{"twice inline", "  - name: tls\n    target: \"127.0.0.1:1\"\n    sni: [a.example, b.example, A.example.]\n    alpn: [h2, h2]\n", nil, []string{
+			`t.yaml:6: protocols[0] (tls): sni "A.example." is listed twice (first at sni[0])`, `t.yaml:7: protocols[0] (tls): alpn "h2" is listed twice (first at alpn[0])`}},
 		{"missing", entry("host_file", "none.txt"), nil, []string{`t.yaml:6: protocols[0] (tls): host_file "none.txt": cannot read it`}},
 		{"directory", entry("sni_file", "."), nil, []string{`t.yaml:6: protocols[0] (tls): sni_file ".": cannot read it`, "not a regular file"}},
 		{"empty", entry("sni_file", "n.txt"), map[string]string{"n.txt": "# nothing yet\n"}, []string{"protocols[0] (tls): sni_file: no names in the file"}},

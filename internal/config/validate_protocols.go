@@ -103,15 +103,29 @@ func (v *checker) protocols(c *Config) {
 				v.add(field(cond.key), "%s: %s: %d entries, at most %d", name, cond.key, len(cond.list), maxConditions)
 			}
 			bad := 0
+			seen := map[string]int{}
 			for j, val := range cond.list {
 				if val == "" || len(val) > cond.max || !printable(val) {
 					v.add(field(cond.key), "%s: %s %q: want 1 to %d printable characters", name, cond.key, val, cond.max)
 					break
 				}
-				if cond.key == "alpn" {
-					continue
+				err := error(nil)
+				if cond.key != "alpn" {
+					err = checkName(val)
 				}
-				if err := checkName(val); err != nil {
+				// A name twice in one list is a slip (caddy refuses it
+				// too); across routes a name is ranked, not refused.
+				key := val
+				if cond.key != "alpn" {
+					key = protocols.NormalizeName(val)
+				}
+				if first, dup := seen[key]; dup && err == nil {
+					err = fmt.Errorf("%q is listed twice (first at %s[%d])", val, cond.key, first)
+				}
+				if _, dup := seen[key]; !dup {
+					seen[key] = j
+				}
+				if err != nil {
 					if bad++; bad > maxReported {
 						v.add(field(cond.key), "%s: %s: more entries like these", name, cond.key)
 						break
