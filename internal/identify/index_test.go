@@ -301,3 +301,34 @@ func FuzzEvaluateMatchesLinear(f *testing.F) {
 		}
 	})
 }
+
+// TestParsedOncePerEvaluate: 1,000 routes of one protocol, by name, and one
+// without a condition: one Evaluate runs the detector once and the
+// inspector once, whatever the number of routes.
+func TestParsedOncePerEvaluate(t *testing.T) {
+	var detects, inspects int
+	detect := func(data []byte) protocols.Result { detects++; return detectA(data) }
+	inspect := func(data []byte) (protocols.Metadata, bool) { inspects++; return synthInspect(data) }
+	var specs []RouteSpec
+	for i := range 1000 {
+		specs = append(specs, RouteSpec{Spec: protocols.Spec{Name: "A", Detect: detect, Inspect: inspect, Structural: true},
+			Conditions: protocols.Conditions{SNI: []string{fmt.Sprintf("n%d.example", i)}}})
+	}
+	specs = append(specs, RouteSpec{Spec: protocols.Spec{Name: "A", Detect: detect, Inspect: inspect, Structural: true}})
+	tb, err := New(specs, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		data string
+		want int
+	}{{"Amn999.example;;$", 999}, {"Amother.example;;$", 1000}} {
+		detects, inspects = 0, 0
+		if v := tb.Evaluate([]byte(c.data)); v.Best == nil || v.Best.Index != c.want || !v.Final {
+			t.Fatalf("%s: %s, want route %d", c.data, verdictString(v), c.want)
+		}
+		if detects != 1 || inspects != 1 {
+			t.Errorf("%s: %d detector and %d inspector runs, want 1 each", c.data, detects, inspects)
+		}
+	}
+}

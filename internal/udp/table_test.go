@@ -233,3 +233,24 @@ func BenchmarkDecideQUIC(b *testing.B) {
 		})
 	}
 }
+
+// TestDecideInspectsOnce: 1,000 routes of one datagram protocol by name:
+// one Decide runs the detector and the inspector (for QUIC: the Initial's
+// decryption) once, whatever the number of routes.
+func TestDecideInspectsOnce(t *testing.T) {
+	var detects, inspects int
+	detect := func(dgs [][]byte) protocols.Result { detects++; return dgA(dgs) }
+	inspect := func(dgs [][]byte) (protocols.Metadata, bool) { inspects++; return dgInspect(dgs) }
+	var routes []Route
+	for i := range 1000 {
+		routes = append(routes, Route{Name: "A", Detect: detect, Inspect: inspect, Targets: []string{"x:1"},
+			Conditions: protocols.Conditions{SNI: []string{fmt.Sprintf("n%d.example", i)}}})
+	}
+	tbl := NewTable(routes, metrics.New().UDP)
+	if r, more := tbl.Decide([][]byte{[]byte("Am"), []byte("n999.example;h3")}, false); r != &routes[999] || more {
+		t.Fatalf("got %v, more %t; want the last route", r, more)
+	}
+	if detects != 1 || inspects != 1 {
+		t.Errorf("%d detector and %d inspector runs, want 1 each", detects, inspects)
+	}
+}
