@@ -185,3 +185,39 @@ func TestMonitoringEnableFalse(t *testing.T) {
 		}
 	}
 }
+
+// TestAnyProtIsTheFallback: an entry named anyprot (sslh's catch-all) is
+// the fallback without saying so, and with fallback: true too; a timeout
+// entry is chosen on silence. Before anyprot was a built-in the first was
+// refused as a user protocol without match fields.
+func TestAnyProtIsTheFallback(t *testing.T) {
+	for _, extra := range []string{"", "    fallback: true\n"} {
+		c, err := Parse([]byte("protocols:\n  - name: SSH\n    target: h:22\n  - name: anyprot\n    target: h:443\n"+extra+"  - name: timeout\n    target: h:13\n"), "a.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", extra, err)
+		}
+		ps, err := c.BuildProtocols()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps[0].Fallback || !ps[1].Fallback || ps[1].Name != protocols.AnyProt || ps[2].Fallback {
+			t.Fatalf("%q: fallback marks %v %v %v", extra, ps[0].Fallback, ps[1].Fallback, ps[2].Fallback)
+		}
+		if !ps[2].ServerFirst() || ps[1].ServerFirst() {
+			t.Fatalf("%q: timeout server-first %v, anyprot %v", extra, ps[2].ServerFirst(), ps[1].ServerFirst())
+		}
+		for _, p := range ps[1:] {
+			if p.Detector()([]byte{0}) != protocols.NoMatch {
+				t.Fatalf("%s matches a byte", p.Name)
+			}
+		}
+	}
+	// With byte patterns the name is a user protocol's, not the catch-all.
+	c, err := Parse([]byte("protocols:\n  - name: anyprot\n    target: h:1\n    match_start_bytes: [aa]\n"), "u.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocols[0].IsFallback() {
+		t.Fatal("a user protocol called anyprot is the fallback")
+	}
+}
