@@ -317,6 +317,10 @@ var userProbes = map[string]struct {
 // catch-all written as a regex entry.
 var catchAllPatterns = []string{"", "^", ".*", "^.*", "(?s).*", "(?s)^.*", "^(?s).*"}
 
+// regexWait is the note on a TCP regex route: it keeps a first flight
+// that no route matches undecided.
+const regexWait = "match_regexes: a regex that does not match yet may match more bytes, so a first flight no route matches waits for server.identify_min_bytes (1024) or identify_timeout (15s) before the fallback; sslh's regex probe gave up at once"
+
 // route converts one protocols entry.
 func (cv *converter) route(p *proto) (*route, error) {
 	r := &route{from: cv.at(p.line), line: p.line, sslhName: p.name, sendProxy: ""}
@@ -401,6 +405,9 @@ func (cv *converter) route(p *proto) (*route, error) {
 			r.regexes = []string{u.regex}
 		}
 		r.notes = append(r.notes, name+": no built-in detector: a user protocol with "+u.how)
+		if u.regex != "" && !p.udp {
+			r.notes = append(r.notes, regexWait)
+		}
 		return r, nil
 	}
 	switch name {
@@ -429,6 +436,8 @@ func (cv *converter) route(p *proto) (*route, error) {
 		}
 		if r.catchAll {
 			r.regexes = nil
+		} else if !p.udp {
+			r.notes = append(r.notes, regexWait)
 		}
 	case "anyprot":
 		r.catchAll = true
