@@ -78,4 +78,12 @@ func TestFromSSLHErrors(t *testing.T) {
 			t.Errorf("protoplex %q: exit %d, stdout %q, stderr %q; want exit %d and %q", c.args, code, stdout, stderr, c.code, c.want)
 		}
 	}
+	// A conversion the checker refuses: the YAML on stdout to fix, the
+	// checker's errors on stderr, exit 1.
+	big := filepath.Join(dir, "big-regex.cfg")
+	testnet.WriteFile(t, big, "listen: ( { host: \"h\"; port: \"443\"; } );\nprotocols: ( { name: \"regex\"; host: \"h\"; port: \"1\"; regex_patterns: [ \"x{1000}y{1000}\" ]; } );\n")
+	stdout, stderr, code := runBinary(t, "-from-sslh", big)
+	if code != exitFail || !strings.Contains(stdout, "match_regexes") || !strings.Contains(stderr, "the converted configuration fails the check") || !strings.Contains(stderr, "compiles to") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
 }

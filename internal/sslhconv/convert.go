@@ -67,6 +67,13 @@ func Convert(in Input) ([]byte, error) {
 	return []byte(cv.emit()), nil
 }
 
+// protoplex's bounds on what a conversion produces (internal/config
+// reports them too; these keep the conversion itself linear).
+const (
+	maxProtocols = 1024
+	maxListen    = 64
+)
+
 // converter holds one conversion's output as it is built.
 type converter struct {
 	in Input
@@ -123,6 +130,14 @@ func (cv *converter) convert() error {
 	c := cv.c
 	if len(c.protos) == 0 {
 		return cv.errAt(0, "no protocols: nothing to route (sslh needs protocols in the file or --ssh, --tls... options)")
+	}
+	// protoplex's own bounds, checked before any work that grows with
+	// the counts.
+	if len(c.protos) > maxProtocols {
+		return cv.errAt(0, "%d protocols entries, protoplex routes at most %d", len(c.protos), maxProtocols)
+	}
+	if len(c.listens) > 2*maxListen {
+		return cv.errAt(0, "%d listen entries, protoplex serves at most %d TCP and %d UDP addresses", len(c.listens), maxListen, maxListen)
 	}
 	if err := cv.listens(); err != nil {
 		return err
@@ -200,8 +215,8 @@ func (cv *converter) listens() error {
 	}
 	cv.listen = dualStack(cv.listen, &cv.serverNotes)
 	cv.listenUDP = dualStack(cv.listenUDP, &cv.serverNotes)
-	if len(cv.listen) > 64 || len(cv.listenUDP) > 64 {
-		return cv.errAt(0, "%d listen addresses, protoplex serves at most 64 TCP and 64 UDP", len(cv.listen)+len(cv.listenUDP))
+	if len(cv.listen) > maxListen || len(cv.listenUDP) > maxListen {
+		return cv.errAt(0, "%d listen addresses, protoplex serves at most %d TCP and %d UDP", len(cv.listen)+len(cv.listenUDP), maxListen, maxListen)
 	}
 	c := cv.c
 	if c.timeout != nil {

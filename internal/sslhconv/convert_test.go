@@ -371,6 +371,17 @@ func TestBounds(t *testing.T) {
 	if _, err := Convert(Input{Args: make([]string, MaxArgs+1)}); err == nil || !strings.Contains(err.Error(), "arguments, at most") {
 		t.Fatalf("too many arguments: %v", err)
 	}
+	settings := make([]string, 50_000)
+	for i := range settings {
+		settings[i] = fmt.Sprintf("s%d: 1;", i)
+	}
+	if _, err := Convert(Input{File: []byte(strings.Join(settings, "\n")), FileName: "s.cfg"}); err == nil || !strings.Contains(err.Error(), "no protocols") {
+		t.Fatalf("50,000 settings: %v", err) // parsed in linear time: each name is looked up in a map
+	}
+	protos := "listen: ({host:\"h\";port:\"1\";});\nprotocols: (" + strings.Repeat(`{name:"ssh";host:"h";port:"22";},`, maxProtocols+1) + ");"
+	if _, err := Convert(Input{File: []byte(protos), FileName: "p.cfg"}); err == nil || !strings.Contains(err.Error(), "1025 protocols entries, protoplex routes at most 1024") {
+		t.Fatalf("too many protocols: %v", err)
+	}
 	many := "x: [" + strings.Repeat("1,", maxValues) + "1];"
 	if _, err := Convert(Input{File: []byte(many), FileName: "m.cfg"}); err == nil || !strings.Contains(err.Error(), "more than 100000 values") {
 		t.Fatalf("too many values: %v", err)

@@ -147,6 +147,7 @@ func (p *parser) peek(off int) byte {
 
 // settings reads "name: value;" into g until close (0: the end of input).
 func (p *parser) settings(g *value, close byte, depth int) error {
+	seen := map[string]int{} // name → line: a repeated name is an error
 	for {
 		if err := p.skip(); err != nil {
 			return err
@@ -177,9 +178,10 @@ func (p *parser) settings(g *value, close byte, depth int) error {
 		if name == "" || !validName(name) {
 			return p.fail("want a setting name, got %s", p.describe())
 		}
-		if old := g.field(name); old != nil {
-			return p.fail("setting %q is given twice (first on line %d)", name, old.line)
+		if first, dup := seen[name]; dup {
+			return p.fail("setting %q is given twice (first on line %d)", name, first)
 		}
+		seen[name] = line
 		if err := p.skip(); err != nil {
 			return err
 		}
