@@ -35,6 +35,9 @@ func (f fromSSLH) run(stdin io.Reader, stdout, stderr io.Writer) (code int, done
 		return 0, false
 	}
 	in := sslhconv.Input{FileName: *f.file, LookupPort: net.LookupPort}
+	if in.FileName == "-" {
+		in.FileName = "stdin"
+	}
 	if *f.file != "" {
 		data, err := readSSLH(*f.file, stdin)
 		if err != nil {

@@ -481,7 +481,7 @@ func (cv *converter) tlsConditions(p *proto, r *route) {
 			for strings.HasPrefix(name, "*.*.") {
 				name = name[2:]
 			}
-			if name != s {
+			if name != strings.ToLower(s) {
 				r.notes = append(r.notes, fmt.Sprintf("sni_hostnames %q: protoplex's wildcard is one leading \"*.\": %q, which also matches names with one label less", s, name))
 			}
 			if !strings.ContainsAny(suffix, "*?[]") && suffix != "" {

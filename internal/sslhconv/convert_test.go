@@ -274,9 +274,12 @@ func TestConvertMapping(t *testing.T) {
 	// A conditional last entry: an anyprot with its target keeps sslh's
 	// fallback; a catch-all regex in the middle becomes anyprot and a
 	// later anyprot is left out.
-	c, out = conv(`{ name: "ssh"; host: "h"; port: "22"; }, { name: "tls"; host: "h"; port: "443"; sni_hostnames: ["*.example.com", "mail?.example.com"]; }`)
-	if got := routes(t, c); !slices.Equal(got, []string{"ssh h:22 server_first", "tls h:443 sni=*.example.com", "anyprot h:443 fallback"}) {
+	c, out = conv(`{ name: "ssh"; host: "h"; port: "22"; }, { name: "tls"; host: "h"; port: "443"; sni_hostnames: ["*.Example.com", "mail?.example.com", "*.*.two.example"]; }`)
+	if got := routes(t, c); !slices.Equal(got, []string{"ssh h:22 server_first", "tls h:443 sni=*.example.com,*.two.example", "anyprot h:443 fallback"}) {
 		t.Fatalf("routes %v\n%s", got, out)
+	}
+	if strings.Contains(out, `"*.Example.com": protoplex's wildcard`) || !strings.Contains(out, `"*.*.two.example": protoplex's wildcard is one leading "*.": "*.two.example"`) {
+		t.Fatalf("wildcard comments:\n%s", out)
 	}
 	if !strings.Contains(out, `sni_hostnames "mail?.example.com": a glob protoplex cannot say`) {
 		t.Fatalf("no comment on the glob:\n%s", out)
