@@ -546,11 +546,32 @@ func (cv *converter) dedupe() {
 			continue
 		}
 		seen[key] = r
-		if r.name == "tls" && !r.conditional() {
-			for _, later := range cv.routes {
-				if later.line > r.line && later.name == "tls" && later.conditional() && later.transport == r.transport {
-					later.notes = append(later.notes, fmt.Sprintf("in sslh the plain tls entry %s above took these clients first; protoplex ranks routes with sni/alpn above it", r.from))
-				}
+	}
+	cv.ranking()
+}
+
+// ranking comments each tls entry that protoplex ranks above a tls entry
+// listed before it (SNI counts 2, ALPN 1): for a ClientHello both take,
+// sslh chose the earlier entry and protoplex chooses this one.
+func (cv *converter) ranking() {
+	rank := func(r *route) int {
+		n := 0
+		if len(r.sni) > 0 {
+			n += 2
+		}
+		if len(r.alpn) > 0 {
+			n++
+		}
+		return n
+	}
+	for i, r := range cv.routes {
+		if r.dropped != "" || r.name != "tls" {
+			continue
+		}
+		for _, above := range cv.routes[:i] {
+			if above.dropped == "" && above.name == "tls" && above.transport == r.transport && rank(above) < rank(r) {
+				r.notes = append(r.notes, fmt.Sprintf("in sslh the tls entry %s above took the clients both entries match; protoplex ranks this one (more route conditions) first, whatever the order or priority; to keep sslh's choice, add an entry with both entries' conditions and that one's target", above.from))
+				break
 			}
 		}
 	}
