@@ -171,7 +171,7 @@ func (cv *converter) listens() error {
 			if l.udp {
 				return cv.errAt(l.line, "listen %q: a Unix datagram socket: not supported", l.host)
 			}
-			if !strings.HasPrefix(l.host, "/") {
+			if !strings.HasPrefix(l.host, "/") || !printable(l.host) {
 				return cv.errAt(l.line, "listen %q: is_unix wants an absolute path as host", l.host)
 			}
 			cv.listen = append(cv.listen, "unix:"+l.host)
@@ -351,7 +351,7 @@ func (cv *converter) route(p *proto) (*route, error) {
 	}
 	switch {
 	case p.unix:
-		if !strings.HasPrefix(p.host, "/") {
+		if !strings.HasPrefix(p.host, "/") || !printable(p.host) {
 			return nil, cv.errAt(p.line, "protocols %q: is_unix wants an absolute path as host, got %q", p.name, p.host)
 		}
 		if p.udp {

@@ -340,6 +340,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{ok, "sslh command line: no protocols"},
 		{ok + "protocols: ( { name: \"ssh\"; host: \"h\"; port: \"22\"; sni_hostnames: [ 1 ]; } );", "e.cfg:2: sni_hostnames: want strings, got an integer"},
 		{ok + "protocols: ( { name: \"tls\"; host: \"h\"; port: \"22\"; sni_hostnames: [ \"a\\x01\" ]; } );", `e.cfg:2: protocols "tls": "a\x01": want printable names`},
+		{ok + "protocols: ( { name: \"http\"; is_unix: true; host: \"/run/\\xff\"; port: \"\"; } );", `e.cfg:2: protocols "http": is_unix wants an absolute path as host, got "/run/\xff"`},
 	} {
 		_, err := Convert(Input{File: []byte(c.src), FileName: "e.cfg"})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
