@@ -46,7 +46,7 @@ peers=(
   "nft nftables"
   "gtlsclient ngtcp2-client"
   "/usr/sbin/gtlsserver ngtcp2-server"
-  "/usr/share/doc/sslh/examples/example.cfg sslh"
+  "/usr/sbin/sslh sslh"
 )
 
 missing=()

@@ -49,8 +49,11 @@ func TestFromSSLH(t *testing.T) {
 	if !strings.Contains(out, `"127.0.0.1:4443"`) || !strings.Contains(out, `target: "127.0.0.1:8080"`) {
 		t.Fatalf("-from-sslh with -from-sslh-args:\n%s", out)
 	}
+	// The installed file too, when the package's docs are there (images
+	// that exclude /usr/share/doc from dpkg have the binary only; the
+	// testdata copy above is the same file).
 	if _, err := os.Stat(debianExample); err != nil {
-		testnet.RequireBinary(t, debianExample) // skipped, or failed under PROTOPLEX_REQUIRE_PEERS=1
+		t.Skipf("%s: %v (scripts/install-test-deps.sh installs sslh)", debianExample, err)
 	}
 	convertAndCheck(t, "-from-sslh", debianExample)
 }
