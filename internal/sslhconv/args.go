@@ -128,7 +128,7 @@ func (c *sslh) applyArg(name, probe, val string) error {
 				return nil
 			}
 		}
-		c.protos = append(c.protos, &proto{name: probe, host: host, port: port, logLevel: 1})
+		c.protos = append(c.protos, &proto{opt: "--" + name, name: probe, host: host, port: port, logLevel: 1})
 	case name == "listen":
 		host, port, err := splitHostPort(name, val)
 		if err != nil {

@@ -340,7 +340,7 @@ const regexWait = "match_regexes: a regex that does not match yet may match more
 func (cv *converter) route(p *proto) (*route, error) {
 	r := &route{from: cv.at(p.line), line: p.line, sslhName: p.name, sendProxy: ""}
 	if p.line == 0 {
-		r.from = "--" + p.name
+		r.from = p.opt
 	}
 	for _, n := range p.notes {
 		r.notes = append(r.notes, n.text)

@@ -54,6 +54,7 @@ type listen struct {
 
 // proto is one entry of sslh's protocols list (--ssh, --tls...).
 type proto struct {
+	opt                  string // the command-line option that set it (--ssl), or ""
 	line                 int
 	name, host, port     string
 	udp, unix, keepalive bool
