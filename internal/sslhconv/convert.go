@@ -24,6 +24,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/darkit/protoplex/internal/config"
 )
 
 // Input is an sslh configuration to convert.
@@ -274,17 +276,23 @@ func (cv *converter) hostPort(line int, what, host, port, network string, listen
 	if host == "" && !listen {
 		return "", cv.errAt(line, "%s: host is empty", what)
 	}
-	if !printable(host) || strings.ContainsAny(host, " ,;") {
-		return "", cv.errAt(line, "%s host %q: not a host name or address", what, host)
-	}
 	if strings.HasPrefix(host, "<") {
 		return "", cv.errAt(line, "%s host %q: a placeholder (Debian's /etc/default/sslh ships --listen <change-me>:443): put the address sslh listens on", what, host)
+	}
+	if !validHost(host) {
+		return "", cv.errAt(line, "%s host %q: not a host name or an IP address", what, host)
 	}
 	n, err := cv.port(port, network)
 	if err != nil {
 		return "", cv.errAt(line, "%s %s:%s: %w", what, host, port, err)
 	}
 	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), strconv.Itoa(n)), nil
+}
+
+// validHost: empty (every interface), an IP address (IPv6 in brackets or
+// not), or a host name the checker accepts.
+func validHost(h string) bool {
+	return h == "" || config.ValidHost(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))
 }
 
 // errUnknownService marks a service name no lookup resolves.
@@ -455,7 +463,7 @@ func (cv *converter) route(p *proto) (*route, error) {
 			r.notes = append(r.notes, regexWait)
 		}
 	case "anyprot":
-		r.catchAll = true
+		r.name, r.catchAll = "anyprot", true
 	case "timeout":
 		r.name = "timeout"
 		if cv.c.onTimeout != "timeout" {
