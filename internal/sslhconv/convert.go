@@ -240,8 +240,12 @@ func (cv *converter) listens() error {
 		cv.firstWait = 5
 		cv.serverNotes = append(cv.serverNotes, "timeout: not set: sslh's default, 5 s since sslh 1.21 (2 s in 1.20)")
 	}
-	if c.udpMax != nil && len(cv.listenUDP) > 0 {
-		cv.udpFlows = min(max(c.udpMax.v.num, 0), 1<<20)
+	if c.udpMax != nil {
+		if len(cv.listenUDP) > 0 {
+			cv.udpFlows = min(max(c.udpMax.v.num, 0), 1<<20)
+		} else {
+			cv.serverNotes = append(cv.serverNotes, fmt.Sprintf("%s: udp_max_connections: %d: no UDP listener, nothing to set", cv.at(c.udpMax.line), c.udpMax.v.num))
+		}
 	}
 	return nil
 }

@@ -161,7 +161,7 @@ func globalNote(name, val string) (text string, ok bool) {
 		return is + "protoplex always runs in the foreground (systemd Type=exec); nothing to set", true
 	case name == "inetd":
 		if val == "false" {
-			return "", true
+			return is + "nothing to set: protoplex binds its own sockets (or takes them from systemd socket activation)", true
 		}
 		return is + "no inetd mode; systemd socket activation hands protoplex its listening sockets (docs/cli.md#socket-activation)", true
 	case name == "numeric":
