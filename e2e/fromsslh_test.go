@@ -150,3 +150,20 @@ func TestFromSSLH(t *testing.T) {
 		}
 	})
 }
+
+// TestCatchAllEntries: the two ways to write sslh's default route — an
+// anyprot entry, or a second entry of a protocol marked fallback — take
+// the bytes no route matches, while that protocol's clients keep going to
+// its first entry.
+func TestCatchAllEntries(t *testing.T) {
+	web, other := testnet.Banner(t, "web:"), testnet.Banner(t, "other:")
+	for _, second := range []string{"name: anyprot", "name: HTTP\n    fallback: true"} {
+		addr, _ := startConfigured(t, "protocols:\n  - name: HTTP\n    target: \""+web+"\"\n  - "+second+"\n    target: \""+other+"\"\n")
+		if got := exchangeWith(addr, "GET / HTTP/1.0\r\n\r\n"); got != "web:GET / HTTP/1.0\r\n\r\n" {
+			t.Errorf("%s: HTTP went to %q", second, got)
+		}
+		if got := exchangeWith(addr, "zzzz\r\n"); got != "other:zzzz\r\n" {
+			t.Errorf("%s: unknown bytes went to %q", second, got)
+		}
+	}
+}

@@ -221,3 +221,26 @@ func TestAnyProtIsTheFallback(t *testing.T) {
 		t.Fatal("a user protocol called anyprot is the fallback")
 	}
 }
+
+// TestRepeatedEntryAsFallback: a second entry of a protocol, the same
+// conditions, is refused as one that could never match, unless it is the
+// fallback, which takes what nothing matched (its detector's matches go to
+// the first entry).
+func TestRepeatedEntryAsFallback(t *testing.T) {
+	two := "protocols:\n  - name: HTTP\n    target: h:80\n  - name: HTTP\n    target: h:8080\n"
+	if _, err := Parse([]byte(two), "d.yaml"); err == nil || !strings.Contains(err.Error(), "d.yaml:4: protocols[1] (HTTP): same protocol and conditions as protocols[0]") {
+		t.Fatalf("a plain repeat: %v", err)
+	}
+	c, err := Parse([]byte(two+"    fallback: true\n"), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil || ps[0].Fallback || !ps[1].Fallback {
+		t.Fatalf("%v: fallback %v %v", err, ps[0].Fallback, ps[1].Fallback)
+	}
+	// A third plain repeat is still refused, against the first.
+	if _, err := Parse([]byte(two+"    fallback: true\n  - name: HTTP\n    target: h:1\n"), "d.yaml"); err == nil || !strings.Contains(err.Error(), "protocols[2] (HTTP): same protocol and conditions as protocols[0]") {
+		t.Fatalf("a third repeat: %v", err)
+	}
+}

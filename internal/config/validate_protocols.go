@@ -224,10 +224,14 @@ func (v *checker) protocols(c *Config) {
 			}
 		}
 		key := fmt.Sprintf("%s|%v|%v|%v", strings.ToLower(p.Name), p.SNI, p.ALPN, p.Host)
-		if j, dup := seen[key]; dup && builtin {
+		// A repeated entry that is the fallback still takes what nothing
+		// matched (sslh's "second http entry as the default").
+		if j, dup := seen[key]; dup && builtin && !p.IsFallback() {
 			v.add(where, "%s: same protocol and conditions as protocols[%d]: the second could never match", name, j)
 		}
-		seen[key] = i
+		if _, dup := seen[key]; !dup {
+			seen[key] = i
+		}
 	}
 }
 
