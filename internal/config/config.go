@@ -145,6 +145,13 @@ type Protocol struct {
 	fileSNI, fileHost int
 }
 
+// IsFallback reports whether the entry takes what nothing else matched:
+// it says fallback: true, or it is the built-in catch-all anyprot (sslh's
+// name for it), which is the fallback by nature.
+func (p *Protocol) IsFallback() bool {
+	return p.Fallback || protocols.IsAnyProt(p.Name) && len(p.MatchStartBytes)+len(p.MatchRegexes) == 0
+}
+
 // Pool and Health are a protocol's warm pool and active health checks, the
 // types the protocols and upstream packages use too.
 type (
