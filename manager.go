@@ -32,6 +32,7 @@ import (
 	"github.com/darkit/protoplex/internal/monitor"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/udp"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -56,6 +57,7 @@ type ProtocolManager struct {
 	loops     *evloop.Shared    // the event loops, while listeners use them
 	udp       *udp.Engine       // server.listen_udp and its flows; closed with pm.ctx
 	inherited *listen.Inherited // sockets an old process handed over, taken instead of bound
+	status    *statusState      // the status page's state beside the counters (status.go)
 
 	mu       sync.Mutex // guards the fields below it
 	protos   []*protocols.Protocol
@@ -67,6 +69,7 @@ type ProtocolManager struct {
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
+	holds            map[hold]upstream.Admin // targets an operator holds (status.go)
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -100,7 +103,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 		opt(&o)
 	}
 	pm := &ProtocolManager{log: o.logger, stats: metrics.New(), bufs: bufpool.New(), conns: conntrack.New(),
-		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now)}
+		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now), status: newStatusState()}
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.listeners = listen.NewSet(pm.Serve, func(addr string, err error) {
 		if !errors.Is(err, ErrClosed) {
@@ -228,6 +231,7 @@ func (pm *ProtocolManager) Close() error {
 			m.Close()
 		}
 	}
+	pm.stopStatus()
 	return nil
 }
 
@@ -253,4 +257,8 @@ func (pm *ProtocolManager) planLocked(protos []*protocols.Protocol, s *settings)
 }
 
 // commitLocked makes plan the live routing. It cannot fail.
-func (pm *ProtocolManager) commitLocked(plan *routing.Plan) { pm.routing.Store(plan.Commit(pm.ctx)) }
+func (pm *ProtocolManager) commitLocked(plan *routing.Plan) {
+	rt := plan.Commit(pm.ctx)
+	pm.applyHoldsLocked(rt) // before it serves: a held target takes no connection
+	pm.routing.Store(rt)
+}

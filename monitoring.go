@@ -95,6 +95,11 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 	if which == metricsPort {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", pm.MetricsHandler())
+		st := pm.statusHandler()
+		mux.Handle("/status", st)
+		mux.Handle("/status.json", st)
+		mux.Handle("/status.csv", st)
+		mux.Handle("/status/", st)
 		h = mux
 	}
 	pm.mu.Lock() // held while binding, so two calls cannot both start one
@@ -110,6 +115,9 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
 	}
 	pm.monitors[which], pm.monitorAddrs[which] = m, addr
+	if which == metricsPort {
+		pm.statusBound(addr, m.Addr())
+	}
 	return m.Addr(), nil
 }
 

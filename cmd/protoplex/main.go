@@ -1,7 +1,9 @@
 // Command protoplex serves several protocols on one port.
 //
 //	protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
+//	protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
+//	protoplex status|target|unban [args] [-url URL | -config FILE]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
 // exit codes, environment and the lines printed on stdout.
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "register", "deregister", "nodes", "services":
 			return operator(args[0], args[1:], stdout, stderr)
+		case "status", "target", "unban":
+			return statusCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
 	fs := newFlagSet("protoplex", usage)
@@ -55,6 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
 	upgradePID := fs.Int("upgrade", 0, "ask the protoplex process `pid` to hand its listeners to a new process of its binary (SIGUSR2) and wait until it has exited")
+	sslh := fromSSLHFlags(fs)
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -64,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *upgradePID != 0 {
 		return upgradeCommand(*upgradePID, upgradeWait, stdout, stderr)
+	}
+	if code, done := sslh.run(os.Stdin, stdout, stderr); done {
+		return code
 	}
 	if *check {
 		if *configPath == "" {
@@ -173,6 +181,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	reloadOnHangup(ctx, cm, log)
 
+	if err := enableAdmin(pm, *cfg, os.Getenv); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
 		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
@@ -318,6 +330,7 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
 	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
+	diff("monitoring.admin", a.Admin != b.Admin || a.AdminTokenFile != b.AdminTokenFile)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))

@@ -661,6 +661,10 @@ func (c *conn) timeout() {
 	}
 }
 
+// RemoteAddr is the client's address as accepted. Only conntrack's Add
+// calls it, on the loop, before a PROXY header may change acc.Client.
+func (c *conn) RemoteAddr() net.Addr { return c.acc.Client }
+
 // Close ends the connection from outside the loop (a drain's deadline);
 // it returns before the connection is closed.
 func (c *conn) Close() error {
@@ -719,6 +723,7 @@ func (c *conn) finish() {
 	if c.release != nil { // forwarded: the dial succeeded
 		fs := proxy.Stats{Up: c.up.n, Down: c.down.n, Reason: c.reason, PipeFallbacks: c.fallback}
 		env.Stats.Forwarded(c.entry.Stats, fs)
+		c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
 		c.acc.Forwarded(c.target, fs)
 		c.release()
 	}

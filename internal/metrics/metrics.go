@@ -69,7 +69,8 @@ type Stats struct {
 
 	UDP *UDP // the UDP engine's collectors
 
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	process prometheus.Collector // process_*: the status page reads it alone
 
 	refused          *prometheus.CounterVec
 	refusedBy        map[string]prometheus.Counter // read-only after New
@@ -90,6 +91,9 @@ type Stats struct {
 
 	mu     sync.Mutex
 	routes map[string]*Route
+	// lastReload and lastResult: the last Reload, for the status page.
+	lastReload time.Time
+	lastResult string
 	// series: the protocol and target of every backend_up series, for
 	// RetainTargets.
 	series map[[2]string]bool
@@ -135,6 +139,7 @@ func (s *Stats) Forwarded(r *Route, fs proxy.Stats) {
 func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
+		process:   collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		routes:    map[string]*Route{},
 		series:    map[[2]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
@@ -166,7 +171,7 @@ func New() *Stats {
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
 			func() float64 { _, h := s.Cache.Load(); return float64(h) }),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), s.process)
 	for _, r := range refusedReasons {
 		s.refusedBy[r] = s.refused.WithLabelValues(r)
 	}
@@ -246,11 +251,16 @@ func (s *Stats) Upgrade(ok bool) {
 
 // Reload counts a configuration reload, applied (ok) or rejected.
 func (s *Stats) Reload(ok bool) {
+	result := "failure"
 	if ok {
 		s.reloadOK.Inc()
+		result = "success"
 	} else {
 		s.reloadFailed.Inc()
 	}
+	s.mu.Lock()
+	s.lastReload, s.lastResult = time.Now(), result
+	s.mu.Unlock()
 }
 
 // Discovered sets how many backends of protocol service discovery knows.
