@@ -9,6 +9,10 @@
 //	dns     -addr A -c C -d D [-newport]         closed-loop DNS queries over UDP, queries/s and lost; -newport:
 //	                                             a new source port per query, as a recursive resolver
 //	udpidle -addr A -n N -pid P [-srcs S]        hold N answered UDP (DNS) flows, report the RSS growth of P
+//	tls     -addr A -sni NAME -c C -d D          closed loop like cps, each connection sending a real TLS
+//	                                             ClientHello (Go's, for NAME) with its own random and session
+//	                                             ID, reading the backend's reply to EOF (bench/backend -byte);
+//	                                             with -pid P also the CPU time P spent per connection
 //
 // Every mode prints one line of key=value pairs for bench/run.sh. idle and
 // cpu read the measured process's figures from /proc, so they need Linux.
@@ -52,11 +56,12 @@ func main() {
 	nbytes := fs.Int64("bytes", 1<<30, "bytes per stream (bulk)")
 	n := fs.Int("n", 1000, "connections (idle, cpu)")
 	hold := fs.Int("hold", 0, "routed connections held idle while measuring (latency)")
-	pid := fs.Int("pid", 0, "process to measure (idle, cpu, udpidle)")
+	pid := fs.Int("pid", 0, "process to measure (idle, cpu, udpidle, tls)")
 	name := fs.String("name", "example.test", "name asked (dns, udpidle)")
 	newPort := fs.Bool("newport", false, "a new source port per query (dns)")
 	timeout := fs.Duration("timeout", time.Second, "an answer later than this is lost (dns)")
 	srcs := fs.Int("srcs", 200, "source addresses 127.0.1.2 and on (udpidle)")
+	sni := fs.String("sni", "bench.example", "server name of the ClientHello (tls)")
 	fs.Parse(args)
 	if *sshAddr == "" {
 		*sshAddr = *addr
@@ -76,6 +81,8 @@ func main() {
 		dnsLoad(*addr, *name, *conc, *dur, *timeout, *newPort)
 	case "udpidle":
 		udpIdle(*addr, *name, *n, min(max(*srcs, 1), 250), *pid)
+	case "tls":
+		tlsCPS(*addr, *sni, *conc, *dur, *pid)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		os.Exit(2)
@@ -175,6 +182,7 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, total)
 	var errs atomic.Int64
+	var first atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := 0; i < total; i++ {
@@ -186,6 +194,7 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 			buf := make([]byte, 4096)
 			if _, err := once(addr, httpFlight, buf); err != nil {
 				errs.Add(1)
+				first.CompareAndSwap(nil, err.Error())
 				lat[i] = -1
 				return
 			}
@@ -207,7 +216,8 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 		}
 		return float64(ok[min(len(ok)-1, int(p*float64(len(ok))))].Microseconds())
 	}
-	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d\n", q(.50), q(.99), q(.999), len(ok), errs.Load())
+	firstErr, _ := first.Load().(string)
+	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
 }
 
 func bulk(addr string, streams int, n int64) {

@@ -119,6 +119,9 @@ type Options struct {
 	// Context, when it ends, closes the engine as Close does (nil: only
 	// Close does).
 	Context context.Context
+	// ListenPacket binds a listener's address (nil: net.ListenConfig); an
+	// upgraded process takes the socket its predecessor handed over.
+	ListenPacket func(ctx context.Context, addr string) (net.PacketConn, error)
 }
 
 // Engine serves UDP listeners and their flows.
@@ -230,9 +233,9 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 		n = 1
 	}
 	n = min(n, maxSockets)
-	lc := net.ListenConfig{}
-	if n > 1 {
-		lc.Control = reusePort
+	listenPacket := e.opt.ListenPacket
+	if listenPacket == nil {
+		listenPacket = Bind
 	}
 	var group []*listener
 	closeAll := func() {
@@ -240,22 +243,34 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 			ln.conn.Close()
 		}
 	}
-	at := addr
 	for i := range n {
-		pc, err := lc.ListenPacket(ctx, "udp", at)
+		var pc net.PacketConn
+		var err error
+		if i == 0 {
+			pc, err = listenPacket(ctx, addr)
+		} else {
+			// The others join the first one's port (port 0 included). A
+			// first socket without SO_REUSEPORT (handed over by a binary
+			// that did not set it, or activated) keeps the address alone.
+			lc := ListenConfig()
+			if pc, err = lc.ListenPacket(ctx, "udp", group[0].conn.LocalAddr().String()); err != nil {
+				break
+			}
+		}
 		if err != nil {
-			closeAll()
 			return nil, err
 		}
-		ln := &listener{e: e, conn: pc.(*net.UDPConn), addr: addr, primary: i == 0, t: newFlowTable(e.sources, &e.count, &e.pending), done: make(chan struct{})}
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			closeAll()
+			return nil, fmt.Errorf("not a UDP socket: %s", pc.LocalAddr())
+		}
+		ln := &listener{e: e, conn: uc, addr: addr, primary: i == 0, t: newFlowTable(e.sources, &e.count, &e.pending), done: make(chan struct{})}
 		// A larger receive buffer absorbs bursts while the owner forwards
 		// (the kernel caps it at net.core.rmem_max).
 		_ = ln.conn.SetReadBuffer(listenerBuffer)
 		group = append(group, ln)
-		if i == 0 {
-			// Port 0: the others join the port the first was given.
-			at = ln.conn.LocalAddr().String()
-		}
 	}
 	group[0].group = group
 	e.mu.Lock()
@@ -271,6 +286,19 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 		go ln.run()
 	}
 	return group[0], nil
+}
+
+// Sockets calls fn with each listener's configured address and its first
+// socket (the one an upgrade hands over: the new process binds the others
+// beside it, SO_REUSEPORT).
+func (e *Engine) Sockets(fn func(addr string, conn *net.UDPConn)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ln := range e.lns {
+		if ln.primary {
+			fn(ln.addr, ln.conn)
+		}
+	}
 }
 
 // Addrs returns the bound listeners' addresses.

@@ -1,6 +1,8 @@
 package udp
 
 import (
+	"context"
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -9,6 +11,27 @@ import (
 // reusePortOK: an address is bound by several sockets, and the kernel
 // spreads the clients over them by a hash of their address and port.
 const reusePortOK = true
+
+// ListenConfig is how the engine binds a listen_udp address: with
+// SO_REUSEPORT, so that its other sockets can join the first.
+func ListenConfig() net.ListenConfig { return net.ListenConfig{Control: reusePort} }
+
+// Bind binds addr as the first socket of a listen_udp address. With
+// SO_REUSEPORT a second process on the port would silently share its
+// datagrams: a bind without it goes first, and fails as usual when any
+// socket holds the address.
+func Bind(ctx context.Context, addr string) (net.PacketConn, error) {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		var lc net.ListenConfig
+		probe, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+	}
+	lc := ListenConfig()
+	return lc.ListenPacket(ctx, "udp", addr)
+}
 
 // reusePort is a ListenConfig.Control that sets SO_REUSEPORT.
 func reusePort(_, _ string, c syscall.RawConn) error {

@@ -12,7 +12,7 @@ import (
 // the strategy's choice first, then the other targets as configured; the
 // targets up when the plan began come first (pass one), those in back-off
 // after them (pass two), so a set whose targets are all down still tries
-// each once. Every target is offered at most once, and a target failing in
+// each once. A target an operator holds (Drain, Maint) is never offered. Every target is offered at most once, and a target failing in
 // pass one is not offered again in pass two.
 //
 // A Plan is a value that allocates nothing for sets of up to 64 targets,
@@ -109,6 +109,9 @@ func (p *Plan) Next() (Attempt, bool) {
 				j--
 			}
 			p.next++
+			if p.s.targets[j].admin.Load() != uint32(Ready) {
+				continue // drained or in maintenance: never a new connection
+			}
 			if p.wasUp(j) == (p.pass == 0) {
 				t := p.s.targets[j]
 				if p.dgram {
@@ -168,16 +171,17 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 		s.opt.DialDone(t.Addr, d, err)
 	}
 	if err != nil {
+		t.dialErrs.Add(1)
 		t.fail(s.now())
 		return nil
 	}
 	if !p.dgram {
 		// A datagram socket's connect says nothing of the target's health:
 		// its replies do (DatagramReplied, DatagramSilent).
-		t.failures.Store(0)
-		t.downUntil.Store(0)
+		t.recovered(s.now())
 	}
 	t.active.Add(1)
+	t.served.Add(1)
 	if a.Pooled != nil {
 		s.reused.Add(1)
 	} else {
@@ -194,8 +198,7 @@ var ErrNoReply = errors.New("no reply to a UDP flow")
 // it is up again, and its back-off starts over.
 func (s *Set) DatagramReplied(a Attempt) {
 	if t := a.t; t != nil && t.failures.Load() != 0 {
-		t.failures.Store(0)
-		t.downUntil.Store(0)
+		t.recovered(s.now())
 	}
 }
 
@@ -216,7 +219,18 @@ func (s *Set) DatagramSilent(a Attempt, window time.Duration) {
 // fail puts t into back-off after one more failure at now.
 func (t *target) fail(now time.Time) {
 	f := t.failures.Add(1)
+	if f == 1 {
+		t.since.Store(now.UnixNano())
+	}
 	t.downUntil.Store(now.Add(backoff(f)).UnixNano())
+}
+
+// recovered ends t's back-off at now: it answered.
+func (t *target) recovered(now time.Time) {
+	if t.failures.Swap(0) > 0 {
+		t.since.Store(now.UnixNano())
+	}
+	t.downUntil.Store(0)
 }
 
 // ProxyHeader is the PROXY header the set sends a backend before any client
