@@ -686,3 +686,19 @@ func TestSilentTargetSkipped(t *testing.T) {
 		t.Fatalf("the next flow: %q", got)
 	}
 }
+
+// SO_REUSEPORT joins only the engine's own sockets: a second engine (a
+// second process) on a port in use fails to bind it, as without it.
+func TestSecondBindOfAnAddressFails(t *testing.T) {
+	e := New(Options{Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := New(Options{Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(other.Close)
+	if _, err := other.Listen(context.Background(), a.String()); err == nil {
+		t.Fatalf("a second engine bound %s too", a)
+	}
+}
