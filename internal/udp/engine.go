@@ -610,7 +610,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			return
 		}
 		begin := time.Now()
-		up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a.Addr))
+		up, err := dialDatagram(a.Addr)
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
 			ln.forward(f, r, up, set, a, release, now)
@@ -633,7 +633,7 @@ func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Pla
 		if err != nil {
 			continue
 		}
-		up := c.(*net.UDPConn)
+		up := c.(*net.UDPConn) // an upConn
 		if !ln.post(func() { ln.dialed(f, r, up, set, a, release) }, true) {
 			up.Close()
 			release()
@@ -645,7 +645,7 @@ func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Pla
 
 // dialed is dialOff's result on the owner: up is nil when no target could
 // be had.
-func (ln *listener) dialed(f *flow, r *Route, up *net.UDPConn, set *upstream.Set, a upstream.Attempt, release func()) {
+func (ln *listener) dialed(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func()) {
 	if ln.t.lookup(f.client) != f {
 		if up != nil { // the flow ended meanwhile
 			up.Close()
@@ -662,7 +662,7 @@ func (ln *listener) dialed(f *flow, r *Route, up *net.UDPConn, set *upstream.Set
 
 // forward makes f a routed flow through up, sends the datagrams it held
 // and starts its reply reader.
-func (ln *listener) forward(f *flow, r *Route, up *net.UDPConn, set *upstream.Set, a upstream.Attempt, release func(), now time.Time) {
+func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func(), now time.Time) {
 	pending := f.pending
 	f.route, f.rs, f.up, f.target, f.release, f.state = r, r.state, up, a.Target, release, stRouted
 	f.set, f.att = set, a

@@ -2,9 +2,9 @@ package udp
 
 import (
 	"math"
-	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
@@ -42,7 +42,7 @@ type flow struct {
 	ln      *listener
 	route   *Route
 	rs      *routeState
-	up      *net.UDPConn
+	up      upConn
 	target  string
 	release func() // the target's active count, from upstream.Plan.Done
 	set     *upstream.Set
@@ -139,4 +139,13 @@ func (l *lru) oldest() *flow {
 		l.push(f, last)
 	}
 	return nil
+}
+
+// upConn is a flow's connected socket towards its target: a *net.UDPConn,
+// or an *os.File on the socket dialDatagram made.
+type upConn interface {
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	Close() error
+	SyscallConn() (syscall.RawConn, error)
 }

@@ -3,6 +3,8 @@ package udp
 import (
 	"context"
 	"net"
+	"net/netip"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,4 +44,27 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// dialDatagram connects a new non-blocking UDP socket to ap: socket(2),
+// connect(2), and the runtime poller's registration, which os.NewFile
+// makes of a non-blocking descriptor; net.DialUDP adds a setsockopt and a
+// getsockname and getpeername per flow that nothing here reads.
+func dialDatagram(ap netip.AddrPort) (upConn, error) {
+	family := unix.AF_INET6
+	var sa unix.Sockaddr
+	if ap.Addr().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError("socket", err)}
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", err)}
+	}
+	return os.NewFile(uintptr(fd), "udp"), nil
 }

@@ -5,6 +5,7 @@ package udp
 import (
 	"context"
 	"net"
+	"net/netip"
 	"syscall"
 )
 
@@ -21,4 +22,13 @@ func ListenConfig() net.ListenConfig { return net.ListenConfig{} }
 func Bind(ctx context.Context, addr string) (net.PacketConn, error) {
 	var lc net.ListenConfig
 	return lc.ListenPacket(ctx, "udp", addr)
+}
+
+// dialDatagram connects a UDP socket to ap.
+func dialDatagram(ap netip.AddrPort) (upConn, error) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
 }
