@@ -186,17 +186,19 @@ func TestUDPResolverPattern(t *testing.T) {
 // answers no query down, and the flows go to dnsmasq only.
 func TestUDPHealthDNS(t *testing.T) {
 	dns := startDnsmasq(t)
-	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	// It accepts TCP on the same port: a TCP connect probe would find it up.
+	var silent *net.UDPConn
+	for try := 0; silent == nil; try++ {
+		tcp, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tcp.Close() })
+		if silent, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(tcp.Addr().(*net.TCPAddr).AddrPort())); err != nil && try == 10 {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() { silent.Close() })
-	// It accepts TCP on the same port: a TCP connect probe would find it up.
-	tcp, err := net.Listen("tcp", silent.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tcp.Close() })
 	addr, pm := startUDPMux(t, fmt.Sprintf("protocols:\n  - name: DNS\n    transport: udp\n    target: \"%s,%s\"\n    health_check:\n      interval: 100ms\n      timeout: 200ms\n      fall: 1\n      rise: 1\n",
 		silent.LocalAddr(), dns))
 	scrape := func() string {
