@@ -136,8 +136,9 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 
 // HealthHandler serves /health/live (the process answers) and /health/ready
 // (200 or 503 as Ready says, with its why). /health/ready?verbose (any
-// value) adds one line per protocol with active health checks, such as
-// "protocol SSH: 2/3 targets up"; the status stays Ready's.
+// value) adds one line per route with active health checks, named as the
+// metrics and the access log name it, such as "route SSH: 2/3 targets up"
+// or "route TLS[sni=a.example]: 0/1 targets up"; the status stays Ready's.
 func (pm *ProtocolManager) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
@@ -160,7 +161,7 @@ func (pm *ProtocolManager) HealthHandler() http.Handler {
 		}
 		for _, h := range rt.Health() {
 			if h.Checked > 0 {
-				fmt.Fprintf(w, "protocol %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
+				fmt.Fprintf(w, "route %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
 			}
 		}
 	})

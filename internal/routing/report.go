@@ -50,15 +50,23 @@ func logStates(protocol string, observe func(string, bool), log *slog.Logger) fu
 	}
 }
 
-// Label names a route in logs: its protocol, followed by its conditions
-// when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2].
+// LabelValues is how many values of one condition a label shows; the
+// others are counted, as in TLS[sni=a,b,c,d,+996]. A label is a metric
+// label value and a log attribute: a route with 10,000 names must not
+// make one 200 KB long.
+const LabelValues = 4
+
+// Label names a route in logs and metrics: its protocol, followed by its
+// conditions when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2].
 func Label(p *protocols.Protocol) string {
 	var conds []string
 	for _, c := range []struct {
 		key    string
 		values []string
 	}{{"sni", p.SNI}, {"alpn", p.ALPN}, {"host", p.Hosts}} {
-		if len(c.values) > 0 {
+		if n := len(c.values); n > LabelValues {
+			conds = append(conds, fmt.Sprintf("%s=%s,+%d", c.key, strings.Join(c.values[:LabelValues], ","), n-LabelValues))
+		} else if n > 0 {
 			conds = append(conds, c.key+"="+strings.Join(c.values, ","))
 		}
 	}
@@ -69,9 +77,8 @@ func Label(p *protocols.Protocol) string {
 }
 
 // Changes are the routes a plan adds, removes and changes relative to the
-// snapshot it was built from. A route is its Label (a second route with
-// the same label is told apart by "#2"); each is listed as label->target,
-// a changed one with what changed in parentheses.
+// snapshot it was built from. A route is its Entry.Label; each is listed
+// as label->target, a changed one with what changed in parentheses.
 type Changes struct {
 	Added, Removed, Changed []string
 }
@@ -82,10 +89,10 @@ func (plan *Plan) Changes() Changes {
 	var before map[string]*protocols.Protocol
 	var oldLabels []string
 	if plan.old != nil {
-		before, oldLabels = byLabel(plan.old.Entries), labels(plan.old.Entries)
+		before, oldLabels = byLabel(plan.old.Entries), entryLabels(plan.old.Entries)
 	}
 	after := byLabel(plan.next.Entries)
-	for _, label := range labels(plan.next.Entries) {
+	for _, label := range entryLabels(plan.next.Entries) {
 		p := after[label]
 		old, ok := before[label]
 		if !ok {
@@ -122,27 +129,36 @@ func (c Changes) Log(log *slog.Logger) {
 	log.Info("configuration applied", args...)
 }
 
-// labels returns the entries' route names (Label, "#n" appended to
-// repeats) in configuration order.
-func labels(entries []*Entry) []string {
+// labels returns the routes' names (Label, "#n" appended to repeats) in
+// configuration order: unique, so each is one route's metrics.
+func labels(protos []*protocols.Protocol) []string {
 	seen := map[string]int{}
-	out := make([]string, 0, len(entries))
-	for _, e := range entries {
-		seen[e.Label]++
-		label := e.Label
-		if n := seen[e.Label]; n > 1 {
-			label = fmt.Sprintf("%s#%d", e.Label, n)
+	out := make([]string, 0, len(protos))
+	for _, p := range protos {
+		label := Label(p)
+		seen[label]++
+		if n := seen[label]; n > 1 {
+			label = fmt.Sprintf("%s#%d", label, n)
 		}
 		out = append(out, label)
 	}
 	return out
 }
 
-// byLabel maps labels' names to their protocols.
+// entryLabels returns the entries' labels in configuration order.
+func entryLabels(entries []*Entry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = e.Label
+	}
+	return out
+}
+
+// byLabel maps the entries' labels to their protocols.
 func byLabel(entries []*Entry) map[string]*protocols.Protocol {
 	m := make(map[string]*protocols.Protocol, len(entries))
-	for i, label := range labels(entries) {
-		m[label] = entries[i].Proto
+	for _, e := range entries {
+		m[e.Label] = e.Proto
 	}
 	return m
 }

@@ -3,7 +3,9 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,25 +89,66 @@ func TestChanges(t *testing.T) {
 	}
 }
 
-// TestBackendUpFollowsRoutes: the backend_up series of a target no route
-// serves any more goes at the commit, and one a second route of the same
-// protocol still serves stays.
+// TestBackendUpFollowsRoutes: every target of a route with health checks
+// has a backend_up series from the commit, labelled with its route, so two
+// routes of one protocol that share a target are two series; a route
+// without checks has none (nothing watches it). The series of a route a
+// reload removes go at that commit; the others stay.
 func TestBackendUpFollowsRoutes(t *testing.T) {
 	st := metrics.New()
+	checks := protocols.HealthConfig{Interval: time.Hour} // one check each, at the start: "x:1" stays up until 3 fail
 	a := protocols.NewTLSProtocol("x:1")
-	a.SNI = []string{"a.example"}
+	a.SNI, a.Health = []string{"a.example"}, checks
 	b := protocols.NewTLSProtocol("x:1,y:1")
-	b.SNI = []string{"b.example"}
+	b.SNI, b.Health = []string{"b.example"}, checks
 	_, first := build(t, st, nil, a, b, protocols.NewSSHProtocol("s:1"))
-	for _, s := range []string{"TLS,target=x:1", "TLS,target=y:1", "SSH,target=s:1"} {
-		if _, ok := upSeries(t, st)["protoplex_backend_up{protocol="+s+"}"]; !ok {
-			t.Fatalf("no backend_up for %s: %v", s, upSeries(t, st))
+	want := []string{
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=a.example],target=x:1}",
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=b.example],target=x:1}",
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=b.example],target=y:1}",
+	}
+	if got := upSeries(t, st); len(got) != len(want) {
+		t.Fatalf("backend_up series %v, want %v", got, want)
+	}
+	for _, s := range want {
+		if v, ok := upSeries(t, st)[s]; !ok || v != 1 {
+			t.Fatalf("%s = %v (present %v): %v", s, v, ok, upSeries(t, st))
 		}
 	}
 	build(t, st, first, a) // TLS b.example (x:1 and y:1) and SSH removed
 	got := upSeries(t, st)
-	if len(got) != 1 || got["protoplex_backend_up{protocol=TLS,target=x:1}"] != 1 {
+	if len(got) != 1 || got[want[0]] != 1 {
 		t.Fatalf("after the reload: %v", got)
+	}
+}
+
+// TestLabelsBounded: a route's label shows at most LabelValues values of a
+// condition and counts the rest, and two routes whose labels would be the
+// same are told apart by "#2", in logs and metrics alike.
+func TestLabelsBounded(t *testing.T) {
+	st := metrics.New()
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d.example", i)
+	}
+	a := protocols.NewTLSProtocol("x:1")
+	a.SNI = names
+	b := protocols.NewTLSProtocol("y:1")
+	b.SNI = append(slices.Clone(names[:4]), "other.example")
+	_, rt := build(t, st, nil, a, b)
+	if got := rt.Entries[0].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+996]" {
+		t.Errorf("label of 1000 names: %q", got)
+	}
+	if got := rt.Entries[1].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+1]" {
+		t.Errorf("label of 5 names: %q", got)
+	}
+	c := protocols.NewTLSProtocol("z:1")
+	c.SNI = slices.Clone(names[:5])
+	d := protocols.NewTLSProtocol("z:2")
+	d.SNI = append(slices.Clone(names[:4]), "x.example")
+	_, rt = build(t, st, nil, c, d)
+	if rt.Entries[0].Label == rt.Entries[1].Label || !strings.HasSuffix(rt.Entries[1].Label, "#2") {
+		t.Errorf("labels %q and %q", rt.Entries[0].Label, rt.Entries[1].Label)
 	}
 }
 
