@@ -24,6 +24,7 @@ import (
 
 	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/logging"
+	"github.com/darkit/protoplex/internal/routing"
 )
 
 // version, when set at build time with -ldflags "-X main.version=...",
@@ -208,6 +209,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		for _, a := range pm.Addrs() {
+			if a.Network() == "udp" { // listen_udp: a tool waiting for "listening: " wants a stream port
+				out.say("listening (udp): "+a.String(), "listening", "addr", a.String(), "transport", "udp")
+				continue
+			}
 			out.say("listening: "+a.String(), "listening", "addr", a.String())
 		}
 	}
@@ -216,7 +221,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if p.Handler != nil {
 			target = "(in-process)"
 		}
-		out.say(fmt.Sprintf("route:    %-10s -> %s", p.Name, target), "route", "protocol", p.Name, "target", target)
+		route := routing.Label(p) // as the access log and the metrics name it
+		out.say(fmt.Sprintf("route:    %-10s -> %s", route, target), "route", "protocol", p.Name, "route", route, "target", target)
 	}
 	if cm != nil {
 		cm.OnConfigChange(func(c *protoplex.Config) {
