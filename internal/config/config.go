@@ -46,6 +46,11 @@ type Server struct {
 	// AccessLog: one INFO line per closed connection (client, route,
 	// target, bytes, duration, close reason); it follows reloads.
 	AccessLog bool `yaml:"access_log"`
+	// AccessLogOpen: with AccessLog, also one INFO line when a connection
+	// is routed and its backend connected ("connection opened"), so a
+	// session of hours is seen when it starts; at log_level debug it is
+	// written either way.
+	AccessLogOpen bool `yaml:"access_log_open"`
 	// ListenUDP: UDP listeners (one string or a list), typically on the
 	// listen port numbers; flows are routed to the protocols on UDP.
 	ListenUDP StringList `yaml:"listen_udp"`
