@@ -134,7 +134,7 @@ func TestMaxConnectionsRefusalLogged(t *testing.T) {
 }
 
 // TestReloadLogsChanges: an applied configuration logs at INFO the routes
-// it added, removed and changed, or that no route changed.
+// it added, removed and changed, or that no route or listener changed.
 func TestReloadLogsChanges(t *testing.T) {
 	log, buf := textLogger()
 	pm := NewProtocolManager(WithLogger(log))
@@ -145,7 +145,7 @@ func TestReloadLogsChanges(t *testing.T) {
 	applyYAML(t, pm, "protocols:\n  - name: SSH\n    target: 127.0.0.1:2222\n  - name: Redis\n    target: 127.0.0.1:6379\n")
 	waitLog(t, buf, `level=INFO msg="configuration applied" routes_added=[Redis->127.0.0.1:6379] routes_removed="[TLS[sni=a.example]->127.0.0.1:8443]" routes_changed="[SSH->127.0.0.1:2222 (was 127.0.0.1:22)]"`)
 	applyYAML(t, pm, "server:\n  idle_timeout: 1h\nprotocols:\n  - name: SSH\n    target: 127.0.0.1:2222\n  - name: Redis\n    target: 127.0.0.1:6379\n")
-	waitLog(t, buf, `level=INFO msg="configuration applied, no route changed"`)
+	waitLog(t, buf, `level=INFO msg="configuration applied, no route or listener changed"`)
 }
 
 // accessConfig routes SSH, TLS for a.example, HTTP and Redis (to a port that

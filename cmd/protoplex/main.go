@@ -1,6 +1,6 @@
 // Command protoplex serves several protocols on one port.
 //
-//	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+//	protoplex [-config FILE] [-listen ADDR] [-watch] [-check] [-version]
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
@@ -54,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "YAML configuration `file` (default: the embedded configuration, loopback only: data 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092)")
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
+	watch := fs.Bool("watch", false, "also reload the -config file each time it is saved (debounced); by default only SIGHUP reloads it")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
@@ -84,12 +85,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
 		return exitUsage
 	}
+	if *watch && *configPath == "" {
+		fmt.Fprintln(stderr, "protoplex: -watch needs -config FILE")
+		return exitUsage
+	}
 
 	var cm *protoplex.ConfigManager
 	var cfg *protoplex.Config
 	if *configPath != "" {
 		var err error
-		cm, err = protoplex.NewConfigManager(*configPath)
+		cm, err = protoplex.OpenConfigManager(*configPath, *watch)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitFail
@@ -161,6 +166,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	reloadOnHangup(ctx, cm, log)
+	if cm != nil {
+		cm.OnConfigUnchanged(func() {
+			log.Debug("configuration file unchanged since the reload just tried, not tried again", "file", *configPath)
+		})
+	}
 
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {

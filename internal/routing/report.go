@@ -3,6 +3,7 @@ package routing
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -78,9 +79,28 @@ func Label(p *protocols.Protocol) string {
 
 // Changes are the routes a plan adds, removes and changes relative to the
 // snapshot it was built from. A route is its Entry.Label; each is listed
-// as label->target, a changed one with what changed in parentheses.
+// as label->target, a changed one with what changed in parentheses. The
+// caller that rebinds listeners adds the addresses a reload starts and
+// stops serving (ListenChanges).
 type Changes struct {
 	Added, Removed, Changed []string
+
+	ListenersAdded, ListenersRemoved []string
+}
+
+// ListenChanges records the listen addresses in next and not in prev
+// (added) and those in prev and not in next (removed), in their order.
+func (c *Changes) ListenChanges(prev, next []string) {
+	for _, a := range next {
+		if !slices.Contains(prev, a) {
+			c.ListenersAdded = append(c.ListenersAdded, a)
+		}
+	}
+	for _, a := range prev {
+		if !slices.Contains(next, a) {
+			c.ListenersRemoved = append(c.ListenersRemoved, a)
+		}
+	}
 }
 
 // Changes compares the plan's snapshot with the one it was built from.
@@ -110,20 +130,22 @@ func (plan *Plan) Changes() Changes {
 }
 
 // Log writes c at INFO: "configuration applied" with routes_added,
-// routes_removed and routes_changed (those not empty), or, when no route
-// changed, "configuration applied, no route changed".
+// routes_removed, routes_changed, listeners_added and listeners_removed
+// (those not empty), or, when none changed, "configuration applied, no
+// route or listener changed".
 func (c Changes) Log(log *slog.Logger) {
 	var args []any
 	for _, l := range []struct {
 		key    string
 		routes []string
-	}{{"routes_added", c.Added}, {"routes_removed", c.Removed}, {"routes_changed", c.Changed}} {
+	}{{"routes_added", c.Added}, {"routes_removed", c.Removed}, {"routes_changed", c.Changed},
+		{"listeners_added", c.ListenersAdded}, {"listeners_removed", c.ListenersRemoved}} {
 		if len(l.routes) > 0 {
 			args = append(args, l.key, l.routes)
 		}
 	}
 	if len(args) == 0 {
-		log.Info("configuration applied, no route changed")
+		log.Info("configuration applied, no route or listener changed")
 		return
 	}
 	log.Info("configuration applied", args...)

@@ -84,7 +84,7 @@ func TestChanges(t *testing.T) {
 	}
 	buf = testnet.Buffer{}
 	c.Log(slog.New(slog.NewTextHandler(&buf, nil)))
-	if !strings.Contains(buf.String(), `msg="configuration applied, no route changed"`) {
+	if !strings.Contains(buf.String(), `msg="configuration applied, no route or listener changed"`) {
 		t.Errorf("log line %q", buf.String())
 	}
 }
@@ -224,5 +224,26 @@ func TestHealthTransitionsLogged(t *testing.T) {
 	}
 	if len(seen) != 2 || seen[0] || !seen[1] {
 		t.Errorf("metrics observer saw %v", seen)
+	}
+}
+
+// TestListenChanges: the addresses a reload adds and removes are named in
+// the "configuration applied" line; a reload that changes neither a route
+// nor a listener says so.
+func TestListenChanges(t *testing.T) {
+	var buf testnet.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var c Changes
+	c.ListenChanges([]string{":1", ":2"}, []string{":2", ":3", "unix:/run/p.sock"})
+	c.Log(log)
+	if want := `msg="configuration applied" listeners_added="[:3 unix:/run/p.sock]" listeners_removed=[:1]`; !strings.Contains(buf.String(), want) {
+		t.Errorf("%q, want %s", buf.String(), want)
+	}
+	var same testnet.Buffer
+	c = Changes{}
+	c.ListenChanges([]string{":1"}, []string{":1"})
+	c.Log(slog.New(slog.NewTextHandler(&same, nil)))
+	if !strings.Contains(same.String(), `msg="configuration applied, no route or listener changed"`) {
+		t.Errorf("%q", same.String())
 	}
 }
