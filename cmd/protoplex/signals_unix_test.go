@@ -205,3 +205,15 @@ func TestEditAndHangupRejectedOnce(t *testing.T) {
 		t.Fatalf("after the rejected edit: %q", got)
 	}
 }
+
+// TestCheckIndentationLine: -check names the line a YAML indentation error
+// is on (6, the key indented one space too little), not the line where its
+// list began (3).
+func TestCheckIndentationLine(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "indent.yaml")
+	testnet.WriteFile(t, cfg, "server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n   priority: 1\n")
+	_, stderr, code := runBinary(t, "-check", "-config", cfg)
+	if code != exitFail || !strings.HasPrefix(stderr, cfg+":6: ") {
+		t.Fatalf("exit %d, stderr %q, want %s:6: ...", code, stderr, cfg)
+	}
+}
