@@ -34,9 +34,10 @@ func dnsFirstBytes() []byte {
 // its first byte is almost any byte (dnsFirstBytes). The decision never needs the whole message: the header and the
 // first question (at most 2+12+255+4 bytes) decide, so the read stays
 // bounded by the header, not by the length the client announces. The header
-// is checked as each byte arrives, so the client of another protocol is
-// refused by its 7th byte (a text protocol by its 5th: the flags byte) and
-// never waits for DNS. A UDP query starts with its random ID, any byte.
+// is checked as each byte arrives: a client whose 7th byte is not 0 (the
+// high byte of QDCOUNT, at most 16; every text client) is refused by then,
+// any other once the 14 bytes of length and header are in, so only a
+// client that sends fewer and waits for the server can wait for DNS. A UDP query starts with its random ID, any byte.
 func NewDNSProtocol(target string) *Protocol { return build(&dnsDescriptor, target) }
 
 // dnsMinQuery is the smallest query: a 12-byte header, the root name, QTYPE
