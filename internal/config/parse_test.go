@@ -148,14 +148,14 @@ func TestConfigManagerReloads(t *testing.T) {
 	if got := cm.Config().Protocols[0].Target[0]; got != "127.0.0.1:3" {
 		t.Fatalf("current config changed to %q", got)
 	}
-	// Reload (the CLI calls it on SIGHUP).
+	// Reload (the CLI calls it on SIGHUP). The write triggers the watcher
+	// too: the edit is applied once, by whichever comes first.
 	writeConfig(t, path, "127.0.0.1:4")
-	expect("127.0.0.1:4") // (the write itself triggers too)
 	if err := cm.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	expect("127.0.0.1:4")
-	if cm.ReloadFailures() < 1 || cm.Reloads() < 4 {
+	if cm.ReloadFailures() < 1 || cm.Reloads() < 3 {
 		t.Fatalf("reloads %d failures %d", cm.Reloads(), cm.ReloadFailures())
 	}
 }

@@ -41,6 +41,7 @@ type Watcher struct {
 	onUnchanged []func()
 	lastData    []byte    // the file's bytes the last reload tried
 	lastAt      time.Time // when
+	lastErr     error     // and what it returned
 
 	reloads, failures atomic.Int64
 
@@ -127,7 +128,8 @@ func (cm *Watcher) Reloads() int64        { return cm.reloads.Load() }
 func (cm *Watcher) ReloadFailures() int64 { return cm.failures.Load() }
 
 // Reload reads the file again now, unless it holds the bytes a reload
-// tried less than CoalesceWindow ago.
+// tried less than CoalesceWindow ago: then that reload's result is
+// returned, and no callback runs again but OnConfigUnchanged's.
 func (cm *Watcher) Reload() error { return cm.reload(false) }
 
 // reload reads the file and applies it, unless it is unchanged: since the
@@ -140,17 +142,23 @@ func (cm *Watcher) reload(watched bool) error {
 	now := time.Now()
 	cm.mu.Lock()
 	if cm.lastData != nil && bytes.Equal(data, cm.lastData) && (watched || now.Sub(cm.lastAt) < CoalesceWindow) {
-		fns := cm.onUnchanged
+		fns, err := cm.onUnchanged, cm.lastErr
 		cm.mu.Unlock()
 		for _, fn := range fns {
 			fn()
 		}
-		return nil
+		return err
 	}
-	cm.lastData, cm.lastAt = data, now
+	cm.lastData, cm.lastAt, cm.lastErr = data, now, nil
 	cm.mu.Unlock()
 	cfg, err := Parse(data, cm.path)
-	return cm.apply(cfg, err)
+	err = cm.apply(cfg, err)
+	cm.mu.Lock()
+	if bytes.Equal(data, cm.lastData) {
+		cm.lastErr = err
+	}
+	cm.mu.Unlock()
+	return err
 }
 
 // forgetFile makes the next reload of the file a real one: the current

@@ -26,7 +26,8 @@ func replace(t *testing.T, path, data string) {
 
 // TestOneEditTriedOnce: an edit saved and then signalled (Reload) reaches
 // both the watcher and Reload; it is tried once, whichever comes first, so
-// a bad edit is rejected once. A later Reload of the same bytes, after
+// a bad edit is rejected once, and Reload returns the error of the try it
+// joined. A later Reload of the same bytes, after
 // CoalesceWindow, is tried again (a retry); the watcher never re-tries.
 func TestOneEditTriedOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.yaml")
@@ -41,7 +42,9 @@ func TestOneEditTriedOnce(t *testing.T) {
 	cm.OnConfigUnchanged(func() { unchanged.Add(1) })
 
 	replace(t, path, "protocols:\n  - name: SSH\n    target: \"nope\"\n")
-	cm.Reload()
+	if err := cm.Reload(); err == nil { // tried, or the watcher's try: its error either way
+		t.Fatal("Reload of a bad edit returned no error")
+	}
 	testnet.Eventually(t, 10*time.Second, func() bool { return unchanged.Load() == 1 }, "the watcher's try of the same edit was not skipped")
 	if n := rejected.Load(); n != 1 {
 		t.Fatalf("one bad edit rejected %d times", n)
