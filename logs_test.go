@@ -79,7 +79,7 @@ func TestDeadBackendLogged(t *testing.T) {
 		roundTrip(t, addr, "SSH-2.0-x\r\n")
 	}
 	elapsed := time.Since(start)
-	line := `level=WARN msg="backend dial failed" protocol=SSH target=127.0.0.1:1 err=`
+	line := `level=WARN msg="backend dial failed" protocol=SSH route=SSH target=127.0.0.1:1 err=`
 	waitLog(t, buf, line)
 	// Each second may write its budget; the loop ran in elapsed.
 	if n, most := len(logLines(buf, line)), routing.DialLogsPerSecond*(int(elapsed/time.Second)+2); n > most || n >= clients {
@@ -101,13 +101,13 @@ func TestHealthTransitionsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
-	waitLog(t, buf, `level=WARN msg="backend down: health checks fail" protocol=SSH target=`+backend)
+	waitLog(t, buf, `level=WARN msg="backend down: health checks fail" protocol=SSH route=SSH target=`+backend)
 	again, err := net.Listen("tcp", backend)
 	if err != nil {
 		t.Skipf("port %s taken by another process meanwhile: %v", backend, err)
 	}
 	testnet.ServeOn(t, again, func(net.Conn) {})
-	waitLog(t, buf, `level=INFO msg="backend up: health checks pass" protocol=SSH target=`+backend)
+	waitLog(t, buf, `level=INFO msg="backend up: health checks pass" protocol=SSH route=SSH target=`+backend)
 }
 
 // TestMaxConnectionsRefusalLogged: refusals over the cap log at WARN, rate

@@ -18,10 +18,10 @@ import (
 // the log.
 const DialLogsPerSecond = 3
 
-// logDials wraps a backend set's dial observer (the metrics) so that a
-// failed dial is logged at WARN with protocol, target and error, at most
-// DialLogsPerSecond lines a second per target.
-func logDials(protocol string, observe func(string, time.Duration, error), log *slog.Logger) func(string, time.Duration, error) {
+// logDials wraps the dial observer (the metrics) of a route's backend set
+// so that a failed dial is logged at WARN with protocol, route, target and
+// error, at most DialLogsPerSecond lines a second per target.
+func logDials(protocol, route string, observe func(string, time.Duration, error), log *slog.Logger) func(string, time.Duration, error) {
 	var limited sync.Map // target → *guard.RateLimitedLogger
 	return func(target string, d time.Duration, err error) {
 		observe(target, d, err)
@@ -31,22 +31,22 @@ func logDials(protocol string, observe func(string, time.Duration, error), log *
 		l, ok := limited.Load(target)
 		if !ok {
 			l, _ = limited.LoadOrStore(target, guard.NewRateLimitedLogger(
-				log.With("protocol", protocol, "target", target), DialLogsPerSecond, time.Now))
+				log.With("protocol", protocol, "route", route, "target", target), DialLogsPerSecond, time.Now))
 		}
 		l.(*guard.RateLimitedLogger).Warn("backend dial failed", "err", err)
 	}
 }
 
-// logStates wraps a backend set's health observer (the metrics) so that
-// every transition its active health checks see is logged: down at WARN,
-// up again at INFO.
-func logStates(protocol string, observe func(string, bool), log *slog.Logger) func(string, bool) {
+// logStates wraps the health observer (the metrics) of a route's backend
+// set so that every transition its active health checks see is logged:
+// down at WARN, up again at INFO.
+func logStates(protocol, route string, observe func(string, bool), log *slog.Logger) func(string, bool) {
 	return func(target string, up bool) {
 		observe(target, up)
 		if up {
-			log.Info("backend up: health checks pass", "protocol", protocol, "target", target)
+			log.Info("backend up: health checks pass", "protocol", protocol, "route", route, "target", target)
 		} else {
-			log.Warn("backend down: health checks fail", "protocol", protocol, "target", target)
+			log.Warn("backend down: health checks fail", "protocol", protocol, "route", route, "target", target)
 		}
 	}
 }

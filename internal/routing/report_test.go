@@ -181,7 +181,7 @@ func TestDialFailuresLogged(t *testing.T) {
 	var buf testnet.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	observed := 0
-	dial := logDials("SSH", func(string, time.Duration, error) { observed++ }, log)
+	dial := logDials("SSH", "SSH", func(string, time.Duration, error) { observed++ }, log)
 	dial("a:1", time.Millisecond, nil)
 	if buf.String() != "" {
 		t.Fatalf("a dial that worked logged: %s", buf.String())
@@ -196,11 +196,11 @@ func TestDialFailuresLogged(t *testing.T) {
 		t.Errorf("the metrics observer saw %d dials, want 52", observed)
 	}
 	out := buf.String()
-	a := strings.Count(out, `level=WARN msg="backend dial failed" protocol=SSH target=a:1 err="connection refused"`)
+	a := strings.Count(out, `level=WARN msg="backend dial failed" protocol=SSH route=SSH target=a:1 err="connection refused"`)
 	if a < 1 || a > 2*DialLogsPerSecond {
 		t.Errorf("%d lines for a:1, want 1 to %d:\n%s", a, 2*DialLogsPerSecond, out)
 	}
-	if !strings.Contains(out, `msg="backend dial failed" protocol=SSH target=b:1 err="no route to host"`) {
+	if !strings.Contains(out, `msg="backend dial failed" protocol=SSH route=SSH target=b:1 err="no route to host"`) {
 		t.Errorf("b:1's failure not logged beside a:1's:\n%s", out)
 	}
 }
@@ -210,13 +210,13 @@ func TestDialFailuresLogged(t *testing.T) {
 func TestHealthTransitionsLogged(t *testing.T) {
 	var buf testnet.Buffer
 	var seen []bool
-	state := logStates("Redis", func(_ string, up bool) { seen = append(seen, up) }, slog.New(slog.NewTextHandler(&buf, nil)))
+	state := logStates("Redis", "Redis", func(_ string, up bool) { seen = append(seen, up) }, slog.New(slog.NewTextHandler(&buf, nil)))
 	state("r:1", false)
 	state("r:1", true)
 	out := buf.String()
 	for _, want := range []string{
-		`level=WARN msg="backend down: health checks fail" protocol=Redis target=r:1`,
-		`level=INFO msg="backend up: health checks pass" protocol=Redis target=r:1`,
+		`level=WARN msg="backend down: health checks fail" protocol=Redis route=Redis target=r:1`,
+		`level=INFO msg="backend up: health checks pass" protocol=Redis route=Redis target=r:1`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %s in:\n%s", want, out)

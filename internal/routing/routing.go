@@ -110,8 +110,8 @@ func newBackend(e *Entry, st *metrics.Stats, log *slog.Logger) (*upstream.Set, e
 	return upstream.New(targets, upstream.Options{
 		Strategy:    p.Balance,
 		SendProxy:   p.SendProxy,
-		DialDone:    logDials(p.Name, st.DialObserver(p.Name, e.Label), log),
-		StateChange: logStates(p.Name, st.StateObserver(p.Name, e.Label), log),
+		DialDone:    logDials(p.Name, e.Label, st.DialObserver(p.Name, e.Label), log),
+		StateChange: logStates(p.Name, e.Label, st.StateObserver(p.Name, e.Label), log),
 		Health:      p.Health,
 		Pool:        p.Pool,
 		Source:      source,
