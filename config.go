@@ -32,7 +32,9 @@ func NewConfigManager(path string) (*ConfigManager, error) { return config.Watch
 // watches the file as NewConfigManager does, without it the file is read
 // again only on Reload (the CLI's SIGHUP), so a half-saved edit never goes
 // live by itself.
-func OpenConfigManager(path string, watch bool) (*ConfigManager, error) { return config.Open(path, watch) }
+func OpenConfigManager(path string, watch bool) (*ConfigManager, error) {
+	return config.Open(path, watch)
+}
 
 // ParseConfig decodes, defaults and validates YAML; every error names
 // filename:line, all of them at once.

@@ -198,8 +198,8 @@ func (t *Table) Pool() metrics.PoolMetrics {
 // Health is what the active health checks of one route find.
 type Health struct {
 	Name    string // the route's Label
-	Up      int // targets the checks find up
-	Checked int // targets checked: 0 without active health checks or in-process
+	Up      int    // targets the checks find up
+	Checked int    // targets checked: 0 without active health checks or in-process
 }
 
 // Health reports each route of t, in configuration order.
@@ -237,9 +237,9 @@ func (t *Table) Serviceable() bool {
 // set's metrics and logs carry the names it was built with.
 type backendKey struct {
 	name, label, target, balance, sendProxy, source string
-	pool                                     protocols.PoolConfig
-	health                                   protocols.HealthConfig
-	transparent                              bool
+	pool                                            protocols.PoolConfig
+	health                                          protocols.HealthConfig
+	transparent                                     bool
 }
 
 func keyOf(e *Entry) backendKey {
