@@ -51,23 +51,21 @@ func logStates(protocol, route string, observe func(string, bool), log *slog.Log
 	}
 }
 
-// LabelValues is how many values of one condition a label shows; the
-// others are counted, as in TLS[sni=a,b,c,d,+996]. A label is a metric
-// label value and a log attribute: a route with 10,000 names must not
-// make one 200 KB long.
-const LabelValues = 4
-
-// Label names a route in logs and metrics: its protocol, followed by its
-// conditions when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2].
+// Label names a route in logs and metrics: its protocol, followed by its conditions
+// when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2]. A list of
+// more than labelNames values shows its first ones and how many more
+// (TLS[sni=a.example,b.example,c.example,d.example,+99996 more]): every
+// access log line and metric series carries the label, and a list may
+// hold 100,000 names.
 func Label(p *protocols.Protocol) string {
 	var conds []string
 	for _, c := range []struct {
 		key    string
 		values []string
 	}{{"sni", p.SNI}, {"alpn", p.ALPN}, {"host", p.Hosts}} {
-		if n := len(c.values); n > LabelValues {
-			conds = append(conds, fmt.Sprintf("%s=%s,+%d", c.key, strings.Join(c.values[:LabelValues], ","), n-LabelValues))
-		} else if n > 0 {
+		if len(c.values) > labelNames {
+			conds = append(conds, fmt.Sprintf("%s=%s,+%d more", c.key, strings.Join(c.values[:labelNames], ","), len(c.values)-labelNames))
+		} else if len(c.values) > 0 {
 			conds = append(conds, c.key+"="+strings.Join(c.values, ","))
 		}
 	}
@@ -76,6 +74,9 @@ func Label(p *protocols.Protocol) string {
 	}
 	return p.Name + "[" + strings.Join(conds, ";") + "]"
 }
+
+// labelNames is how many values of a condition a Label shows.
+const labelNames = 4
 
 // Changes are the routes a plan adds, removes and changes relative to the
 // snapshot it was built from. A route is its Entry.Label; each is listed
@@ -215,6 +216,10 @@ func differences(a, b *protocols.Protocol) []string {
 		if f.of(a) != f.of(b) {
 			out = append(out, f.name)
 		}
+	}
+	// A Label shows only the first names of a long list.
+	if !slices.Equal(a.SNI, b.SNI) || !slices.Equal(a.ALPN, b.ALPN) || !slices.Equal(a.Hosts, b.Hosts) {
+		out = append(out, "names")
 	}
 	if out != nil && out[0] == "target" {
 		out[0] = "was " + targetOf(a)

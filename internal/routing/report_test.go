@@ -27,6 +27,10 @@ func TestLabel(t *testing.T) {
 	if got := Label(tls); got != "TLS[sni=a.example,*.b.example;alpn=h2]" {
 		t.Errorf("sni and alpn: %q", got)
 	}
+	tls.SNI = []string{"a", "b", "c", "d", "e", "f"}
+	if got := Label(tls); got != "TLS[sni=a,b,c,d,+2 more;alpn=h2]" {
+		t.Errorf("long sni list: %q", got)
+	}
 	http := protocols.NewHTTPProtocol("h:1")
 	http.Hosts = []string{"w.example"}
 	if got := Label(http); got != "HTTP[host=w.example]" {
@@ -122,7 +126,7 @@ func TestBackendUpFollowsRoutes(t *testing.T) {
 	}
 }
 
-// TestLabelsBounded: a route's label shows at most LabelValues values of a
+// TestLabelsBounded: a route's label shows at most labelNames values of a
 // condition and counts the rest, and two routes whose labels would be the
 // same are told apart by "#2", in logs and metrics alike.
 func TestLabelsBounded(t *testing.T) {
@@ -136,10 +140,10 @@ func TestLabelsBounded(t *testing.T) {
 	b := protocols.NewTLSProtocol("y:1")
 	b.SNI = append(slices.Clone(names[:4]), "other.example")
 	_, rt := build(t, st, nil, a, b)
-	if got := rt.Entries[0].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+996]" {
+	if got := rt.Entries[0].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+996 more]" {
 		t.Errorf("label of 1000 names: %q", got)
 	}
-	if got := rt.Entries[1].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+1]" {
+	if got := rt.Entries[1].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+1 more]" {
 		t.Errorf("label of 5 names: %q", got)
 	}
 	c := protocols.NewTLSProtocol("z:1")
