@@ -23,10 +23,11 @@ import (
 // current.
 //
 // One edit is tried once: the watcher does not reload bytes the last
-// reload of the file already tried, and a Reload of those bytes within
-// CoalesceWindow of that try is that try (a `sed -i` followed by SIGHUP
-// reaches both the watcher and Reload). Both are reported to
-// OnConfigUnchanged instead.
+// reload of the file already tried, and a Reload of the bytes the watcher
+// tried less than CoalesceWindow ago is that try (a `sed -i` followed by
+// SIGHUP reaches both the watcher and Reload). Both are reported to
+// OnConfigUnchanged instead. Two Reloads are always two tries: a SIGHUP
+// also re-reads the files the configuration names (sni_file).
 //
 // Watching starts in Watch, so NewConfigManager followed by OnConfigChange
 // reloads automatically; Close stops it.
@@ -41,6 +42,7 @@ type Watcher struct {
 	onUnchanged []func()
 	lastData    []byte    // the file's bytes the last reload tried
 	lastAt      time.Time // when
+	lastWatched bool      // by the watcher
 	lastErr     error     // and what it returned
 
 	reloads, failures atomic.Int64
@@ -49,8 +51,8 @@ type Watcher struct {
 	done   chan struct{}
 }
 
-// CoalesceWindow is how long after a reload of the file a Reload of the
-// same bytes is taken as that reload.
+// CoalesceWindow is how long after the watcher's reload of the file a
+// Reload of the same bytes is taken as that reload.
 const CoalesceWindow = 2 * time.Second
 
 // Watch loads path (an error names file:line) and starts watching it.
@@ -127,13 +129,14 @@ func (cm *Watcher) OnConfigUnchanged(fn func()) {
 func (cm *Watcher) Reloads() int64        { return cm.reloads.Load() }
 func (cm *Watcher) ReloadFailures() int64 { return cm.failures.Load() }
 
-// Reload reads the file again now, unless it holds the bytes a reload
-// tried less than CoalesceWindow ago: then that reload's result is
-// returned, and no callback runs again but OnConfigUnchanged's.
+// Reload reads the file again now, unless it holds the bytes the watcher
+// tried less than CoalesceWindow ago: then that try's result is returned,
+// and no callback runs again but OnConfigUnchanged's.
 func (cm *Watcher) Reload() error { return cm.reload(false) }
 
 // reload reads the file and applies it, unless it is unchanged: since the
-// last try for the watcher (watched), within CoalesceWindow for Reload.
+// last try for the watcher (watched), since the watcher's try within
+// CoalesceWindow for Reload.
 func (cm *Watcher) reload(watched bool) error {
 	data, err := readFile(cm.path)
 	if err != nil {
@@ -141,7 +144,7 @@ func (cm *Watcher) reload(watched bool) error {
 	}
 	now := time.Now()
 	cm.mu.Lock()
-	if cm.lastData != nil && bytes.Equal(data, cm.lastData) && (watched || now.Sub(cm.lastAt) < CoalesceWindow) {
+	if cm.lastData != nil && bytes.Equal(data, cm.lastData) && (watched || cm.lastWatched && now.Sub(cm.lastAt) < CoalesceWindow) {
 		fns, err := cm.onUnchanged, cm.lastErr
 		cm.mu.Unlock()
 		for _, fn := range fns {
@@ -149,7 +152,7 @@ func (cm *Watcher) reload(watched bool) error {
 		}
 		return err
 	}
-	cm.lastData, cm.lastAt, cm.lastErr = data, now, nil
+	cm.lastData, cm.lastAt, cm.lastWatched, cm.lastErr = data, now, watched, nil
 	cm.mu.Unlock()
 	cfg, err := Parse(data, cm.path)
 	err = cm.apply(cfg, err)

@@ -28,7 +28,8 @@ func replace(t *testing.T, path, data string) {
 // both the watcher and Reload; it is tried once, whichever comes first, so
 // a bad edit is rejected once, and Reload returns the error of the try it
 // joined. A later Reload of the same bytes, after
-// CoalesceWindow, is tried again (a retry); the watcher never re-tries.
+// CoalesceWindow, is tried again (a retry), as is a Reload right after a
+// Reload; the watcher never re-tries.
 func TestOneEditTriedOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	testnet.WriteFile(t, path, watchGood)
@@ -55,6 +56,10 @@ func TestOneEditTriedOnce(t *testing.T) {
 	cm.Reload()
 	if n := rejected.Load(); n != 2 {
 		t.Fatalf("a SIGHUP after the window was not tried: %d rejections", n)
+	}
+	cm.Reload() // right after a Reload: a retry (sni_file may have changed)
+	if n := rejected.Load(); n != 3 {
+		t.Fatalf("a second SIGHUP was not tried: %d rejections", n)
 	}
 }
 
