@@ -378,6 +378,19 @@ func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
 	}
 }
 
+// Unban lifts the ban on ip (for IPv6, its /64), whoever issued it: a
+// shared ban whose key was deleted, or an operator's decision. The source's
+// failure history stays, so a source that fails again is banned again.
+func (g *Guard) Unban(ip netip.Addr) {
+	key := trackKey(ip.Unmap())
+	sh := g.shardOf(key)
+	sh.mu.Lock()
+	if e := sh.m[key]; e != nil {
+		e.bannedUntil = time.Time{}
+	}
+	sh.mu.Unlock()
+}
+
 // lockEntry locks key's shard and returns it with key's state there, as
 // entry does; the caller unlocks the shard.
 func (g *Guard) lockEntry(key netip.Addr) (*shard, *entry) {
