@@ -102,10 +102,10 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 		}
 	}
 	node, err := cluster.Start(context.Background(), cluster.Options{
-		NodeID:    cfg.NodeID,
-		Address:   cfg.Advertise,
-		Version:   "protoplex",
-		Endpoints: cfg.EtcdEndpoints,
+		NodeID:       cfg.NodeID,
+		Address:      cfg.Advertise,
+		Version:      "protoplex",
+		Endpoints:    cfg.EtcdEndpoints,
 		LeaseTTL:     cfg.LeaseTTL,
 		ConfigKey:    configKey,
 		StartTimeout: cfg.StartTimeout,

@@ -70,11 +70,12 @@ type ProtocolManager struct {
 	routing  atomic.Pointer[routing.Table]
 	draining atomic.Bool
 	serving  atomic.Int32 // listeners accepting now
+	ctx      context.Context
+	cancel   context.CancelFunc
+
 	// cluster, set by a DistributedManager, adds its state to readiness:
 	// ok false makes the instance unready; detail is shown in any case.
 	cluster atomic.Pointer[func() (ok bool, detail string)]
-	ctx      context.Context
-	cancel   context.CancelFunc
 }
 
 // settings are the server: values a connection runs with; UpdateConfig

@@ -219,7 +219,7 @@ func TestWatchResumes(t *testing.T) {
 	proxy := testnet.CutProxy(t, endpoint)
 	register(t, cli, "a", "127.0.0.1:1")
 	r := &recorder{}
-	n := startNode(t, Options{Endpoints: []string{proxy.Addr}, LeaseTTL: 2 * time.Second, }, r)
+	n := startNode(t, Options{Endpoints: []string{proxy.Addr}, LeaseTTL: 2 * time.Second}, r)
 	partition := func(meanwhile func()) {
 		t.Helper()
 		proxy.Cut()
