@@ -269,7 +269,9 @@ func (dm *DistributedManager) CheckConfig(c *Config) error {
 // mergeLocked returns base with the discovered backends and the load
 // balancer defaults added; dm.mu is held.
 // With discovery on, a protocol may list no target of its own (target: []):
-// the merged configuration says so, as the node's file does.
+// the merged configuration says so, as the node's file does. Until an
+// instance registers, its connections are identified and closed (a dial
+// error), as when every target is down.
 func (dm *DistributedManager) mergeLocked(base *Config) *Config {
 	lb := dm.cfg.LoadBalancer
 	merged := base.Merged(dm.discovered, lb.Strategy, time.Duration(lb.HealthCheckInterval)*time.Second)
