@@ -92,7 +92,7 @@ func TestDistributedNodes(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	nodes[1].Manager().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, want := range []string{`protoplex_discovered_backends{protocol="ssh"} 1`, "protoplex_cluster_nodes 3"} {
+	for _, want := range []string{`protoplex_discovered_backends{protocol="ssh"} 1`, "protoplex_cluster_nodes 3", "protoplex_cluster_last_sync_age_seconds "} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Fatalf("metrics lack %q", want)
 		}
