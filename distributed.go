@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/darkit/protoplex/internal/cluster"
@@ -131,9 +132,14 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	ready := dm.ready
 	pm.cluster.Store(&ready)
 	// Bans this node's DDoS guard issues are enforced by every node.
+	// PublishBan only queues (this runs on the data plane); a full queue
+	// is logged at most once a second.
+	var warned atomic.Int64
 	pm.OnBan(func(ip netip.Addr, d time.Duration) {
 		if err := node.PublishBan(ip, d); err != nil {
-			pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
+			if now := time.Now().Unix(); warned.Swap(now) != now {
+				pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
+			}
 		}
 	})
 	return dm, nil

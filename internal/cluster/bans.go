@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -17,10 +18,54 @@ type banLeases struct {
 	leases map[int64]clientv3.LeaseID // expiry (unix seconds) → lease
 }
 
+const (
+	// maxPendingBans bounds the bans waiting to be published: a flood of
+	// bans while etcd is slow or away is dropped past it (logged), never
+	// queued without limit.
+	maxPendingBans = 4096
+	// maxLeaseLookups bounds the lease look-ups of one full read; bans
+	// past it get their whole duration, and their key's deletion still
+	// lifts them.
+	maxLeaseLookups = 1024
+)
+
+type published struct {
+	ip netip.Addr
+	d  time.Duration
+}
+
+// ErrBanQueueFull is PublishBan's error when maxPendingBans bans already
+// wait to be published.
+var ErrBanQueueFull = errors.New("cluster: too many bans waiting to be published")
+
 // PublishBan shares a ban with every node; it ends with its lease, and
-// deleting its key lifts it everywhere.
+// deleting its key lifts it everywhere. It does not wait for etcd (the
+// caller may be the data plane): the ban is queued, and written by the
+// node's publisher.
 func (n *Node) PublishBan(ip netip.Addr, d time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	select {
+	case n.bansOut <- published{ip, d}:
+		return nil
+	default:
+		return ErrBanQueueFull
+	}
+}
+
+func (n *Node) publishBans(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-n.bansOut:
+			if err := n.publish(ctx, b.ip, b.d); err != nil && ctx.Err() == nil {
+				n.log.Warn("could not share ban", "source", b.ip.String(), "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) publish(ctx context.Context, ip netip.Addr, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ttl := max(int64((d+time.Second-1)/time.Second), 1)
 	lease, err := n.banLease.get(ctx, n.cli, ttl, time.Now())

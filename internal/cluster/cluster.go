@@ -11,8 +11,9 @@
 //
 // Bounds: MaxResponseBytes per etcd response, MaxServicesPerProtocol,
 // MaxProtocols, MaxNodes, MaxBans entries, MaxStateBytes for the saved
-// state file; one pending status write; back-off at most min(5 s,
-// lease_ttl/3).
+// state file; one pending status write; maxPendingBans bans waiting to be
+// published; maxLeaseLookups lease look-ups per full read; back-off at
+// most min(5 s, lease_ttl/3).
 package cluster
 
 import (
@@ -145,6 +146,7 @@ type Node struct {
 
 	status   chan string // the last status to write; one pending at most
 	banLease banLeases
+	bansOut  chan published // bans to publish; at most maxPendingBans
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -180,7 +182,7 @@ func Start(ctx context.Context, opt Options, h Handlers) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n := &Node{opt: opt, h: h, cli: cli, log: opt.Logger, st: newState(opt.ConfigKey), needSnapshot: true,
-		backoff: minBackoff, status: make(chan string, 1), done: make(chan struct{})}
+		backoff: minBackoff, status: make(chan string, 1), bansOut: make(chan published, maxPendingBans), done: make(chan struct{})}
 	n.ranges = []watchRange{{key: watchStart, end: StatusPrefix}}
 	if k := opt.ConfigKey; k != "" && !(k >= watchStart && k < StatusPrefix) {
 		n.ranges = append(n.ranges, watchRange{key: k})
@@ -205,11 +207,13 @@ func Start(ctx context.Context, opt Options, h Handlers) (*Node, error) {
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	n.cancel = rcancel
-	statusDone := make(chan struct{})
-	go n.writeStatus(rctx, statusDone)
+	var helpers sync.WaitGroup
+	helpers.Add(2)
+	go func() { defer helpers.Done(); n.writeStatus(rctx) }()
+	go func() { defer helpers.Done(); n.publishBans(rctx) }()
 	go func() {
 		n.run(rctx, connected)
-		<-statusDone
+		helpers.Wait()
 		close(n.done)
 	}()
 	return n, nil
@@ -401,6 +405,9 @@ func (n *Node) performBans(ctx context.Context, bans []banChange, snapshot bool)
 		d := b.D
 		if snapshot && b.Lease != 0 {
 			left, ok := remaining[b.Lease]
+			if !ok && len(remaining) >= maxLeaseLookups {
+				left, ok = b.D, true // its key's deletion still lifts it
+			}
 			if !ok {
 				left = n.leaseLeft(ctx, clientv3.LeaseID(b.Lease), b.D)
 				remaining[b.Lease] = left
@@ -455,8 +462,7 @@ func (n *Node) reportStatus(status string) {
 	}
 }
 
-func (n *Node) writeStatus(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+func (n *Node) writeStatus(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
