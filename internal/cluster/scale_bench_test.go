@@ -159,7 +159,10 @@ func BenchmarkClusterCost(b *testing.B) {
 				if _, err := cli.Put(ctx, "/protoplex/config", fmt.Sprintf("v%d", seq)); err != nil {
 					b.Fatal(err)
 				}
-			}, func(sn *scaleNode, _ int) bool { v, _ := sn.config.Load().(string); return v == fmt.Sprintf("v%d", seq) })
+			}, func(sn *scaleNode, _ int) bool {
+				v, _ := sn.config.Load().(string)
+				return v == fmt.Sprintf("v%d", seq)
+			})
 			measure("register", func(int) {
 				seq++
 				if err := Register(ctx, cli, Service{Protocol: "ssh", Instance: fmt.Sprintf("i%d", seq), Address: "127.0.0.1:1"}, 0); err != nil {
