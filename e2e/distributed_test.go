@@ -187,3 +187,59 @@ func exchangeWith(addr, send string) string {
 	reply, _ := testnet.RoundTrip(addr, send)
 	return reply
 }
+
+// TestDistributedStaleness: a node cut off from etcd (etcd itself up) keeps
+// serving, its protoplex_cluster_last_sync_age_seconds grows, and once it
+// passes max_staleness the node turns unready, saying why; back in touch,
+// it is ready again.
+func TestDistributedStaleness(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	proxy := testnet.CutProxy(t, etcd.Client)
+	backend := testnet.Banner(t, "svc:")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := cluster.Register(context.Background(), cli, cluster.Service{Protocol: "ssh", Instance: "a", Address: backend}, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := protoplex.ParseConfig([]byte("distributed:\n  enable: true\n  etcd_endpoints: [\""+proxy.Addr+"\"]\n  service_discovery: {enable: true}\nprotocols:\n  - name: SSH\n    target: []\n"), "node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := protoplex.DistributedConfigFrom(c)
+	dc.NodeID, dc.LeaseTTL, dc.MaxStaleness = "stale", 2*time.Second, 3*time.Second
+	dc.Options = []protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler))}
+	dm, err := protoplex.NewDistributedManager(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Close() })
+	addr := serve(t, dm.Manager())
+	ready := func() (bool, string) { return dm.Manager().Ready() }
+	testnet.Eventually(t, 10*time.Second, func() bool { ok, _ := ready(); return ok }, "never ready")
+
+	proxy.Cut()
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		ok, why := ready()
+		return !ok && strings.Contains(why, "over distributed.max_staleness (3s)")
+	}, "a node cut off from etcd stayed ready: %v", testnet.Later(func() string { _, why := ready(); return why }))
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "svc:") {
+		t.Fatalf("an unready node stopped serving: %q", got)
+	}
+	rec := httptest.NewRecorder()
+	dm.Manager().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var age float64
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "protoplex_cluster_last_sync_age_seconds "); ok {
+			fmt.Sscan(v, &age)
+		}
+	}
+	if age <= 3 {
+		t.Fatalf("protoplex_cluster_last_sync_age_seconds %v once unready, want over 3", age)
+	}
+
+	proxy.Restore()
+	testnet.Eventually(t, 20*time.Second, func() bool { ok, _ := ready(); return ok }, "not ready again once back in touch with etcd")
+}
