@@ -477,6 +477,10 @@ func (n *Node) writeStatus(ctx context.Context) {
 	}
 }
 
+// errCompacted ends a session whose watch cannot resume: etcd compacted the
+// revisions it would resume from.
+var errCompacted = errors.New("watch compacted")
+
 // run keeps the node in session with etcd, reconnecting with back-off.
 func (n *Node) run(ctx context.Context, connected bool) {
 	for ctx.Err() == nil {
@@ -484,6 +488,9 @@ func (n *Node) run(ctx context.Context, connected bool) {
 		connected = false
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errCompacted) {
+			continue // still in touch: read everything at once
 		}
 		n.setConnected(false, err)
 		n.backoff = nextBackoff(n.backoff, wasConnected, n.opt.LeaseTTL)
@@ -592,7 +599,7 @@ func (n *Node) session(ctx context.Context, connected bool) (bool, error) {
 			// The revisions the watch would resume from are gone: only a
 			// full read can tell what changed meanwhile.
 			n.needSnapshot = true
-			return true, fmt.Errorf("watch compacted at revision %d", wr.CompactRevision)
+			return true, fmt.Errorf("%w at revision %d", errCompacted, wr.CompactRevision)
 		}
 		if err := wr.Err(); err != nil {
 			return true, err // the next session resumes from n.ranges[i].rev
