@@ -137,11 +137,11 @@ type Node struct {
 	lease        clientv3.LeaseID
 	ranges       []watchRange
 	needSnapshot bool
-	backoff      time.Duration
 
 	connected atomic.Bool
 	lastSync  atomic.Int64 // unix nanoseconds of the last read proven current (0 = never)
 	snapshots atomic.Int64 // full reads done
+	backoff   atomic.Int64 // the last wait between sessions (a time.Duration); written by run
 	savedAt   time.Time    // the state file's time, when Start fell back to it
 
 	status   chan string // the last status to write; one pending at most
@@ -182,7 +182,8 @@ func Start(ctx context.Context, opt Options, h Handlers) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n := &Node{opt: opt, h: h, cli: cli, log: opt.Logger, st: newState(opt.ConfigKey), needSnapshot: true,
-		backoff: minBackoff, status: make(chan string, 1), bansOut: make(chan published, maxPendingBans), done: make(chan struct{})}
+		status: make(chan string, 1), bansOut: make(chan published, maxPendingBans), done: make(chan struct{})}
+	n.backoff.Store(int64(minBackoff))
 	n.ranges = []watchRange{{key: watchStart, end: StatusPrefix}}
 	if k := opt.ConfigKey; k != "" && !(k >= watchStart && k < StatusPrefix) {
 		n.ranges = append(n.ranges, watchRange{key: k})
@@ -493,9 +494,10 @@ func (n *Node) run(ctx context.Context, connected bool) {
 			continue // still in touch: read everything at once
 		}
 		n.setConnected(false, err)
-		n.backoff = nextBackoff(n.backoff, wasConnected, n.opt.LeaseTTL)
+		b := nextBackoff(time.Duration(n.backoff.Load()), wasConnected, n.opt.LeaseTTL)
+		n.backoff.Store(int64(b))
 		// Jitter: nodes that lost etcd together do not come back together.
-		wait := n.backoff/2 + rand.N(n.backoff/2+1)
+		wait := b/2 + rand.N(b/2+1)
 		select {
 		case <-ctx.Done():
 			return

@@ -330,3 +330,27 @@ func TestStateFileBounded(t *testing.T) {
 		t.Fatalf("oversized state file: %v", err)
 	}
 }
+
+// TestBackoffResets: while etcd is away the wait between attempts grows to
+// its cap (lease_ttl/3 here); after a session that connected, the next
+// wait starts from the minimum again instead of staying at the cap.
+func TestBackoffResets(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	cli := etcdClient(t, etcd.Client)
+	n := startNode(t, Options{Endpoints: []string{etcd.Client}, LeaseTTL: 2 * time.Second}, &recorder{})
+	capped := nextBackoff(maxBackoff, false, 2*time.Second)
+	etcd.Stop()
+	testnet.Eventually(t, 30*time.Second, func() bool { return time.Duration(n.backoff.Load()) == capped }, "the back-off never reached %v", capped)
+	etcd.Start()
+	testnet.Eventually(t, 20*time.Second, n.Connected, "never reconnected")
+	// End the connected session: its lease revoked.
+	resp, err := cli.Get(context.Background(), NodesPrefix+"n1")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("node key: %v", err)
+	}
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool { return time.Duration(n.backoff.Load()) == minBackoff },
+		"the back-off stayed at %v after a session that connected", testnet.Later(func() string { return time.Duration(n.backoff.Load()).String() }))
+}
