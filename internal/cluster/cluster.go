@@ -137,6 +137,9 @@ type Node struct {
 	lease        clientv3.LeaseID
 	ranges       []watchRange
 	needSnapshot bool
+	// entries ignored since ignoredLogged (over a bound, or malformed)
+	ignored, malformed int
+	ignoredLogged      time.Time
 
 	connected atomic.Bool
 	lastSync  atomic.Int64 // unix nanoseconds of the last read proven current (0 = never)
@@ -367,9 +370,14 @@ func (n *Node) fold(ctx context.Context, evs []*clientv3.Event) {
 // lease; a watched one was just published and lasts its duration, and its
 // key's deletion (the lease's end, or an operator's) lifts it.
 func (n *Node) perform(ctx context.Context, c changes, snapshot bool) {
-	if c.Ignored > 0 || c.Malformed > 0 {
-		n.log.Warn("cluster entries ignored", "over_bounds", c.Ignored, "malformed", c.Malformed,
+	// Ignored entries are logged at most once a minute, with their count
+	// since: a flood of keys over a bound is one event per key.
+	n.ignored += c.Ignored
+	n.malformed += c.Malformed
+	if (n.ignored > 0 || n.malformed > 0) && time.Since(n.ignoredLogged) >= time.Minute {
+		n.log.Warn("cluster entries ignored", "over_bounds", n.ignored, "malformed", n.malformed,
 			"max_services_per_protocol", MaxServicesPerProtocol, "max_protocols", MaxProtocols, "max_nodes", MaxNodes, "max_bans", MaxBans)
+		n.ignored, n.malformed, n.ignoredLogged = 0, 0, time.Now()
 	}
 	if c.Config != nil && n.h.Config != nil {
 		status := "ok"
