@@ -588,8 +588,8 @@ func (n *Node) session(ctx context.Context, connected bool) (bool, error) {
 			if time.Since(start) > n.opt.LeaseTTL && time.Since(n.LastSync()) > n.opt.LeaseTTL {
 				return true, fmt.Errorf("etcd did not answer for %v", n.opt.LeaseTTL)
 			}
-			if chans[0] == nil {
-				continue
+			if chans[0] == nil || time.Since(n.LastSync()) < n.opt.LeaseTTL/3 {
+				continue // not open yet, or a response came recently
 			}
 			pctx, pcancel := context.WithTimeout(wctx, n.opt.LeaseTTL/3)
 			err := n.cli.RequestProgress(pctx)
