@@ -169,18 +169,41 @@ func TestBanEndsWithItsKey(t *testing.T) {
 
 // TestConnectionChangesLogged: every change of the etcd session is logged
 // once: a lease revoked (the node registers again), and a partition longer
-// than the lease (the node is cut off from etcd, which stays up).
+// than the lease (the node is cut off from etcd, which stays up). The log
+// alternates "etcd connected" and "etcd disconnected", starting connected.
 func TestConnectionChangesLogged(t *testing.T) {
 	endpoint := testnet.StartEtcd(t).Client
 	cli := etcdClient(t, endpoint)
 	proxy := testnet.CutProxy(t, endpoint)
 	logs := &testnet.Buffer{}
 	n := startNode(t, Options{Endpoints: []string{proxy.Addr}, LeaseTTL: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(logs, nil))}, &recorder{})
-	count := func(msg string) int { return strings.Count(logs.String(), `msg="`+msg) }
-	logged := func(connected, disconnected int) func() bool {
-		return func() bool { return count("etcd connected") == connected && count("etcd disconnected") == disconnected }
+	// changes is the sequence of session changes logged: true connected.
+	changes := func() []bool {
+		var out []bool
+		for _, line := range strings.Split(logs.String(), "\n") {
+			switch {
+			case strings.Contains(line, `msg="etcd connected"`):
+				out = append(out, true)
+			case strings.Contains(line, `msg="etcd disconnected`):
+				out = append(out, false)
+			}
+		}
+		for i, up := range out {
+			if up != (i%2 == 0) {
+				t.Fatalf("change %d logged twice in a row:\n%s", i, logs)
+			}
+		}
+		return out
 	}
-	testnet.Eventually(t, 10*time.Second, logged(1, 0), "start not logged:\n%s", testnet.Later(logs.String))
+	// reconnected waits until the log shows more than n changes and ends
+	// connected.
+	reconnected := func(n int, what string) int {
+		t.Helper()
+		var got []bool
+		testnet.Eventually(t, 15*time.Second, func() bool { got = changes(); return len(got) > n && got[len(got)-1] }, "%s not logged:\n%s", what, testnet.Later(logs.String))
+		return len(got)
+	}
+	seen := reconnected(0, "start")
 
 	// The lease revoked: the keep-alive ends, the node registers again.
 	resp, err := cli.Get(context.Background(), NodesPrefix+"n1")
@@ -190,7 +213,7 @@ func TestConnectionChangesLogged(t *testing.T) {
 	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
 		t.Fatal(err)
 	}
-	testnet.Eventually(t, 15*time.Second, logged(2, 1), "re-registration not logged:\n%s", testnet.Later(logs.String))
+	seen = reconnected(seen, "re-registration")
 
 	// Cut off from etcd for longer than the lease.
 	cut := time.Now()
@@ -202,7 +225,7 @@ func TestConnectionChangesLogged(t *testing.T) {
 		return err == nil && r.Count == 0
 	}, "the node's lease never lapsed")
 	proxy.Restore()
-	testnet.Eventually(t, 15*time.Second, logged(3, 2), "reconnection not logged:\n%s", testnet.Later(logs.String))
+	reconnected(seen, "reconnection")
 	testnet.Eventually(t, 10*time.Second, func() bool {
 		r, err := cli.Get(context.Background(), NodesPrefix+"n1", clientv3.WithCountOnly())
 		return err == nil && r.Count == 1
