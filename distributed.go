@@ -213,8 +213,8 @@ func (dm *DistributedManager) ready() (bool, string) {
 	default:
 		detail = fmt.Sprintf("cluster: etcd unreachable: serving the state read %v ago", age)
 	}
-	if max := dm.cfg.MaxStaleness; max > 0 && age > max {
-		return false, detail + fmt.Sprintf(", over distributed.max_staleness (%v)", max)
+	if limit := dm.cfg.MaxStaleness; limit > 0 && age > limit {
+		return false, detail + fmt.Sprintf(", over distributed.max_staleness (%v)", limit)
 	}
 	return true, detail
 }
@@ -273,11 +273,11 @@ func (dm *DistributedManager) CheckConfig(c *Config) error {
 }
 
 // mergeLocked returns base with the discovered backends and the load
-// balancer defaults added; dm.mu is held.
-// With discovery on, a protocol may list no target of its own (target: []):
-// the merged configuration says so, as the node's file does. Until an
-// instance registers, its connections are identified and closed (a dial
-// error), as when every target is down.
+// balancer defaults added; dm.mu is held. With discovery on, a protocol may
+// list no target of its own (target: []): the merged configuration says
+// so, as the node's file does. Until an instance registers, its
+// connections are identified and closed (a dial error), as when every
+// target is down.
 func (dm *DistributedManager) mergeLocked(base *Config) *Config {
 	lb := dm.cfg.LoadBalancer
 	merged := base.Merged(dm.discovered, lb.Strategy, time.Duration(lb.HealthCheckInterval)*time.Second)
