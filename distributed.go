@@ -245,8 +245,14 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 	}
 }
 
+// onConfig applies the configuration shared through etcd. The node's own
+// distributed settings stand (the shared file does not carry them), so a
+// protocol there may list target: [] when this node discovers targets.
 func (dm *DistributedManager) onConfig(yaml []byte) error {
-	c, err := ParseConfig(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix)
+	node := dm.cfg.Config.Distributed
+	node.Enable = true
+	node.ServiceDiscovery.Enable = dm.cfg.ServiceDiscovery.Enable
+	c, err := config.ParseShared(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix, node)
 	if err != nil {
 		dm.pm.stats.Reload(false)
 		return err

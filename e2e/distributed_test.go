@@ -243,3 +243,45 @@ func TestDistributedStaleness(t *testing.T) {
 	proxy.Restore()
 	testnet.Eventually(t, 20*time.Second, func() bool { ok, _ := ready(); return ok }, "not ready again once back in touch with etcd")
 }
+
+// TestDistributedSharedDiscoveryOnly: a configuration shared through etcd
+// may list target: [] (it carries no distributed: block; the node's own
+// discovery counts): every node applies it and routes that protocol to the
+// backends etcd names.
+func TestDistributedSharedDiscoveryOnly(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	if err := cluster.Register(ctx, cli, cluster.Service{Protocol: "ssh", Instance: "a", Address: testnet.Banner(t, "svc:")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	base, err := protoplex.ParseConfig([]byte("protocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm, err := protoplex.NewDistributedManager(protoplex.DistributedConfig{
+		NodeID: "shared", EtcdEndpoints: []string{etcd.Client}, Config: base,
+		ServiceDiscovery: protoplex.ServiceDiscoveryConfig{Enable: true},
+		ConfigManager:    protoplex.ConfigManagerConfig{Enable: true},
+		Options:          []protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Close() })
+	addr := serve(t, dm.Manager())
+	if _, err := cli.Put(ctx, "/protoplex/config", "protocols:\n  - name: SSH\n    target: []\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the shared configuration reported applied", func() bool {
+		r, err := cli.Get(ctx, cluster.StatusPrefix+"shared")
+		return err == nil && len(r.Kvs) == 1 && string(r.Kvs[0].Value) == "ok"
+	})
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "svc:") {
+		t.Fatalf("SSH through the shared discovery-only protocol: %q", got)
+	}
+}
