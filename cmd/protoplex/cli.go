@@ -20,6 +20,7 @@ var subcommands = []struct{ name, args, help string }{
 // usage writes the main command's help: synopsis, flags, sub-commands.
 func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+       protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']   (print an sslh configuration as protoplex YAML)
        protoplex COMMAND -etcd HOSTS [flags]   (protoplex COMMAND -h for its flags)
 
 protoplex serves several protocols on one port. Without -config it runs the

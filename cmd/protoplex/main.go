@@ -1,6 +1,7 @@
 // Command protoplex serves several protocols on one port.
 //
 //	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+//	protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
@@ -54,12 +55,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
+	sslh := fromSSLHFlags(fs)
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
+	}
+	if code, done := sslh.run(os.Stdin, stdout, stderr); done {
+		return code
 	}
 	if *check {
 		if *configPath == "" {

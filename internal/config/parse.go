@@ -162,6 +162,7 @@ func parse(data []byte, filename string, node *Distributed) (*Config, error) {
 			c.Monitoring.disableUnwanted(mapValue(doc, "monitoring"))
 		}
 	}
+	errs = append(errs, c.loadNames(filename, &root)...)
 	c.applyDefaults()
 	c.Source = filename
 	if node != nil {

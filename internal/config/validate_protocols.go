@@ -31,7 +31,7 @@ func (v *checker) protocols(c *Config) {
 	seen := map[string]int{}
 	// Totals over all protocols: each bound reported once, at the protocol
 	// whose share goes over it.
-	var totalTargets, poolConns, regexInsts int
+	var totalTargets, poolConns, regexInsts, totalNames int
 	var probeRate float64
 	poolLimit := min(maxPoolConns, c.Server.MaxConnections)
 	discovery := c.Distributed.Enable && c.Distributed.ServiceDiscovery.Enable
@@ -94,24 +94,46 @@ func (v *checker) protocols(c *Config) {
 		}
 		v.intIn(field("priority"), name+": priority", p.Priority, -maxPriority, maxPriority)
 		conds := protocols.Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Host}
+		// Names read from sni_file and host_file were checked as they
+		// were read, with their file's lines; they count in the total.
+		names := len(p.SNI) + len(p.ALPN) + len(p.Host)
+		if before := totalNames; before <= maxTotalNames {
+			if totalNames += names; totalNames > maxTotalNames {
+				v.add(where, "%s: %d sni, alpn and host names in protocols[0..%d], at most %d in all protocols (files included)", name, totalNames, i, maxTotalNames)
+			}
+		}
 		for _, cond := range []struct {
 			key  string
 			list []string
 			max  int
-		}{{"sni", p.SNI, maxConditionLen}, {"alpn", p.ALPN, 255}, {"host", p.Host, maxConditionLen}} {
+		}{{"sni", inline(p.SNI, p.fileSNI), maxConditionLen}, {"alpn", p.ALPN, 255}, {"host", inline(p.Host, p.fileHost), maxConditionLen}} {
 			if len(cond.list) > maxConditions {
 				v.add(field(cond.key), "%s: %s: %d entries, at most %d", name, cond.key, len(cond.list), maxConditions)
 			}
 			bad := 0
+			seen := map[string]int{}
 			for j, val := range cond.list {
 				if val == "" || len(val) > cond.max || !printable(val) {
 					v.add(field(cond.key), "%s: %s %q: want 1 to %d printable characters", name, cond.key, val, cond.max)
 					break
 				}
-				if cond.key == "alpn" {
-					continue
+				err := error(nil)
+				if cond.key != "alpn" {
+					err = checkName(val)
 				}
-				if err := checkName(val); err != nil {
+				// A name twice in one list is a slip (caddy refuses it
+				// too); across routes a name is ranked, not refused.
+				key := val
+				if cond.key != "alpn" {
+					key = protocols.NormalizeName(val)
+				}
+				if first, dup := seen[key]; dup && err == nil {
+					err = fmt.Errorf("%q is listed twice (first at %s[%d])", val, cond.key, first)
+				}
+				if _, dup := seen[key]; !dup {
+					seen[key] = j
+				}
+				if err != nil {
 					if bad++; bad > maxReported {
 						v.add(field(cond.key), "%s: %s: more entries like these", name, cond.key)
 						break
@@ -221,18 +243,31 @@ func (v *checker) protocols(c *Config) {
 		if _, err := upstream.ParseSource(p.Source); err != nil {
 			v.add(field("source"), "%s: %v", name, err)
 		}
-		if p.Fallback {
+		if p.IsFallback() {
 			fallbacks++
 			if fallbacks == 2 {
-				v.add(field("fallback"), "%s: a second fallback; only one protocol may be the fallback", name)
+				at, why := field("fallback"), ""
+				if !p.Fallback {
+					at, why = where, " (anyprot is the fallback by nature)"
+				}
+				v.add(at, "%s: a second fallback%s; only one protocol may be the fallback", name, why)
 			}
 		}
 		key := fmt.Sprintf("%s|%v|%v|%v", strings.ToLower(p.Name), p.SNI, p.ALPN, p.Host)
-		if j, dup := seen[key]; dup && builtin {
+		// A repeated entry that is the fallback still takes what nothing
+		// matched (sslh's "second http entry as the default").
+		if j, dup := seen[key]; dup && builtin && !p.IsFallback() {
 			v.add(where, "%s: same protocol and conditions as protocols[%d]: the second could never match", name, j)
 		}
-		seen[key] = i
+		if _, dup := seen[key]; !dup {
+			seen[key] = i
+		}
 	}
+}
+
+// inline is list without the fromFile names it ends with.
+func inline(list []string, fromFile int) []string {
+	return list[:max(0, len(list)-fromFile)]
 }
 
 // maxReported is how many bad entries of one list are reported one by one.
