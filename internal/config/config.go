@@ -196,4 +196,13 @@ type Distributed struct {
 	} `yaml:"config_manager"`
 	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// StartTimeout bounds the wait at start for the first read of etcd
+	// (default 10s); then the node starts from StateFile, or exits.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// StateFile keeps the last shared configuration and discovered backends
+	// on disk ("" = not kept), to start from while etcd is unreachable.
+	StateFile string `yaml:"state_file"`
+	// MaxStaleness, when set, makes the node unready once its last current
+	// read of etcd is older (0 = never).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }

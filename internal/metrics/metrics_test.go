@@ -76,6 +76,9 @@ func populated(t *testing.T) *Stats {
 	dial("b:2", time.Millisecond, errors.New("refused"))
 	s.Discovered("P", 2)
 	s.UDP.Route("P")
+	if err := s.RegisterCluster(func() float64 { return 1 }); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

@@ -95,9 +95,12 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 
 // newBackend builds p's backend set, not started.
 func newBackend(p *protocols.Protocol, st *metrics.Stats, log *slog.Logger) (*upstream.Set, error) {
-	targets, err := upstream.ParseTargets([]string{p.Target})
-	if err != nil {
-		return nil, err
+	var targets []upstream.Target
+	if p.Target != "" { // none: targets from etcd discovery only, before one registers
+		var err error
+		if targets, err = upstream.ParseTargets([]string{p.Target}); err != nil {
+			return nil, err
+		}
 	}
 	source, err := upstream.ParseSource(p.Source)
 	if err != nil {
