@@ -70,6 +70,7 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	if pm.listenFromConfig {
 		pm.listeners.Commit(cfg.Server.Listen)
 	}
+	pm.configApplied(cfg)
 	return nil
 }
 

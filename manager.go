@@ -32,6 +32,7 @@ import (
 	"github.com/darkit/protoplex/internal/monitor"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/udp"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -53,18 +54,22 @@ type ProtocolManager struct {
 	guard     *guard.Guard
 	conns     *conntrack.Set
 	listeners *listen.Set
-	loops     *evloop.Shared // the event loops, while listeners use them
-	udp       *udp.Engine    // server.listen_udp and its flows; closed with pm.ctx
+	loops     *evloop.Shared    // the event loops, while listeners use them
+	udp       *udp.Engine       // server.listen_udp and its flows; closed with pm.ctx
+	inherited *listen.Inherited // sockets an old process handed over, taken instead of bound
+	status    *statusState      // the status page's state beside the counters (status.go)
 
-	mu         sync.Mutex // guards the fields below it
-	protos     []*protocols.Protocol
-	closed     bool
-	monitors   [2]*monitor.Server // metrics, health
-	plane      *evloop.Plane      // the event loops, while a listener uses them
-	planeUsers int
+	mu       sync.Mutex // guards the fields below it
+	protos   []*protocols.Protocol
+	closed   bool
+	monitors [2]*monitor.Server // metrics, health
+	// monitorAddrs are the monitors' addresses as given (an upgrade hands
+	// their sockets over under them).
+	monitorAddrs [2]string
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
+	holds            map[hold]upstream.Admin // targets an operator holds (status.go)
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -72,6 +77,10 @@ type ProtocolManager struct {
 	serving  atomic.Int32 // listeners accepting now
 	ctx      context.Context
 	cancel   context.CancelFunc
+
+	// cluster, set by a DistributedManager, adds its state to readiness:
+	// ok false makes the instance unready; detail is shown in any case.
+	cluster atomic.Pointer[func() (ok bool, detail string)]
 }
 
 // settings are the server: values a connection runs with; UpdateConfig
@@ -98,7 +107,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 		opt(&o)
 	}
 	pm := &ProtocolManager{log: o.logger, stats: metrics.New(), bufs: bufpool.New(), conns: conntrack.New(),
-		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now)}
+		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now), status: newStatusState()}
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.listeners = listen.NewSet(pm.Serve, func(addr string, err error) {
 		if !errors.Is(err, ErrClosed) {
@@ -110,7 +119,11 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// The guard exists whatever the options: Close, Ban and GetMetrics use
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
-	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
+	pm.inherited = o.inherited
+	pm.listeners.Inherit(o.inherited)
+	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log)
+	uo.ListenPacket = pm.listenPacket
+	pm.udp = udp.New(uo)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}
@@ -186,6 +199,9 @@ func CreateInternalProtocol(ctor func(target string) *protocols.Protocol, handle
 // cluster shares its members' bans this way).
 func (pm *ProtocolManager) Ban(ip netip.Addr, d time.Duration) { pm.guard.Ban(ip, d) }
 
+// Unban lifts a ban on ip (a shared ban's key deleted in etcd).
+func (pm *ProtocolManager) Unban(ip netip.Addr) { pm.guard.Unban(ip) }
+
 // OnBan registers fn to hear each ban this manager's DDoS guard issues
 // (Ban's own calls excluded); it replaces an earlier fn.
 func (pm *ProtocolManager) OnBan(fn func(ip netip.Addr, d time.Duration)) { pm.guard.SetOnBan(fn) }
@@ -222,6 +238,7 @@ func (pm *ProtocolManager) Close() error {
 			m.Close()
 		}
 	}
+	pm.stopStatus()
 	return nil
 }
 
@@ -247,4 +264,8 @@ func (pm *ProtocolManager) planLocked(protos []*protocols.Protocol, s *settings)
 }
 
 // commitLocked makes plan the live routing. It cannot fail.
-func (pm *ProtocolManager) commitLocked(plan *routing.Plan) { pm.routing.Store(plan.Commit(pm.ctx)) }
+func (pm *ProtocolManager) commitLocked(plan *routing.Plan) {
+	rt := plan.Commit(pm.ctx)
+	pm.applyHoldsLocked(rt) // before it serves: a held target takes no connection
+	pm.routing.Store(rt)
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
 )
@@ -86,11 +87,19 @@ const metricsPort, healthPort = 0, 1
 
 var monitorNames = [...]string{metricsPort: "metrics server", healthPort: "health server"}
 
+// monitorRoles are the monitoring ports' roles in an upgrade's handover.
+var monitorRoles = [...]string{metricsPort: listen.RoleMetrics, healthPort: listen.RoleHealth}
+
 func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) {
 	h := pm.HealthHandler()
 	if which == metricsPort {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", pm.MetricsHandler())
+		st := pm.statusHandler()
+		mux.Handle("/status", st)
+		mux.Handle("/status.json", st)
+		mux.Handle("/status.csv", st)
+		mux.Handle("/status/", st)
 		h = mux
 	}
 	pm.mu.Lock() // held while binding, so two calls cannot both start one
@@ -101,12 +110,28 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 	case pm.monitors[which] != nil:
 		return "", errors.New("protoplex: " + monitorNames[which] + " already running")
 	}
-	m, err := monitor.Serve(addr, h, monitor.DefaultLimits())
+	m, err := pm.monitorOn(which, addr, h)
 	if err != nil {
 		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
 	}
-	pm.monitors[which] = m
+	pm.monitors[which], pm.monitorAddrs[which] = m, addr
+	if which == metricsPort {
+		pm.statusBound(addr, m.Addr())
+	}
 	return m.Addr(), nil
+}
+
+// monitorOn serves h on the socket an upgrade handed over for addr, or
+// binds addr.
+func (pm *ProtocolManager) monitorOn(which int, addr string, h http.Handler) (*monitor.Server, error) {
+	ln, ok, err := pm.inherited.Listener(monitorRoles[which], addr)
+	if !ok {
+		return monitor.Serve(addr, h, monitor.DefaultLimits())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the socket handed over: %w", err)
+	}
+	return monitor.ServeListener(ln, h, monitor.DefaultLimits()), nil
 }
 
 // Ready reports whether this instance can serve: a listener is accepting,
@@ -116,7 +141,8 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 // checks find up; so one protocol whose backends are all down leaves the
 // instance ready for the others (its state is in the metrics and in
 // /health/ready?verbose), and only when every route's checks find every target down
-// is it unready. why says what is missing, or "ok".
+// is it unready. A cluster node is also unready once its view of etcd is
+// older than distributed.max_staleness. why says what is missing, or "ok".
 func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	switch {
 	case pm.Draining():
@@ -131,14 +157,21 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	if !rt.Serviceable() {
 		return false, "no protocol has a healthy target"
 	}
+	if f := pm.cluster.Load(); f != nil {
+		if ok, detail := (*f)(); !ok {
+			return false, detail
+		}
+	}
 	return true, "ok"
 }
 
 // HealthHandler serves /health/live (the process answers) and /health/ready
 // (200 or 503 as Ready says, with its why). /health/ready?verbose (any
-// value) adds one line per route with active health checks, named as the
-// metrics and the access log name it, such as "route SSH: 2/3 targets up"
-// or "route TLS[sni=a.example]: 0/1 targets up"; the status stays Ready's.
+// value) adds the cluster's state on a cluster node ("cluster: etcd
+// connected, last sync 0.4s ago"), and one line per route with active
+// health checks, named as the metrics and the access log name it, such as
+// "route SSH: 2/3 targets up" or "route TLS[sni=a.example]: 0/1 targets
+// up"; the status stays Ready's.
 func (pm *ProtocolManager) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
@@ -154,6 +187,10 @@ func (pm *ProtocolManager) HealthHandler() http.Handler {
 		fmt.Fprintln(w, why)
 		if !r.URL.Query().Has("verbose") {
 			return
+		}
+		if f := pm.cluster.Load(); f != nil {
+			_, detail := (*f)()
+			fmt.Fprintln(w, detail)
 		}
 		rt := pm.routing.Load()
 		if rt == nil {

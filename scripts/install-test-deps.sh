@@ -47,6 +47,7 @@ peers=(
   "gtlsclient ngtcp2-client"
   "/usr/sbin/gtlsserver ngtcp2-server"
   "/usr/sbin/sslh sslh"
+  "chromium chromium"
 )
 
 missing=()

@@ -1,8 +1,9 @@
 // Command protoplex serves several protocols on one port.
 //
-//	protoplex [-config FILE] [-listen ADDR] [-watch] [-check] [-version]
+//	protoplex [-config FILE] [-listen ADDR] [-watch] [-check] [-version] [-upgrade PID]
 //	protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
+//	protoplex status|target|unban [args] [-url URL | -config FILE]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
 // exit codes, environment and the lines printed on stdout.
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "register", "deregister", "nodes", "services":
 			return operator(args[0], args[1:], stdout, stderr)
+		case "status", "target", "unban":
+			return statusCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
 	fs := newFlagSet("protoplex", usage)
@@ -57,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
 	watch := fs.Bool("watch", false, "also reload the -config file each time it is saved (debounced); by default only SIGHUP reloads it")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
+	upgradePID := fs.Int("upgrade", 0, "ask the protoplex process `pid` to hand its listeners to a new process of its binary (SIGUSR2) and wait until it has exited")
 	sslh := fromSSLHFlags(fs)
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
@@ -64,6 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
+	}
+	if *upgradePID != 0 {
+		return upgradeCommand(*upgradePID, upgradeWait, stdout, stderr)
 	}
 	if code, done := sslh.run(os.Stdin, stdout, stderr); done {
 		return code
@@ -80,11 +87,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
+	usr2 := catchUpgrade()
+	up, err := takeUpgrade() // started by an upgrade: the old process's sockets
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	defer up.abandon("it stopped before it was ready (its log says why)")
 	inherited, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFail
 	}
+	inherited = append(inherited, up.listeners()...)
 	defer closeAll(inherited) // those Serve has not taken, on an early return
 	if len(inherited) > 0 && *listen != "" {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
@@ -128,7 +143,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		dc := protoplex.DistributedConfigFrom(&node)
-		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
+		dc.Options = []protoplex.Option{protoplex.WithLogger(log), up.option()}
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -152,9 +167,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		out.say(fmt.Sprintf("cluster:  node %s, etcd %s, %d services discovered", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount()),
 			"cluster", "node", dc.NodeID, "etcd", dc.EtcdEndpoints, "services", dm.GetServiceCount())
 	} else if cm != nil {
-		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log), up.option())
 	} else {
-		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log), up.option())
 		if pm.Err() == nil {
 			if err := pm.UpdateConfig(cfg); err != nil {
 				fmt.Fprintln(stderr, err)
@@ -177,6 +192,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	}
 
+	if err := enableAdmin(pm, *cfg, os.Getenv); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
 		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
@@ -199,9 +218,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// the manager serves server.listen and rebinds it on reload.
 	wait := pm.Wait
 	pinnedBy := ""
+	var served []net.Listener // served as given: an upgrade hands them over too
 	switch {
 	case len(inherited) > 0:
 		pinnedBy = "socket activation"
+		served = inherited
 		var wg sync.WaitGroup
 		for _, ln := range inherited {
 			out.say(fmt.Sprintf("listening: %s (socket activation)", ln.Addr()), "listening", "addr", ln.Addr().String(), "socket_activation", true)
@@ -247,6 +268,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		})
 	}
+	up.ready(pm, log)
+	upgradeOnSignal(ctx, usr2, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()
@@ -323,6 +346,7 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
 	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
+	diff("monitoring.admin", a.Admin != b.Admin || a.AdminTokenFile != b.AdminTokenFile)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))

@@ -174,6 +174,12 @@ type Monitoring struct {
 	// name, "127.0.0.1" when not set, so the ports are not
 	// reachable from other machines unless asked for ("0.0.0.0", "::").
 	BindAddress string `yaml:"bind_address"`
+	// Admin enables the status page's actions (drain, maint, ready a
+	// target; unban; close a connection) on the metrics port, each a POST
+	// with the token of AdminTokenFile (or PROTOPLEX_ADMIN_TOKEN, read by
+	// the CLI) in a header.
+	Admin          bool   `yaml:"admin"`
+	AdminTokenFile string `yaml:"admin_token_file"`
 }
 
 // Distributed is the distributed: block (cluster mode through etcd).
@@ -195,4 +201,13 @@ type Distributed struct {
 	} `yaml:"config_manager"`
 	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// StartTimeout bounds the wait at start for the first read of etcd
+	// (default 10s); then the node starts from StateFile, or exits.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// StateFile keeps the last shared configuration and discovered backends
+	// on disk ("" = not kept), to start from while etcd is unreachable.
+	StateFile string `yaml:"state_file"`
+	// MaxStaleness, when set, makes the node unready once its last current
+	// read of etcd is older (0 = never).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }

@@ -125,7 +125,17 @@ var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
 
 // Parse decodes, defaults and validates YAML. Every error names
 // filename:line and what is wrong; all errors are reported, not the first.
-func Parse(data []byte, filename string) (*Config, error) {
+func Parse(data []byte, filename string) (*Config, error) { return parse(data, filename, nil) }
+
+// ParseShared is Parse for a configuration shared through etcd, read by a
+// node whose own distributed: block is node: that block applies, whatever
+// the shared file says, and is what the checks see (target: [] is valid
+// when the node discovers targets).
+func ParseShared(data []byte, filename string, node Distributed) (*Config, error) {
+	return parse(data, filename, &node)
+}
+
+func parse(data []byte, filename string, node *Distributed) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, tooLarge(filename)
 	}
@@ -155,6 +165,9 @@ func Parse(data []byte, filename string) (*Config, error) {
 	errs = append(errs, c.loadNames(filename, &root)...)
 	c.applyDefaults()
 	c.Source = filename
+	if node != nil {
+		c.Distributed = *node
+	}
 	if errs = append(errs, c.check(filename, &root)...); len(errs) > 0 {
 		return nil, errors.Join(byLine(filename, errs)...)
 	}

@@ -46,6 +46,7 @@ type Set struct {
 	running map[string]*loop
 	order   []string                // addresses of the last Commit, as given
 	pending map[string]net.Listener // bound by Prepare, for the next Commit
+	in      *Inherited              // sockets taken instead of bound (an upgrade's)
 	wg      sync.WaitGroup
 }
 
@@ -80,7 +81,7 @@ func (s *Set) Prepare(addrs []string) error {
 			continue
 		}
 		var ln net.Listener
-		if ln, err = Open(context.Background(), a); err != nil {
+		if ln, err = s.open(a); err != nil {
 			break
 		}
 		kept[a] = ln
@@ -95,6 +96,37 @@ func (s *Set) Prepare(addrs []string) error {
 	}
 	s.pending = kept
 	return nil
+}
+
+// open takes the listener handed over for a, or binds it.
+func (s *Set) open(a string) (net.Listener, error) {
+	ln, ok, err := s.in.Listener(RoleListen, a)
+	if !ok {
+		return Open(context.Background(), a)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: listen %s: the socket handed over: %w", a, err)
+	}
+	return ln, nil
+}
+
+// Inherit makes the set take its listeners from in, where in has them,
+// instead of binding them.
+func (s *Set) Inherit(in *Inherited) {
+	s.mu.Lock()
+	s.in = in
+	s.mu.Unlock()
+}
+
+// Listeners calls fn with each address served and its listener.
+func (s *Set) Listeners(fn func(addr string, ln net.Listener)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.order {
+		if l, ok := s.running[a]; ok {
+			fn(a, l.ln)
+		}
+	}
 }
 
 // Release closes what Prepare bound for a reload that was rejected.
@@ -142,7 +174,7 @@ func (s *Set) Commit(addrs []string) {
 		ln, ok := s.pending[a]
 		if !ok {
 			var err error
-			if ln, err = Open(context.Background(), a); err != nil {
+			if ln, err = s.open(a); err != nil {
 				s.onErr(a, err)
 				continue
 			}

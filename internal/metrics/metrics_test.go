@@ -77,6 +77,9 @@ func populated(t *testing.T) *Stats {
 	s.StateObserver("P", "P[sni=a]")("b:2", false)
 	s.Discovered("P", 2)
 	s.UDP.Route("P")
+	if err := s.RegisterCluster(func() float64 { return 1 }); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -221,7 +224,7 @@ func TestLabelValuesAtZero(t *testing.T) {
 		want = append(want, "protoplex_identify_failures_total{reason="+r+"}")
 	}
 	for _, r := range []string{"success", "failure"} {
-		want = append(want, "protoplex_config_reloads_total{result="+r+"}")
+		want = append(want, "protoplex_config_reloads_total{result="+r+"}", "protoplex_upgrades_total{result="+r+"}")
 	}
 	for _, r := range []string{"done", "idle_timeout", "error", "drain", "dial_error"} {
 		want = append(want, "protoplex_connections_closed_total{protocol=P,reason="+r+",route=P}")

@@ -99,9 +99,12 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 // newBackend builds e's backend set, not started.
 func newBackend(e *Entry, st *metrics.Stats, log *slog.Logger) (*upstream.Set, error) {
 	p := e.Proto
-	targets, err := upstream.ParseTargets([]string{p.Target})
-	if err != nil {
-		return nil, err
+	var targets []upstream.Target
+	if p.Target != "" { // none: targets from etcd discovery only, before one registers
+		var err error
+		if targets, err = upstream.ParseTargets([]string{p.Target}); err != nil {
+			return nil, err
+		}
 	}
 	source, err := upstream.ParseSource(p.Source)
 	if err != nil {
@@ -198,7 +201,7 @@ func (t *Table) Pool() metrics.PoolMetrics {
 // Health is what the active health checks of one route find.
 type Health struct {
 	Name    string // the route's Label
-	Up      int    // targets the checks find up
+	Up      int    // targets the checks find up and no operator holds (drain, maint)
 	Checked int    // targets checked: 0 without active health checks or in-process
 }
 
@@ -212,7 +215,7 @@ func (t *Table) Health() []Health {
 		}
 		for _, st := range e.Backend.Status() {
 			out[i].Checked++
-			if st.Up {
+			if st.Up && st.Admin == upstream.Ready { // a drained target takes no connection
 				out[i].Up++
 			}
 		}
