@@ -206,8 +206,8 @@ func TestUDPHealthDNS(t *testing.T) {
 		pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 		return rec.Body.String()
 	}
-	up := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",target=%q} 1", dns)
-	down := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",target=%q} 0", silent.LocalAddr().String())
+	up := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",route=\"DNS\",target=%q} 1", dns)
+	down := fmt.Sprintf("protoplex_backend_up{protocol=\"DNS\",route=\"DNS\",target=%q} 0", silent.LocalAddr().String())
 	testnet.Eventually(t, 10*time.Second, func() bool { s := scrape(); return strings.Contains(s, up) && strings.Contains(s, down) },
 		"want %q and %q in:\n%s", up, down, testnet.Later(scrape))
 	to, _ := net.ResolveUDPAddr("udp", addr)
