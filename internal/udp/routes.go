@@ -76,7 +76,7 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 				continue
 			}
 			r := Route{Index: i, Name: p.Name, Label: e.Label, Detect: spec.Datagram, Inspect: spec.InspectDatagram,
-				Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback,
+				Conditions: p.Conditions(), Priority: p.Priority, Fallback: p.Fallback, Specificity: spec.Specificity,
 				IdleTimeout: cmp.Or(p.UDPIdleTimeout, idle, IdleTimeoutOf(p.Name))}
 			for _, t := range e.Backend.Status() {
 				if !strings.HasPrefix(t.Addr, upstream.UnixPrefix) {
