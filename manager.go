@@ -123,6 +123,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.listeners.Inherit(o.inherited)
 	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log)
 	uo.ListenPacket = pm.listenPacket
+	uo.Loops = pm.udpLoops
 	pm.udp = udp.New(uo)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,

@@ -9,6 +9,7 @@ import (
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/evloop"
 	"github.com/darkit/protoplex/internal/listen"
+	"github.com/darkit/protoplex/internal/udp"
 )
 
 // RunServer listens on addr and serves until ctx is cancelled or Close is
@@ -58,6 +59,21 @@ func (pm *ProtocolManager) Start(ctx context.Context, addrs ...string) error {
 }
 
 // Addrs returns the addresses Start serves now: TCP, then UDP (listen_udp).
+// udpLoops is udp.Options.Loops: with data_plane events, each listen_udp
+// address's sockets and flows run on the event loops, which they hold
+// until they stop.
+func (pm *ProtocolManager) udpLoops() ([]udp.Loop, func()) {
+	s := pm.settings.Load()
+	if s.DataPlane == config.DataPlaneGoroutines {
+		return nil, nil
+	}
+	plane := pm.loops.Acquire(s.EventLoops)
+	if plane == nil {
+		return nil, nil
+	}
+	return plane.UDPLoops(), func() { pm.loops.Release(true) }
+}
+
 func (pm *ProtocolManager) Addrs() []net.Addr { return append(pm.listeners.Addrs(), pm.udp.Addrs()...) }
 
 // Wait returns when every listener Start began has stopped and the

@@ -169,6 +169,7 @@ type Loop struct {
 type ref struct {
 	c  *conn
 	ln *listener
+	fn func() // a socket watched for another owner (Watch: UDP)
 }
 
 const (
@@ -264,6 +265,8 @@ func (l *Loop) run() {
 				l.accept(r.ln)
 			case r.c != nil:
 				r.c.event(fd, ev.Events)
+			case r.fn != nil:
+				r.fn()
 			}
 		}
 		l.runReady()

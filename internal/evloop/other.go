@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"net"
+
+	"github.com/darkit/protoplex/internal/udp"
 )
 
 // Supported reports whether this system has the event-loop data plane.
@@ -29,3 +31,6 @@ func (*Plane) Close() {}
 
 // Connections has none to list.
 func (*Plane) Connections(int) []ConnInfo { return nil }
+
+// UDPLoops has none: the UDP engine keeps its goroutines.
+func (*Plane) UDPLoops() []udp.Loop { return nil }

@@ -122,6 +122,9 @@ type Options struct {
 	// ListenPacket binds a listener's address (nil: net.ListenConfig); an
 	// upgraded process takes the socket its predecessor handed over.
 	ListenPacket func(ctx context.Context, addr string) (net.PacketConn, error)
+	// Loops, when set and it returns loops, runs each address's sockets on
+	// event loops (Linux): no goroutine per listener or per flow.
+	Loops Loops
 }
 
 // Engine serves UDP listeners and their flows.
@@ -187,6 +190,14 @@ type listener struct {
 
 	idle   atomic.Bool  // the owner is (about to be) blocked in a read: wake it to post
 	nposts atomic.Int32 // len(posts), read without mu
+
+	// On an event loop (Options.Loops): drv runs ln, and head (the
+	// primary) gives the loops back once loopsLeft of its group stopped.
+	drv          *driver
+	head         *listener
+	loopsLeft    atomic.Int32
+	releaseLoops func()
+	stopOnce     sync.Once
 
 	mu      sync.Mutex // guards posts and stopped
 	posts   []func()
@@ -273,6 +284,9 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 		group = append(group, ln)
 	}
 	group[0].group = group
+	for _, ln := range group {
+		ln.head = group[0]
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -282,8 +296,18 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 	e.lns = append(e.lns, group...)
 	e.wg.Add(len(group))
 	e.mu.Unlock()
-	for _, ln := range group {
-		go ln.run()
+	var loops []Loop
+	if e.opt.Loops != nil {
+		loops, group[0].releaseLoops = e.opt.Loops()
+	}
+	for i, ln := range group {
+		if len(loops) == 0 || !ln.startOnLoop(loops[i%len(loops)], group[0]) {
+			go ln.run()
+		}
+	}
+	if group[0].releaseLoops != nil && group[0].loopsLeft.Load() == 0 {
+		group[0].releaseLoops() // no listener took a loop
+		group[0].releaseLoops = nil
 	}
 	return group[0], nil
 }
@@ -336,7 +360,7 @@ func (e *Engine) shutdown() {
 		e.lns = nil
 		e.mu.Unlock()
 		for _, ln := range lns {
-			ln.conn.Close()
+			ln.stop()
 		}
 		e.cancelDial()
 	})
@@ -378,11 +402,22 @@ func (e *Engine) stopListener(primary *listener) {
 	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return slices.Contains(primary.group, l) })
 	e.mu.Unlock()
 	for _, ln := range primary.group {
-		ln.conn.Close()
+		ln.stop()
 	}
 	for _, ln := range primary.group {
 		<-ln.done
 	}
+}
+
+// stop closes ln's socket: its owner (a goroutine, or a loop) then ends
+// its flows.
+func (ln *listener) stop() {
+	ln.stopOnce.Do(func() {
+		if ln.drv != nil {
+			ln.stopLoop()
+		}
+		ln.conn.Close()
+	})
 }
 
 // Sweep ends the flows idle past their timeout and decides the
@@ -456,6 +491,9 @@ loop:
 // never run). With wake, an owner waiting in a read is woken for it;
 // else fn runs with the next datagram or sweep.
 func (ln *listener) post(fn func(), wake bool) bool {
+	if ln.drv != nil {
+		return ln.drv.lp.Post(fn)
+	}
 	ln.mu.Lock()
 	if ln.stopped {
 		ln.mu.Unlock()
@@ -610,7 +648,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			return
 		}
 		begin := time.Now()
-		up, err := dialDatagram(a.Addr)
+		up, err := ln.dial(a.Addr)
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
 			ln.forward(f, r, up, set, a, release, now)
@@ -633,7 +671,17 @@ func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Pla
 		if err != nil {
 			continue
 		}
-		up := c.(*net.UDPConn) // an upConn
+		var up upConn = c.(*net.UDPConn)
+		if ln.drv != nil {
+			// A loop watches a bare descriptor: connect one to the
+			// address the dial resolved.
+			ap := c.RemoteAddr().(*net.UDPAddr).AddrPort()
+			c.Close()
+			if up, err = ln.dialLoop(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); err != nil {
+				release()
+				continue
+			}
+		}
 		if !ln.post(func() { ln.dialed(f, r, up, set, a, release) }, true) {
 			up.Close()
 			release()
@@ -684,8 +732,44 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 			f.rs.m.BytesUp.Add(float64(len(d)))
 		}
 	}
+	if ln.drv != nil {
+		ln.watchUp(f)
+		return
+	}
 	ln.e.wg.Add(1)
 	go ln.replies(f)
+}
+
+// dial connects a socket for a flow to ap, one the owner can read.
+func (ln *listener) dial(ap netip.AddrPort) (upConn, error) {
+	if ln.drv != nil {
+		return ln.dialLoop(ap)
+	}
+	return dialDatagram(ap)
+}
+
+// reply forwards b, a datagram from f's target, to f's client; true when
+// it was the last one f awaited (udp_responses): the caller ends f.
+func (ln *listener) reply(f *flow, b []byte) bool {
+	if !f.heard {
+		f.heard = true
+		f.set.DatagramReplied(f.att) // the target answers
+	}
+	f.last.Store(ln.e.now().UnixNano())
+	var err error
+	if ln.drv != nil {
+		err = ln.sendLoop(b, f.client)
+	} else {
+		_, err = ln.conn.WriteToUDPAddrPort(b, f.client)
+	}
+	if err == nil {
+		f.dgDown.Add(1)
+		f.bytesDown.Add(int64(len(b)))
+		f.rs.m.DatagramsDn.Inc()
+		f.rs.m.BytesDown.Add(float64(len(b)))
+	}
+	// A reply the client did not get still counts: the backend sent it.
+	return f.rs.responses > 0 && f.replied()
 }
 
 // replies forwards what f's upstream sends to f's client until the
@@ -694,21 +778,8 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 // closes the socket now and posts the rest to the owner.
 func (ln *listener) replies(f *flow) {
 	defer ln.e.wg.Done()
-	counted, first := f.rs.responses > 0, true
 	readReplies(f.up, func(b []byte) {
-		if first {
-			first = false
-			f.set.DatagramReplied(f.att) // the target answers
-		}
-		f.last.Store(ln.e.now().UnixNano())
-		if _, err := ln.conn.WriteToUDPAddrPort(b, f.client); err == nil {
-			f.dgDown.Add(1)
-			f.bytesDown.Add(int64(len(b)))
-			f.rs.m.DatagramsDn.Inc()
-			f.rs.m.BytesDown.Add(float64(len(b)))
-		}
-		// A reply the client did not get still counts: the backend sent it.
-		if counted && f.replied() {
+		if ln.reply(f, b) {
 			f.up.Close()
 			// Its socket is closed already: the table entry can wait for
 			// the owner's next wake-up.

@@ -47,6 +47,7 @@ type flow struct {
 	release func() // the target's active count, from upstream.Plan.Done
 	set     *upstream.Set
 	att     upstream.Attempt // the target, for its passive health
+	heard   bool             // a reply came: the target was told it answers (the reader's)
 
 	last atomic.Int64 // unix ns of the last datagram either way
 	// owed is the replies the flow awaits under its route's udp_responses

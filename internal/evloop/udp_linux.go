@@ -1,0 +1,55 @@
+package evloop
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/darkit/protoplex/internal/udp"
+	"golang.org/x/sys/unix"
+)
+
+// UDPLoops returns the plane's loops as the UDP engine drives them: each
+// of an address's sockets, with its flow table and its flows' upstream
+// sockets, is owned by one loop (udp.Options.Loops).
+func (p *Plane) UDPLoops() []udp.Loop {
+	out := make([]udp.Loop, len(p.loops))
+	for i, l := range p.loops {
+		out[i] = udpLoop{l}
+	}
+	return out
+}
+
+// udpLoop is a Loop as the UDP engine sees it.
+type udpLoop struct{ l *Loop }
+
+func (u udpLoop) Post(fn func()) bool { return u.l.post(fn) }
+
+// Watch registers fd, level-triggered: fn reads what it can, and what is
+// left wakes the loop again.
+func (u udpLoop) Watch(fd int, fn func()) error {
+	l := u.l
+	if fd >= 0 && fd < len(l.refs) && (l.refs[fd].c != nil || l.refs[fd].ln != nil || l.refs[fd].fn != nil) {
+		return fmt.Errorf("evloop: fd %d is watched already", fd)
+	}
+	l.setRef(fd, ref{fn: fn})
+	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN); e != 0 {
+		l.clearRef(fd)
+		return fmt.Errorf("evloop: epoll_ctl: %w", e)
+	}
+	return nil
+}
+
+// Unwatch forgets fd; on a stopped loop (its epoll closed) there is
+// nothing to take it off.
+func (u udpLoop) Unwatch(fd int) {
+	l := u.l
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if !closed {
+		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+	}
+	l.clearRef(fd)
+}
+
+func (u udpLoop) After(d time.Duration, fn func()) { u.l.after(d, fn) }

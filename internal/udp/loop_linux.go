@@ -1,0 +1,209 @@
+package udp
+
+import (
+	"net/netip"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// loopBatch bounds the datagrams one readiness reads from a socket, so a
+// busy flow or listener cannot starve the loop's others (the socket is
+// watched level-triggered: what is left wakes the loop again).
+const loopBatch = 64
+
+// driver is a listener run by an event loop (Options.Loops): the loop's
+// goroutine reads the listening socket, owns the flow table and reads the
+// flows' upstream sockets; every call below runs on it.
+type driver struct {
+	lp      Loop
+	fd      int // a duplicate of the listener's socket, read and written raw
+	buf     []byte
+	stopped bool
+}
+
+// startOnLoop hands ln to lp; false when it cannot (the loop has stopped,
+// or the socket cannot be duplicated): ln then runs with a goroutine.
+func (ln *listener) startOnLoop(lp Loop, primary *listener) bool {
+	rc, err := ln.conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
+		return false
+	}
+	_ = unix.SetNonblock(fd, true)
+	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram)}
+	primary.loopsLeft.Add(1)
+	ok := lp.Post(func() {
+		if err := lp.Watch(fd, ln.readable); err != nil {
+			ln.e.opt.Log.Error("udp listener cannot join its event loop", "addr", ln.addr, "err", err)
+			ln.stopOnLoop()
+			return
+		}
+		lp.After(ln.e.period, ln.tick)
+	})
+	if !ok { // the loop has stopped: a goroutine serves ln
+		unix.Close(fd)
+		ln.drv = nil
+		primary.loopsLeft.Add(-1)
+		return false
+	}
+	return true
+}
+
+// readable reads the listener's waiting datagrams, a batch at a time.
+func (ln *listener) readable() {
+	d := ln.drv
+	for i := 0; i < loopBatch && !d.stopped; i++ {
+		n, from, err := unix.Recvfrom(d.fd, d.buf, unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil {
+			continue // an ICMP error for an earlier reply: the socket still works
+		}
+		client, ok := sockaddrPort(from)
+		if !ok {
+			continue
+		}
+		ln.datagram(client, d.buf[:n], ln.e.now())
+	}
+}
+
+// tick sweeps the table every period, on the loop's timers.
+func (ln *listener) tick() {
+	if ln.drv.stopped {
+		return
+	}
+	ln.sweep(ln.e.now())
+	ln.drv.lp.After(ln.e.period, ln.tick)
+}
+
+// stopLoop stops a listener run by a loop: on the loop, or here when the
+// loop has stopped already (nothing else runs ln's work then).
+func (ln *listener) stopLoop() {
+	if !ln.drv.lp.Post(ln.stopOnLoop) {
+		ln.stopOnLoop()
+	}
+}
+
+// stopOnLoop ends every flow, stops watching the socket and closes it;
+// the last listener of a group gives the loops back.
+func (ln *listener) stopOnLoop() {
+	d := ln.drv
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	ln.mu.Lock()
+	ln.stopped = true
+	ln.mu.Unlock()
+	for _, f := range ln.t.flows {
+		ln.end(f, "closed")
+	}
+	d.lp.Unwatch(d.fd)
+	unix.Close(d.fd)
+	e := ln.e
+	if h := ln.head; h.loopsLeft.Add(-1) == 0 && h.releaseLoops != nil {
+		// Giving the loops back may stop them: not from one of them.
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); h.releaseLoops() }()
+	}
+	close(ln.done)
+	e.wg.Done()
+}
+
+// watchUp starts forwarding f's replies from its upstream socket.
+func (ln *listener) watchUp(f *flow) {
+	up := f.up.(*rawUp)
+	if err := ln.drv.lp.Watch(up.fd, func() { ln.upReadable(f, up) }); err != nil {
+		ln.end(f, "closed")
+	}
+}
+
+// upReadable forwards f's waiting replies to its client.
+func (ln *listener) upReadable(f *flow, up *rawUp) {
+	d := ln.drv
+	for i := 0; i < loopBatch && !up.closed; i++ {
+		n, err := unix.Read(up.fd, d.buf)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.ECONNREFUSED, unix.EINTR:
+			continue // an ICMP error for an earlier datagram: the flow goes on
+		default:
+			ln.end(f, "closed")
+			return
+		}
+		if ln.reply(f, d.buf[:n]) {
+			ln.end(f, "answered")
+			return
+		}
+	}
+}
+
+// sendLoop writes b to client from the listener's socket, without
+// waiting: a full send buffer drops the datagram, as the network may.
+func (ln *listener) sendLoop(b []byte, client netip.AddrPort) error {
+	var sa unix.Sockaddr
+	if a := client.Addr(); a.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(client.Port()), Addr: a.As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(client.Port()), Addr: a.As16()}
+	}
+	return unix.Sendto(ln.drv.fd, b, unix.MSG_DONTWAIT, sa)
+}
+
+// dialLoop is dialDatagram for a flow on a loop: a bare descriptor the
+// loop watches, not in the runtime's poller.
+func (ln *listener) dialLoop(ap netip.AddrPort) (upConn, error) {
+	fd, err := datagramSocket(ap)
+	if err != nil {
+		return nil, err
+	}
+	return &rawUp{fd: fd, lp: ln.drv.lp}, nil
+}
+
+// rawUp is a flow's upstream socket on a loop.
+type rawUp struct {
+	fd     int
+	lp     Loop
+	closed bool
+}
+
+func (u *rawUp) Read(b []byte) (int, error) { return unix.Read(u.fd, b) }
+
+func (u *rawUp) Write(b []byte) (int, error) {
+	n, err := unix.Write(u.fd, b)
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Close stops watching the socket and closes it; on the loop.
+func (u *rawUp) Close() error {
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	u.lp.Unwatch(u.fd)
+	return unix.Close(u.fd)
+}
+
+func (u *rawUp) SyscallConn() (syscall.RawConn, error) { return nil, errNoRawConn }
+
+// sockaddrPort is a datagram's source, IPv4-mapped addresses unmapped.
+func sockaddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)), true
+	}
+	return netip.AddrPort{}, false
+}

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package udp
+
+import "net/netip"
+
+// driver: listeners run on event loops on Linux only.
+type driver struct{ lp Loop }
+
+func (ln *listener) startOnLoop(Loop, *listener) bool { return false }
+
+func (ln *listener) stopLoop() {}
+
+func (ln *listener) watchUp(*flow) {}
+
+func (ln *listener) sendLoop([]byte, netip.AddrPort) error { return errNoRawConn }
+
+func (ln *listener) dialLoop(netip.AddrPort) (upConn, error) { return nil, errNoRawConn }
