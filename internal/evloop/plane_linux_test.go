@@ -18,6 +18,7 @@ import (
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/proxyproto"
 	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp/udptest"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -78,6 +79,18 @@ func drainEveryState(t *testing.T) *rig {
 			t.Errorf("%s: the client was not closed", name)
 		}
 	}
+	// The UDP flows end when their engine stops: on their loops, which
+	// close the upstream sockets and count and log each flow.
+	r.udp.Close()
+	if n := r.udp.Flows(); n != 0 {
+		t.Errorf("%d UDP flows left after Close", n)
+	}
+	if n := r.metric("protoplex_udp_flows_active"); n != 0 {
+		t.Errorf("protoplex_udp_flows_active = %v after Close", n)
+	}
+	if !strings.Contains(r.log.String(), "protocol=UECHO") || !strings.Contains(r.log.String(), "close=closed") {
+		t.Errorf("the forwarding UDP flow's end is not logged:\n%s", r.log)
+	}
 	return r
 }
 
@@ -90,11 +103,14 @@ func holdEveryState(t *testing.T) (*rig, map[string]held) {
 	offLoop := routeFor("OFFLOOP", "SRC", stuck)
 	offLoop.Source = []string{"127.0.0.1"} // a source address: dialed on a goroutine
 	echo := testnet.Echo(t)
+	udpEcho := udptest.Echo(t, false)
 	r := newRig(t, []*protocols.Protocol{
 		route("ECHO", echo),
 		routeFor("STUCK", "STUCK", stuck),
 		offLoop,
-	}, func(s *setup) { s.srv.DialTimeout = time.Minute })
+		{Name: "UECHO", Target: udpEcho, Datagram: datagramPrefix("PING")},
+		{Name: "UTWO", Target: udpEcho, Datagram: twoDatagrams},
+	}, func(s *setup) { s.srv.DialTimeout = time.Minute; s.udp = true })
 
 	forwarded := r.echoed()
 	identifying := r.dial()
@@ -113,6 +129,17 @@ func holdEveryState(t *testing.T) (*rig, map[string]held) {
 		return r.conns.Len() == 4 && r.metric("protoplex_identified_total", "protocol=STUCK") == 1 &&
 			r.metric("protoplex_identified_total", "protocol=OFFLOOP") == 1
 	}, "not all four connections are where the test needs them; log:\n%s", r.log)
+	// UDP flows on the loops: one forwarding (its echo came back), one
+	// identifying (its detector waits for a second datagram).
+	udpForwarding := r.dialUDP()
+	if got := r.roundTripUDP(udpForwarding, "PING1"); got != "PING1" {
+		t.Fatalf("UDP echo: %q", got)
+	}
+	udpIdentifying := r.dialUDP()
+	if _, err := udpIdentifying.Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, bound, func() bool { return r.udp.Flows() == 2 }, "UDP flows = %d, want 2", r.udp.Flows())
 	return r, map[string]held{
 		"forwarded":   {conn: forwarded, target: echo},
 		"identifying": {conn: identifying},

@@ -25,6 +25,7 @@ import (
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -42,6 +43,10 @@ type rig struct {
 	table *routing.Table
 	log   *testnet.Buffer // every log line, access lines included
 	plane *evloop.Plane
+	// With setup.udp: a UDP engine whose listener and flows the plane's
+	// loops run, on udpAddr.
+	udp     *udp.Engine
+	udpAddr *net.UDPAddr
 }
 
 // setup is what a test changes before its rig starts.
@@ -59,6 +64,9 @@ type setup struct {
 	// listen, when set, opens the listener served instead of a TCP one on
 	// 127.0.0.1 (and closes it when the test ends).
 	listen func(testing.TB) net.Listener
+	// udp starts a UDP engine on the loops, routing the protocols with a
+	// datagram detector.
+	udp bool
 }
 
 // newRig starts a plane routing protos; opts adjust the setup first. The
@@ -115,6 +123,17 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 			tb.Fatal(err)
 		}
 	}
+	if s.udp {
+		uo := udp.ForManager(ctx, env.Routing, func() udp.Settings { return udp.Settings{AccessLog: true} }, g, r.stats.UDP, log)
+		uo.Loops = func() ([]udp.Loop, func()) { return r.plane.UDPLoops(), nil }
+		uo.Sockets = 2
+		r.udp = udp.New(uo)
+		a, err := r.udp.Listen(ctx, "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r.udpAddr = a.(*net.UDPAddr)
+	}
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- r.plane.Serve(sctx, ln) }()
@@ -132,6 +151,9 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		if err := r.conns.Wait(wctx); err != nil {
 			tb.Errorf("connections still tracked after CloseAll: %d", r.conns.Len())
 			return // Close would wait for them forever
+		}
+		if r.udp != nil {
+			r.udp.Close()
 		}
 		closed := make(chan error, 1)
 		go func() { r.plane.Close(); closed <- nil }()
