@@ -19,6 +19,8 @@ type driver struct {
 	lp      Loop
 	fd      int // a duplicate of the listener's socket, read and written raw
 	buf     []byte
+	sa      unix.RawSockaddrAny
+	v6      bool // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	stopped bool
 }
 
@@ -35,7 +37,7 @@ func (ln *listener) startOnLoop(lp Loop, primary *listener) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram)}
+	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd)}
 	primary.loopsLeft.Add(1)
 	ok := lp.Post(func() {
 		if err := lp.Watch(fd, ln.readable); err != nil {
@@ -58,16 +60,12 @@ func (ln *listener) startOnLoop(lp Loop, primary *listener) bool {
 func (ln *listener) readable() {
 	d := ln.drv
 	for i := 0; i < loopBatch && !d.stopped; i++ {
-		n, from, err := unix.Recvfrom(d.fd, d.buf, unix.MSG_DONTWAIT)
+		n, client, err := rawRecvfrom(d.fd, d.buf, &d.sa)
 		if err == unix.EAGAIN {
 			return
 		}
-		if err != nil {
+		if err != 0 || !client.IsValid() {
 			continue // an ICMP error for an earlier reply: the socket still works
-		}
-		client, ok := sockaddrPort(from)
-		if !ok {
-			continue
 		}
 		ln.datagram(client, d.buf[:n], ln.e.now())
 	}
@@ -128,9 +126,9 @@ func (ln *listener) watchUp(f *flow) {
 func (ln *listener) upReadable(f *flow, up *rawUp) {
 	d := ln.drv
 	for i := 0; i < loopBatch && !up.closed; i++ {
-		n, err := unix.Read(up.fd, d.buf)
+		n, err := rawRead(up.fd, d.buf)
 		switch err {
-		case nil:
+		case 0:
 		case unix.EAGAIN:
 			return
 		case unix.ECONNREFUSED, unix.EINTR:
@@ -149,19 +147,23 @@ func (ln *listener) upReadable(f *flow, up *rawUp) {
 // sendLoop writes b to client from the listener's socket, without
 // waiting: a full send buffer drops the datagram, as the network may.
 func (ln *listener) sendLoop(b []byte, client netip.AddrPort) error {
-	var sa unix.Sockaddr
-	if a := client.Addr(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(client.Port()), Addr: a.As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(client.Port()), Addr: a.As16()}
+	if e := rawSendto(ln.drv.fd, b, client, ln.drv.v6); e != 0 {
+		return e
 	}
-	return unix.Sendto(ln.drv.fd, b, unix.MSG_DONTWAIT, sa)
+	return nil
+}
+
+// isIPv4Socket reports whether fd is an AF_INET socket.
+func isIPv4Socket(fd int) bool {
+	sa, err := unix.Getsockname(fd)
+	_, ok := sa.(*unix.SockaddrInet4)
+	return err == nil && ok
 }
 
 // dialLoop is dialDatagram for a flow on a loop: a bare descriptor the
 // loop watches, not in the runtime's poller.
 func (ln *listener) dialLoop(ap netip.AddrPort) (upConn, error) {
-	fd, err := datagramSocket(ap)
+	fd, err := rawDatagramSocket(ap)
 	if err != nil {
 		return nil, err
 	}
@@ -175,12 +177,18 @@ type rawUp struct {
 	closed bool
 }
 
-func (u *rawUp) Read(b []byte) (int, error) { return unix.Read(u.fd, b) }
+func (u *rawUp) Read(b []byte) (int, error) {
+	n, e := rawRead(u.fd, b)
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
+}
 
 func (u *rawUp) Write(b []byte) (int, error) {
-	n, err := unix.Write(u.fd, b)
-	if err != nil {
-		return 0, err
+	n, e := rawWrite(u.fd, b)
+	if e != 0 {
+		return 0, e
 	}
 	return n, nil
 }
@@ -192,18 +200,8 @@ func (u *rawUp) Close() error {
 	}
 	u.closed = true
 	u.lp.Unwatch(u.fd)
-	return unix.Close(u.fd)
+	rawClose(u.fd)
+	return nil
 }
 
 func (u *rawUp) SyscallConn() (syscall.RawConn, error) { return nil, errNoRawConn }
-
-// sockaddrPort is a datagram's source, IPv4-mapped addresses unmapped.
-func sockaddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)), true
-	}
-	return netip.AddrPort{}, false
-}

@@ -51,29 +51,9 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 // makes of a non-blocking descriptor; net.DialUDP adds a setsockopt and a
 // getsockname and getpeername per flow that nothing here reads.
 func dialDatagram(ap netip.AddrPort) (upConn, error) {
-	fd, err := datagramSocket(ap)
+	fd, err := rawDatagramSocket(ap)
 	if err != nil {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "udp"), nil
-}
-
-// datagramSocket is a non-blocking UDP socket connected to ap.
-func datagramSocket(ap netip.AddrPort) (int, error) {
-	family := unix.AF_INET6
-	var sa unix.Sockaddr
-	if ap.Addr().Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError("socket", err)}
-	}
-	if err := unix.Connect(fd, sa); err != nil {
-		unix.Close(fd)
-		return -1, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", err)}
-	}
-	return fd, nil
 }

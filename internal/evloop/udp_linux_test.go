@@ -1,0 +1,192 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp/udptest"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// datagramPrefix matches a flow whose first datagram starts with p.
+func datagramPrefix(p string) protocols.DatagramFunc {
+	return func(d [][]byte) protocols.Result {
+		if bytes.HasPrefix(d[0], []byte(p)) {
+			return protocols.Match
+		}
+		return protocols.NoMatch
+	}
+}
+
+// twoDatagrams matches a flow whose first datagram is "A" once a second
+// one starting "B" came: until then the flow is identifying.
+func twoDatagrams(d [][]byte) protocols.Result {
+	switch {
+	case string(d[0]) != "A":
+		return protocols.NoMatch
+	case len(d) < 2:
+		return protocols.NeedMore
+	case bytes.HasPrefix(d[1], []byte("B")):
+		return protocols.Match
+	}
+	return protocols.NoMatch
+}
+
+// dialUDP is a client of the rig's UDP listener, closed when the test ends.
+func (r *rig) dialUDP() *net.UDPConn {
+	r.tb.Helper()
+	c, err := net.DialUDP("udp", nil, r.udpAddr)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	r.tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// roundTripUDP sends msg and returns the answer, failing after bound.
+func (r *rig) roundTripUDP(c *net.UDPConn, msg string) string {
+	r.tb.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		r.tb.Fatal(err)
+	}
+	return r.readUDP(c)
+}
+
+func udpRig(t *testing.T, protos ...*protocols.Protocol) *rig {
+	return newRig(t, protos, func(s *setup) { s.udp = true })
+}
+
+// TestUDPFlowsOnLoops: a flow's datagrams go up and its replies come back
+// through the loops, and a hundred flows start no goroutine: the loops
+// read the listener and every upstream socket.
+func TestUDPFlowsOnLoops(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	r := udpRig(t, &protocols.Protocol{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")})
+	first := r.dialUDP()
+	if got := r.roundTripUDP(first, "PING0"); got != "PING0|PING0" {
+		t.Fatalf("echo %q", got)
+	}
+	before := runtime.NumGoroutine()
+	const flows = 100
+	for i := range flows {
+		c := r.dialUDP()
+		for j := range 3 {
+			msg := fmt.Sprintf("PING%d-%d", i, j)
+			if got, want := r.roundTripUDP(c, msg), fmt.Sprintf("PING%d-0|%s", i, msg); got != want {
+				t.Fatalf("flow %d: %q, want %q", i, got, want)
+			}
+		}
+	}
+	if n := r.udp.Flows(); n != flows+1 {
+		t.Errorf("%d flows, want %d", n, flows+1)
+	}
+	if after := runtime.NumGoroutine(); after-before > 5 {
+		t.Errorf("goroutines grew from %d to %d with %d flows", before, after, flows)
+	}
+	if got := r.metric("protoplex_udp_flows_active"); got != flows+1 {
+		t.Errorf("protoplex_udp_flows_active = %v, want %d", got, flows+1)
+	}
+	if got := r.metric("protoplex_udp_datagrams_total", "protocol=UECHO", "direction=backend_to_client"); got != 3*flows+1 {
+		t.Errorf("datagrams down = %v, want %d", got, 3*flows+1)
+	}
+}
+
+// TestUDPAnsweredOnLoop: a route's udp_responses ends each flow at its
+// answer, on the loop, and frees its socket: a new port per query leaves
+// no flow behind and no descriptor.
+func TestUDPAnsweredOnLoop(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	r := udpRig(t, &protocols.Protocol{Name: "UASK", Target: echo, Datagram: datagramPrefix("q"), UDPResponses: 1})
+	fds := openFDs(t)
+	const queries = 200
+	for i := range queries {
+		c, err := net.DialUDP("udp", nil, r.udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("q%d", i)
+		if got := r.roundTripUDP(c, msg); got != msg {
+			t.Fatalf("query %d: %q", i, got)
+		}
+		c.Close()
+	}
+	testnet.Eventually(t, bound, func() bool { return r.udp.Flows() == 0 }, "flows = %d after every answer, want 0", r.udp.Flows())
+	if got := r.metric("protoplex_udp_flows_expired_total", "reason=answered"); got != queries {
+		t.Errorf("answered = %v, want %d", got, queries)
+	}
+	if now := openFDs(t); fds >= 0 && now-fds > 8 {
+		t.Errorf("open fds grew by %d after %d answered queries", now-fds, queries)
+	}
+}
+
+// TestUDPIdleOnLoop: the loop's sweep ends a flow idle past its timeout.
+func TestUDPIdleOnLoop(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	r := udpRig(t, &protocols.Protocol{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")})
+	c := r.dialUDP()
+	if got := r.roundTripUDP(c, "PING"); got != "PING" {
+		t.Fatalf("echo %q", got)
+	}
+	r.udp.Sweep(time.Now()) // not idle yet
+	if n := r.udp.Flows(); n != 1 {
+		t.Fatalf("flows = %d before the idle timeout, want 1", n)
+	}
+	r.udp.Sweep(time.Now().Add(time.Hour))
+	if n := r.udp.Flows(); n != 0 {
+		t.Fatalf("flows = %d past the idle timeout, want 0", n)
+	}
+	if got := r.metric("protoplex_udp_flows_expired_total", "reason=idle"); got != 1 {
+		t.Errorf("idle = %v, want 1", got)
+	}
+	// The client's next datagram is a new flow.
+	if got := r.roundTripUDP(c, "PING2"); got != "PING2" {
+		t.Fatalf("echo after idle %q", got)
+	}
+}
+
+// TestUDPHostNameOnLoop: a host-name target is resolved off the loop and
+// its socket handed back to it; the datagrams the flow held meanwhile go
+// up in order.
+func TestUDPHostNameOnLoop(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	_, port, _ := net.SplitHostPort(echo)
+	if c, err := net.Dial("udp", "localhost:"+port); err != nil || c.RemoteAddr().(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Skipf("localhost does not resolve to 127.0.0.1 first here: %v", err)
+	} else {
+		c.Close()
+	}
+	r := udpRig(t, &protocols.Protocol{Name: "UTWO", Target: "localhost:" + port, Datagram: twoDatagrams})
+	c := r.dialUDP()
+	for _, m := range []string{"A", "B", "C"} {
+		if _, err := c.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for range 3 {
+		got = append(got, r.readUDP(c))
+	}
+	if strings.Join(got, ",") != "A|A,A|B,A|C" {
+		t.Fatalf("got %q, want A|A, A|B, A|C", got)
+	}
+}
+
+// readUDP reads the next answer, failing after bound.
+func (r *rig) readUDP(c *net.UDPConn) string {
+	r.tb.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(bound))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		r.tb.Fatalf("no answer: %v; log:\n%s", err, r.log)
+	}
+	return string(buf[:n])
+}
