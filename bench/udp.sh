@@ -144,8 +144,8 @@ for n in "${names[@]}"; do
 done
 
 # Idle flows: an instance of each protoplex whose DNS flows outlive their
-# answer (udp_responses -1; the binary before it had no such key and kept
-# every flow), spread over 200 source addresses (under main's per-source
+# answer (udp_responses -1, where the binary knows the key; one without it
+# kept every flow), spread over 200 source addresses (under main's per-source
 # cap of 64).
 P=$(freeport); ppconf "$TMP/pidle.yaml" "$P" "    udp_responses: -1
     udp_idle_timeout: 10m"
@@ -154,7 +154,11 @@ waitdns "$P"
 out=$("$TMP/loadgen" udpidle -addr "${ADDR[pidle]}" -n "$IDLE_FLOWS" -pid "${PID[pidle]}"); echo "udpidle protoplex: $out" >&2
 R[idle,protoplex]=$(echo "$out" | kv kib_per_flow)
 if [ -n "$BEFORE" ]; then
-  P=$(freeport); ppconf "$TMP/bidle.yaml" "$P" "    udp_idle_timeout: 10m"
+  # The same keys when BEFORE knows udp_responses (else its flows outlive
+  # their answer anyway).
+  P=$(freeport); ppconf "$TMP/bidle.yaml" "$P" "    udp_responses: -1
+    udp_idle_timeout: 10m"
+  "$TMP/before" -check -config "$TMP/bidle.yaml" >/dev/null 2>&1 || ppconf "$TMP/bidle.yaml" "$P" "    udp_idle_timeout: 10m"
   start bidle "$TMP/before" -config "$TMP/bidle.yaml"; ADDR[bidle]=127.0.0.1:$P
   waitdns "$P"
   out=$("$TMP/loadgen" udpidle -addr "${ADDR[bidle]}" -n "$IDLE_FLOWS" -pid "${PID[bidle]}"); echo "udpidle before: $out" >&2

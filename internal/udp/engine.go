@@ -712,7 +712,7 @@ func (ln *listener) dialed(f *flow, r *Route, up upConn, set *upstream.Set, a up
 // and starts its reply reader.
 func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func(), now time.Time) {
 	pending := f.pending
-	f.route, f.rs, f.up, f.target, f.release, f.state = r, r.state, up, a.Target, release, stRouted
+	f.route, f.rs, f.up, f.release, f.state = r, r.state, up, release, stRouted
 	f.set, f.att = set, a
 	idle := r.IdleTimeout
 	if idle <= 0 {
@@ -865,7 +865,7 @@ func (e *Engine) finish(f *flow, reason string) {
 	}
 	logging.LogFlow(e.opt.Log, e.settings().AccessLog, logging.Flow{
 		Start: f.start, Client: net.UDPAddrFromAddrPort(f.client), Protocol: f.route.Name, Route: f.route.Label,
-		Target: f.target, DatagramsUp: f.dgUp.Load(), DatagramsDown: f.dgDown.Load(),
+		Target: f.att.Target, DatagramsUp: f.dgUp.Load(), DatagramsDown: f.dgDown.Load(),
 		BytesUp: f.bytesUp.Load(), BytesDown: f.bytesDown.Load(), Reason: reason,
 	})
 }

@@ -43,7 +43,6 @@ type flow struct {
 	route   *Route
 	rs      *routeState
 	up      upConn
-	target  string
 	release func() // the target's active count, from upstream.Plan.Done
 	set     *upstream.Set
 	att     upstream.Attempt // the target, for its passive health
