@@ -39,8 +39,8 @@ func (u udpLoop) Watch(fd int, fn func()) error {
 	return nil
 }
 
-// Unwatch forgets fd; on a stopped loop (its epoll closed) there is
-// nothing to take it off.
+// Unwatch takes fd out of the loop's epoll set; on a stopped loop (its
+// epoll closed) there is nothing to take it off.
 func (u udpLoop) Unwatch(fd int) {
 	l := u.l
 	l.mu.Lock()
@@ -51,5 +51,12 @@ func (u udpLoop) Unwatch(fd int) {
 	}
 	l.clearRef(fd)
 }
+
+// Forget forgets fd, the only descriptor of its socket, which the caller
+// closes at once: the close takes it out of the epoll set, so no
+// epoll_ctl is spent (one system call less per UDP flow). An event for it
+// read in this round finds no ref, or a new socket that took the number
+// and reads nothing (it is non-blocking).
+func (u udpLoop) Forget(fd int) { u.l.clearRef(fd) }
 
 func (u udpLoop) After(d time.Duration, fn func()) { u.l.after(d, fn) }

@@ -7,12 +7,22 @@
 // Each listen_udp address is bound by one socket per CPU (SO_REUSEPORT on
 // Linux, Options.Sockets; the kernel keeps each client address:port on
 // one of them), each a listener whose flows are a flowTable (flowtable.go)
-// owned by the listener's reader goroutine: it holds no lock per datagram,
-// and the only state the owners share is two atomic budgets and, while a
+// owned by the listener's owner: it holds no lock per datagram, and the
+// only state the owners share is two atomic budgets and, while a
 // per-source cap is on, the per-source counts. Other goroutines (a
-// flow's reply reader, a host-name dial, Sweep) post work to the owner.
-// Sockets are opened, written and closed outside any lock; a host-name
-// target is resolved off the owner.
+// host-name dial, Sweep) post work to the owner. Sockets are opened,
+// written and closed outside any lock; a host-name target is resolved off
+// the owner.
+//
+// The owner is one of two drivers of the same listener code. With
+// Options.Loops (the manager's event loops, data_plane events, Linux;
+// loop_linux.go) a loop owns the socket: it reads it and every upstream
+// socket of its flows level-triggered from its epoll, with raw
+// non-blocking system calls, replies from a duplicate of the listening
+// socket, and sweeps on its timers; a flow is no goroutine, no os.File
+// and no runtime poller entry. Without, a goroutine reads each socket
+// and each routed flow has a goroutine reading its upstream socket (the
+// portable path, and data_plane goroutines).
 //
 // Bounds: the flow tables hold at most Settings.MaxFlows flows in all (at
 // most MaxMaxFlows; when full, the flow idle longest is evicted); each
@@ -28,11 +38,11 @@
 // undecided flows together at most MaxPendingTotal; nothing is allocated
 // for a datagram no route can take. A route's udp_responses (at most
 // MaxResponses) ends its flows once that many replies came back. Each
-// listener reads into one 64 KiB buffer. Each routed flow has one
-// goroutine reading its upstream socket; on unix it holds no buffer while
-// it waits (it reads into a shared pool when the socket is readable).
-// Idle flows are found by each owner walking per-timeout LRU lists every
-// Options.Sweep, not by a timer per flow.
+// listener reads into one 64 KiB buffer. Without loops each routed flow
+// has one goroutine reading its upstream socket; on unix it holds no
+// buffer while it waits (it reads into a shared pool when the socket is
+// readable). Idle flows are found by each owner walking per-timeout LRU
+// lists every Options.Sweep, not by a timer per flow.
 package udp
 
 import (

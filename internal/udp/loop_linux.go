@@ -199,7 +199,7 @@ func (u *rawUp) Close() error {
 		return nil
 	}
 	u.closed = true
-	u.lp.Unwatch(u.fd)
+	u.lp.Forget(u.fd)
 	rawClose(u.fd)
 	return nil
 }

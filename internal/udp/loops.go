@@ -19,6 +19,10 @@ type Loop interface {
 	Watch(fd int, fn func()) error
 	// Unwatch stops watching fd; the caller closes it afterwards.
 	Unwatch(fd int)
+	// Forget stops watching fd, the only descriptor of its socket, which
+	// the caller closes at once: the close takes it out of the loop's
+	// epoll, without a system call of its own.
+	Forget(fd int)
 	// After runs fn on the loop once d has passed on its clock.
 	After(d time.Duration, fn func())
 }
