@@ -35,6 +35,7 @@ const (
 	stDialing                      // a goroutine dials (host name, source address, transparent)
 	stReplay                       // writing the PROXY header and the bytes identification read
 	stForward                      // copying both ways
+	stHandover                     // off epoll, moving to another process (move_linux.go): sent, or about to be
 	stDone
 )
 
@@ -74,6 +75,7 @@ type conn struct {
 	aborted  bool
 	queued   bool
 	goDial   bool // a goroutine dials for the connection
+	stay     bool // it could not move to another process: it drains here
 	fallback int64
 }
 
@@ -627,6 +629,9 @@ func (c *conn) event(fd int, ev uint32) {
 			return
 		}
 		c.pumpBoth()
+	case stHandover:
+		// Off epoll: an event read in the same batch as the detach. The
+		// readiness it set is taken again by resume, if the pair stays.
 	}
 }
 
@@ -658,6 +663,8 @@ func (c *conn) timeout() {
 		}
 		c.reason = proxy.IdleTimeout
 		c.finish()
+	case stHandover:
+		// Its deadline was cleared when it left epoll; resume sets it again.
 	}
 }
 
@@ -693,6 +700,10 @@ func (c *conn) abort() {
 	case stConnecting:
 		c.attemptFailed(context.Canceled)
 		c.dialFailed(context.Canceled)
+	case stHandover:
+		// Its sockets may be in a message to the new process: nothing is
+		// closed under it. It moves (and is no longer ours to end) or it
+		// resumes here, which finishes it as aborted.
 	default:
 		c.finish()
 	}
@@ -723,7 +734,9 @@ func (c *conn) finish() {
 	if c.release != nil { // forwarded: the dial succeeded
 		fs := proxy.Stats{Up: c.up.n, Down: c.down.n, Reason: c.reason, PipeFallbacks: c.fallback}
 		env.Stats.Forwarded(c.entry.Stats, fs)
-		c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
+		if c.entry.Backend != nil { // nil: an adopted pair whose route is gone
+			c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
+		}
 		c.acc.Forwarded(c.target, fs)
 		c.release()
 	}

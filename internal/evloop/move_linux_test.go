@@ -1,0 +1,220 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/darkit/protoplex/internal/evloop"
+	"github.com/darkit/protoplex/internal/handover"
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// move sends what old's loops detach to new, as an upgrade does over its
+// socketpair, until nothing is left to move; it returns how many moved,
+// and how many descriptors went with them.
+func move(t *testing.T, old, new *evloop.Plane) (moved, fds int) {
+	t.Helper()
+	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for {
+		batch := old.Detach(handover.MaxFDsPerMessage)
+		if batch == nil {
+			return moved, fds
+		}
+		fds += len(batch.FDs)
+		if err := a.Send(batch.Msg, batch.FDs); err != nil {
+			old.Restore(batch)
+			t.Fatal(err)
+		}
+		m, files, err := b.Recv()
+		if err != nil {
+			old.Restore(batch)
+			t.Fatal(err)
+		}
+		n, err := new.Adopt(m, files)
+		if err != nil || n != batch.Len() {
+			old.Restore(batch)
+			t.Fatalf("adopted %d of %d: %v", n, batch.Len(), err)
+		}
+		old.Moved(batch)
+		moved += n
+	}
+}
+
+// TestMoveConnections: forwarded pairs move from one plane to another —
+// idle ones, and one whose backend → client direction holds megabytes in
+// a splice pipe the client has not read — and go on byte for byte there.
+// The old plane logs and counts none of them as closed; the new one
+// counts each once, with the bytes moved before the move included, and
+// writes its access line.
+func TestMoveConnections(t *testing.T) {
+	echo := testnet.Echo(t)
+	protos := func() []*protocols.Protocol { return []*protocols.Protocol{route("ECHO", echo)} }
+	old := newRig(t, protos(), func(s *setup) { s.env.SpliceAfter = 1 })
+	nu := newRig(t, protos(), func(s *setup) { s.env.SpliceAfter = 1 })
+
+	const idle = 40
+	conns := make([]net.Conn, idle)
+	for i := range conns {
+		conns[i] = old.echoed()
+	}
+	// The bulk one: the client writes 6 MiB and reads nothing until the
+	// move, so the echo piles up in the pipe and the sockets.
+	bulk := old.dial()
+	want := payload(6 << 20)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := bulk.Write(want)
+		if err == nil {
+			err = bulk.CloseWrite()
+		}
+		wrote <- err
+	}()
+	testnet.Eventually(t, bound, func() bool {
+		for _, ci := range old.plane.Connections(100) {
+			if ci.Down > 1<<20 {
+				return true
+			}
+		}
+		return false
+	}, "the bulk connection never moved a megabyte down")
+
+	n, fds := move(t, old.plane, nu.plane)
+	if n != idle+1 {
+		t.Fatalf("moved %d connections, want %d", n, idle+1)
+	}
+	if fds <= 2*n {
+		t.Fatalf("%d descriptors for %d connections: the bulk one moved no pipe", fds, n)
+	}
+	old.idle()
+	if got := len(nu.plane.Connections(1000)); got != idle+1 {
+		t.Fatalf("the new plane lists %d connections", got)
+	}
+	got, err := io.ReadAll(bulk)
+	if err != nil {
+		t.Fatalf("reading the bulk echo after %d bytes: %v; log:\n%s", len(got), err, nu.log)
+	}
+	sameBytes(t, "bulk echo across the move", got, want)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		msg := fmt.Sprintf("still here %d\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("conn %d after the move: %q, %v", i, buf, err)
+		}
+		c.Close()
+	}
+	nu.waitMetric(idle+1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	nu.idle()
+	if n := old.metric("protoplex_connections_closed_total", "protocol=ECHO", "reason=done"); n != 0 {
+		t.Errorf("the old plane counted %v closes", n)
+	}
+	if n := strings.Count(old.log.String(), "connection closed"); n != 0 {
+		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
+	}
+	if n := strings.Count(nu.log.String(), "connection closed"); n != idle+1 {
+		t.Errorf("the new plane logged %d closes, want %d", n, idle+1)
+	}
+	up := nu.metric("protoplex_forwarded_bytes_total", "protocol=ECHO", "direction=client_to_backend")
+	if min := float64(len(want) + idle*6); up < min {
+		t.Errorf("forwarded up = %v, want at least %v (the bytes before the move included)", up, min)
+	}
+}
+
+// TestMoveRestored: a batch that did not move (the new process refused or
+// died) goes on in the old plane; one a drain aborted meanwhile ends
+// there, counted as aborted.
+func TestMoveRestored(t *testing.T) {
+	echo := testnet.Echo(t)
+	r := newRig(t, []*protocols.Protocol{route("ECHO", echo)})
+	c := r.echoed()
+	batch := r.plane.Detach(handover.MaxFDsPerMessage)
+	if batch == nil || batch.Len() != 1 {
+		t.Fatalf("detached %v", batch)
+	}
+	if st := r.plane.Connections(10); len(st) != 1 || st[0].State != "moving" {
+		t.Fatalf("while moving: %+v", st)
+	}
+	if again := r.plane.Detach(handover.MaxFDsPerMessage); again != nil {
+		t.Fatalf("a moving connection detached twice: %d", again.Len())
+	}
+	r.plane.Restore(batch)
+	if _, err := c.Write([]byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "again\n" {
+		t.Fatalf("after the restore: %q, %v", buf, err)
+	}
+
+	batch = r.plane.Detach(handover.MaxFDsPerMessage)
+	r.conns.CloseAll() // a drain's deadline, while the batch is out
+	r.plane.Restore(batch)
+	r.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=drain")
+	r.idle()
+	if got, _ := readAll(c); len(got) != 0 {
+		t.Errorf("read %q after the abort", got)
+	}
+}
+
+// TestAdoptRefusesBadMessage: a message out of its layout (a client
+// without its backend) is refused whole, its descriptors closed, and
+// nothing is adopted.
+func TestAdoptRefusesBadMessage(t *testing.T) {
+	r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+	c := r.dial()
+	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	f, err := c.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := handover.EncodeConn(nil, handover.ConnState{Protocol: "ECHO", Route: "ECHO"})
+	m := handover.Message{Kind: handover.Conns, Records: []handover.Record{{Type: handover.TCPConn, Name: "client", Meta: meta}}}
+	err = a.Send(m, []int{int(f.Fd())})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := openFDs(t)
+	got, files, err := b.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.plane.Adopt(got, files); err == nil || n != 0 {
+		t.Fatalf("adopted %d: %v", n, err)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after the refusal, %d before", after, before)
+	}
+	if n := len(r.plane.Connections(10)); n != 1 { // the test's own client, not yet identified
+		t.Errorf("%d connections listed", n)
+	}
+}
