@@ -186,20 +186,34 @@ monitoring:
 	upgrades++
 	testnet.Eventually(t, upgradeBound, upgraded(upgrades), "no upgrade logged; stderr:\n%s", p.Out)
 	next := newPID(t, p.Out.String(), upgrades)
-	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* draining=[1-9]`).MatchString(p.Out.String()) {
-		t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+	if plane == "events" {
+		// The event loops' stream moves to the new process: the old one
+		// exits without waiting for it, and it goes on.
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9]`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the stream moved:\n%s", p.Out)
+		}
+		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream moved; stderr:\n%s", p.Out)
+		io.WriteString(long, "SSH-2.0-still\r\n")
+		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+		}
+		long.Close()
+	} else {
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9]`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+		}
+		// The goroutine data plane cannot move: the old process drains the
+		// established stream, then exits.
+		io.WriteString(long, "SSH-2.0-still\r\n")
+		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
+			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+		}
+		if !running(pid) {
+			t.Error("the old process exited before its stream ended")
+		}
+		long.Close()
+		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 	}
-
-	// The old process drains the established stream, then exits.
-	io.WriteString(long, "SSH-2.0-still\r\n")
-	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
-		t.Errorf("the stream established before the upgrade: %q, %v", line, err)
-	}
-	if !running(pid) {
-		t.Error("the old process exited before its stream ended")
-	}
-	long.Close()
-	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 
 	// Then once more, with the command a script runs.
 	out, err := exec.Command(binary, "-upgrade", strconv.Itoa(next)).CombinedOutput()
