@@ -446,11 +446,12 @@ func TestUpgradeCommandErrors(t *testing.T) {
 
 // TestUpgradeSignalWhileDraining: a SIGUSR2 to a process that has handed
 // over and drains neither ends it nor starts another upgrade: the stream
-// it drains completes.
+// it drains completes. (On the goroutine data plane, whose connections
+// cannot move: the event loops' would move, and the old process exit.)
 func TestUpgradeSignalWhileDraining(t *testing.T) {
 	backend := testnet.Banner(t, "A:")
 	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
-	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\n  data_plane: goroutines\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
 	p := start(t, "-config", cfg)
 	pid := p.Cmd.Process.Pid
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
