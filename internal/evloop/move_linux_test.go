@@ -218,3 +218,29 @@ func TestAdoptRefusesBadMessage(t *testing.T) {
 		t.Errorf("%d connections listed", n)
 	}
 }
+
+// TestMoveRouteGone: the new process's configuration no longer has the
+// moved connection's route: it still completes there, and is counted and
+// logged under the route it had.
+func TestMoveRouteGone(t *testing.T) {
+	echo := testnet.Echo(t)
+	old := newRig(t, []*protocols.Protocol{route("ECHO", echo)})
+	nu := newRig(t, []*protocols.Protocol{routeFor("OTHER", "OTHER", testnet.Echo(t))})
+	c := old.echoed()
+	if n, _ := move(t, old.plane, nu.plane); n != 1 {
+		t.Fatalf("moved %d", n)
+	}
+	if _, err := c.Write([]byte("on\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "on\n" {
+		t.Fatalf("after the move: %q, %v", buf, err)
+	}
+	c.Close()
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	nu.idle()
+	if !strings.Contains(nu.log.String(), "route=ECHO target="+echo+" up=9 down=9") {
+		t.Errorf("the access line does not carry the route, target and bytes:\n%s", nu.log)
+	}
+}

@@ -154,3 +154,34 @@ func FuzzDecodeConn(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeConns: no message panics DecodeConns, and every group it
+// returns lies inside the message's records, back to back.
+func FuzzDecodeConns(f *testing.F) {
+	m := Message{Kind: Conns}
+	for _, c := range connStates()[:3] {
+		_ = AppendConn(&m, c, TCPConn, TCPConn)
+	}
+	b, _ := Encode(nil, m)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		gs, err := DecodeConns(m)
+		if err != nil {
+			return
+		}
+		next := 0
+		for _, g := range gs {
+			if g.First != next || g.First+g.State.FDs() > len(m.Records) {
+				t.Fatalf("group at %d of %d descriptors, in %d records", g.First, g.State.FDs(), len(m.Records))
+			}
+			next += g.State.FDs()
+		}
+		if next != len(m.Records) {
+			t.Fatalf("groups cover %d of %d records", next, len(m.Records))
+		}
+	})
+}
