@@ -13,16 +13,17 @@ import (
 
 // Moving established connections during an upgrade (cmd/protoplex:
 // SIGUSR2), once the new process has acknowledged the listeners. Only the
-// event loops' forwarding pairs move; everything else (in-process
-// handlers, the goroutine data plane, connections still being identified
-// or dialed, UDP flows) drains in the old process as on SIGTERM.
+// event loops' forwarding pairs and identifying connections move;
+// everything else (in-process handlers, the goroutine data plane, PROXY
+// headers being read, dials and replays in progress, UDP flows) drains in
+// the old process as on SIGTERM.
 
 // fdReserve is what a process keeps of its descriptor limit for new
 // connections while it takes moved ones: a batch that would cut into it
 // is refused, and stays in the old process.
 const fdReserve = 512
 
-// MoveConnections gives the event loops' forwarding pairs to the process
+// MoveConnections gives the event loops' movable connections to the process
 // at the other end of hc, a batch (≤ handover.MaxFDsPerMessage
 // descriptors) at a time: each batch leaves the loops, is sent, and is
 // closed here only once the new process acknowledged it. A batch it

@@ -37,8 +37,8 @@ const upgradeBound = 60 * time.Second
 // answers after the last upgrade: the event loops' connections moved to
 // each new process. A load of new connections meanwhile sees no failure,
 // a client that had sent half an SSH banner before the first upgrade is
-// served by the old process once it sends the rest, and each old process
-// is gone once its last connection is.
+// served once it sends the rest (it moved with the bytes it had sent),
+// and each old process is gone.
 func TestUpgradeMovesConnections(t *testing.T) {
 	streams, sessions, large := 200, 200, 2<<20
 	if testing.Short() {
@@ -150,7 +150,7 @@ monitoring:
 	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > 50 }, "the load does not get through: %v", testnet.Later(l.err))
 
 	// Half an SSH banner: not yet identified when the first upgrade
-	// comes, so it stays in the old process, which serves it to the end.
+	// comes; it moves with the two bytes it sent.
 	half, err := net.DialTimeout("tcp", addr, upgradeBound)
 	if err != nil {
 		t.Fatal(err)

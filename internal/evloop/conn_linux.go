@@ -75,7 +75,10 @@ type conn struct {
 	aborted  bool
 	queued   bool
 	goDial   bool // a goroutine dials for the connection
-	stay     bool // it could not move to another process: it drains here
+	stay     bool  // it could not move to another process: it drains here
+	was      state // before stHandover: what resume goes back to
+	mv       spipe // stHandover from stIdentify: the bytes read so far, for the new process
+	hasMv    bool
 	fallback int64
 }
 
@@ -141,7 +144,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	c.up.readable, c.down.writable = true, true // read right after accept
 	hs := &handshake{}
 	c.hs = hs
-	hs.lease = env.Bufs.Lease(max(srv.BufferSize, identify.MinBuffer)) // room for a whole TLS record
+	hs.lease = env.Bufs.Lease(identifyBuffer(srv)) // room for a whole TLS record
 	hs.buf = hs.lease.B
 
 	// PROXY in: a trusted front load balancer names the real client.
@@ -155,6 +158,10 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	}
 	c.admit()
 }
+
+// identifyBuffer is the size of a connection's identification buffer:
+// room for a whole TLS record.
+func identifyBuffer(srv *config.Server) int { return max(srv.BufferSize, identify.MinBuffer) }
 
 func (c *conn) refuse(reason string) {
 	c.l.p.env.Stats.Refuse(reason)
@@ -208,7 +215,14 @@ func (c *conn) admit() {
 		return
 	}
 	c.ticket, c.admitted = ticket, true
+	c.identify()
+}
 
+// identify starts identification over what the handshake's buffer holds
+// (hs.prefilled bytes: after a PROXY header, or those read by the process
+// an upgrade moved the connection from).
+func (c *conn) identify() {
+	env := &c.l.p.env
 	hs := c.hs
 	hs.rt = env.Routing()
 	srv := c.srv

@@ -21,7 +21,8 @@ import (
 // Moving forwarded connections to another process (a binary upgrade).
 //
 // The old process detaches a batch: each loop takes its forwarding pairs
-// off epoll (stHandover: nothing on this side reads them any more), puts
+// (and its connections still being identified, with the bytes read so
+// far: adoptIdentifying) off epoll (stHandover: nothing on this side reads them any more), puts
 // the bytes it holds for a destination into the direction's splice pipe,
 // and describes each pair (handover.ConnState). The batch goes out with
 // the sockets and the pipes; on the new process's acknowledgement the old
@@ -43,7 +44,8 @@ type Batch struct {
 // Len is how many connections the batch holds.
 func (b *Batch) Len() int { return len(b.conns) }
 
-// Detach takes forwarding pairs off the loops, at most maxFDs descriptors
+// Detach takes forwarding pairs and identifying connections off the
+// loops, at most maxFDs descriptors
 // (≤ handover.MaxFDsPerMessage) of them; nil when none is left to move. A
 // pair that cannot move (its held bytes do not fit a pipe) stays, and
 // drains here.
@@ -88,19 +90,31 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 	var next *conn
 	for c := l.conns.Front(); c != nil; c = next {
 		next = l.conns.Next(c) // c may end (resume), and leave the list
-		if c.st != stForward || c.stay {
+		if (c.st != stForward && c.st != stIdentify) || c.stay {
 			continue
 		}
 		need := 2
+		if c.st == stIdentify {
+			need = 1
+			if c.hs.sess.N() > 0 {
+				need += 2
+			}
+		}
 		for _, d := range [2]*dir{&c.up, &c.down} {
-			if d.blocked() {
+			if c.st == stForward && d.blocked() {
 				need += 2
 			}
 		}
 		if len(b.FDs)+need > maxFDs {
 			return
 		}
-		st, ok := c.detach()
+		var st handover.ConnState
+		var ok bool
+		if c.st == stIdentify {
+			st, ok = c.detachIdentify()
+		} else {
+			st, ok = c.detach()
+		}
 		if !ok {
 			c.stay = true // it drains here; never tried again
 			continue
@@ -109,7 +123,9 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 		if c.tcp {
 			cl = handover.TCPConn
 		}
-		if dom, err := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && dom != unix.AF_UNIX {
+		if c.bfd < 0 {
+			be = handover.TCPConn // none: an identifying connection's group has no backend
+		} else if dom, err := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && dom != unix.AF_UNIX {
 			be = handover.TCPConn
 		}
 		if err := handover.AppendConn(&b.Msg, st, cl, be); err != nil {
@@ -118,7 +134,13 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 			c.resume()
 			continue
 		}
-		b.FDs = append(b.FDs, c.fd, c.bfd)
+		b.FDs = append(b.FDs, c.fd)
+		if c.bfd >= 0 {
+			b.FDs = append(b.FDs, c.bfd)
+		}
+		if c.hasMv {
+			b.FDs = append(b.FDs, c.mv.r, c.mv.w)
+		}
 		for _, d := range [2]*dir{&c.up, &c.down} {
 			if d.hasPipe {
 				b.FDs = append(b.FDs, d.pipe.r, d.pipe.w)
@@ -142,7 +164,7 @@ func (c *conn) detach() (handover.ConnState, bool) {
 	l.clearRef(c.fd)
 	l.clearRef(c.bfd)
 	c.clearDeadline()
-	c.st = stHandover
+	c.was, c.st = stForward, stHandover
 
 	carried := c.acc.Carry()
 	st := handover.ConnState{
@@ -154,6 +176,40 @@ func (c *conn) detach() (handover.ConnState, bool) {
 	if len(st.ALPN) > handover.MaxALPN {
 		st.ALPN = st.ALPN[:handover.MaxALPN]
 	}
+	if a, ok := c.acc.Client.(*net.TCPAddr); ok {
+		st.Client = a.AddrPort().String()
+	}
+	return st, true
+}
+
+// detachIdentify takes a connection still being identified off the loop
+// and describes it, with a pipe holding a copy of the bytes read so far
+// (its own buffer keeps them, in case it resumes here); false (it goes on
+// here) when no pipe can be had.
+func (c *conn) detachIdentify() (handover.ConnState, bool) {
+	l := c.l
+	hs := c.hs
+	n := hs.sess.N()
+	if n > handover.MaxIdentify {
+		return handover.ConnState{}, false
+	}
+	if n > 0 {
+		p, ok := makePipe()
+		if !ok {
+			return handover.ConnState{}, false
+		}
+		if w, _ := unix.Write(p.w, hs.buf[:n]); w != n { // an empty pipe takes 64 KiB at least in one write
+			p.close()
+			return handover.ConnState{}, false
+		}
+		c.mv, c.hasMv = p, true
+	}
+	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
+	l.clearRef(c.fd)
+	c.clearDeadline()
+	c.was, c.st = stIdentify, stHandover
+	st := handover.ConnState{Identifying: true, Trusted: hs.fromTrusted, Age: max(l.now.Sub(c.acc.Start), 0),
+		Up: handover.DirState{Pipe: n > 0, Pending: n}}
 	if a, ok := c.acc.Client.(*net.TCPAddr); ok {
 		st.Client = a.AddrPort().String()
 	}
@@ -210,8 +266,15 @@ func (c *conn) moved() {
 	l := c.l
 	env := &l.p.env
 	rawClose(c.fd)
-	rawClose(c.bfd)
+	if c.bfd >= 0 {
+		rawClose(c.bfd)
+	}
 	c.fd, c.bfd = -1, -1
+	c.dropMv()
+	if c.hs != nil {
+		c.hs.lease.Release()
+		c.hs = nil
+	}
 	for _, d := range [2]*dir{&c.up, &c.down} {
 		if d.hasPipe {
 			d.pipe.close() // the new process has its own copies, with the bytes
@@ -238,6 +301,10 @@ func (c *conn) resume() {
 	if c.st != stHandover {
 		return
 	}
+	if c.was == stIdentify {
+		c.resumeIdentify()
+		return
+	}
 	l := c.l
 	c.st = stForward
 	for _, fd := range [2]int{c.fd, c.bfd} {
@@ -260,6 +327,37 @@ func (c *conn) resume() {
 		c.setDeadline(c.last + int64(c.idle))
 	}
 	c.pumpBoth()
+}
+
+// resumeIdentify puts an identifying connection back on the loop, where
+// it reads on; its buffer still holds what it had read.
+func (c *conn) resumeIdentify() {
+	l := c.l
+	c.dropMv()
+	c.st = stIdentify
+	l.setRef(c.fd, ref{c: c})
+	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, epollConn); e != 0 {
+		l.p.env.Log.Warn("epoll_ctl failed", "err", e)
+		c.aborted = false
+		c.abort() // ends it as unidentified, counted
+		return
+	}
+	if c.aborted {
+		c.aborted = false
+		c.abort()
+		return
+	}
+	c.up.readable = true
+	c.setDeadline(c.hs.sess.Deadline().UnixNano())
+	c.readIdentify()
+}
+
+// dropMv closes the pipe that carried an identifying connection's bytes.
+func (c *conn) dropMv() {
+	if c.hasMv {
+		c.mv.close()
+		c.hasMv = false
+	}
 }
 
 // Adopt takes the connections of a Conns message and the descriptors
@@ -291,7 +389,11 @@ func (p *Plane) Adopt(m handover.Message, files []*os.File) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	srv, _ := p.env.Settings()
 	for _, g := range gs {
+		if g.State.Identifying && g.State.Up.Pending > identifyBuffer(srv) {
+			return 0, fmt.Errorf("evloop: a moved connection read %d bytes, more than this process's identification buffer (%d)", g.State.Up.Pending, identifyBuffer(srv))
+		}
 		if g.State.Client != "" {
 			if _, err := netip.ParseAddrPort(g.State.Client); err != nil {
 				return 0, fmt.Errorf("evloop: a moved connection's client %q: %w", g.State.Client, err)
@@ -343,10 +445,14 @@ type adoption struct {
 // this process's when the configuration still has them; otherwise it
 // completes all the same, counted under its protocol.
 func (l *Loop) adopt(a adoption) {
+	if a.g.State.Identifying {
+		l.adoptIdentifying(a)
+		return
+	}
 	env := &l.p.env
 	srv, _ := env.Settings()
 	st := a.g.State
-	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: a.fds[1], hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stHandover}
+	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: a.fds[1], hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stHandover, was: stForward}
 	client := unixPeer
 	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
 		client = net.TCPAddrFromAddrPort(ap)
@@ -388,6 +494,55 @@ func (l *Loop) adopt(a adoption) {
 		setKeepAlive(c.fd, srv.TCPKeepAlive)
 	}
 	c.resume()
+}
+
+// adoptIdentifying makes a moved connection that was still being
+// identified one of the loop's: the bytes it had sent are read back from
+// their pipe into a buffer of this process, and identification starts
+// over them, against this process's routes, with its timeouts from now.
+func (l *Loop) adoptIdentifying(a adoption) {
+	env := &l.p.env
+	srv, _ := env.Settings()
+	st := a.g.State
+	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: -1, hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stIdentify}
+	client := unixPeer
+	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
+		client = net.TCPAddrFromAddrPort(ap)
+	}
+	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
+	c.acc.Start = l.now.Add(-st.Age)
+	l.own(c)
+	l.setRef(c.fd, ref{c: c})
+	env.Conns.Add(c, math.MaxInt)
+	c.counted = true
+	env.Stats.Active.Inc()
+	hs := &handshake{fromTrusted: st.Trusted}
+	c.hs = hs
+	hs.lease = env.Bufs.Lease(identifyBuffer(srv))
+	hs.buf = hs.lease.B
+	if st.Up.Pipe {
+		p := spipe{r: a.fds[1], w: a.fds[2]}
+		for hs.prefilled < st.Up.Pending {
+			n, err := unix.Read(p.r, hs.buf[hs.prefilled:st.Up.Pending])
+			if n <= 0 && err != unix.EINTR {
+				break // the pipe held less than it said: identification goes on with what came
+			}
+			hs.prefilled += max(n, 0)
+		}
+		p.close()
+	}
+	c.ip = guard.AddrOf(client)
+	c.ticket, c.admitted = env.Guard.Adopt(c.ip), true
+	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, epollConn); e != 0 {
+		env.Log.Warn("epoll_ctl failed", "err", e)
+		c.finish()
+		return
+	}
+	if c.tcp && srv.TCPKeepAlive > 0 {
+		setKeepAlive(c.fd, srv.TCPKeepAlive)
+	}
+	c.up.readable, c.down.writable = true, true
+	c.identify()
 }
 
 // routeOf is the route a moved connection goes on under: this process's

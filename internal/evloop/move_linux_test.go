@@ -75,6 +75,7 @@ func TestMoveConnections(t *testing.T) {
 	// The bulk one: the client writes 6 MiB and reads nothing until the
 	// move, so the echo piles up in the pipe and the sockets.
 	bulk := old.dial()
+	_ = bulk.SetReadBuffer(16 << 10) // what it does not read piles up in the plane
 	want := payload(6 << 20)
 	wrote := make(chan error, 1)
 	go func() {
@@ -86,12 +87,21 @@ func TestMoveConnections(t *testing.T) {
 	}()
 	testnet.Eventually(t, bound, func() bool {
 		for _, ci := range old.plane.Connections(100) {
-			if ci.Down > 1<<20 {
+			if ci.Up > 1<<20 {
 				return true
 			}
 		}
 		return false
-	}, "the bulk connection never moved a megabyte down")
+	}, "the bulk connection never moved a megabyte up")
+	// Until the echo piles up: a batch holds a pipe with bytes in it.
+	testnet.Eventually(t, bound, func() bool {
+		b := old.plane.Detach(handover.MaxFDsPerMessage)
+		piled := b != nil && len(b.FDs) > 2*b.Len()
+		if b != nil {
+			old.plane.Restore(b)
+		}
+		return piled
+	}, "the bulk connection holds no bytes for its client")
 
 	n, fds := move(t, old.plane, nu.plane)
 	if n != idle+1 {
@@ -242,5 +252,75 @@ func TestMoveRouteGone(t *testing.T) {
 	nu.idle()
 	if !strings.Contains(nu.log.String(), "route=ECHO target="+echo+" up=9 down=9") {
 		t.Errorf("the access line does not carry the route, target and bytes:\n%s", nu.log)
+	}
+}
+
+// identifying dials r and sends the first bytes of a first flight, then
+// waits until the plane lists the connection as identifying.
+func identifying(t *testing.T, r *rig, first string) net.Conn {
+	t.Helper()
+	c := r.dial()
+	if _, err := c.Write([]byte(first)); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, bound, func() bool {
+		st := r.plane.Connections(10)
+		return len(st) == 1 && st[0].State == "identifying" && st[0].Up == 0
+	}, "the connection is not identifying: %v", testnet.Later(func() string { return fmt.Sprint(r.plane.Connections(10)) }))
+	return c
+}
+
+// TestMoveIdentifying: a connection that has sent part of its first
+// flight moves with those bytes; the new process identifies it once the
+// rest comes and forwards all of it. One that does not move (restored)
+// goes on in the old process the same way.
+func TestMoveIdentifying(t *testing.T) {
+	echo := testnet.Echo(t)
+	protos := func() []*protocols.Protocol { return []*protocols.Protocol{route("ECHO", echo)} }
+	old := newRig(t, protos())
+	nu := newRig(t, protos())
+
+	c := identifying(t, old, "HEL")
+	if n, fds := move(t, old.plane, nu.plane); n != 1 || fds != 3 {
+		t.Fatalf("moved %d connections with %d descriptors, want 1 with 3 (the client, a pipe with its bytes)", n, fds)
+	}
+	old.idle()
+	if _, err := c.Write([]byte("LO moved\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len("HELLO moved\n"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO moved\n" {
+		t.Fatalf("after the move: %q, %v; log:\n%s", buf, err, nu.log)
+	}
+	c.Close()
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	if n := strings.Count(old.log.String(), "connection closed"); n != 0 {
+		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
+	}
+
+	c = identifying(t, old, "HEL")
+	batch := old.plane.Detach(handover.MaxFDsPerMessage)
+	if batch == nil || len(batch.FDs) != 3 {
+		t.Fatalf("detached %+v", batch)
+	}
+	old.plane.Restore(batch)
+	if _, err := c.Write([]byte("LO stayed\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf = make([]byte, len("HELLO stayed\n"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO stayed\n" {
+		t.Fatalf("after the restore: %q, %v; log:\n%s", buf, err, old.log)
+	}
+	c.Close()
+	old.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+
+	// Aborted while its batch was out: it ends as unidentified.
+	c = identifying(t, old, "HEL")
+	batch = old.plane.Detach(handover.MaxFDsPerMessage)
+	old.conns.CloseAll()
+	old.plane.Restore(batch)
+	old.idle()
+	if got, _ := readAll(c); len(got) != 0 {
+		t.Errorf("read %q after the abort", got)
 	}
 }

@@ -13,6 +13,10 @@ import (
 // down). The bytes the old process had read but not written travel in
 // those pipes, never in the metadata: the kernel keeps them, so a
 // connection's state stays small whatever it holds.
+//
+// A connection still being identified (Identifying) has no backend: its
+// group is the client's socket, then, when it has sent any, a pipe with
+// the bytes read so far (Up).
 
 // ConnVersion is the encoding of a ConnState this package writes and
 // reads. A new process that reads another refuses the message, and the
@@ -24,6 +28,7 @@ const (
 	MaxALPN       = 8       // protocols listed for the access log
 	MaxALPNName   = 255     // RFC 7301: a protocol name is 1-255 bytes
 	MaxPipeBytes  = 1 << 24 // bytes a pipe can hold: F_SETPIPE_SZ's default maximum is 1 MiB; this leaves room
+	MaxIdentify   = 1 << 20 // bytes read by a connection still being identified: server.buffer_size's bound
 	maxDurationNS = int64(100 * 365 * 24 * time.Hour)
 )
 
@@ -39,11 +44,17 @@ var pipeNames = [2][2]string{{"up.r", "up.w"}, {"down.r", "down.w"}}
 // needs to go on copying it, to account for it and to write its access
 // line when it ends.
 type ConnState struct {
-	Client        string // the client's address (a trusted PROXY header's); "" for a Unix socket's client
-	Protocol      string
-	Route         string // the route's label
-	Target        string // the target as configured
-	Fallback      bool
+	Client   string // the client's address (a trusted PROXY header's); "" for a Unix socket's client
+	Protocol string
+	Route    string // the route's label
+	Target   string // the target as configured
+	Fallback bool
+	// Identifying: it has no route yet; Up's pipe holds the bytes read so
+	// far, which the new process identifies again (and the rest of the
+	// fields but Client, Trusted and Age are zero).
+	Identifying bool
+	// Trusted: Client is what a trusted sender's PROXY header named.
+	Trusted       bool
 	SNI, Host     string
 	ALPN          []string
 	Age           time.Duration // since it was accepted
@@ -66,6 +77,9 @@ type DirState struct {
 // FDs is how many descriptors the connection's group holds.
 func (c *ConnState) FDs() int {
 	n := 2
+	if c.Identifying {
+		n = 1
+	}
 	for _, d := range [2]*DirState{&c.Up, &c.Down} {
 		if d.Pipe {
 			n += 2
@@ -88,7 +102,10 @@ func AppendConn(m *Message, c ConnState, client, backend FDType) error {
 	if len(m.Records)+c.FDs() > MaxFDsPerMessage {
 		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, len(m.Records)+c.FDs(), MaxFDsPerMessage)
 	}
-	m.Records = append(m.Records, Record{Type: client, Name: nameClient, Meta: meta}, Record{Type: backend, Name: nameBackend})
+	m.Records = append(m.Records, Record{Type: client, Name: nameClient, Meta: meta})
+	if !c.Identifying {
+		m.Records = append(m.Records, Record{Type: backend, Name: nameBackend})
+	}
 	for i, d := range [2]*DirState{&c.Up, &c.Down} {
 		if d.Pipe {
 			m.Records = append(m.Records, Record{Type: Pipe, Name: pipeNames[i][0]}, Record{Type: Pipe, Name: pipeNames[i][1]})
@@ -101,7 +118,7 @@ func AppendConn(m *Message, c ConnState, client, backend FDType) error {
 type ConnGroup struct {
 	State           ConnState
 	First           int    // index of its client record (and descriptor)
-	Client, Backend FDType // its sockets' types
+	Client, Backend FDType // its sockets' types; Backend is 0 for an identifying connection
 }
 
 // DecodeConns reads the groups of a Conns message; it fails whole on any
@@ -113,19 +130,26 @@ func DecodeConns(m Message) ([]ConnGroup, error) {
 	var out []ConnGroup
 	rs := m.Records
 	for i := 0; i < len(rs); {
-		if i+2 > len(rs) {
-			return nil, fmt.Errorf("%w: record %d: a connection without its backend", ErrFormat, i)
-		}
-		cl, be := rs[i], rs[i+1]
-		if cl.Name != nameClient || !isConnType(cl.Type) || be.Name != nameBackend || !isConnType(be.Type) || len(be.Meta) > 0 {
-			return nil, fmt.Errorf("%w: record %d: want a client and a backend socket", ErrFormat, i)
+		cl := rs[i]
+		if cl.Name != nameClient || !isConnType(cl.Type) {
+			return nil, fmt.Errorf("%w: record %d: want a client socket", ErrFormat, i)
 		}
 		st, err := DecodeConn(cl.Meta)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
-		g := ConnGroup{State: st, First: i, Client: cl.Type, Backend: be.Type}
-		j := i + 2
+		g := ConnGroup{State: st, First: i, Client: cl.Type}
+		j := i + 1
+		if !st.Identifying {
+			if j >= len(rs) {
+				return nil, fmt.Errorf("%w: record %d: a connection without its backend", ErrFormat, i)
+			}
+			if be := rs[j]; be.Name != nameBackend || !isConnType(be.Type) || len(be.Meta) > 0 {
+				return nil, fmt.Errorf("%w: record %d: want a backend socket", ErrFormat, j)
+			}
+			g.Backend = rs[j].Type
+			j++
+		}
 		for k, d := range [2]*DirState{&st.Up, &st.Down} {
 			if !d.Pipe {
 				continue
@@ -153,7 +177,7 @@ func EncodeConn(b []byte, c ConnState) ([]byte, error) {
 	if err := c.check(); err != nil {
 		return b, err
 	}
-	b = append(b, ConnVersion, boolBits(c.Fallback))
+	b = append(b, ConnVersion, boolBits(c.Fallback, c.Identifying, c.Trusted))
 	for _, s := range [...]string{c.Client, c.Protocol, c.Route, c.Target, c.SNI, c.Host} {
 		b = appendString(b, s)
 	}
@@ -181,6 +205,9 @@ func (c *ConnState) check() error {
 	}
 	if len(c.ALPN) > MaxALPN {
 		return fmt.Errorf("%w: %d ALPN protocols, at most %d", ErrBounds, len(c.ALPN), MaxALPN)
+	}
+	if c.Identifying && (c.Up.Pending > MaxIdentify || c.Up.Pipe != (c.Up.Pending > 0) || c.Down != (DirState{})) {
+		return fmt.Errorf("%w: an identifying connection with %d bytes read, a pipe %v, bytes back %v", ErrFormat, c.Up.Pending, c.Up.Pipe, c.Down != (DirState{}))
 	}
 	for _, s := range c.ALPN {
 		if len(s) > MaxALPNName {
@@ -221,11 +248,11 @@ func DecodeConn(b []byte) (ConnState, error) {
 	if len(b) > MaxMeta {
 		return c, fmt.Errorf("%w: a connection's state of %d bytes", ErrBounds, len(b))
 	}
-	if b[1] > 1 {
+	if b[1] > 7 {
 		return c, fmt.Errorf("%w: connection flags %#x", ErrFormat, b[1])
 	}
 	r := reader{b: b[2:]}
-	c.Fallback = b[1] == 1
+	c.Fallback, c.Identifying, c.Trusted = b[1]&1 != 0, b[1]&2 != 0, b[1]&4 != 0
 	for _, s := range [...]*string{&c.Client, &c.Protocol, &c.Route, &c.Target, &c.SNI, &c.Host} {
 		*s = r.string(MaxName)
 	}

@@ -23,6 +23,8 @@ func connStates() []ConnState {
 		{Client: "[2001:db8::1]:443", Protocol: "tls", Route: "tls sni=a.example", Target: "unix:/run/b.sock", Fallback: true,
 			SNI: "a.example", Host: "h", ALPN: []string{"h2", "http/1.1"}, PipeFallbacks: 9,
 			Up: DirState{Pipe: true}, Down: DirState{Pipe: true, Pending: MaxPipeBytes}},
+		{Client: "192.0.2.8:1", Identifying: true, Trusted: true, Age: time.Second, Up: DirState{Pipe: true, Pending: MaxIdentify}},
+		{Client: "192.0.2.9:1", Identifying: true},
 		{Client: strings.Repeat("c", MaxName), Protocol: strings.Repeat("p", MaxName), Route: strings.Repeat("r", MaxName),
 			Target: strings.Repeat("t", MaxName), SNI: strings.Repeat("s", MaxName), Host: strings.Repeat("h", MaxName), ALPN: alpn},
 	}
@@ -66,6 +68,9 @@ func TestConnBounds(t *testing.T) {
 		{Up: DirState{N: -1}},
 		{Down: DirState{Pending: 1}}, // bytes without a pipe
 		{Down: DirState{Pipe: true, Pending: MaxPipeBytes + 1}},
+		{Identifying: true, Up: DirState{Pipe: true, Pending: MaxIdentify + 1}},
+		{Identifying: true, Up: DirState{Pipe: true}}, // a pipe with nothing in it
+		{Identifying: true, Down: DirState{N: 1}},     // bytes back before a backend
 	}
 	for i, c := range bad {
 		if _, err := EncodeConn(nil, c); err == nil {
@@ -108,7 +113,11 @@ func TestConnGroups(t *testing.T) {
 	}
 	first := 0
 	for i, g := range gs {
-		if !reflect.DeepEqual(g.State, states[i]) || g.First != first || g.Client != TCPConn || g.Backend != UnixConn {
+		backend := UnixConn
+		if states[i].Identifying {
+			backend = 0
+		}
+		if !reflect.DeepEqual(g.State, states[i]) || g.First != first || g.Client != TCPConn || g.Backend != backend {
 			t.Errorf("%d: %+v", i, g)
 		}
 		first += states[i].FDs()
