@@ -74,7 +74,7 @@ type conn struct {
 	reason   proxy.CloseReason
 	aborted  bool
 	queued   bool
-	goDial   bool // a goroutine dials for the connection
+	goDial   bool  // a goroutine dials for the connection
 	stay     bool  // it could not move to another process: it drains here
 	was      state // before stHandover: what resume goes back to
 	mv       spipe // stHandover from stIdentify: the bytes read so far, for the new process
