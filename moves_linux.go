@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/evloop"
 	"github.com/darkit/protoplex/internal/handover"
 	"golang.org/x/sys/unix"
 )
@@ -82,10 +84,11 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 // since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
 	defer func() { pm.stats.UpgradeMoved(moved, left, time.Since(start)) }()
-	s := pm.settings.Load()
-	p := pm.loops.Acquire(s.EventLoops)
-	if p != nil {
-		defer pm.loops.Release(false)
+	var p *evloop.Plane
+	if s := pm.settings.Load(); s.DataPlane != config.DataPlaneGoroutines {
+		if p = pm.loops.Acquire(s.EventLoops); p != nil {
+			defer pm.loops.Release(false)
+		}
 	}
 	for {
 		m, files, err := hc.Recv()

@@ -472,3 +472,39 @@ func TestUpgradeSignalWhileDraining(t *testing.T) {
 		t.Errorf("%d upgrades, want the one", n)
 	}
 }
+
+// TestUpgradeConnectionsRefused: the new process serves without event
+// loops (its configuration says data_plane: goroutines), so it refuses the
+// connections the old one offers: the old process takes them back, logs
+// why, serves them on and exits once they end.
+func TestUpgradeConnectionsRefused(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	config := func(plane string) string {
+		return fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\n  data_plane: %s\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", plane, backend)
+	}
+	testnet.WriteFile(t, cfg, config("events"))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	testnet.WriteFile(t, cfg, config("goroutines"))
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=0 left_to_drain=1`).MatchString(p.Out.String()) {
+		t.Errorf("the old process does not say it kept the stream:\n%s", p.Out)
+	}
+	if !strings.Contains(p.Out.String(), "serves without event loops") {
+		t.Errorf("no reason for the refusal logged:\n%s", p.Out)
+	}
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+		t.Fatalf("the stream the new process refused: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("the old process exited with the stream it kept")
+	}
+	long.Close()
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
+}
