@@ -457,7 +457,7 @@ func (l *Loop) adopt(a adoption) {
 	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
 		client = net.TCPAddrFromAddrPort(ap)
 	}
-	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
+	c.acc = logging.NewAccess(env.Log, logging.AccessMode{Close: srv.AccessLog, Open: srv.AccessLogOpen}, client)
 	c.acc.Start = l.now.Add(-st.Age)
 	c.acc.Resume(logging.Carried{Protocol: st.Protocol, Route: st.Route, Fallback: st.Fallback,
 		MD: protocols.Metadata{SNI: st.SNI, Host: st.Host, ALPN: st.ALPN}})
@@ -509,7 +509,7 @@ func (l *Loop) adoptIdentifying(a adoption) {
 	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
 		client = net.TCPAddrFromAddrPort(ap)
 	}
-	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
+	c.acc = logging.NewAccess(env.Log, logging.AccessMode{Close: srv.AccessLog, Open: srv.AccessLogOpen}, client)
 	c.acc.Start = l.now.Add(-st.Age)
 	l.own(c)
 	l.setRef(c.fd, ref{c: c})
@@ -556,7 +556,7 @@ func routeOf(env *Env, st handover.ConnState) *routing.Entry {
 			}
 		}
 	}
-	return &routing.Entry{Proto: &protocols.Protocol{Name: st.Protocol}, Label: st.Route, Stats: env.Stats.Route(st.Protocol)}
+	return &routing.Entry{Proto: &protocols.Protocol{Name: st.Protocol}, Label: st.Route, Stats: env.Stats.Route(st.Protocol, st.Route)}
 }
 
 // dupFile duplicates f's descriptor, close-on-exec, leaving its flags
