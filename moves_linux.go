@@ -15,10 +15,11 @@ import (
 
 // Moving established connections during an upgrade (cmd/protoplex:
 // SIGUSR2), once the new process has acknowledged the listeners. Only the
-// event loops' forwarding pairs and identifying connections move;
-// everything else (in-process handlers, the goroutine data plane, PROXY
-// headers being read, dials and replays in progress, UDP flows) drains in
-// the old process as on SIGTERM.
+// event loops' forwarding pairs, identifying connections and those whose
+// loop connects to their backend move; everything else (in-process
+// handlers, the goroutine data plane, PROXY headers being read, dials off
+// the loop and replays in progress, UDP flows) drains in the old process
+// as on SIGTERM.
 
 // fdReserve is what a process keeps of its descriptor limit for new
 // connections while it takes moved ones: a batch that would cut into it

@@ -21,8 +21,8 @@ import (
 // Moving forwarded connections to another process (a binary upgrade).
 //
 // The old process detaches a batch: each loop takes its forwarding pairs
-// (and its connections still being identified, with the bytes read so
-// far: adoptIdentifying) off epoll (stHandover: nothing on this side reads them any more), puts
+// (and its connections still being identified, or connecting to their
+// backend, with the bytes read so far: adoptIdentifying) off epoll (stHandover: nothing on this side reads them any more), puts
 // the bytes it holds for a destination into the direction's splice pipe,
 // and describes each pair (handover.ConnState). The batch goes out with
 // the sockets and the pipes; on the new process's acknowledgement the old
@@ -90,13 +90,13 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 	var next *conn
 	for c := l.conns.Front(); c != nil; c = next {
 		next = l.conns.Next(c) // c may end (resume), and leave the list
-		if (c.st != stForward && c.st != stIdentify) || c.stay {
+		if (c.st != stForward && c.st != stIdentify && c.st != stConnecting) || c.stay {
 			continue
 		}
 		need := 2
-		if c.st == stIdentify {
+		if c.st == stIdentify || c.st == stConnecting {
 			need = 1
-			if c.hs.sess.N() > 0 {
+			if c.firstFlight() > 0 {
 				need += 2
 			}
 		}
@@ -110,7 +110,7 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 		}
 		var st handover.ConnState
 		var ok bool
-		if c.st == stIdentify {
+		if c.st == stIdentify || c.st == stConnecting {
 			st, ok = c.detachIdentify()
 		} else {
 			st, ok = c.detach()
@@ -135,7 +135,7 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 			continue
 		}
 		b.FDs = append(b.FDs, c.fd)
-		if c.bfd >= 0 {
+		if !st.Identifying {
 			b.FDs = append(b.FDs, c.bfd)
 		}
 		if c.hasMv {
@@ -182,14 +182,25 @@ func (c *conn) detach() (handover.ConnState, bool) {
 	return st, true
 }
 
-// detachIdentify takes a connection still being identified off the loop
-// and describes it, with a pipe holding a copy of the bytes read so far
-// (its own buffer keeps them, in case it resumes here); false (it goes on
-// here) when no pipe can be had.
+// firstFlight is how many bytes an identifying or connecting connection
+// has read from its client: what the new process identifies again.
+func (c *conn) firstFlight() int {
+	if c.st == stConnecting {
+		return c.hs.res.N // the replay: nothing of it was sent
+	}
+	return c.hs.sess.N()
+}
+
+// detachIdentify takes a connection still being identified, or whose
+// backend connect is in progress (nothing sent: the new process dials
+// again), off the loop and describes it as identifying, with a pipe
+// holding a copy of the bytes read so far (its own buffer keeps them, and
+// a connect its socket, in case it resumes here); false (it goes on here)
+// when no pipe can be had.
 func (c *conn) detachIdentify() (handover.ConnState, bool) {
 	l := c.l
 	hs := c.hs
-	n := hs.sess.N()
+	n := c.firstFlight()
 	if n > handover.MaxIdentify {
 		return handover.ConnState{}, false
 	}
@@ -206,8 +217,12 @@ func (c *conn) detachIdentify() (handover.ConnState, bool) {
 	}
 	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
 	l.clearRef(c.fd)
+	if c.bfd >= 0 {
+		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.bfd, 0)
+		l.clearRef(c.bfd)
+	}
 	c.clearDeadline()
-	c.was, c.st = stIdentify, stHandover
+	c.was, c.st = c.st, stHandover
 	st := handover.ConnState{Identifying: true, Trusted: hs.fromTrusted, Age: max(l.now.Sub(c.acc.Start), 0),
 		Up: handover.DirState{Pipe: n > 0, Pending: n}}
 	if a, ok := c.acc.Client.(*net.TCPAddr); ok {
@@ -301,8 +316,12 @@ func (c *conn) resume() {
 	if c.st != stHandover {
 		return
 	}
-	if c.was == stIdentify {
+	switch c.was {
+	case stIdentify:
 		c.resumeIdentify()
+		return
+	case stConnecting:
+		c.resumeConnecting()
 		return
 	}
 	l := c.l
@@ -350,6 +369,30 @@ func (c *conn) resumeIdentify() {
 	c.up.readable = true
 	c.setDeadline(c.hs.sess.Deadline().UnixNano())
 	c.readIdentify()
+}
+
+// resumeConnecting puts a connection whose backend connect is in
+// progress back on the loop: the connect's outcome, if it came meanwhile,
+// is reported again when the socket rejoins epoll.
+func (c *conn) resumeConnecting() {
+	l := c.l
+	c.dropMv()
+	c.st = stConnecting
+	for _, fd := range [2]int{c.fd, c.bfd} {
+		l.setRef(fd, ref{c: c})
+		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+			l.p.env.Log.Warn("epoll_ctl failed", "err", e)
+			c.aborted = false
+			c.abort() // ends it as a failed dial, counted
+			return
+		}
+	}
+	if c.aborted {
+		c.aborted = false
+		c.abort()
+		return
+	}
+	c.setDeadline(c.hs.dialEnd) // readiness missed meanwhile: EPOLL_CTL_ADD reports what is ready now
 }
 
 // dropMv closes the pipe that carried an identifying connection's bytes.

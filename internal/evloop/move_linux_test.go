@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/darkit/protoplex/internal/evloop"
 	"github.com/darkit/protoplex/internal/handover"
@@ -213,7 +214,6 @@ func TestAdoptRefusesBadMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := openFDs(t)
 	got, files, err := b.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -221,11 +221,13 @@ func TestAdoptRefusesBadMessage(t *testing.T) {
 	if n, err := r.plane.Adopt(got, files); err == nil || n != 0 {
 		t.Fatalf("adopted %d: %v", n, err)
 	}
-	if after := openFDs(t); after != before {
-		t.Errorf("%d descriptors open after the refusal, %d before", after, before)
+	for i, f := range files {
+		if f.Fd() != ^uintptr(0) {
+			t.Errorf("descriptor %d still open after the refusal", i)
+		}
 	}
-	if n := len(r.plane.Connections(10)); n != 1 { // the test's own client, not yet identified
-		t.Errorf("%d connections listed", n)
+	if n := len(r.plane.Connections(10)); n > 1 { // at most the test's own client, not yet identified
+		t.Errorf("%d connections listed: one adopted", n)
 	}
 }
 
@@ -323,4 +325,52 @@ func TestMoveIdentifying(t *testing.T) {
 	if got, _ := readAll(c); len(got) != 0 {
 		t.Errorf("read %q after the abort", got)
 	}
+}
+
+// TestMoveConnecting: a connection whose backend connect hangs moves with
+// the bytes it sent, nothing of them sent to a backend yet: the new
+// process identifies it again and dials its own target for the route. One
+// restored goes on connecting in the old process, and fails there when
+// its dial times out, counted as a dial error.
+func TestMoveConnecting(t *testing.T) {
+	stuck := stuckAddr(t)
+	old := newRig(t, []*protocols.Protocol{route("ECHO", stuck)}, func(s *setup) { s.srv.DialTimeout = 2 * time.Second })
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+	connecting := func() net.Conn {
+		c := old.dial()
+		if _, err := c.Write([]byte("HELLO dial\n")); err != nil {
+			t.Fatal(err)
+		}
+		testnet.Eventually(t, bound, func() bool {
+			st := old.plane.Connections(10)
+			return len(st) == 1 && st[0].State == "connecting"
+		}, "the connection is not connecting: %v", testnet.Later(func() string { return fmt.Sprint(old.plane.Connections(10)) }))
+		return c
+	}
+	c := connecting()
+	if n, fds := move(t, old.plane, nu.plane); n != 1 || fds != 3 {
+		t.Fatalf("moved %d connections with %d descriptors, want 1 with 3 (the client, a pipe with its bytes)", n, fds)
+	}
+	old.idle()
+	buf := make([]byte, len("HELLO dial\n"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO dial\n" {
+		t.Fatalf("after the move: %q, %v; log:\n%s", buf, err, nu.log)
+	}
+	c.Close()
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	if n := strings.Count(old.log.String(), "connection closed"); n != 0 {
+		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
+	}
+
+	c = connecting()
+	batch := old.plane.Detach(handover.MaxFDsPerMessage)
+	if batch == nil || batch.Len() != 1 {
+		t.Fatalf("detached %+v", batch)
+	}
+	old.plane.Restore(batch)
+	if got, _ := readAll(c); len(got) != 0 {
+		t.Errorf("read %q from a connection whose dial failed", got)
+	}
+	old.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=dial_error")
+	old.idle()
 }
