@@ -121,7 +121,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.inherited = o.inherited
 	pm.listeners.Inherit(o.inherited)
-	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log)
+	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log)
 	uo.ListenPacket = pm.listenPacket
 	pm.udp = udp.New(uo)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,

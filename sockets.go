@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/darkit/protoplex/internal/listen"
+	"github.com/darkit/protoplex/internal/udp"
 )
 
 // Socket is one listening socket of a manager, as an upgrade hands it to
@@ -52,8 +53,7 @@ func (pm *ProtocolManager) InheritedLeft() []string { return pm.inherited.Left()
 func (pm *ProtocolManager) listenPacket(ctx context.Context, addr string) (net.PacketConn, error) {
 	pc, ok, err := pm.inherited.PacketConn(listen.RoleListenUDP, addr)
 	if !ok {
-		var lc net.ListenConfig
-		return lc.ListenPacket(ctx, "udp", addr)
+		return udp.Bind(ctx, addr) // SO_REUSEPORT: the engine's other sockets join it
 	}
 	return pc, err
 }
