@@ -94,7 +94,19 @@ monitoring:
 		dropped = metric(body, `protoplex_udp_flows_expired_total{reason="evicted"}`)
 		return metric(body, `protoplex_udp_flows_total{protocol="mine"}`) >= sources
 	}, "fewer than %d flows created (sent %v)", sources, sent)
-	body := scrape()
+	// Datagrams still queued in the socket's buffer may open flows while a
+	// scrape reads one counter and then the next: read a settled state.
+	var body string
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		b1 := scrape()
+		body = scrape()
+		for _, m := range []string{`protoplex_udp_flows_total{protocol="mine"}`, `protoplex_udp_flows_expired_total{reason="evicted"}`} {
+			if metric(b1, m) != metric(body, m) {
+				return false
+			}
+		}
+		return true
+	}, "the flow counters do not settle")
 	if a := metric(body, "protoplex_udp_flows_active"); a != 50 {
 		t.Errorf("flows active = %v, want 50 (max_udp_flows)\n%s", a, p.Out)
 	}

@@ -297,27 +297,44 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 	for _, ln := range group {
 		ln.head = group[0]
 	}
+	// Each socket goes to a loop, when there are loops, before the
+	// listeners are published: stop and post read ln.drv unlocked.
+	var loops []Loop
+	var release func()
+	if e.opt.Loops != nil {
+		loops, release = e.opt.Loops()
+	}
+	for i, ln := range group {
+		if len(loops) > 0 && ln.onLoop(loops[i%len(loops)]) {
+			group[0].loopsLeft.Add(1)
+		}
+	}
+	if group[0].loopsLeft.Load() > 0 {
+		group[0].releaseLoops = release
+	} else if release != nil {
+		release() // no socket took a loop
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		for _, ln := range group {
+			ln.leaveLoop()
+		}
+		if r := group[0].releaseLoops; r != nil {
+			r()
+		}
 		closeAll()
 		return nil, net.ErrClosed
 	}
 	e.lns = append(e.lns, group...)
 	e.wg.Add(len(group))
 	e.mu.Unlock()
-	var loops []Loop
-	if e.opt.Loops != nil {
-		loops, group[0].releaseLoops = e.opt.Loops()
-	}
-	for i, ln := range group {
-		if len(loops) == 0 || !ln.startOnLoop(loops[i%len(loops)], group[0]) {
+	for _, ln := range group {
+		if ln.drv != nil {
+			ln.startLoop()
+		} else {
 			go ln.run()
 		}
-	}
-	if group[0].releaseLoops != nil && group[0].loopsLeft.Load() == 0 {
-		group[0].releaseLoops() // no listener took a loop
-		group[0].releaseLoops = nil
 	}
 	return group[0], nil
 }

@@ -24,9 +24,9 @@ type driver struct {
 	stopped bool
 }
 
-// startOnLoop hands ln to lp; false when it cannot (the loop has stopped,
-// or the socket cannot be duplicated): ln then runs with a goroutine.
-func (ln *listener) startOnLoop(lp Loop, primary *listener) bool {
+// onLoop readies ln to run on lp: the duplicate of its socket the loop
+// reads; false when it cannot be had (ln then runs with a goroutine).
+func (ln *listener) onLoop(lp Loop) bool {
 	rc, err := ln.conn.SyscallConn()
 	if err != nil {
 		return false
@@ -38,22 +38,34 @@ func (ln *listener) startOnLoop(lp Loop, primary *listener) bool {
 	}
 	_ = unix.SetNonblock(fd, true)
 	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd)}
-	primary.loopsLeft.Add(1)
+	return true
+}
+
+// leaveLoop closes what onLoop opened, for a listener never started.
+func (ln *listener) leaveLoop() {
+	if ln.drv != nil {
+		rawClose(ln.drv.fd)
+	}
+}
+
+// startLoop starts ln on its loop: the loop watches its socket and sweeps
+// its table every period.
+func (ln *listener) startLoop() {
+	lp := ln.drv.lp
 	ok := lp.Post(func() {
-		if err := lp.Watch(fd, ln.readable); err != nil {
+		if err := lp.Watch(ln.drv.fd, ln.readable); err != nil {
 			ln.e.opt.Log.Error("udp listener cannot join its event loop", "addr", ln.addr, "err", err)
 			ln.stopOnLoop()
 			return
 		}
 		lp.After(ln.e.period, ln.tick)
 	})
-	if !ok { // the loop has stopped: a goroutine serves ln
-		unix.Close(fd)
-		ln.drv = nil
-		primary.loopsLeft.Add(-1)
-		return false
+	if !ok {
+		// The loops stopped meanwhile (the engine is being closed): the
+		// listener ends here, nothing else runs its work.
+		ln.e.opt.Log.Error("udp listener cannot join its event loop", "addr", ln.addr, "err", "the loop has stopped")
+		ln.stopOnLoop()
 	}
-	return true
 }
 
 // readable reads the listener's waiting datagrams, a batch at a time.

@@ -7,7 +7,11 @@ import "net/netip"
 // driver: listeners run on event loops on Linux only.
 type driver struct{ lp Loop }
 
-func (ln *listener) startOnLoop(Loop, *listener) bool { return false }
+func (ln *listener) onLoop(Loop) bool { return false }
+
+func (ln *listener) leaveLoop() {}
+
+func (ln *listener) startLoop() {}
 
 func (ln *listener) stopLoop() {}
 
