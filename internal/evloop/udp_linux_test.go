@@ -190,3 +190,33 @@ func (r *rig) readUDP(c *net.UDPConn) string {
 	}
 	return string(buf[:n])
 }
+
+// TestUDPEngineAfterPlaneClosed: the loops stopped under the engine (its
+// listener and flows on them) still let it close: it ends its flows and
+// closes their sockets itself, since nothing else runs them any more.
+func TestUDPEngineAfterPlaneClosed(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	r := udpRig(t, &protocols.Protocol{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")})
+	for i := range 5 {
+		if got := r.roundTripUDP(r.dialUDP(), fmt.Sprintf("PING%d", i)); got != fmt.Sprintf("PING%d", i) {
+			t.Fatalf("echo %q", got)
+		}
+	}
+	fds := openFDs(t)
+	closed := make(chan error, 1)
+	go func() { r.plane.Close(); r.udp.Close(); closed <- nil }()
+	if err := waitFor(closed); err != nil {
+		t.Fatalf("Plane.Close, then the engine's Close: %v", err)
+	}
+	if n := r.udp.Flows(); n != 0 {
+		t.Errorf("%d flows after Close", n)
+	}
+	if got := r.metric("protoplex_udp_flows_active"); got != 0 {
+		t.Errorf("protoplex_udp_flows_active = %v after Close", got)
+	}
+	// Closed: the 5 flows' sockets, the 2 listening sockets and their 2
+	// duplicates, each of the 2 loops' epoll and eventfd.
+	if now := openFDs(t); fds >= 0 && fds-now < 5+2+2+4 {
+		t.Errorf("%d fds closed by Close (%d before, %d after), want at least 13", fds-now, fds, now)
+	}
+}
