@@ -4,6 +4,7 @@ package evloop_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,8 +66,9 @@ type setup struct {
 	// 127.0.0.1 (and closes it when the test ends).
 	listen func(testing.TB) net.Listener
 	// udp starts a UDP engine on the loops, routing the protocols with a
-	// datagram detector.
-	udp bool
+	// datagram detector, listening on udpListen (127.0.0.1:0 by default).
+	udp       bool
+	udpListen string
 }
 
 // newRig starts a plane routing protos; opts adjust the setup first. The
@@ -128,7 +130,7 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		uo.Loops = func() ([]udp.Loop, func()) { return r.plane.UDPLoops(), nil }
 		uo.Sockets = 2
 		r.udp = udp.New(uo)
-		a, err := r.udp.Listen(ctx, "127.0.0.1:0")
+		a, err := r.udp.Listen(ctx, cmp.Or(s.udpListen, "127.0.0.1:0"))
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -220,3 +220,28 @@ func TestUDPEngineAfterPlaneClosed(t *testing.T) {
 		t.Errorf("%d fds closed by Close (%d before, %d after), want at least 13", fds-now, fds, now)
 	}
 }
+
+// TestUDPDualStackOnLoop: a socket bound to [::] takes IPv4 clients
+// (mapped) and IPv6 ones; each flow's replies go back to its own client.
+func TestUDPDualStackOnLoop(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		c.Close()
+	}
+	echo := udptest.Echo(t, true)
+	r := newRig(t, []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}},
+		func(s *setup) { s.udp, s.udpListen = true, "[::]:0" })
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.ParseIP(host), Port: r.udpAddr.Port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		for _, m := range []string{"PING-" + host, "PING-again"} {
+			if got, want := r.roundTripUDP(c, m), "PING-"+host+"|"+m; got != want {
+				t.Fatalf("from %s: %q, want %q", host, got, want)
+			}
+		}
+	}
+}
