@@ -54,7 +54,10 @@ type ProtocolManager struct {
 	conns     *conntrack.Set
 	listeners *listen.Set
 	loops     *evloop.Shared // the event loops, while listeners use them
-	udp       *udp.Engine    // server.listen_udp and its flows; closed with pm.ctx
+	udp       *udp.Engine    // the flows of udpListeners; closed with pm.ctx
+	// udpListeners: server.listen_udp, served by udp once Start or StartUDP
+	// ran.
+	udpListeners *listen.PacketSet
 
 	mu         sync.Mutex // guards the fields below it
 	protos     []*protocols.Protocol
@@ -65,6 +68,9 @@ type ProtocolManager struct {
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
+	// udpFromConfig: Start or StartUDP serves each applied configuration's
+	// server.listen_udp.
+	udpFromConfig bool
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -111,6 +117,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
+	pm.udpListeners = listen.NewPacketSet(pm.udp.Serve, func(addr string, err error) {
+		pm.log.Error("UDP listener failed", "addr", addr, "err", err)
+	})
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}

@@ -1,15 +1,18 @@
-// Package listen keeps the set of listening sockets of a manager: one serve
+// Package listen keeps the sets of listening sockets of a manager: one serve
 // loop per address, and a two-phase rebind for reloads (Prepare binds the new
 // addresses while the reload is checked, Commit starts them before it stops
 // the removed ones), so a reload that cannot bind changes nothing and no
-// established stream is dropped. An address is TCP "host:port" or a Unix
-// stream socket "unix:/path" (unix.go).
+// established stream is dropped. A Set's address is TCP "host:port" or a
+// Unix stream socket "unix:/path" (unix.go); a PacketSet's is UDP
+// "host:port" (server.listen_udp, udp.go). A socket bound already (socket
+// activation) is handed to a set with Adopt.
 package listen
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -35,40 +38,70 @@ func TCP(ctx context.Context, addr string) (net.Listener, error) {
 // ServeFunc serves ln until ctx ends; it closes ln.
 type ServeFunc func(ctx context.Context, ln net.Listener) error
 
-// Set is the listeners of one manager. Its methods are safe for concurrent
-// use.
-type Set struct {
-	serve ServeFunc
+// Group is the sockets of one kind a manager listens on, by configured
+// address. Its methods are safe for concurrent use.
+type Group[L io.Closer] struct {
+	open  func(ctx context.Context, addr string) (L, error)
+	addr  func(L) net.Addr
+	key   string // the configuration key, in errors
+	serve func(ctx context.Context, ln L) error
 	onErr func(addr string, err error)
 
 	mu      sync.Mutex
 	ctx     context.Context
-	running map[string]*loop
-	order   []string                // addresses of the last Commit, as given
-	pending map[string]net.Listener // bound by Prepare, for the next Commit
+	running map[string]*loop[L]
+	order   []string     // addresses of the last Commit, as given
+	pending map[string]L // bound by Prepare or given to Adopt, for the next Commit
 	wg      sync.WaitGroup
 }
 
-type loop struct {
-	ln     net.Listener
+// Set is the stream listeners (server.listen); PacketSet the UDP sockets
+// (server.listen_udp).
+type (
+	Set       = Group[net.Listener]
+	PacketSet = Group[net.PacketConn]
+)
+
+type loop[L io.Closer] struct {
+	ln     L
 	cancel context.CancelCauseFunc
 }
 
-// NewSet returns an empty set whose loops run serve; onErr hears a loop
-// that ended with an error.
+// NewSet returns an empty set of stream listeners whose loops run serve;
+// onErr hears a loop that ended with an error.
 func NewSet(serve ServeFunc, onErr func(addr string, err error)) *Set {
-	return &Set{serve: serve, onErr: onErr, running: map[string]*loop{}}
+	return &Set{open: Open, addr: net.Listener.Addr, key: "server.listen", serve: serve, onErr: onErr, running: map[string]*loop[net.Listener]{}}
+}
+
+// NewPacketSet returns an empty set of UDP sockets whose loops run serve;
+// onErr hears a loop that ended with an error.
+func NewPacketSet(serve func(ctx context.Context, pc net.PacketConn) error, onErr func(addr string, err error)) *PacketSet {
+	return &PacketSet{open: UDP, addr: net.PacketConn.LocalAddr, key: "server.listen_udp", serve: serve, onErr: onErr, running: map[string]*loop[net.PacketConn]{}}
+}
+
+// Adopt gives the set ln, a socket bound already (socket activation), as
+// the socket of addr: the next Prepare or Start that lists addr serves it
+// instead of binding addr; one that does not closes it.
+func (s *Group[L]) Adopt(addr string, ln L) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.pending[addr]; ok {
+		old.Close()
+	}
+	if s.pending == nil {
+		s.pending = map[string]L{}
+	}
+	s.pending[addr] = ln
 }
 
 // Prepare binds the addresses of addrs that are not served yet and keeps
 // them for Commit. When one cannot be bound nothing stays bound and the
 // error names it. Listeners an earlier Prepare left are kept when still
 // wanted, closed otherwise.
-func (s *Set) Prepare(addrs []string) error {
+func (s *Group[L]) Prepare(addrs []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kept := map[string]net.Listener{}
-	var fresh []net.Listener
+	kept := map[string]L{}
 	var err error
 	for _, a := range addrs {
 		if _, ok := s.running[a]; ok {
@@ -79,32 +112,31 @@ func (s *Set) Prepare(addrs []string) error {
 			delete(s.pending, a)
 			continue
 		}
-		var ln net.Listener
-		if ln, err = Open(context.Background(), a); err != nil {
+		var ln L
+		if ln, err = s.open(context.Background(), a); err != nil {
 			break
 		}
 		kept[a] = ln
-		fresh = append(fresh, ln)
 	}
 	s.releaseLocked()
 	if err != nil {
 		for _, ln := range kept {
 			ln.Close()
 		}
-		return fmt.Errorf("server.listen: %w", err)
+		return fmt.Errorf("%s: %w", s.key, err)
 	}
 	s.pending = kept
 	return nil
 }
 
 // Release closes what Prepare bound for a reload that was rejected.
-func (s *Set) Release() {
+func (s *Group[L]) Release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releaseLocked()
 }
 
-func (s *Set) releaseLocked() {
+func (s *Group[L]) releaseLocked() {
 	for _, ln := range s.pending {
 		ln.Close()
 	}
@@ -113,7 +145,7 @@ func (s *Set) releaseLocked() {
 
 // Start serves addrs under ctx (which ends every loop). It binds them all
 // first and serves none when one cannot be bound.
-func (s *Set) Start(ctx context.Context, addrs []string) error {
+func (s *Group[L]) Start(ctx context.Context, addrs []string) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
@@ -128,7 +160,7 @@ func (s *Set) Start(ctx context.Context, addrs []string) error {
 // address it did not see) start serving, then the loops of addresses not in
 // addrs stop with ErrRemoved. An address that cannot be bound here is
 // reported through onErr and the current loops keep serving.
-func (s *Set) Commit(addrs []string) {
+func (s *Group[L]) Commit(addrs []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctx == nil {
@@ -142,7 +174,7 @@ func (s *Set) Commit(addrs []string) {
 		ln, ok := s.pending[a]
 		if !ok {
 			var err error
-			if ln, err = Open(context.Background(), a); err != nil {
+			if ln, err = s.open(context.Background(), a); err != nil {
 				s.onErr(a, err)
 				continue
 			}
@@ -160,9 +192,9 @@ func (s *Set) Commit(addrs []string) {
 	}
 }
 
-func (s *Set) startLocked(addr string, ln net.Listener) {
+func (s *Group[L]) startLocked(addr string, ln L) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
-	s.running[addr] = &loop{ln: ln, cancel: cancel}
+	s.running[addr] = &loop[L]{ln: ln, cancel: cancel}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -174,17 +206,17 @@ func (s *Set) startLocked(addr string, ln net.Listener) {
 }
 
 // Addrs returns the bound addresses served now, in configuration order.
-func (s *Set) Addrs() []net.Addr {
+func (s *Group[L]) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []net.Addr
 	for _, a := range s.order {
 		if l, ok := s.running[a]; ok {
-			out = append(out, l.ln.Addr())
+			out = append(out, s.addr(l.ln))
 		}
 	}
 	return out
 }
 
 // Wait returns when every loop has returned.
-func (s *Set) Wait() { s.wg.Wait() }
+func (s *Group[L]) Wait() { s.wg.Wait() }
