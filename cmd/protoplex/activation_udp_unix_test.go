@@ -74,7 +74,7 @@ func TestSocketActivationUDPRefused(t *testing.T) {
 	defer busy.Close()
 	for _, tc := range []struct {
 		name, passed, udp, want string
-		datagram            bool
+		datagram                bool
 	}{
 		{"unnamed socket", testnet.FreeAddr(t), testnet.FreeAddr(t), "that no server.listen_udp address names", true},
 		{"entry not had", testnet.FreeAddr(t), busy.LocalAddr().String(), "server.listen_udp: protoplex: listen udp " + busy.LocalAddr().String(), false},
