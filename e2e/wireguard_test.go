@@ -37,39 +37,15 @@ func TestWireGuardThroughUDP(t *testing.T) {
 	ns := fmt.Sprintf("ppwg%d", os.Getpid()%100000)
 	nsA, nsX, nsB := ns+"-a", ns+"-x", ns+"-b"
 	wgA, wgB := ns+"wa", ns+"wb"
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := run(t, 10*time.Second, ipBin, args...); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	cleanup := func() {
-		for _, n := range []string{nsA, nsX, nsB} {
-			exec.Command(ipBin, "netns", "del", n).Run()
-		}
+	// wireguard-go leaves its control socket when it is killed.
+	removeSockets := func() {
 		for _, w := range []string{wgA, wgB} {
 			os.Remove(filepath.Join("/var/run/wireguard", w+".sock"))
 		}
 	}
-	cleanup() // left by a run that was killed
-	if out, err := run(t, 10*time.Second, ipBin, "netns", "add", nsA); err != nil {
-		t.Skipf("ip netns unavailable here (needs root): %v %s", err, out)
-	}
-	// Registered first, this runs after every process in the namespaces
-	// (wireguard-go, whose interface goes with it) has been stopped.
-	t.Cleanup(cleanup)
-	ip("netns", "add", nsX)
-	ip("netns", "add", nsB)
-	ip("link", "add", ns+"a0", "netns", nsA, "type", "veth", "peer", "name", ns+"x0", "netns", nsX)
-	ip("link", "add", ns+"x1", "netns", nsX, "type", "veth", "peer", "name", ns+"b0", "netns", nsB)
-	for _, a := range []struct{ ns, dev, addr string }{
-		{nsA, ns + "a0", "10.211.0.2/24"}, {nsX, ns + "x0", "10.211.0.1/24"},
-		{nsX, ns + "x1", "10.212.0.1/24"}, {nsB, ns + "b0", "10.212.0.2/24"},
-	} {
-		ip("-n", a.ns, "addr", "add", a.addr, "dev", a.dev)
-		ip("-n", a.ns, "link", "set", a.dev, "up")
-		ip("-n", a.ns, "link", "set", "lo", "up")
-	}
+	removeSockets()
+	t.Cleanup(removeSockets)
+	ip := netnsChain(t, ipBin, [3]string{nsA, nsX, nsB}, [4]string{ns + "a0", ns + "x0", ns + "x1", ns + "b0"}, "10.211.0", "10.212.0")
 
 	// The peers: an interface each, in its namespace, with a key pair.
 	dir := t.TempDir()
