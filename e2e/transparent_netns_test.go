@@ -57,23 +57,7 @@ func TestTransparentNetns(t *testing.T) {
 	}
 	far, near := "10.202.0.2:80", fmt.Sprintf("10.202.0.1:%d", localPort)
 	for _, b := range []struct{ ns, addr string }{{be, far}, {px, near}} {
-		dir := t.TempDir()
-		testnet.WriteFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf(`daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
-  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-  server { listen %[2]s; location / { default_type text/plain; return 200 "peer=$remote_addr"; } }
-}
-`, dir, b.addr))
-		p := testnet.StartProcess(t, exec.Command(ipBin, "netns", "exec", b.ns, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf")))
-		testnet.Eventually(t, 15*time.Second, func() bool {
-			_, err := in(b.ns, 5*time.Second, curl, "-s", "-m", "1", "http://"+b.addr+"/")
-			return err == nil
-		}, "nginx on %s never answered:\n%s", b.addr, p.Out)
+		startPeerNginx(t, ipBin, nginx, curl, b.ns, b.addr)
 	}
 
 	cfg := filepath.Join(t.TempDir(), "c.yaml")
@@ -145,4 +129,28 @@ func netnsChain(t *testing.T, ipBin string, ns [3]string, devs [4]string, left, 
 		ip("-n", a.ns, "link", "set", "lo", "up")
 	}
 	return ip
+}
+
+// startPeerNginx runs nginx in namespace ns on addr, answering every
+// request with "peer=" and the client's address, and waits until curl in
+// ns gets an answer from it.
+func startPeerNginx(t *testing.T, ipBin, nginx, curl, ns, addr string) {
+	t.Helper()
+	dir := t.TempDir()
+	testnet.WriteFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf(`daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
+  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
+  server { listen %[2]s; location / { default_type text/plain; return 200 "peer=$remote_addr"; } }
+}
+`, dir, addr))
+	p := testnet.StartProcess(t, exec.Command(ipBin, "netns", "exec", ns, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf")))
+	testnet.Eventually(t, 15*time.Second, func() bool {
+		_, err := run(t, 5*time.Second, ipBin, "netns", "exec", ns, curl, "-s", "-m", "1", "http://"+addr+"/")
+		return err == nil
+	}, "nginx on %s never answered:\n%s", addr, p.Out)
 }

@@ -83,26 +83,10 @@ func TestWireGuardThroughUDP(t *testing.T) {
 	ip("-n", nsB, "link", "set", wgB, "up")
 
 	// nginx on B's tunnel address says who asked.
-	web := t.TempDir()
-	testnet.WriteFile(t, filepath.Join(web, "nginx.conf"), fmt.Sprintf(`daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
-  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-  server { listen 10.213.0.2:80; location / { default_type text/plain; return 200 "peer=$remote_addr"; } }
-}
-`, web))
-	ngx := testnet.StartProcess(t, exec.Command(ipBin, "netns", "exec", nsB, nginx, "-p", web, "-c", filepath.Join(web, "nginx.conf")))
+	startPeerNginx(t, ipBin, nginx, curl, nsB, "10.213.0.2:80")
 	in := func(n string, timeout time.Duration, args ...string) (string, error) {
 		return run(t, timeout, ipBin, append([]string{"netns", "exec", n}, args...)...)
 	}
-	testnet.Eventually(t, 15*time.Second, func() bool {
-		_, err := in(nsB, 5*time.Second, curl, "-s", "-m", "1", "http://10.213.0.2/")
-		return err == nil
-	}, "nginx never answered on B's tunnel address:\n%s", ngx.Out)
 
 	cfg := filepath.Join(t.TempDir(), "c.yaml")
 	testnet.WriteFile(t, cfg, fmt.Sprintf(`server:
