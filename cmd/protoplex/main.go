@@ -295,9 +295,10 @@ func (b banner) say(text, kind string, fields ...any) {
 
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
-// the monitoring ports, the distributed block, the data plane and its loop count (the loops own the listeners and connections they
-// serve), and server.listen when pinnedBy (-listen, socket activation) says
-// what serves instead.
+// the monitoring ports, the distributed block, the data plane and its loop
+// count (the loops own the listeners and connections they serve), and
+// server.listen when pinnedBy (-listen, socket activation) says what serves
+// instead. server.listen_udp is rebound on reload in every case.
 func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
 	diff := func(key string, changed bool) {
