@@ -41,11 +41,11 @@ func TestSocketActivationUDP(t *testing.T) {
 	p := startCmd(t, exec.Command(activate, "-l", addr, activate, "-d", "-l", addr, binary, "-config", cfg))
 	testnet.Eventually(t, 10*time.Second, func() bool { return ask(addr, "SSH-2.0-first\r\n") == "A:SSH-2.0-first\r\n" },
 		"no answer through the activated stream socket %s; output:\n%s", addr, p.Out)
-	p.waitLine(t, `^listening: `+regexp.QuoteMeta(addr)+` \(socket activation\)\n(?:.*\n)*listening: `+regexp.QuoteMeta(addr)+` \(socket activation\)$`)
+	p.waitLine(t, `^listening: `+regexp.QuoteMeta(addr)+` \(socket activation\)\n(?:.*\n)*listening \(udp\): `+regexp.QuoteMeta(addr)+` \(socket activation\)$`)
 	if got := dig(addr); got != dnsAnswer {
 		t.Fatalf("dig through the activated UDP socket %s: %q; output:\n%s", addr, got, p.Out)
 	}
-	if n := strings.Count(p.stdout.String(), "listening: "); n != 2 {
+	if n := strings.Count(p.stdout.String(), "listening"); n != 2 {
 		t.Fatalf("stdout lists %d sockets, want the two inherited:\n%s", n, p.stdout)
 	}
 	if testnet.Listening(configured) {

@@ -221,10 +221,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, a := range pm.Addrs() {
-		if !activated[a.String()] {
+		if a.Network() != "udp" {
 			out.say("listening: "+a.String(), "listening", "addr", a.String())
+			continue
+		}
+		// listen_udp: a tool waiting for "listening: " wants a stream port.
+		if activated[a.String()] {
+			out.say(fmt.Sprintf("listening (udp): %s (socket activation)", a), "listening", "addr", a.String(), "transport", "udp", "socket_activation", true)
 		} else {
-			out.say(fmt.Sprintf("listening: %s (socket activation)", a), "listening", "addr", a.String(), "socket_activation", true)
+			out.say("listening (udp): "+a.String(), "listening", "addr", a.String(), "transport", "udp")
 		}
 	}
 	for _, p := range pm.Protocols() {

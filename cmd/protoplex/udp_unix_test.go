@@ -73,7 +73,7 @@ func TestListenUDPReload(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
 	testnet.WriteFile(t, cfg, udpConf(dns, first))
 	p := start(t, "-config", cfg)
-	p.waitLine(t, `^listening: `+regexp.QuoteMeta(first)+`$`)
+	p.waitLine(t, `^listening \(udp\): `+regexp.QuoteMeta(first)+`$`)
 	if got := dig(first); got != dnsAnswer {
 		t.Fatalf("dig through %s: %q; stderr:\n%s", first, got, p.Out)
 	}
