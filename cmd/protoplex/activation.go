@@ -61,19 +61,27 @@ func activationListeners() (activation, error) {
 	for fd := listenFDsStart; fd < listenFDsStart+n; fd++ {
 		f := os.NewFile(uintptr(fd), "LISTEN_FD_"+strconv.Itoa(fd))
 		// Each is a duplicate, close-on-exec.
-		if ln, err := net.FileListener(f); err == nil {
-			a.streams = append(a.streams, ln)
-		} else if pc, perr := net.FilePacketConn(f); perr == nil && isUDP(pc) {
-			a.datagrams = append(a.datagrams, pc)
-		} else {
-			if perr == nil {
-				pc.Close()
+		var err error
+		if streamListening(f) {
+			var ln net.Listener
+			if ln, err = net.FileListener(f); err == nil {
+				a.streams = append(a.streams, ln)
 			}
-			f.Close()
+		} else {
+			var pc net.PacketConn
+			if pc, err = net.FilePacketConn(f); err == nil && !isUDP(pc) {
+				pc.Close()
+				err = fmt.Errorf("a %s socket", pc.LocalAddr().Network())
+			}
+			if err == nil {
+				a.datagrams = append(a.datagrams, pc)
+			}
+		}
+		f.Close()
+		if err != nil {
 			a.close()
 			return a, fmt.Errorf("protoplex: socket activation: fd %d: %w (a stream socket that listens or a UDP socket is needed)", fd, err)
 		}
-		f.Close()
 	}
 	return a, nil
 }

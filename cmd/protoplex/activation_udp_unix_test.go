@@ -63,8 +63,9 @@ func TestSocketActivationUDP(t *testing.T) {
 
 // TestSocketActivationUDPRefused: where socket activation and
 // server.listen_udp disagree, protoplex does not start (exit 1) and says
-// why: a UDP socket passed that no listen_udp entry names, and a
-// listen_udp entry that no socket serves and that cannot be bound.
+// why: a UDP socket passed that no listen_udp entry names, a listen_udp
+// entry that no socket serves and that cannot be bound, and a datagram
+// socket that is not UDP.
 func TestSocketActivationUDPRefused(t *testing.T) {
 	activate := testnet.RequireBinary(t, "systemd-socket-activate")
 	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -78,6 +79,8 @@ func TestSocketActivationUDPRefused(t *testing.T) {
 	}{
 		{"unnamed socket", testnet.FreeAddr(t), testnet.FreeAddr(t), "that no server.listen_udp address names", true},
 		{"entry not had", testnet.FreeAddr(t), busy.LocalAddr().String(), "server.listen_udp: protoplex: listen udp " + busy.LocalAddr().String(), false},
+		// A datagram socket that is not UDP (a Unix one) is none of ours.
+		{"unix datagram", filepath.Join(t.TempDir(), "d.sock"), testnet.FreeAddr(t), "fd 3: ", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
@@ -89,7 +92,11 @@ func TestSocketActivationUDPRefused(t *testing.T) {
 			p := testnet.StartProcess(t, exec.Command(activate, args...))
 			testnet.Eventually(t, 10*time.Second, func() bool {
 				if tc.datagram {
-					if c, err := net.Dial("udp", tc.passed); err == nil {
+					network := "udp"
+					if strings.HasPrefix(tc.passed, "/") {
+						network = "unixgram"
+					}
+					if c, err := net.Dial(network, tc.passed); err == nil {
 						c.Write([]byte("wake"))
 						c.Close()
 					}
@@ -104,7 +111,8 @@ func TestSocketActivationUDPRefused(t *testing.T) {
 				t.Fatalf("still running; output:\n%s", p.Out)
 			}
 			err := p.Wait()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFail || !strings.Contains(p.Out.String(), tc.want) {
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFail || !strings.Contains(p.Out.String(), tc.want) ||
+				(tc.name == "unix datagram" && !strings.Contains(p.Out.String(), "a stream socket that listens or a UDP socket is needed")) {
 				t.Fatalf("exit %v, want 1 and %q; output:\n%s", err, tc.want, p.Out)
 			}
 		})
