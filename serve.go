@@ -98,26 +98,23 @@ func (pm *ProtocolManager) startUDPLocked(ctx context.Context, inherited []net.P
 	return pm.udpListeners.Start(ctx, addrs) // all bound: it cannot fail
 }
 
-// adopt gives each inherited socket to set as the socket of the first
-// address of addrs it serves (listen.Serves). A socket none serves is an
-// error naming it; then every inherited socket is closed.
+// adopt gives each inherited socket to set as the socket of the address
+// of addrs that names it (listen.Named). A socket none names is an error
+// naming it; then every inherited socket is closed.
 func adopt(set *listen.PacketSet, addrs []string, inherited []net.PacketConn) error {
-	taken := make([]bool, len(addrs))
+	locals := make([]net.Addr, len(inherited))
 	for i, pc := range inherited {
-		at := -1
-		for j, a := range addrs {
-			if !taken[j] && listen.Serves(a, pc.LocalAddr()) {
-				at = j
-				break
-			}
-		}
+		locals[i] = pc.LocalAddr()
+	}
+	named := listen.Named(addrs, locals)
+	for i, at := range named {
 		if at < 0 {
-			closePackets(inherited[i:])
-			set.Release()
-			return fmt.Errorf("protoplex: socket activation passed a UDP socket on %s that no server.listen_udp address names (server.listen_udp: %q): add it there, or remove it from the socket unit", pc.LocalAddr(), addrs)
+			closePackets(inherited)
+			return fmt.Errorf("protoplex: socket activation passed a UDP socket on %s that no server.listen_udp address names (server.listen_udp: %q): add it there, or remove it from the socket unit", locals[i], addrs)
 		}
-		taken[at] = true
-		set.Adopt(addrs[at], pc)
+	}
+	for i, at := range named {
+		set.Adopt(addrs[at], inherited[i])
 	}
 	return nil
 }

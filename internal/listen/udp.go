@@ -18,33 +18,54 @@ func UDP(ctx context.Context, addr string) (net.PacketConn, error) {
 	return pc, nil
 }
 
-// Serves reports whether a socket bound on local is what the configured
-// address addr asks for: the same port and the same IP, where every
-// unspecified address (an empty host, 0.0.0.0, ::) is the same, since a
-// service manager binds "443" on [::] for IPv4 and IPv6 alike. A host name
-// in addr is resolved. This matches a socket passed by socket activation to
-// its server.listen_udp entry.
-func Serves(addr string, local net.Addr) bool {
-	want, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return false
+// Named matches sockets bound already (passed by socket activation) to the
+// configured addresses that name them: for each of locals, the index in
+// addrs of the first entry not taken by an earlier socket with the same
+// port and the same IP, where every unspecified address (an empty host,
+// 0.0.0.0, ::) is the same, since a service manager binds "443" on [::]
+// for IPv4 and IPv6 alike; -1 where no entry names it. A host name in
+// addrs is resolved, each entry once.
+func Named(addrs []string, locals []net.Addr) []int {
+	want := make([]netip.AddrPort, len(addrs))
+	valid := make([]bool, len(addrs))
+	for i, a := range addrs {
+		if u, err := net.ResolveUDPAddr("udp", a); err == nil {
+			want[i], valid[i] = u.AddrPort(), true
+		}
 	}
-	var got netip.AddrPort
-	switch a := local.(type) {
+	taken := make([]bool, len(addrs))
+	out := make([]int, len(locals))
+	for j, l := range locals {
+		out[j] = -1
+		got, ok := addrPort(l)
+		for i := range addrs {
+			if ok && valid[i] && !taken[i] && same(want[i], got) {
+				out[j], taken[i] = i, true
+				break
+			}
+		}
+	}
+	return out
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
 	case *net.UDPAddr:
-		got = a.AddrPort()
+		return a.AddrPort(), true
 	case *net.TCPAddr:
-		got = a.AddrPort()
-	default:
+		return a.AddrPort(), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// same: want (a configured address) names got (a bound socket's).
+func same(want, got netip.AddrPort) bool {
+	if want.Port() != got.Port() {
 		return false
 	}
-	w := want.AddrPort()
-	if w.Port() != got.Port() {
-		return false
+	w, g := want.Addr().Unmap(), got.Addr().Unmap()
+	if !w.IsValid() || w.IsUnspecified() {
+		return g.IsUnspecified()
 	}
-	wIP, gIP := w.Addr().Unmap(), got.Addr().Unmap()
-	if !wIP.IsValid() || wIP.IsUnspecified() {
-		return gIP.IsUnspecified()
-	}
-	return wIP == gIP
+	return w == g
 }

@@ -3,6 +3,7 @@ package listen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -133,9 +134,9 @@ func TestAdopt(t *testing.T) {
 	}
 }
 
-// TestServes: which configured address a socket passed by socket
+// TestNamed: which configured address a socket passed by socket
 // activation serves.
-func TestServes(t *testing.T) {
+func TestNamed(t *testing.T) {
 	udp := func(s string) net.Addr { a, _ := net.ResolveUDPAddr("udp", s); return a }
 	for _, tc := range []struct {
 		addr  string
@@ -156,8 +157,15 @@ func TestServes(t *testing.T) {
 		{"127.0.0.1:x", udp("127.0.0.1:53"), false},
 		{"127.0.0.1:53", &net.UnixAddr{Name: "/x", Net: "unixgram"}, false},
 	} {
-		if got := Serves(tc.addr, tc.local); got != tc.want {
-			t.Errorf("Serves(%q, %v) = %v, want %v", tc.addr, tc.local, got, tc.want)
+		if got := Named([]string{tc.addr}, []net.Addr{tc.local})[0] == 0; got != tc.want {
+			t.Errorf("Named(%q, %v): %v, want %v", tc.addr, tc.local, got, tc.want)
 		}
+	}
+	// Each entry names one socket: of two sockets on the same address the
+	// second takes the next entry that names it, or none.
+	a, b := udp("[::]:443"), udp("127.0.0.1:53")
+	got := Named([]string{"127.0.0.1:53", ":443", "0.0.0.0:443"}, []net.Addr{a, a, b, a})
+	if fmt.Sprint(got) != "[1 2 0 -1]" {
+		t.Errorf("Named: %v, want [1 2 0 -1]", got)
 	}
 }
