@@ -50,8 +50,9 @@ func udpBindable(addr string) bool {
 
 // TestStartUDPRebinds: StartUDP serves listen_udp, an inherited socket as
 // the entry naming its address (here by host name), and UpdateConfig
-// rebinds it: a busy address rejects the update with nothing changed, a
-// removed address is released, an added one served.
+// rebinds it: a busy address rejects the update with nothing changed, an
+// added one is served while a flow on a kept one goes on, a removed one is
+// released.
 func TestStartUDPRebinds(t *testing.T) {
 	echo := udptest.Echo(t, false)
 	inherited, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -75,6 +76,22 @@ func TestStartUDPRebinds(t *testing.T) {
 			t.Fatalf("%s not served; Addrs %v", a, pm.Addrs())
 		}
 	}
+	// A flow that lives across the updates that keep its listener.
+	flow, err := net.Dial("udp", bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	exchange := func(when string) {
+		t.Helper()
+		flow.Write([]byte("id-" + when))
+		flow.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64)
+		if n, err := flow.Read(buf); err != nil || string(buf[:n]) != "id-"+when {
+			t.Fatalf("the flow to %s %s: %q %v", bound, when, buf[:n], err)
+		}
+	}
+	exchange("before")
 
 	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -94,11 +111,19 @@ func TestStartUDPRebinds(t *testing.T) {
 		}
 	}
 
-	if err := pm.UpdateConfig(udpConfig(t, echo, added)); err != nil {
+	exchange("after the rejected update")
+	if err := pm.UpdateConfig(udpConfig(t, echo, bound, added)); err != nil {
 		t.Fatal(err)
 	}
 	if !udpAnswers(t, added) {
 		t.Fatalf("the added %s not served", added)
+	}
+	exchange("after an update that keeps its listener")
+	if flows := pm.udp.Flows(); flows < 1 {
+		t.Fatalf("%d UDP flows", flows)
+	}
+	if err := pm.UpdateConfig(udpConfig(t, echo, added)); err != nil {
+		t.Fatal(err)
 	}
 	testnet.Eventually(t, 10*time.Second, func() bool { return udpBindable(passed) && udpBindable(bound) },
 		"the removed listen_udp sockets stayed open")
