@@ -156,3 +156,27 @@ func TestStartUDPRefusesUnnamedSocket(t *testing.T) {
 		t.Fatalf("serving %v after the refusal", got)
 	}
 }
+
+// TestStartBindsAllOrNothing: when a TCP address cannot be bound, Start
+// serves nothing, and the listen_udp address it bound is released.
+func TestStartBindsAllOrNothing(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	busy := testnet.Listen(t)
+	defer busy.Close()
+	udpAddr := testnet.FreeAddr(t)
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	t.Cleanup(func() { pm.Close(); pm.Wait() })
+	if err := pm.UpdateConfig(udpConfig(t, echo, udpAddr)); err != nil {
+		t.Fatal(err)
+	}
+	err := pm.Start(context.Background(), busy.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "server.listen") {
+		t.Fatalf("Start on a busy TCP address: %v", err)
+	}
+	if !udpBindable(udpAddr) {
+		t.Fatalf("listen_udp %s stayed bound after Start failed", udpAddr)
+	}
+	if got := pm.Addrs(); len(got) != 0 {
+		t.Fatalf("serving %v after Start failed", got)
+	}
+}
