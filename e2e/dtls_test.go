@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,12 +17,15 @@ import (
 // DTLS ClientHello. openssl s_client -dtls with -servername completes its
 // handshake with the server of that name (the certificate it got says so)
 // and its line reaches that server. The route for b.example comes first,
-// so a flow does not just take the first DTLS route.
+// so a flow does not just take the first DTLS route. b's server answers
+// the first ClientHello with a cookie (HelloVerifyRequest, s_server
+// -listen), so its flow's second ClientHello follows the route the first
+// one chose; that server serves one client only, so b is asked once.
 func TestDTLSBySNI(t *testing.T) {
 	openssl := requireBinary(t, "openssl")
 	dir := t.TempDir()
-	a := startDTLSServer(t, openssl, dir, "a.example")
-	b := startDTLSServer(t, openssl, dir, "b.example")
+	a := startDTLSServer(t, openssl, dir, "a.example", false)
+	b := startDTLSServer(t, openssl, dir, "b.example", true)
 	addr, _ := startUDPMux(t, fmt.Sprintf("protocols:\n"+
 		"  - name: dtls\n    sni: b.example\n    target: %q\n"+
 		"  - name: dtls\n    sni: a.example\n    target: %q\n", b.addr, a.addr))
@@ -42,10 +46,10 @@ type dtlsServer struct {
 }
 
 // startDTLSServer runs openssl s_server -dtls on a free UDP port of
-// 127.0.0.1 with a self-signed certificate for name; it prints what
-// clients send. Its standard input stays open until the test ends (at
+// 127.0.0.1 with a self-signed certificate for name, with cookie exchange
+// when cookie; it prints what clients send. Its standard input stays open until the test ends (at
 // end of input it would stop).
-func startDTLSServer(t *testing.T, openssl, dir, name string) *dtlsServer {
+func startDTLSServer(t *testing.T, openssl, dir, name string, cookie bool) *dtlsServer {
 	t.Helper()
 	cert, key := selfSigned(t, dir, name)
 	r, w, err := os.Pipe()
@@ -54,10 +58,23 @@ func startDTLSServer(t *testing.T, openssl, dir, name string) *dtlsServer {
 	}
 	t.Cleanup(func() { r.Close(); w.Close() })
 	_, addr := loopbackPort(t)
-	cmd := exec.Command(openssl, "s_server", "-dtls", "-accept", addr, "-cert", cert, "-key", key)
+	args := []string{"s_server", "-dtls", "-accept", addr, "-cert", cert, "-key", key}
+	if cookie {
+		args = append(args, "-listen")
+	}
+	cmd := exec.Command(openssl, args...)
 	cmd.Stdin = r
 	p := testnet.StartProcess(t, cmd)
 	testnet.Eventually(t, 15*time.Second, func() bool {
+		if cookie {
+			// With -listen, s_server serves only the first client that
+			// comes: a probe would use it up. Ready when it holds the port.
+			pc, err := net.ListenPacket("udp", addr)
+			if err == nil {
+				pc.Close()
+			}
+			return err != nil && strings.Contains(p.Out.String(), "ACCEPT")
+		}
 		out, _ := run(t, 10*time.Second, openssl, "s_client", "-dtls", "-connect", addr, "-servername", name)
 		return strings.Contains(out, "subject=CN = "+name)
 	}, "s_server -dtls for %s never answered on %s; its output:\n%s", name, addr, p.Out)
