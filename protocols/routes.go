@@ -36,6 +36,11 @@ func (c Conditions) Keys() Keys {
 //
 // Names compare case-insensitively and ignore a trailing dot. Empty
 // Conditions accept everything.
+//
+// Accepts checks one route's lists one entry at a time. The identification
+// engine does not call it per route: internal/identify's Index answers the
+// same question for all routes of a protocol at once, from names
+// normalised when the table is built, and its tests hold it to Accepts.
 func (c Conditions) Accepts(md Metadata) bool {
 	if len(c.SNI) > 0 && !routeMatchAnyName(c.SNI, md.SNI) {
 		return false

@@ -6,6 +6,8 @@
 //	            the connection open (idle-memory figure).
 //	-ssh ADDR   SSH-banner responder: reads the client's banner line, answers
 //	            with its own, closes.
+//	-byte ADDR  one-byte responder (off when empty): reads what the client
+//	            sends first (a TLS ClientHello), answers one byte, closes.
 package main
 
 import (
@@ -24,7 +26,15 @@ import (
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:0", "HTTP responder address")
 	sshAddr := flag.String("ssh", "127.0.0.1:0", "SSH-banner responder address")
+	byteAddr := flag.String("byte", "", "one-byte responder address (off when empty)")
 	flag.Parse()
+	if *byteAddr != "" {
+		bl, err := net.Listen("tcp", *byteAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serve(bl, serveByte)
+	}
 	hl, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
 		log.Fatal(err)
@@ -102,4 +112,14 @@ func serveSSH(c net.Conn) {
 		return
 	}
 	c.Write([]byte("SSH-2.0-bench\r\n"))
+}
+
+// serveByte answers the client's first read with one byte, then closes.
+func serveByte(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 4096)
+	if _, err := c.Read(buf); err != nil {
+		return
+	}
+	c.Write([]byte{'!'})
 }

@@ -6,6 +6,10 @@
 //	bulk    -addr A -streams S -bytes N          download N bytes per stream, GiB/s
 //	idle    -addr A -n N -pid P                  hold N routed connections, report the RSS growth of P
 //	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
+//	tls     -addr A -sni NAME -c C -d D          closed loop like cps, each connection sending a real TLS
+//	                                             ClientHello (Go's, for NAME) with its own random and session
+//	                                             ID, reading the backend's reply to EOF (bench/backend -byte);
+//	                                             with -pid P also the CPU time P spent per connection
 //
 // Every mode prints one line of key=value pairs for bench/run.sh. idle and
 // cpu read the measured process's figures from /proc, so they need Linux.
@@ -50,6 +54,7 @@ func main() {
 	n := fs.Int("n", 1000, "connections (idle, cpu)")
 	hold := fs.Int("hold", 0, "routed connections held idle while measuring (latency)")
 	pid := fs.Int("pid", 0, "process to measure (idle, cpu)")
+	sni := fs.String("sni", "bench.example", "server name of the ClientHello (tls)")
 	fs.Parse(args)
 	if *sshAddr == "" {
 		*sshAddr = *addr
@@ -65,6 +70,8 @@ func main() {
 		idle(*addr, *n, *pid)
 	case "cpu":
 		cpu(*addr, *sshAddr, *sshShare, *n, *conc, *pid)
+	case "tls":
+		tlsCPS(*addr, *sni, *conc, *dur, *pid)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		os.Exit(2)

@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/upstream"
 )
 
@@ -37,8 +38,9 @@ const (
 	maxTrustedProxies  = 1024
 	maxProtocols       = 1024
 	maxTargets         = upstream.MaxTargets // per protocol
-	maxConditions      = 10_000
-	maxConditionLen    = 253 // a DNS name
+	maxConditions      = 10_000              // per list written in the file; sni_file and host_file hold more
+	maxTotalNames      = identify.MaxNames   // sni, alpn and host names of all protocols, files included
+	maxConditionLen    = 253                 // a DNS name
 	maxNameLen         = 64
 	maxPriority        = 1_000_000
 	maxMatchPatterns   = 64

@@ -101,10 +101,16 @@ type Protocol struct {
 	Priority int        `yaml:"priority"`
 	// Route conditions, each one string or a list: exact names or a
 	// leading "*." wildcard (sni, host), protocol IDs (alpn).
-	SNI      StringList `yaml:"sni"`
-	ALPN     StringList `yaml:"alpn"`
-	Host     StringList `yaml:"host"`
-	Fallback bool       `yaml:"fallback"`
+	SNI  StringList `yaml:"sni"`
+	ALPN StringList `yaml:"alpn"`
+	Host StringList `yaml:"host"`
+	// SNIFile and HostFile name files of sni and host names, one per line
+	// ("#" comments), added to the lists above; a relative path is
+	// relative to the configuration file. They are read again on every
+	// reload.
+	SNIFile  string `yaml:"sni_file"`
+	HostFile string `yaml:"host_file"`
+	Fallback bool   `yaml:"fallback"`
 	// ServerFirst: this protocol is chosen when the client sends nothing
 	// for server.server_first_wait (sslh's on_timeout), built in or not.
 	ServerFirst bool `yaml:"server_first"`
@@ -134,6 +140,9 @@ type Protocol struct {
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`
+	// fileSNI and fileHost count the names SNI and Host end with that came
+	// from SNIFile and HostFile (checked as they were read).
+	fileSNI, fileHost int
 }
 
 // Pool and Health are a protocol's warm pool and active health checks, the

@@ -152,6 +152,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 			c.Monitoring.disableUnwanted(mapValue(doc, "monitoring"))
 		}
 	}
+	errs = append(errs, c.loadNames(filename, &root)...)
 	c.applyDefaults()
 	c.Source = filename
 	if errs = append(errs, c.check(filename, &root)...); len(errs) > 0 {

@@ -31,7 +31,7 @@ func (v *checker) protocols(c *Config) {
 	seen := map[string]int{}
 	// Totals over all protocols: each bound reported once, at the protocol
 	// whose share goes over it.
-	var totalTargets, poolConns, regexInsts int
+	var totalTargets, poolConns, regexInsts, totalNames int
 	var probeRate float64
 	poolLimit := min(maxPoolConns, c.Server.MaxConnections)
 	for i, p := range c.Protocols {
@@ -86,24 +86,46 @@ func (v *checker) protocols(c *Config) {
 		}
 		v.intIn(field("priority"), name+": priority", p.Priority, -maxPriority, maxPriority)
 		conds := protocols.Conditions{SNI: p.SNI, ALPN: p.ALPN, Hosts: p.Host}
+		// Names read from sni_file and host_file were checked as they
+		// were read, with their file's lines; they count in the total.
+		names := len(p.SNI) + len(p.ALPN) + len(p.Host)
+		if before := totalNames; before <= maxTotalNames {
+			if totalNames += names; totalNames > maxTotalNames {
+				v.add(where, "%s: %d sni, alpn and host names in protocols[0..%d], at most %d in all protocols (files included)", name, totalNames, i, maxTotalNames)
+			}
+		}
 		for _, cond := range []struct {
 			key  string
 			list []string
 			max  int
-		}{{"sni", p.SNI, maxConditionLen}, {"alpn", p.ALPN, 255}, {"host", p.Host, maxConditionLen}} {
+		}{{"sni", inline(p.SNI, p.fileSNI), maxConditionLen}, {"alpn", p.ALPN, 255}, {"host", inline(p.Host, p.fileHost), maxConditionLen}} {
 			if len(cond.list) > maxConditions {
 				v.add(field(cond.key), "%s: %s: %d entries, at most %d", name, cond.key, len(cond.list), maxConditions)
 			}
 			bad := 0
+			seen := map[string]int{}
 			for j, val := range cond.list {
 				if val == "" || len(val) > cond.max || !printable(val) {
 					v.add(field(cond.key), "%s: %s %q: want 1 to %d printable characters", name, cond.key, val, cond.max)
 					break
 				}
-				if cond.key == "alpn" {
-					continue
+				err := error(nil)
+				if cond.key != "alpn" {
+					err = checkName(val)
 				}
-				if err := checkName(val); err != nil {
+				// A name twice in one list is a slip (caddy refuses it
+				// too); across routes a name is ranked, not refused.
+				key := val
+				if cond.key != "alpn" {
+					key = protocols.NormalizeName(val)
+				}
+				if first, dup := seen[key]; dup && err == nil {
+					err = fmt.Errorf("%q is listed twice (first at %s[%d])", val, cond.key, first)
+				}
+				if _, dup := seen[key]; !dup {
+					seen[key] = j
+				}
+				if err != nil {
 					if bad++; bad > maxReported {
 						v.add(field(cond.key), "%s: %s: more entries like these", name, cond.key)
 						break
@@ -225,6 +247,11 @@ func (v *checker) protocols(c *Config) {
 		}
 		seen[key] = i
 	}
+}
+
+// inline is list without the fromFile names it ends with.
+func inline(list []string, fromFile int) []string {
+	return list[:max(0, len(list)-fromFile)]
 }
 
 // maxReported is how many bad entries of one list are reported one by one.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/darkit/protoplex/protocols"
 )
@@ -50,47 +51,62 @@ func (r *Route) ServerFirst() bool { return r.spec.ServerFirst }
 // -1 for a route not on TCP, which a stream never tries.
 func (r *Route) Rank() int { return r.rank }
 
-// match runs the detector and, on a Match, the route conditions. structural
-// tells, for NeedMore, whether the wait is bounded by the protocol's framing:
-// metadata still incomplete always is; a detector's NeedMore is when the
-// detector is structural (Spec.Structural).
-func (r *Route) match(data []byte) (res protocols.Result, structural bool) {
-	res = r.spec.Detect(data)
-	if res == protocols.NeedMore {
-		return res, r.spec.Structural
-	}
-	if res != protocols.Match || !r.hasConds {
-		return res, false
-	}
-	md, ok := r.spec.Inspect(data)
-	if !ok {
-		return protocols.NeedMore, true
-	}
-	if r.conds.Accepts(md) {
-		return protocols.Match, false
-	}
-	return protocols.NoMatch, false
-}
-
 // Table is an immutable, compiled set of routes. A new Table is built on every
 // configuration change; connections keep the Table they started with.
 type Table struct {
 	routes      []*Route      // input order: routes[i].Index == i
 	ranked      []*Route      // the order candidates are tried in
-	buckets     [256][]*Route // per first byte, ranked; includes wildcard routes
+	buckets     [256][]*group // per first byte, by each group's best rank; includes wildcard routes
+	candidates  [256]int      // routes per first byte
 	serverFirst *Route        // best server-speaks-first route, chosen on silence
 	fallback    *Route
 	cache       *Cache
 }
 
+// group is the routes that share one protocol: the same detector,
+// inspector and first bytes. Its detector and inspector run once per
+// Evaluate, whatever the number of its routes, and its Index picks the
+// conditional route that wins.
+type group struct {
+	detect     protocols.DetectFunc
+	inspect    protocols.InspectFunc
+	structural bool
+	first      int      // rank of the best-ranked member
+	uncond     *Route   // best-ranked member without conditions, or nil
+	conds      []*Route // members with conditions, ranked: Index positions
+	index      *Index
+}
+
+// groupKey tells which routes share a group (see funcID).
+type groupKey struct {
+	detect, inspect unsafe.Pointer
+	structural      bool
+	first           [4]uint64 // FirstBytes as a set; all bits for any byte
+}
+
+func keyOf(sp *protocols.Spec) groupKey {
+	k := groupKey{detect: funcID(sp.Detect), inspect: funcID(sp.Inspect), structural: sp.Structural}
+	if len(sp.FirstBytes) == 0 {
+		k.first = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+	}
+	for _, b := range sp.FirstBytes {
+		k.first[b/64] |= 1 << (b % 64)
+	}
+	return k
+}
+
 // New compiles routes. Candidates are tried most specific first (a
 // protocol's Specificity plus 2 for SNI, 2 for Hosts and 1 for ALPN
-// conditions), then by lower Priority, then in input order. The table keeps
+// conditions), then by lower Priority, then in input order (see
+// CompareRank). The routes hold at most MaxNames condition names in all,
+// and one fallback per transport. The table keeps
 // the specs' slices and functions, which must not change afterwards.
 // cacheTTL 0 disables the identification cache; counters (may be nil)
 // receive its lookups and hits.
 func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*Table, error) {
 	t := &Table{}
+	names := 0
+	var udpFallback *Route
 	for i, rs := range routes {
 		sp := rs.Spec
 		if sp.Name == "" {
@@ -101,6 +117,18 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 		}
 		r := &Route{Index: i, Name: sp.Name, spec: sp, conds: rs.Conditions, hasConds: rs.Conditions.Keys() != 0, priority: rs.Priority, rank: -1}
 		t.routes = append(t.routes, r)
+		// Counted over every route, UDP ones included: the UDP table
+		// indexes the same names.
+		if names += len(rs.Conditions.SNI) + len(rs.Conditions.ALPN) + len(rs.Conditions.Hosts); names > MaxNames {
+			return nil, fmt.Errorf("protocol %q: %d sni, alpn and host names in protocols 1 to %d, at most %d in all", sp.Name, names, i+1, MaxNames)
+		}
+		// One fallback per transport, as the UDP table takes the first.
+		if rs.Fallback && sp.Transports&protocols.UDP != 0 {
+			if udpFallback != nil {
+				return nil, fmt.Errorf("protocol %q: %q is already the UDP fallback", sp.Name, udpFallback.Name)
+			}
+			udpFallback = r
+		}
 		if sp.Transports != 0 && sp.Transports&protocols.TCP == 0 {
 			continue // a UDP-only route: never a candidate, the fallback or the silence choice of a stream
 		}
@@ -116,29 +144,45 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 		t.ranked = append(t.ranked, r)
 	}
 	// SortStableFunc keeps ties in input order deterministically.
-	slices.SortStableFunc(t.ranked, func(a, b *Route) int {
-		if sa, sb := specificity(a), specificity(b); sa != sb {
-			return sb - sa
-		}
-		return a.priority - b.priority
-	})
+	slices.SortStableFunc(t.ranked, func(a, b *Route) int { return CompareRank(a.rankKey(), b.rankKey()) })
+	groups := map[groupKey]*group{}
+	var order []*group
 	for i, r := range t.ranked {
 		r.rank = i
 		if r.spec.ServerFirst && t.serverFirst == nil {
 			t.serverFirst = r
 		}
-		if len(r.spec.FirstBytes) == 0 {
+		k := keyOf(&r.spec)
+		g := groups[k]
+		if g == nil {
+			g = &group{detect: r.spec.Detect, inspect: r.spec.Inspect, structural: r.spec.Structural, first: i}
+			groups[k] = g
+			order = append(order, g)
 			for b := range t.buckets {
-				t.buckets[b] = append(t.buckets[b], r)
+				if k.first[b/64]&(1<<(b%64)) != 0 {
+					t.buckets[b] = append(t.buckets[b], g)
+				}
 			}
-			continue
 		}
-		seen := [256]bool{}
-		for _, b := range r.spec.FirstBytes {
-			if !seen[b] {
-				seen[b] = true
-				t.buckets[b] = append(t.buckets[b], r)
+		for b := range t.candidates {
+			if k.first[b/64]&(1<<(b%64)) != 0 {
+				t.candidates[b]++
 			}
+		}
+		switch {
+		case r.hasConds:
+			g.conds = append(g.conds, r)
+		case g.uncond == nil:
+			g.uncond = r
+		}
+	}
+	for _, g := range order {
+		if len(g.conds) > 0 {
+			conds := make([]protocols.Conditions, len(g.conds))
+			for i, r := range g.conds {
+				conds[i] = r.conds
+			}
+			g.index = NewIndex(conds)
 		}
 	}
 	if cacheTTL > 0 {
@@ -147,19 +191,8 @@ func New(routes []RouteSpec, cacheTTL time.Duration, counters *CacheCounters) (*
 	return t, nil
 }
 
-func specificity(r *Route) int {
-	s := r.spec.Specificity
-	k := r.conds.Keys()
-	if k&protocols.SNIKey != 0 {
-		s += 2
-	}
-	if k&protocols.HostKey != 0 {
-		s += 2
-	}
-	if k&protocols.ALPNKey != 0 {
-		s++
-	}
-	return s
+func (r *Route) rankKey() Rank {
+	return Rank{Specificity: r.spec.Specificity, Keys: r.conds.Keys(), Priority: r.priority}
 }
 
 // Routes returns the routes in input order: Routes()[i].Index == i.
@@ -178,7 +211,7 @@ func (t *Table) ServerFirst() *Route { return t.serverFirst }
 func (t *Table) Cache() *Cache { return t.cache }
 
 // Candidates returns how many routes are tried for a first byte.
-func (t *Table) Candidates(first byte) int { return len(t.buckets[first]) }
+func (t *Table) Candidates(first byte) int { return t.candidates[first] }
 
 // Verdict is the engine's view of a buffer.
 type Verdict struct {
@@ -195,20 +228,74 @@ type Verdict struct {
 }
 
 // Evaluate runs the candidates for data's first byte in rank order. It is a
-// pure function of data (which is what makes the cache sound).
+// pure function of data (which is what makes the cache sound). The answer is
+// the linear one: the best-ranked route that matches, Final when no route
+// ranked above it still needs bytes; but routes that share a protocol share
+// one run of its detector and inspector, and an Index picks among their
+// conditions, so the cost grows with the number of protocols, not of routes
+// or names.
 func (t *Table) Evaluate(data []byte) Verdict {
 	if len(data) == 0 {
 		return Verdict{}
 	}
-	pending, structural := false, false
-	for _, r := range t.buckets[data[0]] {
-		switch res, st := r.match(data); res {
-		case protocols.Match:
-			return Verdict{Best: r, Final: !pending, Structural: structural}
-		case protocols.NeedMore:
-			pending = true
-			structural = structural || st
+	// need and needStruct are the best ranks that answered NeedMore (any;
+	// structurally): only those above the winner count.
+	var best *Route
+	need, needStruct := noRank, noRank
+	for _, g := range t.buckets[data[0]] {
+		limit := noRank
+		if best != nil {
+			if g.first > best.rank {
+				break // no route of this group or after ranks above best
+			}
+			limit = best.rank
+		}
+		m, n, structural := g.match(data, limit)
+		if m != nil {
+			best = m
+		}
+		need = min(need, n)
+		if structural {
+			needStruct = min(needStruct, n)
 		}
 	}
-	return Verdict{Rejected: !pending, Structural: structural}
+	if best == nil {
+		return Verdict{Rejected: need == noRank, Structural: needStruct != noRank}
+	}
+	return Verdict{Best: best, Final: need > best.rank, Structural: needStruct < best.rank}
+}
+
+// noRank is above every rank.
+const noRank = int(^uint(0) >> 1)
+
+// match is what g's routes answer on data, among those ranked above limit:
+// the best-ranked that matches (nil if none), and the best rank that
+// answered NeedMore (noRank if none), structurally or not. A route's answer
+// is its detector's, and for a route with conditions whose detector
+// matched: NeedMore (structural) while the metadata is incomplete, else
+// Match when its conditions accept the metadata, NoMatch otherwise.
+func (g *group) match(data []byte, limit int) (best *Route, need int, structural bool) {
+	switch g.detect(data) {
+	case protocols.NeedMore:
+		return nil, g.first, g.structural
+	case protocols.NoMatch:
+		return nil, noRank, false
+	}
+	if g.uncond != nil && g.uncond.rank < limit {
+		best, limit = g.uncond, g.uncond.rank
+	}
+	if len(g.conds) == 0 || g.conds[0].rank > limit {
+		return best, noRank, false
+	}
+	md, ok := g.inspect(data)
+	if !ok {
+		return best, g.conds[0].rank, true
+	}
+	// Index positions are ranked like the routes: the first position
+	// ranked below limit bounds the search.
+	bound, _ := slices.BinarySearchFunc(g.conds, limit, func(r *Route, l int) int { return r.rank - l })
+	if i := g.index.Best(md, bound); i >= 0 {
+		best = g.conds[i]
+	}
+	return best, noRank, false
 }

@@ -3,6 +3,7 @@ package routing
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,14 +52,19 @@ func logStates(protocol string, observe func(string, bool), log *slog.Logger) fu
 }
 
 // Label names a route in logs: its protocol, followed by its conditions
-// when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2].
+// when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2]. A list of
+// more than labelNames values shows its first ones and how many more
+// (TLS[sni=a.example,b.example,c.example,d.example,+99996 more]): every
+// access log line carries the label, and a list may hold 100,000 names.
 func Label(p *protocols.Protocol) string {
 	var conds []string
 	for _, c := range []struct {
 		key    string
 		values []string
 	}{{"sni", p.SNI}, {"alpn", p.ALPN}, {"host", p.Hosts}} {
-		if len(c.values) > 0 {
+		if len(c.values) > labelNames {
+			conds = append(conds, fmt.Sprintf("%s=%s,+%d more", c.key, strings.Join(c.values[:labelNames], ","), len(c.values)-labelNames))
+		} else if len(c.values) > 0 {
 			conds = append(conds, c.key+"="+strings.Join(c.values, ","))
 		}
 	}
@@ -67,6 +73,9 @@ func Label(p *protocols.Protocol) string {
 	}
 	return p.Name + "[" + strings.Join(conds, ";") + "]"
 }
+
+// labelNames is how many values of a condition a Label shows.
+const labelNames = 4
 
 // Changes are the routes a plan adds, removes and changes relative to the
 // snapshot it was built from. A route is its Label (a second route with
@@ -177,6 +186,10 @@ func differences(a, b *protocols.Protocol) []string {
 		if f.of(a) != f.of(b) {
 			out = append(out, f.name)
 		}
+	}
+	// A Label shows only the first names of a long list.
+	if !slices.Equal(a.SNI, b.SNI) || !slices.Equal(a.ALPN, b.ALPN) || !slices.Equal(a.Hosts, b.Hosts) {
+		out = append(out, "names")
 	}
 	if out != nil && out[0] == "target" {
 		out[0] = "was " + targetOf(a)

@@ -25,6 +25,10 @@ func TestLabel(t *testing.T) {
 	if got := Label(tls); got != "TLS[sni=a.example,*.b.example;alpn=h2]" {
 		t.Errorf("sni and alpn: %q", got)
 	}
+	tls.SNI = []string{"a", "b", "c", "d", "e", "f"}
+	if got := Label(tls); got != "TLS[sni=a,b,c,d,+2 more;alpn=h2]" {
+		t.Errorf("long sni list: %q", got)
+	}
 	http := protocols.NewHTTPProtocol("h:1")
 	http.Hosts = []string{"w.example"}
 	if got := Label(http); got != "HTTP[host=w.example]" {

@@ -1,11 +1,10 @@
 package udp
 
 import (
-	"cmp"
-	"math/bits"
 	"slices"
 	"time"
 
+	"github.com/darkit/protoplex/internal/identify"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -31,26 +30,43 @@ type Route struct {
 	Detect     protocols.DatagramFunc
 	Inspect    protocols.DatagramInspectFunc
 	Conditions protocols.Conditions
-	Priority   int
-	Fallback   bool
+	// Specificity is the protocol's (Spec.Specificity), for the rank.
+	Specificity int
+	Priority    int
+	Fallback    bool
 	// Targets are the backends, "host:port", taken in turn by new flows.
 	Targets []string
 	// IdleTimeout ends a flow after this long without a datagram either way.
 	IdleTimeout time.Duration
 
 	state *routeState
+	rank  int // position in the order routes are tried
 }
 
-// Table ranks routes for identification: conditional routes first, then
-// by priority (ascending), then configuration order, as for TCP.
+// Table ranks routes for identification as TCP does (identify.CompareRank:
+// the most specific first, then by priority, then configuration order) and
+// groups those that share a detector and inspector: each runs once per
+// Decide, and an identify.Index picks among the group's conditions, so a
+// flow's first datagrams are decrypted and parsed once, not once per route.
 type Table struct {
 	routes   []*Route
-	ranked   []*Route
+	groups   []*group // by the rank of their best member
 	fallback *Route
 }
 
+// group is the routes that share one datagram detector and inspector.
+type group struct {
+	detect  protocols.DatagramFunc
+	inspect protocols.DatagramInspectFunc
+	first   int      // rank of the best member
+	uncond  *Route   // best member without conditions, or nil
+	conds   []*Route // members with conditions, ranked: index positions
+	index   *identify.Index
+}
+
 // NewTable returns the table of routes (kept, not copied), counting in
-// st.
+// st. Only the first fallback is kept: identify.New, which builds the TCP
+// table of the same routes, refuses a second on UDP.
 func NewTable(routes []Route, st *metrics.UDP) *Table {
 	t := &Table{}
 	for i := range routes {
@@ -61,14 +77,48 @@ func NewTable(routes []Route, st *metrics.UDP) *Table {
 			t.fallback = r
 		}
 	}
-	t.ranked = slices.Clone(t.routes)
-	slices.SortStableFunc(t.ranked, func(a, b *Route) int {
-		if c := cmp.Compare(bits.OnesCount8(uint8(b.Conditions.Keys())), bits.OnesCount8(uint8(a.Conditions.Keys()))); c != 0 {
-			return c
+	ranked := slices.Clone(t.routes)
+	slices.SortStableFunc(ranked, func(a, b *Route) int { return identify.CompareRank(a.rankKey(), b.rankKey()) })
+	var g *group
+	for i, r := range ranked {
+		r.rank = i
+		if r.Detect == nil {
+			continue
 		}
-		return cmp.Compare(a.Priority, b.Priority)
-	})
+		g = nil
+		for _, c := range t.groups {
+			if identify.SameFunc(c.detect, r.Detect) && identify.SameFunc(c.inspect, r.Inspect) {
+				g = c
+				break
+			}
+		}
+		if g == nil {
+			g = &group{detect: r.Detect, inspect: r.Inspect, first: i}
+			t.groups = append(t.groups, g)
+		}
+		switch {
+		case r.Conditions.Keys() == 0:
+			if g.uncond == nil {
+				g.uncond = r
+			}
+		case r.Inspect != nil: // conditions without an inspector never hold
+			g.conds = append(g.conds, r)
+		}
+	}
+	for _, g := range t.groups {
+		if len(g.conds) > 0 {
+			conds := make([]protocols.Conditions, len(g.conds))
+			for i, r := range g.conds {
+				conds[i] = r.Conditions
+			}
+			g.index = identify.NewIndex(conds)
+		}
+	}
 	return t
+}
+
+func (r *Route) rankKey() identify.Rank {
+	return identify.Rank{Specificity: r.Specificity, Keys: r.Conditions.Keys(), Priority: r.Priority}
 }
 
 // Routes returns the routes in configuration order.
@@ -77,25 +127,36 @@ func (t *Table) Routes() []*Route { return t.routes }
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.routes) }
 
-// result is a route's answer on the datagrams so far, its conditions
-// included: a Match whose metadata is not complete yet is NeedMore, one
-// whose metadata fails a condition is NoMatch.
-func (r *Route) result(dgs [][]byte) protocols.Result {
-	res := r.Detect(dgs)
-	if res != protocols.Match || r.Conditions.Keys() == 0 {
-		return res
+// noRank is above every rank.
+const noRank = int(^uint(0) >> 1)
+
+// match is what g's routes ranked above limit answer on the datagrams so
+// far: the best that matches (nil if none) and the best rank that answered
+// NeedMore (noRank if none). A route's answer is its detector's; for one
+// with conditions whose detector matched, NeedMore while its metadata is
+// incomplete, else Match when its conditions accept the metadata.
+func (g *group) match(dgs [][]byte, limit int) (best *Route, need int) {
+	switch g.detect(dgs) {
+	case protocols.NeedMore:
+		return nil, g.first
+	case protocols.NoMatch:
+		return nil, noRank
 	}
-	if r.Inspect == nil {
-		return protocols.NoMatch
+	if g.uncond != nil && g.uncond.rank < limit {
+		best, limit = g.uncond, g.uncond.rank
 	}
-	md, ok := r.Inspect(dgs)
+	if len(g.conds) == 0 || g.conds[0].rank > limit {
+		return best, noRank
+	}
+	md, ok := g.inspect(dgs)
 	if !ok {
-		return protocols.NeedMore
+		return best, g.conds[0].rank
 	}
-	if !r.Conditions.Accepts(md) {
-		return protocols.NoMatch
+	bound, _ := slices.BinarySearchFunc(g.conds, limit, func(r *Route, l int) int { return r.rank - l })
+	if i := g.index.Best(md, bound); i >= 0 {
+		best = g.conds[i]
 	}
-	return protocols.Match
+	return best, noRank
 }
 
 // Decide answers for a flow that sent dgs: the route when a Match ranks
@@ -105,26 +166,22 @@ func (r *Route) result(dgs [][]byte) protocols.Result {
 // else the fallback route.
 func (t *Table) Decide(dgs [][]byte, final bool) (r *Route, more bool) {
 	var best *Route
-	waiting := false
-	for _, c := range t.ranked {
-		if c.Detect == nil {
-			continue
+	need := noRank
+	for _, g := range t.groups {
+		limit := noRank
+		if best != nil {
+			if g.first > best.rank {
+				break
+			}
+			limit = best.rank
 		}
-		switch c.result(dgs) {
-		case protocols.Match:
-			if best == nil {
-				best = c
-			}
-			if !waiting {
-				return c, false
-			}
-		case protocols.NeedMore:
-			if best == nil {
-				waiting = true
-			}
+		m, n := g.match(dgs, limit)
+		if m != nil {
+			best = m
 		}
+		need = min(need, n)
 	}
-	if waiting && !final {
+	if !final && (best == nil && need != noRank || best != nil && need < best.rank) {
 		return nil, true
 	}
 	if best != nil {
