@@ -70,6 +70,7 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	if pm.udpFromConfig {
 		pm.udpListeners.Commit(cfg.Server.ListenUDP)
 	}
+	pm.configApplied(cfg)
 	return nil
 }
 

@@ -126,5 +126,6 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 		Aborted:       pm.draining.Load,
 	})
 	st.Forwarded(e.Stats, fs)
+	e.Backend.Forwarded(target, fs.Up, fs.Down)
 	acc.Forwarded(target, fs)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/cluster"
 	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/metrics"
 )
 
 // DistributedConfig configures a node of a cluster coordinated through etcd.
@@ -104,6 +105,9 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 		return nil, err
 	}
 	dm.node = node
+	pm.setClusterStatus(func() metrics.ClusterState {
+		return metrics.ClusterState{Distributed: true, NodeID: cfg.NodeID, EtcdConnected: node.Connected(), Services: node.ServiceCount()}
+	})
 	// Bans this node's DDoS guard issues are enforced by every node.
 	pm.OnBan(func(ip netip.Addr, d time.Duration) {
 		if err := node.PublishBan(ip, d); err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/darkit/protoplex/internal/monitor"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/udp"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -53,24 +54,28 @@ type ProtocolManager struct {
 	guard     *guard.Guard
 	conns     *conntrack.Set
 	listeners *listen.Set
-	loops     *evloop.Shared // the event loops, while listeners use them
-	udp       *udp.Engine    // the flows of udpListeners; closed with pm.ctx
+	loops     *evloop.Shared    // the event loops, while listeners use them
+	udp       *udp.Engine       // the flows of udpListeners; closed with pm.ctx
+	inherited *listen.Inherited // sockets an old process handed over, taken instead of bound
+	status    *statusState      // the status page's state beside the counters (status.go)
 	// udpListeners: server.listen_udp, served by udp once Start or StartUDP
 	// ran.
 	udpListeners *listen.PacketSet
 
-	mu         sync.Mutex // guards the fields below it
-	protos     []*protocols.Protocol
-	closed     bool
-	monitors   [2]*monitor.Server // metrics, health
-	plane      *evloop.Plane      // the event loops, while a listener uses them
-	planeUsers int
+	mu       sync.Mutex // guards the fields below it
+	protos   []*protocols.Protocol
+	closed   bool
+	monitors [2]*monitor.Server // metrics, health
+	// monitorAddrs are the monitors' addresses as given (an upgrade hands
+	// their sockets over under them).
+	monitorAddrs [2]string
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
 	// udpFromConfig: Start or StartUDP serves each applied configuration's
 	// server.listen_udp.
 	udpFromConfig bool
+	holds         map[hold]upstream.Admin // targets an operator holds (status.go)
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -104,7 +109,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 		opt(&o)
 	}
 	pm := &ProtocolManager{log: o.logger, stats: metrics.New(), bufs: bufpool.New(), conns: conntrack.New(),
-		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now)}
+		capLog: guard.NewRateLimitedLogger(o.logger, 1, time.Now), status: newStatusState()}
 	pm.ctx, pm.cancel = context.WithCancel(context.Background())
 	pm.listeners = listen.NewSet(pm.Serve, func(addr string, err error) {
 		if !errors.Is(err, ErrClosed) {
@@ -116,10 +121,13 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// The guard exists whatever the options: Close, Ban and GetMetrics use
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
+	pm.inherited = o.inherited
+	pm.listeners.Inherit(o.inherited)
 	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
 	pm.udpListeners = listen.NewPacketSet(pm.udp.Serve, func(addr string, err error) {
 		pm.log.Error("UDP listener failed", "addr", addr, "err", err)
 	})
+	pm.udpListeners.Inherit(o.inherited)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}
@@ -231,6 +239,7 @@ func (pm *ProtocolManager) Close() error {
 			m.Close()
 		}
 	}
+	pm.stopStatus()
 	return nil
 }
 
@@ -256,4 +265,8 @@ func (pm *ProtocolManager) planLocked(protos []*protocols.Protocol, s *settings)
 }
 
 // commitLocked makes plan the live routing. It cannot fail.
-func (pm *ProtocolManager) commitLocked(plan *routing.Plan) { pm.routing.Store(plan.Commit(pm.ctx)) }
+func (pm *ProtocolManager) commitLocked(plan *routing.Plan) {
+	rt := plan.Commit(pm.ctx)
+	pm.applyHoldsLocked(rt) // before it serves: a held target takes no connection
+	pm.routing.Store(rt)
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/monitor"
 )
@@ -86,11 +87,19 @@ const metricsPort, healthPort = 0, 1
 
 var monitorNames = [...]string{metricsPort: "metrics server", healthPort: "health server"}
 
+// monitorRoles are the monitoring ports' roles in an upgrade's handover.
+var monitorRoles = [...]string{metricsPort: listen.RoleMetrics, healthPort: listen.RoleHealth}
+
 func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) {
 	h := pm.HealthHandler()
 	if which == metricsPort {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", pm.MetricsHandler())
+		st := pm.statusHandler()
+		mux.Handle("/status", st)
+		mux.Handle("/status.json", st)
+		mux.Handle("/status.csv", st)
+		mux.Handle("/status/", st)
 		h = mux
 	}
 	pm.mu.Lock() // held while binding, so two calls cannot both start one
@@ -101,12 +110,28 @@ func (pm *ProtocolManager) serveMonitor(which int, addr string) (string, error) 
 	case pm.monitors[which] != nil:
 		return "", errors.New("protoplex: " + monitorNames[which] + " already running")
 	}
-	m, err := monitor.Serve(addr, h, monitor.DefaultLimits())
+	m, err := pm.monitorOn(which, addr, h)
 	if err != nil {
 		return "", fmt.Errorf("protoplex: %s listener: %w", monitorNames[which], err)
 	}
-	pm.monitors[which] = m
+	pm.monitors[which], pm.monitorAddrs[which] = m, addr
+	if which == metricsPort {
+		pm.statusBound(addr, m.Addr())
+	}
 	return m.Addr(), nil
+}
+
+// monitorOn serves h on the socket an upgrade handed over for addr, or
+// binds addr.
+func (pm *ProtocolManager) monitorOn(which int, addr string, h http.Handler) (*monitor.Server, error) {
+	ln, ok, err := pm.inherited.Listener(monitorRoles[which], addr)
+	if !ok {
+		return monitor.Serve(addr, h, monitor.DefaultLimits())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the socket handed over: %w", err)
+	}
+	return monitor.ServeListener(ln, h, monitor.DefaultLimits()), nil
 }
 
 // Ready reports whether this instance can serve: a listener is accepting,

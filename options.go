@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/listen"
 )
 
 // Defaults of the server settings (docs/config.md lists them with their
@@ -29,8 +30,9 @@ const (
 type Option func(*options)
 
 type options struct {
-	server config.Server
-	logger *slog.Logger
+	server    config.Server
+	logger    *slog.Logger
+	inherited *listen.Inherited
 }
 
 func setServer(f func(*config.Server)) Option { return func(o *options) { f(&o.server) } }

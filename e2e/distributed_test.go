@@ -97,6 +97,7 @@ func TestDistributedNodes(t *testing.T) {
 			t.Fatalf("metrics lack %q", want)
 		}
 	}
+	checkClusterStatus(t, nodes[1].Manager(), "node-2")
 
 	// Shared configuration put in etcd: HTTP goes to a real backend on every node.
 	web := testnet.Banner(t, "web:")

@@ -61,7 +61,8 @@ func flightBackend(t *testing.T, name string, want func() []byte) string {
 // X25519MLKEM768 key share) and an HTTP request with 1,100 bytes of headers
 // before Host are sent in two segments with pauses up to 500 ms (longer than
 // the 300 ms settle wait, which must not cut a structural NeedMore short),
-// through a real protoplex socket to backends that check every byte.
+// through a real protoplex socket to backends that check every byte, with
+// sslh's catch-all (anyprot) registered first taking only unknown bytes.
 func TestSplitFirstFlightRoutes(t *testing.T) {
 	hello, err := os.ReadFile("../protocols/testdata/flights/tls-chromium.bin")
 	if err != nil {
@@ -76,8 +77,17 @@ func TestSplitFirstFlightRoutes(t *testing.T) {
 	tlsA.SNI = []string{"a.example"}
 	httpA := protocols.NewHTTPProtocol(flightBackend(t, "http-A", want))
 	httpA.Hosts = []string{"host.example"}
-	addr, _ := startMux(t, tlsA, protocols.NewTLSProtocol(flightBackend(t, "tls-B", want)),
-		httpA, protocols.NewHTTPProtocol(flightBackend(t, "http-B", want)))
+	// sslh's catch-all, registered first: it must take only what no
+	// route matches, never the first segment of a split flight.
+	anyprot := protocols.NewAnyProtProtocol(flightBackend(t, "anyprot", want))
+	anyprot.Fallback = true
+	addr, _ := startMux(t, anyprot, tlsA, protocols.NewTLSProtocol(flightBackend(t, "tls-B", want)),
+		httpA, protocols.NewHTTPProtocol(flightBackend(t, "http-B", want)), protocols.NewPostgreSQLProtocol(flightBackend(t, "postgres", want)))
+	startup, err := os.ReadFile("../protocols/testdata/flights/postgresql-psql-nossl.bin") // starts with 0x00, as anyprot's first bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := []byte("not a protocol anyone speaks\r\n")
 
 	for _, c := range []struct {
 		name   string
@@ -92,6 +102,9 @@ func TestSplitFirstFlightRoutes(t *testing.T) {
 		{"tls-5-500ms", hello, 5, 500 * time.Millisecond, "tls-A exact"},
 		{"http-1100-500ms", request, 1100, 500 * time.Millisecond, "http-A exact"},
 		{"http-40-100ms", request, 40, 100 * time.Millisecond, "http-A exact"},
+		{"http-3-500ms", request, 3, 500 * time.Millisecond, "http-A exact"},
+		{"postgres-4-500ms", startup, 4, 500 * time.Millisecond, "postgres exact"},
+		{"unknown", unknown, len(unknown), 0, "anyprot exact"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			mu.Lock()

@@ -229,7 +229,8 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 		}
 	}
 	// Every built-in on TCP participates with at least one flight of its
-	// own, except the silence-only FTP (its detector must reject
+	// own, except those no client bytes select: the silence-only FTP and
+	// timeout, and the catch-all anyprot (their detectors must reject
 	// everything, which the loop above checked). The UDP-only ones have
 	// datagrams instead (TestDatagramCross).
 	for _, p := range ps {
@@ -237,10 +238,13 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 		if p.Transports()&protocols.TCP == 0 {
 			continue
 		}
-		if name == "ftp" {
+		switch name {
+		case "ftp", "timeout":
 			if !p.ServerFirst() {
-				t.Errorf("FTP must be server-first")
+				t.Errorf("%s must be server-first", p.Name)
 			}
+			continue
+		case protocols.AnyProt:
 			continue
 		}
 		if matchedOwn[name] == 0 {
@@ -264,7 +268,8 @@ func TestCrossAllFlightsAllDetectors(t *testing.T) {
 	}
 }
 
-// TestCrossServerFirst: exactly FTP and SMTP are chosen on client silence.
+// TestCrossServerFirst: exactly FTP, SMTP and timeout are chosen on client
+// silence.
 func TestCrossServerFirst(t *testing.T) {
 	var got []string
 	for _, p := range crossBuiltins(t) {
@@ -272,8 +277,8 @@ func TestCrossServerFirst(t *testing.T) {
 			got = append(got, p.Name)
 		}
 	}
-	if !slices.Equal(got, []string{"FTP", "SMTP"}) {
-		t.Fatalf("server-first built-ins: %v, want [FTP SMTP]", got)
+	if !slices.Equal(got, []string{"FTP", "SMTP", "timeout"}) {
+		t.Fatalf("server-first built-ins: %v, want [FTP SMTP timeout]", got)
 	}
 }
 

@@ -431,6 +431,8 @@ func fpSpecs() map[string]fpSpec {
 			// By design: C1 is random, so C0 (0x03) and 1537 bytes are all
 			// there is to check.
 			pRandom: fpB(1) * fpLenAtLeast(rtmpHandshake)},
-		"ftp": {explain: func([]byte) bool { return false }, pRandom: 0},
+		"ftp":     {explain: func([]byte) bool { return false }, pRandom: 0},
+		"anyprot": {explain: func([]byte) bool { return false }, pRandom: 0},
+		"timeout": {explain: func([]byte) bool { return false }, pRandom: 0},
 	}
 }

@@ -106,8 +106,8 @@ func TestRegistryConditions(t *testing.T) {
 			serverFirst = append(serverFirst, d.Name)
 		}
 	}
-	if !slices.Equal(serverFirst, []string{"FTP", "SMTP"}) {
-		t.Errorf("server-first descriptors %v, want [FTP SMTP]", serverFirst)
+	if !slices.Equal(serverFirst, []string{"FTP", "SMTP", "timeout"}) {
+		t.Errorf("server-first descriptors %v, want [FTP SMTP timeout]", serverFirst)
 	}
 }
 
@@ -126,6 +126,7 @@ func TestConstructors(t *testing.T) {
 		specificity          int
 		inspect, serverFirst bool
 	}{
+		{NewAnyProtProtocol, "anyprot", "\x00", 0, false, false},
 		{NewDNSProtocol, "DNS", "\x00\x01", 0, false, false},
 		{NewDTLSProtocol, "DTLS", "\x16", 0, true, false},
 		{NewFTPProtocol, "FTP", "\x00", 0, false, true},
@@ -146,6 +147,7 @@ func TestConstructors(t *testing.T) {
 		{NewSOCKS5Protocol, "SOCKS5", "\x05", 0, false, false},
 		{NewSSHProtocol, "SSH", "S", 0, false, false},
 		{NewSTUNProtocol, "STUN", "\x00\x01", 0, false, false},
+		{NewTimeoutProtocol, "timeout", "\x00", 0, false, true},
 		{NewTLSProtocol, "TLS", "\x16", 0, true, false},
 		{NewWebDAVProtocol, "WebDAV", "PMCLUSRAOBV", 1, true, false},
 		{NewWebSocketProtocol, "WebSocket", "G", 1, true, false},

@@ -46,6 +46,8 @@ peers=(
   "nft nftables"
   "gtlsclient ngtcp2-client"
   "/usr/sbin/gtlsserver ngtcp2-server"
+  "/usr/sbin/sslh sslh"
+  "chromium chromium"
 )
 
 missing=()

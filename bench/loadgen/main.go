@@ -171,6 +171,7 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, total)
 	var errs atomic.Int64
+	var first atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := 0; i < total; i++ {
@@ -182,6 +183,7 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 			buf := make([]byte, 4096)
 			if _, err := once(addr, httpFlight, buf); err != nil {
 				errs.Add(1)
+				first.CompareAndSwap(nil, err.Error())
 				lat[i] = -1
 				return
 			}
@@ -203,7 +205,8 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 		}
 		return float64(ok[min(len(ok)-1, int(p*float64(len(ok))))].Microseconds())
 	}
-	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d\n", q(.50), q(.99), q(.999), len(ok), errs.Load())
+	firstErr, _ := first.Load().(string)
+	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
 }
 
 func bulk(addr string, streams int, n int64) {

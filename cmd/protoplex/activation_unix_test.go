@@ -122,7 +122,7 @@ func TestSystemdUnits(t *testing.T) {
 	unit, _ := os.ReadFile(filepath.Join(dir, "protoplex.service"))
 	for _, want := range []string{"DynamicUser=yes", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 		"NoNewPrivileges=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
-		"LockPersonality=yes", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "ConfigurationDirectory=protoplex", "-config /etc/protoplex/config.yaml"} {
+		"LockPersonality=yes", "ExecReload=/bin/kill -HUP $MAINPID", "Type=notify\nNotifyAccess=all\n", "Restart=on-failure", "ConfigurationDirectory=protoplex", "-config /etc/protoplex/config.yaml"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("protoplex.service lacks %q", want)
 		}

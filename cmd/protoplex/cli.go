@@ -19,8 +19,10 @@ var subcommands = []struct{ name, args, help string }{
 
 // usage writes the main command's help: synopsis, flags, sub-commands.
 func usage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
+       protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']   (print an sslh configuration as protoplex YAML)
        protoplex COMMAND -etcd HOSTS [flags]   (protoplex COMMAND -h for its flags)
+       protoplex status|target|unban [ARGS] [-url URL | -config FILE]
 
 protoplex serves several protocols on one port. Without -config it runs the
 embedded configuration, which binds loopback only.
@@ -32,7 +34,10 @@ Flags:
 	for _, c := range subcommands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.help)
 	}
-	fmt.Fprintf(w, "\nSignals: SIGHUP reloads the -config file; SIGTERM and SIGINT drain and exit.\nExit codes: 0 ok, 1 failure, 2 usage error. Reference: docs/cli.md.\n")
+	for _, c := range statusCommands {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.help)
+	}
+	fmt.Fprintf(w, "\nSignals: SIGHUP reloads the -config file; SIGUSR2 upgrades (a new process of the binary takes the listeners);\nSIGTERM and SIGINT drain and exit.\nExit codes: 0 ok, 1 failure, 2 usage error. Reference: docs/cli.md.\n")
 }
 
 // operatorUsage writes the help of sub-command name.

@@ -81,7 +81,7 @@ func TestHelp(t *testing.T) {
 		if code != exitOK || stderr != "" {
 			t.Fatalf("%s: exit %d, stderr %q", h, code, stderr)
 		}
-		if got, want := helpFlags(stdout), []string{"check", "config", "listen", "version"}; !slices.Equal(got, want) {
+		if got, want := helpFlags(stdout), []string{"check", "config", "from-sslh", "from-sslh-args", "listen", "upgrade", "version"}; !slices.Equal(got, want) {
 			t.Errorf("%s lists the flags %q, want %q:\n%s", h, got, want, stdout)
 		}
 		for _, c := range subcommands {
@@ -119,7 +119,7 @@ func TestCLIDocumented(t *testing.T) {
 			t.Errorf("docs/cli.md does not document the flag -%s", f)
 		}
 	}
-	for _, s := range []string{"PROTOPLEX_NODE_ID", "ETCD_ENDPOINTS", "LISTEN_FDS", "LISTEN_PID", "SIGHUP", "SIGTERM", "SIGINT", "| 0 ", "| 1 ", "| 2 ", "listening: ", "metrics: ", "health: ", "route: ", "cluster: "} {
+	for _, s := range []string{"PROTOPLEX_NODE_ID", "ETCD_ENDPOINTS", "LISTEN_FDS", "LISTEN_PID", "PROTOPLEX_UPGRADE_FD", "SIGHUP", "SIGUSR2", "upgraded: ", "SIGTERM", "SIGINT", "| 0 ", "| 1 ", "| 2 ", "listening: ", "metrics: ", "health: ", "route: ", "cluster: "} {
 		if !bytes.Contains(doc, []byte(s)) {
 			t.Errorf("docs/cli.md does not mention %q", s)
 		}

@@ -1,7 +1,9 @@
 // Command protoplex serves several protocols on one port.
 //
-//	protoplex [-config FILE] [-listen ADDR] [-check] [-version]
+//	protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
+//	protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
+//	protoplex status|target|unban [args] [-url URL | -config FILE]
 //
 // docs/cli.md is the complete reference: flags, sub-commands, signals,
 // exit codes, environment and the lines printed on stdout.
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "register", "deregister", "nodes", "services":
 			return operator(args[0], args[1:], stdout, stderr)
+		case "status", "target", "unban":
+			return statusCommand(args[0], args[1:], stdout, stderr)
 		}
 	}
 	fs := newFlagSet("protoplex", usage)
@@ -54,12 +58,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
+	upgradePID := fs.Int("upgrade", 0, "ask the protoplex process `pid` to hand its listeners to a new process of its binary (SIGUSR2) and wait until it has exited")
+	sslh := fromSSLHFlags(fs)
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
+	}
+	if *upgradePID != 0 {
+		return upgradeCommand(*upgradePID, upgradeWait, stdout, stderr)
+	}
+	if code, done := sslh.run(os.Stdin, stdout, stderr); done {
+		return code
 	}
 	if *check {
 		if *configPath == "" {
@@ -73,11 +85,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
+	usr2 := catchUpgrade()
+	up, err := takeUpgrade() // started by an upgrade: the old process's sockets
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	defer up.abandon("it stopped before it was ready (its log says why)")
 	inherited, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFail
 	}
+	inherited.streams = append(inherited.streams, up.listeners()...)
 	defer inherited.close() // those Serve and StartUDP have not taken, on an early return
 	if inherited.passed() && *listen != "" {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
@@ -117,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		dc := protoplex.DistributedConfigFrom(&node)
-		dc.Options = []protoplex.Option{protoplex.WithLogger(log)}
+		dc.Options = []protoplex.Option{protoplex.WithLogger(log), up.option()}
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -141,9 +161,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		out.say(fmt.Sprintf("cluster:  node %s, etcd %s, %d services discovered", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount()),
 			"cluster", "node", dc.NodeID, "etcd", dc.EtcdEndpoints, "services", dm.GetServiceCount())
 	} else if cm != nil {
-		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log), up.option())
 	} else {
-		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log))
+		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log), up.option())
 		if pm.Err() == nil {
 			if err := pm.UpdateConfig(cfg); err != nil {
 				fmt.Fprintln(stderr, err)
@@ -161,6 +181,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	reloadOnHangup(ctx, cm, log)
 
+	if err := enableAdmin(pm, *cfg, os.Getenv); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
 	mon := cfg.Monitoring
 	if mon.MetricsPort > 0 {
 		if err := pm.ServeMetrics(net.JoinHostPort(mon.BindAddress, fmt.Sprint(mon.MetricsPort))); err != nil {
@@ -195,9 +219,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	inherited.datagrams = nil
 	wait := pm.Wait
 	pinnedBy := ""
+	var served []net.Listener // served as given: an upgrade hands them over too
 	switch {
 	case len(inherited.streams) > 0:
 		pinnedBy = "socket activation"
+		served = inherited.streams
 		var wg sync.WaitGroup
 		for _, ln := range inherited.streams {
 			out.say(fmt.Sprintf("listening: %s (socket activation)", ln.Addr()), "listening", "addr", ln.Addr().String(), "socket_activation", true)
@@ -247,6 +273,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		})
 	}
+	up.ready(pm, log)
+	upgradeOnSignal(ctx, usr2, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()
@@ -317,6 +345,7 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.enable_health_check", a.EnableHealthCheck != b.EnableHealthCheck)
 	diff("monitoring.health_check_port", a.HealthCheckPort != b.HealthCheckPort)
 	diff("monitoring.bind_address", a.BindAddress != b.BindAddress)
+	diff("monitoring.admin", a.Admin != b.Admin || a.AdminTokenFile != b.AdminTokenFile)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
 	diff("server.data_plane", started.Server.DataPlane != next.Server.DataPlane)

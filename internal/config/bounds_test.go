@@ -86,6 +86,7 @@ func TestHugeValuesRejected(t *testing.T) {
 		{"health_check.check", nested("health_check", "check: gopher")},
 		{"metrics_port", "monitoring:\n  enable_metrics: true\n  metrics_port: " + huge + "\n" + proto},
 		{"health_check_port", "monitoring:\n  enable_health_check: true\n  health_check_port: -1\n" + proto},
+		{"admin_token_file", "monitoring:\n  metrics_port: 9091\n  admin: true\n  admin_token_file: \"/" + strings.Repeat("x", 5000) + "\"\n" + proto},
 		{"lease_ttl", dist("lease_ttl: " + hugeDur)},
 		{"refresh_interval", distNested("service_discovery", "refresh_interval: "+huge)},
 		{"health_check_interval", distNested("load_balancer", "health_check_interval: "+huge)},

@@ -49,7 +49,7 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		}
 		p.Priority = pc.Priority
 		p.SNI, p.ALPN, p.Hosts = pc.SNI, pc.ALPN, pc.Host
-		p.Fallback = pc.Fallback
+		p.Fallback = pc.IsFallback()
 		p.Balance, p.SendProxy = pc.Balance, pc.SendProxy
 		p.Pool, p.Health = pc.Pool, pc.HealthCheck
 		p.IdleTimeout, p.UDPIdleTimeout = pc.IdleTimeout, pc.UDPIdleTimeout

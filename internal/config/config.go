@@ -145,6 +145,13 @@ type Protocol struct {
 	fileSNI, fileHost int
 }
 
+// IsFallback reports whether the entry takes what nothing else matched:
+// it says fallback: true, or it is the built-in catch-all anyprot (sslh's
+// name for it), which is the fallback by nature.
+func (p *Protocol) IsFallback() bool {
+	return p.Fallback || protocols.IsAnyProt(p.Name) && len(p.MatchStartBytes)+len(p.MatchRegexes) == 0
+}
+
 // Pool and Health are a protocol's warm pool and active health checks, the
 // types the protocols and upstream packages use too.
 type (
@@ -162,6 +169,12 @@ type Monitoring struct {
 	// name, "127.0.0.1" when not set, so the ports are not
 	// reachable from other machines unless asked for ("0.0.0.0", "::").
 	BindAddress string `yaml:"bind_address"`
+	// Admin enables the status page's actions (drain, maint, ready a
+	// target; unban; close a connection) on the metrics port, each a POST
+	// with the token of AdminTokenFile (or PROTOPLEX_ADMIN_TOKEN, read by
+	// the CLI) in a header.
+	Admin          bool   `yaml:"admin"`
+	AdminTokenFile string `yaml:"admin_token_file"`
 }
 
 // Distributed is the distributed: block (cluster mode through etcd).

@@ -185,3 +185,62 @@ func TestMonitoringEnableFalse(t *testing.T) {
 		}
 	}
 }
+
+// TestAnyProtIsTheFallback: an entry named anyprot (sslh's catch-all) is
+// the fallback without saying so, and with fallback: true too; a timeout
+// entry is chosen on silence. Before anyprot was a built-in the first was
+// refused as a user protocol without match fields.
+func TestAnyProtIsTheFallback(t *testing.T) {
+	for _, extra := range []string{"", "    fallback: true\n"} {
+		c, err := Parse([]byte("protocols:\n  - name: SSH\n    target: h:22\n  - name: anyprot\n    target: h:443\n"+extra+"  - name: timeout\n    target: h:13\n"), "a.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", extra, err)
+		}
+		ps, err := c.BuildProtocols()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps[0].Fallback || !ps[1].Fallback || ps[1].Name != protocols.AnyProt || ps[2].Fallback {
+			t.Fatalf("%q: fallback marks %v %v %v", extra, ps[0].Fallback, ps[1].Fallback, ps[2].Fallback)
+		}
+		if !ps[2].ServerFirst() || ps[1].ServerFirst() {
+			t.Fatalf("%q: timeout server-first %v, anyprot %v", extra, ps[2].ServerFirst(), ps[1].ServerFirst())
+		}
+		for _, p := range ps[1:] {
+			if p.Detector()([]byte{0}) != protocols.NoMatch {
+				t.Fatalf("%s matches a byte", p.Name)
+			}
+		}
+	}
+	// With byte patterns the name is a user protocol's, not the catch-all.
+	c, err := Parse([]byte("protocols:\n  - name: anyprot\n    target: h:1\n    match_start_bytes: [aa]\n"), "u.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocols[0].IsFallback() {
+		t.Fatal("a user protocol called anyprot is the fallback")
+	}
+}
+
+// TestRepeatedEntryAsFallback: a second entry of a protocol, the same
+// conditions, is refused as one that could never match, unless it is the
+// fallback, which takes what nothing matched (its detector's matches go to
+// the first entry).
+func TestRepeatedEntryAsFallback(t *testing.T) {
+	two := "protocols:\n  - name: HTTP\n    target: h:80\n  - name: HTTP\n    target: h:8080\n"
+	if _, err := Parse([]byte(two), "d.yaml"); err == nil || !strings.Contains(err.Error(), "d.yaml:4: protocols[1] (HTTP): same protocol and conditions as protocols[0]") {
+		t.Fatalf("a plain repeat: %v", err)
+	}
+	c, err := Parse([]byte(two+"    fallback: true\n"), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := c.BuildProtocols()
+	if err != nil || ps[0].Fallback || !ps[1].Fallback {
+		t.Fatalf("%v: fallback %v %v", err, ps[0].Fallback, ps[1].Fallback)
+	}
+	// A third plain repeat is still refused, against the first.
+	if _, err := Parse([]byte(two+"    fallback: true\n  - name: HTTP\n    target: h:1\n"), "d.yaml"); err == nil || !strings.Contains(err.Error(), "protocols[2] (HTTP): same protocol and conditions as protocols[0]") {
+		t.Fatalf("a third repeat: %v", err)
+	}
+}

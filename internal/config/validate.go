@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -241,6 +242,15 @@ func (v *checker) monitoring(m *Monitoring) {
 	}
 	if m.BindAddress != "" && !validHost(m.BindAddress) {
 		v.add(v.at("monitoring", "bind_address"), "monitoring.bind_address: %q is neither an IP address nor a host name", m.BindAddress)
+	}
+	switch {
+	case m.AdminTokenFile != "" && (len(m.AdminTokenFile) > maxStringLen || !filepath.IsAbs(m.AdminTokenFile) || !printable(m.AdminTokenFile)):
+		v.add(v.at("monitoring", "admin_token_file"), "monitoring.admin_token_file: %q: an absolute path of at most %d printable characters", m.AdminTokenFile, maxStringLen)
+	case m.AdminTokenFile != "" && !m.Admin:
+		v.add(v.at("monitoring", "admin_token_file"), "monitoring.admin_token_file: set while monitoring.admin is false: write admin: true to enable the actions, or remove the file name")
+	}
+	if m.Admin && m.MetricsPort == 0 {
+		v.add(v.at("monitoring", "admin"), "monitoring.admin: true, but monitoring.metrics_port is 0: the actions are served on the metrics port")
 	}
 }
 

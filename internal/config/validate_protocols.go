@@ -235,17 +235,25 @@ func (v *checker) protocols(c *Config) {
 		if _, err := upstream.ParseSource(p.Source); err != nil {
 			v.add(field("source"), "%s: %v", name, err)
 		}
-		if p.Fallback {
+		if p.IsFallback() {
 			fallbacks++
 			if fallbacks == 2 {
-				v.add(field("fallback"), "%s: a second fallback; only one protocol may be the fallback", name)
+				at, why := field("fallback"), ""
+				if !p.Fallback {
+					at, why = where, " (anyprot is the fallback by nature)"
+				}
+				v.add(at, "%s: a second fallback%s; only one protocol may be the fallback", name, why)
 			}
 		}
 		key := fmt.Sprintf("%s|%v|%v|%v", strings.ToLower(p.Name), p.SNI, p.ALPN, p.Host)
-		if j, dup := seen[key]; dup && builtin {
+		// A repeated entry that is the fallback still takes what nothing
+		// matched (sslh's "second http entry as the default").
+		if j, dup := seen[key]; dup && builtin && !p.IsFallback() {
 			v.add(where, "%s: same protocol and conditions as protocols[%d]: the second could never match", name, j)
 		}
-		seen[key] = i
+		if _, dup := seen[key]; !dup {
+			seen[key] = i
+		}
 	}
 }
 

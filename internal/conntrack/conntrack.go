@@ -9,31 +9,51 @@ package conntrack
 import (
 	"context"
 	"io"
+	"net"
 	"sync"
+	"time"
 )
 
 // Set is the live connections. The zero value is not usable; use New.
 type Set struct {
-	mu    sync.Mutex
-	m     map[io.Closer]*entry // by client: a net.Conn, or an event loop's connection
-	empty chan struct{}        // closed while the set is empty
+	mu     sync.Mutex
+	m      map[io.Closer]*entry // by client: a net.Conn, or an event loop's connection
+	byID   map[uint64]io.Closer
+	lastID uint64
+	empty  chan struct{} // closed while the set is empty
 }
 
 type entry struct {
 	backend io.Closer          // nil before the dial
 	dialing context.CancelFunc // set while the backend is being dialed (calling it after the dial is harmless)
+	id      uint64
+	client  net.Addr // nil when c has no RemoteAddr
+	since   time.Time
+}
+
+// Info describes one live connection (List).
+type Info struct {
+	ID     uint64 // unique in the process, never reused
+	Client net.Addr
+	Since  time.Time
 }
 
 // New returns an empty set.
 func New() *Set {
-	s := &Set{m: map[io.Closer]*entry{}, empty: make(chan struct{})}
+	s := &Set{m: map[io.Closer]*entry{}, byID: map[uint64]io.Closer{}, empty: make(chan struct{})}
 	close(s.empty)
 	return s
 }
 
 // Add tracks c unless limit connections are tracked already; it reports
-// whether c was added.
+// whether c was added. It gives c the next id, and records its address if
+// c has a RemoteAddr method (called here, on the caller's goroutine, once).
 func (s *Set) Add(c io.Closer, limit int) bool {
+	var client net.Addr
+	if ra, ok := c.(interface{ RemoteAddr() net.Addr }); ok {
+		client = ra.RemoteAddr()
+	}
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.m) >= limit {
@@ -42,7 +62,45 @@ func (s *Set) Add(c io.Closer, limit int) bool {
 	if len(s.m) == 0 {
 		s.empty = make(chan struct{})
 	}
-	s.m[c] = &entry{}
+	s.lastID++
+	s.m[c] = &entry{id: s.lastID, client: client, since: now}
+	s.byID[s.lastID] = c
+	return true
+}
+
+// List returns at most n live connections, the oldest first. It visits
+// every tracked connection (at most max_connections), keeping n.
+func (s *Set) List(n int) []Info {
+	var out []Info
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.m {
+		if n <= 0 || (len(out) == n && e.id > out[n-1].ID) {
+			continue
+		}
+		i := len(out)
+		for i > 0 && e.id < out[i-1].ID {
+			i--
+		}
+		if len(out) < n {
+			out = append(out, Info{})
+		}
+		copy(out[i+1:], out[i:len(out)-1])
+		out[i] = Info{ID: e.id, Client: e.client, Since: e.since}
+	}
+	return out
+}
+
+// Close closes the connection id, its backend and a dial in progress, as
+// CloseAll does for all of them; false when no live connection has id.
+func (s *Set) Close(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.byID[id]
+	if !ok {
+		return false
+	}
+	closeEntry(c, s.m[c])
 	return true
 }
 
@@ -72,8 +130,9 @@ func (s *Set) Attach(c, backend io.Closer) {
 // Remove stops tracking c.
 func (s *Set) Remove(c io.Closer) {
 	s.mu.Lock()
-	if _, ok := s.m[c]; ok {
+	if e, ok := s.m[c]; ok {
 		delete(s.m, c)
+		delete(s.byID, e.id)
 		if len(s.m) == 0 {
 			close(s.empty)
 		}
@@ -94,13 +153,17 @@ func (s *Set) CloseAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c, e := range s.m {
-		c.Close()
-		if e.dialing != nil {
-			e.dialing()
-		}
-		if e.backend != nil {
-			e.backend.Close()
-		}
+		closeEntry(c, e)
+	}
+}
+
+func closeEntry(c io.Closer, e *entry) {
+	c.Close()
+	if e.dialing != nil {
+		e.dialing()
+	}
+	if e.backend != nil {
+		e.backend.Close()
 	}
 }
 

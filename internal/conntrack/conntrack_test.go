@@ -79,3 +79,48 @@ func TestCloseAllCancelsDial(t *testing.T) {
 		t.Fatal("Dialing for a connection no longer tracked left its dial running")
 	}
 }
+
+// TestListAndCloseByID: each connection gets an id never reused; List
+// returns the oldest first, bounded; Close(id) closes that one connection
+// and its backend, leaving the others.
+func TestListAndCloseByID(t *testing.T) {
+	s := New()
+	var conns []net.Conn
+	for range 4 {
+		c, peer := net.Pipe()
+		defer peer.Close()
+		if !s.Add(c, 10) {
+			t.Fatal("Add refused under the limit")
+		}
+		conns = append(conns, c)
+	}
+	backend, bpeer := net.Pipe()
+	defer bpeer.Close()
+	s.Attach(conns[1], backend)
+	l := s.List(2)
+	if len(l) != 2 || l[0].ID != 1 || l[1].ID != 2 || l[0].Client == nil {
+		t.Fatalf("List(2) = %+v", l)
+	}
+	if !s.Close(2) || s.Close(99) {
+		t.Fatal("Close by id")
+	}
+	for _, c := range []net.Conn{conns[1], backend} {
+		if _, err := c.Write([]byte("x")); err == nil {
+			t.Fatal("Close(id) left the connection or its backend open")
+		}
+	}
+	s.Remove(conns[1])
+	if s.Close(2) {
+		t.Fatal("Close of a removed id")
+	}
+	c, peer := net.Pipe()
+	defer peer.Close()
+	s.Add(c, 10)
+	l = s.List(10)
+	if len(l) != 4 || l[3].ID != 5 || l[1].ID != 3 {
+		t.Fatalf("List after a remove and an add = %+v", l)
+	}
+	if err := conns[0].SetDeadline(time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("Close(2) closed connection 1 too: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/identify"
+	"github.com/darkit/protoplex/internal/ilist"
 	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/proxy"
@@ -62,9 +63,11 @@ type conn struct {
 	release func()
 	idle    time.Duration
 
-	deadline int64 // unix nanos; the timer, when hidx ≥ 0
+	deadline int64 // unix nanos of the loop's clock; the timer, when hidx ≥ 0
 	hidx     int
 	last     int64 // unix nanos of the last byte moved, for the idle timeout
+	id       uint64
+	links    ilist.Links[conn] // in the loop's conns
 
 	up, down dir
 	reason   proxy.CloseReason
@@ -114,7 +117,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	}
 	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
 	c.acc.Start = l.now
-	l.live++
+	l.own(c)
 	l.setRef(fd, ref{c: c})
 
 	// Guard: the global cap first, it costs nothing.
@@ -310,7 +313,7 @@ func (c *conn) handOff(h func(net.Conn), first []byte) {
 	c.hs = nil
 	env.Conns.Add(nc, math.MaxInt) // tracked before c leaves, so a drain never sees a gap
 	env.Conns.Remove(c)
-	l.live--
+	l.disown(c)
 	c.st = stDone
 	go func() {
 		defer c.acc.Log()
@@ -335,7 +338,7 @@ func (c *conn) nextAttempt() {
 			c.dialFailed(cmp.Or(hs.lastErr, error(os.ErrDeadlineExceeded)))
 			return
 		}
-		hs.att, hs.attStart, hs.connected = a, time.Now(), false
+		hs.att, hs.attStart, hs.connected = a, c.l.p.env.Now(), false
 		var fd int
 		var err error
 		var e syscall.Errno
@@ -402,7 +405,7 @@ func dialError(a upstream.Attempt, e syscall.Errno) error {
 // attemptFailed reports a failed attempt and closes its socket.
 func (c *conn) attemptFailed(err error) {
 	hs := c.hs
-	hs.plan.Done(hs.att, time.Since(hs.attStart), err)
+	hs.plan.Done(hs.att, c.l.since(hs.attStart), err)
 	if hs.att.Pooled != nil {
 		hs.att.Pooled.Close()
 	}
@@ -423,7 +426,7 @@ func (c *conn) dialFailed(err error) { // each failed target is logged by its ba
 // dialOK reports the attempt's success; the replay's own deadline starts.
 func (c *conn) dialOK() {
 	hs := c.hs
-	c.release = hs.plan.Done(hs.att, time.Since(hs.attStart), nil)
+	c.release = hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)
 	c.target = hs.att.Target
 	c.setDeadline(c.l.now.Add(c.srv.DialTimeout).UnixNano()) // a backend that never reads cannot hold the pair
 }
@@ -448,10 +451,10 @@ func (c *conn) dialedOffLoop(nc net.Conn, err error) {
 	hs := c.hs
 	c.goDial = false
 	hs.cancel()
-	c.l.now = time.Now()
+	c.l.now = c.l.p.env.Now()
 	if c.aborted {
 		if err == nil {
-			hs.plan.Done(hs.att, time.Since(hs.attStart), nil)()
+			hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)()
 			nc.Close()
 		}
 		c.dialFailed(cmp.Or(err, context.Canceled))
@@ -658,6 +661,10 @@ func (c *conn) timeout() {
 	}
 }
 
+// RemoteAddr is the client's address as accepted. Only conntrack's Add
+// calls it, on the loop, before a PROXY header may change acc.Client.
+func (c *conn) RemoteAddr() net.Addr { return c.acc.Client }
+
 // Close ends the connection from outside the loop (a drain's deadline);
 // it returns before the connection is closed.
 func (c *conn) Close() error {
@@ -716,6 +723,7 @@ func (c *conn) finish() {
 	if c.release != nil { // forwarded: the dial succeeded
 		fs := proxy.Stats{Up: c.up.n, Down: c.down.n, Reason: c.reason, PipeFallbacks: c.fallback}
 		env.Stats.Forwarded(c.entry.Stats, fs)
+		c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
 		c.acc.Forwarded(c.target, fs)
 		c.release()
 	}
@@ -727,9 +735,7 @@ func (c *conn) finish() {
 		env.Stats.Active.Dec()
 	}
 	c.acc.Log()
-	if l.live--; l.live == 0 {
-		l.dropPipes()
-	}
+	l.disown(c)
 }
 
 func setKeepAlive(fd int, d time.Duration) {

@@ -53,6 +53,12 @@ type Env struct {
 	// QuickAck keeps TCP_QUICKACK on for backend sockets; by default it is
 	// off before connect, so the handshake's last ACK rides on the replay.
 	QuickAck bool
+
+	// Now is the loops' clock (nil: time.Now): identification, dial, idle
+	// and back-off deadlines are read from it. A test injects one and
+	// wakes the loops (a Connections call does) after moving it.
+	Now       func() time.Time
+	realClock bool // Now is time.Now: a timer's deadline is a wall-clock instant
 }
 
 // DefaultSpliceAfter is where splicing starts paying on loopback (see
@@ -69,5 +75,8 @@ func (e *Env) defaults() {
 	}
 	if e.Log == nil {
 		e.Log = slog.Default()
+	}
+	if e.Now == nil {
+		e.Now, e.realClock = time.Now, true
 	}
 }

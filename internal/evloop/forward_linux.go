@@ -261,9 +261,10 @@ func (p spipe) close() {
 	rawClose(p.w)
 }
 
-// Timers: one deadline per connection, in a heap per loop. An idle timeout
-// is not moved on every byte: when it fires early, it is set again from the
-// last activity.
+// Timers: one deadline per connection, in a heap per loop, read against
+// the loop's clock (Env.Now). An idle timeout is not moved on every byte:
+// when it fires early, it is set again from the last activity. The loop's
+// rare timed work (accept back-off) waits in Loop.tasks beside the heap.
 
 type timerHeap []*conn
 
@@ -304,13 +305,13 @@ func (c *conn) clearDeadline() {
 }
 
 func (l *Loop) fireTimers() {
-	if len(l.timers) == 0 {
-		return
-	}
 	now := l.now.UnixNano()
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
 		c := heap.Pop(&l.timers).(*conn)
 		c.timeout()
+	}
+	if len(l.tasks) > 0 {
+		l.runTasks(now)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/darkit/protoplex/internal/ilist"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ func New(env Env, n int) (*Plane, error) {
 	env.defaults()
 	p := &Plane{env: env}
 	for i := 0; i < n; i++ {
-		l, err := newLoop(p, i)
+		l, err := newLoop(p, i, n)
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -49,7 +50,7 @@ func New(env Env, n int) (*Plane, error) {
 }
 
 // Close stops the loops once their connections are gone (a drain has
-// closed them already) and waits for them.
+// closed them already) and waits for them. It may be called again.
 func (p *Plane) Close() {
 	for _, l := range p.loops {
 		l.post(func() { l.stopping = true })
@@ -59,7 +60,8 @@ func (p *Plane) Close() {
 
 // Serve accepts ln's connections on the loops until ctx ends or ln is
 // closed (seen within listenerCheck), then stops watching ln. Only TCP and Unix
-// stream listeners can be served; others return ErrUnsupported at once.
+// stream listeners can be served; others return ErrUnsupported at once, and
+// a closed plane ErrClosed.
 func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
@@ -86,7 +88,10 @@ func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	for _, l := range p.loops {
 		lst := &listener{fd: fd, unix: isUnix(ln)} // each loop its own back-off
-		l.call(func() { l.addListener(lst) })
+		if err := l.call(func() { l.addListener(lst) }); err != nil {
+			p.unwatch(fd)
+			return err
+		}
 	}
 	// The caller may also stop ln by closing it (as with Accept): the
 	// duplicate would keep the port open, so ln is looked at now and then.
@@ -100,17 +105,25 @@ func (p *Plane) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	tick.Stop()
+	p.unwatch(fd)
+	return nil
+}
+
+// unwatch takes the listener fd off every loop still running, and closes it.
+func (p *Plane) unwatch(fd int) {
 	for _, l := range p.loops {
-		l.call(func() { l.removeListener(fd) })
+		_ = l.call(func() { l.removeListener(fd) }) // a stopped loop watches nothing
 	}
 	rawClose(fd)
-	return nil
 }
 
 func isUnix(ln net.Listener) bool { _, ok := ln.(*net.UnixListener); return ok }
 
 // ErrUnsupported: the listener is not a TCP or Unix stream socket.
 var ErrUnsupported = errors.New("evloop: listener type not supported")
+
+// ErrClosed: the plane's loops have stopped.
+var ErrClosed = errors.New("evloop: plane closed")
 
 // listener is one watched listening socket.
 type listener struct {
@@ -124,24 +137,27 @@ type listener struct {
 // owning every connection it accepted.
 type Loop struct {
 	p     *Plane
-	id    int
 	ep    int
 	epf   *os.File        // ep in the runtime's poller, to sleep on
 	rc    syscall.RawConn // epf's
 	armed time.Time       // the deadline set on epf
-	wake  int             // eventfd: a post from another goroutine
+	wake  int             // eventfd: a post from another goroutine; closed once closed is set
 
-	mu    sync.Mutex
-	inbox []func()
-	spare []func()
+	mu     sync.Mutex
+	closed bool // the loop has stopped: post refuses, nothing writes to wake
+	inbox  []func()
+	spare  []func()
 
 	refs      []ref // by fd
 	listeners []*listener
 	timers    timerHeap
-	ready     []*conn // conns whose pump stopped at the fairness cap
-	free      []*conn // finished conns, for reuse
-	pipes     []spipe // empty splice pipes, for reuse
-	live      int     // conns owned
+	tasks     []task           // rare timed work (accept back-off): a few at most, one per listener
+	ready     []*conn          // conns whose pump stopped at the fairness cap
+	pipes     []spipe          // empty splice pipes, for reuse
+	conns     ilist.List[conn] // conns owned, oldest first
+	live      int              // len(conns)
+	nextID    uint64           // the next conn's ID
+	idStep    uint64           // the number of loops: loop i numbers i+1, i+1+n, …, so no ID repeats in a plane
 	stopping  bool
 
 	now time.Time
@@ -160,12 +176,12 @@ const (
 	loopBuf       = 64 << 10
 	maxEvents     = 256
 	acceptBatch   = 64
-	maxFreeConns  = 1024
 	maxFreePipes  = 32
 	maxPumpChunks = 16 // reads per direction per wake: a bulk stream must not starve the loop's others
 )
 
-func newLoop(p *Plane, id int) (*Loop, error) {
+// newLoop makes loop i of n.
+func newLoop(p *Plane, i, n int) (*Loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
@@ -193,26 +209,37 @@ func newLoop(p *Plane, id int) (*Loop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("evloop: epoll: %w", err)
 	}
-	return &Loop{p: p, id: id, ep: ep, epf: epf, rc: rc, wake: wake, buf: make([]byte, loopBuf), now: time.Now()}, nil
+	l := &Loop{p: p, ep: ep, epf: epf, rc: rc, wake: wake, buf: make([]byte, loopBuf), now: p.env.Now(),
+		nextID: uint64(i) + 1, idStep: uint64(n), conns: ilist.New(func(c *conn) *ilist.Links[conn] { return &c.links })}
+	return l, nil
 }
 
-// post runs fn on the loop's goroutine, soon.
-func (l *Loop) post(fn func()) {
+// post runs fn on the loop's goroutine, soon; false when the loop has
+// stopped, and fn will never run. The wake-up is written under l.mu, so it
+// cannot reach a descriptor that took wake's number after shutdown.
+func (l *Loop) post(fn func()) bool {
 	l.mu.Lock()
-	first := len(l.inbox) == 0
-	l.inbox = append(l.inbox, fn)
-	l.mu.Unlock()
-	if first {
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	if len(l.inbox) == 0 {
 		one := uint64(1)
 		_, _ = unix.Write(l.wake, (*[8]byte)(unsafeUint64(&one))[:])
 	}
+	l.inbox = append(l.inbox, fn)
+	return true
 }
 
-// call runs fn on the loop and waits for it.
-func (l *Loop) call(fn func()) {
+// call runs fn on the loop and waits for it; ErrClosed when the loop has
+// stopped (fn did not run).
+func (l *Loop) call(fn func()) error {
 	done := make(chan struct{})
-	l.post(func() { fn(); close(done) })
+	if !l.post(func() { fn(); close(done) }) {
+		return ErrClosed
+	}
 	<-done
+	return nil
 }
 
 func (l *Loop) run() {
@@ -220,7 +247,7 @@ func (l *Loop) run() {
 	evs := make([]unix.EpollEvent, maxEvents)
 	for {
 		n := l.wait(evs)
-		l.now = time.Now()
+		l.now = l.p.env.Now()
 		for i := 0; i < n; i++ {
 			ev := &evs[i]
 			fd := int(ev.Fd)
@@ -259,8 +286,11 @@ func (l *Loop) wait(evs []unix.EpollEvent) int {
 		return epollPoll(l.ep, evs)
 	}
 	var deadline time.Time
-	if len(l.timers) > 0 {
-		deadline = time.Unix(0, l.timers[0].deadline)
+	if next, ok := l.nextDeadline(); ok {
+		deadline = time.Unix(0, next)
+		if !l.p.env.realClock { // the timers keep the injected clock's time: sleep as long
+			deadline = time.Now().Add(time.Duration(next - l.p.env.Now().UnixNano()))
+		}
 	}
 	if !deadline.Equal(l.armed) {
 		_ = l.epf.SetReadDeadline(deadline)
@@ -354,9 +384,44 @@ func (l *Loop) accept(ln *listener) {
 	}
 }
 
-// after runs fn on the loop after d (rare work: accept back-off).
+// task is timed work on the loop.
+type task struct {
+	at int64 // unix nanos of the loop's clock
+	fn func()
+}
+
+// after runs fn on the loop once its clock has passed d from now (rare
+// work: accept back-off). It waits beside the loop's timers, so it dies
+// with the loop and never posts from another goroutine.
 func (l *Loop) after(d time.Duration, fn func()) {
-	time.AfterFunc(d, func() { l.post(fn) })
+	l.tasks = append(l.tasks, task{at: l.now.Add(d).UnixNano(), fn: fn})
+}
+
+// runTasks runs the tasks due at now.
+func (l *Loop) runTasks(now int64) {
+	due := l.tasks
+	l.tasks = nil
+	for _, t := range due {
+		if t.at <= now {
+			t.fn()
+		} else {
+			l.tasks = append(l.tasks, t)
+		}
+	}
+}
+
+// nextDeadline is the earliest timer or task; false when there is none.
+func (l *Loop) nextDeadline() (int64, bool) {
+	next, ok := int64(0), false
+	if len(l.timers) > 0 {
+		next, ok = l.timers[0].deadline, true
+	}
+	for _, t := range l.tasks {
+		if !ok || t.at < next {
+			next, ok = t.at, true
+		}
+	}
+	return next, ok
 }
 
 func (l *Loop) runReady() {
@@ -373,10 +438,39 @@ func (l *Loop) runReady() {
 	}
 }
 
+// shutdown ends the loop: from now on a post is refused. Work posted
+// since the last look at the inbox still runs, so no call waits forever.
 func (l *Loop) shutdown() {
+	l.mu.Lock()
+	l.closed = true
+	work := l.inbox
+	l.inbox, l.spare = nil, nil
+	l.mu.Unlock()
+	for _, fn := range work {
+		fn()
+	}
 	l.dropPipes()
 	unix.Close(l.wake)
 	l.epf.Close() // the epoll instance
+}
+
+// since is the time the loop's clock says has passed since t.
+func (l *Loop) since(t time.Time) time.Duration { return l.p.env.Now().Sub(t) }
+
+// own makes c one of the loop's connections.
+func (l *Loop) own(c *conn) {
+	c.id = l.nextID
+	l.nextID += l.idStep
+	l.conns.PushBack(c)
+	l.live++
+}
+
+// disown: c has ended or left the loop (an in-process handler).
+func (l *Loop) disown(c *conn) {
+	l.conns.Remove(c)
+	if l.live--; l.live == 0 {
+		l.dropPipes()
+	}
 }
 
 // getPipe returns an empty pipe, from the loop's spares or new; ok false

@@ -26,3 +26,6 @@ func (*Plane) Serve(context.Context, net.Listener) error { return ErrUnsupported
 
 // Close does nothing.
 func (*Plane) Close() {}
+
+// Connections has none to list.
+func (*Plane) Connections(int) []ConnInfo { return nil }

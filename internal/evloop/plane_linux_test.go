@@ -62,16 +62,36 @@ func TestDrainAccounting(t *testing.T) {
 }
 
 // drainEveryState starts a plane holding a connection in each state a
-// drain may find — forwarding, identifying, connecting on the loop, dialed
-// off the loop — closes them all with CloseAll and checks that Wait
-// returns and every client is closed.
+// drain may find (holdEveryState), closes them all with CloseAll and checks
+// that Wait returns and every client is closed.
 func drainEveryState(t *testing.T) *rig {
+	t.Helper()
+	r, clients := holdEveryState(t)
+	r.conns.CloseAll()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	if err := r.conns.Wait(ctx); err != nil {
+		t.Fatalf("Wait after CloseAll: %v, %d connections left; log:\n%s", err, r.conns.Len(), r.log)
+	}
+	for name, c := range clients {
+		if _, err := readAll(c.conn); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: the client was not closed", name)
+		}
+	}
+	return r
+}
+
+// holdEveryState starts a plane holding a connection in each state a
+// drain may find — forwarding, identifying, connecting on the loop, dialed
+// off the loop — and returns their clients by state.
+func holdEveryState(t *testing.T) (*rig, map[string]held) {
 	t.Helper()
 	stuck := stuckAddr(t)
 	offLoop := routeFor("OFFLOOP", "SRC", stuck)
 	offLoop.Source = []string{"127.0.0.1"} // a source address: dialed on a goroutine
+	echo := testnet.Echo(t)
 	r := newRig(t, []*protocols.Protocol{
-		route("ECHO", testnet.Echo(t)),
+		route("ECHO", echo),
 		routeFor("STUCK", "STUCK", stuck),
 		offLoop,
 	}, func(s *setup) { s.srv.DialTimeout = time.Minute })
@@ -93,19 +113,12 @@ func drainEveryState(t *testing.T) *rig {
 		return r.conns.Len() == 4 && r.metric("protoplex_identified_total", "protocol=STUCK") == 1 &&
 			r.metric("protoplex_identified_total", "protocol=OFFLOOP") == 1
 	}, "not all four connections are where the test needs them; log:\n%s", r.log)
-
-	r.conns.CloseAll()
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	defer cancel()
-	if err := r.conns.Wait(ctx); err != nil {
-		t.Fatalf("Wait after CloseAll: %v, %d connections left; log:\n%s", err, r.conns.Len(), r.log)
+	return r, map[string]held{
+		"forwarded":   {conn: forwarded, target: echo},
+		"identifying": {conn: identifying},
+		"connecting":  {conn: connecting, target: stuck},
+		"dialing":     {conn: dialing, target: stuck},
 	}
-	for name, c := range map[string]net.Conn{"forwarded": forwarded, "identifying": identifying, "connecting": connecting, "dialing": dialing} {
-		if _, err := readAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("%s: the client was not closed", name)
-		}
-	}
-	return r
 }
 
 // TestDialFailure: a target that refuses is counted against it, and a

@@ -38,15 +38,6 @@ func rawSend(fd int, b []byte, more bool) (int, syscall.Errno) {
 	return int(n), 0
 }
 
-// rawWrite is write(2): for Unix sockets and pipes as well as TCP.
-func rawWrite(fd int, b []byte) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), 0
-}
-
 func rawClose(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 
 func rawShutdownWrite(fd int) syscall.Errno {

@@ -142,6 +142,7 @@ type entry struct {
 	bannedUntil time.Time
 	bans        int
 	lastSeen    time.Time
+	banReason   BanReason // why bannedUntil was last set
 }
 
 // Ticket is what Admit counted for one connection. Release undoes exactly
@@ -370,12 +371,119 @@ func (g *Guard) Ban(ip netip.Addr, d time.Duration) {
 		sh.touch(e, now)
 		if until := now.Add(d); until.After(e.bannedUntil) {
 			e.bannedUntil = until
+			e.banReason = BanRemote
 		}
 	}
 	sh.mu.Unlock()
 	if e == nil {
 		g.log.Warn("remote ban dropped: source table full", "source", key.String())
 	}
+}
+
+// Unban lifts the ban of ip (for IPv6, its /64), whatever issued it; it
+// reports whether a ban was in force. The source's record of earlier bans
+// stays, so a repeat offender's next ban is still longer.
+func (g *Guard) Unban(ip netip.Addr) bool {
+	key := trackKey(ip.Unmap())
+	sh := g.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil || !g.now().Before(e.bannedUntil) {
+		return false
+	}
+	e.bannedUntil, e.failures = time.Time{}, 0
+	return true
+}
+
+// BanReason says what issued a ban.
+type BanReason uint8
+
+// Ban reasons.
+const (
+	BanIdentifyFailures BanReason = iota // the DDoS guard: connections kept failing identification
+	BanRemote                            // Ban: another node of the cluster, or the API
+)
+
+func (r BanReason) String() string { return [...]string{"identify_failures", "remote"}[r] }
+
+// BanInfo is one source banned now.
+type BanInfo struct {
+	Source    netip.Addr // the address, or an IPv6 /64's first address
+	Reason    BanReason
+	Remaining time.Duration
+}
+
+// SourceInfo is one tracked source and its open connections.
+type SourceInfo struct {
+	Source      netip.Addr
+	Connections int
+}
+
+// Bans returns the sources banned now, at most max of them, those banned
+// the longest first; and how many are banned in all. It visits every
+// tracked source (at most the table's 1,048,576): for a status page, not
+// the connection path.
+func (g *Guard) Bans(max int) ([]BanInfo, int) {
+	now := g.now()
+	var out []BanInfo
+	total := 0
+	g.each(func(e *entry) {
+		if !now.Before(e.bannedUntil) {
+			return
+		}
+		total++
+		out = keepTop(out, BanInfo{Source: e.key, Reason: e.banReason, Remaining: e.bannedUntil.Sub(now)}, max,
+			func(a, b BanInfo) bool {
+				return a.Remaining > b.Remaining || (a.Remaining == b.Remaining && a.Source.Less(b.Source))
+			})
+	})
+	return out, total
+}
+
+// TopSources returns at most n sources with the most open connections,
+// most first; sources with none are left out. Like Bans, it visits every
+// tracked source.
+func (g *Guard) TopSources(n int) []SourceInfo {
+	var out []SourceInfo
+	g.each(func(e *entry) {
+		if e.active > 0 {
+			out = keepTop(out, SourceInfo{Source: e.key, Connections: e.active}, n,
+				func(a, b SourceInfo) bool {
+					return a.Connections > b.Connections || (a.Connections == b.Connections && a.Source.Less(b.Source))
+				})
+		}
+	})
+	return out
+}
+
+// each calls fn for every tracked source, one shard locked at a time.
+func (g *Guard) each(fn func(*entry)) {
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			fn(e)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// keepTop inserts v into top, kept sorted by before and at most n long.
+func keepTop[T any](top []T, v T, n int, before func(a, b T) bool) []T {
+	if n <= 0 || (len(top) == n && !before(v, top[n-1])) {
+		return top
+	}
+	i := len(top)
+	for i > 0 && before(v, top[i-1]) {
+		i--
+	}
+	if len(top) < n {
+		top = append(top, v)
+	}
+	copy(top[i+1:], top[i:len(top)-1])
+	top[i] = v
+	return top
 }
 
 // lockEntry locks key's shard and returns it with key's state there, as

@@ -41,17 +41,19 @@ type ServeFunc func(ctx context.Context, ln net.Listener) error
 // Group is the sockets of one kind a manager listens on, by configured
 // address. Its methods are safe for concurrent use.
 type Group[L io.Closer] struct {
-	open  func(ctx context.Context, addr string) (L, error)
-	addr  func(L) net.Addr
-	key   string // the configuration key, in errors
-	serve func(ctx context.Context, ln L) error
-	onErr func(addr string, err error)
+	bind    func(ctx context.Context, addr string) (L, error)
+	inherit func(in *Inherited, addr string) (L, bool, error) // the socket handed over for addr
+	addr    func(L) net.Addr
+	key     string // the configuration key, in errors
+	serve   func(ctx context.Context, ln L) error
+	onErr   func(addr string, err error)
 
 	mu      sync.Mutex
 	ctx     context.Context
 	running map[string]*loop[L]
 	order   []string     // addresses of the last Commit, as given
 	pending map[string]L // bound by Prepare or given to Adopt, for the next Commit
+	in      *Inherited   // sockets taken instead of bound (an upgrade's)
 	wg      sync.WaitGroup
 }
 
@@ -70,13 +72,15 @@ type loop[L io.Closer] struct {
 // NewSet returns an empty set of stream listeners whose loops run serve;
 // onErr hears a loop that ended with an error.
 func NewSet(serve ServeFunc, onErr func(addr string, err error)) *Set {
-	return &Set{open: Open, addr: net.Listener.Addr, key: "server.listen", serve: serve, onErr: onErr, running: map[string]*loop[net.Listener]{}}
+	return &Set{bind: Open, inherit: (*Inherited).listener, addr: net.Listener.Addr, key: "server.listen",
+		serve: serve, onErr: onErr, running: map[string]*loop[net.Listener]{}}
 }
 
 // NewPacketSet returns an empty set of UDP sockets whose loops run serve;
 // onErr hears a loop that ended with an error.
 func NewPacketSet(serve func(ctx context.Context, pc net.PacketConn) error, onErr func(addr string, err error)) *PacketSet {
-	return &PacketSet{open: UDP, addr: net.PacketConn.LocalAddr, key: "server.listen_udp", serve: serve, onErr: onErr, running: map[string]*loop[net.PacketConn]{}}
+	return &PacketSet{bind: UDP, inherit: (*Inherited).packetConn, addr: net.PacketConn.LocalAddr, key: "server.listen_udp",
+		serve: serve, onErr: onErr, running: map[string]*loop[net.PacketConn]{}}
 }
 
 // Adopt gives the set ln, a socket bound already (socket activation), as
@@ -113,7 +117,7 @@ func (s *Group[L]) Prepare(addrs []string) error {
 			continue
 		}
 		var ln L
-		if ln, err = s.open(context.Background(), a); err != nil {
+		if ln, err = s.open(a); err != nil {
 			break
 		}
 		kept[a] = ln
@@ -127,6 +131,37 @@ func (s *Group[L]) Prepare(addrs []string) error {
 	}
 	s.pending = kept
 	return nil
+}
+
+// open takes the socket handed over for a, or binds it.
+func (s *Group[L]) open(a string) (L, error) {
+	ln, ok, err := s.inherit(s.in, a)
+	if !ok {
+		return s.bind(context.Background(), a)
+	}
+	if err != nil {
+		return ln, fmt.Errorf("protoplex: listen %s: the socket handed over: %w", a, err)
+	}
+	return ln, nil
+}
+
+// Inherit makes the set take its sockets from in, where in has them,
+// instead of binding them.
+func (s *Group[L]) Inherit(in *Inherited) {
+	s.mu.Lock()
+	s.in = in
+	s.mu.Unlock()
+}
+
+// Listeners calls fn with each address served and its socket.
+func (s *Group[L]) Listeners(fn func(addr string, ln L)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.order {
+		if l, ok := s.running[a]; ok {
+			fn(a, l.ln)
+		}
+	}
 }
 
 // Release closes what Prepare bound for a reload that was rejected.
@@ -174,7 +209,7 @@ func (s *Group[L]) Commit(addrs []string) {
 		ln, ok := s.pending[a]
 		if !ok {
 			var err error
-			if ln, err = s.open(context.Background(), a); err != nil {
+			if ln, err = s.open(a); err != nil {
 				s.onErr(a, err)
 				continue
 			}
@@ -220,3 +255,13 @@ func (s *Group[L]) Addrs() []net.Addr {
 
 // Wait returns when every loop has returned.
 func (s *Group[L]) Wait() { s.wg.Wait() }
+
+// listener and packetConn are what a Set and a PacketSet take from in: the
+// socket handed over under their role.
+func (in *Inherited) listener(addr string) (net.Listener, bool, error) {
+	return in.Listener(RoleListen, addr)
+}
+
+func (in *Inherited) packetConn(addr string) (net.PacketConn, bool, error) {
+	return in.PacketConn(RoleListenUDP, addr)
+}

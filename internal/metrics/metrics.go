@@ -69,7 +69,8 @@ type Stats struct {
 
 	UDP *UDP // the UDP engine's collectors
 
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	process prometheus.Collector // process_*: the status page reads it alone
 
 	refused          *prometheus.CounterVec
 	refusedBy        map[string]prometheus.Counter // read-only after New
@@ -84,10 +85,15 @@ type Stats struct {
 	backendUp        *prometheus.GaugeVec
 	reloadOK         prometheus.Counter
 	reloadFailed     prometheus.Counter
+	upgradeOK        prometheus.Counter
+	upgradeFailed    prometheus.Counter
 	discovered       *prometheus.GaugeVec
 
 	mu     sync.Mutex
 	routes map[string]*Route
+	// lastReload and lastResult: the last Reload, for the status page.
+	lastReload time.Time
+	lastResult string
 	// series: the protocol and target of every backend_up series, for
 	// RetainTargets.
 	series map[[2]string]bool
@@ -133,6 +139,7 @@ func (s *Stats) Forwarded(r *Route, fs proxy.Stats) {
 func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
+		process:   collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		routes:    map[string]*Route{},
 		series:    map[[2]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
@@ -152,17 +159,19 @@ func New() *Stats {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
 	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy; a target no route serves any more has no series."}, []string{"protocol", "target"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
+	upgrades := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_upgrades_total",
+		Help: "Binary upgrades, by result: a failure counted by the process that keeps serving, a success by the new process that took over."}, []string{"result"})
 	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
 		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
 	s.ClusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
 	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
 	s.reg.MustRegister(s.Accepted, s.Active, s.refused, s.closed, s.identifyFailures, s.identified, s.identifyDur,
-		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, s.PipeFallbacks, s.ClusterNodes, s.discovered,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.PipeFallbacks, s.ClusterNodes, s.discovered,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
 			func() float64 { _, h := s.Cache.Load(); return float64(h) }),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), s.process)
 	for _, r := range refusedReasons {
 		s.refusedBy[r] = s.refused.WithLabelValues(r)
 	}
@@ -172,6 +181,8 @@ func New() *Stats {
 	s.UDP = newUDP(s.reg)
 	s.reloadOK = reloads.WithLabelValues("success")
 	s.reloadFailed = reloads.WithLabelValues("failure")
+	s.upgradeOK = upgrades.WithLabelValues("success")
+	s.upgradeFailed = upgrades.WithLabelValues("failure")
 	return s
 }
 
@@ -229,13 +240,27 @@ func (s *Stats) IdentifyFailed(f identify.Failure) {
 	s.identifyFailures.WithLabelValues(f.String()).Inc()
 }
 
+// Upgrade counts a binary upgrade: taken over (ok), or failed.
+func (s *Stats) Upgrade(ok bool) {
+	if ok {
+		s.upgradeOK.Inc()
+	} else {
+		s.upgradeFailed.Inc()
+	}
+}
+
 // Reload counts a configuration reload, applied (ok) or rejected.
 func (s *Stats) Reload(ok bool) {
+	result := "failure"
 	if ok {
 		s.reloadOK.Inc()
+		result = "success"
 	} else {
 		s.reloadFailed.Inc()
 	}
+	s.mu.Lock()
+	s.lastReload, s.lastResult = time.Now(), result
+	s.mu.Unlock()
 }
 
 // Discovered sets how many backends of protocol service discovery knows.

@@ -220,7 +220,7 @@ func TestLabelValuesAtZero(t *testing.T) {
 		want = append(want, "protoplex_identify_failures_total{reason="+r+"}")
 	}
 	for _, r := range []string{"success", "failure"} {
-		want = append(want, "protoplex_config_reloads_total{result="+r+"}")
+		want = append(want, "protoplex_config_reloads_total{result="+r+"}", "protoplex_upgrades_total{result="+r+"}")
 	}
 	for _, r := range []string{"done", "idle_timeout", "error", "drain", "dial_error"} {
 		want = append(want, "protoplex_connections_closed_total{protocol=P,reason="+r+"}")

@@ -54,6 +54,12 @@ func Serve(addr string, h http.Handler, lim Limits) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ServeListener(ln, h, lim), nil
+}
+
+// ServeListener serves h on ln (a socket bound elsewhere: an upgrade's)
+// within lim until Close, which closes ln.
+func ServeListener(ln net.Listener, h http.Handler, lim Limits) *Server {
 	ml := newListener(ln, lim.MaxConns, lim.MaxConnsPerSource)
 	srv := &http.Server{
 		Handler:           h,
@@ -65,8 +71,11 @@ func Serve(addr string, h http.Handler, lim Limits) (*Server, error) {
 		ConnState:         ml.connState,
 	}
 	go srv.Serve(ml) // returns once Close has closed the listener
-	return &Server{srv: srv, ln: ml}, nil
+	return &Server{srv: srv, ln: ml}
 }
+
+// Listener is the listening socket the server accepts on.
+func (s *Server) Listener() net.Listener { return s.ln.Listener }
 
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

@@ -186,7 +186,7 @@ func (t *Table) Pool() metrics.PoolMetrics {
 // Health is what the active health checks of one route find.
 type Health struct {
 	Name    string
-	Up      int // targets the checks find up
+	Up      int // targets the checks find up and no operator holds (drain, maint)
 	Checked int // targets checked: 0 without active health checks or in-process
 }
 
@@ -200,7 +200,7 @@ func (t *Table) Health() []Health {
 		}
 		for _, st := range e.Backend.Status() {
 			out[i].Checked++
-			if st.Up {
+			if st.Up && st.Admin == upstream.Ready { // a drained target takes no connection
 				out[i].Up++
 			}
 		}

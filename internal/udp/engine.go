@@ -79,6 +79,9 @@ type Options struct {
 	// Context, when it ends, closes the engine as Close does (nil: only
 	// Close does).
 	Context context.Context
+	// ListenPacket binds a listener's address (nil: net.ListenConfig); an
+	// upgraded process takes the socket its predecessor handed over.
+	ListenPacket func(ctx context.Context, addr string) (net.PacketConn, error)
 }
 
 // Engine serves UDP listeners and their flows.
@@ -147,12 +150,23 @@ func (e *Engine) Listen(ctx context.Context, addr string) (net.Addr, error) {
 }
 
 func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	listenPacket := e.opt.ListenPacket
+	if listenPacket == nil {
+		var lc net.ListenConfig
+		listenPacket = func(ctx context.Context, addr string) (net.PacketConn, error) {
+			return lc.ListenPacket(ctx, "udp", addr)
+		}
+	}
+	pc, err := listenPacket(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	ln := &listener{conn: pc.(*net.UDPConn), addr: addr}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("not a UDP socket: %s", pc.LocalAddr())
+	}
+	ln := &listener{conn: uc, addr: addr}
 	// Every flow's datagrams arrive on this one socket: a larger receive
 	// buffer absorbs bursts while the loop forwards (the kernel caps it at
 	// net.core.rmem_max).
@@ -168,6 +182,15 @@ func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
 	e.mu.Unlock()
 	go e.readLoop(ln)
 	return ln, nil
+}
+
+// Sockets calls fn with each listener's configured address and socket.
+func (e *Engine) Sockets(fn func(addr string, conn *net.UDPConn)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ln := range e.lns {
+		fn(ln.addr, ln.conn)
+	}
 }
 
 // Addrs returns the bound listeners' addresses.

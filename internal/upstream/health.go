@@ -36,6 +36,7 @@ type health struct {
 	mu        sync.Mutex
 	ok, fails int
 	up        bool
+	last      CheckResult
 }
 
 // Start runs the active health checks and the warm pool refill until ctx is
@@ -90,10 +91,23 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 	tick := time.NewTicker(hc.Interval)
 	defer tick.Stop()
 	for {
+		if Admin(t.admin.Load()) == Maint { // maintenance pauses the checks
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				continue
+			}
+		}
+		begin := s.now()
 		err := s.probe(ctx, t, timeout)
 		s.checks.Add(1)
 		h := t.health
 		h.mu.Lock()
+		h.last = CheckResult{At: begin, Duration: s.now().Sub(begin)}
+		if err != nil {
+			h.last.Err = truncate(err.Error(), maxCheckError)
+		}
 		was := h.up
 		if err == nil {
 			h.ok, h.fails = h.ok+1, 0
@@ -108,8 +122,11 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 		}
 		now := h.up
 		h.mu.Unlock()
-		if now != was && s.opt.StateChange != nil {
-			s.opt.StateChange(t.Addr, now)
+		if now != was {
+			t.since.Store(s.now().UnixNano())
+			if s.opt.StateChange != nil {
+				s.opt.StateChange(t.Addr, now)
+			}
 		}
 		if now {
 			t.downUntil.Store(0)
@@ -173,6 +190,17 @@ func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error
 		return nil
 	}
 	return fmt.Errorf("unknown check %q", s.opt.Health.Check)
+}
+
+// maxCheckError bounds the text kept of a failed check's error: it may
+// quote what a backend answered.
+const maxCheckError = 200
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // readLine reads one reply line, never more than maxReplyLine bytes from c.

@@ -11,7 +11,7 @@ import (
 // the strategy's choice first, then the other targets as configured; the
 // targets up when the plan began come first (pass one), those in back-off
 // after them (pass two), so a set whose targets are all down still tries
-// each once. Every target is offered at most once, and a target failing in
+// each once. A target an operator holds (Drain, Maint) is never offered. Every target is offered at most once, and a target failing in
 // pass one is not offered again in pass two.
 //
 // A Plan is a value that allocates nothing for sets of up to 64 targets,
@@ -95,6 +95,9 @@ func (p *Plan) Next() (Attempt, bool) {
 				j--
 			}
 			p.next++
+			if p.s.targets[j].admin.Load() != uint32(Ready) {
+				continue // drained or in maintenance: never a new connection
+			}
 			if p.wasUp(j) == (p.pass == 0) {
 				return p.s.attempt(p.s.targets[j]), true
 			}
@@ -143,13 +146,20 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 		s.opt.DialDone(t.Addr, d, err)
 	}
 	if err != nil {
+		t.dialErrs.Add(1)
 		f := t.failures.Add(1)
+		if f == 1 {
+			t.since.Store(s.now().UnixNano())
+		}
 		t.downUntil.Store(s.now().Add(backoff(f)).UnixNano())
 		return nil
 	}
-	t.failures.Store(0)
+	if t.failures.Swap(0) > 0 {
+		t.since.Store(s.now().UnixNano())
+	}
 	t.downUntil.Store(0)
 	t.active.Add(1)
+	t.served.Add(1)
 	if a.Pooled != nil {
 		s.reused.Add(1)
 	} else {

@@ -120,6 +120,7 @@ type Options struct {
 type Set struct {
 	opt     Options
 	targets []*target
+	byAddr  map[string]*target // the first target of each address; read-only after New
 	dialer  net.Dialer
 	// now is the clock of back-offs and pool ages: time.Now, or a test's
 	// fake set before the set is used.
@@ -150,6 +151,38 @@ type target struct {
 	health *health       // nil without active checks
 	pool   chan pooled   // nil without a warm pool
 	refill chan struct{} // a pooled conn was taken
+
+	admin    atomic.Uint32 // an Admin: what an operator holds the target in
+	since    atomic.Int64  // unix nanos of the last change of up, down or Admin
+	served   atomic.Int64  // connections dialed or taken from the pool for clients
+	dialErrs atomic.Int64  // failed dials for clients
+	bytesUp  atomic.Int64  // forwarded client → backend, by connections ended
+	bytesDn  atomic.Int64  // forwarded backend → client
+}
+
+// Admin is the state an operator holds a target in (the status page's
+// actions). A target held in Drain or Maint is never offered by a Plan, so
+// it gets no new connection; the connections it has keep running. Maint
+// also pauses its active health checks.
+type Admin uint8
+
+// Operator states.
+const (
+	Ready Admin = iota // no hold: the target serves as its health says
+	Drain
+	Maint
+)
+
+func (a Admin) String() string { return [...]string{"ready", "drain", "maint"}[a] }
+
+// ParseAdmin reads "ready", "drain" or "maint".
+func ParseAdmin(s string) (Admin, bool) {
+	for a := Ready; a <= Maint; a++ {
+		if s == a.String() {
+			return a, true
+		}
+	}
+	return Ready, false
 }
 
 // Status of one target.
@@ -158,6 +191,22 @@ type Status struct {
 	Weight int
 	Up     bool
 	Active int64
+
+	Admin      Admin
+	Since      time.Time // the last change of Up or Admin (or when the set was built)
+	Served     int64     // connections given to clients, in total
+	DialErrors int64     // failed dials for clients, in total
+	BytesUp    int64     // forwarded client → backend by connections ended (Forwarded)
+	BytesDown  int64     // forwarded backend → client
+	Check      CheckResult
+}
+
+// CheckResult is a target's last active health check; At is zero before the
+// first one, or without active checks.
+type CheckResult struct {
+	At       time.Time
+	Duration time.Duration
+	Err      string // "" when the check passed
 }
 
 // New returns a set over targets.
@@ -219,7 +268,38 @@ func New(targets []Target, opt Options) (*Set, error) {
 func (s *Set) add(t *target) {
 	t.refill = make(chan struct{}, 1)
 	t.done = t.release
+	t.since.Store(s.now().UnixNano())
 	s.targets = append(s.targets, t)
+	if s.byAddr == nil {
+		s.byAddr = map[string]*target{}
+	}
+	if _, ok := s.byAddr[t.Addr]; !ok {
+		s.byAddr[t.Addr] = t
+	}
+}
+
+// Forwarded counts the bytes a connection to target (Attempt.Target)
+// moved each way, when it ends: the status page's per-target rates.
+func (s *Set) Forwarded(target string, up, down int64) {
+	if t := s.byAddr[target]; t != nil {
+		t.bytesUp.Add(up)
+		t.bytesDn.Add(down)
+	}
+}
+
+// SetAdmin holds the target addr (as configured) in a, or releases it
+// (Ready); false when the set has no such target.
+func (s *Set) SetAdmin(addr string, a Admin) bool {
+	found := false
+	for _, t := range s.targets {
+		if t.Addr == addr {
+			if Admin(t.admin.Swap(uint32(a))) != a {
+				t.since.Store(s.now().UnixNano())
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 // Created counts backend connections dialed (for clients or the pool).
@@ -254,12 +334,26 @@ func (t *target) isUp(now int64) bool {
 	return t.downUntil.Load() <= now
 }
 
+// eligible: up, and not held out by an operator.
+func (t *target) eligible(now int64) bool { return t.admin.Load() == uint32(Ready) && t.isUp(now) }
+
 // Status reports every target.
 func (s *Set) Status() []Status {
 	now := s.now().UnixNano()
 	out := make([]Status, len(s.targets))
 	for i, t := range s.targets {
-		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load()}
+		since := t.since.Load()
+		if du := t.downUntil.Load(); du != 0 && du <= now && du > since {
+			since = du // a dial back-off that ran out: up again since then
+		}
+		out[i] = Status{Addr: t.Addr, Weight: t.Weight, Up: t.isUp(now), Active: t.active.Load(),
+			Admin: Admin(t.admin.Load()), Since: time.Unix(0, since), Served: t.served.Load(), DialErrors: t.dialErrs.Load(),
+			BytesUp: t.bytesUp.Load(), BytesDown: t.bytesDn.Load()}
+		if h := t.health; h != nil {
+			h.mu.Lock()
+			out[i].Check = h.last
+			h.mu.Unlock()
+		}
 	}
 	return out
 }
@@ -272,7 +366,7 @@ func (s *Set) pick(now int64) int {
 	if n == 1 {
 		return 0
 	}
-	up := func(j int) bool { return s.targets[j].isUp(now) }
+	up := func(j int) bool { return s.targets[j].eligible(now) }
 	first := -1
 	switch s.opt.Strategy {
 	case First:

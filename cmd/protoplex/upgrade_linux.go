@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/darkit/protoplex"
+	"github.com/darkit/protoplex/internal/handover"
+	"golang.org/x/sys/unix"
+)
+
+// An upgrade (SIGUSR2, or protoplex -upgrade PID): the running process
+// starts the binary at its path with its arguments, giving it one end of a
+// socketpair as fd 3 (named by PROTOPLEX_UPGRADE_FD). The new process says
+// hello, receives every listening socket (internal/handover), loads and
+// checks its configuration, serves them, then acknowledges; only then does
+// the old one stop accepting and drain, as on SIGTERM. If the new process
+// exits, refuses or does not answer in time, the old one kills it, logs
+// why and keeps serving.
+
+// upgradeFDEnv names the new process's end of the handover socket.
+const upgradeFDEnv = "PROTOPLEX_UPGRADE_FD"
+
+const (
+	// upgradeTimeout bounds each step of the handover, the new process's
+	// start (configuration, binds) included.
+	upgradeTimeout = 30 * time.Second
+	// maxUpgradeSockets bounds what a new process takes: far above what a
+	// valid configuration listens on.
+	maxUpgradeSockets = 1024
+	// maxUpgradeFD bounds the descriptor number PROTOPLEX_UPGRADE_FD names.
+	maxUpgradeFD = 1 << 20
+	// upgradeWait bounds how long -upgrade waits for the old process to
+	// exit: the handover, then its drain.
+	upgradeWait = 2 * time.Minute
+)
+
+// upgrader is the running process's side of an upgrade.
+type upgrader struct {
+	exe    string   // the binary's path when this process started
+	args   []string // this process's arguments
+	pm     *protoplex.ProtocolManager
+	log    *slog.Logger
+	served []net.Listener // served as given (socket activation)
+	stop   func()         // stops this process: drain, then exit
+	busy   atomic.Bool
+}
+
+// catchUpgrade catches SIGUSR2 from the start: one that comes before this
+// process serves (a script upgrading again right after an upgrade) is kept
+// and acted on once upgradeOnSignal runs, instead of being dropped.
+func catchUpgrade() chan os.Signal {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	return sig
+}
+
+// upgradeOnSignal upgrades on each SIGUSR2 from sig until ctx ends; a
+// successful upgrade calls stop.
+func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) {
+	exe, err := os.Executable()
+	if err != nil {
+		log.Warn("upgrades unavailable: the binary's path is unknown", "err", err)
+		return
+	}
+	u := &upgrader{exe: exe, args: os.Args[1:], pm: pm, log: log, served: served, stop: stop}
+	go func() {
+		// Once this process has handed over, or drains, a SIGUSR2 (a
+		// script retrying) is dropped, as the runtime drops a signal
+		// nobody is notified of.
+		defer signal.Stop(sig)
+		for {
+			select {
+			case <-sig:
+				if !u.busy.CompareAndSwap(false, true) {
+					log.Warn("upgrade: SIGUSR2 ignored, an upgrade is in progress")
+					continue
+				}
+				start := time.Now()
+				pid, n, err := u.run()
+				if err != nil {
+					u.busy.Store(false)
+					u.pm.CountUpgrade(false)
+					log.Error("upgrade failed: this process keeps serving", "err", err)
+					continue
+				}
+				log.Info("upgrade: the new process serves the listeners; this one stops accepting and drains",
+					"pid", pid, "sockets", n, "took", time.Since(start).Round(time.Millisecond),
+					"draining", u.pm.GetMetrics().ActiveConnections) // established connections stay here until they end
+
+				u.stop()
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// run starts the new process and hands it the sockets; it returns the new
+// process's pid and how many sockets it took, once it has acknowledged.
+func (u *upgrader) run() (pid, n int, err error) {
+	socks, err := u.pm.Sockets(u.served...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		for _, s := range socks {
+			unix.Close(s.FD)
+		}
+	}()
+	conn, peer, err := handover.Pair(handover.Limits{Timeout: upgradeTimeout})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	cmd := exec.Command(u.exe, u.args...)
+	cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
+	cmd.ExtraFiles = []*os.File{peer} // fd 3
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err = cmd.Start()
+	peer.Close()
+	if err != nil {
+		return 0, 0, fmt.Errorf("starting %s: %w", u.exe, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fail := func(err error) (int, int, error) {
+		_ = cmd.Process.Kill() // it may hold the sockets: it must not serve beside this process
+		if werr := <-exited; werr != nil {
+			err = fmt.Errorf("%w (new process: %v)", err, werr)
+		}
+		return 0, 0, fmt.Errorf("pid %d: %w", cmd.Process.Pid, err)
+	}
+	hello, _, err := conn.Recv()
+	if errors.Is(err, handover.ErrVersion) {
+		_ = conn.Send(handover.Message{Kind: handover.Refuse, Note: err.Error()}, nil)
+		return fail(fmt.Errorf("the new binary speaks another handover format: %w", err))
+	}
+	if errors.Is(err, io.EOF) {
+		return fail(errors.New("the new process exited before it said hello (its log says why)"))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("no hello: %w", err))
+	}
+	if hello.Kind != handover.Hello {
+		return fail(fmt.Errorf("a %s instead of a hello", hello.Kind))
+	}
+	if err := sendSockets(conn, socks); err != nil {
+		return fail(err)
+	}
+	ack, _, err := conn.Recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return fail(errors.New("the new process exited before it was ready (its log says why)"))
+	case err != nil:
+		return fail(fmt.Errorf("no acknowledgement: %w", err))
+	case ack.Kind == handover.Refuse:
+		return fail(fmt.Errorf("the new process refused: %s", ack.Note))
+	case ack.Kind != handover.Ack:
+		return fail(fmt.Errorf("a %s instead of an acknowledgement", ack.Kind))
+	}
+	u.pm.SocketsHandedOver()
+	return cmd.Process.Pid, int(ack.Count), nil
+}
+
+// sendSockets sends socks in messages of at most MaxFDsPerMessage, then
+// Done.
+func sendSockets(conn *handover.Conn, socks []protoplex.Socket) error {
+	total := len(socks)
+	types := map[string]handover.FDType{"tcp": handover.TCPListener, "unix": handover.UnixListener, "udp": handover.UDPSocket}
+	for len(socks) > 0 {
+		batch := socks[:min(len(socks), handover.MaxFDsPerMessage)]
+		socks = socks[len(batch):]
+		m := handover.Message{Kind: handover.FDs}
+		fds := make([]int, len(batch))
+		for i, s := range batch {
+			m.Records = append(m.Records, handover.Record{Type: types[s.Network], Name: s.Key})
+			fds[i] = s.FD
+		}
+		if err := conn.Send(m, fds); err != nil {
+			return err
+		}
+	}
+	return conn.Send(handover.Message{Kind: handover.Done, Count: uint32(total)}, nil)
+}
+
+func withoutEnv(env []string, key string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// upgradeChild is the new process's side: what it was handed, kept until
+// it serves and acknowledges.
+type upgradeChild struct {
+	conn       *handover.Conn
+	files      map[string]*os.File
+	activation []net.Listener // served as given, as under socket activation
+	count      int
+	acked      bool
+}
+
+// takeUpgrade receives the sockets when this process was started by an
+// upgrade (PROTOPLEX_UPGRADE_FD); nil when it was not.
+func takeUpgrade() (*upgradeChild, error) {
+	v, ok := os.LookupEnv(upgradeFDEnv)
+	os.Unsetenv(upgradeFDEnv) // a later upgrade of this process names its own
+	if !ok {
+		return nil, nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 || fd > maxUpgradeFD {
+		return nil, fmt.Errorf("protoplex: %s=%q: want a descriptor number from 3", upgradeFDEnv, v)
+	}
+	conn, err := handover.FileConn(os.NewFile(uintptr(fd), "handover"), handover.Limits{Timeout: upgradeTimeout, MaxTotalFDs: maxUpgradeSockets})
+	if err != nil {
+		return nil, fmt.Errorf("protoplex: upgrade: %w", err)
+	}
+	u := &upgradeChild{conn: conn, files: map[string]*os.File{}}
+	if err := u.receive(); err != nil {
+		u.abandon(err.Error())
+		return nil, fmt.Errorf("protoplex: upgrade: %w", err)
+	}
+	return u, nil
+}
+
+func (u *upgradeChild) receive() error {
+	if err := u.conn.Send(handover.Message{Kind: handover.Hello, Note: versionLine()}, nil); err != nil {
+		return err
+	}
+	for {
+		m, files, err := u.conn.Recv()
+		if err != nil {
+			return err
+		}
+		switch m.Kind {
+		case handover.FDs:
+			for i, f := range files {
+				name := m.Records[i].Name
+				if _, dup := u.files[name]; dup {
+					closeFiles(files[i:])
+					return fmt.Errorf("%q handed over twice", name)
+				}
+				u.files[name] = f
+				u.count++
+			}
+		case handover.Done:
+			if int(m.Count) != u.count {
+				return fmt.Errorf("%d sockets received, the old process sent %d", u.count, m.Count)
+			}
+			return u.takeActivation()
+		default:
+			return fmt.Errorf("a %s message during the handover", m.Kind)
+		}
+	}
+}
+
+// takeActivation turns the sockets the old process served as given into
+// listeners served the same way.
+func (u *upgradeChild) takeActivation() error {
+	for i := 0; ; i++ {
+		key := protoplex.RoleActivation + " " + strconv.Itoa(i)
+		f, ok := u.files[key]
+		if !ok {
+			return nil
+		}
+		delete(u.files, key)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		u.activation = append(u.activation, ln)
+	}
+}
+
+// option makes a manager take the sockets handed over.
+func (u *upgradeChild) option() protoplex.Option {
+	if u == nil {
+		return protoplex.WithInheritedSockets(nil)
+	}
+	return protoplex.WithInheritedSockets(u.files)
+}
+
+// listeners returns the listeners to serve as given (socket activation in
+// the old process).
+func (u *upgradeChild) listeners() []net.Listener {
+	if u == nil {
+		return nil
+	}
+	return u.activation
+}
+
+// ready tells the service manager (sd_notify: READY=1) that this process
+// serves; after an upgrade it is the main process now (MAINPID=), and it
+// acknowledges, so the old one stops accepting.
+func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
+	if u == nil {
+		if err := sdNotify("READY=1"); err != nil {
+			log.Warn("sd_notify failed", "err", err)
+		}
+		return
+	}
+	if u.acked {
+		return
+	}
+	u.acked = true
+	// Before the acknowledgement: the old process must not exit while the
+	// service manager still takes it for the main one.
+	if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+	left := pm.InheritedLeft()
+	for _, f := range u.files {
+		f.Close() // the manager took duplicates of those it serves
+	}
+	if err := u.conn.Send(handover.Message{Kind: handover.Ack, Count: uint32(u.count)}, nil); err != nil {
+		log.Error("upgrade: the acknowledgement was not sent; the old process will stop this one", "err", err)
+	} else {
+		pm.CountUpgrade(true)
+		log.Info("upgrade: serving the sockets the old process handed over", "sockets", u.count, "unused", left)
+	}
+	u.conn.Close()
+}
+
+// abandon tells the old process this one will not take over, if it has
+// not acknowledged, and closes what it was given.
+func (u *upgradeChild) abandon(why string) {
+	if u == nil || u.acked {
+		return
+	}
+	u.acked = true
+	_ = u.conn.Send(handover.Message{Kind: handover.Refuse, Note: why}, nil)
+	for _, f := range u.files {
+		f.Close()
+	}
+	for _, ln := range u.activation {
+		ln.Close()
+	}
+	u.conn.Close()
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// upgradeCommand is protoplex -upgrade PID: it asks the protoplex
+// process PID to upgrade (SIGUSR2) and waits until it has exited, which
+// it does once the new process serves and its own connections drained.
+func upgradeCommand(pid int, wait time.Duration, stdout, stderr io.Writer) int {
+	if pid <= 1 {
+		fmt.Fprintf(stderr, "protoplex: -upgrade %d: want the pid of a running protoplex\n", pid)
+		return exitUsage
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		fmt.Fprintf(stderr, "protoplex: -upgrade %d: %v\n", pid, err)
+		return exitFail
+	}
+	deadline := time.Now().Add(wait)
+	for running(pid) {
+		if time.Now().After(deadline) {
+			fmt.Fprintf(stderr, "protoplex: -upgrade %d: still running after %v: the upgrade failed (its log says why) or its connections are still draining\n", pid, wait)
+			return exitFail
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process: nothing to wait on
+	}
+	fmt.Fprintf(stdout, "upgraded: pid %d handed its listeners over and exited\n", pid)
+	return exitOK
+}
+
+// running reports whether pid is a live process (not a zombie).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses, which may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// maxNotifySocket bounds NOTIFY_SOCKET: a sun_path holds 108 bytes.
+const maxNotifySocket = 108
+
+// sdNotify sends state to the service manager (sd_notify(3)) when
+// NOTIFY_SOCKET names its socket; nothing otherwise. A name starting with
+// '@' is in the abstract namespace, as Go's net reads it too.
+func sdNotify(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if len(addr) > maxNotifySocket || (addr[0] != '/' && addr[0] != '@') {
+		return fmt.Errorf("NOTIFY_SOCKET=%q: want an absolute path or @name of at most %d bytes", addr, maxNotifySocket)
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err = c.Write([]byte(state))
+	return err
+}

@@ -1,0 +1,459 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp/udptest"
+)
+
+// upgradeBound bounds each wait of the upgrade tests: the new process
+// builds its configuration and serves within it on a loaded machine.
+const upgradeBound = 30 * time.Second
+
+// load opens connections through each address in turn, one round trip
+// each, from several goroutines until stop; every connection that fails
+// (refused, reset, a wrong answer) is counted.
+type load struct {
+	ok, failed atomic.Int64
+	start      time.Time
+	mu         sync.Mutex
+	firstErr   error
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLoad(addrs [][2]string, workers int) *load {
+	l := &load{stop: make(chan struct{}), start: time.Now()}
+	for w := range workers {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				a := addrs[(w+i)%len(addrs)]
+				if err := roundTrip(a[0], a[1]); err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if l.firstErr == nil {
+						l.firstErr = fmt.Errorf("%s %s: %w", a[0], a[1], err)
+					}
+					l.mu.Unlock()
+					continue
+				}
+				l.ok.Add(1)
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) end() { close(l.stop); l.wg.Wait() }
+
+// roundTrip sends an SSH banner through addr and checks the backend's
+// answer ("A:" and the banner).
+func roundTrip(network, addr string) error {
+	c, err := net.DialTimeout(network, addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "SSH-2.0-load\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "A:SSH-2.0-load\r\n" {
+		return fmt.Errorf("answer %q", line)
+	}
+	return nil
+}
+
+// TestUpgrade runs the real binary: SIGUSR2 (and then protoplex -upgrade
+// PID) starts the binary again, which takes the TCP, Unix and UDP
+// listeners and the metrics port, and serves them on the same addresses;
+// under a load of new connections over TCP and Unix, not one is refused,
+// reset or answered wrongly while the processes change. A stream
+// established on the old process is drained, not cut, and the old process
+// exits after it. A new process whose configuration is invalid refuses,
+// and the old one keeps serving and logs why. Both data planes.
+func TestUpgrade(t *testing.T) {
+	for _, plane := range []string{"events", "goroutines"} {
+		t.Run(plane, func(t *testing.T) { testUpgrade(t, plane) })
+	}
+}
+
+func testUpgrade(t *testing.T, plane string) {
+	backend := testnet.Banner(t, "A:")
+	echo := udptest.Echo(t, false)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "p.sock")
+	metricsPort := testnet.FreePort(t)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	valid := fmt.Sprintf(`server:
+  listen: ["127.0.0.1:0", "unix:%s"]
+  listen_udp: "127.0.0.1:0"
+  graceful_shutdown_timeout: "20s"
+  data_plane: %q
+protocols:
+  - name: SSH
+    target: %q
+  - name: mine
+    transport: udp
+    match_start_bytes: ["6964"]
+    target: %q
+monitoring:
+  bind_address: 127.0.0.1
+  metrics_port: %d
+  health_check_port: 0
+`, sock, plane, backend, echo, metricsPort)
+	testnet.WriteFile(t, cfg, valid)
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	// Every process of the test is in the first one's group: kill them all
+	// at the end (the test's stdout pipe stays open while any of them runs).
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	listening := regexp.MustCompile(`(?m)^listening(?: \(udp\))?: (\S+)`) // TCP, Unix, then UDP
+	first := func() []string {
+		var out []string
+		for _, m := range listening.FindAllStringSubmatch(p.stdout.String(), -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	testnet.Eventually(t, upgradeBound, func() bool { return len(first()) == 3 }, "not three listening lines; stdout:\n%s\nstderr:\n%s", p.stdout, p.Out)
+	addrs := first()
+	tcp, udpAddr := addrs[0], addrs[2]
+	if addrs[1] != sock {
+		t.Fatalf("listening on %v, want the socket %s second", addrs, sock)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+
+	l := startLoad([][2]string{{"tcp", tcp}, {"unix", sock}}, 4)
+	defer l.end()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > 50 }, "the load does not get through: %v", testnet.Later(func() string { return fmt.Sprint(l.firstErr) }))
+
+	// A new process with an invalid configuration: refused, the old one
+	// serves on and says why.
+	testnet.WriteFile(t, cfg, "protocols:\n  - name: SSH\n    target: \"nope\"\n") // the error is at line 3
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade failed: this process keeps serving"), "no failed upgrade logged; stderr:\n%s", p.Out)
+	// The new process printed its reason (file:line) as it exited; the
+	// old one's own reload of the edited file logs it too, as a log line.
+	if !regexp.MustCompile(`(?m)^/\S*protoplex\.yaml:3: `).MatchString(p.Out.String()) {
+		t.Errorf("the new process's reason (file:line) is not in the log:\n%s", p.Out)
+	}
+	if !strings.Contains(p.Out.String(), "the new process refused: it stopped before it was ready") {
+		t.Errorf("the old process does not say the new one exited:\n%s", p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("the old process stopped after a failed upgrade")
+	}
+	if v := metric(t, metricsURL, `protoplex_upgrades_total{result="failure"}`); v != 1 {
+		t.Errorf("failed upgrades counted: %v, want 1", v)
+	}
+	testnet.WriteFile(t, cfg, valid)
+
+	long, longR := openStream(t, tcp, "A:") // established on the old process
+	before := l.ok.Load()
+	upgrades := 0
+	upgraded := func(n int) func() bool {
+		return func() bool {
+			return strings.Count(p.Out.String(), "upgrade: the new process serves the listeners") >= n
+		}
+	}
+	syscall.Kill(pid, syscall.SIGUSR2)
+	upgrades++
+	testnet.Eventually(t, upgradeBound, upgraded(upgrades), "no upgrade logged; stderr:\n%s", p.Out)
+	next := newPID(t, p.Out.String(), upgrades)
+	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* draining=[1-9]`).MatchString(p.Out.String()) {
+		t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+	}
+
+	// The old process drains the established stream, then exits.
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
+		t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+	}
+	if !running(pid) {
+		t.Error("the old process exited before its stream ended")
+	}
+	long.Close()
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
+
+	// Then once more, with the command a script runs.
+	out, err := exec.Command(binary, "-upgrade", strconv.Itoa(next)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded: pid "+strconv.Itoa(next)) {
+		t.Fatalf("-upgrade %d: %v: %s\nstderr:\n%s", next, err, out, p.Out)
+	}
+	upgrades++
+	last := newPID(t, p.Out.String(), upgrades)
+	if !running(last) {
+		t.Fatalf("the newest process (%d) does not run; stderr:\n%s", last, p.Out)
+	}
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+200 }, "the load stalls after the upgrades")
+	l.end()
+	l.stop = make(chan struct{}) // for the deferred end
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d connections failed during the upgrades, the first: %v", n, n+l.ok.Load(), l.firstErr)
+	}
+	t.Logf("%d connections through %d upgrades (%.0f new connections/s), none failed", l.ok.Load(), upgrades, float64(l.ok.Load())/time.Since(l.start).Seconds())
+
+	// Every process printed the same addresses: it took the sockets, it
+	// did not bind new ones (127.0.0.1:0 would have given other ports).
+	all := first()
+	if len(all) != 3*(upgrades+1) {
+		t.Fatalf("listening lines %v, want 3 per process", all)
+	}
+	for i := 3; i < len(all); i += 3 {
+		if !slices.Equal(all[i:i+3], addrs) {
+			t.Errorf("a new process listens on %v, the first on %v", all[i:i+3], addrs)
+		}
+	}
+	// The UDP socket and the metrics port are the newest process's now.
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(upgradeBound))
+	got := make([]byte, 64)
+	var n int
+	for range 20 { // a datagram may be lost; each try waits for its answer
+		c.Write([]byte("id-after"))
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err = c.Read(got); err == nil {
+			break
+		}
+	}
+	if string(got[:n]) != "id-after" {
+		t.Errorf("UDP through the new process: %q, %v", got[:n], err)
+	}
+	if v := metric(t, metricsURL, "protoplex_connections_accepted_total"); v <= 0 {
+		t.Errorf("the metrics port of the new process: accepted %v", v)
+	}
+	if v := metric(t, metricsURL, `protoplex_upgrades_total{result="success"}`); v != 1 {
+		t.Errorf("the newest process counts %v upgrades it took over by, want 1", v)
+	}
+}
+
+// newPID is the pid the nth successful upgrade logged for its new process.
+func newPID(t *testing.T, log string, nth int) int {
+	t.Helper()
+	ms := regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]*pid=(\d+)`).FindAllStringSubmatch(log, -1)
+	if len(ms) < nth {
+		t.Fatalf("no pid for upgrade %d in:\n%s", nth, log)
+	}
+	pid, _ := strconv.Atoi(ms[nth-1][1])
+	return pid
+}
+
+// install puts the file src at path, as a package manager does: a new file
+// renamed over the old (a running binary cannot be written in place).
+func install(t *testing.T, src, path string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeRefused: the binary at protoplex's path is replaced by one
+// that exits at start, then by one that speaks another handover format;
+// each upgrade fails, the old process logs why and serves on without
+// losing a connection; with protoplex back at the path, the next upgrade
+// succeeds.
+func TestUpgradeRefused(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "protoplex")
+	install(t, binary, exe)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	cmd := exec.Command(exe, "-config", cfg)
+	cmd.Env = append(os.Environ(), fakeEnv+"=version") // inherited by what an upgrade starts
+	p := startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	l := startLoad([][2]string{{"tcp", addr}}, 2)
+	defer l.end()
+
+	for i, tc := range []struct{ name, binary, why string }{
+		{"exits at start", "", "exit status 3"},
+		{"another format", os.Args[0], "the new binary speaks another handover format"},
+	} {
+		if tc.binary == "" {
+			testnet.WriteFile(t, filepath.Join(dir, "exit3"), "#!/bin/sh\necho 'this binary cannot start' >&2\nexit 3\n")
+			tc.binary = filepath.Join(dir, "exit3")
+		}
+		install(t, tc.binary, exe)
+		before := l.ok.Load()
+		syscall.Kill(pid, syscall.SIGUSR2)
+		testnet.Eventually(t, upgradeBound, func() bool { return strings.Count(p.Out.String(), "upgrade failed: this process keeps serving") == i+1 },
+			"%s: no failed upgrade logged; stderr:\n%s", tc.name, p.Out)
+		if !strings.Contains(p.Out.String(), tc.why) {
+			t.Errorf("%s: the log does not say %q:\n%s", tc.name, tc.why, p.Out)
+		}
+		testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "%s: the old process stopped serving", tc.name)
+	}
+	install(t, binary, exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade after the binary was put back; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs; stderr:\n%s", p.Out)
+	before := l.ok.Load()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "the new process does not serve")
+	l.end()
+	l.stop = make(chan struct{})
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d connections failed, the first: %v", n, l.firstErr)
+	}
+}
+
+// TestUpgradeSocketActivation: under systemd-socket-activate the upgrade
+// hands the inherited socket over too; the new process serves it as an
+// inherited socket (never server.listen), and a load through it sees no
+// failure.
+func TestUpgradeSocketActivation(t *testing.T) {
+	activate := testnet.RequireBinary(t, "systemd-socket-activate")
+	backend := testnet.Banner(t, "A:")
+	addr, configured := testnet.FreeAddr(t), testnet.FreeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: %q\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", configured, backend))
+	p := startCmd(t, exec.Command(activate, "-l", addr, binary, "-config", cfg))
+	pid := p.Cmd.Process.Pid // systemd-socket-activate execs protoplex
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	testnet.Eventually(t, upgradeBound, func() bool { return ask(addr, "SSH-2.0-first\r\n") == "A:SSH-2.0-first\r\n" },
+		"no answer through the activated socket %s; output:\n%s", addr, p.Out)
+	l := startLoad([][2]string{{"tcp", addr}}, 4)
+	defer l.end()
+
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; output:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs; output:\n%s", p.Out)
+	if n := strings.Count(p.stdout.String(), "listening: "+addr+" (socket activation)"); n != 2 {
+		t.Errorf("%d processes say they serve the inherited socket, want 2:\n%s", n, p.stdout)
+	}
+	if testnet.Listening(configured) {
+		t.Errorf("the new process bound server.listen %s besides the inherited socket", configured)
+	}
+	before := l.ok.Load()
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+50 }, "the new process does not serve")
+	l.end()
+	l.stop = make(chan struct{})
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d connections failed, the first: %v", n, n+l.ok.Load(), l.firstErr)
+	}
+}
+
+// TestUpgradeNotify: under a service manager (NOTIFY_SOCKET) the process
+// says READY=1 once it serves, and a new process started by an upgrade
+// says it is the main process now (MAINPID=) before the old one stops —
+// what a Type=notify unit with NotifyAccess=all follows.
+func TestUpgradeNotify(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	cmd := exec.Command(binary, "-config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
+	p := startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	next := func() string {
+		t.Helper()
+		_ = notify.SetReadDeadline(time.Now().Add(upgradeBound))
+		b := make([]byte, 4096)
+		n, err := notify.Read(b)
+		if err != nil {
+			t.Fatalf("no notification: %v; stderr:\n%s", err, p.Out)
+		}
+		return string(b[:n])
+	}
+	if got := next(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	syscall.Kill(pid, syscall.SIGUSR2)
+	got := next()
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID(t, p.Out.String(), 1)); got != want {
+		t.Errorf("the new process notified %q, want %q", got, want)
+	}
+}
+
+// TestUpgradeCommandErrors: -upgrade with no process to ask fails at once:
+// a pid that cannot be protoplex's is a usage error, one no process has a
+// failure.
+func TestUpgradeCommandErrors(t *testing.T) {
+	if _, stderr, code := runBinary(t, "-upgrade", "1"); code != exitUsage || !strings.Contains(stderr, "-upgrade 1") {
+		t.Errorf("-upgrade 1: exit %d, %q", code, stderr)
+	}
+	max, err := os.ReadFile("/proc/sys/kernel/pid_max") // pids stay below it
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := strings.TrimSpace(string(max))
+	if _, stderr, code := runBinary(t, "-upgrade", none); code != exitFail || !strings.Contains(stderr, "no such process") {
+		t.Errorf("-upgrade %s: exit %d, %q", none, code, stderr)
+	}
+}
+
+// TestUpgradeSignalWhileDraining: a SIGUSR2 to a process that has handed
+// over and drains neither ends it nor starts another upgrade: the stream
+// it drains completes.
+func TestUpgradeSignalWhileDraining(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, p.logged("shutting down: draining connections"), "the old process does not drain; stderr:\n%s", p.Out)
+	syscall.Kill(pid, syscall.SIGUSR2) // a script retrying
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+		t.Fatalf("the drained stream after a second SIGUSR2: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("a SIGUSR2 ended the draining process")
+	}
+	if n := strings.Count(p.Out.String(), "upgrade: the new process serves the listeners"); n != 1 {
+		t.Errorf("%d upgrades, want the one", n)
+	}
+}

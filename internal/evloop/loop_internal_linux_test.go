@@ -1,0 +1,109 @@
+//go:build linux
+
+package evloop
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const bound = 10 * time.Second
+
+// TestPostAfterStop: once a loop has stopped, a post neither runs nor
+// writes to the number its wake descriptor had — another descriptor may
+// hold it now — and a call returns instead of waiting forever.
+func TestPostAfterStop(t *testing.T) {
+	p, err := New(Env{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := p.loops[0]
+	wake := l.wake
+	p.Close()
+
+	// The number the wake descriptor had now names another eventfd.
+	if _, err := unix.FcntlInt(uintptr(wake), unix.F_GETFD, 0); err == nil {
+		t.Skipf("descriptor %d was taken by another part of the process", wake)
+	}
+	other, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other != wake {
+		if err := unix.Dup3(other, wake, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(other)
+	}
+	defer unix.Close(wake)
+
+	if l.post(func() { t.Error("a post ran on a stopped loop") }) {
+		t.Error("post on a stopped loop reported success")
+	}
+	var b [8]byte
+	if n, _ := unix.Read(wake, b[:]); n > 0 {
+		t.Errorf("a post to a stopped loop wrote %d bytes into descriptor %d, which it no longer owns", n, wake)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.call(func() { t.Error("a call ran on a stopped loop") }) }()
+	select {
+	case err := <-done:
+		if err != ErrClosed {
+			t.Errorf("call on a stopped loop: %v, want ErrClosed", err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("a call on a stopped loop did not return within %v", bound)
+	}
+	p.Close() // again: nothing to do
+}
+
+// fakeClock is a clock a test moves.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// TestAfterOnLoopClock: timed work on a loop (the accept back-off) is a
+// timer in the loop's heap, read against the loop's clock: it runs on the
+// loop once that clock passes its deadline, however little wall-clock
+// time went by, and never before.
+func TestAfterOnLoopClock(t *testing.T) {
+	clock := newFakeClock()
+	p, err := New(Env{Now: clock.Now}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l := p.loops[0]
+	ran := make(chan struct{}, 2)
+	if err := l.call(func() { l.after(time.Hour, func() { ran <- struct{}{} }) }); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour - time.Second)
+	if err := l.call(func() {}); err != nil { // wakes the loop: it fires what is due
+		t.Fatal(err)
+	}
+	if err := l.call(func() {}); err != nil { // the timers of the iteration above have run
+		t.Fatal(err)
+	}
+	if len(ran) != 0 {
+		t.Fatal("the back-off ran before the loop's clock reached it")
+	}
+	clock.Advance(time.Second)
+	if err := l.call(func() {}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(bound):
+		t.Fatalf("the back-off did not run within %v of the loop's clock passing it", bound)
+	}
+}

@@ -1,0 +1,265 @@
+package handover
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Supported reports whether this system can hand sockets over.
+const Supported = true
+
+// Limits bound what a Conn receives and how long it waits.
+type Limits struct {
+	// MaxTotalFDs is how many descriptors the Conn takes in all (0:
+	// DefaultMaxTotalFDs); a message that would cross it is refused whole.
+	MaxTotalFDs int
+	// Timeout bounds each send and each receive (0: DefaultTimeout): a
+	// peer that stops reading or stops sending cannot hold the other.
+	Timeout time.Duration
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxTotalFDs = 1 << 16
+	DefaultTimeout     = 10 * time.Second
+)
+
+// Conn is one end of a handover socket: a SOCK_SEQPACKET Unix socket, so
+// each message arrives whole with its descriptors, or not at all.
+type Conn struct {
+	uc    *net.UnixConn
+	lim   Limits
+	taken int // descriptors received so far
+	out   []byte
+	in    []byte
+	oob   []byte
+}
+
+// Pair returns the two connected ends of a new handover socket: the old
+// process keeps one and gives the other to the process it starts.
+func Pair(lim Limits) (*Conn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	peer := os.NewFile(uintptr(fds[1]), "handover")
+	c, err := FileConn(os.NewFile(uintptr(fds[0]), "handover"), lim)
+	if err != nil {
+		peer.Close()
+		return nil, nil, err
+	}
+	return c, peer, nil
+}
+
+// FileConn makes a Conn of f, a SOCK_SEQPACKET Unix socket (as the new
+// process finds the end it inherited). f is closed: the Conn holds a
+// duplicate.
+func FileConn(f *os.File, lim Limits) (*Conn, error) {
+	defer f.Close()
+	if err := checkFD(int(f.Fd()), seqpacket); err != nil {
+		return nil, fmt.Errorf("handover: the handover socket: %w", err)
+	}
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("handover: the handover socket: %w", err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("handover: the handover socket is a %T", nc)
+	}
+	if lim.MaxTotalFDs <= 0 {
+		lim.MaxTotalFDs = DefaultMaxTotalFDs
+	}
+	if lim.Timeout <= 0 {
+		lim.Timeout = DefaultTimeout
+	}
+	return &Conn{uc: uc, lim: lim}, nil
+}
+
+// Close closes the Conn; descriptors received stay open (the caller owns
+// them).
+func (c *Conn) Close() error { return c.uc.Close() }
+
+// Send sends m with fds attached, one per record (m.Records), within the
+// Conn's timeout. The descriptors stay open here: the peer receives
+// duplicates.
+func (c *Conn) Send(m Message, fds []int) error {
+	if len(fds) != len(m.Records) {
+		return fmt.Errorf("handover: %d descriptors for %d records", len(fds), len(m.Records))
+	}
+	b, err := Encode(c.out[:0], m)
+	if err != nil {
+		return err
+	}
+	c.out = b
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if err := c.uc.SetWriteDeadline(time.Now().Add(c.lim.Timeout)); err != nil {
+		return err
+	}
+	n, oobn, err := c.uc.WriteMsgUnix(b, oob, nil)
+	if err != nil {
+		return fmt.Errorf("handover: send %s: %w", m.Kind, err)
+	}
+	if n != len(b) || oobn != len(oob) {
+		return fmt.Errorf("handover: send %s: %d of %d bytes", m.Kind, n, len(b))
+	}
+	return nil
+}
+
+// Recv receives the next message and its descriptors, which the caller
+// then owns (close-on-exec, each checked to be of its record's type). A
+// message that breaks a bound, carries descriptors that do not match its
+// records or crosses MaxTotalFDs is refused, and every descriptor it
+// carried is closed. A peer that closed its end gives io.EOF.
+func (c *Conn) Recv() (Message, []*os.File, error) {
+	if c.in == nil {
+		c.in = make([]byte, MaxMessage+1) // +1: a longer message shows as one over the bound
+	}
+	if c.oob == nil {
+		c.oob = make([]byte, unix.CmsgSpace(4*MaxFDsPerMessage))
+	}
+	if err := c.uc.SetReadDeadline(time.Now().Add(c.lim.Timeout)); err != nil {
+		return Message{}, nil, err
+	}
+	// On Linux the runtime asks for MSG_CMSG_CLOEXEC: no descriptor leaks
+	// into a process started meanwhile.
+	n, oobn, flags, _, err := c.uc.ReadMsgUnix(c.in, c.oob)
+	fds, ferr := parseRights(c.oob[:oobn])
+	if err == nil && n == 0 && oobn == 0 {
+		err = io.EOF // a seqpacket peer that closed reads as an empty message
+	}
+	if err == nil {
+		err = ferr
+	}
+	if err == nil && flags&unix.MSG_CTRUNC != 0 {
+		err = fmt.Errorf("%w: more than %d descriptors attached", ErrBounds, MaxFDsPerMessage)
+	}
+	if err == nil && (flags&unix.MSG_TRUNC != 0 || n > MaxMessage) {
+		err = fmt.Errorf("%w: more than %d bytes", ErrBounds, MaxMessage)
+	}
+	var m Message
+	if err == nil {
+		m, err = Decode(c.in[:n])
+	}
+	if err == nil {
+		err = c.take(m, fds)
+	}
+	if err != nil {
+		closeAll(fds)
+		return Message{}, nil, err
+	}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), m.Records[i].Name)
+	}
+	return m, files, nil
+}
+
+// take checks the descriptors against m's records and the total bound.
+func (c *Conn) take(m Message, fds []int) error {
+	if len(fds) != len(m.Records) {
+		return fmt.Errorf("%w: %d descriptors for %d records", ErrFormat, len(fds), len(m.Records))
+	}
+	if c.taken+len(fds) > c.lim.MaxTotalFDs {
+		return fmt.Errorf("%w: more than %d descriptors in all", ErrBounds, c.lim.MaxTotalFDs)
+	}
+	for i, fd := range fds {
+		if err := checkFD(fd, m.Records[i].Type); err != nil {
+			return fmt.Errorf("handover: record %d (%q): %w", i, m.Records[i].Name, err)
+		}
+	}
+	c.taken += len(fds)
+	return nil
+}
+
+// parseRights returns the descriptors of oob's SCM_RIGHTS messages; any
+// other control message is an error (its descriptors are still returned,
+// to be closed).
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control message: %v", ErrFormat, err)
+	}
+	var fds []int
+	var bad error
+	for _, cm := range msgs {
+		r, err := unix.ParseUnixRights(&cm)
+		if err != nil {
+			bad = fmt.Errorf("%w: control message level %d type %d", ErrFormat, cm.Header.Level, cm.Header.Type)
+			continue
+		}
+		fds = append(fds, r...)
+	}
+	return fds, bad
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// seqpacket is checkFD's word for the handover socket itself.
+const seqpacket FDType = 0
+
+// checkFD reports whether fd is what want says.
+func checkFD(fd int, want FDType) error {
+	if want == Pipe {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return os.NewSyscallError("fstat", err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return fmt.Errorf("%w: not a pipe (mode %#o)", ErrType, st.Mode&unix.S_IFMT)
+		}
+		return nil
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("%w: not a socket: %v", ErrType, err)
+	}
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return os.NewSyscallError("getsockopt", err)
+	}
+	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return os.NewSyscallError("getsockopt", err)
+	}
+	inet := domain == unix.AF_INET || domain == unix.AF_INET6
+	var ok bool
+	switch want {
+	case seqpacket:
+		ok = domain == unix.AF_UNIX && typ == unix.SOCK_SEQPACKET
+	case TCPListener:
+		ok = inet && typ == unix.SOCK_STREAM && listening == 1
+	case UnixListener:
+		ok = domain == unix.AF_UNIX && typ == unix.SOCK_STREAM && listening == 1
+	case UDPSocket:
+		ok = inet && typ == unix.SOCK_DGRAM
+	case TCPConn:
+		ok = inet && typ == unix.SOCK_STREAM && listening == 0
+	case UnixConn:
+		ok = domain == unix.AF_UNIX && typ == unix.SOCK_STREAM && listening == 0
+	}
+	if !ok {
+		return fmt.Errorf("%w: want a %s, got a socket of domain %d, type %d, listening %d", ErrType, want, domain, typ, listening)
+	}
+	return nil
+}
+
+// ErrType: a descriptor received is not of the type its record names.
+var ErrType = errors.New("handover: descriptor of the wrong type")

@@ -1,0 +1,260 @@
+// Package handover is the message format and the transport one protoplex
+// process uses to give its sockets to the process that replaces it during
+// an upgrade. The codec (Encode, Decode) is pure; the transport (Conn:
+// sendmsg/recvmsg with SCM_RIGHTS over a SOCK_SEQPACKET socketpair) is
+// kept at the edge, in conn_linux.go.
+//
+// A message is one seqpacket datagram: a versioned header, a short note,
+// then one record per descriptor attached, in order. A record names the
+// descriptor's type (checked against the descriptor received), a name (the
+// listen address it serves) and opaque metadata.
+//
+// Bounds: a message holds at most MaxFDsPerMessage records and descriptors
+// (the kernel's SCM_MAX_FD), at most MaxMessage bytes, a name of at most
+// MaxName bytes, metadata of at most MaxMeta bytes and a note of at most
+// MaxNote bytes. A Conn receives at most Limits.MaxTotalFDs descriptors in
+// all, waits at most Limits.Timeout for a send or a receive, and closes
+// every descriptor of a message it rejects.
+package handover
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Version is the format this package writes and reads. A process that
+// reads another version refuses the handover (ErrVersion), and the old
+// process keeps serving.
+const Version = 1
+
+// Bounds of one message.
+const (
+	MaxFDsPerMessage = 253 // SCM_MAX_FD: the kernel attaches no more to one sendmsg
+	MaxMessage       = 64 << 10
+	MaxName          = 1024
+	MaxMeta          = 16 << 10
+	MaxNote          = 1024
+)
+
+// magic starts every message: a stray writer on the socket is not taken
+// for a peer.
+var magic = [4]byte{'P', 'P', 'X', 'H'}
+
+const (
+	headerLen = 16 // magic, version u16, kind u8, flags u8, records u16, note u16, count u32
+	recordLen = 6  // type u8, flags u8, name u16, meta u16
+)
+
+// Kind is what a message is for.
+type Kind uint8
+
+const (
+	// Hello is the new process's first message: it is up and speaks
+	// Version (Note: its version string).
+	Hello Kind = iota + 1
+	// FDs carries descriptors, one per record.
+	FDs
+	// Done ends what the old process sends (Count: descriptors in all).
+	Done
+	// Ack is the new process's answer once it serves everything it was
+	// given (Count: descriptors it took); the old one then stops.
+	Ack
+	// Refuse is either side's no (Note: why); the old process keeps
+	// serving.
+	Refuse
+	maxKind = Refuse
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Hello:
+		return "hello"
+	case FDs:
+		return "fds"
+	case Done:
+		return "done"
+	case Ack:
+		return "ack"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// FDType is what a descriptor is; the receiver checks it.
+type FDType uint8
+
+const (
+	TCPListener  FDType = iota + 1 // a listening TCP socket
+	UnixListener                   // a listening Unix stream socket
+	UDPSocket                      // a UDP socket (a listener, or a flow's upstream)
+	TCPConn                        // a connected (or connecting) TCP socket
+	UnixConn                       // a connected Unix stream socket
+	Pipe                           // either end of a pipe (a splice pipe with its bytes)
+	maxFDType    = Pipe
+)
+
+func (t FDType) String() string {
+	switch t {
+	case TCPListener:
+		return "tcp listener"
+	case UnixListener:
+		return "unix listener"
+	case UDPSocket:
+		return "udp socket"
+	case TCPConn:
+		return "tcp connection"
+	case UnixConn:
+		return "unix connection"
+	case Pipe:
+		return "pipe"
+	}
+	return fmt.Sprintf("fdtype(%d)", uint8(t))
+}
+
+// Record describes one descriptor of a message.
+type Record struct {
+	Type FDType
+	Name string // the listen address it serves, or what the sender calls it
+	Meta []byte // opaque to this package
+}
+
+// Message is one message of the handover.
+type Message struct {
+	Kind    Kind
+	Count   uint32
+	Note    string
+	Records []Record // FDs only: one per descriptor, in order
+}
+
+// Errors of Decode and Encode. A message that fails is rejected whole.
+var (
+	ErrMagic   = errors.New("handover: not a handover message")
+	ErrVersion = errors.New("handover: format version not supported")
+	ErrFormat  = errors.New("handover: malformed message")
+	ErrBounds  = errors.New("handover: message over its bounds")
+)
+
+// Encode appends m, in this version's format, to b.
+func Encode(b []byte, m Message) ([]byte, error) {
+	if err := m.check(); err != nil {
+		return b, err
+	}
+	start := len(b)
+	b = append(b, magic[:]...)
+	b = binary.BigEndian.AppendUint16(b, Version)
+	b = append(b, byte(m.Kind), 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Records)))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Note)))
+	b = binary.BigEndian.AppendUint32(b, m.Count)
+	b = append(b, m.Note...)
+	for _, r := range m.Records {
+		b = append(b, byte(r.Type), 0)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(r.Name)))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(r.Meta)))
+		b = append(b, r.Name...)
+		b = append(b, r.Meta...)
+	}
+	if len(b)-start > MaxMessage {
+		return b[:start], fmt.Errorf("%w: %d bytes, at most %d", ErrBounds, len(b)-start, MaxMessage)
+	}
+	return b, nil
+}
+
+// check is every bound and rule Decode applies, for the sender.
+func (m *Message) check() error {
+	switch {
+	case m.Kind < Hello || m.Kind > maxKind:
+		return fmt.Errorf("%w: kind %d", ErrFormat, m.Kind)
+	case len(m.Note) > MaxNote:
+		return fmt.Errorf("%w: a note of %d bytes, at most %d", ErrBounds, len(m.Note), MaxNote)
+	case len(m.Records) > MaxFDsPerMessage:
+		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, len(m.Records), MaxFDsPerMessage)
+	case len(m.Records) > 0 && m.Kind != FDs:
+		return fmt.Errorf("%w: a %s message with descriptors", ErrFormat, m.Kind)
+	}
+	for i, r := range m.Records {
+		switch {
+		case r.Type < TCPListener || r.Type > maxFDType:
+			return fmt.Errorf("%w: record %d: type %d", ErrFormat, i, r.Type)
+		case len(r.Name) > MaxName:
+			return fmt.Errorf("%w: record %d: a name of %d bytes, at most %d", ErrBounds, i, len(r.Name), MaxName)
+		case len(r.Meta) > MaxMeta:
+			return fmt.Errorf("%w: record %d: %d bytes of metadata, at most %d", ErrBounds, i, len(r.Meta), MaxMeta)
+		}
+	}
+	return nil
+}
+
+// Decode reads one message. It allocates only for what b holds, checks
+// every bound and takes nothing it does not understand: a message another
+// version wrote fails with ErrVersion, before anything else is read.
+func Decode(b []byte) (Message, error) {
+	var m Message
+	if len(b) < len(magic)+2 || [4]byte(b[:4]) != magic {
+		return m, ErrMagic
+	}
+	if v := binary.BigEndian.Uint16(b[4:]); v != Version {
+		return m, fmt.Errorf("%w: version %d, this process reads %d", ErrVersion, v, Version)
+	}
+	if len(b) > MaxMessage {
+		return m, fmt.Errorf("%w: %d bytes, at most %d", ErrBounds, len(b), MaxMessage)
+	}
+	if len(b) < headerLen {
+		return m, fmt.Errorf("%w: a header of %d bytes", ErrFormat, len(b))
+	}
+	if b[7] != 0 {
+		return m, fmt.Errorf("%w: flags %#x", ErrFormat, b[7])
+	}
+	m.Kind = Kind(b[6])
+	nrec := int(binary.BigEndian.Uint16(b[8:]))
+	nnote := int(binary.BigEndian.Uint16(b[10:]))
+	m.Count = binary.BigEndian.Uint32(b[12:])
+	if nrec > MaxFDsPerMessage {
+		return m, fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, nrec, MaxFDsPerMessage)
+	}
+	if nnote > MaxNote {
+		return m, fmt.Errorf("%w: a note of %d bytes, at most %d", ErrBounds, nnote, MaxNote)
+	}
+	// Every record takes recordLen bytes at least: a count the message
+	// cannot hold is refused before it sizes anything.
+	rest := b[headerLen:]
+	if nnote+nrec*recordLen > len(rest) {
+		return m, fmt.Errorf("%w: %d records and a note of %d bytes in %d bytes", ErrFormat, nrec, nnote, len(rest))
+	}
+	m.Note, rest = string(rest[:nnote]), rest[nnote:]
+	if nrec > 0 {
+		m.Records = make([]Record, nrec)
+	}
+	for i := range m.Records {
+		if len(rest) < recordLen {
+			return Message{}, fmt.Errorf("%w: record %d cut short", ErrFormat, i)
+		}
+		r := &m.Records[i]
+		r.Type = FDType(rest[0])
+		if rest[1] != 0 {
+			return Message{}, fmt.Errorf("%w: record %d: flags %#x", ErrFormat, i, rest[1])
+		}
+		nname, nmeta := int(binary.BigEndian.Uint16(rest[2:])), int(binary.BigEndian.Uint16(rest[4:]))
+		rest = rest[recordLen:]
+		if nname > MaxName || nmeta > MaxMeta {
+			return Message{}, fmt.Errorf("%w: record %d: a name of %d bytes and %d of metadata", ErrBounds, i, nname, nmeta)
+		}
+		if nname+nmeta > len(rest) {
+			return Message{}, fmt.Errorf("%w: record %d cut short", ErrFormat, i)
+		}
+		r.Name = string(rest[:nname])
+		if nmeta > 0 {
+			r.Meta = append([]byte(nil), rest[nname:nname+nmeta]...)
+		}
+		rest = rest[nname+nmeta:]
+	}
+	if len(rest) > 0 {
+		return Message{}, fmt.Errorf("%w: %d bytes after the last record", ErrFormat, len(rest))
+	}
+	if err := m.check(); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
