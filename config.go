@@ -24,8 +24,17 @@ type (
 	ConfigManager = config.Watcher
 )
 
-// NewConfigManager loads path (an error names file:line) and watches it.
+// NewConfigManager loads path (an error names file:line) and watches it:
+// each change saved to the file is reloaded (debounced), as is each Reload.
 func NewConfigManager(path string) (*ConfigManager, error) { return config.Watch(path) }
+
+// OpenConfigManager loads path (an error names file:line); with watch it
+// watches the file as NewConfigManager does, without it the file is read
+// again only on Reload (the CLI's SIGHUP), so a half-saved edit never goes
+// live by itself.
+func OpenConfigManager(path string, watch bool) (*ConfigManager, error) {
+	return config.Open(path, watch)
+}
 
 // ParseConfig decodes, defaults and validates YAML; every error names
 // filename:line, all of them at once.

@@ -60,9 +60,13 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 		u.discard(pm)
 		return fmt.Errorf("protoplex: security: %w", err)
 	}
+	changes := u.routing.Changes()
+	if pm.listenFromConfig {
+		changes.ListenChanges(pm.settings.Load().Listen, cfg.Server.Listen)
+	}
 	pm.protos = u.protos
 	pm.settings.Store(u.settings)
-	u.routing.Changes().Log(pm.log)
+	changes.Log(pm.log)
 	pm.commitLocked(u.routing)
 	if pm.listenFromConfig {
 		pm.listeners.Commit(cfg.Server.Listen)

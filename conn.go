@@ -18,12 +18,13 @@ import (
 // accept → guard → PROXY in → identify → route → dial → forward. Every
 // refusal returns through refuse, which counts its reason and closes. acc
 // collects the connection's access line (written at the end, at INFO with
-// server.access_log, else at DEBUG).
+// server.access_log, else at DEBUG) and writes the open line once the
+// backend connected (server.access_log_open).
 func (pm *ProtocolManager) serveConn(c net.Conn) {
 	st := pm.stats
 	st.Accepted.Inc()
 	s := pm.settings.Load()
-	acc := logging.NewAccess(pm.log, s.AccessLog, c.RemoteAddr())
+	acc := logging.NewAccess(pm.log, logging.AccessMode{Close: s.AccessLog, Open: s.AccessLogOpen}, c.RemoteAddr())
 	defer acc.Log()
 	refuse := func(reason string) { st.Refuse(reason); acc.Refused(reason); c.Close() }
 
@@ -97,6 +98,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	if h := e.Proto.Handler; h != nil {
 		rc := proxy.NewReplayConn(c, buf.B[:res.N])
 		buf.Release()
+		acc.Opened("")
 		h(rc)
 		return
 	}
@@ -114,6 +116,7 @@ func (pm *ProtocolManager) serveConn(c net.Conn) {
 	}
 	defer done()
 	pm.conns.Attach(c, bc)
+	acc.Opened(target)
 
 	// Forward: the bytes identification read go first, then both
 	// directions are copied; the identification buffer goes back as soon

@@ -90,7 +90,7 @@ func TestClientResetDuringStalledUploadIsReleased(t *testing.T) {
 	_ = c.(*net.TCPConn).SetLinger(0)
 	c.Close() // RST
 	waitFor(t, func() bool { return pm.GetMetrics().ActiveConnections == 0 })
-	if got := scrape(t, pm)["protoplex_connections_closed_total{protocol=UP,reason=error}"]; got != 1 {
+	if got := scrape(t, pm)["protoplex_connections_closed_total{protocol=UP,reason=error,route=UP}"]; got != 1 {
 		t.Fatalf("closed{reason=error} = %v, want 1", got)
 	}
 }

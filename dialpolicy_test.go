@@ -31,13 +31,13 @@ func TestDialErrorsCountedOncePerAttempt(t *testing.T) {
 		c.Close()
 	}
 	m := scrape(t, pm)
-	if v := m["protoplex_dial_errors_total{protocol=SSH,target="+deadAddr+"}"]; v != 50 {
+	if v := m["protoplex_dial_errors_total{protocol=SSH,route=SSH,target="+deadAddr+"}"]; v != 50 {
 		t.Errorf("dial_errors_total = %v, want 50", v)
 	}
-	if v := m["protoplex_dial_duration_seconds{protocol=SSH}_count"]; v != 50 {
+	if v := m["protoplex_dial_duration_seconds{protocol=SSH,route=SSH}_count"]; v != 50 {
 		t.Errorf("dial attempts observed = %v, want 50", v)
 	}
-	if v := m["protoplex_connections_closed_total{protocol=SSH,reason=dial_error}"]; v != 50 {
+	if v := m["protoplex_connections_closed_total{protocol=SSH,reason=dial_error,route=SSH}"]; v != 50 {
 		t.Errorf("connections closed for dial_error = %v, want 50", v)
 	}
 }

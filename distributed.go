@@ -2,9 +2,11 @@ package protoplex
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/darkit/protoplex/internal/cluster"
@@ -25,8 +27,18 @@ type DistributedConfig struct {
 	Config *Config
 	// Advertise is the address other nodes see for this one (informational).
 	Advertise string
-	// LeaseTTL bounds how long a dead node stays registered (default 10s).
+	// LeaseTTL bounds how long a dead node stays registered (default 10s),
+	// and how long etcd may stay silent before the node declares it lost.
 	LeaseTTL time.Duration
+	// StartTimeout bounds the wait for the first read of etcd before
+	// serving (default 10s); then the node starts from StateFile or fails.
+	StartTimeout time.Duration
+	// StateFile keeps the last shared configuration and discovered
+	// backends on disk ("" = not kept), to start from while etcd is down.
+	StateFile string
+	// MaxStaleness makes the node unready once its view of etcd is older
+	// (0 = never).
+	MaxStaleness time.Duration
 	// Options are passed to the underlying ProtocolManager.
 	Options []Option
 }
@@ -34,8 +46,11 @@ type DistributedConfig struct {
 // ServiceDiscoveryConfig: backends registered in etcd under
 // /protoplex/services/<protocol>/<instance> join that protocol's targets.
 type ServiceDiscoveryConfig struct {
-	Enable          bool
-	RefreshInterval int // seconds between full re-reads (a safety net; changes are watched)
+	Enable bool
+	// RefreshInterval is accepted and ignored: watches resume from their
+	// last revision and the node asks etcd for progress every LeaseTTL/3,
+	// so no periodic full read is needed.
+	RefreshInterval int
 }
 
 // LoadBalancerConfig sets defaults for protocols that set none.
@@ -63,8 +78,11 @@ type DistributedManager struct {
 	discovered map[string][]string // protocol (lower case) → targets
 }
 
-// NewDistributedManager connects to etcd, registers the node and starts
-// watching.
+// NewDistributedManager connects to etcd, registers the node, applies the
+// cluster's state (shared configuration, discovered backends, bans) read
+// at one revision, and starts watching; it returns once that state is
+// applied, so the node serves it from its first connection. When etcd does
+// not answer within StartTimeout it starts from StateFile, or fails.
 func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	if cfg.Config == nil {
 		cfg.Config = DefaultConfig()
@@ -86,18 +104,20 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 		}
 	}
 	node, err := cluster.Start(context.Background(), cluster.Options{
-		NodeID:    cfg.NodeID,
-		Address:   cfg.Advertise,
-		Version:   "protoplex",
-		Endpoints: cfg.EtcdEndpoints,
-		LeaseTTL:  cfg.LeaseTTL,
-		ConfigKey: configKey,
-		Resync:    time.Duration(cfg.ServiceDiscovery.RefreshInterval) * time.Second,
-		Logger:    pm.log,
+		NodeID:       cfg.NodeID,
+		Address:      cfg.Advertise,
+		Version:      "protoplex",
+		Endpoints:    cfg.EtcdEndpoints,
+		LeaseTTL:     cfg.LeaseTTL,
+		ConfigKey:    configKey,
+		StartTimeout: cfg.StartTimeout,
+		StateFile:    cfg.StateFile,
+		Logger:       pm.log,
 	}, cluster.Handlers{
 		Services: dm.onServices,
 		Config:   dm.onConfig,
 		Ban:      pm.Ban,
+		Unban:    pm.Unban,
 		Nodes:    func(ns []cluster.NodeInfo) { pm.stats.ClusterNodes.Set(float64(len(ns))) },
 	})
 	if err != nil {
@@ -108,10 +128,22 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	pm.setClusterStatus(func() metrics.ClusterState {
 		return metrics.ClusterState{Distributed: true, NodeID: cfg.NodeID, EtcdConnected: node.Connected(), Services: node.ServiceCount()}
 	})
+	if err := pm.stats.RegisterCluster(func() float64 { return dm.syncAge().Seconds() }); err != nil {
+		node.Close()
+		pm.Close()
+		return nil, err
+	}
+	ready := dm.ready
+	pm.cluster.Store(&ready)
 	// Bans this node's DDoS guard issues are enforced by every node.
+	// PublishBan only queues (this runs on the data plane); a full queue
+	// is logged at most once a second.
+	var warned atomic.Int64
 	pm.OnBan(func(ip netip.Addr, d time.Duration) {
 		if err := node.PublishBan(ip, d); err != nil {
-			pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
+			if now := time.Now().Unix(); warned.Swap(now) != now {
+				pm.log.Warn("could not share ban", "source", ip.String(), "err", err)
+			}
 		}
 	})
 	return dm, nil
@@ -141,6 +173,9 @@ func DistributedConfigFrom(c *Config) DistributedConfig {
 		ConfigManager:    ConfigManagerConfig{Enable: d.ConfigManager.Enable, WatchPrefix: d.ConfigManager.WatchPrefix},
 		Config:           c,
 		LeaseTTL:         d.LeaseTTL,
+		StartTimeout:     d.StartTimeout,
+		StateFile:        d.StateFile,
+		MaxStaleness:     d.MaxStaleness,
 	}
 }
 
@@ -156,6 +191,36 @@ func (dm *DistributedManager) Connected() bool { return dm.node.Connected() }
 // RunServer serves addr like ProtocolManager.RunServer.
 func (dm *DistributedManager) RunServer(ctx context.Context, addr string) error {
 	return dm.pm.RunServer(ctx, addr)
+}
+
+// syncAge is how old the node's view of etcd is: since its last current
+// read, or since the saved state it started from was written.
+func (dm *DistributedManager) syncAge() time.Duration {
+	t := dm.node.LastSync()
+	if t.IsZero() {
+		t = dm.node.SavedAt()
+	}
+	return time.Since(t)
+}
+
+// ready is the cluster's part of readiness: unready once the view of etcd
+// is older than MaxStaleness (when set); the detail line says where the
+// state comes from.
+func (dm *DistributedManager) ready() (bool, string) {
+	age := dm.syncAge().Round(100 * time.Millisecond)
+	var detail string
+	switch {
+	case dm.node.Connected():
+		detail = fmt.Sprintf("cluster: etcd connected, last sync %v ago", age)
+	case dm.node.LastSync().IsZero():
+		detail = fmt.Sprintf("cluster: etcd unreachable since start: serving the state saved at %s (%v old)", dm.node.SavedAt().Format(time.RFC3339), age)
+	default:
+		detail = fmt.Sprintf("cluster: etcd unreachable: serving the state read %v ago", age)
+	}
+	if limit := dm.cfg.MaxStaleness; limit > 0 && age > limit {
+		return false, detail + fmt.Sprintf(", over distributed.max_staleness (%v)", limit)
+	}
+	return true, detail
 }
 
 // Close deregisters the node and closes the manager.
@@ -184,8 +249,14 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 	}
 }
 
+// onConfig applies the configuration shared through etcd. The node's own
+// distributed settings stand (the shared file does not carry them), so a
+// protocol there may list target: [] when this node discovers targets.
 func (dm *DistributedManager) onConfig(yaml []byte) error {
-	c, err := ParseConfig(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix)
+	node := dm.cfg.Config.Distributed
+	node.Enable = true
+	node.ServiceDiscovery.Enable = dm.cfg.ServiceDiscovery.Enable
+	c, err := config.ParseShared(yaml, "etcd:"+dm.cfg.ConfigManager.WatchPrefix, node)
 	if err != nil {
 		dm.pm.stats.Reload(false)
 		return err
@@ -212,8 +283,16 @@ func (dm *DistributedManager) CheckConfig(c *Config) error {
 }
 
 // mergeLocked returns base with the discovered backends and the load
-// balancer defaults added; dm.mu is held.
+// balancer defaults added; dm.mu is held. With discovery on, a protocol may
+// list no target of its own (target: []): the merged configuration says
+// so, as the node's file does. Until an instance registers, its
+// connections are identified and closed (a dial error), as when every
+// target is down.
 func (dm *DistributedManager) mergeLocked(base *Config) *Config {
 	lb := dm.cfg.LoadBalancer
-	return base.Merged(dm.discovered, lb.Strategy, time.Duration(lb.HealthCheckInterval)*time.Second)
+	merged := base.Merged(dm.discovered, lb.Strategy, time.Duration(lb.HealthCheckInterval)*time.Second)
+	if dm.cfg.ServiceDiscovery.Enable {
+		merged.Distributed.Enable, merged.Distributed.ServiceDiscovery.Enable = true, true
+	}
+	return merged
 }

@@ -10,6 +10,11 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/darkit/protoplex"
@@ -163,6 +168,35 @@ func Example_configFile() {
 	// MQTT mqtt-broker:1883 3
 }
 
+// Example_goAPI is the README's "Go API" sample (TestReadmeGoAPI holds the
+// two equal); it binds :9090 and :9091, so it is compiled, not run.
+func Example_goAPI() {
+	ctx := context.Background()
+	pm := protoplex.NewProtocolManager(
+		protoplex.WithMaxConnections(20000),
+		protoplex.WithIdentifyTimeout(5*time.Second),
+	)
+	defer pm.Close()
+	for _, p := range []*protocols.Protocol{
+		protocols.NewHTTPWebDAVProtocol("127.0.0.1:80"),
+		protocols.NewRedisProtocol("10.0.0.7:6379,10.0.0.8:6379"), // load-balanced
+		protoplex.CreateInternalProtocol(protocols.NewSSHProtocol, func(c net.Conn) {
+			defer c.Close() // served in-process; c replays the bytes read during identification
+		}),
+	} {
+		if err := pm.AddProtocol(p); err != nil { // an invalid target or route: nothing was added
+			log.Fatal(err)
+		}
+	}
+	// 127.0.0.1:9091; ServeMetrics("0.0.0.0:9091") to open it up. A port in use is an error.
+	if err := pm.EnablePrometheusMetrics(9091); err != nil {
+		log.Fatal(err)
+	}
+	if err := pm.RunServer(ctx, ":9090"); err != nil { // returns after ctx is cancelled and the drain finished
+		log.Fatal(err)
+	}
+}
+
 // Example_distributed needs an etcd cluster, so it is compiled, not run.
 func Example_distributed() {
 	dm, err := protoplex.NewDistributedManager(protoplex.DistributedConfig{
@@ -189,5 +223,51 @@ func Example_distributed() {
 	log.Printf("📊 服务发现:已发现 %d 个目标服务", dm.GetServiceCount())
 	if err := dm.RunServer(context.Background(), ":9090"); err != nil {
 		log.Fatal("启动分布式服务器失败:", err)
+	}
+}
+
+// readmeGoBlocks returns the ```go blocks of README.md.
+func readmeGoBlocks(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, part := range strings.Split(string(data), "```go\n")[1:] {
+		block, _, _ := strings.Cut(part, "```")
+		blocks = append(blocks, block)
+	}
+	return blocks
+}
+
+// TestReadmeGoAPI: README's "Go API" sample is Example_goAPI's body, so it
+// compiles; and no Go sample of the README drops the error of a call that
+// can fail (AddProtocol, EnablePrometheusMetrics, ServeMetrics, RunServer,
+// Start, UpdateConfig): a user copying it would not see a bad target or a
+// port in use.
+func TestReadmeGoAPI(t *testing.T) {
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(src), "func Example_goAPI() {\n\tctx := context.Background()\n")
+	body, _, _ = strings.Cut(body, "\n}\n")
+	unindent := func(s string) string {
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+			out = append(out, strings.TrimPrefix(l, "\t"))
+		}
+		return strings.Join(out, "\n")
+	}
+	blocks := readmeGoBlocks(t)
+	if !slices.ContainsFunc(blocks, func(b string) bool { return strings.TrimSpace(b) == unindent(body) }) {
+		t.Errorf("no Go sample of README.md is Example_goAPI's body:\n%s", unindent(body))
+	}
+	dropped := regexp.MustCompile(`(?m)^\s*(\w+\.)?(AddProtocol|EnablePrometheusMetrics|ServeMetrics|RunServer|Start|UpdateConfig)\(`)
+	for _, b := range blocks {
+		for _, m := range dropped.FindAllString(b, -1) {
+			t.Errorf("README.md drops the error of %s...): %s", strings.TrimSpace(m), b)
+		}
 	}
 }

@@ -79,7 +79,7 @@ func TestDeadBackendLogged(t *testing.T) {
 		roundTrip(t, addr, "SSH-2.0-x\r\n")
 	}
 	elapsed := time.Since(start)
-	line := `level=WARN msg="backend dial failed" protocol=SSH target=127.0.0.1:1 err=`
+	line := `level=WARN msg="backend dial failed" protocol=SSH route=SSH target=127.0.0.1:1 err=`
 	waitLog(t, buf, line)
 	// Each second may write its budget; the loop ran in elapsed.
 	if n, most := len(logLines(buf, line)), routing.DialLogsPerSecond*(int(elapsed/time.Second)+2); n > most || n >= clients {
@@ -101,13 +101,13 @@ func TestHealthTransitionsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
-	waitLog(t, buf, `level=WARN msg="backend down: health checks fail" protocol=SSH target=`+backend)
+	waitLog(t, buf, `level=WARN msg="backend down: health checks fail" protocol=SSH route=SSH target=`+backend)
 	again, err := net.Listen("tcp", backend)
 	if err != nil {
 		t.Skipf("port %s taken by another process meanwhile: %v", backend, err)
 	}
 	testnet.ServeOn(t, again, func(net.Conn) {})
-	waitLog(t, buf, `level=INFO msg="backend up: health checks pass" protocol=SSH target=`+backend)
+	waitLog(t, buf, `level=INFO msg="backend up: health checks pass" protocol=SSH route=SSH target=`+backend)
 }
 
 // TestMaxConnectionsRefusalLogged: refusals over the cap log at WARN, rate
@@ -134,7 +134,7 @@ func TestMaxConnectionsRefusalLogged(t *testing.T) {
 }
 
 // TestReloadLogsChanges: an applied configuration logs at INFO the routes
-// it added, removed and changed, or that no route changed.
+// it added, removed and changed, or that no route or listener changed.
 func TestReloadLogsChanges(t *testing.T) {
 	log, buf := textLogger()
 	pm := NewProtocolManager(WithLogger(log))
@@ -145,7 +145,7 @@ func TestReloadLogsChanges(t *testing.T) {
 	applyYAML(t, pm, "protocols:\n  - name: SSH\n    target: 127.0.0.1:2222\n  - name: Redis\n    target: 127.0.0.1:6379\n")
 	waitLog(t, buf, `level=INFO msg="configuration applied" routes_added=[Redis->127.0.0.1:6379] routes_removed="[TLS[sni=a.example]->127.0.0.1:8443]" routes_changed="[SSH->127.0.0.1:2222 (was 127.0.0.1:22)]"`)
 	applyYAML(t, pm, "server:\n  idle_timeout: 1h\nprotocols:\n  - name: SSH\n    target: 127.0.0.1:2222\n  - name: Redis\n    target: 127.0.0.1:6379\n")
-	waitLog(t, buf, `level=INFO msg="configuration applied, no route changed"`)
+	waitLog(t, buf, `level=INFO msg="configuration applied, no route or listener changed"`)
 }
 
 // accessConfig routes SSH, TLS for a.example, HTTP and Redis (to a port that
@@ -277,19 +277,20 @@ protocols:
 			t.Errorf("%s = %v", k, v)
 		}
 	}
-	if m["protoplex_identified_total{protocol=HTTP}"] != 3 {
-		t.Errorf("fallback connections identified: %v", m["protoplex_identified_total{protocol=HTTP}"])
+	if m["protoplex_identified_total{protocol=HTTP,route=HTTP}"] != 3 {
+		t.Errorf("fallback connections identified: %v", m["protoplex_identified_total{protocol=HTTP,route=HTTP}"])
 	}
 }
 
-// TestBackendUpFollowsReloads: a reload that removes a protocol or a target
+// TestBackendUpFollowsReloads: a reload that removes a route or a target
 // removes its backend_up series; a target another route of the same
-// protocol still uses keeps its.
+// protocol still checks keeps its, under that route.
 func TestBackendUpFollowsReloads(t *testing.T) {
 	pm := NewProtocolManager(WithLogger(discardLogger()))
 	defer pm.Close()
-	const tlsB = "  - name: TLS\n    sni: [b.example]\n    target: 127.0.0.1:9444\n"
-	applyYAML(t, pm, "protocols:\n  - name: TLS\n    sni: [a.example]\n    target: [127.0.0.1:9443, 127.0.0.1:9444]\n"+tlsB+"  - name: Redis\n    target: 127.0.0.1:6379\n")
+	const checks = "    health_check: {interval: 1h}\n" // one check at the start: up until 3 fail
+	const tlsB = "  - name: TLS\n    sni: [b.example]\n    target: 127.0.0.1:9444\n" + checks
+	applyYAML(t, pm, "protocols:\n  - name: TLS\n    sni: [a.example]\n    target: [127.0.0.1:9443, 127.0.0.1:9444]\n"+checks+tlsB+"  - name: Redis\n    target: 127.0.0.1:6379\n"+checks)
 	series := func() []string {
 		var out []string
 		for k := range scrape(t, pm) {
@@ -299,16 +300,19 @@ func TestBackendUpFollowsReloads(t *testing.T) {
 		}
 		return out
 	}
-	if got := series(); len(got) != 3 {
+	if got := series(); len(got) != 4 {
 		t.Fatalf("backend_up series: %v", got)
 	}
-	applyYAML(t, pm, "protocols:\n  - name: TLS\n    sni: [a.example]\n    target: 127.0.0.1:9443\n"+tlsB)
+	applyYAML(t, pm, "protocols:\n  - name: TLS\n    sni: [a.example]\n    target: 127.0.0.1:9443\n"+checks+tlsB)
 	got := scrape(t, pm)
-	if _, ok := got["protoplex_backend_up{protocol=Redis,target=127.0.0.1:6379}"]; ok {
-		t.Error("the removed protocol's series stayed")
+	if _, ok := got["protoplex_backend_up{protocol=Redis,route=Redis,target=127.0.0.1:6379}"]; ok {
+		t.Error("the removed route's series stayed")
 	}
-	if _, ok := got["protoplex_backend_up{protocol=TLS,target=127.0.0.1:9444}"]; !ok {
-		t.Error("a target the b.example route still uses lost its series")
+	if _, ok := got["protoplex_backend_up{protocol=TLS,route=TLS[sni=a.example],target=127.0.0.1:9444}"]; ok {
+		t.Error("the target the a.example route dropped kept its series")
+	}
+	if _, ok := got["protoplex_backend_up{protocol=TLS,route=TLS[sni=b.example],target=127.0.0.1:9444}"]; !ok {
+		t.Error("a target the b.example route still checks lost its series")
 	}
 	if n := len(series()); n != 2 {
 		t.Errorf("backend_up series: %v", series())

@@ -83,6 +83,10 @@ type ProtocolManager struct {
 	serving  atomic.Int32 // listeners accepting now
 	ctx      context.Context
 	cancel   context.CancelFunc
+
+	// cluster, set by a DistributedManager, adds its state to readiness:
+	// ok false makes the instance unready; detail is shown in any case.
+	cluster atomic.Pointer[func() (ok bool, detail string)]
 }
 
 // settings are the server: values a connection runs with; UpdateConfig
@@ -202,6 +206,9 @@ func CreateInternalProtocol(ctor func(target string) *protocols.Protocol, handle
 // Ban refuses new connections from ip for d, as the DDoS guard does (a
 // cluster shares its members' bans this way).
 func (pm *ProtocolManager) Ban(ip netip.Addr, d time.Duration) { pm.guard.Ban(ip, d) }
+
+// Unban lifts a ban on ip (a shared ban's key deleted in etcd).
+func (pm *ProtocolManager) Unban(ip netip.Addr) { pm.guard.Unban(ip) }
 
 // OnBan registers fn to hear each ban this manager's DDoS guard issues
 // (Ban's own calls excluded); it replaces an earlier fn.

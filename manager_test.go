@@ -98,10 +98,10 @@ func TestRoutesByFirstBytes(t *testing.T) {
 		t.Fatalf("redis: %q", got)
 	}
 	// Byte counters are added when a connection ends, just after the reply.
-	up := "protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=SSH}"
+	up := "protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=SSH,route=SSH}"
 	waitFor(t, func() bool { return scrape(t, pm)[up] == float64(len("SSH-2.0-test\r\n")) })
 	m := scrape(t, pm)
-	if m["protoplex_identified_total{protocol=SSH}"] != 1 || m["protoplex_identified_total{protocol=Redis}"] != 1 {
+	if m["protoplex_identified_total{protocol=SSH,route=SSH}"] != 1 || m["protoplex_identified_total{protocol=Redis,route=Redis}"] != 1 {
 		t.Fatalf("identified metrics: %v", m)
 	}
 	if got := pm.GetMetrics().Identified["SSH"]; got != 1 {
@@ -267,7 +267,7 @@ func TestDrainDeadlineClosesStragglers(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
 		t.Fatalf("straggler not closed: %v", err)
 	}
-	if v := scrape(t, pm)["protoplex_connections_closed_total{protocol=SSH,reason=drain}"]; v != 1 {
+	if v := scrape(t, pm)["protoplex_connections_closed_total{protocol=SSH,reason=drain,route=SSH}"]; v != 1 {
 		t.Fatalf("closed{drain} = %v", v)
 	}
 }
@@ -308,7 +308,8 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // TestFailoverAndPassiveHealth: with a dead first target, every client is
-// served by the live one; the dead target is reported down.
+// served by the live one; the dead target's failed dial is counted (there
+// is no backend_up without health checks: TestBackendUpTruthful).
 func TestFailoverAndPassiveHealth(t *testing.T) {
 	const deadAddr = "127.0.0.1:1" // refused; a freed ephemeral port could be taken again
 	live := testnet.Banner(t, "live:")
@@ -321,11 +322,8 @@ func TestFailoverAndPassiveHealth(t *testing.T) {
 		}
 	}
 	m := scrape(t, pm)
-	if m["protoplex_backend_up{protocol=SSH,target="+deadAddr+"}"] != 0 || m["protoplex_backend_up{protocol=SSH,target="+live+"}"] != 1 {
-		t.Fatalf("backend_up: %v", m)
-	}
 	// The dead target is skipped while down: one failed dial, not six.
-	if v := m["protoplex_dial_errors_total{protocol=SSH,target="+deadAddr+"}"]; v != 1 {
+	if v := m["protoplex_dial_errors_total{protocol=SSH,route=SSH,target="+deadAddr+"}"]; v != 1 {
 		t.Fatalf("dial errors = %v", v)
 	}
 	gm := pm.GetMetrics()
@@ -409,19 +407,52 @@ func keepAliveOn(t *testing.T, c net.Conn) bool {
 	return v != 0
 }
 
-// TestBackendUpFromStart: every configured target has a backend_up series
-// at 1 before any client was routed to it, and a failed dial turns it to 0.
-func TestBackendUpFromStart(t *testing.T) {
+// TestBackendUpTruthful: backend_up is what health checks find, nothing
+// else. A route without checks has no series: not 1 for a dead target no
+// client was routed to yet, not 0 for as long as nobody dials again after
+// one failed dial. A route with checks has one series per target from the
+// start, and the checks alone move it: a dead target goes to 0 and a live
+// one stays 1 with no client at all.
+func TestBackendUpTruthful(t *testing.T) {
+	const dead = "127.0.0.1:1" // refused
+	live := testnet.Banner(t, "live:")
 	pm := NewProtocolManager(WithLogger(discardLogger()))
-	if err := pm.AddProtocol(protocols.NewSSHProtocol("127.0.0.1:1")); err != nil {
+	if err := pm.AddProtocol(protocols.NewSSHProtocol(dead)); err != nil {
 		t.Fatal(err)
 	}
-	const series = "protoplex_backend_up{protocol=SSH,target=127.0.0.1:1}"
-	if v, ok := scrape(t, pm)[series]; !ok || v != 1 {
-		t.Fatalf("backend_up of a target not dialed yet: %v (present %v)", v, ok)
+	checked := protocols.NewHTTPProtocol(dead + "," + live)
+	checked.Health = protocols.HealthConfig{Interval: 20 * time.Millisecond, Rise: 1, Fall: 1}
+	if err := pm.AddProtocol(checked); err != nil {
+		t.Fatal(err)
 	}
-	roundTrip(t, serveTest(t, pm), "SSH-2.0-x\r\n") // 127.0.0.1:1 refuses
-	if v := scrape(t, pm)[series]; v != 0 {
-		t.Fatalf("backend_up after a refused dial: %v", v)
+	unchecked := func() []string {
+		var out []string
+		for k := range scrape(t, pm) {
+			if strings.HasPrefix(k, "protoplex_backend_up{protocol=SSH") {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	if s := unchecked(); len(s) != 0 {
+		t.Fatalf("backend_up of a route without checks before any dial: %v", s)
+	}
+	roundTrip(t, serveTest(t, pm), "SSH-2.0-x\r\n") // the dead target refuses
+	if v := scrape(t, pm)["protoplex_dial_errors_total{protocol=SSH,route=SSH,target="+dead+"}"]; v != 1 {
+		t.Fatalf("dial errors %v, want 1", v)
+	}
+	if s := unchecked(); len(s) != 0 {
+		t.Fatalf("backend_up of a route without checks after a failed dial: %v", s)
+	}
+	up := func(target string) float64 {
+		v, ok := scrape(t, pm)["protoplex_backend_up{protocol=HTTP,route=HTTP,target="+target+"}"]
+		if !ok {
+			return -1
+		}
+		return v
+	}
+	waitFor(t, func() bool { return up(dead) == 0 })
+	if v := up(live); v != 1 {
+		t.Fatalf("backend_up of the live checked target: %v", v)
 	}
 }

@@ -141,7 +141,8 @@ func (pm *ProtocolManager) monitorOn(which int, addr string, h http.Handler) (*m
 // checks find up; so one protocol whose backends are all down leaves the
 // instance ready for the others (its state is in the metrics and in
 // /health/ready?verbose), and only when every route's checks find every target down
-// is it unready. why says what is missing, or "ok".
+// is it unready. A cluster node is also unready once its view of etcd is
+// older than distributed.max_staleness. why says what is missing, or "ok".
 func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	switch {
 	case pm.Draining():
@@ -156,13 +157,21 @@ func (pm *ProtocolManager) Ready() (ok bool, why string) {
 	if !rt.Serviceable() {
 		return false, "no protocol has a healthy target"
 	}
+	if f := pm.cluster.Load(); f != nil {
+		if ok, detail := (*f)(); !ok {
+			return false, detail
+		}
+	}
 	return true, "ok"
 }
 
 // HealthHandler serves /health/live (the process answers) and /health/ready
 // (200 or 503 as Ready says, with its why). /health/ready?verbose (any
-// value) adds one line per protocol with active health checks, such as
-// "protocol SSH: 2/3 targets up"; the status stays Ready's.
+// value) adds the cluster's state on a cluster node ("cluster: etcd
+// connected, last sync 0.4s ago"), and one line per route with active
+// health checks, named as the metrics and the access log name it, such as
+// "route SSH: 2/3 targets up" or "route TLS[sni=a.example]: 0/1 targets
+// up"; the status stays Ready's.
 func (pm *ProtocolManager) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
@@ -179,13 +188,17 @@ func (pm *ProtocolManager) HealthHandler() http.Handler {
 		if !r.URL.Query().Has("verbose") {
 			return
 		}
+		if f := pm.cluster.Load(); f != nil {
+			_, detail := (*f)()
+			fmt.Fprintln(w, detail)
+		}
 		rt := pm.routing.Load()
 		if rt == nil {
 			return
 		}
 		for _, h := range rt.Health() {
 			if h.Checked > 0 {
-				fmt.Fprintf(w, "protocol %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
+				fmt.Fprintf(w, "route %s: %d/%d targets up\n", h.Name, h.Up, h.Checked)
 			}
 		}
 	})

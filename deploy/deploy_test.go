@@ -29,7 +29,7 @@ var metricName = regexp.MustCompile(`protoplex_[a-z_]+`)
 
 // distributedOnly metrics have values only in distributed mode; the e2e test
 // TestDistributedNodes checks them on a live node.
-var distributedOnly = map[string]bool{"protoplex_discovered_backends": true}
+var distributedOnly = map[string]bool{"protoplex_discovered_backends": true, "protoplex_cluster_last_sync_age_seconds": true}
 
 // TestManifestsParse: every YAML document and the dashboard JSON parse.
 func TestManifestsParse(t *testing.T) {
@@ -66,7 +66,9 @@ func TestManifestsParse(t *testing.T) {
 
 func TestPromtool(t *testing.T) {
 	promtool := testnet.RequireBinary(t, "promtool")
-	for _, args := range [][]string{{"check", "rules", "prometheus/alerts.yml"}, {"check", "config", "prometheus/prometheus.yml"}} {
+	// test rules: the alerts fire on the series their tests give.
+	for _, args := range [][]string{{"check", "rules", "prometheus/alerts.yml"}, {"check", "config", "prometheus/prometheus.yml"},
+		{"test", "rules", "prometheus/alerts_test.yml"}, {"test", "rules", "prometheus/cluster_alerts_test.yml"}} {
 		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
 			t.Fatalf("promtool %v: %v\n%s", args, err, out)
 		}
@@ -76,15 +78,15 @@ func TestPromtool(t *testing.T) {
 // TestUsedMetricsExist: every metric the alerts and the dashboard use is
 // exported by a running manager and documented.
 func TestUsedMetricsExist(t *testing.T) {
-	// Labelled metrics appear once they have a value: drive one good
-	// connection, one garbage one and one to a dead backend, and one UDP
+	// Labelled metrics appear once they have a value: a route with health
+	// checks (backend_up), one good connection, one garbage one and one to a dead backend, and one UDP
 	// flow. Port 1 (tcpmux) is not served on loopback: the dial is refused.
 	// A port freed by closing a listener could be taken again by a
 	// concurrent test's bind(:0).
 	const dead = "127.0.0.1:1"
 	addr := testnet.FreeAddr(t)
 	cfg, err := protoplex.ParseConfig([]byte(fmt.Sprintf("server:\n  listen: %q\n  listen_udp: %q\nprotocols:\n"+
-		"  - name: SSH\n    target: %q\n  - name: Redis\n    target: %q\n"+
+		"  - name: SSH\n    target: %q\n    health_check: {interval: 1h}\n  - name: Redis\n    target: %q\n"+ // backend_up: checked targets only
 		"  - name: game\n    transport: udp\n    match_start_bytes: [\"6964\"]\n    target: %q\n",
 		addr, addr, testnet.Echo(t), dead, udptest.Echo(t, false))), "metrics.yaml")
 	if err != nil {

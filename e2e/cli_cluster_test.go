@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -86,5 +88,76 @@ distributed:
 	op("deregister", "-protocol", "ssh", "-instance", "a")
 	if out := op("services"); strings.Contains(out, "ssh/a") {
 		t.Fatalf("still registered: %q", out)
+	}
+}
+
+// TestCLIClusterStart: a protocol whose targets all come from etcd
+// (target: []) passes -check and starts, and -check refuses it outside
+// cluster mode. The node serves the discovered backend from its first
+// connection and its banner counts it. Killed, then started again while
+// etcd is down, it serves from the state it saved, and says so in its log
+// and its readiness detail.
+func TestCLIClusterStart(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	bin := buildCLI(t)
+	backend := testnet.Banner(t, "discovered:")
+	if out, err := run(t, 20*time.Second, bin, "register", "-etcd", etcd.Client, "-protocol", "ssh", "-instance", "a", "-address", backend); err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	alone := filepath.Join(dir, "alone.yaml")
+	testnet.WriteFile(t, alone, "protocols:\n  - name: SSH\n    target: []\n")
+	if out, err := run(t, 20*time.Second, bin, "-check", "-config", alone); err == nil || !strings.Contains(out, "target: [] (targets from etcd only) needs distributed.enable") {
+		t.Fatalf("-check of target: [] outside cluster mode: %v\n%s", err, out)
+	}
+	health := testnet.FreeAddr(t)
+	_, healthPort, _ := strings.Cut(health, ":")
+	cfg := filepath.Join(dir, "node.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf(`server:
+  listen: "127.0.0.1:0"
+protocols:
+  - name: SSH
+    target: []
+monitoring:
+  metrics_port: 0
+  enable_health_check: true
+  health_check_port: %s
+distributed:
+  enable: true
+  node_id: "start-node"
+  etcd_endpoints: [%q]
+  lease_ttl: "2s"
+  start_timeout: "2s"
+  state_file: %q
+  service_discovery: {enable: true}
+`, healthPort, etcd.Client, filepath.Join(dir, "state.json")))
+	if out, err := run(t, 20*time.Second, bin, "-check", "-config", cfg); err != nil {
+		t.Fatalf("-check of a discovery-only protocol: %v\n%s", err, out)
+	}
+	addr, node, stdout := startCLI(t, bin, "-config", cfg)
+	if !strings.Contains(stdout.String(), "1 services discovered") {
+		t.Fatalf("banner:\n%s", stdout)
+	}
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "discovered:") {
+		t.Fatalf("first connection got %q, want the discovered backend", got)
+	}
+	node.Stop()
+	etcd.Stop()
+
+	addr, node, _ = startCLI(t, bin, "-config", cfg)
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "discovered:") {
+		t.Fatalf("started without etcd: got %q, want the saved backend", got)
+	}
+	if !strings.Contains(node.Out.String(), "etcd unreachable at start: serving the state saved before") {
+		t.Fatalf("log:\n%s", node.Out)
+	}
+	resp, err := http.Get("http://" + health + "/health/ready?verbose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "cluster: etcd unreachable since start: serving the state saved at") {
+		t.Fatalf("readiness: %s", body)
 	}
 }

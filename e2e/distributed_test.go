@@ -92,7 +92,7 @@ func TestDistributedNodes(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	nodes[1].Manager().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, want := range []string{`protoplex_discovered_backends{protocol="ssh"} 1`, "protoplex_cluster_nodes 3"} {
+	for _, want := range []string{`protoplex_discovered_backends{protocol="ssh"} 1`, "protoplex_cluster_nodes 3", "protoplex_cluster_last_sync_age_seconds "} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Fatalf("metrics lack %q", want)
 		}
@@ -187,4 +187,102 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func exchangeWith(addr, send string) string {
 	reply, _ := testnet.RoundTrip(addr, send)
 	return reply
+}
+
+// TestDistributedStaleness: a node cut off from etcd (etcd itself up) keeps
+// serving, its protoplex_cluster_last_sync_age_seconds grows, and once it
+// passes max_staleness the node turns unready, saying why; back in touch,
+// it is ready again.
+func TestDistributedStaleness(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	proxy := testnet.CutProxy(t, etcd.Client)
+	backend := testnet.Banner(t, "svc:")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := cluster.Register(context.Background(), cli, cluster.Service{Protocol: "ssh", Instance: "a", Address: backend}, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := protoplex.ParseConfig([]byte("distributed:\n  enable: true\n  etcd_endpoints: [\""+proxy.Addr+"\"]\n  service_discovery: {enable: true}\nprotocols:\n  - name: SSH\n    target: []\n"), "node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := protoplex.DistributedConfigFrom(c)
+	dc.NodeID, dc.LeaseTTL, dc.MaxStaleness = "stale", 2*time.Second, 3*time.Second
+	dc.Options = []protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler))}
+	dm, err := protoplex.NewDistributedManager(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Close() })
+	addr := serve(t, dm.Manager())
+	ready := func() (bool, string) { return dm.Manager().Ready() }
+	testnet.Eventually(t, 10*time.Second, func() bool { ok, _ := ready(); return ok }, "never ready")
+
+	proxy.Cut()
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		ok, why := ready()
+		return !ok && strings.Contains(why, "over distributed.max_staleness (3s)")
+	}, "a node cut off from etcd stayed ready: %v", testnet.Later(func() string { _, why := ready(); return why }))
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "svc:") {
+		t.Fatalf("an unready node stopped serving: %q", got)
+	}
+	rec := httptest.NewRecorder()
+	dm.Manager().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var age float64
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "protoplex_cluster_last_sync_age_seconds "); ok {
+			fmt.Sscan(v, &age)
+		}
+	}
+	if age <= 3 {
+		t.Fatalf("protoplex_cluster_last_sync_age_seconds %v once unready, want over 3", age)
+	}
+
+	proxy.Restore()
+	testnet.Eventually(t, 20*time.Second, func() bool { ok, _ := ready(); return ok }, "not ready again once back in touch with etcd")
+}
+
+// TestDistributedSharedDiscoveryOnly: a configuration shared through etcd
+// may list target: [] (it carries no distributed: block; the node's own
+// discovery counts): every node applies it and routes that protocol to the
+// backends etcd names.
+func TestDistributedSharedDiscoveryOnly(t *testing.T) {
+	etcd := testnet.StartEtcd(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	if err := cluster.Register(ctx, cli, cluster.Service{Protocol: "ssh", Instance: "a", Address: testnet.Banner(t, "svc:")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	base, err := protoplex.ParseConfig([]byte("protocols:\n  - name: HTTP\n    target: \"127.0.0.1:1\"\n"), "node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm, err := protoplex.NewDistributedManager(protoplex.DistributedConfig{
+		NodeID: "shared", EtcdEndpoints: []string{etcd.Client}, Config: base,
+		ServiceDiscovery: protoplex.ServiceDiscoveryConfig{Enable: true},
+		ConfigManager:    protoplex.ConfigManagerConfig{Enable: true},
+		Options:          []protoplex.Option{protoplex.WithLogger(slog.New(slog.DiscardHandler))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Close() })
+	addr := serve(t, dm.Manager())
+	if _, err := cli.Put(ctx, "/protoplex/config", "protocols:\n  - name: SSH\n    target: []\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the shared configuration reported applied", func() bool {
+		r, err := cli.Get(ctx, cluster.StatusPrefix+"shared")
+		return err == nil && len(r.Kvs) == 1 && string(r.Kvs[0].Value) == "ok"
+	})
+	if got := exchangeWith(addr, "SSH-2.0-x\r\n"); !strings.HasPrefix(got, "svc:") {
+		t.Fatalf("SSH through the shared discovery-only protocol: %q", got)
+	}
 }

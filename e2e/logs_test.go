@@ -37,7 +37,7 @@ protocols:
 `, ssh, extra)
 	}
 	testnet.WriteFile(t, cfg, config(""))
-	addr, p, banner := startCLI(t, bin, "-config", cfg)
+	addr, p, banner := startCLI(t, bin, "-config", cfg, "-watch") // the edits below are applied as they are saved
 	// With log_format json the banner is JSON too, one object per line.
 	for _, line := range strings.Split(strings.TrimSpace(banner.String()), "\n") {
 		var rec map[string]any

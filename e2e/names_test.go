@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,11 +73,13 @@ monitoring:
 	// A reload reads the file again.
 	testnet.WriteFile(t, names, list("new.example"))
 	testnet.WriteFile(t, cfg, yaml(2))
+	p.Cmd.Process.Signal(syscall.SIGHUP)
 	waitUntil(t, "new.example routed to A after the reload", func() bool { return routed("new.example") == "A" })
 
 	// A bad line rejects the reload; the names of the last good file stay.
 	testnet.WriteFile(t, names, list("newer.example", "bad name"))
 	testnet.WriteFile(t, cfg, yaml(3))
+	p.Cmd.Process.Signal(syscall.SIGHUP)
 	waitUntil(t, "the rejected names file logged with its line", func() bool {
 		return strings.Contains(p.Out.String(), `tenants.txt:10004: protocols[0] (tls): sni_file: \"bad name\" is not a host name`)
 	})

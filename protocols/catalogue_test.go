@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"strings"
 	"testing"
@@ -26,6 +27,19 @@ func rtmpC0C1() string {
 type catalogueCase struct {
 	proto, name, data string
 	want              Result
+}
+
+// dnsPaddedQuery is a DNS-over-TCP query for example.test A of total bytes
+// (length prefix included) as dig +tcp +padding sends it: one question and
+// an OPT record whose padding option (RFC 7830) fills the message.
+func dnsPaddedQuery(total int) string {
+	head := "\x62\xd1\x01\x20\x00\x01\x00\x00\x00\x00\x00\x01" + // ID, RD+AD, QD=1, AR=1
+		"\x07example\x04test\x00\x00\x01\x00\x01" + // example.test A IN
+		"\x00\x00\x29\x10\x00\x00\x00\x00\x00" // OPT: root, type 41, 4096-byte payload, TTL 0
+	pad := total - 2 - len(head) - 2 - 4 // RDLENGTH, then the option's code and length
+	msg := head + string(binary.BigEndian.AppendUint16(nil, uint16(4+pad))) +
+		"\x00\x0c" + string(binary.BigEndian.AppendUint16(nil, uint16(pad))) + strings.Repeat("\x00", pad)
+	return string(binary.BigEndian.AppendUint16(nil, uint16(len(msg)))) + msg
 }
 
 // catalogueCases are first flights and near misses for every built-in
@@ -234,6 +248,12 @@ func catalogueCases() []catalogueCase {
 		{"dns", "a response (QR=1)", "\x00\x1d\x62\xd1\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00", NoMatch},
 		{"dns", "no question", "\x00\x1d\x62\xd1\x01\x20\x00\x00\x00\x00\x00\x00\x00\x00", NoMatch},
 		{"dns", "label of 64", "\x00\x11\x62\xd1\x01\x20\x00\x01\x00\x00\x00\x00\x00\x00\x40", NoMatch},
+		// RFC 8467 padding makes queries longer than 511 bytes: the
+		// length is any 2-byte value, the header and question decide.
+		{"dns", "a 649-byte EDNS-padded query", dnsPaddedQuery(649), Match},
+		{"dns", "a 65,535-byte query, its header and question", dnsPaddedQuery(65537)[:2+12+18], Match},
+		{"dns", "text: the flags byte", "PING\r\n", NoMatch},
+		{"dns", "256 questions", "\x02\x00\x62\xd1\x01\x20\x01\x00", NoMatch},
 		// STUN Binding request over TCP (RFC 8489): type 0x0001, length 0, cookie, transaction id
 		{"stun", "Binding request", "\x00\x01\x00\x00\x21\x12\xa4\x42abcdefghijkl", Match},
 		{"stun", "wrong magic cookie", "\x00\x01\x00\x08\x21\x12\xa4\x43", NoMatch},

@@ -5,7 +5,22 @@ import "encoding/binary"
 func init() { register(dnsDescriptor, NewDNSProtocol) }
 
 var dnsDescriptor = Descriptor{Spec: Spec{Name: "DNS", Transports: TCP | UDP, Detect: detectDNS, Datagram: detectDNSDatagram,
-	FirstBytes: []byte{0x00, 0x01}}, Summary: "DNS over TCP or UDP: a query with a well-formed first question"}
+	FirstBytes: dnsFirstBytes()}, Summary: "DNS over TCP or UDP: a query with a well-formed first question"}
+
+// dnsFirstBytes are the high bytes of every length but 0x05xx: a SOCKS5
+// greeting (05 01 00) is 3 bytes after which its client waits for the
+// server, and those 3 bytes cannot be told from the start of a DNS message
+// of 1,280-1,535 bytes, so DNS would hold every SOCKS5 client until the
+// identify timeout.
+func dnsFirstBytes() []byte {
+	out := make([]byte, 0, 255)
+	for b := range 256 {
+		if b != 0x05 {
+			out = append(out, byte(b))
+		}
+	}
+	return out
+}
 
 // NewDNSProtocol routes DNS over TCP and UDP: a header that is a query
 // (QR=0), with a query/notify/update opcode, Z=0, 1–16 questions and no
@@ -14,10 +29,15 @@ var dnsDescriptor = Descriptor{Spec: Spec{Name: "DNS", Transports: TCP | UDP, De
 // 2-byte length; over UDP it is the flow's first datagram, whole, and its
 // questions and records (at most 64) must end where the datagram ends.
 //
-// Indexed under first bytes 0x00 and 0x01 (the TCP length's high byte):
-// queries up to 511 bytes, which covers what resolvers send; a
-// length-prefixed detector without an index would make every other client
-// wait for it. A UDP query starts with its random ID, any byte.
+// A TCP message may be as long as its 2-byte length allows (65,535 bytes:
+// EDNS padding, RFC 8467, and dynamic updates make queries of any size), so
+// its first byte is almost any byte (dnsFirstBytes). The decision never needs the whole message: the header and the
+// first question (at most 2+12+255+4 bytes) decide, so the read stays
+// bounded by the header, not by the length the client announces. The header
+// is checked as each byte arrives: a client whose 7th byte is not 0 (the
+// high byte of QDCOUNT, at most 16; every text client) is refused by then,
+// any other once the 14 bytes of length and header are in, so only a
+// client that sends fewer and waits for the server can wait for DNS. A UDP query starts with its random ID, any byte.
 func NewDNSProtocol(target string) *Protocol { return build(&dnsDescriptor, target) }
 
 // dnsMinQuery is the smallest query: a 12-byte header, the root name, QTYPE
@@ -25,14 +45,11 @@ func NewDNSProtocol(target string) *Protocol { return build(&dnsDescriptor, targ
 const dnsMinQuery = 17
 
 func detectDNS(data []byte) Result {
-	if len(data) > 0 && data[0] > 0x01 {
-		return NoMatch
-	}
 	if len(data) < 2 {
 		return NeedMore
 	}
 	msgLen := int(binary.BigEndian.Uint16(data))
-	if msgLen < dnsMinQuery || msgLen > 511 {
+	if msgLen < dnsMinQuery || data[0] == 0x05 {
 		return NoMatch
 	}
 	return dnsQuery(data[2:], msgLen)
@@ -104,15 +121,26 @@ func dnsSkipName(msg []byte, i int) int {
 // beginning (all of it when len(msg) ≥ msgLen): NeedMore while the header or
 // first question is still to come.
 func dnsQuery(msg []byte, msgLen int) Result {
+	// Each header field is checked as soon as it is there: the flags byte
+	// (QR=0, opcode), then Z, then QDCOUNT's high byte (at most 16
+	// questions).
+	if len(msg) > 2 {
+		flags := msg[2]
+		if opcode := flags >> 3 & 0x0f; flags&0x80 != 0 || (opcode != 0 && opcode != 4 && opcode != 5) {
+			return NoMatch
+		}
+	}
+	if len(msg) > 3 && msg[3]&0x40 != 0 {
+		return NoMatch
+	}
+	if len(msg) > 4 && msg[4] != 0 {
+		return NoMatch
+	}
 	if len(msg) < 12 {
 		return NeedMore
 	}
 	h := msg[:12]
-	flags := h[2]
-	opcode := flags >> 3 & 0x0f
-	if flags&0x80 != 0 || (opcode != 0 && opcode != 4 && opcode != 5) || h[3]&0x40 != 0 {
-		return NoMatch
-	}
+	opcode := h[2] >> 3 & 0x0f
 	qd := binary.BigEndian.Uint16(h[4:6])
 	an := binary.BigEndian.Uint16(h[6:8])
 	if qd == 0 || qd > 16 || (opcode == 0 && an != 0) {

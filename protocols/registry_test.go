@@ -127,7 +127,7 @@ func TestConstructors(t *testing.T) {
 		inspect, serverFirst bool
 	}{
 		{NewAnyProtProtocol, "anyprot", "\x00", 0, false, false},
-		{NewDNSProtocol, "DNS", "\x00\x01", 0, false, false},
+		{NewDNSProtocol, "DNS", string(dnsFirstBytes()), 0, false, false},
 		{NewDTLSProtocol, "DTLS", "\x16", 0, true, false},
 		{NewFTPProtocol, "FTP", "\x00", 0, false, true},
 		{NewHTTPProtocol, "HTTP", "GHPDOTCMLUSRABV", 0, true, false},

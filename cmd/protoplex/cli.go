@@ -19,7 +19,7 @@ var subcommands = []struct{ name, args, help string }{
 
 // usage writes the main command's help: synopsis, flags, sub-commands.
 func usage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
+	fmt.Fprintf(w, `usage: protoplex [-config FILE] [-listen ADDR] [-watch] [-check] [-version] [-upgrade PID]
        protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']   (print an sslh configuration as protoplex YAML)
        protoplex COMMAND -etcd HOSTS [flags]   (protoplex COMMAND -h for its flags)
        protoplex status|target|unban [ARGS] [-url URL | -config FILE]

@@ -81,7 +81,7 @@ func TestHelp(t *testing.T) {
 		if code != exitOK || stderr != "" {
 			t.Fatalf("%s: exit %d, stderr %q", h, code, stderr)
 		}
-		if got, want := helpFlags(stdout), []string{"check", "config", "from-sslh", "from-sslh-args", "listen", "upgrade", "version"}; !slices.Equal(got, want) {
+		if got, want := helpFlags(stdout), []string{"check", "config", "from-sslh", "from-sslh-args", "listen", "upgrade", "version", "watch"}; !slices.Equal(got, want) {
 			t.Errorf("%s lists the flags %q, want %q:\n%s", h, got, want, stdout)
 		}
 		for _, c := range subcommands {

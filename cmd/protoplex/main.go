@@ -1,6 +1,6 @@
 // Command protoplex serves several protocols on one port.
 //
-//	protoplex [-config FILE] [-listen ADDR] [-check] [-version] [-upgrade PID]
+//	protoplex [-config FILE] [-listen ADDR] [-watch] [-check] [-version] [-upgrade PID]
 //	protoplex -from-sslh FILE [-from-sslh-args 'SSLH OPTIONS']
 //	protoplex register|deregister|nodes|services -etcd HOSTS [flags]
 //	protoplex status|target|unban [args] [-url URL | -config FILE]
@@ -26,6 +26,7 @@ import (
 
 	"github.com/darkit/protoplex"
 	"github.com/darkit/protoplex/internal/logging"
+	"github.com/darkit/protoplex/internal/routing"
 )
 
 // version, when set at build time with -ldflags "-X main.version=...",
@@ -57,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "YAML configuration `file` (default: the embedded configuration, loopback only: data 127.0.0.1:9090, metrics 127.0.0.1:9091, health 127.0.0.1:9092)")
 	listen := fs.String("listen", "", "listen `address`, overrides server.listen (not with socket activation)")
 	check := fs.Bool("check", false, "validate the -config file, print ok or every error as file:line, and exit")
+	watch := fs.Bool("watch", false, "also reload the -config file each time it is saved (debounced); by default only SIGHUP reloads it")
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision and time) and exit")
 	upgradePID := fs.Int("upgrade", 0, "ask the protoplex process `pid` to hand its listeners to a new process of its binary (SIGUSR2) and wait until it has exited")
 	sslh := fromSSLHFlags(fs)
@@ -103,12 +105,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
 		return exitUsage
 	}
+	if *watch && *configPath == "" {
+		fmt.Fprintln(stderr, "protoplex: -watch needs -config FILE")
+		return exitUsage
+	}
 
 	var cm *protoplex.ConfigManager
 	var cfg *protoplex.Config
 	if *configPath != "" {
 		var err error
-		cm, err = protoplex.NewConfigManager(*configPath)
+		cm, err = protoplex.OpenConfigManager(*configPath, *watch)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitFail
@@ -180,6 +186,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	reloadOnHangup(ctx, cm, log)
+	if cm != nil {
+		cm.OnConfigUnchanged(func() {
+			log.Debug("configuration file unchanged since the reload just tried, not tried again", "file", *configPath)
+		})
+	}
 
 	if err := enableAdmin(pm, *cfg, os.Getenv); err != nil {
 		fmt.Fprintln(stderr, err)
@@ -263,7 +274,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if p.Handler != nil {
 			target = "(in-process)"
 		}
-		out.say(fmt.Sprintf("route:    %-10s -> %s", p.Name, target), "route", "protocol", p.Name, "target", target)
+		route := routing.Label(p) // as the access log and the metrics name it
+		out.say(fmt.Sprintf("route:    %-10s -> %s", route, target), "route", "protocol", p.Name, "route", route, "target", target)
 	}
 	if cm != nil {
 		cm.OnConfigChange(func(c *protoplex.Config) {

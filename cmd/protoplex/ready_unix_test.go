@@ -42,7 +42,7 @@ func TestReadiness(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	const oneDown = "ok\nprotocol SSH: 0/1 targets up\nprotocol HTTP: 1/1 targets up\n"
+	const oneDown = "ok\nroute SSH: 0/1 targets up\nroute HTTP: 1/1 targets up\n"
 	var code int
 	var body string
 	testnet.Eventually(t, 10*time.Second, func() bool { code, body = ready("?verbose"); return body == oneDown },
@@ -64,7 +64,7 @@ func TestReadiness(t *testing.T) {
 		"%s", testnet.Later(func() string {
 			return fmt.Sprintf("all down: readiness %d %q, want 503; stderr:\n%s", code, body, p.Out)
 		}))
-	if !strings.HasPrefix(body, "no protocol has a healthy target\n") || !strings.Contains(body, "protocol HTTP: 0/1 targets up\n") {
+	if !strings.HasPrefix(body, "no protocol has a healthy target\n") || !strings.Contains(body, "route HTTP: 0/1 targets up\n") {
 		t.Fatalf("all down: %q", body)
 	}
 }

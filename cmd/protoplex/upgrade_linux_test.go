@@ -133,7 +133,7 @@ monitoring:
 	// Every process of the test is in the first one's group: kill them all
 	// at the end (the test's stdout pipe stays open while any of them runs).
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-	listening := regexp.MustCompile(`(?m)^listening(?: \(udp\))?: (\S+)`) // TCP, Unix, then UDP
+	listening := regexp.MustCompile(`(?m)^listening(?: \(udp\))?: (\S+)`) // the stream listeners, then listen_udp's
 	first := func() []string {
 		var out []string
 		for _, m := range listening.FindAllStringSubmatch(p.stdout.String(), -1) {

@@ -3,8 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
+func etcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: nopZap()})
 	if err != nil {
@@ -70,7 +68,7 @@ func TestDiscoveryBounded(t *testing.T) {
 	putAll(t, cli, kvs)
 
 	snaps := make(chan map[string][]Service, 16)
-	n, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	n, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: quiet()},
 		Handlers{Services: func(m map[string][]Service) { snaps <- m }})
 	if err != nil {
 		t.Fatal(err)
@@ -122,24 +120,20 @@ func TestDiscoveryBounded(t *testing.T) {
 }
 
 // TestSnapshotResponseBounded: a snapshot larger than MaxResponseBytes
-// fails (the node keeps its last state) instead of being read whole.
+// fails instead of being read whole (Start, with no saved state, fails).
 func TestSnapshotResponseBounded(t *testing.T) {
 	endpoint := testnet.StartEtcd(t).Client
 	cli := etcdClient(t, endpoint)
-	big := strings.Repeat("x", 1<<20) // under etcd's default 1.5 MiB request limit
+	big := `{"address":"127.0.0.1:1","metadata":{"x":"` + strings.Repeat("x", 1<<20) + `"}}` // under etcd's default 1.5 MiB request limit
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := 0; i < MaxResponseBytes>>20+2; i++ {
-		if _, err := cli.Put(ctx, fmt.Sprintf("%sbig%03d", StatusPrefix, i), big); err != nil {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%sbig/%03d", ServicesPrefix, i), big); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Handlers{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	if _, err := n.snapshot(ctx); err == nil || !strings.Contains(err.Error(), "larger than max") {
+	_, err := Start(context.Background(), Options{NodeID: "n1", Endpoints: []string{endpoint}, Logger: quiet()}, Handlers{})
+	if err == nil || !strings.Contains(err.Error(), "larger than max") {
 		t.Fatalf("snapshot of %d MiB: %v, want a message-size error", MaxResponseBytes>>20+2, err)
 	}
 }

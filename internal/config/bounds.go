@@ -63,4 +63,8 @@ const (
 	maxIntervalSeconds = 86400
 	minLeaseTTL        = time.Second
 	maxLeaseTTL        = time.Hour
+	// A start that waits longer for etcd is an outage, not a slow start.
+	minStartTimeout = time.Second
+	maxStartTimeout = 10 * time.Minute
+	maxStaleness    = 24 * time.Hour
 )

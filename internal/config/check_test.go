@@ -117,6 +117,8 @@ func TestCheckFriction(t *testing.T) {
 			"c.yaml:3: security.ddos_guard: set, but enable_ddos_guard is not true"},
 		{"discovery without the cluster", "distributed:\n  service_discovery:\n    enable: true\n" + ssh,
 			"c.yaml:3: distributed.service_discovery.enable: has no effect without distributed.enable: true"},
+		{"empty target without discovery", "protocols:\n  - name: SSH\n    target: []\n",
+			"c.yaml:3: protocols[0] (SSH): target: [] (targets from etcd only) needs distributed.enable and distributed.service_discovery.enable: true"},
 		{"config manager without the cluster", "distributed:\n  config_manager: {enable: true}\n" + ssh,
 			"c.yaml:2: distributed.config_manager.enable: has no effect without distributed.enable: true"},
 		{"etcd endpoint without a port", "distributed:\n  etcd_endpoints: [etcd1]\n" + ssh,
@@ -293,5 +295,22 @@ func TestEnvEndpointsTrimmed(t *testing.T) {
 	}
 	if got := c.Distributed.EtcdEndpoints; len(got) != 2 || got[1] != "etcd2:2379" {
 		t.Fatalf("%q", got)
+	}
+}
+
+// TestDiscoveryOnlyProtocol: target: [] is accepted when etcd discovery
+// supplies the targets, by -check (the file, with its YAML) and at start
+// (the decoded Config, validated again without it).
+func TestDiscoveryOnlyProtocol(t *testing.T) {
+	c, err := Parse([]byte("distributed:\n  enable: true\n  etcd_endpoints: [\"127.0.0.1:2379\"]\n  service_discovery: {enable: true}\nprotocols:\n  - name: SSH\n    target: []\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the decoded config is refused at start: %v", err)
+	}
+	c.Distributed.ServiceDiscovery.Enable = false
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "target is required") {
+		t.Fatalf("no target and no discovery: %v", err)
 	}
 }

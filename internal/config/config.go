@@ -46,6 +46,11 @@ type Server struct {
 	// AccessLog: one INFO line per closed connection (client, route,
 	// target, bytes, duration, close reason); it follows reloads.
 	AccessLog bool `yaml:"access_log"`
+	// AccessLogOpen: with AccessLog, also one INFO line when a connection
+	// is routed and its backend connected ("connection opened"), so a
+	// session of hours is seen when it starts; at log_level debug it is
+	// written either way.
+	AccessLogOpen bool `yaml:"access_log_open"`
 	// ListenUDP: UDP listeners (one string or a list), typically on the
 	// listen port numbers; flows are routed to the protocols on UDP.
 	ListenUDP StringList `yaml:"listen_udp"`
@@ -196,4 +201,13 @@ type Distributed struct {
 	} `yaml:"config_manager"`
 	// LeaseTTL: a node that dies leaves the membership after this long (default 10s).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// StartTimeout bounds the wait at start for the first read of etcd
+	// (default 10s); then the node starts from StateFile, or exits.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// StateFile keeps the last shared configuration and discovered backends
+	// on disk ("" = not kept), to start from while etcd is unreachable.
+	StateFile string `yaml:"state_file"`
+	// MaxStaleness, when set, makes the node unready once its last current
+	// read of etcd is older (0 = never).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }

@@ -125,13 +125,23 @@ var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
 
 // Parse decodes, defaults and validates YAML. Every error names
 // filename:line and what is wrong; all errors are reported, not the first.
-func Parse(data []byte, filename string) (*Config, error) {
+func Parse(data []byte, filename string) (*Config, error) { return parse(data, filename, nil) }
+
+// ParseShared is Parse for a configuration shared through etcd, read by a
+// node whose own distributed: block is node: that block applies, whatever
+// the shared file says, and is what the checks see (target: [] is valid
+// when the node discovers targets).
+func ParseShared(data []byte, filename string, node Distributed) (*Config, error) {
+	return parse(data, filename, &node)
+}
+
+func parse(data []byte, filename string, node *Distributed) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, tooLarge(filename)
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(filename, err)
+		return nil, yamlError(filename, data, err)
 	}
 	c := &Config{}
 	var errs []error
@@ -155,6 +165,9 @@ func Parse(data []byte, filename string) (*Config, error) {
 	errs = append(errs, c.loadNames(filename, &root)...)
 	c.applyDefaults()
 	c.Source = filename
+	if node != nil {
+		c.Distributed = *node
+	}
 	if errs = append(errs, c.check(filename, &root)...); len(errs) > 0 {
 		return nil, errors.Join(byLine(filename, errs)...)
 	}
@@ -174,8 +187,10 @@ func byLine(file string, errs []error) []error {
 	return errs
 }
 
-// yamlError rewrites yaml.v3's "line N: msg" into "file:N: msg".
-func yamlError(filename string, err error) error {
+// yamlError rewrites yaml.v3's "line N: msg" into "file:N: msg". For a
+// syntax error N is the line the error is about (problemLine), not the one
+// yaml.v3 names.
+func yamlError(filename string, data []byte, err error) error {
 	var te *yaml.TypeError
 	var msgs []string
 	if errors.As(err, &te) {
@@ -186,13 +201,62 @@ func yamlError(filename string, err error) error {
 	var errs []error
 	for _, m := range msgs {
 		if sub := yamlLine.FindStringSubmatch(m); sub != nil {
-			m = filename + ":" + sub[1] + ": " + m[len(sub[0]):]
+			line, _ := strconv.Atoi(sub[1])
+			if te == nil {
+				line = problemLine(data, line, m[len(sub[0]):])
+			}
+			m = filename + ":" + strconv.Itoa(line) + ": " + m[len(sub[0]):]
 		} else {
 			m = filename + ": " + m
 		}
 		errs = append(errs, errors.New(m))
 	}
 	return errors.Join(errs...)
+}
+
+// problemLine returns the line a YAML syntax error (msg, which yaml.v3
+// reported at line from) is about. yaml.v3 names the line where the
+// enclosing block begins (libyaml's context mark), so a list item indented
+// one space too little on line 6 is reported at the "protocols:" of line 3;
+// the line the parser could not place is the last line of the shortest
+// prefix of the file that fails with the same message. A prefix that stops
+// before it parses, or fails otherwise (a flow collection or a quoted
+// string cut short), so the prefixes from line from on are searched by
+// bisection: log2(lines) parses, for a file whose first parse failed.
+func problemLine(data []byte, from int, msg string) int {
+	ends := []int{} // ends[i]: the length of the prefix of lines 1..i+1
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	fails := func(lines int) bool {
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[lines-1]], &n)
+		if err == nil {
+			return false
+		}
+		m := err.Error()
+		if sub := yamlLine.FindStringSubmatch(m); sub != nil {
+			m = m[len(sub[0]):]
+		}
+		return m == msg
+	}
+	lo, hi := max(from, 1), len(ends) // fails(hi): the whole file fails so
+	if lo > hi || !fails(hi) {
+		return from
+	}
+	for lo < hi {
+		if mid := (lo + hi) / 2; fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 func mapValue(m *yaml.Node, key string) *yaml.Node {

@@ -280,6 +280,15 @@ func (v *checker) distributed(d *Distributed) {
 	if d.LeaseTTL != 0 {
 		v.durIn(v.at("distributed", "lease_ttl"), "distributed.lease_ttl", d.LeaseTTL, minLeaseTTL, maxLeaseTTL)
 	}
+	if d.StartTimeout != 0 {
+		v.durIn(v.at("distributed", "start_timeout"), "distributed.start_timeout", d.StartTimeout, minStartTimeout, maxStartTimeout)
+	}
+	if d.MaxStaleness != 0 {
+		v.durIn(v.at("distributed", "max_staleness"), "distributed.max_staleness", d.MaxStaleness, minLeaseTTL, maxStaleness)
+	}
+	if p := d.StateFile; len(p) > maxStringLen || !printable(p) {
+		v.add(v.at("distributed", "state_file"), "distributed.state_file: at most %d printable characters", maxStringLen)
+	}
 }
 
 const strategies = "round_robin, weighted_round_robin, least_connections, random or first"

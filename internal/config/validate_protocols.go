@@ -34,6 +34,7 @@ func (v *checker) protocols(c *Config) {
 	var totalTargets, poolConns, regexInsts, totalNames int
 	var probeRate float64
 	poolLimit := min(maxPoolConns, c.Server.MaxConnections)
+	discovery := c.Distributed.Enable && c.Distributed.ServiceDiscovery.Enable
 	for i, p := range c.Protocols {
 		where := v.at("protocols", fmt.Sprintf("#%d", i))
 		if p.Line > 0 && v.root == nil {
@@ -59,8 +60,15 @@ func (v *checker) protocols(c *Config) {
 			}
 			v.add(where, "%s: %q is not a built-in protocol%s; built in: %s; a user protocol needs match_start_bytes or match_regexes", name, p.Name, hint, strings.Join(protocols.Names(), ", "))
 		}
-		if len(p.Target) == 0 && !given(v.root, "protocols", fmt.Sprintf("#%d", i), "target") {
-			v.add(where, "%s: target is required", name)
+		// A protocol may list no target when etcd discovery supplies them
+		// (distributed.service_discovery); a target that failed to decode is
+		// reported by the decoder, not again here.
+		if len(p.Target) == 0 && !discovery {
+			if t, found := nodeAt(v.root, "protocols", fmt.Sprintf("#%d", i), "target"); found && t.Kind == yaml.SequenceNode && len(t.Content) == 0 {
+				v.add(field("target"), "%s: target: [] (targets from etcd only) needs distributed.enable and distributed.service_discovery.enable: true", name)
+			} else if !given(v.root, "protocols", fmt.Sprintf("#%d", i), "target") {
+				v.add(where, "%s: target is required", name)
+			}
 		}
 		targets := 0
 		for _, t := range p.Target {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -12,13 +13,21 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// Watcher holds the current configuration of a file and reloads it when the
-// file changes (fsnotify, robust to editors and Kubernetes ConfigMaps that
-// replace the file by rename) or when Reload is called (the CLI does on
-// SIGHUP: signals are the program's, not the library's). A reload that fails
-// validation (an empty or truncated file among them: a config needs
-// protocols) or that an OnConfigCheck callback refuses is reported, and the
-// previous configuration stays current.
+// Watcher holds the current configuration of a file and reloads it when
+// Reload is called (the CLI does on SIGHUP: signals are the program's, not
+// the library's) and, when it watches the file, when the file changes
+// (fsnotify, robust to editors and Kubernetes ConfigMaps that replace the
+// file by rename). A reload that fails validation (an empty or truncated
+// file among them: a config needs protocols) or that an OnConfigCheck
+// callback refuses is reported, and the previous configuration stays
+// current.
+//
+// One edit is tried once: the watcher does not reload bytes the last
+// reload of the file already tried, and a Reload of the bytes the watcher
+// tried less than CoalesceWindow ago is that try (a `sed -i` followed by
+// SIGHUP reaches both the watcher and Reload). Both are reported to
+// OnConfigUnchanged instead. Two Reloads are always two tries: a SIGHUP
+// also re-reads the files the configuration names (sni_file).
 //
 // Watching starts in Watch, so NewConfigManager followed by OnConfigChange
 // reloads automatically; Close stops it.
@@ -26,10 +35,15 @@ type Watcher struct {
 	path    string
 	current atomic.Pointer[Config]
 
-	mu       sync.Mutex // guards callbacks, serialises reloads
-	onCheck  []func(*Config) error
-	onChange []func(*Config)
-	onError  []func(error)
+	mu          sync.Mutex // guards callbacks and the last try, serialises reloads
+	onCheck     []func(*Config) error
+	onChange    []func(*Config)
+	onError     []func(error)
+	onUnchanged []func()
+	lastData    []byte    // the file's bytes the last reload tried
+	lastAt      time.Time // when
+	lastWatched bool      // by the watcher
+	lastErr     error     // and what it returned
 
 	reloads, failures atomic.Int64
 
@@ -37,11 +51,24 @@ type Watcher struct {
 	done   chan struct{}
 }
 
+// CoalesceWindow is how long after the watcher's reload of the file a
+// Reload of the same bytes is taken as that reload.
+const CoalesceWindow = 2 * time.Second
+
 // Watch loads path (an error names file:line) and starts watching it.
-func Watch(path string) (*Watcher, error) {
+func Watch(path string) (*Watcher, error) { return Open(path, true) }
+
+// Open loads path (an error names file:line); with watch it starts
+// watching the file, without it the file is read again only by Reload.
+func Open(path string, watch bool) (*Watcher, error) {
 	cfg, err := Load(path)
 	if err != nil {
 		return nil, err
+	}
+	if !watch {
+		cm := &Watcher{path: path}
+		cm.current.Store(cfg)
+		return cm, nil
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -90,21 +117,64 @@ func (cm *Watcher) OnConfigError(fn func(error)) {
 	cm.mu.Unlock()
 }
 
+// OnConfigUnchanged registers fn to run when a reload is not tried because
+// the file holds the bytes the last one tried (see Watcher).
+func (cm *Watcher) OnConfigUnchanged(fn func()) {
+	cm.mu.Lock()
+	cm.onUnchanged = append(cm.onUnchanged, fn)
+	cm.mu.Unlock()
+}
+
 // Reloads and ReloadFailures count reload attempts' outcomes.
 func (cm *Watcher) Reloads() int64        { return cm.reloads.Load() }
 func (cm *Watcher) ReloadFailures() int64 { return cm.failures.Load() }
 
-// Reload reads the file again now.
-func (cm *Watcher) Reload() error {
+// Reload reads the file again now, unless it holds the bytes the watcher
+// tried less than CoalesceWindow ago: then that try's result is returned,
+// and no callback runs again but OnConfigUnchanged's.
+func (cm *Watcher) Reload() error { return cm.reload(false) }
+
+// reload reads the file and applies it, unless it is unchanged: since the
+// last try for the watcher (watched), since the watcher's try within
+// CoalesceWindow for Reload.
+func (cm *Watcher) reload(watched bool) error {
 	data, err := readFile(cm.path)
 	if err != nil {
 		return cm.apply(nil, err)
 	}
-	return cm.ApplyYAML(data, cm.path)
+	now := time.Now()
+	cm.mu.Lock()
+	if cm.lastData != nil && bytes.Equal(data, cm.lastData) && (watched || cm.lastWatched && now.Sub(cm.lastAt) < CoalesceWindow) {
+		fns, err := cm.onUnchanged, cm.lastErr
+		cm.mu.Unlock()
+		for _, fn := range fns {
+			fn()
+		}
+		return err
+	}
+	cm.lastData, cm.lastAt, cm.lastWatched, cm.lastErr = data, now, watched, nil
+	cm.mu.Unlock()
+	cfg, err := Parse(data, cm.path)
+	err = cm.apply(cfg, err)
+	cm.mu.Lock()
+	if bytes.Equal(data, cm.lastData) {
+		cm.lastErr = err
+	}
+	cm.mu.Unlock()
+	return err
+}
+
+// forgetFile makes the next reload of the file a real one: the current
+// configuration came from elsewhere.
+func (cm *Watcher) forgetFile() {
+	cm.mu.Lock()
+	cm.lastData = nil
+	cm.mu.Unlock()
 }
 
 // ApplyYAML validates data and, if valid, makes it the current configuration.
 func (cm *Watcher) ApplyYAML(data []byte, source string) error {
+	cm.forgetFile()
 	cfg, err := Parse(data, source)
 	return cm.apply(cfg, err)
 }
@@ -113,6 +183,7 @@ func (cm *Watcher) ApplyYAML(data []byte, source string) error {
 // and, if it and every OnConfigCheck accept it, makes it current like a
 // reload of the file.
 func (cm *Watcher) Apply(cfg *Config) error {
+	cm.forgetFile()
 	if cfg == nil {
 		return cm.apply(nil, errors.New("protoplex: Apply(nil)"))
 	}
@@ -173,7 +244,7 @@ func (cm *Watcher) watch(ctx context.Context, w *fsnotify.Watcher) {
 			cm.apply(nil, errors.New("protoplex: watching "+cm.path+": "+err.Error()))
 		case <-debounce.C:
 			if _, err := os.Stat(cm.path); err == nil {
-				cm.Reload()
+				cm.reload(true)
 			}
 		}
 	}
@@ -181,6 +252,9 @@ func (cm *Watcher) watch(ctx context.Context, w *fsnotify.Watcher) {
 
 // Close stops watching.
 func (cm *Watcher) Close() error {
+	if cm.cancel == nil {
+		return nil // not watching
+	}
 	cm.cancel()
 	<-cm.done
 	return nil

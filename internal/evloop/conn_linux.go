@@ -115,7 +115,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	if peer.IsValid() {
 		client = net.TCPAddrFromAddrPort(peer)
 	}
-	c.acc = logging.NewAccess(env.Log, srv.AccessLog, client)
+	c.acc = logging.NewAccess(env.Log, logging.AccessMode{Close: srv.AccessLog, Open: srv.AccessLogOpen}, client)
 	c.acc.Start = l.now
 	l.own(c)
 	l.setRef(fd, ref{c: c})
@@ -320,6 +320,7 @@ func (c *conn) handOff(h func(net.Conn), first []byte) {
 		defer env.Stats.Active.Dec()
 		defer env.Conns.Remove(nc)
 		defer env.Guard.Release(c.ticket)
+		c.acc.Opened("")
 		h(rc)
 	}()
 }
@@ -428,6 +429,7 @@ func (c *conn) dialOK() {
 	hs := c.hs
 	c.release = hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)
 	c.target = hs.att.Target
+	c.acc.Opened(c.target)
 	c.setDeadline(c.l.now.Add(c.srv.DialTimeout).UnixNano()) // a backend that never reads cannot hold the pair
 }
 

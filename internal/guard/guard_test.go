@@ -305,3 +305,25 @@ func BenchmarkFullTableMemory(b *testing.B) {
 		})
 	}
 }
+
+// TestUnban: a remote ban lifted by Unban admits the source again, an IPv6
+// source by its /64, and an Unban of an unknown source changes nothing.
+func TestUnban(t *testing.T) {
+	g, _ := newGuard(t, Config{EnableDDoSGuard: true, FailureThreshold: 3, Window: 10 * time.Second, BanDuration: 10 * time.Second})
+	for _, tc := range []struct{ ban, probe string }{{"198.51.100.7", "198.51.100.7"}, {"2001:db8:1:2::1", "2001:db8:1:2::99"}} {
+		g.Ban(ip(tc.ban), time.Minute)
+		if _, r := g.Admit(ip(tc.probe)); r != Banned {
+			t.Fatalf("%s not banned", tc.probe)
+		}
+		g.Unban(ip(tc.ban))
+		tk, r := g.Admit(ip(tc.probe))
+		if r != Allowed {
+			t.Fatalf("%s still refused (%v) after Unban", tc.probe, r)
+		}
+		g.Release(tk)
+	}
+	g.Unban(ip("192.0.2.1"))
+	if e := g.Entries(); e != 2 {
+		t.Fatalf("%d entries, want 2: Unban of an unknown source created one", e)
+	}
+}

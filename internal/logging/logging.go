@@ -46,14 +46,27 @@ const (
 // AccessMessage is the message of every access line.
 const AccessMessage = "connection closed"
 
+// OpenMessage is the message of the line written when a connection is
+// routed and its backend connected (or its handler given it).
+const OpenMessage = "connection opened"
+
+// AccessMode says which access lines are written at INFO: Close
+// (server.access_log) the one line per connection when it ends, Open
+// (server.access_log_open, with Close) also one when it opens. A line not
+// at INFO is written at DEBUG, so log_level debug shows both ends of every
+// connection.
+type AccessMode struct{ Close, Open bool }
+
 // Access is one connection's access record: the connection path fills it
 // on its way and Log writes it, one line, when the connection ends. When
 // the line would not be written (see NewAccess) its methods only store
 // what they are given: no formatting, no allocation.
 type Access struct {
-	log   *slog.Logger
-	level slog.Level
-	on    bool
+	log       *slog.Logger
+	level     slog.Level
+	on        bool
+	openLevel slog.Level
+	openOn    bool
 
 	// Start is when the connection was accepted.
 	Start time.Time
@@ -71,15 +84,19 @@ type Access struct {
 }
 
 // NewAccess starts the record of a connection from client, accepted now.
-// With accessLog (server.access_log) the line is written at INFO; without,
-// at DEBUG, so log_level debug shows every connection either way. It is
-// written only when log has that level enabled.
-func NewAccess(log *slog.Logger, accessLog bool, client net.Addr) Access {
-	level := slog.LevelDebug
-	if accessLog {
+// Its lines are written at the levels mode says, each only when log has
+// that level enabled.
+func NewAccess(log *slog.Logger, mode AccessMode, client net.Addr) Access {
+	level, openLevel := slog.LevelDebug, slog.LevelDebug
+	if mode.Close {
 		level = slog.LevelInfo
+		if mode.Open {
+			openLevel = slog.LevelInfo
+		}
 	}
-	return Access{log: log, level: level, on: log.Enabled(context.Background(), level), Start: time.Now(), Client: client}
+	ctx := context.Background()
+	return Access{log: log, level: level, on: log.Enabled(ctx, level), openLevel: openLevel, openOn: log.Enabled(ctx, openLevel),
+		Start: time.Now(), Client: client}
 }
 
 // Refused records a refusal before identification, for reason (a
@@ -100,9 +117,44 @@ func (a *Access) Routed(p *protocols.Protocol, route string, res identify.Result
 	if p.Handler != nil {
 		a.close = CloseHandled
 	}
-	if a.on {
+	if a.on || a.openOn {
 		a.md, _ = res.Metadata(first)
 	}
+}
+
+// Opened writes the open line of a routed connection whose backend target
+// connected ("" for one served in-process): client, protocol, route,
+// fallback, sni, host, alpn and target, as the closing line has them.
+func (a *Access) Opened(target string) {
+	if !a.openOn {
+		return
+	}
+	attrs := a.routeAttrs(make([]slog.Attr, 0, 8))
+	if target != "" {
+		attrs = append(attrs, slog.String("target", target))
+	}
+	a.log.LogAttrs(context.Background(), a.openLevel, OpenMessage, attrs...)
+}
+
+// routeAttrs appends the client and what is known of the route.
+func (a *Access) routeAttrs(attrs []slog.Attr) []slog.Attr {
+	attrs = append(attrs, slog.String("client", addrString(a.Client)))
+	if a.protocol != "" {
+		attrs = append(attrs, slog.String("protocol", a.protocol), slog.String("route", a.route))
+	}
+	if a.fallback {
+		attrs = append(attrs, slog.Bool("fallback", true))
+	}
+	if a.md.SNI != "" {
+		attrs = append(attrs, slog.String("sni", a.md.SNI))
+	}
+	if a.md.Host != "" {
+		attrs = append(attrs, slog.String("host", a.md.Host))
+	}
+	if len(a.md.ALPN) > 0 {
+		attrs = append(attrs, slog.String("alpn", strings.Join(a.md.ALPN, ",")))
+	}
+	return attrs
 }
 
 // DialFailed records that no backend could be dialed.
@@ -121,23 +173,7 @@ func (a *Access) Log() {
 	if !a.on {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 14)
-	attrs = append(attrs, slog.String("client", addrString(a.Client)))
-	if a.protocol != "" {
-		attrs = append(attrs, slog.String("protocol", a.protocol), slog.String("route", a.route))
-	}
-	if a.fallback {
-		attrs = append(attrs, slog.Bool("fallback", true))
-	}
-	if a.md.SNI != "" {
-		attrs = append(attrs, slog.String("sni", a.md.SNI))
-	}
-	if a.md.Host != "" {
-		attrs = append(attrs, slog.String("host", a.md.Host))
-	}
-	if len(a.md.ALPN) > 0 {
-		attrs = append(attrs, slog.String("alpn", strings.Join(a.md.ALPN, ",")))
-	}
+	attrs := a.routeAttrs(make([]slog.Attr, 0, 14))
 	if a.target != "" {
 		attrs = append(attrs, slog.String("target", a.target))
 	}

@@ -44,11 +44,40 @@ func TestAccessLevels(t *testing.T) {
 		{false, slog.LevelDebug, "level=DEBUG"},
 	} {
 		var buf testnet.Buffer
-		a := NewAccess(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})), tc.accessLog, client)
+		a := NewAccess(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})), AccessMode{Close: tc.accessLog}, client)
 		a.Refused("max_connections")
 		a.Log()
 		if got := buf.String(); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("access_log %v at %v: %q", tc.accessLog, tc.level, got)
+		}
+	}
+}
+
+// TestOpenLine: the open line is INFO with access_log and access_log_open,
+// DEBUG otherwise (so log_level debug shows it whatever the keys say), and
+// carries what the closing line says of the route and the target.
+func TestOpenLine(t *testing.T) {
+	for _, tc := range []struct {
+		mode  AccessMode
+		level slog.Level
+		want  string
+	}{
+		{AccessMode{Close: true, Open: true}, slog.LevelInfo, "level=INFO"},
+		{AccessMode{Close: true}, slog.LevelInfo, ""},
+		{AccessMode{Open: true}, slog.LevelInfo, ""}, // open lines belong to the access log
+		{AccessMode{}, slog.LevelDebug, "level=DEBUG"},
+		{AccessMode{Close: true}, slog.LevelDebug, "level=DEBUG"},
+	} {
+		var buf testnet.Buffer
+		a := NewAccess(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})), tc.mode, client)
+		a.Routed(&protocols.Protocol{Name: "SSH"}, "SSH", identify.Result{N: 9}, nil)
+		a.Opened("10.0.0.1:22")
+		got := buf.String()
+		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%+v at %v: %q", tc.mode, tc.level, got)
+		}
+		if want := ` msg="connection opened" client=192.0.2.7:40000 protocol=SSH route=SSH target=10.0.0.1:22` + "\n"; tc.want != "" && !strings.HasSuffix(got, want) {
+			t.Errorf("%+v: %q, want it to end with %q", tc.mode, got, want)
 		}
 	}
 }
@@ -59,18 +88,18 @@ func TestAccessLine(t *testing.T) {
 	var buf testnet.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 
-	a := NewAccess(log, true, client)
+	a := NewAccess(log, AccessMode{Close: true}, client)
 	a.Routed(&protocols.Protocol{Name: "TLS"}, "TLS[sni=a.example]", identify.Result{N: 517}, nil)
 	a.Forwarded("10.0.0.1:443", proxy.Stats{Up: 600, Down: 4000, Reason: proxy.Done})
 	a.Log()
-	a = NewAccess(log, true, client)
+	a = NewAccess(log, AccessMode{Close: true}, client)
 	a.Unidentified(identify.Result{N: 12, Failure: identify.NoMatch})
 	a.Log()
-	a = NewAccess(log, true, client)
+	a = NewAccess(log, AccessMode{Close: true}, client)
 	a.Routed(&protocols.Protocol{Name: "SSH"}, "SSH", identify.Result{N: 9, Fallback: true, Failure: identify.NoMatch}, nil)
 	a.DialFailed(errors.New("connection refused"))
 	a.Log()
-	a = NewAccess(log, true, client)
+	a = NewAccess(log, AccessMode{Close: true}, client)
 	a.Routed(&protocols.Protocol{Name: "Redis", Handler: func(net.Conn) {}}, "Redis", identify.Result{N: 6}, nil)
 	a.Log()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -96,9 +125,10 @@ func TestAccessOffCostsNothing(t *testing.T) {
 	first := []byte("abc")
 	err := errors.New("refused")
 	allocs := testing.AllocsPerRun(100, func() {
-		a := NewAccess(log, false, client)
+		a := NewAccess(log, AccessMode{}, client)
 		a.Routed(p, "X", res, first)
 		a.DialFailed(err)
+		a.Opened("t:1")
 		a.Forwarded("t:1", proxy.Stats{Up: 1, Down: 2})
 		a.Log()
 	})

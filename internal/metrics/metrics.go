@@ -4,8 +4,10 @@
 //
 // Every collector lives in a registry of the Stats that owns it, never in
 // the global one, so two managers in one process don't clash. Labels never
-// carry client addresses; protocol and target values come from the
-// configuration, so cardinality is bounded.
+// carry client addresses; protocol, route and target values come from the
+// configuration, so cardinality is bounded. A route is a protocol with its
+// conditions, as the access log names it (TLS[sni=a.example]), so routes
+// that share a protocol are told apart.
 package metrics
 
 import (
@@ -90,16 +92,16 @@ type Stats struct {
 	discovered       *prometheus.GaugeVec
 
 	mu     sync.Mutex
-	routes map[string]*Route
+	routes map[[2]string]*Route // by protocol and route
 	// lastReload and lastResult: the last Reload, for the status page.
 	lastReload time.Time
 	lastResult string
-	// series: the protocol and target of every backend_up series, for
-	// RetainTargets.
-	series map[[2]string]bool
+	// series: the protocol, route and target of every backend_up series,
+	// for RetainTargets.
+	series map[[3]string]bool
 }
 
-// Route is one protocol's collectors, resolved once by Stats.Route.
+// Route is one route's collectors, resolved once by Stats.Route.
 type Route struct {
 	Up   prometheus.Counter // forwarded bytes client → backend, replayed ones included
 	Down prometheus.Counter // forwarded bytes backend → client
@@ -108,6 +110,7 @@ type Route struct {
 	// DialError counts connections closed because no backend could be dialed.
 	DialError prometheus.Counter
 
+	protocol    string
 	identified  prometheus.Counter
 	identifyDur prometheus.Observer
 	count       atomic.Int64 // identified, for Stats.Identified
@@ -140,24 +143,26 @@ func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
 		process:   collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		routes:    map[string]*Route{},
-		series:    map[[2]string]bool{},
+		routes:    map[[2]string]*Route{},
+		series:    map[[3]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
 		failedBy:  map[identify.Failure]prometheus.Counter{},
 	}
 	s.Accepted = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_connections_accepted_total", Help: "Connections accepted."})
 	s.Active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_connections_active", Help: "Connections open now."})
 	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_refused_total", Help: "Connections refused before identification, by reason."}, []string{"reason"})
-	s.closed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_closed_total", Help: "Routed connections closed, by protocol and reason."}, []string{"protocol", "reason"})
+	s.closed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_connections_closed_total", Help: "Routed connections closed, by route and reason."}, []string{"protocol", "route", "reason"})
 	s.identifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identify_failures_total", Help: "Connections no route was found for, by reason (those the fallback route takes are identified as it)."}, []string{"reason"})
-	s.identified = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identified_total", Help: "Connections identified, by protocol."}, []string{"protocol"})
+	s.identified = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_identified_total", Help: "Connections identified, by route."}, []string{"protocol", "route"})
 	s.identifyDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_identify_duration_seconds", Help: "Time from accept to a routing decision.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 2.5, 5, 15}}, []string{"protocol"})
-	s.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_forwarded_bytes_total", Help: "Bytes forwarded, by protocol and direction."}, []string{"protocol", "direction"})
-	s.dialErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_dial_errors_total", Help: "Failed backend dials."}, []string{"protocol", "target"})
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 2.5, 5, 15}}, []string{"protocol", "route"})
+	s.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_forwarded_bytes_total", Help: "Bytes forwarded, by route and direction."}, []string{"protocol", "route", "direction"})
+	s.dialErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_dial_errors_total", Help: "Failed backend dials, by route and target."}, []string{"protocol", "route", "target"})
 	s.dialDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "protoplex_dial_duration_seconds", Help: "Backend dial time.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol"})
-	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up", Help: "1 if the backend target is considered healthy; a target no route serves any more has no series."}, []string{"protocol", "target"})
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5, 1, 5}}, []string{"protocol", "route"})
+	s.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_backend_up",
+		Help: "What the active health checks find: 1 up, 0 down. Only targets of routes with health_check have a series; without checks a target's state is unknown (see protoplex_dial_errors_total)."},
+		[]string{"protocol", "route", "target"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
 	upgrades := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_upgrades_total",
 		Help: "Binary upgrades, by result: a failure counted by the process that keeps serving, a success by the new process that took over."}, []string{"result"})
@@ -268,37 +273,39 @@ func (s *Stats) Discovered(protocol string, n int) {
 	s.discovered.WithLabelValues(protocol).Set(float64(n))
 }
 
-// Route returns protocol's collectors, creating them once: its
+// Route returns the collectors of route (a label unique among the routes,
+// such as TLS[sni=a.example]) of protocol, creating them once: its
 // identification counter and histogram, both byte directions and every
 // close reason exist at zero from then on.
-func (s *Stats) Route(protocol string) *Route {
+func (s *Stats) Route(protocol, route string) *Route {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r, ok := s.routes[protocol]; ok {
+	if r, ok := s.routes[[2]string{protocol, route}]; ok {
 		return r
 	}
 	r := &Route{
-		identified:  s.identified.WithLabelValues(protocol),
-		identifyDur: s.identifyDur.WithLabelValues(protocol),
-		Up:          s.bytes.WithLabelValues(protocol, ClientToBackend),
-		Down:        s.bytes.WithLabelValues(protocol, BackendToClient),
-		DialError:   s.closed.WithLabelValues(protocol, ClosedDialError),
+		protocol:    protocol,
+		identified:  s.identified.WithLabelValues(protocol, route),
+		identifyDur: s.identifyDur.WithLabelValues(protocol, route),
+		Up:          s.bytes.WithLabelValues(protocol, route, ClientToBackend),
+		Down:        s.bytes.WithLabelValues(protocol, route, BackendToClient),
+		DialError:   s.closed.WithLabelValues(protocol, route, ClosedDialError),
 	}
 	for reason := range r.Closed {
-		r.Closed[reason] = s.closed.WithLabelValues(protocol, proxy.CloseReason(reason).String())
+		r.Closed[reason] = s.closed.WithLabelValues(protocol, route, proxy.CloseReason(reason).String())
 	}
-	s.routes[protocol] = r
+	s.routes[[2]string{protocol, route}] = r
 	return r
 }
 
 // Identified returns, per protocol Route was called for, the connections
-// identified as it.
+// identified as it (the sum over its routes).
 func (s *Stats) Identified() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]int64, len(s.routes))
-	for name, r := range s.routes {
-		out[name] = r.count.Load()
+	for _, r := range s.routes {
+		out[r.protocol] += r.count.Load()
 	}
 	return out
 }
@@ -313,71 +320,64 @@ func (s *Stats) CacheHitRate() float64 {
 	return float64(hits) / float64(lookups)
 }
 
-// Targets creates protocol's protoplex_backend_up gauges for targets at 1:
-// a new backend set holds every target up until a dial fails or an active
-// check says otherwise, and a scrape shows every configured target from
-// the start, not only those dialed. Call it when the set goes live, before
-// it dials.
-func (s *Stats) Targets(protocol string, targets []string) {
+// Checked creates the protoplex_backend_up gauges of a route whose targets
+// active health checks watch, at 1: the checks hold a target up from the
+// start until as many checks as its fall setting fail in a row. Call it
+// when the set goes live, before its first check. A route without checks
+// gets no gauge: nothing watches its targets, and a value would say either
+// "up" of a target nobody dialled or "down" for as long as nobody dials a
+// target that failed once.
+func (s *Stats) Checked(protocol, route string, targets []string) {
 	for _, t := range targets {
-		s.upGauge(protocol, t).Set(1)
+		s.upGauge(protocol, route, t).Set(1)
 	}
 }
 
-// upGauge returns protocol and target's backend_up gauge, recording the
+// upGauge returns the backend_up gauge of a route's target, recording the
 // series for RetainTargets.
-func (s *Stats) upGauge(protocol, target string) prometheus.Gauge {
+func (s *Stats) upGauge(protocol, route, target string) prometheus.Gauge {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.series[[2]string{protocol, target}] = true
-	return s.backendUp.WithLabelValues(protocol, target)
+	s.series[[3]string{protocol, route, target}] = true
+	return s.backendUp.WithLabelValues(protocol, route, target)
 }
 
-// RetainTargets removes the backend_up series of every protocol and target
-// not in live, so a scrape after a reload shows only the targets a route
-// still serves. A set retired at that reload that still completes a dial
-// afterwards brings its series back until the next RetainTargets.
-func (s *Stats) RetainTargets(live map[[2]string]bool) {
+// RetainTargets removes the backend_up series of every protocol, route and
+// target not in live, so a scrape after a reload shows only the targets a
+// route still checks.
+func (s *Stats) RetainTargets(live map[[3]string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k := range s.series {
 		if !live[k] {
-			s.backendUp.DeleteLabelValues(k[0], k[1])
+			s.backendUp.DeleteLabelValues(k[0], k[1], k[2])
 			delete(s.series, k)
 		}
 	}
 }
 
-// DialObserver returns the function a backend set of protocol calls after
-// every dial (upstream.Options.DialDone): the dial duration, the failures
-// by target, and passive health (protoplex_backend_up follows the last
-// dial's outcome).
-func (s *Stats) DialObserver(protocol string) func(target string, d time.Duration, err error) {
-	dur := s.dialDur.WithLabelValues(protocol)
-	var upGauges sync.Map // target → its backend_up gauge, resolved once
+// DialObserver returns the function the backend set of a route calls after
+// every dial (upstream.Options.DialDone): the dial duration and the
+// failures by target. A dial says nothing of protoplex_backend_up: the
+// health checks own it.
+func (s *Stats) DialObserver(protocol, route string) func(target string, d time.Duration, err error) {
+	dur := s.dialDur.WithLabelValues(protocol, route)
 	return func(target string, d time.Duration, err error) {
 		dur.Observe(d.Seconds())
-		up := 1.0
 		if err != nil {
-			s.dialErrors.WithLabelValues(protocol, target).Inc()
-			up = 0
+			s.dialErrors.WithLabelValues(protocol, route, target).Inc()
 		}
-		g, ok := upGauges.Load(target)
-		if !ok {
-			g, _ = upGauges.LoadOrStore(target, s.upGauge(protocol, target))
-		}
-		g.(prometheus.Gauge).Set(up)
 	}
 }
 
-// StateObserver returns the function a backend set of protocol calls on
+// StateObserver returns the function the backend set of a route calls on
 // every active health check transition (upstream.Options.StateChange).
-func (s *Stats) StateObserver(protocol string) func(target string, up bool) {
+func (s *Stats) StateObserver(protocol, route string) func(target string, up bool) {
 	return func(target string, up bool) {
 		v := 0.0
 		if up {
 			v = 1
 		}
-		s.upGauge(protocol, target).Set(v)
+		s.upGauge(protocol, route, target).Set(v)
 	}
 }

@@ -69,13 +69,17 @@ func populated(t *testing.T) *Stats {
 	if err := s.RegisterState(func() bool { return true }, func() int64 { return 7 }, func() int64 { return 3 }); err != nil {
 		t.Fatal(err)
 	}
-	s.Route("P").Identify(time.Millisecond)
-	s.Targets("P", []string{"a:1", "b:2"})
-	dial := s.DialObserver("P")
+	s.Route("P", "P[sni=a]").Identify(time.Millisecond)
+	s.Checked("P", "P[sni=a]", []string{"a:1", "b:2"})
+	dial := s.DialObserver("P", "P[sni=a]")
 	dial("a:1", time.Millisecond, nil)
 	dial("b:2", time.Millisecond, errors.New("refused"))
+	s.StateObserver("P", "P[sni=a]")("b:2", false)
 	s.Discovered("P", 2)
 	s.UDP.Route("P")
+	if err := s.RegisterCluster(func() float64 { return 1 }); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -205,12 +209,12 @@ func TestDocumentedMetrics(t *testing.T) {
 
 // TestLabelValuesAtZero: the label values of a bounded, known set exist
 // at zero before anything is counted: refusal reasons, identification
-// failures and reload results from New, a protocol's close reasons and byte
-// directions from its Route, its targets' health from Targets.
+// failures and reload results from New, a route's close reasons and byte
+// directions from its Route, its checked targets' health from Checked.
 func TestLabelValuesAtZero(t *testing.T) {
 	s := New()
-	s.Route("P")
-	s.Targets("P", []string{"10.0.0.1:22"})
+	s.Route("P", "P")
+	s.Checked("P", "P", []string{"10.0.0.1:22"})
 	m := series(t, s)
 	var want []string
 	for _, r := range []string{"max_connections", "proxy_header", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full"} {
@@ -223,19 +227,19 @@ func TestLabelValuesAtZero(t *testing.T) {
 		want = append(want, "protoplex_config_reloads_total{result="+r+"}", "protoplex_upgrades_total{result="+r+"}")
 	}
 	for _, r := range []string{"done", "idle_timeout", "error", "drain", "dial_error"} {
-		want = append(want, "protoplex_connections_closed_total{protocol=P,reason="+r+"}")
+		want = append(want, "protoplex_connections_closed_total{protocol=P,reason="+r+",route=P}")
 	}
 	for _, d := range []string{"client_to_backend", "backend_to_client"} {
-		want = append(want, "protoplex_forwarded_bytes_total{direction="+d+",protocol=P}")
+		want = append(want, "protoplex_forwarded_bytes_total{direction="+d+",protocol=P,route=P}")
 	}
-	want = append(want, "protoplex_identified_total{protocol=P}", "protoplex_identify_duration_seconds{protocol=P}_count")
+	want = append(want, "protoplex_identified_total{protocol=P,route=P}", "protoplex_identify_duration_seconds{protocol=P,route=P}_count")
 	for _, k := range want {
 		if v, ok := m[k]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", k, v, ok)
 		}
 	}
-	if v, ok := m["protoplex_backend_up{protocol=P,target=10.0.0.1:22}"]; !ok || v != 1 {
-		t.Errorf("backend_up of a configured target not dialed yet = %v (present %v), want 1", v, ok)
+	if v, ok := m["protoplex_backend_up{protocol=P,route=P,target=10.0.0.1:22}"]; !ok || v != 1 {
+		t.Errorf("backend_up of a checked target before its checks fail = %v (present %v), want 1", v, ok)
 	}
 }
 
@@ -259,13 +263,14 @@ func TestCounting(t *testing.T) {
 	s.Reload(false)
 	s.Reload(false)
 	s.Discovered("P", 4)
-	r := s.Route("P")
-	if s.Route("P") != r {
-		t.Fatal("Route returned another Route for the same protocol")
+	r := s.Route("P", "P")
+	if s.Route("P", "P") != r {
+		t.Fatal("Route returned another Route for the same route")
 	}
 	r.Identify(2 * time.Millisecond)
 	r.Identify(time.Millisecond)
-	s.Route("Q").Identify(time.Millisecond)
+	s.Route("Q", "Q").Identify(time.Millisecond)
+	s.Route("P", "P[sni=a]").Identify(time.Millisecond) // a second route of P
 	r.Up.Add(10)
 	r.Down.Add(20)
 	r.Closed[proxy.IdleTimeout].Inc()
@@ -277,37 +282,38 @@ func TestCounting(t *testing.T) {
 	cache.Get([]byte("x"), now) // a hit
 	m := series(t, s)
 	for k, want := range map[string]float64{
-		"protoplex_connections_accepted_total":                                    1,
-		"protoplex_connections_active":                                            1,
-		"protoplex_pipe_fallbacks_total":                                          2,
-		"protoplex_cluster_nodes":                                                 3,
-		"protoplex_connections_refused_total{reason=max_connections}":             1,
-		"protoplex_connections_refused_total{reason=blacklist}":                   2,
-		"protoplex_connections_refused_total{reason=other}":                       1,
-		"protoplex_identify_failures_total{reason=timeout}":                       1,
-		"protoplex_identify_failures_total{reason=unknown}":                       1,
-		"protoplex_config_reloads_total{result=success}":                          1,
-		"protoplex_config_reloads_total{result=failure}":                          2,
-		"protoplex_discovered_backends{protocol=P}":                               4,
-		"protoplex_identified_total{protocol=P}":                                  2,
-		"protoplex_identified_total{protocol=Q}":                                  1,
-		"protoplex_identify_duration_seconds{protocol=P}_count":                   2,
-		"protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=P}": 10,
-		"protoplex_forwarded_bytes_total{direction=backend_to_client,protocol=P}": 20,
-		"protoplex_connections_closed_total{protocol=P,reason=idle_timeout}":      1,
-		"protoplex_connections_closed_total{protocol=P,reason=dial_error}":        1,
-		"protoplex_connections_closed_total{protocol=P,reason=done}":              0,
-		"protoplex_identify_cache_lookups_total":                                  2,
-		"protoplex_identify_cache_hits_total":                                     1,
-		"protoplex_draining":                                                      1,
-		"protoplex_pool_connections_created_total":                                7,
-		"protoplex_pool_connections_reused_total":                                 3,
+		"protoplex_connections_accepted_total":                                            1,
+		"protoplex_connections_active":                                                    1,
+		"protoplex_pipe_fallbacks_total":                                                  2,
+		"protoplex_cluster_nodes":                                                         3,
+		"protoplex_connections_refused_total{reason=max_connections}":                     1,
+		"protoplex_connections_refused_total{reason=blacklist}":                           2,
+		"protoplex_connections_refused_total{reason=other}":                               1,
+		"protoplex_identify_failures_total{reason=timeout}":                               1,
+		"protoplex_identify_failures_total{reason=unknown}":                               1,
+		"protoplex_config_reloads_total{result=success}":                                  1,
+		"protoplex_config_reloads_total{result=failure}":                                  2,
+		"protoplex_discovered_backends{protocol=P}":                                       4,
+		"protoplex_identified_total{protocol=P,route=P}":                                  2,
+		"protoplex_identified_total{protocol=P,route=P[sni=a]}":                           1,
+		"protoplex_identified_total{protocol=Q,route=Q}":                                  1,
+		"protoplex_identify_duration_seconds{protocol=P,route=P}_count":                   2,
+		"protoplex_forwarded_bytes_total{direction=client_to_backend,protocol=P,route=P}": 10,
+		"protoplex_forwarded_bytes_total{direction=backend_to_client,protocol=P,route=P}": 20,
+		"protoplex_connections_closed_total{protocol=P,reason=idle_timeout,route=P}":      1,
+		"protoplex_connections_closed_total{protocol=P,reason=dial_error,route=P}":        1,
+		"protoplex_connections_closed_total{protocol=P,reason=done,route=P}":              0,
+		"protoplex_identify_cache_lookups_total":                                          2,
+		"protoplex_identify_cache_hits_total":                                             1,
+		"protoplex_draining":                                                              1,
+		"protoplex_pool_connections_created_total":                                        7,
+		"protoplex_pool_connections_reused_total":                                         3,
 	} {
 		if got, ok := m[k]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
 		}
 	}
-	if got := s.Identified(); len(got) != 2 || got["P"] != 2 || got["Q"] != 1 {
+	if got := s.Identified(); len(got) != 2 || got["P"] != 3 || got["Q"] != 1 {
 		t.Errorf("Identified() = %v", got)
 	}
 	if got := s.CacheHitRate(); got != 0.5 {
@@ -318,23 +324,28 @@ func TestCounting(t *testing.T) {
 	}
 }
 
-// TestBackendHealth: a configured target is up until a dial to it fails,
-// up again after a dial succeeds, and follows active check transitions;
-// dial failures and durations are counted.
+// TestBackendHealth: backend_up is what the health checks say, and only
+// that: a checked target is 1 until a check marks it down and follows the
+// checks' transitions; a dial, failed or not, changes nothing, and a target
+// no check watches has no series at all (its state is unknown). Dial
+// failures and durations are counted.
 func TestBackendHealth(t *testing.T) {
 	s := New()
-	s.Targets("P", []string{"a:1"})
-	up := func() float64 { return series(t, s)["protoplex_backend_up{protocol=P,target=a:1}"] }
-	dial := s.DialObserver("P")
+	s.Checked("P", "P", []string{"a:1"})
+	up := func() float64 { return series(t, s)["protoplex_backend_up{protocol=P,route=P,target=a:1}"] }
+	dial := s.DialObserver("P", "P")
 	dial("a:1", time.Millisecond, errors.New("refused"))
-	if v := up(); v != 0 {
-		t.Fatalf("after a failed dial: backend_up %v", v)
-	}
-	dial("a:1", time.Millisecond, nil)
 	if v := up(); v != 1 {
-		t.Fatalf("after a dial: backend_up %v", v)
+		t.Fatalf("after a failed dial: backend_up %v, want the checks' 1", v)
 	}
-	state := s.StateObserver("P")
+	unchecked := s.DialObserver("P", "P[sni=b]")
+	unchecked("b:1", time.Millisecond, errors.New("refused"))
+	for k := range series(t, s) {
+		if strings.HasPrefix(k, "protoplex_backend_up{") && strings.Contains(k, "b:1") {
+			t.Fatalf("a target no check watches has a backend_up series: %s", k)
+		}
+	}
+	state := s.StateObserver("P", "P")
 	state("a:1", false)
 	if v := up(); v != 0 {
 		t.Fatalf("after a check marked it down: backend_up %v", v)
@@ -344,11 +355,11 @@ func TestBackendHealth(t *testing.T) {
 		t.Fatalf("after a check marked it up: backend_up %v", v)
 	}
 	m := series(t, s)
-	if v := m["protoplex_dial_errors_total{protocol=P,target=a:1}"]; v != 1 {
+	if v := m["protoplex_dial_errors_total{protocol=P,route=P,target=a:1}"]; v != 1 {
 		t.Errorf("dial errors %v, want 1", v)
 	}
-	if v := m["protoplex_dial_duration_seconds{protocol=P}_count"]; v != 2 {
-		t.Errorf("dials observed %v, want 2", v)
+	if v := m["protoplex_dial_duration_seconds{protocol=P,route=P}_count"]; v != 1 {
+		t.Errorf("dials observed %v, want 1", v)
 	}
 }
 
@@ -382,7 +393,7 @@ func TestHandler(t *testing.T) {
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	if rec.Code != 200 || !strings.Contains(body, "# HELP protoplex_connections_accepted_total Connections accepted.") ||
-		!strings.Contains(body, `protoplex_backend_up{protocol="P",target="b:2"} 0`) {
+		!strings.Contains(body, `protoplex_backend_up{protocol="P",route="P[sni=a]",target="b:2"} 0`) {
 		t.Fatalf("%d\n%s", rec.Code, body)
 	}
 }

@@ -18,10 +18,10 @@ import (
 // the log.
 const DialLogsPerSecond = 3
 
-// logDials wraps a backend set's dial observer (the metrics) so that a
-// failed dial is logged at WARN with protocol, target and error, at most
-// DialLogsPerSecond lines a second per target.
-func logDials(protocol string, observe func(string, time.Duration, error), log *slog.Logger) func(string, time.Duration, error) {
+// logDials wraps the dial observer (the metrics) of a route's backend set
+// so that a failed dial is logged at WARN with protocol, route, target and
+// error, at most DialLogsPerSecond lines a second per target.
+func logDials(protocol, route string, observe func(string, time.Duration, error), log *slog.Logger) func(string, time.Duration, error) {
 	var limited sync.Map // target → *guard.RateLimitedLogger
 	return func(target string, d time.Duration, err error) {
 		observe(target, d, err)
@@ -31,31 +31,32 @@ func logDials(protocol string, observe func(string, time.Duration, error), log *
 		l, ok := limited.Load(target)
 		if !ok {
 			l, _ = limited.LoadOrStore(target, guard.NewRateLimitedLogger(
-				log.With("protocol", protocol, "target", target), DialLogsPerSecond, time.Now))
+				log.With("protocol", protocol, "route", route, "target", target), DialLogsPerSecond, time.Now))
 		}
 		l.(*guard.RateLimitedLogger).Warn("backend dial failed", "err", err)
 	}
 }
 
-// logStates wraps a backend set's health observer (the metrics) so that
-// every transition its active health checks see is logged: down at WARN,
-// up again at INFO.
-func logStates(protocol string, observe func(string, bool), log *slog.Logger) func(string, bool) {
+// logStates wraps the health observer (the metrics) of a route's backend
+// set so that every transition its active health checks see is logged:
+// down at WARN, up again at INFO.
+func logStates(protocol, route string, observe func(string, bool), log *slog.Logger) func(string, bool) {
 	return func(target string, up bool) {
 		observe(target, up)
 		if up {
-			log.Info("backend up: health checks pass", "protocol", protocol, "target", target)
+			log.Info("backend up: health checks pass", "protocol", protocol, "route", route, "target", target)
 		} else {
-			log.Warn("backend down: health checks fail", "protocol", protocol, "target", target)
+			log.Warn("backend down: health checks fail", "protocol", protocol, "route", route, "target", target)
 		}
 	}
 }
 
-// Label names a route in logs: its protocol, followed by its conditions
+// Label names a route in logs and metrics: its protocol, followed by its conditions
 // when it has any, as in TLS[sni=a.example,*.b.example;alpn=h2]. A list of
 // more than labelNames values shows its first ones and how many more
 // (TLS[sni=a.example,b.example,c.example,d.example,+99996 more]): every
-// access log line carries the label, and a list may hold 100,000 names.
+// access log line and metric series carries the label, and a list may
+// hold 100,000 names.
 func Label(p *protocols.Protocol) string {
 	var conds []string
 	for _, c := range []struct {
@@ -78,11 +79,29 @@ func Label(p *protocols.Protocol) string {
 const labelNames = 4
 
 // Changes are the routes a plan adds, removes and changes relative to the
-// snapshot it was built from. A route is its Label (a second route with
-// the same label is told apart by "#2"); each is listed as label->target,
-// a changed one with what changed in parentheses.
+// snapshot it was built from. A route is its Entry.Label; each is listed
+// as label->target, a changed one with what changed in parentheses. The
+// caller that rebinds listeners adds the addresses a reload starts and
+// stops serving (ListenChanges).
 type Changes struct {
 	Added, Removed, Changed []string
+
+	ListenersAdded, ListenersRemoved []string
+}
+
+// ListenChanges records the listen addresses in next and not in prev
+// (added) and those in prev and not in next (removed), in their order.
+func (c *Changes) ListenChanges(prev, next []string) {
+	for _, a := range next {
+		if !slices.Contains(prev, a) {
+			c.ListenersAdded = append(c.ListenersAdded, a)
+		}
+	}
+	for _, a := range prev {
+		if !slices.Contains(next, a) {
+			c.ListenersRemoved = append(c.ListenersRemoved, a)
+		}
+	}
 }
 
 // Changes compares the plan's snapshot with the one it was built from.
@@ -91,10 +110,10 @@ func (plan *Plan) Changes() Changes {
 	var before map[string]*protocols.Protocol
 	var oldLabels []string
 	if plan.old != nil {
-		before, oldLabels = byLabel(plan.old.Entries), labels(plan.old.Entries)
+		before, oldLabels = byLabel(plan.old.Entries), entryLabels(plan.old.Entries)
 	}
 	after := byLabel(plan.next.Entries)
-	for _, label := range labels(plan.next.Entries) {
+	for _, label := range entryLabels(plan.next.Entries) {
 		p := after[label]
 		old, ok := before[label]
 		if !ok {
@@ -112,46 +131,57 @@ func (plan *Plan) Changes() Changes {
 }
 
 // Log writes c at INFO: "configuration applied" with routes_added,
-// routes_removed and routes_changed (those not empty), or, when no route
-// changed, "configuration applied, no route changed".
+// routes_removed, routes_changed, listeners_added and listeners_removed
+// (those not empty), or, when none changed, "configuration applied, no
+// route or listener changed".
 func (c Changes) Log(log *slog.Logger) {
 	var args []any
 	for _, l := range []struct {
 		key    string
 		routes []string
-	}{{"routes_added", c.Added}, {"routes_removed", c.Removed}, {"routes_changed", c.Changed}} {
+	}{{"routes_added", c.Added}, {"routes_removed", c.Removed}, {"routes_changed", c.Changed},
+		{"listeners_added", c.ListenersAdded}, {"listeners_removed", c.ListenersRemoved}} {
 		if len(l.routes) > 0 {
 			args = append(args, l.key, l.routes)
 		}
 	}
 	if len(args) == 0 {
-		log.Info("configuration applied, no route changed")
+		log.Info("configuration applied, no route or listener changed")
 		return
 	}
 	log.Info("configuration applied", args...)
 }
 
-// labels returns the entries' route names (Label, "#n" appended to
-// repeats) in configuration order.
-func labels(entries []*Entry) []string {
+// labels returns the routes' names (Label, "#n" appended to repeats) in
+// configuration order: unique, so each is one route's metrics.
+func labels(protos []*protocols.Protocol) []string {
 	seen := map[string]int{}
-	out := make([]string, 0, len(entries))
-	for _, e := range entries {
-		seen[e.Label]++
-		label := e.Label
-		if n := seen[e.Label]; n > 1 {
-			label = fmt.Sprintf("%s#%d", e.Label, n)
+	out := make([]string, 0, len(protos))
+	for _, p := range protos {
+		label := Label(p)
+		seen[label]++
+		if n := seen[label]; n > 1 {
+			label = fmt.Sprintf("%s#%d", label, n)
 		}
 		out = append(out, label)
 	}
 	return out
 }
 
-// byLabel maps labels' names to their protocols.
+// entryLabels returns the entries' labels in configuration order.
+func entryLabels(entries []*Entry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = e.Label
+	}
+	return out
+}
+
+// byLabel maps the entries' labels to their protocols.
 func byLabel(entries []*Entry) map[string]*protocols.Protocol {
 	m := make(map[string]*protocols.Protocol, len(entries))
-	for i, label := range labels(entries) {
-		m[label] = entries[i].Proto
+	for _, e := range entries {
+		m[e.Label] = e.Proto
 	}
 	return m
 }

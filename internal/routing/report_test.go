@@ -3,7 +3,9 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,30 +88,71 @@ func TestChanges(t *testing.T) {
 	}
 	buf = testnet.Buffer{}
 	c.Log(slog.New(slog.NewTextHandler(&buf, nil)))
-	if !strings.Contains(buf.String(), `msg="configuration applied, no route changed"`) {
+	if !strings.Contains(buf.String(), `msg="configuration applied, no route or listener changed"`) {
 		t.Errorf("log line %q", buf.String())
 	}
 }
 
-// TestBackendUpFollowsRoutes: the backend_up series of a target no route
-// serves any more goes at the commit, and one a second route of the same
-// protocol still serves stays.
+// TestBackendUpFollowsRoutes: every target of a route with health checks
+// has a backend_up series from the commit, labelled with its route, so two
+// routes of one protocol that share a target are two series; a route
+// without checks has none (nothing watches it). The series of a route a
+// reload removes go at that commit; the others stay.
 func TestBackendUpFollowsRoutes(t *testing.T) {
 	st := metrics.New()
+	checks := protocols.HealthConfig{Interval: time.Hour} // one check each, at the start: "x:1" stays up until 3 fail
 	a := protocols.NewTLSProtocol("x:1")
-	a.SNI = []string{"a.example"}
+	a.SNI, a.Health = []string{"a.example"}, checks
 	b := protocols.NewTLSProtocol("x:1,y:1")
-	b.SNI = []string{"b.example"}
+	b.SNI, b.Health = []string{"b.example"}, checks
 	_, first := build(t, st, nil, a, b, protocols.NewSSHProtocol("s:1"))
-	for _, s := range []string{"TLS,target=x:1", "TLS,target=y:1", "SSH,target=s:1"} {
-		if _, ok := upSeries(t, st)["protoplex_backend_up{protocol="+s+"}"]; !ok {
-			t.Fatalf("no backend_up for %s: %v", s, upSeries(t, st))
+	want := []string{
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=a.example],target=x:1}",
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=b.example],target=x:1}",
+		"protoplex_backend_up{protocol=TLS,route=TLS[sni=b.example],target=y:1}",
+	}
+	if got := upSeries(t, st); len(got) != len(want) {
+		t.Fatalf("backend_up series %v, want %v", got, want)
+	}
+	for _, s := range want {
+		if v, ok := upSeries(t, st)[s]; !ok || v != 1 {
+			t.Fatalf("%s = %v (present %v): %v", s, v, ok, upSeries(t, st))
 		}
 	}
 	build(t, st, first, a) // TLS b.example (x:1 and y:1) and SSH removed
 	got := upSeries(t, st)
-	if len(got) != 1 || got["protoplex_backend_up{protocol=TLS,target=x:1}"] != 1 {
+	if len(got) != 1 || got[want[0]] != 1 {
 		t.Fatalf("after the reload: %v", got)
+	}
+}
+
+// TestLabelsBounded: a route's label shows at most labelNames values of a
+// condition and counts the rest, and two routes whose labels would be the
+// same are told apart by "#2", in logs and metrics alike.
+func TestLabelsBounded(t *testing.T) {
+	st := metrics.New()
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d.example", i)
+	}
+	a := protocols.NewTLSProtocol("x:1")
+	a.SNI = names
+	b := protocols.NewTLSProtocol("y:1")
+	b.SNI = append(slices.Clone(names[:4]), "other.example")
+	_, rt := build(t, st, nil, a, b)
+	if got := rt.Entries[0].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+996 more]" {
+		t.Errorf("label of 1000 names: %q", got)
+	}
+	if got := rt.Entries[1].Label; got != "TLS[sni=n0.example,n1.example,n2.example,n3.example,+1 more]" {
+		t.Errorf("label of 5 names: %q", got)
+	}
+	c := protocols.NewTLSProtocol("z:1")
+	c.SNI = slices.Clone(names[:5])
+	d := protocols.NewTLSProtocol("z:2")
+	d.SNI = append(slices.Clone(names[:4]), "x.example")
+	_, rt = build(t, st, nil, c, d)
+	if rt.Entries[0].Label == rt.Entries[1].Label || !strings.HasSuffix(rt.Entries[1].Label, "#2") {
+		t.Errorf("labels %q and %q", rt.Entries[0].Label, rt.Entries[1].Label)
 	}
 }
 
@@ -142,7 +185,7 @@ func TestDialFailuresLogged(t *testing.T) {
 	var buf testnet.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	observed := 0
-	dial := logDials("SSH", func(string, time.Duration, error) { observed++ }, log)
+	dial := logDials("SSH", "SSH", func(string, time.Duration, error) { observed++ }, log)
 	dial("a:1", time.Millisecond, nil)
 	if buf.String() != "" {
 		t.Fatalf("a dial that worked logged: %s", buf.String())
@@ -157,11 +200,11 @@ func TestDialFailuresLogged(t *testing.T) {
 		t.Errorf("the metrics observer saw %d dials, want 52", observed)
 	}
 	out := buf.String()
-	a := strings.Count(out, `level=WARN msg="backend dial failed" protocol=SSH target=a:1 err="connection refused"`)
+	a := strings.Count(out, `level=WARN msg="backend dial failed" protocol=SSH route=SSH target=a:1 err="connection refused"`)
 	if a < 1 || a > 2*DialLogsPerSecond {
 		t.Errorf("%d lines for a:1, want 1 to %d:\n%s", a, 2*DialLogsPerSecond, out)
 	}
-	if !strings.Contains(out, `msg="backend dial failed" protocol=SSH target=b:1 err="no route to host"`) {
+	if !strings.Contains(out, `msg="backend dial failed" protocol=SSH route=SSH target=b:1 err="no route to host"`) {
 		t.Errorf("b:1's failure not logged beside a:1's:\n%s", out)
 	}
 }
@@ -171,13 +214,13 @@ func TestDialFailuresLogged(t *testing.T) {
 func TestHealthTransitionsLogged(t *testing.T) {
 	var buf testnet.Buffer
 	var seen []bool
-	state := logStates("Redis", func(_ string, up bool) { seen = append(seen, up) }, slog.New(slog.NewTextHandler(&buf, nil)))
+	state := logStates("Redis", "Redis", func(_ string, up bool) { seen = append(seen, up) }, slog.New(slog.NewTextHandler(&buf, nil)))
 	state("r:1", false)
 	state("r:1", true)
 	out := buf.String()
 	for _, want := range []string{
-		`level=WARN msg="backend down: health checks fail" protocol=Redis target=r:1`,
-		`level=INFO msg="backend up: health checks pass" protocol=Redis target=r:1`,
+		`level=WARN msg="backend down: health checks fail" protocol=Redis route=Redis target=r:1`,
+		`level=INFO msg="backend up: health checks pass" protocol=Redis route=Redis target=r:1`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %s in:\n%s", want, out)
@@ -185,5 +228,26 @@ func TestHealthTransitionsLogged(t *testing.T) {
 	}
 	if len(seen) != 2 || seen[0] || !seen[1] {
 		t.Errorf("metrics observer saw %v", seen)
+	}
+}
+
+// TestListenChanges: the addresses a reload adds and removes are named in
+// the "configuration applied" line; a reload that changes neither a route
+// nor a listener says so.
+func TestListenChanges(t *testing.T) {
+	var buf testnet.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var c Changes
+	c.ListenChanges([]string{":1", ":2"}, []string{":2", ":3", "unix:/run/p.sock"})
+	c.Log(log)
+	if want := `msg="configuration applied" listeners_added="[:3 unix:/run/p.sock]" listeners_removed=[:1]`; !strings.Contains(buf.String(), want) {
+		t.Errorf("%q, want %s", buf.String(), want)
+	}
+	var same testnet.Buffer
+	c = Changes{}
+	c.ListenChanges([]string{":1"}, []string{":1"})
+	c.Log(slog.New(slog.NewTextHandler(&same, nil)))
+	if !strings.Contains(same.String(), `msg="configuration applied, no route or listener changed"`) {
+		t.Errorf("%q", same.String())
 	}
 }

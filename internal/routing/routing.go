@@ -33,8 +33,10 @@ type Table struct {
 // Entry is one configured route: the protocol as the user gave it, where
 // its connections go and its metrics.
 type Entry struct {
-	Proto   *protocols.Protocol
-	Label   string        // the route in logs: Label(Proto)
+	Proto *protocols.Protocol
+	// Label names the route in logs and metrics: Label(Proto), followed by
+	// "#n" for the nth route with the same label.
+	Label   string
 	Backend *upstream.Set // nil for in-process handlers
 	Stats   *metrics.Route
 }
@@ -65,23 +67,24 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 	if old != nil {
 		for _, e := range old.Entries {
 			if e.Backend != nil {
-				reuse[keyOf(e.Proto)] = e.Backend
+				reuse[keyOf(e)] = e.Backend
 			}
 		}
 	}
 	plan := &Plan{old: old, next: &Table{Identify: table, Entries: make([]*Entry, len(protos))}, stats: st}
+	names := labels(protos)
 	for i, p := range protos {
-		e := &Entry{Proto: p, Label: Label(p)}
+		e := &Entry{Proto: p, Label: names[i]}
 		plan.next.Entries[i] = e
 		if p.Handler != nil {
 			continue
 		}
-		if b, ok := reuse[keyOf(p)]; ok {
+		if b, ok := reuse[keyOf(e)]; ok {
 			e.Backend = b
-			delete(reuse, keyOf(p))
+			delete(reuse, keyOf(e))
 			continue
 		}
-		if e.Backend, err = newBackend(p, st, log); err != nil {
+		if e.Backend, err = newBackend(e, st, log); err != nil {
 			plan.Discard()
 			return nil, fmt.Errorf("protocol %q: %w", p.Name, err)
 		}
@@ -93,11 +96,15 @@ func Build(protos []*protocols.Protocol, cacheTTL time.Duration, old *Table, st 
 	return plan, nil
 }
 
-// newBackend builds p's backend set, not started.
-func newBackend(p *protocols.Protocol, st *metrics.Stats, log *slog.Logger) (*upstream.Set, error) {
-	targets, err := upstream.ParseTargets([]string{p.Target})
-	if err != nil {
-		return nil, err
+// newBackend builds e's backend set, not started.
+func newBackend(e *Entry, st *metrics.Stats, log *slog.Logger) (*upstream.Set, error) {
+	p := e.Proto
+	var targets []upstream.Target
+	if p.Target != "" { // none: targets from etcd discovery only, before one registers
+		var err error
+		if targets, err = upstream.ParseTargets([]string{p.Target}); err != nil {
+			return nil, err
+		}
 	}
 	source, err := upstream.ParseSource(p.Source)
 	if err != nil {
@@ -106,8 +113,8 @@ func newBackend(p *protocols.Protocol, st *metrics.Stats, log *slog.Logger) (*up
 	return upstream.New(targets, upstream.Options{
 		Strategy:    p.Balance,
 		SendProxy:   p.SendProxy,
-		DialDone:    logDials(p.Name, st.DialObserver(p.Name), log),
-		StateChange: logStates(p.Name, st.StateObserver(p.Name), log),
+		DialDone:    logDials(p.Name, e.Label, st.DialObserver(p.Name, e.Label), log),
+		StateChange: logStates(p.Name, e.Label, st.StateObserver(p.Name, e.Label), log),
 		Health:      p.Health,
 		Pool:        p.Pool,
 		Source:      source,
@@ -124,37 +131,45 @@ func (plan *Plan) Discard() {
 
 // Commit makes the plan's snapshot ready to serve and returns it: metrics
 // resolved, fresh sets started under ctx (with a backend_up gauge for
-// every target), the sets no route uses any more closed — connections
-// already dialed through them are not affected — and the backend_up
-// series of every protocol and target no route of the snapshot serves
+// every target their health checks watch), the sets no route uses any more
+// closed — connections already dialed through them are not affected — and
+// the backend_up series of every target no route of the snapshot checks
 // removed. It cannot fail.
 func (plan *Plan) Commit(ctx context.Context) *Table {
 	for _, e := range plan.next.Entries {
-		e.Stats = plan.stats.Route(e.Proto.Name)
+		e.Stats = plan.stats.Route(e.Proto.Name, e.Label)
 	}
 	for _, e := range plan.fresh {
-		var targets []string
-		for _, t := range e.Backend.Status() {
-			targets = append(targets, t.Addr)
+		if checked(e) {
+			plan.stats.Checked(e.Proto.Name, e.Label, e.targets())
 		}
-		plan.stats.Targets(e.Proto.Name, targets)
 		e.Backend.Start(ctx)
 	}
 	for _, b := range plan.unused {
 		b.Close()
 	}
-	// Two routes may share a protocol name and a target: the live set is
-	// the union over every entry.
-	live := map[[2]string]bool{}
+	live := map[[3]string]bool{}
 	for _, e := range plan.next.Entries {
-		if e.Backend != nil {
-			for _, t := range e.Backend.Status() {
-				live[[2]string{e.Proto.Name, t.Addr}] = true
+		if checked(e) {
+			for _, t := range e.targets() {
+				live[[3]string{e.Proto.Name, e.Label, t}] = true
 			}
 		}
 	}
 	plan.stats.RetainTargets(live)
 	return plan.next
+}
+
+// checked reports whether active health checks watch e's targets.
+func checked(e *Entry) bool { return e.Backend != nil && e.Proto.Health.Interval > 0 }
+
+// targets are the addresses of e's backend set.
+func (e *Entry) targets() []string {
+	var out []string
+	for _, t := range e.Backend.Status() {
+		out = append(out, t.Addr)
+	}
+	return out
 }
 
 // Close closes every backend set of t.
@@ -185,16 +200,16 @@ func (t *Table) Pool() metrics.PoolMetrics {
 
 // Health is what the active health checks of one route find.
 type Health struct {
-	Name    string
-	Up      int // targets the checks find up and no operator holds (drain, maint)
-	Checked int // targets checked: 0 without active health checks or in-process
+	Name    string // the route's Label
+	Up      int    // targets the checks find up and no operator holds (drain, maint)
+	Checked int    // targets checked: 0 without active health checks or in-process
 }
 
 // Health reports each route of t, in configuration order.
 func (t *Table) Health() []Health {
 	out := make([]Health, len(t.Entries))
 	for i, e := range t.Entries {
-		out[i].Name = e.Proto.Name
+		out[i].Name = e.Label
 		if e.Backend == nil || e.Proto.Health.Interval <= 0 {
 			continue
 		}
@@ -220,19 +235,20 @@ func (t *Table) Serviceable() bool {
 	return false
 }
 
-// backendKey is what makes two protocols' backend sets interchangeable:
-// the protocol name as given is part of it, since a set's metrics and logs
-// carry the name it was built with.
+// backendKey is what makes two routes' backend sets interchangeable: the
+// protocol name as given and the route's label are part of it, since a
+// set's metrics and logs carry the names it was built with.
 type backendKey struct {
-	name, target, balance, sendProxy, source string
-	pool                                     protocols.PoolConfig
-	health                                   protocols.HealthConfig
-	transparent                              bool
+	name, label, target, balance, sendProxy, source string
+	pool                                            protocols.PoolConfig
+	health                                          protocols.HealthConfig
+	transparent                                     bool
 }
 
-func keyOf(p *protocols.Protocol) backendKey {
+func keyOf(e *Entry) backendKey {
+	p := e.Proto
 	return backendKey{
-		name: p.Name, target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
+		name: p.Name, label: e.Label, target: p.Target, balance: p.Balance, sendProxy: p.SendProxy,
 		source: strings.Join(p.Source, "\x00"), pool: p.Pool, health: p.Health,
 		transparent: p.Transparent,
 	}

@@ -1,8 +1,10 @@
 package testnet
 
 import (
+	"fmt"
 	"net/http"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,6 +18,8 @@ type Etcd struct {
 	tb       testing.TB
 	bin, dir string
 	peer     string
+	name     string
+	cluster  string // --initial-cluster
 	p        *Process
 }
 
@@ -24,9 +28,33 @@ type Etcd struct {
 func StartEtcd(tb testing.TB) *Etcd {
 	tb.Helper()
 	bin := RequireBinary(tb, "etcd")
-	e := &Etcd{Client: FreeAddr(tb), peer: FreeAddr(tb), tb: tb, bin: bin, dir: tb.TempDir()}
+	e := &Etcd{Client: FreeAddr(tb), peer: FreeAddr(tb), tb: tb, bin: bin, dir: tb.TempDir(), name: "test"}
+	e.cluster = e.name + "=http://" + e.peer
 	e.Start()
 	return e
+}
+
+// StartEtcdCluster runs an etcd cluster of n members and returns once each
+// answers. Each member can be stopped and started again like a single one.
+func StartEtcdCluster(tb testing.TB, n int) []*Etcd {
+	tb.Helper()
+	bin := RequireBinary(tb, "etcd")
+	ms := make([]*Etcd, n)
+	var initial []string
+	for i := range ms {
+		ms[i] = &Etcd{Client: FreeAddr(tb), peer: FreeAddr(tb), tb: tb, bin: bin, dir: tb.TempDir(), name: fmt.Sprintf("m%d", i)}
+		initial = append(initial, ms[i].name+"=http://"+ms[i].peer)
+	}
+	// Every member is started before any is waited for: a new member
+	// answers only once the cluster has elected a leader.
+	for _, m := range ms {
+		m.cluster = strings.Join(initial, ",")
+		m.spawn()
+	}
+	for _, m := range ms {
+		Eventually(tb, 30*time.Second, m.answers, "etcd %s never answered on %s:\n%s", m.name, m.Client, Later(m.p.Out.String))
+	}
+	return ms
 }
 
 // Start runs etcd again after Stop and waits until it answers requests:
@@ -34,11 +62,15 @@ func StartEtcd(tb testing.TB) *Etcd {
 // and elected itself, and a request meanwhile hangs.
 func (e *Etcd) Start() {
 	e.tb.Helper()
-	e.p = StartProcess(e.tb, exec.Command(e.bin, "--name", "test", "--data-dir", e.dir,
+	e.spawn()
+	Eventually(e.tb, 20*time.Second, e.answers, "etcd never answered on %s:\n%s", e.Client, Later(e.p.Out.String))
+}
+
+func (e *Etcd) spawn() {
+	e.p = StartProcess(e.tb, exec.Command(e.bin, "--name", e.name, "--data-dir", e.dir,
 		"--listen-client-urls", "http://"+e.Client, "--advertise-client-urls", "http://"+e.Client,
 		"--listen-peer-urls", "http://"+e.peer, "--initial-advertise-peer-urls", "http://"+e.peer,
-		"--initial-cluster", "test=http://"+e.peer, "--log-level", "error"))
-	Eventually(e.tb, 20*time.Second, e.answers, "etcd never answered on %s:\n%s", e.Client, e.p.Out)
+		"--initial-cluster", e.cluster, "--initial-cluster-token", "protoplex-test", "--log-level", "error"))
 }
 
 // Stop kills etcd and waits until it is reaped.

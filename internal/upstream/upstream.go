@@ -209,11 +209,13 @@ type CheckResult struct {
 	Err      string // "" when the check passed
 }
 
-// New returns a set over targets.
+// ErrNoTarget is the dial error of a set without targets: a protocol whose
+// targets all come from etcd discovery, before one registers.
+var ErrNoTarget = errors.New("no target")
+
+// New returns a set over targets. A set may have none (ErrNoTarget on
+// every dial).
 func New(targets []Target, opt Options) (*Set, error) {
-	if len(targets) == 0 {
-		return nil, errors.New("no target")
-	}
 	if len(targets) > MaxTargets {
 		return nil, fmt.Errorf("%d targets: at most %d", len(targets), MaxTargets)
 	}
@@ -363,7 +365,7 @@ func (s *Set) Status() []Status {
 // no target up (and first) picks the first target.
 func (s *Set) pick(now int64) int {
 	n := len(s.targets)
-	if n == 1 {
+	if n <= 1 {
 		return 0
 	}
 	up := func(j int) bool { return s.targets[j].eligible(now) }
@@ -429,6 +431,9 @@ func (s *Set) Dial(ctx context.Context, client, local net.Addr) (net.Conn, strin
 		begin := time.Now()
 		a, ok := p.Next()
 		if !ok {
+			if lastErr == nil {
+				lastErr = ErrNoTarget
+			}
 			return nil, "", nil, lastErr
 		}
 		c, err := p.Dial(ctx, a, client)

@@ -382,3 +382,23 @@ func BenchmarkDialWarm(b *testing.B) {
 		}
 	}
 }
+
+// TestNoTargets: a set may have no target (a protocol whose targets come
+// from etcd discovery only, before one registers): every strategy's plan is
+// empty and a dial fails with ErrNoTarget.
+func TestNoTargets(t *testing.T) {
+	for _, strategy := range []string{RoundRobin, WeightedRoundRobin, LeastConnections, Random, First} {
+		s, err := New(nil, Options{Strategy: strategy})
+		if err != nil {
+			t.Fatalf("%s: %v", strategy, err)
+		}
+		p := s.Plan()
+		if _, ok := p.Next(); ok {
+			t.Fatalf("%s: a plan over no target has an attempt", strategy)
+		}
+		if _, _, _, err := s.Dial(context.Background(), nil, nil); err != ErrNoTarget {
+			t.Fatalf("%s: dial %v, want ErrNoTarget", strategy, err)
+		}
+		s.Close()
+	}
+}
