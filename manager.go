@@ -128,7 +128,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.inherited = o.inherited
 	pm.listeners.Inherit(o.inherited)
 	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
-	pm.udpListeners = listen.NewPacketSet(pm.udp.Serve, func(addr string, err error) {
+	pm.udpListeners = listen.NewPacketSet(nil, pm.udp.Serve, func(addr string, err error) {
 		pm.log.Error("UDP listener failed", "addr", addr, "err", err)
 	})
 	pm.udpListeners.Inherit(o.inherited)

@@ -76,10 +76,14 @@ func NewSet(serve ServeFunc, onErr func(addr string, err error)) *Set {
 		serve: serve, onErr: onErr, running: map[string]*loop[net.Listener]{}}
 }
 
-// NewPacketSet returns an empty set of UDP sockets whose loops run serve;
-// onErr hears a loop that ended with an error.
-func NewPacketSet(serve func(ctx context.Context, pc net.PacketConn) error, onErr func(addr string, err error)) *PacketSet {
-	return &PacketSet{bind: UDP, inherit: (*Inherited).packetConn, addr: net.PacketConn.LocalAddr, key: "server.listen_udp",
+// NewPacketSet returns an empty set of UDP sockets that bind (nil: UDP)
+// binds and whose loops run serve; onErr hears a loop that ended with an
+// error.
+func NewPacketSet(bind func(ctx context.Context, addr string) (net.PacketConn, error), serve func(ctx context.Context, pc net.PacketConn) error, onErr func(addr string, err error)) *PacketSet {
+	if bind == nil {
+		bind = UDP
+	}
+	return &PacketSet{bind: bind, inherit: (*Inherited).packetConn, addr: net.PacketConn.LocalAddr, key: "server.listen_udp",
 		serve: serve, onErr: onErr, running: map[string]*loop[net.PacketConn]{}}
 }
 

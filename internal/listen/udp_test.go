@@ -64,7 +64,7 @@ func udpFree(addr string) bool {
 // served set as it was, Commit stops the removed one with ErrRemoved.
 func TestPacketRebind(t *testing.T) {
 	p := &packets{ended: map[string]error{}}
-	s := NewPacketSet(p.serve, func(a string, err error) { t.Errorf("%s: %v", a, err) })
+	s := NewPacketSet(nil, p.serve, func(a string, err error) { t.Errorf("%s: %v", a, err) })
 	ctx, cancel := context.WithCancel(context.Background())
 	a, b := freeAddr(t), freeAddr(t)
 	if err := s.Start(ctx, []string{a}); err != nil {
@@ -109,7 +109,7 @@ func TestPacketRebind(t *testing.T) {
 // no Start lists is closed.
 func TestAdopt(t *testing.T) {
 	p := &packets{ended: map[string]error{}}
-	s := NewPacketSet(p.serve, func(a string, err error) { t.Errorf("%s: %v", a, err) })
+	s := NewPacketSet(nil, p.serve, func(a string, err error) { t.Errorf("%s: %v", a, err) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); s.Wait() }()
 	kept, err := net.ListenPacket("udp", "127.0.0.1:0")
