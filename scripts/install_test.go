@@ -56,14 +56,16 @@ func TestInstallKeepsPolicyRcD(t *testing.T) {
 		{"no file", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The fakes move into the new /usr/sbin before /tmp, where the
-			// test keeps them, is covered.
-			setup := `mount -t tmpfs tmpfs /usr/sbin && mkdir /usr/sbin/fake && cp -P "$FAKEBIN"/* /usr/sbin/fake/ && mount -t tmpfs tmpfs /tmp`
+			// The fakes and the script move into the new /usr/sbin before
+			// /tmp, where the test keeps them (and where a checkout may
+			// live, as CI's does), is covered.
+			setup := `mount -t tmpfs tmpfs /usr/sbin && mkdir /usr/sbin/fake && cp -P "$FAKEBIN"/* /usr/sbin/fake/ && ` +
+				`cp "$SCRIPT" /usr/sbin/fake/install-test-deps.sh && mount -t tmpfs tmpfs /tmp`
 			if tc.before != "" {
 				setup += ` && printf %s "$BEFORE" > /usr/sbin/policy-rc.d`
 			}
 			cmd := exec.Command(unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", setup+
-				` && PATH=/usr/sbin/fake "$SCRIPT" >/dev/null && cat /usr/sbin/.seen && echo "--- after:" &&`+
+				` && PATH=/usr/sbin/fake /usr/sbin/fake/install-test-deps.sh >/dev/null && cat /usr/sbin/.seen && echo "--- after:" &&`+
 				` if [ -e /usr/sbin/policy-rc.d ]; then cat /usr/sbin/policy-rc.d; else echo "(none)"; fi`)
 			cmd.Env = append(os.Environ(), "BEFORE="+tc.before, "FAKEBIN="+bin, "SCRIPT="+script)
 			out, err := cmd.CombinedOutput()
