@@ -127,8 +127,15 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.inherited = o.inherited
 	pm.listeners.Inherit(o.inherited)
-	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() config.Server { return pm.settings.Load().Server }, pm.guard, pm.stats.UDP, pm.log))
-	pm.udpListeners = listen.NewPacketSet(nil, pm.udp.Serve, func(addr string, err error) {
+	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log))
+	// The engine binds each address with all its sockets (SO_REUSEPORT).
+	pm.udpListeners = listen.NewPacketSet(func(ctx context.Context, addr string) (net.PacketConn, error) {
+		pc, err := pm.udp.BindSockets(ctx, addr)
+		if err != nil {
+			return nil, fmt.Errorf("protoplex: listen udp %s: %w", addr, err)
+		}
+		return pc, nil
+	}, pm.udp.Serve, func(addr string, err error) {
 		pm.log.Error("UDP listener failed", "addr", addr, "err", err)
 	})
 	pm.udpListeners.Inherit(o.inherited)

@@ -125,7 +125,7 @@ protocols:
 		`c.yaml:4: server: unknown key "max_conections" (did you mean "max_connections"?)`,
 		`c.yaml:5: server.identify_timeout: want a duration such as "5s", got 5`,
 		`c.yaml:9: protocols[0] (SSH): pool.min_idle: -1 is outside [0, 1000]`,
-		`c.yaml:10: protocols[0] (SSH): health_check.check "tcpp": want tcp, redis or http`,
+		`c.yaml:10: protocols[0] (SSH): health_check.check "tcpp": want tcp, redis, http or dns`,
 		`c.yaml:13: protocols[1] (TLS): sni "^api\\..*$" looks like a regular expression or a glob: only exact names and a leading "*." wildcard`,
 		`c.yaml:13: protocols[1] (TLS): sni "api.*.com" looks like`,
 		`c.yaml:13: protocols[1] (TLS): sni "[a-z]+.example" looks like`,

@@ -366,4 +366,9 @@ PY
   target "TTFB p99 @${RATE}/s vs haproxy" "≤ 1.00×" "<=" 1.00 p99 haproxy
   target "TTFB p99 with $HOLD held vs not held (flat)" "≤ 1.20×" "<=" 1.20 hp99 self:p99
 } | tee "$out"
+# The UDP table (DNS through dnsperf and the resolver pattern), its own
+# contenders: bench/udp.sh.
+stop protoplex-w goroutines-w sslh-w haproxy-w nginx backend
+echo >> "$out"
+QUICK=$QUICK bash bench/udp.sh | tee -a "$out"
 echo "written: $out" >&2

@@ -203,6 +203,12 @@ type Protocol struct {
 	// UDPIdleTimeout ends a UDP flow of this route after this long without a
 	// datagram either way (0 = the server's, else the protocol's default).
 	UDPIdleTimeout time.Duration
+	// UDPResponses ends a UDP flow of this route, and frees its socket, once
+	// this many datagrams came back from the backend for each datagram the
+	// client sent, as nginx's proxy_responses: a request/response protocol's flow ends when answered
+	// (0 = the protocol's default: 1 for DNS, no limit for the others; -1 =
+	// no limit).
+	UDPResponses int
 	// Source lists local addresses backend connections are dialed from, in
 	// turn: IPs or inclusive ranges "127.0.0.2-127.0.0.20" (see
 	// upstream.ParseSource). Empty lets the kernel choose.
@@ -227,7 +233,7 @@ type HealthConfig struct {
 	Timeout  time.Duration `yaml:"timeout"`  // default: Interval, at most 5s
 	Rise     int           `yaml:"rise"`     // consecutive successes to mark a target up (default 2)
 	Fall     int           `yaml:"fall"`     // consecutive failures to mark a target down (default 3)
-	Check    string        `yaml:"check"`    // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx)
+	Check    string        `yaml:"check"`    // "tcp" (default), "redis" (PING → +PONG), "http" (GET Path → 2xx/3xx), "dns" (a UDP query → an answer)
 	Path     string        `yaml:"path"`     // for "http" (default "/")
 }
 

@@ -6,6 +6,9 @@
 //	bulk    -addr A -streams S -bytes N          download N bytes per stream, GiB/s
 //	idle    -addr A -n N -pid P                  hold N routed connections, report the RSS growth of P
 //	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
+//	dns     -addr A -c C -d D [-newport]         closed-loop DNS queries over UDP, queries/s and lost; -newport:
+//	                                             a new source port per query, as a recursive resolver
+//	udpidle -addr A -n N -pid P [-srcs S]        hold N answered UDP (DNS) flows, report the RSS growth of P
 //	tls     -addr A -sni NAME -c C -d D          closed loop like cps, each connection sending a real TLS
 //	                                             ClientHello (Go's, for NAME) with its own random and session
 //	                                             ID, reading the backend's reply to EOF (bench/backend -byte);
@@ -37,7 +40,7 @@ const (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen cps|latency|bulk|idle|cpu [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen cps|latency|bulk|idle|cpu|dns|udpidle [flags]")
 		os.Exit(2)
 	}
 	raiseNoFile()
@@ -53,7 +56,11 @@ func main() {
 	nbytes := fs.Int64("bytes", 1<<30, "bytes per stream (bulk)")
 	n := fs.Int("n", 1000, "connections (idle, cpu)")
 	hold := fs.Int("hold", 0, "routed connections held idle while measuring (latency)")
-	pid := fs.Int("pid", 0, "process to measure (idle, cpu)")
+	pid := fs.Int("pid", 0, "process to measure (idle, cpu, udpidle, tls)")
+	name := fs.String("name", "example.test", "name asked (dns, udpidle)")
+	newPort := fs.Bool("newport", false, "a new source port per query (dns)")
+	timeout := fs.Duration("timeout", time.Second, "an answer later than this is lost (dns)")
+	srcs := fs.Int("srcs", 200, "source addresses 127.0.1.2 and on (udpidle)")
 	sni := fs.String("sni", "bench.example", "server name of the ClientHello (tls)")
 	fs.Parse(args)
 	if *sshAddr == "" {
@@ -70,6 +77,10 @@ func main() {
 		idle(*addr, *n, *pid)
 	case "cpu":
 		cpu(*addr, *sshAddr, *sshShare, *n, *conc, *pid)
+	case "dns":
+		dnsLoad(*addr, *name, *conc, *dur, *timeout, *newPort)
+	case "udpidle":
+		udpIdle(*addr, *name, *n, min(max(*srcs, 1), 250), *pid)
 	case "tls":
 		tlsCPS(*addr, *sni, *conc, *dur, *pid)
 	default:

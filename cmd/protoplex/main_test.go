@@ -193,7 +193,7 @@ protocols:
 		`m.yaml:5: server.log_level: "verbose": want debug, info, warn or error`,
 		`"TSL" is not a built-in protocol (did you mean "tls"?)`,
 		`sni "^api\\..*$" looks like a regular expression`,
-		`health_check.check "tcpp": want tcp, redis or http`,
+		`health_check.check "tcpp": want tcp, redis, http or dns`,
 		`pool.min_idle: -1 is outside [0, 1000]`,
 	} {
 		if !strings.Contains(string(out), want) {

@@ -52,10 +52,15 @@ func (c *Config) BuildProtocols() ([]*protocols.Protocol, error) {
 		p.Fallback = pc.IsFallback()
 		p.Balance, p.SendProxy = pc.Balance, pc.SendProxy
 		p.Pool, p.Health = pc.Pool, pc.HealthCheck
-		p.IdleTimeout, p.UDPIdleTimeout = pc.IdleTimeout, pc.UDPIdleTimeout
+		p.IdleTimeout, p.UDPIdleTimeout, p.UDPResponses = pc.IdleTimeout, pc.UDPIdleTimeout, pc.UDPResponses
 		p.Source = slices.Clone([]string(pc.Source))
 		p.Transparent = pc.Transparent || c.Server.Transparent
 		p.Transport = strings.ToLower(pc.Transport)
+		if p.Health.Interval > 0 && p.Health.Check == "" && p.Transport == "udp" && strings.EqualFold(pc.Name, "dns") {
+			// A DNS server on UDP alone need not listen on TCP: probe it
+			// with a query.
+			p.Health.Check = "dns"
+		}
 		out = append(out, p)
 	}
 	return out, nil

@@ -14,7 +14,7 @@ const ssh = "protocols:\n  - name: SSH\n    target: \"h:22\"\n"
 func TestCheckFriction(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
 		{"unknown health check", "protocols:\n  - name: SSH\n    target: \"h:22\"\n    health_check: {interval: 5s, check: tcpp}\n",
-			`c.yaml:4: protocols[0] (SSH): health_check.check "tcpp": want tcp, redis or http`},
+			`c.yaml:4: protocols[0] (SSH): health_check.check "tcpp": want tcp, redis, http or dns`},
 		{"listen port over 65535", "server:\n  listen: 127.0.0.1:99999\n" + ssh,
 			`c.yaml:2: server.listen[0]: "127.0.0.1:99999": port "99999" is not a number in 0..65535`},
 		{"unknown log level", "server:\n  log_level: verbose\n" + ssh,

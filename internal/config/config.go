@@ -57,6 +57,10 @@ type Server struct {
 	// MaxUDPFlows bounds the UDP flow table (0: 10000); each flow holds
 	// one socket, so keep it below the fd limit.
 	MaxUDPFlows int `yaml:"max_udp_flows"`
+	// MaxUDPFlowsPerSource bounds the UDP flows of one source (an IPv4
+	// address, an IPv6 /64); 0, the default, is no cap: a resolver or a
+	// NAT gateway is one source with many ports.
+	MaxUDPFlowsPerSource int `yaml:"max_udp_flows_per_source"`
 	// UDPIdleTimeout ends a UDP flow idle this long (0: by protocol, DNS
 	// 10 s, others 2 min).
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
@@ -142,6 +146,10 @@ type Protocol struct {
 	// UDPIdleTimeout ends this route's UDP flows after this long without a
 	// datagram (0: server.udp_idle_timeout, else the protocol's default).
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
+	// UDPResponses ends this route's UDP flows once this many datagrams came
+	// back per datagram sent (0: the protocol's default, 1 for DNS, else no limit; -1: no
+	// limit).
+	UDPResponses int `yaml:"udp_responses"`
 
 	// Line is the YAML line of the entry, for error messages.
 	Line int `yaml:"-"`

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/internal/upstream"
 )
 
@@ -117,6 +118,8 @@ func serverSettings(s *Server) []setting {
 		d("IdleTimeout", "idle_timeout", s.IdleTimeout, 0, maxIdleTimeout),
 		d("TCPKeepAlive", "tcp_keepalive", s.TCPKeepAlive, 0, maxTCPKeepAlive),
 		{"EventLoops", "event_loops", int64(s.EventLoops), 0, maxEventLoops, false},
+		{"MaxUDPFlows", "max_udp_flows", int64(s.MaxUDPFlows), 0, udp.MaxMaxFlows, false},
+		{"MaxUDPFlowsPerSource", "max_udp_flows_per_source", int64(s.MaxUDPFlowsPerSource), 0, udp.MaxMaxFlowsPerSource, false},
 	}
 }
 

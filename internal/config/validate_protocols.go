@@ -226,9 +226,9 @@ func (v *checker) protocols(c *Config) {
 		v.intIn(field("health_check", "rise"), name+": health_check.rise", h.Rise, 0, maxRiseFall)
 		v.intIn(field("health_check", "fall"), name+": health_check.fall", h.Fall, 0, maxRiseFall)
 		switch h.Check {
-		case "", "tcp", "redis", "http":
+		case "", "tcp", "redis", "http", "dns":
 		default:
-			v.add(field("health_check", "check"), "%s: health_check.check %q: want tcp, redis or http", name, h.Check)
+			v.add(field("health_check", "check"), "%s: health_check.check %q: want tcp, redis, http or dns", name, h.Check)
 		}
 		if set := healthKeys(h); interval == 0 && len(set) > 0 {
 			v.add(field("health_check"), "%s: health_check: %s set but no interval: no active check runs; set interval (e.g. \"5s\")", name, strings.Join(set, ", "))

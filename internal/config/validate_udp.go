@@ -5,20 +5,25 @@ import (
 	"strings"
 	"time"
 
+	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/protocols"
 )
 
-// Bounds of the UDP keys. Each UDP flow holds one socket: max_udp_flows
-// must stay below the process's fd limit.
+// Bounds of the UDP keys that are the config's own; max_udp_flows and
+// max_udp_flows_per_source are rows of serverSettings, bounded by the udp
+// package, which pays for them.
 const (
-	DefaultMaxUDPFlows = 10000
-	MaxUDPFlows        = 1 << 20
-	maxUDPListeners    = 64
-	maxUDPIdleTimeout  = 24 * time.Hour
+	maxUDPListeners   = 64
+	maxUDPIdleTimeout = 24 * time.Hour
 )
 
-// udp checks server.listen_udp, max_udp_flows, udp_idle_timeout and each
-// entry's transport.
+// UDP is the settings the UDP engine follows.
+func (s *Server) UDP() udp.Settings {
+	return udp.Settings{MaxFlows: s.MaxUDPFlows, MaxFlowsPerSource: s.MaxUDPFlowsPerSource, IdleTimeout: s.UDPIdleTimeout, AccessLog: s.AccessLog}
+}
+
+// udp checks server.listen_udp, udp_idle_timeout and each entry's
+// transport.
 func (v *checker) udp(c *Config) {
 	s := &c.Server
 	if len(s.ListenUDP) > maxUDPListeners {
@@ -34,16 +39,15 @@ func (v *checker) udp(c *Config) {
 		}
 		seen[a] = true
 	}
-	if s.MaxUDPFlows < 0 || s.MaxUDPFlows > MaxUDPFlows {
-		v.add(v.at("server", "max_udp_flows"), "server.max_udp_flows: %d, want 0 (default %d) to %d (each flow holds a socket: stay below the fd limit)",
-			s.MaxUDPFlows, DefaultMaxUDPFlows, MaxUDPFlows)
-	}
 	if s.UDPIdleTimeout != 0 && (s.UDPIdleTimeout < time.Second || s.UDPIdleTimeout > maxUDPIdleTimeout) {
 		v.add(v.at("server", "udp_idle_timeout"), "server.udp_idle_timeout: %v, want 0 (by protocol) or 1s to %v", s.UDPIdleTimeout, maxUDPIdleTimeout)
 	}
 	for i, p := range c.Protocols {
 		if d := p.UDPIdleTimeout; d != 0 && (d < time.Second || d > maxUDPIdleTimeout) {
 			v.add(v.at("protocols", fmt.Sprintf("#%d", i), "udp_idle_timeout"), "protocols[%d] (%s): udp_idle_timeout: %v, want 0 (the server's) or 1s to %v", i, p.Name, d, maxUDPIdleTimeout)
+		}
+		if n := p.UDPResponses; n < -1 || n > udp.MaxResponses {
+			v.add(v.at("protocols", fmt.Sprintf("#%d", i), "udp_responses"), "protocols[%d] (%s): udp_responses: %d, want 0 (the protocol's default), -1 (no limit) or 1 to %d", i, p.Name, n, udp.MaxResponses)
 		}
 		if p.Transport == "" {
 			continue

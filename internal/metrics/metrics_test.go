@@ -233,6 +233,12 @@ func TestLabelValuesAtZero(t *testing.T) {
 		want = append(want, "protoplex_forwarded_bytes_total{direction="+d+",protocol=P,route=P}")
 	}
 	want = append(want, "protoplex_identified_total{protocol=P,route=P}", "protoplex_identify_duration_seconds{protocol=P,route=P}_count")
+	for _, r := range []string{"no_match", "timeout", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full", "per_source_limit", "pending_full", "dial_error", "evicted", "table_full"} {
+		want = append(want, "protoplex_udp_refused_total{reason="+r+"}")
+	}
+	for _, r := range []string{"idle", "evicted", "answered"} {
+		want = append(want, "protoplex_udp_flows_expired_total{reason="+r+"}")
+	}
 	for _, k := range want {
 		if v, ok := m[k]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", k, v, ok)

@@ -1,24 +1,83 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/darkit/protoplex/internal/guard"
+)
 
 // UDP is the UDP engine's collectors (protoplex_udp_*). Per-protocol
 // counters are resolved once per route by UDP.Route.
 type UDP struct {
-	Active  prometheus.Gauge   // protoplex_udp_flows_active
-	Idle    prometheus.Counter // protoplex_udp_flows_expired_total{reason="idle"}
-	Evicted prometheus.Counter // protoplex_udp_flows_expired_total{reason="evicted"}
+	Active   prometheus.Gauge   // protoplex_udp_flows_active
+	Idle     prometheus.Counter // protoplex_udp_flows_expired_total{reason="idle"}
+	Evicted  prometheus.Counter // protoplex_udp_flows_expired_total{reason="evicted"}
+	Answered prometheus.Counter // protoplex_udp_flows_expired_total{reason="answered"}
 
 	flows     *prometheus.CounterVec
 	datagrams *prometheus.CounterVec
 	bytes     *prometheus.CounterVec
-	refused   *prometheus.CounterVec
-	refusedBy map[string]prometheus.Counter // read-only after newUDP
+	refusedBy [numUDPRefusals]prometheus.Counter
 }
 
-// UDPRefusedReasons are the reason label values of
-// protoplex_udp_refused_total, present at zero from the start.
-var UDPRefusedReasons = []string{"no_match", "timeout", "blacklist", "rate_limit", "per_ip_limit", "ddos_ban", "guard_full", "per_source_limit", "pending_full", "dial_error", "evicted"}
+// UDPRefusal is a reason of protoplex_udp_refused_total: why a new flow
+// was refused, or an undecided one dropped. Every value is a series from
+// the start, and there is no other: a label is never made from a string.
+type UDPRefusal uint8
+
+// The reasons of protoplex_udp_refused_total.
+const (
+	UDPNoMatch     UDPRefusal = iota // no route takes the flow's datagrams
+	UDPTimeout                       // still undecided after udp.MaxWait, and no fallback
+	UDPBlacklist                     // the guard's reasons, as for TCP
+	UDPRateLimit                     //
+	UDPPerIPLimit                    //
+	UDPBanned                        //
+	UDPGuardFull                     //
+	UDPPerSource                     // server.max_udp_flows_per_source
+	UDPPendingFull                   // the datagrams held while identifying reached their bound
+	UDPDialError                     // no target of the route could be had
+	UDPEvicted                       // an undecided flow ended for room in a full table
+	UDPTableFull                     // max_udp_flows reached, and every flow is another listener's
+	numUDPRefusals
+)
+
+var udpRefusalNames = [numUDPRefusals]string{
+	"no_match", "timeout",
+	guard.Blacklisted.String(), guard.RateLimited.String(), guard.PerIPLimit.String(), guard.Banned.String(), guard.GuardFull.String(),
+	"per_source_limit", "pending_full", "dial_error", "evicted", "table_full",
+}
+
+func (r UDPRefusal) String() string {
+	if r < numUDPRefusals {
+		return udpRefusalNames[r]
+	}
+	return "unknown"
+}
+
+// UDPRefusals returns every reason, in order.
+func UDPRefusals() []UDPRefusal {
+	out := make([]UDPRefusal, numUDPRefusals)
+	for i := range out {
+		out[i] = UDPRefusal(i)
+	}
+	return out
+}
+
+// UDPGuardRefusal is the reason of a flow the guard refused with r.
+func UDPGuardRefusal(r guard.Reason) UDPRefusal {
+	switch r {
+	case guard.Blacklisted:
+		return UDPBlacklist
+	case guard.RateLimited:
+		return UDPRateLimit
+	case guard.PerIPLimit:
+		return UDPPerIPLimit
+	case guard.Banned:
+		return UDPBanned
+	}
+	return UDPGuardFull
+}
 
 // UDPRoute is one protocol's UDP counters.
 type UDPRoute struct {
@@ -35,15 +94,15 @@ func newUDP(reg *prometheus.Registry) *UDP {
 			[]string{"protocol", "direction"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_bytes_total", Help: "UDP payload bytes forwarded, by protocol and direction."},
 			[]string{"protocol", "direction"}),
-		refusedBy: map[string]prometheus.Counter{},
-		refused:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_refused_total", Help: "New UDP flows refused or dropped, by reason."}, []string{"reason"}),
 	}
-	expired := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_flows_expired_total", Help: "UDP flows ended, by reason (idle: idle timeout; evicted: the table was full)."}, []string{"reason"})
-	u.Idle, u.Evicted = expired.WithLabelValues("idle"), expired.WithLabelValues("evicted")
-	for _, r := range UDPRefusedReasons {
-		u.refusedBy[r] = u.refused.WithLabelValues(r)
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_refused_total", Help: "New UDP flows refused or dropped, by reason."}, []string{"reason"})
+	expired := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_flows_expired_total",
+		Help: "UDP flows ended, by reason (idle: idle timeout; evicted: the table was full; answered: udp_responses replies came back)."}, []string{"reason"})
+	u.Idle, u.Evicted, u.Answered = expired.WithLabelValues("idle"), expired.WithLabelValues("evicted"), expired.WithLabelValues("answered")
+	for i := range u.refusedBy {
+		u.refusedBy[i] = refused.WithLabelValues(UDPRefusal(i).String())
 	}
-	reg.MustRegister(u.Active, u.flows, u.datagrams, u.bytes, u.refused, expired)
+	reg.MustRegister(u.Active, u.flows, u.datagrams, u.bytes, refused, expired)
 	return u
 }
 
@@ -51,17 +110,14 @@ func newUDP(reg *prometheus.Registry) *UDP {
 func (u *UDP) Route(protocol string) *UDPRoute {
 	return &UDPRoute{
 		Flows:       u.flows.WithLabelValues(protocol),
-		DatagramsUp: u.datagrams.WithLabelValues(protocol, "client_to_backend"),
-		BytesUp:     u.bytes.WithLabelValues(protocol, "client_to_backend"),
-		DatagramsDn: u.datagrams.WithLabelValues(protocol, "backend_to_client"),
-		BytesDown:   u.bytes.WithLabelValues(protocol, "backend_to_client"),
+		DatagramsUp: u.datagrams.WithLabelValues(protocol, ClientToBackend),
+		BytesUp:     u.bytes.WithLabelValues(protocol, ClientToBackend),
+		DatagramsDn: u.datagrams.WithLabelValues(protocol, BackendToClient),
+		BytesDown:   u.bytes.WithLabelValues(protocol, BackendToClient),
 	}
 }
 
-// Refused is the counter of new flows refused or dropped for reason.
-func (u *UDP) Refused(reason string) prometheus.Counter {
-	if c, ok := u.refusedBy[reason]; ok {
-		return c
-	}
-	return u.refused.WithLabelValues(reason)
+// Refused is the counter of new flows refused or dropped for r.
+func (u *UDP) Refused(r UDPRefusal) prometheus.Counter {
+	return u.refusedBy[min(r, numUDPRefusals-1)]
 }

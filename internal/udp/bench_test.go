@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +30,60 @@ func BenchmarkEcho(b *testing.B) {
 	}
 }
 
-func newBenchEngine(b *testing.B, target string) string {
+// BenchmarkResolver is the resolver's pattern: every query from a new
+// source port, so every round trip is a new flow, ended by its answer
+// (udp_responses 1).
+//
+//	go test -run - -bench Resolver -benchtime 3s ./internal/udp/
+func BenchmarkResolver(b *testing.B) {
+	echo := udptest.Echo(b, false)
+	st := newBenchEngine(b, echo, 1)
+	for _, clients := range []int{1, 32} {
+		b.Run(fmt.Sprintf("direct/clients=%d", clients), func(b *testing.B) { roundTripsNewPort(b, echo, clients) })
+		b.Run(fmt.Sprintf("protoplex/clients=%d", clients), func(b *testing.B) { roundTripsNewPort(b, st, clients) })
+	}
+}
+
+func roundTripsNewPort(b *testing.B, addr string, clients int) {
+	var wg sync.WaitGroup
+	var ok, lost atomic.Int64
+	per := b.N/clients + 1
+	b.ResetTimer()
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg, buf := make([]byte, 64), make([]byte, 128)
+			copy(msg, "a")
+			for i := range per {
+				c, err := net.Dial("udp", addr)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				binary.BigEndian.PutUint64(msg[1:], uint64(i))
+				if _, err := c.Write(msg); err == nil && answered(c, buf, msg) {
+					ok.Add(1)
+				} else {
+					lost.Add(1)
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(ok.Load())/time.Since(start).Seconds(), "roundtrips/s")
+	b.ReportMetric(float64(lost.Load()), "lost")
+	b.ReportMetric(0, "ns/op")
+}
+
+func newBenchEngine(b *testing.B, target string, responses ...int) string {
 	table := NewTable([]Route{{Name: "bench", Detect: prefix("a"), Targets: []string{target}}}, metrics.New().UDP)
+	if len(responses) > 0 {
+		table.Routes()[0].state.responses = responses[0]
+	}
 	// Every run dials new clients from 127.0.0.1: no per-source cap.
 	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return Settings{MaxFlowsPerSource: 1 << 20} }})
 	b.Cleanup(e.Close)

@@ -1,22 +1,38 @@
 // Package udp is the UDP engine: one socket per server.listen_udp address,
 // a flow per client address:port, identified from its first datagrams by
 // the routes' datagram detectors, then forwarded through a connected
-// socket of its own to one target of its route; replies go back from the
-// listening socket.
+// socket of its own to one target of its route (upstream.Plan's order and
+// back-off); replies go back from the listening socket.
 //
-// Bounds: the flow table holds at most MaxFlows flows (when full, the flow
-// idle longest is evicted); each flow holds one upstream socket, so
-// MaxFlows must stay below the process's fd limit. A source (an IPv4
-// address, an IPv6 /64) holds at most MaxFlowsPerSource flows, and the
-// guard (allow/deny lists, rate limit, per-IP cap) admits each new flow.
-// An undecided flow holds at most MaxDatagrams datagrams and
-// MaxPendingBytes, and all undecided flows together at most
-// MaxPendingTotal; nothing is allocated for a datagram no route can take.
-// Each listener reads into one 64 KiB buffer. Each routed flow has one
+// Each listen_udp address is bound by one socket per CPU (SO_REUSEPORT on
+// Linux, Options.Sockets; the kernel keeps each client address:port on
+// one of them), each a listener whose flows are a flowTable (flowtable.go)
+// owned by the listener's reader goroutine: it holds no lock per datagram,
+// and the only state the owners share is two atomic budgets and, while a
+// per-source cap is on, the per-source counts. Other goroutines (a
+// flow's reply reader, a host-name dial, Sweep) post work to the owner.
+// Sockets are opened, written and closed outside any lock; a host-name
+// target is resolved off the owner.
+//
+// Bounds: the flow tables hold at most Settings.MaxFlows flows in all (at
+// most MaxMaxFlows; when full, the flow idle longest is evicted); each
+// flow holds one upstream socket, so MaxFlows must stay below the
+// process's fd limit. A source (an IPv4 address, an IPv6 /64) holds at
+// most Settings.MaxFlowsPerSource flows of one listener when that is set
+// (off by default: a resolver or a NAT gateway is one source with many
+// ports), and the guard (allow/deny lists, rate limit, per-IP cap) admits
+// each new flow. A refused or evicted flow is counted
+// (protoplex_udp_refused_total, protoplex_udp_flows_expired_total) and
+// logged at WARN, at most refusalLogRate lines a second. An undecided flow
+// holds at most MaxDatagrams datagrams and MaxPendingBytes, and all
+// undecided flows together at most MaxPendingTotal; nothing is allocated
+// for a datagram no route can take. A route's udp_responses (at most
+// MaxResponses) ends its flows once that many replies came back. Each
+// listener reads into one 64 KiB buffer. Each routed flow has one
 // goroutine reading its upstream socket; on unix it holds no buffer while
 // it waits (it reads into a shared pool when the socket is readable).
-// Idle flows are found by one janitor goroutine walking per-timeout LRU
-// lists, not by a timer per flow.
+// Idle flows are found by each owner walking per-timeout LRU lists every
+// Options.Sweep, not by a timer per flow.
 package udp
 
 import (
@@ -26,24 +42,41 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/upstream"
 )
 
-// Defaults and bounds of the flow table.
+// Defaults and bounds of the flow table; internal/config checks
+// server.max_udp_flows and max_udp_flows_per_source against them.
 const (
-	DefaultMaxFlows          = config.DefaultMaxUDPFlows
-	DefaultIdleTimeout       = 2 * time.Minute
-	DefaultMaxFlowsPerSource = 64
+	DefaultMaxFlows    = 10000
+	DefaultIdleTimeout = 2 * time.Minute
+	// MaxMaxFlows bounds Settings.MaxFlows: each flow holds a socket (an
+	// fd) and its reader goroutine.
+	MaxMaxFlows = 1 << 20
+	// MaxMaxFlowsPerSource bounds Settings.MaxFlowsPerSource (0: off).
+	MaxMaxFlowsPerSource = MaxMaxFlows
 	// MaxPendingTotal bounds the datagrams all undecided flows hold.
 	MaxPendingTotal = 4 << 20
+	// refusalLogRate is how many refusal lines a second the engine writes.
+	refusalLogRate = 10
+	// noReplyWindow is how long a flow of a request/response route (one
+	// with udp_responses) may go without any reply before its target is
+	// reported silent: passive health, back-off as after a failed dial.
+	noReplyWindow = 3 * time.Second
+	// dialTimeout bounds resolving and connecting a host-name target.
+	dialTimeout = 5 * time.Second
+	// maxSockets bounds Options.Sockets.
+	maxSockets = 64
 	// listenerBuffer is the receive buffer asked for each listener.
 	listenerBuffer = 4 << 20
 	// maxDatagram is the largest UDP payload.
@@ -54,8 +87,11 @@ const (
 // apply from the next new flow on (a lower MaxFlows evicts down to it then).
 type Settings struct {
 	MaxFlows          int // 0: DefaultMaxFlows
-	MaxFlowsPerSource int // 0: DefaultMaxFlowsPerSource
-	AccessLog         bool
+	MaxFlowsPerSource int // 0: no per-source cap
+	// IdleTimeout is server.udp_idle_timeout (0: by protocol); Follow
+	// builds the table with it.
+	IdleTimeout time.Duration
+	AccessLog   bool
 }
 
 // Admitter is the guard's part the engine uses: Admit for each new flow,
@@ -74,8 +110,12 @@ type Options struct {
 	Stats    *metrics.UDP
 	Log      *slog.Logger
 	Now      func() time.Time // nil: time.Now
-	// Sweep is the janitor's period (0: 250 ms). Tests call Sweep instead.
+	// Sweep is how often each listener looks for idle flows (0: 250 ms).
+	// Tests call Engine.Sweep instead.
 	Sweep time.Duration
+	// Sockets is how many sockets bind each address (0: one per CPU, at
+	// most maxSockets; always one where SO_REUSEPORT is not used).
+	Sockets int
 	// Context, when it ends, closes the engine as Close does (nil: only
 	// Close does).
 	Context context.Context
@@ -86,57 +126,90 @@ type Options struct {
 
 // Engine serves UDP listeners and their flows.
 type Engine struct {
-	opt Options
-	now func() time.Time
+	opt    Options
+	now    func() time.Time
+	period time.Duration
+	refLog *guard.RateLimitedLogger // refusals and evictions, rate-limited
 
-	mu        sync.Mutex
-	flows     map[flowKey]*flow
-	classes   map[time.Duration]*lru
-	perSource map[netip.Addr]int
-	pending   int // bytes held by undecided flows
-	lns       []*listener
-	closed    bool
+	// What every listener's flow table shares.
+	count, pending budget
+	sources        *sources
 
-	wg          sync.WaitGroup // listener loops and flow readers
-	stop        chan struct{}
-	janitorDone chan struct{}
-	active      atomic.Int64
+	dialCtx    context.Context // ends host-name dials at Close
+	cancelDial context.CancelFunc
+
+	mu     sync.Mutex  // guards lns and closed: listeners, never datagrams
+	lns    []*listener // every socket; the first of each address is primary
+	closed bool
+
+	wg       sync.WaitGroup // owners, reply readers and dials
+	stopCtx  func() bool    // unhooks Options.Context
+	shutOnce sync.Once
 }
 
+// routeState is what the engine keeps per route of a table.
 type routeState struct {
-	m  *metrics.UDPRoute
-	rr atomic.Uint32
+	m *metrics.UDPRoute
+	// responses ends a flow once that many datagrams came back (0: never).
+	responses int
+
+	setOnce sync.Once
+	set     *upstream.Set // the route's targets: its routing entry's, else built from Targets
+	setErr  error
 }
 
-type flowKey struct {
-	ln     *listener
-	client netip.AddrPort
+// backend is r's set of targets: the routing entry's (TableOf), else one
+// built once from r.Targets.
+func (rs *routeState) backend(r *Route) (*upstream.Set, error) {
+	rs.setOnce.Do(func() {
+		if rs.set != nil {
+			return
+		}
+		targets, err := upstream.ParseTargets(r.Targets)
+		if err == nil {
+			rs.set, err = upstream.New(targets, upstream.Options{})
+		}
+		rs.setErr = err
+	})
+	return rs.set, rs.setErr
 }
 
+// listener is one bound UDP socket and its flows. Its reader goroutine
+// (run) owns t; other goroutines post to it.
 type listener struct {
-	conn *net.UDPConn
-	addr string
+	e       *Engine
+	conn    *net.UDPConn
+	addr    string
+	primary bool        // the first socket of its address (Addrs lists it)
+	group   []*listener // the sockets of its address, on the primary
+	t       *flowTable
+	done    chan struct{} // run returned
+
+	idle   atomic.Bool  // the owner is (about to be) blocked in a read: wake it to post
+	nposts atomic.Int32 // len(posts), read without mu
+
+	mu      sync.Mutex // guards posts and stopped
+	posts   []func()
+	stopped bool
 }
 
-// New returns an engine; its janitor runs until Close.
+// New returns an engine.
 func New(opt Options) *Engine {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	e := &Engine{opt: opt, now: opt.Now, flows: map[flowKey]*flow{}, classes: map[time.Duration]*lru{},
-		perSource: map[netip.Addr]int{}, stop: make(chan struct{}), janitorDone: make(chan struct{})}
+	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources()}
 	if e.now == nil {
 		e.now = time.Now
 	}
-	period := opt.Sweep
-	if period <= 0 {
-		period = 250 * time.Millisecond
+	if e.period <= 0 {
+		e.period = 250 * time.Millisecond
 	}
-	ctx := opt.Context
-	if ctx == nil {
-		ctx = context.Background()
+	e.refLog = guard.NewRateLimitedLogger(opt.Log, refusalLogRate, e.now)
+	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
+	if opt.Context != nil {
+		e.stopCtx = context.AfterFunc(opt.Context, e.shutdown)
 	}
-	go e.janitor(ctx, period)
 	return e
 }
 
@@ -149,47 +222,82 @@ func (e *Engine) Listen(ctx context.Context, addr string) (net.Addr, error) {
 	return ln.conn.LocalAddr(), nil
 }
 
+// listen binds addr with the engine's sockets and starts their owners;
+// it returns the primary, whose group is them all.
 func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
+	n := e.opt.Sockets
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	if !reusePortOK {
+		n = 1
+	}
+	n = min(n, maxSockets)
 	listenPacket := e.opt.ListenPacket
 	if listenPacket == nil {
-		var lc net.ListenConfig
-		listenPacket = func(ctx context.Context, addr string) (net.PacketConn, error) {
-			return lc.ListenPacket(ctx, "udp", addr)
+		listenPacket = Bind
+	}
+	var group []*listener
+	closeAll := func() {
+		for _, ln := range group {
+			ln.conn.Close()
 		}
 	}
-	pc, err := listenPacket(ctx, addr)
-	if err != nil {
-		return nil, err
+	for i := range n {
+		var pc net.PacketConn
+		var err error
+		if i == 0 {
+			pc, err = listenPacket(ctx, addr)
+		} else {
+			// The others join the first one's port (port 0 included). A
+			// first socket without SO_REUSEPORT (handed over by a binary
+			// that did not set it, or activated) keeps the address alone.
+			lc := ListenConfig()
+			if pc, err = lc.ListenPacket(ctx, "udp", group[0].conn.LocalAddr().String()); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			closeAll()
+			return nil, fmt.Errorf("not a UDP socket: %s", pc.LocalAddr())
+		}
+		ln := &listener{e: e, conn: uc, addr: addr, primary: i == 0, t: newFlowTable(e.sources, &e.count, &e.pending), done: make(chan struct{})}
+		// A larger receive buffer absorbs bursts while the owner forwards
+		// (the kernel caps it at net.core.rmem_max).
+		_ = ln.conn.SetReadBuffer(listenerBuffer)
+		group = append(group, ln)
 	}
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return nil, fmt.Errorf("not a UDP socket: %s", pc.LocalAddr())
-	}
-	ln := &listener{conn: uc, addr: addr}
-	// Every flow's datagrams arrive on this one socket: a larger receive
-	// buffer absorbs bursts while the loop forwards (the kernel caps it at
-	// net.core.rmem_max).
-	_ = ln.conn.SetReadBuffer(listenerBuffer)
+	group[0].group = group
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		ln.conn.Close()
+		closeAll()
 		return nil, net.ErrClosed
 	}
-	e.lns = append(e.lns, ln)
-	e.wg.Add(1)
+	e.lns = append(e.lns, group...)
+	e.wg.Add(len(group))
 	e.mu.Unlock()
-	go e.readLoop(ln)
-	return ln, nil
+	for _, ln := range group {
+		go ln.run()
+	}
+	return group[0], nil
 }
 
-// Sockets calls fn with each listener's configured address and socket.
+// Sockets calls fn with each listener's configured address and its first
+// socket (the one an upgrade hands over: the new process binds the others
+// beside it, SO_REUSEPORT).
 func (e *Engine) Sockets(fn func(addr string, conn *net.UDPConn)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, ln := range e.lns {
-		fn(ln.addr, ln.conn)
+		if ln.primary {
+			fn(ln.addr, ln.conn)
+		}
 	}
 }
 
@@ -197,49 +305,41 @@ func (e *Engine) Sockets(fn func(addr string, conn *net.UDPConn)) {
 func (e *Engine) Addrs() []net.Addr {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]net.Addr, len(e.lns))
-	for i, ln := range e.lns {
-		out[i] = ln.conn.LocalAddr()
+	var out []net.Addr
+	for _, ln := range e.lns {
+		if ln.primary {
+			out = append(out, ln.conn.LocalAddr())
+		}
 	}
 	return out
 }
 
-// Flows is the number of flows in the table.
-func (e *Engine) Flows() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.flows)
-}
+// Flows is the number of flows in the tables.
+func (e *Engine) Flows() int { return e.count.load() }
 
 // Close stops the listeners, ends every flow and waits for the goroutines.
 func (e *Engine) Close() {
 	e.shutdown()
-	<-e.janitorDone
+	e.wg.Wait()
 }
 
-// shutdown is Close but for the janitor's end, which may be what calls it.
+// shutdown closes the listeners (each owner then ends its flows) and
+// ends the dials in flight.
 func (e *Engine) shutdown() {
-	e.mu.Lock()
-	if e.closed {
+	e.shutOnce.Do(func() {
+		if e.stopCtx != nil {
+			e.stopCtx()
+		}
+		e.mu.Lock()
+		e.closed = true
+		lns := e.lns
+		e.lns = nil
 		e.mu.Unlock()
-		e.wg.Wait()
-		return
-	}
-	e.closed = true
-	for _, ln := range e.lns {
-		ln.conn.Close()
-	}
-	var ended []*flow
-	for _, f := range e.flows {
-		e.removeLocked(f)
-		ended = append(ended, f)
-	}
-	e.mu.Unlock()
-	close(e.stop)
-	for _, f := range ended {
-		e.finish(f, "closed")
-	}
-	e.wg.Wait()
+		for _, ln := range lns {
+			ln.conn.Close()
+		}
+		e.cancelDial()
+	})
 }
 
 // Start binds addrs, then calls next (the manager starts its TCP
@@ -271,332 +371,432 @@ func (e *Engine) Start(ctx context.Context, addrs []string, next func() error) e
 	return nil
 }
 
-// stopListener closes ln and ends its flows.
-func (e *Engine) stopListener(ln *listener) {
-	ln.conn.Close()
-	var ended []*flow
+// stopListener closes the sockets of primary's address and waits until
+// their owners ended their flows.
+func (e *Engine) stopListener(primary *listener) {
 	e.mu.Lock()
-	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return l == ln })
-	for k, f := range e.flows {
-		if k.ln == ln {
-			e.removeLocked(f)
-			ended = append(ended, f)
-		}
-	}
+	e.lns = slices.DeleteFunc(e.lns, func(l *listener) bool { return slices.Contains(primary.group, l) })
 	e.mu.Unlock()
-	for _, f := range ended {
-		e.finish(f, "closed")
+	for _, ln := range primary.group {
+		ln.conn.Close()
+	}
+	for _, ln := range primary.group {
+		<-ln.done
 	}
 }
 
-func (e *Engine) readLoop(ln *listener) {
+// Sweep ends the flows idle past their timeout and decides the
+// undecided ones past MaxWait, as of now, on every listener.
+func (e *Engine) Sweep(now time.Time) {
+	e.mu.Lock()
+	lns := slices.Clone(e.lns)
+	e.mu.Unlock()
+	for _, ln := range lns {
+		ln.call(func() { ln.sweep(now) })
+	}
+}
+
+// run is the owner: it reads the listener's datagrams, runs what other
+// goroutines post, and sweeps every period, until the socket is closed;
+// then it ends every flow.
+func (ln *listener) run() {
+	e := ln.e
 	defer e.wg.Done()
+	defer close(ln.done)
 	buf := make([]byte, maxDatagram)
+	nextSweep := time.Now().Add(e.period)
+	armed := false
+loop:
 	for {
-		n, client, err := ln.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A previous reply's ICMP error and the like: the socket
-			// itself still works.
+		if ln.nposts.Load() > 0 {
+			ln.runPosts()
+		}
+		if wall := time.Now(); !wall.Before(nextSweep) {
+			ln.sweep(e.now())
+			nextSweep = wall.Add(e.period)
+			armed = false
+		}
+		if !armed {
+			// Armed before the next look at posts, so that a post made
+			// after it wakes the read (see post).
+			_ = ln.conn.SetReadDeadline(nextSweep)
+			armed = true
+		}
+		ln.idle.Store(true)
+		if ln.nposts.Load() > 0 {
+			ln.idle.Store(false)
 			continue
 		}
-		e.datagram(ln, netip.AddrPortFrom(client.Addr().Unmap(), client.Port()), buf[:n])
+		// One datagram a call: recvmmsg (golang.org/x/net/ipv4 ReadBatch,
+		// 8 at a time) measured no less CPU per query (bench/README.md).
+		n, client, err := ln.conn.ReadFromUDPAddrPort(buf)
+		ln.idle.Store(false)
+		switch {
+		case err == nil:
+			ln.datagram(netip.AddrPortFrom(client.Addr().Unmap(), client.Port()), buf[:n], e.now())
+		case errors.Is(err, net.ErrClosed):
+			break loop
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			armed = false // woken to run posts, or time to sweep
+		}
+		// Any other error is a previous reply's ICMP error and the like:
+		// the socket itself still works.
+	}
+	ln.mu.Lock()
+	ln.stopped = true
+	ln.mu.Unlock()
+	for _, f := range ln.t.flows {
+		ln.end(f, "closed")
+	}
+	// What was posted meanwhile finds no flow: a dial's socket is closed.
+	ln.runPosts()
+}
+
+// post runs fn on ln's owner; false when the owner has stopped (fn will
+// never run). With wake, an owner waiting in a read is woken for it;
+// else fn runs with the next datagram or sweep.
+func (ln *listener) post(fn func(), wake bool) bool {
+	ln.mu.Lock()
+	if ln.stopped {
+		ln.mu.Unlock()
+		return false
+	}
+	ln.posts = append(ln.posts, fn)
+	ln.nposts.Store(int32(len(ln.posts)))
+	ln.mu.Unlock()
+	// The owner sets idle before its last look at nposts: either it sees
+	// the post there, or this sees idle and wakes its read.
+	if wake && ln.idle.Load() {
+		_ = ln.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	return true
+}
+
+// call runs fn on ln's owner and waits for it; false when the owner has
+// stopped.
+func (ln *listener) call(fn func()) bool {
+	done := make(chan struct{})
+	if !ln.post(func() { fn(); close(done) }, true) {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-ln.done:
+		return false
 	}
 }
 
-// datagram handles one datagram from client on ln.
-func (e *Engine) datagram(ln *listener, client netip.AddrPort, b []byte) {
-	now := e.now()
-	key := flowKey{ln, client}
-	e.mu.Lock()
-	f := e.flows[key]
-	if f != nil && f.up != nil {
-		up, rs := f.up, f.rs
-		e.mu.Unlock()
-		f.last.Store(now.UnixNano())
-		if _, err := up.Write(b); err == nil {
-			f.dgUp.Add(1)
-			f.bytesUp.Add(int64(len(b)))
-			rs.m.DatagramsUp.Inc()
-			rs.m.BytesUp.Add(float64(len(b)))
+func (ln *listener) runPosts() {
+	ln.mu.Lock()
+	posts := ln.posts
+	ln.posts = nil
+	ln.nposts.Store(0)
+	ln.mu.Unlock()
+	for _, fn := range posts {
+		fn()
+	}
+}
+
+// datagram handles one datagram from client, at now.
+func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
+	f := ln.t.lookup(client)
+	if f != nil && f.state == stRouted {
+		if n := f.rs.responses; n == 0 || f.expect(n) {
+			f.last.Store(now.UnixNano())
+			if _, err := f.up.Write(b); err == nil {
+				f.dgUp.Add(1)
+				f.bytesUp.Add(int64(len(b)))
+				f.rs.m.DatagramsUp.Inc()
+				f.rs.m.BytesUp.Add(float64(len(b)))
+			}
+			return
 		}
-		return
+		// Its reader ended it at its last awaited reply (udp_responses):
+		// this datagram begins the client's next flow.
+		ln.end(f, "answered")
+		f = nil
 	}
 	if f == nil {
-		f = e.newFlowLocked(key, now)
-		if f == nil {
-			e.mu.Unlock()
+		if f = ln.open(client, now); f == nil {
 			return
 		}
 	}
-	e.identifyLocked(f, b, now, false)
-	e.mu.Unlock()
+	if f.state == stDialing {
+		ln.t.hold(f, b) // sent once the dial is done; dropped past the bounds
+		return
+	}
+	ln.identify(f, b, now, false)
 }
 
-// newFlowLocked admits a flow from key's client, or counts why not.
-func (e *Engine) newFlowLocked(key flowKey, now time.Time) *flow {
-	if e.closed {
-		return nil
-	}
+// open admits a flow from client, or counts why not.
+func (ln *listener) open(client netip.AddrPort, now time.Time) *flow {
+	e := ln.e
 	s := e.settings()
-	src := sourceKey(key.client.Addr())
-	if e.perSource[src] >= s.MaxFlowsPerSource {
-		e.refuse("per_source_limit")
+	if ln.t.sourceFull(client, s.MaxFlowsPerSource) {
+		e.refuse(metrics.UDPPerSource)
+		e.refLog.Warn("udp flow refused: max_udp_flows_per_source reached", "source", sourceKey(client.Addr()).String(), "max_udp_flows_per_source", s.MaxFlowsPerSource)
 		return nil
 	}
 	var ticket guard.Ticket
 	if e.opt.Guard != nil {
-		t, r := e.opt.Guard.Admit(key.client.Addr())
+		t, r := e.opt.Guard.Admit(client.Addr())
 		if r != guard.Allowed {
-			e.refuse(r.String())
+			e.refuse(metrics.UDPGuardRefusal(r)) // the guard logs its own refusals
 			return nil
 		}
 		ticket = t
 	}
-	for len(e.flows) >= s.MaxFlows {
-		if !e.evictLocked() {
-			break
+	for !ln.t.room(s.MaxFlows) {
+		v := ln.t.victim()
+		if v == nil {
+			// The other listeners hold every flow.
+			e.releaseGuard(ticket)
+			e.refuse(metrics.UDPTableFull)
+			e.refLog.Warn("udp flow refused: max_udp_flows reached on other listeners", "client", client.String(), "max_udp_flows", s.MaxFlows)
+			return nil
+		}
+		e.refLog.Warn("udp flow evicted: max_udp_flows reached", "client", v.client.String(), "max_udp_flows", s.MaxFlows)
+		if v.state == stRouted {
+			ln.end(v, "evicted")
+		} else {
+			ln.drop(v, metrics.UDPEvicted)
 		}
 	}
-	f := &flow{key: key, start: now, ticket: ticket}
-	f.last.Store(now.UnixNano())
-	e.flows[key] = f
-	e.perSource[src]++
-	e.active.Add(1)
+	f := ln.t.insert(client, now, s.MaxFlowsPerSource > 0, ticket)
+	f.ln = ln
 	if e.opt.Stats != nil {
 		e.opt.Stats.Active.Inc()
 	}
 	return f
 }
 
-// identifyLocked adds b to f's datagrams and decides when it can. A
-// datagram that would take f past its bounds decides f without it.
-func (e *Engine) identifyLocked(f *flow, b []byte, now time.Time, final bool) {
-	t := e.table()
-	if t == nil {
-		e.dropLocked(f, "no_match")
-		return
+// identify adds b to undecided f's datagrams and routes or drops f when
+// that is decided.
+func (ln *listener) identify(f *flow, b []byte, now time.Time, final bool) {
+	r, more, why := ln.t.identify(f, b, ln.e.table(), now, final)
+	switch {
+	case more:
+	case r == nil:
+		ln.drop(f, why)
+	default:
+		ln.route(f, r, now)
 	}
-	if b != nil {
-		if f.pendingN+len(b) > MaxPendingBytes || e.pending+len(b) > MaxPendingTotal {
-			if len(f.pending) == 0 {
-				e.dropLocked(f, "pending_full")
-				return
-			}
-			final = true
-		} else {
-			f.pending = append(f.pending, append([]byte(nil), b...))
-			f.pendingN += len(b)
-			e.pending += len(b)
-		}
-	}
-	if len(f.pending) >= MaxDatagrams || now.Sub(f.start) >= MaxWait {
-		final = true
-	}
-	r, more := t.Decide(f.pending, final)
-	if more {
-		f.first = true
-		e.classLocked(MaxWait).push(f, f.start.UnixNano())
-		return
-	}
-	if r == nil {
-		reason := "no_match"
-		if final && now.Sub(f.start) >= MaxWait {
-			reason = "timeout"
-		}
-		e.dropLocked(f, reason)
-		return
-	}
-	e.routeLocked(f, r, now)
 }
 
-// routeLocked connects f to a target of r and sends its datagrams.
-func (e *Engine) routeLocked(f *flow, r *Route, now time.Time) {
-	rs := r.state
-	var up *net.UDPConn
-	var target string
-	for range len(r.Targets) {
-		target = r.Targets[int(rs.rr.Add(1)-1)%len(r.Targets)]
-		c, err := net.Dial("udp", target)
-		if err == nil {
-			up = c.(*net.UDPConn)
-			break
-		}
-		e.opt.Log.Warn("udp backend dial failed", "protocol", r.Name, "target", target, "err", err)
-	}
-	if up == nil {
-		e.dropLocked(f, "dial_error")
+// route connects f to a target of r, in the order of r's plan, and sends
+// its datagrams. IP targets are connected here (a UDP connect does not
+// block); a host name is resolved by a goroutine, which posts the result.
+func (ln *listener) route(f *flow, r *Route, now time.Time) {
+	set, err := r.state.backend(r)
+	if err != nil {
+		ln.e.refLog.Warn("udp route has no usable target", "protocol", r.Name, "err", err)
+		ln.drop(f, metrics.UDPDialError)
 		return
 	}
-	if f.first {
-		e.classLocked(MaxWait).remove(f)
-	}
-	f.route, f.rs, f.up, f.target = r, rs, up, target
-	rs.m.Flows.Inc()
-	for _, d := range f.pending {
-		if _, err := up.Write(d); err == nil {
-			f.dgUp.Add(1)
-			f.bytesUp.Add(int64(len(d)))
-			rs.m.DatagramsUp.Inc()
-			rs.m.BytesUp.Add(float64(len(d)))
+	p := set.DatagramPlan()
+	for {
+		a, ok := p.Next()
+		if !ok {
+			ln.drop(f, metrics.UDPDialError)
+			return
+		}
+		if !a.Addr.IsValid() {
+			f.state = stDialing
+			f.last.Store(now.UnixNano()) // the dial has MaxWait from now
+			ln.t.wait(f, now)
+			ln.e.wg.Add(1)
+			go ln.dialOff(f, r, set, p, a)
+			return
+		}
+		begin := time.Now()
+		up, err := dialDatagram(a.Addr)
+		release := p.Done(a, time.Since(begin), err)
+		if err == nil {
+			ln.forward(f, r, up, set, a, release, now)
+			return
 		}
 	}
-	e.pending -= f.pendingN
-	f.pending, f.pendingN = nil, 0
-	f.last.Store(now.UnixNano())
+}
+
+// dialOff goes on with f's plan off the owner from attempt a, a host
+// name, and posts what it got.
+func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Plan, a upstream.Attempt) {
+	defer ln.e.wg.Done()
+	ctx, cancel := context.WithTimeout(ln.e.dialCtx, dialTimeout)
+	defer cancel()
+	var d net.Dialer
+	for ok := true; ok; a, ok = p.Next() {
+		begin := time.Now()
+		c, err := d.DialContext(ctx, "udp", a.Target)
+		release := p.Done(a, time.Since(begin), err)
+		if err != nil {
+			continue
+		}
+		up := c.(*net.UDPConn) // an upConn
+		if !ln.post(func() { ln.dialed(f, r, up, set, a, release) }, true) {
+			up.Close()
+			release()
+		}
+		return
+	}
+	ln.post(func() { ln.dialed(f, r, nil, nil, upstream.Attempt{}, nil) }, true)
+}
+
+// dialed is dialOff's result on the owner: up is nil when no target could
+// be had.
+func (ln *listener) dialed(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func()) {
+	if ln.t.lookup(f.client) != f {
+		if up != nil { // the flow ended meanwhile
+			up.Close()
+			release()
+		}
+		return
+	}
+	if up == nil {
+		ln.drop(f, metrics.UDPDialError)
+		return
+	}
+	ln.forward(f, r, up, set, a, release, ln.e.now())
+}
+
+// forward makes f a routed flow through up, sends the datagrams it held
+// and starts its reply reader.
+func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func(), now time.Time) {
+	pending := f.pending
+	f.route, f.rs, f.up, f.target, f.release, f.state = r, r.state, up, a.Target, release, stRouted
+	f.set, f.att = set, a
 	idle := r.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	e.classLocked(idle).push(f, now.UnixNano())
-	e.wg.Add(1)
-	go e.replies(f)
+	ln.t.routed(f, idle, now)
+	if f.rs.responses > 0 {
+		ln.t.await(f, now)
+	}
+	f.rs.m.Flows.Inc()
+	for _, d := range pending {
+		f.expect(f.rs.responses) // the reader has not started: never answered yet
+		if _, err := up.Write(d); err == nil {
+			f.dgUp.Add(1)
+			f.bytesUp.Add(int64(len(d)))
+			f.rs.m.DatagramsUp.Inc()
+			f.rs.m.BytesUp.Add(float64(len(d)))
+		}
+	}
+	ln.e.wg.Add(1)
+	go ln.replies(f)
 }
 
 // replies forwards what f's upstream sends to f's client until the
-// upstream socket is closed.
-func (e *Engine) replies(f *flow) {
-	defer e.wg.Done()
-	ln, client := f.key.ln, f.key.client
+// upstream socket is closed. When the flow awaits no more replies (the
+// route's udp_responses for each datagram sent) it ends the flow: it
+// closes the socket now and posts the rest to the owner.
+func (ln *listener) replies(f *flow) {
+	defer ln.e.wg.Done()
+	counted, first := f.rs.responses > 0, true
 	readReplies(f.up, func(b []byte) {
-		f.last.Store(e.now().UnixNano())
-		if _, err := ln.conn.WriteToUDPAddrPort(b, client); err == nil {
+		if first {
+			first = false
+			f.set.DatagramReplied(f.att) // the target answers
+		}
+		f.last.Store(ln.e.now().UnixNano())
+		if _, err := ln.conn.WriteToUDPAddrPort(b, f.client); err == nil {
 			f.dgDown.Add(1)
 			f.bytesDown.Add(int64(len(b)))
 			f.rs.m.DatagramsDn.Inc()
 			f.rs.m.BytesDown.Add(float64(len(b)))
 		}
+		// A reply the client did not get still counts: the backend sent it.
+		if counted && f.replied() {
+			f.up.Close()
+			// Its socket is closed already: the table entry can wait for
+			// the owner's next wake-up.
+			ln.post(func() { ln.end(f, "answered") }, false)
+		}
 	})
 }
 
-// dropLocked ends an undecided flow without a route, counting reason.
-func (e *Engine) dropLocked(f *flow, reason string) {
-	e.refuse(reason)
-	e.removeLocked(f)
-	e.releaseGuard(f)
+// drop ends a flow that was not routed, counting why.
+func (ln *listener) drop(f *flow, why metrics.UDPRefusal) {
+	if ln.remove(f) {
+		ln.e.refuse(why)
+		ln.e.releaseGuard(f.ticket)
+	}
 }
 
-func (e *Engine) refuse(reason string) {
+// end ends f for reason, once.
+func (ln *listener) end(f *flow, reason string) {
+	if ln.remove(f) {
+		ln.e.finish(f, reason)
+	}
+}
+
+// remove takes f out of the table; false when it was out already.
+func (ln *listener) remove(f *flow) bool {
+	if !ln.t.remove(f) {
+		return false
+	}
+	if s := ln.e.opt.Stats; s != nil {
+		s.Active.Dec()
+	}
+	return true
+}
+
+// sweep ends the flows idle past their timeout and decides those
+// undecided past MaxWait, as of now.
+func (ln *listener) sweep(now time.Time) {
+	for f := ln.t.due(now); f != nil; f = ln.t.due(now) {
+		switch f.state {
+		case stIdentifying:
+			ln.identify(f, nil, now, true)
+		case stDialing:
+			ln.drop(f, metrics.UDPDialError) // resolving took MaxWait
+		case stRouted:
+			ln.end(f, "idle")
+		}
+	}
+	for f := ln.t.unanswered(now, noReplyWindow); f != nil; f = ln.t.unanswered(now, noReplyWindow) {
+		f.set.DatagramSilent(f.att, noReplyWindow)
+	}
+}
+
+func (e *Engine) refuse(why metrics.UDPRefusal) {
 	if e.opt.Stats != nil {
-		e.opt.Stats.Refused(reason).Inc()
+		e.opt.Stats.Refused(why).Inc()
 	}
 }
 
-// removeLocked takes f out of the table; its socket and ticket are
-// released by finish (or dropLocked).
-func (e *Engine) removeLocked(f *flow) {
-	if e.flows[f.key] != f {
-		return
-	}
-	delete(e.flows, f.key)
-	if f.list != nil {
-		f.list.remove(f)
-	}
-	src := sourceKey(f.key.client.Addr())
-	if e.perSource[src]--; e.perSource[src] <= 0 {
-		delete(e.perSource, src)
-	}
-	e.pending -= f.pendingN
-	f.pending, f.pendingN = nil, 0
-	e.active.Add(-1)
-	if e.opt.Stats != nil {
-		e.opt.Stats.Active.Dec()
-	}
-}
-
-func (e *Engine) releaseGuard(f *flow) {
+func (e *Engine) releaseGuard(t guard.Ticket) {
 	if e.opt.Guard != nil {
-		e.opt.Guard.Release(f.ticket)
+		e.opt.Guard.Release(t)
 	}
 }
 
-// finish releases a removed flow's socket and ticket and logs it.
+// finish releases a removed flow's socket, target and ticket, counts and
+// logs it.
 func (e *Engine) finish(f *flow, reason string) {
-	e.releaseGuard(f)
-	if f.up == nil {
+	e.releaseGuard(f.ticket)
+	if f.state != stRouted {
 		return
 	}
 	f.up.Close()
+	f.release()
 	if e.opt.Stats != nil {
 		switch reason {
 		case "idle":
 			e.opt.Stats.Idle.Inc()
 		case "evicted":
 			e.opt.Stats.Evicted.Inc()
+		case "answered":
+			e.opt.Stats.Answered.Inc()
 		}
 	}
 	logging.LogFlow(e.opt.Log, e.settings().AccessLog, logging.Flow{
-		Start: f.start, Client: net.UDPAddrFromAddrPort(f.key.client), Protocol: f.route.Name, Route: f.route.Label,
+		Start: f.start, Client: net.UDPAddrFromAddrPort(f.client), Protocol: f.route.Name, Route: f.route.Label,
 		Target: f.target, DatagramsUp: f.dgUp.Load(), DatagramsDown: f.dgDown.Load(),
 		BytesUp: f.bytesUp.Load(), BytesDown: f.bytesDown.Load(), Reason: reason,
 	})
-}
-
-// evictLocked ends the flow idle longest; false when there is none.
-func (e *Engine) evictLocked() bool {
-	var oldest *flow
-	for _, l := range e.classes {
-		if f := l.oldest(); f != nil && (oldest == nil || f.last.Load() < oldest.last.Load()) {
-			oldest = f
-		}
-	}
-	if oldest == nil {
-		return false
-	}
-	e.removeLocked(oldest)
-	if oldest.up == nil {
-		e.refuse("evicted")
-		e.releaseGuard(oldest)
-		return true
-	}
-	// The socket close and the log line are cheap enough to do here.
-	e.finish(oldest, "evicted")
-	return true
-}
-
-// Sweep ends the flows idle past their timeout and decides the
-// undecided ones past MaxWait, as of now.
-func (e *Engine) Sweep(now time.Time) {
-	var ended []*flow
-	e.mu.Lock()
-	for d, l := range e.classes {
-		limit := now.Add(-d).UnixNano()
-		for {
-			f := l.oldest()
-			if f == nil || f.last.Load() > limit {
-				break
-			}
-			if f.up == nil {
-				e.identifyLocked(f, nil, now, true)
-				continue
-			}
-			e.removeLocked(f)
-			ended = append(ended, f)
-		}
-	}
-	e.mu.Unlock()
-	for _, f := range ended {
-		e.finish(f, "idle")
-	}
-}
-
-func (e *Engine) janitor(ctx context.Context, period time.Duration) {
-	defer close(e.janitorDone)
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-ctx.Done():
-			e.shutdown()
-			return
-		case <-t.C:
-			e.Sweep(e.now())
-		}
-	}
 }
 
 func (e *Engine) table() *Table {
@@ -614,27 +814,5 @@ func (e *Engine) settings() Settings {
 	if s.MaxFlows <= 0 {
 		s.MaxFlows = DefaultMaxFlows
 	}
-	if s.MaxFlowsPerSource <= 0 {
-		s.MaxFlowsPerSource = DefaultMaxFlowsPerSource
-	}
 	return s
-}
-
-func (e *Engine) classLocked(d time.Duration) *lru {
-	l := e.classes[d]
-	if l == nil {
-		l = newLRU()
-		e.classes[d] = l
-	}
-	return l
-}
-
-// sourceKey is what the per-source cap counts: an IPv4 address, an IPv6
-// /64.
-func sourceKey(a netip.Addr) netip.Addr {
-	if a.Is4() {
-		return a
-	}
-	p, _ := a.Prefix(64)
-	return p.Addr()
 }

@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/internal/udp/udptest"
+	"github.com/darkit/protoplex/internal/upstream"
 	"github.com/darkit/protoplex/protocols"
 )
 
@@ -57,6 +59,7 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 type fixture struct {
+	log   *testnet.Buffer // the engine's log
 	e     *Engine
 	addr  *net.UDPAddr
 	ln    *listener
@@ -66,13 +69,18 @@ type fixture struct {
 
 // start serves routes on a loopback UDP listener with settings s; the
 // janitor never runs on its own (the test calls Sweep).
-func start(t *testing.T, routes []Route, s Settings) *fixture {
+func start(t *testing.T, routes []Route, s Settings, prepare ...func(*Table)) *fixture {
 	t.Helper()
 	st := metrics.New().UDP
 	table := NewTable(routes, st)
-	f := &fixture{stats: st, clock: &clock{}}
+	for _, p := range prepare {
+		p(table)
+	}
+	f := &fixture{stats: st, clock: &clock{}, log: &testnet.Buffer{}}
 	f.clock.add(time.Duration(1e9) * time.Second)
-	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour})
+	// One socket: the test's clients all reach f.ln, whose table it reads.
+	f.e = New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st, Now: f.clock.now, Sweep: time.Hour,
+		Log: slog.New(slog.NewTextHandler(f.log, nil)), Sockets: 1})
 	t.Cleanup(f.e.Close)
 	a, err := f.e.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -81,6 +89,12 @@ func start(t *testing.T, routes []Route, s Settings) *fixture {
 	f.addr = a.(*net.UDPAddr)
 	f.ln = f.e.lns[0]
 	return f
+}
+
+// datagram hands b from client to ln's owner, as if it read it, and
+// waits until it is handled.
+func (e *Engine) datagram(ln *listener, client netip.AddrPort, b []byte) {
+	ln.call(func() { ln.datagram(client, b, e.now()) })
 }
 
 func dial(t *testing.T, to *net.UDPAddr) *net.UDPConn {
@@ -174,7 +188,7 @@ func TestUnmatchedDatagramsLeaveNoState(t *testing.T) {
 	if n := f.e.Flows(); n != 0 {
 		t.Fatalf("flows = %d after unmatched datagrams, want 0", n)
 	}
-	if got := value(t, f.stats.Refused("no_match")); got != 1000 {
+	if got := value(t, f.stats.Refused(metrics.UDPNoMatch)); got != 1000 {
 		t.Fatalf("refused no_match = %v, want 1000", got)
 	}
 }
@@ -231,9 +245,8 @@ func TestFullTableEvictsTheFlowIdleLongest(t *testing.T) {
 	if got := value(t, f.stats.Evicted); got != 1 {
 		t.Fatalf("evicted = %v, want 1", got)
 	}
-	f.e.mu.Lock()
-	_, kept := f.e.flows[flowKey{f.ln, addrOf(c[1])}]
-	f.e.mu.Unlock()
+	var kept bool
+	f.ln.call(func() { kept = f.ln.t.lookup(addrOf(c[1])) != nil })
 	if kept {
 		t.Fatal("the flow idle longest was kept")
 	}
@@ -256,8 +269,28 @@ func TestPerSourceCap(t *testing.T) {
 	if n := f.e.Flows(); n != 4 {
 		t.Fatalf("flows = %d, want 2 per source", n)
 	}
-	if got := value(t, f.stats.Refused("per_source_limit")); got != 4 {
+	if got := value(t, f.stats.Refused(metrics.UDPPerSource)); got != 4 {
 		t.Fatalf("refused per_source_limit = %v, want 4", got)
+	}
+	if n := strings.Count(f.log.String(), "max_udp_flows_per_source reached"); n != 4 {
+		t.Fatalf("%d refusal lines, want 4:\n%s", n, f.log)
+	}
+}
+
+// Without max_udp_flows_per_source (the default) one address may hold as
+// many flows as the table: a resolver's random source ports, or a NAT
+// gateway, lose nothing.
+func TestNoPerSourceCapByDefault(t *testing.T) {
+	f := start(t, []Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, false)}}}, Settings{})
+	const ports = 500
+	for port := range uint16(ports) {
+		f.e.datagram(f.ln, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), 2000+port), []byte("a"))
+	}
+	if n := f.e.Flows(); n != ports {
+		t.Fatalf("flows = %d from one source, want %d", n, ports)
+	}
+	if got := value(t, f.stats.Refused(metrics.UDPPerSource)); got != 0 {
+		t.Fatalf("refused per_source_limit = %v, want 0", got)
 	}
 }
 
@@ -279,6 +312,11 @@ func TestSpoofedFloodIsBounded(t *testing.T) {
 	}
 	if got := value(t, f.stats.Evicted); got != 20000-maxFlows {
 		t.Fatalf("evicted = %v, want %d", got, 20000-maxFlows)
+	}
+	// Logged, but at most refusalLogRate lines a second: the clock moved
+	// 20 ms, so one second's budget.
+	if n := strings.Count(f.log.String(), "udp flow evicted"); n != refusalLogRate {
+		t.Fatalf("%d eviction lines, want %d (rate-limited):\n%s", n, refusalLogRate, f.log)
 	}
 	if fds >= 0 {
 		if now := openFDs(t); now-fds > maxFlows+8 {
@@ -413,5 +451,254 @@ func TestFlowAccessLine(t *testing.T) {
 		if !strings.Contains(line, want) {
 			t.Errorf("access line %q lacks %s", line, want)
 		}
+	}
+}
+
+// A route with udp_responses 1 (DNS's default) ends each flow when its
+// answer came back: a resolver's pattern, a new source port per query,
+// holds no socket per query after the answer, and loses no answer.
+func TestFlowEndsWhenAnswered(t *testing.T) {
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("q"), Targets: []string{udptest.Echo(t, false)}}}, st)
+	table.Routes()[0].state.responses = 1
+	e := New(Options{Table: func() *Table { return table }, Stats: st, Sweep: time.Hour, Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := openFDs(t)
+	const queries = 300
+	for i := range queries {
+		c, err := net.DialUDP("udp", nil, a.(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("q%d", i)
+		if got := roundTrip(t, c, msg); got != msg {
+			t.Fatalf("query %d: answer %q", i, got)
+		}
+		c.Close()
+	}
+	// The last flow's table entry goes at the owner's next wake-up.
+	testnet.Eventually(t, 5*time.Second, func() bool { e.Sweep(time.Now()); return e.Flows() == 0 }, "flows = %d after every answer, want 0", e.Flows())
+	if got := value(t, st.Answered); got != queries {
+		t.Fatalf("answered = %v, want %d", got, queries)
+	}
+	if fds >= 0 {
+		if now := openFDs(t); now-fds > 8 {
+			t.Fatalf("open fds grew by %d after %d answered queries", now-fds, queries)
+		}
+	}
+	// The same port asking again is a new flow, answered too.
+	c := dial(t, a.(*net.UDPAddr))
+	for i := range 3 {
+		if got := roundTrip(t, c, fmt.Sprintf("q-again-%d", i)); got != fmt.Sprintf("q-again-%d", i) {
+			t.Fatalf("query again %d: %q", i, got)
+		}
+	}
+}
+
+// A host-name target is resolved off the listener's owner; the flow's
+// datagrams wait for it and then reach the backend in order.
+func TestHostNameTargetDialledOffTheOwner(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	_, port, _ := net.SplitHostPort(echo)
+	if c, err := net.Dial("udp", "localhost:"+port); err != nil || c.RemoteAddr().(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Skipf("localhost does not resolve to 127.0.0.1 first here: %v", err)
+	} else {
+		c.Close()
+	}
+	f := start(t, []Route{{Name: "two", Detect: twoStep, Targets: []string{"localhost:" + port}}}, Settings{})
+	c := dial(t, f.addr)
+	for _, m := range []string{"A", "B", "C"} {
+		if _, err := c.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := []string{read(t, c), read(t, c), read(t, c)}; got[0] != "A|A" || got[1] != "A|B" || got[2] != "A|C" {
+		t.Fatalf("got %q, want A|A, A|B, A|C", got)
+	}
+}
+
+// udp_responses counts per datagram sent, as nginx's proxy_responses: a
+// client with many queries outstanding on one port (dnsperf's way) gets
+// every answer, and its flow ends only when none is owed.
+func TestPipelinedQueriesAllAnswered(t *testing.T) {
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("q"), Targets: []string{udptest.Echo(t, false)}}}, st)
+	table.Routes()[0].state.responses = 1
+	e := New(Options{Table: func() *Table { return table }, Stats: st, Sweep: time.Hour, Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, a.(*net.UDPAddr))
+	const rounds, outstanding = 20, 50
+	for r := range rounds {
+		want := map[string]bool{}
+		for i := range outstanding {
+			m := fmt.Sprintf("q%d-%d", r, i)
+			want[m] = true
+			if _, err := c.Write([]byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for len(want) > 0 {
+			got := read(t, c)
+			if !want[got] {
+				t.Fatalf("round %d: unexpected answer %q", r, got)
+			}
+			delete(want, got)
+		}
+	}
+	testnet.Eventually(t, 5*time.Second, func() bool { e.Sweep(time.Now()); return e.Flows() == 0 }, "flows = %d with nothing owed", e.Flows())
+}
+
+// expect and replied: a datagram counted before the last reply keeps the
+// flow; once the last owed reply is taken, no datagram is counted on it.
+func TestFlowOwesReplies(t *testing.T) {
+	var f flow
+	if !f.expect(2) || f.replied() || !f.expect(2) {
+		t.Fatal("owed 2, one reply, 2 more: still open")
+	}
+	for range 2 {
+		if f.replied() {
+			t.Fatal("ended with replies owed")
+		}
+	}
+	if !f.replied() || !f.answered() || f.expect(1) || f.replied() {
+		t.Fatal("the last owed reply does not end the flow once and for all")
+	}
+}
+
+// With several sockets on one address (SO_REUSEPORT), the kernel spreads
+// the clients over them: each flow stays on its socket, every answer
+// reaches its client, the per-source cap counts across sockets, and
+// max_udp_flows bounds them all.
+func TestSocketsShareOneAddress(t *testing.T) {
+	if !reusePortOK {
+		t.Skip("one socket per address here")
+	}
+	st := metrics.New().UDP
+	table := NewTable([]Route{{Name: "A", Detect: prefix("a"), Targets: []string{udptest.Echo(t, true)}}}, st)
+	var s atomic.Pointer[Settings]
+	s.Store(&Settings{})
+	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return *s.Load() }, Stats: st, Sweep: time.Hour,
+		Log: slog.New(slog.DiscardHandler), Sockets: 4})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.Addrs()); n != 1 || len(e.lns) != 4 {
+		t.Fatalf("Addrs %v over %d sockets, want one address over 4", e.Addrs(), len(e.lns))
+	}
+	const clients = 64
+	var cs []*net.UDPConn
+	for i := range clients {
+		c := dial(t, a.(*net.UDPAddr))
+		for r := range 3 {
+			msg := fmt.Sprintf("a%d-%d", i, r)
+			if got := roundTrip(t, c, msg); got != fmt.Sprintf("a%d-0|%s", i, msg) {
+				t.Fatalf("client %d: %q", i, got)
+			}
+		}
+		cs = append(cs, c)
+	}
+	used := 0
+	for _, ln := range e.lns {
+		var n int
+		ln.call(func() { n = ln.t.len() })
+		if n > 0 {
+			used++
+		}
+	}
+	if e.Flows() != clients || used < 2 {
+		t.Fatalf("%d flows on %d sockets, want %d spread over several", e.Flows(), used, clients)
+	}
+	// A per-source cap of 12 admits 12 flows of 127.0.0.1 opened under
+	// it, on whatever sockets they land; those opened before it do not
+	// count.
+	s.Store(&Settings{MaxFlowsPerSource: 12})
+	ok := 0
+	for range 10 {
+		c := dial(t, a.(*net.UDPAddr))
+		_, _ = c.Write([]byte("a"))
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			ok++
+		}
+	}
+	if ok != 10 {
+		t.Fatalf("%d of 10 answered under the cap", ok)
+	}
+	ok = 0
+	for range 5 {
+		c := dial(t, a.(*net.UDPAddr))
+		_, _ = c.Write([]byte("a"))
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			ok++
+		}
+	}
+	if ok != 2 || value(t, st.Refused(metrics.UDPPerSource)) != 3 {
+		t.Fatalf("%d answered past the cap, %v refused", ok, value(t, st.Refused(metrics.UDPPerSource)))
+	}
+	_ = cs
+}
+
+// Passive health: flows of a request/response route (udp_responses) that
+// get no reply within noReplyWindow put their target into back-off, and
+// new flows go to the target that answers.
+func TestSilentTargetSkipped(t *testing.T) {
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	echo := udptest.Echo(t, false)
+	targets := []string{silent.LocalAddr().String(), echo}
+	set, err := upstream.New([]upstream.Target{{Addr: targets[0], Weight: 1}, {Addr: targets[1], Weight: 1}}, upstream.Options{Strategy: upstream.First})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, []Route{{Name: "A", Detect: prefix("q"), Targets: targets}}, Settings{}, func(tb *Table) {
+		tb.Routes()[0].state.responses = 1
+		tb.Routes()[0].state.set = set
+	})
+	// Three flows to the first target, which never answers.
+	for i := range 3 {
+		c := dial(t, f.addr)
+		if _, err := c.Write([]byte(fmt.Sprintf("q%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFlows(t, f.e, 3)
+	f.clock.add(noReplyWindow)
+	f.e.Sweep(f.clock.now())
+	if st := set.Status(); st[0].Up || !st[1].Up {
+		t.Fatalf("after three silent flows: %+v", st)
+	}
+	c := dial(t, f.addr)
+	if got := roundTrip(t, c, "q-next"); got != "q-next" {
+		t.Fatalf("the next flow: %q", got)
+	}
+}
+
+// SO_REUSEPORT joins only the engine's own sockets: a second engine (a
+// second process) on a port in use fails to bind it, as without it.
+func TestSecondBindOfAnAddressFails(t *testing.T) {
+	e := New(Options{Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(e.Close)
+	a, err := e.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := New(Options{Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(other.Close)
+	if _, err := other.Listen(context.Background(), a.String()); err == nil {
+		t.Fatalf("a second engine bound %s too", a)
 	}
 }

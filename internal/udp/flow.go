@@ -1,39 +1,110 @@
 package udp
 
 import (
-	"net"
+	"math"
+	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/ilist"
+	"github.com/darkit/protoplex/internal/upstream"
 )
 
-// flow is one client address:port on one listener.
+// A flow's states, in the order of its life.
+type flowState uint8
+
+const (
+	stIdentifying flowState = iota // its datagrams are held until a route is decided
+	stDialing                      // routed to a host-name target being resolved off the owner
+	stRouted                       // forwarding through up
+)
+
+// flow is one client address:port on one listener. Its owner (the
+// listener's reader) reads and writes every field but the atomics and
+// those marked otherwise.
 type flow struct {
-	key    flowKey
+	client netip.AddrPort
 	start  time.Time
 	ticket guard.Ticket
-	last   atomic.Int64 // unix ns of the last datagram either way
+	state  flowState
+	// counted: the flow counts in its source's flows (a per-source cap was
+	// on when it began).
+	counted bool
 
-	// Undecided: the datagrams so far (first: queued in the MaxWait list).
+	// Identifying: the datagrams so far.
 	pending  [][]byte
 	pendingN int
-	first    bool
 
-	// Routed: set once under the engine's lock, read-only afterwards.
-	route  *Route
-	rs     *routeState
-	up     *net.UDPConn
-	target string
+	// Routed: set by the owner before the reply reader starts, read-only
+	// afterwards; the reader reads them too.
+	ln      *listener
+	route   *Route
+	rs      *routeState
+	up      upConn
+	target  string
+	release func() // the target's active count, from upstream.Plan.Done
+	set     *upstream.Set
+	att     upstream.Attempt // the target, for its passive health
 
+	last atomic.Int64 // unix ns of the last datagram either way
+	// owed is the replies the flow awaits under its route's udp_responses
+	// (n per datagram sent), answeredMark once the reader took the last one
+	// and ended the flow; 0 without udp_responses.
+	owed                             atomic.Int64
 	dgUp, dgDown, bytesUp, bytesDown atomic.Int64
 
 	// The flow's place in its LRU list.
 	list   *lru
 	links  ilist.Links[flow]
 	queued int64 // f.last when it was queued
+
+	// The flow's place among those awaiting their first reply.
+	awaiting bool
+	awaitAt  int64 // unix ns it was routed
+	await    ilist.Links[flow]
 }
+
+// answeredMark is flow.owed once the flow was answered: below any count.
+const answeredMark = math.MinInt64 / 2
+
+// expect adds n awaited replies, before a datagram is sent up; false when
+// the flow was answered and ended already (the datagram begins the
+// client's next flow). One compare-and-swap with replied: a datagram is
+// either counted before the last reply is taken, or not sent on this flow.
+func (f *flow) expect(n int) bool {
+	for {
+		v := f.owed.Load()
+		if v < 0 {
+			return false
+		}
+		if f.owed.CompareAndSwap(v, v+int64(n)) {
+			return true
+		}
+	}
+}
+
+// replied takes one awaited reply; true when it was the last one owed:
+// the flow is answered from then on, and the caller ends it.
+func (f *flow) replied() bool {
+	for {
+		v := f.owed.Load()
+		switch {
+		case v < 0:
+			return false
+		case v <= 1:
+			if f.owed.CompareAndSwap(v, answeredMark) {
+				return true
+			}
+		case f.owed.CompareAndSwap(v, v-1):
+			return false
+		}
+	}
+}
+
+// answered reports whether the reader ended f at its last awaited reply.
+func (f *flow) answered() bool { return f.owed.Load() < 0 }
 
 // lru is the flows of one idle timeout, least recently queued first. A
 // flow active since it was queued is moved to the back lazily, when it
@@ -57,15 +128,24 @@ func (l *lru) remove(f *flow) {
 	f.list = nil
 }
 
-// oldest returns the flow idle longest, requeueing the ones active since
-// they were queued.
+// oldest returns the flow idle longest, requeueing the routed ones active
+// since they were queued.
 func (l *lru) oldest() *flow {
 	for f := l.flows.Front(); f != nil; f = l.flows.Front() {
 		last := f.last.Load()
-		if last <= f.queued || f.up == nil {
+		if last <= f.queued || f.state != stRouted {
 			return f
 		}
 		l.push(f, last)
 	}
 	return nil
+}
+
+// upConn is a flow's connected socket towards its target: a *net.UDPConn,
+// or an *os.File on the socket dialDatagram made.
+type upConn interface {
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	Close() error
+	SyscallConn() (syscall.RawConn, error)
 }

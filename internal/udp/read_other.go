@@ -9,7 +9,7 @@ import (
 
 // readReplies calls fn with each datagram up receives until up is closed.
 // Off unix the flow's reader holds its own 64 KiB buffer while it waits.
-func readReplies(up *net.UDPConn, fn func([]byte)) {
+func readReplies(up upConn, fn func([]byte)) {
 	buf := make([]byte, maxDatagram)
 	for {
 		n, err := up.Read(buf)

@@ -4,7 +4,6 @@ package udp
 
 import (
 	"errors"
-	"net"
 	"sync"
 	"syscall"
 )
@@ -14,7 +13,7 @@ var replyBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); retu
 // readReplies calls fn with each datagram up receives until up is closed.
 // It holds no buffer while it waits: the datagram is read into a pooled
 // one when the socket is readable.
-func readReplies(up *net.UDPConn, fn func([]byte)) {
+func readReplies(up upConn, fn func([]byte)) {
 	rc, err := up.SyscallConn()
 	if err != nil {
 		return

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/darkit/protoplex/internal/config"
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/routing"
@@ -49,15 +48,23 @@ func TestTableOfAndFollow(t *testing.T) {
 		t.Errorf("game's udp_idle_timeout 5s under a server-wide 30s: idle %v", got)
 	}
 	game.UDPIdleTimeout = 0
+	if rs := TableOf(rt, 0, st.UDP).Routes(); rs[0].state.responses != 1 || rs[1].state.responses != 0 {
+		t.Errorf("udp_responses by default: DNS %d, game %d; want 1 and 0 (no limit)", rs[0].state.responses, rs[1].state.responses)
+	}
+	game.UDPResponses, protos[1].UDPResponses = 3, -1
+	if rs := TableOf(rt, 0, st.UDP).Routes(); rs[0].state.responses != 0 || rs[1].state.responses != 3 {
+		t.Errorf("udp_responses -1 and 3: DNS %d, game %d; want 0 (no limit) and 3", rs[0].state.responses, rs[1].state.responses)
+	}
+	game.UDPResponses, protos[1].UDPResponses = 0, 0
 
 	cur := rt
-	server := config.Server{MaxUDPFlows: 7, AccessLog: true}
-	table, settings := Follow(func() *routing.Table { return cur }, func() config.Server { return server }, st.UDP)
+	server := Settings{MaxFlows: 7, AccessLog: true}
+	table, settings := Follow(func() *routing.Table { return cur }, func() Settings { return server }, st.UDP)
 	if a, b := table(), table(); a != b {
 		t.Error("one snapshot, two tables")
 	}
 	first := table()
-	server.UDPIdleTimeout = time.Minute
+	server.IdleTimeout = time.Minute
 	if table() == first {
 		t.Error("a new udp_idle_timeout kept the table")
 	}
@@ -90,7 +97,7 @@ func TestGuardAdmitsAndReleasesFlows(t *testing.T) {
 	if n := e.Flows(); n != 1 {
 		t.Fatalf("flows = %d, want 1", n)
 	}
-	if a, b := value(t, st.Refused("per_ip_limit")), value(t, st.Refused("blacklist")); a != 1 || b != 1 {
+	if a, b := value(t, st.Refused(metrics.UDPPerIPLimit)), value(t, st.Refused(metrics.UDPBlacklist)); a != 1 || b != 1 {
 		t.Fatalf("refused per_ip_limit %v, blacklist %v; want 1 each", a, b)
 	}
 	clk.add(2 * time.Second)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/darkit/protoplex/protocols"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -143,6 +144,9 @@ func (s *Set) checkLoop(ctx context.Context, t *target) {
 func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if s.opt.Health.Check == "dns" {
+		return probeDNS(ctx, t)
+	}
 	c, err := s.dial(ctx, t, nil)
 	if err != nil {
 		return err
@@ -190,6 +194,37 @@ func (s *Set) probe(ctx context.Context, t *target, timeout time.Duration) error
 		return nil
 	}
 	return fmt.Errorf("unknown check %q", s.opt.Health.Check)
+}
+
+// probeDNS asks t over UDP for the root's NS records and wants an answer
+// with the query's ID, whatever its code: a server that answers at all
+// (REFUSED included) is up. It reads at most 512 bytes (an answer without
+// EDNS fits; a longer one's header is enough).
+func probeDNS(ctx context.Context, t *target) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", t.Addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	id := uint16(rand.Uint32())
+	// Header: id, flags 0 (a query, no recursion), one question; "." NS IN.
+	q := []byte{byte(id >> 8), byte(id), 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	if _, err := c.Write(q); err != nil {
+		return err
+	}
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if n >= 12 && buf[0] == q[0] && buf[1] == q[1] && buf[2]&0x80 != 0 {
+			return nil
+		}
+	}
 }
 
 // maxCheckError bounds the text kept of a failed check's error: it may

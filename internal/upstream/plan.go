@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -24,6 +25,7 @@ type Plan struct {
 	upMore []uint64 // the same for targets 64 and on, nil for smaller sets
 	pass   int      // 0: targets that were up, 1: those in back-off, 2: done
 	next   int      // position in the order of the next target to consider
+	dgram  bool     // a datagram socket's plan (DatagramPlan)
 }
 
 // Attempt is one target to try. At most one of Pooled, Addr and Unix is
@@ -68,6 +70,18 @@ func (s *Set) Plan() Plan {
 	return p
 }
 
+// DatagramPlan is Plan for a UDP flow: the same order and back-off, but
+// its attempts never take a warm-pool connection (those are streams) and
+// skip "unix:" targets. An attempt's Addr is set for an IP literal (the
+// caller connects a UDP socket itself, a non-blocking connect); else
+// Target is a host name the caller resolves, off any event loop. Source
+// addresses and transparent mode do not apply to datagrams.
+func (s *Set) DatagramPlan() Plan {
+	p := s.Plan()
+	p.dgram = true
+	return p
+}
+
 // wasUp reports whether s.targets[j] was up when the plan began.
 func (p *Plan) wasUp(j int) bool {
 	if j < 64 {
@@ -99,7 +113,18 @@ func (p *Plan) Next() (Attempt, bool) {
 				continue // drained or in maintenance: never a new connection
 			}
 			if p.wasUp(j) == (p.pass == 0) {
-				return p.s.attempt(p.s.targets[j]), true
+				t := p.s.targets[j]
+				if p.dgram {
+					if t.unix != "" {
+						continue
+					}
+					a := Attempt{Target: t.Addr, t: t}
+					if t.ip.Addr().Zone() == "" {
+						a.Addr = t.ip
+					}
+					return a, true
+				}
+				return p.s.attempt(t), true
 			}
 		}
 	}
@@ -147,17 +172,14 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 	}
 	if err != nil {
 		t.dialErrs.Add(1)
-		f := t.failures.Add(1)
-		if f == 1 {
-			t.since.Store(s.now().UnixNano())
-		}
-		t.downUntil.Store(s.now().Add(backoff(f)).UnixNano())
+		t.fail(s.now())
 		return nil
 	}
-	if t.failures.Swap(0) > 0 {
-		t.since.Store(s.now().UnixNano())
+	if !p.dgram {
+		// A datagram socket's connect says nothing of the target's health:
+		// its replies do (DatagramReplied, DatagramSilent).
+		t.recovered(s.now())
 	}
-	t.downUntil.Store(0)
 	t.active.Add(1)
 	t.served.Add(1)
 	if a.Pooled != nil {
@@ -166,6 +188,49 @@ func (p *Plan) Done(a Attempt, d time.Duration, err error) (release func()) {
 		s.created.Add(1)
 	}
 	return t.done
+}
+
+// ErrNoReply is the error DialDone sees for a datagram target that did not
+// answer a flow within the caller's window.
+var ErrNoReply = errors.New("no reply to a UDP flow")
+
+// DatagramReplied reports that attempt a's target answered a UDP flow:
+// it is up again, and its back-off starts over.
+func (s *Set) DatagramReplied(a Attempt) {
+	if t := a.t; t != nil && t.failures.Load() != 0 {
+		t.recovered(s.now())
+	}
+}
+
+// DatagramSilent reports that attempt a's target did not answer a UDP
+// flow within the caller's window: it goes into back-off as after a
+// failed dial (1 s doubling to 32 s), skipped by new flows' plans while
+// another target is up, and DialDone sees ErrNoReply.
+func (s *Set) DatagramSilent(a Attempt, window time.Duration) {
+	if a.t == nil {
+		return
+	}
+	if s.opt.DialDone != nil {
+		s.opt.DialDone(a.t.Addr, window, ErrNoReply)
+	}
+	a.t.fail(s.now())
+}
+
+// fail puts t into back-off after one more failure at now.
+func (t *target) fail(now time.Time) {
+	f := t.failures.Add(1)
+	if f == 1 {
+		t.since.Store(now.UnixNano())
+	}
+	t.downUntil.Store(now.Add(backoff(f)).UnixNano())
+}
+
+// recovered ends t's back-off at now: it answered.
+func (t *target) recovered(now time.Time) {
+	if t.failures.Swap(0) > 0 {
+		t.since.Store(now.UnixNano())
+	}
+	t.downUntil.Store(0)
 }
 
 // ProxyHeader is the PROXY header the set sends a backend before any client

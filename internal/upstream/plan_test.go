@@ -425,3 +425,48 @@ func TestProxyHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestDatagramPlan: a UDP flow's plan follows the strategy and the
+// back-off as a connection's does, skips unix: targets, gives the address
+// of IP literals only, and never takes a warm-pool (stream) connection.
+func TestDatagramPlan(t *testing.T) {
+	s, err := New([]Target{{Addr: "unix:/run/x.sock", Weight: 1}, {Addr: "127.0.0.1:53", Weight: 1}, {Addr: "localhost:53", Weight: 1}}, Options{Strategy: First})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.targets[1].pool = make(chan pooled, 1)
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	s.targets[1].pool <- pooled{c: c1, at: time.Now()}
+	clock := newFakeClock(s)
+	order := func() (out []string) {
+		p := s.DatagramPlan()
+		for a, ok := p.Next(); ok; a, ok = p.Next() {
+			if a.Pooled != nil || a.Unix != "" {
+				t.Fatalf("attempt %+v: a stream attempt in a datagram plan", a)
+			}
+			if a.Addr.IsValid() != (a.Target == "127.0.0.1:53") {
+				t.Fatalf("attempt %+v: Addr set for %s", a, a.Target)
+			}
+			out = append(out, a.Target)
+			if a.Target == "127.0.0.1:53" {
+				p.Done(a, 0, errors.New("down"))
+			}
+		}
+		return out
+	}
+	if got := strings.Join(order(), " "); got != "127.0.0.1:53 localhost:53" {
+		t.Fatalf("first plan: %s", got)
+	}
+	// 127.0.0.1:53 failed: in back-off it comes after the host name.
+	if got := strings.Join(order(), " "); got != "localhost:53 127.0.0.1:53" {
+		t.Fatalf("plan in back-off: %s", got)
+	}
+	clock.advance(time.Minute) // the back-off is over
+	if got := strings.Join(order(), " "); got != "127.0.0.1:53 localhost:53" {
+		t.Fatalf("plan after the back-off: %s", got)
+	}
+	if len(s.targets[1].pool) != 1 {
+		t.Fatal("a datagram plan took the pooled connection")
+	}
+}

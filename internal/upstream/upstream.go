@@ -229,7 +229,7 @@ func New(targets []Target, opt Options) (*Set, error) {
 		return nil, fmt.Errorf("pool min_idle %d: want 0..%d", opt.Pool.MinIdle, MaxPoolIdle)
 	}
 	switch opt.Health.Check {
-	case "", "tcp", "redis", "http":
+	case "", "tcp", "redis", "http", "dns":
 	default:
 		return nil, fmt.Errorf("unknown health check %q", opt.Health.Check)
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -383,6 +384,72 @@ func BenchmarkDialWarm(b *testing.B) {
 	}
 }
 
+// TestHealthCheckDNS: check: dns is a query over UDP and an answer with
+// its ID, whatever the code; a server that never answers fails; and the
+// passive reports of a UDP flow move a target in and out of back-off.
+func TestHealthCheckDNS(t *testing.T) {
+	answering, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 512)
+		for {
+			n, from, err := answering.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if n >= 12 {
+				a := append([]byte(nil), buf[:n]...)
+				a[2], a[3] = 0x80, 0x05 // an answer: REFUSED
+				answering.WriteToUDPAddrPort(a, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { answering.Close(); silent.Close(); <-done })
+	s, err := New([]Target{{Addr: answering.LocalAddr().String(), Weight: 1}, {Addr: silent.LocalAddr().String(), Weight: 1}},
+		Options{Health: HealthCheck{Interval: time.Second, Check: "dns"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.probe(context.Background(), s.targets[0], 5*time.Second); err != nil {
+		t.Fatalf("an answering server: %v", err)
+	}
+	if err := s.probe(context.Background(), s.targets[1], 200*time.Millisecond); err == nil {
+		t.Fatal("a silent server passed")
+	}
+
+	// Passive: a silent flow puts its target into back-off; a reply ends it.
+	var seen []error
+	s.opt.DialDone = func(_ string, _ time.Duration, err error) { seen = append(seen, err) }
+	clock := newFakeClock(s)
+	p := s.DatagramPlan()
+	a, _ := p.Next()
+	p.Done(a, 0, nil)
+	s.DatagramSilent(a, 3*time.Second)
+	if s.Status()[0].Up || len(seen) != 2 || seen[0] != nil || !errors.Is(seen[1], ErrNoReply) {
+		t.Fatalf("after a silent flow: %+v, DialDone saw %v", s.Status(), seen)
+	}
+	// A flow's successful connect does not undo it: only a reply does.
+	p = s.DatagramPlan()
+	b, _ := p.Next()
+	p.Done(b, 0, nil)
+	if b.Target == a.Target || s.Status()[0].Up {
+		t.Fatalf("the next flow went to %s; status %+v", b.Target, s.Status())
+	}
+	clock.advance(time.Second)
+	s.DatagramReplied(a)
+	if !s.Status()[0].Up {
+		t.Fatal("a reply did not bring the target back")
+	}
+}
+
 // TestNoTargets: a set may have no target (a protocol whose targets come
 // from etcd discovery only, before one registers): every strategy's plan is
 // empty and a dial fails with ErrNoTarget.
@@ -400,5 +467,6 @@ func TestNoTargets(t *testing.T) {
 			t.Fatalf("%s: dial %v, want ErrNoTarget", strategy, err)
 		}
 		s.Close()
+
 	}
 }
