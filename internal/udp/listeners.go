@@ -95,29 +95,12 @@ func (e *Engine) Serve(ctx context.Context, pc net.PacketConn) error {
 		pc.Close()
 		return fmt.Errorf("udp: Serve: a %T is not a UDP socket", pc)
 	}
-	addr := first.LocalAddr().String()
-	group := []*listener{e.newListener(first, addr, true)}
-	for _, c := range others {
-		group = append(group, e.newListener(c, addr, false))
+	primary, err := e.start(first, others)
+	if err != nil {
+		return nil // the engine closed
 	}
-	primary := group[0]
-	primary.group = group
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		pc.Close()
-		for _, c := range others {
-			c.Close()
-		}
-		return nil
-	}
-	e.lns = append(e.lns, group...)
-	e.wg.Add(len(group))
-	e.mu.Unlock()
-	for _, ln := range group {
-		go ln.run()
-	}
-	e.opt.Log.Info("protoplex listening", "addr", addr, "transport", "udp", "sockets", len(group))
+	group := primary.group
+	e.opt.Log.Info("protoplex listening", "addr", primary.addr, "transport", "udp", "sockets", len(group))
 	stop := context.AfterFunc(ctx, func() { e.stopListener(primary) })
 	defer stop()
 	for _, ln := range group {
@@ -125,6 +108,33 @@ func (e *Engine) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 	e.stopListener(primary)
 	return nil
+}
+
+// start runs a listener on first and on each of others, a group whose
+// primary it returns; net.ErrClosed, and they are closed, when the engine
+// is.
+func (e *Engine) start(first *net.UDPConn, others []*net.UDPConn) (*listener, error) {
+	addr := first.LocalAddr().String()
+	group := []*listener{e.newListener(first, addr, true)}
+	for _, c := range others {
+		group = append(group, e.newListener(c, addr, false))
+	}
+	group[0].group = group
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		for _, ln := range group {
+			ln.conn.Close()
+		}
+		return nil, net.ErrClosed
+	}
+	e.lns = append(e.lns, group...)
+	e.wg.Add(len(group))
+	e.mu.Unlock()
+	for _, ln := range group {
+		go ln.run()
+	}
+	return group[0], nil
 }
 
 // newListener is one socket of an address and its flow table, not yet
