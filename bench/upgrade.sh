@@ -5,11 +5,16 @@
 # socket, "expose-fd listeners"; -sf: the old one finishes). The same open
 # loop (loadgen latency: RATE new connections per second, an HTTP request
 # each) runs through each for D seconds while the proxy switches N times;
-# every connection refused, reset or unanswered is an error.
-#   bash bench/upgrade.sh              (RATE=2000 D=12 N=3)
+# every connection refused, reset or unanswered is an error. HOLD
+# connections are established (an HTTP request each, left open) before the
+# switches: protoplex moves them to each new process, HAProxy keeps them in
+# its old processes; a second after the last switch the script counts the
+# old processes still running and the connections they hold, and at the
+# end how many held connections are still open end to end.
+#   bash bench/upgrade.sh              (RATE=2000 D=12 N=3 HOLD=200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATE=${RATE:-2000}; D=${D:-12}; N=${N:-3}
+RATE=${RATE:-2000}; D=${D:-12}; N=${N:-3}; HOLD=${HOLD:-200}
 MAXCONN=${MAXCONN:-9950} # both proxies' cap (protoplex's max_connections, haproxy's maxconn)
 command -v haproxy >/dev/null || { echo "haproxy is needed (apt-get install haproxy)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
@@ -78,14 +83,33 @@ switch_haproxy() {
   haproxy -D -p "$TMP/ha.pid.new" -f "$TMP/ha.cfg" -x "$TMP/ha.sock" -sf $(cat "$TMP/ha.pid")
   mv "$TMP/ha.pid.new" "$TMP/ha.pid"
 }
+current_protoplex() { echo "$pp_pid"; }
+current_haproxy() { cat "$TMP/ha.pid"; }
+cfg_protoplex() { echo "$TMP/pp.yaml"; }
+cfg_haproxy() { echo "$TMP/ha.cfg"; }
+# old_holders NAME: the processes of NAME other than the current one, and
+# the established connections they hold (each proxied connection is two
+# sockets: client and backend).
+old_holders() {
+  local cur; cur=$("current_$1"); local olds=0 socks=0
+  for p in $(pgrep -f "$("cfg_$1")"); do
+    [ "$p" = "$cur" ] && continue
+    olds=$((olds+1))
+    socks=$((socks + $(ss -Htnp state established 2>/dev/null | grep -c "pid=$p," || true)))
+  done
+  echo "old_processes=$olds old_held_connections=$((socks/2))"
+}
 run() { # run NAME PORT SWITCHES: the load, SWITCHES switches spread over it
-  local name=$1 port=$2 n=$3
-  "$TMP/loadgen" latency -addr 127.0.0.1:$port -rate "$RATE" -d "${D}s" > "$TMP/$name.lg" &
+  local name=$1 port=$2 n=$3 hold=0
+  [ "$n" -gt 0 ] && hold=$HOLD
+  "$TMP/loadgen" latency -addr 127.0.0.1:$port -rate "$RATE" -d "${D}s" -hold "$hold" > "$TMP/$name.lg" &
   local lg=$!
   local gap; gap=$(python3 -c "print($D/($n+1))")
   for _ in $(seq 1 "$n"); do sleep "$gap"; "switch_$name"; done
+  local olds=""
+  if [ "$n" -gt 0 ]; then sleep 1; olds=" $(old_holders "$name") (1 s after the last switch)"; fi
   wait $lg
-  echo "$name, $n switches: $(cat "$TMP/$name.lg")"
+  echo "$name, $n switches: $(cat "$TMP/$name.lg")$olds"
 }
 echo "load: ${RATE} new connections/s for ${D}s, ${N} switches; $(nproc) CPUs; $(haproxy -v | head -1 | cut -d' ' -f1-3); protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 # Each contender without a switch first (the baseline of the same run), then
@@ -93,6 +117,6 @@ echo "load: ${RATE} new connections/s for ${D}s, ${N} switches; $(nproc) CPUs; $
 run protoplex $PP 0
 run haproxy $AP 0
 run protoplex $PP "$N"
-grep "upgrade: the new process serves" "$TMP/pp.log" | sed -E 's/.*(took=[0-9.]+m?s).*/protoplex switch: \1 (SIGUSR2 to acknowledgement)/'
+grep "upgrade: the new process serves" "$TMP/pp.log" | sed -E 's/.*(moved=[0-9]+) (left_to_drain=[0-9]+) (took=[0-9.]+m?s).*/protoplex switch: \1 \2 \3 (SIGUSR2 to the last connection acknowledged)/'
 run haproxy $AP "$N"
 echo "protoplex refusals logged (max_connections): $(grep -c 'max_connections reached' "$TMP/pp.log" || true)"

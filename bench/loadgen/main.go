@@ -20,6 +20,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -217,6 +218,9 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 		return float64(ok[min(len(ok)-1, int(p*float64(len(ok))))].Microseconds())
 	}
 	firstErr, _ := first.Load().(string)
+	if hold > 0 {
+		fmt.Printf("held_alive=%d ", alive(conns))
+	}
 	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
 }
 
@@ -283,6 +287,27 @@ func holdConns(addr string, n int) (conns []net.Conn, held, errs int) {
 		c.SetReadDeadline(time.Time{})
 	}
 	return conns, held, errs
+}
+
+// alive counts the held connections still open end to end: a byte sent
+// is taken (the backend discards what follows /hold) and nothing — no
+// EOF, no reset — comes back within a moment.
+func alive(conns []net.Conn) int {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(n.Load())
 }
 
 func closeAll(conns []net.Conn) {

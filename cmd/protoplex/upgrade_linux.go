@@ -40,6 +40,10 @@ const (
 	// maxUpgradeSockets bounds what a new process takes: far above what a
 	// valid configuration listens on.
 	maxUpgradeSockets = 1024
+	// maxUpgradeFDs bounds every descriptor a new process takes, moved
+	// connections included; each batch of those is also held to the
+	// open-files limit (protoplex.AdoptConnections).
+	maxUpgradeFDs = 1 << 20
 	// maxUpgradeFD bounds the descriptor number PROTOPLEX_UPGRADE_FD names.
 	maxUpgradeFD = 1 << 20
 	// upgradeWait bounds how long -upgrade waits for the old process to
@@ -89,17 +93,24 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 					continue
 				}
 				start := time.Now()
-				pid, n, err := u.run()
+				pid, n, hc, err := u.run()
 				if err != nil {
 					u.busy.Store(false)
 					u.pm.CountUpgrade(false)
 					log.Error("upgrade failed: this process keeps serving", "err", err)
 					continue
 				}
-				log.Info("upgrade: the new process serves the listeners; this one stops accepting and drains",
-					"pid", pid, "sockets", n, "took", time.Since(start).Round(time.Millisecond),
-					"draining", u.pm.GetMetrics().ActiveConnections) // established connections stay here until they end
-
+				// The loops' forwarding pairs, identifying and connecting
+				// connections move; what cannot (in-process handlers, the
+				// goroutine data plane, dials off the loop, replays)
+				// drains here, bounded by the drain timeout.
+				moved, left, err := u.pm.MoveConnections(hc)
+				hc.Close()
+				if err != nil {
+					log.Warn("upgrade: connections not moved stay here and drain", "err", err)
+				}
+				log.Info("upgrade: the new process serves the listeners and the moved connections; this one stops accepting and drains the rest",
+					"pid", pid, "sockets", n, "moved", moved, "left_to_drain", left, "took", time.Since(start).Round(time.Millisecond))
 				u.stop()
 				return
 			case <-ctx.Done():
@@ -110,11 +121,12 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 }
 
 // run starts the new process and hands it the sockets; it returns the new
-// process's pid and how many sockets it took, once it has acknowledged.
-func (u *upgrader) run() (pid, n int, err error) {
+// process's pid, how many sockets it took and the handover socket (the
+// caller closes it, after moving connections), once it has acknowledged.
+func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 	socks, err := u.pm.Sockets(u.served...)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer func() {
 		for _, s := range socks {
@@ -123,9 +135,13 @@ func (u *upgrader) run() (pid, n int, err error) {
 	}()
 	conn, peer, err := handover.Pair(handover.Limits{Timeout: upgradeTimeout})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	defer conn.Close()
+	defer func() {
+		if err != nil {
+			conn.Close()
+		}
+	}()
 	cmd := exec.Command(u.exe, u.args...)
 	cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{peer} // fd 3
@@ -133,16 +149,16 @@ func (u *upgrader) run() (pid, n int, err error) {
 	err = cmd.Start()
 	peer.Close()
 	if err != nil {
-		return 0, 0, fmt.Errorf("starting %s: %w", u.exe, err)
+		return 0, 0, nil, fmt.Errorf("starting %s: %w", u.exe, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	fail := func(err error) (int, int, error) {
+	fail := func(err error) (int, int, *handover.Conn, error) {
 		_ = cmd.Process.Kill() // it may hold the sockets: it must not serve beside this process
 		if werr := <-exited; werr != nil {
 			err = fmt.Errorf("%w (new process: %v)", err, werr)
 		}
-		return 0, 0, fmt.Errorf("pid %d: %w", cmd.Process.Pid, err)
+		return 0, 0, nil, fmt.Errorf("pid %d: %w", cmd.Process.Pid, err)
 	}
 	hello, _, err := conn.Recv()
 	if errors.Is(err, handover.ErrVersion) {
@@ -173,7 +189,7 @@ func (u *upgrader) run() (pid, n int, err error) {
 		return fail(fmt.Errorf("a %s instead of an acknowledgement", ack.Kind))
 	}
 	u.pm.SocketsHandedOver()
-	return cmd.Process.Pid, int(ack.Count), nil
+	return cmd.Process.Pid, int(ack.Count), conn, nil
 }
 
 // sendSockets sends socks in messages of at most MaxFDsPerMessage, then
@@ -210,6 +226,7 @@ func withoutEnv(env []string, key string) []string {
 // upgradeChild is the new process's side: what it was handed, kept until
 // it serves and acknowledges.
 type upgradeChild struct {
+	start      time.Time // when this process took the handover socket
 	conn       *handover.Conn
 	files      map[string]*os.File
 	activation []net.Listener // served as given, as under socket activation
@@ -229,11 +246,12 @@ func takeUpgrade() (*upgradeChild, error) {
 	if err != nil || fd < 3 || fd > maxUpgradeFD {
 		return nil, fmt.Errorf("protoplex: %s=%q: want a descriptor number from 3", upgradeFDEnv, v)
 	}
-	conn, err := handover.FileConn(os.NewFile(uintptr(fd), "handover"), handover.Limits{Timeout: upgradeTimeout, MaxTotalFDs: maxUpgradeSockets})
+	start := time.Now()
+	conn, err := handover.FileConn(os.NewFile(uintptr(fd), "handover"), handover.Limits{Timeout: upgradeTimeout, MaxTotalFDs: maxUpgradeFDs})
 	if err != nil {
 		return nil, fmt.Errorf("protoplex: upgrade: %w", err)
 	}
-	u := &upgradeChild{conn: conn, files: map[string]*os.File{}}
+	u := &upgradeChild{start: start, conn: conn, files: map[string]*os.File{}}
 	if err := u.receive(); err != nil {
 		u.abandon(err.Error())
 		return nil, fmt.Errorf("protoplex: upgrade: %w", err)
@@ -252,6 +270,10 @@ func (u *upgradeChild) receive() error {
 		}
 		switch m.Kind {
 		case handover.FDs:
+			if u.count+len(files) > maxUpgradeSockets {
+				closeFiles(files)
+				return fmt.Errorf("more than %d sockets handed over", maxUpgradeSockets)
+			}
 			for i, f := range files {
 				name := m.Records[i].Name
 				if _, dup := u.files[name]; dup {
@@ -336,6 +358,12 @@ func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
 	} else {
 		pm.CountUpgrade(true)
 		log.Info("upgrade: serving the sockets the old process handed over", "sockets", u.count, "unused", left)
+		moved, kept, err := pm.AdoptConnections(u.conn, u.start)
+		if err != nil {
+			log.Warn("upgrade: taking the old process's connections stopped; it keeps those not moved", "err", err)
+		}
+		log.Info("upgrade: connections moved in", "moved", moved, "left_in_old_process", kept,
+			"took", time.Since(u.start).Round(time.Millisecond))
 	}
 	u.conn.Close()
 }

@@ -186,20 +186,34 @@ monitoring:
 	upgrades++
 	testnet.Eventually(t, upgradeBound, upgraded(upgrades), "no upgrade logged; stderr:\n%s", p.Out)
 	next := newPID(t, p.Out.String(), upgrades)
-	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* draining=[1-9]`).MatchString(p.Out.String()) {
-		t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+	if plane == "events" {
+		// The event loops' stream moves to the new process: the old one
+		// exits without waiting for it, and it goes on.
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9]`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the stream moved:\n%s", p.Out)
+		}
+		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream moved; stderr:\n%s", p.Out)
+		io.WriteString(long, "SSH-2.0-still\r\n")
+		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+		}
+		long.Close()
+	} else {
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9]`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+		}
+		// The goroutine data plane cannot move: the old process drains the
+		// established stream, then exits.
+		io.WriteString(long, "SSH-2.0-still\r\n")
+		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
+			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
+		}
+		if !running(pid) {
+			t.Error("the old process exited before its stream ended")
+		}
+		long.Close()
+		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 	}
-
-	// The old process drains the established stream, then exits.
-	io.WriteString(long, "SSH-2.0-still\r\n")
-	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" { // the backend prefixes its first line only
-		t.Errorf("the stream established before the upgrade: %q, %v", line, err)
-	}
-	if !running(pid) {
-		t.Error("the old process exited before its stream ended")
-	}
-	long.Close()
-	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 
 	// Then once more, with the command a script runs.
 	out, err := exec.Command(binary, "-upgrade", strconv.Itoa(next)).CombinedOutput()
@@ -432,11 +446,12 @@ func TestUpgradeCommandErrors(t *testing.T) {
 
 // TestUpgradeSignalWhileDraining: a SIGUSR2 to a process that has handed
 // over and drains neither ends it nor starts another upgrade: the stream
-// it drains completes.
+// it drains completes. (On the goroutine data plane, whose connections
+// cannot move: the event loops' would move, and the old process exit.)
 func TestUpgradeSignalWhileDraining(t *testing.T) {
 	backend := testnet.Banner(t, "A:")
 	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
-	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\n  data_plane: goroutines\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
 	p := start(t, "-config", cfg)
 	pid := p.Cmd.Process.Pid
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
@@ -456,4 +471,40 @@ func TestUpgradeSignalWhileDraining(t *testing.T) {
 	if n := strings.Count(p.Out.String(), "upgrade: the new process serves the listeners"); n != 1 {
 		t.Errorf("%d upgrades, want the one", n)
 	}
+}
+
+// TestUpgradeConnectionsRefused: the new process serves without event
+// loops (its configuration says data_plane: goroutines), so it refuses the
+// connections the old one offers: the old process takes them back, logs
+// why, serves them on and exits once they end.
+func TestUpgradeConnectionsRefused(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	config := func(plane string) string {
+		return fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"20s\"\n  data_plane: %s\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", plane, backend)
+	}
+	testnet.WriteFile(t, cfg, config("events"))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	testnet.WriteFile(t, cfg, config("goroutines"))
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=0 left_to_drain=1`).MatchString(p.Out.String()) {
+		t.Errorf("the old process does not say it kept the stream:\n%s", p.Out)
+	}
+	if !strings.Contains(p.Out.String(), "serves without event loops") {
+		t.Errorf("no reason for the refusal logged:\n%s", p.Out)
+	}
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+		t.Fatalf("the stream the new process refused: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	if !running(pid) {
+		t.Fatal("the old process exited with the stream it kept")
+	}
+	long.Close()
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 }

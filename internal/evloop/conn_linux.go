@@ -35,6 +35,7 @@ const (
 	stDialing                      // a goroutine dials (host name, source address, transparent)
 	stReplay                       // writing the PROXY header and the bytes identification read
 	stForward                      // copying both ways
+	stHandover                     // off epoll, moving to another process (move_linux.go): sent, or about to be
 	stDone
 )
 
@@ -73,7 +74,11 @@ type conn struct {
 	reason   proxy.CloseReason
 	aborted  bool
 	queued   bool
-	goDial   bool // a goroutine dials for the connection
+	goDial   bool  // a goroutine dials for the connection
+	stay     bool  // it could not move to another process: it drains here
+	was      state // before stHandover: what resume goes back to
+	mv       spipe // stHandover from stIdentify: the bytes read so far, for the new process
+	hasMv    bool
 	fallback int64
 }
 
@@ -139,7 +144,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	c.up.readable, c.down.writable = true, true // read right after accept
 	hs := &handshake{}
 	c.hs = hs
-	hs.lease = env.Bufs.Lease(max(srv.BufferSize, identify.MinBuffer)) // room for a whole TLS record
+	hs.lease = env.Bufs.Lease(identifyBuffer(srv)) // room for a whole TLS record
 	hs.buf = hs.lease.B
 
 	// PROXY in: a trusted front load balancer names the real client.
@@ -153,6 +158,10 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	}
 	c.admit()
 }
+
+// identifyBuffer is the size of a connection's identification buffer:
+// room for a whole TLS record.
+func identifyBuffer(srv *config.Server) int { return max(srv.BufferSize, identify.MinBuffer) }
 
 func (c *conn) refuse(reason string) {
 	c.l.p.env.Stats.Refuse(reason)
@@ -206,7 +215,14 @@ func (c *conn) admit() {
 		return
 	}
 	c.ticket, c.admitted = ticket, true
+	c.identify()
+}
 
+// identify starts identification over what the handshake's buffer holds
+// (hs.prefilled bytes: after a PROXY header, or those read by the process
+// an upgrade moved the connection from).
+func (c *conn) identify() {
+	env := &c.l.p.env
 	hs := c.hs
 	hs.rt = env.Routing()
 	srv := c.srv
@@ -629,6 +645,9 @@ func (c *conn) event(fd int, ev uint32) {
 			return
 		}
 		c.pumpBoth()
+	case stHandover:
+		// Off epoll: an event read in the same batch as the detach. The
+		// readiness it set is taken again by resume, if the pair stays.
 	}
 }
 
@@ -660,6 +679,8 @@ func (c *conn) timeout() {
 		}
 		c.reason = proxy.IdleTimeout
 		c.finish()
+	case stHandover:
+		// Its deadline was cleared when it left epoll; resume sets it again.
 	}
 }
 
@@ -695,6 +716,10 @@ func (c *conn) abort() {
 	case stConnecting:
 		c.attemptFailed(context.Canceled)
 		c.dialFailed(context.Canceled)
+	case stHandover:
+		// Its sockets may be in a message to the new process: nothing is
+		// closed under it. It moves (and is no longer ours to end) or it
+		// resumes here, which finishes it as aborted.
 	default:
 		c.finish()
 	}
@@ -725,7 +750,9 @@ func (c *conn) finish() {
 	if c.release != nil { // forwarded: the dial succeeded
 		fs := proxy.Stats{Up: c.up.n, Down: c.down.n, Reason: c.reason, PipeFallbacks: c.fallback}
 		env.Stats.Forwarded(c.entry.Stats, fs)
-		c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
+		if c.entry.Backend != nil { // nil: an adopted pair whose route is gone
+			c.entry.Backend.Forwarded(c.target, fs.Up, fs.Down)
+		}
 		c.acc.Forwarded(c.target, fs)
 		c.release()
 	}

@@ -6,7 +6,7 @@ import "time"
 // copy taken on the loop, so it may be read anywhere.
 type ConnInfo struct {
 	ID    uint64 // unique within the plane while it runs
-	State string // proxy_header, identifying, connecting, dialing, replaying, forwarding
+	State string // proxy_header, identifying, connecting, dialing, replaying, forwarding, moving
 	// Client is the client's address: a trusted PROXY header's source when
 	// one was read; empty on a Unix listener.
 	Client string

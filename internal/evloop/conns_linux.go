@@ -93,6 +93,8 @@ func (s state) String() string {
 		return "replaying"
 	case stForward:
 		return "forwarding"
+	case stHandover:
+		return "moving"
 	case stDone:
 		return "done"
 	}

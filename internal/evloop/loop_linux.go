@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,9 @@ type Plane struct {
 	loops []*Loop
 	next  int // round-robin for work started off-loop
 	wg    sync.WaitGroup
+	// adopted counts Adopt's messages: each starts its round-robin over
+	// the loops where the last one left off, roughly.
+	adopted atomic.Int64
 }
 
 // New starts n loops (n ≤ 0: one per CPU) for env.

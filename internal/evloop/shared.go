@@ -59,3 +59,10 @@ func (s *Shared) Stop() {
 		p.Close()
 	}
 }
+
+// Plane returns the running plane; nil when no listener uses the loops.
+func (s *Shared) Plane() *Plane {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}

@@ -278,6 +278,33 @@ func (g *Guard) Admit(ip netip.Addr) (Ticket, Reason) {
 	return t, r
 }
 
+// Adopt counts a connection from ip that another process admitted (an
+// upgrade moved it here): the per-source count takes it, whatever the
+// limits and bans say, as it is established already. Release it as one
+// Admit gave. A full table counts nothing.
+func (g *Guard) Adopt(ip netip.Addr) Ticket {
+	st := g.state.Load()
+	ip = ip.Unmap()
+	if st.white.contains(ip) {
+		return Ticket{whitelisted: true}
+	}
+	if !st.cfg.perIP() || !ip.IsValid() {
+		return Ticket{}
+	}
+	sh, e := g.lockEntry(trackKey(ip))
+	if e == nil {
+		sh.mu.Unlock()
+		return Ticket{}
+	}
+	sh.touch(e, g.now())
+	if e.active == 0 {
+		sh.idle.Remove(e)
+	}
+	e.active++
+	sh.mu.Unlock()
+	return Ticket{sh: sh, e: e}
+}
+
 func (e *entry) allow(cfg Config, now time.Time) bool {
 	lim := rate.Limit(cfg.RequestsPerSecond)
 	if e.limiter == nil {

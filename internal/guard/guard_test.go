@@ -306,6 +306,26 @@ func BenchmarkFullTableMemory(b *testing.B) {
 	}
 }
 
+// TestAdoptCountsAnEstablishedConnection: a connection an upgrade moved in
+// is counted against its source whatever the limits say (it is
+// established), and its ticket releases it like Admit's.
+func TestAdoptCountsAnEstablishedConnection(t *testing.T) {
+	g, _ := newGuard(t, Config{MaxConnectionsPerIP: 1})
+	a := ip("127.0.0.2")
+	t1 := g.Adopt(a)
+	t2 := g.Adopt(a) // over the per-source limit: taken all the same
+	if _, r := g.Admit(a); r != PerIPLimit {
+		t.Fatalf("a new connection beside two adopted: %v", r)
+	}
+	g.Release(t1)
+	g.Release(t2)
+	if tk, r := g.Admit(a); r != Allowed {
+		t.Fatalf("after both released: %v", r)
+	} else {
+		g.Release(tk)
+	}
+}
+
 // TestUnban: a remote ban lifted by Unban admits the source again, an IPv6
 // source by its /64, and an Unban of an unknown source changes nothing.
 func TestUnban(t *testing.T) {

@@ -63,7 +63,15 @@ const (
 	// Refuse is either side's no (Note: why); the old process keeps
 	// serving.
 	Refuse
-	maxKind = Refuse
+	// Conns carries established connections, after the listeners are
+	// acknowledged: per connection a group of records, the first with the
+	// connection's state as its metadata (conns.go). The new process
+	// answers each with an Ack (Count: connections taken) or a Refuse,
+	// and the old one closes its copies only after the Ack. The old
+	// process ends the phase with a Done whose Count is the connections
+	// it keeps to drain.
+	Conns
+	maxKind = Conns
 )
 
 func (k Kind) String() string {
@@ -78,6 +86,8 @@ func (k Kind) String() string {
 		return "ack"
 	case Refuse:
 		return "refuse"
+	case Conns:
+		return "conns"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -171,7 +181,7 @@ func (m *Message) check() error {
 		return fmt.Errorf("%w: a note of %d bytes, at most %d", ErrBounds, len(m.Note), MaxNote)
 	case len(m.Records) > MaxFDsPerMessage:
 		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, len(m.Records), MaxFDsPerMessage)
-	case len(m.Records) > 0 && m.Kind != FDs:
+	case len(m.Records) > 0 && m.Kind != FDs && m.Kind != Conns:
 		return fmt.Errorf("%w: a %s message with descriptors", ErrFormat, m.Kind)
 	}
 	for i, r := range m.Records {

@@ -229,3 +229,23 @@ func LogFlow(log *slog.Logger, accessLog bool, f Flow) {
 		slog.Int64("up", f.BytesUp), slog.Int64("down", f.BytesDown),
 		slog.Any("duration", Duration(time.Since(f.Start))), slog.String("close", f.Reason))
 }
+
+// Carried is what an access record knows of a connection before it ends,
+// which an upgrade carries to the process that takes the connection over:
+// that process writes the line when it ends.
+type Carried struct {
+	Protocol, Route string
+	Fallback        bool
+	MD              protocols.Metadata
+}
+
+// Carry returns what Resume needs to go on with the record elsewhere.
+func (a *Access) Carry() Carried {
+	return Carried{Protocol: a.protocol, Route: a.route, Fallback: a.fallback, MD: a.md}
+}
+
+// Resume takes up a record another process began (Carry); Start and
+// Client are set by the caller.
+func (a *Access) Resume(c Carried) {
+	a.protocol, a.route, a.fallback, a.md = c.Protocol, c.Route, c.Fallback, c.MD
+}

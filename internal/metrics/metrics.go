@@ -89,6 +89,9 @@ type Stats struct {
 	reloadFailed     prometheus.Counter
 	upgradeOK        prometheus.Counter
 	upgradeFailed    prometheus.Counter
+	upgradeMoved     prometheus.Counter
+	upgradeLeft      prometheus.Counter
+	upgradeTook      prometheus.Gauge
 	discovered       *prometheus.GaugeVec
 
 	mu     sync.Mutex
@@ -166,12 +169,18 @@ func New() *Stats {
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
 	upgrades := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_upgrades_total",
 		Help: "Binary upgrades, by result: a failure counted by the process that keeps serving, a success by the new process that took over."}, []string{"result"})
+	s.upgradeMoved = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_upgrade_connections_moved_total",
+		Help: "Established connections an upgrade moved into this process from the one it replaced."})
+	s.upgradeLeft = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_upgrade_connections_left_total",
+		Help: "Connections the replaced process kept to drain (in-process handlers, the goroutine data plane, connections not yet forwarding)."})
+	s.upgradeTook = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_upgrade_duration_seconds",
+		Help: "How long the last upgrade into this process took, from its hello to the last connection moved."})
 	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
 		Help: "Forwarded reads copied through a buffer because no splice pipe could be had (fd or kernel memory shortage)."})
 	s.ClusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
 	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
 	s.reg.MustRegister(s.Accepted, s.Active, s.refused, s.closed, s.identifyFailures, s.identified, s.identifyDur,
-		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.PipeFallbacks, s.ClusterNodes, s.discovered,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.upgradeMoved, s.upgradeLeft, s.upgradeTook, s.PipeFallbacks, s.ClusterNodes, s.discovered,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
@@ -252,6 +261,15 @@ func (s *Stats) Upgrade(ok bool) {
 	} else {
 		s.upgradeFailed.Inc()
 	}
+}
+
+// UpgradeMoved records an upgrade into this process once its connections
+// have moved: how many moved, how many the old process kept to drain and
+// how long it all took.
+func (s *Stats) UpgradeMoved(moved, left int, took time.Duration) {
+	s.upgradeMoved.Add(float64(moved))
+	s.upgradeLeft.Add(float64(left))
+	s.upgradeTook.Set(took.Seconds())
 }
 
 // Reload counts a configuration reload, applied (ok) or rejected.

@@ -426,6 +426,27 @@ func TestProxyHeader(t *testing.T) {
 	}
 }
 
+// TestAdopt: a connection another process dialed counts as active on its
+// target until released; a target the set does not have gives no release.
+func TestAdopt(t *testing.T) {
+	s, err := New([]Target{{Addr: "192.0.2.1:22", Weight: 1}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release := s.Adopt("192.0.2.1:22")
+	if release == nil || s.Status()[0].Active != 1 {
+		t.Fatalf("release %v, active %d", release != nil, s.Status()[0].Active)
+	}
+	release()
+	if s.Status()[0].Active != 0 {
+		t.Fatalf("active %d after release", s.Status()[0].Active)
+	}
+	if s.Adopt("192.0.2.9:22") != nil {
+		t.Error("a release for a target the set does not have")
+	}
+}
+
 // TestDatagramPlan: a UDP flow's plan follows the strategy and the
 // back-off as a connection's does, skips unix: targets, gives the address
 // of IP literals only, and never takes a warm-pool (stream) connection.

@@ -289,6 +289,19 @@ func (s *Set) Forwarded(target string, up, down int64) {
 	}
 }
 
+// Adopt counts one more active connection to target (as configured)
+// that another process dialed (an upgrade moved it here), for
+// least-connections; release is to be called once when it ends, and is
+// nil when the set has no such target any more.
+func (s *Set) Adopt(target string) (release func()) {
+	t := s.byAddr[target]
+	if t == nil {
+		return nil
+	}
+	t.active.Add(1)
+	return t.done
+}
+
 // SetAdmin holds the target addr (as configured) in a, or releases it
 // (Ready); false when the set has no such target.
 func (s *Set) SetAdmin(addr string, a Admin) bool {
