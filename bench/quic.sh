@@ -118,22 +118,54 @@ done
 procs() { case $1 in direct) echo "${PID[server]}" ;; nginx) pgrep -P "${PID[nginx]}" | tr '\n' ' ' ;; *) echo "${PID[$1]}" ;; esac; }
 ticks() { local s=0 p f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; s=$((s + f[13] + f[14])); done; echo $s; }
 now() { date +%s.%N; }
-declare -A SECS TICKS FAIL
+# drops: the kernel's UDP datagrams dropped for a full receive buffer (the
+# whole network namespace: other jobs' drops count too).
+drops() { awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+# sockdrops PIDS: "inode:drops" of each UDP socket the processes hold.
+sockdrops() {
+  python3 - "$@" <<'PY'
+import os, sys
+mine = set()
+for pid in sys.argv[1:]:
+    try:
+        for fd in os.listdir('/proc/%s/fd' % pid):
+            try:
+                link = os.readlink('/proc/%s/fd/%s' % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith('socket:['):
+                mine.add(link[8:-1])
+    except OSError:
+        pass
+for table in ('/proc/net/udp', '/proc/net/udp6'):
+    for line in open(table).readlines()[1:]:
+        f = line.split()
+        if f[9] in mine:
+            print('%s:%s' % (f[9], f[-1]), end=' ')
+PY
+}
+# dropped BEFORE AFTER: datagrams the sockets of AFTER dropped since BEFORE.
+dropped() { python3 -c "
+import sys
+b = dict(x.split(':') for x in sys.argv[1].split())
+print(sum(int(d) - int(b.get(i, 0)) for i, d in (x.split(':') for x in sys.argv[2].split())))" "$1" "$2"; }
+declare -A SECS TICKS FAIL DROPS PDROPS
 for r in $(seq 1 "$QROUNDS"); do
   # Each round starts with a different contender, so a change of the
   # machine's load does not always fall on the same one.
   for i in 0 1 2; do
     n=${names[$(((i + r) % 3))]}
-    t0=$(ticks $(procs "$n")); w0=$(now)
+    t0=$(ticks $(procs "$n")); d0=$(drops); s0=$(sockdrops $(procs "$n")); w0=$(now)
     got=$(fetch "${ADDR[$n]}" big)
-    w1=$(now); t1=$(ticks $(procs "$n"))
+    w1=$(now); t1=$(ticks $(procs "$n")); d1=$(drops); pd=$(dropped "$s0" "$(sockdrops $(procs "$n"))")
+    DROPS[$n]="${DROPS[$n]:-}${DROPS[$n]:+ }$((d1 - d0))"; PDROPS[$n]="${PDROPS[$n]:-}${PDROPS[$n]:+ }$pd"
     rm -f "$DL/big"
     if [ "$got" != $((QMIB * 1048576)) ]; then
       FAIL[$n]=$((${FAIL[$n]:-0} + 1)); echo "round $r $n: got $got bytes of $((QMIB * 1048576))" >&2; continue
     fi
     s=$(python3 -c "print('%.3f' % ($w1 - $w0))")
     SECS[$n]="${SECS[$n]:-} $s"; TICKS[$n]=$((${TICKS[$n]:-0} + t1 - t0))
-    echo "round $r $n: ${s}s $(python3 -c "print('%.0f' % ($QMIB / $s))") MiB/s cpu_ticks=$((t1 - t0))" >&2
+    echo "round $r $n: ${s}s $(python3 -c "print('%.0f' % ($QMIB / $s))") MiB/s cpu_ticks=$((t1 - t0)) rcvbuf_drops=$((d1 - d0)) its_sockets=$pd" >&2
   done
 done
 
@@ -163,11 +195,11 @@ echo "ngtcp2 $(dpkg-query -W -f '${Version}' ngtcp2-client 2>/dev/null || echo '
 echo "$(nginx -v 2>&1 | cut -d' ' -f3) stream (udp reuseport, 2 workers, no proxy_responses); protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?') (listen_udp, one quic route)."
 echo "$QROUNDS rounds, contenders alternating, medians; QUICK=$QUICK; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
-echo "| contender | median s | median MiB/s | MiB/s min–max | vs nginx | vs direct | CPU ms per MiB | failed |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| contender | median s | median MiB/s | MiB/s min–max | vs nginx | vs direct | CPU ms per MiB | drops per round: its sockets / the host | failed |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for n in "${names[@]}"; do
   label=$n; [ "$n" = direct ] && label="direct (CPU: gtlsserver)"; [ "$n" = nginx ] && label="nginx (CPU: its workers)"
-  echo "| $label | ${MED[$n]} | ${RATE[$n]} | ${SPREAD[$n]} | $(ratio "${RATE[$n]}" "${RATE[nginx]}") | $(ratio "${RATE[$n]}" "${RATE[direct]}") | ${CPU[$n]} | ${FAIL[$n]:-0} |"
+  echo "| $label | ${MED[$n]} | ${RATE[$n]} | ${SPREAD[$n]} | $(ratio "${RATE[$n]}" "${RATE[nginx]}") | $(ratio "${RATE[$n]}" "${RATE[direct]}") | ${CPU[$n]} | ${PDROPS[$n]:-–} / ${DROPS[$n]:-–} | ${FAIL[$n]:-0} |"
 done
 echo
 v=$(python3 -c "
