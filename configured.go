@@ -26,7 +26,7 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 	}
 	cm.OnConfigCheck(pm.CheckConfig)
 	cm.OnConfigError(func(err error) {
-		pm.listeners.Release() // what CheckConfig bound for the rejected reload
+		pm.releasePrepared() // what CheckConfig bound for the rejected reload
 		pm.stats.Reload(false)
 		pm.log.Error("configuration rejected, previous configuration keeps serving", "err", err)
 	})
@@ -43,8 +43,9 @@ func NewProtocolManagerWithConfig(cm *ConfigManager, opts ...Option) *ProtocolMa
 // untouched. cfg replaces every protocol (including ones added with
 // AddProtocol). Every part is validated and built before any is applied, so
 // on error nothing changes; a configuration without protocols is an error.
-// When Start serves the configuration's server.listen, the new addresses
-// are bound as part of the check and served before removed ones stop.
+// When Start serves the configuration's server.listen (and, with Start or
+// StartUDP, server.listen_udp), the new addresses are bound as part of the
+// check and served before removed ones stop.
 func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	defer func() { pm.stats.Reload(err == nil) }()
 	pm.mu.Lock()
@@ -69,6 +70,9 @@ func (pm *ProtocolManager) UpdateConfig(cfg *Config) (err error) {
 	pm.commitLocked(u.routing)
 	if pm.listenFromConfig {
 		pm.listeners.Commit(cfg.Server.Listen)
+	}
+	if pm.udpFromConfig {
+		pm.udpListeners.Commit(cfg.Server.ListenUDP)
 	}
 	pm.configApplied(cfg)
 	return nil
@@ -98,7 +102,14 @@ type update struct {
 // discard releases what prepareLocked built for an update not applied.
 func (u *update) discard(pm *ProtocolManager) {
 	u.routing.Discard()
+	pm.releasePrepared()
+}
+
+// releasePrepared closes the listeners prepareLocked bound for a reload
+// that is not applied.
+func (pm *ProtocolManager) releasePrepared() {
 	pm.listeners.Release()
+	pm.udpListeners.Release()
 }
 
 // prepareLocked validates and builds every part of cfg: settings, trusted
@@ -124,9 +135,18 @@ func (pm *ProtocolManager) prepareLocked(cfg *Config) (*update, error) {
 	if err != nil {
 		return nil, err
 	}
-	if pm.listenFromConfig { // bind the addresses the reload adds now: one that cannot be bound rejects it
+	// Bind the addresses the reload adds now: one that cannot be bound
+	// rejects it.
+	if pm.listenFromConfig {
 		if err := pm.listeners.Prepare(cfg.Server.Listen); err != nil {
 			plan.Discard()
+			return nil, fmt.Errorf("protoplex: %w", err)
+		}
+	}
+	if pm.udpFromConfig {
+		if err := pm.udpListeners.Prepare(cfg.Server.ListenUDP); err != nil {
+			plan.Discard()
+			pm.listeners.Release()
 			return nil, fmt.Errorf("protoplex: %w", err)
 		}
 	}

@@ -55,9 +55,12 @@ type ProtocolManager struct {
 	conns     *conntrack.Set
 	listeners *listen.Set
 	loops     *evloop.Shared    // the event loops, while listeners use them
-	udp       *udp.Engine       // server.listen_udp and its flows; closed with pm.ctx
+	udp       *udp.Engine       // the flows of udpListeners; closed with pm.ctx
 	inherited *listen.Inherited // sockets an old process handed over, taken instead of bound
 	status    *statusState      // the status page's state beside the counters (status.go)
+	// udpListeners: server.listen_udp, served by udp once Start or StartUDP
+	// ran.
+	udpListeners *listen.PacketSet
 
 	mu       sync.Mutex // guards the fields below it
 	protos   []*protocols.Protocol
@@ -69,7 +72,10 @@ type ProtocolManager struct {
 	// listenFromConfig: Start was given no addresses, so each applied
 	// configuration's server.listen is served.
 	listenFromConfig bool
-	holds            map[hold]upstream.Admin // targets an operator holds (status.go)
+	// udpFromConfig: Start or StartUDP serves each applied configuration's
+	// server.listen_udp.
+	udpFromConfig bool
+	holds         map[hold]upstream.Admin // targets an operator holds (status.go)
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -121,9 +127,18 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.inherited = o.inherited
 	pm.listeners.Inherit(o.inherited)
-	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log)
-	uo.ListenPacket = pm.listenPacket
-	pm.udp = udp.New(uo)
+	pm.udp = udp.New(udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log))
+	// The engine binds each address with all its sockets (SO_REUSEPORT).
+	pm.udpListeners = listen.NewPacketSet(func(ctx context.Context, addr string) (net.PacketConn, error) {
+		pc, err := pm.udp.BindSockets(ctx, addr)
+		if err != nil {
+			return nil, fmt.Errorf("protoplex: listen udp %s: %w", addr, err)
+		}
+		return pc, nil
+	}, pm.udp.Serve, func(addr string, err error) {
+		pm.log.Error("UDP listener failed", "addr", addr, "err", err)
+	})
+	pm.udpListeners.Inherit(o.inherited)
 	pm.loops = &evloop.Shared{Env: evloop.Env{Ctx: pm.ctx, Log: pm.log, CapLog: pm.capLog, Stats: pm.stats, Guard: pm.guard,
 		Conns: pm.conns, Bufs: pm.bufs, Routing: pm.routing.Load, SettleWait: DefaultSettleWait,
 		Settings: func() (*config.Server, config.Prefixes) { s := pm.settings.Load(); return &s.Server, s.trustedProxies }}}

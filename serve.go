@@ -3,6 +3,7 @@ package protoplex
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -32,37 +33,109 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) { return lis
 
 // Start binds addrs — or, when none are given, the server.listen addresses
 // of the applied configuration, which later UpdateConfig calls then rebind
-// — and serves them in the background until ctx ends or Close. A reload
+// — and the server.listen_udp addresses of the applied configuration
+// (always rebound on reload), and serves them in the background until ctx
+// ends or Close. When one address cannot be bound, none is served. A reload
 // binds its new addresses before it is applied (one that cannot be bound
 // rejects the reload) and starts them before it stops the removed ones, so
-// no established connection is dropped (server.listen_udp is bound at Start
-// only). Addrs tells what was bound; Wait returns after the drain.
+// no established connection is dropped. Addrs tells what was bound; Wait
+// returns after the drain.
 func (pm *ProtocolManager) Start(ctx context.Context, addrs ...string) error {
 	if pm.optErr != nil {
 		return pm.optErr
 	}
 	pm.mu.Lock()
+	defer pm.mu.Unlock()
 	if pm.closed {
-		pm.mu.Unlock()
 		return ErrClosed
 	}
 	if len(addrs) == 0 {
-		pm.listenFromConfig = true
 		addrs = pm.settings.Load().Listen
+		if len(addrs) == 0 {
+			return errors.New("protoplex: Start: no listen address (none given, none configured)")
+		}
+		pm.listenFromConfig = true
 	}
-	pm.mu.Unlock()
-	if len(addrs) == 0 {
-		return errors.New("protoplex: Start: no listen address (none given, none configured)")
+	return pm.startUDPLocked(ctx, nil, func() error { return pm.listeners.Start(ctx, addrs) })
+}
+
+// StartUDP serves the server.listen_udp addresses of the applied
+// configuration, as Start does, without any stream listener (Serve takes
+// those). Each of inherited, a UDP socket bound already (passed by socket
+// activation), serves the listen_udp entry whose address it has; the other
+// entries are bound. It fails, closing inherited, when a socket matches no
+// entry or an entry cannot be bound. A later Start serves the same UDP
+// sockets.
+func (pm *ProtocolManager) StartUDP(ctx context.Context, inherited ...net.PacketConn) error {
+	if pm.optErr != nil {
+		closePackets(inherited)
+		return pm.optErr
 	}
-	return pm.udp.Start(ctx, pm.settings.Load().ListenUDP, func() error { return pm.listeners.Start(ctx, addrs) })
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.closed {
+		closePackets(inherited)
+		return ErrClosed
+	}
+	return pm.startUDPLocked(ctx, inherited, func() error { return nil })
+}
+
+// startUDPLocked binds listen_udp (with the inherited sockets), then calls
+// next; when both succeed it serves listen_udp and follows it on reload.
+func (pm *ProtocolManager) startUDPLocked(ctx context.Context, inherited []net.PacketConn, next func() error) error {
+	addrs := pm.settings.Load().ListenUDP
+	if err := adopt(pm.udpListeners, addrs, inherited); err != nil {
+		return err
+	}
+	if err := pm.udpListeners.Prepare(addrs); err != nil {
+		return fmt.Errorf("protoplex: %w", err)
+	}
+	if err := next(); err != nil {
+		pm.udpListeners.Release()
+		return err
+	}
+	pm.udpFromConfig = true
+	return pm.udpListeners.Start(ctx, addrs) // all bound: it cannot fail
+}
+
+// adopt gives each inherited socket to set as the socket of the address
+// of addrs that names it (listen.Named). A socket none names is an error
+// naming it; then every inherited socket is closed.
+func adopt(set *listen.PacketSet, addrs []string, inherited []net.PacketConn) error {
+	locals := make([]net.Addr, len(inherited))
+	for i, pc := range inherited {
+		locals[i] = pc.LocalAddr()
+	}
+	named := listen.Named(addrs, locals)
+	for i, at := range named {
+		if at < 0 {
+			closePackets(inherited)
+			return fmt.Errorf("protoplex: socket activation passed a UDP socket on %s that no server.listen_udp address names (server.listen_udp: %q): add it there, or remove it from the socket unit", locals[i], addrs)
+		}
+	}
+	for i, at := range named {
+		set.Adopt(addrs[at], inherited[i])
+	}
+	return nil
+}
+
+func closePackets(pcs []net.PacketConn) {
+	for _, pc := range pcs {
+		pc.Close()
+	}
 }
 
 // Addrs returns the addresses Start serves now: TCP, then UDP (listen_udp).
-func (pm *ProtocolManager) Addrs() []net.Addr { return append(pm.listeners.Addrs(), pm.udp.Addrs()...) }
+func (pm *ProtocolManager) Addrs() []net.Addr {
+	return append(pm.listeners.Addrs(), pm.udpListeners.Addrs()...)
+}
 
 // Wait returns when every listener Start began has stopped and the
 // connections have drained.
-func (pm *ProtocolManager) Wait() { pm.listeners.Wait() }
+func (pm *ProtocolManager) Wait() {
+	pm.listeners.Wait()
+	pm.udpListeners.Wait()
+}
 
 // Serve is RunServer on an existing listener (which it closes). When the
 // last listener stops, the connections drain; a listener stopped with

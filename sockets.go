@@ -1,12 +1,9 @@
 package protoplex
 
 import (
-	"context"
-	"net"
 	"os"
 
 	"github.com/darkit/protoplex/internal/listen"
-	"github.com/darkit/protoplex/internal/udp"
 )
 
 // Socket is one listening socket of a manager, as an upgrade hands it to
@@ -47,13 +44,3 @@ func (pm *ProtocolManager) CountUpgrade(ok bool) { pm.stats.Upgrade(ok) }
 // WithInheritedSockets that the manager did not take: the configuration
 // no longer lists their addresses.
 func (pm *ProtocolManager) InheritedLeft() []string { return pm.inherited.Left() }
-
-// listenPacket binds a server.listen_udp address, or takes the socket an
-// upgrade handed over for it.
-func (pm *ProtocolManager) listenPacket(ctx context.Context, addr string) (net.PacketConn, error) {
-	pc, ok, err := pm.inherited.PacketConn(listen.RoleListenUDP, addr)
-	if !ok {
-		return udp.Bind(ctx, addr) // SO_REUSEPORT: the engine's other sockets join it
-	}
-	return pc, err
-}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/monitor"
+	"github.com/darkit/protoplex/internal/udp"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +45,7 @@ func (pm *ProtocolManager) Sockets(served ...net.Listener) ([]Socket, error) {
 		add(listen.Key(RoleActivation, strconv.Itoa(i)), ln)
 	}
 	pm.listeners.Listeners(func(addr string, ln net.Listener) { add(listen.Key(listen.RoleListen, addr), ln) })
-	pm.udp.Sockets(func(addr string, c *net.UDPConn) { add(listen.Key(listen.RoleListenUDP, addr), c) })
+	pm.udpListeners.Listeners(func(addr string, pc net.PacketConn) { add(listen.Key(listen.RoleListenUDP, addr), udp.FirstSocket(pc)) })
 	pm.mu.Lock()
 	for which, m := range pm.monitors {
 		if m != nil {

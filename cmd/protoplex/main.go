@@ -99,9 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitFail
 	}
-	inherited = append(inherited, up.listeners()...)
-	defer closeAll(inherited) // those Serve has not taken, on an early return
-	if len(inherited) > 0 && *listen != "" {
+	inherited.streams = append(inherited.streams, up.listeners()...)
+	defer inherited.close() // those Serve and StartUDP have not taken, on an early return
+	if inherited.passed() && *listen != "" {
 		fmt.Fprintln(stderr, "protoplex: -listen cannot be combined with socket activation (LISTEN_FDS)")
 		return exitUsage
 	}
@@ -214,17 +214,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	// With -listen the addresses are pinned; with socket activation the
-	// inherited sockets are served as they are, never rebound; otherwise
-	// the manager serves server.listen and rebinds it on reload.
+	// inherited stream sockets are served as they are, never rebound;
+	// otherwise the manager serves server.listen and rebinds it on reload.
+	// server.listen_udp is served in every case and rebound on reload; an
+	// inherited UDP socket serves the entry with its address.
+	activated := map[string]bool{}
+	for _, pc := range inherited.datagrams {
+		activated[pc.LocalAddr().String()] = true
+	}
+	if err := pm.StartUDP(ctx, inherited.datagrams...); err != nil {
+		inherited.datagrams = nil // closed by StartUDP
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	inherited.datagrams = nil
 	wait := pm.Wait
 	pinnedBy := ""
 	var served []net.Listener // served as given: an upgrade hands them over too
 	switch {
-	case len(inherited) > 0:
+	case len(inherited.streams) > 0:
 		pinnedBy = "socket activation"
-		served = inherited
+		served = inherited.streams
 		var wg sync.WaitGroup
-		for _, ln := range inherited {
+		for _, ln := range inherited.streams {
 			out.say(fmt.Sprintf("listening: %s (socket activation)", ln.Addr()), "listening", "addr", ln.Addr().String(), "socket_activation", true)
 			wg.Go(func() {
 				if err := pm.Serve(ctx, ln); err != nil {
@@ -232,8 +244,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 			})
 		}
-		inherited = nil // Serve closes them
-		wait = wg.Wait
+		inherited.streams = nil // Serve closes them
+		wait = func() { wg.Wait(); pm.Wait() }
 	default:
 		var pinned []string
 		if *listen != "" {
@@ -244,12 +256,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitFail
 		}
-		for _, a := range pm.Addrs() {
-			if a.Network() == "udp" { // listen_udp: a tool waiting for "listening: " wants a stream port
-				out.say("listening (udp): "+a.String(), "listening", "addr", a.String(), "transport", "udp")
-				continue
-			}
+	}
+	for _, a := range pm.Addrs() {
+		if a.Network() != "udp" {
 			out.say("listening: "+a.String(), "listening", "addr", a.String())
+			continue
+		}
+		// listen_udp: a tool waiting for "listening: " wants a stream port.
+		if activated[a.String()] {
+			out.say(fmt.Sprintf("listening (udp): %s (socket activation)", a), "listening", "addr", a.String(), "transport", "udp", "socket_activation", true)
+		} else {
+			out.say("listening (udp): "+a.String(), "listening", "addr", a.String(), "transport", "udp")
 		}
 	}
 	for _, p := range pm.Protocols() {
@@ -274,12 +291,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.Info("shutting down: draining connections")
 	wait()
 	return exitOK
-}
-
-func closeAll(lns []net.Listener) {
-	for _, ln := range lns {
-		ln.Close()
-	}
 }
 
 // reloadOnHangup reloads cm's file on each SIGHUP until ctx ends. Without
@@ -329,10 +340,10 @@ func (b banner) say(text, kind string, fields ...any) {
 
 // restartOnly names the keys of next that differ from started (the
 // configuration the process started with) and that a reload does not apply:
-// the monitoring ports, the distributed block, server.listen_udp, the data
-// plane and its loop count (the loops own the listeners and connections they
-// serve), and server.listen when pinnedBy (-listen, socket activation) says
-// what serves instead.
+// the monitoring ports, the distributed block, the data plane and its loop
+// count (the loops own the listeners and connections they serve), and
+// server.listen when pinnedBy (-listen, socket activation) says what serves
+// instead. server.listen_udp is rebound on reload in every case.
 func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	var keys []string
 	diff := func(key string, changed bool) {
@@ -349,7 +360,6 @@ func restartOnly(started, next *protoplex.Config, pinnedBy string) []string {
 	diff("monitoring.admin", a.Admin != b.Admin || a.AdminTokenFile != b.AdminTokenFile)
 	diff("distributed", !reflect.DeepEqual(started.Distributed, next.Distributed))
 	diff("server.listen ("+pinnedBy+")", pinnedBy != "" && !slices.Equal(started.Server.Listen, next.Server.Listen))
-	diff("server.listen_udp", !slices.Equal(started.Server.ListenUDP, next.Server.ListenUDP))
 	diff("server.data_plane", started.Server.DataPlane != next.Server.DataPlane)
 	diff("server.event_loops", started.Server.EventLoops != next.Server.EventLoops)
 	return keys

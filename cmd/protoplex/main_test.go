@@ -63,12 +63,15 @@ func TestCheck(t *testing.T) {
 	}
 	// Configs that would take the service down fail -check: no protocols
 	// (an empty or truncated file), a pool that would exhaust memory, a port
-	// that exists only at bind time.
+	// that exists only at bind time, transparent UDP.
 	for name, content := range map[string]string{
 		"empty.yaml":   "",
 		"noroute.yaml": "protocols: []\n",
 		"pool.yaml":    "protocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n    pool: {min_idle: 2000000000}\n",
 		"listen.yaml":  "server:\n  listen: \"127.0.0.1:99999\"\nprotocols:\n  - name: SSH\n    target: \"127.0.0.1:22\"\n",
+		// UDP flows are not transparent: refused rather than half applied
+		// (line 2 on Linux, where transparent exists at all).
+		"transparent_udp.yaml": "server:\n  transparent: true\n  listen_udp: \"127.0.0.1:5353\"\nprotocols:\n  - name: DNS\n    target: \"127.0.0.1:53\"\n",
 	} {
 		path := filepath.Join(dir, name)
 		testnet.WriteFile(t, path, content)

@@ -19,28 +19,12 @@ import (
 // holds none.
 func TestSystemdTransparentDropIn(t *testing.T) {
 	analyze := testnet.RequireBinary(t, "systemd-analyze")
-	dir := t.TempDir()
-	for _, name := range []string{"protoplex.service", "protoplex.socket", "transparent.conf"} {
-		unit, err := os.ReadFile(filepath.Join("../../deploy/systemd", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		to := filepath.Join(dir, name)
-		if name == "transparent.conf" {
-			to = filepath.Join(dir, "protoplex.service.d", name)
-			if err := os.Mkdir(filepath.Dir(to), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if got := regexp.MustCompile(`(?m)^(CapabilityBoundingSet|AmbientCapabilities)=(.*)$`).FindAllStringSubmatch(string(unit), -1); len(got) != 2 || got[0][2] != "CAP_NET_ADMIN" || got[1][2] != "CAP_NET_ADMIN" {
-				t.Fatalf("transparent.conf grants %q, want CAP_NET_ADMIN in both sets", got)
-			}
-		}
-		testnet.WriteFile(t, to, strings.ReplaceAll(string(unit), "/usr/local/bin/protoplex", binary))
+	dir, units := installUnits(t, "protoplex.service", "transparent.conf")
+	if got := regexp.MustCompile(`(?m)^(CapabilityBoundingSet|AmbientCapabilities)=(.*)$`).FindAllStringSubmatch(units["transparent.conf"], -1); len(got) != 2 || got[0][2] != "CAP_NET_ADMIN" || got[1][2] != "CAP_NET_ADMIN" {
+		t.Fatalf("transparent.conf grants %q, want CAP_NET_ADMIN in both sets", got)
 	}
-	cmd := exec.Command(analyze, "verify", "--man=no", "protoplex.service", "protoplex.socket")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
-		t.Fatalf("systemd-analyze verify with the drop-in: %v\n%s", err, out)
+	if out := verifyUnits(t, analyze, dir); len(out) > 0 {
+		t.Fatalf("systemd-analyze verify with the drop-in:\n%s", out)
 	}
 	granted := func() []string {
 		cmd := exec.Command(analyze, "security", "--offline=yes", "--no-pager", "protoplex.service")
@@ -62,4 +46,42 @@ func TestSystemdTransparentDropIn(t *testing.T) {
 	if caps := granted(); len(caps) != 0 {
 		t.Errorf("without the drop-in the service holds %q, want none", caps)
 	}
+}
+
+// installUnits copies deploy/systemd's units into a temporary directory,
+// with ExecStart pointed at the test binary, and the drop-in dropIn as one
+// of unit; it returns the directory and each file's text by name.
+func installUnits(t *testing.T, unit, dropIn string) (string, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	units := map[string]string{}
+	for _, name := range []string{"protoplex.service", "protoplex.socket", dropIn} {
+		text, err := os.ReadFile(filepath.Join("../../deploy/systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		units[name] = string(text)
+		to := filepath.Join(dir, name)
+		if name == dropIn {
+			to = filepath.Join(dir, unit+".d", name)
+			if err := os.Mkdir(filepath.Dir(to), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testnet.WriteFile(t, to, strings.ReplaceAll(string(text), "/usr/local/bin/protoplex", binary))
+	}
+	return dir, units
+}
+
+// verifyUnits runs systemd-analyze verify on the units in dir and returns
+// what it said (nothing when it found nothing wrong).
+func verifyUnits(t *testing.T, analyze, dir string) string {
+	t.Helper()
+	cmd := exec.Command(analyze, "verify", "--man=no", "protoplex.service", "protoplex.socket")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return err.Error()
+	}
+	return string(out)
 }

@@ -40,10 +40,7 @@ type Watcher struct {
 	onChange    []func(*Config)
 	onError     []func(error)
 	onUnchanged []func()
-	lastData    []byte    // the file's bytes the last reload tried
-	lastAt      time.Time // when
-	lastWatched bool      // by the watcher
-	lastErr     error     // and what it returned
+	last        *fileTry // the last reload of the file, nil when the config came from elsewhere
 
 	reloads, failures atomic.Int64
 
@@ -144,31 +141,41 @@ func (cm *Watcher) reload(watched bool) error {
 	}
 	now := time.Now()
 	cm.mu.Lock()
-	if cm.lastData != nil && bytes.Equal(data, cm.lastData) && (watched || cm.lastWatched && now.Sub(cm.lastAt) < CoalesceWindow) {
-		fns, err := cm.onUnchanged, cm.lastErr
+	if t := cm.last; t != nil && bytes.Equal(data, t.data) && (watched || t.watched && now.Sub(t.at) < CoalesceWindow) {
+		fns := cm.onUnchanged
 		cm.mu.Unlock()
 		for _, fn := range fns {
 			fn()
 		}
-		return err
+		// That try may still be running (its error callbacks have run,
+		// its result is not kept yet): its result is this one's.
+		<-t.done
+		return t.err
 	}
-	cm.lastData, cm.lastAt, cm.lastWatched, cm.lastErr = data, now, watched, nil
+	t := &fileTry{data: data, at: now, watched: watched, done: make(chan struct{})}
+	cm.last = t
 	cm.mu.Unlock()
 	cfg, err := Parse(data, cm.path)
-	err = cm.apply(cfg, err)
-	cm.mu.Lock()
-	if bytes.Equal(data, cm.lastData) {
-		cm.lastErr = err
-	}
-	cm.mu.Unlock()
-	return err
+	t.err = cm.apply(cfg, err)
+	close(t.done)
+	return t.err
+}
+
+// fileTry is one reload of the file: its bytes, when and by whom it was
+// tried, and its result (err is set before done is closed).
+type fileTry struct {
+	data    []byte
+	at      time.Time
+	watched bool
+	err     error
+	done    chan struct{}
 }
 
 // forgetFile makes the next reload of the file a real one: the current
 // configuration came from elsewhere.
 func (cm *Watcher) forgetFile() {
 	cm.mu.Lock()
-	cm.lastData = nil
+	cm.last = nil
 	cm.mu.Unlock()
 }
 

@@ -51,7 +51,7 @@ func TestOneEditTriedOnce(t *testing.T) {
 		t.Fatalf("one bad edit rejected %d times", n)
 	}
 	cm.mu.Lock()
-	cm.lastAt = cm.lastAt.Add(-CoalesceWindow) // the edit was tried long ago
+	cm.last.at = cm.last.at.Add(-CoalesceWindow) // the edit was tried long ago
 	cm.mu.Unlock()
 	cm.Reload()
 	if n := rejected.Load(); n != 2 {

@@ -38,12 +38,10 @@ package udp
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -119,9 +117,6 @@ type Options struct {
 	// Context, when it ends, closes the engine as Close does (nil: only
 	// Close does).
 	Context context.Context
-	// ListenPacket binds a listener's address (nil: net.ListenConfig); an
-	// upgraded process takes the socket its predecessor handed over.
-	ListenPacket func(ctx context.Context, addr string) (net.PacketConn, error)
 }
 
 // Engine serves UDP listeners and their flows.
@@ -222,83 +217,14 @@ func (e *Engine) Listen(ctx context.Context, addr string) (net.Addr, error) {
 	return ln.conn.LocalAddr(), nil
 }
 
-// listen binds addr with the engine's sockets and starts their owners;
-// it returns the primary, whose group is them all.
+// listen binds addr with the engine's sockets (BindSockets) and starts
+// their owners; it returns the primary, whose group is them all.
 func (e *Engine) listen(ctx context.Context, addr string) (*listener, error) {
-	n := e.opt.Sockets
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+	pc, err := e.BindSockets(ctx, addr)
+	if err != nil {
+		return nil, err
 	}
-	if !reusePortOK {
-		n = 1
-	}
-	n = min(n, maxSockets)
-	listenPacket := e.opt.ListenPacket
-	if listenPacket == nil {
-		listenPacket = Bind
-	}
-	var group []*listener
-	closeAll := func() {
-		for _, ln := range group {
-			ln.conn.Close()
-		}
-	}
-	for i := range n {
-		var pc net.PacketConn
-		var err error
-		if i == 0 {
-			pc, err = listenPacket(ctx, addr)
-		} else {
-			// The others join the first one's port (port 0 included). A
-			// first socket without SO_REUSEPORT (handed over by a binary
-			// that did not set it, or activated) keeps the address alone.
-			lc := ListenConfig()
-			if pc, err = lc.ListenPacket(ctx, "udp", group[0].conn.LocalAddr().String()); err != nil {
-				break
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		uc, ok := pc.(*net.UDPConn)
-		if !ok {
-			pc.Close()
-			closeAll()
-			return nil, fmt.Errorf("not a UDP socket: %s", pc.LocalAddr())
-		}
-		ln := &listener{e: e, conn: uc, addr: addr, primary: i == 0, t: newFlowTable(e.sources, &e.count, &e.pending), done: make(chan struct{})}
-		// A larger receive buffer absorbs bursts while the owner forwards
-		// (the kernel caps it at net.core.rmem_max).
-		_ = ln.conn.SetReadBuffer(listenerBuffer)
-		group = append(group, ln)
-	}
-	group[0].group = group
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		closeAll()
-		return nil, net.ErrClosed
-	}
-	e.lns = append(e.lns, group...)
-	e.wg.Add(len(group))
-	e.mu.Unlock()
-	for _, ln := range group {
-		go ln.run()
-	}
-	return group[0], nil
-}
-
-// Sockets calls fn with each listener's configured address and its first
-// socket (the one an upgrade hands over: the new process binds the others
-// beside it, SO_REUSEPORT).
-func (e *Engine) Sockets(fn func(addr string, conn *net.UDPConn)) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, ln := range e.lns {
-		if ln.primary {
-			fn(ln.addr, ln.conn)
-		}
-	}
+	return e.start(pc.(*sockets).UDPConn, pc.(*sockets).others)
 }
 
 // Addrs returns the bound listeners' addresses.
@@ -340,35 +266,6 @@ func (e *Engine) shutdown() {
 		}
 		e.cancelDial()
 	})
-}
-
-// Start binds addrs, then calls next (the manager starts its TCP
-// listeners there): when a bind or next fails, the listeners Start bound
-// are closed and the error returned. They stop when ctx ends. A reload
-// does not rebind them: listen_udp takes effect at start.
-func (e *Engine) Start(ctx context.Context, addrs []string, next func() error) error {
-	var bound []*listener
-	fail := func(err error) error {
-		for _, ln := range bound {
-			e.stopListener(ln)
-		}
-		return err
-	}
-	for _, a := range addrs {
-		ln, err := e.listen(ctx, a)
-		if err != nil {
-			return fail(fmt.Errorf("listen_udp %s: %w", a, err))
-		}
-		bound = append(bound, ln)
-		e.opt.Log.Info("protoplex listening", "addr", ln.conn.LocalAddr().String(), "transport", "udp")
-	}
-	if err := next(); err != nil {
-		return fail(err)
-	}
-	for _, ln := range bound {
-		context.AfterFunc(ctx, func() { e.stopListener(ln) })
-	}
-	return nil
 }
 
 // stopListener closes the sockets of primary's address and waits until

@@ -410,22 +410,6 @@ func TestEveryAddressListener(t *testing.T) {
 	}
 }
 
-// Start binds every address or none: a failing next closes what it bound.
-func TestStartBindsAllOrNone(t *testing.T) {
-	e := New(Options{Sweep: time.Hour})
-	t.Cleanup(e.Close)
-	err := e.Start(context.Background(), []string{"127.0.0.1:0", "127.0.0.1:0"}, func() error { return net.ErrClosed })
-	if err == nil || len(e.Addrs()) != 0 {
-		t.Fatalf("err %v, addrs %v: want the error and no listener", err, e.Addrs())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := e.Start(ctx, []string{"127.0.0.1:0"}, func() error { return nil }); err != nil || len(e.Addrs()) != 1 {
-		t.Fatalf("err %v, addrs %v", err, e.Addrs())
-	}
-	cancel()
-	testnet.Eventually(t, 5*time.Second, func() bool { return len(e.Addrs()) == 0 }, "the listener stops with its context")
-}
-
 // With access_log, each flow's end writes one line with its counts.
 func TestFlowAccessLine(t *testing.T) {
 	var buf testnet.Buffer
