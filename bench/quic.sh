@@ -9,6 +9,7 @@
 # bench/run.sh appends it to its results.
 #   bash bench/quic.sh          (~2 min)
 #   QUICK=1 bash bench/quic.sh  (< 1 min, checks the script)
+#   QPERF=1 bash bench/quic.sh  (then a perf profile of protoplex)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
@@ -207,3 +208,19 @@ try: print('met' if float('${RATE[protoplex]}') >= float('${RATE[nginx]}') else 
 except Exception: print('n/a')")
 echo "Target (issue #26) QUIC bulk ≥ 1.0× nginx stream: $(ratio "${RATE[protoplex]}" "${RATE[nginx]}") — $v."
 if [ "$QUICK" = 1 ]; then echo "QUICK=1: short runs that check the script; these figures are no evidence for or against the target."; fi
+
+# QPERF=1: one more download through protoplex under perf (cpu-clock, call
+# graphs from Go's frame pointers): where its CPU goes, inclusive shares.
+if [ "${QPERF:-0}" = 1 ]; then
+  if ! command -v perf >/dev/null; then echo; echo "QPERF=1: no perf (Debian linux-perf), no profile."; exit 0; fi
+  perf record -q -F 999 -g -p "${PID[protoplex]}" -o "$TMP/perf.data" -- sleep 3600 >/dev/null 2>&1 &
+  perfpid=$!; PIDS+=($perfpid); sleep 0.5
+  fetch "${ADDR[protoplex]}" big >/dev/null
+  kill -INT "$perfpid"; wait "$perfpid" 2>/dev/null || true
+  echo
+  echo "\`perf record -F 999 -g -p\` protoplex over one more download, \`perf report --children\` (the 30 largest):"
+  echo
+  echo '```'
+  perf report -i "$TMP/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep '%' | sed 's/[ -]*$//' | head -30
+  echo '```'
+fi
