@@ -371,4 +371,8 @@ PY
 stop protoplex-w goroutines-w sslh-w haproxy-w nginx backend
 echo >> "$out"
 QUICK=$QUICK bash bench/udp.sh | tee -a "$out"
+# QUIC bulk (gtlsclient through protoplex, nginx stream UDP, direct):
+# bench/quic.sh.
+echo >> "$out"
+QUICK=$QUICK bash bench/quic.sh | tee -a "$out"
 echo "written: $out" >&2
