@@ -26,7 +26,6 @@ const Supported = true
 type Plane struct {
 	env   Env
 	loops []*Loop
-	next  int // round-robin for work started off-loop
 	wg    sync.WaitGroup
 	// adopted counts Adopt's messages: each starts its round-robin over
 	// the loops where the last one left off, roughly.
