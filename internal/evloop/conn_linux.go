@@ -499,22 +499,26 @@ func takeFD(nc net.Conn) (int, error) {
 		nc.Close()
 		return -1, ErrUnsupported
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		nc.Close()
-		return -1, err
-	}
-	fd := -1
-	var dupErr error
-	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		nc.Close()
-		return -1, err
-	}
+	fd, err := dupSocket(sc)
 	nc.Close()
-	if dupErr != nil {
-		return -1, dupErr
+	if err != nil {
+		return -1, err
 	}
 	return fd, nil
+}
+
+// dupSocket duplicates sc's descriptor, close-on-exec, leaving its flags
+// alone (an os.File's Fd would make the socket blocking).
+func dupSocket(sc syscall.Conn) (int, error) {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return fd, dupErr
 }
 
 // startReplay writes the PROXY header, if the route sends one, then the

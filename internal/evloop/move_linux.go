@@ -420,7 +420,7 @@ func (p *Plane) Adopt(m handover.Message, files []*os.File) (int, error) {
 	for _, f := range files { // a duplicate each, as f.Fd would make the socket blocking
 		if err == nil {
 			var fd int
-			fd, err = dupFile(f)
+			fd, err = dupSocket(f)
 			fds = append(fds, fd)
 		}
 		f.Close()
@@ -600,18 +600,4 @@ func routeOf(env *Env, st handover.ConnState) *routing.Entry {
 		}
 	}
 	return &routing.Entry{Proto: &protocols.Protocol{Name: st.Protocol}, Label: st.Route, Stats: env.Stats.Route(st.Protocol, st.Route)}
-}
-
-// dupFile duplicates f's descriptor, close-on-exec, leaving its flags
-// alone (f.Fd would make the socket blocking).
-func dupFile(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd, dupErr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return fd, dupErr
 }
