@@ -132,7 +132,6 @@ var ErrClosed = errors.New("evloop: plane closed")
 type listener struct {
 	fd      int
 	unix    bool
-	retryAt int64 // unix nanos: after an accept failure (out of fds), watched again then
 	backoff time.Duration
 }
 
