@@ -64,6 +64,7 @@ type Index struct {
 	sni, host nameIndex
 	alpn      map[string]uint32
 	lists     [][]uint32 // routes of a name listed by more than one, ascending
+	hosts     bool       // some route has Host conditions
 }
 
 // member is one route's conditions beyond its primary key.
@@ -90,6 +91,7 @@ func NewIndex(conds []protocols.Conditions) *Index {
 	for id, c := range conds {
 		m := &x.members[id]
 		m.keys = c.Keys()
+		x.hosts = x.hosts || m.keys&protocols.HostKey != 0
 		switch {
 		case m.keys&protocols.SNIKey != 0:
 			for _, n := range c.SNI {
@@ -220,16 +222,20 @@ func (x *Index) Len() int { return len(x.members) }
 // accept md, among those before limit; -1 when none does.
 func (x *Index) Best(md protocols.Metadata, limit int) int {
 	best := uint32(min(limit, len(x.members)))
+	q := query{alpn: md.ALPN}
+	if x.hosts {
+		q.host = clientName(md.Host)
+	}
 	if x.sni.exact != nil || x.sni.wild != nil {
-		best = x.byName(&x.sni, clientName(md.SNI), protocols.SNIKey, md, best)
+		best = x.byName(&x.sni, clientName(md.SNI), protocols.SNIKey, &q, best)
 	}
 	if x.host.exact != nil || x.host.wild != nil {
-		best = x.byName(&x.host, clientName(md.Host), protocols.HostKey, md, best)
+		best = x.byName(&x.host, q.host, protocols.HostKey, &q, best)
 	}
 	if x.alpn != nil {
 		for _, a := range md.ALPN {
 			if v, ok := x.alpn[a]; ok {
-				best = x.scan(v, protocols.ALPNKey, md, best)
+				best = x.scan(v, protocols.ALPNKey, &q, best)
 			}
 		}
 	}
@@ -239,14 +245,21 @@ func (x *Index) Best(md protocols.Metadata, limit int) int {
 	return int(best)
 }
 
+// query is the metadata as the members' other conditions compare it: the
+// client's host name normalised once per Best, not once per member tried.
+type query struct {
+	host string // clientName(md.Host), when some route has Host conditions
+	alpn []string
+}
+
 // byName looks name up among exact names and wildcard suffixes (at most
 // one lookup per suffix length in use).
-func (x *Index) byName(n *nameIndex, name string, via protocols.Keys, md protocols.Metadata, best uint32) uint32 {
+func (x *Index) byName(n *nameIndex, name string, via protocols.Keys, q *query, best uint32) uint32 {
 	if name == "" {
 		return best
 	}
 	if v, ok := n.exact[name]; ok {
-		best = x.scan(v, via, md, best)
+		best = x.scan(v, via, q, best)
 	}
 	if n.wild == nil {
 		return best
@@ -256,7 +269,7 @@ func (x *Index) byName(n *nameIndex, name string, via protocols.Keys, md protoco
 	for i := 1; i+1 < len(name); i++ {
 		if name[i] == '.' && n.wildLen(len(name)-i-1) {
 			if v, ok := n.wild[name[i+1:]]; ok {
-				best = x.scan(v, via, md, best)
+				best = x.scan(v, via, q, best)
 			}
 		}
 	}
@@ -265,9 +278,9 @@ func (x *Index) byName(n *nameIndex, name string, via protocols.Keys, md protoco
 
 // scan returns the first route of posting v, below best, whose other
 // conditions hold (its primary, via, holds already); else best.
-func (x *Index) scan(v uint32, via protocols.Keys, md protocols.Metadata, best uint32) uint32 {
+func (x *Index) scan(v uint32, via protocols.Keys, q *query, best uint32) uint32 {
 	if v&multi == 0 {
-		if v < best && x.members[v].rest(via, md) {
+		if v < best && x.members[v].rest(via, q) {
 			return v
 		}
 		return best
@@ -276,7 +289,7 @@ func (x *Index) scan(v uint32, via protocols.Keys, md protocols.Metadata, best u
 		if id >= best {
 			break
 		}
-		if x.members[id].rest(via, md) {
+		if x.members[id].rest(via, q) {
 			return id
 		}
 	}
@@ -284,13 +297,13 @@ func (x *Index) scan(v uint32, via protocols.Keys, md protocols.Metadata, best u
 }
 
 // rest checks m's conditions other than via, its primary key.
-func (m *member) rest(via protocols.Keys, md protocols.Metadata) bool {
+func (m *member) rest(via protocols.Keys, q *query) bool {
 	rest := m.keys &^ via
-	if rest&protocols.HostKey != 0 && !m.host.has(clientName(md.Host)) {
+	if rest&protocols.HostKey != 0 && !m.host.has(q.host) {
 		return false
 	}
 	if rest&protocols.ALPNKey != 0 {
-		for _, a := range md.ALPN {
+		for _, a := range q.alpn {
 			if _, ok := m.alpn[a]; ok {
 				return true
 			}
