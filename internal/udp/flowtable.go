@@ -195,8 +195,7 @@ func (t *flowTable) identify(f *flow, b []byte, tb *Table, now time.Time, final 
 // without a datagram either way; the datagrams it held are the caller's
 // (taken before) and no longer count.
 func (t *flowTable) routed(f *flow, idle time.Duration, now time.Time) {
-	t.pending.give(f.pendingN)
-	f.pending, f.pendingN = nil, 0
+	t.release(f)
 	f.last.Store(now.UnixNano())
 	t.class(idle).push(f, now.UnixNano())
 }
