@@ -107,3 +107,23 @@ func TestAfterOnLoopClock(t *testing.T) {
 		t.Fatalf("the back-off did not run within %v of the loop's clock passing it", bound)
 	}
 }
+
+// TestRunTasksNoneDue: a wake while tasks wait but none is due (a UDP
+// listener's sweep waits on every loop) neither runs nor reallocates them;
+// a due one runs once, and one it adds waits.
+func TestRunTasksNoneDue(t *testing.T) {
+	l := &Loop{now: time.Unix(0, 0)}
+	ran := 0
+	l.after(time.Second, func() { ran++; l.after(time.Second, func() { ran += 10 }) })
+	l.after(2*time.Second, func() { ran += 100 })
+	if allocs := testing.AllocsPerRun(100, func() { l.runTasks(int64(time.Second) - 1) }); allocs != 0 {
+		t.Errorf("runTasks with none due: %v allocations, want 0", allocs)
+	}
+	if ran != 0 || len(l.tasks) != 2 {
+		t.Fatalf("none due: ran %d, %d tasks; want 0, 2", ran, len(l.tasks))
+	}
+	l.runTasks(int64(time.Second))
+	if ran != 1 || len(l.tasks) != 2 {
+		t.Fatalf("one due: ran %d, %d tasks; want 1, 2", ran, len(l.tasks))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -402,8 +403,13 @@ func (l *Loop) after(d time.Duration, fn func()) {
 	l.tasks = append(l.tasks, task{at: l.now.Add(d).UnixNano(), fn: fn})
 }
 
-// runTasks runs the tasks due at now.
+// runTasks runs the tasks due at now. It is called after every wake while
+// a task waits (a UDP listener's sweep always does), so the list is only
+// rebuilt when one is due.
 func (l *Loop) runTasks(now int64) {
+	if !slices.ContainsFunc(l.tasks, func(t task) bool { return t.at <= now }) {
+		return
+	}
 	due := l.tasks
 	l.tasks = nil
 	for _, t := range due {
