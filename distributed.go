@@ -126,7 +126,15 @@ func NewDistributedManager(cfg DistributedConfig) (*DistributedManager, error) {
 	}
 	dm.node = node
 	pm.setClusterStatus(func() metrics.ClusterState {
-		return metrics.ClusterState{Distributed: true, NodeID: cfg.NodeID, EtcdConnected: node.Connected(), Services: node.ServiceCount()}
+		s := metrics.ClusterState{Distributed: true, NodeID: cfg.NodeID, EtcdConnected: node.Connected(), Services: node.ServiceCount()}
+		now := time.Now()
+		for _, n := range node.Nodes() {
+			if len(s.Members) == metrics.MaxClusterMembers {
+				break
+			}
+			s.Members = append(s.Members, metrics.ClusterMember{ID: n.ID, Address: n.Address, Version: n.Version, UptimeSeconds: now.Sub(n.Started).Seconds()})
+		}
+		return s
 	})
 	if err := pm.stats.RegisterCluster(func() float64 { return dm.syncAge().Seconds() }); err != nil {
 		node.Close()

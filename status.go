@@ -245,6 +245,7 @@ func (pm *ProtocolManager) buildStatus() *metrics.Status {
 	s.Identify.Matched, s.Identify.Failures = nonNil(s.Identify.Matched), nonNil(s.Identify.Failures)
 	s.Guard.Banned, s.Guard.TopSources = nonNil(s.Guard.Banned), nonNil(s.Guard.TopSources)
 	s.UDP.Protocols, s.Connections.Listed = nonNil(s.UDP.Protocols), nonNil(s.Connections.Listed)
+	s.Cluster.Members = nonNil(s.Cluster.Members)
 	return s
 }
 

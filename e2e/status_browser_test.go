@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -341,12 +342,22 @@ func checkClusterStatus(t *testing.T, pm *protoplex.ProtocolManager, id string) 
 			EtcdConnected bool   `json:"etcd_connected"`
 			Nodes         int    `json:"nodes"`
 			Services      int    `json:"services"`
+			Members       []struct {
+				ID string `json:"id"`
+			} `json:"members"`
 		} `json:"cluster"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		t.Fatal(err)
 	}
-	if c := s.Cluster; !c.Distributed || c.NodeID != id || !c.EtcdConnected || c.Nodes != 3 || c.Services != 1 {
+	if c := s.Cluster; !c.Distributed || c.NodeID != id || !c.EtcdConnected || c.Nodes != 3 || c.Services != 1 || len(c.Members) != 3 {
 		t.Fatalf("/status.json cluster = %+v", c)
+	}
+	if !slices.ContainsFunc(s.Cluster.Members, func(m struct {
+		ID string `json:"id"`
+	}) bool {
+		return m.ID == id
+	}) {
+		t.Fatalf("/status.json cluster members %+v lack this node %s", s.Cluster.Members, id)
 	}
 }

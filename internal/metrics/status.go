@@ -180,6 +180,19 @@ type ClusterState struct {
 	EtcdConnected bool   `json:"etcd_connected"`
 	Nodes         int64  `json:"nodes"`
 	Services      int    `json:"services"`
+	// Members lists the registered nodes, by id, at most MaxClusterMembers.
+	Members []ClusterMember `json:"members"`
+}
+
+// MaxClusterMembers bounds the node list of a status snapshot.
+const MaxClusterMembers = 256
+
+// ClusterMember is one node registered in etcd.
+type ClusterMember struct {
+	ID            string  `json:"id"`
+	Address       string  `json:"address"`
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 
 // Connections lists the oldest live connections, bounded.

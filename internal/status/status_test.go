@@ -245,6 +245,7 @@ func TestDocumentedStatusFields(t *testing.T) {
 	s.Identify.Matched, s.Identify.Failures = make([]metrics.Count, 1), make([]metrics.Count, 1)
 	s.Guard.Banned, s.Guard.TopSources = make([]metrics.Ban, 1), make([]metrics.Source, 1)
 	s.UDP.Protocols, s.Connections.Listed = make([]metrics.UDPCount, 1), make([]metrics.Conn, 1)
+	s.Cluster.Members = make([]metrics.ClusterMember, 1)
 	s.Routes[0].SNI, s.Routes[0].ALPN, s.Routes[0].Host = []string{""}, []string{""}, []string{""}
 	b, _ := json.Marshal(s)
 	var m any

@@ -55,7 +55,8 @@
     const routes = (s.routes || []).map(r => r.route + ":" + (r.targets || []).map(t => t.target).join(","));
     const n = a => (a || []).length;
     return [routes.join("|"), n(s.identify.matched), n(s.guard.banned), n(s.guard.top_sources),
-      n(s.udp.protocols), n(s.connections.listed), s.cluster.distributed, s.totals.draining].join("#");
+      n(s.udp.protocols), n(s.connections.listed), s.cluster.distributed, (s.cluster.members || []).map(m => m.id).join(","),
+      s.totals.draining].join("#");
   }
   function apply(s) {
     for (const el of document.querySelectorAll("[data-j]")) {
