@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,7 +218,7 @@ monitoring:
 	if !alive(current) {
 		t.Fatalf("the newest process (%d) does not run; stderr:\n%s", current, p.Out)
 	}
-	if v := metricValue(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), "protoplex_upgrade_connections_moved_total"); v < float64(streams+sessions) {
+	if v := testnet.Metric(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), "protoplex_upgrade_connections_moved_total"); v < float64(streams+sessions) {
 		t.Errorf("the newest process counts %v connections moved in", v)
 	}
 }
@@ -369,26 +368,4 @@ func echoOnce(addr string) error {
 		return fmt.Errorf("answer %q: %v", line, err)
 	}
 	return nil
-}
-
-// metricValue is the value of series (name{labels} as exposed) at url; 0
-// when it is not there.
-func metricValue(t *testing.T, url, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %q", series, l)
-			}
-			return f
-		}
-	}
-	return 0
 }

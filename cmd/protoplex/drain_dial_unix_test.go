@@ -40,7 +40,9 @@ func TestDrainCancelsDial(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "SSH-2.0-x\r\n") // identified: the dial starts and hangs
-	testnet.Eventually(t, 10*time.Second, func() bool { return metric(t, metrics, `protoplex_identified_total{protocol="SSH",route="SSH"}`) == 1 },
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		return testnet.Metric(t, metrics, `protoplex_identified_total{protocol="SSH",route="SSH"}`) == 1
+	},
 		"the connection was not identified; stderr:\n%s", p.Out)
 
 	begin := time.Now()

@@ -2,13 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,27 +134,6 @@ func ask(addr, line string) string {
 // logged returns a condition for testnet.Eventually: p's stderr contains s.
 func (p *proc) logged(s string) func() bool {
 	return func() bool { return strings.Contains(p.Out.String(), s) }
-}
-
-// metric returns the value of the first /metrics line starting with series.
-func metric(t *testing.T, url, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %q", series, l)
-			}
-			return f
-		}
-	}
-	return 0
 }
 
 // TestCheckSpeaksYAML: the friction list of a migrating user, through the

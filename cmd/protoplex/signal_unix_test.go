@@ -146,7 +146,7 @@ func TestReloadRejectedWhenListenBindFails(t *testing.T) {
 		t.Fatalf("before: %q", got)
 	}
 	const success, failure = `protoplex_config_reloads_total{result="success"}`, `protoplex_config_reloads_total{result="failure"}`
-	successes, failures := metric(t, metrics, success), metric(t, metrics, failure)
+	successes, failures := testnet.Metric(t, metrics, success), testnet.Metric(t, metrics, failure)
 
 	testnet.WriteFile(t, cfg, conf(taken.Addr().String(), b))
 	p.Cmd.Process.Signal(syscall.SIGHUP)
@@ -157,7 +157,7 @@ func TestReloadRejectedWhenListenBindFails(t *testing.T) {
 	if !strings.Contains(p.Out.String(), "configuration rejected") {
 		t.Fatalf("the reload is not reported as rejected; stderr:\n%s", p.Out)
 	}
-	if s, f := metric(t, metrics, success), metric(t, metrics, failure); s != successes || f != failures+1 {
+	if s, f := testnet.Metric(t, metrics, success), testnet.Metric(t, metrics, failure); s != successes || f != failures+1 {
 		t.Fatalf("reloads: success %v → %v, failure %v → %v; want success unchanged, one more failure", successes, s, failures, f)
 	}
 

@@ -169,7 +169,7 @@ monitoring:
 	if !running(pid) {
 		t.Fatal("the old process stopped after a failed upgrade")
 	}
-	if v := metric(t, metricsURL, `protoplex_upgrades_total{result="failure"}`); v != 1 {
+	if v := testnet.Metric(t, metricsURL, `protoplex_upgrades_total{result="failure"}`); v != 1 {
 		t.Errorf("failed upgrades counted: %v, want 1", v)
 	}
 	testnet.WriteFile(t, cfg, valid)
@@ -263,10 +263,10 @@ monitoring:
 	if string(got[:n]) != "id-after" {
 		t.Errorf("UDP through the new process: %q, %v", got[:n], err)
 	}
-	if v := metric(t, metricsURL, "protoplex_connections_accepted_total"); v <= 0 {
+	if v := testnet.Metric(t, metricsURL, "protoplex_connections_accepted_total"); v <= 0 {
 		t.Errorf("the metrics port of the new process: accepted %v", v)
 	}
-	if v := metric(t, metricsURL, `protoplex_upgrades_total{result="success"}`); v != 1 {
+	if v := testnet.Metric(t, metricsURL, `protoplex_upgrades_total{result="success"}`); v != 1 {
 		t.Errorf("the newest process counts %v upgrades it took over by, want 1", v)
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"testing"
 	"time"
 )
 
@@ -24,4 +27,27 @@ func KeepAliveGet(c net.Conn, path string) (*http.Response, error) {
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp, err
+}
+
+// Metric scrapes url (a /metrics page, at most 4 MiB read) and returns the
+// value of the series named exactly series (name and labels as printed),
+// or 0 when the page does not have it.
+func Metric(t testing.TB, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q", series, l)
+			}
+			return f
+		}
+	}
+	return 0
 }
