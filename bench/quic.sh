@@ -31,11 +31,8 @@ if ! have; then
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
   command -v openssl >/dev/null || need+=(openssl)
   if [ "$(id -u)" = 0 ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
-      apt-get update -qq >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1; } || true
-    rm -f /usr/sbin/policy-rc.d
+    source bench/lib.sh
+    install_packages "${need[@]}" || true
   fi
   have || skip "missing ${need[*]} (Debian packages)"
 fi

@@ -39,12 +39,8 @@ command -v sslh-select >/dev/null && command -v sslh >/dev/null || need+=(sslh)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
-  rm -f /usr/sbin/policy-rc.d
-fi
+source bench/lib.sh
+install_packages "${need[@]}"
 ulimit -n "$(ulimit -Hn)"
 
 TMP=$(mktemp -d)

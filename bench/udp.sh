@@ -22,12 +22,8 @@ command -v dnsperf >/dev/null || need+=(dnsperf)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v nginx >/dev/null || need+=(nginx-light)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
-if [ ${#need[@]} -gt 0 ]; then
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
-  rm -f /usr/sbin/policy-rc.d
-fi
+source bench/lib.sh
+install_packages "${need[@]}"
 ulimit -n "$(ulimit -Hn)"
 
 TMP=$(mktemp -d)
