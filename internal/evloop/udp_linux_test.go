@@ -6,10 +6,14 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/darkit/protoplex/internal/testnet"
 	"github.com/darkit/protoplex/internal/udp/udptest"
@@ -244,4 +248,87 @@ func TestUDPDualStackOnLoop(t *testing.T) {
 			}
 		}
 	}
+}
+
+// silentUDP is a UDP server on 127.0.0.1 that never answers, so the flows
+// to it stay routed.
+func silentUDP(t *testing.T) *net.UDPAddr {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().(*net.UDPAddr)
+}
+
+// peerRcvbuf is SO_RCVBUF of this process's socket connected to peer (a
+// flow's upstream socket), or -1 while there is none.
+func peerRcvbuf(t *testing.T, peer *net.UDPAddr) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := unix.Getpeername(fd)
+		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != peer.Port {
+			continue
+		}
+		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
+			return v
+		}
+	}
+	return -1
+}
+
+// TestUDPFlowBuffersOnLoop: on the loops, a long-lived flow's upstream
+// socket (no udp_responses) gets the larger receive buffer, a DNS-like
+// flow's (udp_responses 1) keeps the kernel's default.
+func TestUDPFlowBuffersOnLoop(t *testing.T) {
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := rcvbufOf(t, probe)
+	probe.Close()
+	if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err != nil {
+		t.Skipf("no net.core.rmem_max: %v", err)
+	} else if max, _ := strconv.Atoi(strings.TrimSpace(string(b))); 2*max <= def {
+		t.Skipf("net.core.rmem_max %d allows no buffer above the default %d", max, def)
+	}
+	long, ask := silentUDP(t), silentUDP(t)
+	r := udpRig(t,
+		&protocols.Protocol{Name: "ULONG", Target: long.String(), Datagram: datagramPrefix("L")},
+		&protocols.Protocol{Name: "UASK", Target: ask.String(), Datagram: datagramPrefix("q"), UDPResponses: 1})
+	for _, msg := range []string{"L1", "q1"} {
+		if _, err := r.dialUDP().Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gotLong, gotAsk int
+	testnet.Eventually(t, bound, func() bool {
+		gotLong, gotAsk = peerRcvbuf(t, long), peerRcvbuf(t, ask)
+		return gotLong >= 0 && gotAsk >= 0
+	}, "no upstream sockets")
+	if gotLong <= def {
+		t.Errorf("a long-lived flow's upstream SO_RCVBUF = %d, not above the default %d (net.core.rmem_max allowing)", gotLong, def)
+	}
+	if gotAsk != def {
+		t.Errorf("a DNS-like flow's upstream SO_RCVBUF = %d, want the default %d", gotAsk, def)
+	}
+}
+
+// rcvbufOf is SO_RCVBUF of c.
+func rcvbufOf(t *testing.T, c *net.UDPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := -1
+	_ = rc.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	return v
 }

@@ -174,8 +174,8 @@ func isIPv4Socket(fd int) bool {
 
 // dialLoop is dialDatagram for a flow on a loop: a bare descriptor the
 // loop watches, not in the runtime's poller.
-func (ln *listener) dialLoop(ap netip.AddrPort) (upConn, error) {
-	fd, err := rawDatagramSocket(ap)
+func (ln *listener) dialLoop(ap netip.AddrPort, so upSocket) (upConn, error) {
+	fd, err := rawDatagramSocket(ap, so)
 	if err != nil {
 		return nil, err
 	}

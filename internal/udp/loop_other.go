@@ -19,4 +19,4 @@ func (ln *listener) watchUp(*flow) {}
 
 func (ln *listener) sendLoop([]byte, netip.AddrPort) error { return errNoRawConn }
 
-func (ln *listener) dialLoop(netip.AddrPort) (upConn, error) { return nil, errNoRawConn }
+func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }

@@ -46,12 +46,13 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// dialDatagram connects a new non-blocking UDP socket to ap: socket(2),
-// connect(2), and the runtime poller's registration, which os.NewFile
-// makes of a non-blocking descriptor; net.DialUDP adds a setsockopt and a
-// getsockname and getpeername per flow that nothing here reads.
-func dialDatagram(ap netip.AddrPort) (upConn, error) {
-	fd, err := rawDatagramSocket(ap)
+// dialDatagram connects a new non-blocking UDP socket to ap, set up as so:
+// socket(2), connect(2), and the runtime poller's registration, which
+// os.NewFile makes of a non-blocking descriptor; net.DialUDP adds a
+// setsockopt and a getsockname and getpeername per flow that nothing here
+// reads.
+func dialDatagram(ap netip.AddrPort, so upSocket) (upConn, error) {
+	fd, err := rawDatagramSocket(ap, so)
 	if err != nil {
 		return nil, err
 	}

@@ -24,11 +24,14 @@ func Bind(ctx context.Context, addr string) (net.PacketConn, error) {
 	return lc.ListenPacket(ctx, "udp", addr)
 }
 
-// dialDatagram connects a UDP socket to ap.
-func dialDatagram(ap netip.AddrPort) (upConn, error) {
+// dialDatagram connects a UDP socket to ap, set up as so.
+func dialDatagram(ap netip.AddrPort, so upSocket) (upConn, error) {
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		return nil, err // not a typed nil in the interface
+	}
+	if so.rcvbuf > 0 {
+		_ = c.SetReadBuffer(so.rcvbuf)
 	}
 	return c, nil
 }

@@ -84,10 +84,11 @@ func htons(p uint16) uint16 {
 	return n
 }
 
-// rawDatagramSocket is a non-blocking UDP socket connected to ap:
-// socket(2) and connect(2), raw (a UDP connect only sets the peer: it
-// never blocks); the error names the call that failed.
-func rawDatagramSocket(ap netip.AddrPort) (int, error) {
+// rawDatagramSocket is a non-blocking UDP socket connected to ap, set up
+// as so: socket(2), a setsockopt when so asks for a buffer, and
+// connect(2), raw (a UDP connect only sets the peer: it never blocks); the
+// error names the call that failed.
+func rawDatagramSocket(ap netip.AddrPort, so upSocket) (int, error) {
 	var sa unix.RawSockaddrAny
 	family, l := uintptr(unix.AF_INET6), uintptr(unix.SizeofSockaddrInet6)
 	if ap.Addr().Is4() {
@@ -104,6 +105,12 @@ func rawDatagramSocket(ap netip.AddrPort) (int, error) {
 	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if e != 0 {
 		return -1, fail("socket", e)
+	}
+	if so.rcvbuf > 0 {
+		// Before connect, so before any datagram goes up. A refusal
+		// (a kernel that caps it lower) keeps the default: not an error.
+		v := int32(so.rcvbuf)
+		unix.RawSyscall6(unix.SYS_SETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_RCVBUF, uintptr(unsafe.Pointer(&v)), 4, 0)
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), l); e != 0 {
 		rawClose(int(fd))
