@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -262,9 +263,9 @@ func silentUDP(t *testing.T) *net.UDPAddr {
 	return c.LocalAddr().(*net.UDPAddr)
 }
 
-// peerRcvbuf is SO_RCVBUF of this process's socket connected to peer (a
-// flow's upstream socket), or -1 while there is none.
-func peerRcvbuf(t *testing.T, peer *net.UDPAddr) int {
+// peerSockopt is the option level/opt of this process's socket connected
+// to peer (a flow's upstream socket), or -1 while there is none.
+func peerSockopt(t *testing.T, peer *net.UDPAddr, level, opt int) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +279,7 @@ func peerRcvbuf(t *testing.T, peer *net.UDPAddr) int {
 		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != peer.Port {
 			continue
 		}
-		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
+		if v, err := unix.GetsockoptInt(fd, level, opt); err == nil {
 			return v
 		}
 	}
@@ -286,8 +287,8 @@ func peerRcvbuf(t *testing.T, peer *net.UDPAddr) int {
 }
 
 // TestUDPFlowBuffersOnLoop: on the loops, a long-lived flow's upstream
-// socket (no udp_responses) gets the larger receive buffer, a DNS-like
-// flow's (udp_responses 1) keeps the kernel's default.
+// socket (no udp_responses) gets the larger receive buffer and UDP_GRO, a
+// DNS-like flow's (udp_responses 1) keeps the kernel's defaults.
 func TestUDPFlowBuffersOnLoop(t *testing.T) {
 	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -311,7 +312,7 @@ func TestUDPFlowBuffersOnLoop(t *testing.T) {
 	}
 	var gotLong, gotAsk int
 	testnet.Eventually(t, bound, func() bool {
-		gotLong, gotAsk = peerRcvbuf(t, long), peerRcvbuf(t, ask)
+		gotLong, gotAsk = peerSockopt(t, long, unix.SOL_SOCKET, unix.SO_RCVBUF), peerSockopt(t, ask, unix.SOL_SOCKET, unix.SO_RCVBUF)
 		return gotLong >= 0 && gotAsk >= 0
 	}, "no upstream sockets")
 	if gotLong <= def {
@@ -319,6 +320,70 @@ func TestUDPFlowBuffersOnLoop(t *testing.T) {
 	}
 	if gotAsk != def {
 		t.Errorf("a DNS-like flow's upstream SO_RCVBUF = %d, want the default %d", gotAsk, def)
+	}
+	if gro := peerSockopt(t, long, unix.SOL_UDP, unix.UDP_GRO); gro != 1 {
+		t.Errorf("a long-lived flow's upstream UDP_GRO = %d, want 1", gro)
+	}
+	if gro := peerSockopt(t, ask, unix.SOL_UDP, unix.UDP_GRO); gro != 0 {
+		t.Errorf("a DNS-like flow's upstream UDP_GRO = %d, want 0", gro)
+	}
+}
+
+// TestUDPTrainOnLoop: a backend's GSO train (one sendmsg with
+// UDP_SEGMENT, as a QUIC server sends its bursts), read whole by the
+// flow's UDP_GRO socket, reaches the client as the same datagrams, in
+// order, each counted.
+func TestUDPTrainOnLoop(t *testing.T) {
+	backend, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	r := udpRig(t, &protocols.Protocol{Name: "UTRAIN", Target: backend.LocalAddr().String(), Datagram: datagramPrefix("T")})
+	c := r.dialUDP()
+	if _, err := c.Write([]byte("T")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	_ = backend.SetReadDeadline(time.Now().Add(bound))
+	_, up, err := backend.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 11 datagrams of 1200 bytes and one of 43, each filled with its index.
+	const seg, full, last = 1200, 11, 43
+	var train []byte
+	for i := range full + 1 {
+		n := seg
+		if i == full {
+			n = last
+		}
+		train = append(train, bytes.Repeat([]byte{byte('a' + i)}, n)...)
+	}
+	oob := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = seg
+	if _, _, err := backend.WriteMsgUDPAddrPort(train, oob, up); err != nil {
+		t.Skipf("the kernel sends no UDP_SEGMENT train: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(bound))
+	for i := range full + 1 {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		want := seg
+		if i == full {
+			want = last
+		}
+		if n != want || buf[0] != byte('a'+i) || buf[n-1] != byte('a'+i) {
+			t.Fatalf("datagram %d: %d bytes %q…%q, want %d of %q", i, n, buf[0], buf[n-1], want, byte('a'+i))
+		}
+	}
+	if got := r.metric("protoplex_udp_datagrams_total", "protocol=UTRAIN", "direction=backend_to_client"); got != full+1 {
+		t.Errorf("datagrams down = %v, want %d", got, full+1)
 	}
 }
 

@@ -655,6 +655,9 @@ type upSocket struct {
 	// rcvbuf is the SO_RCVBUF asked for (the kernel caps it at
 	// net.core.rmem_max); 0: the kernel's default, and no system call.
 	rcvbuf int
+	// gro asks for UDP_GRO (on the loops, Linux): a train of the
+	// backend's datagrams is read, and sent on to the client, whole.
+	gro bool
 }
 
 // upSocketFor is the upstream socket of a flow of a route whose
@@ -672,12 +675,14 @@ func upSocketFor(responses int) upSocket {
 	if responses > 0 {
 		return upSocket{}
 	}
-	return upSocket{rcvbuf: flowBuffer}
+	return upSocket{rcvbuf: flowBuffer, gro: true}
 }
 
 // reply forwards b, a datagram from f's target, to f's client; true when
-// it was the last one f awaited (udp_responses): the caller ends f.
-func (ln *listener) reply(f *flow, b []byte) bool {
+// it was the last one f awaited (udp_responses): the caller ends f. b is a
+// train of datagrams of seg bytes each but the last when seg is above 0
+// (UDP_GRO, on the loops; only flows without udp_responses ask for it).
+func (ln *listener) reply(f *flow, b []byte, seg int) bool {
 	if !f.heard {
 		f.heard = true
 		f.set.DatagramReplied(f.att) // the target answers
@@ -685,18 +690,38 @@ func (ln *listener) reply(f *flow, b []byte) bool {
 	f.last.Store(ln.e.now().UnixNano())
 	var err error
 	if ln.drv != nil {
-		err = ln.sendLoop(b, f.client)
+		err = ln.sendLoop(b, f.client, seg)
 	} else {
 		_, err = ln.conn.WriteToUDPAddrPort(b, f.client)
 	}
 	if err == nil {
-		f.dgDown.Add(1)
+		n := int64(segments(len(b), seg))
+		f.dgDown.Add(n)
 		f.bytesDown.Add(int64(len(b)))
-		f.rs.m.DatagramsDn.Inc()
+		f.rs.m.DatagramsDn.Add(float64(n))
 		f.rs.m.BytesDown.Add(float64(len(b)))
 	}
 	// A reply the client did not get still counts: the backend sent it.
 	return f.rs.responses > 0 && f.replied()
+}
+
+// segments is how many datagrams a train of n bytes cut every seg bytes
+// is (seg 0: one datagram).
+func segments(n, seg int) int {
+	if seg <= 0 || n <= seg {
+		return 1
+	}
+	return (n + seg - 1) / seg
+}
+
+// eachSegment calls fn with each datagram of b, a train cut every seg
+// bytes (seg > 0).
+func eachSegment(b []byte, seg int, fn func([]byte)) {
+	for len(b) > seg {
+		fn(b[:seg])
+		b = b[seg:]
+	}
+	fn(b)
 }
 
 // replies forwards what f's upstream sends to f's client until the
@@ -706,7 +731,7 @@ func (ln *listener) reply(f *flow, b []byte) bool {
 func (ln *listener) replies(f *flow) {
 	defer ln.e.wg.Done()
 	readReplies(f.up, func(b []byte) {
-		if ln.reply(f, b) {
+		if ln.reply(f, b, 0) {
 			f.up.Close()
 			// Its socket is closed already: the table entry can wait for
 			// the owner's next wake-up.

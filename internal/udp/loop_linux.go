@@ -20,7 +20,9 @@ type driver struct {
 	fd      int // a duplicate of the listener's socket, read and written raw
 	buf     []byte
 	sa      unix.RawSockaddrAny
-	v6      bool // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
+	oob     cmsgBuf // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
+	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
+	noGSO   bool    // a train sent with UDP_SEGMENT failed: cut trains here
 	stopped bool
 }
 
@@ -134,22 +136,30 @@ func (ln *listener) watchUp(f *flow) {
 	}
 }
 
-// upReadable forwards f's waiting replies to its client.
+// upReadable forwards f's waiting replies to its client. With UDP_GRO a
+// read may be a train of the backend's datagrams (a QUIC server's GSO
+// burst), which goes on to the client as one train (sendLoop).
 func (ln *listener) upReadable(f *flow, up *rawUp) {
 	d := ln.drv
 	for i := 0; i < loopBatch && !up.closed; i++ {
-		n, err := rawRead(up.fd, d.buf)
+		var n, seg int
+		var err syscall.Errno
+		if up.gro {
+			n, seg, err = rawRecvGRO(up.fd, d.buf, &d.oob)
+		} else {
+			n, err = rawRead(up.fd, d.buf)
+		}
 		switch err {
 		case 0:
 		case unix.EAGAIN:
 			return
-		case unix.ECONNREFUSED, unix.EINTR:
-			continue // an ICMP error for an earlier datagram: the flow goes on
+		case unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
+			continue // an ICMP error for an earlier datagram, a train too large: the flow goes on
 		default:
 			ln.end(f, "closed")
 			return
 		}
-		if ln.reply(f, d.buf[:n]) {
+		if ln.reply(f, d.buf[:n], seg) {
 			ln.end(f, "answered")
 			return
 		}
@@ -157,9 +167,32 @@ func (ln *listener) upReadable(f *flow, up *rawUp) {
 }
 
 // sendLoop writes b to client from the listener's socket, without
-// waiting: a full send buffer drops the datagram, as the network may.
-func (ln *listener) sendLoop(b []byte, client netip.AddrPort) error {
-	if e := rawSendto(ln.drv.fd, b, client, ln.drv.v6); e != 0 {
+// waiting: a full send buffer drops the datagram, as the network may. b is
+// a train of datagrams of seg bytes when seg is above 0 and below len(b):
+// one sendmsg with UDP_SEGMENT, or, where that fails (a route whose
+// device cannot checksum a train: EIO), one sendto per datagram from then
+// on.
+func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
+	d := ln.drv
+	if seg > 0 && seg < len(b) {
+		if !d.noGSO {
+			switch e := rawSendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
+			case 0:
+				return nil
+			case unix.EAGAIN, unix.ENOBUFS:
+				return e
+			}
+			d.noGSO = true
+		}
+		var err error
+		eachSegment(b, seg, func(s []byte) {
+			if e := rawSendto(d.fd, s, client, d.v6); e != 0 && err == nil {
+				err = e
+			}
+		})
+		return err
+	}
+	if e := rawSendto(d.fd, b, client, d.v6); e != 0 {
 		return e
 	}
 	return nil
@@ -173,19 +206,20 @@ func isIPv4Socket(fd int) bool {
 }
 
 // dialLoop is dialDatagram for a flow on a loop: a bare descriptor the
-// loop watches, not in the runtime's poller.
+// loop watches, not in the runtime's poller; with UDP_GRO when so asks.
 func (ln *listener) dialLoop(ap netip.AddrPort, so upSocket) (upConn, error) {
 	fd, err := rawDatagramSocket(ap, so)
 	if err != nil {
 		return nil, err
 	}
-	return &rawUp{fd: fd, lp: ln.drv.lp}, nil
+	return &rawUp{fd: fd, lp: ln.drv.lp, gro: so.gro && setGRO(fd)}, nil
 }
 
 // rawUp is a flow's upstream socket on a loop.
 type rawUp struct {
 	fd     int
 	lp     Loop
+	gro    bool // UDP_GRO is on: a read may be a train (rawRecvGRO)
 	closed bool
 }
 

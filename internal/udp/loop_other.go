@@ -17,6 +17,6 @@ func (ln *listener) stopLoop() {}
 
 func (ln *listener) watchUp(*flow) {}
 
-func (ln *listener) sendLoop([]byte, netip.AddrPort) error { return errNoRawConn }
+func (ln *listener) sendLoop([]byte, netip.AddrPort, int) error { return errNoRawConn }
 
 func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }

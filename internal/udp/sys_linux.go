@@ -57,18 +57,86 @@ func rawRecvfrom(fd int, b []byte, sa *unix.RawSockaddrAny) (int, netip.AddrPort
 // destination or an AF_INET6 one (then an IPv4 one is sent mapped).
 func rawSendto(fd int, b []byte, to netip.AddrPort, v6 bool) syscall.Errno {
 	var sa unix.RawSockaddrAny
-	l := uintptr(unix.SizeofSockaddrInet4)
-	if v6 {
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(to.Port()), to.Addr().As16()
-		l = unix.SizeofSockaddrInet6
-	} else {
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET, htons(to.Port()), to.Addr().As4()
-	}
+	l := putSockaddr(&sa, to, v6)
 	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), l)
 	return e
+}
+
+// putSockaddr writes to into sa for a socket of the family v6 says and
+// returns the sockaddr's length.
+func putSockaddr(sa *unix.RawSockaddrAny, to netip.AddrPort, v6 bool) uintptr {
+	if v6 {
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(to.Port()), to.Addr().As16()
+		return unix.SizeofSockaddrInet6
+	}
+	a := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	a.Family, a.Port, a.Addr = unix.AF_INET, htons(to.Port()), to.Addr().As4()
+	return unix.SizeofSockaddrInet4
+}
+
+// cmsgBuf is room for one control message of an int: UDP_GRO's segment
+// size read, UDP_SEGMENT's written. uint64s keep it aligned as a
+// cmsghdr must be.
+type cmsgBuf [4]uint64
+
+func (c *cmsgBuf) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(c)), unsafe.Sizeof(*c)) }
+
+// rawRecvGRO reads from fd, a socket with UDP_GRO on, one datagram or a
+// train of them the kernel coalesced: seg is then the size of each but the
+// last (0: one datagram). A train larger than b (the kernel makes none
+// above 64 KiB) is EMSGSIZE: its datagrams are lost, the socket goes on.
+func rawRecvGRO(fd int, b []byte, oob *cmsgBuf) (n, seg int, errno syscall.Errno) {
+	iov := unix.Iovec{Base: unsafe.SliceData(b)}
+	iov.SetLen(len(b))
+	ob := oob.bytes()
+	msg := unix.Msghdr{Iov: &iov, Control: unsafe.SliceData(ob)}
+	msg.SetIovlen(1)
+	msg.SetControllen(len(ob))
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return -1, 0, e
+	}
+	if msg.Flags&unix.MSG_TRUNC != 0 {
+		return -1, 0, unix.EMSGSIZE
+	}
+	if msg.Controllen >= uint64(unix.CmsgLen(4)) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ob[0]))
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO {
+			seg = int(*(*int32)(unsafe.Pointer(&ob[unix.CmsgLen(0)])))
+		}
+	}
+	return int(r), seg, 0
+}
+
+// rawSendGSO sends b to to from fd as a train of datagrams of seg bytes
+// each (the last may be shorter), one system call (UDP_SEGMENT): the
+// kernel, or the network card, cuts it.
+func rawSendGSO(fd int, b []byte, seg int, to netip.AddrPort, v6 bool, oob *cmsgBuf) syscall.Errno {
+	var sa unix.RawSockaddrAny
+	l := putSockaddr(&sa, to, v6)
+	iov := unix.Iovec{Base: unsafe.SliceData(b)}
+	iov.SetLen(len(b))
+	ob := oob.bytes()
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&ob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&ob[unix.CmsgLen(0)])) = uint16(seg)
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sa)), Namelen: uint32(l), Iov: &iov, Control: unsafe.SliceData(ob)}
+	msg.SetIovlen(1)
+	msg.SetControllen(unix.CmsgSpace(2))
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	return e
+}
+
+// setGRO turns UDP_GRO on for fd: the kernel then hands a train of
+// datagrams from one sender (a QUIC server's GSO burst) to one read.
+// False where the kernel has no UDP_GRO (before Linux 5.0).
+func setGRO(fd int) bool {
+	v := int32(1)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_UDP, unix.UDP_GRO, uintptr(unsafe.Pointer(&v)), 4, 0)
+	return e == 0
 }
 
 // ntohs and htons: a sockaddr's port is in network order.
@@ -90,14 +158,11 @@ func htons(p uint16) uint16 {
 // error names the call that failed.
 func rawDatagramSocket(ap netip.AddrPort, so upSocket) (int, error) {
 	var sa unix.RawSockaddrAny
-	family, l := uintptr(unix.AF_INET6), uintptr(unix.SizeofSockaddrInet6)
-	if ap.Addr().Is4() {
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET, htons(ap.Port()), ap.Addr().As4()
-		family, l = unix.AF_INET, unix.SizeofSockaddrInet4
-	} else {
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(ap.Port()), ap.Addr().As16()
+	v6 := !ap.Addr().Is4()
+	l := putSockaddr(&sa, ap, v6)
+	family := uintptr(unix.AF_INET)
+	if v6 {
+		family = unix.AF_INET6
 	}
 	fail := func(op string, e syscall.Errno) error {
 		return &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError(op, e)}
