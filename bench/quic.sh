@@ -147,6 +147,10 @@ dropped() { python3 -c "
 import sys
 b = dict(x.split(':') for x in sys.argv[1].split())
 print(sum(int(d) - int(b.get(i, 0)) for i, d in (x.split(':') for x in sys.argv[2].split())))" "$1" "$2"; }
+# One untimed download first: the server's first read of the sparse file
+# (its pages entering the page cache) is slower, and would fall on the
+# first contender of round 1.
+fetch "${ADDR[direct]}" big >/dev/null; rm -f "$DL/big"
 declare -A SECS TICKS FAIL DROPS PDROPS
 for r in $(seq 1 "$QROUNDS"); do
   # Each round starts with a different contender, so a change of the
@@ -199,6 +203,25 @@ for n in "${names[@]}"; do
   label=$n; [ "$n" = direct ] && label="direct (CPU: gtlsserver)"; [ "$n" = nginx ] && label="nginx (CPU: its workers)"
   echo "| $label | ${MED[$n]} | ${RATE[$n]} | ${SPREAD[$n]} | $(ratio "${RATE[$n]}" "${RATE[nginx]}") | $(ratio "${RATE[$n]}" "${RATE[direct]}") | ${CPU[$n]} | ${PDROPS[$n]:-–} / ${DROPS[$n]:-–} | ${FAIL[$n]:-0} |"
 done
+echo
+# The receive buffers the proxies' UDP sockets have (ss's skmem rb, twice
+# what was asked for): each listening socket and each flow's upstream
+# socket, still open after the last round.
+rcvbufs() {
+  ss -Huanmp 2>/dev/null | python3 -c "
+import re, sys
+pids = set(sys.argv[1:])
+lines = sys.stdin.read().split('\n')
+out = {}
+for a, b in zip(lines, lines[1:]):
+    rb = re.search(r'rb(\d+)', b)
+    if not rb or not pids & set(re.findall(r'pid=(\d+)', a)):
+        continue
+    kind = 'listener' if a.split()[0] == 'UNCONN' else 'upstream'
+    out.setdefault(kind, set()).add(rb.group(1))
+print('; '.join('%s %s' % (k, ', '.join(sorted(v))) for k, v in sorted(out.items())) or '?')" "$@"
+}
+echo "SO_RCVBUF (ss rb): protoplex $(rcvbufs $(procs protoplex)); nginx $(rcvbufs $(procs nginx))."
 echo
 v=$(python3 -c "
 try: print('met' if float('${RATE[protoplex]}') >= float('${RATE[nginx]}') else 'not met')
