@@ -10,12 +10,15 @@
 #   bash bench/quic.sh          (~2 min)
 #   QUICK=1 bash bench/quic.sh  (< 1 min, checks the script)
 #   QPERF=1 bash bench/quic.sh  (then a perf profile of protoplex)
+#   BASE="main abc123" bash bench/quic.sh  (also protoplex built at each
+#                               of these git refs, in the same rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
 QMIB=${QMIB:-512}     # size of the file, MiB
 QROUNDS=${QROUNDS:-5} # downloads per contender, alternating
 QTIMEOUT=${QTIMEOUT:-120}
+BASE=${BASE:-}        # git refs of protoplex to measure beside this tree
 if [ "$QUICK" = 1 ]; then QMIB=64; QROUNDS=3; QTIMEOUT=30; fi
 
 skip() { printf '## QUIC bulk: a %s MiB download through one UDP port\n\nskipped: %s\n' "$QMIB" "$1"; exit 0; }
@@ -45,6 +48,14 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 go build -o "$TMP/protoplex" ./cmd/protoplex
+bases=()
+for ref in $BASE; do
+  b=base-$(git rev-parse --short "$ref")
+  mkdir -p "$TMP/$b"
+  git archive "$ref" | tar -x -C "$TMP/$b"
+  (cd "$TMP/$b" && go build -o "$TMP/$b/protoplex" ./cmd/protoplex)
+  bases+=("$b")
+done
 
 udpport() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 declare -A PID ADDR
@@ -60,18 +71,23 @@ SP=$(udpport)
 start server /usr/sbin/gtlsserver -q -d "$TMP/docs" 127.0.0.1 "$SP" "$TMP/key.pem" "$TMP/cert.pem"
 ADDR[direct]=$SP
 
-PP=$(udpport)
-cat > "$TMP/protoplex.yaml" <<YAML
+# protoplex NAME BINARY: a protoplex contender, one quic route to the server.
+protoplex() {
+  local port; port=$(udpport)
+  cat > "$TMP/$1.yaml" <<YAML
 server:
   listen: "127.0.0.1:0"
-  listen_udp: "127.0.0.1:$PP"
+  listen_udp: "127.0.0.1:$port"
   log_level: "warn"
 protocols:
   - name: quic
     target: "127.0.0.1:$SP"
 YAML
-start protoplex "$TMP/protoplex" -config "$TMP/protoplex.yaml"
-ADDR[protoplex]=$PP
+  start "$1" "$2" -config "$TMP/$1.yaml"
+  ADDR[$1]=$port
+}
+protoplex protoplex "$TMP/protoplex"
+for b in "${bases[@]}"; do protoplex "$b" "$TMP/$b/protoplex"; done
 
 NP=$(udpport)
 mkdir -p "$TMP/nginx"
@@ -92,7 +108,7 @@ stream {
 CONF
 start nginx nginx -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
 ADDR[nginx]=$NP
-names=(direct protoplex nginx)
+names=(direct protoplex nginx "${bases[@]}")
 
 # fetch PORT PATH: gtlsclient downloads https://localhost/PATH through
 # 127.0.0.1:PORT into $DL, bounded by QTIMEOUT; prints the bytes it got.
@@ -155,8 +171,8 @@ declare -A SECS TICKS FAIL DROPS PDROPS
 for r in $(seq 1 "$QROUNDS"); do
   # Each round starts with a different contender, so a change of the
   # machine's load does not always fall on the same one.
-  for i in 0 1 2; do
-    n=${names[$(((i + r) % 3))]}
+  for i in "${!names[@]}"; do
+    n=${names[$(((i + r) % ${#names[@]}))]}
     t0=$(ticks $(procs "$n")); d0=$(drops); s0=$(sockdrops $(procs "$n")); w0=$(now)
     got=$(fetch "${ADDR[$n]}" big)
     w1=$(now); t1=$(ticks $(procs "$n")); d1=$(drops); pd=$(dropped "$s0" "$(sockdrops $(procs "$n"))")
@@ -194,13 +210,14 @@ except Exception: print('n/a')"; }
 echo "## QUIC bulk: a $QMIB MiB download through one UDP port"
 echo
 echo "ngtcp2 $(dpkg-query -W -f '${Version}' ngtcp2-client 2>/dev/null || echo '?') gtlsclient → gtlsserver (HTTP/3, cubic, a sparse file), the download to tmpfs;"
-echo "$(nginx -v 2>&1 | cut -d' ' -f3) stream (udp reuseport, 2 workers, no proxy_responses); protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?') (listen_udp, one quic route)."
+echo "$(nginx -v 2>&1 | cut -d' ' -f3) stream (udp reuseport, 2 workers, no proxy_responses); protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?') (listen_udp, one quic route)${BASE:+; BASE: $BASE}."
 echo "$QROUNDS rounds, contenders alternating, medians; QUICK=$QUICK; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
 echo "| contender | median s | median MiB/s | MiB/s min–max | vs nginx | vs direct | CPU ms per MiB | drops per round: its sockets / the host | failed |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for n in "${names[@]}"; do
   label=$n; [ "$n" = direct ] && label="direct (CPU: gtlsserver)"; [ "$n" = nginx ] && label="nginx (CPU: its workers)"
+  [ "$n" = protoplex ] && label="protoplex (this tree)"; [ "${n#base-}" != "$n" ] && label="protoplex ${n#base-} (BASE)"
   echo "| $label | ${MED[$n]} | ${RATE[$n]} | ${SPREAD[$n]} | $(ratio "${RATE[$n]}" "${RATE[nginx]}") | $(ratio "${RATE[$n]}" "${RATE[direct]}") | ${CPU[$n]} | ${PDROPS[$n]:-–} / ${DROPS[$n]:-–} | ${FAIL[$n]:-0} |"
 done
 echo
@@ -221,7 +238,9 @@ for a, b in zip(lines, lines[1:]):
     out.setdefault(kind, set()).add(rb.group(1))
 print('; '.join('%s %s' % (k, ', '.join(sorted(v))) for k, v in sorted(out.items())) or '?')" "$@"
 }
-echo "SO_RCVBUF (ss rb): protoplex $(rcvbufs $(procs protoplex)); nginx $(rcvbufs $(procs nginx))."
+rb="SO_RCVBUF (ss rb):"
+for n in protoplex "${bases[@]}" nginx; do rb="$rb $n $(rcvbufs $(procs "$n"));"; done
+echo "${rb%;}."
 echo
 v=$(python3 -c "
 try: print('met' if float('${RATE[protoplex]}') >= float('${RATE[nginx]}') else 'not met')
