@@ -167,7 +167,7 @@ print(sum(int(d) - int(b.get(i, 0)) for i, d in (x.split(':') for x in sys.argv[
 # (its pages entering the page cache) is slower, and would fall on the
 # first contender of round 1.
 fetch "${ADDR[direct]}" big >/dev/null; rm -f "$DL/big"
-declare -A SECS TICKS FAIL DROPS PDROPS
+declare -A SECS TICKS FAIL DROPS PDROPS ROUND
 for r in $(seq 1 "$QROUNDS"); do
   # Each round starts with a different contender, so a change of the
   # machine's load does not always fall on the same one.
@@ -182,7 +182,7 @@ for r in $(seq 1 "$QROUNDS"); do
       FAIL[$n]=$((${FAIL[$n]:-0} + 1)); echo "round $r $n: got $got bytes of $((QMIB * 1048576))" >&2; continue
     fi
     s=$(python3 -c "print('%.3f' % ($w1 - $w0))")
-    SECS[$n]="${SECS[$n]:-} $s"; TICKS[$n]=$((${TICKS[$n]:-0} + t1 - t0))
+    SECS[$n]="${SECS[$n]:-} $s"; TICKS[$n]=$((${TICKS[$n]:-0} + t1 - t0)); ROUND[$n,$r]=$s
     echo "round $r $n: ${s}s $(python3 -c "print('%.0f' % ($QMIB / $s))") MiB/s cpu_ticks=$((t1 - t0)) rcvbuf_drops=$((d1 - d0)) its_sockets=$pd" >&2
   done
 done
@@ -238,6 +238,13 @@ for a, b in zip(lines, lines[1:]):
     out.setdefault(kind, set()).add(rb.group(1))
 print('; '.join('%s %s' % (k, ', '.join(sorted(v))) for k, v in sorted(out.items())) or '?')" "$@"
 }
+# Per round, each protoplex's MiB/s over nginx's in the same round.
+for n in protoplex "${bases[@]}"; do
+  per=""
+  for r in $(seq 1 "$QROUNDS"); do per="$per $(ratio "${ROUND[nginx,$r]:-x}" "${ROUND[$n,$r]:-x}")"; done
+  echo "$n / nginx, MiB/s per round:$per."
+done
+echo
 rb="SO_RCVBUF (ss rb):"
 for n in protoplex "${bases[@]}" nginx; do rb="$rb $n $(rcvbufs $(procs "$n"));"; done
 echo "${rb%;}."

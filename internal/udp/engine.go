@@ -38,7 +38,15 @@
 // undecided flows together at most MaxPendingTotal; nothing is allocated
 // for a datagram no route can take. A route's udp_responses (at most
 // MaxResponses) ends its flows once that many replies came back. Each
-// listener reads into one 64 KiB buffer. Without loops each routed flow
+// listener reads into one 64 KiB buffer. Kernel buffers: each listening
+// socket asks for a listenerBuffer (4 MiB) receive buffer, and the
+// upstream socket of each flow of a route without udp_responses (a
+// stream: QUIC, WireGuard) for a flowBuffer (4 MiB), with UDP_GRO on the
+// loops (a backend's GSO train is one read, sent on to the client whole
+// with UDP_SEGMENT, into the same 64 KiB buffer); a request/response
+// flow's keeps the kernel's defaults (upSocketFor). The kernel caps each
+// at net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem;
+// a buffer is a limit, charged only for what is queued. Without loops each routed flow
 // has one goroutine reading its upstream socket; on unix it holds no
 // buffer while it waits (it reads into a shared pool when the socket is
 // readable). Idle flows are found by each owner walking per-timeout LRU
