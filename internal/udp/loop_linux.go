@@ -22,7 +22,7 @@ type driver struct {
 	sa      unix.RawSockaddrAny
 	oob     cmsgBuf // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
 	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
-	noGSO   bool    // a train sent with UDP_SEGMENT failed: cut trains here
+	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
 	stopped bool
 }
 
@@ -169,9 +169,10 @@ func (ln *listener) upReadable(f *flow, up *rawUp) {
 // sendLoop writes b to client from the listener's socket, without
 // waiting: a full send buffer drops the datagram, as the network may. b is
 // a train of datagrams of seg bytes when seg is above 0 and below len(b):
-// one sendmsg with UDP_SEGMENT, or, where that fails (a route whose
-// device cannot checksum a train: EIO), one sendto per datagram from then
-// on.
+// one sendmsg with UDP_SEGMENT, or, where the kernel refuses the train,
+// one sendto per datagram: for this train (EINVAL: a segment above the
+// client's path MTU), or from then on (EIO: the device cannot checksum a
+// train).
 func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 	d := ln.drv
 	if seg > 0 && seg < len(b) {
@@ -181,8 +182,9 @@ func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 				return nil
 			case unix.EAGAIN, unix.ENOBUFS:
 				return e
+			case unix.EIO:
+				d.noGSO = true
 			}
-			d.noGSO = true
 		}
 		var err error
 		eachSegment(b, seg, func(s []byte) {
