@@ -27,26 +27,24 @@ func silent(t *testing.T) string {
 }
 
 // rcvbuf is SO_RCVBUF of fd as the kernel reports it (twice what was
-// asked for, for its bookkeeping).
+// asked for, for its bookkeeping); t.Error and -1 when it cannot be read.
+// It may run on the listener's owner: no t.Fatal.
 func rcvbuf(t *testing.T, fd int) int {
-	t.Helper()
 	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return -1
 	}
 	return v
 }
 
-// upRcvbuf is SO_RCVBUF of the upstream socket of ln's routed flow whose
-// first datagram was first, or -1 while there is none.
-func upRcvbuf(t *testing.T, ln *listener, first string) int {
+// upRcvbuf is SO_RCVBUF of the upstream socket of ln's routed flow of the
+// route named route, or -1 while there is none.
+func upRcvbuf(t *testing.T, ln *listener, route string) int {
 	got := -1
 	ln.call(func() {
 		for _, f := range ln.t.flows {
-			if f.state != stRouted || f.dgUp.Load() == 0 {
-				continue
-			}
-			if f.route.Name != first {
+			if f.state != stRouted || f.route.Name != route {
 				continue
 			}
 			switch up := f.up.(type) {

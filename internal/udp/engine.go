@@ -42,15 +42,16 @@
 // socket asks for a listenerBuffer (4 MiB) receive buffer, and the
 // upstream socket of each flow of a route without udp_responses (a
 // stream: QUIC, WireGuard) for a flowBuffer (4 MiB), with UDP_GRO on the
-// loops (a backend's GSO train is one read, sent on to the client whole
-// with UDP_SEGMENT, into the same 64 KiB buffer); a request/response
-// flow's keeps the kernel's defaults (upSocketFor). The kernel caps each
-// at net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem;
-// a buffer is a limit, charged only for what is queued. Without loops each routed flow
-// has one goroutine reading its upstream socket; on unix it holds no
-// buffer while it waits (it reads into a shared pool when the socket is
-// readable). Idle flows are found by each owner walking per-timeout LRU
-// lists every Options.Sweep, not by a timer per flow.
+// loops (a backend's GSO train, at most 64 KiB, is one read into that
+// same buffer and goes on to the client whole with UDP_SEGMENT); a
+// request/response flow's keeps the kernel's defaults (upSocketFor). The
+// kernel caps each at net.core.rmem_max and all UDP sockets together at
+// net.ipv4.udp_mem; a buffer is a limit, charged only for what is queued.
+// Without loops each routed flow has one goroutine reading its upstream
+// socket; on unix it holds no buffer while it waits (it reads into a
+// shared pool when the socket is readable). Idle flows are found by each
+// owner walking per-timeout LRU lists every Options.Sweep, not by a timer
+// per flow.
 package udp
 
 import (
