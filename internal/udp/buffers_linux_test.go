@@ -64,8 +64,9 @@ func upRcvbuf(t *testing.T, ln *listener, route string) int {
 }
 
 // A long-lived flow's upstream socket (a route without udp_responses)
-// gets the larger receive buffer; a DNS flow's (udp_responses 1) keeps
-// the default, read back from the sockets themselves.
+// gets the larger receive buffer, also when its target is a host name
+// (dialled off the owner); a DNS flow's (udp_responses 1) keeps the
+// default, read back from the sockets themselves.
 func TestFlowUpstreamReceiveBuffer(t *testing.T) {
 	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -80,8 +81,10 @@ func TestFlowUpstreamReceiveBuffer(t *testing.T) {
 		t.Skipf("net.core.rmem_max %d (%v) allows no buffer above the default %d", max, err, def)
 	}
 
+	_, port, _ := net.SplitHostPort(silent(t))
 	f := start(t, []Route{
 		{Name: "long", Detect: prefix("L"), Targets: []string{silent(t)}},
+		{Name: "named", Detect: prefix("N"), Targets: []string{net.JoinHostPort("localhost", port)}},
 		{Name: "dns", Detect: prefix("Q"), Targets: []string{silent(t)}},
 	}, Settings{}, func(tb *Table) {
 		for _, r := range tb.Routes() {
@@ -90,19 +93,23 @@ func TestFlowUpstreamReceiveBuffer(t *testing.T) {
 			}
 		}
 	})
-	for _, msg := range []string{"L1", "Q1"} {
+	for _, msg := range []string{"L1", "N1", "Q1"} {
 		c := dial(t, f.addr)
 		if _, err := c.Write([]byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var long, dns int
+	var long, named, dns int
 	testnet.Eventually(t, 5*time.Second, func() bool {
-		long, dns = upRcvbuf(t, f.ln, "long"), upRcvbuf(t, f.ln, "dns")
-		return long >= 0 && dns >= 0
+		long, named, dns = upRcvbuf(t, f.ln, "long"), upRcvbuf(t, f.ln, "named"), upRcvbuf(t, f.ln, "dns")
+		return long >= 0 && named >= 0 && dns >= 0
 	}, "no routed flows")
-	if want := 2 * min(max, flowBuffer); long != want {
+	want := 2 * min(max, flowBuffer)
+	if long != want {
 		t.Errorf("a long-lived flow's upstream SO_RCVBUF = %d, want %d (the default is %d)", long, want, def)
+	}
+	if named != want {
+		t.Errorf("a long-lived flow to a host name: upstream SO_RCVBUF = %d, want %d (the default is %d)", named, want, def)
 	}
 	if dns != def {
 		t.Errorf("a DNS flow's upstream SO_RCVBUF = %d, want the default %d", dns, def)
