@@ -1,0 +1,292 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/handover"
+	"github.com/darkit/protoplex/internal/proxyproto"
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// inState waits until r's plane lists one connection, in state.
+func inState(t *testing.T, r *rig, state string) {
+	t.Helper()
+	testnet.Eventually(t, bound, func() bool {
+		st := r.plane.Connections(10)
+		return len(st) == 1 && st[0].State == state
+	}, "the connection is not %s: %v", state, testnet.Later(func() string { return fmt.Sprint(r.plane.Connections(10)) }))
+}
+
+// stalledBackend is a Unix socket backend that accepts and reads nothing
+// until the test says: a stream socket's sender may queue no more than
+// its send buffer (wmem_default, some 200 KiB) towards it, so a replay
+// larger than that stalls.
+type stalledBackend struct {
+	path string
+	conn chan net.Conn
+}
+
+func newStalledBackend(t *testing.T) *stalledBackend {
+	path := filepath.Join(t.TempDir(), "b.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	b := &stalledBackend{path: path, conn: make(chan net.Conn, 4)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.conn <- c
+		}
+	}()
+	t.Cleanup(func() {
+		for {
+			select {
+			case c := <-b.conn:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return b
+}
+
+// bigFlight is a protocol whose first flight is the n bytes of payload(n)
+// (identification reads them all before it decides), forwarded to a
+// Unix socket at path behind a PROXY v2 header.
+func bigFlight(n int, path string) (*protocols.Protocol, []byte) {
+	want := payload(n)
+	p := routeFor("BIG", string(want), "unix:"+path)
+	p.SendProxy = "v2"
+	return p, want
+}
+
+// TestMoveReplay: a pair whose backend has not taken its replay — the
+// PROXY header and a first flight larger than the socket towards the
+// backend holds — moves mid-replay: the backend then receives the header
+// and the first flight exactly once, whole and in order, then what the
+// client sends after, all from the new process. Restored instead, the
+// replay goes on in the old process the same way; aborted while out, it
+// ends there, counted.
+func TestMoveReplay(t *testing.T) {
+	const flight = 512 << 10
+	backend := newStalledBackend(t)
+	big := func(s *setup) { s.srv.BufferSize = 1 << 20 }
+	old := newRig(t, []*protocols.Protocol{must(bigFlight(flight, backend.path))}, big)
+	nu := newRig(t, []*protocols.Protocol{must(bigFlight(flight, backend.path))}, big)
+	_, want := bigFlight(flight, backend.path)
+
+	for _, how := range []string{"moved", "restored"} {
+		c := old.dial()
+		wrote := make(chan error, 1)
+		go func() { _, err := c.Write(want); wrote <- err }()
+		inState(t, old, "replaying")
+		be := <-backend.conn
+		var fds int
+		switch how {
+		case "moved":
+			var n int
+			n, fds = move(t, old.plane, nu.plane)
+			if n != 1 || fds != 4 {
+				t.Fatalf("%s: moved %d connections with %d descriptors, want 1 with 4 (client, backend, a pipe with the replay left)", how, n, fds)
+			}
+			old.idle()
+		case "restored":
+			batch := old.plane.Detach(handover.MaxFDsPerMessage)
+			if batch == nil || len(batch.FDs) != 4 {
+				t.Fatalf("detached %+v", batch)
+			}
+			old.plane.Restore(batch)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+		tail := []byte("and after the first flight\n")
+		if _, err := c.Write(tail); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseWrite()
+		got, err := readAll(be)
+		be.Close()
+		if err != nil {
+			t.Fatalf("%s: the backend read %d bytes: %v", how, len(got), err)
+		}
+		h, hl, err := proxyproto.Parse(got)
+		if err != nil {
+			t.Fatalf("%s: the backend's stream does not start with a PROXY header: %v (%q)", how, err, got[:min(len(got), 32)])
+		}
+		if h.Source != c.LocalAddr().(*net.TCPAddr).AddrPort() {
+			t.Errorf("%s: the PROXY header names %v, the client is %v", how, h.Source, c.LocalAddr())
+		}
+		sameBytes(t, how+": the backend's stream after the header", got[hl:], append(bytes.Clone(want), tail...))
+		c.Close()
+	}
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=BIG", "reason=done")
+	old.waitMetric(1, "protoplex_connections_closed_total", "protocol=BIG", "reason=done")
+	if up := nu.metric("protoplex_forwarded_bytes_total", "protocol=BIG", "direction=client_to_backend"); up != float64(flight+len("and after the first flight\n")) {
+		t.Errorf("the new plane counts %v bytes up, want the first flight and the tail (the header is not counted)", up)
+	}
+	if n := strings.Count(old.log.String(), "connection closed"); n != 1 {
+		t.Errorf("the old plane logged %d closes, want 1 (the restored one):\n%s", n, old.log)
+	}
+
+	// Aborted while its batch was out: it ends in the old process.
+	c := old.dial()
+	go c.Write(want)
+	inState(t, old, "replaying")
+	be := <-backend.conn
+	defer be.Close()
+	batch := old.plane.Detach(handover.MaxFDsPerMessage)
+	old.conns.CloseAll()
+	old.plane.Restore(batch)
+	old.waitMetric(1, "protoplex_connections_closed_total", "protocol=BIG", "reason=drain")
+	old.idle()
+}
+
+func must(p *protocols.Protocol, _ []byte) *protocols.Protocol { return p }
+
+// TestMoveProxyHeader: a connection whose trusted sender's PROXY header
+// has come in part moves with those bytes: the new process reads the
+// rest, takes the client it names, and identifies and forwards what
+// follows. Restored instead, it reads on in the old process.
+func TestMoveProxyHeader(t *testing.T) {
+	echo := testnet.Echo(t)
+	trust := func(s *setup) {
+		s.srv.AcceptProxy = true
+		s.trusted = config.Prefixes{netip.MustParsePrefix("127.0.0.0/8")}
+	}
+	old := newRig(t, []*protocols.Protocol{route("ECHO", echo)}, trust)
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", echo)}, trust)
+	for i, how := range []string{"moved", "restored"} {
+		c := old.dial()
+		if _, err := io.WriteString(c, "PROXY TCP4 192.0.2."); err != nil {
+			t.Fatal(err)
+		}
+		inState(t, old, "proxy_header")
+		plane := nu
+		switch how {
+		case "moved":
+			if n, fds := move(t, old.plane, nu.plane); n != 1 || fds != 3 {
+				t.Fatalf("moved %d connections with %d descriptors, want 1 with 3 (the client, a pipe with the header so far)", n, fds)
+			}
+			old.idle()
+		case "restored":
+			batch := old.plane.Detach(handover.MaxFDsPerMessage)
+			if batch == nil || len(batch.FDs) != 3 {
+				t.Fatalf("detached %+v", batch)
+			}
+			old.plane.Restore(batch)
+			plane = old
+		}
+		client := fmt.Sprintf("192.0.2.%d:4000%d", 7+i, i)
+		rest := fmt.Sprintf("%d 192.0.2.1 4000%d 443\r\nHELLO %s\n", 7+i, i, how)
+		if _, err := io.WriteString(c, rest); err != nil {
+			t.Fatal(err)
+		}
+		msg := "HELLO " + how + "\n"
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("%s: %q, %v; log:\n%s", how, buf, err, plane.log)
+		}
+		if st := plane.plane.Connections(10); len(st) != 1 || st[0].Client != client {
+			t.Errorf("%s: the connection's client is %+v, want %s from the header", how, st, client)
+		}
+		c.Close()
+		plane.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	}
+	if n := strings.Count(old.log.String(), "connection closed"); n != 1 {
+		t.Errorf("the old plane logged %d closes, want 1 (the restored one):\n%s", n, old.log)
+	}
+
+	// The new process no longer trusts the sender: what it sent is a
+	// first flight there, and a PROXY header from an untrusted source is
+	// refused, as on a fresh connection.
+	distrust := newRig(t, []*protocols.Protocol{route("ECHO", echo)}, func(s *setup) { s.srv.AcceptProxy = true })
+	c := old.dial()
+	if _, err := io.WriteString(c, "PROXY TCP4 192.0.2."); err != nil {
+		t.Fatal(err)
+	}
+	inState(t, old, "proxy_header")
+	if n, _ := move(t, old.plane, distrust.plane); n != 1 {
+		t.Fatalf("moved %d", n)
+	}
+	io.WriteString(c, "9 192.0.2.1 40009 443\r\nHELLO\n")
+	if got, _ := readAll(c); len(got) != 0 {
+		t.Errorf("an untrusted PROXY header was served: %q", got)
+	}
+	distrust.waitMetric(1, "protoplex_connections_refused_total", "reason=proxy_header")
+}
+
+// TestMoveDialing: a connection whose backend is dialed off the loop (a
+// source address) and hangs moves with the bytes it sent, nothing of them
+// sent: the old process abandons the dial (its goroutine ends, and the
+// socket it may still get is closed), the new one identifies the bytes
+// again and dials its own target. Restored instead, the dial goes on in
+// the old process; aborted while out, it ends there as a drained dial.
+func TestMoveDialing(t *testing.T) {
+	stuck := stuckAddr(t)
+	offLoop := route("ECHO", stuck)
+	offLoop.Source = []string{"127.0.0.1"} // a source address: dialed on a goroutine
+	old := newRig(t, []*protocols.Protocol{offLoop}, func(s *setup) { s.srv.DialTimeout = time.Minute })
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+	dialing := func() net.Conn {
+		c := old.dial()
+		if _, err := c.Write([]byte("HELLO dial\n")); err != nil {
+			t.Fatal(err)
+		}
+		inState(t, old, "dialing")
+		return c
+	}
+	c := dialing()
+	if n, fds := move(t, old.plane, nu.plane); n != 1 || fds != 3 {
+		t.Fatalf("moved %d connections with %d descriptors, want 1 with 3 (the client, a pipe with its bytes)", n, fds)
+	}
+	old.idle() // the abandoned dial's goroutine is checked by goleak at the end
+	buf := make([]byte, len("HELLO dial\n"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO dial\n" {
+		t.Fatalf("after the move: %q, %v; log:\n%s", buf, err, nu.log)
+	}
+	c.Close()
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	if n := strings.Count(old.log.String(), "connection closed"); n != 0 {
+		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
+	}
+	if n := old.metric("protoplex_dial_errors_total"); n != 0 {
+		t.Errorf("the abandoned dial counted as %v dial errors", n)
+	}
+
+	// Restored: still dialing in the old process, which a drain then
+	// ends; aborted while out: it ends when it comes back.
+	c = dialing()
+	batch := old.plane.Detach(handover.MaxFDsPerMessage)
+	if batch == nil || batch.Len() != 1 {
+		t.Fatalf("detached %+v", batch)
+	}
+	old.plane.Restore(batch)
+	inState(t, old, "dialing")
+	batch = old.plane.Detach(handover.MaxFDsPerMessage)
+	old.conns.CloseAll()
+	old.plane.Restore(batch)
+	old.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=dial_error")
+	old.idle()
+	if got, _ := readAll(c); len(got) != 0 {
+		t.Errorf("read %q after the abort", got)
+	}
+}
