@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -288,5 +290,118 @@ func TestMoveDialing(t *testing.T) {
 	old.idle()
 	if got, _ := readAll(c); len(got) != 0 {
 		t.Errorf("read %q after the abort", got)
+	}
+}
+
+// rawFD is c's descriptor, its flags left alone (an os.File's Fd would
+// make the socket blocking, for the plane's duplicate too).
+func rawFD(t *testing.T, c syscall.Conn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// TestAdoptReplayHeaderLeft: a replay moved with part of its PROXY
+// header still unsent (the new process cannot tell it from one whose
+// header went whole) is written on exactly as it came — the header's
+// rest, then the first flight — and the header's bytes are never counted
+// as the client's.
+func TestAdoptReplayHeaderLeft(t *testing.T) {
+	backend := testnet.Listen(t)
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", backend.Addr().String())})
+
+	// The moved connection's sockets: a client and the plane's side of
+	// it, the plane's backend socket and the backend's side of it.
+	front := testnet.Listen(t)
+	client, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	plSide, err := front.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plSide.Close()
+	plBackend, err := net.Dial("tcp", backend.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plBackend.Close()
+	be, err := backend.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	_ = be.SetDeadline(time.Now().Add(bound))
+
+	header := proxyproto.AppendV1(nil, proxyproto.Header{Source: client.LocalAddr().(*net.TCPAddr).AddrPort(), Dest: client.RemoteAddr().(*net.TCPAddr).AddrPort()})
+	sent := 9 // of the header, before the move
+	flight := []byte("HELLO first flight\n")
+	left := append(bytes.Clone(header[sent:]), flight...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(left); err != nil {
+		t.Fatal(err)
+	}
+	st := handover.ConnState{Client: client.LocalAddr().String(), Protocol: "ECHO", Route: "ECHO", Target: backend.Addr().String(),
+		Replay: true, HeaderLeft: len(header) - sent, Up: handover.DirState{Pipe: true, Pending: len(left)}}
+	m := handover.Message{Kind: handover.Conns}
+	if err := handover.AppendConn(&m, st, handover.TCPConn, handover.TCPConn); err != nil {
+		t.Fatal(err)
+	}
+	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = a.Send(m, []int{rawFD(t, plSide.(*net.TCPConn)), rawFD(t, plBackend.(*net.TCPConn)), int(r.Fd()), int(w.Fd())})
+	r.Close()
+	w.Close()
+	plSide.Close()
+	plBackend.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, files, err := b.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := nu.plane.Prepare(got, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := prep.Commit(); n != 1 || err != nil {
+		t.Fatalf("adopted %d: %v", n, err)
+	}
+
+	want := append(bytes.Clone(left), "and after\n"...)
+	if _, err := io.WriteString(client, "and after\n"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(want))
+	if _, err := io.ReadFull(be, buf); err != nil {
+		t.Fatalf("the backend read %q: %v; log:\n%s", buf, err, nu.log)
+	}
+	sameBytes(t, "the backend's stream", buf, want)
+	client.Close()
+	be.Close()
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	if up := nu.metric("protoplex_forwarded_bytes_total", "protocol=ECHO", "direction=client_to_backend"); up != float64(len(flight)+len("and after\n")) {
+		t.Errorf("forwarded up = %v, want %d: the header's rest is not the client's", up, len(flight)+len("and after\n"))
 	}
 }
