@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -403,5 +404,108 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
 	if up := nu.metric("protoplex_forwarded_bytes_total", "protocol=ECHO", "direction=client_to_backend"); up != float64(len(flight)+len("and after\n")) {
 		t.Errorf("forwarded up = %v, want %d: the header's rest is not the client's", up, len(flight)+len("and after\n"))
+	}
+}
+
+// TestMoveEveryState: one batch holds a connection in every state a loop
+// can move — forwarding, its trusted PROXY header half read, identifying,
+// connecting on the loop, dialing off it, and mid-replay — and each goes
+// on in the new plane: the header is read on, the bytes identified, the
+// dials made again, the replay written exactly.
+func TestMoveEveryState(t *testing.T) {
+	const flight = 512 << 10
+	echo := testnet.Echo(t)
+	stuck := stuckAddr(t)
+	backend := newStalledBackend(t)
+	want := payload(flight)
+	copy(want, "BIGGG")
+	big := func() *protocols.Protocol {
+		p := routeFor("BIG", string(want), "unix:"+backend.path)
+		p.SendProxy = "v2"
+		return p
+	}
+	offLoop := func(target string) *protocols.Protocol {
+		p := routeFor("OFFLOOP", "SRC", target)
+		p.Source = []string{"127.0.0.1"} // dialed on a goroutine
+		return p
+	}
+	setup := func(s *setup) {
+		s.srv.AcceptProxy = true
+		s.trusted = config.Prefixes{netip.MustParsePrefix("127.0.0.0/8")}
+		s.srv.BufferSize = 1 << 20
+		s.srv.DialTimeout = time.Minute
+	}
+	old := newRig(t, []*protocols.Protocol{route("ECHO", echo), routeFor("STUCK", "STUCK", stuck), offLoop(stuck), big()}, setup)
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", echo), routeFor("STUCK", "STUCK", echo), offLoop(echo), big()}, setup)
+
+	header := func(i int) string { return fmt.Sprintf("PROXY TCP4 192.0.2.%d 192.0.2.1 4000%d 443\r\n", i, i) }
+	open := func(i int, first string) net.Conn {
+		c := old.dial()
+		if _, err := io.WriteString(c, header(i)+first); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	forwarded := open(1, "HELLO fwd\n")
+	buf := make([]byte, len("HELLO fwd\n"))
+	if _, err := io.ReadFull(forwarded, buf); err != nil {
+		t.Fatal(err)
+	}
+	halfHeader := old.dial()
+	io.WriteString(halfHeader, header(2)[:20])
+	identifying := open(3, "HEL")
+	connecting := open(4, "STUCK conn\n")
+	dialing := open(5, "SRC dial\n")
+	replaying := open(6, "")
+	go replaying.Write(want)
+	be := <-backend.conn
+	states := []string{"connecting", "dialing", "forwarding", "identifying", "proxy_header", "replaying"}
+	testnet.Eventually(t, bound, func() bool {
+		var got []string
+		for _, ci := range old.plane.Connections(10) {
+			got = append(got, ci.State)
+		}
+		slices.Sort(got)
+		return slices.Equal(got, states)
+	}, "the connections are not in every state: %v", testnet.Later(func() string { return fmt.Sprint(old.plane.Connections(10)) }))
+
+	if n, fds := move(t, old.plane, nu.plane); n != 6 || fds != 2+3+3+3+3+4 {
+		t.Fatalf("moved %d connections with %d descriptors, want 6 with 18", n, fds)
+	}
+	old.idle()
+
+	for _, x := range []struct {
+		c         net.Conn
+		send, got string
+	}{
+		{forwarded, "HELLO again\n", "HELLO again\n"},
+		{halfHeader, header(2)[20:] + "HELLO header\n", "HELLO header\n"},
+		{identifying, "LO id\n", "HELLO id\n"},
+		{connecting, "", "STUCK conn\n"},
+		{dialing, "", "SRC dial\n"},
+	} {
+		io.WriteString(x.c, x.send)
+		buf := make([]byte, len(x.got))
+		if _, err := io.ReadFull(x.c, buf); err != nil || string(buf) != x.got {
+			t.Errorf("%q after the move: %q, %v", x.got, buf, err)
+		}
+		x.c.Close()
+	}
+	replaying.(*net.TCPConn).CloseWrite()
+	got, err := readAll(be)
+	be.Close()
+	if err != nil {
+		t.Fatalf("the backend read %d bytes: %v", len(got), err)
+	}
+	h, hl, err := proxyproto.Parse(got)
+	if err != nil || h.Source != netip.MustParseAddrPort("192.0.2.6:40006") {
+		t.Fatalf("the replay's PROXY header: %+v, %v", h, err)
+	}
+	sameBytes(t, "the replay after the header", got[hl:], want)
+	replaying.Close()
+	nu.waitMetric(3, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+	nu.idle()
+	if n := strings.Count(old.log.String(), "connection closed"); n != 0 {
+		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
 	}
 }
