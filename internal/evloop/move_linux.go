@@ -579,6 +579,12 @@ func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error)
 			var fd int
 			fd, err = dupSocket(f)
 			fds = append(fds, fd)
+			if err == nil {
+				// Whatever the sender left set: a loop never blocks in a
+				// read, and a pipe that holds less than its state says
+				// reads as short, not as a wait.
+				err = unix.SetNonblock(fd, true)
+			}
 		}
 		f.Close()
 	}
@@ -779,7 +785,7 @@ func readPipe(p spipe, b []byte) int {
 	for got < len(b) {
 		n, err := unix.Read(p.r, b[got:])
 		if n <= 0 && err != unix.EINTR {
-			break
+			break // its end, or EAGAIN: nothing more is coming, the sender wrote it all before it sent the pipe
 		}
 		got += max(n, 0)
 	}

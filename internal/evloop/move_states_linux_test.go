@@ -309,23 +309,19 @@ func rawFD(t *testing.T, c syscall.Conn) int {
 	return fd
 }
 
-// TestAdoptReplayHeaderLeft: a replay moved with part of its PROXY
-// header still unsent (the new process cannot tell it from one whose
-// header went whole) is written on exactly as it came — the header's
-// rest, then the first flight — and the header's bytes are never counted
-// as the client's.
-func TestAdoptReplayHeaderLeft(t *testing.T) {
-	backend := testnet.Listen(t)
-	nu := newRig(t, []*protocols.Protocol{route("ECHO", backend.Addr().String())})
-
-	// The moved connection's sockets: a client and the plane's side of
-	// it, the plane's backend socket and the backend's side of it.
+// adoptCrafted sends nu one moved pair as an old process would — a
+// client socket, a backend socket connected to backend and a pipe — which
+// describe gives the state and the pipe's bytes of (Client and Target are
+// filled in here), and commits it. It returns the client and the
+// backend's side.
+func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(client net.Conn) (handover.ConnState, []byte)) (client, be net.Conn) {
+	t.Helper()
 	front := testnet.Listen(t)
 	client, err := net.Dial("tcp", front.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
 	plSide, err := front.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -336,26 +332,23 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plBackend.Close()
-	be, err := backend.Accept()
+	be, err = backend.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
 	_ = be.SetDeadline(time.Now().Add(bound))
-
-	header := proxyproto.AppendV1(nil, proxyproto.Header{Source: client.LocalAddr().(*net.TCPAddr).AddrPort(), Dest: client.RemoteAddr().(*net.TCPAddr).AddrPort()})
-	sent := 9 // of the header, before the move
-	flight := []byte("HELLO first flight\n")
-	left := append(bytes.Clone(header[sent:]), flight...)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Write(left); err != nil {
+	defer r.Close()
+	defer w.Close()
+	st, inPipe := describe(client)
+	if _, err := w.Write(inPipe); err != nil {
 		t.Fatal(err)
 	}
-	st := handover.ConnState{Client: client.LocalAddr().String(), Protocol: "ECHO", Route: "ECHO", Target: backend.Addr().String(),
-		Replay: true, HeaderLeft: len(header) - sent, Up: handover.DirState{Pipe: true, Pending: len(left)}}
+	st.Client, st.Target = client.LocalAddr().String(), backend.Addr().String()
 	m := handover.Message{Kind: handover.Conns}
 	if err := handover.AppendConn(&m, st, handover.TCPConn, handover.TCPConn); err != nil {
 		t.Fatal(err)
@@ -370,12 +363,7 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	err = a.Send(m, []int{rawFD(t, plSide.(*net.TCPConn)), rawFD(t, plBackend.(*net.TCPConn)), int(r.Fd()), int(w.Fd())})
-	r.Close()
-	w.Close()
-	plSide.Close()
-	plBackend.Close()
-	if err != nil {
+	if err := a.Send(m, []int{rawFD(t, plSide.(*net.TCPConn)), rawFD(t, plBackend.(*net.TCPConn)), int(r.Fd()), int(w.Fd())}); err != nil {
 		t.Fatal(err)
 	}
 	got, files, err := b.Recv()
@@ -389,7 +377,28 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 	if n, err := prep.Commit(); n != 1 || err != nil {
 		t.Fatalf("adopted %d: %v", n, err)
 	}
+	return client, be
+}
 
+// TestAdoptReplayHeaderLeft: a replay moved with part of its PROXY
+// header still unsent (the new process cannot tell it from one whose
+// header went whole) is written on exactly as it came — the header's
+// rest, then the first flight — and the header's bytes are never counted
+// as the client's. A replay whose pipe holds less than its state says (a
+// hostile or broken old process) is never written with a hole in it: the
+// pair ends, counted as an error.
+func TestAdoptReplayHeaderLeft(t *testing.T) {
+	backend := testnet.Listen(t)
+	nu := newRig(t, []*protocols.Protocol{route("ECHO", backend.Addr().String())})
+	const sent = 9 // of the header, before the move
+	flight := []byte("HELLO first flight\n")
+	var left []byte
+	client, be := adoptCrafted(t, nu, backend, func(client net.Conn) (handover.ConnState, []byte) {
+		header := proxyproto.AppendV1(nil, proxyproto.Header{Source: client.LocalAddr().(*net.TCPAddr).AddrPort(), Dest: client.RemoteAddr().(*net.TCPAddr).AddrPort()})
+		left = append(bytes.Clone(header[sent:]), flight...)
+		return handover.ConnState{Protocol: "ECHO", Route: "ECHO", Replay: true, HeaderLeft: len(header) - sent,
+			Up: handover.DirState{Pipe: true, Pending: len(left)}}, left
+	})
 	want := append(bytes.Clone(left), "and after\n"...)
 	if _, err := io.WriteString(client, "and after\n"); err != nil {
 		t.Fatal(err)
@@ -405,6 +414,19 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 	if up := nu.metric("protoplex_forwarded_bytes_total", "protocol=ECHO", "direction=client_to_backend"); up != float64(len(flight)+len("and after\n")) {
 		t.Errorf("forwarded up = %v, want %d: the header's rest is not the client's", up, len(flight)+len("and after\n"))
 	}
+
+	// The pipe holds 5 bytes of the 10 the state says.
+	client, be = adoptCrafted(t, nu, backend, func(net.Conn) (handover.ConnState, []byte) {
+		return handover.ConnState{Protocol: "ECHO", Route: "ECHO", Replay: true, Up: handover.DirState{Pipe: true, Pending: 10}}, []byte("HELLO")
+	})
+	if got, _ := readAll(be); len(got) != 0 {
+		t.Errorf("the backend read %q from a replay that came short", got)
+	}
+	if got, _ := readAll(client); len(got) != 0 {
+		t.Errorf("the client read %q", got)
+	}
+	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=error")
+	nu.idle()
 }
 
 // TestMoveEveryState: one batch holds a connection in every state a loop
