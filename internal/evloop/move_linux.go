@@ -48,7 +48,7 @@ import (
 // per-source count, the target's least-connections count, the route's
 // counters and the access line at the end.
 
-// Batch is forwarding pairs detached from their loops, ready to send:
+// Batch is connections detached from their loops, ready to send:
 // Msg and FDs go together to handover.Conn.Send.
 type Batch struct {
 	Msg   handover.Message
