@@ -537,3 +537,108 @@ func TestMoveEveryState(t *testing.T) {
 		t.Errorf("the old plane logged %d closes:\n%s", n, old.log)
 	}
 }
+
+// slowListener is a loopback listener whose accept queue is full
+// (backlog 0, filled by the test's own connections, whose addresses it
+// returns): a connect to it stalls, its SYNs dropped, until the test
+// accepts the queued ones; the kernel's next SYN then gets through.
+func slowListener(t *testing.T) (net.Listener, map[string]bool) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "slow")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	fillers := map[string]bool{}
+	for range 16 {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)
+		if err != nil {
+			return ln, fillers
+		}
+		t.Cleanup(func() { c.Close() })
+		fillers[c.LocalAddr().String()] = true
+	}
+	t.Fatalf("connects to %s still complete with its accept queue full", ln.Addr())
+	return nil, nil
+}
+
+// TestMoveDialingDoneWhileOut: an off-loop dial that completes while its
+// connection's batch is out (its outcome waits for the batch's fate) goes
+// on when the batch is restored: the connection is served in the old
+// process, through the socket that dial got. One that moves instead
+// closes that socket, and the new process dials its own.
+func TestMoveDialingDoneWhileOut(t *testing.T) {
+	for _, how := range []string{"restored", "moved"} {
+		t.Run(how, func(t *testing.T) {
+			ln, fillers := slowListener(t)
+			offLoop := route("ECHO", ln.Addr().String())
+			offLoop.Source = []string{"127.0.0.1"} // dialed on a goroutine
+			old := newRig(t, []*protocols.Protocol{offLoop}, func(s *setup) { s.srv.DialTimeout = time.Minute })
+			nu := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
+			c := old.dial()
+			if _, err := c.Write([]byte("HELLO out\n")); err != nil {
+				t.Fatal(err)
+			}
+			inState(t, old, "dialing")
+			batch := old.plane.Detach(handover.MaxFDsPerMessage)
+			if batch == nil || batch.Len() != 1 {
+				t.Fatalf("detached %+v", batch)
+			}
+			// The backend comes up: the queued connections are taken, the
+			// dial's next SYN gets through, and the dial completes.
+			var be net.Conn
+			for be == nil {
+				bc, err := ln.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { bc.Close() })
+				if !fillers[bc.RemoteAddr().String()] {
+					be = bc
+				}
+			}
+			_ = be.SetDeadline(time.Now().Add(bound))
+			switch how {
+			case "restored":
+				old.plane.Restore(batch)
+				buf := make([]byte, len("HELLO out\n"))
+				if _, err := io.ReadFull(be, buf); err != nil || string(buf) != "HELLO out\n" {
+					t.Fatalf("the backend read %q, %v; log:\n%s", buf, err, old.log)
+				}
+				be.Write(buf)
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO out\n" {
+					t.Fatalf("the client read %q, %v", buf, err)
+				}
+				c.Close()
+				be.Close()
+				old.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+			case "moved":
+				if n, _ := moveFrom(t, old.plane, nu.plane, batch); n != 1 {
+					t.Fatalf("moved %d", n)
+				}
+				if got, err := readAll(be); err != nil || len(got) != 0 {
+					t.Errorf("the abandoned dial's socket carried %q, and was not closed: %v", got, err)
+				}
+				buf := make([]byte, len("HELLO out\n"))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "HELLO out\n" {
+					t.Fatalf("after the move: %q, %v; log:\n%s", buf, err, nu.log)
+				}
+				c.Close()
+				nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=done")
+			}
+			old.idle()
+		})
+	}
+}
