@@ -142,41 +142,41 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			}
 			continue
 		}
-		n, done, err := commitBatch(hc, prep)
+		n, kept, ended, err := commitBatch(hc, prep)
 		moved += n
-		if err != nil || done >= 0 {
-			return moved, max(done, left), err
+		if err != nil || ended {
+			return moved, kept, err
 		}
 	}
 }
 
 // commitBatch tells the old process this one can take prep, and adopts
-// it on its commit. Anything else leaves prep closed, never read: the
-// old process's Done (done: the connections it keeps; -1 otherwise), its
-// close, or an error.
-func commitBatch(hc *handover.Conn, prep *evloop.Prepared) (n, done int, err error) {
+// it on its commit. Anything else leaves prep closed, never read: an
+// error, or the end of the phase (ended) — the old process's Done, with
+// the connections it keeps, or its close.
+func commitBatch(hc *handover.Conn, prep *evloop.Prepared) (n, kept int, ended bool, err error) {
 	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
 		prep.Discard()
-		return 0, -1, err
+		return 0, 0, false, err
 	}
 	m, files, err := hc.Recv()
 	closeFiles(files)
 	switch {
 	case errors.Is(err, io.EOF):
 		prep.Discard()
-		return 0, 0, nil
+		return 0, 0, true, nil
 	case err != nil:
 		prep.Discard()
-		return 0, -1, fmt.Errorf("no commit of %d connections: %w", prep.Len(), err)
+		return 0, 0, false, fmt.Errorf("no commit of %d connections: %w", prep.Len(), err)
 	case m.Kind == handover.Done: // it gave up on the batch and keeps it
 		prep.Discard()
-		return 0, int(m.Count), nil
+		return 0, int(m.Count), true, nil
 	case m.Kind != handover.Ack:
 		prep.Discard()
-		return 0, -1, fmt.Errorf("a %s instead of the commit of %d connections", m.Kind, prep.Len())
+		return 0, 0, false, fmt.Errorf("a %s instead of the commit of %d connections", m.Kind, prep.Len())
 	}
 	n, err = prep.Commit()
-	return n, -1, err
+	return n, 0, false, err
 }
 
 // fdsFree is how many more descriptors this process may open.
