@@ -18,22 +18,29 @@ import (
 // event loops' forwarding pairs, identifying connections and those whose
 // loop connects to their backend move; everything else (in-process
 // handlers, the goroutine data plane, PROXY headers being read, dials off
-// the loop and replays in progress, UDP flows) drains in the old process
-// as on SIGTERM.
+// the loop and replays in progress) drains in the old process as on
+// SIGTERM. The loops' UDP flows move before them (moveflows_linux.go).
 
 // fdReserve is what a process keeps of its descriptor limit for new
 // connections while it takes moved ones: a batch that would cut into it
 // is refused, and stays in the old process.
 const fdReserve = 512
 
+// Moves is what an upgrade moved out of this process, and what stays.
+type Moves struct {
+	Conns, ConnsLeft int // established connections
+	Flows, FlowsLeft int // UDP flows
+}
+
 // MoveConnections gives the event loops' movable connections to the process
 // at the other end of hc, a batch (≤ handover.MaxFDsPerMessage
 // descriptors) at a time: each batch leaves the loops, is sent, and is
 // closed here only once the new process acknowledged it. A batch it
 // refuses, or that meets an error, goes on here, and so does everything
-// after it. It returns how many moved and how many connections stay here
-// to drain, which it tells the new process last (Done).
-func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (moved, left int, err error) {
+// after it. Then the UDP flows move the same way (moveFlows). It returns
+// how many moved and how many stay here to drain, which it tells the new
+// process last (Done).
+func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err error) {
 	if p := pm.loops.Plane(); p != nil {
 		for err == nil {
 			b := p.Detach(handover.MaxFDsPerMessage)
@@ -45,14 +52,19 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (moved, left int, 
 				break
 			}
 			p.Moved(b)
-			moved += b.Len()
+			mv.Conns += b.Len()
 		}
 	}
-	left = pm.conns.Len()
-	if derr := hc.Send(handover.Message{Kind: handover.Done, Count: uint32(left)}, nil); err == nil && derr != nil && moved > 0 {
+	if err == nil {
+		mv.Flows, mv.FlowsLeft, err = pm.moveFlows(hc)
+	} else {
+		mv.FlowsLeft = pm.udp.Flows()
+	}
+	mv.ConnsLeft = pm.conns.Len()
+	if derr := hc.Send(handover.Message{Kind: handover.Done, Count: uint32(mv.ConnsLeft)}, nil); err == nil && derr != nil && mv.Conns+mv.Flows > 0 {
 		err = derr // the new process has what moved: this only loses it a count
 	}
-	return moved, left, err
+	return mv, err
 }
 
 // sendBatch sends one batch and waits for its acknowledgement.
@@ -84,7 +96,15 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 // kept to drain, and counts them (protoplex_upgrade_*) with the time
 // since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
-	defer func() { pm.stats.UpgradeMoved(moved, left, time.Since(start)) }()
+	var flows flowsIn
+	defer func() {
+		pm.udp.Release() // read the UDP listeners, whatever came of the flows
+		pm.stats.UpgradeMoved(moved, left, time.Since(start))
+		pm.stats.UpgradeFlows(flows.moved, flows.left)
+		if flows.moved > 0 || flows.left > 0 {
+			pm.log.Info("upgrade: udp flows moved in", "moved", flows.moved, "left_in_old_process", flows.left)
+		}
+	}()
 	var p *evloop.Plane
 	if s := pm.settings.Load(); s.DataPlane != config.DataPlaneGoroutines {
 		if p = pm.loops.Acquire(s.EventLoops); p != nil {
@@ -103,6 +123,11 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 		case handover.Done:
 			return moved, int(m.Count), nil
 		case handover.Conns:
+		case handover.Flows:
+			if err := pm.adoptFlows(hc, m, files, &flows); err != nil {
+				return moved, left, err
+			}
+			continue
 		default:
 			closeFiles(files)
 			return moved, left, fmt.Errorf("a %s message among the connections", m.Kind)

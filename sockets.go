@@ -35,6 +35,17 @@ func WithInheritedSockets(files map[string]*os.File) Option {
 	}
 }
 
+// WithHeldUDP makes the manager read none of its UDP listeners until
+// ReleaseUDP, or until AdoptConnections returns or ends the old process's
+// UDP flows: the new process of an upgrade, whose listen_udp sockets the
+// old one reads until its flows moved here. Datagrams wait in the
+// sockets' queues meanwhile.
+func WithHeldUDP() Option { return func(o *options) { o.holdUDP = true } }
+
+// ReleaseUDP reads the UDP listeners held by WithHeldUDP; safe to call
+// more than once, and without it.
+func (pm *ProtocolManager) ReleaseUDP() { pm.udp.Release() }
+
 // CountUpgrade counts a binary upgrade in protoplex_upgrades_total: a
 // failure by the process that keeps serving, a success by the new process
 // once it took over (the old one no longer answers on the metrics port).

@@ -104,13 +104,14 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				// connections move; what cannot (in-process handlers, the
 				// goroutine data plane, dials off the loop, replays)
 				// drains here, bounded by the drain timeout.
-				moved, left, err := u.pm.MoveConnections(hc)
+				mv, err := u.pm.MoveConnections(hc)
 				hc.Close()
 				if err != nil {
-					log.Warn("upgrade: connections not moved stay here and drain", "err", err)
+					log.Warn("upgrade: connections and udp flows not moved stay here and drain", "err", err)
 				}
 				log.Info("upgrade: the new process serves the listeners and the moved connections; this one stops accepting and drains the rest",
-					"pid", pid, "sockets", n, "moved", moved, "left_to_drain", left, "took", time.Since(start).Round(time.Millisecond))
+					"pid", pid, "sockets", n, "moved", mv.Conns, "left_to_drain", mv.ConnsLeft,
+					"udp_flows_moved", mv.Flows, "udp_flows_left", mv.FlowsLeft, "took", time.Since(start).Round(time.Millisecond))
 				u.stop()
 				return
 			case <-ctx.Done():
@@ -313,12 +314,13 @@ func (u *upgradeChild) takeActivation() error {
 	}
 }
 
-// option makes a manager take the sockets handed over.
-func (u *upgradeChild) option() protoplex.Option {
+// options make a manager take the sockets handed over, and hold its UDP
+// listeners unread until the old process's flows moved in.
+func (u *upgradeChild) options() []protoplex.Option {
 	if u == nil {
-		return protoplex.WithInheritedSockets(nil)
+		return nil
 	}
-	return protoplex.WithInheritedSockets(u.files)
+	return []protoplex.Option{protoplex.WithInheritedSockets(u.files), protoplex.WithHeldUDP()}
 }
 
 // listeners returns the listeners to serve as given (socket activation in
@@ -355,10 +357,11 @@ func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
 	}
 	if err := u.conn.Send(handover.Message{Kind: handover.Ack, Count: uint32(u.count)}, nil); err != nil {
 		log.Error("upgrade: the acknowledgement was not sent; the old process will stop this one", "err", err)
+		pm.ReleaseUDP()
 	} else {
 		pm.CountUpgrade(true)
 		log.Info("upgrade: serving the sockets the old process handed over", "sockets", u.count, "unused", left)
-		moved, kept, err := pm.AdoptConnections(u.conn, u.start)
+		moved, kept, err := pm.AdoptConnections(u.conn, u.start) // and the UDP flows
 		if err != nil {
 			log.Warn("upgrade: taking the old process's connections stopped; it keeps those not moved", "err", err)
 		}

@@ -22,7 +22,7 @@ const upgradeWait = 0
 type upgradeChild struct{}
 
 func takeUpgrade() (*upgradeChild, error)                            { return nil, nil }
-func (*upgradeChild) option() protoplex.Option                       { return protoplex.WithInheritedSockets(nil) }
+func (*upgradeChild) options() []protoplex.Option                    { return nil }
 func (*upgradeChild) listeners() []net.Listener                      { return nil }
 func (*upgradeChild) ready(*protoplex.ProtocolManager, *slog.Logger) {}
 func (*upgradeChild) abandon(string)                                 {}

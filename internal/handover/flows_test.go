@@ -57,8 +57,8 @@ func TestFlowBounds(t *testing.T) {
 		{Client: strings.Repeat("c", MaxName+1)},
 		{Socket: -1},
 		{Socket: MaxFlowSockets},
-		{Identifying: true},                          // nothing held
-		{Pending: []int{1}},                          // a routed flow holding a datagram
+		{Identifying: true}, // nothing held
+		{Pending: []int{1}}, // a routed flow holding a datagram
 		{Identifying: true, Pending: make([]int, MaxFlowDatagrams+1)},
 		{Identifying: true, Pending: []int{MaxFlowPending, 1}},
 		{Identifying: true, Pending: []int{-1}},

@@ -146,9 +146,12 @@ type Engine struct {
 	dialCtx    context.Context // ends host-name dials at Close
 	cancelDial context.CancelFunc
 
-	mu     sync.Mutex  // guards lns and closed: listeners, never datagrams
+	mu     sync.Mutex  // guards lns, closed and held: listeners, never datagrams
 	lns    []*listener // every socket; the first of each address is primary
 	closed bool
+	// holding: listeners start unread, in held, until Release (hold.go).
+	holding bool
+	held    []*listener
 
 	wg       sync.WaitGroup // owners, reply readers and dials
 	stopCtx  func() bool    // unhooks Options.Context
@@ -200,6 +203,7 @@ type listener struct {
 	// primary) gives the loops back once loopsLeft of its group stopped.
 	drv          *driver
 	head         *listener
+	begun        atomic.Bool // its owner was started (begin)
 	loopsLeft    atomic.Int32
 	releaseLoops func()
 	stopOnce     sync.Once
@@ -307,6 +311,7 @@ func (e *Engine) stopListener(primary *listener) {
 // its flows.
 func (ln *listener) stop() {
 	ln.stopOnce.Do(func() {
+		ln.begin() // a held listener's owner runs to end it
 		if ln.drv != nil {
 			ln.stopLoop()
 		}

@@ -1,0 +1,81 @@
+package protoplex
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/darkit/protoplex/internal/handover"
+)
+
+// Moving UDP flows during an upgrade, after the connections (the old
+// process reads its UDP listeners meanwhile) and before their Done: the old
+// process stops reading its listen_udp sockets, which the new one holds
+// unread (WithHeldUDP), then moves the event loops' flows in batches, each
+// with its upstream socket, and ends the phase with an empty Flows
+// message naming the flows it keeps. A batch refused or met by an error
+// stays here, and so does everything after it; this process then reads
+// its listeners again, and those flows drain here. Flows of the goroutine
+// data plane never move.
+
+// moveFlows gives the event loops' UDP flows to the process at the other
+// end of hc; it returns how many moved and how many stay here to drain.
+func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err error) {
+	e := pm.udp
+	e.PauseListeners()
+	for err == nil {
+		b := e.DetachFlows(handover.MaxFDsPerMessage)
+		if b == nil {
+			break
+		}
+		if err = sendBatch(hc, b.Msg, b.FDs, b.Len()); err != nil {
+			e.RestoreFlows(b)
+			break
+		}
+		e.MovedFlows(b)
+		moved += b.Len()
+	}
+	if err != nil {
+		// The new process does not read what this one keeps: read it
+		// here again.
+		e.ResumeListeners()
+	}
+	left = e.Flows()
+	if serr := hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil); err == nil && serr != nil {
+		err = serr
+		if moved == 0 {
+			e.ResumeListeners()
+		}
+	}
+	return moved, left, err
+}
+
+// flowsIn is what AdoptConnections took of the old process's flows.
+type flowsIn struct {
+	moved, left int
+	ended       bool // the old process ended its flow phase
+}
+
+// adoptFlows takes one Flows message: a batch, answered by an Ack or a
+// Refuse (the old process keeps it), or the end of the phase, which
+// releases this process's UDP listeners.
+func (pm *ProtocolManager) adoptFlows(hc *handover.Conn, m handover.Message, files []*os.File, in *flowsIn) error {
+	if len(m.Records) == 0 {
+		in.left, in.ended = int(m.Count), true
+		pm.udp.Release()
+		return nil
+	}
+	var n int
+	var why error
+	if free := fdsFree(); free-len(files) < fdReserve {
+		closeFiles(files)
+		why = fmt.Errorf("%d descriptors would leave %d free of the open-files limit, under the %d kept for new connections", len(files), free-len(files), fdReserve)
+	} else {
+		n, why = pm.udp.AdoptFlows(m, files)
+	}
+	if why != nil && n == 0 {
+		pm.log.Warn("upgrade: udp flows refused, the old process keeps them", "err", why)
+		return hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
+	}
+	in.moved += n
+	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
+}
