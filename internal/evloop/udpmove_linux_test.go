@@ -1,0 +1,307 @@
+//go:build linux
+
+package evloop_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/darkit/protoplex/internal/handover"
+	"github.com/darkit/protoplex/internal/listen"
+	"github.com/darkit/protoplex/internal/routing"
+	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp"
+	"github.com/darkit/protoplex/internal/udp/udptest"
+	"github.com/darkit/protoplex/protocols"
+)
+
+// moveSide is one process of a UDP flow move: an engine on a rig's loops.
+type moveSide struct {
+	r *rig
+	e *udp.Engine
+}
+
+// udpEngine starts an engine on r's loops serving pc (its sockets, or a
+// group handed over), held unread first when hold is set.
+func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold bool) *moveSide {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(r.log, nil))
+	uo := udp.ForManager(context.Background(), func() *routing.Table { return r.table }, func() udp.Settings { return udp.Settings{AccessLog: true} }, nil, r.stats.UDP, log)
+	uo.Loops = func() ([]udp.Loop, func()) { return r.plane.UDPLoops(), nil }
+	uo.Sockets = 2
+	e := udp.New(uo)
+	if hold {
+		e.Hold()
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.Serve(context.Background(), pc) }()
+	t.Cleanup(func() {
+		e.Close()
+		if err := waitFor(served); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &moveSide{r: r, e: e}
+}
+
+// handedOver duplicates every socket of pc, in order, as an upgrade hands
+// them to the new process: one group.
+func handedOver(t *testing.T, pc net.PacketConn) net.PacketConn {
+	t.Helper()
+	g := &listen.PacketGroup{}
+	for i, s := range udp.Sockets(pc) {
+		f, err := s.(*net.UDPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dup, err := net.FilePacketConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			g.PacketConn = dup
+		} else {
+			g.Others = append(g.Others, dup)
+		}
+	}
+	return g
+}
+
+// moveFlows runs both ends of the flow phase over a real handover
+// socketpair, as the manager does: the old side stops reading, sends its
+// flows in batches and ends the phase; the new one adopts each batch (or
+// refuses them all) and reads its listeners at the end. during runs once
+// the old side stopped reading and before anything moved. It returns how
+// many flows moved.
+func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) int {
+	t.Helper()
+	oc, peer, err := handover.Pair(handover.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	nc, err := handover.FileConn(peer, handover.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopted := make(chan error, 1)
+	go func() {
+		defer nc.Close()
+		for {
+			m, files, err := nc.Recv()
+			if err != nil {
+				adopted <- err
+				return
+			}
+			if len(m.Records) == 0 {
+				next.e.Release()
+				adopted <- nil
+				return
+			}
+			reply := handover.Message{Kind: handover.Refuse, Note: "refused by the test"}
+			if refuse {
+				for _, f := range files {
+					f.Close()
+				}
+			} else {
+				n, err := next.e.AdoptFlows(m, files)
+				if err != nil {
+					adopted <- err
+					return
+				}
+				reply = handover.Message{Kind: handover.Ack, Count: uint32(n)}
+			}
+			if err := nc.Send(reply, nil); err != nil {
+				adopted <- err
+				return
+			}
+		}
+	}()
+	old.e.PauseListeners()
+	during()
+	moved := 0
+	var failed error
+	for failed == nil {
+		b := old.e.DetachFlows(handover.MaxFDsPerMessage)
+		if b == nil {
+			break
+		}
+		if err := oc.Send(b.Msg, b.FDs); err != nil {
+			t.Fatal(err)
+		}
+		ack, _, err := oc.Recv()
+		switch {
+		case err != nil:
+			failed = err
+		case ack.Kind != handover.Ack:
+			failed = errors.New(ack.Note)
+		}
+		if failed != nil {
+			old.e.RestoreFlows(b)
+			break
+		}
+		old.e.MovedFlows(b)
+		moved += b.Len()
+	}
+	if failed != nil {
+		old.e.ResumeListeners()
+	}
+	if err := oc.Send(handover.Message{Kind: handover.Flows, Count: uint32(old.e.Flows())}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(adopted); err != nil {
+		t.Fatalf("adopting: %v", err)
+	}
+	if refuse != (failed != nil) {
+		t.Fatalf("refused %v, the move failed with %v", refuse, failed)
+	}
+	return moved
+}
+
+// flowClients starts n flows of "PING" clients through addr, each
+// answered by the tagged echo (which prefixes every reply with the flow's
+// first datagram as it saw it from that source port).
+func flowClients(t *testing.T, r *rig, addr *net.UDPAddr, n int) []*net.UDPConn {
+	t.Helper()
+	cs := make([]*net.UDPConn, n)
+	for i := range cs {
+		c, err := net.DialUDP("udp", nil, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs[i] = c
+		if got, want := roundTrip(t, r, c, fmt.Sprintf("PING%d", i)), fmt.Sprintf("PING%d|PING%d", i, i); got != want {
+			t.Fatalf("flow %d: %q, want %q", i, got, want)
+		}
+	}
+	return cs
+}
+
+func roundTrip(t *testing.T, r *rig, c *net.UDPConn, msg string) string {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	return r.readUDP(c)
+}
+
+// TestUDPFlowsMove: flows move from one engine to another through a real
+// handover socketpair with their upstream sockets: the backend sees every
+// flow's source port unchanged (the tagged echo keeps its first datagram
+// per source port), a datagram sent while the old engine no longer reads
+// and the new one not yet is answered once, by the new one, and a flow
+// still identifying finishes there. The old engine ends with no flow and
+// counts none as ended; the new one counts them all as active.
+func TestUDPFlowsMove(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	protos := []*protocols.Protocol{
+		{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")},
+		{Name: "UTWO", Target: echo, Datagram: twoDatagrams},
+	}
+	ro, rn := newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	next := udpEngine(t, rn, handedOver(t, pc), true)
+	old := udpEngine(t, ro, pc, false)
+	const n = 40
+	cs := flowClients(t, ro, addr, n)
+	ident, err := net.DialUDP("udp", nil, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ident.Close()
+	if _, err := ident.Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, bound, func() bool { return old.e.Flows() == n+1 }, "the identifying flow in the old engine")
+
+	moved := moveFlows(t, old, next, false, func() {
+		for i, c := range cs {
+			if _, err := c.Write(fmt.Appendf(nil, "PING%d-during", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if moved != n+1 {
+		t.Fatalf("%d flows moved, want %d", moved, n+1)
+	}
+	for i, c := range cs {
+		if got, want := ro.readUDP(c), fmt.Sprintf("PING%d|PING%d-during", i, i); got != want {
+			t.Fatalf("flow %d, sent during the switch: %q, want %q", i, got, want)
+		}
+		// The next answer is the next datagram's: the one sent during the
+		// switch came back once.
+		if got, want := roundTrip(t, rn, c, fmt.Sprintf("PING%d-after", i)), fmt.Sprintf("PING%d|PING%d-after", i, i); got != want {
+			t.Fatalf("flow %d after the move: %q, want %q", i, got, want)
+		}
+	}
+	// Routed here once its second datagram came: both go up, from one port.
+	if got := roundTrip(t, rn, ident, "B1"); got != "A|A" {
+		t.Fatalf("the flow moved while identifying: %q, want %q", got, "A|A")
+	}
+	if got := rn.readUDP(ident); got != "A|B1" {
+		t.Fatalf("the flow moved while identifying: %q, want %q", got, "A|B1")
+	}
+	if o, nx := old.e.Flows(), next.e.Flows(); o != 0 || nx != n+1 {
+		t.Errorf("flows: %d in the old engine, %d in the new, want 0 and %d", o, nx, n+1)
+	}
+	if got := ro.metric("protoplex_udp_flows_expired_total", "reason=idle") + ro.metric("protoplex_udp_flows_expired_total", "reason=evicted"); got != 0 {
+		t.Errorf("the old engine counted %v moved flows as expired", got)
+	}
+	if got := ro.metric("protoplex_udp_flows_active"); got != 0 {
+		t.Errorf("old: protoplex_udp_flows_active = %v, want 0", got)
+	}
+	if got := rn.metric("protoplex_udp_flows_active"); got != n+1 {
+		t.Errorf("new: protoplex_udp_flows_active = %v, want %d", got, n+1)
+	}
+	if strings.Contains(ro.log.String(), "udp flow") && strings.Contains(ro.log.String(), "reason=closed") {
+		t.Errorf("the old engine logged a moved flow's end:\n%s", ro.log)
+	}
+}
+
+// TestUDPFlowsMoveRefused: a new process that refuses the flows leaves
+// them with the old one, which puts them back, reads its listeners again
+// and goes on with each through the same upstream socket.
+func TestUDPFlowsMoveRefused(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
+	ro, rn := newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	// The new engine holds its copy unread, as a new process that refused
+	// and is about to exit.
+	next := udpEngine(t, rn, handedOver(t, pc), true)
+	old := udpEngine(t, ro, pc, false)
+	const n = 20
+	cs := flowClients(t, ro, addr, n)
+	if moved := moveFlows(t, old, next, true, func() {}); moved != 0 {
+		t.Fatalf("%d flows moved to a process that refused them", moved)
+	}
+	if got := old.e.Flows(); got != n {
+		t.Fatalf("%d flows in the old engine after a refused move, want %d", got, n)
+	}
+	for i, c := range cs {
+		if got, want := roundTrip(t, ro, c, fmt.Sprintf("PING%d-again", i)), fmt.Sprintf("PING%d|PING%d-again", i, i); got != want {
+			t.Fatalf("flow %d after a refused move: %q, want %q", i, got, want)
+		}
+	}
+	if got := old.e.Flows(); got != n {
+		t.Errorf("%d flows in the old engine, want %d (none opened twice)", got, n)
+	}
+	if got := ro.metric("protoplex_udp_flows_active"); got != n {
+		t.Errorf("protoplex_udp_flows_active = %v, want %d", got, n)
+	}
+}
