@@ -110,8 +110,8 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 					log.Warn("upgrade: connections and udp flows not moved stay here and drain", "err", err)
 				}
 				log.Info("upgrade: the new process serves the listeners and the moved connections; this one stops accepting and drains the rest",
-					"pid", pid, "sockets", n, "moved", mv.Conns, "left_to_drain", mv.ConnsLeft,
-					"udp_flows_moved", mv.Flows, "udp_flows_left", mv.FlowsLeft, "took", time.Since(start).Round(time.Millisecond))
+					"pid", pid, "sockets", n, "moved", mv.Conns, "left_to_drain", mv.ConnsLeft, "took", time.Since(start).Round(time.Millisecond),
+					"udp_flows_moved", mv.Flows, "udp_flows_left", mv.FlowsLeft)
 				u.stop()
 				return
 			case <-ctx.Done():
