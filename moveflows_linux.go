@@ -1,6 +1,7 @@
 package protoplex
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -13,8 +14,10 @@ import (
 // unread (WithHeldUDP), then moves the event loops' flows in batches, each
 // with its upstream socket, and ends the phase with an empty Flows
 // message naming the flows it keeps. A batch refused or met by an error
-// stays here, and so does everything after it; this process then reads
-// its listeners again, and those flows drain here. Flows of the goroutine
+// stays here, and so does everything after it: those flows drain here.
+// After a refusal the new process reads the listeners (the flows' next
+// datagrams open flows there, as before flows moved); after an error (the
+// new process is gone) this one reads them again. Flows of the goroutine
 // data plane never move.
 
 // moveFlows gives the event loops' UDP flows to the process at the other
@@ -34,17 +37,15 @@ func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err er
 		e.MovedFlows(b)
 		moved += b.Len()
 	}
-	if err != nil {
-		// The new process does not read what this one keeps: read it
-		// here again.
-		e.ResumeListeners()
-	}
 	left = e.Flows()
-	if serr := hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil); err == nil && serr != nil {
+	serr := hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil)
+	if err == nil {
 		err = serr
-		if moved == 0 {
-			e.ResumeListeners()
-		}
+	}
+	if err != nil && !errors.Is(err, errRefused) {
+		// The new process is gone, or never reads its listeners: this
+		// one reads them again, for the flows it kept.
+		e.ResumeListeners()
 	}
 	return moved, left, err
 }

@@ -67,6 +67,9 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err err
 	return mv, err
 }
 
+// errRefused: the new process, alive, said no to a batch.
+var errRefused = errors.New("the new process refused")
+
 // sendBatch sends one batch and waits for its acknowledgement.
 func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	if err := hc.Send(m, fds); err != nil {
@@ -77,7 +80,7 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	case err != nil:
 		return fmt.Errorf("no acknowledgement of %d connections: %w", n, err)
 	case ack.Kind == handover.Refuse:
-		return fmt.Errorf("the new process refused %d connections: %s", n, ack.Note)
+		return fmt.Errorf("%w %d connections: %s", errRefused, n, ack.Note)
 	case ack.Kind != handover.Ack:
 		return fmt.Errorf("a %s for %d connections", ack.Kind, n)
 	}

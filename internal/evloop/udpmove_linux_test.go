@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/darkit/protoplex/internal/handover"
@@ -22,13 +23,14 @@ import (
 
 // moveSide is one process of a UDP flow move: an engine on a rig's loops.
 type moveSide struct {
-	r *rig
-	e *udp.Engine
+	r     *rig
+	e     *udp.Engine
+	serve func() // starts serving, once; udpEngine calls it unless lazy
 }
 
 // udpEngine starts an engine on r's loops serving pc (its sockets, or a
 // group handed over), held unread first when hold is set.
-func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold bool) *moveSide {
+func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold, lazy bool) *moveSide {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	uo := udp.ForManager(context.Background(), func() *routing.Table { return r.table }, func() udp.Settings { return udp.Settings{AccessLog: true} }, nil, r.stats.UDP, log)
@@ -39,14 +41,19 @@ func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold bool) *moveSide {
 		e.Hold()
 	}
 	served := make(chan error, 1)
-	go func() { served <- e.Serve(context.Background(), pc) }()
+	var once sync.Once
+	serve := func() { once.Do(func() { go func() { served <- e.Serve(context.Background(), pc) }() }) }
 	t.Cleanup(func() {
+		serve() // Serve closes pc
 		e.Close()
 		if err := waitFor(served); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &moveSide{r: r, e: e}
+	if !lazy {
+		serve()
+	}
+	return &moveSide{r: r, e: e, serve: serve}
 }
 
 // handedOver duplicates every socket of pc, in order, as an upgrade hands
@@ -73,13 +80,22 @@ func handedOver(t *testing.T, pc net.PacketConn) net.PacketConn {
 	return g
 }
 
+// How the new side of moveFlows answers.
+type adoptMode int
+
+const (
+	adoptAll adoptMode = iota
+	refuseAll          // a new process that is alive and says no
+	dieFirst           // a new process that dies at the first batch
+)
+
 // moveFlows runs both ends of the flow phase over a real handover
-// socketpair, as the manager does: the old side stops reading, sends its
-// flows in batches and ends the phase; the new one adopts each batch (or
-// refuses them all) and reads its listeners at the end. during runs once
-// the old side stopped reading and before anything moved. It returns how
-// many flows moved.
-func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) int {
+// socketpair, as the manager does (moveFlows, adoptFlows): the old side
+// stops reading, sends its flows in batches and ends the phase; the new
+// one adopts each batch, refuses them, or goes away, and reads its
+// listeners once the phase ends. during runs once the old side stopped
+// reading and before anything moved. It returns how many flows moved.
+func moveFlows(t *testing.T, old, next *moveSide, mode adoptMode, during func()) int {
 	t.Helper()
 	oc, peer, err := handover.Pair(handover.Limits{})
 	if err != nil {
@@ -105,11 +121,19 @@ func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) in
 				return
 			}
 			reply := handover.Message{Kind: handover.Refuse, Note: "refused by the test"}
-			if refuse {
+			switch mode {
+			case dieFirst:
 				for _, f := range files {
 					f.Close()
 				}
-			} else {
+				adopted <- nil
+				return
+			case refuseAll:
+				for _, f := range files {
+					f.Close()
+				}
+			default:
+				next.serve() // if it was lazy: the listener starts while the flows are adopted
 				n, err := next.e.AdoptFlows(m, files)
 				if err != nil {
 					adopted <- err
@@ -127,6 +151,7 @@ func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) in
 	during()
 	moved := 0
 	var failed error
+	refused := false
 	for failed == nil {
 		b := old.e.DetachFlows(handover.MaxFDsPerMessage)
 		if b == nil {
@@ -140,7 +165,7 @@ func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) in
 		case err != nil:
 			failed = err
 		case ack.Kind != handover.Ack:
-			failed = errors.New(ack.Note)
+			failed, refused = errors.New(ack.Note), true
 		}
 		if failed != nil {
 			old.e.RestoreFlows(b)
@@ -149,17 +174,18 @@ func moveFlows(t *testing.T, old, next *moveSide, refuse bool, during func()) in
 		old.e.MovedFlows(b)
 		moved += b.Len()
 	}
-	if failed != nil {
-		old.e.ResumeListeners()
+	serr := oc.Send(handover.Message{Kind: handover.Flows, Count: uint32(old.e.Flows())}, nil)
+	if failed == nil {
+		failed = serr
 	}
-	if err := oc.Send(handover.Message{Kind: handover.Flows, Count: uint32(old.e.Flows())}, nil); err != nil {
-		t.Fatal(err)
+	if failed != nil && !refused {
+		old.e.ResumeListeners()
 	}
 	if err := waitFor(adopted); err != nil {
 		t.Fatalf("adopting: %v", err)
 	}
-	if refuse != (failed != nil) {
-		t.Fatalf("refused %v, the move failed with %v", refuse, failed)
+	if (mode != adoptAll) != (failed != nil) {
+		t.Fatalf("mode %d, the move failed with %v", mode, failed)
 	}
 	return moved
 }
@@ -211,8 +237,11 @@ func TestUDPFlowsMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr)
-	next := udpEngine(t, rn, handedOver(t, pc), true)
-	old := udpEngine(t, ro, pc, false)
+	// The new engine starts serving only once the first flows come: its
+	// manager starts each address in a goroutine, and adoption waits for
+	// the listener.
+	next := udpEngine(t, rn, handedOver(t, pc), true, true)
+	old := udpEngine(t, ro, pc, false, false)
 	const n = 40
 	cs := flowClients(t, ro, addr, n)
 	ident, err := net.DialUDP("udp", nil, addr)
@@ -225,7 +254,7 @@ func TestUDPFlowsMove(t *testing.T) {
 	}
 	testnet.Eventually(t, bound, func() bool { return old.e.Flows() == n+1 }, "the identifying flow in the old engine")
 
-	moved := moveFlows(t, old, next, false, func() {
+	moved := moveFlows(t, old, next, adoptAll, func() {
 		for i, c := range cs {
 			if _, err := c.Write(fmt.Appendf(nil, "PING%d-during", i)); err != nil {
 				t.Fatal(err)
@@ -270,8 +299,9 @@ func TestUDPFlowsMove(t *testing.T) {
 }
 
 // TestUDPFlowsMoveRefused: a new process that refuses the flows leaves
-// them with the old one, which puts them back, reads its listeners again
-// and goes on with each through the same upstream socket.
+// them with the old one, which puts them back as they were, uncounted
+// (they drain there); the new process, which serves the listeners from
+// then on, opens the clients' next flows.
 func TestUDPFlowsMoveRefused(t *testing.T) {
 	echo := udptest.Echo(t, true)
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
@@ -281,21 +311,66 @@ func TestUDPFlowsMoveRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr)
-	// The new engine holds its copy unread, as a new process that refused
-	// and is about to exit.
-	next := udpEngine(t, rn, handedOver(t, pc), true)
-	old := udpEngine(t, ro, pc, false)
+	next := udpEngine(t, rn, handedOver(t, pc), true, false)
+	old := udpEngine(t, ro, pc, false, false)
 	const n = 20
 	cs := flowClients(t, ro, addr, n)
-	if moved := moveFlows(t, old, next, true, func() {}); moved != 0 {
+	if moved := moveFlows(t, old, next, refuseAll, func() {}); moved != 0 {
 		t.Fatalf("%d flows moved to a process that refused them", moved)
 	}
 	if got := old.e.Flows(); got != n {
 		t.Fatalf("%d flows in the old engine after a refused move, want %d", got, n)
 	}
+	if got := ro.metric("protoplex_udp_flows_active"); got != n {
+		t.Errorf("protoplex_udp_flows_active = %v, want %d", got, n)
+	}
 	for i, c := range cs {
+		msg := fmt.Sprintf("PING%d-next", i)
+		if got := roundTrip(t, rn, c, msg); got != msg+"|"+msg {
+			t.Fatalf("flow %d after a refused move: %q, want a new flow's %q", i, got, msg+"|"+msg)
+		}
+	}
+	if got := next.e.Flows(); got != n {
+		t.Errorf("%d flows in the new engine, want %d", got, n)
+	}
+}
+
+// TestUDPFlowsMoveNewProcessGone: a new process that goes away during the
+// move leaves the flows with the old one, which puts them back, reads its
+// listeners again and goes on with each through the same upstream socket;
+// a datagram sent meanwhile is answered by it once.
+func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
+	echo := udptest.Echo(t, true)
+	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
+	ro, rn := newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	// The new engine holds its copy unread, as a process that died does.
+	next := udpEngine(t, rn, handedOver(t, pc), true, false)
+	old := udpEngine(t, ro, pc, false, false)
+	const n = 20
+	cs := flowClients(t, ro, addr, n)
+	if moved := moveFlows(t, old, next, dieFirst, func() {
+		for i, c := range cs {
+			if _, err := c.Write(fmt.Appendf(nil, "PING%d-during", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); moved != 0 {
+		t.Fatalf("%d flows moved to a process that died", moved)
+	}
+	if got := old.e.Flows(); got != n {
+		t.Fatalf("%d flows in the old engine after a failed move, want %d", got, n)
+	}
+	for i, c := range cs {
+		if got, want := ro.readUDP(c), fmt.Sprintf("PING%d|PING%d-during", i, i); got != want {
+			t.Fatalf("flow %d, sent during the failed move: %q, want %q", i, got, want)
+		}
 		if got, want := roundTrip(t, ro, c, fmt.Sprintf("PING%d-again", i)), fmt.Sprintf("PING%d|PING%d-again", i, i); got != want {
-			t.Fatalf("flow %d after a refused move: %q, want %q", i, got, want)
+			t.Fatalf("flow %d after a failed move: %q, want %q", i, got, want)
 		}
 	}
 	if got := old.e.Flows(); got != n {

@@ -152,6 +152,7 @@ type Engine struct {
 	// holding: listeners start unread, in held, until Release (hold.go).
 	holding bool
 	held    []*listener
+	grown   chan struct{} // closed, and replaced, when lns grows
 
 	wg       sync.WaitGroup // owners, reply readers and dials
 	stopCtx  func() bool    // unhooks Options.Context

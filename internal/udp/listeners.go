@@ -193,6 +193,10 @@ func (e *Engine) start(first *net.UDPConn, others []*net.UDPConn) (*listener, er
 		return nil, net.ErrClosed
 	}
 	e.lns = append(e.lns, group...)
+	if e.grown != nil {
+		close(e.grown)
+		e.grown = nil
+	}
 	e.wg.Add(len(group))
 	held := e.holding
 	if held {

@@ -64,7 +64,12 @@ type moving struct {
 func (e *Engine) loopListeners() []*listener {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return slices.DeleteFunc(slices.Clone(e.lns), func(ln *listener) bool { return ln.drv == nil })
+	return onLoops(e.lns)
+}
+
+// onLoops is a copy of those of lns a loop runs.
+func onLoops(lns []*listener) []*listener {
+	return slices.DeleteFunc(slices.Clone(lns), func(ln *listener) bool { return ln.drv == nil })
 }
 
 // PauseListeners stops the loops reading the listening sockets: what
@@ -350,7 +355,14 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 	if len(states) != len(fds) {
 		return 0, fmt.Errorf("udp: %d flows with %d descriptors", len(states), len(fds))
 	}
+	// The manager starts serving each address in a goroutine of its
+	// own: one may not have started yet.
 	lns := e.loopListeners()
+	for _, st := range states {
+		if listenerFor(lns, st.Listen, st.Socket) == nil {
+			lns = e.waitListener(st.Listen, listenerWait)
+		}
+	}
 	if len(lns) == 0 {
 		return 0, errors.New("udp: no listener on an event loop (server.data_plane goroutines)")
 	}
@@ -402,6 +414,35 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 		}
 	}
 	return taken, nil
+}
+
+// listenerWait bounds how long AdoptFlows waits for the listener of a
+// moved flow's address to start.
+const listenerWait = 5 * time.Second
+
+// waitListener waits, at most d, until a listener of addr runs on a loop,
+// and returns the loops' listeners then.
+func (e *Engine) waitListener(addr string, d time.Duration) []*listener {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		e.mu.Lock()
+		lns := onLoops(e.lns)
+		if listenerFor(lns, addr, 0) != nil || e.closed {
+			e.mu.Unlock()
+			return lns
+		}
+		if e.grown == nil {
+			e.grown = make(chan struct{})
+		}
+		grown := e.grown
+		e.mu.Unlock()
+		select {
+		case <-grown:
+		case <-timeout.C:
+			return lns
+		}
+	}
 }
 
 // listenerFor is the listener of addr's socket number socket, else the
