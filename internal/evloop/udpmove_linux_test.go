@@ -84,9 +84,9 @@ func handedOver(t *testing.T, pc net.PacketConn) net.PacketConn {
 type adoptMode int
 
 const (
-	adoptAll adoptMode = iota
-	refuseAll          // a new process that is alive and says no
-	dieFirst           // a new process that dies at the first batch
+	adoptAll  adoptMode = iota
+	refuseAll           // a new process that is alive and says no
+	dieFirst            // a new process that dies at the first batch
 )
 
 // moveFlows runs both ends of the flow phase over a real handover
