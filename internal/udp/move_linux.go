@@ -420,15 +420,17 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 // moved flow's address to start.
 const listenerWait = 5 * time.Second
 
-// waitListener waits, at most d, until a listener of addr runs on a loop,
-// and returns the loops' listeners then.
+// waitListener waits, at most d, until a listener of addr runs, and
+// returns the loops' listeners then.
 func (e *Engine) waitListener(addr string, d time.Duration) []*listener {
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
 	for {
 		e.mu.Lock()
 		lns := onLoops(e.lns)
-		if listenerFor(lns, addr, 0) != nil || e.closed {
+		// Any listener of addr ends the wait: one not on a loop (the
+		// goroutine data plane) never will be.
+		if listenerFor(e.lns, addr, 0) != nil || e.closed {
 			e.mu.Unlock()
 			return lns
 		}
