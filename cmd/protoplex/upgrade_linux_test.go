@@ -175,6 +175,18 @@ monitoring:
 	testnet.WriteFile(t, cfg, valid)
 
 	long, longR := openStream(t, tcp, "A:") // established on the old process
+	flow, err := net.Dial("udp", udpAddr) // a UDP flow too: it moves with the loops, drains without
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	_ = flow.SetDeadline(time.Now().Add(upgradeBound))
+	if _, err := flow.Write([]byte("id-before")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := flow.Read(make([]byte, 64)); err != nil || n != len("id-before") {
+		t.Fatalf("a UDP flow before the upgrade: %d bytes, %v", n, err)
+	}
 	before := l.ok.Load()
 	upgrades := 0
 	upgraded := func(n int) func() bool {
@@ -189,8 +201,8 @@ monitoring:
 	if plane == "events" {
 		// The event loops' stream moves to the new process: the old one
 		// exits without waiting for it, and it goes on.
-		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9]`).MatchString(p.Out.String()) {
-			t.Errorf("the upgrade's log line does not say the stream moved:\n%s", p.Out)
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9][^\n]* udp_flows_moved=1 udp_flows_left=0`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the stream and the UDP flow moved:\n%s", p.Out)
 		}
 		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream moved; stderr:\n%s", p.Out)
 		io.WriteString(long, "SSH-2.0-still\r\n")
@@ -199,8 +211,8 @@ monitoring:
 		}
 		long.Close()
 	} else {
-		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9]`).MatchString(p.Out.String()) {
-			t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9][^\n]* udp_flows_moved=0 udp_flows_left=1`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the old process drains the stream and the UDP flow it holds:\n%s", p.Out)
 		}
 		// The goroutine data plane cannot move: the old process drains the
 		// established stream, then exits.
