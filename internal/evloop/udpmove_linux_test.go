@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -378,5 +380,56 @@ func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
 	}
 	if got := ro.metric("protoplex_udp_flows_active"); got != n {
 		t.Errorf("protoplex_udp_flows_active = %v, want %d", got, n)
+	}
+}
+
+// TestUDPAdoptFlowsHostile: a Flows message that lies — an identifying
+// flow whose pipe holds less than its state says, a client that is no
+// address, a descriptor short — is refused whole: no flow is taken and
+// every descriptor it came with is closed.
+func TestUDPAdoptFlowsHostile(t *testing.T) {
+	protos := []*protocols.Protocol{{Name: "UECHO", Target: "127.0.0.1:9", Datagram: datagramPrefix("PING")}}
+	rn := newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 1}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := pc.LocalAddr().String()
+	next := udpEngine(t, rn, pc, false, false)
+	testnet.Eventually(t, bound, func() bool { return len(next.e.Addrs()) == 1 }, "the listener does not start")
+	pipeWith := func(b string) *os.File {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, b)
+		w.Close()
+		return r
+	}
+	fds := openFDs(t)
+	for name, c := range map[string]struct {
+		st    handover.FlowState
+		files func() []*os.File
+	}{
+		"a pipe shorter than said": {handover.FlowState{Listen: listen, Client: "127.0.0.1:4000", Identifying: true, Pending: []int{100}},
+			func() []*os.File { return []*os.File{pipeWith("PING short")} }},
+		"a client that is no address": {handover.FlowState{Listen: listen, Client: "nowhere", Identifying: true, Pending: []int{4}},
+			func() []*os.File { return []*os.File{pipeWith("PING")} }},
+		"a descriptor short": {handover.FlowState{Listen: listen, Client: "127.0.0.1:4001", Identifying: true, Pending: []int{4}},
+			func() []*os.File { return nil }},
+	} {
+		m := handover.Message{Kind: handover.Flows}
+		if err := handover.AppendFlow(&m, c.st); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := next.e.AdoptFlows(m, c.files()); err == nil || n != 0 {
+			t.Errorf("%s: took %d flows, err %v", name, n, err)
+		}
+	}
+	if n := next.e.Flows(); n != 0 {
+		t.Errorf("%d flows taken from lying messages", n)
+	}
+	if got := openFDs(t); got != fds {
+		t.Errorf("%d descriptors open after the refusals, %d before", got, fds)
 	}
 }

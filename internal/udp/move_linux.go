@@ -56,8 +56,9 @@ type moving struct {
 	ln      *listener
 	f       *flow
 	fd      int           // the upstream socket, or the read end of the pipe of an identifying flow's datagrams
-	pending [][]byte      // an identifying flow's datagrams
-	idle    time.Duration // a routed flow's idle timeout
+	pending  [][]byte      // an identifying flow's datagrams
+	idle     time.Duration // a routed flow's idle timeout
+	awaiting bool          // it was awaiting its first reply (remove forgets it)
 }
 
 // loopListeners is the engine's listeners run by a loop.
@@ -210,7 +211,7 @@ func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowSt
 		return nil, st, errors.New("answered: it ends here")
 	}
 	up := f.up.(*rawUp)
-	m.fd, m.idle = up.fd, ln.t.idleOf(f)
+	m.fd, m.idle, m.awaiting = up.fd, ln.t.idleOf(f), f.awaiting
 	st.Protocol, st.Route, st.Target = f.route.Name, f.route.Label, f.att.Target
 	st.Responses, st.Owed = f.rs.responses, max(f.owed.Load(), 0)
 	st.Heard, st.Awaiting, st.Idle = f.heard, f.awaiting, m.idle
@@ -283,11 +284,12 @@ func (ln *listener) restore(m *moving) {
 	}
 	if f.state != stRouted {
 		rawClose(m.fd)
-		ln.t.wait(f, time.Unix(0, f.start.UnixNano()))
+		ln.t.wait(f, f.start)
 		return
 	}
 	ln.t.class(m.idle).push(f, f.last.Load())
-	if f.awaiting {
+	if m.awaiting {
+		f.awaiting = true // awaitAt is as it was
 		ln.t.awaiting.PushBack(f)
 	}
 	ln.watchUp(f)
@@ -337,10 +339,7 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 	for _, f := range files {
 		if err == nil {
 			var fd int
-			fd, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-			if err == nil {
-				err = unix.SetNonblock(fd, true)
-			}
+			fd, err = dupFile(f)
 			fds = append(fds, fd)
 		}
 		f.Close()
@@ -414,6 +413,27 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 		}
 	}
 	return taken, nil
+}
+
+// dupFile is a non-blocking duplicate of f's descriptor, close-on-exec (f.Fd
+// would make the shared socket blocking).
+func dupFile(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl", dupErr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		rawClose(fd)
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
 }
 
 // listenerWait bounds how long AdoptFlows waits for the listener of a
