@@ -175,7 +175,7 @@ monitoring:
 	testnet.WriteFile(t, cfg, valid)
 
 	long, longR := openStream(t, tcp, "A:") // established on the old process
-	flow, err := net.Dial("udp", udpAddr) // a UDP flow too: it moves with the loops, drains without
+	flow, err := net.Dial("udp", udpAddr)   // a UDP flow too: it moves with the loops, drains without
 	if err != nil {
 		t.Fatal(err)
 	}

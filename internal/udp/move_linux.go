@@ -53,9 +53,9 @@ func (b *FlowBatch) Len() int { return len(b.flows) }
 
 // moving is one detached flow, as its loop needs it back.
 type moving struct {
-	ln      *listener
-	f       *flow
-	fd      int           // the upstream socket, or the read end of the pipe of an identifying flow's datagrams
+	ln       *listener
+	f        *flow
+	fd       int           // the upstream socket, or the read end of the pipe of an identifying flow's datagrams
 	pending  [][]byte      // an identifying flow's datagrams
 	idle     time.Duration // a routed flow's idle timeout
 	awaiting bool          // it was awaiting its first reply (remove forgets it)
