@@ -32,7 +32,7 @@ type moveSide struct {
 
 // udpEngine starts an engine on r's loops serving pc (its sockets, or a
 // group handed over), held unread first when hold is set.
-func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold, lazy bool) *moveSide {
+func udpEngine(t testing.TB, r *rig, pc net.PacketConn, hold, lazy bool) *moveSide {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	uo := udp.ForManager(context.Background(), func() *routing.Table { return r.table }, func() udp.Settings { return udp.Settings{AccessLog: true} }, nil, r.stats.UDP, log)
@@ -60,7 +60,7 @@ func udpEngine(t *testing.T, r *rig, pc net.PacketConn, hold, lazy bool) *moveSi
 
 // handedOver duplicates every socket of pc, in order, as an upgrade hands
 // them to the new process: one group.
-func handedOver(t *testing.T, pc net.PacketConn) net.PacketConn {
+func handedOver(t testing.TB, pc net.PacketConn) net.PacketConn {
 	t.Helper()
 	g := &listen.PacketGroup{}
 	for i, s := range udp.Sockets(pc) {
@@ -97,7 +97,7 @@ const (
 // one adopts each batch, refuses them, or goes away, and reads its
 // listeners once the phase ends. during runs once the old side stopped
 // reading and before anything moved. It returns how many flows moved.
-func moveFlows(t *testing.T, old, next *moveSide, mode adoptMode, during func()) int {
+func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func()) int {
 	t.Helper()
 	oc, peer, err := handover.Pair(handover.Limits{})
 	if err != nil {
@@ -119,6 +119,7 @@ func moveFlows(t *testing.T, old, next *moveSide, mode adoptMode, during func())
 			}
 			if len(m.Records) == 0 {
 				next.e.Release()
+				next.e.ResumeListeners() // one paused before (BenchmarkUDPFlowsMove)
 				adopted <- nil
 				return
 			}
@@ -195,7 +196,7 @@ func moveFlows(t *testing.T, old, next *moveSide, mode adoptMode, during func())
 // flowClients starts n flows of "PING" clients through addr, each
 // answered by the tagged echo (which prefixes every reply with the flow's
 // first datagram as it saw it from that source port).
-func flowClients(t *testing.T, r *rig, addr *net.UDPAddr, n int) []*net.UDPConn {
+func flowClients(t testing.TB, r *rig, addr *net.UDPAddr, n int) []*net.UDPConn {
 	t.Helper()
 	cs := make([]*net.UDPConn, n)
 	for i := range cs {
@@ -212,7 +213,7 @@ func flowClients(t *testing.T, r *rig, addr *net.UDPAddr, n int) []*net.UDPConn 
 	return cs
 }
 
-func roundTrip(t *testing.T, r *rig, c *net.UDPConn, msg string) string {
+func roundTrip(t testing.TB, r *rig, c *net.UDPConn, msg string) string {
 	t.Helper()
 	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
@@ -431,5 +432,39 @@ func TestUDPAdoptFlowsHostile(t *testing.T) {
 	}
 	if got := openFDs(t); got != fds {
 		t.Errorf("%d descriptors open after the refusals, %d before", got, fds)
+	}
+}
+
+// BenchmarkUDPFlowsMove: routed flows (none, then 1,000) move between two
+// engines on loops of their own through a real handover socketpair, back
+// and forth: each op is one whole flow phase (stop reading, detach, send,
+// adopt, acknowledge, close, read again); none is the phase's own cost.
+func BenchmarkUDPFlowsMove(b *testing.B) {
+	for _, n := range []int{0, 1000} {
+		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) { benchFlowsMove(b, n) })
+	}
+}
+
+func benchFlowsMove(b *testing.B, n int) {
+	echo := udptest.Echo(b, true)
+	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
+	ra, rb := newRig(b, protos), newRig(b, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	sb := udpEngine(b, rb, handedOver(b, pc), true, false)
+	sa := udpEngine(b, ra, pc, false, false)
+	flowClients(b, ra, addr, n)
+	from, to := sa, sb
+	for b.Loop() {
+		if moved := moveFlows(b, from, to, adoptAll, func() {}); moved != n {
+			b.Fatalf("%d flows moved, want %d", moved, n)
+		}
+		from, to = to, from
+	}
+	if n > 0 {
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/flow")
 	}
 }
