@@ -54,14 +54,6 @@ func udpConns(pcs []net.PacketConn) (*net.UDPConn, []*net.UDPConn) {
 	return out[0], out[1:]
 }
 
-// FirstSocket is the first socket of pc (BindSockets's), or pc.
-func FirstSocket(pc net.PacketConn) net.PacketConn {
-	if s, ok := pc.(*sockets); ok {
-		return s.UDPConn
-	}
-	return pc
-}
-
 // socketCount is how many sockets bind each address.
 func (e *Engine) socketCount() int {
 	n := e.opt.Sockets

@@ -31,15 +31,16 @@ func TestBindSocketsServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := pc.LocalAddr().String()
-	first, ok := FirstSocket(pc).(*net.UDPConn)
+	socks := Sockets(pc)
+	first, ok := socks[0].(*net.UDPConn)
 	if !ok || first.LocalAddr().String() != addr {
-		t.Fatalf("FirstSocket: %T %v, want the *net.UDPConn on %s", FirstSocket(pc), FirstSocket(pc).LocalAddr(), addr)
+		t.Fatalf("Sockets: %T %v first, want the *net.UDPConn on %s", socks[0], socks[0].LocalAddr(), addr)
 	}
 	want := 3
 	if !reusePortOK {
 		want = 1
 	}
-	if n := 1 + len(pc.(*sockets).others); n != want {
+	if n := len(socks); n != want || n != 1+len(pc.(*sockets).others) {
 		t.Fatalf("%d sockets bound, want %d", n, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
