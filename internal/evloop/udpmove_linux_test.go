@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -296,7 +297,15 @@ func TestUDPFlowsMove(t *testing.T) {
 	if got := rn.metric("protoplex_udp_flows_active"); got != n+1 {
 		t.Errorf("new: protoplex_udp_flows_active = %v, want %d", got, n+1)
 	}
-	if strings.Contains(ro.log.String(), "udp flow") && strings.Contains(ro.log.String(), "reason=closed") {
+	// Its access line is the new engine's, with the counts from before the
+	// move: 3 datagrams each way (before, during, after); the old engine
+	// wrote none.
+	next.e.Close()
+	client := regexp.QuoteMeta(cs[0].LocalAddr().String())
+	if !regexp.MustCompile(`client=` + client + ` [^\n]*datagrams_up=3 datagrams_down=3 `).MatchString(rn.log.String()) {
+		t.Errorf("no access line with the counts from before the move for %s in the new engine's log:\n%s", cs[0].LocalAddr(), rn.log)
+	}
+	if strings.Contains(ro.log.String(), "client="+cs[0].LocalAddr().String()) {
 		t.Errorf("the old engine logged a moved flow's end:\n%s", ro.log)
 	}
 }
