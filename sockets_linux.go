@@ -9,7 +9,6 @@ import (
 
 	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/monitor"
-	"github.com/darkit/protoplex/internal/udp"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +49,7 @@ func (pm *ProtocolManager) Sockets(served ...net.Listener) ([]Socket, error) {
 	// still reaches the socket its flow is read on.
 	pm.udpListeners.Listeners(func(addr string, pc net.PacketConn) {
 		key := listen.Key(listen.RoleListenUDP, addr)
-		for i, c := range udp.Sockets(pc) {
+		for i, c := range pm.udp.Sockets(pc) {
 			if i > 0 {
 				add(listen.ExtraKey(key, i), c)
 			} else {

@@ -38,6 +38,26 @@ func Sockets(pc net.PacketConn) []net.PacketConn {
 	return []net.PacketConn{pc}
 }
 
+// Sockets is every socket of pc as the engine serves it: Sockets(pc), and
+// for one socket given alone (socket activation) those Serve joined beside
+// it.
+func (e *Engine) Sockets(pc net.PacketConn) []net.PacketConn {
+	if c, ok := pc.(*net.UDPConn); ok {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, ln := range e.lns {
+			if ln.primary && ln.conn == c {
+				out := make([]net.PacketConn, len(ln.group))
+				for i, m := range ln.group {
+					out[i] = m.conn
+				}
+				return out
+			}
+		}
+	}
+	return Sockets(pc)
+}
+
 // udpConns is pcs as UDP sockets; nil when one is not.
 func udpConns(pcs []net.PacketConn) (*net.UDPConn, []*net.UDPConn) {
 	var out []*net.UDPConn
