@@ -89,7 +89,10 @@ func AppendFlow(m *Message, f FlowState) error {
 		return err
 	}
 	if len(m.Records)+1 > MaxFDsPerMessage {
-		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, len(m.Records)+1, MaxFDsPerMessage)
+		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrFull, len(m.Records)+1, MaxFDsPerMessage)
+	}
+	if n := encodedLen(m) + recordLen + len(nameFlow) + len(meta); n > MaxMessage {
+		return fmt.Errorf("%w: %d bytes, at most %d per message", ErrFull, n, MaxMessage)
 	}
 	t := UDPSocket
 	if f.Identifying {
@@ -97,6 +100,18 @@ func AppendFlow(m *Message, f FlowState) error {
 	}
 	m.Records = append(m.Records, Record{Type: t, Name: nameFlow, Meta: meta})
 	return nil
+}
+
+// ErrFull: a record does not fit the message; it goes in the next one.
+var ErrFull = fmt.Errorf("%w: the message is full", ErrBounds)
+
+// encodedLen is the size Encode gives m.
+func encodedLen(m *Message) int {
+	n := headerLen + len(m.Note)
+	for _, r := range m.Records {
+		n += recordLen + len(r.Name) + len(r.Meta)
+	}
+	return n
 }
 
 // DecodeFlows reads the flows of a Flows message, one per record; it

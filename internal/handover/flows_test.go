@@ -147,6 +147,18 @@ func TestFlowRecords(t *testing.T) {
 	if len(full.Records) != MaxFDsPerMessage {
 		t.Errorf("%d descriptors in one message", len(full.Records))
 	}
+	// The largest states fill a message by its bytes first: each append
+	// that fits encodes, the one that does not says ErrFull.
+	big := Message{Kind: Flows}
+	for err == nil {
+		err = AppendFlow(&big, states[len(states)-1])
+	}
+	if !errors.Is(err, ErrFull) || !errors.Is(err, ErrBounds) {
+		t.Errorf("a full message: %v", err)
+	}
+	if b, err := Encode(nil, big); err != nil || len(b) != encodedLen(&big) {
+		t.Errorf("a message filled to its bound: %d bytes, %v; want %d", len(b), err, encodedLen(&big))
+	}
 }
 
 // FuzzDecodeFlow: no input panics or decodes to a state over its bounds;

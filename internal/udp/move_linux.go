@@ -170,6 +170,9 @@ func (ln *listener) detach(b *FlowBatch, maxFDs int) {
 			if err != nil {
 				ln.restore(m)
 			}
+			if errors.Is(err, handover.ErrFull) && len(b.flows) > 0 {
+				return // it goes in the next batch
+			}
 		}
 		if err != nil {
 			ln.e.opt.Log.Warn("upgrade: a udp flow cannot move, it drains here", "client", f.client.String(), "err", err)
