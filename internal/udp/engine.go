@@ -42,7 +42,12 @@
 // has one goroutine reading its upstream socket; on unix it holds no
 // buffer while it waits (it reads into a shared pool when the socket is
 // readable). Idle flows are found by each owner walking per-timeout LRU
-// lists every Options.Sweep, not by a timer per flow.
+// lists every Options.Sweep, not by a timer per flow. Flows an upgrade
+// moves in (move_linux.go) come within internal/handover's bounds (at most
+// 253 a message; an undecided one with at most MaxDatagrams and
+// MaxPendingBytes) and count in MaxFlows without being refused by it: the
+// old process held them; the adoption waits at most listenerWait for its
+// address's listener.
 package udp
 
 import (
