@@ -170,6 +170,9 @@ monitoring:
 		t.Error(err)
 	}
 	t.Logf("%d datagrams answered over %d flows across %d upgrades", sent.Load(), clients, upgrades)
+	for _, m := range regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* took=(\S+) udp_flows_moved=(\d+)`).FindAllStringSubmatch(p.Out.String(), -1) {
+		t.Logf("upgrade: %s udp flows moved, %s from SIGUSR2 to the last batch acknowledged", m[2], m[1])
+	}
 	if t.Failed() {
 		t.Logf("stderr:\n%s", p.Out)
 	}
