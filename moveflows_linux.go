@@ -6,15 +6,17 @@ import (
 	"os"
 
 	"github.com/darkit/protoplex/internal/handover"
+	"github.com/darkit/protoplex/internal/udp"
 )
 
 // Moving UDP flows during an upgrade, after the connections (the old
 // process reads its UDP listeners meanwhile) and before their Done: the old
 // process stops reading its listen_udp sockets, which the new one holds
 // unread (WithHeldUDP), then moves the event loops' flows in batches, each
-// with its upstream socket, and ends the phase with an empty Flows
-// message naming the flows it keeps. A batch refused or met by an error
-// stays here, and so does everything after it: those flows drain here.
+// with its upstream socket and committed as connections are, and ends the
+// phase with an empty Flows message naming the flows it keeps. A batch
+// refused or met by an error stays here, and so does everything after it:
+// those flows drain here.
 // After a refusal the new process reads the listeners (the flows' next
 // datagrams open flows there, as before flows moved); after an error (the
 // new process is gone) this one reads them again. Flows of the goroutine
@@ -38,9 +40,10 @@ func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err er
 		moved += b.Len()
 	}
 	left = e.Flows()
-	serr := hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil)
 	if err == nil {
-		err = serr
+		// The end of the phase; after an error the Done that follows ends
+		// it (the new process may wait for a commit).
+		err = hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil)
 	}
 	if err != nil && !errors.Is(err, errRefused) {
 		// The new process is gone, or never reads its listeners: this
@@ -53,30 +56,32 @@ func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err er
 // flowsIn is what AdoptConnections took of the old process's flows.
 type flowsIn struct {
 	moved, left int
-	ended       bool // the old process ended its flow phase
 }
 
-// adoptFlows takes one Flows message: a batch, answered by an Ack or a
-// Refuse (the old process keeps it), or the end of the phase, which
-// releases this process's UDP listeners.
-func (pm *ProtocolManager) adoptFlows(hc *handover.Conn, m handover.Message, files []*os.File, in *flowsIn) error {
+// adoptFlows takes one Flows message: a batch, refused (the old process
+// keeps it) or taken on the old process's commit (commitBatch), or the end
+// of the phase, which releases this process's UDP listeners. ended: the
+// old process ended the handover meanwhile (Done, kept the connections it
+// keeps, or its close).
+func (pm *ProtocolManager) adoptFlows(hc *handover.Conn, m handover.Message, files []*os.File, in *flowsIn) (ended bool, kept int, err error) {
 	if len(m.Records) == 0 {
-		in.left, in.ended = int(m.Count), true
+		in.left = int(m.Count)
 		pm.udp.Release()
-		return nil
+		return false, 0, nil
 	}
-	var n int
+	var prep *udp.FlowAdoption
 	var why error
 	if free := fdsFree(); free-len(files) < fdReserve {
 		closeFiles(files)
 		why = fmt.Errorf("%d descriptors would leave %d free of the open-files limit, under the %d kept for new connections", len(files), free-len(files), fdReserve)
 	} else {
-		n, why = pm.udp.AdoptFlows(m, files)
+		prep, why = pm.udp.PrepareFlows(m, files)
 	}
-	if why != nil && n == 0 {
+	if why != nil {
 		pm.log.Warn("upgrade: udp flows refused, the old process keeps them", "err", why)
-		return hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
+		return false, 0, hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
 	}
+	n, kept, ended, err := commitBatch(hc, prep)
 	in.moved += n
-	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
+	return ended, kept, err
 }

@@ -118,6 +118,13 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 				adopted <- err
 				return
 			}
+			if m.Kind == handover.Done {
+				if mode == refuseAll {
+					next.e.Release()
+				}
+				adopted <- nil
+				return
+			}
 			if len(m.Records) == 0 {
 				next.e.Release()
 				next.e.ResumeListeners() // one paused before (BenchmarkUDPFlowsMove)
@@ -137,13 +144,27 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 					f.Close()
 				}
 			default:
-				next.serve() // if it was lazy: the listener starts while the flows are adopted
-				n, err := next.e.AdoptFlows(m, files)
+				// Checked whole, then taken on the old side's commit.
+				next.serve() // if it was lazy: the listener starts while the flows are checked
+				prep, err := next.e.PrepareFlows(m, files)
 				if err != nil {
 					adopted <- err
 					return
 				}
-				reply = handover.Message{Kind: handover.Ack, Count: uint32(n)}
+				if err := nc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
+					adopted <- err
+					return
+				}
+				if commit, _, err := nc.Recv(); err != nil || commit.Kind != handover.Ack {
+					prep.Discard()
+					adopted <- fmt.Errorf("no commit: %v %v", commit.Kind, err)
+					return
+				}
+				if _, err := prep.Commit(); err != nil {
+					adopted <- err
+					return
+				}
+				continue
 			}
 			if err := nc.Send(reply, nil); err != nil {
 				adopted <- err
@@ -170,6 +191,8 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 			failed = err
 		case ack.Kind != handover.Ack:
 			failed, refused = errors.New(ack.Note), true
+		default:
+			failed = oc.Send(handover.Message{Kind: handover.Ack, Count: ack.Count}, nil) // the commit
 		}
 		if failed != nil {
 			old.e.RestoreFlows(b)
@@ -178,9 +201,12 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 		old.e.MovedFlows(b)
 		moved += b.Len()
 	}
-	serr := oc.Send(handover.Message{Kind: handover.Flows, Count: uint32(old.e.Flows())}, nil)
 	if failed == nil {
-		failed = serr
+		failed = oc.Send(handover.Message{Kind: handover.Flows, Count: uint32(old.e.Flows())}, nil)
+	} else {
+		// Done ends the handover; the new side goes, holding its
+		// listeners after a death, reading them after a refusal.
+		_ = oc.Send(handover.Message{Kind: handover.Done}, nil)
 	}
 	if failed != nil && !refused {
 		old.e.ResumeListeners()
@@ -393,11 +419,11 @@ func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
 	}
 }
 
-// TestUDPAdoptFlowsHostile: a Flows message that lies — an identifying
+// TestUDPPrepareFlowsHostile: a Flows message that lies — an identifying
 // flow whose pipe holds less than its state says, a client that is no
 // address, a descriptor short — is refused whole: no flow is taken and
 // every descriptor it came with is closed.
-func TestUDPAdoptFlowsHostile(t *testing.T) {
+func TestUDPPrepareFlowsHostile(t *testing.T) {
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: "127.0.0.1:9", Datagram: datagramPrefix("PING")}}
 	rn := newRig(t, protos)
 	pc, err := udp.New(udp.Options{Sockets: 1}).BindSockets(context.Background(), "127.0.0.1:0")
@@ -432,8 +458,9 @@ func TestUDPAdoptFlowsHostile(t *testing.T) {
 		if err := handover.AppendFlow(&m, c.st); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := next.e.AdoptFlows(m, c.files()); err == nil || n != 0 {
-			t.Errorf("%s: took %d flows, err %v", name, n, err)
+		if prep, err := next.e.PrepareFlows(m, c.files()); err == nil {
+			prep.Discard()
+			t.Errorf("%s: taken", name)
 		}
 	}
 	if n := next.e.Flows(); n != 0 {

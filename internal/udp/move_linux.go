@@ -25,12 +25,13 @@ import (
 // upstream socket leaves the loop's epoll and goes with the flow's state,
 // so the backend keeps seeing the same source port; a flow still
 // identifying (or resolving a host-name target) goes as the datagrams it
-// was given, in a pipe. On the new process's acknowledgement the old one
+// was given, in a pipe. The new process checks each batch whole
+// (PrepareFlows) and says it can take it; the old one then commits it and
 // closes its copies without counting an end or writing a log line
-// (MovedFlows); on anything else it puts them back and reads its
-// listeners again (RestoreFlows, ResumeListeners). The new process adopts
-// each flow on the loop that reads its socket (AdoptFlows), then reads its
-// listeners (Release). Flows of listeners without a loop (the goroutine
+// (MovedFlows), and the new one adopts each flow on the loop that reads
+// its socket (Commit). On anything else the old process puts them back
+// (RestoreFlows) and the new one closes what it held (Discard). The new
+// process reads its listeners once the phase ends (Release). Flows of listeners without a loop (the goroutine
 // data plane) do not move: they drain in the old process.
 
 // Bounds this package's flows keep within what a FlowState may carry.
@@ -323,13 +324,29 @@ func (t *flowTable) idleOf(f *flow) time.Duration {
 	return DefaultIdleTimeout
 }
 
-// AdoptFlows takes the flows of a Flows message and the descriptors that
-// came with it (closed here, in every case) into the loops that read their
-// listeners' sockets; it returns how many it took. It checks the whole
-// message before it takes any: on error none was taken, and the old
-// process keeps them all. A flow whose address this process no longer
-// listens on ends here (the old process's copy closes too).
-func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
+// FlowAdoption is a Flows message checked whole, its descriptors held
+// and read by nobody, until the old process commits it (Commit) or gives
+// it up (Discard).
+type FlowAdoption struct {
+	byLn map[*listener][]adoption
+	n    int
+}
+
+// adoption is one flow of a FlowAdoption, for its listener's loop.
+type adoption struct {
+	st      handover.FlowState
+	client  netip.AddrPort
+	fd      int // the upstream socket; -1 for an identifying flow (its pipe was read)
+	pending [][]byte
+}
+
+// PrepareFlows checks the flows of a Flows message and takes the
+// descriptors that came with it (closed here on error): on error none
+// will be taken, and the old process keeps them all. An identifying
+// flow's datagrams are read from their pipe now. A flow whose address this
+// process no longer listens on will end here (it counts in Len, as the
+// old process's copy closes too).
+func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdoption, error) {
 	fds := make([]int, 0, len(files))
 	defer func() {
 		for _, fd := range fds {
@@ -348,14 +365,14 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 		f.Close()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("udp: taking a moved flow's descriptor: %w", err)
+		return nil, fmt.Errorf("udp: taking a moved flow's descriptor: %w", err)
 	}
 	states, err := handover.DecodeFlows(m)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if len(states) != len(fds) {
-		return 0, fmt.Errorf("udp: %d flows with %d descriptors", len(states), len(fds))
+		return nil, fmt.Errorf("udp: %d flows with %d descriptors", len(states), len(fds))
 	}
 	// The manager starts serving each address in a goroutine of its
 	// own: one may not have started yet.
@@ -366,42 +383,50 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 		}
 	}
 	if len(lns) == 0 {
-		return 0, errors.New("udp: no listener on an event loop (server.data_plane goroutines)")
+		return nil, errors.New("udp: no listener on an event loop (server.data_plane goroutines)")
 	}
-	type adoption struct {
-		st      handover.FlowState
-		client  netip.AddrPort
-		fd      int
-		pending [][]byte
-	}
-	byLn := map[*listener][]adoption{}
+	fa := &FlowAdoption{byLn: map[*listener][]adoption{}, n: len(states)}
 	var lost int
 	for i, st := range states {
 		client, err := netip.ParseAddrPort(st.Client)
 		if err != nil {
-			return 0, fmt.Errorf("udp: a moved flow's client %q: %w", st.Client, err)
+			return nil, fmt.Errorf("udp: a moved flow's client %q: %w", st.Client, err)
 		}
 		a := adoption{st: st, client: netip.AddrPortFrom(client.Addr().Unmap(), client.Port()), fd: fds[i]}
 		if st.Identifying {
 			if a.pending, err = readPending(fds[i], st.Pending); err != nil {
-				return 0, fmt.Errorf("udp: a moved flow's datagrams: %w", err)
+				return nil, fmt.Errorf("udp: a moved flow's datagrams: %w", err)
 			}
+			a.fd = -1 // its pipe is closed with the rest
 		}
 		ln := listenerFor(lns, st.Listen, st.Socket)
 		if ln == nil {
 			lost++
 			continue
 		}
-		byLn[ln] = append(byLn[ln], a)
+		fa.byLn[ln] = append(fa.byLn[ln], a)
 	}
 	if lost > 0 {
 		e.opt.Log.Warn("upgrade: udp flows of an address this process no longer listens on end", "flows", lost)
 	}
-	taken := 0
-	for ln, as := range byLn {
+	for _, as := range fa.byLn {
 		for _, a := range as {
-			fds[slices.Index(fds, a.fd)] = -1 // the loop owns it now, or closes it
+			if a.fd >= 0 {
+				fds[slices.Index(fds, a.fd)] = -1 // the adoption holds it now
+			}
 		}
+	}
+	return fa, nil
+}
+
+// Len is how many flows the message held.
+func (fa *FlowAdoption) Len() int { return fa.n }
+
+// Commit takes the flows into the loops that read their listeners'
+// sockets; it returns how many it took.
+func (fa *FlowAdoption) Commit() (int, error) {
+	taken := 0
+	for ln, as := range fa.byLn {
 		ok := ln.call(func() {
 			for _, a := range as {
 				if ln.adopt(a.st, a.client, a.fd, a.pending) {
@@ -409,13 +434,29 @@ func (e *Engine) AdoptFlows(m handover.Message, files []*os.File) (int, error) {
 				}
 			}
 		})
-		if !ok {
-			for _, a := range as {
-				rawClose(a.fd)
-			}
+		if !ok { // the listener stopped meanwhile
+			closeAdoptions(as)
 		}
 	}
+	fa.byLn = nil
 	return taken, nil
+}
+
+// Discard closes what the adoption holds: the old process keeps the
+// flows.
+func (fa *FlowAdoption) Discard() {
+	for _, as := range fa.byLn {
+		closeAdoptions(as)
+	}
+	fa.byLn = nil
+}
+
+func closeAdoptions(as []adoption) {
+	for _, a := range as {
+		if a.fd >= 0 {
+			rawClose(a.fd)
+		}
+	}
 }
 
 // dupFile is a non-blocking duplicate of f's descriptor, close-on-exec (f.Fd
@@ -439,7 +480,7 @@ func dupFile(f *os.File) (int, error) {
 	return fd, nil
 }
 
-// listenerWait bounds how long AdoptFlows waits for the listener of a
+// listenerWait bounds how long PrepareFlows waits for the listener of a
 // moved flow's address to start.
 const listenerWait = 5 * time.Second
 
@@ -526,7 +567,9 @@ func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, 
 	e := ln.e
 	now := e.now()
 	if ln.drv.stopped || ln.t.lookup(client) != nil {
-		rawClose(fd)
+		if fd >= 0 {
+			rawClose(fd)
+		}
 		return false
 	}
 	s := e.settings()
@@ -537,7 +580,6 @@ func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, 
 		e.opt.Stats.Active.Inc()
 	}
 	if st.Identifying {
-		rawClose(fd)
 		for _, p := range pending {
 			ln.t.hold(f, p)
 		}
