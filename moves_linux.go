@@ -63,9 +63,15 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err err
 			mv.Conns += b.Len()
 		}
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		mv.Flows, mv.FlowsLeft, err = pm.moveFlows(hc)
-	} else {
+	case errors.Is(err, errRefused):
+		// The new process said no to connections, but serves the UDP
+		// listeners from the Done on: the flows still try, so that only
+		// one process reads them.
+		mv.Flows, mv.FlowsLeft, _ = pm.moveFlows(hc)
+	default:
 		mv.FlowsLeft = pm.udp.Flows()
 	}
 	mv.ConnsLeft = pm.conns.Len()
@@ -75,8 +81,12 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err err
 	return mv, err
 }
 
-// errRefused: the new process, alive, said no to a batch.
-var errRefused = errors.New("the new process refused")
+// errRefused: the new process, alive, said no to a batch. errLate: it
+// said yes too late to commit; it is alive too, and waits for the Done.
+var (
+	errRefused = errors.New("the new process refused")
+	errLate    = errors.New("too late to commit")
+)
 
 // sendBatch sends one batch, waits for the new process's word that it
 // can take it, and commits it; on error nothing was committed and the
@@ -100,7 +110,7 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	// find it gone, and the batch would be closed by both. Kept here
 	// instead.
 	if late := time.Since(sent); late > hc.Timeout()/2 {
-		return fmt.Errorf("the acknowledgement of %d connections came after %v, too late to commit", n, late.Round(time.Millisecond))
+		return fmt.Errorf("the acknowledgement of %d connections came after %v, %w", n, late.Round(time.Millisecond), errLate)
 	}
 	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
 }
