@@ -142,17 +142,42 @@ func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 			conn.Close()
 		}
 	}()
-	cmd := exec.Command(u.exe, u.args...)
-	cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
-	cmd.ExtraFiles = []*os.File{peer} // fd 3
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	command := func(sibling bool) *exec.Cmd {
+		cmd := exec.Command(u.exe, u.args...)
+		cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
+		cmd.ExtraFiles = []*os.File{peer} // fd 3
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if sibling {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_PARENT}
+		}
+		return cmd
+	}
+	// Under a service manager (NOTIFY_SOCKET) the new process is started as
+	// the manager's child, this one's sibling (CLONE_PARENT): systemd takes
+	// the MAINPID= of a process that is not its child ("Supervising process
+	// N which is not our child") but does not wait for it on stop, and
+	// sends SIGKILL right after SIGTERM, cutting the drain short.
+	sibling := os.Getenv("NOTIFY_SOCKET") != ""
+	cmd := command(sibling)
 	err = cmd.Start()
+	if sibling && errors.Is(err, syscall.EINVAL) { // PID 1 of a namespace has no parent to share
+		sibling = false
+		cmd = command(false)
+		err = cmd.Start()
+	}
 	peer.Close()
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("starting %s: %w", u.exe, err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	if sibling {
+		// Its exit status goes to the manager (and its journal): here
+		// the handover socket's end says it exited.
+		close(exited)
+		defer cmd.Process.Release()
+	} else {
+		go func() { exited <- cmd.Wait() }()
+	}
 	fail := func(err error) (int, int, *handover.Conn, error) {
 		_ = cmd.Process.Kill() // it may hold the sockets: it must not serve beside this process
 		if werr := <-exited; werr != nil {
@@ -416,8 +441,12 @@ func upgradeCommand(pid int, wait time.Duration, stdout, stderr io.Writer) int {
 }
 
 // running reports whether pid is a live process (not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func running(pid int) bool { return runningAt("/proc/" + strconv.Itoa(pid)) }
+
+// runningAt reports whether the process whose /proc directory is dir is
+// live (not a zombie).
+func runningAt(dir string) bool {
+	b, err := os.ReadFile(dir + "/stat")
 	if err != nil {
 		return false
 	}

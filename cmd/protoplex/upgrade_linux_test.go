@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -389,7 +390,8 @@ func TestUpgradeSocketActivation(t *testing.T) {
 
 // TestUpgradeNotify: under a service manager (NOTIFY_SOCKET) the process
 // says READY=1 once it serves, and a new process started by an upgrade
-// says it is the main process now (MAINPID=) before the old one stops —
+// says it is the main process now (MAINPID=) before the old one stops, as
+// the manager's child (CLONE_PARENT), not the old process's —
 // what a Type=notify unit with NotifyAccess=all follows.
 func TestUpgradeNotify(t *testing.T) {
 	backend := testnet.Banner(t, "A:")
@@ -422,8 +424,19 @@ func TestUpgradeNotify(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGUSR2)
 	got := next()
 	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
-	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID(t, p.Out.String(), 1)); got != want {
+	newp := newPID(t, p.Out.String(), 1)
+	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newp); got != want {
 		t.Errorf("the new process notified %q, want %q", got, want)
+	}
+	// It is the manager's child (here the test's), not the old process's:
+	// systemd waits on stop only for a main process that is its child.
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", newp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])) // state, ppid, ...
+	if len(f) < 2 || f[1] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("the new process's /proc stat %q: want the manager (%d) for its parent, as the old process's", f, os.Getpid())
 	}
 }
 
