@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,6 +61,17 @@ type upgrader struct {
 	served []net.Listener // served as given (socket activation)
 	stop   func()         // stops this process: drain, then exit
 	busy   atomic.Bool
+
+	mu     sync.Mutex
+	handed *handedOver // set once this process has handed over
+}
+
+// handedOver is what an old process remembers of its upgrade, to say as
+// it exits.
+type handedOver struct {
+	ready time.Time // when the new process acknowledged: it serves
+	pid   int       // the new process
+	left  int       // the connections this process kept to drain
 }
 
 // catchUpgrade catches SIGUSR2 from the start: one that comes before this
@@ -72,12 +84,13 @@ func catchUpgrade() chan os.Signal {
 }
 
 // upgradeOnSignal upgrades on each SIGUSR2 from sig until ctx ends; a
-// successful upgrade calls stop.
-func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) {
+// successful upgrade calls stop. Its result's exiting says, once this
+// process has drained, what the upgrade left it to do.
+func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) *upgrader {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Warn("upgrades unavailable: the binary's path is unknown", "err", err)
-		return
+		return nil
 	}
 	u := &upgrader{exe: exe, args: os.Args[1:], pm: pm, log: log, served: served, stop: stop}
 	go func() {
@@ -94,6 +107,7 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				}
 				start := time.Now()
 				pid, n, hc, err := u.run()
+				ready := time.Now()
 				if err != nil {
 					u.busy.Store(false)
 					u.pm.CountUpgrade(false)
@@ -111,6 +125,9 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				}
 				log.Info("upgrade: the new process serves the listeners and the moved connections; this one stops accepting and drains the rest",
 					"pid", pid, "sockets", n, "moved", moved, "left_to_drain", left, "took", time.Since(start).Round(time.Millisecond))
+				u.mu.Lock()
+				u.handed = &handedOver{ready: ready, pid: pid, left: left}
+				u.mu.Unlock()
 				u.stop()
 				return
 			case <-ctx.Done():
@@ -118,6 +135,24 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 			}
 		}
 	}()
+	return u
+}
+
+// exiting logs, in a process that has handed over and drained, how long it
+// ran on after the new process was ready and how many connections it
+// drained meanwhile: its last line, the measure of how soon an old
+// process is gone.
+func (u *upgrader) exiting() {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	h := u.handed
+	u.mu.Unlock()
+	if h != nil {
+		u.log.Info("upgrade: this process drained and exits", "new_pid", h.pid, "drained", h.left,
+			"after_new_ready", time.Since(h.ready).Round(time.Millisecond))
+	}
 }
 
 // run starts the new process and hands it the sockets; it returns the new

@@ -194,6 +194,12 @@ monitoring:
 			t.Errorf("the upgrade's log line does not say the stream moved:\n%s", p.Out)
 		}
 		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream moved; stderr:\n%s", p.Out)
+		// Its last line: how many it drained (the load's connections not
+		// yet forwarded at the switch) and how long it ran on after the new
+		// process was ready.
+		if !regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=\d+ after_new_ready=\d`, next)).MatchString(p.Out.String()) {
+			t.Errorf("the old process's last line does not say what it drained:\n%s", p.Out)
+		}
 		io.WriteString(long, "SSH-2.0-still\r\n")
 		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
 			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
@@ -212,8 +218,15 @@ monitoring:
 		if !running(pid) {
 			t.Error("the old process exited before its stream ended")
 		}
+		exits := regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=[1-9]\d* after_new_ready=\d`, next))
+		if exits.MatchString(p.Out.String()) {
+			t.Errorf("the old process says it drained while its stream is open:\n%s", p.Out)
+		}
 		long.Close()
 		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
+		if !exits.MatchString(p.Out.String()) {
+			t.Errorf("the old process's last line does not say it drained the stream:\n%s", p.Out)
+		}
 	}
 
 	// Then once more, with the command a script runs.
