@@ -534,3 +534,29 @@ func TestUpgradeConnectionsRefused(t *testing.T) {
 	long.Close()
 	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 }
+
+// TestUpgradeDrainBounded: on the goroutine data plane nothing moves; a
+// stream that outlives server.graceful_shutdown_timeout is cut by the old
+// process, which then exits, its last line saying how many it drained.
+func TestUpgradeDrainBounded(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"1s\"\n  data_plane: goroutines\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process outlives its drain timeout; stderr:\n%s", p.Out)
+	next := newPID(t, p.Out.String(), 1)
+	if !regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=1 after_new_ready=\d`, next)).MatchString(p.Out.String()) {
+		t.Errorf("the old process's last line does not say it drained the stream:\n%s", p.Out)
+	}
+	_ = long.SetReadDeadline(time.Now().Add(upgradeBound))
+	io.WriteString(long, "SSH-2.0-late\r\n")
+	if line, err := longR.ReadString('\n'); err == nil {
+		t.Errorf("the stream outlived the old process's drain timeout: %q", line)
+	}
+}
