@@ -237,6 +237,9 @@ func bootSystemd(t *testing.T, units map[string]string, config string) *booted {
 	}
 	unshare := testnet.RequireBinary(t, "unshare")
 	testnet.RequireBinary(t, "nsenter")
+	if out, err := exec.Command(unshare, "--pid", "--fork", "--mount", "--cgroup", "true").CombinedOutput(); err != nil {
+		t.Skipf("no PID, mount and cgroup namespaces here (a container without CAP_SYS_ADMIN?): %v: %s", err, out)
+	}
 	parent, err := delegatedCgroup()
 	if err != nil {
 		t.Skipf("systemd needs a cgroup2 directory of its own: %v", err)
