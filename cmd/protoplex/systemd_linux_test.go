@@ -29,7 +29,8 @@ import (
 // must follow the new main process (MainPID), the unit must stay active
 // without a restart, the old process must be gone, the held streams must
 // answer and no new connection may fail; systemctl stop then stops the
-// newest process. Once with the socket unit (TCP and, with udp.conf, UDP)
+// newest process. Before those, an upgrade to a binary that exits at start
+// fails: systemd still follows the old process, which serves on. Once with the socket unit (TCP and, with udp.conf, UDP)
 // and once without it, edited out as deploy/systemd/README.md says.
 func TestUpgradeUnderSystemd(t *testing.T) {
 	for _, socket := range []bool{true, false} {
@@ -103,6 +104,25 @@ monitoring:
 	l := startLoad([][2]string{{"tcp", addr}}, 4)
 	defer l.end()
 	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > 50 }, "the load does not get through: %v", testnet.Later(func() string { return fmt.Sprint(l.firstErr) }))
+
+	// A new binary that exits at start: the upgrade fails, and systemd
+	// still follows the old process, which serves on.
+	exe := fmt.Sprintf("/proc/%d/root/usr/local/bin/protoplex", s.pid)
+	bad := filepath.Join(t.TempDir(), "exit3")
+	testnet.WriteFile(t, bad, "#!/bin/sh\necho 'this binary cannot start' >&2\nexit 3\n")
+	install(t, bad, exe)
+	before := l.ok.Load()
+	s.systemctl(t, "kill", "-s", "USR2", "--kill-whom=main", "protoplex.service")
+	testnet.Eventually(t, upgradeBound, func() bool { return strings.Contains(s.console.String(), "upgrade failed: this process keeps serving") },
+		"no failed upgrade logged; console:\n%s", s.console)
+	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+50 }, "the old process stopped serving after a failed upgrade")
+	if got := s.mainPID(t); got != main {
+		t.Fatalf("after a failed upgrade systemd follows %d, want the old process %d; console:\n%s", got, main, s.console)
+	}
+	if got := s.show("protoplex.service", "ActiveState") + "/" + s.show("protoplex.service", "InvocationID"); got != "active/"+invocation {
+		t.Fatalf("after a failed upgrade protoplex.service is %s, want active/%s; console:\n%s", got, invocation, s.console)
+	}
+	install(t, binary, exe)
 
 	for i := range 2 {
 		before := l.ok.Load()
