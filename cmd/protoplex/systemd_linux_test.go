@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,6 +96,7 @@ monitoring:
 		t.Errorf("the service does not serve the socket unit's socket; console:\n%s", s.console)
 	}
 
+	nofile := s.openFiles(t, main) // LimitNOFILE=, where this machine lets systemd raise it
 	var held []*bufio.Reader
 	var heldConns []net.Conn
 	for range 3 {
@@ -170,6 +172,11 @@ monitoring:
 	}
 	if n := strings.Count(s.console.String(), "upgrade: the new process serves the listeners"); n != 2 {
 		t.Errorf("%d upgrades logged, want 2; console:\n%s", n, s.console)
+	}
+	// The newest process has the first one's open-files limit: an upgrade
+	// does not lose the descriptor budget the moved connections need.
+	if got := s.openFiles(t, main); got != nofile {
+		t.Errorf("the newest process's open-files limit is %q, the first one's %q", got, nofile)
 	}
 	for _, c := range heldConns {
 		c.Close()
@@ -389,6 +396,21 @@ func (b *booted) mainPID(t *testing.T) int {
 // running reports whether pid, of systemd's namespace, is a live process.
 func (b *booted) running(pid int) bool {
 	return runningAt(fmt.Sprintf("/proc/%d/root/proc/%d", b.pid, pid))
+}
+
+// openFiles is the "Max open files" line of pid's limits (a pid of
+// systemd's namespace).
+func (b *booted) openFiles(t *testing.T, pid int) string {
+	t.Helper()
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/limits", b.pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^Max open files.*$`).Find(limits)
+	if m == nil {
+		t.Fatalf("no open-files limit in:\n%s", limits)
+	}
+	return strings.Join(strings.Fields(string(m)), " ")
 }
 
 // serviceProcs are the processes in protoplex.service's cgroup.
