@@ -30,8 +30,9 @@ import (
 // must follow the new main process (MainPID), the unit must stay active
 // without a restart, the old process must be gone, the held streams must
 // answer and no new connection may fail; systemctl stop then stops the
-// newest process. Before those, an upgrade to a binary that exits at start
-// fails: systemd still follows the old process, which serves on. Once with the socket unit (TCP and, with udp.conf, UDP)
+// newest process, after systemctl reload has reached it. Before those, an
+// upgrade to a binary that exits at start fails: systemd still follows the
+// old process, which serves on. Once with the socket unit (TCP and, with udp.conf, UDP)
 // and once without it, edited out as deploy/systemd/README.md says.
 func TestUpgradeUnderSystemd(t *testing.T) {
 	for _, socket := range []bool{true, false} {
@@ -181,6 +182,13 @@ monitoring:
 	for _, c := range heldConns {
 		c.Close()
 	}
+	// systemctl reload (ExecReload=, SIGHUP to $MAINPID) reaches the
+	// newest process: the edited file routes new connections elsewhere.
+	other := testnet.Banner(t, "B:")
+	testnet.WriteFile(t, fmt.Sprintf("/proc/%d/root/etc/protoplex/config.yaml", s.pid), strings.Replace(config, backend, other, 1))
+	s.systemctl(t, "reload", "protoplex.service")
+	testnet.Eventually(t, upgradeBound, func() bool { return ask(addr, "SSH-2.0-reload\r\n") == "B:SSH-2.0-reload\r\n" },
+		"systemctl reload did not reach the newest process; console:\n%s", s.console)
 
 	// systemctl stop stops the process systemd follows: SIGTERM, a drain,
 	// exit 0; no SIGKILL after TimeoutStopSec.
