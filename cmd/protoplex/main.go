@@ -286,10 +286,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	}
 	up.ready(pm, log)
-	upgradeOnSignal(ctx, usr2, stop, pm, log, served)
+	upgraded := upgradeOnSignal(ctx, usr2, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()
+	upgraded.exiting()
 	return exitOK
 }
 

@@ -29,8 +29,13 @@ func (*upgradeChild) abandon(string)                                 {}
 
 func catchUpgrade() chan os.Signal { return nil }
 
-func upgradeOnSignal(context.Context, chan os.Signal, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) {
+type upgrader struct{}
+
+func upgradeOnSignal(context.Context, chan os.Signal, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) *upgrader {
+	return nil
 }
+
+func (*upgrader) exiting() {}
 
 func upgradeCommand(pid int, _ time.Duration, _, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "protoplex: -upgrade %d: upgrades need Linux\n", pid)
