@@ -25,8 +25,9 @@ const RoleActivation = "activation"
 // WithInheritedSockets makes the manager take its listening sockets from
 // files, by Socket.Key, instead of binding them: the sockets an old
 // process handed over. An address with no socket there is bound as
-// usual. The manager takes duplicates: the caller closes files once the
-// manager serves (InheritedLeft names those it did not take).
+// usual. The manager closes each file it takes (and deletes it from
+// files) once it holds a duplicate; the caller closes what is left in
+// files once the manager serves (InheritedLeft names them).
 func WithInheritedSockets(files map[string]*os.File) Option {
 	return func(o *options) {
 		if len(files) > 0 {

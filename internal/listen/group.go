@@ -47,6 +47,7 @@ func (in *Inherited) packetGroup(first net.PacketConn, addr string) (net.PacketC
 			break
 		}
 		pc, err := net.FilePacketConn(f)
+		f.Close() // pc holds its own duplicate
 		if err != nil {
 			g.Close()
 			return nil, true, err
