@@ -96,9 +96,9 @@ func TestMoveLeavesHandlersToDrain(t *testing.T) {
 		moved, left, _ := next.AdoptConnections(pconn, time.Now())
 		adopted <- result{moved, left}
 	}()
-	moved, left, err := old.MoveConnections(conn)
-	if err != nil || moved != 1 || left != 1 {
-		t.Fatalf("MoveConnections: moved %d, left %d, %v; want the forwarded pair moved and the handler's connection left", moved, left, err)
+	mv, err := old.MoveConnections(conn)
+	if err != nil || mv.Conns != 1 || mv.ConnsLeft != 1 {
+		t.Fatalf("MoveConnections: moved %d, left %d, %v; want the forwarded pair moved and the handler's connection left", mv.Conns, mv.ConnsLeft, err)
 	}
 	if got := <-adopted; got != (result{1, 1}) {
 		t.Errorf("AdoptConnections: %+v, want 1 moved, 1 left in the old manager", got)
