@@ -51,7 +51,11 @@
 // socket; on unix it holds no buffer while it waits (it reads into a
 // shared pool when the socket is readable). Idle flows are found by each
 // owner walking per-timeout LRU lists every Options.Sweep, not by a timer
-// per flow.
+// per flow. Flows an upgrade moves in (move_linux.go) come within
+// internal/handover's bounds (at most 253 a message; an undecided one with
+// at most MaxDatagrams and MaxPendingBytes) and count in MaxFlows without
+// being refused by it: the old process held them; the adoption waits at
+// most listenerWait for its address's listener.
 package udp
 
 import (
@@ -158,9 +162,13 @@ type Engine struct {
 	dialCtx    context.Context // ends host-name dials at Close
 	cancelDial context.CancelFunc
 
-	mu     sync.Mutex  // guards lns and closed: listeners, never datagrams
+	mu     sync.Mutex  // guards lns, closed and held: listeners, never datagrams
 	lns    []*listener // every socket; the first of each address is primary
 	closed bool
+	// holding: listeners start unread, in held, until Release (hold.go).
+	holding bool
+	held    []*listener
+	grown   chan struct{} // closed, and replaced, when lns grows
 
 	wg       sync.WaitGroup // owners, reply readers and dials
 	stopCtx  func() bool    // unhooks Options.Context
@@ -212,6 +220,7 @@ type listener struct {
 	// primary) gives the loops back once loopsLeft of its group stopped.
 	drv          *driver
 	head         *listener
+	begun        atomic.Bool // its owner was started (begin)
 	loopsLeft    atomic.Int32
 	releaseLoops func()
 	stopOnce     sync.Once
@@ -319,6 +328,7 @@ func (e *Engine) stopListener(primary *listener) {
 // its flows.
 func (ln *listener) stop() {
 	ln.stopOnce.Do(func() {
+		ln.begin() // a held listener's owner runs to end it
 		if ln.drv != nil {
 			ln.stopLoop()
 		}

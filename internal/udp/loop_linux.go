@@ -24,6 +24,10 @@ type driver struct {
 	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
 	stopped bool
+	// An upgrade's (move_linux.go): paused, the socket is not read; stay
+	// is the flows that cannot move, tried once.
+	paused bool
+	stay   map[*flow]bool
 }
 
 // onLoop readies ln to run on lp: the duplicate of its socket the loop
