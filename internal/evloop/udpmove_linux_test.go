@@ -336,6 +336,33 @@ func TestUDPFlowsMove(t *testing.T) {
 	}
 }
 
+// TestUDPTrainAfterMove: a stream flow's upstream socket moves with
+// UDP_GRO on; the new engine reads a train from it as a train and sends
+// its datagrams on one by one, not as one datagram of them all.
+func TestUDPTrainAfterMove(t *testing.T) {
+	backend := trainBackend(t)
+	protos := []*protocols.Protocol{{Name: "UTRAIN", Target: backend.LocalAddr().String(), Datagram: datagramPrefix("T")}}
+	ro, rn := newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	next := udpEngine(t, rn, handedOver(t, pc), true, false)
+	old := udpEngine(t, ro, pc, false, false)
+	c, err := net.DialUDP("udp", nil, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	up := backend.flow(t, c)
+	backend.train(t, up, c) // through the old engine
+	if moved := moveFlows(t, old, next, adoptAll, func() {}); moved != 1 {
+		t.Fatalf("%d flows moved, want 1", moved)
+	}
+	backend.train(t, up, c) // through the new one, from the same socket
+}
+
 // TestUDPFlowsMoveRefused: a new process that refuses the flows leaves
 // them with the old one, which puts them back as they were, uncounted
 // (they drain there); the new process, which serves the listeners from

@@ -588,7 +588,10 @@ func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, 
 	}
 	f.last.Store(now.Add(-st.IdleFor).UnixNano())
 	r, rs := e.routeOf(st)
-	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: fd, lp: ln.drv.lp}, stRouted
+	// The socket keeps the options the old process set: UDP_GRO on it
+	// makes a read a train, which only a rawUp that knows reads right.
+	gro := (upSocketFor(st.Responses).gro && setGRO(fd)) || groOn(fd)
+	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: fd, lp: ln.drv.lp, gro: gro}, stRouted
 	f.release = func() {}
 	if set, err := rs.backend(r); err == nil && set != nil {
 		var release func()

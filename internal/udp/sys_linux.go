@@ -139,6 +139,12 @@ func setGRO(fd int) bool {
 	return e == 0
 }
 
+// groOn reports whether fd has UDP_GRO on.
+func groOn(fd int) bool {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO)
+	return err == nil && v != 0
+}
+
 // ntohs and htons: a sockaddr's port is in network order.
 func ntohs(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
