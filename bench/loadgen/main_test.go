@@ -63,7 +63,7 @@ func TestHoldConnsDialErrors(t *testing.T) {
 // TestAlive: a held connection counts while it answers; one the far side
 // closed does not.
 func TestAlive(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the server stops
+	t.Cleanup(func() { goleak.VerifyNone(t) })       // after the server stops
 	conns, held, _ := holdConns(holdServer(t, 3), 5) // the last 2 are closed unanswered
 	defer closeAll(conns)
 	if n := alive(conns); held != 3 || n != 3 {
@@ -74,7 +74,7 @@ func TestAlive(t *testing.T) {
 // TestLatencyStops: a value on stop ends the open loop long before d, and
 // the line describes the connections started, not the ones planned.
 func TestLatencyStops(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the server stops
+	t.Cleanup(func() { goleak.VerifyNone(t) })  // after the server stops
 	addr := testnet.Serve(t, func(c net.Conn) { // bench/backend's /hold and its "ok"
 		r := bufio.NewReader(c)
 		if line, _ := r.ReadString('\n'); line == "GET /hold HTTP/1.1\r\n" {
