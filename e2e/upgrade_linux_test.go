@@ -40,7 +40,8 @@ const upgradeBound = 60 * time.Second
 // and each old process is gone once nothing is left for it to drain, its
 // last line saying what it drained and how long after the new process was
 // ready it went (logged, with the rate the load reached: measured, not
-// asserted).
+// asserted; this process is that load's bottleneck, so the rate of 2,000
+// new connections/s across upgrades is TestUpgradeUnderLoad's).
 func TestUpgradeMovesConnections(t *testing.T) {
 	streams, sessions, large := 200, 200, 2<<20
 	if testing.Short() {

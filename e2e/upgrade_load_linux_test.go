@@ -28,28 +28,31 @@ import (
 //
 // What the rate proves, honestly. The load starts before the first SIGUSR2
 // (the test waits for loadgen's line saying its connections are held and
-// the paced loop begins) and ends only once the last old process is gone
+// its paced loop begins) and ends only once the last old process is gone
 // (the test stops loadgen with SIGTERM then), so its window encloses every
 // switch whatever the machine's speed; no sleep guesses how long the
 // upgrades take. Three switches take well under a second, so before the
 // first, between two and after the last the test waits until the serving
 // process has accepted 2,000 of the load's connections (its
 // protoplex_connections_accepted_total): each switch falls in the middle
-// of the load, and the window holds some 8,000 connections, not the
-// couple of hundred the switches alone would span. Over that window
-// loadgen reports started_per_s, the
-// connections it started over the time it took to start them. Its open
-// loop never waits for an answer and catches up after a stall (the starts
-// a stall delayed go at once), so on a machine that keeps up it equals the
-// planned pace; it falls short only when the generator could not start
-// connections that fast. Pacing at 2,200/s leaves 10% for that shortfall,
-// and the test fails if started_per_s is below 2,000: then the machine was
-// too slow for the test to prove the claim, which is a failure to prove,
-// not a pass. behind_max_ms (the most a start came after its plan) is
-// logged, not asserted: a stall of a shared machine is not protoplex's,
-// and the connections it delayed still went through mid-upgrade or just
-// after; bench/upgrade.sh is where a quiet machine shows no start more
-// than 20 ms late.
+// of the load, and the window holds some 8,000 connections rather than the
+// couple of hundred the switches alone would span.
+//
+// Over the window loadgen reports started_per_s, the connections it
+// started over the time it took to start them. Its open loop never waits
+// for an answer and catches up after a stall (the starts a stall delayed
+// go at once), so on a machine that keeps up it equals the planned pace;
+// it falls short only when the generator could not start connections that
+// fast. Pacing at 2,200/s leaves 10% for that shortfall, and the test fails
+// if started_per_s is below 2,000: the machine was then too slow for the
+// test to prove the claim, which is a failure to prove, not a pass. That
+// is an average over the window; at a given moment, a switch included,
+// the load is lower only while the generator is behind its plan, and
+// behind_max_ms (the most a start came after its plan) says by how much.
+// It is logged, not asserted: a stall of a shared machine is not
+// protoplex's, and the starts it delayed still go through mid-upgrade or
+// just after. bench/upgrade.sh is where a quiet machine shows no start
+// more than 20 ms late across its switches.
 func TestUpgradeUnderLoad(t *testing.T) {
 	const (
 		claim    = 2000 // new connections/s the test proves, or fails
