@@ -133,21 +133,12 @@ monitoring:
 
 	steady("before the first upgrade")
 	current := pid
-	upgraded := regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]*pid=(\d+)[^\n]* moved=(\d+)`)
 	for u := 1; u <= upgrades; u++ {
-		old := current
-		syscall.Kill(old, syscall.SIGUSR2)
-		var m [][]string
-		testnet.Eventually(t, bound, func() bool {
-			m = upgraded.FindAllStringSubmatch(p.Out.String(), -1)
-			return len(m) >= u
-		}, "upgrade %d not logged; stderr:\n%s", u, testnet.Later(p.Out.String))
-		current, _ = strconv.Atoi(m[u-1][1])
-		if moved, _ := strconv.Atoi(m[u-1][2]); moved < hold {
+		var moved int
+		current, moved = upgradeOnce(t, p, current, u, "moved")
+		if moved < hold {
 			t.Errorf("upgrade %d moved %d connections, want at least the %d held", u, moved, hold)
 		}
-		testnet.Eventually(t, bound, func() bool { return !alive(old) },
-			"the old process %d still runs after upgrade %d; stderr:\n%s", old, u, testnet.Later(p.Out.String))
 		steady(fmt.Sprintf("after upgrade %d", u)) // the only process serving the metrics port now
 	}
 
@@ -185,12 +176,7 @@ monitoring:
 	if rate < claim {
 		t.Errorf("loadgen started only %.0f connections/s (planned %d/s): this machine was too slow for the test to prove %d new connections/s during the upgrades; run it on a less loaded machine", rate, pace, claim)
 	}
-	for _, m := range regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=(\d+) left_to_drain=(\d+) took=(\S+)`).FindAllStringSubmatch(p.Out.String(), -1) {
-		t.Logf("upgrade: %s moved, %s left to drain, %s from SIGUSR2 to the last batch acknowledged", m[1], m[2], m[3])
-	}
-	for _, m := range regexp.MustCompile(`upgrade: this process drained and exits" new_pid=\d+ drained=(\d+) after_new_ready=(\S+)`).FindAllStringSubmatch(p.Out.String(), -1) {
-		t.Logf("old process: drained %s, gone %s after the new one was ready", m[1], m[2])
-	}
+	logUpgrades(t, p.Out.String())
 	if !alive(current) {
 		t.Fatalf("the newest process (%d) does not run; stderr:\n%s", current, p.Out)
 	}
