@@ -142,7 +142,8 @@ monitoring:
 		steady(fmt.Sprintf("after upgrade %d", u)) // the only process serving the metrics port now
 	}
 
-	// The last old process is gone: the window is over.
+	// The last old process is gone and the newest has served the load
+	// for a while: the window is over.
 	lg.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-lg.Exited():
@@ -171,8 +172,8 @@ monitoring:
 	}
 	// Measured, and the condition of the proof (see the doc comment).
 	rate, behind := num("started_per_s"), num("behind_max_ms")
-	t.Logf("%.0f new connections at %.0f/s (planned %d/s; the latest start %.1f ms behind its plan) from before the first SIGUSR2 until the last old process was gone",
-		started, rate, pace, behind)
+	t.Logf("%.0f new connections at %.0f/s (planned %d/s; the latest start %.1f ms behind its plan) across %d upgrades, from before the first SIGUSR2 until after the last old process was gone",
+		started, rate, pace, behind, upgrades)
 	if rate < claim {
 		t.Errorf("loadgen started only %.0f connections/s (planned %d/s): this machine was too slow for the test to prove %d new connections/s during the upgrades; run it on a less loaded machine", rate, pace, claim)
 	}
