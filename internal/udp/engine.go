@@ -48,6 +48,7 @@ package udp
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -138,6 +139,7 @@ type Engine struct {
 	now    func() time.Time
 	period time.Duration
 	refLog *guard.RateLimitedLogger // refusals and evictions, rate-limited
+	seed   maphash.Seed             // of the DNS query guard's hashes (dnskey.go)
 
 	// What every listener's flow table shares.
 	count, pending budget
@@ -160,6 +162,11 @@ type routeState struct {
 	m *metrics.UDPRoute
 	// responses ends a flow once that many datagrams came back (0: never).
 	responses int
+	// pool: the route's answered flows leave their upstream socket to the
+	// next flow to the same target (on a loop), and its replies are checked
+	// by the flows' query guard: DNS with udp_responses 1.
+	pool bool
+	tb   *Table // the table the route is in
 
 	setOnce sync.Once
 	set     *upstream.Set // the route's targets: its routing entry's, else built from Targets
@@ -214,7 +221,7 @@ func New(opt Options) *Engine {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources()}
+	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources(), seed: maphash.MakeSeed()}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -434,14 +441,13 @@ func (ln *listener) runPosts() {
 func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
 	f := ln.t.lookup(client)
 	if f != nil && f.state == stRouted {
+		if !ln.ask(f, b) {
+			ln.e.dropped(metrics.UDPUncheckedQuery)
+			return
+		}
 		if n := f.rs.responses; n == 0 || f.expect(n) {
 			f.last.Store(now.UnixNano())
-			if _, err := f.up.Write(b); err == nil {
-				f.dgUp.Add(1)
-				f.bytesUp.Add(int64(len(b)))
-				f.rs.m.DatagramsUp.Inc()
-				f.rs.m.BytesUp.Add(float64(len(b)))
-			}
+			ln.sendUp(f, b)
 			return
 		}
 		// Its reader ended it at its last awaited reply (udp_responses):
@@ -542,7 +548,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			return
 		}
 		begin := time.Now()
-		up, err := ln.dial(a.Addr)
+		up, err := ln.dial(r, a.Addr)
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
 			ln.forward(f, r, up, set, a, release, now)
@@ -617,14 +623,16 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 		ln.t.await(f, now)
 	}
 	f.rs.m.Flows.Inc()
+	if ln.drv != nil {
+		ln.attachUp(f)
+	}
 	for _, d := range pending {
-		f.expect(f.rs.responses) // the reader has not started: never answered yet
-		if _, err := up.Write(d); err == nil {
-			f.dgUp.Add(1)
-			f.bytesUp.Add(int64(len(d)))
-			f.rs.m.DatagramsUp.Inc()
-			f.rs.m.BytesUp.Add(float64(len(d)))
+		if !ln.ask(f, d) {
+			ln.e.dropped(metrics.UDPUncheckedQuery)
+			continue
 		}
+		f.expect(f.rs.responses) // the reader has not started: never answered yet
+		ln.sendUp(f, d)
 	}
 	if ln.drv != nil {
 		ln.watchUp(f)
@@ -634,10 +642,21 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 	go ln.replies(f)
 }
 
-// dial connects a socket for a flow to ap, one the owner can read.
-func (ln *listener) dial(ap netip.AddrPort) (upConn, error) {
+// sendUp writes b, from f's client, to f's target.
+func (ln *listener) sendUp(f *flow, b []byte) {
+	if _, err := f.up.Write(b); err == nil {
+		f.dgUp.Add(1)
+		f.bytesUp.Add(int64(len(b)))
+		f.rs.m.DatagramsUp.Inc()
+		f.rs.m.BytesUp.Add(float64(len(b)))
+	}
+}
+
+// dial is a socket connected to ap for a flow of r, one the owner can
+// read: on a loop, one from its pool when r reuses sockets.
+func (ln *listener) dial(r *Route, ap netip.AddrPort) (upConn, error) {
 	if ln.drv != nil {
-		return ln.dialLoop(ap)
+		return ln.upFor(r, ap)
 	}
 	return dialDatagram(ap)
 }
@@ -724,11 +743,26 @@ func (ln *listener) sweep(now time.Time) {
 	for f := ln.t.unanswered(now, noReplyWindow); f != nil; f = ln.t.unanswered(now, noReplyWindow) {
 		f.set.DatagramSilent(f.att, noReplyWindow)
 	}
+	ln.sweepPool()
 }
 
 func (e *Engine) refuse(why metrics.UDPRefusal) {
 	if e.opt.Stats != nil {
 		e.opt.Stats.Refused(why).Inc()
+	}
+}
+
+// dropped counts a datagram dropped on a flow's way for why.
+func (e *Engine) dropped(why metrics.UDPDrop) {
+	if e.opt.Stats != nil {
+		e.opt.Stats.Dropped(why).Inc()
+	}
+}
+
+// pooled counts d sockets put in (or, negative, taken out of) a pool.
+func (e *Engine) pooled(d int) {
+	if e.opt.Stats != nil {
+		e.opt.Stats.Pooled.Add(float64(d))
 	}
 }
 
@@ -738,14 +772,16 @@ func (e *Engine) releaseGuard(t guard.Ticket) {
 	}
 }
 
-// finish releases a removed flow's socket, target and ticket, counts and
-// logs it.
+// finish releases a removed flow's socket (to its listener's pool, when
+// answered and for reuse), target and ticket, counts and logs it.
 func (e *Engine) finish(f *flow, reason string) {
 	e.releaseGuard(f.ticket)
 	if f.state != stRouted {
 		return
 	}
-	f.up.Close()
+	if reason != "answered" || !f.ln.recycle(f) {
+		f.up.Close()
+	}
 	f.release()
 	if e.opt.Stats != nil {
 		switch reason {

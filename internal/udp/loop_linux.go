@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/metrics"
 )
 
 // loopBatch bounds the datagrams one readiness reads from a socket, so a
@@ -22,6 +24,7 @@ type driver struct {
 	sa      unix.RawSockaddrAny
 	v6      bool // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	stopped bool
+	pool    *upPool // upstream sockets of answered DNS flows, for the next ones
 }
 
 // onLoop readies ln to run on lp: the duplicate of its socket the loop
@@ -37,7 +40,7 @@ func (ln *listener) onLoop(lp Loop) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd)}
+	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd), pool: newUpPool()}
 	return true
 }
 
@@ -114,6 +117,9 @@ func (ln *listener) stopOnLoop() {
 	for _, f := range ln.t.flows {
 		ln.end(f, "closed")
 	}
+	for up := d.pool.all.Front(); up != nil; up = d.pool.all.Front() {
+		ln.unpool(up)
+	}
 	d.lp.Unwatch(d.fd)
 	unix.Close(d.fd)
 	e := ln.e
@@ -126,16 +132,34 @@ func (ln *listener) stopOnLoop() {
 	e.wg.Done()
 }
 
-// watchUp starts forwarding f's replies from its upstream socket.
-func (ln *listener) watchUp(f *flow) {
+// attachUp gives f's upstream socket to f, before f sends anything: the
+// socket's replies are f's from now on, checked by f's query guard when f's
+// route reuses sockets (the guard of a pooled socket starts empty again).
+func (ln *listener) attachUp(f *flow) {
 	up := f.up.(*rawUp)
-	if err := ln.drv.lp.Watch(up.fd, func() { ln.upReadable(f, up) }); err != nil {
-		ln.end(f, "closed")
-	}
+	up.f = f
+	up.guard.reset(f.rs.pool)
 }
 
-// upReadable forwards f's waiting replies to its client.
-func (ln *listener) upReadable(f *flow, up *rawUp) {
+// watchUp starts forwarding f's replies from its upstream socket; a socket
+// from the pool is watched already.
+func (ln *listener) watchUp(f *flow) {
+	up := f.up.(*rawUp)
+	if up.watched {
+		return
+	}
+	if err := ln.drv.lp.Watch(up.fd, func() { ln.upReadable(up) }); err != nil {
+		ln.end(f, "closed")
+		return
+	}
+	up.watched = true
+}
+
+// upReadable forwards the waiting replies on up to its flow's client. A
+// reply its flow's query guard refuses (a late or duplicate reply of an
+// earlier flow on a reused socket), or one that comes while up waits in
+// the pool, is read and dropped, and counted.
+func (ln *listener) upReadable(up *rawUp) {
 	d := ln.drv
 	for i := 0; i < loopBatch && !up.closed; i++ {
 		n, err := rawRead(up.fd, d.buf)
@@ -146,13 +170,103 @@ func (ln *listener) upReadable(f *flow, up *rawUp) {
 		case unix.ECONNREFUSED, unix.EINTR:
 			continue // an ICMP error for an earlier datagram: the flow goes on
 		default:
-			ln.end(f, "closed")
+			if f := up.f; f != nil {
+				ln.end(f, "closed")
+			} else {
+				ln.unpool(up)
+			}
 			return
+		}
+		f := up.f
+		switch {
+		case f == nil:
+			ln.e.dropped(metrics.UDPIdleSocket)
+			continue
+		case up.guard.on && !up.guard.answers(d.buf[:n], ln.e.seed):
+			ln.e.dropped(metrics.UDPStaleReply)
+			continue
 		}
 		if ln.reply(f, d.buf[:n]) {
 			ln.end(f, "answered")
 			return
 		}
+	}
+}
+
+// ask records b, a datagram f is about to send up, in f's query guard;
+// false when the guard refuses it (it must not go up).
+func (ln *listener) ask(f *flow, b []byte) bool {
+	up, ok := f.up.(*rawUp)
+	return !ok || !up.guard.on || up.guard.ask(b, ln.e.seed)
+}
+
+// upFor is a socket connected to ap for a flow of r: one from the pool
+// when r reuses sockets and one waits there, else a new one.
+func (ln *listener) upFor(r *Route, ap netip.AddrPort) (upConn, error) {
+	if r.state.pool {
+		p := ln.drv.pool
+		ln.expirePool(r.state.tb)
+		if up := p.take(r.state.tb, ap); up != nil {
+			ln.e.pooled(-1)
+			return up, nil
+		}
+	}
+	return ln.dialLoop(ap)
+}
+
+// recycle puts the socket of f, which ended answered, in the pool; false
+// when it is not for reuse (the caller closes it): f's route does not
+// reuse sockets, a query is unanswered, the table f was routed by is no
+// longer the current one, or the listener is stopping.
+func (ln *listener) recycle(f *flow) bool {
+	d := ln.drv
+	up, ok := f.up.(*rawUp)
+	if d == nil || !ok || !f.rs.pool || d.stopped || up.closed || !up.watched || !up.guard.settled() {
+		return false
+	}
+	tb := ln.e.table()
+	if f.rs.tb != tb {
+		return false
+	}
+	ln.expirePool(tb)
+	ok, out := d.pool.put(tb, up.peer, up, ln.e.now())
+	if !ok {
+		return false
+	}
+	up.f = nil
+	ln.e.pooled(1)
+	if out != nil {
+		ln.e.pooled(-1)
+		out.Close()
+	}
+	return true
+}
+
+// expirePool closes the pooled sockets idle past PoolIdle, or all of them
+// when tb is not the pool's table.
+func (ln *listener) expirePool(tb *Table) {
+	d := ln.drv
+	now := ln.e.now()
+	for up := d.pool.stale(tb, now); up != nil; up = d.pool.stale(tb, now) {
+		ln.e.pooled(-1)
+		up.Close()
+	}
+}
+
+// unpool closes a pooled socket.
+func (ln *listener) unpool(up *rawUp) {
+	if up.pool.in {
+		ln.drv.pool.remove(up)
+		ln.e.pooled(-1)
+	}
+	up.Close()
+}
+
+// sweepPool is the sweep's part for the pool: idle sockets, and all of
+// them after a reload.
+func (ln *listener) sweepPool() {
+	if ln.drv != nil && !ln.drv.stopped {
+		ln.expirePool(ln.e.table())
 	}
 }
 
@@ -179,14 +293,21 @@ func (ln *listener) dialLoop(ap netip.AddrPort) (upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawUp{fd: fd, lp: ln.drv.lp}, nil
+	return &rawUp{fd: fd, lp: ln.drv.lp, peer: ap}, nil
 }
 
-// rawUp is a flow's upstream socket on a loop.
+// rawUp is a flow's upstream socket on a loop. Between flows of a route
+// that reuses sockets it waits in its listener's pool, still connected to
+// peer and watched.
 type rawUp struct {
-	fd     int
-	lp     Loop
-	closed bool
+	fd      int
+	lp      Loop
+	peer    netip.AddrPort
+	closed  bool
+	watched bool
+	f       *flow // the flow it serves; nil while pooled
+	guard   queryGuard
+	pool    pooled
 }
 
 func (u *rawUp) Read(b []byte) (int, error) {

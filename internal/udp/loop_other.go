@@ -20,3 +20,13 @@ func (ln *listener) watchUp(*flow) {}
 func (ln *listener) sendLoop([]byte, netip.AddrPort) error { return errNoRawConn }
 
 func (ln *listener) dialLoop(netip.AddrPort) (upConn, error) { return nil, errNoRawConn }
+
+func (ln *listener) attachUp(*flow) {}
+
+func (ln *listener) ask(*flow, []byte) bool { return true }
+
+func (ln *listener) upFor(*Route, netip.AddrPort) (upConn, error) { return nil, errNoRawConn }
+
+func (ln *listener) recycle(*flow) bool { return false }
+
+func (ln *listener) sweepPool() {}
