@@ -743,7 +743,7 @@ func (ln *listener) sweep(now time.Time) {
 	for f := ln.t.unanswered(now, noReplyWindow); f != nil; f = ln.t.unanswered(now, noReplyWindow) {
 		f.set.DatagramSilent(f.att, noReplyWindow)
 	}
-	ln.sweepPool()
+	ln.sweepPool(now)
 }
 
 func (e *Engine) refuse(why metrics.UDPRefusal) {

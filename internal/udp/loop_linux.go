@@ -3,6 +3,7 @@ package udp
 import (
 	"net/netip"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -205,7 +206,7 @@ func (ln *listener) ask(f *flow, b []byte) bool {
 func (ln *listener) upFor(r *Route, ap netip.AddrPort) (upConn, error) {
 	if r.state.pool {
 		p := ln.drv.pool
-		ln.expirePool(r.state.tb)
+		ln.expirePool(r.state.tb, ln.e.now())
 		if up := p.take(r.state.tb, ap); up != nil {
 			ln.e.pooled(-1)
 			return up, nil
@@ -228,8 +229,9 @@ func (ln *listener) recycle(f *flow) bool {
 	if f.rs.tb != tb {
 		return false
 	}
-	ln.expirePool(tb)
-	ok, out := d.pool.put(tb, up.peer, up, ln.e.now())
+	now := ln.e.now()
+	ln.expirePool(tb, now)
+	ok, out := d.pool.put(tb, up.peer, up, now)
 	if !ok {
 		return false
 	}
@@ -244,9 +246,8 @@ func (ln *listener) recycle(f *flow) bool {
 
 // expirePool closes the pooled sockets idle past PoolIdle, or all of them
 // when tb is not the pool's table.
-func (ln *listener) expirePool(tb *Table) {
+func (ln *listener) expirePool(tb *Table, now time.Time) {
 	d := ln.drv
-	now := ln.e.now()
 	for up := d.pool.stale(tb, now); up != nil; up = d.pool.stale(tb, now) {
 		ln.e.pooled(-1)
 		up.Close()
@@ -262,11 +263,11 @@ func (ln *listener) unpool(up *rawUp) {
 	up.Close()
 }
 
-// sweepPool is the sweep's part for the pool: idle sockets, and all of
-// them after a reload.
-func (ln *listener) sweepPool() {
+// sweepPool is the sweep's part for the pool at now: idle sockets, and
+// all of them after a reload.
+func (ln *listener) sweepPool(now time.Time) {
 	if ln.drv != nil && !ln.drv.stopped {
-		ln.expirePool(ln.e.table())
+		ln.expirePool(ln.e.table(), now)
 	}
 }
 

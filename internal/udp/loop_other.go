@@ -2,7 +2,10 @@
 
 package udp
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // driver: listeners run on event loops on Linux only.
 type driver struct{ lp Loop }
@@ -29,4 +32,4 @@ func (ln *listener) upFor(*Route, netip.AddrPort) (upConn, error) { return nil, 
 
 func (ln *listener) recycle(*flow) bool { return false }
 
-func (ln *listener) sweepPool() {}
+func (ln *listener) sweepPool(time.Time) {}
