@@ -139,7 +139,9 @@ func (ln *listener) stopOnLoop() {
 func (ln *listener) attachUp(f *flow) {
 	up := f.up.(*rawUp)
 	up.f = f
-	up.guard.reset(f.rs.pool)
+	if up.reuse != nil {
+		up.reuse.guard.reset(f.rs.pool)
+	}
 }
 
 // watchUp starts forwarding f's replies from its upstream socket; a socket
@@ -149,7 +151,7 @@ func (ln *listener) watchUp(f *flow) {
 	if up.watched {
 		return
 	}
-	if err := ln.drv.lp.Watch(up.fd, func() { ln.upReadable(up) }); err != nil {
+	if err := ln.drv.lp.Watch(int(up.fd), func() { ln.upReadable(up) }); err != nil {
 		ln.end(f, "closed")
 		return
 	}
@@ -163,7 +165,7 @@ func (ln *listener) watchUp(f *flow) {
 func (ln *listener) upReadable(up *rawUp) {
 	d := ln.drv
 	for i := 0; i < loopBatch && !up.closed; i++ {
-		n, err := rawRead(up.fd, d.buf)
+		n, err := rawRead(int(up.fd), d.buf)
 		switch err {
 		case 0:
 		case unix.EAGAIN:
@@ -183,7 +185,7 @@ func (ln *listener) upReadable(up *rawUp) {
 		case f == nil:
 			ln.e.dropped(metrics.UDPIdleSocket)
 			continue
-		case up.guard.on && !up.guard.answers(d.buf[:n], ln.e.seed):
+		case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(d.buf[:n], ln.e.seed):
 			ln.e.dropped(metrics.UDPStaleReply)
 			continue
 		}
@@ -198,7 +200,7 @@ func (ln *listener) upReadable(up *rawUp) {
 // false when the guard refuses it (it must not go up).
 func (ln *listener) ask(f *flow, b []byte) bool {
 	up, ok := f.up.(*rawUp)
-	return !ok || !up.guard.on || up.guard.ask(b, ln.e.seed)
+	return !ok || up.reuse == nil || !up.reuse.guard.on || up.reuse.guard.ask(b, ln.e.seed)
 }
 
 // upFor is a socket connected to ap for a flow of r: one from the pool
@@ -212,7 +214,11 @@ func (ln *listener) upFor(r *Route, ap netip.AddrPort) (upConn, error) {
 			return up, nil
 		}
 	}
-	return ln.dialLoop(ap)
+	up, err := ln.dialLoop(ap)
+	if err == nil && r.state.pool {
+		up.(*rawUp).reuse = &reusable{pool: pooled{target: ap}}
+	}
+	return up, err
 }
 
 // recycle puts the socket of f, which ended answered, in the pool; false
@@ -222,7 +228,7 @@ func (ln *listener) upFor(r *Route, ap netip.AddrPort) (upConn, error) {
 func (ln *listener) recycle(f *flow) bool {
 	d := ln.drv
 	up, ok := f.up.(*rawUp)
-	if d == nil || !ok || !f.rs.pool || d.stopped || up.closed || !up.watched || !up.guard.settled() {
+	if d == nil || !ok || up.reuse == nil || !f.rs.pool || d.stopped || up.closed || !up.watched || !up.reuse.guard.settled() {
 		return false
 	}
 	tb := ln.e.table()
@@ -231,7 +237,7 @@ func (ln *listener) recycle(f *flow) bool {
 	}
 	now := ln.e.now()
 	ln.expirePool(tb, now)
-	ok, out := d.pool.put(tb, up.peer, up, now)
+	ok, out := d.pool.put(tb, up, now)
 	if !ok {
 		return false
 	}
@@ -256,7 +262,7 @@ func (ln *listener) expirePool(tb *Table, now time.Time) {
 
 // unpool closes a pooled socket.
 func (ln *listener) unpool(up *rawUp) {
-	if up.pool.in {
+	if up.reuse != nil && up.reuse.pool.in {
 		ln.drv.pool.remove(up)
 		ln.e.pooled(-1)
 	}
@@ -294,25 +300,31 @@ func (ln *listener) dialLoop(ap netip.AddrPort) (upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawUp{fd: fd, lp: ln.drv.lp, peer: ap}, nil
+	return &rawUp{fd: int32(fd), d: ln.drv}, nil
 }
 
 // rawUp is a flow's upstream socket on a loop. Between flows of a route
-// that reuses sockets it waits in its listener's pool, still connected to
-// peer and watched.
+// that reuses sockets it waits in its listener's pool, still connected and
+// watched.
+// It takes 32 bytes: one per idle flow.
 type rawUp struct {
-	fd      int
-	lp      Loop
-	peer    netip.AddrPort
+	fd      int32
 	closed  bool
 	watched bool
-	f       *flow // the flow it serves; nil while pooled
-	guard   queryGuard
-	pool    pooled
+	d       *driver   // of the listener whose loop watches it
+	f       *flow     // the flow it serves; nil while pooled
+	reuse   *reusable // a socket of a route that reuses sockets; else nil
+}
+
+// reusable is what a socket for reuse has beside: its flows' query guard
+// and its place in the pool.
+type reusable struct {
+	guard queryGuard
+	pool  pooled
 }
 
 func (u *rawUp) Read(b []byte) (int, error) {
-	n, e := rawRead(u.fd, b)
+	n, e := rawRead(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -320,7 +332,7 @@ func (u *rawUp) Read(b []byte) (int, error) {
 }
 
 func (u *rawUp) Write(b []byte) (int, error) {
-	n, e := rawWrite(u.fd, b)
+	n, e := rawWrite(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -333,8 +345,8 @@ func (u *rawUp) Close() error {
 		return nil
 	}
 	u.closed = true
-	u.lp.Forget(u.fd)
-	rawClose(u.fd)
+	u.d.lp.Forget(int(u.fd))
+	rawClose(int(u.fd))
 	return nil
 }
 

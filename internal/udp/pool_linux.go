@@ -40,14 +40,14 @@ type upPool struct {
 // pooled is a socket's place in its listener's pool.
 type pooled struct {
 	in              bool
-	target          netip.AddrPort
-	since           int64 // unix ns it was put in
+	target          netip.AddrPort // the socket's peer
+	since           int64          // unix ns it was put in
 	byTarget, byAge ilist.Links[rawUp]
 }
 
 func newUpPool() *upPool {
 	return &upPool{targets: map[netip.AddrPort]*ilist.List[rawUp]{},
-		all: ilist.New(func(u *rawUp) *ilist.Links[rawUp] { return &u.pool.byAge })}
+		all: ilist.New(func(u *rawUp) *ilist.Links[rawUp] { return &u.reuse.pool.byAge })}
 }
 
 // len is the number of pooled sockets.
@@ -71,11 +71,12 @@ func (p *upPool) take(tb *Table, target netip.AddrPort) *rawUp {
 	return u
 }
 
-// put keeps u, connected to target, from a flow routed by tb, at now;
+// put keeps u (a reusable socket, connected to its pool.target), from a
+// flow routed by tb, at now;
 // false when the pool does not take it (the table is no longer the pool's:
 // the caller closes u). A full pool gives back the socket kept longest,
 // for the caller to close.
-func (p *upPool) put(tb *Table, target netip.AddrPort, u *rawUp, now time.Time) (ok bool, out *rawUp) {
+func (p *upPool) put(tb *Table, u *rawUp, now time.Time) (ok bool, out *rawUp) {
 	if tb != p.tb {
 		return false, nil
 	}
@@ -83,13 +84,14 @@ func (p *upPool) put(tb *Table, target netip.AddrPort, u *rawUp, now time.Time) 
 		out = p.all.Front()
 		p.remove(out)
 	}
+	target := u.reuse.pool.target
 	l := p.targets[target]
 	if l == nil {
-		nl := ilist.New(func(u *rawUp) *ilist.Links[rawUp] { return &u.pool.byTarget })
+		nl := ilist.New(func(u *rawUp) *ilist.Links[rawUp] { return &u.reuse.pool.byTarget })
 		l = &nl
 		p.targets[target] = l
 	}
-	u.pool.in, u.pool.target, u.pool.since = true, target, now.UnixNano()
+	u.reuse.pool.in, u.reuse.pool.since = true, now.UnixNano()
 	l.PushBack(u)
 	p.all.PushBack(u)
 	p.n++
@@ -98,16 +100,16 @@ func (p *upPool) put(tb *Table, target netip.AddrPort, u *rawUp, now time.Time) 
 
 // remove takes u out of the pool (a socket that failed while pooled).
 func (p *upPool) remove(u *rawUp) {
-	if !u.pool.in {
+	if !u.reuse.pool.in {
 		return
 	}
-	l := p.targets[u.pool.target]
+	l := p.targets[u.reuse.pool.target]
 	l.Remove(u)
 	if l.Front() == nil {
-		delete(p.targets, u.pool.target)
+		delete(p.targets, u.reuse.pool.target)
 	}
 	p.all.Remove(u)
-	u.pool.in = false
+	u.reuse.pool.in = false
 	p.n--
 }
 
@@ -120,7 +122,7 @@ func (p *upPool) stale(tb *Table, now time.Time) *rawUp {
 		p.tb = tb
 		return nil
 	}
-	if tb == p.tb && u.pool.since > now.Add(-PoolIdle).UnixNano() {
+	if tb == p.tb && u.reuse.pool.since > now.Add(-PoolIdle).UnixNano() {
 		return nil
 	}
 	p.remove(u)

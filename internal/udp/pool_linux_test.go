@@ -4,7 +4,13 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 )
+
+// socketTo is a reusable socket (no descriptor) to target.
+func socketTo(target netip.AddrPort, fd int) *rawUp {
+	return &rawUp{fd: int32(fd), reuse: &reusable{pool: pooled{target: target}}}
+}
 
 // TestPoolTakesOldestPerTarget: a socket goes only to a flow to its own
 // target, oldest first, and once.
@@ -16,12 +22,13 @@ func TestPoolTakesOldestPerTarget(t *testing.T) {
 	if u := p.stale(tb, now); u != nil {
 		t.Fatal("an empty pool gave a socket to close")
 	}
-	u1, u2, u3 := &rawUp{fd: 1}, &rawUp{fd: 2}, &rawUp{fd: 3}
+	u1, u2, u3 := socketTo(a, 1), socketTo(a, 2), socketTo(a, 3)
 	for _, s := range []struct {
 		u  *rawUp
 		to netip.AddrPort
 	}{{u1, a}, {u2, b}, {u3, a}} {
-		if ok, out := p.put(tb, s.to, s.u, now); !ok || out != nil {
+		s.u.reuse.pool.target = s.to
+		if ok, out := p.put(tb, s.u, now); !ok || out != nil {
 			t.Fatalf("put fd %d: %v %v", s.u.fd, ok, out)
 		}
 	}
@@ -51,8 +58,8 @@ func TestPoolBounds(t *testing.T) {
 	p.stale(tb, now)
 	ups := make([]*rawUp, MaxPooledSockets+1)
 	for i := range ups {
-		ups[i] = &rawUp{fd: i}
-		ok, out := p.put(tb, a, ups[i], now.Add(time.Duration(i)*time.Millisecond))
+		ups[i] = socketTo(a, i)
+		ok, out := p.put(tb, ups[i], now.Add(time.Duration(i)*time.Millisecond))
 		switch {
 		case !ok:
 			t.Fatalf("put %d refused", i)
@@ -89,26 +96,26 @@ func TestPoolEmptiedByANewTable(t *testing.T) {
 	p := newUpPool()
 	now := time.Unix(1000, 0)
 	p.stale(old, now)
-	u1, u2 := &rawUp{fd: 1}, &rawUp{fd: 2}
-	p.put(old, a, u1, now)
-	p.put(old, a, u2, now)
+	u1, u2 := socketTo(a, 1), socketTo(a, 2)
+	p.put(old, u1, now)
+	p.put(old, u2, now)
 	if got := p.take(cur, a); got != nil {
 		t.Fatalf("a flow of the new table took fd %d of the old", got.fd)
 	}
-	if ok, _ := p.put(cur, a, &rawUp{fd: 3}, now); ok {
+	if ok, _ := p.put(cur, socketTo(a, 3), now); ok {
 		t.Fatal("the pool took a socket of the new table before it was emptied")
 	}
 	var closed []int
 	for u := p.stale(cur, now); u != nil; u = p.stale(cur, now) {
-		closed = append(closed, u.fd)
+		closed = append(closed, int(u.fd))
 	}
 	if len(closed) != 2 || p.len() != 0 {
 		t.Fatalf("closed %v, %d left; want 1 and 2, none", closed, p.len())
 	}
-	if ok, _ := p.put(old, a, &rawUp{fd: 4}, now); ok {
+	if ok, _ := p.put(old, socketTo(a, 4), now); ok {
 		t.Fatal("the pool took a socket of the old table after the reload")
 	}
-	if ok, _ := p.put(cur, a, u1, now); !ok || p.take(cur, a) != u1 {
+	if ok, _ := p.put(cur, u1, now); !ok || p.take(cur, a) != u1 {
 		t.Fatal("the new table's socket not pooled")
 	}
 }
@@ -120,12 +127,20 @@ func TestPoolRemove(t *testing.T) {
 	p := newUpPool()
 	now := time.Unix(1000, 0)
 	p.stale(tb, now)
-	u1, u2 := &rawUp{fd: 1}, &rawUp{fd: 2}
-	p.put(tb, a, u1, now)
-	p.put(tb, a, u2, now)
+	u1, u2 := socketTo(a, 1), socketTo(a, 2)
+	p.put(tb, u1, now)
+	p.put(tb, u2, now)
 	p.remove(u1)
 	p.remove(u1) // twice is harmless
 	if p.len() != 1 || p.take(tb, a) != u2 || p.take(tb, a) != nil {
 		t.Fatal("the removed socket is still pooled")
+	}
+}
+
+// TestRawUpStaysSmall: a flow's socket on a loop is one per idle flow, so
+// what pooling adds lives behind a pointer only sockets for reuse have.
+func TestRawUpStaysSmall(t *testing.T) {
+	if n := unsafe.Sizeof(rawUp{}); n > 32 {
+		t.Errorf("rawUp takes %d bytes, want at most 32", n)
 	}
 }
