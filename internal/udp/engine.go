@@ -37,8 +37,14 @@
 // holds at most MaxDatagrams datagrams and MaxPendingBytes, and all
 // undecided flows together at most MaxPendingTotal; nothing is allocated
 // for a datagram no route can take. A route's udp_responses (at most
-// MaxResponses) ends its flows once that many replies came back. Each
-// listener reads into one 64 KiB buffer. Without loops each routed flow
+// MaxResponses) ends its flows once that many replies came back. On a
+// loop, an answered flow of a DNS route (udp_responses 1) leaves its
+// upstream socket to the next flow to the same target (pool_linux.go): at
+// most MaxPooledSockets per listener, each closed after PoolIdle unused or
+// when the table changes (a reload) or the listener stops; its flows'
+// replies must answer a query the flow sent (dnskey.go: ID and question),
+// at most maxFlowQueries unanswered per flow. Each listener reads into one
+// 64 KiB buffer. Without loops each routed flow
 // has one goroutine reading its upstream socket; on unix it holds no
 // buffer while it waits (it reads into a shared pool when the socket is
 // readable). Idle flows are found by each owner walking per-timeout LRU
@@ -548,7 +554,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			return
 		}
 		begin := time.Now()
-		up, err := ln.dial(r, a.Addr)
+		up, err := ln.dial(r, a.Addr, now)
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
 			ln.forward(f, r, up, set, a, release, now)
@@ -653,10 +659,11 @@ func (ln *listener) sendUp(f *flow, b []byte) {
 }
 
 // dial is a socket connected to ap for a flow of r, one the owner can
-// read: on a loop, one from its pool when r reuses sockets.
-func (ln *listener) dial(r *Route, ap netip.AddrPort) (upConn, error) {
+// read: on a loop, one from its pool when r reuses sockets (now: for the
+// pool's idle bound).
+func (ln *listener) dial(r *Route, ap netip.AddrPort, now time.Time) (upConn, error) {
 	if ln.drv != nil {
-		return ln.upFor(r, ap)
+		return ln.upFor(r, ap, now)
 	}
 	return dialDatagram(ap)
 }

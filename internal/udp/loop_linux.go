@@ -203,12 +203,12 @@ func (ln *listener) ask(f *flow, b []byte) bool {
 	return !ok || up.reuse == nil || !up.reuse.guard.on || up.reuse.guard.ask(b, ln.e.seed)
 }
 
-// upFor is a socket connected to ap for a flow of r: one from the pool
+// upFor is a socket connected to ap for a flow of r at now: one from the pool
 // when r reuses sockets and one waits there, else a new one.
-func (ln *listener) upFor(r *Route, ap netip.AddrPort) (upConn, error) {
+func (ln *listener) upFor(r *Route, ap netip.AddrPort, now time.Time) (upConn, error) {
 	if r.state.pool {
 		p := ln.drv.pool
-		ln.expirePool(r.state.tb, ln.e.now())
+		ln.expirePool(r.state.tb, now)
 		if up := p.take(r.state.tb, ap); up != nil {
 			ln.e.pooled(-1)
 			return up, nil
@@ -235,7 +235,7 @@ func (ln *listener) recycle(f *flow) bool {
 	if f.rs.tb != tb {
 		return false
 	}
-	now := ln.e.now()
+	now := time.Unix(0, f.last.Load()) // its answer's time: no clock read per flow
 	ln.expirePool(tb, now)
 	ok, out := d.pool.put(tb, up, now)
 	if !ok {

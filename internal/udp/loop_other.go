@@ -28,7 +28,7 @@ func (ln *listener) attachUp(*flow) {}
 
 func (ln *listener) ask(*flow, []byte) bool { return true }
 
-func (ln *listener) upFor(*Route, netip.AddrPort) (upConn, error) { return nil, errNoRawConn }
+func (ln *listener) upFor(*Route, netip.AddrPort, time.Time) (upConn, error) { return nil, errNoRawConn }
 
 func (ln *listener) recycle(*flow) bool { return false }
 
