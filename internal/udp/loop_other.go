@@ -28,7 +28,9 @@ func (ln *listener) attachUp(*flow) {}
 
 func (ln *listener) ask(*flow, []byte) bool { return true }
 
-func (ln *listener) upFor(*Route, netip.AddrPort, time.Time) (upConn, error) { return nil, errNoRawConn }
+func (ln *listener) upFor(*Route, netip.AddrPort, time.Time) (upConn, error) {
+	return nil, errNoRawConn
+}
 
 func (ln *listener) recycle(*flow) bool { return false }
 
