@@ -435,17 +435,17 @@ func (l *Loop) nextDeadline() (int64, bool) {
 	return next, ok
 }
 
+// runReady pumps the pairs queued by the fairness cap, in one pass:
+// whatever re-queues itself runs after the next look at the kernel, so a
+// busy pair cannot hold the loop.
 func (l *Loop) runReady() {
-	for len(l.ready) > 0 {
-		batch := l.ready
-		l.ready = nil
-		for _, c := range batch {
-			c.queued = false
-			if c.st == stForward { // not ended since it was queued
-				c.pumpBoth()
-			}
+	batch := l.ready
+	l.ready = nil
+	for _, c := range batch {
+		c.queued = false
+		if c.st == stForward { // not ended since it was queued
+			c.pumpBoth()
 		}
-		return // whatever re-queued runs after the next look at the kernel
 	}
 }
 
