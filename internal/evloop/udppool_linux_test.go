@@ -200,3 +200,44 @@ func TestUDPPoolHoldsFewSockets(t *testing.T) {
 		t.Errorf("open fds %d after Close, %d with the listeners open:\n%s", now, before, strings.Join(fdTable(t), "\n"))
 	}
 }
+
+// TestUDPOnlyAnsweredSocketsPooled: a flow that ends any other way than
+// answered (here idle: its query got no answer) closes its socket instead
+// of pooling it; a datagram that is no DNS query, on a DNS flow that
+// reuses sockets, does not go up (the guard could not tie a reply to it).
+func TestUDPOnlyAnsweredSocketsPooled(t *testing.T) {
+	b := newDNSBackend(t)
+	r := udpRig(t, protocols.NewDNSProtocol(b.addr()))
+	runtime.GC()
+	before := openFDs(t)
+	c := r.dialUDP()
+	if _, err := c.Write(udptest.DNS(1, "silent.test", false)); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := b.query(); id != 1 {
+		t.Fatalf("backend got ID %d", id)
+	}
+	if _, err := c.Write([]byte("not a DNS query at all")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, bound, func() bool { return r.metric("protoplex_udp_dropped_total", "reason=unchecked_query") == 1 },
+		"unchecked_query drops %v, want 1", testnet.Later(func() string { return fmt.Sprint(r.metric("protoplex_udp_dropped_total", "reason=unchecked_query")) }))
+	r.udp.Sweep(time.Now().Add(time.Hour)) // the flow is idle past its timeout
+	if n := r.udp.Flows(); n != 0 {
+		t.Fatalf("%d flows after the idle timeout", n)
+	}
+	if got := r.metric("protoplex_udp_pooled_sockets"); got != 0 {
+		t.Errorf("%v sockets pooled after an unanswered flow", got)
+	}
+	if now := openFDs(t); now > before+1 { // the client's socket
+		t.Errorf("open fds %d after the flow ended, %d before:\n%s", now, before, strings.Join(fdTable(t), "\n"))
+	}
+	// The garbage never reached the backend: the next thing it reads is
+	// the next flow's query.
+	if _, err := c.Write(udptest.DNS(2, "next.test", false)); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := b.query(); id != 2 {
+		t.Fatalf("backend got ID %d, want the next query's 2", id)
+	}
+}
