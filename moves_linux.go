@@ -14,12 +14,20 @@ import (
 )
 
 // Moving established connections during an upgrade (cmd/protoplex:
-// SIGUSR2), once the new process has acknowledged the listeners. Only the
-// event loops' forwarding pairs, identifying connections and those whose
-// loop connects to their backend move; everything else (in-process
-// handlers, the goroutine data plane, PROXY headers being read, dials off
-// the loop and replays in progress, UDP flows) drains in the old process
-// as on SIGTERM.
+// SIGUSR2), once the new process has acknowledged the listeners. The
+// event loops' connections move in every state from a PROXY header being
+// read to forwarding (internal/evloop move_linux.go); everything else
+// (in-process handlers, the goroutine data plane, UDP flows) drains in
+// the old process as on SIGTERM.
+//
+// Each batch is a two-step exchange, so that no socket is ever read by
+// both processes: the old process sends the batch (Conns); the new one
+// checks it whole and answers that it can take it (Ack) or not (Refuse),
+// its connections on no loop yet; the old one then commits (Ack) and
+// closes its copies, or, when the answer came too late or not at all,
+// takes the batch back and ends the phase (Done), and the new one closes
+// what it was sent. A seqpacket message arrives whole or not at all, so
+// whichever the old process did, the new one learns it.
 
 // fdReserve is what a process keeps of its descriptor limit for new
 // connections while it takes moved ones: a batch that would cut into it
@@ -55,8 +63,11 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (moved, left int, 
 	return moved, left, err
 }
 
-// sendBatch sends one batch and waits for its acknowledgement.
+// sendBatch sends one batch, waits for the new process's word that it
+// can take it, and commits it; on error nothing was committed and the
+// batch is still this process's.
 func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
+	sent := time.Now()
 	if err := hc.Send(m, fds); err != nil {
 		return err
 	}
@@ -69,20 +80,25 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	case ack.Kind != handover.Ack:
 		return fmt.Errorf("a %s for %d connections", ack.Kind, n)
 	}
-	// An Ack of fewer than n (the new process stopped meanwhile) still
-	// means it took the batch: those it could not serve it closed, and
-	// none may be read here again beside it.
-	return nil
+	// The new process waits for the commit at most hc's timeout from its
+	// answer: a commit sent later than half of it after the batch might
+	// find it gone, and the batch would be closed by both. Kept here
+	// instead.
+	if late := time.Since(sent); late > hc.Timeout()/2 {
+		return fmt.Errorf("the acknowledgement of %d connections came after %v, too late to commit", n, late.Round(time.Millisecond))
+	}
+	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
 }
 
 // AdoptConnections takes the connections the old process sends over hc
 // after this one acknowledged its listeners, until its Done (or its
-// close: an old binary moves none). Each batch is adopted whole or
-// refused whole (the old process keeps it): refused when this process
-// serves without event loops, or when its descriptors would cut into
-// fdReserve. It returns how many it took and how many the old process
-// kept to drain, and counts them (protoplex_upgrade_*) with the time
-// since start.
+// close: an old binary moves none). Each batch is checked whole, then
+// adopted on the old process's commit, or refused whole (the old process
+// keeps it): refused when this process serves without event loops, or
+// when its descriptors would cut into fdReserve. A batch the old process
+// does not commit (it gave up waiting) is closed here, never read. It
+// returns how many it took and how many the old process kept to drain,
+// and counts them (protoplex_upgrade_*) with the time since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
 	defer func() { pm.stats.UpgradeMoved(moved, left, time.Since(start)) }()
 	var p *evloop.Plane
@@ -107,7 +123,7 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			closeFiles(files)
 			return moved, left, fmt.Errorf("a %s message among the connections", m.Kind)
 		}
-		var n int
+		var prep *evloop.Prepared
 		var why error
 		switch free := fdsFree(); {
 		case p == nil:
@@ -117,20 +133,50 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			closeFiles(files)
 			why = fmt.Errorf("%d descriptors would leave %d free of the open-files limit, under the %d kept for new connections", len(files), free-len(files), fdReserve)
 		default:
-			n, why = p.Adopt(m, files)
+			prep, why = p.Prepare(m, files)
 		}
-		if why != nil && n == 0 {
+		if why != nil {
 			pm.log.Warn("upgrade: connections refused, the old process keeps them", "err", why)
 			if err := hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil); err != nil {
 				return moved, left, err
 			}
 			continue
 		}
+		n, kept, ended, err := commitBatch(hc, prep)
 		moved += n
-		if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil); err != nil {
-			return moved, left, err
+		if err != nil || ended {
+			return moved, kept, err
 		}
 	}
+}
+
+// commitBatch tells the old process this one can take prep, and adopts
+// it on its commit. Anything else leaves prep closed, never read: an
+// error, or the end of the phase (ended) — the old process's Done, with
+// the connections it keeps, or its close.
+func commitBatch(hc *handover.Conn, prep *evloop.Prepared) (n, kept int, ended bool, err error) {
+	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
+		prep.Discard()
+		return 0, 0, false, err
+	}
+	m, files, err := hc.Recv()
+	closeFiles(files)
+	switch {
+	case errors.Is(err, io.EOF):
+		prep.Discard()
+		return 0, 0, true, nil
+	case err != nil:
+		prep.Discard()
+		return 0, 0, false, fmt.Errorf("no commit of %d connections: %w", prep.Len(), err)
+	case m.Kind == handover.Done: // it gave up on the batch and keeps it
+		prep.Discard()
+		return 0, int(m.Count), true, nil
+	case m.Kind != handover.Ack:
+		prep.Discard()
+		return 0, 0, false, fmt.Errorf("a %s instead of the commit of %d connections", m.Kind, prep.Len())
+	}
+	n, err = prep.Commit()
+	return n, 0, false, err
 }
 
 // fdsFree is how many more descriptors this process may open.

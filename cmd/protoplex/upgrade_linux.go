@@ -100,10 +100,10 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 					log.Error("upgrade failed: this process keeps serving", "err", err)
 					continue
 				}
-				// The loops' forwarding pairs, identifying and connecting
-				// connections move; what cannot (in-process handlers, the
-				// goroutine data plane, dials off the loop, replays)
-				// drains here, bounded by the drain timeout.
+				// The loops' connections move, from a PROXY header being
+				// read to forwarding; what cannot (in-process handlers,
+				// the goroutine data plane) drains here, bounded by the
+				// drain timeout.
 				moved, left, err := u.pm.MoveConnections(hc)
 				hc.Close()
 				if err != nil {

@@ -508,3 +508,135 @@ func TestUpgradeConnectionsRefused(t *testing.T) {
 	long.Close()
 	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 }
+
+// slowBackend is a loopback listener whose accept queue is full (backlog
+// 0, one connection queued, nothing accepts): a connect to it stalls, the
+// kernel dropping its SYNs, until serve starts accepting; then each
+// connection is answered as testnet.Banner does ("A:" and the first
+// line).
+type slowBackend struct {
+	port int
+	ln   net.Listener
+}
+
+func newSlowBackend(t *testing.T) *slowBackend {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "slow backend")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	b := &slowBackend{port: ln.Addr().(*net.TCPAddr).Port, ln: ln}
+	for range 16 { // fill the queue
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)
+		if err != nil {
+			return b
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("connects still complete with the accept queue full: no dial can be made to stall here")
+	return nil
+}
+
+// synSent reports whether a socket of this host is sending a SYN to the
+// backend: a connect stalls on it.
+func (b *slowBackend) synSent() bool {
+	raw, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	remote := fmt.Sprintf("0100007F:%04X", b.port)
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2] == remote && f[3] == "02" { // TCP_SYN_SENT
+			return true
+		}
+	}
+	return false
+}
+
+// serve accepts from now on and answers each connection.
+func (b *slowBackend) serve(t *testing.T) {
+	go func() {
+		for {
+			c, err := b.ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(upgradeBound))
+				r := bufio.NewReader(c)
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "A:"+line)
+				io.Copy(c, r)
+			}()
+		}
+	}()
+}
+
+// TestUpgradeMidDial runs the real binary: a client whose backend is a
+// host name being dialed (off the event loop) to a backend that does not
+// answer yet moves to the new process with the bytes it sent; the old
+// process abandons its dial and exits at once, and the new one dials
+// again and replays those bytes when the backend comes up. Before, the
+// old process held such a connection until its dial ended.
+func TestUpgradeMidDial(t *testing.T) {
+	backend := newSlowBackend(t)
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf(`server:
+  listen: "127.0.0.1:0"
+  graceful_shutdown_timeout: "60s"
+  dial_timeout: "60s"
+  data_plane: events
+protocols:
+  - name: SSH
+    target: "localhost:%d"
+monitoring:
+  metrics_port: 0
+  health_check_port: 0
+`, backend.port))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * upgradeBound))
+	io.WriteString(c, "SSH-2.0-middial\r\n")
+	testnet.Eventually(t, upgradeBound, backend.synSent, "protoplex does not dial the backend; stderr:\n%s", p.Out)
+
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade logged; stderr:\n%s", p.Out)
+	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=1 left_to_drain=0`).MatchString(p.Out.String()) {
+		t.Errorf("the upgrade's log line does not say the connection mid-dial moved:\n%s", p.Out)
+	}
+	// Its dial abandoned, the old process holds nothing: it exits while
+	// the backend is still down.
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs with its connection mid-dial; stderr:\n%s", p.Out)
+
+	backend.serve(t)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "A:SSH-2.0-middial\r\n" {
+		t.Fatalf("the connection mid-dial after the upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+}

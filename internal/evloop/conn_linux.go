@@ -74,12 +74,21 @@ type conn struct {
 	reason   proxy.CloseReason
 	aborted  bool
 	queued   bool
-	goDial   bool  // a goroutine dials for the connection
+	goDial   bool  // a goroutine dials for the connection: it posts dialedOffLoop, whatever the state
 	stay     bool  // it could not move to another process: it drains here
 	was      state // before stHandover: what resume goes back to
-	mv       spipe // stHandover from stIdentify: the bytes read so far, for the new process
+	mv       spipe // stHandover before stForward: a copy of the bytes read (or of the replay left), for the new process
 	hasMv    bool
 	fallback int64
+	// dialed is an off-loop dial's outcome that came while the connection
+	// was in stHandover: resume takes it, moved drops it.
+	dialed *dialOutcome
+}
+
+// dialOutcome is what an off-loop dial gave.
+type dialOutcome struct {
+	nc  net.Conn
+	err error
 }
 
 // handshake is a connection's state from accept to the end of the replay.
@@ -102,6 +111,7 @@ type handshake struct {
 	out       []byte // what is being written: the PROXY header, then the replay
 	rest      []byte // the replay, while out is the header
 	hdr       bool   // out is the PROXY header
+	replayEnd int64  // unix nanos: the backend must have taken the replay by then
 	cancel    context.CancelFunc
 }
 
@@ -446,7 +456,8 @@ func (c *conn) dialOK() {
 	c.release = hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)
 	c.target = hs.att.Target
 	c.acc.Opened(c.target)
-	c.setDeadline(c.l.now.Add(c.srv.DialTimeout).UnixNano()) // a backend that never reads cannot hold the pair
+	hs.replayEnd = c.l.now.Add(c.srv.DialTimeout).UnixNano()
+	c.setDeadline(hs.replayEnd) // a backend that never reads cannot hold the pair
 }
 
 // dialOffLoop dials on a goroutine and hands the socket back to the loop.
@@ -461,15 +472,27 @@ func (c *conn) dialOffLoop(a upstream.Attempt) {
 	plan, client, l := &hs.plan, c.acc.Client, c.l
 	go func() {
 		nc, err := plan.Dial(ctx, a, client)
-		l.post(func() { c.dialedOffLoop(nc, err) })
+		if !l.post(func() { c.dialedOffLoop(hs, nc, err) }) && err == nil {
+			nc.Close() // the loop stopped: nobody takes it
+		}
 	}()
 }
 
-func (c *conn) dialedOffLoop(nc net.Conn, err error) {
-	hs := c.hs
+// dialedOffLoop takes an off-loop dial's outcome on the loop. hs is the
+// dial's own: a connection that moved to another process meanwhile has
+// none left.
+func (c *conn) dialedOffLoop(hs *handshake, nc net.Conn, err error) {
 	c.goDial = false
 	hs.cancel()
 	c.l.now = c.l.p.env.Now()
+	switch c.st {
+	case stHandover: // its batch is out: resume takes the outcome, or moved drops it
+		c.dialed = &dialOutcome{nc: nc, err: err}
+		return
+	case stDone: // it moved (the dial was abandoned): the new process dials its own
+		c.dropDial(hs, dialOutcome{nc: nc, err: err})
+		return
+	}
 	if c.aborted {
 		if err == nil {
 			hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)()
@@ -636,6 +659,9 @@ func (c *conn) event(fd int, ev uint32) {
 		if backend && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 			c.connectDone()
 		}
+	case stDialing:
+		// The client's bytes wait in its socket until the goroutine's dial
+		// comes back (dialedOffLoop).
 	case stReplay:
 		if backend && c.up.writable {
 			c.writeReplay()
@@ -670,6 +696,8 @@ func (c *conn) timeout() {
 	case stConnecting:
 		c.attemptFailed(dialError(c.hs.att, unix.ETIMEDOUT))
 		c.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	case stDialing:
+		// The dial's context has the same deadline: dialedOffLoop ends it.
 	case stReplay:
 		c.reason = proxy.Error // the backend never read the replay
 		c.finish()

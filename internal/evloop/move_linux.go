@@ -20,20 +20,35 @@ import (
 
 // Moving forwarded connections to another process (a binary upgrade).
 //
-// The old process detaches a batch: each loop takes its forwarding pairs
-// (and its connections still being identified, or connecting to their
-// backend, with the bytes read so far: adoptIdentifying) off epoll (stHandover: nothing on this side reads them any more), puts
-// the bytes it holds for a destination into the direction's splice pipe,
-// and describes each pair (handover.ConnState). The batch goes out with
-// the sockets and the pipes; on the new process's acknowledgement the old
-// loops close their copies and forget the pairs without a log line or a
-// close counted (Moved); on anything else they take them back (Restore)
-// and go on as if nothing happened. The new process adopts each pair into
-// one of its loops, in the state it left (Adopt), and accounts for it as
-// its own: the guard's per-source count, the target's least-connections
-// count, the route's counters and the access line at the end.
+// The old process detaches a batch: each loop takes its connections off
+// epoll (stHandover: nothing on this side reads them any more) and
+// describes each (handover.ConnState), in every state but the accept
+// itself and an in-process handler's:
+//   - a forwarding pair puts the bytes it holds for a destination into the
+//     direction's splice pipe;
+//   - a pair mid-replay puts a copy of what its backend has not taken yet
+//     (the rest of the PROXY header, then of the first flight) into a pipe:
+//     the new process writes exactly those bytes, then forwards;
+//   - a connection whose trusted sender's PROXY header is being read, one
+//     being identified, and one whose backend connect (stConnecting) or
+//     off-loop dial (stDialing) is in progress, nothing of it sent, puts a
+//     copy of the bytes read so far into a pipe: the new process reads the
+//     header on, or identifies them again and dials its own backend. An
+//     off-loop dial is abandoned once the batch moved; its goroutine posts
+//     its outcome to the loop as always, which drops it (dialedOffLoop).
+//
+// The batch goes out with the sockets and the pipes. On the new process's
+// word that it can take the batch, the old process commits it (Moved):
+// the loops close their copies and forget the connections without a log
+// line or a close counted. On anything else they take them back
+// (Restore) and go on as if nothing happened. The new process checks a
+// batch whole (Prepare) and puts it on its loops only on the commit
+// (Prepared.Commit), so a batch the old process gave up on is never read
+// by both. It accounts for each connection as its own: the guard's
+// per-source count, the target's least-connections count, the route's
+// counters and the access line at the end.
 
-// Batch is forwarding pairs detached from their loops, ready to send:
+// Batch is connections detached from their loops, ready to send:
 // Msg and FDs go together to handover.Conn.Send.
 type Batch struct {
 	Msg   handover.Message
@@ -44,11 +59,10 @@ type Batch struct {
 // Len is how many connections the batch holds.
 func (b *Batch) Len() int { return len(b.conns) }
 
-// Detach takes forwarding pairs and identifying connections off the
-// loops, at most maxFDs descriptors
+// Detach takes connections off the loops, at most maxFDs descriptors
 // (≤ handover.MaxFDsPerMessage) of them; nil when none is left to move. A
-// pair that cannot move (its held bytes do not fit a pipe) stays, and
-// drains here.
+// connection that cannot move (its held bytes do not fit a pipe) stays,
+// and drains here.
 func (p *Plane) Detach(maxFDs int) *Batch {
 	b := &Batch{Msg: handover.Message{Kind: handover.Conns}}
 	maxFDs = min(maxFDs, handover.MaxFDsPerMessage)
@@ -85,35 +99,27 @@ func (p *Plane) each(b *Batch, fn func(*conn)) {
 	}
 }
 
-// detach moves the loop's forwarding pairs into b while they fit.
+// detach moves the loop's connections into b while they fit.
 func (l *Loop) detach(b *Batch, maxFDs int) {
 	var next *conn
 	for c := l.conns.Front(); c != nil; c = next {
 		next = l.conns.Next(c) // c may end (resume), and leave the list
-		if (c.st != stForward && c.st != stIdentify && c.st != stConnecting) || c.stay {
+		need := c.moveFDs()
+		if need == 0 || c.stay {
 			continue
-		}
-		need := 2
-		if c.st == stIdentify || c.st == stConnecting {
-			need = 1
-			if c.firstFlight() > 0 {
-				need += 2
-			}
-		}
-		for _, d := range [2]*dir{&c.up, &c.down} {
-			if c.st == stForward && d.blocked() {
-				need += 2
-			}
 		}
 		if len(b.FDs)+need > maxFDs {
 			return
 		}
 		var st handover.ConnState
 		var ok bool
-		if c.st == stIdentify || c.st == stConnecting {
-			st, ok = c.detachIdentify()
-		} else {
+		switch c.st {
+		case stForward:
 			st, ok = c.detach()
+		case stReplay:
+			st, ok = c.detachReplay()
+		default:
+			st, ok = c.detachIdentify()
 		}
 		if !ok {
 			c.stay = true // it drains here; never tried again
@@ -150,6 +156,31 @@ func (l *Loop) detach(b *Batch, maxFDs int) {
 	}
 }
 
+// moveFDs is how many descriptors the connection takes to move, at most;
+// 0 when it does not move in its state (just accepted, ended, moving
+// already).
+func (c *conn) moveFDs() int {
+	switch c.st {
+	case stProxyHeader, stIdentify, stConnecting, stDialing:
+		if c.firstFlight() > 0 {
+			return 3 // the client, a pipe with the bytes read
+		}
+		return 1
+	case stReplay:
+		return 4 // client, backend, a pipe with the replay left
+	case stForward:
+		need := 2
+		for _, d := range [2]*dir{&c.up, &c.down} {
+			if d.blocked() {
+				need += 2
+			}
+		}
+		return need
+	case stHandover, stDone:
+	}
+	return 0
+}
+
 // detach takes the forwarding pair off the loop and describes it; false
 // (the pair goes on here) when the bytes it holds do not fit a pipe.
 func (c *conn) detach() (handover.ConnState, bool) {
@@ -159,19 +190,22 @@ func (c *conn) detach() (handover.ConnState, bool) {
 			return handover.ConnState{}, false
 		}
 	}
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.bfd, 0)
-	l.clearRef(c.fd)
-	l.clearRef(c.bfd)
-	c.clearDeadline()
+	c.offLoop()
 	c.was, c.st = stForward, stHandover
+	st := c.routed()
+	st.IdleFor = max(time.Duration(l.now.UnixNano()-c.last), 0)
+	st.Up, st.Down = c.up.state(), c.down.state()
+	return st, true
+}
 
+// routed describes a connection with a route and a backend, for the new
+// process: what it is, where it goes, how it is accounted.
+func (c *conn) routed() handover.ConnState {
 	carried := c.acc.Carry()
 	st := handover.ConnState{
 		Protocol: carried.Protocol, Route: carried.Route, Target: c.target, Fallback: carried.Fallback,
-		SNI: carried.MD.SNI, Host: carried.MD.Host, ALPN: carried.MD.ALPN,
-		Age: max(l.now.Sub(c.acc.Start), 0), IdleFor: max(time.Duration(l.now.UnixNano()-c.last), 0), Idle: max(c.idle, 0),
-		PipeFallbacks: c.fallback, Up: c.up.state(), Down: c.down.state(),
+		SNI: carried.MD.SNI, Host: carried.MD.Host, ALPN: carried.MD.ALPN, Trusted: c.hs != nil && c.hs.fromTrusted,
+		Age: max(c.l.now.Sub(c.acc.Start), 0), Idle: max(c.idle, 0), PipeFallbacks: c.fallback,
 	}
 	if len(st.ALPN) > handover.MaxALPN {
 		st.ALPN = st.ALPN[:handover.MaxALPN]
@@ -179,24 +213,89 @@ func (c *conn) detach() (handover.ConnState, bool) {
 	if a, ok := c.acc.Client.(*net.TCPAddr); ok {
 		st.Client = a.AddrPort().String()
 	}
+	return st
+}
+
+// detachReplay takes a pair mid-replay off the loop and describes it,
+// with a pipe holding a copy of exactly what its backend has not taken
+// yet: the rest of the PROXY header (HeaderLeft), then of the first
+// flight. Its own buffer keeps them, in case it resumes here; false (it
+// goes on here) when no pipe takes them.
+func (c *conn) detachReplay() (handover.ConnState, bool) {
+	hs := c.hs
+	n := len(hs.out) + len(hs.rest)
+	if n == 0 || n > handover.MaxReplay {
+		return handover.ConnState{}, false
+	}
+	p, ok := pipeWith(hs.out, hs.rest)
+	if !ok {
+		return handover.ConnState{}, false
+	}
+	c.mv, c.hasMv = p, true
+	c.offLoop()
+	c.was, c.st = stReplay, stHandover
+	st := c.routed()
+	st.Replay = true
+	if hs.hdr {
+		st.HeaderLeft = len(hs.out)
+	}
+	st.Up = handover.DirState{N: c.up.n, Pipe: true, Pending: n}
 	return st, true
 }
 
-// firstFlight is how many bytes an identifying or connecting connection
-// has read from its client: what the new process identifies again.
+// pipeWith is a new pipe holding bs, back to back; false when it cannot
+// be had or does not take them all (an empty pipe takes 64 KiB at least,
+// makePipe's size when the kernel allows it).
+func pipeWith(bs ...[]byte) (spipe, bool) {
+	p, ok := makePipe()
+	if !ok {
+		return spipe{}, false
+	}
+	for _, b := range bs {
+		if len(b) == 0 {
+			continue
+		}
+		if w, _ := unix.Write(p.w, b); w != len(b) {
+			p.close()
+			return spipe{}, false
+		}
+	}
+	return p, true
+}
+
+// offLoop takes the connection's sockets off epoll and its deadline off
+// the heap: nothing on this side reads them any more.
+func (c *conn) offLoop() {
+	l := c.l
+	for _, fd := range [2]int{c.fd, c.bfd} {
+		if fd >= 0 {
+			_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+			l.clearRef(fd)
+		}
+	}
+	c.clearDeadline()
+}
+
+// firstFlight is how many bytes a connection not yet sending to a
+// backend has read from its client: what the new process reads on from,
+// or identifies again.
 func (c *conn) firstFlight() int {
-	if c.st == stConnecting {
+	switch c.st {
+	case stProxyHeader:
+		return c.hs.n // the header so far
+	case stConnecting, stDialing:
 		return c.hs.res.N // the replay: nothing of it was sent
 	}
 	return c.hs.sess.N()
 }
 
-// detachIdentify takes a connection still being identified, or whose
-// backend connect is in progress (nothing sent: the new process dials
+// detachIdentify takes a connection whose trusted sender's PROXY header
+// is being read, one still being identified, or one whose backend connect
+// or off-loop dial is in progress (nothing sent: the new process dials
 // again), off the loop and describes it as identifying, with a pipe
-// holding a copy of the bytes read so far (its own buffer keeps them, and
-// a connect its socket, in case it resumes here); false (it goes on here)
-// when no pipe can be had.
+// holding a copy of the bytes read so far. Its own buffer keeps them, a
+// connect its socket and a dial its goroutine, in case it resumes here;
+// false (it goes on here) when no pipe can be had.
 func (c *conn) detachIdentify() (handover.ConnState, bool) {
 	l := c.l
 	hs := c.hs
@@ -205,26 +304,17 @@ func (c *conn) detachIdentify() (handover.ConnState, bool) {
 		return handover.ConnState{}, false
 	}
 	if n > 0 {
-		p, ok := makePipe()
+		p, ok := pipeWith(hs.buf[:n])
 		if !ok {
-			return handover.ConnState{}, false
-		}
-		if w, _ := unix.Write(p.w, hs.buf[:n]); w != n { // an empty pipe takes 64 KiB at least in one write
-			p.close()
 			return handover.ConnState{}, false
 		}
 		c.mv, c.hasMv = p, true
 	}
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
-	l.clearRef(c.fd)
-	if c.bfd >= 0 {
-		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.bfd, 0)
-		l.clearRef(c.bfd)
-	}
-	c.clearDeadline()
+	c.offLoop()
+	header := c.st == stProxyHeader
 	c.was, c.st = c.st, stHandover
-	st := handover.ConnState{Identifying: true, Trusted: hs.fromTrusted, Age: max(l.now.Sub(c.acc.Start), 0),
-		Up: handover.DirState{Pipe: n > 0, Pending: n}}
+	st := handover.ConnState{Identifying: true, ProxyHeader: header, Trusted: hs.fromTrusted && !header,
+		Age: max(l.now.Sub(c.acc.Start), 0), Up: handover.DirState{Pipe: n > 0, Pending: n}}
 	if a, ok := c.acc.Client.(*net.TCPAddr); ok {
 		st.Client = a.AddrPort().String()
 	}
@@ -286,6 +376,13 @@ func (c *conn) moved() {
 	}
 	c.fd, c.bfd = -1, -1
 	c.dropMv()
+	if c.goDial {
+		c.hs.cancel() // abandoned: its goroutine's outcome is dropped when it comes (dialedOffLoop)
+	}
+	if c.dialed != nil {
+		c.dropDial(c.hs, *c.dialed)
+		c.dialed = nil
+	}
 	if c.hs != nil {
 		c.hs.lease.Release()
 		c.hs = nil
@@ -309,34 +406,63 @@ func (c *conn) moved() {
 	l.disown(c)
 }
 
-// resume puts a pair in stHandover back on the loop: one that did not
-// move, or one just adopted. A pair aborted meanwhile (a drain's
-// deadline) ends now.
+// resume puts a connection in stHandover back on the loop, in the state
+// it left: one that did not move, or a pair just adopted. One aborted
+// meanwhile (a drain's deadline) ends now, as its state ends on abort.
 func (c *conn) resume() {
 	if c.st != stHandover {
 		return
 	}
+	c.dropMv()
 	switch c.was {
+	case stProxyHeader:
+		c.resumeProxyHeader()
 	case stIdentify:
 		c.resumeIdentify()
-		return
 	case stConnecting:
 		c.resumeConnecting()
-		return
+	case stDialing:
+		c.resumeDialing()
+	case stReplay:
+		c.resumeReplay()
+	case stForward:
+		c.resumeForward()
+	case stHandover, stDone: // never left for stHandover
 	}
+}
+
+// rejoin puts the connection's sockets back on epoll, in state st; false
+// when it ended, as its state ends on abort (abortedHere).
+func (c *conn) rejoin(st state) bool {
 	l := c.l
-	c.st = stForward
+	c.st = st
 	for _, fd := range [2]int{c.fd, c.bfd} {
+		if fd < 0 {
+			continue
+		}
 		l.setRef(fd, ref{c: c})
 		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
 			l.p.env.Log.Warn("epoll_ctl failed", "err", e)
-			c.reason = proxy.Error
-			c.finish()
-			return
+			c.abortedHere()
+			return false
 		}
 	}
 	if c.aborted {
-		c.finish()
+		c.abortedHere()
+		return false
+	}
+	return true
+}
+
+// abortedHere ends a connection back from stHandover as abort ends its
+// state: counted and logged as on the goroutine path.
+func (c *conn) abortedHere() {
+	c.aborted = false
+	c.abort()
+}
+
+func (c *conn) resumeForward() {
+	if !c.rejoin(stForward) {
 		return
 	}
 	// Edge-triggered: what happened while off epoll is not reported again,
@@ -348,22 +474,20 @@ func (c *conn) resume() {
 	c.pumpBoth()
 }
 
-// resumeIdentify puts an identifying connection back on the loop, where
-// it reads on; its buffer still holds what it had read.
-func (c *conn) resumeIdentify() {
-	l := c.l
-	c.dropMv()
-	c.st = stIdentify
-	l.setRef(c.fd, ref{c: c})
-	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, epollConn); e != 0 {
-		l.p.env.Log.Warn("epoll_ctl failed", "err", e)
-		c.aborted = false
-		c.abort() // ends it as unidentified, counted
+// resumeProxyHeader: the header's bytes so far are still in the buffer;
+// it reads on, within the deadline it had.
+func (c *conn) resumeProxyHeader() {
+	if !c.rejoin(stProxyHeader) {
 		return
 	}
-	if c.aborted {
-		c.aborted = false
-		c.abort()
+	c.up.readable = true
+	c.setDeadline(c.acc.Start.Add(c.srv.IdentifyTimeout).UnixNano())
+	c.readProxyHeader()
+}
+
+// resumeIdentify: its buffer still holds what it had read; it reads on.
+func (c *conn) resumeIdentify() {
+	if !c.rejoin(stIdentify) {
 		return
 	}
 	c.up.readable = true
@@ -371,31 +495,51 @@ func (c *conn) resumeIdentify() {
 	c.readIdentify()
 }
 
-// resumeConnecting puts a connection whose backend connect is in
-// progress back on the loop: the connect's outcome, if it came meanwhile,
-// is reported again when the socket rejoins epoll.
+// resumeConnecting: the connect's outcome, if it came meanwhile, is
+// reported again when the socket rejoins epoll (EPOLL_CTL_ADD reports
+// what is ready now).
 func (c *conn) resumeConnecting() {
-	l := c.l
-	c.dropMv()
-	c.st = stConnecting
-	for _, fd := range [2]int{c.fd, c.bfd} {
-		l.setRef(fd, ref{c: c})
-		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
-			l.p.env.Log.Warn("epoll_ctl failed", "err", e)
-			c.aborted = false
-			c.abort() // ends it as a failed dial, counted
-			return
-		}
-	}
-	if c.aborted {
-		c.aborted = false
-		c.abort()
+	if !c.rejoin(stConnecting) {
 		return
 	}
-	c.setDeadline(c.hs.dialEnd) // readiness missed meanwhile: EPOLL_CTL_ADD reports what is ready now
+	c.setDeadline(c.hs.dialEnd)
 }
 
-// dropMv closes the pipe that carried an identifying connection's bytes.
+// resumeDialing: its goroutine still dials, or its outcome came
+// meanwhile and is taken now (an aborted one ends there).
+func (c *conn) resumeDialing() {
+	hs := c.hs
+	if c.rejoin(stDialing) {
+		c.setDeadline(hs.dialEnd)
+	}
+	if d := c.dialed; d != nil {
+		c.dialed = nil
+		c.dialedOffLoop(hs, d.nc, d.err)
+	}
+}
+
+// resumeReplay: its buffer still holds what the backend has not taken;
+// it writes on, within the deadline it had.
+func (c *conn) resumeReplay() {
+	if !c.rejoin(stReplay) {
+		return
+	}
+	c.up.readable, c.up.writable, c.down.readable, c.down.writable = true, true, true, true
+	c.setDeadline(c.hs.replayEnd)
+	c.writeReplay()
+}
+
+// dropDial ends an off-loop dial whose connection moved to another
+// process: a socket it got is closed, the attempt counted as the success
+// it was.
+func (c *conn) dropDial(hs *handshake, d dialOutcome) {
+	if d.err == nil {
+		hs.plan.Done(hs.att, c.l.since(hs.attStart), nil)()
+		d.nc.Close()
+	}
+}
+
+// dropMv closes the pipe that carried a copy of a connection's bytes.
 func (c *conn) dropMv() {
 	if c.hasMv {
 		c.mv.close()
@@ -403,11 +547,24 @@ func (c *conn) dropMv() {
 	}
 }
 
-// Adopt takes the connections of a Conns message and the descriptors
-// that came with it (closed here, in every case) into the loops; it
-// returns how many it took. It checks the whole message before it takes
-// any: on error none was taken, and the old process keeps them all.
-func (p *Plane) Adopt(m handover.Message, files []*os.File) (int, error) {
+// Prepared is a Conns message checked whole, its descriptors this
+// process's, its connections on no loop yet: nothing reads them until
+// Commit. The old process still counts them as its own until it commits
+// the batch; Discard gives them back to it, untouched.
+type Prepared struct {
+	p      *Plane
+	byLoop [][]adoption
+	n      int
+}
+
+// Len is how many connections it holds.
+func (a *Prepared) Len() int { return a.n }
+
+// Prepare takes the connections of a Conns message and the descriptors
+// that came with it (closed here on error). It checks the whole message
+// before it takes any: on error none was taken, and the old process
+// keeps them all.
+func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error) {
 	fds := make([]int, 0, len(files))
 	defer func() {
 		for _, fd := range fds {
@@ -422,58 +579,90 @@ func (p *Plane) Adopt(m handover.Message, files []*os.File) (int, error) {
 			var fd int
 			fd, err = dupSocket(f)
 			fds = append(fds, fd)
+			if err == nil {
+				// Whatever the sender left set: a loop never blocks in a
+				// read, and a pipe that holds less than its state says
+				// reads as short, not as a wait.
+				err = unix.SetNonblock(fd, true)
+			}
 		}
 		f.Close()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("evloop: taking a moved connection's descriptor: %w", err)
+		return nil, fmt.Errorf("evloop: taking a moved connection's descriptor: %w", err)
 	}
 	gs, err := handover.DecodeConns(m)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	srv, _ := p.env.Settings()
 	for _, g := range gs {
-		if g.State.Identifying && g.State.Up.Pending > identifyBuffer(srv) {
-			return 0, fmt.Errorf("evloop: a moved connection read %d bytes, more than this process's identification buffer (%d)", g.State.Up.Pending, identifyBuffer(srv))
+		read := g.State.Up.Pending - g.State.HeaderLeft // a replay's: the first flight's part of it
+		if (g.State.Identifying || g.State.Replay) && read > identifyBuffer(srv) {
+			return nil, fmt.Errorf("evloop: a moved connection read %d bytes, more than this process's identification buffer (%d)", read, identifyBuffer(srv))
 		}
 		if g.State.Client != "" {
 			if _, err := netip.ParseAddrPort(g.State.Client); err != nil {
-				return 0, fmt.Errorf("evloop: a moved connection's client %q: %w", g.State.Client, err)
+				return nil, fmt.Errorf("evloop: a moved connection's client %q: %w", g.State.Client, err)
 			}
 		}
 	}
-	byLoop, turn := make([][]adoption, len(p.loops)), int(p.adopted.Add(1))
+	a := &Prepared{p: p, byLoop: make([][]adoption, len(p.loops)), n: len(gs)}
+	turn := int(p.adopted.Add(1))
 	for _, g := range gs {
 		n := g.State.FDs()
 		i := turn % len(p.loops)
 		turn++
-		byLoop[i] = append(byLoop[i], adoption{g: g, fds: append([]int(nil), fds[g.First:g.First+n]...)})
+		a.byLoop[i] = append(a.byLoop[i], adoption{g: g, fds: append([]int(nil), fds[g.First:g.First+n]...)})
 		for k := g.First; k < g.First+n; k++ {
-			fds[k] = -1 // the loop owns it now
+			fds[k] = -1 // a's now
 		}
 	}
+	return a, nil
+}
+
+// Commit puts the connections on the loops; it returns how many it took.
+// Those a stopped loop could not take are closed (this process is
+// stopping too): the old process committed the batch, and must not read
+// them again.
+func (a *Prepared) Commit() (int, error) {
 	taken := 0
-	for i, l := range p.loops {
-		if len(byLoop[i]) == 0 {
+	var err error
+	for i, l := range a.p.loops {
+		as := a.byLoop[i]
+		a.byLoop[i] = nil
+		if len(as) == 0 {
 			continue
 		}
-		as := byLoop[i]
-		if l.call(func() {
-			for _, a := range as {
-				l.adopt(a)
+		if err == nil && l.call(func() {
+			for _, x := range as {
+				l.adopt(x)
 			}
-		}) != nil {
-			for _, a := range as {
-				for _, fd := range a.fds {
-					rawClose(fd)
-				}
-			}
-			return taken, ErrClosed
+		}) == nil {
+			taken += len(as)
+			continue
 		}
-		taken += len(as)
+		err = ErrClosed
+		closeAdoptions(as)
 	}
-	return taken, nil
+	return taken, err
+}
+
+// Discard closes the connections' descriptors here: the old process goes
+// on with its own.
+func (a *Prepared) Discard() {
+	for i, as := range a.byLoop {
+		closeAdoptions(as)
+		a.byLoop[i] = nil
+	}
+}
+
+func closeAdoptions(as []adoption) {
+	for _, x := range as {
+		for _, fd := range x.fds {
+			rawClose(fd)
+		}
+	}
 }
 
 // adoption is one connection of a Conns message, for a loop.
@@ -482,11 +671,11 @@ type adoption struct {
 	fds []int // client, backend, then the pipes' ends
 }
 
-// adopt makes a moved pair one of the loop's, accounted as the old
+// adopt makes a moved connection one of the loop's, accounted as the old
 // process had it: conntrack and the active gauge, the guard's per-source
-// count, the target's least-connections count. Its route and target are
-// this process's when the configuration still has them; otherwise it
-// completes all the same, counted under its protocol.
+// count, the target's least-connections count. A routed one's route and
+// target are this process's when the configuration still has them;
+// otherwise it completes all the same, counted under its protocol.
 func (l *Loop) adopt(a adoption) {
 	if a.g.State.Identifying {
 		l.adoptIdentifying(a)
@@ -495,22 +684,9 @@ func (l *Loop) adopt(a adoption) {
 	env := &l.p.env
 	srv, _ := env.Settings()
 	st := a.g.State
-	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: a.fds[1], hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stHandover, was: stForward}
-	client := unixPeer
-	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
-		client = net.TCPAddrFromAddrPort(ap)
-	}
-	c.acc = logging.NewAccess(env.Log, logging.AccessMode{Close: srv.AccessLog, Open: srv.AccessLogOpen}, client)
-	c.acc.Start = l.now.Add(-st.Age)
+	c := l.adopted(a, a.fds[1], true)
 	c.acc.Resume(logging.Carried{Protocol: st.Protocol, Route: st.Route, Fallback: st.Fallback,
 		MD: protocols.Metadata{SNI: st.SNI, Host: st.Host, ALPN: st.ALPN}})
-	l.own(c)
-	env.Conns.Add(c, math.MaxInt) // established: no cap refuses it
-	c.counted = true
-	env.Stats.Active.Inc()
-	c.ip = guard.AddrOf(client)
-	c.ticket, c.admitted = env.Guard.Adopt(c.ip), true
-
 	c.entry = routeOf(env, st)
 	c.target = st.Target
 	c.release = func() {}
@@ -520,8 +696,14 @@ func (l *Loop) adopt(a adoption) {
 		}
 	}
 	c.idle = st.Idle
-	c.last = l.now.UnixNano() - int64(st.IdleFor)
 	c.fallback = st.PipeFallbacks
+	c.st = stHandover
+	if st.Replay {
+		l.adoptReplay(c, st, spipe{r: a.fds[2], w: a.fds[3]})
+		return
+	}
+	c.was = stForward
+	c.last = l.now.UnixNano() - int64(st.IdleFor)
 	k := 2
 	for _, x := range [2]struct {
 		d *dir
@@ -539,15 +721,15 @@ func (l *Loop) adopt(a adoption) {
 	c.resume()
 }
 
-// adoptIdentifying makes a moved connection that was still being
-// identified one of the loop's: the bytes it had sent are read back from
-// their pipe into a buffer of this process, and identification starts
-// over them, against this process's routes, with its timeouts from now.
-func (l *Loop) adoptIdentifying(a adoption) {
+// adopted is a moved connection made the loop's, counted in conntrack and
+// the active gauge (established: no cap refuses it), with its access
+// record started when the old process accepted it and, when admitted,
+// the guard's ticket for its client.
+func (l *Loop) adopted(a adoption, bfd int, admitted bool) *conn {
 	env := &l.p.env
 	srv, _ := env.Settings()
 	st := a.g.State
-	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: -1, hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stIdentify}
+	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: bfd, hidx: -1, tcp: a.g.Client == handover.TCPConn}
 	client := unixPeer
 	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
 		client = net.TCPAddrFromAddrPort(ap)
@@ -555,27 +737,85 @@ func (l *Loop) adoptIdentifying(a adoption) {
 	c.acc = logging.NewAccess(env.Log, logging.AccessMode{Close: srv.AccessLog, Open: srv.AccessLogOpen}, client)
 	c.acc.Start = l.now.Add(-st.Age)
 	l.own(c)
-	l.setRef(c.fd, ref{c: c})
 	env.Conns.Add(c, math.MaxInt)
 	c.counted = true
 	env.Stats.Active.Inc()
+	c.ip = guard.AddrOf(client)
+	if admitted {
+		c.ticket, c.admitted = env.Guard.Adopt(c.ip), true
+	}
+	return c
+}
+
+// adoptReplay goes on with a pair whose backend had not taken the whole
+// replay: p holds exactly the bytes left (the PROXY header's rest, then
+// the first flight's), read into a buffer of this process and written as
+// the old process would have, within a replay deadline from now; then the
+// pair forwards. A pipe that holds less than it said ends the pair: the
+// backend must never see a stream with a hole in it.
+func (l *Loop) adoptReplay(c *conn, st handover.ConnState, p spipe) {
+	hs := &handshake{connected: true, fromTrusted: st.Trusted}
+	c.hs = hs
+	hs.lease = l.p.env.Bufs.Lease(st.Up.Pending)
+	hs.buf = hs.lease.B
+	got := readPipe(p, hs.buf[:st.Up.Pending])
+	hs.out, hs.rest, hs.hdr = hs.buf[:st.HeaderLeft], hs.buf[st.HeaderLeft:st.Up.Pending], st.HeaderLeft > 0
+	if !hs.hdr {
+		hs.out, hs.rest = hs.rest, nil
+	}
+	c.up.n = st.Up.N
+	c.was = stReplay
+	hs.replayEnd = l.now.Add(c.srv.DialTimeout).UnixNano()
+	if got != st.Up.Pending {
+		l.p.env.Log.Warn("upgrade: a moved replay came short, the connection ends", "want", st.Up.Pending, "got", got)
+		c.reason = proxy.Error
+		c.finish()
+		return
+	}
+	if c.tcp && c.srv.TCPKeepAlive > 0 {
+		setKeepAlive(c.fd, c.srv.TCPKeepAlive)
+	}
+	c.resume()
+}
+
+// readPipe reads p into b, up to len(b) bytes or the pipe's end, and
+// closes p; it returns how many it read.
+func readPipe(p spipe, b []byte) int {
+	got := 0
+	for got < len(b) {
+		n, err := unix.Read(p.r, b[got:])
+		if n <= 0 && err != unix.EINTR {
+			break // its end, or EAGAIN: nothing more is coming, the sender wrote it all before it sent the pipe
+		}
+		got += max(n, 0)
+	}
+	p.close()
+	return got
+}
+
+// adoptIdentifying makes a moved connection that was still being
+// identified, or whose trusted sender's PROXY header was being read, one
+// of the loop's: the bytes it had sent are read back from their pipe into
+// a buffer of this process. Identification starts over them, against this
+// process's routes, with its timeouts from now; a header is read on,
+// within its deadline from the accept, when this process trusts the
+// sender too (otherwise its bytes are a first flight, as on a fresh
+// connection).
+func (l *Loop) adoptIdentifying(a adoption) {
+	env := &l.p.env
+	srv, trusted := env.Settings()
+	st := a.g.State
+	header := st.ProxyHeader
+	c := l.adopted(a, -1, !header) // a header being read: the guard admits its client once it is known
+	c.st = stIdentify
+	l.setRef(c.fd, ref{c: c})
 	hs := &handshake{fromTrusted: st.Trusted}
 	c.hs = hs
 	hs.lease = env.Bufs.Lease(identifyBuffer(srv))
 	hs.buf = hs.lease.B
 	if st.Up.Pipe {
-		p := spipe{r: a.fds[1], w: a.fds[2]}
-		for hs.prefilled < st.Up.Pending {
-			n, err := unix.Read(p.r, hs.buf[hs.prefilled:st.Up.Pending])
-			if n <= 0 && err != unix.EINTR {
-				break // the pipe held less than it said: identification goes on with what came
-			}
-			hs.prefilled += max(n, 0)
-		}
-		p.close()
+		hs.prefilled = readPipe(spipe{r: a.fds[1], w: a.fds[2]}, hs.buf[:st.Up.Pending]) // less: identification goes on with what came
 	}
-	c.ip = guard.AddrOf(client)
-	c.ticket, c.admitted = env.Guard.Adopt(c.ip), true
 	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, epollConn); e != 0 {
 		env.Log.Warn("epoll_ctl failed", "err", e)
 		c.finish()
@@ -585,6 +825,18 @@ func (l *Loop) adoptIdentifying(a adoption) {
 		setKeepAlive(c.fd, srv.TCPKeepAlive)
 	}
 	c.up.readable, c.down.writable = true, true
+	if header {
+		hs.fromTrusted = srv.AcceptProxy && trusted.Contains(c.ip)
+		if hs.fromTrusted {
+			hs.n, hs.prefilled = hs.prefilled, 0
+			c.st = stProxyHeader
+			c.setDeadline(c.acc.Start.Add(srv.IdentifyTimeout).UnixNano())
+			c.readProxyHeader()
+			return
+		}
+		c.admit()
+		return
+	}
 	c.identify()
 }
 

@@ -56,12 +56,16 @@ func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved,
 			old.Restore(batch)
 			t.Fatal(err)
 		}
-		n, err := new.Adopt(m, files)
-		if err != nil || n != batch.Len() {
+		prep, err := new.Prepare(m, files)
+		if err != nil || prep.Len() != batch.Len() {
 			old.Restore(batch)
+			t.Fatalf("prepared %v of %d: %v", prep, batch.Len(), err)
+		}
+		old.Moved(batch) // the commit: the old plane lets go first
+		n, err := prep.Commit()
+		if err != nil || n != batch.Len() {
 			t.Fatalf("adopted %d of %d: %v", n, batch.Len(), err)
 		}
-		old.Moved(batch)
 		moved += n
 	}
 }
@@ -233,8 +237,9 @@ func TestAdoptRefusesBadMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := r.plane.Adopt(got, files); err == nil || n != 0 {
-		t.Fatalf("adopted %d: %v", n, err)
+	if prep, err := r.plane.Prepare(got, files); err == nil {
+		prep.Discard()
+		t.Fatalf("prepared %d", prep.Len())
 	}
 	for i, f := range files {
 		if f.Fd() != ^uintptr(0) {

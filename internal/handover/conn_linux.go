@@ -87,6 +87,9 @@ func FileConn(f *os.File, lim Limits) (*Conn, error) {
 // them).
 func (c *Conn) Close() error { return c.uc.Close() }
 
+// Timeout is how long each send and receive waits at most.
+func (c *Conn) Timeout() time.Duration { return c.lim.Timeout }
+
 // Send sends m with fds attached, one per record (m.Records), within the
 // Conn's timeout. The descriptors stay open here: the peer receives
 // duplicates.

@@ -14,21 +14,34 @@ import (
 // those pipes, never in the metadata: the kernel keeps them, so a
 // connection's state stays small whatever it holds.
 //
-// A connection still being identified (Identifying) has no backend: its
-// group is the client's socket, then, when it has sent any, a pipe with
-// the bytes read so far (Up).
+// A connection still being identified (Identifying), or whose trusted
+// sender's PROXY header is still being read (ProxyHeader), has no backend:
+// its group is the client's socket, then, when it has sent any, a pipe
+// with the bytes read so far (Up).
+//
+// A connection mid-replay (Replay) has its backend: the group of a
+// forwarded pair, whose Up pipe holds exactly the bytes the backend has
+// not taken yet, the rest of the PROXY header (HeaderLeft bytes) then the
+// rest of the first flight. The new process writes those and forwards;
+// it never builds the header again.
 
 // ConnVersion is the encoding of a ConnState this package writes and
 // reads. A new process that reads another refuses the message, and the
 // old one keeps the connections.
-const ConnVersion = 1
+const ConnVersion = 2
 
 // Bounds of a ConnState.
 const (
-	MaxALPN       = 8       // protocols listed for the access log
-	MaxALPNName   = 255     // RFC 7301: a protocol name is 1-255 bytes
-	MaxPipeBytes  = 1 << 24 // bytes a pipe can hold: F_SETPIPE_SZ's default maximum is 1 MiB; this leaves room
-	MaxIdentify   = 1 << 20 // bytes read by a connection still being identified: server.buffer_size's bound
+	MaxALPN      = 8       // protocols listed for the access log
+	MaxALPNName  = 255     // RFC 7301: a protocol name is 1-255 bytes
+	MaxPipeBytes = 1 << 24 // bytes a pipe can hold: F_SETPIPE_SZ's default maximum is 1 MiB; this leaves room
+	MaxIdentify  = 1 << 20 // bytes read by a connection still being identified: server.buffer_size's bound
+	// MaxProxyHeader is the longest PROXY header: v2's 16 bytes and its
+	// 16-bit length (a v1 line is at most 107 bytes).
+	MaxProxyHeader = 16 + 0xffff
+	// MaxReplay bounds a replay still to send: a first flight and a
+	// PROXY header.
+	MaxReplay     = MaxIdentify + MaxProxyHeader
 	maxDurationNS = int64(100 * 365 * 24 * time.Hour)
 )
 
@@ -51,10 +64,21 @@ type ConnState struct {
 	Fallback bool
 	// Identifying: it has no route yet; Up's pipe holds the bytes read so
 	// far, which the new process identifies again (and the rest of the
-	// fields but Client, Trusted and Age are zero).
+	// fields but Client, Trusted, ProxyHeader and Age are zero).
 	Identifying bool
 	// Trusted: Client is what a trusted sender's PROXY header named.
-	Trusted       bool
+	Trusted bool
+	// ProxyHeader: an Identifying connection whose trusted sender's PROXY
+	// header is still being read; Up's pipe holds its bytes so far, and
+	// Client is the sender's own address.
+	ProxyHeader bool
+	// Replay: a pair whose backend has not taken the whole replay yet;
+	// Up's pipe holds what is left of it (and Up.N counts the first
+	// flight's bytes sent), Down is zero.
+	Replay bool
+	// HeaderLeft is how many bytes at the front of a Replay's pipe are
+	// the rest of the PROXY header, which Up.N never counts.
+	HeaderLeft    int
 	SNI, Host     string
 	ALPN          []string
 	Age           time.Duration // since it was accepted
@@ -177,7 +201,7 @@ func EncodeConn(b []byte, c ConnState) ([]byte, error) {
 	if err := c.check(); err != nil {
 		return b, err
 	}
-	b = append(b, ConnVersion, boolBits(c.Fallback, c.Identifying, c.Trusted))
+	b = append(b, ConnVersion, boolBits(c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay))
 	for _, s := range [...]string{c.Client, c.Protocol, c.Route, c.Target, c.SNI, c.Host} {
 		b = appendString(b, s)
 	}
@@ -185,7 +209,7 @@ func EncodeConn(b []byte, c ConnState) ([]byte, error) {
 	for _, s := range c.ALPN {
 		b = appendString(b, s)
 	}
-	for _, v := range [...]int64{int64(c.Age), int64(c.IdleFor), int64(c.Idle), c.PipeFallbacks} {
+	for _, v := range [...]int64{int64(c.Age), int64(c.IdleFor), int64(c.Idle), c.PipeFallbacks, int64(c.HeaderLeft)} {
 		b = binary.AppendUvarint(b, uint64(v))
 	}
 	for _, d := range [2]DirState{c.Up, c.Down} {
@@ -208,6 +232,15 @@ func (c *ConnState) check() error {
 	}
 	if c.Identifying && (c.Up.Pending > MaxIdentify || c.Up.Pipe != (c.Up.Pending > 0) || c.Down != (DirState{})) {
 		return fmt.Errorf("%w: an identifying connection with %d bytes read, a pipe %v, bytes back %v", ErrFormat, c.Up.Pending, c.Up.Pipe, c.Down != (DirState{}))
+	}
+	if c.ProxyHeader && (!c.Identifying || c.Trusted) {
+		return fmt.Errorf("%w: a PROXY header being read, identifying %v, its client already from a header %v", ErrFormat, c.Identifying, c.Trusted)
+	}
+	if c.Replay && (c.Identifying || !c.Up.Pipe || c.Up.Pending == 0 || c.Up.Pending > MaxReplay || c.Up.RDHUP || c.Up.EOF || c.Up.Shut || c.Down != (DirState{})) {
+		return fmt.Errorf("%w: a replay of %d bytes (at most %d), identifying %v, with flags or bytes back", ErrFormat, c.Up.Pending, MaxReplay, c.Identifying)
+	}
+	if c.HeaderLeft < 0 || c.HeaderLeft > MaxProxyHeader || (c.HeaderLeft > 0 && (!c.Replay || c.HeaderLeft > c.Up.Pending)) {
+		return fmt.Errorf("%w: %d bytes of a PROXY header left (at most %d), in a replay of %d", ErrBounds, c.HeaderLeft, MaxProxyHeader, c.Up.Pending)
 	}
 	for _, s := range c.ALPN {
 		if len(s) > MaxALPNName {
@@ -248,11 +281,11 @@ func DecodeConn(b []byte) (ConnState, error) {
 	if len(b) > MaxMeta {
 		return c, fmt.Errorf("%w: a connection's state of %d bytes", ErrBounds, len(b))
 	}
-	if b[1] > 7 {
+	if b[1] > 0x1f {
 		return c, fmt.Errorf("%w: connection flags %#x", ErrFormat, b[1])
 	}
 	r := reader{b: b[2:]}
-	c.Fallback, c.Identifying, c.Trusted = b[1]&1 != 0, b[1]&2 != 0, b[1]&4 != 0
+	c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay = b[1]&1 != 0, b[1]&2 != 0, b[1]&4 != 0, b[1]&8 != 0, b[1]&16 != 0
 	for _, s := range [...]*string{&c.Client, &c.Protocol, &c.Route, &c.Target, &c.SNI, &c.Host} {
 		*s = r.string(MaxName)
 	}
@@ -266,6 +299,7 @@ func DecodeConn(b []byte) (ConnState, error) {
 		*v = time.Duration(r.uint(uint64(maxDurationNS)))
 	}
 	c.PipeFallbacks = int64(r.uint(1<<63 - 1))
+	c.HeaderLeft = int(r.uint(MaxProxyHeader))
 	for _, d := range [2]*DirState{&c.Up, &c.Down} {
 		d.N = int64(r.uint(1<<63 - 1))
 		d.Pending = int(r.uint(MaxPipeBytes))

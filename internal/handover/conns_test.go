@@ -2,6 +2,7 @@ package handover
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"strings"
@@ -25,6 +26,10 @@ func connStates() []ConnState {
 			Up: DirState{Pipe: true}, Down: DirState{Pipe: true, Pending: MaxPipeBytes}},
 		{Client: "192.0.2.8:1", Identifying: true, Trusted: true, Age: time.Second, Up: DirState{Pipe: true, Pending: MaxIdentify}},
 		{Client: "192.0.2.9:1", Identifying: true},
+		{Client: "192.0.2.10:1", Identifying: true, ProxyHeader: true, Up: DirState{Pipe: true, Pending: 11}},
+		{Client: "192.0.2.11:1", Protocol: "ssh", Route: "ssh", Target: "127.0.0.1:22", Replay: true, HeaderLeft: MaxProxyHeader,
+			Up: DirState{Pipe: true, Pending: MaxReplay}},
+		{Client: "192.0.2.12:1", Protocol: "ssh", Route: "ssh", Target: "b:22", Trusted: true, Replay: true, Up: DirState{N: 9, Pipe: true, Pending: 3}},
 		{Client: strings.Repeat("c", MaxName), Protocol: strings.Repeat("p", MaxName), Route: strings.Repeat("r", MaxName),
 			Target: strings.Repeat("t", MaxName), SNI: strings.Repeat("s", MaxName), Host: strings.Repeat("h", MaxName), ALPN: alpn},
 	}
@@ -71,6 +76,17 @@ func TestConnBounds(t *testing.T) {
 		{Identifying: true, Up: DirState{Pipe: true, Pending: MaxIdentify + 1}},
 		{Identifying: true, Up: DirState{Pipe: true}}, // a pipe with nothing in it
 		{Identifying: true, Down: DirState{N: 1}},     // bytes back before a backend
+		{ProxyHeader: true}, // a header being read, but a backend
+		{Identifying: true, ProxyHeader: true, Trusted: true}, // a client from a header not yet read
+		{Replay: true}, // a replay with nothing left to send
+		{Replay: true, Up: DirState{Pipe: true, Pending: MaxReplay + 1}},           // over a first flight and a header
+		{Replay: true, Identifying: true, Up: DirState{Pipe: true, Pending: 1}},    // a replay without a backend
+		{Replay: true, Up: DirState{Pipe: true, Pending: 1}, Down: DirState{N: 1}}, // bytes back mid-replay
+		{Replay: true, Up: DirState{Pipe: true, Pending: 1, EOF: true}},
+		{Replay: true, HeaderLeft: 2, Up: DirState{Pipe: true, Pending: 1}}, // more header than bytes
+		{Replay: true, HeaderLeft: MaxProxyHeader + 1, Up: DirState{Pipe: true, Pending: MaxReplay}},
+		{HeaderLeft: 1, Up: DirState{Pipe: true, Pending: 1}}, // a header left outside a replay
+		{Replay: true, HeaderLeft: -1, Up: DirState{Pipe: true, Pending: 1}},
 	}
 	for i, c := range bad {
 		if _, err := EncodeConn(nil, c); err == nil {
@@ -148,7 +164,7 @@ func TestConnGroups(t *testing.T) {
 // FuzzDecodeConn: no input panics or decodes to a state over its bounds;
 // whatever decodes encodes back to the same bytes.
 func FuzzDecodeConn(f *testing.F) {
-	for _, c := range connStates()[:3] {
+	for _, c := range connStates() {
 		b, _ := EncodeConn(nil, c)
 		f.Add(b)
 	}
@@ -168,7 +184,7 @@ func FuzzDecodeConn(f *testing.F) {
 // returns lies inside the message's records, back to back.
 func FuzzDecodeConns(f *testing.F) {
 	m := Message{Kind: Conns}
-	for _, c := range connStates()[:3] {
+	for _, c := range connStates()[:9] {
 		_ = AppendConn(&m, c, TCPConn, TCPConn)
 	}
 	b, _ := Encode(nil, m)
@@ -193,4 +209,41 @@ func FuzzDecodeConns(f *testing.F) {
 			t.Fatalf("groups cover %d of %d records", next, len(m.Records))
 		}
 	})
+}
+
+// TestConnHostileStates: bytes no sender of this version writes — a
+// state of version 1 (before a replay or a PROXY header being read could
+// move), unknown flags, flags that contradict the fields, a PROXY
+// header's length over its bound — are refused, never taken as a state.
+func TestConnHostileStates(t *testing.T) {
+	replay := connStates()[6]
+	good, err := EncodeConn(nil, replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeConn(good); err != nil {
+		t.Fatal(err)
+	}
+	v1 := append([]byte{1}, good[1:]...)
+	if _, err := DecodeConn(v1); !errors.Is(err, ErrVersion) {
+		t.Errorf("a version 1 state: %v", err)
+	}
+	flags := func(f byte) []byte { b := bytes.Clone(good); b[1] = f; return b }
+	for _, f := range []byte{0x20, 0x80, 0xff, 0x08 | 0x10, 0x02 | 0x10, 0x08} {
+		if c, err := DecodeConn(flags(f)); err == nil {
+			t.Errorf("flags %#x taken: %+v", f, c)
+		}
+	}
+	// HeaderLeft is the last number before the directions (Up: N,
+	// Pending, flags; Down: three zeros): write it one over its bound.
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	dirs := len(uv(uint64(replay.Up.N))) + len(uv(uint64(replay.Up.Pending))) + 1 + 3
+	at := len(good) - dirs - len(uv(MaxProxyHeader))
+	if !bytes.Equal(good[at:len(good)-dirs], uv(MaxProxyHeader)) {
+		t.Fatal("HeaderLeft is not where the test looks for it")
+	}
+	hostile := append(append(bytes.Clone(good[:at]), uv(MaxProxyHeader+1)...), good[len(good)-dirs:]...)
+	if c, err := DecodeConn(hostile); !errors.Is(err, ErrBounds) {
+		t.Errorf("a PROXY header of %d bytes left: %+v, %v", MaxProxyHeader+1, c, err)
+	}
 }

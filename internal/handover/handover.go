@@ -66,10 +66,13 @@ const (
 	// Conns carries established connections, after the listeners are
 	// acknowledged: per connection a group of records, the first with the
 	// connection's state as its metadata (conns.go). The new process
-	// answers each with an Ack (Count: connections taken) or a Refuse,
-	// and the old one closes its copies only after the Ack. The old
-	// process ends the phase with a Done whose Count is the connections
-	// it keeps to drain.
+	// checks each whole and answers with an Ack (Count: connections it
+	// can take), its connections on no loop yet, or a Refuse. The old one
+	// then commits with an Ack of its own and closes its copies, and the
+	// new one takes the connections; or the old one gave up waiting and
+	// took the batch back, and the new one closes what it was sent on the
+	// old one's next message (a Done) or close. The old process ends the
+	// phase with a Done whose Count is the connections it keeps to drain.
 	Conns
 	maxKind = Conns
 )
