@@ -130,6 +130,9 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log)
 	uo.Loops = pm.udpLoops
 	pm.udp = udp.New(uo)
+	if o.holdUDP {
+		pm.udp.Hold()
+	}
 	// The engine binds each address with all its sockets (SO_REUSEPORT).
 	pm.udpListeners = listen.NewPacketSet(func(ctx context.Context, addr string) (net.PacketConn, error) {
 		pc, err := pm.udp.BindSockets(ctx, addr)

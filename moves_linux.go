@@ -16,9 +16,9 @@ import (
 // Moving established connections during an upgrade (cmd/protoplex:
 // SIGUSR2), once the new process has acknowledged the listeners. The
 // event loops' connections move in every state from a PROXY header being
-// read to forwarding (internal/evloop move_linux.go); everything else
-// (in-process handlers, the goroutine data plane, UDP flows) drains in
-// the old process as on SIGTERM.
+// read to forwarding (internal/evloop move_linux.go), then the loops' UDP
+// flows (moveflows_linux.go); everything else (in-process handlers, the
+// goroutine data plane) drains in the old process as on SIGTERM.
 //
 // Each batch is a two-step exchange, so that no socket is ever read by
 // both processes: the old process sends the batch (Conns); the new one
@@ -34,14 +34,21 @@ import (
 // is refused, and stays in the old process.
 const fdReserve = 512
 
+// Moves is what an upgrade moved out of this process, and what stays.
+type Moves struct {
+	Conns, ConnsLeft int // established connections
+	Flows, FlowsLeft int // UDP flows
+}
+
 // MoveConnections gives the event loops' movable connections to the process
 // at the other end of hc, a batch (≤ handover.MaxFDsPerMessage
 // descriptors) at a time: each batch leaves the loops, is sent, and is
 // closed here only once the new process acknowledged it. A batch it
 // refuses, or that meets an error, goes on here, and so does everything
-// after it. It returns how many moved and how many connections stay here
-// to drain, which it tells the new process last (Done).
-func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (moved, left int, err error) {
+// after it. Then the UDP flows move the same way (moveFlows). It returns
+// how many moved and how many stay here to drain, which it tells the new
+// process last (Done).
+func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err error) {
 	if p := pm.loops.Plane(); p != nil {
 		for err == nil {
 			b := p.Detach(handover.MaxFDsPerMessage)
@@ -53,15 +60,33 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (moved, left int, 
 				break
 			}
 			p.Moved(b)
-			moved += b.Len()
+			mv.Conns += b.Len()
 		}
 	}
-	left = pm.conns.Len()
-	if derr := hc.Send(handover.Message{Kind: handover.Done, Count: uint32(left)}, nil); err == nil && derr != nil && moved > 0 {
+	switch {
+	case err == nil:
+		mv.Flows, mv.FlowsLeft, err = pm.moveFlows(hc)
+	case errors.Is(err, errRefused):
+		// The new process said no to connections, but serves the UDP
+		// listeners from the Done on: the flows still try, so that only
+		// one process reads them.
+		mv.Flows, mv.FlowsLeft, _ = pm.moveFlows(hc)
+	default:
+		mv.FlowsLeft = pm.udp.Flows()
+	}
+	mv.ConnsLeft = pm.conns.Len()
+	if derr := hc.Send(handover.Message{Kind: handover.Done, Count: uint32(mv.ConnsLeft)}, nil); err == nil && derr != nil && mv.Conns+mv.Flows > 0 {
 		err = derr // the new process has what moved: this only loses it a count
 	}
-	return moved, left, err
+	return mv, err
 }
+
+// errRefused: the new process, alive, said no to a batch. errLate: it
+// said yes too late to commit; it is alive too, and waits for the Done.
+var (
+	errRefused = errors.New("the new process refused")
+	errLate    = errors.New("too late to commit")
+)
 
 // sendBatch sends one batch, waits for the new process's word that it
 // can take it, and commits it; on error nothing was committed and the
@@ -76,7 +101,7 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	case err != nil:
 		return fmt.Errorf("no acknowledgement of %d connections: %w", n, err)
 	case ack.Kind == handover.Refuse:
-		return fmt.Errorf("the new process refused %d connections: %s", n, ack.Note)
+		return fmt.Errorf("%w %d connections: %s", errRefused, n, ack.Note)
 	case ack.Kind != handover.Ack:
 		return fmt.Errorf("a %s for %d connections", ack.Kind, n)
 	}
@@ -85,7 +110,7 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 	// find it gone, and the batch would be closed by both. Kept here
 	// instead.
 	if late := time.Since(sent); late > hc.Timeout()/2 {
-		return fmt.Errorf("the acknowledgement of %d connections came after %v, too late to commit", n, late.Round(time.Millisecond))
+		return fmt.Errorf("the acknowledgement of %d connections came after %v, %w", n, late.Round(time.Millisecond), errLate)
 	}
 	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
 }
@@ -100,7 +125,15 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 // returns how many it took and how many the old process kept to drain,
 // and counts them (protoplex_upgrade_*) with the time since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
-	defer func() { pm.stats.UpgradeMoved(moved, left, time.Since(start)) }()
+	var flows flowsIn
+	defer func() {
+		pm.udp.Release() // read the UDP listeners, whatever came of the flows
+		pm.stats.UpgradeMoved(moved, left, time.Since(start))
+		pm.stats.UpgradeFlows(flows.moved, flows.left)
+		if flows.moved > 0 || flows.left > 0 {
+			pm.log.Info("upgrade: udp flows moved in", "moved", flows.moved, "left_in_old_process", flows.left)
+		}
+	}()
 	var p *evloop.Plane
 	if s := pm.settings.Load(); s.DataPlane != config.DataPlaneGoroutines {
 		if p = pm.loops.Acquire(s.EventLoops); p != nil {
@@ -119,6 +152,12 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 		case handover.Done:
 			return moved, int(m.Count), nil
 		case handover.Conns:
+		case handover.Flows:
+			ended, kept, err := pm.adoptFlows(hc, m, files, &flows)
+			if err != nil || ended {
+				return moved, kept, err
+			}
+			continue
 		default:
 			closeFiles(files)
 			return moved, left, fmt.Errorf("a %s message among the connections", m.Kind)
@@ -150,11 +189,19 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 	}
 }
 
+// prepared is a batch checked whole, taken on the old process's commit:
+// connections (evloop.Prepared) or UDP flows (udp.FlowAdoption).
+type prepared interface {
+	Len() int
+	Commit() (int, error)
+	Discard()
+}
+
 // commitBatch tells the old process this one can take prep, and adopts
 // it on its commit. Anything else leaves prep closed, never read: an
 // error, or the end of the phase (ended) — the old process's Done, with
 // the connections it keeps, or its close.
-func commitBatch(hc *handover.Conn, prep *evloop.Prepared) (n, kept int, ended bool, err error) {
+func commitBatch(hc *handover.Conn, prep prepared) (n, kept int, ended bool, err error) {
 	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
 		prep.Discard()
 		return 0, 0, false, err

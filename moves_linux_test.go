@@ -112,9 +112,9 @@ func TestMoveConnectionsCommit(t *testing.T) {
 	old, nu, a, b := moveRig(t)
 	c, r := forwarding(t, old)
 	ch := adoptAsync(nu, b)
-	moved, left, err := old.MoveConnections(a)
-	if err != nil || moved != 1 || left != 0 {
-		t.Fatalf("MoveConnections: moved %d, left %d: %v", moved, left, err)
+	mv, err := old.MoveConnections(a)
+	if err != nil || mv.Conns != 1 || mv.ConnsLeft != 0 {
+		t.Fatalf("MoveConnections: %+v: %v", mv, err)
 	}
 	if got := waitAdopted(t, ch); got != (adopted{1, 0, nil}) {
 		t.Fatalf("AdoptConnections: %+v", got)

@@ -33,6 +33,7 @@ type options struct {
 	server    config.Server
 	logger    *slog.Logger
 	inherited *listen.Inherited
+	holdUDP   bool // WithHeldUDP
 }
 
 func setServer(f func(*config.Server)) Option { return func(o *options) { f(&o.server) } }

@@ -25,8 +25,9 @@ const RoleActivation = "activation"
 // WithInheritedSockets makes the manager take its listening sockets from
 // files, by Socket.Key, instead of binding them: the sockets an old
 // process handed over. An address with no socket there is bound as
-// usual. The manager takes duplicates: the caller closes files once the
-// manager serves (InheritedLeft names those it did not take).
+// usual. The manager closes each file it takes (and deletes it from
+// files) once it holds a duplicate; the caller closes what is left in
+// files once the manager serves (InheritedLeft names them).
 func WithInheritedSockets(files map[string]*os.File) Option {
 	return func(o *options) {
 		if len(files) > 0 {
@@ -34,6 +35,17 @@ func WithInheritedSockets(files map[string]*os.File) Option {
 		}
 	}
 }
+
+// WithHeldUDP makes the manager read none of its UDP listeners until
+// ReleaseUDP, or until AdoptConnections returns or ends the old process's
+// UDP flows: the new process of an upgrade, whose listen_udp sockets the
+// old one reads until its flows moved here. Datagrams wait in the
+// sockets' queues meanwhile.
+func WithHeldUDP() Option { return func(o *options) { o.holdUDP = true } }
+
+// ReleaseUDP reads the UDP listeners held by WithHeldUDP; safe to call
+// more than once, and without it.
+func (pm *ProtocolManager) ReleaseUDP() { pm.udp.Release() }
 
 // CountUpgrade counts a binary upgrade in protoplex_upgrades_total: a
 // failure by the process that keeps serving, a success by the new process

@@ -9,7 +9,6 @@ import (
 
 	"github.com/darkit/protoplex/internal/listen"
 	"github.com/darkit/protoplex/internal/monitor"
-	"github.com/darkit/protoplex/internal/udp"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +44,19 @@ func (pm *ProtocolManager) Sockets(served ...net.Listener) ([]Socket, error) {
 		add(listen.Key(RoleActivation, strconv.Itoa(i)), ln)
 	}
 	pm.listeners.Listeners(func(addr string, ln net.Listener) { add(listen.Key(listen.RoleListen, addr), ln) })
-	pm.udpListeners.Listeners(func(addr string, pc net.PacketConn) { add(listen.Key(listen.RoleListenUDP, addr), udp.FirstSocket(pc)) })
+	// Every socket of a listen_udp address, in order: the new process
+	// keeps the SO_REUSEPORT group as it is, so a moved UDP flow's client
+	// still reaches the socket its flow is read on.
+	pm.udpListeners.Listeners(func(addr string, pc net.PacketConn) {
+		key := listen.Key(listen.RoleListenUDP, addr)
+		for i, c := range pm.udp.Sockets(pc) {
+			if i > 0 {
+				add(listen.ExtraKey(key, i), c)
+			} else {
+				add(key, c)
+			}
+		}
+	})
 	pm.mu.Lock()
 	for which, m := range pm.monitors {
 		if m != nil {

@@ -10,7 +10,10 @@
 # switches: protoplex moves them to each new process, HAProxy keeps them in
 # its old processes; a second after the last switch the script counts the
 # old processes still running and the connections they hold, and at the
-# end how many held connections are still open end to end.
+# end how many held connections are still open end to end. Each run says
+# whether the generator held RATE (loadgen's started_per_s, behind_max_ms),
+# and protoplex's old processes how long each ran on after the new one was
+# ready (after_new_ready).
 #   bash bench/upgrade.sh              (RATE=2000 D=12 N=3 HOLD=200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,6 +113,14 @@ run() { # run NAME PORT SWITCHES: the load, SWITCHES switches spread over it
   if [ "$n" -gt 0 ]; then sleep 1; olds=" $(old_holders "$name") (1 s after the last switch)"; fi
   wait $lg
   echo "$name, $n switches: $(cat "$TMP/$name.lg")$olds"
+  # Did the generator hold RATE? Every start within 20 ms of its plan (about
+  # 40 connections at 2,000/s): otherwise the figures are of a lower load.
+  local behind; behind=$(sed -E 's/.*behind_max_ms=([0-9.]+).*/\1/' "$TMP/$name.lg")
+  if python3 -c "import sys; sys.exit(0 if $behind <= 20 else 1)"; then
+    echo "  the load held ${RATE}/s: no start more than ${behind} ms behind its plan"
+  else
+    echo "  WARNING: the load fell ${behind} ms behind its plan: it did not hold ${RATE}/s throughout (a busy machine); run again"
+  fi
 }
 echo "load: ${RATE} new connections/s for ${D}s, ${N} switches; $(nproc) CPUs; $(haproxy -v | head -1 | cut -d' ' -f1-3); protoplex $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 # Each contender without a switch first (the baseline of the same run), then
@@ -118,5 +129,8 @@ run protoplex $PP 0
 run haproxy $AP 0
 run protoplex $PP "$N"
 grep "upgrade: the new process serves" "$TMP/pp.log" | sed -E 's/.*(moved=[0-9]+) (left_to_drain=[0-9]+) (took=[0-9.]+m?s).*/protoplex switch: \1 \2 \3 (SIGUSR2 to the last connection acknowledged)/'
+# Each old process's last line: how long it ran on after the new one was
+# ready (acknowledged the listeners), its moves and drain included.
+grep "upgrade: this process drained and exits" "$TMP/pp.log" | sed -E 's/.*drained=([0-9]+) after_new_ready=([0-9.]+[mµu]?s).*/protoplex old process: drained \1, gone \2 after the new one was ready/'
 run haproxy $AP "$N"
 echo "protoplex refusals logged (max_connections): $(grep -c 'max_connections reached' "$TMP/pp.log" || true)"

@@ -185,10 +185,12 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	var errs atomic.Int64
 	var first atomic.Value
 	var wg sync.WaitGroup
+	var behind time.Duration // the most a start came after its planned time
 	start := time.Now()
 	for i := 0; i < total; i++ {
 		planned := start.Add(time.Duration(i) * interval)
 		time.Sleep(time.Until(planned)) // pacing the open loop, not synchronisation
+		behind = max(behind, time.Since(planned))
 		wg.Add(1)
 		go func(i int, planned time.Time) {
 			defer wg.Done()
@@ -203,6 +205,7 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 			lat[i] = time.Since(planned)
 		}(i, planned)
 	}
+	started := time.Since(start) // all started: the rate the generator held is total over it
 	wg.Wait()
 	var ok []time.Duration
 	for _, l := range lat {
@@ -221,6 +224,10 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	if hold > 0 {
 		fmt.Printf("held_alive=%d ", alive(conns))
 	}
+	// started_per_s and behind_max_ms say whether the generator held the
+	// rate: a start behind its plan by more than a few ms was a start the
+	// rate did not get at that moment.
+	fmt.Printf("started_per_s=%.0f behind_max_ms=%.1f ", float64(max(total-1, 0))/max(started.Seconds(), 1e-9), float64(behind.Microseconds())/1000)
 	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
 }
 

@@ -143,7 +143,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		dc := protoplex.DistributedConfigFrom(&node)
-		dc.Options = []protoplex.Option{protoplex.WithLogger(log), up.option()}
+		dc.Options = append([]protoplex.Option{protoplex.WithLogger(log)}, up.options()...)
 		dm, err := protoplex.NewDistributedManager(dc)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -167,9 +167,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		out.say(fmt.Sprintf("cluster:  node %s, etcd %s, %d services discovered", dc.NodeID, strings.Join(dc.EtcdEndpoints, ","), dm.GetServiceCount()),
 			"cluster", "node", dc.NodeID, "etcd", dc.EtcdEndpoints, "services", dm.GetServiceCount())
 	} else if cm != nil {
-		pm = protoplex.NewProtocolManagerWithConfig(cm, protoplex.WithLogger(log), up.option())
+		pm = protoplex.NewProtocolManagerWithConfig(cm, append([]protoplex.Option{protoplex.WithLogger(log)}, up.options()...)...)
 	} else {
-		pm = protoplex.NewProtocolManager(protoplex.WithLogger(log), up.option())
+		pm = protoplex.NewProtocolManager(append([]protoplex.Option{protoplex.WithLogger(log)}, up.options()...)...)
 		if pm.Err() == nil {
 			if err := pm.UpdateConfig(cfg); err != nil {
 				fmt.Fprintln(stderr, err)
@@ -286,10 +286,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	}
 	up.ready(pm, log)
-	upgradeOnSignal(ctx, usr2, stop, pm, log, served)
+	upgraded := upgradeOnSignal(ctx, usr2, stop, pm, log, served)
 	<-ctx.Done()
 	log.Info("shutting down: draining connections")
 	wait()
+	upgraded.exiting()
 	return exitOK
 }
 

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,6 +61,17 @@ type upgrader struct {
 	served []net.Listener // served as given (socket activation)
 	stop   func()         // stops this process: drain, then exit
 	busy   atomic.Bool
+
+	mu     sync.Mutex
+	handed *handedOver // set once this process has handed over
+}
+
+// handedOver is what an old process remembers of its upgrade, to say as
+// it exits.
+type handedOver struct {
+	ready time.Time // when the new process acknowledged: it serves
+	pid   int       // the new process
+	left  int       // the connections this process kept to drain
 }
 
 // catchUpgrade catches SIGUSR2 from the start: one that comes before this
@@ -72,12 +84,13 @@ func catchUpgrade() chan os.Signal {
 }
 
 // upgradeOnSignal upgrades on each SIGUSR2 from sig until ctx ends; a
-// successful upgrade calls stop.
-func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) {
+// successful upgrade calls stop. Its result's exiting says, once this
+// process has drained, what the upgrade left it to do.
+func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *protoplex.ProtocolManager, log *slog.Logger, served []net.Listener) *upgrader {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Warn("upgrades unavailable: the binary's path is unknown", "err", err)
-		return
+		return nil
 	}
 	u := &upgrader{exe: exe, args: os.Args[1:], pm: pm, log: log, served: served, stop: stop}
 	go func() {
@@ -94,6 +107,7 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				}
 				start := time.Now()
 				pid, n, hc, err := u.run()
+				ready := time.Now()
 				if err != nil {
 					u.busy.Store(false)
 					u.pm.CountUpgrade(false)
@@ -101,16 +115,20 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 					continue
 				}
 				// The loops' connections move, from a PROXY header being
-				// read to forwarding; what cannot (in-process handlers,
-				// the goroutine data plane) drains here, bounded by the
-				// drain timeout.
-				moved, left, err := u.pm.MoveConnections(hc)
+				// read to forwarding, then their UDP flows; what cannot
+				// (in-process handlers, the goroutine data plane) drains
+				// here, bounded by the drain timeout.
+				mv, err := u.pm.MoveConnections(hc)
 				hc.Close()
 				if err != nil {
-					log.Warn("upgrade: connections not moved stay here and drain", "err", err)
+					log.Warn("upgrade: connections and udp flows not moved stay here and drain", "err", err)
 				}
 				log.Info("upgrade: the new process serves the listeners and the moved connections; this one stops accepting and drains the rest",
-					"pid", pid, "sockets", n, "moved", moved, "left_to_drain", left, "took", time.Since(start).Round(time.Millisecond))
+					"pid", pid, "sockets", n, "moved", mv.Conns, "left_to_drain", mv.ConnsLeft, "took", time.Since(start).Round(time.Millisecond),
+					"udp_flows_moved", mv.Flows, "udp_flows_left", mv.FlowsLeft)
+				u.mu.Lock()
+				u.handed = &handedOver{ready: ready, pid: pid, left: mv.ConnsLeft + mv.FlowsLeft}
+				u.mu.Unlock()
 				u.stop()
 				return
 			case <-ctx.Done():
@@ -118,6 +136,24 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 			}
 		}
 	}()
+	return u
+}
+
+// exiting logs, in a process that has handed over and drained, how long it
+// ran on after the new process was ready and how many connections it
+// drained meanwhile: its last line, the measure of how soon an old
+// process is gone.
+func (u *upgrader) exiting() {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	h := u.handed
+	u.mu.Unlock()
+	if h != nil {
+		u.log.Info("upgrade: this process drained and exits", "new_pid", h.pid, "drained", h.left,
+			"after_new_ready", time.Since(h.ready).Round(time.Millisecond))
+	}
 }
 
 // run starts the new process and hands it the sockets; it returns the new
@@ -142,17 +178,42 @@ func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 			conn.Close()
 		}
 	}()
-	cmd := exec.Command(u.exe, u.args...)
-	cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
-	cmd.ExtraFiles = []*os.File{peer} // fd 3
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	command := func(sibling bool) *exec.Cmd {
+		cmd := exec.Command(u.exe, u.args...)
+		cmd.Env = append(withoutEnv(os.Environ(), upgradeFDEnv), upgradeFDEnv+"=3")
+		cmd.ExtraFiles = []*os.File{peer} // fd 3
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if sibling {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_PARENT}
+		}
+		return cmd
+	}
+	// Under a service manager (NOTIFY_SOCKET) the new process is started as
+	// the manager's child, this one's sibling (CLONE_PARENT): systemd takes
+	// the MAINPID= of a process that is not its child ("Supervising process
+	// N which is not our child") but does not wait for it on stop, and
+	// sends SIGKILL right after SIGTERM, cutting the drain short.
+	sibling := os.Getenv("NOTIFY_SOCKET") != ""
+	cmd := command(sibling)
 	err = cmd.Start()
+	if sibling && errors.Is(err, syscall.EINVAL) { // PID 1 of a namespace has no parent to share
+		sibling = false
+		cmd = command(false)
+		err = cmd.Start()
+	}
 	peer.Close()
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("starting %s: %w", u.exe, err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	if sibling {
+		// Its exit status goes to the manager (and its journal): here
+		// the handover socket's end says it exited.
+		close(exited)
+		defer cmd.Process.Release()
+	} else {
+		go func() { exited <- cmd.Wait() }()
+	}
 	fail := func(err error) (int, int, *handover.Conn, error) {
 		_ = cmd.Process.Kill() // it may hold the sockets: it must not serve beside this process
 		if werr := <-exited; werr != nil {
@@ -313,12 +374,13 @@ func (u *upgradeChild) takeActivation() error {
 	}
 }
 
-// option makes a manager take the sockets handed over.
-func (u *upgradeChild) option() protoplex.Option {
+// options make a manager take the sockets handed over, and hold its UDP
+// listeners unread until the old process's flows moved in.
+func (u *upgradeChild) options() []protoplex.Option {
 	if u == nil {
-		return protoplex.WithInheritedSockets(nil)
+		return nil
 	}
-	return protoplex.WithInheritedSockets(u.files)
+	return []protoplex.Option{protoplex.WithInheritedSockets(u.files), protoplex.WithHeldUDP()}
 }
 
 // listeners returns the listeners to serve as given (socket activation in
@@ -355,10 +417,11 @@ func (u *upgradeChild) ready(pm *protoplex.ProtocolManager, log *slog.Logger) {
 	}
 	if err := u.conn.Send(handover.Message{Kind: handover.Ack, Count: uint32(u.count)}, nil); err != nil {
 		log.Error("upgrade: the acknowledgement was not sent; the old process will stop this one", "err", err)
+		pm.ReleaseUDP()
 	} else {
 		pm.CountUpgrade(true)
 		log.Info("upgrade: serving the sockets the old process handed over", "sockets", u.count, "unused", left)
-		moved, kept, err := pm.AdoptConnections(u.conn, u.start)
+		moved, kept, err := pm.AdoptConnections(u.conn, u.start) // and the UDP flows
 		if err != nil {
 			log.Warn("upgrade: taking the old process's connections stopped; it keeps those not moved", "err", err)
 		}
@@ -416,8 +479,12 @@ func upgradeCommand(pid int, wait time.Duration, stdout, stderr io.Writer) int {
 }
 
 // running reports whether pid is a live process (not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func running(pid int) bool { return runningAt("/proc/" + strconv.Itoa(pid)) }
+
+// runningAt reports whether the process whose /proc directory is dir is
+// live (not a zombie).
+func runningAt(dir string) bool {
+	b, err := os.ReadFile(dir + "/stat")
 	if err != nil {
 		return false
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -175,6 +176,18 @@ monitoring:
 	testnet.WriteFile(t, cfg, valid)
 
 	long, longR := openStream(t, tcp, "A:") // established on the old process
+	flow, err := net.Dial("udp", udpAddr)   // a UDP flow too: it moves with the loops, drains without
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	_ = flow.SetDeadline(time.Now().Add(upgradeBound))
+	if _, err := flow.Write([]byte("id-before")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := flow.Read(make([]byte, 64)); err != nil || n != len("id-before") {
+		t.Fatalf("a UDP flow before the upgrade: %d bytes, %v", n, err)
+	}
 	before := l.ok.Load()
 	upgrades := 0
 	upgraded := func(n int) func() bool {
@@ -189,18 +202,23 @@ monitoring:
 	if plane == "events" {
 		// The event loops' stream moves to the new process: the old one
 		// exits without waiting for it, and it goes on.
-		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9]`).MatchString(p.Out.String()) {
-			t.Errorf("the upgrade's log line does not say the stream moved:\n%s", p.Out)
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=[1-9][^\n]* udp_flows_moved=1 udp_flows_left=0`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the stream and the UDP flow moved:\n%s", p.Out)
 		}
 		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream moved; stderr:\n%s", p.Out)
+		// Its last line: how many it drained (the load's connections not
+		// yet forwarded at the switch) and how long it ran on after the new
+		// process was ready.
+		exits := regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=\d+ after_new_ready=\d`, next))
+		testnet.Eventually(t, upgradeBound, func() bool { return exits.MatchString(p.Out.String()) }, "the old process's last line does not say what it drained:\n%s", p.Out)
 		io.WriteString(long, "SSH-2.0-still\r\n")
 		if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
 			t.Errorf("the stream established before the upgrade: %q, %v", line, err)
 		}
 		long.Close()
 	} else {
-		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9]`).MatchString(p.Out.String()) {
-			t.Errorf("the upgrade's log line does not say the old process drains the stream it holds:\n%s", p.Out)
+		if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* left_to_drain=[1-9][^\n]* udp_flows_moved=0 udp_flows_left=1`).MatchString(p.Out.String()) {
+			t.Errorf("the upgrade's log line does not say the old process drains the stream and the UDP flow it holds:\n%s", p.Out)
 		}
 		// The goroutine data plane cannot move: the old process drains the
 		// established stream, then exits.
@@ -211,8 +229,13 @@ monitoring:
 		if !running(pid) {
 			t.Error("the old process exited before its stream ended")
 		}
+		exits := regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=[1-9]\d* after_new_ready=\d`, next))
+		if exits.MatchString(p.Out.String()) {
+			t.Errorf("the old process says it drained while its stream is open:\n%s", p.Out)
+		}
 		long.Close()
 		testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
+		testnet.Eventually(t, upgradeBound, func() bool { return exits.MatchString(p.Out.String()) }, "the old process's last line does not say it drained the stream:\n%s", p.Out)
 	}
 
 	// Then once more, with the command a script runs.
@@ -389,7 +412,8 @@ func TestUpgradeSocketActivation(t *testing.T) {
 
 // TestUpgradeNotify: under a service manager (NOTIFY_SOCKET) the process
 // says READY=1 once it serves, and a new process started by an upgrade
-// says it is the main process now (MAINPID=) before the old one stops —
+// says it is the main process now (MAINPID=) before the old one stops, as
+// the manager's child (CLONE_PARENT), not the old process's —
 // what a Type=notify unit with NotifyAccess=all follows.
 func TestUpgradeNotify(t *testing.T) {
 	backend := testnet.Banner(t, "A:")
@@ -422,8 +446,19 @@ func TestUpgradeNotify(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGUSR2)
 	got := next()
 	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
-	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID(t, p.Out.String(), 1)); got != want {
+	newp := newPID(t, p.Out.String(), 1)
+	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newp); got != want {
 		t.Errorf("the new process notified %q, want %q", got, want)
+	}
+	// It is the manager's child (here the test's), not the old process's:
+	// systemd waits on stop only for a main process that is its child.
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", newp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])) // state, ppid, ...
+	if len(f) < 2 || f[1] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("the new process's /proc stat %q: want the manager (%d) for its parent, as the old process's", f, os.Getpid())
 	}
 }
 
@@ -638,5 +673,30 @@ monitoring:
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || line != "A:SSH-2.0-middial\r\n" {
 		t.Fatalf("the connection mid-dial after the upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+}
+
+// TestUpgradeDrainBounded: on the goroutine data plane nothing moves; a
+// stream that outlives server.graceful_shutdown_timeout is cut by the old
+// process, which then exits, its last line saying how many it drained.
+func TestUpgradeDrainBounded(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	cfg := filepath.Join(t.TempDir(), "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"1s\"\n  data_plane: goroutines\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	p := start(t, "-config", cfg)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process outlives its drain timeout; stderr:\n%s", p.Out)
+	exits := regexp.MustCompile(fmt.Sprintf(`upgrade: this process drained and exits" new_pid=%d drained=1 after_new_ready=\d`, newPID(t, p.Out.String(), 1)))
+	// Its last line may still be in the pipe as it is gone.
+	testnet.Eventually(t, upgradeBound, func() bool { return exits.MatchString(p.Out.String()) }, "the old process's last line does not say it drained the stream:\n%s", p.Out)
+	_ = long.SetReadDeadline(time.Now().Add(upgradeBound))
+	io.WriteString(long, "SSH-2.0-late\r\n")
+	if line, err := longR.ReadString('\n'); err == nil {
+		t.Errorf("the stream outlived the old process's drain timeout: %q", line)
 	}
 }

@@ -22,15 +22,20 @@ const upgradeWait = 0
 type upgradeChild struct{}
 
 func takeUpgrade() (*upgradeChild, error)                            { return nil, nil }
-func (*upgradeChild) option() protoplex.Option                       { return protoplex.WithInheritedSockets(nil) }
+func (*upgradeChild) options() []protoplex.Option                    { return nil }
 func (*upgradeChild) listeners() []net.Listener                      { return nil }
 func (*upgradeChild) ready(*protoplex.ProtocolManager, *slog.Logger) {}
 func (*upgradeChild) abandon(string)                                 {}
 
 func catchUpgrade() chan os.Signal { return nil }
 
-func upgradeOnSignal(context.Context, chan os.Signal, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) {
+type upgrader struct{}
+
+func upgradeOnSignal(context.Context, chan os.Signal, func(), *protoplex.ProtocolManager, *slog.Logger, []net.Listener) *upgrader {
+	return nil
 }
+
+func (*upgrader) exiting() {}
 
 func upgradeCommand(pid int, _ time.Duration, _, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "protoplex: -upgrade %d: upgrades need Linux\n", pid)

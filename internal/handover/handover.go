@@ -74,7 +74,12 @@ const (
 	// old one's next message (a Done) or close. The old process ends the
 	// phase with a Done whose Count is the connections it keeps to drain.
 	Conns
-	maxKind = Conns
+	// Flows carries UDP flows, after the connections: per flow one record
+	// whose metadata is its state (flows.go). Each is answered like Conns;
+	// a Flows message without records ends the phase (Count: the flows the
+	// old process keeps to drain).
+	Flows
+	maxKind = Flows
 )
 
 func (k Kind) String() string {
@@ -91,6 +96,8 @@ func (k Kind) String() string {
 		return "refuse"
 	case Conns:
 		return "conns"
+	case Flows:
+		return "flows"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -184,7 +191,7 @@ func (m *Message) check() error {
 		return fmt.Errorf("%w: a note of %d bytes, at most %d", ErrBounds, len(m.Note), MaxNote)
 	case len(m.Records) > MaxFDsPerMessage:
 		return fmt.Errorf("%w: %d descriptors, at most %d per message", ErrBounds, len(m.Records), MaxFDsPerMessage)
-	case len(m.Records) > 0 && m.Kind != FDs && m.Kind != Conns:
+	case len(m.Records) > 0 && m.Kind != FDs && m.Kind != Conns && m.Kind != Flows:
 		return fmt.Errorf("%w: a %s message with descriptors", ErrFormat, m.Kind)
 	}
 	for i, r := range m.Records {

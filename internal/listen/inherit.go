@@ -28,8 +28,9 @@ type Inherited struct {
 	files map[string]*os.File
 }
 
-// NewInherited keeps files by key; the caller keeps them too and closes
-// them once the process is ready (what was taken holds a duplicate).
+// NewInherited keeps files by key. A file taken is closed once what was
+// made of it holds its own duplicate; the caller closes the rest (those
+// still in files, which taking deletes from) once the process is ready.
 func NewInherited(files map[string]*os.File) *Inherited {
 	return &Inherited{files: files}
 }
@@ -53,6 +54,7 @@ func (in *Inherited) Listener(role, addr string) (ln net.Listener, ok bool, err 
 	if f == nil {
 		return nil, false, nil
 	}
+	defer f.Close() // ln holds its own duplicate
 	ln, err = net.FileListener(f)
 	return ln, true, err
 }
@@ -64,6 +66,7 @@ func (in *Inherited) PacketConn(role, addr string) (pc net.PacketConn, ok bool, 
 	if f == nil {
 		return nil, false, nil
 	}
+	defer f.Close() // pc holds its own duplicate
 	pc, err = net.FilePacketConn(f)
 	return pc, true, err
 }

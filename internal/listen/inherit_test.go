@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"slices"
@@ -85,5 +86,49 @@ func TestInherit(t *testing.T) {
 	var nilIn *Inherited
 	if _, ok, err := nilIn.Listener(RoleListen, "x"); ok || err != nil || nilIn.Left() != nil {
 		t.Error("a nil Inherited has sockets")
+	}
+}
+
+// TestInheritClosesTaken: a file taken is closed once the listener made of
+// it holds its own duplicate, and leaves the caller's map, so no
+// descriptor waits for a finalizer.
+func TestInheritClosesTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := pc.(*net.UDPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]*os.File{Key(RoleListen, "a"): lf, Key(RoleListenUDP, "b"): pf}
+	in := NewInherited(files)
+	got, ok, err := in.Listener(RoleListen, "a")
+	if !ok || err != nil {
+		t.Fatalf("Listener: %v %v", ok, err)
+	}
+	defer got.Close()
+	gotPC, ok, err := in.PacketConn(RoleListenUDP, "b")
+	if !ok || err != nil {
+		t.Fatalf("PacketConn: %v %v", ok, err)
+	}
+	defer gotPC.Close()
+	if len(files) != 0 {
+		t.Errorf("taken files are still in the caller's map: %v", files)
+	}
+	for name, f := range map[string]*os.File{"listener": lf, "packet": pf} {
+		if err := f.Close(); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("the %s file taken is still open (Close: %v)", name, err)
+		}
 	}
 }

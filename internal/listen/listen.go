@@ -267,5 +267,9 @@ func (in *Inherited) listener(addr string) (net.Listener, bool, error) {
 }
 
 func (in *Inherited) packetConn(addr string) (net.PacketConn, bool, error) {
-	return in.PacketConn(RoleListenUDP, addr)
+	pc, ok, err := in.PacketConn(RoleListenUDP, addr)
+	if !ok || err != nil {
+		return pc, ok, err
+	}
+	return in.packetGroup(pc, addr)
 }

@@ -91,6 +91,7 @@ type Stats struct {
 	upgradeFailed    prometheus.Counter
 	upgradeMoved     prometheus.Counter
 	upgradeLeft      prometheus.Counter
+	upgradeFlows     [2]prometheus.Counter // UDP flows moved, left
 	upgradeTook      prometheus.Gauge
 	discovered       *prometheus.GaugeVec
 
@@ -173,6 +174,10 @@ func New() *Stats {
 		Help: "Established connections an upgrade moved into this process from the one it replaced."})
 	s.upgradeLeft = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_upgrade_connections_left_total",
 		Help: "Connections the replaced process kept to drain (in-process handlers, the goroutine data plane, connections not yet forwarding)."})
+	s.upgradeFlows[0] = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_upgrade_flows_moved_total",
+		Help: "UDP flows an upgrade moved into this process from the one it replaced, with their upstream sockets."})
+	s.upgradeFlows[1] = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_upgrade_flows_left_total",
+		Help: "UDP flows the replaced process kept to drain (the goroutine data plane, flows that could not move)."})
 	s.upgradeTook = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_upgrade_duration_seconds",
 		Help: "How long the last upgrade into this process took, from its hello to the last connection moved."})
 	s.PipeFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "protoplex_pipe_fallbacks_total",
@@ -180,7 +185,7 @@ func New() *Stats {
 	s.ClusterNodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_cluster_nodes", Help: "protoplex nodes registered in etcd."})
 	s.discovered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "protoplex_discovered_backends", Help: "Backends discovered through etcd, by protocol."}, []string{"protocol"})
 	s.reg.MustRegister(s.Accepted, s.Active, s.refused, s.closed, s.identifyFailures, s.identified, s.identifyDur,
-		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.upgradeMoved, s.upgradeLeft, s.upgradeTook, s.PipeFallbacks, s.ClusterNodes, s.discovered,
+		s.bytes, s.dialErrors, s.dialDur, s.backendUp, reloads, upgrades, s.upgradeMoved, s.upgradeLeft, s.upgradeFlows[0], s.upgradeFlows[1], s.upgradeTook, s.PipeFallbacks, s.ClusterNodes, s.discovered,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_lookups_total", Help: "Identification cache lookups."},
 			func() float64 { l, _ := s.Cache.Load(); return float64(l) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "protoplex_identify_cache_hits_total", Help: "Identification cache hits."},
@@ -270,6 +275,13 @@ func (s *Stats) UpgradeMoved(moved, left int, took time.Duration) {
 	s.upgradeMoved.Add(float64(moved))
 	s.upgradeLeft.Add(float64(left))
 	s.upgradeTook.Set(took.Seconds())
+}
+
+// UpgradeFlows records the UDP flows of an upgrade into this process: how
+// many moved, how many the old process kept to drain.
+func (s *Stats) UpgradeFlows(moved, left int) {
+	s.upgradeFlows[0].Add(float64(moved))
+	s.upgradeFlows[1].Add(float64(left))
 }
 
 // Reload counts a configuration reload, applied (ok) or rejected.

@@ -48,7 +48,12 @@
 // has one goroutine reading its upstream socket; on unix it holds no
 // buffer while it waits (it reads into a shared pool when the socket is
 // readable). Idle flows are found by each owner walking per-timeout LRU
-// lists every Options.Sweep, not by a timer per flow.
+// lists every Options.Sweep, not by a timer per flow. Flows an upgrade
+// moves in (move_linux.go) come within internal/handover's bounds (at most
+// 253 a message; an undecided one with at most MaxDatagrams and
+// MaxPendingBytes) and count in MaxFlows without being refused by it: the
+// old process held them; the adoption waits at most listenerWait for its
+// address's listener.
 package udp
 
 import (
@@ -154,9 +159,13 @@ type Engine struct {
 	dialCtx    context.Context // ends host-name dials at Close
 	cancelDial context.CancelFunc
 
-	mu     sync.Mutex  // guards lns and closed: listeners, never datagrams
+	mu     sync.Mutex  // guards lns, closed and held: listeners, never datagrams
 	lns    []*listener // every socket; the first of each address is primary
 	closed bool
+	// holding: listeners start unread, in held, until Release (hold.go).
+	holding bool
+	held    []*listener
+	grown   chan struct{} // closed, and replaced, when lns grows
 
 	wg       sync.WaitGroup // owners, reply readers and dials
 	stopCtx  func() bool    // unhooks Options.Context
@@ -213,6 +222,7 @@ type listener struct {
 	// primary) gives the loops back once loopsLeft of its group stopped.
 	drv          *driver
 	head         *listener
+	begun        atomic.Bool // its owner was started (begin)
 	loopsLeft    atomic.Int32
 	releaseLoops func()
 	stopOnce     sync.Once
@@ -320,6 +330,7 @@ func (e *Engine) stopListener(primary *listener) {
 // its flows.
 func (ln *listener) stop() {
 	ln.stopOnce.Do(func() {
+		ln.begin() // a held listener's owner runs to end it
 		if ln.drv != nil {
 			ln.stopLoop()
 		}

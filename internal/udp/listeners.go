@@ -22,12 +22,56 @@ func (s *sockets) Close() error {
 	return s.UDPConn.Close()
 }
 
-// FirstSocket is the first socket of pc (BindSockets's), or pc.
-func FirstSocket(pc net.PacketConn) net.PacketConn {
-	if s, ok := pc.(*sockets); ok {
-		return s.UDPConn
+// Sockets is every socket of pc (BindSockets's, or Serve's group), the
+// first first, or pc alone.
+func Sockets(pc net.PacketConn) []net.PacketConn {
+	switch c := pc.(type) {
+	case *sockets:
+		out := []net.PacketConn{c.UDPConn}
+		for _, o := range c.others {
+			out = append(out, o)
+		}
+		return out
+	case interface{ Sockets() []net.PacketConn }:
+		return c.Sockets()
 	}
-	return pc
+	return []net.PacketConn{pc}
+}
+
+// Sockets is every socket of pc as the engine serves it: Sockets(pc), and
+// for one socket given alone (socket activation) those Serve joined beside
+// it.
+func (e *Engine) Sockets(pc net.PacketConn) []net.PacketConn {
+	if c, ok := pc.(*net.UDPConn); ok {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, ln := range e.lns {
+			if ln.primary && ln.conn == c {
+				out := make([]net.PacketConn, len(ln.group))
+				for i, m := range ln.group {
+					out[i] = m.conn
+				}
+				return out
+			}
+		}
+	}
+	return Sockets(pc)
+}
+
+// udpConns is pcs as UDP sockets; nil when one is not.
+func udpConns(pcs []net.PacketConn) (*net.UDPConn, []*net.UDPConn) {
+	var out []*net.UDPConn
+	for _, pc := range pcs {
+		c, ok := pc.(*net.UDPConn)
+		if !ok {
+			return nil, nil
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out[0], out[1:]
 }
 
 // socketCount is how many sockets bind each address.
@@ -91,6 +135,14 @@ func (e *Engine) Serve(ctx context.Context, pc net.PacketConn) error {
 		first, others = c.UDPConn, c.others
 	case *net.UDPConn:
 		first, others = c, e.join(ctx, c)
+	case interface{ Sockets() []net.PacketConn }:
+		// Every socket of the address, handed over in order by an
+		// upgrade: the group, and where the kernel sends each client,
+		// stays as it was (none is joined to it).
+		if first, others = udpConns(c.Sockets()); first == nil {
+			pc.Close()
+			return fmt.Errorf("udp: Serve: a %T holds a socket that is not UDP", pc)
+		}
 	default:
 		pc.Close()
 		return fmt.Errorf("udp: Serve: a %T is not a UDP socket", pc)
@@ -153,13 +205,19 @@ func (e *Engine) start(first *net.UDPConn, others []*net.UDPConn) (*listener, er
 		return nil, net.ErrClosed
 	}
 	e.lns = append(e.lns, group...)
+	if e.grown != nil {
+		close(e.grown)
+		e.grown = nil
+	}
 	e.wg.Add(len(group))
+	held := e.holding
+	if held {
+		e.held = append(e.held, group...)
+	}
 	e.mu.Unlock()
-	for _, ln := range group {
-		if ln.drv != nil {
-			ln.startLoop()
-		} else {
-			go ln.run()
+	if !held {
+		for _, ln := range group {
+			ln.begin()
 		}
 	}
 	return group[0], nil

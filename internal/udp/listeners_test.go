@@ -31,15 +31,16 @@ func TestBindSocketsServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := pc.LocalAddr().String()
-	first, ok := FirstSocket(pc).(*net.UDPConn)
+	socks := Sockets(pc)
+	first, ok := socks[0].(*net.UDPConn)
 	if !ok || first.LocalAddr().String() != addr {
-		t.Fatalf("FirstSocket: %T %v, want the *net.UDPConn on %s", FirstSocket(pc), FirstSocket(pc).LocalAddr(), addr)
+		t.Fatalf("Sockets: %T %v first, want the *net.UDPConn on %s", socks[0], socks[0].LocalAddr(), addr)
 	}
 	want := 3
 	if !reusePortOK {
 		want = 1
 	}
-	if n := 1 + len(pc.(*sockets).others); n != want {
+	if n := len(socks); n != want || n != 1+len(pc.(*sockets).others) {
 		t.Fatalf("%d sockets bound, want %d", n, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,4 +82,37 @@ func TestBindSocketsServe(t *testing.T) {
 	if !free(addr) {
 		t.Fatalf("%s still bound after Close", addr)
 	}
+}
+
+// TestEngineSockets: what an upgrade hands over for an address is every
+// socket the engine serves it with, in order: those BindSockets bound,
+// and for one socket served alone (socket activation, with SO_REUSEPORT)
+// the sockets Serve joined beside it.
+func TestEngineSockets(t *testing.T) {
+	if !reusePortOK {
+		t.Skip("no SO_REUSEPORT here: an address has one socket")
+	}
+	e := New(Options{Log: slog.New(slog.DiscardHandler), Sockets: 3})
+	defer e.Close()
+	pc, err := e.BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Sockets(pc); len(got) != 3 || got[0] != Sockets(pc)[0] {
+		t.Fatalf("BindSockets's: %d sockets, want 3, the first first", len(got))
+	}
+	pc.Close()
+	alone, err := Bind(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ctx, alone) }()
+	testnet.Eventually(t, 10*time.Second, func() bool { return len(e.Sockets(alone)) == 3 }, "the sockets joined beside one served alone are not listed")
+	if got := e.Sockets(alone); got[0] != alone {
+		t.Errorf("the first socket is %v, want the one served", got[0].LocalAddr())
+	}
+	cancel()
+	<-done
 }

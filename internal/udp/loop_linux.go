@@ -26,6 +26,10 @@ type driver struct {
 	v6      bool // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	stopped bool
 	pool    *upPool // upstream sockets of answered DNS flows, for the next ones
+	// An upgrade's (move_linux.go): paused, the socket is not read; stay
+	// is the flows that cannot move, tried once.
+	paused bool
+	stay   map[*flow]bool
 }
 
 // onLoop readies ln to run on lp: the duplicate of its socket the loop
@@ -118,9 +122,7 @@ func (ln *listener) stopOnLoop() {
 	for _, f := range ln.t.flows {
 		ln.end(f, "closed")
 	}
-	for up := d.pool.all.Front(); up != nil; up = d.pool.all.Front() {
-		ln.unpool(up)
-	}
+	ln.emptyPool()
 	d.lp.Unwatch(d.fd)
 	unix.Close(d.fd)
 	e := ln.e
@@ -144,10 +146,12 @@ func (ln *listener) attachUp(f *flow) {
 	}
 }
 
-// watchUp starts forwarding f's replies from its upstream socket; a socket
-// from the pool is watched already.
+// watchUp starts forwarding f's replies from its upstream socket (one
+// adopted from an upgrade, too); a socket from the pool is watched
+// already.
 func (ln *listener) watchUp(f *flow) {
 	up := f.up.(*rawUp)
+	up.f = f
 	if up.watched {
 		return
 	}
@@ -257,6 +261,14 @@ func (ln *listener) expirePool(tb *Table, now time.Time) {
 	for up := d.pool.stale(tb, now); up != nil; up = d.pool.stale(tb, now) {
 		ln.e.pooled(-1)
 		up.Close()
+	}
+}
+
+// emptyPool closes every pooled socket: the listener stops, or its flows
+// move to a new process (pooled sockets do not).
+func (ln *listener) emptyPool() {
+	for up := ln.drv.pool.all.Front(); up != nil; up = ln.drv.pool.all.Front() {
+		ln.unpool(up)
 	}
 }
 

@@ -1,0 +1,649 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/darkit/protoplex/internal/guard"
+	"github.com/darkit/protoplex/internal/handover"
+	"github.com/darkit/protoplex/internal/metrics"
+	"golang.org/x/sys/unix"
+)
+
+// Moving the event loops' flows to another process (a binary upgrade).
+//
+// The listening sockets moved first, every socket of an address in its
+// order, and the new process holds them unread (Hold). The old process
+// then stops reading its listeners (PauseListeners): from there on a
+// client's datagrams wait in the sockets' queues, read by neither. Each
+// loop takes its flows out of its tables (DetachFlows): a routed flow's
+// upstream socket leaves the loop's epoll and goes with the flow's state,
+// so the backend keeps seeing the same source port; a flow still
+// identifying (or resolving a host-name target) goes as the datagrams it
+// was given, in a pipe. The new process checks each batch whole
+// (PrepareFlows) and says it can take it; the old one then commits it and
+// closes its copies without counting an end or writing a log line
+// (MovedFlows), and the new one adopts each flow on the loop that reads
+// its socket (Commit). On anything else the old process puts them back
+// (RestoreFlows) and the new one closes what it held (Discard). The new
+// process reads its listeners once the phase ends (Release). Flows of listeners without a loop (the goroutine
+// data plane) do not move: they drain in the old process.
+
+// Bounds this package's flows keep within what a FlowState may carry.
+const (
+	_ = uint(handover.MaxFlowDatagrams - MaxDatagrams)
+	_ = uint(handover.MaxFlowPending - MaxPendingBytes)
+	_ = uint(handover.MaxFlowSockets - maxSockets)
+)
+
+// FlowBatch is flows detached from their loops, ready to send: Msg and
+// FDs go together to handover.Conn.Send.
+type FlowBatch struct {
+	Msg   handover.Message
+	FDs   []int
+	flows []*moving
+}
+
+// Len is how many flows the batch holds.
+func (b *FlowBatch) Len() int { return len(b.flows) }
+
+// moving is one detached flow, as its loop needs it back.
+type moving struct {
+	ln       *listener
+	f        *flow
+	fd       int           // the upstream socket, or the read end of the pipe of an identifying flow's datagrams
+	pending  [][]byte      // an identifying flow's datagrams
+	idle     time.Duration // a routed flow's idle timeout
+	awaiting bool          // it was awaiting its first reply (remove forgets it)
+}
+
+// loopListeners is the engine's listeners run by a loop.
+func (e *Engine) loopListeners() []*listener {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return onLoops(e.lns)
+}
+
+// onLoops is a copy of those of lns a loop runs.
+func onLoops(lns []*listener) []*listener {
+	return slices.DeleteFunc(slices.Clone(lns), func(ln *listener) bool { return ln.drv == nil })
+}
+
+// PauseListeners stops the loops reading the listening sockets: what
+// comes meanwhile waits in their queues.
+func (e *Engine) PauseListeners() {
+	for _, ln := range e.loopListeners() {
+		ln.call(func() {
+			if d := ln.drv; !d.paused && !d.stopped {
+				d.lp.Unwatch(d.fd)
+				d.paused = true
+				ln.emptyPool() // pooled sockets do not move
+			}
+		})
+	}
+}
+
+// ResumeListeners reads the listening sockets again, after a move that
+// did not happen (the new process refused or went away).
+func (e *Engine) ResumeListeners() {
+	for _, ln := range e.loopListeners() {
+		ln.call(func() {
+			if d := ln.drv; d.paused && !d.stopped {
+				if err := d.lp.Watch(d.fd, ln.readable); err != nil {
+					e.opt.Log.Error("udp listener cannot rejoin its event loop", "addr", ln.addr, "err", err)
+					return
+				}
+				d.paused = false
+			}
+		})
+	}
+}
+
+// DetachFlows takes flows off the loops, at most maxFDs (≤
+// handover.MaxFDsPerMessage) of them; nil when none is left to move. A
+// flow that cannot move (it ends meanwhile, or its datagrams cannot be
+// put in a pipe) stays, and drains here.
+func (e *Engine) DetachFlows(maxFDs int) *FlowBatch {
+	b := &FlowBatch{Msg: handover.Message{Kind: handover.Flows}}
+	maxFDs = min(maxFDs, handover.MaxFDsPerMessage)
+	for _, ln := range e.loopListeners() {
+		if len(b.FDs) >= maxFDs {
+			break
+		}
+		ln.call(func() { ln.detach(b, maxFDs) })
+	}
+	if len(b.flows) == 0 {
+		return nil
+	}
+	return b
+}
+
+// MovedFlows: the new process took the batch; the loops close their
+// copies, and the flows end here without a count or a log line.
+func (e *Engine) MovedFlows(b *FlowBatch) { each(b, (*listener).moved) }
+
+// RestoreFlows: the batch did not move; its flows go on here.
+func (e *Engine) RestoreFlows(b *FlowBatch) { each(b, (*listener).restore) }
+
+// each runs fn for every flow of b, on its listener's loop.
+func each(b *FlowBatch, fn func(*listener, *moving)) {
+	byLn := map[*listener][]*moving{}
+	for _, m := range b.flows {
+		byLn[m.ln] = append(byLn[m.ln], m)
+	}
+	for ln, ms := range byLn {
+		if !ln.call(func() {
+			for _, m := range ms {
+				fn(ln, m)
+			}
+		}) {
+			// The loop stopped: nothing else touches these now.
+			for _, m := range ms {
+				fn(ln, m)
+			}
+		}
+	}
+}
+
+// detach moves the listener's flows into b while they fit; on its loop.
+func (ln *listener) detach(b *FlowBatch, maxFDs int) {
+	d := ln.drv
+	if d.stopped {
+		return
+	}
+	now := ln.e.now()
+	socket := max(slices.Index(ln.head.group, ln), 0)
+	for _, f := range ln.t.flows {
+		if len(b.FDs) >= maxFDs {
+			return
+		}
+		if d.stay[f] {
+			continue
+		}
+		m, st, err := ln.detachFlow(f, now)
+		if err == nil {
+			st.Listen, st.Socket = ln.addr, socket
+			err = handover.AppendFlow(&b.Msg, st)
+			if err != nil {
+				ln.restore(m)
+			}
+			if errors.Is(err, handover.ErrFull) && len(b.flows) > 0 {
+				return // it goes in the next batch
+			}
+		}
+		if err != nil {
+			ln.e.opt.Log.Warn("upgrade: a udp flow cannot move, it drains here", "client", f.client.String(), "err", err)
+			if d.stay == nil {
+				d.stay = map[*flow]bool{}
+			}
+			d.stay[f] = true
+			continue
+		}
+		b.FDs = append(b.FDs, m.fd)
+		b.flows = append(b.flows, m)
+	}
+}
+
+// detachFlow takes f out of the table and describes it: a routed flow
+// with its upstream socket, off the loop's epoll; an undecided one with a
+// pipe holding its datagrams.
+func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowState, error) {
+	st := handover.FlowState{Client: f.client.String(), Age: max(now.Sub(f.start), 0),
+		IdleFor: max(now.Sub(time.Unix(0, f.last.Load())), 0)}
+	m := &moving{ln: ln, f: f}
+	if f.state != stRouted {
+		if len(f.pending) == 0 {
+			return nil, st, errors.New("no datagram held")
+		}
+		fd, err := pipeOf(f.pending)
+		if err != nil {
+			return nil, st, err
+		}
+		m.fd, m.pending = fd, f.pending
+		st.Identifying = true
+		for _, p := range f.pending {
+			st.Pending = append(st.Pending, len(p))
+		}
+		ln.remove(f)
+		return m, st, nil
+	}
+	if f.answered() {
+		return nil, st, errors.New("answered: it ends here")
+	}
+	up := f.up.(*rawUp)
+	m.fd, m.idle, m.awaiting = int(up.fd), ln.t.idleOf(f), f.awaiting
+	st.Protocol, st.Route, st.Target = f.route.Name, f.route.Label, f.att.Target
+	st.Responses, st.Owed = f.rs.responses, max(f.owed.Load(), 0)
+	st.Heard, st.Awaiting, st.Idle = f.heard, f.awaiting, m.idle
+	if f.awaiting {
+		st.AwaitFor = max(now.Sub(time.Unix(0, f.awaitAt)), 0)
+	}
+	st.DgUp, st.DgDown, st.BytesUp, st.BytesDown = f.dgUp.Load(), f.dgDown.Load(), f.bytesUp.Load(), f.bytesDown.Load()
+	// Off the epoll set now: the new process holds the same socket, and
+	// its events must not wake this loop.
+	ln.drv.lp.Unwatch(int(up.fd))
+	up.watched = false // a restore watches it again
+	ln.remove(f)
+	return m, st, nil
+}
+
+// pipeOf is the read end of a new pipe holding dgs back to back (at most
+// MaxPendingBytes: a pipe's buffer holds them whole).
+func pipeOf(dgs [][]byte) (int, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return -1, os.NewSyscallError("pipe2", err)
+	}
+	defer unix.Close(p[1])
+	for _, b := range dgs {
+		for len(b) > 0 {
+			n, err := unix.Write(p[1], b)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				unix.Close(p[0])
+				return -1, os.NewSyscallError("write", err)
+			}
+			b = b[n:]
+		}
+	}
+	return p[0], nil
+}
+
+// moved ends a flow the new process took: this side's copies close, and
+// what it held here is given back, uncounted.
+func (ln *listener) moved(m *moving) {
+	f := m.f
+	ln.e.releaseGuard(f.ticket)
+	if f.state == stRouted {
+		up := f.up.(*rawUp)
+		up.closed = true // unwatched already
+		rawClose(int(up.fd))
+		f.release()
+		return
+	}
+	rawClose(m.fd) // the pipe; a dial still under way finds no flow and closes its socket
+}
+
+// restore puts a detached flow back in its table and on the loop, as it
+// was.
+func (ln *listener) restore(m *moving) {
+	f := m.f
+	if ln.drv.stopped || ln.t.lookup(f.client) != nil {
+		// The listener ended meanwhile, or the client has a flow again:
+		// this one ends here.
+		if f.state != stRouted {
+			rawClose(m.fd)
+		}
+		ln.e.finish(f, "closed")
+		return
+	}
+	ln.t.reinsert(f, m.pending)
+	if s := ln.e.opt.Stats; s != nil {
+		s.Active.Inc()
+	}
+	if f.state != stRouted {
+		rawClose(m.fd)
+		ln.t.wait(f, f.start)
+		return
+	}
+	ln.t.class(m.idle).push(f, f.last.Load())
+	if m.awaiting {
+		f.awaiting = true // awaitAt is as it was
+		ln.t.awaiting.PushBack(f)
+	}
+	ln.watchUp(f)
+}
+
+// reinsert puts f, taken out by remove, back with the datagrams it held,
+// past the bounds if need be: it held its place before.
+func (t *flowTable) reinsert(f *flow, pending [][]byte) {
+	t.flows[f.client] = f
+	t.count.take(1, math.MaxInt)
+	if f.counted {
+		t.sources.add(sourceKey(f.client.Addr()), 1)
+	}
+	for _, p := range pending {
+		t.pending.take(len(p), math.MaxInt)
+		f.pending = append(f.pending, p)
+		f.pendingN += len(p)
+	}
+}
+
+// idleOf is the idle timeout f is queued under.
+func (t *flowTable) idleOf(f *flow) time.Duration {
+	for d, l := range t.classes {
+		if l == f.list {
+			return d
+		}
+	}
+	return DefaultIdleTimeout
+}
+
+// FlowAdoption is a Flows message checked whole, its descriptors held
+// and read by nobody, until the old process commits it (Commit) or gives
+// it up (Discard).
+type FlowAdoption struct {
+	byLn map[*listener][]adoption
+	n    int
+}
+
+// adoption is one flow of a FlowAdoption, for its listener's loop.
+type adoption struct {
+	st      handover.FlowState
+	client  netip.AddrPort
+	fd      int // the upstream socket; -1 for an identifying flow (its pipe was read)
+	pending [][]byte
+}
+
+// PrepareFlows checks the flows of a Flows message and takes the
+// descriptors that came with it (closed here on error): on error none
+// will be taken, and the old process keeps them all. An identifying
+// flow's datagrams are read from their pipe now. A flow whose address this
+// process no longer listens on will end here (it counts in Len, as the
+// old process's copy closes too).
+func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdoption, error) {
+	fds := make([]int, 0, len(files))
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				rawClose(fd)
+			}
+		}
+	}()
+	var err error
+	for _, f := range files {
+		if err == nil {
+			var fd int
+			fd, err = dupFile(f)
+			fds = append(fds, fd)
+		}
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("udp: taking a moved flow's descriptor: %w", err)
+	}
+	states, err := handover.DecodeFlows(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(states) != len(fds) {
+		return nil, fmt.Errorf("udp: %d flows with %d descriptors", len(states), len(fds))
+	}
+	// The manager starts serving each address in a goroutine of its
+	// own: one may not have started yet.
+	lns := e.loopListeners()
+	for _, st := range states {
+		if listenerFor(lns, st.Listen, st.Socket) == nil {
+			lns = e.waitListener(st.Listen, listenerWait)
+		}
+	}
+	if len(lns) == 0 {
+		return nil, errors.New("udp: no listener on an event loop (server.data_plane goroutines)")
+	}
+	fa := &FlowAdoption{byLn: map[*listener][]adoption{}, n: len(states)}
+	var lost int
+	for i, st := range states {
+		client, err := netip.ParseAddrPort(st.Client)
+		if err != nil {
+			return nil, fmt.Errorf("udp: a moved flow's client %q: %w", st.Client, err)
+		}
+		a := adoption{st: st, client: netip.AddrPortFrom(client.Addr().Unmap(), client.Port()), fd: fds[i]}
+		if st.Identifying {
+			if a.pending, err = readPending(fds[i], st.Pending); err != nil {
+				return nil, fmt.Errorf("udp: a moved flow's datagrams: %w", err)
+			}
+			a.fd = -1 // its pipe is closed with the rest
+		}
+		ln := listenerFor(lns, st.Listen, st.Socket)
+		if ln == nil {
+			lost++
+			continue
+		}
+		fa.byLn[ln] = append(fa.byLn[ln], a)
+	}
+	if lost > 0 {
+		e.opt.Log.Warn("upgrade: udp flows of an address this process no longer listens on end", "flows", lost)
+	}
+	for _, as := range fa.byLn {
+		for _, a := range as {
+			if a.fd >= 0 {
+				fds[slices.Index(fds, a.fd)] = -1 // the adoption holds it now
+			}
+		}
+	}
+	return fa, nil
+}
+
+// Len is how many flows the message held.
+func (fa *FlowAdoption) Len() int { return fa.n }
+
+// Commit takes the flows into the loops that read their listeners'
+// sockets; it returns how many it took.
+func (fa *FlowAdoption) Commit() (int, error) {
+	taken := 0
+	for ln, as := range fa.byLn {
+		ok := ln.call(func() {
+			for _, a := range as {
+				if ln.adopt(a.st, a.client, a.fd, a.pending) {
+					taken++
+				}
+			}
+		})
+		if !ok { // the listener stopped meanwhile
+			closeAdoptions(as)
+		}
+	}
+	fa.byLn = nil
+	return taken, nil
+}
+
+// Discard closes what the adoption holds: the old process keeps the
+// flows.
+func (fa *FlowAdoption) Discard() {
+	for _, as := range fa.byLn {
+		closeAdoptions(as)
+	}
+	fa.byLn = nil
+}
+
+func closeAdoptions(as []adoption) {
+	for _, a := range as {
+		if a.fd >= 0 {
+			rawClose(a.fd)
+		}
+	}
+}
+
+// dupFile is a non-blocking duplicate of f's descriptor, close-on-exec (f.Fd
+// would make the shared socket blocking).
+func dupFile(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl", dupErr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		rawClose(fd)
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}
+
+// listenerWait bounds how long PrepareFlows waits for the listener of a
+// moved flow's address to start.
+const listenerWait = 5 * time.Second
+
+// waitListener waits, at most d, until a listener of addr runs, and
+// returns the loops' listeners then.
+func (e *Engine) waitListener(addr string, d time.Duration) []*listener {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		e.mu.Lock()
+		lns := onLoops(e.lns)
+		// Any listener of addr ends the wait: one not on a loop (the
+		// goroutine data plane) never will be.
+		if listenerFor(e.lns, addr, 0) != nil || e.closed {
+			e.mu.Unlock()
+			return lns
+		}
+		if e.grown == nil {
+			e.grown = make(chan struct{})
+		}
+		grown := e.grown
+		e.mu.Unlock()
+		select {
+		case <-grown:
+		case <-timeout.C:
+			return lns
+		}
+	}
+}
+
+// listenerFor is the listener of addr's socket number socket, else the
+// first of addr's; nil when this process does not listen on addr.
+func listenerFor(lns []*listener, addr string, socket int) *listener {
+	var first *listener
+	for _, ln := range lns {
+		if ln.addr != addr {
+			continue
+		}
+		if slices.Index(ln.head.group, ln) == socket {
+			return ln
+		}
+		if ln.primary {
+			first = ln
+		}
+	}
+	return first
+}
+
+// readPending reads an identifying flow's datagrams back from their pipe.
+func readPending(fd int, lens []int) ([][]byte, error) {
+	n := 0
+	for _, l := range lens {
+		n += l
+	}
+	buf := make([]byte, n)
+	for got := 0; got < n; {
+		k, err := unix.Read(fd, buf[got:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, os.NewSyscallError("read", err)
+		case k == 0:
+			return nil, fmt.Errorf("a pipe of %d bytes, %d said", got, n)
+		}
+		got += k
+	}
+	out := make([][]byte, len(lens))
+	for i, l := range lens {
+		out[i], buf = buf[:l:l], buf[l:]
+	}
+	return out, nil
+}
+
+// adopt makes a moved flow one of the listener's, accounted as the old
+// process had it: the table's count and the guard's per-source one, the
+// target's active count, its counters and its deadlines. Its route is
+// this process's of the same protocol and label when the configuration
+// still has it; otherwise the flow goes on all the same, counted under its
+// protocol. An undecided flow is identified again here from its
+// datagrams (a dial under way is made again). False when the client has a
+// flow here already (the moved one ends).
+func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, pending [][]byte) bool {
+	e := ln.e
+	now := e.now()
+	if ln.drv.stopped || ln.t.lookup(client) != nil {
+		if fd >= 0 {
+			rawClose(fd)
+		}
+		return false
+	}
+	s := e.settings()
+	ln.t.count.take(1, math.MaxInt) // it held its place in the old process
+	f := ln.t.insert(client, now.Add(-st.Age), s.MaxFlowsPerSource > 0, e.adoptGuard(client.Addr()))
+	f.ln = ln
+	if e.opt.Stats != nil {
+		e.opt.Stats.Active.Inc()
+	}
+	if st.Identifying {
+		for _, p := range pending {
+			ln.t.hold(f, p)
+		}
+		ln.identify(f, nil, now, false)
+		return true
+	}
+	f.last.Store(now.Add(-st.IdleFor).UnixNano())
+	r, rs := e.routeOf(st)
+	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: int32(fd), d: ln.drv}, stRouted
+	f.release = func() {}
+	if set, err := rs.backend(r); err == nil && set != nil {
+		var release func()
+		if f.att, release = set.AdoptDatagram(st.Target); release != nil {
+			f.release = release
+		}
+		f.set = set
+	} else {
+		f.att.Target = st.Target
+	}
+	f.heard = st.Heard
+	f.owed.Store(st.Owed)
+	f.dgUp.Store(st.DgUp)
+	f.dgDown.Store(st.DgDown)
+	f.bytesUp.Store(st.BytesUp)
+	f.bytesDown.Store(st.BytesDown)
+	idle := st.Idle
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	ln.t.class(idle).push(f, f.last.Load())
+	if st.Awaiting {
+		ln.t.await(f, now.Add(-st.AwaitFor))
+	}
+	ln.watchUp(f)
+	return true
+}
+
+// adoptGuard counts a moved flow in the guard's per-source count, as an
+// established one: no cap refuses it.
+func (e *Engine) adoptGuard(ip netip.Addr) (t guard.Ticket) {
+	if g, ok := e.opt.Guard.(interface{ Adopt(netip.Addr) guard.Ticket }); ok {
+		return g.Adopt(ip)
+	}
+	return t
+}
+
+// routeOf is the route a moved flow goes on under: this process's route of
+// the same protocol and label, or one that counts it under its protocol
+// when the configuration dropped it.
+func (e *Engine) routeOf(st handover.FlowState) (*Route, *routeState) {
+	if tb := e.table(); tb != nil {
+		for _, r := range tb.routes {
+			if r.Name == st.Protocol && r.Label == st.Route && r.state != nil {
+				return r, r.state
+			}
+		}
+	}
+	stats := e.opt.Stats
+	if stats == nil {
+		stats = metrics.New().UDP
+	}
+	r := &Route{Name: st.Protocol, Label: st.Route, Targets: []string{st.Target}}
+	r.state = &routeState{m: stats.Route(st.Protocol), responses: st.Responses}
+	return r, r.state
+}
