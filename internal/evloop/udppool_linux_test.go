@@ -3,6 +3,7 @@
 package evloop_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/internal/udp/udptest"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -239,5 +241,42 @@ func TestUDPOnlyAnsweredSocketsPooled(t *testing.T) {
 	}
 	if id, _ := b.query(); id != 2 {
 		t.Fatalf("backend got ID %d, want the next query's 2", id)
+	}
+}
+
+// TestUDPPoolClosedAtMove: pooled sockets do not move on an upgrade: the
+// old engine closes them when it pauses its listeners, and the new one
+// answers the next query through a socket of its own.
+func TestUDPPoolClosedAtMove(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	protos := []*protocols.Protocol{protocols.NewDNSProtocol(echo)}
+	ro, rn := newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	next := udpEngine(t, rn, handedOver(t, pc), true, false)
+	old := udpEngine(t, ro, pc, false, false)
+	c, err := net.DialUDP("udp", nil, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := udptest.DNS(1, "before.test", false)
+	if got := roundTrip(t, ro, c, string(q)); got != string(q) {
+		t.Fatalf("before the move: %q", got)
+	}
+	testnet.Eventually(t, bound, func() bool { return ro.metric("protoplex_udp_pooled_sockets") == 1 && old.e.Flows() == 0 },
+		"the answered flow's socket is not pooled in the old engine")
+	if moved := moveFlows(t, old, next, adoptAll, func() {}); moved != 0 {
+		t.Fatalf("%d flows moved, want none (the pool's sockets are no flows)", moved)
+	}
+	if got := ro.metric("protoplex_udp_pooled_sockets"); got != 0 {
+		t.Errorf("the old engine holds %v pooled sockets after the move", got)
+	}
+	q = udptest.DNS(2, "after.test", false)
+	if got := roundTrip(t, rn, c, string(q)); got != string(q) {
+		t.Fatalf("after the move: %q", got)
 	}
 }
