@@ -10,7 +10,7 @@
 # switches: protoplex moves them to each new process, HAProxy keeps them in
 # its old processes; a second after the last switch the script counts the
 # old processes still running and the connections they hold, and at the
-# end how many held connections are still open end to end. Each run says
+# end how many held connections still answer end to end. Each run says
 # whether the generator held RATE (loadgen's started_per_s, behind_max_ms),
 # and protoplex's old processes how long each ran on after the new one was
 # ready (after_new_ready).

@@ -17,9 +17,16 @@ import (
 // buildCLI builds cmd/protoplex into the test's temp dir.
 func buildCLI(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "protoplex")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/protoplex").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	return buildCmd(t, "cmd/protoplex")
+}
+
+// buildCmd builds the command in dir (relative to the repository root,
+// e.g. "bench/loadgen") into the test's temp dir and returns its path.
+func buildCmd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if out, err := exec.Command("go", "build", "-o", bin, "../"+dir).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", dir, err, out)
 	}
 	return bin
 }

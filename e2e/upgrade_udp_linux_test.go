@@ -51,7 +51,16 @@ func portEcho(t *testing.T) string {
 // process has exited.
 func upgradeUDP(t *testing.T, p *testnet.Process, pid, u int) (next, flows int) {
 	t.Helper()
-	line := regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]*pid=(\d+)[^\n]* udp_flows_moved=(\d+)`)
+	return upgradeOnce(t, p, pid, u, "udp_flows_moved")
+}
+
+// upgradeOnce sends SIGUSR2 to pid, the u-th upgrade of the binary whose
+// stderr p holds, and waits for its log line and for the old process to
+// exit; it returns the new process's pid and the count the line gives as
+// count= (moved: connections; udp_flows_moved: UDP flows).
+func upgradeOnce(t *testing.T, p *testnet.Process, pid, u int, count string) (next, n int) {
+	t.Helper()
+	line := regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]*pid=(\d+)[^\n]* ` + count + `=(\d+)`)
 	syscall.Kill(pid, syscall.SIGUSR2)
 	var m [][]string
 	testnet.Eventually(t, upgradeBound, func() bool {
@@ -59,10 +68,10 @@ func upgradeUDP(t *testing.T, p *testnet.Process, pid, u int) (next, flows int) 
 		return len(m) >= u
 	}, "upgrade %d not logged; stderr:\n%s", u, testnet.Later(p.Out.String))
 	next, _ = strconv.Atoi(m[u-1][1])
-	flows, _ = strconv.Atoi(m[u-1][2])
+	n, _ = strconv.Atoi(m[u-1][2])
 	testnet.Eventually(t, upgradeBound, func() bool { return !alive(pid) },
 		"the old process %d still runs after upgrade %d; stderr:\n%s", pid, u, testnet.Later(p.Out.String))
-	return next, flows
+	return next, n
 }
 
 // TestUpgradeMovesUDPFlows: the real binary is upgraded 3 times while 20

@@ -3,7 +3,8 @@
 //
 //	-http ADDR  HTTP responder: reads a request head and answers "ok", then
 //	            closes; "GET /bulk?bytes=N" streams N bytes; "GET /hold" keeps
-//	            the connection open (idle-memory figure).
+//	            the connection open (idle-memory figure), echoing what
+//	            follows (loadgen's check that it still answers).
 //	-ssh ADDR   SSH-banner responder: reads the client's banner line, answers
 //	            with its own, closes.
 //	-byte ADDR  one-byte responder (off when empty): reads what the client
@@ -98,8 +99,10 @@ func serveHTTP(c net.Conn) {
 			n -= m
 		}
 	case path == "/hold":
+		// Held open until the client goes away, echoing what it sends:
+		// a byte that comes back says the connection still answers.
 		c.Write([]byte("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"))
-		io.Copy(io.Discard, r) // until the client goes away
+		io.Copy(c, r)
 	default:
 		c.Write(okReply)
 	}

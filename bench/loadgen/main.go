@@ -2,7 +2,8 @@
 //
 //	cps     -addr A [-ssh-addr B] -c C -d D      closed loop: connect, first flight, read reply to EOF, close
 //	latency -addr A -rate R -d D [-hold N]       open loop (no coordinated omission): planned start → first byte,
-//	                                             with N routed connections held idle meanwhile (-hold)
+//	                                             with N routed connections held idle meanwhile (-hold); SIGTERM
+//	                                             or SIGINT ends the load before D (the e2e upgrade test's end)
 //	bulk    -addr A -streams S -bytes N          download N bytes per stream, GiB/s
 //	idle    -addr A -n N -pid P                  hold N routed connections, report the RSS growth of P
 //	cpu     -addr A -n N -c C -pid P             CPU seconds P spends per 100k connections
@@ -20,17 +21,18 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -71,7 +73,9 @@ func main() {
 	case "cps":
 		cps(*addr, *sshAddr, *sshShare, *conc, *dur)
 	case "latency":
-		latency(*addr, *rate, *dur, *hold)
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+		latency(os.Stdout, *addr, *rate, *dur, *hold, stop)
 	case "bulk":
 		bulk(*addr, *streams, *nbytes)
 	case "idle":
@@ -170,14 +174,18 @@ func drive(addr, sshAddr string, sshShare, conc int, more func(i int64) bool) (o
 // latency measures at rate for d; with hold > 0 it first opens hold routed
 // connections and keeps them idle until the measurement ends, and reports
 // how many it held (all of them, or the figures do not describe that load).
-func latency(addr string, rate int, d time.Duration, hold int) {
+// A value on stop (SIGTERM or SIGINT) ends the load early: the
+// connections started finish and the figures describe them (a caller
+// stops the load when what it measured is over rather than guessing its
+// length as d). It writes its one line to w.
+func latency(w io.Writer, addr string, rate int, d time.Duration, hold int, stop <-chan os.Signal) {
 	var conns []net.Conn
 	held := 0
 	if hold > 0 {
 		var errs int
 		conns, held, errs = holdConns(addr, hold)
 		defer closeAll(conns)
-		fmt.Printf("held=%d hold_errors=%d ", held, errs)
+		fmt.Fprintf(w, "held=%d hold_errors=%d ", held, errs)
 	}
 	total := int(float64(rate) * d.Seconds())
 	interval := time.Second / time.Duration(rate)
@@ -186,10 +194,18 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	var first atomic.Value
 	var wg sync.WaitGroup
 	var behind time.Duration // the most a start came after its planned time
+	pace := time.NewTimer(0)
 	start := time.Now()
-	for i := 0; i < total; i++ {
-		planned := start.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(planned)) // pacing the open loop, not synchronisation
+	n := 0 // connections started
+pacing:
+	for ; n < total; n++ {
+		planned := start.Add(time.Duration(n) * interval)
+		pace.Reset(time.Until(planned)) // pacing the open loop, not synchronisation
+		select {
+		case <-pace.C:
+		case <-stop:
+			break pacing
+		}
 		behind = max(behind, time.Since(planned))
 		wg.Add(1)
 		go func(i int, planned time.Time) {
@@ -203,12 +219,12 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 			}
 			// From the planned start: a late start (generator behind) counts.
 			lat[i] = time.Since(planned)
-		}(i, planned)
+		}(n, planned)
 	}
-	started := time.Since(start) // all started: the rate the generator held is total over it
+	started := time.Since(start) // all started: the rate the generator held is n over it
 	wg.Wait()
 	var ok []time.Duration
-	for _, l := range lat {
+	for _, l := range lat[:n] {
 		if l >= 0 {
 			ok = append(ok, l)
 		}
@@ -222,13 +238,13 @@ func latency(addr string, rate int, d time.Duration, hold int) {
 	}
 	firstErr, _ := first.Load().(string)
 	if hold > 0 {
-		fmt.Printf("held_alive=%d ", alive(conns))
+		fmt.Fprintf(w, "held_alive=%d ", alive(conns))
 	}
 	// started_per_s and behind_max_ms say whether the generator held the
 	// rate: a start behind its plan by more than a few ms was a start the
 	// rate did not get at that moment.
-	fmt.Printf("started_per_s=%.0f behind_max_ms=%.1f ", float64(max(total-1, 0))/max(started.Seconds(), 1e-9), float64(behind.Microseconds())/1000)
-	fmt.Printf("p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
+	fmt.Fprintf(w, "started=%d started_per_s=%.0f behind_max_ms=%.1f ", n, float64(max(n-1, 0))/max(started.Seconds(), 1e-9), float64(behind.Microseconds())/1000)
+	fmt.Fprintf(w, "p50_us=%.0f p99_us=%.0f p999_us=%.0f n=%d errors=%d first_error=%q\n", q(.50), q(.99), q(.999), len(ok), errs.Load(), firstErr)
 }
 
 func bulk(addr string, streams int, n int64) {
@@ -296,9 +312,9 @@ func holdConns(addr string, n int) (conns []net.Conn, held, errs int) {
 	return conns, held, errs
 }
 
-// alive counts the held connections still open end to end: a byte sent
-// is taken (the backend discards what follows /hold) and nothing — no
-// EOF, no reset — comes back within a moment.
+// alive counts the held connections that still answer end to end: a byte
+// sent comes back (the backend echoes what follows /hold). Closed, reset
+// or silent for 10 s, a connection does not count.
 func alive(conns []net.Conn) int {
 	var n atomic.Int64
 	var wg sync.WaitGroup
@@ -307,8 +323,9 @@ func alive(conns []net.Conn) int {
 			if _, err := c.Write([]byte("x")); err != nil {
 				return
 			}
-			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(c, b); err == nil && b[0] == 'x' {
 				n.Add(1)
 			}
 		})

@@ -156,7 +156,8 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		defer g.Close()
 		defer r.table.Close()
 		stop()
-		if err := waitFor(served); err != nil {
+		// ErrClosed: the test closed the plane before Serve joined it.
+		if err := waitFor(served); err != nil && !errors.Is(err, evloop.ErrClosed) {
 			tb.Errorf("Serve: %v", err)
 		}
 		r.conns.CloseAll()

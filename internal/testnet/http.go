@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -34,9 +35,19 @@ func KeepAliveGet(c net.Conn, path string) (*http.Response, error) {
 // or 0 when the page does not have it.
 func Metric(t testing.TB, url, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
+	v, err := ScrapeMetric(url, series)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return v
+}
+
+// ScrapeMetric is Metric returning its error, for a condition polled while
+// the metrics port may not answer yet (a process starting, an upgrade).
+func ScrapeMetric(url, series string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
@@ -44,10 +55,10 @@ func Metric(t testing.TB, url, series string) float64 {
 		if v, ok := strings.CutPrefix(l, series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("%s: %q", series, l)
+				return 0, fmt.Errorf("%s: %q", series, l)
 			}
-			return f
+			return f, nil
 		}
 	}
-	return 0
+	return 0, nil
 }
