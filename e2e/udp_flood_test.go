@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +192,17 @@ func TestUDPResolverPattern(t *testing.T) {
 	}, "flows still held after every answer:\n%s", scrape())
 	if want := fmt.Sprintf("\nprotoplex_udp_flows_expired_total{reason=\"answered\"} %d\n", workers*each); !strings.Contains(scrape(), want) {
 		t.Errorf("want %q in:\n%s", want, scrape())
+	}
+	// dnsmasq's every answer passes the query guard of reused sockets.
+	for _, why := range []string{"stale_reply", "idle_socket", "unchecked_query"} {
+		if want := fmt.Sprintf("\nprotoplex_udp_dropped_total{reason=%q} 0\n", why); !strings.Contains(scrape(), want) {
+			t.Errorf("want %q in:\n%s", want, scrape())
+		}
+	}
+	// On the event loops the answered flows leave their sockets to the next.
+	if runtime.GOOS == "linux" && cmp.Or(os.Getenv("PROTOPLEX_TEST_DATA_PLANE"), "events") == "events" &&
+		strings.Contains(scrape(), "\nprotoplex_udp_pooled_sockets 0\n") {
+		t.Errorf("no upstream socket pooled after %d answered queries:\n%s", workers*each, scrape())
 	}
 }
 

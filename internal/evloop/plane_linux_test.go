@@ -88,6 +88,9 @@ func drainEveryState(t *testing.T) *rig {
 	if n := r.metric("protoplex_udp_flows_active"); n != 0 {
 		t.Errorf("protoplex_udp_flows_active = %v after Close", n)
 	}
+	if n := r.metric("protoplex_udp_pooled_sockets"); n != 0 {
+		t.Errorf("protoplex_udp_pooled_sockets = %v after Close", n)
+	}
 	if !strings.Contains(r.log.String(), "protocol=UECHO") || !strings.Contains(r.log.String(), "close=closed") {
 		t.Errorf("the forwarding UDP flow's end is not logged:\n%s", r.log)
 	}
@@ -110,6 +113,7 @@ func holdEveryState(t *testing.T) (*rig, map[string]held) {
 		offLoop,
 		{Name: "UECHO", Target: udpEcho, Datagram: datagramPrefix("PING")},
 		{Name: "UTWO", Target: udpEcho, Datagram: twoDatagrams},
+		protocols.NewDNSProtocol(udpEcho), // a query echoed is its answer
 	}, func(s *setup) { s.srv.DialTimeout = time.Minute; s.udp = true })
 
 	forwarded := r.echoed()
@@ -140,6 +144,14 @@ func holdEveryState(t *testing.T) (*rig, map[string]held) {
 		t.Fatal(err)
 	}
 	testnet.Eventually(t, bound, func() bool { return r.udp.Flows() == 2 }, "UDP flows = %d, want 2", r.udp.Flows())
+	// An upstream socket waiting in its listener's pool: a DNS flow ended
+	// answered.
+	q := udptest.DNS(1, "pooled.test", false)
+	if got := r.roundTripUDP(r.dialUDP(), string(q)); got != string(q) {
+		t.Fatalf("DNS echo: %q", got)
+	}
+	testnet.Eventually(t, bound, func() bool { return r.metric("protoplex_udp_pooled_sockets") == 1 && r.udp.Flows() == 2 },
+		"no socket pooled, or the DNS flow not ended: %d flows", r.udp.Flows())
 	return r, map[string]held{
 		"forwarded":   {conn: forwarded, target: echo},
 		"identifying": {conn: identifying},

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +49,10 @@ type rig struct {
 	// loops run, on udpAddr.
 	udp     *udp.Engine
 	udpAddr *net.UDPAddr
+	// udpTable, once set (reloadUDP), is the routing table the UDP engine
+	// follows instead of table: a reload as the engine sees it.
+	udpTable atomic.Pointer[routing.Table]
+	ctx      context.Context
 }
 
 // setup is what a test changes before its rig starts.
@@ -94,6 +99,7 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.table = plan.Commit(ctx)
+	r.ctx = ctx
 	srv, trusted := s.srv, s.trusted
 	env := s.env
 	env.Ctx, env.Log, env.CapLog = ctx, log, guard.NewRateLimitedLogger(log, 1, time.Now)
@@ -126,7 +132,13 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		}
 	}
 	if s.udp {
-		uo := udp.ForManager(ctx, env.Routing, func() udp.Settings { return udp.Settings{AccessLog: true} }, g, r.stats.UDP, log)
+		routes := func() *routing.Table {
+			if t := r.udpTable.Load(); t != nil {
+				return t
+			}
+			return r.table
+		}
+		uo := udp.ForManager(ctx, routes, func() udp.Settings { return udp.Settings{AccessLog: true} }, g, r.stats.UDP, log)
 		uo.Loops = func() ([]udp.Loop, func()) { return r.plane.UDPLoops(), nil }
 		uo.Sockets = 2
 		r.udp = udp.New(uo)
@@ -165,6 +177,20 @@ func newRig(tb testing.TB, protos []*protocols.Protocol, opts ...func(*setup)) *
 		}
 	})
 	return r
+}
+
+// reloadUDP builds a routing table of protos and makes the UDP engine
+// follow it from now on, as after a reload; it is closed when the test
+// ends.
+func (r *rig) reloadUDP(protos ...*protocols.Protocol) {
+	r.tb.Helper()
+	plan, err := routing.Build(protos, 0, nil, r.stats, slog.New(slog.NewTextHandler(r.log, nil)))
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	t := plan.Commit(r.ctx)
+	r.tb.Cleanup(t.Close)
+	r.udpTable.Store(t)
 }
 
 // waitFor receives from ch, or fails after bound.

@@ -239,6 +239,10 @@ func TestLabelValuesAtZero(t *testing.T) {
 	for _, r := range []string{"idle", "evicted", "answered"} {
 		want = append(want, "protoplex_udp_flows_expired_total{reason="+r+"}")
 	}
+	for _, r := range []string{"stale_reply", "idle_socket", "unchecked_query"} {
+		want = append(want, "protoplex_udp_dropped_total{reason="+r+"}")
+	}
+	want = append(want, "protoplex_udp_pooled_sockets")
 	for _, k := range want {
 		if v, ok := m[k]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", k, v, ok)

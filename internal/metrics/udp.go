@@ -13,11 +13,48 @@ type UDP struct {
 	Idle     prometheus.Counter // protoplex_udp_flows_expired_total{reason="idle"}
 	Evicted  prometheus.Counter // protoplex_udp_flows_expired_total{reason="evicted"}
 	Answered prometheus.Counter // protoplex_udp_flows_expired_total{reason="answered"}
+	Pooled   prometheus.Gauge   // protoplex_udp_pooled_sockets
 
 	flows     *prometheus.CounterVec
 	datagrams *prometheus.CounterVec
 	bytes     *prometheus.CounterVec
 	refusedBy [numUDPRefusals]prometheus.Counter
+	droppedBy [numUDPDrops]prometheus.Counter
+}
+
+// UDPDrop is a reason of protoplex_udp_dropped_total: why a datagram of a
+// routed flow was dropped. Every value is a series from the start.
+type UDPDrop uint8
+
+// The reasons of protoplex_udp_dropped_total.
+const (
+	UDPStaleReply     UDPDrop = iota // a reply that answers no query of its flow (DNS): a late or duplicate one of an earlier flow on a reused socket
+	UDPIdleSocket                    // a datagram on an upstream socket waiting in the pool, with no flow
+	UDPUncheckedQuery                // a query the guard cannot follow: not a whole DNS message, or too many unanswered on the flow
+	numUDPDrops
+)
+
+var udpDropNames = [numUDPDrops]string{"stale_reply", "idle_socket", "unchecked_query"}
+
+func (d UDPDrop) String() string {
+	if d < numUDPDrops {
+		return udpDropNames[d]
+	}
+	return "unknown"
+}
+
+// UDPDrops returns every reason, in order.
+func UDPDrops() []UDPDrop {
+	out := make([]UDPDrop, numUDPDrops)
+	for i := range out {
+		out[i] = UDPDrop(i)
+	}
+	return out
+}
+
+// Dropped is the counter of datagrams dropped for d.
+func (u *UDP) Dropped(d UDPDrop) prometheus.Counter {
+	return u.droppedBy[min(d, numUDPDrops-1)]
 }
 
 // UDPRefusal is a reason of protoplex_udp_refused_total: why a new flow
@@ -102,7 +139,14 @@ func newUDP(reg *prometheus.Registry) *UDP {
 	for i := range u.refusedBy {
 		u.refusedBy[i] = refused.WithLabelValues(UDPRefusal(i).String())
 	}
-	reg.MustRegister(u.Active, u.flows, u.datagrams, u.bytes, refused, expired)
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_dropped_total",
+		Help: "Datagrams of routed UDP flows dropped, by reason (stale_reply, idle_socket, unchecked_query)."}, []string{"reason"})
+	for i := range u.droppedBy {
+		u.droppedBy[i] = dropped.WithLabelValues(UDPDrop(i).String())
+	}
+	u.Pooled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_udp_pooled_sockets",
+		Help: "Upstream UDP sockets of answered DNS flows kept for the next flow to the same target."})
+	reg.MustRegister(u.Active, u.Pooled, u.flows, u.datagrams, u.bytes, refused, expired, dropped)
 	return u
 }
 

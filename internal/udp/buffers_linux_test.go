@@ -49,7 +49,7 @@ func upRcvbuf(t *testing.T, ln *listener, route string) int {
 			}
 			switch up := f.up.(type) {
 			case *rawUp:
-				got = rcvbuf(t, up.fd)
+				got = rcvbuf(t, int(up.fd))
 			default:
 				rc, err := up.SyscallConn()
 				if err != nil {

@@ -37,30 +37,37 @@
 // holds at most MaxDatagrams datagrams and MaxPendingBytes, and all
 // undecided flows together at most MaxPendingTotal; nothing is allocated
 // for a datagram no route can take. A route's udp_responses (at most
-// MaxResponses) ends its flows once that many replies came back. Each
-// listener reads into one 64 KiB buffer. Kernel buffers: each listening
-// socket asks for a listenerBuffer (4 MiB) receive buffer, and the
-// upstream socket of each flow of a route without udp_responses (a
-// stream: QUIC, WireGuard) for a flowBuffer (4 MiB), with UDP_GRO on the
-// loops (a backend's GSO train, at most 64 KiB, is one read into that
-// same buffer and goes on to the client whole with UDP_SEGMENT); a
-// request/response flow's keeps the kernel's defaults (upSocketFor). The
-// kernel caps each at net.core.rmem_max and all UDP sockets together at
-// net.ipv4.udp_mem; a buffer is a limit, charged only for what is queued.
-// Without loops each routed flow has one goroutine reading its upstream
-// socket; on unix it holds no buffer while it waits (it reads into a
-// shared pool when the socket is readable). Idle flows are found by each
-// owner walking per-timeout LRU lists every Options.Sweep, not by a timer
-// per flow. Flows an upgrade moves in (move_linux.go) come within
-// internal/handover's bounds (at most 253 a message; an undecided one with
-// at most MaxDatagrams and MaxPendingBytes) and count in MaxFlows without
-// being refused by it: the old process held them; the adoption waits at
-// most listenerWait for its address's listener.
+// MaxResponses) ends its flows once that many replies came back. On a
+// loop, an answered flow of a DNS route (udp_responses 1) leaves its
+// upstream socket to the next flow to the same target (pool_linux.go): at
+// most MaxPooledSockets per listener, each closed after PoolIdle unused or
+// when the table changes (a reload) or the listener stops; its flows'
+// replies must answer a query the flow sent (dnskey.go: ID and question),
+// at most maxFlowQueries unanswered per flow. Each listener reads into one
+// 64 KiB buffer. Kernel buffers: each listening socket asks for a
+// listenerBuffer (4 MiB) receive buffer, and the upstream socket of each
+// flow of a route without udp_responses (a stream: QUIC, WireGuard) for a
+// flowBuffer (4 MiB), with UDP_GRO on the loops (a backend's GSO train, at
+// most 64 KiB, is one read into that same buffer and goes on to the client
+// whole with UDP_SEGMENT); a request/response flow's keeps the kernel's
+// defaults (upSocketFor). The kernel caps each at net.core.rmem_max and
+// all UDP sockets together at net.ipv4.udp_mem; a buffer is a limit,
+// charged only for what is queued. Without loops each routed flow has one
+// goroutine reading its upstream socket; on unix it holds no buffer while
+// it waits (it reads into a shared pool when the socket is readable). Idle
+// flows are found by each owner walking per-timeout LRU lists every
+// Options.Sweep, not by a timer per flow. Flows an upgrade
+// moves in (move_linux.go) come within internal/handover's bounds (at most
+// 253 a message; an undecided one with at most MaxDatagrams and
+// MaxPendingBytes) and count in MaxFlows without being refused by it: the
+// old process held them; the adoption waits at most listenerWait for its
+// address's listener.
 package udp
 
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -154,6 +161,7 @@ type Engine struct {
 	now    func() time.Time
 	period time.Duration
 	refLog *guard.RateLimitedLogger // refusals and evictions, rate-limited
+	seed   maphash.Seed             // of the DNS query guard's hashes (dnskey.go)
 
 	// What every listener's flow table shares.
 	count, pending budget
@@ -180,6 +188,11 @@ type routeState struct {
 	m *metrics.UDPRoute
 	// responses ends a flow once that many datagrams came back (0: never).
 	responses int
+	// pool: the route's answered flows leave their upstream socket to the
+	// next flow to the same target (on a loop), and its replies are checked
+	// by the flows' query guard: DNS with udp_responses 1.
+	pool bool
+	tb   *Table // the table the route is in
 
 	setOnce sync.Once
 	set     *upstream.Set // the route's targets: its routing entry's, else built from Targets
@@ -235,7 +248,7 @@ func New(opt Options) *Engine {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources()}
+	e := &Engine{opt: opt, now: opt.Now, period: opt.Sweep, sources: newSources(), seed: maphash.MakeSeed()}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -456,14 +469,13 @@ func (ln *listener) runPosts() {
 func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
 	f := ln.t.lookup(client)
 	if f != nil && f.state == stRouted {
+		if !ln.ask(f, b) {
+			ln.e.dropped(metrics.UDPUncheckedQuery)
+			return
+		}
 		if n := f.rs.responses; n == 0 || f.expect(n) {
 			f.last.Store(now.UnixNano())
-			if _, err := f.up.Write(b); err == nil {
-				f.dgUp.Add(1)
-				f.bytesUp.Add(int64(len(b)))
-				f.rs.m.DatagramsUp.Inc()
-				f.rs.m.BytesUp.Add(float64(len(b)))
-			}
+			ln.sendUp(f, b)
 			return
 		}
 		// Its reader ended it at its last awaited reply (udp_responses):
@@ -564,7 +576,7 @@ func (ln *listener) route(f *flow, r *Route, now time.Time) {
 			return
 		}
 		begin := time.Now()
-		up, err := ln.dial(a.Addr, upSocketFor(r.state.responses))
+		up, err := ln.dial(r, a.Addr, now)
 		release := p.Done(a, time.Since(begin), err)
 		if err == nil {
 			ln.forward(f, r, up, set, a, release, now)
@@ -643,14 +655,16 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 		ln.t.await(f, now)
 	}
 	f.rs.m.Flows.Inc()
+	if ln.drv != nil {
+		ln.attachUp(f)
+	}
 	for _, d := range pending {
-		f.expect(f.rs.responses) // the reader has not started: never answered yet
-		if _, err := up.Write(d); err == nil {
-			f.dgUp.Add(1)
-			f.bytesUp.Add(int64(len(d)))
-			f.rs.m.DatagramsUp.Inc()
-			f.rs.m.BytesUp.Add(float64(len(d)))
+		if !ln.ask(f, d) {
+			ln.e.dropped(metrics.UDPUncheckedQuery)
+			continue
 		}
+		f.expect(f.rs.responses) // the reader has not started: never answered yet
+		ln.sendUp(f, d)
 	}
 	if ln.drv != nil {
 		ln.watchUp(f)
@@ -660,13 +674,24 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 	go ln.replies(f)
 }
 
-// dial connects a socket for a flow to ap, one the owner can read, set up
-// as so.
-func (ln *listener) dial(ap netip.AddrPort, so upSocket) (upConn, error) {
-	if ln.drv != nil {
-		return ln.dialLoop(ap, so)
+// sendUp writes b, from f's client, to f's target.
+func (ln *listener) sendUp(f *flow, b []byte) {
+	if _, err := f.up.Write(b); err == nil {
+		f.dgUp.Add(1)
+		f.bytesUp.Add(int64(len(b)))
+		f.rs.m.DatagramsUp.Inc()
+		f.rs.m.BytesUp.Add(float64(len(b)))
 	}
-	return dialDatagram(ap, so)
+}
+
+// dial is a socket connected to ap for a flow of r, one the owner can
+// read, set up by r's rule (upSocketFor): on a loop, one from its pool
+// when r reuses sockets (now: for the pool's idle bound).
+func (ln *listener) dial(r *Route, ap netip.AddrPort, now time.Time) (upConn, error) {
+	if ln.drv != nil {
+		return ln.upFor(r, ap, now)
+	}
+	return dialDatagram(ap, upSocketFor(r.state.responses))
 }
 
 // upSocket is how a flow's upstream socket is set up, decided per route.
@@ -801,11 +826,26 @@ func (ln *listener) sweep(now time.Time) {
 	for f := ln.t.unanswered(now, noReplyWindow); f != nil; f = ln.t.unanswered(now, noReplyWindow) {
 		f.set.DatagramSilent(f.att, noReplyWindow)
 	}
+	ln.sweepPool(now)
 }
 
 func (e *Engine) refuse(why metrics.UDPRefusal) {
 	if e.opt.Stats != nil {
 		e.opt.Stats.Refused(why).Inc()
+	}
+}
+
+// dropped counts a datagram dropped on a flow's way for why.
+func (e *Engine) dropped(why metrics.UDPDrop) {
+	if e.opt.Stats != nil {
+		e.opt.Stats.Dropped(why).Inc()
+	}
+}
+
+// pooled counts d sockets put in (or, negative, taken out of) a pool.
+func (e *Engine) pooled(d int) {
+	if e.opt.Stats != nil {
+		e.opt.Stats.Pooled.Add(float64(d))
 	}
 }
 
@@ -815,14 +855,16 @@ func (e *Engine) releaseGuard(t guard.Ticket) {
 	}
 }
 
-// finish releases a removed flow's socket, target and ticket, counts and
-// logs it.
+// finish releases a removed flow's socket (to its listener's pool, when
+// answered and for reuse), target and ticket, counts and logs it.
 func (e *Engine) finish(f *flow, reason string) {
 	e.releaseGuard(f.ticket)
 	if f.state != stRouted {
 		return
 	}
-	f.up.Close()
+	if reason != "answered" || !f.ln.recycle(f) {
+		f.up.Close()
+	}
 	f.release()
 	if e.opt.Stats != nil {
 		switch reason {

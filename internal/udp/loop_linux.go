@@ -3,8 +3,11 @@ package udp
 import (
 	"net/netip"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/metrics"
 )
 
 // loopBatch bounds the datagrams one readiness reads from a socket, so a
@@ -24,6 +27,7 @@ type driver struct {
 	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
 	stopped bool
+	pool    *upPool // upstream sockets of answered DNS flows, for the next ones
 	// An upgrade's (move_linux.go): paused, the socket is not read; stay
 	// is the flows that cannot move, tried once.
 	paused bool
@@ -43,7 +47,7 @@ func (ln *listener) onLoop(lp Loop) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd)}
+	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd), pool: newUpPool()}
 	return true
 }
 
@@ -120,6 +124,7 @@ func (ln *listener) stopOnLoop() {
 	for _, f := range ln.t.flows {
 		ln.end(f, "closed")
 	}
+	ln.emptyPool()
 	d.lp.Unwatch(d.fd)
 	unix.Close(d.fd)
 	e := ln.e
@@ -132,26 +137,48 @@ func (ln *listener) stopOnLoop() {
 	e.wg.Done()
 }
 
-// watchUp starts forwarding f's replies from its upstream socket.
-func (ln *listener) watchUp(f *flow) {
+// attachUp gives f's upstream socket to f, before f sends anything: the
+// socket's replies are f's from now on, checked by f's query guard when f's
+// route reuses sockets (the guard of a pooled socket starts empty again).
+func (ln *listener) attachUp(f *flow) {
 	up := f.up.(*rawUp)
-	if err := ln.drv.lp.Watch(up.fd, func() { ln.upReadable(f, up) }); err != nil {
-		ln.end(f, "closed")
+	up.f = f
+	if up.reuse != nil {
+		up.reuse.guard.reset(f.rs.pool)
 	}
 }
 
-// upReadable forwards f's waiting replies to its client. With UDP_GRO a
-// read may be a train of the backend's datagrams (a QUIC server's GSO
-// burst), which goes on to the client as one train (sendLoop).
-func (ln *listener) upReadable(f *flow, up *rawUp) {
+// watchUp starts forwarding f's replies from its upstream socket (one
+// adopted from an upgrade, too); a socket from the pool is watched
+// already.
+func (ln *listener) watchUp(f *flow) {
+	up := f.up.(*rawUp)
+	up.f = f
+	if up.watched {
+		return
+	}
+	if err := ln.drv.lp.Watch(int(up.fd), func() { ln.upReadable(up) }); err != nil {
+		ln.end(f, "closed")
+		return
+	}
+	up.watched = true
+}
+
+// upReadable forwards the waiting replies on up to its flow's client.
+// With UDP_GRO a read may be a train of the backend's datagrams (a QUIC
+// server's GSO burst), which goes on to the client as one train
+// (sendLoop). A reply its flow's query guard refuses (a late or duplicate reply of an
+// earlier flow on a reused socket), or one that comes while up waits in
+// the pool, is read and dropped, and counted.
+func (ln *listener) upReadable(up *rawUp) {
 	d := ln.drv
 	for i := 0; i < loopBatch && !up.closed; i++ {
 		var n, seg int
 		var err syscall.Errno
 		if up.gro {
-			n, seg, err = rawRecvGRO(up.fd, d.buf, &d.oob)
+			n, seg, err = rawRecvGRO(int(up.fd), d.buf, &d.oob)
 		} else {
-			n, err = rawRead(up.fd, d.buf)
+			n, err = rawRead(int(up.fd), d.buf)
 		}
 		switch err {
 		case 0:
@@ -160,13 +187,115 @@ func (ln *listener) upReadable(f *flow, up *rawUp) {
 		case unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
 			continue // an ICMP error for an earlier datagram, a train too large: the flow goes on
 		default:
-			ln.end(f, "closed")
+			if f := up.f; f != nil {
+				ln.end(f, "closed")
+			} else {
+				ln.unpool(up)
+			}
 			return
+		}
+		f := up.f
+		switch {
+		case f == nil:
+			ln.e.dropped(metrics.UDPIdleSocket)
+			continue
+		case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(d.buf[:n], ln.e.seed):
+			ln.e.dropped(metrics.UDPStaleReply)
+			continue
 		}
 		if ln.reply(f, d.buf[:n], seg) {
 			ln.end(f, "answered")
 			return
 		}
+	}
+}
+
+// ask records b, a datagram f is about to send up, in f's query guard;
+// false when the guard refuses it (it must not go up).
+func (ln *listener) ask(f *flow, b []byte) bool {
+	up, ok := f.up.(*rawUp)
+	return !ok || up.reuse == nil || !up.reuse.guard.on || up.reuse.guard.ask(b, ln.e.seed)
+}
+
+// upFor is a socket connected to ap for a flow of r at now: one from the pool
+// when r reuses sockets and one waits there, else a new one.
+func (ln *listener) upFor(r *Route, ap netip.AddrPort, now time.Time) (upConn, error) {
+	if r.state.pool {
+		p := ln.drv.pool
+		ln.expirePool(r.state.tb, now)
+		if up := p.take(r.state.tb, ap); up != nil {
+			ln.e.pooled(-1)
+			return up, nil
+		}
+	}
+	up, err := ln.dialLoop(ap, upSocketFor(r.state.responses))
+	if err == nil && r.state.pool {
+		up.(*rawUp).reuse = &reusable{pool: pooled{target: ap}}
+	}
+	return up, err
+}
+
+// recycle puts the socket of f, which ended answered, in the pool; false
+// when it is not for reuse (the caller closes it): f's route does not
+// reuse sockets, a query is unanswered, the table f was routed by is no
+// longer the current one, or the listener is stopping.
+func (ln *listener) recycle(f *flow) bool {
+	d := ln.drv
+	up, ok := f.up.(*rawUp)
+	if d == nil || !ok || up.reuse == nil || !f.rs.pool || d.stopped || up.closed || !up.watched || !up.reuse.guard.settled() {
+		return false
+	}
+	tb := ln.e.table()
+	if f.rs.tb != tb {
+		return false
+	}
+	now := time.Unix(0, f.last.Load()) // its answer's time: no clock read per flow
+	ln.expirePool(tb, now)
+	ok, out := d.pool.put(tb, up, now)
+	if !ok {
+		return false
+	}
+	up.f = nil
+	ln.e.pooled(1)
+	if out != nil {
+		ln.e.pooled(-1)
+		out.Close()
+	}
+	return true
+}
+
+// expirePool closes the pooled sockets idle past PoolIdle, or all of them
+// when tb is not the pool's table.
+func (ln *listener) expirePool(tb *Table, now time.Time) {
+	d := ln.drv
+	for up := d.pool.stale(tb, now); up != nil; up = d.pool.stale(tb, now) {
+		ln.e.pooled(-1)
+		up.Close()
+	}
+}
+
+// emptyPool closes every pooled socket: the listener stops, or its flows
+// move to a new process (pooled sockets do not).
+func (ln *listener) emptyPool() {
+	for up := ln.drv.pool.all.Front(); up != nil; up = ln.drv.pool.all.Front() {
+		ln.unpool(up)
+	}
+}
+
+// unpool closes a pooled socket.
+func (ln *listener) unpool(up *rawUp) {
+	if up.reuse != nil && up.reuse.pool.in {
+		ln.drv.pool.remove(up)
+		ln.e.pooled(-1)
+	}
+	up.Close()
+}
+
+// sweepPool is the sweep's part for the pool at now: idle sockets, and
+// all of them after a reload.
+func (ln *listener) sweepPool(now time.Time) {
+	if ln.drv != nil && !ln.drv.stopped {
+		ln.expirePool(ln.e.table(), now)
 	}
 }
 
@@ -218,19 +347,32 @@ func (ln *listener) dialLoop(ap netip.AddrPort, so upSocket) (upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawUp{fd: fd, lp: ln.drv.lp, gro: so.gro && setGRO(fd)}, nil
+	return &rawUp{fd: int32(fd), d: ln.drv, gro: so.gro && setGRO(fd)}, nil
 }
 
-// rawUp is a flow's upstream socket on a loop.
+// rawUp is a flow's upstream socket on a loop. Between flows of a route
+// that reuses sockets it waits in its listener's pool, still connected and
+// watched. There is one per idle flow, so it stays at 32 bytes: what reuse
+// needs is behind reuse.
 type rawUp struct {
-	fd     int
-	lp     Loop
-	gro    bool // UDP_GRO is on: a read may be a train (rawRecvGRO)
-	closed bool
+	fd      int32
+	closed  bool
+	watched bool
+	gro     bool      // UDP_GRO is on: a read may be a train (rawRecvGRO)
+	d       *driver   // of the listener whose loop watches it
+	f       *flow     // the flow it serves; nil while pooled
+	reuse   *reusable // a socket of a route that reuses sockets; else nil
+}
+
+// reusable is what a socket for reuse has beside: its flows' query guard
+// and its place in the pool.
+type reusable struct {
+	guard queryGuard
+	pool  pooled
 }
 
 func (u *rawUp) Read(b []byte) (int, error) {
-	n, e := rawRead(u.fd, b)
+	n, e := rawRead(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -238,7 +380,7 @@ func (u *rawUp) Read(b []byte) (int, error) {
 }
 
 func (u *rawUp) Write(b []byte) (int, error) {
-	n, e := rawWrite(u.fd, b)
+	n, e := rawWrite(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -251,8 +393,8 @@ func (u *rawUp) Close() error {
 		return nil
 	}
 	u.closed = true
-	u.lp.Forget(u.fd)
-	rawClose(u.fd)
+	u.d.lp.Forget(int(u.fd))
+	rawClose(int(u.fd))
 	return nil
 }
 

@@ -2,7 +2,10 @@
 
 package udp
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // driver: listeners run on event loops on Linux only.
 type driver struct{ lp Loop }
@@ -20,3 +23,15 @@ func (ln *listener) watchUp(*flow) {}
 func (ln *listener) sendLoop([]byte, netip.AddrPort, int) error { return errNoRawConn }
 
 func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }
+
+func (ln *listener) attachUp(*flow) {}
+
+func (ln *listener) ask(*flow, []byte) bool { return true }
+
+func (ln *listener) upFor(*Route, netip.AddrPort, time.Time) (upConn, error) {
+	return nil, errNoRawConn
+}
+
+func (ln *listener) recycle(*flow) bool { return false }
+
+func (ln *listener) sweepPool(time.Time) {}

@@ -82,6 +82,7 @@ func (e *Engine) PauseListeners() {
 			if d := ln.drv; !d.paused && !d.stopped {
 				d.lp.Unwatch(d.fd)
 				d.paused = true
+				ln.emptyPool() // pooled sockets do not move
 			}
 		})
 	}
@@ -215,7 +216,7 @@ func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowSt
 		return nil, st, errors.New("answered: it ends here")
 	}
 	up := f.up.(*rawUp)
-	m.fd, m.idle, m.awaiting = up.fd, ln.t.idleOf(f), f.awaiting
+	m.fd, m.idle, m.awaiting = int(up.fd), ln.t.idleOf(f), f.awaiting
 	st.Protocol, st.Route, st.Target = f.route.Name, f.route.Label, f.att.Target
 	st.Responses, st.Owed = f.rs.responses, max(f.owed.Load(), 0)
 	st.Heard, st.Awaiting, st.Idle = f.heard, f.awaiting, m.idle
@@ -225,7 +226,8 @@ func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowSt
 	st.DgUp, st.DgDown, st.BytesUp, st.BytesDown = f.dgUp.Load(), f.dgDown.Load(), f.bytesUp.Load(), f.bytesDown.Load()
 	// Off the epoll set now: the new process holds the same socket, and
 	// its events must not wake this loop.
-	ln.drv.lp.Unwatch(up.fd)
+	ln.drv.lp.Unwatch(int(up.fd))
+	up.watched = false // a restore watches it again
 	ln.remove(f)
 	return m, st, nil
 }
@@ -262,7 +264,7 @@ func (ln *listener) moved(m *moving) {
 	if f.state == stRouted {
 		up := f.up.(*rawUp)
 		up.closed = true // unwatched already
-		rawClose(up.fd)
+		rawClose(int(up.fd))
 		f.release()
 		return
 	}
@@ -591,7 +593,7 @@ func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, 
 	// The socket keeps the options the old process set: UDP_GRO on it
 	// makes a read a train, which only a rawUp that knows reads right.
 	gro := (upSocketFor(st.Responses).gro && setGRO(fd)) || groOn(fd)
-	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: fd, lp: ln.drv.lp, gro: gro}, stRouted
+	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: int32(fd), d: ln.drv, gro: gro}, stRouted
 	f.release = func() {}
 	if set, err := rs.backend(r); err == nil && set != nil {
 		var release func()

@@ -94,6 +94,7 @@ func TableOf(rt *routing.Table, idle time.Duration, st *metrics.UDP) *Table {
 		e := rt.Entries[r.Index]
 		r.state.set = e.Backend
 		r.state.responses = ResponsesOf(r.Name, e.Proto.UDPResponses)
+		r.state.pool = r.state.responses == 1 && isDNS(r.Name)
 	}
 	return t
 }
@@ -108,15 +109,22 @@ func ResponsesOf(name string, n int) int {
 	case n < 0:
 		return 0
 	}
-	if d, ok := protocols.Describe(name); ok && d.Name == "DNS" {
+	if isDNS(name) {
 		return 1
 	}
 	return 0
 }
 
+// isDNS reports whether protocol name is DNS (a route's name is its
+// protocol's, or an alias of it).
+func isDNS(name string) bool {
+	d, ok := protocols.Describe(name)
+	return ok && d.Name == "DNS"
+}
+
 // IdleTimeoutOf is a protocol's default flow idle timeout.
 func IdleTimeoutOf(name string) time.Duration {
-	if d, ok := protocols.Describe(name); ok && d.Name == "DNS" {
+	if isDNS(name) {
 		return DNSIdleTimeout
 	}
 	return DefaultIdleTimeout

@@ -71,7 +71,7 @@ func NewTable(routes []Route, st *metrics.UDP) *Table {
 	t := &Table{}
 	for i := range routes {
 		r := &routes[i]
-		r.state = &routeState{m: st.Route(r.Name)}
+		r.state = &routeState{m: st.Route(r.Name), tb: t}
 		t.routes = append(t.routes, r)
 		if r.Fallback && t.fallback == nil {
 			t.fallback = r

@@ -4,8 +4,10 @@
 package udptest
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -49,4 +51,27 @@ func Echo(tb testing.TB, tagged bool) string {
 	}()
 	tb.Cleanup(func() { c.Close(); wg.Wait() })
 	return c.LocalAddr().String()
+}
+
+// DNS is a DNS message with ID id and one question for name (type A,
+// class IN); a reply (QR set) carries one answer record after it.
+func DNS(id uint16, name string, reply bool) []byte {
+	b := binary.BigEndian.AppendUint16(nil, id)
+	flags, an := uint16(0x0100), uint16(0)
+	if reply {
+		flags, an = 0x8180, 1
+	}
+	b = binary.BigEndian.AppendUint16(b, flags)
+	b = binary.BigEndian.AppendUint16(b, 1)
+	b = binary.BigEndian.AppendUint16(b, an)
+	b = append(b, 0, 0, 0, 0)
+	for _, l := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		b = append(b, byte(len(l)))
+		b = append(b, l...)
+	}
+	b = append(b, 0, 0, 1, 0, 1)
+	if reply {
+		b = append(b, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7)
+	}
+	return b
 }
