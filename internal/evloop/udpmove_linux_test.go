@@ -83,6 +83,22 @@ func handedOver(t testing.TB, pc net.PacketConn) net.PacketConn {
 	return g
 }
 
+// movePair is two rigs serving protos, the old engine serving the sockets
+// of a new loopback address (addr) and the new engine, held unread, their
+// handed-over copies; with lazy the new one starts serving only when the
+// first flows come (moveFlows).
+func movePair(t *testing.T, protos []*protocols.Protocol, lazy bool) (ro, rn *rig, old, next *moveSide, addr *net.UDPAddr) {
+	t.Helper()
+	ro, rn = newRig(t, protos), newRig(t, protos)
+	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next = udpEngine(t, rn, handedOver(t, pc), true, lazy)
+	old = udpEngine(t, ro, pc, false, false)
+	return ro, rn, old, next, pc.LocalAddr().(*net.UDPAddr)
+}
+
 // How the new side of moveFlows answers.
 type adoptMode int
 
@@ -261,17 +277,10 @@ func TestUDPFlowsMove(t *testing.T) {
 		{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")},
 		{Name: "UTWO", Target: echo, Datagram: twoDatagrams},
 	}
-	ro, rn := newRig(t, protos), newRig(t, protos)
-	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr)
 	// The new engine starts serving only once the first flows come: its
 	// manager starts each address in a goroutine, and adoption waits for
 	// the listener.
-	next := udpEngine(t, rn, handedOver(t, pc), true, true)
-	old := udpEngine(t, ro, pc, false, false)
+	ro, rn, old, next, addr := movePair(t, protos, true)
 	const n = 40
 	cs := flowClients(t, ro, addr, n)
 	ident, err := net.DialUDP("udp", nil, addr)
@@ -342,14 +351,7 @@ func TestUDPFlowsMove(t *testing.T) {
 func TestUDPTrainAfterMove(t *testing.T) {
 	backend := trainBackend(t)
 	protos := []*protocols.Protocol{{Name: "UTRAIN", Target: backend.LocalAddr().String(), Datagram: datagramPrefix("T")}}
-	ro, rn := newRig(t, protos), newRig(t, protos)
-	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr)
-	next := udpEngine(t, rn, handedOver(t, pc), true, false)
-	old := udpEngine(t, ro, pc, false, false)
+	_, _, old, next, addr := movePair(t, protos, false)
 	c, err := net.DialUDP("udp", nil, addr)
 	if err != nil {
 		t.Fatal(err)
@@ -370,14 +372,7 @@ func TestUDPTrainAfterMove(t *testing.T) {
 func TestUDPFlowsMoveRefused(t *testing.T) {
 	echo := udptest.Echo(t, true)
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
-	ro, rn := newRig(t, protos), newRig(t, protos)
-	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr)
-	next := udpEngine(t, rn, handedOver(t, pc), true, false)
-	old := udpEngine(t, ro, pc, false, false)
+	ro, rn, old, next, addr := movePair(t, protos, false)
 	const n = 20
 	cs := flowClients(t, ro, addr, n)
 	if moved := moveFlows(t, old, next, refuseAll, func() {}); moved != 0 {
@@ -407,15 +402,8 @@ func TestUDPFlowsMoveRefused(t *testing.T) {
 func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
 	echo := udptest.Echo(t, true)
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
-	ro, rn := newRig(t, protos), newRig(t, protos)
-	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr)
 	// The new engine holds its copy unread, as a process that died does.
-	next := udpEngine(t, rn, handedOver(t, pc), true, false)
-	old := udpEngine(t, ro, pc, false, false)
+	ro, _, old, next, addr := movePair(t, protos, false)
 	const n = 20
 	cs := flowClients(t, ro, addr, n)
 	if moved := moveFlows(t, old, next, dieFirst, func() {

@@ -3,7 +3,6 @@
 package evloop_test
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/testnet"
-	"github.com/darkit/protoplex/internal/udp"
 	"github.com/darkit/protoplex/internal/udp/udptest"
 	"github.com/darkit/protoplex/protocols"
 )
@@ -250,14 +248,7 @@ func TestUDPOnlyAnsweredSocketsPooled(t *testing.T) {
 func TestUDPPoolClosedAtMove(t *testing.T) {
 	echo := udptest.Echo(t, false)
 	protos := []*protocols.Protocol{protocols.NewDNSProtocol(echo)}
-	ro, rn := newRig(t, protos), newRig(t, protos)
-	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr)
-	next := udpEngine(t, rn, handedOver(t, pc), true, false)
-	old := udpEngine(t, ro, pc, false, false)
+	ro, rn, old, next, addr := movePair(t, protos, false)
 	c, err := net.DialUDP("udp", nil, addr)
 	if err != nil {
 		t.Fatal(err)
