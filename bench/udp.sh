@@ -42,16 +42,22 @@ if [ -n "$BEFORE" ]; then
 fi
 names+=(nginx)
 
-freeport() { # a port free for both UDP and TCP (dnsmasq binds both)
+freeport() { # a port free for both UDP and TCP (dnsmasq binds both), below
+  # the ephemeral range: a port the kernel hands out itself (to a resolver
+  # run's thousands of source ports) could be taken again before the
+  # contender binds it
   python3 -c '
-import socket
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
-    t = socket.socket()
+    p = random.randrange(10000, lo if lo > 11000 else 65536)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); t = socket.socket()
     try:
-        t.bind(("127.0.0.1", p)); print(p); break
+        u.bind(("127.0.0.1", p)); t.bind(("127.0.0.1", p)); print(p); break
     except OSError:
-        pass'
+        pass
+    finally:
+        u.close(); t.close()'
 }
 declare -A PID ADDR R
 start() { local name=$1; shift; "$@" > "$TMP/$name.log" 2>&1 & PID[$name]=$!; PIDS+=($!); }
