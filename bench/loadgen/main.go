@@ -20,7 +20,7 @@
 package main
 
 import (
-	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -304,12 +304,33 @@ func holdConns(addr string, n int) (conns []net.Conn, held, errs int) {
 	}
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := bufio.NewReaderSize(c, 64).ReadString('\n'); err == nil {
+		if readHead(c) == nil {
 			held++
 		}
 		c.SetReadDeadline(time.Time{})
 	}
 	return conns, held, errs
+}
+
+// readHead reads a response head to its blank line, a byte at a time, so
+// nothing after it (the echo alive checks) is taken from the connection.
+func readHead(c net.Conn) error {
+	var line []byte
+	b := make([]byte, 1)
+	for n := 0; n < 4096; n++ {
+		if _, err := c.Read(b); err != nil {
+			return err
+		}
+		line = append(line, b[0])
+		if b[0] != '\n' {
+			continue
+		}
+		if len(line) <= 2 && n > 2 { // "\r\n" after the status line
+			return nil
+		}
+		line = line[:0]
+	}
+	return errors.New("response head too long")
 }
 
 // alive counts the held connections that still answer end to end: a byte

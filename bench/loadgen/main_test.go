@@ -27,7 +27,12 @@ func holdServer(t *testing.T, routed int) string {
 		if line, err := r.ReadString('\n'); err != nil || line != "GET /hold HTTP/1.1\r\n" || !answer {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		for { // the rest of the head, as bench/backend reads it
+			if l, err := r.ReadString('\n'); err != nil || l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n")
 		io.Copy(c, r) // until the client closes
 	})
 }
@@ -78,6 +83,11 @@ func TestLatencyStops(t *testing.T) {
 	addr := testnet.Serve(t, func(c net.Conn) { // bench/backend's /hold and its "ok"
 		r := bufio.NewReader(c)
 		if line, _ := r.ReadString('\n'); line == "GET /hold HTTP/1.1\r\n" {
+			for { // the rest of the head, as bench/backend reads it
+				if l, err := r.ReadString('\n'); err != nil || l == "\r\n" {
+					break
+				}
+			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
 			io.Copy(c, r)
 			return
