@@ -154,7 +154,7 @@ func TestOpenVPNOverUDP(t *testing.T) {
 	addr, pm := startUDPMux(t, fmt.Sprintf("protocols:\n  - name: openvpn\n    target: %q\n", vpn))
 	host, p, _ := net.SplitHostPort(addr)
 	runUntil(t, 30*time.Second, "Initialization Sequence Completed", openvpn,
-		"--dev", "null", "--proto", "udp", "--remote", host, p, "--tls-client", "--connect-retry-max", "1",
+		"--dev", "null", "--proto", "udp", "--nobind", "--remote", host, p, "--tls-client", "--connect-retry-max", "1",
 		"--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "client.crt"), "--key", filepath.Join(pki, "client.key"), "--verb", "3")
 	rec := httptest.NewRecorder()
 	pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

@@ -228,7 +228,7 @@ protocols:
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 
 	host, port, _ := net.SplitHostPort(udpAddr)
-	client := testnet.StartProcess(t, exec.Command(openvpn, "--dev", "null", "--proto", "udp", "--remote", host, port,
+	client := testnet.StartProcess(t, exec.Command(openvpn, "--dev", "null", "--proto", "udp", "--nobind", "--remote", host, port,
 		"--tls-client", "--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "client.crt"),
 		"--key", filepath.Join(pki, "client.key"), "--ping", "1", "--ping-restart", "30", "--verb", "3"))
 	testnet.Eventually(t, 30*time.Second, func() bool { return strings.Contains(client.Out.String(), "Initialization Sequence Completed") },
