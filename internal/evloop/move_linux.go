@@ -565,32 +565,17 @@ func (a *Prepared) Len() int { return a.n }
 // before it takes any: on error none was taken, and the old process
 // keeps them all.
 func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error) {
-	fds := make([]int, 0, len(files))
-	defer func() {
+	fds, err := handover.TakeFDs(files)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: taking a moved connection's descriptor: %w", err)
+	}
+	defer func() { // those not taken over below
 		for _, fd := range fds {
 			if fd >= 0 {
 				rawClose(fd)
 			}
 		}
 	}()
-	var err error
-	for _, f := range files { // a duplicate each, as f.Fd would make the socket blocking
-		if err == nil {
-			var fd int
-			fd, err = dupSocket(f)
-			fds = append(fds, fd)
-			if err == nil {
-				// Whatever the sender left set: a loop never blocks in a
-				// read, and a pipe that holds less than its state says
-				// reads as short, not as a wait.
-				err = unix.SetNonblock(fd, true)
-			}
-		}
-		f.Close()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("evloop: taking a moved connection's descriptor: %w", err)
-	}
 	gs, err := handover.DecodeConns(m)
 	if err != nil {
 		return nil, err

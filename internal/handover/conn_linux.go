@@ -266,3 +266,47 @@ func checkFD(fd int, want FDType) error {
 
 // ErrType: a descriptor received is not of the type its record names.
 var ErrType = errors.New("handover: descriptor of the wrong type")
+
+// TakeFDs turns the files of a received message into the raw descriptors
+// a loop reads, and closes the files: each is a duplicate, close-on-exec
+// and non-blocking whatever the sender left set (f.Fd would make it
+// blocking; a loop never blocks in a read, and a pipe that holds less than
+// its state says reads as short, not as a wait). On error it closes the
+// duplicates it made and returns none.
+func TakeFDs(files []*os.File) ([]int, error) {
+	fds := make([]int, 0, len(files))
+	var err error
+	for _, f := range files {
+		if err == nil {
+			var fd int
+			if fd, err = dupNonblock(f); err == nil {
+				fds = append(fds, fd)
+			}
+		}
+		f.Close()
+	}
+	if err != nil {
+		closeAll(fds)
+		return nil, err
+	}
+	return fds, nil
+}
+
+func dupNonblock(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl", dupErr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}

@@ -349,26 +349,17 @@ type adoption struct {
 // process no longer listens on will end here (it counts in Len, as the
 // old process's copy closes too).
 func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdoption, error) {
-	fds := make([]int, 0, len(files))
-	defer func() {
+	fds, err := handover.TakeFDs(files)
+	if err != nil {
+		return nil, fmt.Errorf("udp: taking a moved flow's descriptor: %w", err)
+	}
+	defer func() { // those not taken over below
 		for _, fd := range fds {
 			if fd >= 0 {
 				rawClose(fd)
 			}
 		}
 	}()
-	var err error
-	for _, f := range files {
-		if err == nil {
-			var fd int
-			fd, err = dupFile(f)
-			fds = append(fds, fd)
-		}
-		f.Close()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("udp: taking a moved flow's descriptor: %w", err)
-	}
 	states, err := handover.DecodeFlows(m)
 	if err != nil {
 		return nil, err
@@ -459,27 +450,6 @@ func closeAdoptions(as []adoption) {
 			rawClose(a.fd)
 		}
 	}
-}
-
-// dupFile is a non-blocking duplicate of f's descriptor, close-on-exec (f.Fd
-// would make the shared socket blocking).
-func dupFile(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd, dupErr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	if dupErr != nil {
-		return -1, os.NewSyscallError("fcntl", dupErr)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		rawClose(fd)
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	return fd, nil
 }
 
 // listenerWait bounds how long PrepareFlows waits for the listener of a
