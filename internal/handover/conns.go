@@ -268,24 +268,32 @@ func (c *ConnState) check() error {
 	return nil
 }
 
+// stateHeader checks the version, size and flags byte that start a
+// moving connection's or flow's state (what names it in errors), and
+// returns the flags and a reader of the rest.
+func stateHeader(b []byte, what string, version, maxFlags byte) (byte, *reader, error) {
+	switch {
+	case len(b) < 2:
+		return 0, nil, fmt.Errorf("%w: a %s's state of %d bytes", ErrFormat, what, len(b))
+	case b[0] != version:
+		return 0, nil, fmt.Errorf("%w: %s state version %d, this process reads %d", ErrVersion, what, b[0], version)
+	case len(b) > MaxMeta:
+		return 0, nil, fmt.Errorf("%w: a %s's state of %d bytes", ErrBounds, what, len(b))
+	case b[1] > maxFlags:
+		return 0, nil, fmt.Errorf("%w: %s flags %#x", ErrFormat, what, b[1])
+	}
+	return b[1], &reader{b: b[2:]}, nil
+}
+
 // DecodeConn reads a ConnState; another version fails with ErrVersion
 // before anything else is read.
 func DecodeConn(b []byte) (ConnState, error) {
 	var c ConnState
-	if len(b) < 2 {
-		return c, fmt.Errorf("%w: a connection's state of %d bytes", ErrFormat, len(b))
+	flags, r, err := stateHeader(b, "connection", ConnVersion, 0x1f)
+	if err != nil {
+		return c, err
 	}
-	if b[0] != ConnVersion {
-		return c, fmt.Errorf("%w: connection state version %d, this process reads %d", ErrVersion, b[0], ConnVersion)
-	}
-	if len(b) > MaxMeta {
-		return c, fmt.Errorf("%w: a connection's state of %d bytes", ErrBounds, len(b))
-	}
-	if b[1] > 0x1f {
-		return c, fmt.Errorf("%w: connection flags %#x", ErrFormat, b[1])
-	}
-	r := reader{b: b[2:]}
-	c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay = b[1]&1 != 0, b[1]&2 != 0, b[1]&4 != 0, b[1]&8 != 0, b[1]&16 != 0
+	c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay = flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0, flags&16 != 0
 	for _, s := range [...]*string{&c.Client, &c.Protocol, &c.Route, &c.Target, &c.SNI, &c.Host} {
 		*s = r.string(MaxName)
 	}

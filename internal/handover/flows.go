@@ -206,20 +206,11 @@ func (f *FlowState) check() error {
 // before anything else is read.
 func DecodeFlow(b []byte) (FlowState, error) {
 	var f FlowState
-	if len(b) < 2 {
-		return f, fmt.Errorf("%w: a flow's state of %d bytes", ErrFormat, len(b))
+	flags, r, err := stateHeader(b, "flow", FlowVersion, 7)
+	if err != nil {
+		return f, err
 	}
-	if b[0] != FlowVersion {
-		return f, fmt.Errorf("%w: flow state version %d, this process reads %d", ErrVersion, b[0], FlowVersion)
-	}
-	if len(b) > MaxMeta {
-		return f, fmt.Errorf("%w: a flow's state of %d bytes", ErrBounds, len(b))
-	}
-	if b[1] > 7 {
-		return f, fmt.Errorf("%w: flow flags %#x", ErrFormat, b[1])
-	}
-	f.Identifying, f.Heard, f.Awaiting = b[1]&1 != 0, b[1]&2 != 0, b[1]&4 != 0
-	r := reader{b: b[2:]}
+	f.Identifying, f.Heard, f.Awaiting = flags&1 != 0, flags&2 != 0, flags&4 != 0
 	for _, s := range [...]*string{&f.Listen, &f.Client, &f.Protocol, &f.Route, &f.Target} {
 		*s = r.string(MaxName)
 	}
