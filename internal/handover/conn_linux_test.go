@@ -470,3 +470,35 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("Recv after the peer closed: %v, want EOF", err)
 	}
 }
+
+// TestCloseRead: once a Conn shut its reading side, the peer's sends
+// fail, and what it sent before is still read, then EOF: the old process
+// that stops waiting for an Adopted either reads it or the new process
+// learns that its word did not arrive.
+func TestCloseRead(t *testing.T) {
+	old, peer, err := Pair(Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	next, err := FileConn(peer, Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if err := next.Send(Message{Kind: Adopted, Count: 7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.CloseRead(); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Send(Message{Kind: Adopted, Count: 8}, nil); !errors.Is(err, unix.EPIPE) {
+		t.Errorf("a send after the peer's CloseRead: %v, want EPIPE", err)
+	}
+	if m, _, err := old.Recv(); err != nil || m.Kind != Adopted || m.Count != 7 {
+		t.Errorf("the message sent before: %+v, %v", m, err)
+	}
+	if _, _, err := old.Recv(); !errors.Is(err, io.EOF) {
+		t.Errorf("after it: %v, want EOF", err)
+	}
+}
