@@ -61,10 +61,14 @@ func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved,
 			old.Restore(batch)
 			t.Fatalf("prepared %v of %d: %v", prep, batch.Len(), err)
 		}
-		old.Moved(batch) // the commit: the old plane lets go first
-		n, err := prep.Commit()
-		if err != nil || n != batch.Len() {
-			t.Fatalf("adopted %d of %d: %v", n, batch.Len(), err)
+		if err := prep.Hold(); err != nil { // on the commit
+			old.Restore(batch)
+			t.Fatalf("holding %d: %v", batch.Len(), err)
+		}
+		old.Moved(batch) // on the new plane's word (Adopted), before it reads
+		n := prep.Start()
+		if n != batch.Len() {
+			t.Fatalf("started %d of %d", n, batch.Len())
 		}
 		moved += n
 	}

@@ -106,6 +106,7 @@ const (
 	adoptAll  adoptMode = iota
 	refuseAll           // a new process that is alive and says no
 	dieFirst            // a new process that dies at the first batch
+	dieAtCommit         // one that dies once the first batch is committed, before it adopts it
 )
 
 // moveFlows runs both ends of the flow phase over a real handover
@@ -176,10 +177,21 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 					adopted <- fmt.Errorf("no commit: %v %v", commit.Kind, err)
 					return
 				}
-				if _, err := prep.Commit(); err != nil {
+				if mode == dieAtCommit {
+					prep.Discard() // its copies close with the process
+					adopted <- nil
+					return
+				}
+				if err := prep.Hold(); err != nil {
 					adopted <- err
 					return
 				}
+				if err := nc.Send(handover.Message{Kind: handover.Adopted, Count: uint32(prep.Len())}, nil); err != nil {
+					prep.Discard()
+					adopted <- err
+					return
+				}
+				prep.Start()
 				continue
 			}
 			if err := nc.Send(reply, nil); err != nil {
@@ -209,6 +221,13 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 			failed, refused = errors.New(ack.Note), true
 		default:
 			failed = oc.Send(handover.Message{Kind: handover.Ack, Count: ack.Count}, nil) // the commit
+			if failed == nil {
+				// Its copies stay until the new side's word that it adopted
+				// the batch.
+				if word, _, err := oc.Recv(); err != nil || word.Kind != handover.Adopted {
+					failed = fmt.Errorf("no adoption: %v %v", word.Kind, err)
+				}
+			}
 		}
 		if failed != nil {
 			old.e.RestoreFlows(b)
@@ -396,17 +415,24 @@ func TestUDPFlowsMoveRefused(t *testing.T) {
 }
 
 // TestUDPFlowsMoveNewProcessGone: a new process that goes away during the
-// move leaves the flows with the old one, which puts them back, reads its
-// listeners again and goes on with each through the same upstream socket;
-// a datagram sent meanwhile is answered by it once.
+// move — at the first batch, or once it was committed and before it said
+// it adopted it — leaves the flows with the old one, which puts them back,
+// reads its listeners again and goes on with each through the same
+// upstream socket; a datagram sent meanwhile is answered by it once.
 func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
+	for name, mode := range map[string]adoptMode{"first batch": dieFirst, "at the commit": dieAtCommit} {
+		t.Run(name, func(t *testing.T) { flowsMoveNewProcessGone(t, mode) })
+	}
+}
+
+func flowsMoveNewProcessGone(t *testing.T, mode adoptMode) {
 	echo := udptest.Echo(t, true)
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
 	// The new engine holds its copy unread, as a process that died does.
 	ro, _, old, next, addr := movePair(t, protos, false)
 	const n = 20
 	cs := flowClients(t, ro, addr, n)
-	if moved := moveFlows(t, old, next, dieFirst, func() {
+	if moved := moveFlows(t, old, next, mode, func() {
 		for i, c := range cs {
 			if _, err := c.Write(fmt.Appendf(nil, "PING%d-during", i)); err != nil {
 				t.Fatal(err)
