@@ -103,10 +103,10 @@ func movePair(t *testing.T, protos []*protocols.Protocol, lazy bool) (ro, rn *ri
 type adoptMode int
 
 const (
-	adoptAll  adoptMode = iota
-	refuseAll           // a new process that is alive and says no
-	dieFirst            // a new process that dies at the first batch
-	dieAtCommit         // one that dies once the first batch is committed, before it adopts it
+	adoptAll    adoptMode = iota
+	refuseAll             // a new process that is alive and says no
+	dieFirst              // a new process that dies at the first batch
+	dieAtCommit           // one that dies once the first batch is committed, before it adopts it
 )
 
 // moveFlows runs both ends of the flow phase over a real handover
