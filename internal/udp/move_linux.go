@@ -206,6 +206,7 @@ func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowSt
 			return nil, st, err
 		}
 		m.fd, m.pending = fd, f.pending
+		f.out = true // a dial under way keeps its outcome for restore
 		st.Identifying = true
 		for _, p := range f.pending {
 			st.Pending = append(st.Pending, len(p))
@@ -261,6 +262,11 @@ func pipeOf(dgs [][]byte) (int, error) {
 // what it held here is given back, uncounted.
 func (ln *listener) moved(m *moving) {
 	f := m.f
+	f.out = false // a dial under way finds no flow, and closes its socket
+	if o := f.outcome; o != nil {
+		f.outcome = nil
+		o.drop()
+	}
 	ln.e.releaseGuard(f.ticket)
 	if f.state == stRouted {
 		up := f.up.(*rawUp)
@@ -276,11 +282,17 @@ func (ln *listener) moved(m *moving) {
 // was.
 func (ln *listener) restore(m *moving) {
 	f := m.f
+	f.out = false
+	o := f.outcome
+	f.outcome = nil
 	if ln.drv.stopped || ln.t.lookup(f.client) != nil {
 		// The listener ended meanwhile, or the client has a flow again:
 		// this one ends here.
 		if f.state != stRouted {
 			rawClose(m.fd)
+		}
+		if o != nil {
+			o.drop()
 		}
 		ln.e.finish(f, "closed")
 		return
@@ -292,6 +304,9 @@ func (ln *listener) restore(m *moving) {
 	if f.state != stRouted {
 		rawClose(m.fd)
 		ln.t.wait(f, f.start)
+		if o != nil { // the dial ended while the flow was out: it goes on with its outcome
+			ln.dialed(f, o.r, o.up, o.set, o.a, o.release)
+		}
 		return
 	}
 	ln.t.class(m.idle).push(f, f.last.Load())
