@@ -37,16 +37,18 @@ import (
 //     off-loop dial is abandoned once the batch moved; its goroutine posts
 //     its outcome to the loop as always, which drops it (dialedOffLoop).
 //
-// The batch goes out with the sockets and the pipes. On the new process's
-// word that it can take the batch, the old process commits it (Moved):
-// the loops close their copies and forget the connections without a log
-// line or a close counted. On anything else they take them back
-// (Restore) and go on as if nothing happened. The new process checks a
-// batch whole (Prepare) and puts it on its loops only on the commit
-// (Prepared.Commit), so a batch the old process gave up on is never read
-// by both. It accounts for each connection as its own: the guard's
-// per-source count, the target's least-connections count, the route's
-// counters and the access line at the end.
+// The batch goes out with the sockets and the pipes. The new process
+// checks it whole (Prepare) and says it can take it; the old process
+// commits it; the new one puts it on its loops, unread (Prepared.Hold:
+// every step that can fail), says it adopted it, and only then reads it
+// (Prepared.Start). On that word the old process lets go (Moved): the
+// loops close their copies and forget the connections without a log line
+// or a close counted. On anything else, before or after the commit, they
+// take them back (Restore) and go on as if nothing happened: a batch is
+// never read by both, and never lost. The new process accounts for each
+// connection as its own: the guard's per-source count, the target's
+// least-connections count, the route's counters and the access line at
+// the end.
 
 // Batch is connections detached from their loops, ready to send:
 // Msg and FDs go together to handover.Conn.Send.
@@ -78,7 +80,7 @@ func (p *Plane) Detach(maxFDs int) *Batch {
 	return b
 }
 
-// Moved: the new process took the batch; the loops close their copies.
+// Moved: the new process adopted the batch; the loops close their copies.
 func (p *Plane) Moved(b *Batch) { p.each(b, (*conn).moved) }
 
 // Restore: the batch did not move; its pairs go on here.

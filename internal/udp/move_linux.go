@@ -26,14 +26,17 @@ import (
 // upstream socket leaves the loop's epoll and goes with the flow's state,
 // so the backend keeps seeing the same source port; a flow still
 // identifying (or resolving a host-name target) goes as the datagrams it
-// was given, in a pipe. The new process checks each batch whole
-// (PrepareFlows) and says it can take it; the old one then commits it and
-// closes its copies without counting an end or writing a log line
-// (MovedFlows), and the new one adopts each flow on the loop that reads
-// its socket (Commit). On anything else the old process puts them back
-// (RestoreFlows) and the new one closes what it held (Discard). The new
-// process reads its listeners once the phase ends (Release). Flows of listeners without a loop (the goroutine
-// data plane) do not move: they drain in the old process.
+// was given, in a pipe (a lookup under way is abandoned: its outcome, if
+// it comes while the flow is out, waits for the move's end). The new
+// process checks each batch whole (PrepareFlows) and says it can take it;
+// the old one commits it; the new one takes each flow into the table of
+// the loop that reads its socket, unread (Hold), says so, and reads them
+// (Start); on that word the old one closes its copies without counting an
+// end or writing a log line (MovedFlows). On anything else the old
+// process puts them back (RestoreFlows) and the new one closes what it
+// held (Discard). The new process reads its listeners once the phase ends
+// (Release). Flows of listeners without a loop (the goroutine data plane)
+// do not move: they drain in the old process.
 
 // Bounds this package's flows keep within what a FlowState may carry.
 const (
@@ -124,7 +127,7 @@ func (e *Engine) DetachFlows(maxFDs int) *FlowBatch {
 	return b
 }
 
-// MovedFlows: the new process took the batch; the loops close their
+// MovedFlows: the new process adopted the batch; the loops close their
 // copies, and the flows end here without a count or a log line.
 func (e *Engine) MovedFlows(b *FlowBatch) { each(b, (*listener).moved) }
 
