@@ -27,15 +27,8 @@ func move(t *testing.T, old, new *evloop.Plane) (moved, fds int) {
 // moveFrom is move, sending first (detached already) first.
 func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved, fds int) {
 	t.Helper()
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	for {
 		batch := first
@@ -72,6 +65,22 @@ func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved,
 		}
 		moved += n
 	}
+}
+
+// handoverPair is the two ends of a new handover socket, each waiting
+// at most bound; the caller closes them.
+func handoverPair(t testing.TB) (old, next *handover.Conn) {
+	t.Helper()
+	old, peer, err := handover.Pair(handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = handover.FileConn(peer, handover.Limits{Timeout: bound})
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	return old, next
 }
 
 // TestMoveConnections: forwarded pairs move from one plane to another —
@@ -216,15 +225,8 @@ func TestMoveRestored(t *testing.T) {
 func TestAdoptRefusesBadMessage(t *testing.T) {
 	r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
 	c := r.dial()
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	f, err := c.File()
 	if err != nil {

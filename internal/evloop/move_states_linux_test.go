@@ -360,15 +360,8 @@ func craftMoved(t *testing.T, nu *rig, backend net.Listener, describe func(clien
 	if err := handover.AppendConn(&m, st, handover.TCPConn, handover.TCPConn); err != nil {
 		t.Fatal(err)
 	}
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	if err := a.Send(m, []int{rawFD(t, plSide.(*net.TCPConn)), rawFD(t, plBackend.(*net.TCPConn)), int(r.Fd()), int(w.Fd())}); err != nil {
 		t.Fatal(err)

@@ -716,15 +716,8 @@ func (f resolverFunc) LookupNetIP(_ context.Context, _, host string) ([]netip.Ad
 // the phase; false when it did not move (it is restored).
 func sendFlows(t *testing.T, old, next *moveSide, b *udp.FlowBatch) bool {
 	t.Helper()
-	oc, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	oc, nc := handoverPair(t)
 	defer oc.Close()
-	nc, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer nc.Close()
 	if err := oc.Send(b.Msg, b.FDs); err != nil {
 		old.e.RestoreFlows(b)

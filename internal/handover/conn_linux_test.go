@@ -278,20 +278,29 @@ func (w *world) check(t *testing.T, note string) {
 	}
 }
 
+// pair is the two ends of a new handover socket, each waiting at most
+// bound; the caller closes them.
+func pair(t *testing.T) (old, next *Conn) {
+	t.Helper()
+	old, peer, err := Pair(Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = FileConn(peer, Limits{Timeout: bound})
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	return old, next
+}
+
 // TestPassBetweenGoroutines: a listener with a client waiting, a connected
 // TCP socket with bytes unread, a UDP socket with a datagram unread and a
 // pipe with bytes in it go over the handover socket, and every byte is
 // still there on the other side.
 func TestPassBetweenGoroutines(t *testing.T) {
-	old, peer, err := Pair(Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, next := pair(t)
 	defer old.Close()
-	next, err := FileConn(peer, Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer next.Close()
 	w := newWorld(t)
 	sent := make(chan error, 1)
@@ -411,15 +420,8 @@ func TestRecvRejects(t *testing.T) {
 	}
 
 	t.Run("another version", func(t *testing.T) {
-		old, peer, err := Pair(Limits{Timeout: bound})
-		if err != nil {
-			t.Fatal(err)
-		}
+		old, next := pair(t)
 		defer old.Close()
-		next, err := FileConn(peer, Limits{Timeout: bound})
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer next.Close()
 		b, _ := Encode(nil, Message{Kind: FDs, Records: []Record{{Type: Pipe}}})
 		b[5] = Version + 1
@@ -476,15 +478,8 @@ func TestTimeouts(t *testing.T) {
 // that stops waiting for an Adopted either reads it or the new process
 // learns that its word did not arrive.
 func TestCloseRead(t *testing.T) {
-	old, peer, err := Pair(Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, next := pair(t)
 	defer old.Close()
-	next, err := FileConn(peer, Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer next.Close()
 	if err := next.Send(Message{Kind: Adopted, Count: 7}, nil); err != nil {
 		t.Fatal(err)
