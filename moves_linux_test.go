@@ -210,7 +210,8 @@ func settled(t *testing.T, pm *ProtocolManager) {
 // committed batch and goes away before it says it adopted it (it closes
 // the handover socket, or falls silent past the old process's wait) loses
 // nothing: the old process still holds the batch and serves every one of
-// its connections, tracks them as its own and reports them left, and no
+// its connections, tracks and counts them as its own (active) and reports
+// them left (its log line's left_to_drain), and no
 // descriptor is left open. A silent one's late word finds the way shut:
 // it learns the batch is not its own. Before the Adopted step the old
 // process closed its copies on the commit, and the batch was lost.
@@ -284,8 +285,8 @@ func TestMoveNewProcessDiesBeforeAdopting(t *testing.T) {
 			for i, c := range cs {
 				answers(t, c.c, c.r, fmt.Sprintf("still-%d", i))
 			}
-			if got := old.conns.Len(); got != n {
-				t.Errorf("the old manager tracks %d connections, want %d", got, n)
+			if got, active := old.conns.Len(), old.GetMetrics().ActiveConnections; got != n || active != n {
+				t.Errorf("the old manager tracks %d connections and counts %d active, want %d", got, active, n)
 			}
 			if how == "closes" {
 				socketsBefore-- // its end of the handover socket
