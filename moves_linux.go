@@ -166,7 +166,8 @@ func awaitAdopted(hc *handover.Conn, n int) error {
 // adopted on the old process's commit, or refused whole (the old process
 // keeps it): refused when this process serves without event loops, or
 // when its descriptors would cut into fdReserve. A batch the old process
-// does not commit (it gave up waiting) is closed here, never read. It
+// does not commit (it gave up waiting), or whose adoption it was not told
+// (commitBatch), is closed here, never read. It
 // returns how many it took and how many the old process kept to drain,
 // and counts them (protoplex_upgrade_*) with the time since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
