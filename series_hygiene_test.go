@@ -1,0 +1,118 @@
+package protoplex
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darkit/protoplex/internal/testnet"
+)
+
+// routeSeries counts the series of pm's registry whose labels name a
+// route or protocol matching sub.
+func routeSeries(t *testing.T, pm *ProtocolManager, sub string) int {
+	t.Helper()
+	mfs, err := pm.stats.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if (l.GetName() == "route" || l.GetName() == "protocol") && strings.Contains(l.GetValue(), sub) {
+					n++
+					break
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestReloadsForgetRemovedRoutes: a configuration reloaded again and again,
+// each time with a route of a new name, leaves the registry (and every
+// scrape) the size of one configuration, not of all of them: the series of
+// a route no configuration has any more, and no connection counts into,
+// go.
+func TestReloadsForgetRemovedRoutes(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	t.Cleanup(func() { pm.Close() })
+	const reloads = 40
+	for i := range reloads {
+		c, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: TLS\n    sni: [\"r%d.churn.example\"]\n    target: \"127.0.0.1:1\"\n"+
+			"  - name: SSH\n    target: \"127.0.0.1:1\"\n", i)), "churn.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pm.UpdateConfig(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := routeSeries(t, pm, fmt.Sprintf("r%d.churn.example", reloads-1))
+	if one == 0 {
+		t.Fatal("the live route has no series")
+	}
+	// A removed route's series go at the first garbage collection after
+	// nothing can count into them any more.
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		runtime.GC()
+		return routeSeries(t, pm, ".churn.example") == one
+	}, "%d reloads with a new route each: the series of the removed routes stay (the live one has %d)", reloads, one)
+	if n := routeSeries(t, pm, "SSH"); n == 0 {
+		t.Fatal("the route every configuration kept lost its series")
+	}
+}
+
+// TestDrainingRouteKeepsSeries: a reload that removes a route with a
+// connection still open through it keeps the route's series while the
+// connection lasts (it counts into them when it ends), and they go once
+// it has ended.
+func TestDrainingRouteKeepsSeries(t *testing.T) {
+	echo := testnet.Echo(t)
+	conf := func(name string) *Config {
+		c, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: %s\n    target: %q\n", name, echo)), "drain.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	if err := pm.UpdateConfig(conf("SSH")); err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTest(t, pm)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello := "SSH-2.0-drain\r\n"
+	if _, err := c.Write([]byte(hello)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
+		t.Fatalf("no echo through the SSH route: %v", err)
+	}
+	if err := pm.UpdateConfig(conf("HTTP")); err != nil { // the SSH route goes
+		t.Fatal(err)
+	}
+	for range 3 {
+		runtime.GC()
+	}
+	if n := routeSeries(t, pm, "SSH"); n == 0 {
+		t.Fatal("the series of a removed route went while a connection still counts into them")
+	}
+	c.Close()
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		runtime.GC()
+		return routeSeries(t, pm, "SSH") == 0
+	}, "series of the removed route left after its last connection ended")
+}
