@@ -116,3 +116,50 @@ func TestDrainingRouteKeepsSeries(t *testing.T) {
 		return routeSeries(t, pm, "SSH") == 0
 	}, "series of the removed route left after its last connection ended")
 }
+
+// TestStatusForgetsRemovedRoutes: the status page's per-route and
+// per-target state (its routes and targets, the rate samples' keys, the
+// operator's holds, the identification counts) is that of the live
+// configuration after reloads that each replaced the route and its target
+// with new ones: nothing of the removed ones is kept.
+func TestStatusForgetsRemovedRoutes(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	t.Cleanup(func() { pm.Close() })
+	const reloads = 30
+	var label, target string
+	for i := range reloads {
+		target = fmt.Sprintf("127.0.0.1:%d", 1000+i)
+		c, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: TLS\n    sni: [\"r%d.status.example\"]\n    target: %q\n", i, target)), "status.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pm.UpdateConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		label = fmt.Sprintf("TLS[sni=r%d.status.example]", i)
+		if err := (statusActions{pm}).SetTarget(label, target, "drain"); err != nil {
+			t.Fatal(err)
+		}
+		pm.routing.Load().Entries[0].Stats.Identify(time.Millisecond)
+	}
+	st := pm.buildStatus()
+	if len(st.Routes) != 1 || st.Routes[0].Route != label || len(st.Routes[0].Targets) != 1 || st.Routes[0].Targets[0].Target != target {
+		t.Fatalf("status routes after %d reloads: %+v, want %s → %s only", reloads, st.Routes, label, target)
+	}
+	for k := range pm.counters() {
+		if !strings.Contains(k, label) {
+			t.Errorf("rate sample key %q of a removed route", k)
+		}
+	}
+	pm.mu.Lock()
+	holds := len(pm.holds)
+	pm.mu.Unlock()
+	if holds != 1 {
+		t.Errorf("%d operator holds kept, want the live target's 1", holds)
+	}
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		runtime.GC()
+		m := pm.buildStatus().Identify.Matched
+		return len(m) == 1 && m[0].Name == "TLS" && m[0].Count == 1
+	}, "identification counts of the removed routes kept")
+}
