@@ -1,6 +1,7 @@
 package protoplex
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/testnet"
+	"github.com/darkit/protoplex/internal/udp/udptest"
 )
 
 // routeSeries counts the series of pm's registry whose labels name a
@@ -162,4 +164,81 @@ func TestStatusForgetsRemovedRoutes(t *testing.T) {
 		m := pm.buildStatus().Identify.Matched
 		return len(m) == 1 && m[0].Name == "TLS" && m[0].Count == 1
 	}, "identification counts of the removed routes kept")
+}
+
+// TestUDPReloadsForgetRemovedProtocols: UDP routes whose protocols a
+// reload renamed leave no series once their flows have ended: neither the
+// protoplex_udp_* series of the protocols nor the route series (the UDP
+// table built for a snapshot does not keep a replaced snapshot alive).
+func TestUDPReloadsForgetRemovedProtocols(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	addr := testnet.FreeAddr(t)
+	conf := func(i int) *Config {
+		c, err := ParseConfig([]byte(fmt.Sprintf("server:\n  listen_udp: [%q]\n  udp_idle_timeout: 1s\nprotocols:\n  - name: churn%d\n    transport: udp\n    match_start_bytes: [\"6964\"]\n    target: %q\n",
+			addr, i, echo)), "u.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	if err := pm.UpdateConfig(conf(0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); pm.Close(); pm.Wait() })
+	if err := pm.StartUDP(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const reloads = 6
+	for i := range reloads {
+		if i > 0 {
+			if err := pm.UpdateConfig(conf(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testnet.Eventually(t, 10*time.Second, func() bool { return udpAnswers(t, addr) }, "churn%d does not answer", i)
+	}
+	live := fmt.Sprintf("churn%d", reloads-1)
+	if routeSeries(t, pm, live) == 0 {
+		t.Fatal("the live UDP route has no series")
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool {
+		runtime.GC()
+		return routeSeries(t, pm, "churn") == routeSeries(t, pm, live)
+	}, "series of UDP protocols removed %d times are left after their flows ended", reloads-1)
+}
+
+// TestUDPCacheKeepsNoSnapshot: the UDP table a listener built for a routing
+// snapshot does not keep that snapshot alive after a reload replaced it,
+// even when no flow came since: the series of a TCP route the reload
+// removed go all the same.
+func TestUDPCacheKeepsNoSnapshot(t *testing.T) {
+	echo := udptest.Echo(t, false)
+	addr := testnet.FreeAddr(t)
+	conf := func(i int) *Config {
+		c, err := ParseConfig([]byte(fmt.Sprintf("server:\n  listen_udp: [%q]\nprotocols:\n  - name: mine\n    transport: udp\n    match_start_bytes: [\"6964\"]\n    target: %q\n"+
+			"  - name: TLS\n    sni: [\"r%d.cache.example\"]\n    target: \"127.0.0.1:1\"\n", addr, echo, i)), "u.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	if err := pm.UpdateConfig(conf(0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); pm.Close(); pm.Wait() })
+	if err := pm.StartUDP(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool { return udpAnswers(t, addr) }, "the UDP route does not answer")
+	if err := pm.UpdateConfig(conf(1)); err != nil { // and no UDP flow after it
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		runtime.GC()
+		return routeSeries(t, pm, "r0.cache.example") == 0
+	}, "the removed TLS route's series are kept by the UDP listener's cached table")
 }
