@@ -22,7 +22,8 @@ import (
 // upgrade), and a series held by two objects at once (a route kept across
 // a reload, a target in the old and the new backend set) lives on. The
 // price: a series outlives its last holder until the next collection
-// (the runtime forces one at least every two minutes).
+// (the runtime forces one at least every two minutes, unless GOGC=off
+// without a memory limit).
 
 // holds counts, per series, the live objects holding it.
 type holds struct {

@@ -164,3 +164,21 @@ func TestSharedSeriesOutliveOneHolder(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 }
+
+// TestDiscoveredForgetsProtocols: a protocol etcd no longer lists loses its
+// protoplex_discovered_backends series, so service names coming and going
+// leave none behind.
+func TestDiscoveredForgetsProtocols(t *testing.T) {
+	s := New()
+	for i := range 100 {
+		s.Discovered(map[string]int{"kept": i, "churn" + string(rune('a'+i%26)) + string(rune('a'+i/26)): 1})
+	}
+	m := labelled(t, s, "protoplex_discovered_backends")
+	if len(m) != 2 || m["protoplex_discovered_backends{protocol=kept}"] != 99 || m["protoplex_discovered_backends{protocol=churnvd}"] != 1 {
+		t.Fatalf("after 100 updates: %v, want kept=99 and the last churn protocol only", m)
+	}
+	s.Discovered(nil)
+	if m := labelled(t, s, "protoplex_discovered_backends"); len(m) != 0 {
+		t.Fatalf("with nothing discovered: %v", m)
+	}
+}
