@@ -19,8 +19,9 @@ import (
 // counters of a route whose connections are still draining into them, no
 // connection path has to pair a "start" with an "end" call (the goroutine
 // and event-loop data planes, handlers, connections moved in by an
-// upgrade), and a series held by two objects at once (a route kept across
-// a reload, a target in the old and the new backend set) lives on. The
+// upgrade), and a series held by two objects at once (a target in the old
+// and the new backend set of a route across a reload, a Route made again
+// before the collected one's cleanup ran) lives on while either is. The
 // price: a series outlives its last holder until the next collection
 // (the runtime forces one at least every two minutes, unless GOGC=off
 // without a memory limit).

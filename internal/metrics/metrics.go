@@ -5,7 +5,8 @@
 // Every collector lives in a registry of the Stats that owns it, never in
 // the global one, so two managers in one process don't clash. Labels never
 // carry client addresses; protocol, route and target values come from the
-// configuration, so cardinality is bounded. A route is a protocol with its
+// configuration, so cardinality is bounded, and the series of those a
+// reload removed go once nothing counts into them (held.go). A route is a protocol with its
 // conditions, as the access log names it (TLS[sni=a.example]), so routes
 // that share a protocol are told apart.
 package metrics
