@@ -6,9 +6,9 @@
 // the global one, so two managers in one process don't clash. Labels never
 // carry client addresses; protocol, route and target values come from the
 // configuration, so cardinality is bounded, and the series of those a
-// reload removed go once nothing counts into them (held.go). A route is a protocol with its
-// conditions, as the access log names it (TLS[sni=a.example]), so routes
-// that share a protocol are told apart.
+// reload removed go once nothing counts into them (held.go). A route is a
+// protocol with its conditions, as the access log names it
+// (TLS[sni=a.example]), so routes that share a protocol are told apart.
 package metrics
 
 import (
