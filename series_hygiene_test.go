@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -241,4 +243,48 @@ func TestUDPCacheKeepsNoSnapshot(t *testing.T) {
 		runtime.GC()
 		return routeSeries(t, pm, "r0.cache.example") == 0
 	}, "the removed TLS route's series are kept by the UDP listener's cached table")
+}
+
+// BenchmarkReloadChurnScrape: what a scrape holds after reloads that each
+// replace the route and its target with new ones (series, bytes),
+// reported after the first and after the last of 1,000 reloads.
+//
+//	go test -run '^$' -bench ReloadChurnScrape -benchtime 1x .
+func BenchmarkReloadChurnScrape(b *testing.B) {
+	for range b.N {
+		pm := NewProtocolManager(WithLogger(discardLogger()))
+		scrape := func() (series, bytes int) {
+			runtime.GC()
+			runtime.GC() // the first runs the cleanups, the second sees them done
+			rec := httptest.NewRecorder()
+			pm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+			mfs, err := pm.stats.Registry().Gather()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, mf := range mfs {
+				series += len(mf.GetMetric())
+			}
+			return series, rec.Body.Len()
+		}
+		const reloads = 1000
+		for i := range reloads {
+			c, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: TLS\n    sni: [\"r%d.churn.example\"]\n    target: \"127.0.0.1:%d\"\n", i, 1000+i)), "churn.yaml")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pm.UpdateConfig(c); err != nil {
+				b.Fatal(err)
+			}
+			if i == 0 {
+				s, n := scrape()
+				b.ReportMetric(float64(s), "series-after-1")
+				b.ReportMetric(float64(n), "scrape-bytes-after-1")
+			}
+		}
+		s, n := scrape()
+		b.ReportMetric(float64(s), "series-after-1000")
+		b.ReportMetric(float64(n), "scrape-bytes-after-1000")
+		pm.Close()
+	}
 }
