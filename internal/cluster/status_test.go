@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,46 @@ func TestStatusBounded(t *testing.T) {
 	}
 	if got := boundStatus(strings.Repeat("y", MaxStatusBytes)); len(got) != MaxStatusBytes || strings.HasSuffix(got, "…") {
 		t.Errorf("a status of exactly MaxStatusBytes was cut")
+	}
+}
+
+// TestStatusPrefixUnderChurn: nodes that come with fresh ids and die
+// without closing (pods replaced, autoscaling) leave the status prefix
+// holding the live nodes' keys only, however many came and went.
+func TestStatusPrefixUnderChurn(t *testing.T) {
+	endpoint := testnet.StartEtcd(t).Client
+	cli := etcdClient(t, endpoint)
+	if _, err := cli.Put(context.Background(), "/protoplex/config", "shared"); err != nil {
+		t.Fatal(err)
+	}
+	start := func(id string, ttl time.Duration) *Node {
+		n, err := Start(context.Background(), Options{NodeID: id, Endpoints: []string{endpoint}, ConfigKey: "/protoplex/config",
+			LeaseTTL: ttl, Logger: quiet()}, (&recorder{}).handlers())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	count := func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := cli.Get(ctx, StatusPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Count
+	}
+	live := start("steady", time.Minute)
+	t.Cleanup(func() { live.Close() })
+	const churned = 12
+	for i := range churned {
+		id := fmt.Sprintf("pod-%d-%x", i, time.Now().UnixNano())
+		n := start(id, 2*time.Second)
+		testnet.Eventually(t, 15*time.Second, func() bool { _, _, ok := statusKey(t, cli, id); return ok }, "%s wrote no status", id)
+		crash(n)
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return count() == 1 }, "the status prefix kept the keys of %d nodes that died", churned)
+	if _, _, ok := statusKey(t, cli, "steady"); !ok {
+		t.Fatal("the live node's status key went")
 	}
 }
