@@ -288,3 +288,25 @@ func BenchmarkReloadChurnScrape(b *testing.B) {
 		pm.Close()
 	}
 }
+
+// TestCheckedConfigsLeaveNoSeries: configurations only checked
+// (CheckConfig, the watcher's check before a reload), each with a route of
+// a new name, leave no series of those routes: the backend sets built to
+// check them are discarded, and their dial series go with them.
+func TestCheckedConfigsLeaveNoSeries(t *testing.T) {
+	pm := NewProtocolManager(WithLogger(discardLogger()))
+	t.Cleanup(func() { pm.Close() })
+	for i := range 20 {
+		c, err := ParseConfig([]byte(fmt.Sprintf("protocols:\n  - name: TLS\n    sni: [\"c%d.checked.example\"]\n    target: \"127.0.0.1:1\"\n", i)), "check.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pm.CheckConfig(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		runtime.GC()
+		return routeSeries(t, pm, ".checked.example") == 0
+	}, "configurations only checked left series of their routes")
+}
