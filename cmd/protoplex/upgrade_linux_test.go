@@ -707,8 +707,9 @@ func TestUpgradeDrainBounded(t *testing.T) {
 // keeps that batch: a stream established before the upgrade is served by
 // it on, and its log says it kept the stream. Before the adoption step the
 // old process closed its copies on the commit, and the stream was lost.
-// (The new process had acknowledged the listeners: the old one then stops
-// accepting, as after any upgrade, and exits once the stream ends.)
+// It keeps the listeners too: the new process that took them is gone, so
+// the old one serves on as after any failed upgrade, accepts new
+// connections, and a later upgrade to a sound binary moves the stream.
 func TestUpgradeNewProcessDiesAtCommit(t *testing.T) {
 	backend := testnet.Banner(t, "A:")
 	dir := t.TempDir()
@@ -725,20 +726,35 @@ func TestUpgradeNewProcessDiesAtCommit(t *testing.T) {
 	long, longR := openStream(t, addr, "A:")
 	install(t, os.Args[0], exe)
 	syscall.Kill(pid, syscall.SIGUSR2)
-	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade; stderr:\n%s", p.Out)
-	if !regexp.MustCompile(`upgrade: the new process serves the listeners[^\n]* moved=0 left_to_drain=1`).MatchString(p.Out.String()) {
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade failed: the new process went away while connections moved"), "no failed upgrade; stderr:\n%s", p.Out)
+	if !regexp.MustCompile(`upgrade failed: the new process went away[^\n]* lost_with_it=0 kept=1`).MatchString(p.Out.String()) {
 		t.Errorf("the old process does not say it kept the stream:\n%s", p.Out)
 	}
 	if !strings.Contains(p.Out.String(), "no adoption of a committed batch of 1") {
 		t.Errorf("no reason logged for keeping the batch:\n%s", p.Out)
 	}
+	if strings.Contains(p.Out.String(), "upgrade: the new process serves the listeners") {
+		t.Errorf("the old process took the upgrade for done:\n%s", p.Out)
+	}
 	io.WriteString(long, "SSH-2.0-still\r\n")
 	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
 		t.Fatalf("the stream whose batch was committed to a process that died: %q, %v; stderr:\n%s", line, err, p.Out)
 	}
-	if !running(pid) {
-		t.Fatal("the old process exited with the stream it kept")
+	// Still accepting: a new stream is served.
+	fresh, freshR := openStream(t, addr, "A:")
+	io.WriteString(fresh, "SSH-2.0-fresh\r\n")
+	if line, err := freshR.ReadString('\n'); err != nil || line != "SSH-2.0-fresh\r\n" {
+		t.Fatalf("a connection after the failed upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	fresh.Close()
+	// And it can still upgrade: a sound binary takes the listeners and the stream.
+	install(t, binary, exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no second upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after the second upgrade; stderr:\n%s", p.Out)
+	io.WriteString(long, "SSH-2.0-moved\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-moved\r\n" {
+		t.Fatalf("the stream after the second upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
 	}
 	long.Close()
-	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after its stream ended; stderr:\n%s", p.Out)
 }
