@@ -1,7 +1,6 @@
 package protoplex
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -17,11 +16,10 @@ import (
 // phase with an empty Flows message naming the flows it keeps. A batch
 // refused or met by an error stays here, and so does everything after it:
 // those flows drain here.
-// After a refusal, or an answer too late to commit, the new process
-// reads the listeners (the flows' next datagrams open flows there, as
-// before flows moved); after an error (the new process is gone) this one
-// reads them again. Flows of the goroutine
-// data plane never move.
+// After a refusal, an answer too late to commit or none in time, the new
+// process reads the listeners (the flows' next datagrams open flows
+// there, as before flows moved); when the new process is gone this one
+// reads them again. Flows of the goroutine data plane never move.
 
 // moveFlows gives the event loops' UDP flows to the process at the other
 // end of hc; it returns how many moved and how many stay here to drain.
@@ -46,9 +44,11 @@ func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err er
 		// it (the new process may wait for a commit).
 		err = hc.Send(handover.Message{Kind: handover.Flows, Count: uint32(left)}, nil)
 	}
-	if err != nil && !errors.Is(err, errRefused) && !errors.Is(err, errLate) {
-		// The new process is gone, or never reads its listeners: this
-		// one reads them again, for the flows it kept.
+	if handover.PeerGone(err) {
+		// The new process is gone: this one reads the listeners again,
+		// for the flows it kept. Alive (it refused, answered too late or
+		// not in time), it reads them from the Done on: only one process
+		// ever does.
 		e.ResumeListeners()
 	}
 	return moved, left, err

@@ -78,6 +78,12 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err err
 		// one process reads them.
 		mv.Flows, mv.FlowsLeft, _ = pm.moveFlows(hc)
 	default:
+		if !handover.PeerGone(err) {
+			// Alive (it did not answer in time): it reads the UDP
+			// listeners from the Done on, so this process stops, and its
+			// flows drain without them; only one process reads them.
+			pm.udp.PauseListeners()
+		}
 		mv.FlowsLeft = pm.udp.Flows()
 	}
 	mv.ConnsLeft = pm.conns.Len()

@@ -120,7 +120,7 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				// here, bounded by the drain timeout.
 				mv, err := u.pm.MoveConnections(hc)
 				hc.Close()
-				if err != nil && newProcessGone(err) {
+				if handover.PeerGone(err) {
 					// It died (or gave up) after it took the listeners: what
 					// it adopted went with it, what did not move is still
 					// here, and so are the listeners: serve on, as if this
@@ -266,14 +266,6 @@ func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 		return fail(fmt.Errorf("a %s instead of an acknowledgement", ack.Kind))
 	}
 	return cmd.Process.Pid, int(ack.Count), conn, nil
-}
-
-// newProcessGone tells, from the error that ended moving connections,
-// that the new process closed its end of the handover socket: it exited,
-// or gave up (it never closes it before the Done otherwise). A timeout
-// is not that: a new process that is slow serves on.
-func newProcessGone(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // reclaimWait bounds the wait for a new process that went away to be

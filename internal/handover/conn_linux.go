@@ -94,6 +94,13 @@ func (c *Conn) Close() error { return c.uc.Close() }
 // waiting for a word (Adopted) shuts the way first, then reads what came.
 func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
 
+// PeerGone tells that err, from a Send or a Recv (wrapped or not), means
+// the peer closed its end: it exited or gave up. A timeout is not that:
+// the peer may be slow, and alive.
+func PeerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
+}
+
 // Timeout is how long each send and receive waits at most.
 func (c *Conn) Timeout() time.Duration { return c.lim.Timeout }
 
