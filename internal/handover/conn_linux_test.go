@@ -450,8 +450,8 @@ func TestTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := old.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("Recv from a silent peer: %v", err)
+	if _, _, err := old.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) || PeerGone(err) {
+		t.Errorf("Recv from a silent peer: %v (PeerGone %v)", err, PeerGone(err))
 	}
 	big := Message{Kind: Refuse, Note: strings.Repeat("x", MaxNote)}
 	var serr error
@@ -468,8 +468,14 @@ func TestTimeouts(t *testing.T) {
 	}
 	defer old2.Close()
 	peer2.Close()
-	if _, _, err := old2.Recv(); !errors.Is(err, io.EOF) {
-		t.Errorf("Recv after the peer closed: %v, want EOF", err)
+	if _, _, err := old2.Recv(); !errors.Is(err, io.EOF) || !PeerGone(err) {
+		t.Errorf("Recv after the peer closed: %v, want EOF (PeerGone %v)", err, PeerGone(err))
+	}
+	if err := old2.Send(Message{Kind: Done}, nil); !PeerGone(err) {
+		t.Errorf("Send after the peer closed: %v, want PeerGone", err)
+	}
+	if PeerGone(fmt.Errorf("no acknowledgement: %w", os.ErrDeadlineExceeded)) || !PeerGone(fmt.Errorf("no adoption: %w", io.EOF)) {
+		t.Error("PeerGone does not look through wrapping")
 	}
 }
 
