@@ -733,20 +733,28 @@ func (ln *listener) reply(f *flow, b []byte, seg int) bool {
 	}
 	f.last.Store(ln.e.now().UnixNano())
 	var err error
-	if ln.drv != nil {
-		err = ln.sendLoop(b, f.client, seg)
-	} else {
+	queued := false // counted once sent (flushSends)
+	switch {
+	case ln.drv == nil:
 		_, err = ln.conn.WriteToUDPAddrPort(b, f.client)
+	case ln.queueLoop(f, b, seg):
+		queued = true
+	default:
+		err = ln.sendLoop(b, f.client, seg)
 	}
-	if err == nil {
-		n := int64(segments(len(b), seg))
-		f.dgDown.Add(n)
-		f.bytesDown.Add(int64(len(b)))
-		f.rs.m.DatagramsDn.Add(float64(n))
-		f.rs.m.BytesDown.Add(float64(len(b)))
+	if err == nil && !queued {
+		ln.countDown(f, segments(len(b), seg), len(b))
 	}
 	// A reply the client did not get still counts: the backend sent it.
 	return f.rs.responses > 0 && f.replied()
+}
+
+// countDown counts n datagrams of size bytes together sent to f's client.
+func (ln *listener) countDown(f *flow, n, size int) {
+	f.dgDown.Add(int64(n))
+	f.bytesDown.Add(int64(size))
+	f.rs.m.DatagramsDn.Add(float64(n))
+	f.rs.m.BytesDown.Add(float64(size))
 }
 
 // segments is how many datagrams a train of n bytes cut every seg bytes

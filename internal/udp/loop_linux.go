@@ -19,10 +19,15 @@ const loopBatch = 64
 // goroutine reads the listening socket, owns the flow table and reads the
 // flows' upstream sockets; every call below runs on it.
 type driver struct {
-	lp      Loop
-	fd      int // a duplicate of the listener's socket, read and written raw
-	buf     []byte
-	sa      unix.RawSockaddrAny
+	lp Loop
+	fd int      // a duplicate of the listener's socket, read and written raw
+	rx *rxBatch // the datagrams of a read (recvmmsg; slot 0 alone for a GRO read)
+	tx *txBatch // replies waiting to leave the listener's socket (sendmmsg)
+	// ending is the flows answered by a reply still in tx: they end (and
+	// are counted and logged) once it is sent, taken out of the table
+	// meanwhile.
+	ending  []*flow
+	unhook  func()  // takes flushSends off the loop's before-wait work
 	oob     cmsgBuf // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
 	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
@@ -47,7 +52,7 @@ func (ln *listener) onLoop(lp Loop) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd), pool: newUpPool()}
+	ln.drv = &driver{lp: lp, fd: fd, rx: newRxBatch(), tx: newTxBatch(), v6: !isIPv4Socket(fd), pool: newUpPool()}
 	return true
 }
 
@@ -68,6 +73,7 @@ func (ln *listener) startLoop() {
 			ln.stopOnLoop()
 			return
 		}
+		ln.drv.unhook = lp.BeforeWait(ln.flushSends)
 		lp.After(ln.e.period, ln.tick)
 	})
 	if !ok {
@@ -78,18 +84,30 @@ func (ln *listener) startLoop() {
 	}
 }
 
-// readable reads the listener's waiting datagrams, a batch at a time.
+// readable reads the listener's waiting datagrams, recvBatch at a time
+// (recvmmsg), at most loopBatch.
 func (ln *listener) readable() {
 	d := ln.drv
-	for i := 0; i < loopBatch && !d.stopped; i++ {
-		n, client, err := rawRecvfrom(d.fd, d.buf, &d.sa)
+	for read := 0; read < loopBatch && !d.stopped; {
+		ask := min(recvBatch, loopBatch-read)
+		n, err := rawRecvmmsg(d.fd, d.rx.prepare(ask, true))
 		if err == unix.EAGAIN {
 			return
 		}
-		if err != 0 || !client.IsValid() {
-			continue // an ICMP error for an earlier reply: the socket still works
+		if err != 0 {
+			read++ // an ICMP error for an earlier reply: the socket still works
+			continue
 		}
-		ln.datagram(client, d.buf[:n], ln.e.now())
+		now := ln.e.now()
+		for i := 0; i < n && !d.stopped; i++ {
+			if b, client := d.rx.msg(i); client.IsValid() {
+				ln.datagram(client, b, now)
+			}
+		}
+		if n < ask {
+			return // the queue was empty: no call to learn it again (what comes wakes the loop)
+		}
+		read += n
 	}
 }
 
@@ -116,6 +134,10 @@ func (ln *listener) stopOnLoop() {
 	d := ln.drv
 	if d.stopped {
 		return
+	}
+	ln.flushSends()
+	if d.unhook != nil {
+		d.unhook()
 	}
 	d.stopped = true
 	ln.mu.Lock()
@@ -164,49 +186,115 @@ func (ln *listener) watchUp(f *flow) {
 	up.watched = true
 }
 
-// upReadable forwards the waiting replies on up to its flow's client.
-// With UDP_GRO a read may be a train of the backend's datagrams (a QUIC
-// server's GSO burst), which goes on to the client as one train
-// (sendLoop). A reply its flow's query guard refuses (a late or duplicate reply of an
-// earlier flow on a reused socket), or one that comes while up waits in
-// the pool, is read and dropped, and counted.
+// upReadable forwards the waiting replies on up to its flow's client,
+// recvBatch at a time (recvmmsg), at most loopBatch. With UDP_GRO a read
+// is one datagram or a train of the backend's (upReadableGRO).
 func (ln *listener) upReadable(up *rawUp) {
+	if up.gro {
+		ln.upReadableGRO(up)
+		return
+	}
 	d := ln.drv
-	for i := 0; i < loopBatch && !up.closed; i++ {
-		var n, seg int
-		var err syscall.Errno
-		if up.gro {
-			n, seg, err = rawRecvGRO(int(up.fd), d.buf, &d.oob)
-		} else {
-			n, err = rawRead(int(up.fd), d.buf)
-		}
-		switch err {
-		case 0:
-		case unix.EAGAIN:
+	for read := 0; read < loopBatch && !up.closed; {
+		ask := min(recvBatch, loopBatch-read)
+		n, err := rawRecvmmsg(int(up.fd), d.rx.prepare(ask, false))
+		if !ln.upRead(up, err) {
 			return
-		case unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
-			continue // an ICMP error for an earlier datagram, a train too large: the flow goes on
-		default:
-			if f := up.f; f != nil {
-				ln.end(f, "closed")
-			} else {
-				ln.unpool(up)
+		}
+		if err != 0 {
+			read++
+			continue
+		}
+		for i := range n {
+			b, _ := d.rx.msg(i)
+			if ln.upDatagram(up, b, 0) {
+				ln.afterEnd(up, n-1-i)
+				return
 			}
+		}
+		if n < ask {
+			return // the queue was empty
+		}
+		read += n
+	}
+}
+
+// upReadableGRO is upReadable for a socket with UDP_GRO: a read may be a
+// train of the backend's datagrams (a QUIC server's GSO burst), which goes
+// on to the client as one train (sendLoop).
+func (ln *listener) upReadableGRO(up *rawUp) {
+	d := ln.drv
+	buf := d.rx.buf[:maxDatagram]
+	for i := 0; i < loopBatch && !up.closed; i++ {
+		n, seg, err := rawRecvGRO(int(up.fd), buf, &d.oob)
+		if !ln.upRead(up, err) {
 			return
 		}
-		f := up.f
-		switch {
-		case f == nil:
-			ln.e.dropped(metrics.UDPIdleSocket)
-			continue
-		case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(d.buf[:n], ln.e.seed):
-			ln.e.dropped(metrics.UDPStaleReply)
-			continue
-		}
-		if ln.reply(f, d.buf[:n], seg) {
-			ln.end(f, "answered")
+		if err == 0 && ln.upDatagram(up, buf[:n], seg) {
 			return
 		}
+	}
+}
+
+// upRead is what a read of up that failed with err leaves: false when
+// the socket has nothing more to read (EAGAIN) or failed, and its flow
+// ended (or, pooled, it was closed); true when the read got datagrams, or
+// lost one to an ICMP error or a train too large, and the flow goes on.
+func (ln *listener) upRead(up *rawUp, err syscall.Errno) bool {
+	switch err {
+	case 0, unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
+		return true
+	case unix.EAGAIN:
+		return false
+	}
+	if f := up.f; f != nil {
+		ln.end(f, "closed")
+	} else {
+		ln.unpool(up)
+	}
+	return false
+}
+
+// upDatagram forwards b, read from up, to its flow's client; true when it
+// was the flow's last awaited reply and the flow ended. A reply the flow's
+// query guard refuses (a late or duplicate reply of an earlier flow on a
+// reused socket), or one that comes while up waits in the pool, is
+// dropped, and counted.
+func (ln *listener) upDatagram(up *rawUp, b []byte, seg int) bool {
+	f := up.f
+	switch {
+	case f == nil:
+		ln.e.dropped(metrics.UDPIdleSocket)
+		return false
+	case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(b, ln.e.seed):
+		ln.e.dropped(metrics.UDPStaleReply)
+		return false
+	}
+	if !ln.reply(f, b, seg) {
+		return false
+	}
+	if d := ln.drv; d.tx.n > 0 && d.tx.flows[d.tx.n-1] == f {
+		// Its reply waits in the batch: the flow leaves the table now and
+		// ends once the reply is sent (flushSends), counted first.
+		if ln.remove(f) {
+			d.ending = append(d.ending, f)
+		}
+		return true
+	}
+	ln.end(f, "answered")
+	return true
+}
+
+// afterEnd: up's flow ended answered with more datagrams of one read
+// behind its last awaited reply. No flow awaits them: they are dropped as
+// the next read would (a socket kept for reuse counts them, a closed one
+// never reads them).
+func (ln *listener) afterEnd(up *rawUp, more int) {
+	if up.reuse == nil {
+		return
+	}
+	for range more {
+		ln.e.dropped(metrics.UDPIdleSocket)
 	}
 }
 
@@ -308,6 +396,9 @@ func (ln *listener) sweepPool(now time.Time) {
 // train).
 func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 	d := ln.drv
+	if d.tx.n > 0 {
+		ln.flushSends() // the batched replies go first: each client's stay in order
+	}
 	if seg > 0 && seg < len(b) {
 		if !d.noGSO {
 			switch e := rawSendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
@@ -331,6 +422,45 @@ func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 		return e
 	}
 	return nil
+}
+
+// queueLoop queues b, a reply to f's client, in the listener's send
+// batch (sent by flushSends, before the loop sleeps or when the batch is
+// full, and counted then); false for a train (seg above 0), which
+// sendLoop sends at once.
+func (ln *listener) queueLoop(f *flow, b []byte, seg int) bool {
+	if seg > 0 {
+		return false
+	}
+	d := ln.drv
+	if !d.tx.add(b, f.client, d.v6, f) {
+		ln.flushSends()
+		d.tx.add(b, f.client, d.v6, f) // an empty batch holds any datagram
+	}
+	return true
+}
+
+// flushSends sends the batched replies from the listener's socket (one
+// sendmmsg; one more after each message the kernel refuses, which is lost
+// as a refused sendto's is), counts those sent, then ends the flows their
+// last reply answered. The loop calls it before it sleeps; the listener
+// before it pauses, moves flows or stops.
+func (ln *listener) flushSends() {
+	d := ln.drv
+	t := d.tx
+	if t.n > 0 {
+		sendEach(t.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(d.fd, t.hdrs[i:t.n]) }, func(i int, ok bool) {
+			if ok {
+				ln.countDown(t.flows[i], 1, int(t.iovs[i].Len))
+			}
+		})
+		t.reset()
+	}
+	for i, f := range d.ending {
+		ln.e.finish(f, "answered")
+		d.ending[i] = nil
+	}
+	d.ending = d.ending[:0]
 }
 
 // isIPv4Socket reports whether fd is an AF_INET socket.
