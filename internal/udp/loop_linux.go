@@ -52,14 +52,27 @@ func (ln *listener) onLoop(lp Loop) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, rx: newRxBatch(), tx: newTxBatch(), v6: !isIPv4Socket(fd), pool: newUpPool()}
+	rx, err := newRxBatch()
+	if err != nil {
+		rawClose(fd)
+		return false
+	}
+	tx, err := newTxBatch()
+	if err != nil {
+		rx.free()
+		rawClose(fd)
+		return false
+	}
+	ln.drv = &driver{lp: lp, fd: fd, rx: rx, tx: tx, v6: !isIPv4Socket(fd), pool: newUpPool()}
 	return true
 }
 
 // leaveLoop closes what onLoop opened, for a listener never started.
 func (ln *listener) leaveLoop() {
-	if ln.drv != nil {
-		rawClose(ln.drv.fd)
+	if d := ln.drv; d != nil {
+		rawClose(d.fd)
+		d.rx.free()
+		d.tx.free()
 	}
 }
 
@@ -149,6 +162,10 @@ func (ln *listener) stopOnLoop() {
 	ln.emptyPool()
 	d.lp.Unwatch(d.fd)
 	unix.Close(d.fd)
+	// Nothing reads or sends for ln from here: its flows ended, its
+	// sockets are closed and out of the loop.
+	d.rx.free()
+	d.tx.free()
 	e := ln.e
 	if h := ln.head; h.loopsLeft.Add(-1) == 0 && h.releaseLoops != nil {
 		// Giving the loops back may stop them: not from one of them.

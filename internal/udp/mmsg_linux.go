@@ -18,8 +18,10 @@ import (
 
 const (
 	// recvBatch is the datagrams one recvmmsg reads. Each has a slot of
-	// maxDatagram bytes (a datagram is never cut); the kernel touches only
-	// the pages it writes, so the slots cost address space, not memory.
+	// maxDatagram bytes (a datagram is never cut), in memory mapped
+	// outside the Go heap (offHeap): the kernel backs only the pages a
+	// datagram was written to, so the slots cost address space, not
+	// memory, and do not raise the garbage collector's heap goal.
 	recvBatch = 32
 	// sendBatch is the replies one sendmmsg sends at most.
 	sendBatch = 64
@@ -37,15 +39,33 @@ type rxBatch struct {
 	buf   []byte // recvBatch slots of maxDatagram bytes
 }
 
-func newRxBatch() *rxBatch {
-	b := &rxBatch{buf: make([]byte, recvBatch*maxDatagram)}
+func newRxBatch() (*rxBatch, error) {
+	buf, err := offHeap(recvBatch * maxDatagram)
+	if err != nil {
+		return nil, err
+	}
+	b := &rxBatch{buf: buf}
 	for i := range b.hdrs {
 		b.iovs[i].Base = &b.buf[i*maxDatagram]
 		b.iovs[i].SetLen(maxDatagram)
 		b.hdrs[i].Hdr.Iov = &b.iovs[i]
 		b.hdrs[i].Hdr.SetIovlen(1)
 	}
-	return b
+	return b, nil
+}
+
+// offHeap is n bytes of private anonymous memory, outside the Go heap;
+// freeOffHeap gives it back.
+func offHeap(n int) ([]byte, error) {
+	return unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+}
+
+func freeOffHeap(b []byte) { _ = unix.Munmap(b) }
+
+// free gives the slots back; b is not used again.
+func (b *rxBatch) free() {
+	freeOffHeap(b.buf)
+	b.buf = nil
 }
 
 // prepare readies the first n headers for a read, with room for each
@@ -88,14 +108,25 @@ type txBatch struct {
 	used  int
 }
 
-func newTxBatch() *txBatch {
-	t := &txBatch{arena: make([]byte, sendArena)}
+func newTxBatch() (*txBatch, error) {
+	arena, err := offHeap(sendArena)
+	if err != nil {
+		return nil, err
+	}
+	t := &txBatch{arena: arena}
 	for i := range t.hdrs {
 		t.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&t.names[i]))
 		t.hdrs[i].Hdr.Iov = &t.iovs[i]
 		t.hdrs[i].Hdr.SetIovlen(1)
 	}
-	return t
+	return t, nil
+}
+
+// free gives the arena back; t is not used again.
+func (t *txBatch) free() {
+	t.reset()
+	freeOffHeap(t.arena)
+	t.arena = nil
 }
 
 // add queues a copy of b for to, from a socket of the family v6 says, for
