@@ -475,9 +475,16 @@ func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
 		}
 		if n := f.rs.responses; n == 0 || f.expect(n) {
 			f.last.Store(now.UnixNano())
-			ln.sendUp(f, b)
+			if !ln.queueUp(f, b) {
+				ln.sendUp(f, b)
+			}
 			return
 		}
+	}
+	// What waits to go up (queueUp) goes now: what follows may end a flow
+	// (answered, evicted) or send a new one's datagrams.
+	ln.flushUp()
+	if f != nil && f.state == stRouted {
 		// Its reader ended it at its last awaited reply (udp_responses):
 		// this datagram begins the client's next flow.
 		ln.end(f, "answered")
@@ -677,11 +684,16 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 // sendUp writes b, from f's client, to f's target.
 func (ln *listener) sendUp(f *flow, b []byte) {
 	if _, err := f.up.Write(b); err == nil {
-		f.dgUp.Add(1)
-		f.bytesUp.Add(int64(len(b)))
-		f.rs.m.DatagramsUp.Inc()
-		f.rs.m.BytesUp.Add(float64(len(b)))
+		ln.countUp(f, len(b))
 	}
+}
+
+// countUp counts a datagram of size bytes sent to f's target.
+func (ln *listener) countUp(f *flow, size int) {
+	f.dgUp.Add(1)
+	f.bytesUp.Add(int64(size))
+	f.rs.m.DatagramsUp.Inc()
+	f.rs.m.BytesUp.Add(float64(size))
 }
 
 // dial is a socket connected to ap for a flow of r, one the owner can

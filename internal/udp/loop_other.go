@@ -24,6 +24,10 @@ func (ln *listener) sendLoop([]byte, netip.AddrPort, int) error { return errNoRa
 
 func (ln *listener) queueLoop(*flow, []byte, int) bool { return false }
 
+func (ln *listener) queueUp(*flow, []byte) bool { return false }
+
+func (ln *listener) flushUp() {}
+
 func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }
 
 func (ln *listener) attachUp(*flow) {}
