@@ -222,8 +222,8 @@ func (ln *listener) upReadable(up *rawUp) {
 	}
 	d := ln.drv
 	for read := 0; read < loopBatch && !up.closed; {
-		ask := min(recvBatch, loopBatch-read)
-		n, err := rawRecvmmsg(int(up.fd), d.rx.prepare(ask, false))
+		ask := min(recvBatch, loopBatch-read, owed(up))
+		n, err := ln.upRecv(up, ask)
 		if !ln.upRead(up, err) {
 			return
 		}
@@ -243,6 +243,36 @@ func (ln *listener) upReadable(up *rawUp) {
 		}
 		read += n
 	}
+}
+
+// owed is how many datagrams a read of up asks for: as many replies as
+// its flow awaits (udp_responses; at least 1), recvBatch for a flow that
+// awaits no count, 1 while up waits in the pool (what comes is dropped).
+func owed(up *rawUp) int {
+	switch f := up.f; {
+	case f == nil:
+		return 1
+	case f.rs.responses > 0:
+		return int(max(min(f.owed.Load(), recvBatch), 1))
+	}
+	return recvBatch
+}
+
+// upRecv reads up to ask datagrams of up into the read slots: one read(2)
+// for one (a DNS flow's one answer: recvmmsg costs more for a single
+// message), else recvmmsg.
+func (ln *listener) upRecv(up *rawUp, ask int) (int, syscall.Errno) {
+	rx := ln.drv.rx
+	hs := rx.prepare(ask, false)
+	if ask > 1 {
+		return rawRecvmmsg(int(up.fd), hs)
+	}
+	k, err := rawRead(int(up.fd), rx.buf[:maxDatagram])
+	if err != 0 {
+		return -1, err
+	}
+	hs[0].Len = uint32(k)
+	return 1, 0
 }
 
 // upReadableGRO is upReadable for a socket with UDP_GRO: a read may be a
