@@ -160,12 +160,11 @@ func TestUDPPoolHoldsFewSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	testnet.Eventually(t, bound, func() bool { return r.udp.Flows() == 0 }, "flows = %d after every answer, want 0", r.udp.Flows())
+	// A flow leaves the table before its end is counted: wait for the count (and its socket pooled).
+	r.waitMetric(workers*each, "protoplex_udp_flows_expired_total", "reason=answered")
 	pooled := r.metric("protoplex_udp_pooled_sockets")
 	if pooled < 1 || pooled > 2*workers {
 		t.Errorf("%v sockets pooled after %d queries %d at once, want 1 to %d", pooled, workers*each, workers, 2*workers)
-	}
-	if got := r.metric("protoplex_udp_flows_expired_total", "reason=answered"); got != workers*each {
-		t.Errorf("answered = %v, want %d", got, workers*each)
 	}
 	if now := openFDs(t); now-before > int(pooled)+4 {
 		t.Errorf("open fds grew by %d with %v sockets pooled:\n%s", now-before, pooled, strings.Join(fdTable(t), "\n"))
