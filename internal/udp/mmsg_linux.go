@@ -175,16 +175,16 @@ func sendEach(n int, send func(i int) (int, syscall.Errno), done func(i int, ok 
 }
 
 func rawRecvmmsg(fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(hs))), uintptr(len(hs)),
-		unix.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), 0
+	return rawMmsg(unix.SYS_RECVMMSG, fd, hs)
 }
 
 func rawSendmmsg(fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(hs))), uintptr(len(hs)),
+	return rawMmsg(unix.SYS_SENDMMSG, fd, hs)
+}
+
+// rawMmsg is recvmmsg or sendmmsg (trap) of hs on fd, without waiting.
+func rawMmsg(trap uintptr, fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
+	n, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(hs))), uintptr(len(hs)),
 		unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return -1, e

@@ -15,17 +15,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func testRx(t *testing.T) *rxBatch {
-	b, err := newRxBatch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.free)
-	return b
-}
+func testRx(t *testing.T) *rxBatch { return made(t, newRxBatch) }
 
-func testTx(t *testing.T) *txBatch {
-	b, err := newTxBatch()
+func testTx(t *testing.T) *txBatch { return made(t, newTxBatch) }
+
+// made is a batch mk made, freed when the test ends.
+func made[B interface{ free() }](t *testing.T, mk func() (B, error)) B {
+	t.Helper()
+	b, err := mk()
 	if err != nil {
 		t.Fatal(err)
 	}
