@@ -70,15 +70,16 @@ func (s *stepLoop) round(flush bool) {
 }
 
 // stepEngine serves one route to an echo server on a listener run by a
-// stepLoop, with the access log on.
-func stepEngine(t *testing.T, responses int) (*Engine, *stepLoop, *net.UDPConn, *metrics.UDP, *testnet.Buffer) {
+// stepLoop, with s and the access log on.
+func stepEngine(t *testing.T, responses int, s Settings) (*Engine, *stepLoop, *net.UDPConn, *metrics.UDP, *testnet.Buffer) {
 	t.Helper()
 	st := metrics.New().UDP
 	table := NewTable([]Route{{Name: "A", Label: "A", Detect: prefix("q"), Targets: []string{udptest.Echo(t, false)}}}, st)
 	table.Routes()[0].state.responses = responses
 	lp := newStepLoop()
 	log := &testnet.Buffer{}
-	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return Settings{AccessLog: true} }, Stats: st,
+	s.AccessLog = true
+	e := New(Options{Table: func() *Table { return table }, Settings: func() Settings { return s }, Stats: st,
 		Sweep: time.Hour, Log: slog.New(slog.NewTextHandler(log, nil)), Sockets: 1,
 		Loops: func() ([]Loop, func()) { return []Loop{lp}, func() {} }})
 	t.Cleanup(e.Close)
@@ -110,7 +111,7 @@ func nothingWaits(t *testing.T, c *net.UDPConn) bool {
 // step) sends it first: the client gets it, it is counted, and only then
 // does the flow end, with its access line counting it.
 func TestBatchedReplyFlushedBeforePause(t *testing.T) {
-	e, lp, c, st, log := stepEngine(t, 1)
+	e, lp, c, st, log := stepEngine(t, 1, Settings{})
 	ln := e.lns[0]
 	if _, err := c.Write([]byte("q1")); err != nil {
 		t.Fatal(err)
@@ -142,7 +143,7 @@ func TestBatchedReplyFlushedBeforePause(t *testing.T) {
 // full batch first (in order), the rest when the round ends; every reply
 // reaches the client once, in order, and is counted.
 func TestSendBatchFullFlushes(t *testing.T) {
-	e, lp, c, st, _ := stepEngine(t, 0)
+	e, lp, c, st, _ := stepEngine(t, 0, Settings{})
 	ln := e.lns[0]
 	const n = sendBatch + 6
 	for i := range n {
@@ -167,5 +168,33 @@ func TestSendBatchFullFlushes(t *testing.T) {
 	}
 	if up := value(t, st.Route("A").DatagramsUp); up != n {
 		t.Fatalf("%v datagrams counted up, want %d", up, n)
+	}
+}
+
+// TestEvictedFlowCountsItsBatchedReply: a flow evicted for room while its
+// reply waits in the send batch has the reply sent first, so its access
+// line counts it.
+func TestEvictedFlowCountsItsBatchedReply(t *testing.T) {
+	e, lp, c, st, log := stepEngine(t, 0, Settings{MaxFlows: 1})
+	ln := e.lns[0]
+	if _, err := c.Write([]byte("q1")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 5*time.Second, func() bool { lp.round(false); return ln.drv.tx.n == 1 }, "the reply is not in the send batch")
+	other := dial(t, c.RemoteAddr().(*net.UDPAddr))
+	if _, err := other.Write([]byte("q2")); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 5*time.Second, func() bool { lp.round(false); return value(t, st.Evicted) == 1 }, "the first flow was not evicted")
+	if got := read(t, c); got != "q1" {
+		t.Fatalf("the evicted flow's reply %q", got)
+	}
+	if line := log.String(); !strings.Contains(line, "close=evicted") || !strings.Contains(line, "datagrams_down=1") {
+		t.Fatalf("access line %q: the evicted flow's batched reply is not counted", line)
+	}
+	lp.round(true)
+	testnet.Eventually(t, 5*time.Second, func() bool { lp.round(true); return value(t, st.Route("A").DatagramsDn) == 2 }, "the second reply")
+	if got := read(t, other); got != "q2" {
+		t.Fatalf("the second flow's reply %q", got)
 	}
 }

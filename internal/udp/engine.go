@@ -822,6 +822,7 @@ func (ln *listener) drop(f *flow, why metrics.UDPRefusal) {
 // end ends f for reason, once.
 func (ln *listener) end(f *flow, reason string) {
 	if ln.remove(f) {
+		ln.sent(f)
 		ln.e.finish(f, reason)
 	}
 }

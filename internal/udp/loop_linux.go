@@ -2,6 +2,7 @@ package udp
 
 import (
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 	"unsafe"
@@ -572,6 +573,14 @@ func (ln *listener) flushSends() {
 		d.ending[i] = nil
 	}
 	d.ending = d.ending[:0]
+}
+
+// sent sends the batched replies when one of them is f's, which ends
+// (idle, evicted, its socket failed): its end counts and logs them.
+func (ln *listener) sent(f *flow) {
+	if d := ln.drv; d != nil && slices.Contains(d.tx.flows[:d.tx.n], f) {
+		ln.flushSends()
+	}
 }
 
 // isIPv4Socket reports whether fd is an AF_INET socket.

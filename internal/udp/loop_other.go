@@ -28,6 +28,8 @@ func (ln *listener) queueUp(*flow, []byte) bool { return false }
 
 func (ln *listener) flushUp() {}
 
+func (ln *listener) sent(*flow) {}
+
 func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }
 
 func (ln *listener) attachUp(*flow) {}
