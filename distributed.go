@@ -243,12 +243,14 @@ func (dm *DistributedManager) onServices(s map[string][]cluster.Service) {
 		return
 	}
 	found := map[string][]string{}
+	counts := make(map[string]int, len(s))
 	for proto, insts := range s {
 		for _, in := range insts {
 			found[strings.ToLower(proto)] = append(found[strings.ToLower(proto)], in.Target())
 		}
-		dm.pm.stats.Discovered(proto, len(insts))
+		counts[proto] = len(insts)
 	}
+	dm.pm.stats.Discovered(counts)
 	dm.mu.Lock()
 	dm.discovered = found
 	dm.mu.Unlock()

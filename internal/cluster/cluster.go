@@ -11,7 +11,8 @@
 //
 // Bounds: MaxResponseBytes per etcd response, MaxServicesPerProtocol,
 // MaxProtocols, MaxNodes, MaxBans entries, MaxStateBytes for the saved
-// state file; one pending status write; maxPendingBans bans waiting to be
+// state file; one pending status write of at most MaxStatusBytes, under the
+// node's lease; maxPendingBans bans waiting to be
 // published; maxLeaseLookups lease look-ups per full read; back-off at
 // most min(5 s, lease_ttl/3).
 package cluster
@@ -28,6 +29,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,7 +42,11 @@ func nopZap() *zap.Logger { return zap.NewNop() }
 
 // Key layout. Status keys sit outside the range the nodes watch
 // ([/protoplex/, StatusPrefix)): each node writes its own after a
-// configuration change, and no other node needs to hear of it.
+// configuration change, and no other node needs to hear of it. A node's
+// status key is under its lease, as its nodes key is: it goes with the
+// node (Close revokes the lease; a node that dies without closing lets it
+// lapse after LeaseTTL), so nodes that come and go with random ids (pods,
+// autoscaling) leave no key behind.
 const (
 	NodesPrefix    = "/protoplex/nodes/"
 	ServicesPrefix = "/protoplex/services/"
@@ -70,6 +76,10 @@ const (
 	MaxBans = 1 << 16
 	// MaxStateBytes bounds the saved state file read at start.
 	MaxStateBytes = MaxResponseBytes
+	// MaxStatusBytes bounds the value of a node's status key (a rejected
+	// configuration's error can quote the configuration); a longer one is
+	// cut, marked with a trailing "…".
+	MaxStatusBytes = 4096
 )
 
 // Back-off between sessions: doubled after each failure before the node
@@ -147,9 +157,14 @@ type Node struct {
 	backoff   atomic.Int64 // the last wait between sessions (a time.Duration); written by run
 	savedAt   time.Time    // the state file's time, when Start fell back to it
 
-	status   chan string // the last status to write; one pending at most
-	banLease banLeases
-	bansOut  chan published // bans to publish; at most maxPendingBans
+	status chan string // the last status to write; one pending at most
+	// lastStatus: the last status reported, written again under a new
+	// lease (the old lease took the key with it). statusLease: the lease
+	// the status key is written under (0: none yet).
+	lastStatus  atomic.Pointer[string]
+	statusLease atomic.Int64
+	banLease    banLeases
+	bansOut     chan published // bans to publish; at most maxPendingBans
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -311,6 +326,10 @@ func (n *Node) ensureLease(ctx context.Context) error {
 		return err
 	}
 	n.lease = lease.ID
+	n.statusLease.Store(int64(lease.ID))
+	if s := n.lastStatus.Load(); s != nil { // a lost lease took the status key with it
+		n.reportStatus(*s)
+	}
 	return nil
 }
 
@@ -456,8 +475,10 @@ func (n *Node) servicesSnapshot() map[string][]Service {
 
 // reportStatus queues status for StatusPrefix/<node>, replacing one not
 // yet written: only the latest matters, and the watch loop never waits on
-// the write.
+// the write. status is cut to MaxStatusBytes.
 func (n *Node) reportStatus(status string) {
+	status = boundStatus(status)
+	n.lastStatus.Store(&status)
 	for {
 		select {
 		case n.status <- status:
@@ -477,13 +498,33 @@ func (n *Node) writeStatus(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case s := <-n.status:
+			lease := clientv3.LeaseID(n.statusLease.Load())
+			if lease == 0 {
+				continue // started from the state file: written once a lease is granted
+			}
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if _, err := n.cli.Put(wctx, StatusPrefix+n.opt.NodeID, s); err != nil && ctx.Err() == nil {
+			if _, err := n.cli.Put(wctx, StatusPrefix+n.opt.NodeID, s, clientv3.WithLease(lease)); err != nil && ctx.Err() == nil {
+				// A lapsed lease: the node registers again under a new
+				// one, which writes the last status again.
 				n.log.Warn("could not report the configuration status to etcd", "err", err)
 			}
 			cancel()
 		}
 	}
+}
+
+// boundStatus is s cut to MaxStatusBytes, at a character boundary, with a
+// trailing "…" when cut.
+func boundStatus(s string) string {
+	if len(s) <= MaxStatusBytes {
+		return s
+	}
+	const mark = "…"
+	cut := MaxStatusBytes - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // errCompacted ends a session whose watch cannot resume: etcd compacted the

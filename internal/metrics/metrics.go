@@ -5,16 +5,19 @@
 // Every collector lives in a registry of the Stats that owns it, never in
 // the global one, so two managers in one process don't clash. Labels never
 // carry client addresses; protocol, route and target values come from the
-// configuration, so cardinality is bounded. A route is a protocol with its
-// conditions, as the access log names it (TLS[sni=a.example]), so routes
-// that share a protocol are told apart.
+// configuration, so cardinality is bounded, and the series of those a
+// reload removed go once nothing counts into them (held.go). A route is a
+// protocol with its conditions, as the access log names it
+// (TLS[sni=a.example]), so routes that share a protocol are told apart.
 package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -95,8 +98,16 @@ type Stats struct {
 	upgradeTook      prometheus.Gauge
 	discovered       *prometheus.GaugeVec
 
-	mu     sync.Mutex
-	routes map[[2]string]*Route // by protocol and route
+	// holds: the live holders of each route, protocol and target series
+	// (held.go), shared with UDP.
+	holds holds
+
+	mu sync.Mutex
+	// routes: the Route of each protocol and route, while one is
+	// reachable (a live snapshot, or a connection still counting into it).
+	routes map[[2]string]weak.Pointer[Route]
+	// discoveredSet: the protocols with a discovered_backends series.
+	discoveredSet map[string]bool
 	// lastReload and lastResult: the last Reload, for the status page.
 	lastReload time.Time
 	lastResult string
@@ -147,7 +158,7 @@ func New() *Stats {
 	s := &Stats{
 		reg:       prometheus.NewRegistry(),
 		process:   collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		routes:    map[[2]string]*Route{},
+		routes:    map[[2]string]weak.Pointer[Route]{},
 		series:    map[[3]string]bool{},
 		refusedBy: map[string]prometheus.Counter{},
 		failedBy:  map[identify.Failure]prometheus.Counter{},
@@ -197,7 +208,7 @@ func New() *Stats {
 	for _, f := range identifyFailures {
 		s.failedBy[f] = s.identifyFailures.WithLabelValues(f.String())
 	}
-	s.UDP = newUDP(s.reg)
+	s.UDP = newUDP(s.reg, &s.holds)
 	s.reloadOK = reloads.WithLabelValues("success")
 	s.reloadFailed = reloads.WithLabelValues("failure")
 	s.upgradeOK = upgrades.WithLabelValues("success")
@@ -298,44 +309,86 @@ func (s *Stats) Reload(ok bool) {
 	s.mu.Unlock()
 }
 
-// Discovered sets how many backends of protocol service discovery knows.
-func (s *Stats) Discovered(protocol string, n int) {
-	s.discovered.WithLabelValues(protocol).Set(float64(n))
+// Discovered sets, per protocol, how many backends service discovery
+// knows; the series of a protocol not in n any more is deleted, so that
+// protocol names coming and going in etcd leave no series behind.
+func (s *Stats) Discovered(n map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.discoveredSet == nil {
+		s.discoveredSet = map[string]bool{}
+	}
+	for p := range s.discoveredSet {
+		if _, ok := n[p]; !ok {
+			s.discovered.DeleteLabelValues(p)
+			delete(s.discoveredSet, p)
+		}
+	}
+	for p, v := range n {
+		s.discovered.WithLabelValues(p).Set(float64(v))
+		s.discoveredSet[p] = true
+	}
 }
 
 // Route returns the collectors of route (a label unique among the routes,
-// such as TLS[sni=a.example]) of protocol, creating them once: its
-// identification counter and histogram, both byte directions and every
-// close reason exist at zero from then on.
+// such as TLS[sni=a.example]) of protocol, the same while one is
+// reachable: its identification counter and histogram, both byte
+// directions and every close reason exist at zero from then on, until the
+// Route is collected (held.go: no snapshot, backend set or connection
+// holds it any more).
 func (s *Stats) Route(protocol, route string) *Route {
+	key := [2]string{protocol, route}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r, ok := s.routes[[2]string{protocol, route}]; ok {
+	if r := s.routes[key].Value(); r != nil {
 		return r
 	}
-	r := &Route{
-		protocol:    protocol,
-		identified:  s.identified.WithLabelValues(protocol, route),
-		identifyDur: s.identifyDur.WithLabelValues(protocol, route),
-		Up:          s.bytes.WithLabelValues(protocol, route, ClientToBackend),
-		Down:        s.bytes.WithLabelValues(protocol, route, BackendToClient),
-		DialError:   s.closed.WithLabelValues(protocol, route, ClosedDialError),
-	}
+	r := &Route{protocol: protocol}
+	k := track(r, &s.holds)
+	r.identified = hold[prometheus.Counter](k, s.identified, protocol, route)
+	r.identifyDur = hold[prometheus.Observer](k, s.identifyDur, protocol, route)
+	r.Up = hold[prometheus.Counter](k, s.bytes, protocol, route, ClientToBackend)
+	r.Down = hold[prometheus.Counter](k, s.bytes, protocol, route, BackendToClient)
+	r.DialError = hold[prometheus.Counter](k, s.closed, protocol, route, ClosedDialError)
 	for reason := range r.Closed {
-		r.Closed[reason] = s.closed.WithLabelValues(protocol, route, proxy.CloseReason(reason).String())
+		r.Closed[reason] = hold[prometheus.Counter](k, s.closed, protocol, route, proxy.CloseReason(reason).String())
 	}
-	s.routes[[2]string{protocol, route}] = r
+	// A Route made again while the series of a collected one lived on
+	// (both held them a moment) goes on from its count.
+	r.count.Store(Counter(r.identified))
+	wp := weak.Make(r)
+	s.routes[key] = wp
+	runtime.AddCleanup(r, s.forget, routeRef{key, wp})
 	return r
 }
 
-// Identified returns, per protocol Route was called for, the connections
-// identified as it (the sum over its routes).
+// routeRef names a Route in Stats.routes.
+type routeRef struct {
+	key [2]string
+	wp  weak.Pointer[Route]
+}
+
+// forget drops a collected Route from s.routes, unless another Route of
+// the same protocol and route has taken its place.
+func (s *Stats) forget(ref routeRef) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.routes[ref.key] == ref.wp {
+		delete(s.routes, ref.key)
+	}
+}
+
+// Identified returns, per protocol of a Route still reachable (configured,
+// or with connections draining), the connections identified as it (the
+// sum over its routes).
 func (s *Stats) Identified() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]int64, len(s.routes))
-	for _, r := range s.routes {
-		out[r.protocol] += r.count.Load()
+	for _, wp := range s.routes {
+		if r := wp.Value(); r != nil {
+			out[r.protocol] += r.count.Load()
+		}
 	}
 	return out
 }
@@ -389,15 +442,39 @@ func (s *Stats) RetainTargets(live map[[3]string]bool) {
 // DialObserver returns the function the backend set of a route calls after
 // every dial (upstream.Options.DialDone): the dial duration and the
 // failures by target. A dial says nothing of protoplex_backend_up: the
-// health checks own it.
+// health checks own it. The series it counts into are held by the
+// function (held.go): they go once no backend set of the route and target
+// can dial any more.
 func (s *Stats) DialObserver(protocol, route string) func(target string, d time.Duration, err error) {
-	dur := s.dialDur.WithLabelValues(protocol, route)
-	return func(target string, d time.Duration, err error) {
-		dur.Observe(d.Seconds())
-		if err != nil {
-			s.dialErrors.WithLabelValues(protocol, route, target).Inc()
-		}
+	o := &dials{vec: s.dialErrors, protocol: protocol, route: route, errs: map[string]prometheus.Counter{}}
+	o.held = track(o, &s.holds)
+	o.dur = hold[prometheus.Observer](o.held, s.dialDur, protocol, route)
+	return o.observe
+}
+
+// dials is a backend set's dial observer.
+type dials struct {
+	held            *held
+	dur             prometheus.Observer
+	vec             *prometheus.CounterVec
+	protocol, route string
+	mu              sync.Mutex
+	errs            map[string]prometheus.Counter // by target: bounded by the set's targets
+}
+
+func (o *dials) observe(target string, d time.Duration, err error) {
+	o.dur.Observe(d.Seconds())
+	if err == nil {
+		return
 	}
+	o.mu.Lock()
+	c, ok := o.errs[target]
+	if !ok {
+		c = hold[prometheus.Counter](o.held, o.vec, o.protocol, o.route, target)
+		o.errs[target] = c
+	}
+	o.mu.Unlock()
+	c.Inc()
 }
 
 // StateObserver returns the function the backend set of a route calls on

@@ -26,6 +26,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// keep holds objs (Routes, dial observers, UDPRoutes: what a snapshot or
+// a connection would hold) until the test ends: their series go once they
+// are collected.
+func keep(t *testing.T, objs ...any) {
+	t.Cleanup(func() { runtime.KeepAlive(objs) })
+}
+
 // series gathers s's registry as "name{label=value,...}" → value, labels
 // sorted by name; a histogram as its _count.
 func series(t *testing.T, s *Stats) map[string]float64 {
@@ -69,14 +76,15 @@ func populated(t *testing.T) *Stats {
 	if err := s.RegisterState(func() bool { return true }, func() int64 { return 7 }, func() int64 { return 3 }); err != nil {
 		t.Fatal(err)
 	}
-	s.Route("P", "P[sni=a]").Identify(time.Millisecond)
+	r := s.Route("P", "P[sni=a]")
+	r.Identify(time.Millisecond)
 	s.Checked("P", "P[sni=a]", []string{"a:1", "b:2"})
 	dial := s.DialObserver("P", "P[sni=a]")
 	dial("a:1", time.Millisecond, nil)
 	dial("b:2", time.Millisecond, errors.New("refused"))
 	s.StateObserver("P", "P[sni=a]")("b:2", false)
-	s.Discovered("P", 2)
-	s.UDP.Route("P")
+	s.Discovered(map[string]int{"P": 2})
+	keep(t, r, dial, s.UDP.Route("P"))
 	if err := s.RegisterCluster(func() float64 { return 1 }); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +221,7 @@ func TestDocumentedMetrics(t *testing.T) {
 // directions from its Route, its checked targets' health from Checked.
 func TestLabelValuesAtZero(t *testing.T) {
 	s := New()
-	s.Route("P", "P")
+	keep(t, s.Route("P", "P"))
 	s.Checked("P", "P", []string{"10.0.0.1:22"})
 	m := series(t, s)
 	var want []string
@@ -272,15 +280,17 @@ func TestCounting(t *testing.T) {
 	s.Reload(true)
 	s.Reload(false)
 	s.Reload(false)
-	s.Discovered("P", 4)
+	s.Discovered(map[string]int{"P": 4})
 	r := s.Route("P", "P")
 	if s.Route("P", "P") != r {
 		t.Fatal("Route returned another Route for the same route")
 	}
 	r.Identify(2 * time.Millisecond)
 	r.Identify(time.Millisecond)
-	s.Route("Q", "Q").Identify(time.Millisecond)
-	s.Route("P", "P[sni=a]").Identify(time.Millisecond) // a second route of P
+	q, pa := s.Route("Q", "Q"), s.Route("P", "P[sni=a]") // a second route of P
+	keep(t, r, q, pa)
+	q.Identify(time.Millisecond)
+	pa.Identify(time.Millisecond)
 	r.Up.Add(10)
 	r.Down.Add(20)
 	r.Closed[proxy.IdleTimeout].Inc()
@@ -350,6 +360,7 @@ func TestBackendHealth(t *testing.T) {
 	}
 	unchecked := s.DialObserver("P", "P[sni=b]")
 	unchecked("b:1", time.Millisecond, errors.New("refused"))
+	keep(t, dial, unchecked)
 	for k := range series(t, s) {
 		if strings.HasPrefix(k, "protoplex_backend_up{") && strings.Contains(k, "b:1") {
 			t.Fatalf("a target no check watches has a backend_up series: %s", k)

@@ -57,7 +57,8 @@ type ProtocolManagerMetrics struct {
 	MemoryPool        DetailedMemoryPoolMetrics `json:"memory_pool"`
 	// CacheHitRate is identification cache hits / lookups (0..1).
 	CacheHitRate float64 `json:"cache_hit_rate"`
-	// Per protocol: connections identified.
+	// Per protocol: connections identified, by the routes still configured
+	// or with connections draining (a removed route's count goes with it).
 	Identified map[string]int64 `json:"identified"`
 }
 

@@ -70,7 +70,9 @@ func TestReadUDPAndProcess(t *testing.T) {
 	dns.Flows.Add(3)
 	dns.BytesUp.Add(100)
 	dns.BytesDown.Add(250)
-	s.UDP.Route("QUIC").Flows.Inc()
+	quic := s.UDP.Route("QUIC")
+	quic.Flows.Inc()
+	keep(t, dns, quic)
 	s.UDP.Active.Set(2)
 	var u UDPState
 	s.ReadUDP(&u)

@@ -20,6 +20,7 @@ type UDP struct {
 	bytes     *prometheus.CounterVec
 	refusedBy [numUDPRefusals]prometheus.Counter
 	droppedBy [numUDPDrops]prometheus.Counter
+	holds     *holds // the Stats' (held.go)
 }
 
 // UDPDrop is a reason of protoplex_udp_dropped_total: why a datagram of a
@@ -123,8 +124,9 @@ type UDPRoute struct {
 	DatagramsDn, BytesDown prometheus.Counter // backend → client
 }
 
-func newUDP(reg *prometheus.Registry) *UDP {
+func newUDP(reg *prometheus.Registry, h *holds) *UDP {
 	u := &UDP{
+		holds:  h,
 		Active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "protoplex_udp_flows_active", Help: "UDP flows in the flow table now (identified or still identifying)."}),
 		flows:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_flows_total", Help: "UDP flows created (routed to a backend), by protocol."}, []string{"protocol"}),
 		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_datagrams_total", Help: "UDP datagrams forwarded, by protocol and direction."},
@@ -150,15 +152,18 @@ func newUDP(reg *prometheus.Registry) *UDP {
 	return u
 }
 
-// Route resolves protocol's UDP counters.
+// Route resolves protocol's UDP counters. Their series are held by the
+// UDPRoute (held.go): a protocol's go once no UDP table or flow holds one
+// of its UDPRoutes.
 func (u *UDP) Route(protocol string) *UDPRoute {
-	return &UDPRoute{
-		Flows:       u.flows.WithLabelValues(protocol),
-		DatagramsUp: u.datagrams.WithLabelValues(protocol, ClientToBackend),
-		BytesUp:     u.bytes.WithLabelValues(protocol, ClientToBackend),
-		DatagramsDn: u.datagrams.WithLabelValues(protocol, BackendToClient),
-		BytesDown:   u.bytes.WithLabelValues(protocol, BackendToClient),
-	}
+	r := &UDPRoute{}
+	k := track(r, u.holds)
+	r.Flows = hold[prometheus.Counter](k, u.flows, protocol)
+	r.DatagramsUp = hold[prometheus.Counter](k, u.datagrams, protocol, ClientToBackend)
+	r.BytesUp = hold[prometheus.Counter](k, u.bytes, protocol, ClientToBackend)
+	r.DatagramsDn = hold[prometheus.Counter](k, u.datagrams, protocol, BackendToClient)
+	r.BytesDown = hold[prometheus.Counter](k, u.bytes, protocol, BackendToClient)
+	return r
 }
 
 // Refused is the counter of new flows refused or dropped for r.

@@ -136,9 +136,11 @@ func TestIdleTimeoutClosesBoth(t *testing.T) {
 	client, pc := tcpPair(t)
 	pb, backend := tcpPair(t)
 	done := make(chan Stats, 1)
-	go func() { done <- Forward(pc, pb, Options{Idle: 100 * time.Millisecond}) }()
+	// The think time is far below the idle timeout, so a loaded machine
+	// pausing this goroutine does not make the pair idle for real.
+	go func() { done <- Forward(pc, pb, Options{Idle: 500 * time.Millisecond}) }()
 	// Activity keeps it open past several idle periods...
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 30; i++ {
 		client.Write([]byte("x"))
 		buf := make([]byte, 1)
 		if _, err := io.ReadFull(backend, buf); err != nil {
@@ -148,7 +150,7 @@ func TestIdleTimeoutClosesBoth(t *testing.T) {
 	}
 	// ...then silence closes it.
 	st := <-done
-	if st.Reason != IdleTimeout || st.Up != 5 {
+	if st.Reason != IdleTimeout || st.Up != 30 {
 		t.Fatalf("stats %+v", st)
 	}
 	if _, err := client.Read(make([]byte, 1)); err == nil {

@@ -365,7 +365,10 @@ func TestSlowReaderIsNotIdle(t *testing.T) {
 	defer client.Close()
 	defer backend.Close()
 	fwd := make(chan Stats, 1)
-	go func() { fwd <- Forward(pc, pb, Options{Idle: 250 * time.Millisecond}) }()
+	// 1 MiB, one pipe load, drains at about 400 KB/s: over 2 s, against an
+	// idle timeout long enough that a loaded machine not running the reader
+	// for a while does not make the pair idle for real.
+	go func() { fwd <- Forward(pc, pb, Options{Idle: time.Second}) }()
 	data := make([]byte, 1<<20)
 	rand.Read(data)
 	wrote := make(chan struct{})
