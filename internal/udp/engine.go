@@ -1,74 +1,75 @@
 // Package udp is the UDP engine: one socket per server.listen_udp address,
 // a flow per client address:port, identified from its first datagrams by
-// the routes' datagram detectors, then forwarded through a connected socket
-// of its own to one target of its route (upstream.Plan's order and
+// the routes' datagram detectors, then forwarded through a connected
+// socket of its own to one target of its route (upstream.Plan's order and
 // back-off); replies go back from the listening socket.
 //
 // Each listen_udp address is bound by one socket per CPU (SO_REUSEPORT on
-// Linux, Options.Sockets; the kernel keeps each client address:port on one
-// of them), each a listener whose flows are a flowTable (flowtable.go)
+// Linux, Options.Sockets; the kernel keeps each client address:port on
+// one of them), each a listener whose flows are a flowTable (flowtable.go)
 // owned by the listener's owner: it holds no lock per datagram, and the
-// only state the owners share is two atomic budgets and, while a per-source
-// cap is on, the per-source counts. Other goroutines (a host-name dial,
-// Sweep) post work to the owner. Sockets are opened, written and closed
-// outside any lock; a host-name target is resolved off the owner.
+// only state the owners share is two atomic budgets and, while a
+// per-source cap is on, the per-source counts. Other goroutines (a
+// host-name dial, Sweep) post work to the owner. Sockets are opened,
+// written and closed outside any lock; a host-name target is resolved off
+// the owner.
 //
 // The owner is one of two drivers of the same listener code. With
 // Options.Loops (the manager's event loops, data_plane events, Linux;
 // loop_linux.go) a loop owns the socket: it reads it and every upstream
-// socket of its flows level-triggered from its epoll, with raw non-blocking
-// system calls, replies from a duplicate of the listening socket, and
-// sweeps on its timers; a flow is no goroutine, no os.File and no runtime
-// poller entry. There the datagrams go in batches (mmsg_linux.go): the
-// listener and each upstream socket are read with recvmmsg, a client's
-// datagrams from one read go up its flow's socket in one sendmmsg, and the
-// replies of one round of the loop, to any clients, leave the listening
-// socket in one sendmmsg before the loop waits again (Loop.BeforeWait), or
-// when the batch is full; they are counted once sent, and a flow their last
-// reply answered ends then. Without, a goroutine reads each socket and each
-// routed flow has a goroutine reading its upstream socket (the portable
-// path, and data_plane goroutines).
+// socket of its flows level-triggered from its epoll, with raw
+// non-blocking system calls, replies from a duplicate of the listening
+// socket, and sweeps on its timers; a flow is no goroutine, no os.File
+// and no runtime poller entry. There datagrams go in batches
+// (mmsg_linux.go): the listener and each upstream socket are read with
+// recvmmsg, a client's datagrams from one read go up its flow's socket in
+// one sendmmsg, and the replies of one round of the loop, to any clients,
+// leave the listening socket in one sendmmsg before the loop waits again
+// (Loop.BeforeWait), or when the batch is full; they are counted once
+// sent, and a flow their last reply answered ends then. Without, a
+// goroutine reads each socket and each routed flow has a goroutine reading
+// its upstream socket (the portable path, and data_plane goroutines).
 //
 // Bounds: the flow tables hold at most Settings.MaxFlows flows in all (at
-// most MaxMaxFlows; when full, the flow idle longest is evicted); each flow
-// holds one upstream socket, so MaxFlows must stay below the process's fd
-// limit. A source (an IPv4 address, an IPv6 /64) holds at most
-// Settings.MaxFlowsPerSource flows of one listener when that is set (off by
-// default: a resolver or a NAT gateway is one source with many ports), and
-// the guard (allow/deny lists, rate limit, per-IP cap) admits each new
-// flow. A refused or evicted flow is counted (protoplex_udp_refused_total,
-// protoplex_udp_flows_expired_total) and logged at WARN, at most
-// refusalLogRate lines a second. An undecided flow holds at most
-// MaxDatagrams datagrams and MaxPendingBytes, and all undecided flows
-// together at most MaxPendingTotal; nothing is allocated for a datagram no
-// route can take. A route's udp_responses (at most MaxResponses) ends its
-// flows once that many replies came back. On a loop, an answered flow of a
-// DNS route (udp_responses 1) leaves its upstream socket to the next flow
-// to the same target (pool_linux.go): at most MaxPooledSockets per
-// listener, each closed after PoolIdle unused or when the table changes (a
-// reload) or the listener stops; its flows' replies must answer a query the
-// flow sent (dnskey.go: ID and question), at most maxFlowQueries unanswered
-// per flow. Each listener reads into one 64 KiB buffer; on a loop into
-// recvBatch slots of 64 KiB and holds its replies in a sendArena of 256
-// KiB, both mapped outside the Go heap (only the pages written are memory).
-// Kernel buffers: each listening socket asks for a listenerBuffer (4 MiB)
-// receive buffer, and the upstream socket of each flow of a route without
-// udp_responses (a stream: QUIC, WireGuard) for a flowBuffer (4 MiB), with
-// UDP_GRO on the loops (a backend's GSO train, at most 64 KiB, is one read
-// into that same buffer and goes on to the client whole with UDP_SEGMENT);
-// a request/response flow's keeps the kernel's defaults (upSocketFor). The
-// kernel caps each at net.core.rmem_max and all UDP sockets together at
-// net.ipv4.udp_mem; a buffer is a limit, charged only for what is queued.
-// Without loops each routed flow has one goroutine reading its upstream
-// socket; on unix it holds no buffer while it waits (it reads into a shared
-// pool when the socket is readable). Idle flows are found by each owner
-// walking per-timeout LRU lists every Options.Sweep, not by a timer per
-// flow. Flows an upgrade moves in (move_linux.go) come within
-// internal/handover's bounds (at most 253 a message; an undecided one with
-// at most MaxDatagrams and MaxPendingBytes) and count in MaxFlows without
-// being refused by it: the old process held them; the adoption waits at
-// most listenerWait for its address's listener.
-
+// most MaxMaxFlows; when full, the flow idle longest is evicted); each
+// flow holds one upstream socket, so MaxFlows must stay below the
+// process's fd limit. A source (an IPv4 address, an IPv6 /64) holds at
+// most Settings.MaxFlowsPerSource flows of one listener when that is set
+// (off by default: a resolver or a NAT gateway is one source with many
+// ports), and the guard (allow/deny lists, rate limit, per-IP cap) admits
+// each new flow. A refused or evicted flow is counted
+// (protoplex_udp_refused_total, protoplex_udp_flows_expired_total) and
+// logged at WARN, at most refusalLogRate lines a second. An undecided flow
+// holds at most MaxDatagrams datagrams and MaxPendingBytes, and all
+// undecided flows together at most MaxPendingTotal; nothing is allocated
+// for a datagram no route can take. A route's udp_responses (at most
+// MaxResponses) ends its flows once that many replies came back. On a
+// loop, an answered flow of a DNS route (udp_responses 1) leaves its
+// upstream socket to the next flow to the same target (pool_linux.go): at
+// most MaxPooledSockets per listener, each closed after PoolIdle unused or
+// when the table changes (a reload) or the listener stops; its flows'
+// replies must answer a query the flow sent (dnskey.go: ID and question),
+// at most maxFlowQueries unanswered per flow. Each listener reads into one
+// 64 KiB buffer; on a loop into recvBatch slots of 64 KiB, and it holds
+// its replies in a sendArena of 256 KiB, both mapped outside the Go heap
+// (only the pages written are memory). Kernel buffers: each listening
+// socket asks for a listenerBuffer (4 MiB) receive buffer, and the
+// upstream socket of each flow of a route without udp_responses (a stream:
+// QUIC, WireGuard) for a flowBuffer (4 MiB), with UDP_GRO on the loops (a
+// backend's GSO train, at most 64 KiB, is one read into that same buffer
+// and goes on to the client whole with UDP_SEGMENT); a request/response
+// flow's keeps the kernel's defaults (upSocketFor). The kernel caps each
+// at net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem; a
+// buffer is a limit, charged only for what is queued. Without loops each routed flow has one
+// goroutine reading its upstream socket; on unix it holds no buffer while
+// it waits (it reads into a shared pool when the socket is readable). Idle
+// flows are found by each owner walking per-timeout LRU lists every
+// Options.Sweep, not by a timer per flow. Flows an upgrade
+// moves in (move_linux.go) come within internal/handover's bounds (at most
+// 253 a message; an undecided one with at most MaxDatagrams and
+// MaxPendingBytes) and count in MaxFlows without being refused by it: the
+// old process held them; the adoption waits at most listenerWait for its
+// address's listener.
 package udp
 
 import (
