@@ -60,8 +60,8 @@
 // and goes on to the client whole with UDP_SEGMENT); a request/response
 // flow's keeps the kernel's defaults (upSocketFor). The kernel caps each
 // at net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem; a
-// buffer is a limit, charged only for what is queued. Without loops each routed flow has one
-// goroutine reading its upstream socket; on unix it holds no buffer while
+// buffer is a limit, charged only for what is queued. Without loops each
+// routed flow has one goroutine reading its upstream socket; on unix it holds no buffer while
 // it waits (it reads into a shared pool when the socket is readable). Idle
 // flows are found by each owner walking per-timeout LRU lists every
 // Options.Sweep, not by a timer per flow. Flows an upgrade
