@@ -50,26 +50,26 @@
 // when the table changes (a reload) or the listener stops; its flows'
 // replies must answer a query the flow sent (dnskey.go: ID and question),
 // at most maxFlowQueries unanswered per flow. Each listener reads into one
-// 64 KiB buffer; on a loop into recvBatch slots of 64 KiB, and it holds
-// its replies in a sendArena of 256 KiB, both mapped outside the Go heap
-// (only the pages written are memory). Kernel buffers: each listening
-// socket asks for a listenerBuffer (4 MiB) receive buffer, and the
-// upstream socket of each flow of a route without udp_responses (a stream:
-// QUIC, WireGuard) for a flowBuffer (4 MiB), with UDP_GRO on the loops (a
-// backend's GSO train, at most 64 KiB, is one read into that same buffer
-// and goes on to the client whole with UDP_SEGMENT); a request/response
-// flow's keeps the kernel's defaults (upSocketFor). The kernel caps each
-// at net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem; a
+// 64 KiB buffer; on a loop into recvBatch slots of 64 KiB, and it holds its
+// replies in a sendArena of 256 KiB, both mapped outside the Go heap (only
+// the pages written are memory). Kernel buffers: each listening socket asks
+// for a listenerBuffer (4 MiB) receive buffer, and the upstream socket of
+// each flow of a route without udp_responses (a stream: QUIC, WireGuard)
+// for a flowBuffer (4 MiB), with UDP_GRO on the loops (a backend's GSO
+// train, at most 64 KiB, is one read into that same buffer and goes on to
+// the client whole with UDP_SEGMENT); a request/response flow's keeps the
+// kernel's defaults (upSocketFor). The kernel caps each at
+// net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem; a
 // buffer is a limit, charged only for what is queued. Without loops each
-// routed flow has one goroutine reading its upstream socket; on unix it holds no buffer while
-// it waits (it reads into a shared pool when the socket is readable). Idle
-// flows are found by each owner walking per-timeout LRU lists every
-// Options.Sweep, not by a timer per flow. Flows an upgrade
-// moves in (move_linux.go) come within internal/handover's bounds (at most
-// 253 a message; an undecided one with at most MaxDatagrams and
-// MaxPendingBytes) and count in MaxFlows without being refused by it: the
-// old process held them; the adoption waits at most listenerWait for its
-// address's listener.
+// routed flow has one goroutine reading its upstream socket; on unix it
+// holds no buffer while it waits (it reads into a shared pool when the
+// socket is readable). Idle flows are found by each owner walking
+// per-timeout LRU lists every Options.Sweep, not by a timer per flow. Flows
+// an upgrade moves in (move_linux.go) come within internal/handover's
+// bounds (at most 253 a message; an undecided one with at most MaxDatagrams
+// and MaxPendingBytes) and count in MaxFlows without being refused by it:
+// the old process held them; the adoption waits at most listenerWait for
+// its address's listener.
 package udp
 
 import (
