@@ -76,6 +76,7 @@ type ProtocolManager struct {
 	// server.listen_udp.
 	udpFromConfig bool
 	holds         map[hold]upstream.Admin // targets an operator holds (status.go)
+	upgradeNow    func() time.Time        // withUpgradeClock
 
 	settings atomic.Pointer[settings]
 	routing  atomic.Pointer[routing.Table]
@@ -108,7 +109,7 @@ func NewProtocolManager(opts ...Option) *ProtocolManager {
 
 // New is NewProtocolManager returning the option error directly.
 func New(opts ...Option) (*ProtocolManager, error) {
-	o := options{server: config.DefaultServer(), logger: slog.Default()}
+	o := options{server: config.DefaultServer(), logger: slog.Default(), now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -126,6 +127,7 @@ func New(opts ...Option) (*ProtocolManager, error) {
 	// it (its empty configuration is always valid).
 	pm.guard, _ = guard.New(guard.Config{}, pm.log, nil)
 	pm.inherited = o.inherited
+	pm.upgradeNow = o.now
 	pm.listeners.Inherit(o.inherited)
 	uo := udp.ForManager(pm.ctx, pm.routing.Load, func() udp.Settings { return pm.settings.Load().Server.UDP() }, pm.guard, pm.stats.UDP, pm.log)
 	uo.Loops = pm.udpLoops

@@ -33,7 +33,7 @@ func (pm *ProtocolManager) moveFlows(hc *handover.Conn) (moved, left int, err er
 		if b == nil {
 			break
 		}
-		if err = sendBatch(hc, b.Msg, b.FDs, b.Len()); err != nil {
+		if err = pm.sendBatch(hc, b.Msg, b.FDs, b.Len()); err != nil {
 			e.RestoreFlows(b)
 			break
 		}
@@ -82,7 +82,7 @@ func (pm *ProtocolManager) adoptFlows(hc *handover.Conn, m handover.Message, fil
 		pm.log.Warn("upgrade: udp flows refused, the old process keeps them", "err", why)
 		return false, 0, hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
 	}
-	n, kept, ended, err := commitBatch(hc, prep)
+	n, kept, ended, err := pm.commitBatch(hc, prep)
 	in.moved += n
 	return ended, kept, err
 }

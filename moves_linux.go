@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -20,14 +21,19 @@ import (
 // flows (moveflows_linux.go); everything else (in-process handlers, the
 // goroutine data plane) drains in the old process as on SIGTERM.
 //
-// Each batch is a two-step exchange, so that no socket is ever read by
-// both processes: the old process sends the batch (Conns); the new one
-// checks it whole and answers that it can take it (Ack) or not (Refuse),
-// its connections on no loop yet; the old one then commits (Ack) and
-// closes its copies, or, when the answer came too late or not at all,
-// takes the batch back and ends the phase (Done), and the new one closes
-// what it was sent. A seqpacket message arrives whole or not at all, so
-// whichever the old process did, the new one learns it.
+// Each batch is a three-step exchange, so that no socket is ever read by
+// both processes and none is lost: the old process sends the batch
+// (Conns); the new one checks it whole and answers that it can take it
+// (Ack) or not (Refuse), its connections on no loop yet; the old one then
+// commits (Ack) or, when the answer came too late or not at all, takes the
+// batch back and ends the phase (Done), and the new one closes what it was
+// sent. On the commit the new one puts the batch on its loops unread
+// (every step that can fail), says so (Adopted) and only then reads it;
+// the old one closes its copies on that word, and on anything else (a
+// Refuse, the new process's death, a timeout) takes the batch back. A
+// seqpacket message arrives whole or not at all, and once the old process
+// stopped waiting it shuts the way (CloseRead): the new process's Adopted
+// is either read by it or fails to send.
 
 // fdReserve is what a process keeps of its descriptor limit for new
 // connections while it takes moved ones: a batch that would cut into it
@@ -55,7 +61,7 @@ func (pm *ProtocolManager) MoveConnections(hc *handover.Conn) (mv Moves, err err
 			if b == nil {
 				break
 			}
-			if err = sendBatch(hc, b.Msg, b.FDs, b.Len()); err != nil {
+			if err = pm.sendBatch(hc, b.Msg, b.FDs, b.Len()); err != nil {
 				p.Restore(b)
 				break
 			}
@@ -88,31 +94,70 @@ var (
 	errLate    = errors.New("too late to commit")
 )
 
-// sendBatch sends one batch, waits for the new process's word that it
-// can take it, and commits it; on error nothing was committed and the
-// batch is still this process's.
-func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
-	sent := time.Now()
+// sendBatch sends one batch of n connections or flows, waits for the new
+// process's word that it can take it, commits it and waits for its word
+// that it adopted it. On error the new process reads none of the batch,
+// which is still this process's.
+func (pm *ProtocolManager) sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
+	sent := pm.upgradeNow()
 	if err := hc.Send(m, fds); err != nil {
 		return err
 	}
-	ack, _, err := hc.Recv()
+	ack, files, err := hc.Recv()
+	closeFiles(files)
 	switch {
 	case err != nil:
-		return fmt.Errorf("no acknowledgement of %d connections: %w", n, err)
+		return fmt.Errorf("no acknowledgement of a batch of %d: %w", n, err)
 	case ack.Kind == handover.Refuse:
-		return fmt.Errorf("%w %d connections: %s", errRefused, n, ack.Note)
+		return fmt.Errorf("%w a batch of %d: %s", errRefused, n, ack.Note)
 	case ack.Kind != handover.Ack:
-		return fmt.Errorf("a %s for %d connections", ack.Kind, n)
+		return fmt.Errorf("a %s for a batch of %d", ack.Kind, n)
 	}
 	// The new process waits for the commit at most hc's timeout from its
 	// answer: a commit sent later than half of it after the batch might
-	// find it gone, and the batch would be closed by both. Kept here
-	// instead.
-	if late := time.Since(sent); late > hc.Timeout()/2 {
-		return fmt.Errorf("the acknowledgement of %d connections came after %v, %w", n, late.Round(time.Millisecond), errLate)
+	// find it gone. Kept here instead; the Done that follows tells it.
+	if late := pm.upgradeNow().Sub(sent); late > hc.Timeout()/2 {
+		return fmt.Errorf("the acknowledgement of a batch of %d came after %v, %w", n, late.Round(time.Millisecond), errLate)
 	}
-	return hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil)
+	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(n)}, nil); err != nil {
+		return err
+	}
+	return awaitAdopted(hc, n)
+}
+
+// maxAfterShut bounds the messages awaitAdopted reads once it shut the
+// way: far more than a socket's buffer holds.
+const maxAfterShut = 1 << 12
+
+// awaitAdopted waits for the new process's word that it adopted a
+// committed batch of n (it reads none of it before it sent the word). On
+// anything else (a Refuse, its close, an error, a timeout) it shuts the
+// way for a later word (CloseRead: the new process's send fails, and it
+// gives the batch up) and reads what came before it: without an Adopted
+// there the batch is still this process's.
+func awaitAdopted(hc *handover.Conn, n int) error {
+	m, files, err := hc.Recv()
+	closeFiles(files)
+	switch {
+	case err == nil && m.Kind == handover.Adopted:
+		return nil
+	case err == nil && m.Kind == handover.Refuse:
+		return fmt.Errorf("%w a committed batch of %d: %s", errRefused, n, m.Note)
+	case err == nil:
+		err = fmt.Errorf("a %s", m.Kind)
+	}
+	_ = hc.CloseRead()
+	for range maxAfterShut {
+		m, files, rerr := hc.Recv()
+		closeFiles(files)
+		if rerr == nil && m.Kind == handover.Adopted {
+			return nil // it came in time after all: the batch is the new process's
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, os.ErrDeadlineExceeded) || errors.Is(rerr, net.ErrClosed) {
+			break
+		}
+	}
+	return fmt.Errorf("no adoption of a committed batch of %d: %w", n, err)
 }
 
 // AdoptConnections takes the connections the old process sends over hc
@@ -121,7 +166,8 @@ func sendBatch(hc *handover.Conn, m handover.Message, fds []int, n int) error {
 // adopted on the old process's commit, or refused whole (the old process
 // keeps it): refused when this process serves without event loops, or
 // when its descriptors would cut into fdReserve. A batch the old process
-// does not commit (it gave up waiting) is closed here, never read. It
+// does not commit (it gave up waiting), or whose adoption it was not told
+// (commitBatch), is closed here, never read. It
 // returns how many it took and how many the old process kept to drain,
 // and counts them (protoplex_upgrade_*) with the time since start.
 func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) (moved, left int, err error) {
@@ -181,7 +227,7 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			}
 			continue
 		}
-		n, kept, ended, err := commitBatch(hc, prep)
+		n, kept, ended, err := pm.commitBatch(hc, prep)
 		moved += n
 		if err != nil || ended {
 			return moved, kept, err
@@ -193,15 +239,19 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 // connections (evloop.Prepared) or UDP flows (udp.FlowAdoption).
 type prepared interface {
 	Len() int
-	Commit() (int, error)
+	Hold() error
+	Start() int
 	Discard()
 }
 
 // commitBatch tells the old process this one can take prep, and adopts
-// it on its commit. Anything else leaves prep closed, never read: an
-// error, or the end of the phase (ended) — the old process's Done, with
-// the connections it keeps, or its close.
-func commitBatch(hc *handover.Conn, prep prepared) (n, kept int, ended bool, err error) {
+// it on its commit: it holds the batch on its loops (every step that can
+// fail), tells the old process (Adopted), then reads it. Anything else
+// leaves prep closed, never read: a failed hold (Refused: the old process
+// keeps the batch, and the phase goes on), an error, or the end of the
+// phase (ended) — the old process's Done, with the connections it keeps,
+// or its close.
+func (pm *ProtocolManager) commitBatch(hc *handover.Conn, prep prepared) (n, kept int, ended bool, err error) {
 	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
 		prep.Discard()
 		return 0, 0, false, err
@@ -214,16 +264,25 @@ func commitBatch(hc *handover.Conn, prep prepared) (n, kept int, ended bool, err
 		return 0, 0, true, nil
 	case err != nil:
 		prep.Discard()
-		return 0, 0, false, fmt.Errorf("no commit of %d connections: %w", prep.Len(), err)
+		return 0, 0, false, fmt.Errorf("no commit of a batch of %d: %w", prep.Len(), err)
 	case m.Kind == handover.Done: // it gave up on the batch and keeps it
 		prep.Discard()
 		return 0, int(m.Count), true, nil
 	case m.Kind != handover.Ack:
 		prep.Discard()
-		return 0, 0, false, fmt.Errorf("a %s instead of the commit of %d connections", m.Kind, prep.Len())
+		return 0, 0, false, fmt.Errorf("a %s instead of the commit of a batch of %d", m.Kind, prep.Len())
 	}
-	n, err = prep.Commit()
-	return n, 0, false, err
+	if why := prep.Hold(); why != nil {
+		pm.log.Warn("upgrade: a committed batch cannot be adopted, the old process keeps it", "err", why)
+		return 0, 0, false, hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
+	}
+	if err := hc.Send(handover.Message{Kind: handover.Adopted, Count: uint32(prep.Len())}, nil); err != nil {
+		// The old process did not get the word (it stopped waiting, or
+		// went away): it keeps the batch, which nothing here read.
+		prep.Discard()
+		return 0, 0, false, fmt.Errorf("the adoption of a batch of %d not told: %w", prep.Len(), err)
+	}
+	return prep.Start(), 0, false, nil
 }
 
 // fdsFree is how many more descriptors this process may open.

@@ -34,7 +34,15 @@ type options struct {
 	logger    *slog.Logger
 	inherited *listen.Inherited
 	holdUDP   bool // WithHeldUDP
+	// now is the clock an upgrade's old side times the new process's
+	// answers by (withUpgradeClock); time.Now unless a test sets it.
+	now func() time.Time
 }
+
+// withUpgradeClock sets the clock MoveConnections measures the new
+// process's answer to each batch by: a test makes an answer late without
+// waiting for it.
+func withUpgradeClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 func setServer(f func(*config.Server)) Option { return func(o *options) { f(&o.server) } }
 

@@ -120,6 +120,22 @@ func upgradeOnSignal(ctx context.Context, sig chan os.Signal, stop func(), pm *p
 				// here, bounded by the drain timeout.
 				mv, err := u.pm.MoveConnections(hc)
 				hc.Close()
+				if err != nil && newProcessGone(err) {
+					// It died (or gave up) after it took the listeners: what
+					// it adopted went with it, what did not move is still
+					// here, and so are the listeners: serve on, as if this
+					// upgrade had failed before its acknowledgement.
+					u.reclaim(pid)
+					u.busy.Store(false)
+					u.pm.CountUpgrade(false)
+					log.Error("upgrade failed: the new process went away while connections moved; this process keeps serving",
+						"pid", pid, "err", err, "lost_with_it", mv.Conns+mv.Flows, "kept", mv.ConnsLeft, "udp_flows_kept", mv.FlowsLeft)
+					continue
+				}
+				// Only now the monitoring servers go (the new process
+				// serves their sockets too) and a unix listener's file
+				// is the new process's to remove.
+				u.pm.SocketsHandedOver()
 				if err != nil {
 					log.Warn("upgrade: connections and udp flows not moved stay here and drain", "err", err)
 				}
@@ -249,8 +265,33 @@ func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 	case ack.Kind != handover.Ack:
 		return fail(fmt.Errorf("a %s instead of an acknowledgement", ack.Kind))
 	}
-	u.pm.SocketsHandedOver()
 	return cmd.Process.Pid, int(ack.Count), conn, nil
+}
+
+// newProcessGone tells, from the error that ended moving connections,
+// that the new process closed its end of the handover socket: it exited,
+// or gave up (it never closes it before the Done otherwise). A timeout
+// is not that: a new process that is slow serves on.
+func newProcessGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// reclaimWait bounds the wait for a new process that went away to be
+// gone for good.
+const reclaimWait = 5 * time.Second
+
+// reclaim makes sure the new process pid that went away mid-move is gone
+// (it may still hold the listeners: it must not serve beside this one),
+// and tells a service manager that this process is the main one again.
+func (u *upgrader) reclaim(pid int) {
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(reclaimWait)
+	for running(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // another process's end: nothing to wait on
+	}
+	if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
 }
 
 // sendSockets sends socks in messages of at most MaxFDsPerMessage, then

@@ -700,3 +700,61 @@ func TestUpgradeDrainBounded(t *testing.T) {
 		t.Errorf("the stream outlived the old process's drain timeout: %q", line)
 	}
 }
+
+// TestUpgradeNewProcessDiesAtCommit runs the real binary: the new binary
+// takes the listeners, says it can take the first batch of connections,
+// and dies on its commit, before it says it adopted it. The old process
+// keeps that batch: a stream established before the upgrade is served by
+// it on, and its log says it kept the stream. Before the adoption step the
+// old process closed its copies on the commit, and the stream was lost.
+// It keeps the listeners too: the new process that took them is gone, so
+// the old one serves on as after any failed upgrade, accepts new
+// connections, and a later upgrade to a sound binary moves the stream.
+func TestUpgradeNewProcessDiesAtCommit(t *testing.T) {
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "protoplex")
+	install(t, binary, exe)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"60s\"\n  data_plane: events\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
+	cmd := exec.Command(exe, "-config", cfg)
+	cmd.Env = append(os.Environ(), fakeEnv+"=die-at-commit") // inherited by what the upgrade starts
+	p := startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	long, longR := openStream(t, addr, "A:")
+	install(t, os.Args[0], exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade failed: the new process went away while connections moved"), "no failed upgrade; stderr:\n%s", p.Out)
+	if !regexp.MustCompile(`upgrade failed: the new process went away[^\n]* lost_with_it=0 kept=1`).MatchString(p.Out.String()) {
+		t.Errorf("the old process does not say it kept the stream:\n%s", p.Out)
+	}
+	if !strings.Contains(p.Out.String(), "no adoption of a committed batch of 1") {
+		t.Errorf("no reason logged for keeping the batch:\n%s", p.Out)
+	}
+	if strings.Contains(p.Out.String(), "upgrade: the new process serves the listeners") {
+		t.Errorf("the old process took the upgrade for done:\n%s", p.Out)
+	}
+	io.WriteString(long, "SSH-2.0-still\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-still\r\n" {
+		t.Fatalf("the stream whose batch was committed to a process that died: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	// Still accepting: a new stream is served.
+	fresh, freshR := openStream(t, addr, "A:")
+	io.WriteString(fresh, "SSH-2.0-fresh\r\n")
+	if line, err := freshR.ReadString('\n'); err != nil || line != "SSH-2.0-fresh\r\n" {
+		t.Fatalf("a connection after the failed upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	fresh.Close()
+	// And it can still upgrade: a sound binary takes the listeners and the stream.
+	install(t, binary, exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no second upgrade; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after the second upgrade; stderr:\n%s", p.Out)
+	io.WriteString(long, "SSH-2.0-moved\r\n")
+	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-moved\r\n" {
+		t.Fatalf("the stream after the second upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
+	}
+	long.Close()
+}

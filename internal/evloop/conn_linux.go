@@ -76,6 +76,7 @@ type conn struct {
 	queued   bool
 	goDial   bool  // a goroutine dials for the connection: it posts dialedOffLoop, whatever the state
 	stay     bool  // it could not move to another process: it drains here
+	held     bool  // adopted from another process, on epoll but unread until it starts (move_linux.go)
 	was      state // before stHandover: what resume goes back to
 	mv       spipe // stHandover before stForward: a copy of the bytes read (or of the replay left), for the new process
 	hasMv    bool

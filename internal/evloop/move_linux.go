@@ -37,16 +37,18 @@ import (
 //     off-loop dial is abandoned once the batch moved; its goroutine posts
 //     its outcome to the loop as always, which drops it (dialedOffLoop).
 //
-// The batch goes out with the sockets and the pipes. On the new process's
-// word that it can take the batch, the old process commits it (Moved):
-// the loops close their copies and forget the connections without a log
-// line or a close counted. On anything else they take them back
-// (Restore) and go on as if nothing happened. The new process checks a
-// batch whole (Prepare) and puts it on its loops only on the commit
-// (Prepared.Commit), so a batch the old process gave up on is never read
-// by both. It accounts for each connection as its own: the guard's
-// per-source count, the target's least-connections count, the route's
-// counters and the access line at the end.
+// The batch goes out with the sockets and the pipes. The new process
+// checks it whole (Prepare) and says it can take it; the old process
+// commits it; the new one puts it on its loops, unread (Prepared.Hold:
+// every step that can fail), says it adopted it, and only then reads it
+// (Prepared.Start). On that word the old process lets go (Moved): the
+// loops close their copies and forget the connections without a log line
+// or a close counted. On anything else, before or after the commit, they
+// take them back (Restore) and go on as if nothing happened: a batch is
+// never read by both, and never lost. The new process accounts for each
+// connection as its own: the guard's per-source count, the target's
+// least-connections count, the route's counters and the access line at
+// the end.
 
 // Batch is connections detached from their loops, ready to send:
 // Msg and FDs go together to handover.Conn.Send.
@@ -78,7 +80,7 @@ func (p *Plane) Detach(maxFDs int) *Batch {
 	return b
 }
 
-// Moved: the new process took the batch; the loops close their copies.
+// Moved: the new process adopted the batch; the loops close their copies.
 func (p *Plane) Moved(b *Batch) { p.each(b, (*conn).moved) }
 
 // Restore: the batch did not move; its pairs go on here.
@@ -437,7 +439,7 @@ func (c *conn) rejoin(st state) bool {
 	l := c.l
 	c.st = st
 	for _, fd := range [2]int{c.fd, c.bfd} {
-		if fd < 0 {
+		if fd < 0 || c.held { // a held one is on epoll already (register)
 			continue
 		}
 		l.setRef(fd, ref{c: c})
@@ -447,6 +449,7 @@ func (c *conn) rejoin(st state) bool {
 			return false
 		}
 	}
+	c.held = false
 	if c.aborted {
 		c.abortedHere()
 		return false
@@ -548,13 +551,25 @@ func (c *conn) dropMv() {
 }
 
 // Prepared is a Conns message checked whole, its descriptors this
-// process's, its connections on no loop yet: nothing reads them until
-// Commit. The old process still counts them as its own until it commits
-// the batch; Discard gives them back to it, untouched.
+// process's, its connections on no loop yet. The old process still counts
+// them as its own, and keeps its copies, until the new one says it
+// adopted them (handover.Adopted): Hold puts them on the loops, every step
+// of the adoption that can fail, where nothing reads them; the new process
+// says so; only then Start reads them. Discard gives them back to the old
+// process, before or after Hold, unread.
 type Prepared struct {
 	p      *Plane
 	byLoop [][]adoption
+	held   [][]held
 	n      int
+}
+
+// held is a connection on its loop in stHandover, its sockets on epoll
+// but read by nothing until Start.
+type held struct {
+	c           *conn
+	identifying bool // it is identified again from its bytes (start)
+	header      bool // its trusted sender's PROXY header was being read
 }
 
 // Len is how many connections it holds.
@@ -592,7 +607,7 @@ func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error)
 			}
 		}
 	}
-	a := &Prepared{p: p, byLoop: make([][]adoption, len(p.loops)), n: len(gs)}
+	a := &Prepared{p: p, byLoop: make([][]adoption, len(p.loops)), held: make([][]held, len(p.loops)), n: len(gs)}
 	turn := int(p.adopted.Add(1))
 	for _, g := range gs {
 		n := g.State.FDs()
@@ -606,39 +621,67 @@ func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error)
 	return a, nil
 }
 
-// Commit puts the connections on the loops; it returns how many it took.
-// Those a stopped loop could not take are closed (this process is
-// stopping too): the old process committed the batch, and must not read
-// them again.
-func (a *Prepared) Commit() (int, error) {
-	taken := 0
-	var err error
+// Hold puts the connections on the loops, accounted as this process's
+// (conntrack, the active gauge, the guard's and the target's counts) and
+// on epoll, in stHandover: nothing reads them and no timer runs for them
+// until Start. On error (a stopped loop, a pipe that holds less than it
+// said, epoll) none is held, their copies here are closed, and the old
+// process goes on with its own.
+func (a *Prepared) Hold() error {
 	for i, l := range a.p.loops {
 		as := a.byLoop[i]
-		a.byLoop[i] = nil
 		if len(as) == 0 {
 			continue
 		}
-		if err == nil && l.call(func() {
-			for _, x := range as {
-				l.adopt(x)
-			}
-		}) == nil {
-			taken += len(as)
-			continue
+		err := error(ErrClosed)
+		_ = l.call(func() {
+			a.byLoop[i] = nil // hold closes or holds each
+			a.held[i], err = l.hold(as)
+		})
+		if err != nil {
+			a.Discard()
+			return err
 		}
-		err = ErrClosed
-		closeAdoptions(as)
 	}
-	return taken, err
+	return nil
 }
 
-// Discard closes the connections' descriptors here: the old process goes
-// on with its own.
+// Start reads the held connections: each goes on from the state it moved
+// in. It returns how many it started.
+func (a *Prepared) Start() int {
+	n := 0
+	for i, l := range a.p.loops {
+		hs := a.held[i]
+		a.held[i] = nil
+		// A loop stops only once it has no connection: one holding these
+		// runs.
+		if len(hs) > 0 && l.call(func() {
+			for _, h := range hs {
+				l.start(h)
+			}
+		}) == nil {
+			n += len(hs)
+		}
+	}
+	return n
+}
+
+// Discard closes the connections' descriptors here, held or not yet,
+// without a count or a log line: the old process goes on with its own.
 func (a *Prepared) Discard() {
 	for i, as := range a.byLoop {
 		closeAdoptions(as)
 		a.byLoop[i] = nil
+	}
+	for i, hs := range a.held {
+		a.held[i] = nil
+		if len(hs) > 0 {
+			_ = a.p.loops[i].call(func() {
+				for _, h := range hs {
+					h.c.unhold()
+				}
+			})
+		}
 	}
 }
 
@@ -656,15 +699,33 @@ type adoption struct {
 	fds []int // client, backend, then the pipes' ends
 }
 
-// adopt makes a moved connection one of the loop's, accounted as the old
-// process had it: conntrack and the active gauge, the guard's per-source
-// count, the target's least-connections count. A routed one's route and
-// target are this process's when the configuration still has them;
-// otherwise it completes all the same, counted under its protocol.
-func (l *Loop) adopt(a adoption) {
+// hold holds each of as on the loop; on error none: those held are given
+// up again and every descriptor of as is closed.
+func (l *Loop) hold(as []adoption) ([]held, error) {
+	hs := make([]held, 0, len(as))
+	for i, x := range as {
+		h, err := l.holdOne(x)
+		if err != nil {
+			for _, h := range hs {
+				h.c.unhold()
+			}
+			closeAdoptions(as[i+1:])
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
+
+// holdOne makes a moved connection one of the loop's, accounted as the
+// old process had it: conntrack and the active gauge, the guard's
+// per-source count, the target's least-connections count. A routed one's
+// route and target are this process's when the configuration still has
+// them; otherwise it completes all the same, counted under its protocol.
+// On error its descriptors are closed and nothing of it stays.
+func (l *Loop) holdOne(a adoption) (held, error) {
 	if a.g.State.Identifying {
-		l.adoptIdentifying(a)
-		return
+		return l.holdIdentifying(a)
 	}
 	env := &l.p.env
 	srv, _ := env.Settings()
@@ -682,39 +743,45 @@ func (l *Loop) adopt(a adoption) {
 	}
 	c.idle = st.Idle
 	c.fallback = st.PipeFallbacks
-	c.st = stHandover
 	if st.Replay {
-		l.adoptReplay(c, st, spipe{r: a.fds[2], w: a.fds[3]})
-		return
-	}
-	c.was = stForward
-	c.last = l.now.UnixNano() - int64(st.IdleFor)
-	k := 2
-	for _, x := range [2]struct {
-		d *dir
-		s handover.DirState
-	}{{&c.up, st.Up}, {&c.down, st.Down}} {
-		x.d.n, x.d.rdhup, x.d.eof, x.d.shut = x.s.N, x.s.RDHUP, x.s.EOF, x.s.Shut
-		if x.s.Pipe {
-			x.d.pipe, x.d.hasPipe, x.d.inPipe = spipe{r: a.fds[k], w: a.fds[k+1]}, true, x.s.Pending
-			k += 2
+		if err := l.holdReplay(c, st, spipe{r: a.fds[2], w: a.fds[3]}); err != nil {
+			c.unhold()
+			return held{}, err
+		}
+	} else {
+		c.was = stForward
+		c.last = l.now.UnixNano() - int64(st.IdleFor)
+		k := 2
+		for _, x := range [2]struct {
+			d *dir
+			s handover.DirState
+		}{{&c.up, st.Up}, {&c.down, st.Down}} {
+			x.d.n, x.d.rdhup, x.d.eof, x.d.shut = x.s.N, x.s.RDHUP, x.s.EOF, x.s.Shut
+			if x.s.Pipe {
+				x.d.pipe, x.d.hasPipe, x.d.inPipe = spipe{r: a.fds[k], w: a.fds[k+1]}, true, x.s.Pending
+				k += 2
+			}
 		}
 	}
 	if c.tcp && srv.TCPKeepAlive > 0 {
 		setKeepAlive(c.fd, srv.TCPKeepAlive)
 	}
-	c.resume()
+	if err := c.register(); err != nil {
+		c.unhold()
+		return held{}, err
+	}
+	return held{c: c}, nil
 }
 
-// adopted is a moved connection made the loop's, counted in conntrack and
-// the active gauge (established: no cap refuses it), with its access
-// record started when the old process accepted it and, when admitted,
-// the guard's ticket for its client.
+// adopted is a moved connection made the loop's, in stHandover, counted
+// in conntrack and the active gauge (established: no cap refuses it),
+// with its access record started when the old process accepted it and,
+// when admitted, the guard's ticket for its client.
 func (l *Loop) adopted(a adoption, bfd int, admitted bool) *conn {
 	env := &l.p.env
 	srv, _ := env.Settings()
 	st := a.g.State
-	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: bfd, hidx: -1, tcp: a.g.Client == handover.TCPConn}
+	c := &conn{l: l, srv: srv, fd: a.fds[0], bfd: bfd, hidx: -1, tcp: a.g.Client == handover.TCPConn, st: stHandover}
 	client := unixPeer
 	if ap, err := netip.ParseAddrPort(st.Client); err == nil {
 		client = net.TCPAddrFromAddrPort(ap)
@@ -732,13 +799,77 @@ func (l *Loop) adopted(a adoption, bfd int, admitted bool) *conn {
 	return c
 }
 
-// adoptReplay goes on with a pair whose backend had not taken the whole
-// replay: p holds exactly the bytes left (the PROXY header's rest, then
-// the first flight's), read into a buffer of this process and written as
-// the old process would have, within a replay deadline from now; then the
-// pair forwards. A pipe that holds less than it said ends the pair: the
-// backend must never see a stream with a hole in it.
-func (l *Loop) adoptReplay(c *conn, st handover.ConnState, p spipe) {
+// register puts a held connection's sockets on epoll: what they report
+// meanwhile is dropped (stHandover), and taken again when it starts
+// (rejoin, start take each side as ready).
+func (c *conn) register() error {
+	l := c.l
+	for _, fd := range [2]int{c.fd, c.bfd} {
+		if fd < 0 {
+			continue
+		}
+		l.setRef(fd, ref{c: c})
+		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+			return fmt.Errorf("evloop: a moved connection: %w", os.NewSyscallError("epoll_ctl", e))
+		}
+	}
+	c.held = true
+	return nil
+}
+
+// unhold gives up a held connection: its copies here close and it leaves
+// the loop uncounted and unlogged, as a moved one does.
+func (c *conn) unhold() {
+	c.offLoop()
+	c.held = false
+	c.st = stHandover
+	c.moved()
+}
+
+// start reads a held connection: a routed one goes on as a restored one
+// does (resume), an identifying one is identified again.
+func (l *Loop) start(h held) {
+	c := h.c
+	if !h.identifying {
+		if c.was == stReplay {
+			c.hs.replayEnd = l.now.Add(c.srv.DialTimeout).UnixNano()
+		}
+		c.resume()
+		return
+	}
+	c.held = false
+	c.st = stIdentify
+	if c.aborted { // a drain's deadline while it was held
+		c.reason = proxy.Aborted
+		c.finish()
+		return
+	}
+	c.up.readable, c.down.writable = true, true
+	if h.header {
+		srv, trusted := l.p.env.Settings()
+		hs := c.hs
+		hs.fromTrusted = srv.AcceptProxy && trusted.Contains(c.ip)
+		if hs.fromTrusted {
+			hs.n, hs.prefilled = hs.prefilled, 0
+			c.st = stProxyHeader
+			c.setDeadline(c.acc.Start.Add(srv.IdentifyTimeout).UnixNano())
+			c.readProxyHeader()
+			return
+		}
+		c.admit()
+		return
+	}
+	c.identify()
+}
+
+// holdReplay holds a pair whose backend had not taken the whole replay:
+// p holds exactly the bytes left (the PROXY header's rest, then the first
+// flight's), read into a buffer of this process, to be written as the old
+// process would have, within a replay deadline from its start; then the
+// pair forwards. A pipe that holds less than it said is an error: the
+// backend must never see a stream with a hole in it, and the old process
+// keeps the pair.
+func (l *Loop) holdReplay(c *conn, st handover.ConnState, p spipe) error {
 	hs := &handshake{connected: true, fromTrusted: st.Trusted}
 	c.hs = hs
 	hs.lease = l.p.env.Bufs.Lease(st.Up.Pending)
@@ -750,17 +881,10 @@ func (l *Loop) adoptReplay(c *conn, st handover.ConnState, p spipe) {
 	}
 	c.up.n = st.Up.N
 	c.was = stReplay
-	hs.replayEnd = l.now.Add(c.srv.DialTimeout).UnixNano()
 	if got != st.Up.Pending {
-		l.p.env.Log.Warn("upgrade: a moved replay came short, the connection ends", "want", st.Up.Pending, "got", got)
-		c.reason = proxy.Error
-		c.finish()
-		return
+		return fmt.Errorf("evloop: a moved replay of %d bytes came with %d", st.Up.Pending, got)
 	}
-	if c.tcp && c.srv.TCPKeepAlive > 0 {
-		setKeepAlive(c.fd, c.srv.TCPKeepAlive)
-	}
-	c.resume()
+	return nil
 }
 
 // readPipe reads p into b, up to len(b) bytes or the pipe's end, and
@@ -778,22 +902,21 @@ func readPipe(p spipe, b []byte) int {
 	return got
 }
 
-// adoptIdentifying makes a moved connection that was still being
-// identified, or whose trusted sender's PROXY header was being read, one
-// of the loop's: the bytes it had sent are read back from their pipe into
-// a buffer of this process. Identification starts over them, against this
-// process's routes, with its timeouts from now; a header is read on,
-// within its deadline from the accept, when this process trusts the
-// sender too (otherwise its bytes are a first flight, as on a fresh
-// connection).
-func (l *Loop) adoptIdentifying(a adoption) {
+// holdIdentifying holds a moved connection that was still being
+// identified, or whose trusted sender's PROXY header was being read: the
+// bytes it had sent are read back from their pipe (a copy: the old
+// process keeps its own) into a buffer of this process. On its start
+// identification starts over them, against this process's routes, with
+// its timeouts from then; a header is read on, within its deadline from
+// the accept, when this process trusts the sender too (otherwise its
+// bytes are a first flight, as on a fresh connection).
+func (l *Loop) holdIdentifying(a adoption) (held, error) {
 	env := &l.p.env
-	srv, trusted := env.Settings()
+	srv, _ := env.Settings()
 	st := a.g.State
 	header := st.ProxyHeader
 	c := l.adopted(a, -1, !header) // a header being read: the guard admits its client once it is known
-	c.st = stIdentify
-	l.setRef(c.fd, ref{c: c})
+	c.was = stIdentify
 	hs := &handshake{fromTrusted: st.Trusted}
 	c.hs = hs
 	hs.lease = env.Bufs.Lease(identifyBuffer(srv))
@@ -801,28 +924,14 @@ func (l *Loop) adoptIdentifying(a adoption) {
 	if st.Up.Pipe {
 		hs.prefilled = readPipe(spipe{r: a.fds[1], w: a.fds[2]}, hs.buf[:st.Up.Pending]) // less: identification goes on with what came
 	}
-	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, epollConn); e != 0 {
-		env.Log.Warn("epoll_ctl failed", "err", e)
-		c.finish()
-		return
-	}
 	if c.tcp && srv.TCPKeepAlive > 0 {
 		setKeepAlive(c.fd, srv.TCPKeepAlive)
 	}
-	c.up.readable, c.down.writable = true, true
-	if header {
-		hs.fromTrusted = srv.AcceptProxy && trusted.Contains(c.ip)
-		if hs.fromTrusted {
-			hs.n, hs.prefilled = hs.prefilled, 0
-			c.st = stProxyHeader
-			c.setDeadline(c.acc.Start.Add(srv.IdentifyTimeout).UnixNano())
-			c.readProxyHeader()
-			return
-		}
-		c.admit()
-		return
+	if err := c.register(); err != nil {
+		c.unhold()
+		return held{}, err
 	}
-	c.identify()
+	return held{c: c, identifying: true, header: header}, nil
 }
 
 // routeOf is the route a moved connection goes on under: this process's

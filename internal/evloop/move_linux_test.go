@@ -27,15 +27,8 @@ func move(t *testing.T, old, new *evloop.Plane) (moved, fds int) {
 // moveFrom is move, sending first (detached already) first.
 func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved, fds int) {
 	t.Helper()
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	for {
 		batch := first
@@ -61,13 +54,33 @@ func moveFrom(t *testing.T, old, new *evloop.Plane, first *evloop.Batch) (moved,
 			old.Restore(batch)
 			t.Fatalf("prepared %v of %d: %v", prep, batch.Len(), err)
 		}
-		old.Moved(batch) // the commit: the old plane lets go first
-		n, err := prep.Commit()
-		if err != nil || n != batch.Len() {
-			t.Fatalf("adopted %d of %d: %v", n, batch.Len(), err)
+		if err := prep.Hold(); err != nil { // on the commit
+			old.Restore(batch)
+			t.Fatalf("holding %d: %v", batch.Len(), err)
+		}
+		old.Moved(batch) // on the new plane's word (Adopted), before it reads
+		n := prep.Start()
+		if n != batch.Len() {
+			t.Fatalf("started %d of %d", n, batch.Len())
 		}
 		moved += n
 	}
+}
+
+// handoverPair is the two ends of a new handover socket, each waiting
+// at most bound; the caller closes them.
+func handoverPair(t testing.TB) (old, next *handover.Conn) {
+	t.Helper()
+	old, peer, err := handover.Pair(handover.Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = handover.FileConn(peer, handover.Limits{Timeout: bound})
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	return old, next
 }
 
 // TestMoveConnections: forwarded pairs move from one plane to another —
@@ -212,15 +225,8 @@ func TestMoveRestored(t *testing.T) {
 func TestAdoptRefusesBadMessage(t *testing.T) {
 	r := newRig(t, []*protocols.Protocol{route("ECHO", testnet.Echo(t))})
 	c := r.dial()
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	f, err := c.File()
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/config"
+	"github.com/darkit/protoplex/internal/evloop"
 	"github.com/darkit/protoplex/internal/handover"
 	"github.com/darkit/protoplex/internal/proxyproto"
 	"github.com/darkit/protoplex/internal/testnet"
@@ -315,12 +316,12 @@ func rawFD(t *testing.T, c syscall.Conn) int {
 	return fd
 }
 
-// adoptCrafted sends nu one moved pair as an old process would — a
-// client socket, a backend socket connected to backend and a pipe — which
+// craftMoved sends nu one moved pair as an old process would — a client
+// socket, a backend socket connected to backend and a pipe — which
 // describe gives the state and the pipe's bytes of (Client and Target are
-// filled in here), and commits it. It returns the client and the
-// backend's side.
-func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(client net.Conn) (handover.ConnState, []byte)) (client, be net.Conn) {
+// filled in here), and prepares it. It returns the client, the backend's
+// side and the prepared pair, whose sockets only nu's plane holds.
+func craftMoved(t *testing.T, nu *rig, backend net.Listener, describe func(client net.Conn) (handover.ConnState, []byte)) (client, be net.Conn, prep *evloop.Prepared) {
 	t.Helper()
 	front := testnet.Listen(t)
 	client, err := net.Dial("tcp", front.Addr().String())
@@ -359,15 +360,8 @@ func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(cli
 	if err := handover.AppendConn(&m, st, handover.TCPConn, handover.TCPConn); err != nil {
 		t.Fatal(err)
 	}
-	a, peer, err := handover.Pair(handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := handoverPair(t)
 	defer a.Close()
-	b, err := handover.FileConn(peer, handover.Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer b.Close()
 	if err := a.Send(m, []int{rawFD(t, plSide.(*net.TCPConn)), rawFD(t, plBackend.(*net.TCPConn)), int(r.Fd()), int(w.Fd())}); err != nil {
 		t.Fatal(err)
@@ -376,12 +370,22 @@ func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	prep, err := nu.plane.Prepare(got, files)
+	prep, err = nu.plane.Prepare(got, files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := prep.Commit(); n != 1 || err != nil {
-		t.Fatalf("adopted %d: %v", n, err)
+	return client, be, prep
+}
+
+// adoptCrafted is craftMoved, the pair held and started on nu's plane.
+func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(client net.Conn) (handover.ConnState, []byte)) (client, be net.Conn) {
+	t.Helper()
+	client, be, prep := craftMoved(t, nu, backend, describe)
+	if err := prep.Hold(); err != nil {
+		t.Fatal(err)
+	}
+	if n := prep.Start(); n != 1 {
+		t.Fatalf("adopted %d", n)
 	}
 	return client, be
 }
@@ -391,8 +395,8 @@ func adoptCrafted(t *testing.T, nu *rig, backend net.Listener, describe func(cli
 // header went whole) is written on exactly as it came — the header's
 // rest, then the first flight — and the header's bytes are never counted
 // as the client's. A replay whose pipe holds less than its state says (a
-// hostile or broken old process) is never written with a hole in it: the
-// pair ends, counted as an error.
+// hostile or broken old process) is never written with a hole in it: it
+// cannot be held, and is given up unread and uncounted.
 func TestAdoptReplayHeaderLeft(t *testing.T) {
 	backend := testnet.Listen(t)
 	nu := newRig(t, []*protocols.Protocol{route("ECHO", backend.Addr().String())})
@@ -422,17 +426,23 @@ func TestAdoptReplayHeaderLeft(t *testing.T) {
 	}
 
 	// The pipe holds 5 bytes of the 10 the state says.
-	client, be = adoptCrafted(t, nu, backend, func(net.Conn) (handover.ConnState, []byte) {
+	client, be, prep := craftMoved(t, nu, backend, func(net.Conn) (handover.ConnState, []byte) {
 		return handover.ConnState{Protocol: "ECHO", Route: "ECHO", Replay: true, Up: handover.DirState{Pipe: true, Pending: 10}}, []byte("HELLO")
 	})
+	if err := prep.Hold(); err == nil {
+		prep.Start()
+		t.Fatal("a replay that came short was held")
+	}
 	if got, _ := readAll(be); len(got) != 0 {
 		t.Errorf("the backend read %q from a replay that came short", got)
 	}
 	if got, _ := readAll(client); len(got) != 0 {
 		t.Errorf("the client read %q", got)
 	}
-	nu.waitMetric(1, "protoplex_connections_closed_total", "protocol=ECHO", "reason=error")
 	nu.idle()
+	if n := nu.metric("protoplex_connections_closed_total", "protocol=ECHO", "reason=error"); n != 0 {
+		t.Errorf("the pair given up counted as %v errors", n)
+	}
 }
 
 // TestMoveEveryState: one batch holds a connection in every state a loop

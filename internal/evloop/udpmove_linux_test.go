@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/darkit/protoplex/internal/handover"
 	"github.com/darkit/protoplex/internal/listen"
@@ -33,12 +36,15 @@ type moveSide struct {
 
 // udpEngine starts an engine on r's loops serving pc (its sockets, or a
 // group handed over), held unread first when hold is set.
-func udpEngine(t testing.TB, r *rig, pc net.PacketConn, hold, lazy bool) *moveSide {
+func udpEngine(t testing.TB, r *rig, pc net.PacketConn, hold, lazy bool, opts ...func(*udp.Options)) *moveSide {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	uo := udp.ForManager(context.Background(), func() *routing.Table { return r.table }, func() udp.Settings { return udp.Settings{AccessLog: true} }, nil, r.stats.UDP, log)
 	uo.Loops = func() ([]udp.Loop, func()) { return r.plane.UDPLoops(), nil }
 	uo.Sockets = 2
+	for _, o := range opts {
+		o(&uo)
+	}
 	e := udp.New(uo)
 	if hold {
 		e.Hold()
@@ -89,13 +95,30 @@ func handedOver(t testing.TB, pc net.PacketConn) net.PacketConn {
 // first flows come (moveFlows).
 func movePair(t *testing.T, protos []*protocols.Protocol, lazy bool) (ro, rn *rig, old, next *moveSide, addr *net.UDPAddr) {
 	t.Helper()
+	return movePairOf(t, protos, lazy, nil, nil)
+}
+
+// movePairWith is movePair, each engine's options set by its function.
+func movePairWith(t *testing.T, protos []*protocols.Protocol, oldOpts, newOpts func(*udp.Options)) (ro, rn *rig, old, next *moveSide, addr *net.UDPAddr) {
+	t.Helper()
+	return movePairOf(t, protos, false, oldOpts, newOpts)
+}
+
+func movePairOf(t *testing.T, protos []*protocols.Protocol, lazy bool, oldOpts, newOpts func(*udp.Options)) (ro, rn *rig, old, next *moveSide, addr *net.UDPAddr) {
+	t.Helper()
 	ro, rn = newRig(t, protos), newRig(t, protos)
 	pc, err := udp.New(udp.Options{Sockets: 2}).BindSockets(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	next = udpEngine(t, rn, handedOver(t, pc), true, lazy)
-	old = udpEngine(t, ro, pc, false, false)
+	opts := func(f func(*udp.Options)) []func(*udp.Options) {
+		if f == nil {
+			return nil
+		}
+		return []func(*udp.Options){f}
+	}
+	next = udpEngine(t, rn, handedOver(t, pc), true, lazy, opts(newOpts)...)
+	old = udpEngine(t, ro, pc, false, false, opts(oldOpts)...)
 	return ro, rn, old, next, pc.LocalAddr().(*net.UDPAddr)
 }
 
@@ -103,9 +126,10 @@ func movePair(t *testing.T, protos []*protocols.Protocol, lazy bool) (ro, rn *ri
 type adoptMode int
 
 const (
-	adoptAll  adoptMode = iota
-	refuseAll           // a new process that is alive and says no
-	dieFirst            // a new process that dies at the first batch
+	adoptAll    adoptMode = iota
+	refuseAll             // a new process that is alive and says no
+	dieFirst              // a new process that dies at the first batch
+	dieAtCommit           // one that dies once the first batch is committed, before it adopts it
 )
 
 // moveFlows runs both ends of the flow phase over a real handover
@@ -176,10 +200,21 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 					adopted <- fmt.Errorf("no commit: %v %v", commit.Kind, err)
 					return
 				}
-				if _, err := prep.Commit(); err != nil {
+				if mode == dieAtCommit {
+					prep.Discard() // its copies close with the process
+					adopted <- nil
+					return
+				}
+				if err := prep.Hold(); err != nil {
 					adopted <- err
 					return
 				}
+				if err := nc.Send(handover.Message{Kind: handover.Adopted, Count: uint32(prep.Len())}, nil); err != nil {
+					prep.Discard()
+					adopted <- err
+					return
+				}
+				prep.Start()
 				continue
 			}
 			if err := nc.Send(reply, nil); err != nil {
@@ -209,6 +244,13 @@ func moveFlows(t testing.TB, old, next *moveSide, mode adoptMode, during func())
 			failed, refused = errors.New(ack.Note), true
 		default:
 			failed = oc.Send(handover.Message{Kind: handover.Ack, Count: ack.Count}, nil) // the commit
+			if failed == nil {
+				// Its copies stay until the new side's word that it adopted
+				// the batch.
+				if word, _, err := oc.Recv(); err != nil || word.Kind != handover.Adopted {
+					failed = fmt.Errorf("no adoption: %v %v", word.Kind, err)
+				}
+			}
 		}
 		if failed != nil {
 			old.e.RestoreFlows(b)
@@ -396,17 +438,24 @@ func TestUDPFlowsMoveRefused(t *testing.T) {
 }
 
 // TestUDPFlowsMoveNewProcessGone: a new process that goes away during the
-// move leaves the flows with the old one, which puts them back, reads its
-// listeners again and goes on with each through the same upstream socket;
-// a datagram sent meanwhile is answered by it once.
+// move — at the first batch, or once it was committed and before it said
+// it adopted it — leaves the flows with the old one, which puts them back,
+// reads its listeners again and goes on with each through the same
+// upstream socket; a datagram sent meanwhile is answered by it once.
 func TestUDPFlowsMoveNewProcessGone(t *testing.T) {
+	for name, mode := range map[string]adoptMode{"first batch": dieFirst, "at the commit": dieAtCommit} {
+		t.Run(name, func(t *testing.T) { flowsMoveNewProcessGone(t, mode) })
+	}
+}
+
+func flowsMoveNewProcessGone(t *testing.T, mode adoptMode) {
 	echo := udptest.Echo(t, true)
 	protos := []*protocols.Protocol{{Name: "UECHO", Target: echo, Datagram: datagramPrefix("PING")}}
 	// The new engine holds its copy unread, as a process that died does.
 	ro, _, old, next, addr := movePair(t, protos, false)
 	const n = 20
 	cs := flowClients(t, ro, addr, n)
-	if moved := moveFlows(t, old, next, dieFirst, func() {
+	if moved := moveFlows(t, old, next, mode, func() {
 		for i, c := range cs {
 			if _, err := c.Write(fmt.Appendf(nil, "PING%d-during", i)); err != nil {
 				t.Fatal(err)
@@ -518,4 +567,178 @@ func benchFlowsMove(b *testing.B, n int) {
 	if n > 0 {
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/flow")
 	}
+}
+
+// stuckResolver resolves every host name to 127.0.0.1, once released;
+// asked hears of each lookup as it starts.
+type stuckResolver struct {
+	asked   chan string
+	release chan struct{}
+}
+
+func newStuckResolver() *stuckResolver {
+	return &stuckResolver{asked: make(chan string, 16), release: make(chan struct{})}
+}
+
+func (s *stuckResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	s.asked <- host
+	select {
+	case <-s.release:
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// countedLoop is a loop whose posts are counted as they are made and as
+// they have run: once both counts are equal, every post made before ran.
+type countedLoop struct {
+	udp.Loop
+	posted, ran *atomic.Int64
+}
+
+func (l countedLoop) Post(fn func()) bool {
+	l.posted.Add(1)
+	return l.Loop.Post(func() { fn(); l.ran.Add(1) })
+}
+
+// TestUDPFlowMovesWhileResolving: a flow whose route's target is a host
+// name, resolved off the loop (a stub resolver that answers when the test
+// says), moves while the lookup is under way, as the datagrams it was
+// given: the new process identifies them again and resolves and dials its
+// own, and the old one closes the socket its lookup then gets. Restored
+// instead, the flow goes on in the old process with its lookup's socket —
+// also when the lookup ended while the flow was out, which used to leave
+// it waiting for a dial that had come and gone. Each datagram is answered
+// once. The clocks stand still: no flow expires while the test waits.
+func TestUDPFlowMovesWhileResolving(t *testing.T) {
+	for _, how := range []string{"moved", "restored", "resolved while out, restored", "resolved while out, moved"} {
+		t.Run(how, func(t *testing.T) {
+			echo := udptest.Echo(t, true)
+			_, port, _ := net.SplitHostPort(echo)
+			protos := []*protocols.Protocol{{Name: "UECHO", Target: "echo.test:" + port, Datagram: datagramPrefix("PING")}}
+			stuck := newStuckResolver()
+			var posted, ran atomic.Int64
+			still := time.Unix(1e9, 0)
+			oldOpts := func(o *udp.Options) {
+				o.Resolver, o.Now = stuck, func() time.Time { return still }
+				loops := o.Loops
+				o.Loops = func() ([]udp.Loop, func()) {
+					ls, done := loops()
+					for i := range ls {
+						ls[i] = countedLoop{ls[i], &posted, &ran}
+					}
+					return ls, done
+				}
+			}
+			newOpts := func(o *udp.Options) {
+				o.Now = func() time.Time { return still }
+				o.Resolver = resolverFunc(func(string) []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.1")} })
+			}
+			ro, rn, old, next, addr := movePairWith(t, protos, oldOpts, newOpts)
+			c, err := net.DialUDP("udp", nil, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("PING0")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case host := <-stuck.asked:
+				if host != "echo.test" {
+					t.Fatalf("resolving %q", host)
+				}
+			case <-time.After(bound):
+				t.Fatal("the old engine never resolved the target")
+			}
+			old.e.PauseListeners()
+			b := old.e.DetachFlows(handover.MaxFDsPerMessage)
+			if b == nil || b.Len() != 1 {
+				t.Fatalf("detached %+v", b)
+			}
+			if strings.HasPrefix(how, "resolved while out") {
+				before := posted.Load()
+				close(stuck.release)
+				// Its outcome is posted to the loop: once a post made
+				// after the release ran, and every other too, it came.
+				testnet.Eventually(t, bound, func() bool { p := posted.Load(); return p > before && ran.Load() == p },
+					"the lookup's outcome never reached the loop")
+			}
+			switch how {
+			case "restored", "resolved while out, restored":
+				old.e.RestoreFlows(b)
+				old.e.ResumeListeners()
+				if how == "restored" {
+					close(stuck.release)
+				}
+				if got := ro.readUDP(c); got != "PING0|PING0" {
+					t.Fatalf("the restored flow's answer: %q, want PING0|PING0", got)
+				}
+				if got := roundTrip(t, ro, c, "PING0-again"); got != "PING0|PING0-again" {
+					t.Fatalf("the restored flow's next answer: %q (one flow, one socket)", got)
+				}
+				if n := old.e.Flows(); n != 1 {
+					t.Errorf("%d flows in the old engine, want 1", n)
+				}
+			default:
+				if !sendFlows(t, old, next, b) {
+					t.Fatal("the flow did not move")
+				}
+				if how == "moved" {
+					close(stuck.release) // the abandoned lookup ends; its socket is closed
+				}
+				if got := rn.readUDP(c); got != "PING0|PING0" {
+					t.Fatalf("the moved flow's answer: %q, want PING0|PING0", got)
+				}
+				if got := roundTrip(t, rn, c, "PING0-again"); got != "PING0|PING0-again" {
+					t.Fatalf("the moved flow's next answer: %q", got)
+				}
+				testnet.Eventually(t, bound, func() bool { return old.e.Flows() == 0 && ro.metric("protoplex_udp_flows_active") == 0 },
+					"the old engine still holds the flow")
+				if n := next.e.Flows(); n != 1 {
+					t.Errorf("%d flows in the new engine, want 1", n)
+				}
+			}
+		})
+	}
+}
+
+// resolverFunc resolves every host name to what it returns at once.
+type resolverFunc func(host string) []netip.Addr
+
+func (f resolverFunc) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	return f(host), nil
+}
+
+// sendFlows moves the detached batch b from old to next over a handover
+// socketpair, as the managers do (commit, hold, Adopted, start), and ends
+// the phase; false when it did not move (it is restored).
+func sendFlows(t *testing.T, old, next *moveSide, b *udp.FlowBatch) bool {
+	t.Helper()
+	oc, nc := handoverPair(t)
+	defer oc.Close()
+	defer nc.Close()
+	if err := oc.Send(b.Msg, b.FDs); err != nil {
+		old.e.RestoreFlows(b)
+		t.Fatal(err)
+	}
+	m, files, err := nc.Recv()
+	if err != nil {
+		old.e.RestoreFlows(b)
+		t.Fatal(err)
+	}
+	prep, err := next.e.PrepareFlows(m, files)
+	if err != nil {
+		old.e.RestoreFlows(b)
+		t.Fatal(err)
+	}
+	if err := prep.Hold(); err != nil { // on the commit
+		old.e.RestoreFlows(b)
+		t.Fatal(err)
+	}
+	old.e.MovedFlows(b) // on the word that it holds them
+	prep.Start()
+	next.e.Release()
+	return true
 }

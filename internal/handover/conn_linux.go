@@ -87,6 +87,13 @@ func FileConn(f *os.File, lim Limits) (*Conn, error) {
 // them).
 func (c *Conn) Close() error { return c.uc.Close() }
 
+// CloseRead ends what the peer may send: each send of its from here on
+// fails (EPIPE), and Recv returns what it sent before, then io.EOF. The
+// kernel orders the two, so a peer whose send succeeded knows this side
+// will read the message: the old process of an upgrade that stopped
+// waiting for a word (Adopted) shuts the way first, then reads what came.
+func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
+
 // Timeout is how long each send and receive waits at most.
 func (c *Conn) Timeout() time.Duration { return c.lim.Timeout }
 

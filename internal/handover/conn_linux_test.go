@@ -278,20 +278,29 @@ func (w *world) check(t *testing.T, note string) {
 	}
 }
 
+// pair is the two ends of a new handover socket, each waiting at most
+// bound; the caller closes them.
+func pair(t *testing.T) (old, next *Conn) {
+	t.Helper()
+	old, peer, err := Pair(Limits{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = FileConn(peer, Limits{Timeout: bound})
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	return old, next
+}
+
 // TestPassBetweenGoroutines: a listener with a client waiting, a connected
 // TCP socket with bytes unread, a UDP socket with a datagram unread and a
 // pipe with bytes in it go over the handover socket, and every byte is
 // still there on the other side.
 func TestPassBetweenGoroutines(t *testing.T) {
-	old, peer, err := Pair(Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, next := pair(t)
 	defer old.Close()
-	next, err := FileConn(peer, Limits{Timeout: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer next.Close()
 	w := newWorld(t)
 	sent := make(chan error, 1)
@@ -411,15 +420,8 @@ func TestRecvRejects(t *testing.T) {
 	}
 
 	t.Run("another version", func(t *testing.T) {
-		old, peer, err := Pair(Limits{Timeout: bound})
-		if err != nil {
-			t.Fatal(err)
-		}
+		old, next := pair(t)
 		defer old.Close()
-		next, err := FileConn(peer, Limits{Timeout: bound})
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer next.Close()
 		b, _ := Encode(nil, Message{Kind: FDs, Records: []Record{{Type: Pipe}}})
 		b[5] = Version + 1
@@ -468,5 +470,30 @@ func TestTimeouts(t *testing.T) {
 	peer2.Close()
 	if _, _, err := old2.Recv(); !errors.Is(err, io.EOF) {
 		t.Errorf("Recv after the peer closed: %v, want EOF", err)
+	}
+}
+
+// TestCloseRead: once a Conn shut its reading side, the peer's sends
+// fail, and what it sent before is still read, then EOF: the old process
+// that stops waiting for an Adopted either reads it or the new process
+// learns that its word did not arrive.
+func TestCloseRead(t *testing.T) {
+	old, next := pair(t)
+	defer old.Close()
+	defer next.Close()
+	if err := next.Send(Message{Kind: Adopted, Count: 7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.CloseRead(); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Send(Message{Kind: Adopted, Count: 8}, nil); !errors.Is(err, unix.EPIPE) {
+		t.Errorf("a send after the peer's CloseRead: %v, want EPIPE", err)
+	}
+	if m, _, err := old.Recv(); err != nil || m.Kind != Adopted || m.Count != 7 {
+		t.Errorf("the message sent before: %+v, %v", m, err)
+	}
+	if _, _, err := old.Recv(); !errors.Is(err, io.EOF) {
+		t.Errorf("after it: %v, want EOF", err)
 	}
 }

@@ -25,8 +25,9 @@ import (
 
 // Version is the format this package writes and reads. A process that
 // reads another version refuses the handover (ErrVersion), and the old
-// process keeps serving.
-const Version = 1
+// process keeps serving. Version 2 added Adopted: the old process keeps
+// a committed batch until the new one says it adopted it.
+const Version = 2
 
 // Bounds of one message.
 const (
@@ -68,18 +69,26 @@ const (
 	// connection's state as its metadata (conns.go). The new process
 	// checks each whole and answers with an Ack (Count: connections it
 	// can take), its connections on no loop yet, or a Refuse. The old one
-	// then commits with an Ack of its own and closes its copies, and the
-	// new one takes the connections; or the old one gave up waiting and
-	// took the batch back, and the new one closes what it was sent on the
-	// old one's next message (a Done) or close. The old process ends the
-	// phase with a Done whose Count is the connections it keeps to drain.
+	// then commits with an Ack of its own; or it gave up waiting and took
+	// the batch back, and the new one closes what it was sent on the old
+	// one's next message (a Done) or close. On the commit the new one puts
+	// the batch on its loops, where nothing reads it yet, and answers
+	// Adopted, or Refuse when it could not; it reads the batch only once
+	// its Adopted is sent. The old process keeps its copies until the
+	// Adopted, and takes the batch back on anything else (a Refuse, its
+	// peer's close, an error, a timeout). The old process ends the phase
+	// with a Done whose Count is the connections it keeps to drain.
 	Conns
 	// Flows carries UDP flows, after the connections: per flow one record
 	// whose metadata is its state (flows.go). Each is answered like Conns;
 	// a Flows message without records ends the phase (Count: the flows the
 	// old process keeps to drain).
 	Flows
-	maxKind = Flows
+	// Adopted is the new process's last word on a committed batch of
+	// Conns or Flows (Count: how many it holds): from it on the batch is
+	// the new process's, and the old one closes its copies.
+	Adopted
+	maxKind = Adopted
 )
 
 func (k Kind) String() string {
@@ -98,6 +107,8 @@ func (k Kind) String() string {
 		return "conns"
 	case Flows:
 		return "flows"
+	case Adopted:
+		return "adopted"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -101,7 +101,8 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		"empty":              {nil, ErrMagic},
 		"another magic":      {edit(func(b []byte) []byte { b[0] = 'X'; return b }), ErrMagic},
-		"version 2":          {edit(func(b []byte) []byte { b[5] = 2; return b }), ErrVersion},
+		"version 1":          {edit(func(b []byte) []byte { b[5] = 1; return b }), ErrVersion}, // no Adopted: it would close a batch too soon
+		"version 3":          {edit(func(b []byte) []byte { b[5] = 3; return b }), ErrVersion},
 		"version 0":          {edit(func(b []byte) []byte { b[5] = 0; return b }), ErrVersion},
 		"a short header":     {valid[:headerLen-1], ErrFormat},
 		"header flags":       {edit(func(b []byte) []byte { b[7] = 1; return b }), ErrFormat},

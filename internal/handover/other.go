@@ -32,6 +32,9 @@ func FileConn(f *os.File, _ Limits) (*Conn, error) { f.Close(); return nil, ErrU
 // Close does nothing.
 func (*Conn) Close() error { return nil }
 
+// CloseRead does nothing.
+func (*Conn) CloseRead() error { return nil }
+
 // Send fails.
 func (*Conn) Send(Message, []int) error { return ErrUnsupported }
 

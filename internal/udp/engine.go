@@ -161,6 +161,16 @@ type Options struct {
 	// Loops, when set and it returns loops, runs each address's sockets on
 	// event loops (Linux): no goroutine per listener or per flow.
 	Loops Loops
+	// Resolver resolves a host-name target, off the owner (nil:
+	// net.DefaultResolver); a flow goes to its first address, as a dial
+	// would.
+	Resolver Resolver
+}
+
+// Resolver is what the engine asks for a host name's addresses:
+// *net.Resolver, or a test's stub.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 // Engine serves UDP listeners and their flows.
@@ -606,28 +616,12 @@ func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Pla
 	defer ln.e.wg.Done()
 	ctx, cancel := context.WithTimeout(ln.e.dialCtx, dialTimeout)
 	defer cancel()
-	var d net.Dialer
 	for ok := true; ok; a, ok = p.Next() {
 		begin := time.Now()
-		c, err := d.DialContext(ctx, "udp", a.Target)
+		up, err := ln.dialName(ctx, r, a.Target)
 		release := p.Done(a, time.Since(begin), err)
 		if err != nil {
 			continue
-		}
-		uc := c.(*net.UDPConn)
-		var up upConn = uc
-		so := upSocketFor(r.state.responses)
-		if ln.drv != nil {
-			// A loop watches a bare descriptor: connect one to the
-			// address the dial resolved.
-			ap := uc.RemoteAddr().(*net.UDPAddr).AddrPort()
-			uc.Close()
-			if up, err = ln.dialLoop(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), so); err != nil {
-				release()
-				continue
-			}
-		} else if so.rcvbuf > 0 {
-			_ = uc.SetReadBuffer(so.rcvbuf)
 		}
 		if !ln.post(func() { ln.dialed(f, r, up, set, a, release) }, true) {
 			up.Close()
@@ -638,9 +632,43 @@ func (ln *listener) dialOff(f *flow, r *Route, set *upstream.Set, p upstream.Pla
 	ln.post(func() { ln.dialed(f, r, nil, nil, upstream.Attempt{}, nil) }, true)
 }
 
+// dialName is a socket connected to the first address target's host
+// resolves to, set up by r's rule (upSocketFor); off the owner.
+func (ln *listener) dialName(ctx context.Context, r *Route, target string) (upConn, error) {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, err
+	}
+	pn, err := net.LookupPort("udp", port)
+	if err != nil {
+		return nil, err
+	}
+	res := ln.e.opt.Resolver
+	if res == nil {
+		res = net.DefaultResolver
+	}
+	ips, err := res.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	if len(ips) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	ap := netip.AddrPortFrom(ips[0].Unmap(), uint16(pn))
+	so := upSocketFor(r.state.responses)
+	if ln.drv != nil {
+		return ln.dialLoop(ap, so) // a loop watches a bare descriptor
+	}
+	return dialDatagram(ap, so)
+}
+
 // dialed is dialOff's result on the owner: up is nil when no target could
 // be had.
 func (ln *listener) dialed(f *flow, r *Route, up upConn, set *upstream.Set, a upstream.Attempt, release func()) {
+	if f.out { // out for a move: the move's end decides
+		f.outcome = &dialOutcome{r: r, up: up, set: set, a: a, release: release}
+		return
+	}
 	if ln.t.lookup(f.client) != f {
 		if up != nil { // the flow ended meanwhile
 			up.Close()

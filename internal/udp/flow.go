@@ -60,10 +60,35 @@ type flow struct {
 	links  ilist.Links[flow]
 	queued int64 // f.last when it was queued
 
+	// out: the flow is detached for a move to another process
+	// (move_linux.go); a host-name dial's outcome that comes meanwhile
+	// waits in outcome for the move's end: restored, the flow goes on with
+	// it; moved, it is closed (the new process dials its own).
+	out     bool
+	outcome *dialOutcome
+
 	// The flow's place among those awaiting their first reply.
 	awaiting bool
 	awaitAt  int64 // unix ns it was routed
 	await    ilist.Links[flow]
+}
+
+// dialOutcome is what an off-owner dial of a host-name target gave (up
+// nil: no target could be had).
+type dialOutcome struct {
+	r       *Route
+	up      upConn
+	set     *upstream.Set
+	a       upstream.Attempt
+	release func()
+}
+
+// drop closes what the outcome holds.
+func (o *dialOutcome) drop() {
+	if o.up != nil {
+		o.up.Close()
+		o.release()
+	}
 }
 
 // answeredMark is flow.owed once the flow was answered: below any count.

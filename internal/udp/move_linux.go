@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/darkit/protoplex/internal/guard"
@@ -25,14 +26,17 @@ import (
 // upstream socket leaves the loop's epoll and goes with the flow's state,
 // so the backend keeps seeing the same source port; a flow still
 // identifying (or resolving a host-name target) goes as the datagrams it
-// was given, in a pipe. The new process checks each batch whole
-// (PrepareFlows) and says it can take it; the old one then commits it and
-// closes its copies without counting an end or writing a log line
-// (MovedFlows), and the new one adopts each flow on the loop that reads
-// its socket (Commit). On anything else the old process puts them back
-// (RestoreFlows) and the new one closes what it held (Discard). The new
-// process reads its listeners once the phase ends (Release). Flows of listeners without a loop (the goroutine
-// data plane) do not move: they drain in the old process.
+// was given, in a pipe (a lookup under way is abandoned: its outcome, if
+// it comes while the flow is out, waits for the move's end). The new
+// process checks each batch whole (PrepareFlows) and says it can take it;
+// the old one commits it; the new one takes each flow into the table of
+// the loop that reads its socket, unread (Hold), says so, and reads them
+// (Start); on that word the old one closes its copies without counting an
+// end or writing a log line (MovedFlows). On anything else the old
+// process puts them back (RestoreFlows) and the new one closes what it
+// held (Discard). The new process reads its listeners once the phase ends
+// (Release). Flows of listeners without a loop (the goroutine data plane)
+// do not move: they drain in the old process.
 
 // Bounds this package's flows keep within what a FlowState may carry.
 const (
@@ -124,7 +128,7 @@ func (e *Engine) DetachFlows(maxFDs int) *FlowBatch {
 	return b
 }
 
-// MovedFlows: the new process took the batch; the loops close their
+// MovedFlows: the new process adopted the batch; the loops close their
 // copies, and the flows end here without a count or a log line.
 func (e *Engine) MovedFlows(b *FlowBatch) { each(b, (*listener).moved) }
 
@@ -207,6 +211,7 @@ func (ln *listener) detachFlow(f *flow, now time.Time) (*moving, handover.FlowSt
 			return nil, st, err
 		}
 		m.fd, m.pending = fd, f.pending
+		f.out = true // a dial under way keeps its outcome for restore
 		st.Identifying = true
 		for _, p := range f.pending {
 			st.Pending = append(st.Pending, len(p))
@@ -262,6 +267,11 @@ func pipeOf(dgs [][]byte) (int, error) {
 // what it held here is given back, uncounted.
 func (ln *listener) moved(m *moving) {
 	f := m.f
+	f.out = false // a dial under way finds no flow, and closes its socket
+	if o := f.outcome; o != nil {
+		f.outcome = nil
+		o.drop()
+	}
 	ln.e.releaseGuard(f.ticket)
 	if f.state == stRouted {
 		up := f.up.(*rawUp)
@@ -277,11 +287,17 @@ func (ln *listener) moved(m *moving) {
 // was.
 func (ln *listener) restore(m *moving) {
 	f := m.f
+	f.out = false
+	o := f.outcome
+	f.outcome = nil
 	if ln.drv.stopped || ln.t.lookup(f.client) != nil {
 		// The listener ended meanwhile, or the client has a flow again:
 		// this one ends here.
 		if f.state != stRouted {
 			rawClose(m.fd)
+		}
+		if o != nil {
+			o.drop()
 		}
 		ln.e.finish(f, "closed")
 		return
@@ -293,6 +309,9 @@ func (ln *listener) restore(m *moving) {
 	if f.state != stRouted {
 		rawClose(m.fd)
 		ln.t.wait(f, f.start)
+		if o != nil { // the dial ended while the flow was out: it goes on with its outcome
+			ln.dialed(f, o.r, o.up, o.set, o.a, o.release)
+		}
 		return
 	}
 	ln.t.class(m.idle).push(f, f.last.Load())
@@ -329,11 +348,24 @@ func (t *flowTable) idleOf(f *flow) time.Duration {
 }
 
 // FlowAdoption is a Flows message checked whole, its descriptors held
-// and read by nobody, until the old process commits it (Commit) or gives
-// it up (Discard).
+// and read by nobody, until the old process commits it; then Hold puts
+// the flows in their listeners' tables, every step that can fail, their
+// upstream sockets watched but unread; the new process tells the old one
+// (handover.Adopted), which keeps its copies until then; then Start reads
+// them. Discard gives them up, before or after Hold: the old process
+// keeps the flows.
 type FlowAdoption struct {
 	byLn map[*listener][]adoption
+	held map[*listener]*heldFlows
 	n    int
+}
+
+// heldFlows is a listener's flows of a FlowAdoption once held.
+type heldFlows struct {
+	flows []*flow
+	// reading is false until Start: the held upstream sockets' watch
+	// drops their readiness (level-triggered, it comes again).
+	reading bool
 }
 
 // adoption is one flow of a FlowAdoption, for its listener's loop.
@@ -380,7 +412,7 @@ func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdopti
 	if len(lns) == 0 {
 		return nil, errors.New("udp: no listener on an event loop (server.data_plane goroutines)")
 	}
-	fa := &FlowAdoption{byLn: map[*listener][]adoption{}, n: len(states)}
+	fa := &FlowAdoption{byLn: map[*listener][]adoption{}, held: map[*listener]*heldFlows{}, n: len(states)}
 	var lost int
 	for i, st := range states {
 		client, err := netip.ParseAddrPort(st.Client)
@@ -417,33 +449,76 @@ func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdopti
 // Len is how many flows the message held.
 func (fa *FlowAdoption) Len() int { return fa.n }
 
-// Commit takes the flows into the loops that read their listeners'
-// sockets; it returns how many it took.
-func (fa *FlowAdoption) Commit() (int, error) {
-	taken := 0
+// Hold takes the flows into the tables of the loops that read their
+// listeners' sockets, accounted as this process's, their upstream sockets
+// watched but unread: nothing is read or sent for them until Start. On
+// error (a listener stopped, epoll) none is held, their copies here are
+// closed, and the old process keeps them.
+func (fa *FlowAdoption) Hold() error {
 	for ln, as := range fa.byLn {
+		delete(fa.byLn, ln)
+		var claimed atomic.Bool // the loop ran the hold, or this gave up on it
+		var hf *heldFlows
+		var err error
 		ok := ln.call(func() {
-			for _, a := range as {
-				if ln.adopt(a.st, a.client, a.fd, a.pending) {
-					taken++
+			if claimed.CompareAndSwap(false, true) {
+				hf, err = ln.hold(as)
+			}
+		})
+		if !ok { // the listener stopped: its flows end with it
+			if claimed.CompareAndSwap(false, true) {
+				closeAdoptions(as)
+			}
+			err = errListenerStopped
+		}
+		if err != nil {
+			fa.Discard()
+			return err
+		}
+		fa.held[ln] = hf
+	}
+	return nil
+}
+
+var errListenerStopped = errors.New("udp: the listener of a moved flow stopped")
+
+// Start reads the held flows: routed ones read their upstream sockets,
+// identifying ones are identified again from their datagrams (a dial
+// under way is made again). It returns how many it started.
+func (fa *FlowAdoption) Start() int {
+	var n atomic.Int64
+	for ln, hf := range fa.held {
+		delete(fa.held, ln)
+		ln.call(func() { // false: the listener stopped, its flows ended with it
+			hf.reading = true
+			now := ln.e.now()
+			for _, f := range hf.flows {
+				if ln.t.lookup(f.client) != f {
+					continue // it ended meanwhile
+				}
+				n.Add(1)
+				if f.state != stRouted {
+					ln.identify(f, nil, now, false)
 				}
 			}
 		})
-		if !ok { // the listener stopped meanwhile
-			closeAdoptions(as)
-		}
 	}
-	fa.byLn = nil
-	return taken, nil
+	return int(n.Load())
 }
 
-// Discard closes what the adoption holds: the old process keeps the
-// flows.
+// Discard closes what the adoption holds, held or not yet, without a
+// count or a log line: the old process keeps the flows.
 func (fa *FlowAdoption) Discard() {
-	for _, as := range fa.byLn {
+	for ln, as := range fa.byLn {
 		closeAdoptions(as)
+		delete(fa.byLn, ln)
 	}
-	fa.byLn = nil
+	for ln, hf := range fa.held {
+		delete(fa.held, ln)
+		if !ln.call(func() { ln.unhold(hf) }) {
+			ln.unhold(hf) // the loop stopped: nothing else touches these now
+		}
+	}
 }
 
 func closeAdoptions(as []adoption) {
@@ -452,6 +527,40 @@ func closeAdoptions(as []adoption) {
 			rawClose(a.fd)
 		}
 	}
+}
+
+// hold holds each of as; on its loop. A flow whose client has one here
+// already ends (its socket closes). On error none is held: those held are
+// given up again and every descriptor of as is closed.
+func (ln *listener) hold(as []adoption) (*heldFlows, error) {
+	hf := &heldFlows{}
+	for i, a := range as {
+		if err := ln.holdFlow(a, hf); err != nil {
+			ln.unhold(hf)
+			closeAdoptions(as[i+1:])
+			return nil, err
+		}
+	}
+	return hf, nil
+}
+
+// unhold gives up held flows: each leaves its table and closes its
+// socket, uncounted and unlogged, as a moved one does; on its loop.
+func (ln *listener) unhold(hf *heldFlows) {
+	for _, f := range hf.flows {
+		if !ln.remove(f) {
+			continue // it ended meanwhile, and closed what it held
+		}
+		ln.e.releaseGuard(f.ticket)
+		if f.state == stRouted {
+			up := f.up.(*rawUp)
+			ln.drv.lp.Unwatch(int(up.fd))
+			up.watched, up.closed = false, true
+			rawClose(int(up.fd))
+			f.release()
+		}
+	}
+	hf.flows = nil
 }
 
 // listenerWait bounds how long PrepareFlows waits for the listener of a
@@ -529,43 +638,49 @@ func readPending(fd int, lens []int) ([][]byte, error) {
 	return out, nil
 }
 
-// adopt makes a moved flow one of the listener's, accounted as the old
-// process had it: the table's count and the guard's per-source one, the
-// target's active count, its counters and its deadlines. Its route is
-// this process's of the same protocol and label when the configuration
-// still has it; otherwise the flow goes on all the same, counted under its
-// protocol. An undecided flow is identified again here from its
-// datagrams (a dial under way is made again). False when the client has a
-// flow here already (the moved one ends).
-func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, pending [][]byte) bool {
+// holdFlow makes a moved flow one of the listener's, in hf, accounted as
+// the old process had it: the table's count and the guard's per-source
+// one, the target's active count, its counters and its deadlines. Its
+// route is this process's of the same protocol and label when the
+// configuration still has it; otherwise the flow goes on all the same,
+// counted under its protocol. An undecided flow keeps its datagrams, to be
+// identified again when it starts. A flow whose client has one here
+// already ends (its socket closes). On error its socket is closed, and
+// the flows of hf are to be given up (unhold).
+func (ln *listener) holdFlow(a adoption, hf *heldFlows) error {
 	e := ln.e
 	now := e.now()
+	st, client, fd := a.st, a.client, a.fd
 	if ln.drv.stopped || ln.t.lookup(client) != nil {
 		if fd >= 0 {
 			rawClose(fd)
 		}
-		return false
+		if ln.drv.stopped {
+			return errListenerStopped
+		}
+		return nil
 	}
 	s := e.settings()
 	ln.t.count.take(1, math.MaxInt) // it held its place in the old process
 	f := ln.t.insert(client, now.Add(-st.Age), s.MaxFlowsPerSource > 0, e.adoptGuard(client.Addr()))
 	f.ln = ln
+	hf.flows = append(hf.flows, f)
 	if e.opt.Stats != nil {
 		e.opt.Stats.Active.Inc()
 	}
 	if st.Identifying {
-		for _, p := range pending {
+		for _, p := range a.pending {
 			ln.t.hold(f, p)
 		}
-		ln.identify(f, nil, now, false)
-		return true
+		return nil
 	}
 	f.last.Store(now.Add(-st.IdleFor).UnixNano())
 	r, rs := e.routeOf(st)
 	// The socket keeps the options the old process set: UDP_GRO on it
 	// makes a read a train, which only a rawUp that knows reads right.
 	gro := (upSocketFor(st.Responses).gro && setGRO(fd)) || groOn(fd)
-	f.route, f.rs, f.up, f.state = r, rs, &rawUp{fd: int32(fd), d: ln.drv, gro: gro}, stRouted
+	up := &rawUp{fd: int32(fd), d: ln.drv, gro: gro, f: f}
+	f.route, f.rs, f.up, f.state = r, rs, up, stRouted
 	f.release = func() {}
 	if set, err := rs.backend(r); err == nil && set != nil {
 		var release func()
@@ -590,8 +705,17 @@ func (ln *listener) adopt(st handover.FlowState, client netip.AddrPort, fd int, 
 	if st.Awaiting {
 		ln.t.await(f, now.Add(-st.AwaitFor))
 	}
-	ln.watchUp(f)
-	return true
+	// Watched now, read from Start on: what comes meanwhile waits in the
+	// socket (level-triggered, its readiness is reported again).
+	if err := ln.drv.lp.Watch(fd, func() {
+		if hf.reading {
+			ln.upReadable(up)
+		}
+	}); err != nil {
+		return fmt.Errorf("udp: a moved flow's socket: %w", err)
+	}
+	up.watched = true
+	return nil
 }
 
 // adoptGuard counts a moved flow in the guard's per-source count, as an
