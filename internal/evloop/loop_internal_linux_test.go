@@ -127,3 +127,54 @@ func TestRunTasksNoneDue(t *testing.T) {
 		t.Fatalf("one due: ran %d, %d tasks; want 1, 2", ran, len(l.tasks))
 	}
 }
+
+// TestBeforeWait: work added with BeforeWait runs on the loop after each
+// round, before it waits (a post's round too), and no more once removed;
+// the others stay.
+func TestBeforeWait(t *testing.T) {
+	p, err := New(Env{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l := p.loops[0]
+	u := udpLoop{l}
+	var a, b atomic.Int32
+	var removeA func()
+	if err := l.call(func() {
+		removeA = u.BeforeWait(func() { a.Add(1) })
+		u.BeforeWait(func() { b.Add(1) })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A call returns once its fn ran, before its round's end: post
+	// rounds until both ran.
+	deadline := time.Now().Add(bound)
+	for (a.Load() == 0 || b.Load() == 0) && time.Now().Before(deadline) {
+		_ = l.call(func() {})
+	}
+	if a.Load() == 0 || b.Load() == 0 {
+		t.Fatalf("before-wait work ran %d and %d times", a.Load(), b.Load())
+	}
+	var atA int32
+	if err := l.call(func() { removeA(); atA = a.Load() }); err != nil {
+		t.Fatal(err)
+	}
+	atB := b.Load()
+	for b.Load() < atB+2 && time.Now().Before(deadline) {
+		_ = l.call(func() {})
+	}
+	if a.Load() != atA {
+		t.Errorf("removed work ran %d more times", a.Load()-atA)
+	}
+	if b.Load() < atB+2 {
+		t.Errorf("the other work ran %d times in the later rounds, want 2 or more", b.Load()-atB)
+	}
+	if err := l.call(func() {
+		if len(l.beforeWait) != 1 {
+			t.Errorf("%d before-wait functions held, want 1", len(l.beforeWait))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

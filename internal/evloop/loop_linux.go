@@ -162,6 +162,9 @@ type Loop struct {
 	nextID    uint64           // the next conn's ID
 	idStep    uint64           // the number of loops: loop i numbers i+1, i+1+n, …, so no ID repeats in a plane
 	stopping  bool
+	// beforeWait runs after each round, before the loop waits: a UDP
+	// listener sends the replies it gathered in the round (udp.Loop).
+	beforeWait []*func()
 
 	now time.Time
 	buf []byte // the loop's copy buffer
@@ -274,6 +277,9 @@ func (l *Loop) run() {
 		}
 		l.runReady()
 		l.fireTimers()
+		for i := 0; i < len(l.beforeWait); i++ {
+			(*l.beforeWait[i])()
+		}
 		if l.stopping && l.live == 0 {
 			l.shutdown()
 			return

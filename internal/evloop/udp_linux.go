@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/darkit/protoplex/internal/udp"
@@ -60,3 +61,11 @@ func (u udpLoop) Unwatch(fd int) {
 func (u udpLoop) Forget(fd int) { u.l.clearRef(fd) }
 
 func (u udpLoop) After(d time.Duration, fn func()) { u.l.after(d, fn) }
+
+// BeforeWait adds fn to the work the loop does before each wait.
+func (u udpLoop) BeforeWait(fn func()) func() {
+	l := u.l
+	h := &fn
+	l.beforeWait = append(l.beforeWait, h)
+	return func() { l.beforeWait = slices.DeleteFunc(l.beforeWait, func(x *func()) bool { return x == h }) }
+}

@@ -20,9 +20,15 @@
 // socket of its flows level-triggered from its epoll, with raw
 // non-blocking system calls, replies from a duplicate of the listening
 // socket, and sweeps on its timers; a flow is no goroutine, no os.File
-// and no runtime poller entry. Without, a goroutine reads each socket
-// and each routed flow has a goroutine reading its upstream socket (the
-// portable path, and data_plane goroutines).
+// and no runtime poller entry. There datagrams go in batches
+// (mmsg_linux.go): the listener and each upstream socket are read with
+// recvmmsg, a client's datagrams from one read go up its flow's socket in
+// one sendmmsg, and the replies of one round of the loop, to any clients,
+// leave the listening socket in one sendmmsg before the loop waits again
+// (Loop.BeforeWait), or when the batch is full; they are counted once
+// sent, and a flow their last reply answered ends then. Without, a
+// goroutine reads each socket and each routed flow has a goroutine reading
+// its upstream socket (the portable path, and data_plane goroutines).
 //
 // Bounds: the flow tables hold at most Settings.MaxFlows flows in all (at
 // most MaxMaxFlows; when full, the flow idle longest is evicted); each
@@ -44,24 +50,26 @@
 // when the table changes (a reload) or the listener stops; its flows'
 // replies must answer a query the flow sent (dnskey.go: ID and question),
 // at most maxFlowQueries unanswered per flow. Each listener reads into one
-// 64 KiB buffer. Kernel buffers: each listening socket asks for a
-// listenerBuffer (4 MiB) receive buffer, and the upstream socket of each
-// flow of a route without udp_responses (a stream: QUIC, WireGuard) for a
-// flowBuffer (4 MiB), with UDP_GRO on the loops (a backend's GSO train, at
-// most 64 KiB, is one read into that same buffer and goes on to the client
-// whole with UDP_SEGMENT); a request/response flow's keeps the kernel's
-// defaults (upSocketFor). The kernel caps each at net.core.rmem_max and
-// all UDP sockets together at net.ipv4.udp_mem; a buffer is a limit,
-// charged only for what is queued. Without loops each routed flow has one
-// goroutine reading its upstream socket; on unix it holds no buffer while
-// it waits (it reads into a shared pool when the socket is readable). Idle
-// flows are found by each owner walking per-timeout LRU lists every
-// Options.Sweep, not by a timer per flow. Flows an upgrade
-// moves in (move_linux.go) come within internal/handover's bounds (at most
-// 253 a message; an undecided one with at most MaxDatagrams and
-// MaxPendingBytes) and count in MaxFlows without being refused by it: the
-// old process held them; the adoption waits at most listenerWait for its
-// address's listener.
+// 64 KiB buffer; on a loop into recvBatch slots of 64 KiB, and it holds its
+// replies in a sendArena of 256 KiB, both mapped outside the Go heap (only
+// the pages written are memory). Kernel buffers: each listening socket asks
+// for a listenerBuffer (4 MiB) receive buffer, and the upstream socket of
+// each flow of a route without udp_responses (a stream: QUIC, WireGuard)
+// for a flowBuffer (4 MiB), with UDP_GRO on the loops (a backend's GSO
+// train, at most 64 KiB, is one read into that same buffer and goes on to
+// the client whole with UDP_SEGMENT); a request/response flow's keeps the
+// kernel's defaults (upSocketFor). The kernel caps each at
+// net.core.rmem_max and all UDP sockets together at net.ipv4.udp_mem; a
+// buffer is a limit, charged only for what is queued. Without loops each
+// routed flow has one goroutine reading its upstream socket; on unix it
+// holds no buffer while it waits (it reads into a shared pool when the
+// socket is readable). Idle flows are found by each owner walking
+// per-timeout LRU lists every Options.Sweep, not by a timer per flow. Flows
+// an upgrade moves in (move_linux.go) come within internal/handover's
+// bounds (at most 253 a message; an undecided one with at most MaxDatagrams
+// and MaxPendingBytes) and count in MaxFlows without being refused by it:
+// the old process held them; the adoption waits at most listenerWait for
+// its address's listener.
 package udp
 
 import (
@@ -485,9 +493,16 @@ func (ln *listener) datagram(client netip.AddrPort, b []byte, now time.Time) {
 		}
 		if n := f.rs.responses; n == 0 || f.expect(n) {
 			f.last.Store(now.UnixNano())
-			ln.sendUp(f, b)
+			if !ln.queueUp(f, b) {
+				ln.sendUp(f, b)
+			}
 			return
 		}
+	}
+	// What waits to go up (queueUp) goes now: what follows may end a flow
+	// (answered, evicted) or send a new one's datagrams.
+	ln.flushUp()
+	if f != nil && f.state == stRouted {
 		// Its reader ended it at its last awaited reply (udp_responses):
 		// this datagram begins the client's next flow.
 		ln.end(f, "answered")
@@ -705,11 +720,16 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 // sendUp writes b, from f's client, to f's target.
 func (ln *listener) sendUp(f *flow, b []byte) {
 	if _, err := f.up.Write(b); err == nil {
-		f.dgUp.Add(1)
-		f.bytesUp.Add(int64(len(b)))
-		f.rs.m.DatagramsUp.Inc()
-		f.rs.m.BytesUp.Add(float64(len(b)))
+		ln.countUp(f, len(b))
 	}
+}
+
+// countUp counts a datagram of size bytes sent to f's target.
+func (ln *listener) countUp(f *flow, size int) {
+	f.dgUp.Add(1)
+	f.bytesUp.Add(int64(size))
+	f.rs.m.DatagramsUp.Inc()
+	f.rs.m.BytesUp.Add(float64(size))
 }
 
 // dial is a socket connected to ap for a flow of r, one the owner can
@@ -761,20 +781,28 @@ func (ln *listener) reply(f *flow, b []byte, seg int) bool {
 	}
 	f.last.Store(ln.e.now().UnixNano())
 	var err error
-	if ln.drv != nil {
-		err = ln.sendLoop(b, f.client, seg)
-	} else {
+	queued := false // counted once sent (flushSends)
+	switch {
+	case ln.drv == nil:
 		_, err = ln.conn.WriteToUDPAddrPort(b, f.client)
+	case ln.queueLoop(f, b, seg):
+		queued = true
+	default:
+		err = ln.sendLoop(b, f.client, seg)
 	}
-	if err == nil {
-		n := int64(segments(len(b), seg))
-		f.dgDown.Add(n)
-		f.bytesDown.Add(int64(len(b)))
-		f.rs.m.DatagramsDn.Add(float64(n))
-		f.rs.m.BytesDown.Add(float64(len(b)))
+	if err == nil && !queued {
+		ln.countDown(f, segments(len(b), seg), len(b))
 	}
 	// A reply the client did not get still counts: the backend sent it.
 	return f.rs.responses > 0 && f.replied()
+}
+
+// countDown counts n datagrams of size bytes together sent to f's client.
+func (ln *listener) countDown(f *flow, n, size int) {
+	f.dgDown.Add(int64(n))
+	f.bytesDown.Add(int64(size))
+	f.rs.m.DatagramsDn.Add(float64(n))
+	f.rs.m.BytesDown.Add(float64(size))
 }
 
 // segments is how many datagrams a train of n bytes cut every seg bytes
@@ -823,6 +851,7 @@ func (ln *listener) drop(f *flow, why metrics.UDPRefusal) {
 // end ends f for reason, once.
 func (ln *listener) end(f *flow, reason string) {
 	if ln.remove(f) {
+		ln.sent(f)
 		ln.e.finish(f, reason)
 	}
 }

@@ -2,8 +2,10 @@ package udp
 
 import (
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -19,10 +21,20 @@ const loopBatch = 64
 // goroutine reads the listening socket, owns the flow table and reads the
 // flows' upstream sockets; every call below runs on it.
 type driver struct {
-	lp      Loop
-	fd      int // a duplicate of the listener's socket, read and written raw
-	buf     []byte
-	sa      unix.RawSockaddrAny
+	lp Loop
+	fd int      // a duplicate of the listener's socket, read and written raw
+	rx *rxBatch // the datagrams of a read (recvmmsg; slot 0 alone for a GRO read)
+	tx *txBatch // replies waiting to leave the listener's socket (sendmmsg)
+	// ending is the flows answered by a reply still in tx: they end (and
+	// are counted and logged) once it is sent, taken out of the table
+	// meanwhile.
+	ending []*flow
+	unhook func() // takes flushSends off the loop's before-wait work
+	// up is a run of one flow's datagrams from one read of the listener,
+	// to go up together (queueUp); reading: a read's datagrams are being
+	// handled, and their slots stay as they are.
+	up      upRun
+	reading bool
 	oob     cmsgBuf // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
 	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
 	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
@@ -47,14 +59,27 @@ func (ln *listener) onLoop(lp Loop) bool {
 		return false
 	}
 	_ = unix.SetNonblock(fd, true)
-	ln.drv = &driver{lp: lp, fd: fd, buf: make([]byte, maxDatagram), v6: !isIPv4Socket(fd), pool: newUpPool()}
+	rx, err := newRxBatch()
+	if err != nil {
+		rawClose(fd)
+		return false
+	}
+	tx, err := newTxBatch()
+	if err != nil {
+		rx.free()
+		rawClose(fd)
+		return false
+	}
+	ln.drv = &driver{lp: lp, fd: fd, rx: rx, tx: tx, v6: !isIPv4Socket(fd), pool: newUpPool()}
 	return true
 }
 
 // leaveLoop closes what onLoop opened, for a listener never started.
 func (ln *listener) leaveLoop() {
-	if ln.drv != nil {
-		rawClose(ln.drv.fd)
+	if d := ln.drv; d != nil {
+		rawClose(d.fd)
+		d.rx.free()
+		d.tx.free()
 	}
 }
 
@@ -68,6 +93,7 @@ func (ln *listener) startLoop() {
 			ln.stopOnLoop()
 			return
 		}
+		ln.drv.unhook = lp.BeforeWait(ln.flushSends)
 		lp.After(ln.e.period, ln.tick)
 	})
 	if !ok {
@@ -78,18 +104,33 @@ func (ln *listener) startLoop() {
 	}
 }
 
-// readable reads the listener's waiting datagrams, a batch at a time.
+// readable reads the listener's waiting datagrams, recvBatch at a time
+// (recvmmsg), at most loopBatch.
 func (ln *listener) readable() {
 	d := ln.drv
-	for i := 0; i < loopBatch && !d.stopped; i++ {
-		n, client, err := rawRecvfrom(d.fd, d.buf, &d.sa)
+	for read := 0; read < loopBatch && !d.stopped; {
+		ask := min(recvBatch, loopBatch-read)
+		n, err := rawRecvmmsg(d.fd, d.rx.prepare(ask, true))
 		if err == unix.EAGAIN {
 			return
 		}
-		if err != 0 || !client.IsValid() {
-			continue // an ICMP error for an earlier reply: the socket still works
+		if err != 0 {
+			read++ // an ICMP error for an earlier reply: the socket still works
+			continue
 		}
-		ln.datagram(client, d.buf[:n], ln.e.now())
+		now := ln.e.now()
+		d.reading = true
+		for i := 0; i < n && !d.stopped; i++ {
+			if b, client := d.rx.msg(i); client.IsValid() {
+				ln.datagram(client, b, now)
+			}
+		}
+		d.reading = false
+		ln.flushUp() // before the next read reuses the slots
+		if n < ask {
+			return // the queue was empty: no call to learn it again (what comes wakes the loop)
+		}
+		read += n
 	}
 }
 
@@ -117,6 +158,10 @@ func (ln *listener) stopOnLoop() {
 	if d.stopped {
 		return
 	}
+	ln.flushSends()
+	if d.unhook != nil {
+		d.unhook()
+	}
 	d.stopped = true
 	ln.mu.Lock()
 	ln.stopped = true
@@ -127,6 +172,10 @@ func (ln *listener) stopOnLoop() {
 	ln.emptyPool()
 	d.lp.Unwatch(d.fd)
 	unix.Close(d.fd)
+	// Nothing reads or sends for ln from here: its flows ended, its
+	// sockets are closed and out of the loop.
+	d.rx.free()
+	d.tx.free()
 	e := ln.e
 	if h := ln.head; h.loopsLeft.Add(-1) == 0 && h.releaseLoops != nil {
 		// Giving the loops back may stop them: not from one of them.
@@ -164,49 +213,145 @@ func (ln *listener) watchUp(f *flow) {
 	up.watched = true
 }
 
-// upReadable forwards the waiting replies on up to its flow's client.
-// With UDP_GRO a read may be a train of the backend's datagrams (a QUIC
-// server's GSO burst), which goes on to the client as one train
-// (sendLoop). A reply its flow's query guard refuses (a late or duplicate reply of an
-// earlier flow on a reused socket), or one that comes while up waits in
-// the pool, is read and dropped, and counted.
+// upReadable forwards the waiting replies on up to its flow's client,
+// recvBatch at a time (recvmmsg), at most loopBatch. With UDP_GRO a read
+// is one datagram or a train of the backend's (upReadableGRO).
 func (ln *listener) upReadable(up *rawUp) {
+	if up.gro {
+		ln.upReadableGRO(up)
+		return
+	}
 	d := ln.drv
-	for i := 0; i < loopBatch && !up.closed; i++ {
-		var n, seg int
-		var err syscall.Errno
-		if up.gro {
-			n, seg, err = rawRecvGRO(int(up.fd), d.buf, &d.oob)
-		} else {
-			n, err = rawRead(int(up.fd), d.buf)
-		}
-		switch err {
-		case 0:
-		case unix.EAGAIN:
+	for read := 0; read < loopBatch && !up.closed; {
+		ask := min(recvBatch, loopBatch-read, owed(up))
+		n, err := ln.upRecv(up, ask)
+		if !ln.upRead(up, err) {
 			return
-		case unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
-			continue // an ICMP error for an earlier datagram, a train too large: the flow goes on
-		default:
-			if f := up.f; f != nil {
-				ln.end(f, "closed")
-			} else {
-				ln.unpool(up)
+		}
+		if err != 0 {
+			read++
+			continue
+		}
+		for i := range n {
+			b, _ := d.rx.msg(i)
+			if ln.upDatagram(up, b, 0) {
+				ln.afterEnd(up, n-1-i)
+				return
 			}
+		}
+		if n < ask {
+			return // the queue was empty
+		}
+		read += n
+	}
+}
+
+// owed is how many datagrams a read of up asks for: as many replies as
+// its flow awaits (udp_responses; at least 1), recvBatch for a flow that
+// awaits no count, 1 while up waits in the pool (what comes is dropped).
+func owed(up *rawUp) int {
+	switch f := up.f; {
+	case f == nil:
+		return 1
+	case f.rs.responses > 0:
+		return int(max(min(f.owed.Load(), recvBatch), 1))
+	}
+	return recvBatch
+}
+
+// upRecv reads up to ask datagrams of up into the read slots: one read(2)
+// for one (a DNS flow's one answer: recvmmsg costs more for a single
+// message), else recvmmsg.
+func (ln *listener) upRecv(up *rawUp, ask int) (int, syscall.Errno) {
+	rx := ln.drv.rx
+	hs := rx.prepare(ask, false)
+	if ask > 1 {
+		return rawRecvmmsg(int(up.fd), hs)
+	}
+	k, err := rawRead(int(up.fd), rx.buf[:maxDatagram])
+	if err != 0 {
+		return -1, err
+	}
+	hs[0].Len = uint32(k)
+	return 1, 0
+}
+
+// upReadableGRO is upReadable for a socket with UDP_GRO: a read may be a
+// train of the backend's datagrams (a QUIC server's GSO burst), which goes
+// on to the client as one train (sendLoop).
+func (ln *listener) upReadableGRO(up *rawUp) {
+	d := ln.drv
+	buf := d.rx.buf[:maxDatagram]
+	for i := 0; i < loopBatch && !up.closed; i++ {
+		n, seg, err := rawRecvGRO(int(up.fd), buf, &d.oob)
+		if !ln.upRead(up, err) {
 			return
 		}
-		f := up.f
-		switch {
-		case f == nil:
-			ln.e.dropped(metrics.UDPIdleSocket)
-			continue
-		case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(d.buf[:n], ln.e.seed):
-			ln.e.dropped(metrics.UDPStaleReply)
-			continue
-		}
-		if ln.reply(f, d.buf[:n], seg) {
-			ln.end(f, "answered")
+		if err == 0 && ln.upDatagram(up, buf[:n], seg) {
 			return
 		}
+	}
+}
+
+// upRead is what a read of up that failed with err leaves: false when
+// the socket has nothing more to read (EAGAIN) or failed, and its flow
+// ended (or, pooled, it was closed); true when the read got datagrams, or
+// lost one to an ICMP error or a train too large, and the flow goes on.
+func (ln *listener) upRead(up *rawUp, err syscall.Errno) bool {
+	switch err {
+	case 0, unix.ECONNREFUSED, unix.EINTR, unix.EMSGSIZE:
+		return true
+	case unix.EAGAIN:
+		return false
+	}
+	if f := up.f; f != nil {
+		ln.end(f, "closed")
+	} else {
+		ln.unpool(up)
+	}
+	return false
+}
+
+// upDatagram forwards b, read from up, to its flow's client; true when it
+// was the flow's last awaited reply and the flow ended. A reply the flow's
+// query guard refuses (a late or duplicate reply of an earlier flow on a
+// reused socket), or one that comes while up waits in the pool, is
+// dropped, and counted.
+func (ln *listener) upDatagram(up *rawUp, b []byte, seg int) bool {
+	f := up.f
+	switch {
+	case f == nil:
+		ln.e.dropped(metrics.UDPIdleSocket)
+		return false
+	case up.reuse != nil && up.reuse.guard.on && !up.reuse.guard.answers(b, ln.e.seed):
+		ln.e.dropped(metrics.UDPStaleReply)
+		return false
+	}
+	if !ln.reply(f, b, seg) {
+		return false
+	}
+	if d := ln.drv; d.tx.n > 0 && d.tx.flows[d.tx.n-1] == f {
+		// Its reply waits in the batch: the flow leaves the table now and
+		// ends once the reply is sent (flushSends), counted first.
+		if ln.remove(f) {
+			d.ending = append(d.ending, f)
+		}
+		return true
+	}
+	ln.end(f, "answered")
+	return true
+}
+
+// afterEnd: up's flow ended answered with more datagrams of one read
+// behind its last awaited reply. No flow awaits them: they are dropped as
+// the next read would (a socket kept for reuse counts them, a closed one
+// never reads them).
+func (ln *listener) afterEnd(up *rawUp, more int) {
+	if up.reuse == nil {
+		return
+	}
+	for range more {
+		ln.e.dropped(metrics.UDPIdleSocket)
 	}
 }
 
@@ -308,6 +453,9 @@ func (ln *listener) sweepPool(now time.Time) {
 // train).
 func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 	d := ln.drv
+	if d.tx.n > 0 {
+		ln.flushSends() // the batched replies go first: each client's stay in order
+	}
 	if seg > 0 && seg < len(b) {
 		if !d.noGSO {
 			switch e := rawSendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
@@ -331,6 +479,108 @@ func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 		return e
 	}
 	return nil
+}
+
+// queueLoop queues b, a reply to f's client, in the listener's send
+// batch (sent by flushSends, before the loop sleeps or when the batch is
+// full, and counted then); false for a train (seg above 0), which
+// sendLoop sends at once.
+func (ln *listener) queueLoop(f *flow, b []byte, seg int) bool {
+	if seg > 0 {
+		return false
+	}
+	d := ln.drv
+	if !d.tx.add(b, f.client, d.v6, f) {
+		ln.flushSends()
+		d.tx.add(b, f.client, d.v6, f) // an empty batch holds any datagram
+	}
+	return true
+}
+
+// upRun is datagrams of one flow, in the slots of the read they came in,
+// waiting to go up in one sendmmsg on its connected socket.
+type upRun struct {
+	f    *flow
+	n    int
+	hdrs [recvBatch]unix.Mmsghdr
+	iovs [recvBatch]unix.Iovec
+}
+
+// queueUp queues b, a datagram of f from the listener's current read, to
+// go up after those of f queued before it: a client with many queries in
+// flight (dnsperf -c 1 keeps a hundred) has them sent with one call.
+// False off a read of the listener (the caller sends b itself).
+func (ln *listener) queueUp(f *flow, b []byte) bool {
+	d := ln.drv
+	if d == nil || !d.reading {
+		return false
+	}
+	q := &d.up
+	if q.n > 0 && (q.f != f || q.n == len(q.hdrs)) {
+		ln.flushUp()
+	}
+	q.f = f
+	q.iovs[q.n].Base = unsafe.SliceData(b)
+	q.iovs[q.n].SetLen(len(b))
+	q.hdrs[q.n].Hdr.Iov = &q.iovs[q.n]
+	q.hdrs[q.n].Hdr.SetIovlen(1)
+	q.n++
+	return true
+}
+
+// flushUp sends the queued run up (one write for one datagram, else
+// sendmmsg; a datagram the kernel refuses is lost alone, as a refused
+// write's is) and counts those sent.
+func (ln *listener) flushUp() {
+	d := ln.drv
+	if d == nil || d.up.n == 0 {
+		return
+	}
+	q := &d.up
+	f, fd := q.f, int(q.f.up.(*rawUp).fd)
+	if q.n == 1 {
+		if _, e := rawWrite(fd, unsafe.Slice(q.iovs[0].Base, q.iovs[0].Len)); e == 0 {
+			ln.countUp(f, int(q.iovs[0].Len))
+		}
+	} else {
+		sendEach(q.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(fd, q.hdrs[i:q.n]) }, func(i int, ok bool) {
+			if ok {
+				ln.countUp(f, int(q.iovs[i].Len))
+			}
+		})
+	}
+	q.f, q.n = nil, 0
+}
+
+// flushSends sends the batched replies from the listener's socket (one
+// sendmmsg; one more after each message the kernel refuses, which is lost
+// as a refused sendto's is), counts those sent, then ends the flows their
+// last reply answered. The loop calls it before it sleeps; the listener
+// before it pauses, moves flows or stops.
+func (ln *listener) flushSends() {
+	d := ln.drv
+	t := d.tx
+	if t.n > 0 {
+		sendEach(t.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(d.fd, t.hdrs[i:t.n]) }, func(i int, ok bool) {
+			if ok {
+				ln.countDown(t.flows[i], 1, int(t.iovs[i].Len))
+			}
+		})
+		t.reset()
+	}
+	for i, f := range d.ending {
+		ln.e.finish(f, "answered")
+		d.ending[i] = nil
+	}
+	d.ending = d.ending[:0]
+}
+
+// sent sends the batched replies when one of them is f's, which ends
+// (idle, evicted, its socket failed): its end counts and logs them.
+func (ln *listener) sent(f *flow) {
+	if d := ln.drv; d != nil && slices.Contains(d.tx.flows[:d.tx.n], f) {
+		ln.flushSends()
+	}
 }
 
 // isIPv4Socket reports whether fd is an AF_INET socket.

@@ -22,6 +22,14 @@ func (ln *listener) watchUp(*flow) {}
 
 func (ln *listener) sendLoop([]byte, netip.AddrPort, int) error { return errNoRawConn }
 
+func (ln *listener) queueLoop(*flow, []byte, int) bool { return false }
+
+func (ln *listener) queueUp(*flow, []byte) bool { return false }
+
+func (ln *listener) flushUp() {}
+
+func (ln *listener) sent(*flow) {}
+
 func (ln *listener) dialLoop(netip.AddrPort, upSocket) (upConn, error) { return nil, errNoRawConn }
 
 func (ln *listener) attachUp(*flow) {}

@@ -25,6 +25,10 @@ type Loop interface {
 	Forget(fd int)
 	// After runs fn on the loop once d has passed on its clock.
 	After(d time.Duration, fn func())
+	// BeforeWait runs fn on the loop after each round of its work, before
+	// it waits for more (a listener's batched replies leave then), until
+	// remove is called.
+	BeforeWait(fn func()) (remove func())
 }
 
 // Loops returns the loops the listeners of one address run on, and the

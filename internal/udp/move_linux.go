@@ -84,6 +84,7 @@ func (e *Engine) PauseListeners() {
 	for _, ln := range e.loopListeners() {
 		ln.call(func() {
 			if d := ln.drv; !d.paused && !d.stopped {
+				ln.flushSends() // batched replies go before the flows move
 				d.lp.Unwatch(d.fd)
 				d.paused = true
 				ln.emptyPool() // pooled sockets do not move
@@ -160,6 +161,7 @@ func (ln *listener) detach(b *FlowBatch, maxFDs int) {
 	if d.stopped {
 		return
 	}
+	ln.flushSends() // a flow's replies are sent and counted before its state is taken
 	now := ln.e.now()
 	socket := max(slices.Index(ln.head.group, ln), 0)
 	for _, f := range ln.t.flows {

@@ -32,31 +32,10 @@ func rawWrite(fd int, b []byte) (int, syscall.Errno) {
 	return int(n), 0
 }
 
-// rawRecvfrom reads one datagram into b and returns its source, IPv4-mapped
-// addresses unmapped (invalid for any other family).
-func rawRecvfrom(fd int, b []byte, sa *unix.RawSockaddrAny) (int, netip.AddrPort, syscall.Errno) {
-	l := uint32(unix.SizeofSockaddrAny)
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
-		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l)))
-	if e != 0 {
-		return -1, netip.AddrPort{}, e
-	}
-	var ap netip.AddrPort
-	switch sa.Addr.Family {
-	case unix.AF_INET:
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), ntohs(a.Port))
-	case unix.AF_INET6:
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
-		ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), ntohs(a.Port))
-	}
-	return int(n), ap, 0
-}
-
 // rawSendto sends b to to from fd, an AF_INET socket for an IPv4
 // destination or an AF_INET6 one (then an IPv4 one is sent mapped).
 func rawSendto(fd int, b []byte, to netip.AddrPort, v6 bool) syscall.Errno {
-	var sa unix.RawSockaddrAny
+	var sa unix.RawSockaddrInet6
 	l := putSockaddr(&sa, to, v6)
 	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), l)
@@ -64,15 +43,14 @@ func rawSendto(fd int, b []byte, to netip.AddrPort, v6 bool) syscall.Errno {
 }
 
 // putSockaddr writes to into sa for a socket of the family v6 says and
-// returns the sockaddr's length.
-func putSockaddr(sa *unix.RawSockaddrAny, to netip.AddrPort, v6 bool) uintptr {
+// returns the sockaddr's length. Every field is written: sa may be a
+// batch's, reused.
+func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, v6 bool) uintptr {
 	if v6 {
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(to.Port()), to.Addr().As16()
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(to.Port()), Addr: to.Addr().As16()}
 		return unix.SizeofSockaddrInet6
 	}
-	a := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-	a.Family, a.Port, a.Addr = unix.AF_INET, htons(to.Port()), to.Addr().As4()
+	*(*unix.RawSockaddrInet4)(unsafe.Pointer(sa)) = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(to.Port()), Addr: to.Addr().As4()}
 	return unix.SizeofSockaddrInet4
 }
 
@@ -114,7 +92,7 @@ func rawRecvGRO(fd int, b []byte, oob *cmsgBuf) (n, seg int, errno syscall.Errno
 // each (the last may be shorter), one system call (UDP_SEGMENT): the
 // kernel, or the network card, cuts it.
 func rawSendGSO(fd int, b []byte, seg int, to netip.AddrPort, v6 bool, oob *cmsgBuf) syscall.Errno {
-	var sa unix.RawSockaddrAny
+	var sa unix.RawSockaddrInet6
 	l := putSockaddr(&sa, to, v6)
 	iov := unix.Iovec{Base: unsafe.SliceData(b)}
 	iov.SetLen(len(b))
@@ -145,6 +123,20 @@ func groOn(fd int) bool {
 	return err == nil && v != 0
 }
 
+// sockaddrAddr is the address in sa, a sockaddr the kernel wrote for a
+// datagram's source, IPv4-mapped addresses unmapped; invalid for any
+// family but AF_INET and AF_INET6.
+func sockaddrAddr(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), ntohs(a.Port))
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
 // ntohs and htons: a sockaddr's port is in network order.
 func ntohs(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
@@ -163,7 +155,7 @@ func htons(p uint16) uint16 {
 // connect(2), raw (a UDP connect only sets the peer: it never blocks); the
 // error names the call that failed.
 func rawDatagramSocket(ap netip.AddrPort, so upSocket) (int, error) {
-	var sa unix.RawSockaddrAny
+	var sa unix.RawSockaddrInet6
 	v6 := !ap.Addr().Is4()
 	l := putSockaddr(&sa, ap, v6)
 	family := uintptr(unix.AF_INET)
