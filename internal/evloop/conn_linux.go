@@ -20,6 +20,7 @@ import (
 	"github.com/darkit/protoplex/internal/metrics"
 	"github.com/darkit/protoplex/internal/proxy"
 	"github.com/darkit/protoplex/internal/proxyproto"
+	"github.com/darkit/protoplex/internal/rawsys"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/internal/upstream"
 	"golang.org/x/sys/unix"
@@ -144,7 +145,7 @@ func (l *Loop) startConn(fd int, peer netip.AddrPort, ln *listener) {
 	}
 	c.counted = true
 	env.Stats.Active.Inc()
-	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+	if e := rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
 		env.Log.Warn("epoll_ctl failed", "err", e)
 		c.finish()
 		return
@@ -187,7 +188,7 @@ func (c *conn) readProxyHeader() {
 			c.refuse(metrics.RefusedProxyHeader)
 			return
 		}
-		m, e := rawRead(c.fd, hs.buf[hs.n:])
+		m, e := rawsys.Read(c.fd, hs.buf[hs.n:])
 		switch {
 		case m > 0:
 			hs.n += m
@@ -255,7 +256,7 @@ func (c *conn) identify() {
 func (c *conn) readIdentify() {
 	hs := c.hs
 	for c.up.readable {
-		m, e := rawRead(c.fd, hs.sess.Free())
+		m, e := rawsys.Read(c.fd, hs.sess.Free())
 		switch {
 		case m > 0:
 			c.up.drained(len(hs.sess.Free()) > m)
@@ -324,7 +325,7 @@ func (c *conn) identified(res identify.Result) {
 func (c *conn) handOff(h func(net.Conn), first []byte) {
 	env := &c.l.p.env
 	l := c.l
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
+	_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, 0)
 	l.clearRef(c.fd)
 	f := os.NewFile(uintptr(c.fd), "")
 	nc, err := net.FileConn(f) // a duplicate: f's own fd closes below
@@ -378,7 +379,7 @@ func (c *conn) nextAttempt() {
 			fd, e = rawConnect(a.Addr, !c.l.p.env.QuickAck)
 			connecting = true
 		case a.Unix != "":
-			fd, e = rawConnectUnix(a.Unix)
+			fd, e = rawsys.ConnectUnix(a.Unix)
 		default:
 			c.dialOffLoop(a)
 			return
@@ -414,7 +415,7 @@ func (c *conn) connectedTo(fd int, connecting bool) {
 func (c *conn) backendFD(fd int) bool {
 	c.bfd = fd
 	c.l.setRef(fd, ref{c: c})
-	if e := epollCtl(c.l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+	if e := rawsys.EpollCtl(c.l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
 		c.attemptFailed(os.NewSyscallError("epoll_ctl", e))
 		c.nextAttempt()
 		return false
@@ -440,7 +441,7 @@ func (c *conn) attemptFailed(err error) {
 	hs.lastErr = err
 	if c.bfd >= 0 {
 		c.l.clearRef(c.bfd)
-		rawClose(c.bfd)
+		rawsys.Close(c.bfd)
 		c.bfd = -1
 	}
 }
@@ -564,7 +565,7 @@ func (c *conn) startReplay() {
 func (c *conn) writeReplay() {
 	hs := c.hs
 	for len(hs.out) > 0 {
-		n, e := rawSend(c.bfd, hs.out, hs.hdr && len(hs.rest) > 0)
+		n, e := rawsys.Send(c.bfd, hs.out, hs.hdr && len(hs.rest) > 0)
 		if n > 0 {
 			if !hs.connected {
 				hs.connected = true
@@ -605,7 +606,7 @@ func (c *conn) writeReplay() {
 // connectDone: the backend socket became writable or failed while
 // connecting.
 func (c *conn) connectDone() {
-	if e := soError(c.bfd); e != 0 {
+	if e := rawsys.SoError(c.bfd); e != 0 {
 		c.attemptFailed(dialError(c.hs.att, e))
 		c.nextAttempt()
 		return
@@ -770,7 +771,7 @@ func (c *conn) finish() {
 	for _, fd := range [2]int{c.fd, c.bfd} {
 		if fd >= 0 {
 			l.clearRef(fd)
-			rawClose(fd)
+			rawsys.Close(fd)
 		}
 	}
 	c.fd, c.bfd = -1, -1

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/rawsys"
 )
 
 // Connections is a snapshot of at most limit (and at most MaxSnapshot) of
@@ -109,5 +111,5 @@ func peerAddrPort(fd int, sa *unix.RawSockaddrAny) netip.AddrPort {
 	if _, _, e := unix.RawSyscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l))); e != 0 {
 		return netip.AddrPort{}
 	}
-	return sockaddrAddrPort(sa)
+	return rawsys.PeerAddrPort(sa)
 }

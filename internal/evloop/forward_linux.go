@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 	}
 	if d.eof {
 		if !d.shut {
-			_ = rawShutdownWrite(dst)
+			_ = rawsys.ShutdownWrite(dst)
 			d.shut = true
 		}
 		return true
@@ -88,7 +89,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 		var m int
 		var e unix.Errno
 		if spliceAfter >= 0 && d.n >= spliceAfter && c.tcp && c.entry.Backend != nil && (d.hasPipe || c.takePipe(d)) {
-			m, e = rawSplice(src, d.pipe.w, pipeSize)
+			m, e = rawsys.Splice(src, d.pipe.w, pipeSize)
 			if m > 0 {
 				d.inPipe += m
 				c.last = l.now.UnixNano()
@@ -105,7 +106,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 				d.hasPipe = false
 			}
 		} else {
-			m, e = rawRead(src, l.buf)
+			m, e = rawsys.Read(src, l.buf)
 			if m > 0 {
 				d.drained(m < len(l.buf))
 				c.last = l.now.UnixNano()
@@ -113,7 +114,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 				// held (MSG_MORE) until our FIN follows, both leave in one
 				// segment.
 				more := d.rdhup && m < len(l.buf)
-				w, we := rawSend(dst, l.buf[:m], more)
+				w, we := rawsys.Send(dst, l.buf[:m], more)
 				if w < 0 {
 					if we != unix.EAGAIN && we != unix.EINTR {
 						c.reason = proxy.Error
@@ -137,7 +138,7 @@ func (c *conn) pump(d *dir, src, dst int) bool {
 		case m == 0:
 			d.eof, d.readable, d.shut = true, false, true
 			if other := c.other(d); !other.shut {
-				_ = rawShutdownWrite(dst)
+				_ = rawsys.ShutdownWrite(dst)
 			} // else both are done: the close that follows sends the FIN
 		default:
 			if !c.retry(e, &d.readable) {
@@ -180,9 +181,9 @@ func (c *conn) flush(d *dir, dst int) bool {
 		var w int
 		var e unix.Errno
 		if d.inPipe > 0 {
-			w, e = rawSplice(d.pipe.r, dst, d.inPipe)
+			w, e = rawsys.Splice(d.pipe.r, dst, d.inPipe)
 		} else {
-			w, e = rawSend(dst, d.pend, false)
+			w, e = rawsys.Send(dst, d.pend, false)
 		}
 		switch {
 		case w > 0:
@@ -257,8 +258,8 @@ func makePipe() (spipe, bool) {
 }
 
 func (p spipe) close() {
-	rawClose(p.r)
-	rawClose(p.w)
+	rawsys.Close(p.r)
+	rawsys.Close(p.w)
 }
 
 // Timers: one deadline per connection, in a heap per loop, read against

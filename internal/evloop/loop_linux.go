@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/darkit/protoplex/internal/ilist"
+	"github.com/darkit/protoplex/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,7 +119,7 @@ func (p *Plane) unwatch(fd int) {
 	for _, l := range p.loops {
 		_ = l.call(func() { l.removeListener(fd) }) // a stopped loop watches nothing
 	}
-	rawClose(fd)
+	rawsys.Close(fd)
 }
 
 func isUnix(ln net.Listener) bool { _, ok := ln.(*net.UnixListener); return ok }
@@ -198,7 +199,7 @@ func newLoop(p *Plane, i, n int) (*Loop, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	if e := epollCtl(ep, unix.EPOLL_CTL_ADD, wake, unix.EPOLLIN); e != 0 {
+	if e := rawsys.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, unix.EPOLLIN); e != 0 {
 		unix.Close(ep)
 		unix.Close(wake)
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", e)
@@ -295,7 +296,7 @@ func (l *Loop) run() {
 // and the GC never waits for the loop.
 func (l *Loop) wait(evs []unix.EpollEvent) int {
 	if len(l.ready) > 0 {
-		return epollPoll(l.ep, evs)
+		return rawsys.EpollPoll(l.ep, evs)
 	}
 	var deadline time.Time
 	if next, ok := l.nextDeadline(); ok {
@@ -310,7 +311,7 @@ func (l *Loop) wait(evs []unix.EpollEvent) int {
 	}
 	n := 0
 	_ = l.rc.Read(func(uintptr) bool { // an error is the deadline: the timers are due
-		n = epollPoll(l.ep, evs)
+		n = rawsys.EpollPoll(l.ep, evs)
 		return n > 0
 	})
 	return n
@@ -351,7 +352,7 @@ func (l *Loop) clearRef(fd int) {
 func (l *Loop) addListener(ln *listener) {
 	l.listeners = append(l.listeners, ln)
 	l.setRef(ln.fd, ref{ln: ln})
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+	_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
 }
 
 func (l *Loop) removeListener(fd int) {
@@ -361,14 +362,14 @@ func (l *Loop) removeListener(fd int) {
 			break
 		}
 	}
-	_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+	_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
 	l.clearRef(fd)
 }
 
 // accept takes the listener's waiting connections, a batch at a time.
 func (l *Loop) accept(ln *listener) {
 	for i := 0; i < acceptBatch; i++ {
-		fd, peer, e := rawAccept(ln.fd, &l.sa)
+		fd, peer, e := rawsys.Accept(ln.fd, &l.sa)
 		switch e {
 		case 0:
 			ln.backoff = 0
@@ -384,11 +385,11 @@ func (l *Loop) accept(ln *listener) {
 		// while instead of spinning on it.
 		ln.backoff = min(max(2*ln.backoff, 5*time.Millisecond), time.Second)
 		l.p.env.Log.Warn("accept failed", "err", e, "retry_in", ln.backoff)
-		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, ln.fd, 0)
+		_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, ln.fd, 0)
 		l.after(ln.backoff, func() {
 			for _, x := range l.listeners {
 				if x == ln {
-					_ = epollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+					_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, ln.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
 				}
 			}
 		})

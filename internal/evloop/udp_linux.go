@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/darkit/protoplex/internal/rawsys"
 	"github.com/darkit/protoplex/internal/udp"
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,7 @@ func (u udpLoop) Watch(fd int, fn func()) error {
 		return fmt.Errorf("evloop: fd %d is watched already", fd)
 	}
 	l.setRef(fd, ref{fn: fn})
-	if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN); e != 0 {
+	if e := rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN); e != 0 {
 		l.clearRef(fd)
 		return fmt.Errorf("evloop: epoll_ctl: %w", e)
 	}
@@ -48,7 +49,7 @@ func (u udpLoop) Unwatch(fd int) {
 	closed := l.closed
 	l.mu.Unlock()
 	if !closed {
-		_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+		_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
 	}
 	l.clearRef(fd)
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/rawsys"
 )
 
 // loopBatch bounds the datagrams one readiness reads from a socket, so a
@@ -35,9 +36,9 @@ type driver struct {
 	// handled, and their slots stay as they are.
 	up      upRun
 	reading bool
-	oob     cmsgBuf // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
-	v6      bool    // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
-	noGSO   bool    // the kernel cannot send trains from this socket (EIO): cut them here
+	oob     rawsys.Cmsg // a read's UDP_GRO segment size, a reply's UDP_SEGMENT
+	v6      bool        // the socket is AF_INET6: replies go to IPv6 (or mapped) addresses
+	noGSO   bool        // the kernel cannot send trains from this socket (EIO): cut them here
 	stopped bool
 	pool    *upPool // upstream sockets of answered DNS flows, for the next ones
 	// An upgrade's (move_linux.go): paused, the socket is not read; stay
@@ -61,13 +62,13 @@ func (ln *listener) onLoop(lp Loop) bool {
 	_ = unix.SetNonblock(fd, true)
 	rx, err := newRxBatch()
 	if err != nil {
-		rawClose(fd)
+		rawsys.Close(fd)
 		return false
 	}
 	tx, err := newTxBatch()
 	if err != nil {
 		rx.free()
-		rawClose(fd)
+		rawsys.Close(fd)
 		return false
 	}
 	ln.drv = &driver{lp: lp, fd: fd, rx: rx, tx: tx, v6: !isIPv4Socket(fd), pool: newUpPool()}
@@ -77,7 +78,7 @@ func (ln *listener) onLoop(lp Loop) bool {
 // leaveLoop closes what onLoop opened, for a listener never started.
 func (ln *listener) leaveLoop() {
 	if d := ln.drv; d != nil {
-		rawClose(d.fd)
+		rawsys.Close(d.fd)
 		d.rx.free()
 		d.tx.free()
 	}
@@ -110,7 +111,7 @@ func (ln *listener) readable() {
 	d := ln.drv
 	for read := 0; read < loopBatch && !d.stopped; {
 		ask := min(recvBatch, loopBatch-read)
-		n, err := rawRecvmmsg(d.fd, d.rx.prepare(ask, true))
+		n, err := rawsys.Recvmmsg(d.fd, d.rx.prepare(ask, true))
 		if err == unix.EAGAIN {
 			return
 		}
@@ -266,9 +267,9 @@ func (ln *listener) upRecv(up *rawUp, ask int) (int, syscall.Errno) {
 	rx := ln.drv.rx
 	hs := rx.prepare(ask, false)
 	if ask > 1 {
-		return rawRecvmmsg(int(up.fd), hs)
+		return rawsys.Recvmmsg(int(up.fd), hs)
 	}
-	k, err := rawRead(int(up.fd), rx.buf[:maxDatagram])
+	k, err := rawsys.Read(int(up.fd), rx.buf[:maxDatagram])
 	if err != 0 {
 		return -1, err
 	}
@@ -283,7 +284,7 @@ func (ln *listener) upReadableGRO(up *rawUp) {
 	d := ln.drv
 	buf := d.rx.buf[:maxDatagram]
 	for i := 0; i < loopBatch && !up.closed; i++ {
-		n, seg, err := rawRecvGRO(int(up.fd), buf, &d.oob)
+		n, seg, err := rawsys.RecvGRO(int(up.fd), buf, &d.oob)
 		if !ln.upRead(up, err) {
 			return
 		}
@@ -458,7 +459,7 @@ func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 	}
 	if seg > 0 && seg < len(b) {
 		if !d.noGSO {
-			switch e := rawSendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
+			switch e := rawsys.SendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
 			case 0:
 				return nil
 			case unix.EAGAIN, unix.ENOBUFS:
@@ -469,13 +470,13 @@ func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
 		}
 		var err error
 		eachSegment(b, seg, func(s []byte) {
-			if e := rawSendto(d.fd, s, client, d.v6); e != 0 && err == nil {
+			if e := rawsys.SendTo(d.fd, s, client, d.v6); e != 0 && err == nil {
 				err = e
 			}
 		})
 		return err
 	}
-	if e := rawSendto(d.fd, b, client, d.v6); e != 0 {
+	if e := rawsys.SendTo(d.fd, b, client, d.v6); e != 0 {
 		return e
 	}
 	return nil
@@ -539,11 +540,11 @@ func (ln *listener) flushUp() {
 	q := &d.up
 	f, fd := q.f, int(q.f.up.(*rawUp).fd)
 	if q.n == 1 {
-		if _, e := rawWrite(fd, unsafe.Slice(q.iovs[0].Base, q.iovs[0].Len)); e == 0 {
+		if _, e := rawsys.Write(fd, unsafe.Slice(q.iovs[0].Base, q.iovs[0].Len)); e == 0 {
 			ln.countUp(f, int(q.iovs[0].Len))
 		}
 	} else {
-		sendEach(q.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(fd, q.hdrs[i:q.n]) }, func(i int, ok bool) {
+		sendEach(q.n, func(i int) (int, syscall.Errno) { return rawsys.Sendmmsg(fd, q.hdrs[i:q.n]) }, func(i int, ok bool) {
 			if ok {
 				ln.countUp(f, int(q.iovs[i].Len))
 			}
@@ -561,7 +562,7 @@ func (ln *listener) flushSends() {
 	d := ln.drv
 	t := d.tx
 	if t.n > 0 {
-		sendEach(t.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(d.fd, t.hdrs[i:t.n]) }, func(i int, ok bool) {
+		sendEach(t.n, func(i int) (int, syscall.Errno) { return rawsys.Sendmmsg(d.fd, t.hdrs[i:t.n]) }, func(i int, ok bool) {
 			if ok {
 				ln.countDown(t.flows[i], 1, int(t.iovs[i].Len))
 			}
@@ -597,7 +598,7 @@ func (ln *listener) dialLoop(ap netip.AddrPort, so upSocket) (upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawUp{fd: int32(fd), d: ln.drv, gro: so.gro && setGRO(fd)}, nil
+	return &rawUp{fd: int32(fd), d: ln.drv, gro: so.gro && rawsys.SetGRO(fd)}, nil
 }
 
 // rawUp is a flow's upstream socket on a loop. Between flows of a route
@@ -622,7 +623,7 @@ type reusable struct {
 }
 
 func (u *rawUp) Read(b []byte) (int, error) {
-	n, e := rawRead(int(u.fd), b)
+	n, e := rawsys.Read(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -630,7 +631,7 @@ func (u *rawUp) Read(b []byte) (int, error) {
 }
 
 func (u *rawUp) Write(b []byte) (int, error) {
-	n, e := rawWrite(int(u.fd), b)
+	n, e := rawsys.Write(int(u.fd), b)
 	if e != 0 {
 		return 0, e
 	}
@@ -644,7 +645,7 @@ func (u *rawUp) Close() error {
 	}
 	u.closed = true
 	u.d.lp.Forget(int(u.fd))
-	rawClose(int(u.fd))
+	rawsys.Close(int(u.fd))
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/rawsys"
 )
 
 // Datagrams in batches, one system call for many: a loop reads its
@@ -92,7 +94,7 @@ func (b *rxBatch) msg(i int) ([]byte, netip.AddrPort) {
 	if h.Hdr.Name == nil || h.Hdr.Namelen < unix.SizeofSockaddrInet4 {
 		return d, netip.AddrPort{}
 	}
-	return d, sockaddrAddr(&b.names[i])
+	return d, rawsys.AddrPort(&b.names[i])
 }
 
 // txBatch is replies waiting for one sendmmsg from a listener's socket:
@@ -139,7 +141,7 @@ func (t *txBatch) add(b []byte, to netip.AddrPort, v6 bool, f *flow) bool {
 	copy(t.arena[t.used:], b)
 	t.iovs[i].Base = unsafe.SliceData(t.arena[t.used:]) // not &arena[used]: an empty reply at the arena's end is one too
 	t.iovs[i].SetLen(len(b))
-	t.hdrs[i].Hdr.Namelen = uint32(putSockaddr(&t.names[i], to, v6))
+	t.hdrs[i].Hdr.Namelen = uint32(rawsys.PutSockaddr(&t.names[i], to, v6))
 	t.flows[i] = f
 	t.used += len(b)
 	t.n++
@@ -172,22 +174,4 @@ func sendEach(n int, send func(i int) (int, syscall.Errno), done func(i int, ok 
 		}
 		i += k
 	}
-}
-
-func rawRecvmmsg(fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
-	return rawMmsg(unix.SYS_RECVMMSG, fd, hs)
-}
-
-func rawSendmmsg(fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
-	return rawMmsg(unix.SYS_SENDMMSG, fd, hs)
-}
-
-// rawMmsg is recvmmsg or sendmmsg (trap) of hs on fd, without waiting.
-func rawMmsg(trap uintptr, fd int, hs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(hs))), uintptr(len(hs)),
-		unix.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), 0
 }

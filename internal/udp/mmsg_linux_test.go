@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/darkit/protoplex/internal/rawsys"
 )
 
 func testRx(t *testing.T) *rxBatch { return made(t, newRxBatch) }
@@ -54,7 +56,7 @@ func TestRxBatchMsg(t *testing.T) {
 		payload := fmt.Sprintf("datagram %d", i)
 		copy(b.buf[i*maxDatagram:], payload)
 		hs[i].Len = uint32(len(payload))
-		hs[i].Hdr.Namelen = uint32(putSockaddr(&b.names[i], src, i > 0))
+		hs[i].Hdr.Namelen = uint32(rawsys.PutSockaddr(&b.names[i], src, i > 0))
 	}
 	copy(b.buf[3*maxDatagram:], "x")
 	hs[3].Len, b.names[3].Family = 1, unix.AF_UNIX
@@ -94,11 +96,11 @@ func TestTxBatchAdd(t *testing.T) {
 	if got := unsafe.Slice(tb.iovs[0].Base, tb.iovs[0].Len); string(got) != "reply" {
 		t.Fatalf("queued %q, want a copy of the reply", got)
 	}
-	if tb.hdrs[0].Hdr.Namelen != unix.SizeofSockaddrInet4 || sockaddrAddr(&tb.names[0]) != netip.MustParseAddrPort("127.0.0.1:4000") {
-		t.Fatalf("destination %v (%d bytes)", sockaddrAddr(&tb.names[0]), tb.hdrs[0].Hdr.Namelen)
+	if tb.hdrs[0].Hdr.Namelen != unix.SizeofSockaddrInet4 || rawsys.AddrPort(&tb.names[0]) != netip.MustParseAddrPort("127.0.0.1:4000") {
+		t.Fatalf("destination %v (%d bytes)", rawsys.AddrPort(&tb.names[0]), tb.hdrs[0].Hdr.Namelen)
 	}
 	if !tb.add([]byte("v6"), netip.MustParseAddrPort("127.0.0.1:4001"), true, f) || tb.hdrs[1].Hdr.Namelen != unix.SizeofSockaddrInet6 ||
-		tb.names[1].Family != unix.AF_INET6 || sockaddrAddr(&tb.names[1]) != netip.MustParseAddrPort("127.0.0.1:4001") {
+		tb.names[1].Family != unix.AF_INET6 || rawsys.AddrPort(&tb.names[1]) != netip.MustParseAddrPort("127.0.0.1:4001") {
 		t.Fatalf("an IPv4 client from an IPv6 socket: %+v", tb.names[1])
 	}
 	for tb.n < sendBatch {
@@ -219,7 +221,7 @@ func TestMmsgThroughTheKernel(t *testing.T) {
 		tb.add([]byte(m.b), m.to, false, f)
 	}
 	var got []string
-	sendEach(tb.n, func(i int) (int, syscall.Errno) { return rawSendmmsg(fd, tb.hdrs[i:tb.n]) }, func(i int, ok bool) {
+	sendEach(tb.n, func(i int) (int, syscall.Errno) { return rawsys.Sendmmsg(fd, tb.hdrs[i:tb.n]) }, func(i int, ok bool) {
 		got = append(got, fmt.Sprint(i, ok))
 	})
 	if g := fmt.Sprint(got); g != "[0 true 1 true 2 false 3 true 4 true]" {
@@ -246,7 +248,7 @@ func TestMmsgThroughTheKernel(t *testing.T) {
 			var n int
 			var e syscall.Errno
 			err := rc.Read(func(s uintptr) bool {
-				n, e = rawRecvmmsg(int(s), rb.prepare(recvBatch, true))
+				n, e = rawsys.Recvmmsg(int(s), rb.prepare(recvBatch, true))
 				return e != unix.EAGAIN
 			})
 			if err != nil || e != 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/darkit/protoplex/internal/guard"
 	"github.com/darkit/protoplex/internal/handover"
 	"github.com/darkit/protoplex/internal/metrics"
+	"github.com/darkit/protoplex/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -276,11 +277,11 @@ func (ln *listener) moved(m *moving) {
 	if f.state == stRouted {
 		up := f.up.(*rawUp)
 		up.closed = true // unwatched already
-		rawClose(int(up.fd))
+		rawsys.Close(int(up.fd))
 		f.release()
 		return
 	}
-	rawClose(m.fd) // the pipe; a dial still under way finds no flow and closes its socket
+	rawsys.Close(m.fd) // the pipe; a dial still under way finds no flow and closes its socket
 }
 
 // restore puts a detached flow back in its table and on the loop, as it
@@ -294,7 +295,7 @@ func (ln *listener) restore(m *moving) {
 		// The listener ended meanwhile, or the client has a flow again:
 		// this one ends here.
 		if f.state != stRouted {
-			rawClose(m.fd)
+			rawsys.Close(m.fd)
 		}
 		if o != nil {
 			o.drop()
@@ -307,7 +308,7 @@ func (ln *listener) restore(m *moving) {
 		s.Active.Inc()
 	}
 	if f.state != stRouted {
-		rawClose(m.fd)
+		rawsys.Close(m.fd)
 		ln.t.wait(f, f.start)
 		if o != nil { // the dial ended while the flow was out: it goes on with its outcome
 			ln.dialed(f, o.r, o.up, o.set, o.a, o.release)
@@ -390,7 +391,7 @@ func (e *Engine) PrepareFlows(m handover.Message, files []*os.File) (*FlowAdopti
 	defer func() { // those not taken over below
 		for _, fd := range fds {
 			if fd >= 0 {
-				rawClose(fd)
+				rawsys.Close(fd)
 			}
 		}
 	}()
@@ -524,7 +525,7 @@ func (fa *FlowAdoption) Discard() {
 func closeAdoptions(as []adoption) {
 	for _, a := range as {
 		if a.fd >= 0 {
-			rawClose(a.fd)
+			rawsys.Close(a.fd)
 		}
 	}
 }
@@ -556,7 +557,7 @@ func (ln *listener) unhold(hf *heldFlows) {
 			up := f.up.(*rawUp)
 			ln.drv.lp.Unwatch(int(up.fd))
 			up.watched, up.closed = false, true
-			rawClose(int(up.fd))
+			rawsys.Close(int(up.fd))
 			f.release()
 		}
 	}
@@ -653,7 +654,7 @@ func (ln *listener) holdFlow(a adoption, hf *heldFlows) error {
 	st, client, fd := a.st, a.client, a.fd
 	if ln.drv.stopped || ln.t.lookup(client) != nil {
 		if fd >= 0 {
-			rawClose(fd)
+			rawsys.Close(fd)
 		}
 		if ln.drv.stopped {
 			return errListenerStopped
@@ -678,7 +679,7 @@ func (ln *listener) holdFlow(a adoption, hf *heldFlows) error {
 	r, rs := e.routeOf(st)
 	// The socket keeps the options the old process set: UDP_GRO on it
 	// makes a read a train, which only a rawUp that knows reads right.
-	gro := (upSocketFor(st.Responses).gro && setGRO(fd)) || groOn(fd)
+	gro := (upSocketFor(st.Responses).gro && rawsys.SetGRO(fd)) || rawsys.GROOn(fd)
 	up := &rawUp{fd: int32(fd), d: ln.drv, gro: gro, f: f}
 	f.route, f.rs, f.up, f.state = r, rs, up, stRouted
 	f.release = func() {}
