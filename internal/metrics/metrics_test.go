@@ -247,7 +247,7 @@ func TestLabelValuesAtZero(t *testing.T) {
 	for _, r := range []string{"idle", "evicted", "answered"} {
 		want = append(want, "protoplex_udp_flows_expired_total{reason="+r+"}")
 	}
-	for _, r := range []string{"stale_reply", "idle_socket", "unchecked_query"} {
+	for _, r := range []string{"stale_reply", "idle_socket", "unchecked_query", "send_failed", "upstream_send_failed"} {
 		want = append(want, "protoplex_udp_dropped_total{reason="+r+"}")
 	}
 	want = append(want, "protoplex_udp_pooled_sockets")

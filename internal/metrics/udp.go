@@ -32,10 +32,12 @@ const (
 	UDPStaleReply     UDPDrop = iota // a reply that answers no query of its flow (DNS): a late or duplicate one of an earlier flow on a reused socket
 	UDPIdleSocket                    // a datagram on an upstream socket waiting in the pool, with no flow
 	UDPUncheckedQuery                // a query the guard cannot follow: not a whole DNS message, or too many unanswered on the flow
+	UDPSendFailed                    // a reply to a client the kernel refused to send (a firewall's EPERM, ENOBUFS, a full send buffer, a destination it rejects)
+	UDPUpstreamSendFailed            // a datagram to a backend the kernel refused to send on the flow's upstream socket (as UDPSendFailed, or the ICMP error of an earlier one)
 	numUDPDrops
 )
 
-var udpDropNames = [numUDPDrops]string{"stale_reply", "idle_socket", "unchecked_query"}
+var udpDropNames = [numUDPDrops]string{"stale_reply", "idle_socket", "unchecked_query", "send_failed", "upstream_send_failed"}
 
 func (d UDPDrop) String() string {
 	if d < numUDPDrops {
@@ -142,7 +144,7 @@ func newUDP(reg *prometheus.Registry, h *holds) *UDP {
 		u.refusedBy[i] = refused.WithLabelValues(UDPRefusal(i).String())
 	}
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "protoplex_udp_dropped_total",
-		Help: "Datagrams of routed UDP flows dropped, by reason (stale_reply, idle_socket, unchecked_query)."}, []string{"reason"})
+		Help: "Datagrams of routed UDP flows dropped, by reason (stale_reply, idle_socket, unchecked_query, send_failed, upstream_send_failed)."}, []string{"reason"})
 	for i := range u.droppedBy {
 		u.droppedBy[i] = dropped.WithLabelValues(UDPDrop(i).String())
 	}

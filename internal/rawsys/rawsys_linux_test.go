@@ -13,12 +13,12 @@ import (
 // mapped and comes back unmapped), at the length of its family.
 func TestSockaddrRoundTrip(t *testing.T) {
 	cases := []struct {
-		ap      string
-		v6      bool
-		family  uint16
-		length  uintptr
-		back    string // AddrPort's reading
-		peer string // PeerAddrPort's reading
+		ap     string
+		v6     bool
+		family uint16
+		length uintptr
+		back   string // AddrPort's reading
+		peer   string // PeerAddrPort's reading
 	}{
 		{"127.0.0.1:53", false, unix.AF_INET, unix.SizeofSockaddrInet4, "127.0.0.1:53", "127.0.0.1:53"},
 		{"192.0.2.7:65535", false, unix.AF_INET, unix.SizeofSockaddrInet4, "192.0.2.7:65535", "192.0.2.7:65535"},

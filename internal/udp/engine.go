@@ -717,11 +717,23 @@ func (ln *listener) forward(f *flow, r *Route, up upConn, set *upstream.Set, a u
 	go ln.replies(f)
 }
 
-// sendUp writes b, from f's client, to f's target.
+// sendUp writes b, from f's client, to f's target; a datagram the kernel
+// refuses is lost, and counted.
 func (ln *listener) sendUp(f *flow, b []byte) {
-	if _, err := f.up.Write(b); err == nil {
+	_, err := f.up.Write(b)
+	switch {
+	case err == nil:
 		ln.countUp(f, len(b))
+	case refused(err):
+		ln.e.dropped(metrics.UDPUpstreamSendFailed)
 	}
+}
+
+// refused reports whether err, a send's, is the kernel's refusal of the
+// datagram. A socket closed under the send (its flow or listener ending)
+// is not one: that datagram has no flow left to count it for.
+func refused(err error) bool {
+	return err != nil && !errors.Is(err, net.ErrClosed)
 }
 
 // countUp counts a datagram of size bytes sent to f's target.
@@ -780,18 +792,18 @@ func (ln *listener) reply(f *flow, b []byte, seg int) bool {
 		f.set.DatagramReplied(f.att) // the target answers
 	}
 	f.last.Store(ln.e.now().UnixNano())
-	var err error
-	queued := false // counted once sent (flushSends)
 	switch {
 	case ln.drv == nil:
-		_, err = ln.conn.WriteToUDPAddrPort(b, f.client)
+		_, err := ln.conn.WriteToUDPAddrPort(b, f.client)
+		if err == nil {
+			ln.countDown(f, segments(len(b), seg), len(b))
+		} else if refused(err) {
+			ln.e.dropped(metrics.UDPSendFailed)
+		}
 	case ln.queueLoop(f, b, seg):
-		queued = true
+		// Counted once sent, or refused (flushSends).
 	default:
-		err = ln.sendLoop(b, f.client, seg)
-	}
-	if err == nil && !queued {
-		ln.countDown(f, segments(len(b), seg), len(b))
+		ln.sendLoop(f, b, seg)
 	}
 	// A reply the client did not get still counts: the backend sent it.
 	return f.rs.responses > 0 && f.replied()

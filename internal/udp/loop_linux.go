@@ -445,41 +445,48 @@ func (ln *listener) sweepPool(now time.Time) {
 	}
 }
 
-// sendLoop writes b to client from the listener's socket, without
-// waiting: a full send buffer drops the datagram, as the network may. b is
-// a train of datagrams of seg bytes when seg is above 0 and below len(b):
-// one sendmsg with UDP_SEGMENT, or, where the kernel refuses the train,
-// one sendto per datagram: for this train (EINVAL: a segment above the
-// client's path MTU), or from then on (EIO: the device cannot checksum a
-// train).
-func (ln *listener) sendLoop(b []byte, client netip.AddrPort, seg int) error {
+// sendLoop sends b to f's client from the listener's socket, without
+// waiting, and counts it: sent, or refused by the kernel (a full send
+// buffer drops it, as the network may). b is a train of datagrams of seg
+// bytes when seg is above 0 and below len(b): one sendmsg with
+// UDP_SEGMENT, or, where the kernel refuses the train, one sendto per
+// datagram: for this train (EINVAL: a segment above the client's path
+// MTU), or from then on (EIO: the device cannot checksum a train).
+func (ln *listener) sendLoop(f *flow, b []byte, seg int) {
 	d := ln.drv
 	if d.tx.n > 0 {
 		ln.flushSends() // the batched replies go first: each client's stay in order
 	}
 	if seg > 0 && seg < len(b) {
 		if !d.noGSO {
-			switch e := rawsys.SendGSO(d.fd, b, seg, client, d.v6, &d.oob); e {
+			switch e := rawsys.SendGSO(d.fd, b, seg, f.client, d.v6, &d.oob); e {
 			case 0:
-				return nil
+				ln.countDown(f, segments(len(b), seg), len(b))
+				return
 			case unix.EAGAIN, unix.ENOBUFS:
-				return e
+				for range segments(len(b), seg) {
+					ln.e.dropped(metrics.UDPSendFailed)
+				}
+				return
 			case unix.EIO:
 				d.noGSO = true
 			}
 		}
-		var err error
-		eachSegment(b, seg, func(s []byte) {
-			if e := rawsys.SendTo(d.fd, s, client, d.v6); e != 0 && err == nil {
-				err = e
-			}
-		})
-		return err
+		eachSegment(b, seg, func(s []byte) { ln.sendTo(f, s) })
+		return
 	}
-	if e := rawsys.SendTo(d.fd, b, client, d.v6); e != 0 {
-		return e
+	ln.sendTo(f, b)
+}
+
+// sendTo sends the datagram b to f's client and counts it, sent or
+// refused.
+func (ln *listener) sendTo(f *flow, b []byte) {
+	d := ln.drv
+	if e := rawsys.SendTo(d.fd, b, f.client, d.v6); e != 0 {
+		ln.e.dropped(metrics.UDPSendFailed)
+		return
 	}
-	return nil
+	ln.countDown(f, 1, len(b))
 }
 
 // queueLoop queues b, a reply to f's client, in the listener's send
@@ -531,7 +538,7 @@ func (ln *listener) queueUp(f *flow, b []byte) bool {
 
 // flushUp sends the queued run up (one write for one datagram, else
 // sendmmsg; a datagram the kernel refuses is lost alone, as a refused
-// write's is) and counts those sent.
+// write's is) and counts each, sent or refused.
 func (ln *listener) flushUp() {
 	d := ln.drv
 	if d == nil || d.up.n == 0 {
@@ -540,14 +547,11 @@ func (ln *listener) flushUp() {
 	q := &d.up
 	f, fd := q.f, int(q.f.up.(*rawUp).fd)
 	if q.n == 1 {
-		if _, e := rawsys.Write(fd, unsafe.Slice(q.iovs[0].Base, q.iovs[0].Len)); e == 0 {
-			ln.countUp(f, int(q.iovs[0].Len))
-		}
+		_, e := rawsys.Write(fd, unsafe.Slice(q.iovs[0].Base, q.iovs[0].Len))
+		ln.countedUp(f, int(q.iovs[0].Len), e == 0)
 	} else {
 		sendEach(q.n, func(i int) (int, syscall.Errno) { return rawsys.Sendmmsg(fd, q.hdrs[i:q.n]) }, func(i int, ok bool) {
-			if ok {
-				ln.countUp(f, int(q.iovs[i].Len))
-			}
+			ln.countedUp(f, int(q.iovs[i].Len), ok)
 		})
 	}
 	q.f, q.n = nil, 0
@@ -555,8 +559,8 @@ func (ln *listener) flushUp() {
 
 // flushSends sends the batched replies from the listener's socket (one
 // sendmmsg; one more after each message the kernel refuses, which is lost
-// as a refused sendto's is), counts those sent, then ends the flows their
-// last reply answered. The loop calls it before it sleeps; the listener
+// as a refused sendto's is), counts each, sent or refused, then ends the
+// flows their last reply answered. The loop calls it before it sleeps; the listener
 // before it pauses, moves flows or stops.
 func (ln *listener) flushSends() {
 	d := ln.drv
@@ -565,6 +569,8 @@ func (ln *listener) flushSends() {
 		sendEach(t.n, func(i int) (int, syscall.Errno) { return rawsys.Sendmmsg(d.fd, t.hdrs[i:t.n]) }, func(i int, ok bool) {
 			if ok {
 				ln.countDown(t.flows[i], 1, int(t.iovs[i].Len))
+			} else {
+				ln.e.dropped(metrics.UDPSendFailed)
 			}
 		})
 		t.reset()
@@ -574,6 +580,16 @@ func (ln *listener) flushSends() {
 		d.ending[i] = nil
 	}
 	d.ending = d.ending[:0]
+}
+
+// countedUp counts a datagram of size bytes of f's that went up (sent),
+// or that the kernel refused.
+func (ln *listener) countedUp(f *flow, size int, sent bool) {
+	if sent {
+		ln.countUp(f, size)
+	} else {
+		ln.e.dropped(metrics.UDPUpstreamSendFailed)
+	}
 }
 
 // sent sends the batched replies when one of them is f's, which ends

@@ -20,7 +20,7 @@ func (ln *listener) stopLoop() {}
 
 func (ln *listener) watchUp(*flow) {}
 
-func (ln *listener) sendLoop([]byte, netip.AddrPort, int) error { return errNoRawConn }
+func (ln *listener) sendLoop(*flow, []byte, int) {}
 
 func (ln *listener) queueLoop(*flow, []byte, int) bool { return false }
 
