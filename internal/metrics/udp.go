@@ -29,11 +29,11 @@ type UDPDrop uint8
 
 // The reasons of protoplex_udp_dropped_total.
 const (
-	UDPStaleReply     UDPDrop = iota // a reply that answers no query of its flow (DNS): a late or duplicate one of an earlier flow on a reused socket
-	UDPIdleSocket                    // a datagram on an upstream socket waiting in the pool, with no flow
-	UDPUncheckedQuery                // a query the guard cannot follow: not a whole DNS message, or too many unanswered on the flow
-	UDPSendFailed                    // a reply to a client the kernel refused to send (a firewall's EPERM, ENOBUFS, a full send buffer, a destination it rejects)
-	UDPUpstreamSendFailed            // a datagram to a backend the kernel refused to send on the flow's upstream socket (as UDPSendFailed, or the ICMP error of an earlier one)
+	UDPStaleReply         UDPDrop = iota // a reply that answers no query of its flow (DNS): a late or duplicate one of an earlier flow on a reused socket
+	UDPIdleSocket                        // a datagram on an upstream socket waiting in the pool, with no flow
+	UDPUncheckedQuery                    // a query the guard cannot follow: not a whole DNS message, or too many unanswered on the flow
+	UDPSendFailed                        // a reply to a client the kernel refused to send (a firewall's EPERM, ENOBUFS, a full send buffer, a destination it rejects)
+	UDPUpstreamSendFailed                // a datagram to a backend the kernel refused to send on the flow's upstream socket (as UDPSendFailed, or the ICMP error of an earlier one)
 	numUDPDrops
 )
 
