@@ -4,9 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/darkit/protoplex/internal/rawsys"
 )
@@ -60,7 +57,7 @@ func (l *Loop) snapshot(out []connRaw, limit int) []connRaw {
 			r.target = c.hs.att.Target // still dialing it
 		}
 		if c.bfd >= 0 {
-			r.backend = peerAddrPort(c.bfd, &l.sa)
+			r.backend = rawsys.Peer(c.bfd, &l.sa)
 		}
 		if !r.backend.IsValid() && c.hs != nil {
 			r.backend = c.hs.att.Addr // connecting to it
@@ -101,15 +98,4 @@ func (s state) String() string {
 		return "done"
 	}
 	return "unknown"
-}
-
-// peerAddrPort is the IP address and port fd is connected to; invalid when
-// the kernel has none (a connect in progress) or fd is a Unix socket. It
-// reads into sa, the loop's, and allocates nothing.
-func peerAddrPort(fd int, sa *unix.RawSockaddrAny) netip.AddrPort {
-	l := uint32(unix.SizeofSockaddrAny)
-	if _, _, e := unix.RawSyscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l))); e != 0 {
-		return netip.AddrPort{}
-	}
-	return rawsys.PeerAddrPort(sa)
 }

@@ -176,3 +176,74 @@ func TestDatagrams(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamConnectAccept: a non-blocking connect is under way
+// (EINPROGRESS) or done, its outcome is SoError's 0, Accept gives the
+// server the client's address and Peer the client the server's; a socket
+// connected to nothing has no peer.
+func TestStreamConnectAccept(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	lfd, e := Socket(lo, unix.SOCK_STREAM, unix.IPPROTO_TCP)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	defer Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: lo.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 1); err != nil {
+		t.Fatal(err)
+	}
+	lsa, err := unix.Getsockname(lfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := netip.AddrPortFrom(lo, uint16(lsa.(*unix.SockaddrInet4).Port))
+
+	fd, e := Socket(lo, unix.SOCK_STREAM, unix.IPPROTO_TCP)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	defer Close(fd)
+	var sa unix.RawSockaddrAny
+	if p := Peer(fd, &sa); p.IsValid() {
+		t.Fatalf("an unconnected socket's peer is %v", p)
+	}
+	if e := Connect(fd, server); e != 0 && e != unix.EINPROGRESS {
+		t.Fatalf("connect: %v", e)
+	}
+	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, 10_000); k != 1 || err != nil {
+		t.Fatalf("the connect did not finish (poll: %d %v)", k, err)
+	}
+	if e := SoError(fd); e != 0 {
+		t.Fatalf("the connect failed: %v", e)
+	}
+	if p := Peer(fd, &sa); p != server {
+		t.Errorf("client's peer %v, want %v", p, server)
+	}
+	csa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.AddrPortFrom(lo, uint16(csa.(*unix.SockaddrInet4).Port))
+	afd, from, e := Accept(lfd, &sa)
+	if e != 0 {
+		t.Fatalf("accept: %v", e)
+	}
+	defer Close(afd)
+	if from != client {
+		t.Errorf("accepted from %v, want %v", from, client)
+	}
+	if _, _, e := Accept(lfd, &sa); e != unix.EAGAIN {
+		t.Errorf("a second accept: %v, want EAGAIN", e)
+	}
+	if e := ShutdownWrite(fd); e != 0 {
+		t.Fatal(e)
+	}
+	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(afd), Events: unix.POLLIN}}, 10_000); k != 1 || err != nil {
+		t.Fatalf("no FIN came (poll: %d %v)", k, err)
+	}
+	if n, e := Read(afd, make([]byte, 1)); n != 0 || e != 0 {
+		t.Errorf("read after the client's FIN: %d %v, want 0 (EOF)", n, e)
+	}
+}

@@ -84,6 +84,17 @@ func Accept(lfd int, sa *unix.RawSockaddrAny) (int, netip.AddrPort, syscall.Errn
 	return int(fd), PeerAddrPort(sa), 0
 }
 
+// Peer is the IP address and port fd is connected to, read into sa
+// (PeerAddrPort); invalid when the kernel has none (a connect in
+// progress) or fd is a Unix socket.
+func Peer(fd int, sa *unix.RawSockaddrAny) netip.AddrPort {
+	l := uint32(unix.SizeofSockaddrAny)
+	if _, _, e := unix.RawSyscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l))); e != 0 {
+		return netip.AddrPort{}
+	}
+	return PeerAddrPort(sa)
+}
+
 // Socket is a new socket of the family for an address a (AF_INET for an
 // IPv4 one, else AF_INET6), of type typ and protocol proto, non-blocking
 // and close-on-exec.
