@@ -226,6 +226,9 @@ func TestStreamConnectAccept(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := netip.AddrPortFrom(lo, uint16(csa.(*unix.SockaddrInet4).Port))
+	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}, 10_000); k != 1 || err != nil {
+		t.Fatalf("nothing to accept (poll: %d %v)", k, err)
+	}
 	afd, from, e := Accept(lfd, &sa)
 	if e != 0 {
 		t.Fatalf("accept: %v", e)
