@@ -250,3 +250,43 @@ func TestStreamConnectAccept(t *testing.T) {
 		t.Errorf("read after the client's FIN: %d %v, want 0 (EOF)", n, e)
 	}
 }
+
+// TestNoAllocation: the calls of a loop's hot path, and the conversions,
+// allocate nothing.
+func TestNoAllocation(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fds[0])
+	defer Close(fds[1])
+	lo := netip.MustParseAddr("127.0.0.1")
+	udp, e := Socket(lo, unix.SOCK_DGRAM, 0)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	defer Close(udp)
+	b := make([]byte, 64)
+	var sa unix.RawSockaddrInet6
+	var any unix.RawSockaddrAny
+	to := netip.AddrPortFrom(lo, 0) // refused (EINVAL): nothing leaves the host
+	hs := make([]unix.Mmsghdr, 1)
+	var oob Cmsg
+	allocs := testing.AllocsPerRun(100, func() {
+		Write(fds[1], b)
+		Read(fds[0], b)
+		Send(fds[1], b[:1], false)
+		Read(fds[0], b)
+		Read(fds[0], b) // EAGAIN
+		SendTo(udp, b, to, false)
+		SendGSO(udp, b, 16, to, false, &oob)
+		Recvmmsg(udp, hs) // EAGAIN
+		RecvGRO(udp, b, &oob)
+		PutSockaddr(&sa, to, true)
+		_ = AddrPort(&sa)
+		_ = PeerAddrPort(&any)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per round, want 0", allocs)
+	}
+}
