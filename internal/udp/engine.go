@@ -724,15 +724,15 @@ func (ln *listener) sendUp(f *flow, b []byte) {
 	switch {
 	case err == nil:
 		ln.countUp(f, len(b))
-	case refused(err):
+	case kernelRefused(err):
 		ln.e.dropped(metrics.UDPUpstreamSendFailed)
 	}
 }
 
-// refused reports whether err, a send's, is the kernel's refusal of the
+// kernelRefused reports whether err, a send's, is the kernel's refusal of the
 // datagram. A socket closed under the send (its flow or listener ending)
 // is not one: that datagram has no flow left to count it for.
-func refused(err error) bool {
+func kernelRefused(err error) bool {
 	return err != nil && !errors.Is(err, net.ErrClosed)
 }
 
@@ -797,7 +797,7 @@ func (ln *listener) reply(f *flow, b []byte, seg int) bool {
 		_, err := ln.conn.WriteToUDPAddrPort(b, f.client)
 		if err == nil {
 			ln.countDown(f, segments(len(b), seg), len(b))
-		} else if refused(err) {
+		} else if kernelRefused(err) {
 			ln.e.dropped(metrics.UDPSendFailed)
 		}
 	case ln.queueLoop(f, b, seg):
