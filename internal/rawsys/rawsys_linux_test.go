@@ -155,9 +155,7 @@ func TestDatagrams(t *testing.T) {
 	n := 0
 	for n < 2 {
 		// Wait for the datagrams with a bound: poll, not a sleep.
-		if k, err := unix.Poll([]unix.PollFd{{Fd: int32(rx), Events: unix.POLLIN}}, 10_000); k != 1 || err != nil {
-			t.Fatalf("%d datagrams came, want 2 (poll: %d %v)", n, k, err)
-		}
+		ready(t, rx, unix.POLLIN, "%d datagrams came, want 2", n)
 		k, e := Recvmmsg(rx, hs[n:])
 		if e != 0 {
 			t.Fatal(e)
@@ -212,9 +210,7 @@ func TestStreamConnectAccept(t *testing.T) {
 	if e := Connect(fd, server); e != 0 && e != unix.EINPROGRESS {
 		t.Fatalf("connect: %v", e)
 	}
-	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, 10_000); k != 1 || err != nil {
-		t.Fatalf("the connect did not finish (poll: %d %v)", k, err)
-	}
+	ready(t, fd, unix.POLLOUT, "the connect did not finish")
 	if e := SoError(fd); e != 0 {
 		t.Fatalf("the connect failed: %v", e)
 	}
@@ -226,9 +222,7 @@ func TestStreamConnectAccept(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := netip.AddrPortFrom(lo, uint16(csa.(*unix.SockaddrInet4).Port))
-	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}, 10_000); k != 1 || err != nil {
-		t.Fatalf("nothing to accept (poll: %d %v)", k, err)
-	}
+	ready(t, lfd, unix.POLLIN, "nothing to accept")
 	afd, from, e := Accept(lfd, &sa)
 	if e != 0 {
 		t.Fatalf("accept: %v", e)
@@ -243,9 +237,7 @@ func TestStreamConnectAccept(t *testing.T) {
 	if e := ShutdownWrite(fd); e != 0 {
 		t.Fatal(e)
 	}
-	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(afd), Events: unix.POLLIN}}, 10_000); k != 1 || err != nil {
-		t.Fatalf("no FIN came (poll: %d %v)", k, err)
-	}
+	ready(t, afd, unix.POLLIN, "no FIN came")
 	if n, e := Read(afd, make([]byte, 1)); n != 0 || e != 0 {
 		t.Errorf("read after the client's FIN: %d %v, want 0 (EOF)", n, e)
 	}
@@ -288,5 +280,14 @@ func TestNoAllocation(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per round, want 0", allocs)
+	}
+}
+
+// ready waits, at most 10 s, for events on fd; else the test fails with
+// what (a format of args).
+func ready(t *testing.T, fd int, events int16, what string, args ...any) {
+	t.Helper()
+	if k, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: events}}, 10_000); k != 1 || err != nil {
+		t.Fatalf(what+" (poll: %d %v)", append(args, k, err)...)
 	}
 }
