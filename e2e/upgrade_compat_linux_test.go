@@ -184,8 +184,11 @@ monitoring:
 		t.Fatalf("the released binary refused this one:\n%s", p.Out)
 	}
 	newPID, _ := strconv.Atoi(m[1])
-	if moved, left := m[2], m[3]; moved != strconv.Itoa(streams+1) || left != "0" {
-		t.Errorf("the released binary moved %s connections and kept %s, want %d and 0:\n%s", moved, left, streams+1, p.Out)
+	// The probe's pair may still be closing in the old process (moved,
+	// or left to drain): every stream and the half banner move at least.
+	moved, _ := strconv.Atoi(m[2])
+	if moved < streams+1 {
+		t.Errorf("the released binary moved %d connections and kept %s, want %d at least:\n%s", moved, m[3], streams+1, p.Out)
 	}
 	testnet.Eventually(t, upgradeBound, func() bool { return !alive(pid) },
 		"the released binary still runs after the upgrade (it holds a connection to drain); stderr:\n%s", testnet.Later(p.Out.String))
@@ -206,11 +209,11 @@ monitoring:
 	if got, _ := testnet.RoundTrip(addr, "SSH-2.0-new\r\n"); got != "A:SSH-2.0-new\r\n" {
 		t.Errorf("a new connection after the upgrade: %q", got)
 	}
-	moved := regexp.MustCompile(`upgrade: connections moved in[^\n]* moved=(\d+)`)
-	testnet.Eventually(t, upgradeBound, func() bool { return moved.MatchString(p.Out.String()) }, // the line may still be in the pipe
+	movedIn := regexp.MustCompile(`upgrade: connections moved in[^\n]* moved=(\d+)`)
+	testnet.Eventually(t, upgradeBound, func() bool { return movedIn.MatchString(p.Out.String()) }, // the line may still be in the pipe
 		"the new process does not say what moved in; stderr:\n%s", testnet.Later(p.Out.String))
-	if got := moved.FindStringSubmatch(p.Out.String())[1]; got != strconv.Itoa(streams+1) {
-		t.Errorf("the new process says %s connections moved in, want %d", got, streams+1)
+	if got := movedIn.FindStringSubmatch(p.Out.String())[1]; got != m[2] {
+		t.Errorf("the new process says %s connections moved in, the old one %s", got, m[2])
 	}
 	for i := range conns {
 		_ = conns[i].(*net.TCPConn).CloseWrite()
