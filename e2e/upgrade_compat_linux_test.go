@@ -35,9 +35,10 @@ const releaseBuildBound = 5 * time.Minute
 // buildRelease builds cmd/protoplex as it was at commit rev, from this
 // repository's own history, into the test's temp dir. Without that
 // history (a shallow clone, no git) the test is skipped, or fails under
-// PROTOPLEX_REQUIRE_PEERS=1. -trimpath keeps the build's cache entries
-// valid from one run to the next, whatever the temp dir: only the first
-// run compiles.
+// PROTOPLEX_REQUIRE_PEERS=1. Its dependencies and the standard library
+// come from the build cache this build filled (no -trimpath, which would
+// compile them all again once): only the release's own packages compile,
+// seconds.
 func buildRelease(t *testing.T, rev string) string {
 	t.Helper()
 	missing := func(why string) {
@@ -72,7 +73,7 @@ func buildRelease(t *testing.T, rev string) string {
 		t.Fatalf("git archive %s | tar -x: %v, %v\n%s", rev, err, xerr, out)
 	}
 	bin := filepath.Join(t.TempDir(), "protoplex-"+rev)
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/protoplex")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/protoplex")
 	build.Dir = src
 	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly -buildvcs=false")
 	if out, err := build.CombinedOutput(); err != nil {
