@@ -236,7 +236,7 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			}
 			continue
 		}
-		if hc.Version() < 2 {
+		if hc.Version() < handover.CommitVersion {
 			n, err := pm.adoptOnReceipt(hc, prep)
 			moved += n
 			if err != nil {

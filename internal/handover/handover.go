@@ -39,6 +39,11 @@ const Version = 2
 // release's.
 const MinVersion = 1
 
+// CommitVersion is the first format whose batches are committed, then
+// adopted (Adopted), and that has Flows; before it, the new process takes
+// a Conns batch on receipt and acknowledges it.
+const CommitVersion = 2
+
 // Bounds of one message.
 const (
 	MaxFDsPerMessage = 253 // SCM_MAX_FD: the kernel attaches no more to one sendmsg
@@ -235,7 +240,7 @@ const maxKindV1 = Conns
 // for the sender.
 func (m *Message) check(v uint16) error {
 	last := maxKind
-	if v < 2 {
+	if v < CommitVersion {
 		last = maxKindV1
 	}
 	switch {
