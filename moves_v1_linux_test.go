@@ -163,3 +163,28 @@ func TestAdoptFromFirstReleaseRefused(t *testing.T) {
 		t.Errorf("the old manager tracks %d connections, want 1", n)
 	}
 }
+
+// TestAdoptFromFirstReleaseGone: a first-release old process that went
+// away after it sent a batch never gets the Ack: the new process closes
+// the batch unread (the old one would have kept it), and says why.
+func TestAdoptFromFirstReleaseGone(t *testing.T) {
+	old, nu, _, _ := moveRig(t)
+	c, r := forwarding(t, old)
+	fake, hc := firstReleasePair(t)
+	p := old.loops.Plane()
+	batch := p.Detach(handover.MaxFDsPerMessage)
+	if batch == nil {
+		t.Fatal("nothing detached")
+	}
+	fake.send(asFirstRelease(t, batch), batch.FDs)
+	fake.uc.Close() // gone before the answer: the batch is still queued for the new process
+	p.Restore(batch)
+	got := waitAdopted(t, adoptAsync(nu, hc))
+	if got.moved != 0 || !handover.PeerGone(got.err) {
+		t.Fatalf("AdoptConnections: %+v, want none moved and the old process gone", got)
+	}
+	if st := nu.loops.Plane().Connections(10); len(st) != 0 {
+		t.Errorf("the new manager's loops hold %+v", st)
+	}
+	answers(t, c, r, "kept")
+}
