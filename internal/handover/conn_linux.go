@@ -121,9 +121,8 @@ func (c *Conn) SendHello(note string) error {
 func (c *Conn) Timeout() time.Duration { return c.lim.Timeout }
 
 // Send sends m with fds attached, one per record (m.Records), within the
-// Conn's timeout. The descriptors stay open here: the peer receives
-// duplicates.
-// It is framed with the agreed version (Version until one is agreed).
+// Conn's timeout, framed with the agreed version (Version until one is
+// agreed). The descriptors stay open here: the peer receives duplicates.
 func (c *Conn) Send(m Message, fds []int) error {
 	v := c.version
 	if v == 0 {
