@@ -168,7 +168,10 @@ func awaitAdopted(hc *handover.Conn, n int) error {
 
 // AdoptConnections takes the connections the old process sends over hc
 // after this one acknowledged its listeners, until its Done (or its
-// close: an old binary moves none). Each batch is checked whole, then
+// close: an old binary moves none). An old process of format 1 (the
+// first release: hc.Version) sends Conns batches only, each adopted on
+// receipt and acknowledged (adoptOnReceipt); its UDP flows stay with it,
+// and this process reads its UDP listeners from the Done on. Each batch is checked whole, then
 // adopted on the old process's commit, or refused whole (the old process
 // keeps it): refused when this process serves without event loops, or
 // when its descriptors would cut into fdReserve. A batch the old process
@@ -233,12 +236,40 @@ func (pm *ProtocolManager) AdoptConnections(hc *handover.Conn, start time.Time) 
 			}
 			continue
 		}
+		if hc.Version() < handover.CommitVersion {
+			n, err := pm.adoptOnReceipt(hc, prep)
+			moved += n
+			if err != nil {
+				return moved, left, err
+			}
+			continue
+		}
 		n, kept, ended, err := pm.commitBatch(hc, prep)
 		moved += n
 		if err != nil || ended {
 			return moved, kept, err
 		}
 	}
+}
+
+// adoptOnReceipt takes prep as an old process of format 1 (the first
+// release) hands a batch over: with no commit, it closes its copies on
+// this process's Ack. The batch is held on the loops (every step that can
+// fail: on a failure the Refuse leaves it the old process's), then
+// acknowledged, and read only once the Ack is sent; one that cannot be
+// sent leaves it closed here, never read, as the old process then keeps
+// it. (Format 1 cannot tell an Ack that arrived after the old process
+// stopped waiting; format 2's commit exists for that.)
+func (pm *ProtocolManager) adoptOnReceipt(hc *handover.Conn, prep prepared) (int, error) {
+	if why := prep.Hold(); why != nil {
+		pm.log.Warn("upgrade: connections cannot be adopted, the old process keeps them", "err", why)
+		return 0, hc.Send(handover.Message{Kind: handover.Refuse, Note: truncate(why.Error(), handover.MaxNote)}, nil)
+	}
+	if err := hc.Send(handover.Message{Kind: handover.Ack, Count: uint32(prep.Len())}, nil); err != nil {
+		prep.Discard()
+		return 0, fmt.Errorf("the acknowledgement of a batch of %d not sent: %w", prep.Len(), err)
+	}
+	return prep.Start(), nil
 }
 
 // prepared is a batch checked whole, taken on the old process's commit:

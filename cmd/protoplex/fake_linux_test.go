@@ -9,7 +9,8 @@ import (
 
 // fakeEnv makes the test binary, started by an upgrade in place of
 // protoplex, a new binary that misbehaves as its value says: "version"
-// speaks another handover format, "die-at-commit" dies once the first
+// speaks another handover format, "first-release" says hello as the
+// first release (handover format 1) does, "die-at-commit" dies once the first
 // batch of connections is committed, before it says it adopted it.
 const fakeEnv = "PROTOPLEX_TEST_FAKE_NEW"
 
@@ -23,6 +24,8 @@ func fakeNewBinary() bool {
 	switch os.Getenv(fakeEnv) {
 	case "version":
 		otherVersion()
+	case "first-release":
+		firstRelease()
 	case "die-at-commit":
 		dieAtCommit()
 	}
@@ -40,6 +43,20 @@ func otherVersion() {
 	b[5] = handover.Version + 1
 	c.Write(b)
 	buf := make([]byte, 4096)
+	c.Read(buf) // the refusal, or nothing: the old process stops this one
+	os.Exit(4)
+}
+
+// firstRelease says hello as the first release did (format 1, naming no
+// higher version) and waits for the old process's answer.
+func firstRelease() {
+	c, err := net.FileConn(os.NewFile(3, "handover"))
+	if err != nil {
+		os.Exit(3)
+	}
+	b, _ := handover.EncodeVersion(nil, 1, handover.Message{Kind: handover.Hello, Note: "protoplex 6abb019"})
+	c.Write(b)
+	buf := make([]byte, handover.MaxMessage)
 	c.Read(buf) // the refusal, or nothing: the old process stops this one
 	os.Exit(4)
 }

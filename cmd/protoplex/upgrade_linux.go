@@ -251,6 +251,14 @@ func (u *upgrader) run() (pid, n int, hc *handover.Conn, err error) {
 	if hello.Kind != handover.Hello {
 		return fail(fmt.Errorf("a %s instead of a hello", hello.Kind))
 	}
+	if v := conn.Version(); v < handover.Version {
+		// A binary of an older format (a downgrade): this process moves
+		// its connections only with the commit its format has. The
+		// Refuse is framed as v, so that binary reads it and exits.
+		why := fmt.Sprintf("this process hands over in format %d; the new binary speaks format %d (an older release): downgrade by a restart", handover.Version, v)
+		_ = conn.Send(handover.Message{Kind: handover.Refuse, Note: why}, nil)
+		return fail(errors.New(why))
+	}
 	if err := sendSockets(conn, socks); err != nil {
 		return fail(err)
 	}
@@ -354,7 +362,9 @@ func takeUpgrade() (*upgradeChild, error) {
 }
 
 func (u *upgradeChild) receive() error {
-	if err := u.conn.Send(handover.Message{Kind: handover.Hello, Note: versionLine()}, nil); err != nil {
+	// Framed as the first release's format, naming the highest this
+	// binary speaks: an old process of any release reads it, and picks.
+	if err := u.conn.SendHello(versionLine()); err != nil {
 		return err
 	}
 	for {

@@ -323,7 +323,8 @@ func install(t *testing.T, src, path string) {
 }
 
 // TestUpgradeRefused: the binary at protoplex's path is replaced by one
-// that exits at start, then by one that speaks another handover format;
+// that exits at start, then by one that speaks another handover format,
+// then by one that speaks the first release's (a downgrade, refused);
 // each upgrade fails, the old process logs why and serves on without
 // losing a connection; with protoplex back at the path, the next upgrade
 // succeeds.
@@ -346,10 +347,15 @@ func TestUpgradeRefused(t *testing.T) {
 	for i, tc := range []struct{ name, binary, why string }{
 		{"exits at start", "", "exit status 3"},
 		{"another format", os.Args[0], "the new binary speaks another handover format"},
+		{"the first release's format", "first-release", "the new binary speaks format 1 (an older release)"},
 	} {
-		if tc.binary == "" {
+		switch tc.binary {
+		case "":
 			testnet.WriteFile(t, filepath.Join(dir, "exit3"), "#!/bin/sh\necho 'this binary cannot start' >&2\nexit 3\n")
 			tc.binary = filepath.Join(dir, "exit3")
+		case "first-release": // a downgrade
+			testnet.WriteFile(t, filepath.Join(dir, "first"), fmt.Sprintf("#!/bin/sh\n%s=first-release exec %q \"$@\"\n", fakeEnv, os.Args[0]))
+			tc.binary = filepath.Join(dir, "first")
 		}
 		install(t, tc.binary, exe)
 		before := l.ok.Load()

@@ -36,9 +36,13 @@ type Conn struct {
 	uc    *net.UnixConn
 	lim   Limits
 	taken int // descriptors received so far
-	out   []byte
-	in    []byte
-	oob   []byte
+	// version is the format agreed on (Negotiate): 0 until the old
+	// process reads the new one's hello, or the new one the old one's
+	// first message, which is framed with it.
+	version uint16
+	out     []byte
+	in      []byte
+	oob     []byte
 }
 
 // Pair returns the two connected ends of a new handover socket: the old
@@ -101,17 +105,37 @@ func PeerGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
 }
 
+// Version is the format this end speaks with its peer: 0 until agreed on
+// (the old process: the hello read; the new one: the first message read
+// after its hello). Every message sent after is framed with it, and every
+// message received must be.
+func (c *Conn) Version() uint16 { return c.version }
+
+// SendHello sends the new process's hello: framed as MinVersion, which
+// every release reads, naming Version as the highest it speaks.
+func (c *Conn) SendHello(note string) error {
+	return c.send(MinVersion, Message{Kind: Hello, Note: note, Count: Version}, nil)
+}
+
 // Timeout is how long each send and receive waits at most.
 func (c *Conn) Timeout() time.Duration { return c.lim.Timeout }
 
 // Send sends m with fds attached, one per record (m.Records), within the
-// Conn's timeout. The descriptors stay open here: the peer receives
-// duplicates.
+// Conn's timeout, framed with the agreed version (Version until one is
+// agreed). The descriptors stay open here: the peer receives duplicates.
 func (c *Conn) Send(m Message, fds []int) error {
+	v := c.version
+	if v == 0 {
+		v = Version
+	}
+	return c.send(v, m, fds)
+}
+
+func (c *Conn) send(v uint16, m Message, fds []int) error {
 	if len(fds) != len(m.Records) {
 		return fmt.Errorf("handover: %d descriptors for %d records", len(fds), len(m.Records))
 	}
-	b, err := Encode(c.out[:0], m)
+	b, err := EncodeVersion(c.out[:0], v, m)
 	if err != nil {
 		return err
 	}
@@ -137,7 +161,10 @@ func (c *Conn) Send(m Message, fds []int) error {
 // then owns (close-on-exec, each checked to be of its record's type). A
 // message that breaks a bound, carries descriptors that do not match its
 // records or crosses MaxTotalFDs is refused, and every descriptor it
-// carried is closed. A peer that closed its end gives io.EOF.
+// carried is closed. A peer that closed its end gives io.EOF. The first
+// message received agrees on the version (a hello: Negotiate; anything
+// else: its frame's, which the old process chose); one of another version
+// after it is refused (ErrVersion).
 func (c *Conn) Recv() (Message, []*os.File, error) {
 	if c.in == nil {
 		c.in = make([]byte, MaxMessage+1) // +1: a longer message shows as one over the bound
@@ -165,8 +192,12 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 		err = fmt.Errorf("%w: more than %d bytes", ErrBounds, MaxMessage)
 	}
 	var m Message
+	var v uint16
 	if err == nil {
-		m, err = Decode(c.in[:n])
+		m, v, err = DecodeVersion(c.in[:n])
+	}
+	if err == nil {
+		err = c.agree(m, v)
 	}
 	if err == nil {
 		err = c.take(m, fds)
@@ -180,6 +211,25 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 		files[i] = os.NewFile(uintptr(fd), m.Records[i].Name)
 	}
 	return m, files, nil
+}
+
+// agree checks m's version v against the one agreed on, or agrees on one.
+func (c *Conn) agree(m Message, v uint16) error {
+	switch {
+	case c.version != 0 && v != c.version:
+		return fmt.Errorf("%w: a %s of version %d, after version %d was agreed on", ErrVersion, m.Kind, v, c.version)
+	case c.version != 0:
+		return nil
+	case m.Kind == Hello:
+		agreed, err := Negotiate(m, v)
+		if err != nil {
+			return err
+		}
+		c.version = agreed
+	default:
+		c.version = v
+	}
+	return nil
 }
 
 // take checks the descriptors against m's records and the total bound.

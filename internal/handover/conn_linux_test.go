@@ -503,3 +503,81 @@ func TestCloseRead(t *testing.T) {
 		t.Errorf("after it: %v, want EOF", err)
 	}
 }
+
+// TestVersionAgreed: over a real socket, the new process's hello (framed
+// 1, naming 2) makes both ends speak 2; a first release's hello (framed 1,
+// naming nothing) makes the old end speak 1 to it, its answers framed so a
+// first release reads them; a message of another version once one is
+// agreed is refused, and its descriptors closed.
+func TestVersionAgreed(t *testing.T) {
+	t.Run("this release", func(t *testing.T) {
+		old, next := pairClosed(t)
+		if err := next.SendHello("next"); err != nil {
+			t.Fatal(err)
+		}
+		if m, _, err := old.Recv(); err != nil || m.Kind != Hello || old.Version() != Version {
+			t.Fatalf("hello: %+v, %v, version %d", m, err, old.Version())
+		}
+		if next.Version() != 0 {
+			t.Fatalf("the new end agreed on %d before the old one answered", next.Version())
+		}
+		if err := old.Send(Message{Kind: Done}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if m, _, err := next.Recv(); err != nil || m.Kind != Done || next.Version() != Version {
+			t.Fatalf("done: %+v, %v, version %d", m, err, next.Version())
+		}
+		// A later message framed 1 (a peer changing its mind) is refused.
+		if err := old.send(1, Message{Kind: Ack}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := next.Recv(); !errors.Is(err, ErrVersion) {
+			t.Fatalf("a version 1 message after version 2: %v", err)
+		}
+	})
+	t.Run("first release", func(t *testing.T) {
+		old, next := pairClosed(t)
+		// 6abb019's hello: Encode of its version 1, Count 0.
+		if err := next.send(1, Message{Kind: Hello, Note: "protoplex 6abb019"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if m, _, err := old.Recv(); err != nil || m.Kind != Hello || old.Version() != 1 {
+			t.Fatalf("hello: %+v, %v, version %d", m, err, old.Version())
+		}
+		if err := old.Send(Message{Kind: Refuse, Note: "no"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		raw := make([]byte, MaxMessage)
+		n, err := next.uc.Read(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, v, err := DecodeVersion(raw[:n]); err != nil || v != 1 || m.Kind != Refuse {
+			t.Fatalf("the answer to a first release: %+v, version %d, %v", m, v, err)
+		}
+		// A format-2 word to a peer agreed on 1 is refused, not written.
+		if err := old.Send(Message{Kind: Adopted}, nil); !errors.Is(err, ErrFormat) {
+			t.Fatalf("an adopted sent in version 1: %v", err)
+		}
+	})
+	t.Run("hostile frames", func(t *testing.T) {
+		for _, v := range []uint16{0, 3, 65535} {
+			old, next := pairClosed(t)
+			b, _ := Encode(nil, Message{Kind: Hello, Count: Version})
+			b[4], b[5] = byte(v>>8), byte(v)
+			if _, err := next.uc.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := old.Recv(); !errors.Is(err, ErrVersion) || old.Version() != 0 {
+				t.Errorf("a hello framed %d: %v, version %d agreed", v, err, old.Version())
+			}
+		}
+	})
+}
+
+// pairClosed is pair, closed when the test ends.
+func pairClosed(t *testing.T) (old, next *Conn) {
+	old, next = pair(t)
+	t.Cleanup(func() { old.Close(); next.Close() })
+	return old, next
+}

@@ -25,10 +25,16 @@ import (
 // rest of the first flight. The new process writes those and forwards;
 // it never builds the header again.
 
-// ConnVersion is the encoding of a ConnState this package writes and
-// reads. A new process that reads another refuses the message, and the
-// old one keeps the connections.
+// ConnVersion is the encoding of a ConnState this package writes. It
+// reads it and connVersion1, the first release's (in format 1's Conns
+// messages): the subset without ProxyHeader, Replay and HeaderLeft. A new
+// process that reads another refuses the message, and the old one keeps
+// the connections.
 const ConnVersion = 2
+
+// connVersion1 is the first release's ConnState: flags Fallback,
+// Identifying and Trusted, and no HeaderLeft.
+const connVersion1 = 1
 
 // Bounds of a ConnState.
 const (
@@ -197,11 +203,23 @@ func DecodeConns(m Message) ([]ConnGroup, error) {
 func isConnType(t FDType) bool { return t == TCPConn || t == UnixConn }
 
 // EncodeConn appends c's encoding to b: the version, then each field.
-func EncodeConn(b []byte, c ConnState) ([]byte, error) {
+func EncodeConn(b []byte, c ConnState) ([]byte, error) { return EncodeConnVersion(b, ConnVersion, c) }
+
+// EncodeConnVersion appends c's encoding in version v (ConnVersion, or
+// the first release's, 1: what a format-1 peer writes, which tests play)
+// to b. A state version 1 cannot hold (a PROXY header being read, a
+// replay) is refused.
+func EncodeConnVersion(b []byte, v byte, c ConnState) ([]byte, error) {
 	if err := c.check(); err != nil {
 		return b, err
 	}
-	b = append(b, ConnVersion, boolBits(c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay))
+	switch {
+	case v == connVersion1 && (c.ProxyHeader || c.Replay):
+		return b, fmt.Errorf("%w: connection state version 1 holds no replay or PROXY header being read", ErrFormat)
+	case v != connVersion1 && v != ConnVersion:
+		return b, fmt.Errorf("%w: connection state version %d", ErrVersion, v)
+	}
+	b = append(b, v, boolBits(c.Fallback, c.Identifying, c.Trusted, c.ProxyHeader, c.Replay))
 	for _, s := range [...]string{c.Client, c.Protocol, c.Route, c.Target, c.SNI, c.Host} {
 		b = appendString(b, s)
 	}
@@ -209,8 +227,11 @@ func EncodeConn(b []byte, c ConnState) ([]byte, error) {
 	for _, s := range c.ALPN {
 		b = appendString(b, s)
 	}
-	for _, v := range [...]int64{int64(c.Age), int64(c.IdleFor), int64(c.Idle), c.PipeFallbacks, int64(c.HeaderLeft)} {
-		b = binary.AppendUvarint(b, uint64(v))
+	for _, n := range [...]int64{int64(c.Age), int64(c.IdleFor), int64(c.Idle), c.PipeFallbacks} {
+		b = binary.AppendUvarint(b, uint64(n))
+	}
+	if v != connVersion1 {
+		b = binary.AppendUvarint(b, uint64(c.HeaderLeft))
 	}
 	for _, d := range [2]DirState{c.Up, c.Down} {
 		b = binary.AppendUvarint(b, uint64(d.N))
@@ -285,11 +306,15 @@ func stateHeader(b []byte, what string, version, maxFlags byte) (byte, *reader, 
 	return b[1], &reader{b: b[2:]}, nil
 }
 
-// DecodeConn reads a ConnState; another version fails with ErrVersion
-// before anything else is read.
+// DecodeConn reads a ConnState of ConnVersion or connVersion1; another
+// version fails with ErrVersion before anything else is read.
 func DecodeConn(b []byte) (ConnState, error) {
 	var c ConnState
-	flags, r, err := stateHeader(b, "connection", ConnVersion, 0x1f)
+	version, maxFlags := byte(ConnVersion), byte(0x1f)
+	if len(b) > 0 && b[0] == connVersion1 {
+		version, maxFlags = connVersion1, 0x7
+	}
+	flags, r, err := stateHeader(b, "connection", version, maxFlags)
 	if err != nil {
 		return c, err
 	}
@@ -307,7 +332,9 @@ func DecodeConn(b []byte) (ConnState, error) {
 		*v = time.Duration(r.uint(uint64(maxDurationNS)))
 	}
 	c.PipeFallbacks = int64(r.uint(1<<63 - 1))
-	c.HeaderLeft = int(r.uint(MaxProxyHeader))
+	if version != connVersion1 {
+		c.HeaderLeft = int(r.uint(MaxProxyHeader))
+	}
 	for _, d := range [2]*DirState{&c.Up, &c.Down} {
 		d.N = int64(r.uint(1<<63 - 1))
 		d.Pending = int(r.uint(MaxPipeBytes))

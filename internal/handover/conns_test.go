@@ -168,12 +168,16 @@ func FuzzDecodeConn(f *testing.F) {
 		b, _ := EncodeConn(nil, c)
 		f.Add(b)
 	}
+	for _, c := range connStatesV1() {
+		b, _ := EncodeConnVersion(nil, connVersion1, c)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := DecodeConn(b)
 		if err != nil {
 			return
 		}
-		again, err := EncodeConn(nil, c)
+		again, err := EncodeConnVersion(nil, b[0], c)
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("decoded %+v, which encodes to %x (%v), not %x", c, again, err, b)
 		}
@@ -225,8 +229,13 @@ func TestConnHostileStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1 := append([]byte{1}, good[1:]...)
-	if _, err := DecodeConn(v1); !errors.Is(err, ErrVersion) {
-		t.Errorf("a version 1 state: %v", err)
+	if _, err := DecodeConn(v1); !errors.Is(err, ErrFormat) {
+		t.Errorf("a version 1 state with a replay's flag: %v", err)
+	}
+	for _, v := range []byte{0, 3, 0xff} {
+		if _, err := DecodeConn(append([]byte{v}, good[1:]...)); !errors.Is(err, ErrVersion) {
+			t.Errorf("a version %d state: %v", v, err)
+		}
 	}
 	flags := func(f byte) []byte { b := bytes.Clone(good); b[1] = f; return b }
 	for _, f := range []byte{0x20, 0x80, 0xff, 0x08 | 0x10, 0x02 | 0x10, 0x08} {
@@ -245,5 +254,49 @@ func TestConnHostileStates(t *testing.T) {
 	hostile := append(append(bytes.Clone(good[:at]), uv(MaxProxyHeader+1)...), good[len(good)-dirs:]...)
 	if c, err := DecodeConn(hostile); !errors.Is(err, ErrBounds) {
 		t.Errorf("a PROXY header of %d bytes left: %+v, %v", MaxProxyHeader+1, c, err)
+	}
+}
+
+// connStatesV1 are the valid states the first release wrote (ConnVersion
+// 1): no PROXY header being read, no replay.
+func connStatesV1() []ConnState {
+	var out []ConnState
+	for _, c := range connStates() {
+		if !c.ProxyHeader && !c.Replay {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestConnVersion1: a state as the first release wrote it decodes into
+// today's, unchanged; one version 1 cannot hold is not written.
+func TestConnVersion1(t *testing.T) {
+	for _, c := range connStatesV1() {
+		b, err := EncodeConnVersion(nil, connVersion1, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] != 1 || b[1] > 7 {
+			t.Fatalf("version %d, flags %#x", b[0], b[1])
+		}
+		now, _ := EncodeConn(nil, c)
+		if len(b) != len(now)-1 { // no HeaderLeft (a zero: one byte)
+			t.Errorf("%d bytes in version 1, %d in version %d", len(b), len(now), ConnVersion)
+		}
+		got, err := DecodeConn(b)
+		if err != nil || !reflect.DeepEqual(got, c) {
+			t.Errorf("decoded %+v, %v; want %+v", got, err, c)
+		}
+	}
+	for _, c := range connStates() {
+		if c.ProxyHeader || c.Replay {
+			if _, err := EncodeConnVersion(nil, connVersion1, c); !errors.Is(err, ErrFormat) {
+				t.Errorf("%+v written in version 1: %v", c, err)
+			}
+		}
+	}
+	if _, err := EncodeConnVersion(nil, 3, ConnState{}); !errors.Is(err, ErrVersion) {
+		t.Errorf("version 3 written: %v", err)
 	}
 }

@@ -23,11 +23,26 @@ import (
 	"fmt"
 )
 
-// Version is the format this package writes and reads. A process that
-// reads another version refuses the handover (ErrVersion), and the old
-// process keeps serving. Version 2 added Adopted: the old process keeps
-// a committed batch until the new one says it adopted it.
+// Version is the highest format this package writes and reads; it reads
+// and writes every one from MinVersion. Version 2 added Adopted: the old
+// process keeps a committed batch until the new one says it adopted it;
+// and Flows. Version 1 is the first release's: a Conns batch is adopted
+// on receipt and acknowledged, with no commit (conns.go). The new process
+// frames its Hello as MinVersion, which every release reads, and names in
+// its Count the highest it speaks; the old process picks the lower of
+// that and its own (Negotiate), and every later message of either side is
+// framed with it. A version outside MinVersion..Version is refused
+// (ErrVersion), and the old process keeps serving.
 const Version = 2
+
+// MinVersion is the oldest format this package speaks: the first
+// release's.
+const MinVersion = 1
+
+// CommitVersion is the first format whose batches are committed, then
+// adopted (Adopted), and that has Flows; before it, the new process takes
+// a Conns batch on receipt and acknowledges it.
+const CommitVersion = 2
 
 // Bounds of one message.
 const (
@@ -51,8 +66,10 @@ const (
 type Kind uint8
 
 const (
-	// Hello is the new process's first message: it is up and speaks
-	// Version (Note: its version string).
+	// Hello is the new process's first message: it is up (Note: its
+	// version string). It is framed as MinVersion; its Count names the
+	// highest version it speaks (0: its frame's, as the first release
+	// wrote it).
 	Hello Kind = iota + 1
 	// FDs carries descriptors, one per record.
 	FDs
@@ -167,14 +184,37 @@ var (
 	ErrBounds  = errors.New("handover: message over its bounds")
 )
 
+// Negotiate is the version the old process speaks with the new one that
+// sent hello, framed as frame: the lower of Version and the highest the
+// hello names (its Count, or its frame's when that is higher). Nothing
+// below MinVersion is spoken (ErrVersion).
+func Negotiate(hello Message, frame uint16) (uint16, error) {
+	if hello.Kind != Hello {
+		return 0, fmt.Errorf("%w: a %s, not a hello", ErrFormat, hello.Kind)
+	}
+	peer := max(hello.Count, uint32(frame))
+	v := min(peer, Version)
+	if v < MinVersion || frame < MinVersion || frame > Version {
+		return 0, fmt.Errorf("%w: a hello of version %d naming %d, this process speaks %d to %d", ErrVersion, frame, hello.Count, MinVersion, Version)
+	}
+	return uint16(v), nil
+}
+
 // Encode appends m, in this version's format, to b.
-func Encode(b []byte, m Message) ([]byte, error) {
-	if err := m.check(); err != nil {
+func Encode(b []byte, m Message) ([]byte, error) { return EncodeVersion(b, Version, m) }
+
+// EncodeVersion appends m, in format v (MinVersion..Version), to b; a
+// kind v does not have is refused.
+func EncodeVersion(b []byte, v uint16, m Message) ([]byte, error) {
+	if v < MinVersion || v > Version {
+		return b, fmt.Errorf("%w: version %d, this process writes %d to %d", ErrVersion, v, MinVersion, Version)
+	}
+	if err := m.check(v); err != nil {
 		return b, err
 	}
 	start := len(b)
 	b = append(b, magic[:]...)
-	b = binary.BigEndian.AppendUint16(b, Version)
+	b = binary.BigEndian.AppendUint16(b, v)
 	b = append(b, byte(m.Kind), 0)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Records)))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Note)))
@@ -193,11 +233,19 @@ func Encode(b []byte, m Message) ([]byte, error) {
 	return b, nil
 }
 
-// check is every bound and rule Decode applies, for the sender.
-func (m *Message) check() error {
+// maxKindV1 is the last kind of format 1.
+const maxKindV1 = Conns
+
+// check is every bound and rule Decode applies to a message of format v,
+// for the sender.
+func (m *Message) check(v uint16) error {
+	last := maxKind
+	if v < CommitVersion {
+		last = maxKindV1
+	}
 	switch {
-	case m.Kind < Hello || m.Kind > maxKind:
-		return fmt.Errorf("%w: kind %d", ErrFormat, m.Kind)
+	case m.Kind < Hello || m.Kind > last:
+		return fmt.Errorf("%w: kind %d in version %d", ErrFormat, m.Kind, v)
 	case len(m.Note) > MaxNote:
 		return fmt.Errorf("%w: a note of %d bytes, at most %d", ErrBounds, len(m.Note), MaxNote)
 	case len(m.Records) > MaxFDsPerMessage:
@@ -218,16 +266,37 @@ func (m *Message) check() error {
 	return nil
 }
 
-// Decode reads one message. It allocates only for what b holds, checks
-// every bound and takes nothing it does not understand: a message another
-// version wrote fails with ErrVersion, before anything else is read.
+// Decode reads one message of any version from MinVersion to Version
+// (DecodeVersion says which).
 func Decode(b []byte) (Message, error) {
+	m, _, err := DecodeVersion(b)
+	return m, err
+}
+
+// DecodeVersion reads one message and returns the version it is framed
+// as. It allocates only for what b holds, checks every bound and takes
+// nothing it does not understand: a message of a version outside
+// MinVersion..Version fails with ErrVersion, before anything else is
+// read, and one of a kind its version lacks with ErrFormat.
+func DecodeVersion(b []byte) (Message, uint16, error) {
+	m, err := decode(b)
+	if err != nil {
+		return Message{}, 0, err
+	}
+	v := binary.BigEndian.Uint16(b[4:])
+	if err := m.check(v); err != nil {
+		return Message{}, 0, err
+	}
+	return m, v, nil
+}
+
+func decode(b []byte) (Message, error) {
 	var m Message
 	if len(b) < len(magic)+2 || [4]byte(b[:4]) != magic {
 		return m, ErrMagic
 	}
-	if v := binary.BigEndian.Uint16(b[4:]); v != Version {
-		return m, fmt.Errorf("%w: version %d, this process reads %d", ErrVersion, v, Version)
+	if v := binary.BigEndian.Uint16(b[4:]); v < MinVersion || v > Version {
+		return m, fmt.Errorf("%w: version %d, this process reads %d to %d", ErrVersion, v, MinVersion, Version)
 	}
 	if len(b) > MaxMessage {
 		return m, fmt.Errorf("%w: %d bytes, at most %d", ErrBounds, len(b), MaxMessage)
@@ -283,9 +352,6 @@ func Decode(b []byte) (Message, error) {
 	}
 	if len(rest) > 0 {
 		return Message{}, fmt.Errorf("%w: %d bytes after the last record", ErrFormat, len(rest))
-	}
-	if err := m.check(); err != nil {
-		return Message{}, err
 	}
 	return m, nil
 }

@@ -101,9 +101,16 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		"empty":              {nil, ErrMagic},
 		"another magic":      {edit(func(b []byte) []byte { b[0] = 'X'; return b }), ErrMagic},
-		"version 1":          {edit(func(b []byte) []byte { b[5] = 1; return b }), ErrVersion}, // no Adopted: it would close a batch too soon
 		"version 3":          {edit(func(b []byte) []byte { b[5] = 3; return b }), ErrVersion},
 		"version 0":          {edit(func(b []byte) []byte { b[5] = 0; return b }), ErrVersion},
+		"version 65535":      {edit(func(b []byte) []byte { b[4], b[5] = 0xff, 0xff; return b }), ErrVersion},
+		"version 258":        {edit(func(b []byte) []byte { b[4] = 1; return b }), ErrVersion},
+		"flows in version 1": {edit(func(b []byte) []byte { b[5], b[6] = 1, byte(Flows); return b }), ErrFormat}, // no Flows then
+		"adopted in version 1": {func() []byte {
+			b, _ := Encode(nil, Message{Kind: Adopted, Count: 1})
+			b[5] = 1
+			return b
+		}(), ErrFormat}, // no commit then: an Adopted is no word of format 1
 		"a short header":     {valid[:headerLen-1], ErrFormat},
 		"header flags":       {edit(func(b []byte) []byte { b[7] = 1; return b }), ErrFormat},
 		"kind 0":             {edit(func(b []byte) []byte { b[6] = 0; return b }), ErrFormat},
@@ -157,17 +164,105 @@ func FuzzDecode(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	for _, m := range messagesV1() {
+		b, _ := EncodeVersion(nil, 1, m)
+		if len(b) < 4096 {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := Decode(b)
+		m, v, err := DecodeVersion(b)
 		if err != nil {
 			return
 		}
-		if err := m.check(); err != nil {
+		if v < MinVersion || v > Version {
+			t.Fatalf("decoded a message of version %d", v)
+		}
+		if err := m.check(v); err != nil {
 			t.Fatalf("decoded a message over its bounds: %v", err)
 		}
-		again, err := Encode(nil, m)
+		again, err := EncodeVersion(nil, v, m)
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("decoded %+v, which encodes to %x (%v), not %x", m, again, err, b)
 		}
 	})
+}
+
+// messagesV1 are messages of every kind format 1 has, as the first
+// release wrote them: its hello names no version.
+func messagesV1() []Message {
+	var out []Message
+	for _, m := range messages() {
+		if m.Kind <= maxKindV1 {
+			out = append(out, m)
+		}
+	}
+	c, _ := EncodeConnVersion(nil, connVersion1, connStates()[1])
+	return append(out, Message{Kind: Conns, Records: []Record{{Type: TCPConn, Name: nameClient, Meta: c}, {Type: TCPConn, Name: nameBackend},
+		{Type: Pipe, Name: "up.r"}, {Type: Pipe, Name: "up.w"}}})
+}
+
+// TestVersionRoundTrip: a message of format 1 decodes to itself, reported
+// as version 1, and encodes back to the same bytes; format 2's kinds do
+// not exist in format 1, either way.
+func TestVersionRoundTrip(t *testing.T) {
+	for _, m := range messagesV1() {
+		b, err := EncodeVersion(nil, 1, m)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Kind, err)
+		}
+		if got := binary.BigEndian.Uint16(b[4:]); got != 1 {
+			t.Fatalf("%s: framed as version %d", m.Kind, got)
+		}
+		got, v, err := DecodeVersion(b)
+		if err != nil || v != 1 || !reflect.DeepEqual(got, m) {
+			t.Fatalf("%s: decoded %+v, version %d, %v", m.Kind, got, v, err)
+		}
+		if again, _ := EncodeVersion(nil, v, got); !bytes.Equal(again, b) {
+			t.Errorf("%s: encodes two ways", m.Kind)
+		}
+	}
+	for _, k := range []Kind{Flows, Adopted} {
+		if _, err := EncodeVersion(nil, 1, Message{Kind: k}); !errors.Is(err, ErrFormat) {
+			t.Errorf("a %s in version 1: %v", k, err)
+		}
+	}
+	for _, v := range []uint16{0, Version + 1, 65535} {
+		if _, err := EncodeVersion(nil, v, Message{Kind: Ack}); !errors.Is(err, ErrVersion) {
+			t.Errorf("version %d written: %v", v, err)
+		}
+	}
+}
+
+// TestNegotiate: the version two processes speak is the lower of both
+// highest; a first release's hello (framed 1, Count 0) speaks 1, an
+// unreleased format-2 one (framed 2, Count 0) speaks 2, a future one
+// naming any higher version speaks this one's; what no release framed is
+// refused.
+func TestNegotiate(t *testing.T) {
+	for _, tc := range []struct {
+		frame uint16
+		count uint32
+		want  uint16
+		err   error
+	}{
+		{1, 0, 1, nil}, // 6abb019's hello
+		{1, 1, 1, nil},
+		{1, 2, 2, nil},       // this package's hello
+		{2, 0, 2, nil},       // a format-2 hello before negotiation
+		{1, 3, Version, nil}, // a later release
+		{1, 65535, Version, nil},
+		{1, 1<<32 - 1, Version, nil},
+		{0, 2, 0, ErrVersion},
+		{3, 3, 0, ErrVersion},
+		{65535, 0, 0, ErrVersion},
+	} {
+		got, err := Negotiate(Message{Kind: Hello, Count: tc.count}, tc.frame)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("a hello framed %d naming %d: version %d, %v; want %d, %v", tc.frame, tc.count, got, err, tc.want, tc.err)
+		}
+	}
+	if _, err := Negotiate(Message{Kind: Ack, Count: 2}, 2); !errors.Is(err, ErrFormat) {
+		t.Errorf("an ack taken for a hello: %v", err)
+	}
 }
