@@ -13,6 +13,7 @@ import (
 	"github.com/darkit/protoplex/internal/handover"
 	"github.com/darkit/protoplex/internal/logging"
 	"github.com/darkit/protoplex/internal/proxy"
+	"github.com/darkit/protoplex/internal/rawsys"
 	"github.com/darkit/protoplex/internal/routing"
 	"github.com/darkit/protoplex/protocols"
 	"golang.org/x/sys/unix"
@@ -271,7 +272,7 @@ func (c *conn) offLoop() {
 	l := c.l
 	for _, fd := range [2]int{c.fd, c.bfd} {
 		if fd >= 0 {
-			_ = epollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
+			_ = rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, 0)
 			l.clearRef(fd)
 		}
 	}
@@ -372,9 +373,9 @@ func (c *conn) moved() {
 	c.st = stDone
 	l := c.l
 	env := &l.p.env
-	rawClose(c.fd)
+	rawsys.Close(c.fd)
 	if c.bfd >= 0 {
-		rawClose(c.bfd)
+		rawsys.Close(c.bfd)
 	}
 	c.fd, c.bfd = -1, -1
 	c.dropMv()
@@ -443,7 +444,7 @@ func (c *conn) rejoin(st state) bool {
 			continue
 		}
 		l.setRef(fd, ref{c: c})
-		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+		if e := rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
 			l.p.env.Log.Warn("epoll_ctl failed", "err", e)
 			c.abortedHere()
 			return false
@@ -587,7 +588,7 @@ func (p *Plane) Prepare(m handover.Message, files []*os.File) (*Prepared, error)
 	defer func() { // those not taken over below
 		for _, fd := range fds {
 			if fd >= 0 {
-				rawClose(fd)
+				rawsys.Close(fd)
 			}
 		}
 	}()
@@ -688,7 +689,7 @@ func (a *Prepared) Discard() {
 func closeAdoptions(as []adoption) {
 	for _, x := range as {
 		for _, fd := range x.fds {
-			rawClose(fd)
+			rawsys.Close(fd)
 		}
 	}
 }
@@ -809,7 +810,7 @@ func (c *conn) register() error {
 			continue
 		}
 		l.setRef(fd, ref{c: c})
-		if e := epollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
+		if e := rawsys.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, epollConn); e != 0 {
 			return fmt.Errorf("evloop: a moved connection: %w", os.NewSyscallError("epoll_ctl", e))
 		}
 	}

@@ -14,14 +14,6 @@ import (
 // blocks in a system call: it sleeps in the runtime's poller (see
 // Loop.wait).
 
-// rawClose and epollCtl are rawsys.Close and rawsys.EpollCtl under the
-// names move_linux.go calls them by.
-func rawClose(fd int) { rawsys.Close(fd) }
-
-func epollCtl(ep, op, fd int, events uint32) syscall.Errno {
-	return rawsys.EpollCtl(ep, op, fd, events)
-}
-
 // rawConnect starts a non-blocking TCP connect to ap. quickAckOff leaves
 // the handshake's last ACK to ride on the first data (the replay), one
 // segment fewer per connection.
