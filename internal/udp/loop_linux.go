@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -638,7 +639,12 @@ type reusable struct {
 	pool  pooled
 }
 
+// Read and Write refuse a closed socket: its number may be another
+// socket's by now, and a datagram must never reach another flow's backend.
 func (u *rawUp) Read(b []byte) (int, error) {
+	if u.closed {
+		return 0, net.ErrClosed
+	}
 	n, e := rawsys.Read(int(u.fd), b)
 	if e != 0 {
 		return 0, e
@@ -647,6 +653,9 @@ func (u *rawUp) Read(b []byte) (int, error) {
 }
 
 func (u *rawUp) Write(b []byte) (int, error) {
+	if u.closed {
+		return 0, net.ErrClosed
+	}
 	n, e := rawsys.Write(int(u.fd), b)
 	if e != 0 {
 		return 0, e

@@ -209,3 +209,50 @@ func TestRefusedCountedOnGoroutines(t *testing.T) {
 		t.Errorf("%v datagrams counted up, want 1", got)
 	}
 }
+
+// TestClosedUpstreamRefusesIO: a closed upstream socket's number may be
+// another socket's by now; Read and Write on it go nowhere near the
+// kernel. Here the number is reused at once by a socket connected to a
+// listener, which must receive nothing.
+func TestClosedUpstreamRefusesIO(t *testing.T) {
+	victim, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &rawUp{fd: int32(fd), closed: true} // as Close leaves it
+	unix.Close(fd)
+	reused, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(reused)
+	if reused != fd {
+		t.Skipf("descriptor %d was not reused (got %d): nothing to show", fd, reused)
+	}
+	va := victim.LocalAddr().(*net.UDPAddr)
+	if err := unix.Connect(reused, &unix.SockaddrInet4{Port: va.Port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.Write([]byte("for another flow's backend")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write on a closed upstream socket: %v, want net.ErrClosed", err)
+	}
+	if _, err := up.Read(make([]byte, 64)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read on a closed upstream socket: %v, want net.ErrClosed", err)
+	}
+	// The reused socket still works: a datagram of its own arrives, and
+	// it is the only one.
+	if _, err := unix.Write(reused, []byte("own")); err != nil {
+		t.Fatal(err)
+	}
+	_ = victim.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := victim.Read(buf)
+	if err != nil || string(buf[:n]) != "own" {
+		t.Fatalf("the listener got %q, %v; want only \"own\"", buf[:n], err)
+	}
+}
