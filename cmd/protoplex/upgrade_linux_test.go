@@ -322,6 +322,38 @@ func install(t *testing.T, src, path string) {
 	}
 }
 
+// startUpgradable runs protoplex from a path of its own (so that a test
+// can install another binary there) with one SSH route to a banner
+// backend, server holding extra server: keys; fake is what a test binary
+// started by an upgrade plays (fakeEnv). It returns the process, the
+// binary's path and the address it listens on.
+func startUpgradable(t *testing.T, server, fake string) (p *proc, exe, addr string) {
+	t.Helper()
+	backend := testnet.Banner(t, "A:")
+	dir := t.TempDir()
+	exe = filepath.Join(dir, "protoplex")
+	install(t, binary, exe)
+	cfg := filepath.Join(dir, "protoplex.yaml")
+	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n%sprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", server, backend))
+	cmd := exec.Command(exe, "-config", cfg)
+	cmd.Env = append(os.Environ(), fakeEnv+"="+fake) // inherited by what an upgrade starts
+	p = startCmd(t, cmd)
+	pid := p.Cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	return p, exe, p.waitLine(t, `^listening: (\S+)`)[1]
+}
+
+// upgradeToSound installs protoplex at exe again and upgrades p to it:
+// the new process serves the listeners and p exits.
+func upgradeToSound(t *testing.T, p *proc, exe string) {
+	t.Helper()
+	pid := p.Cmd.Process.Pid
+	install(t, binary, exe)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade to the sound binary; stderr:\n%s", p.Out)
+	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after the upgrade to the sound binary; stderr:\n%s", p.Out)
+}
+
 // TestUpgradeRefused: the binary at protoplex's path is replaced by one
 // that exits at start, then by one that speaks another handover format,
 // then by one that speaks the first release's (a downgrade, refused);
@@ -329,18 +361,8 @@ func install(t *testing.T, src, path string) {
 // losing a connection; with protoplex back at the path, the next upgrade
 // succeeds.
 func TestUpgradeRefused(t *testing.T) {
-	backend := testnet.Banner(t, "A:")
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "protoplex")
-	install(t, binary, exe)
-	cfg := filepath.Join(dir, "protoplex.yaml")
-	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
-	cmd := exec.Command(exe, "-config", cfg)
-	cmd.Env = append(os.Environ(), fakeEnv+"=version") // inherited by what an upgrade starts
-	p := startCmd(t, cmd)
-	pid := p.Cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-	addr := p.waitLine(t, `^listening: (\S+)`)[1]
+	p, exe, addr := startUpgradable(t, "", "version")
+	pid, dir := p.Cmd.Process.Pid, filepath.Dir(exe)
 	l := startLoad([][2]string{{"tcp", addr}}, 2)
 	defer l.end()
 
@@ -367,10 +389,7 @@ func TestUpgradeRefused(t *testing.T) {
 		}
 		testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "%s: the old process stopped serving", tc.name)
 	}
-	install(t, binary, exe)
-	syscall.Kill(pid, syscall.SIGUSR2)
-	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no upgrade after the binary was put back; stderr:\n%s", p.Out)
-	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs; stderr:\n%s", p.Out)
+	upgradeToSound(t, p, exe)
 	before := l.ok.Load()
 	testnet.Eventually(t, upgradeBound, func() bool { return l.ok.Load() > before+20 }, "the new process does not serve")
 	l.end()
@@ -717,18 +736,8 @@ func TestUpgradeDrainBounded(t *testing.T) {
 // the old one serves on as after any failed upgrade, accepts new
 // connections, and a later upgrade to a sound binary moves the stream.
 func TestUpgradeNewProcessDiesAtCommit(t *testing.T) {
-	backend := testnet.Banner(t, "A:")
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "protoplex")
-	install(t, binary, exe)
-	cfg := filepath.Join(dir, "protoplex.yaml")
-	testnet.WriteFile(t, cfg, fmt.Sprintf("server:\n  listen: \"127.0.0.1:0\"\n  graceful_shutdown_timeout: \"60s\"\n  data_plane: events\nprotocols:\n  - name: SSH\n    target: %q\nmonitoring:\n  metrics_port: 0\n  health_check_port: 0\n", backend))
-	cmd := exec.Command(exe, "-config", cfg)
-	cmd.Env = append(os.Environ(), fakeEnv+"=die-at-commit") // inherited by what the upgrade starts
-	p := startCmd(t, cmd)
+	p, exe, addr := startUpgradable(t, "  graceful_shutdown_timeout: \"60s\"\n  data_plane: events\n", "die-at-commit")
 	pid := p.Cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-	addr := p.waitLine(t, `^listening: (\S+)`)[1]
 	long, longR := openStream(t, addr, "A:")
 	install(t, os.Args[0], exe)
 	syscall.Kill(pid, syscall.SIGUSR2)
@@ -754,10 +763,7 @@ func TestUpgradeNewProcessDiesAtCommit(t *testing.T) {
 	}
 	fresh.Close()
 	// And it can still upgrade: a sound binary takes the listeners and the stream.
-	install(t, binary, exe)
-	syscall.Kill(pid, syscall.SIGUSR2)
-	testnet.Eventually(t, upgradeBound, p.logged("upgrade: the new process serves the listeners"), "no second upgrade; stderr:\n%s", p.Out)
-	testnet.Eventually(t, upgradeBound, func() bool { return !running(pid) }, "the old process still runs after the second upgrade; stderr:\n%s", p.Out)
+	upgradeToSound(t, p, exe)
 	io.WriteString(long, "SSH-2.0-moved\r\n")
 	if line, err := longR.ReadString('\n'); err != nil || line != "SSH-2.0-moved\r\n" {
 		t.Fatalf("the stream after the second upgrade: %q, %v; stderr:\n%s", line, err, p.Out)
